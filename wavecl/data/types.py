@@ -1,0 +1,129 @@
+"""The records that travel from a dataset through the collator to the model, criterion and evaluators.
+
+A dataset returns one :class:`ClipSample` per item; :func:`wavecl.data.collate.collate_clips` turns a
+list of them into a time-major, zero-padded :class:`Batch`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class FrameTarget:
+    """The referred object in one annotated frame (exactly one instance, as in the reference).
+
+    Attributes:
+        masks: ``[1, H', W']`` bool, the referred object's mask after resizing (unpadded).
+        boxes: ``[1, 4]`` float, normalised ``(cx, cy, w, h)`` in ``[0, 1]`` of the unpadded frame;
+            all zeros when the object is not visible.
+        labels: ``[1]`` long, class index (0 for single-class settings, 0..64 for Ref-YouTube-VOS
+            65-class, the COCO category id for RefCOCO).
+        is_visible: whether the referred mask has any pixel in this frame, decided on the
+            original-resolution mask before resizing.
+        orig_size: ``(H, W)`` of the frame before any transform.
+        size: ``(H', W')`` after resizing, without padding.
+        image_id: key joining predictions with COCO-format ground truth (A2D ``v_<vid>_f_<frame>_i_<inst>``,
+            JHMDB ``v_<vid>_f_<frame>``, RefCOCO the image id as a string); ``None`` where unused.
+    """
+
+    masks: Tensor
+    boxes: Tensor
+    labels: Tensor
+    is_visible: bool
+    orig_size: tuple[int, int]
+    size: tuple[int, int]
+    image_id: str | None = None
+
+    def to(self, device: torch.device | str) -> "FrameTarget":
+        return replace(
+            self,
+            masks=self.masks.to(device),
+            boxes=self.boxes.to(device),
+            labels=self.labels.to(device),
+        )
+
+
+@dataclass
+class ClipSample:
+    """One referring expression over one clip.
+
+    Attributes:
+        frames: ``[T, 3, H', W']`` float, ImageNet-normalised.
+        targets: length ``T``; ``None`` for frames without annotation (A2D/JHMDB keep only the centre frame).
+        text: the expression after cleaning and flip augmentation.
+        metadata: dataset-specific information needed to write predictions back (video id,
+            expression id, frame names, original size, ...); ``{}`` where unused.
+    """
+
+    frames: Tensor
+    targets: list[FrameTarget | None]
+    text: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Batch:
+    """A collated, time-major batch.
+
+    Attributes:
+        frames: ``[T, B, 3, Hp, Wp]`` float, zero-padded bottom/right to the largest clip.
+        pad_mask: ``[T, B, Hp, Wp]`` bool, True on padding.
+        targets: ``targets[t][b]`` is the :class:`FrameTarget` of clip ``b`` at time ``t`` or ``None``.
+        texts: ``B`` expressions.
+        image_sizes: ``[B, 2]`` long, unpadded ``(H', W')`` of each clip (read by the mask head).
+        metadata: ``B`` metadata dicts.
+    """
+
+    frames: Tensor
+    pad_mask: Tensor
+    targets: list[list[FrameTarget | None]]
+    texts: list[str]
+    image_sizes: Tensor
+    metadata: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def num_frames(self) -> int:
+        return self.frames.shape[0]
+
+    @property
+    def batch_size(self) -> int:
+        return self.frames.shape[1]
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
+        return replace(
+            self,
+            frames=self.frames.to(device, non_blocking=non_blocking),
+            pad_mask=self.pad_mask.to(device, non_blocking=non_blocking),
+            targets=[[t.to(device) if t is not None else None for t in row] for row in self.targets],
+            image_sizes=self.image_sizes.to(device, non_blocking=non_blocking),
+        )
+
+    def valid_frames(self) -> tuple[Tensor | None, list[list[FrameTarget]]]:
+        """Select the annotated frames (A2D/JHMDB protocol).
+
+        Returns:
+            ``valid_indices``: LongTensor of ``(b t)`` flat indices ``t + b*T`` of annotated frames in
+            batch order, or ``None`` when every frame of every clip is annotated (all frames are used);
+            ``targets``: the matching targets as one time step, ``[[target_b for b]]``, or the full
+            ``T x B`` grid when ``valid_indices`` is ``None``.
+        """
+        T, B = self.num_frames, self.batch_size
+        if all(t is not None for row in self.targets for t in row):
+            return None, [list(row) for row in self.targets]  # type: ignore[arg-type]
+        indices: list[int] = []
+        selected: list[FrameTarget] = []
+        for b in range(B):
+            annotated = [t for t in range(T) if self.targets[t][b] is not None]
+            if len(annotated) != 1:
+                raise ValueError(
+                    f"clip {b} ({self.texts[b]!r}) has {len(annotated)} annotated frames; valid-frame "
+                    "selection needs exactly one annotated frame per clip or all frames annotated"
+                )
+            t = annotated[0]
+            indices.append(t + b * T)
+            selected.append(self.targets[t][b])  # type: ignore[arg-type]
+        return torch.tensor(indices, dtype=torch.long, device=self.frames.device), [selected]
