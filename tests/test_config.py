@@ -1,0 +1,141 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from wavecl.config import Config, apply_overrides, load_config, parse_override
+
+CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+
+# An excerpt of the original repository's configs/a2d_sentences.yaml ({desc, value} entries,
+# PyYAML-unfriendly exponents, nested DeformTransformer and VOC values).
+REFERENCE_A2D = """
+lr:
+  desc: main model learning rate
+  value: 5e-5
+lr_backbone:
+  value: 5e-6
+text_encoder_lr:
+  value: 5e-6
+weight_decay:
+  value: 1e-4
+clip_max_norm:
+  value: 0.1
+enable_amp:
+  value: false
+seed:
+  value: 42
+with_box_refine:
+  value: True
+DeformTransformer:
+  desc: "the parameter of the MultiFormer"
+  value:
+    enc_layers: 3
+    dec_layers: 3
+    dim_feedforward: 2048
+    d_model: 256
+    dropout: 0.1
+    nheads: 8
+    num_queries: 20
+    num_feature_levels: 4
+    dec_n_points: 4
+    enc_n_points: 4
+    two_stage: False
+freeze_text_encoder:
+  value: true
+text_encoder_type:
+  value: 'roberta/roberta-base'
+num_classes:
+  value: 1
+VOC:
+  value:
+    input_dim: 256
+    window_size: 0
+    num_frame_queries: 20
+    num_frames: 8
+    num_queries: 20
+    nheads: 8
+    dim_feedforward: 2048
+    enc_layers: 3
+    dec_layers: 3
+set_cost_dice:
+  value: 5
+class_loss_coef:
+  value: 2
+dice_loss_coef:
+  value: 5
+eos_coef:
+  value: 0.1
+dataset_name:
+  value: a2d_sentences
+train_short_size:
+  value: 320
+train_max_size:
+  value: 576
+dataset_coco_gt_format_path:
+  value: 'data/a2d_sentences/a2d_sentences_test_annotations_in_coco_format.json'
+checkpoint_path:
+  value: "runs/a2d_sentences/a2d/checkpoints/best.pth.tar"
+"""
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_shipped_config_loads_and_round_trips(path, tmp_path):
+    config = load_config(path)
+    assert isinstance(config.train.lr, float)
+    saved = tmp_path / "resolved.yaml"
+    saved.write_text(config.to_yaml())
+    assert load_config(saved) == config
+
+
+def test_published_a2d_hyper_parameters():
+    config = load_config(Path(__file__).parents[1] / "configs" / "a2d_sentences.yaml")
+    assert (config.train.lr, config.train.lr_backbone, config.train.batch_size) == (5e-5, 5e-6, 2)
+    assert (config.train.epochs, config.train.lr_drop, config.train.lr_gamma) == (40, [15], 0.2)
+
+
+def test_exponent_without_decimal_point_is_a_float(tmp_path):
+    assert yaml.safe_load("lr: 5e-5") == {"lr": "5e-5"}  # why the cast is needed
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  lr: 5e-5\n  lr_drop: 15\n")
+    config = load_config(path)
+    assert config.train.lr == pytest.approx(5e-5) and isinstance(config.train.lr, float)
+    assert config.train.lr_drop == [15]
+
+
+def test_reference_desc_value_file_loads(tmp_path):
+    path = tmp_path / "a2d_sentences.yaml"
+    path.write_text(REFERENCE_A2D)
+    config = load_config(path)
+    assert config.train.lr == pytest.approx(5e-5)
+    assert config.train.weight_decay == pytest.approx(1e-4)
+    assert config.train.lr_gamma == 0.2  # hard-coded for A2D in the reference
+    assert config.model.text_encoder == "roberta/roberta-base"
+    assert (config.model.enc_layers, config.model.num_queries, config.model.voc_dec_layers) == (3, 20, 3)
+    assert config.loss.cost_dice == 5 and config.loss.cls == 2
+    assert config.data.coco_gt_path.endswith("a2d_sentences_test_annotations_in_coco_format.json")
+
+
+def test_errors_name_the_file_and_field(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("train:\n  lr: fast\n")
+    with pytest.raises(ValueError, match=r"bad.yaml.*train\.lr"):
+        load_config(path)
+    path.write_text("model:\n  no_such_field: 1\n")
+    with pytest.raises(ValueError, match="no_such_field"):
+        load_config(path)
+    path.write_text("data:\n  flip_mode: sideways\n")
+    with pytest.raises(ValueError, match="flip_mode"):
+        load_config(path)
+    with pytest.raises(FileNotFoundError, match="missing.yaml"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_only_explicit_overrides_apply():
+    config = Config()
+    key, value = parse_override("train.lr=1e-4")
+    updated = apply_overrides(config, {key: value})
+    assert updated.train.lr == pytest.approx(1e-4)
+    assert updated.train.epochs == config.train.epochs
+    with pytest.raises(ValueError, match="train.nope"):
+        apply_overrides(config, {"train.nope": 1})

@@ -1,0 +1,305 @@
+"""WaveCL: the whole network, wired module by module (architecture.md §1-§3).
+
+Attribute names are those of the reference implementation, so that its checkpoints load with the
+renames of :func:`convert_reference_state_dict` only.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+from wavecl.config import ModelConfig
+from wavecl.model.backbone import VideoSwinBackbone, load_video_swin_weights, reference_backbone_key
+from wavecl.model.deformable import DeformableTransformer
+from wavecl.model.fusion import MultimodalFusion
+from wavecl.model.heads import MLP, FPNSpatialDecoder, dynamic_mask_logits, dynamic_param_count
+from wavecl.model.output import WaveCLOutput
+from wavecl.model.position import sine_position_1d, sine_position_2d
+from wavecl.model.sep import SemanticEntityPerception
+from wavecl.model.text import FeatureResizer, encode_text, load_text_encoder
+from wavecl.model.voc import VideoObjectCluster
+from wavecl.model.wip import FocusedLinearAttention, wavelet_gate
+
+# Levels 0-2 come from backbone stages 1-3; level 3 is an extra stride-2 conv on stage 3.
+NUM_WAVELET_LEVELS = 2
+LVF_LEVEL = 2
+
+
+def inverse_sigmoid(x: Tensor, eps: float = 1e-5) -> Tensor:
+    """logit(x) with x clamped to [eps, 1 - eps], as in Deformable-DETR's box refinement."""
+    x = x.clamp(min=0, max=1)
+    return torch.log(x.clamp(min=eps) / (1 - x).clamp(min=eps))
+
+
+def resize_mask(mask: Tensor, size: tuple[int, int]) -> Tensor:
+    """Nearest-resize a padding mask ``[N, H, W]`` bool to ``[N, h, w]``."""
+    return F.interpolate(mask[None].float(), size=size).bool()[0]
+
+
+class WaveCL(nn.Module):
+    """Referring video object segmentation with wavelet calibration.
+
+    Args:
+        config: the network configuration.
+        text_encoder, tokenizer: a prebuilt Hugging Face encoder and its tokenizer; loaded from
+            ``config.text_encoder`` when omitted.
+    """
+
+    def __init__(self, config: ModelConfig, text_encoder: nn.Module | None = None, tokenizer=None) -> None:
+        super().__init__()
+        self.config = config
+        d = config.d_model
+        if config.backbone_embed_dim is not None:
+            self.backbone = VideoSwinBackbone(
+                embed_dim=config.backbone_embed_dim,
+                depths=tuple(config.backbone_depths or (2, 2, 6, 2)),
+                num_heads=tuple(config.backbone_num_heads or (3, 6, 12, 24)),
+                window_size=tuple(config.backbone_window_size),
+                drop_path=config.backbone_drop_path,
+            )
+        else:
+            self.backbone = VideoSwinBackbone.from_name(config.backbone, drop_path=config.backbone_drop_path)
+        if text_encoder is None:
+            text_encoder, tokenizer = load_text_encoder(config.text_encoder)
+        self.text_encoder = text_encoder
+        self.tokenizer = tokenizer
+        if config.freeze_text_encoder:
+            self.text_encoder.requires_grad_(False)
+        text_dim = self.text_encoder.config.hidden_size
+        self.txt_proj = FeatureResizer(text_dim, d, dropout=config.text_proj_dropout)
+
+        channels = self.backbone.channels
+        self.input_proj = nn.ModuleList(
+            [nn.Sequential(nn.Conv2d(c, d, kernel_size=1), nn.GroupNorm(32, d)) for c in channels[1:]]
+            + [nn.Sequential(nn.Conv2d(channels[-1], d, kernel_size=3, stride=2, padding=1), nn.GroupNorm(32, d))]
+        )
+        self.vlp_projs = nn.ModuleList(
+            SemanticEntityPerception(text_dim, d, dropout=config.text_proj_dropout, pooling=config.sep_pooling)
+            for _ in range(config.num_feature_levels)
+        )
+        self.convs = nn.ModuleList(nn.Conv2d(d, d, kernel_size=3, padding=1) for _ in range(NUM_WAVELET_LEVELS))
+        self.vlf = MultimodalFusion(d, config.nheads)
+        self.lvf = MultimodalFusion(d, config.nheads)
+        self.wavelet_vlf_l = MultimodalFusion(d, config.nheads)
+        self.wavelet_vlf_h = FocusedLinearAttention(d, config.nheads, token_order=config.fla_order)
+
+        self.transformer = DeformableTransformer(
+            d_model=d,
+            nhead=config.nheads,
+            num_encoder_layers=config.enc_layers,
+            num_decoder_layers=config.dec_layers,
+            dim_feedforward=config.dim_feedforward,
+            dropout=config.dropout,
+            num_feature_levels=config.num_feature_levels,
+            enc_n_points=config.enc_n_points,
+            dec_n_points=config.dec_n_points,
+        )
+        self.query_embed = nn.Embedding(config.num_queries, d)
+        self.class_embed = nn.ModuleList(nn.Linear(d, config.num_classes) for _ in range(config.dec_layers))
+        self.bbox_embed = nn.ModuleList(MLP(d, d, 4, 3) for _ in range(config.dec_layers))
+        self.transformer.decoder.bbox_embed = self.bbox_embed
+        self.voc = VideoObjectCluster(
+            d_model=d,
+            nhead=config.nheads,
+            num_queries=config.num_queries,
+            num_encoder_layers=config.voc_enc_layers,
+            num_decoder_layers=config.voc_dec_layers,
+            dim_feedforward=config.voc_dim_feedforward,
+            dropout=config.voc_dropout,
+        )
+        self.spatial_decoder = FPNSpatialDecoder(d, (d, d, channels[0]), config.mask_kernels_dim)
+        num_params = dynamic_param_count(
+            config.mask_kernels_dim + (2 if config.rel_coord else 0),
+            config.dynamic_mask_channels,
+            config.controller_layers,
+        )
+        self.controller = MLP(d, d, num_params, config.controller_layers)
+        self._reset_parameters()
+
+    def _reset_parameters(self) -> None:
+        for proj in self.input_proj:
+            nn.init.xavier_uniform_(proj[0].weight, gain=1)
+            nn.init.zeros_(proj[0].bias)
+        prior = -math.log((1 - 0.01) / 0.01)
+        for head in self.class_embed:
+            nn.init.constant_(head.bias, prior)
+        for mlp in self.bbox_embed:
+            nn.init.zeros_(mlp.layers[-1].weight)
+            nn.init.zeros_(mlp.layers[-1].bias)
+        nn.init.constant_(self.bbox_embed[0].layers[-1].bias[2:], -2.0)
+        for layer in self.controller.layers:
+            nn.init.xavier_uniform_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def train(self, mode: bool = True) -> "WaveCL":
+        """Switch modes; a frozen text encoder always stays in eval mode (no dropout)."""
+        super().train(mode)
+        if self.config.freeze_text_encoder:
+            self.text_encoder.eval()
+        return self
+
+    def _check_inputs(self, frames: Tensor, pad_mask: Tensor, texts: Sequence[str], image_sizes: Tensor) -> None:
+        if frames.dim() != 5 or frames.shape[2] != 3:
+            raise ValueError(f"frames must be [T, B, 3, H, W], got {tuple(frames.shape)}")
+        T, B, _, H, W = frames.shape
+        if tuple(pad_mask.shape) != (T, B, H, W):
+            raise ValueError(f"pad_mask must be [T, B, H, W] = {(T, B, H, W)}, got {tuple(pad_mask.shape)}")
+        if isinstance(texts, str) or len(texts) != B:
+            count = "a single string" if isinstance(texts, str) else f"{len(texts)} sentences"
+            raise ValueError(f"texts must hold one sentence per clip: batch has {B} clips, got {count}")
+        if tuple(image_sizes.shape) != (B, 2):
+            raise ValueError(f"image_sizes must be [B, 2] = {(B, 2)}, got {tuple(image_sizes.shape)}")
+
+    def forward(
+        self,
+        frames: Tensor,
+        pad_mask: Tensor,
+        texts: Sequence[str],
+        image_sizes: Tensor,
+        valid_indices: Tensor | None = None,
+    ) -> WaveCLOutput:
+        """Segment the referred object in every frame.
+
+        Args:
+            frames: ``[T, B, 3, H, W]`` normalised, zero-padded clips (time-major).
+            pad_mask: ``[T, B, H, W]`` bool, True on padding.
+            texts: ``B`` referring expressions.
+            image_sizes: ``[B, 2]`` unpadded ``(H', W')`` of each clip; scales the mask head's
+                relative coordinates.
+            valid_indices: optional ``[B]`` long indices into the batch-major ``(b t)`` frames; when
+                given, only those frames (one per clip, A2D/JHMDB) continue after the backbone and
+                the output has ``T = 1``. The inputs are not modified.
+
+        Returns:
+            The last decoder layer's :class:`WaveCLOutput` (``eval_layer="last"``) or the reference's
+            layer-0 output (``eval_layer="reference"``, eval mode only); in training mode
+            ``aux_outputs`` holds the earlier layers.
+        """
+        self._check_inputs(frames, pad_mask, texts, image_sizes)
+        T, B = frames.shape[:2]
+        d = self.config.d_model
+
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_text_encoder):
+            text = encode_text(self.text_encoder, self.tokenizer, texts, frames.device, self.config.sentence_pooling)
+        sentence = self.txt_proj(text.sentence)
+        text_pos = rearrange(sine_position_1d(text.pad_mask, d), "b s c -> s b c")
+
+        features = self.backbone(rearrange(frames, "t b c h w -> b t c h w"))
+        frame_mask = rearrange(pad_mask, "t b h w -> (b t) h w")
+        if valid_indices is not None:
+            if valid_indices.numel() != B:
+                raise ValueError(f"valid_indices must select one frame per clip ({B}), got {valid_indices.numel()}")
+            features = [f.index_select(0, valid_indices) for f in features]
+            frame_mask = frame_mask.index_select(0, valid_indices)
+            T = 1
+
+        srcs, masks, positions = [], [], []
+        text_sentence_feature = None
+        for level in range(self.config.num_feature_levels):
+            x = self.input_proj[level](features[min(level + 1, len(features) - 1)])
+            h, w = x.shape[-2:]
+            mask = resize_mask(frame_mask, (h, w))
+            pos = sine_position_2d(mask, d // 2)
+            tokens = rearrange(x, "(b t) c h w -> (t h w) b c", b=B)
+            token_mask = rearrange(mask, "(b t) h w -> b (t h w)", b=B)
+            words = self.vlp_projs[level](tokens, token_mask, text.words, text.pad_mask)
+            fused = self.vlf(tokens, words, memory_key_padding_mask=text.pad_mask, pos=text_pos)
+            fused = rearrange(fused, "(t h w) b c -> (b t) c h w", t=T, h=h, w=w)
+            if level < NUM_WAVELET_LEVELS:
+                gate = wavelet_gate(x, sentence, T, self.wavelet_vlf_l, self.wavelet_vlf_h)
+                fused = F.leaky_relu(self.convs[level](fused * gate.sigmoid()))
+            if level == LVF_LEVEL:
+                token_pos = rearrange(pos, "(b t) c h w -> (t h w) b c", b=B)
+                language = self.lvf(words, tokens, memory_key_padding_mask=token_mask, pos=token_pos)
+                valid = (~text.pad_mask).to(language.dtype)
+                text_sentence_feature = torch.einsum("sbc,bs->bc", language, valid) / valid.sum(1, keepdim=True)
+            srcs.append(fused)
+            masks.append(mask)
+            positions.append(pos)
+
+        decoded = self.transformer(srcs, masks, positions, self.query_embed.weight)
+        hs = rearrange(decoded.hs, "l (b t) q c -> l t b q c", b=B)
+        video_queries = self.voc(hs, sentence)
+        mask_features = self.spatial_decoder(decoded.memory[2], [decoded.memory[1], decoded.memory[0], features[0]])
+        mask_features = rearrange(mask_features, "(b t) c h w -> b t c h w", b=B)
+
+        num_layers = hs.shape[0]
+        if self.training:
+            layers = [(layer, layer) for layer in range(num_layers)]
+        elif self.config.eval_layer == "reference":
+            layers = [(0, 0)]
+        else:
+            layers = [(num_layers - 1, 0)]
+        outputs = [
+            self._layer_output(layer, hs[layer], video_queries[voc_layer], decoded, mask_features, image_sizes, B, text_sentence_feature)
+            for layer, voc_layer in layers
+        ]
+        final = outputs[-1]
+        final.aux_outputs = outputs[:-1]
+        return final
+
+    def _layer_output(
+        self,
+        layer: int,
+        frame_queries: Tensor,
+        video_queries: Tensor,
+        decoded,
+        mask_features: Tensor,
+        image_sizes: Tensor,
+        batch_size: int,
+        text_sentence_feature: Tensor,
+    ) -> WaveCLOutput:
+        """Heads of one decoder layer: frame queries ``[T, B, Q, C]`` plus video queries ``[B, Q, C]``."""
+        queries = frame_queries + video_queries[None]
+        reference = decoded.init_reference if layer == 0 else decoded.inter_references[layer - 1]
+        reference = rearrange(reference, "(b t) q d -> t b q d", b=batch_size)
+        delta = self.bbox_embed[layer](queries)
+        if reference.shape[-1] == 4:
+            boxes = (delta + inverse_sigmoid(reference)).sigmoid()
+        else:
+            boxes = torch.cat([delta[..., :2] + inverse_sigmoid(reference), delta[..., 2:]], dim=-1).sigmoid()
+        centres = rearrange(decoded.inter_references[layer][..., :2], "(b t) q d -> b t q d", b=batch_size)
+        masks = dynamic_mask_logits(
+            mask_features,
+            rearrange(self.controller(queries), "t b q p -> b t q p"),
+            centres.detach(),
+            image_sizes,
+            rel_coord=self.config.rel_coord,
+            channels=self.config.dynamic_mask_channels,
+            num_layers=self.config.controller_layers,
+        )
+        return WaveCLOutput(
+            pred_masks=rearrange(masks, "b t q h w -> t b q h w"),
+            pred_cls=self.class_embed[layer](queries),
+            pred_boxes=boxes,
+            pred_logit=video_queries,
+            text_sentence_feature=text_sentence_feature,
+        )
+
+
+def build_model(config: ModelConfig) -> WaveCL:
+    """Build WaveCL and load the pretrained Video-Swin weights named by the config, if any."""
+    model = WaveCL(config)
+    if config.backbone_pretrained_path:
+        load_video_swin_weights(model.backbone, config.backbone_pretrained_path)
+    return model
+
+
+def convert_reference_state_dict(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Rename the keys of a checkpoint trained by the reference implementation to wavecl's.
+
+    Renames: the backbone (``backbone.0.body.*`` to ``backbone.body.features.*``, via
+    :func:`reference_backbone_key`); dropped: ``text_encoder.embeddings.position_ids`` (saved by old
+    transformers only). Every other key is identical.
+    """
+    converted = {}
+    for key, value in state_dict.items():
+        if key == "text_encoder.embeddings.position_ids":
+            continue
+        converted[reference_backbone_key(key) if key.startswith("backbone.") else key] = value
+    return converted
