@@ -1,0 +1,243 @@
+"""Video-Swin backbone with per-frame multi-scale outputs (architecture.md §3.2, §7).
+
+The network is torchvision's :class:`~torchvision.models.video.swin_transformer.SwinTransformer3d` built with
+patch size ``[1, 4, 4]`` instead of the classification model's ``[2, 4, 4]``, so time is never downsampled:
+every input frame keeps its own feature map at every stage. The classifier parts (final ``norm``,
+``avgpool``, ``head``) are removed, so the module holds exactly the parameters WaveCL uses.
+
+Pretrained weights come from Kinetics-400 checkpoints whose patch kernel spans 2 frames. Loading sums that
+kernel over its temporal axis, so a static clip gets the same patch response as in the original model.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import re
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+from einops import rearrange
+from torch import Tensor, nn
+from torchvision.models.video.swin_transformer import SwinTransformer3d
+
+VIDEO_SWIN_VARIANTS: dict[str, dict] = {
+    "video-swin-t": {"embed_dim": 96, "depths": (2, 2, 6, 2), "num_heads": (3, 6, 12, 24)},
+    "video-swin-s": {"embed_dim": 96, "depths": (2, 2, 18, 2), "num_heads": (3, 6, 12, 24)},
+    "video-swin-b": {"embed_dim": 128, "depths": (2, 2, 18, 2), "num_heads": (4, 8, 16, 32)},
+}
+"""Constructor arguments of the published Video-Swin sizes (Liu et al., 2022), by name."""
+
+
+class VideoSwinBackbone(nn.Module):
+    """Video-Swin with patch ``[1, 4, 4]`` returning the four stage outputs of every frame.
+
+    Args:
+        embed_dim: channels C of stage 0; stage i has ``C * 2**i``.
+        depths: Swin blocks per stage.
+        num_heads: attention heads per stage.
+        window_size: attention window ``(time, height, width)`` in tokens; it shrinks to the input where the
+            input is smaller (torchvision's rule, identical to the official one).
+        drop_path: stochastic-depth rate of the last block, increasing linearly from 0 at the first.
+
+    Attributes:
+        body: the torchvision ``SwinTransformer3d`` without ``norm``, ``avgpool`` and ``head``;
+            ``body.features`` alternates stages (even indices) and patch merging (odd indices).
+        channels: ``(C, 2C, 4C, 8C)``, the channels of the four outputs.
+    """
+
+    def __init__(
+        self,
+        embed_dim: int = 96,
+        depths: Sequence[int] = (2, 2, 6, 2),
+        num_heads: Sequence[int] = (3, 6, 12, 24),
+        window_size: Sequence[int] = (8, 7, 7),
+        drop_path: float = 0.2,
+    ) -> None:
+        super().__init__()
+        if len(depths) != 4 or len(num_heads) != 4:
+            raise ValueError(f"depths and num_heads need 4 stages, got depths={depths}, num_heads={num_heads}")
+        self.body = SwinTransformer3d(
+            patch_size=[1, 4, 4],
+            embed_dim=embed_dim,
+            depths=list(depths),
+            num_heads=list(num_heads),
+            window_size=list(window_size),
+            stochastic_depth_prob=drop_path,
+        )
+        del self.body.norm, self.body.avgpool, self.body.head
+        self.channels: tuple[int, int, int, int] = tuple(embed_dim * 2**i for i in range(4))
+
+    @classmethod
+    def from_name(cls, name: str, drop_path: float = 0.2) -> "VideoSwinBackbone":
+        """Build a published size by name: one of the keys of :data:`VIDEO_SWIN_VARIANTS`."""
+        if name not in VIDEO_SWIN_VARIANTS:
+            raise ValueError(f"unknown Video-Swin variant {name!r}; choose one of {sorted(VIDEO_SWIN_VARIANTS)}")
+        return cls(**VIDEO_SWIN_VARIANTS[name], drop_path=drop_path)
+
+    def forward(self, frames: Tensor) -> list[Tensor]:
+        """Run the clip and return the stage outputs taken before each patch merging.
+
+        Args:
+            frames: ``[B, T, 3, H, W]`` normalised frames.
+
+        Returns:
+            Four tensors ``[(B T), C_i, H_i, W_i]`` (batch-major) with ``C_i = channels[i]`` and strides
+            4, 8, 16, 32; odd sizes round up (``H_0 = ceil(H / 4)``, ``H_{i+1} = ceil(H_i / 2)``).
+        """
+        if frames.ndim != 5 or frames.shape[2] != 3:
+            raise ValueError(f"frames must be [B, T, 3, H, W], got shape {tuple(frames.shape)}")
+        tokens = self.body.pos_drop(self.body.patch_embed(rearrange(frames, "b t c h w -> b c t h w")))
+        stage_outputs = []
+        for index, layer in enumerate(self.body.features):
+            tokens = layer(tokens)
+            if index % 2 == 0:
+                stage_outputs.append(rearrange(tokens, "b t h w c -> (b t) c h w"))
+        return stage_outputs
+
+
+@dataclass
+class KeyReport:
+    """Outcome of a non-strict weight load.
+
+    Attributes:
+        missing: parameters and buffers of the backbone (``body.*`` names) that the file did not provide.
+        unexpected: keys of the file (as written there) that the backbone has no place for.
+    """
+
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+
+
+_STAGE_BLOCK = re.compile(r"^layers\.(\d+)\.blocks\.(\d+)\.(.+)$")
+_MERGING = re.compile(r"^(?:layers\.(\d+)\.downsample|downsamples\.(\d+))\.(.+)$")
+_MLP_RENAME = {"mlp.fc1.": "mlp.0.", "mlp.fc2.": "mlp.3."}
+
+
+def _official_to_torchvision_key(key: str) -> str:
+    """Map a Swin body key of the official module tree to torchvision's tree.
+
+    Handles both the official Video-Swin layout (``layers.{i}.blocks.{j}.*``, ``layers.{i}.downsample.*``)
+    and the WaveCL reference wrapper (``downsamples.{i}.*``): blocks go to ``features.{2i}.{j}.*`` with
+    ``mlp.fc1/fc2`` renamed to torchvision's ``mlp.0/mlp.3``; merging goes to ``features.{2i+1}.*``.
+    Other keys (``patch_embed.*``, ``norm.*``) have the same name in both trees.
+    """
+    block = _STAGE_BLOCK.match(key)
+    if block:
+        stage, index, rest = block.groups()
+        for official, torchvision_name in _MLP_RENAME.items():
+            if rest.startswith(official):
+                rest = torchvision_name + rest[len(official) :]
+        return f"features.{2 * int(stage)}.{index}.{rest}"
+    merging = _MERGING.match(key)
+    if merging:
+        stage = merging.group(1) if merging.group(1) is not None else merging.group(2)
+        return f"features.{2 * int(stage) + 1}.{merging.group(3)}"
+    return key
+
+
+_REFERENCE_PREFIX = "backbone.0.body."
+
+
+def reference_backbone_key(key: str) -> str:
+    """Map a backbone key of a checkpoint trained by the WaveCL reference to wavecl's name.
+
+    ``backbone.0.body.patch_embed.*`` → ``backbone.body.patch_embed.*``;
+    ``backbone.0.body.layers.{i}.blocks.{j}.*`` → ``backbone.body.features.{2i}.{j}.*`` (``mlp.fc1`` → ``mlp.0``,
+    ``mlp.fc2`` → ``mlp.3``); ``backbone.0.body.downsamples.{i}.*`` → ``backbone.body.features.{2i+1}.*``.
+    """
+    if not key.startswith(_REFERENCE_PREFIX):
+        raise ValueError(f"{key!r} is not a reference backbone key (expected the prefix {_REFERENCE_PREFIX!r})")
+    return "backbone.body." + _official_to_torchvision_key(key[len(_REFERENCE_PREFIX) :])
+
+
+_PATCH_KERNEL = "patch_embed.proj.weight"
+_CLASSIFIER_PREFIXES = ("norm.", "head.", "cls_head.")
+
+
+def _read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
+    """Load a checkpoint file safely and return its tensor dict (``state_dict`` entry when present)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Video-Swin checkpoint not found: {os.fspath(path)}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as error:
+        raise ValueError(f"cannot read Video-Swin checkpoint {os.fspath(path)}: {error}") from error
+    if isinstance(checkpoint, dict) and isinstance(checkpoint.get("state_dict"), dict):
+        checkpoint = checkpoint["state_dict"]
+    if not isinstance(checkpoint, dict) or not all(isinstance(value, Tensor) for value in checkpoint.values()):
+        raise ValueError(f"{os.fspath(path)} is not a Video-Swin checkpoint: it holds no dict of tensors")
+    return checkpoint
+
+
+def _to_backbone_layout(state: dict[str, Tensor], path: str | os.PathLike) -> dict[str, tuple[str, Tensor]]:
+    """Convert either Kinetics layout to the ``body.*`` names of :class:`VideoSwinBackbone`.
+
+    Returns ``{backbone name: (key in the file, tensor)}`` for every key of the file except the classifier
+    (final ``norm``, ``head``, ``cls_head``), which is dropped. The patch kernel is summed over time.
+    """
+    official = any(key.startswith("backbone.") for key in state)
+    converted: dict[str, tuple[str, Tensor]] = {}
+    for key, value in state.items():
+        name = _official_to_torchvision_key(key.removeprefix("backbone.")) if official else key
+        if name.startswith(_CLASSIFIER_PREFIXES):
+            continue
+        if name == _PATCH_KERNEL:
+            value = value.sum(dim=2, keepdim=True)
+        converted["body." + name] = (key, value)
+    if "body." + _PATCH_KERNEL not in converted:
+        raise ValueError(
+            f"{os.fspath(path)} is not a Video-Swin checkpoint: it has no {_PATCH_KERNEL} "
+            "(expected the official Kinetics layout or torchvision's swin3d layout)"
+        )
+    return converted
+
+
+def load_video_swin_weights(
+    backbone: VideoSwinBackbone, path: str | os.PathLike, strict: bool = True
+) -> KeyReport:
+    """Load Kinetics-pretrained Video-Swin weights into ``backbone``.
+
+    Accepted files (read with ``torch.load(weights_only=True)``):
+      - the official Video-Swin checkpoint: ``{'state_dict': {'backbone.*': ..., 'cls_head.*': ...}}``,
+        converted with the key mapping of architecture.md §7.2;
+      - torchvision's swin3d weight file (``swin3d_t-7615ae03.pth``): a plain state dict in torchvision's key
+        names.
+    In both, the patch kernel ``[C, 3, 2, 4, 4]`` is summed over time to ``[C, 3, 1, 4, 4]`` and the
+    classifier (final ``norm``, ``head`` / ``cls_head``) is dropped.
+
+    Args:
+        backbone: the module to fill in place.
+        path: the checkpoint file.
+        strict: raise when any backbone key is missing from the file or any file key is left over.
+
+    Returns:
+        The missing and unexpected keys (both empty after a strict load).
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: the file is unreadable, is not a Video-Swin checkpoint, has a tensor of the wrong shape,
+            or (strict) does not match the backbone key for key. The message names the file.
+    """
+    converted = _to_backbone_layout(_read_state_dict(path), path)
+    expected = backbone.state_dict()
+    mismatched = [
+        f"{key}: file {tuple(value.shape)} vs model {tuple(expected[name].shape)}"
+        for name, (key, value) in converted.items()
+        if name in expected and value.shape != expected[name].shape
+    ]
+    if mismatched:
+        raise ValueError(f"{os.fspath(path)} does not fit this Video-Swin size: " + "; ".join(mismatched))
+    report = KeyReport(
+        missing=[name for name in expected if name not in converted],
+        unexpected=[key for name, (key, _) in converted.items() if name not in expected],
+    )
+    if strict and (report.missing or report.unexpected):
+        raise ValueError(
+            f"{os.fspath(path)} does not match the Video-Swin backbone: "
+            f"missing keys {report.missing}, unexpected keys {report.unexpected}"
+        )
+    backbone.load_state_dict(
+        {name: value for name, (_, value) in converted.items() if name in expected}, strict=False
+    )
+    return report
