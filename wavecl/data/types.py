@@ -107,12 +107,16 @@ class Batch:
 
         Returns:
             ``valid_indices``: LongTensor of ``(b t)`` flat indices ``t + b*T`` of annotated frames in
-            batch order, or ``None`` when every frame of every clip is annotated (all frames are used);
-            ``targets``: the matching targets as one time step, ``[[target_b for b]]``, or the full
-            ``T x B`` grid when ``valid_indices`` is ``None``.
+            batch order, or ``None`` when every frame of every clip is annotated (all frames are used)
+            or none is (inference);
+            ``targets``: the matching targets as one time step, ``[[target_b for b]]``, the full
+            ``T x B`` grid when every frame is annotated, or ``[]`` when none is.
         """
         T, B = self.num_frames, self.batch_size
-        if all(t is not None for row in self.targets for t in row):
+        annotated_count = sum(t is not None for row in self.targets for t in row)
+        if annotated_count == 0:
+            return None, []
+        if annotated_count == T * B:
             return None, [list(row) for row in self.targets]  # type: ignore[arg-type]
         indices: list[int] = []
         selected: list[FrameTarget] = []
