@@ -1,0 +1,403 @@
+"""The training loop: one process or many under ``torchrun`` (training.md §2, decisions table).
+
+A run directory ``<output_dir>/<dataset_name>/<version>/`` holds:
+
+- ``config.yaml``: the resolved configuration, and ``run_info.json``: the flags given explicitly,
+  world size, git revision and command line;
+- ``log.jsonl``: one JSON line per epoch (training averages and evaluation metrics);
+- ``tensorboard/``: every loss term and learning rate per step, metrics per evaluation;
+- ``checkpoints/``: one folder per epoch (safetensors weights + training state), written atomically.
+
+Only rank 0 writes files. Checkpoints are written before evaluation, so a crash while evaluating
+loses nothing; ``resume`` continues exactly where the last checkpoint stopped.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from wavecl.config import Config
+from wavecl.data.build import build_dataset
+from wavecl.data.collate import collate_clips
+from wavecl.data.types import Batch
+from wavecl.evaluation.build import build_evaluation
+from wavecl.evaluation.loop import run_evaluation
+from wavecl.model.wavecl import WaveCL, build_model
+from wavecl.training.checkpoint import (
+    CheckpointPaths,
+    latest_checkpoint,
+    load_model_weights,
+    load_training_state,
+    restore_rng_state,
+    rng_state,
+    save_checkpoint,
+)
+from wavecl.training.criterion import LossWeights, SetCriterion
+from wavecl.training.distributed import DistInfo, barrier, reduce_loss_dict
+from wavecl.training.matcher import HungarianMatcher
+from wavecl.training.optim import build_optimizer, build_scheduler
+
+log = logging.getLogger("wavecl.train")
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss term became NaN or infinite and the run is configured to stop."""
+
+
+def run_directory(config: Config) -> Path:
+    return Path(config.train.output_dir) / config.data.dataset_name / config.train.version
+
+
+def git_revision() -> str | None:
+    """The git revision of the wavecl source tree, or None outside a checkout."""
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def autocast_context(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
+    """bf16/fp16 autocast on CUDA; a no-op elsewhere (CPU training runs in fp32)."""
+    if amp == "off" or device.type != "cuda":
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+
+def build_criterion(config: Config) -> SetCriterion:
+    loss = config.loss
+    matcher = HungarianMatcher(
+        cost_class=loss.cost_class,
+        cost_dice=loss.cost_dice,
+        cost_bbox=loss.cost_bbox,
+        cost_giou=loss.cost_giou,
+        cost_con=loss.cost_con,
+        focal_alpha=loss.focal_alpha,
+        focal_gamma=loss.focal_gamma,
+    )
+    weights = LossWeights(
+        con=loss.con, dice=loss.dice, sigmoid_focal=loss.sigmoid_focal, cls=loss.cls, bbox=loss.bbox, giou=loss.giou
+    )
+    return SetCriterion(matcher, config.model.num_classes, weights, loss.focal_alpha, loss.focal_gamma)
+
+
+def load_finetune_weights(model: WaveCL, path: str | Path) -> tuple[list[str], list[str]]:
+    """Start a finetune from a pretraining checkpoint (training.md §2.12).
+
+    The class heads are re-initialised (their weights are not loaded), every other weight is loaded
+    non-strictly. Returns the missing and unexpected keys, which the caller logs.
+    """
+    state = {k: v for k, v in load_model_weights(path).items() if not k.startswith("class_embed.")}
+    result = model.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if not k.startswith("class_embed.")]
+    return missing, list(result.unexpected_keys)
+
+
+@dataclass
+class EpochResult:
+    losses: dict[str, float]
+    skipped_batches: int
+    seconds: float
+
+
+class Trainer:
+    """Trains WaveCL as configured, on this process's device, as one rank of ``dist``.
+
+    Args:
+        config: the resolved configuration.
+        dist: this process's place in the job (:func:`wavecl.training.distributed.init_distributed`).
+        explicit_overrides: the configuration fields given on the command line (saved in the run).
+        resume: a checkpoint folder or run directory to continue from, or None.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        dist: DistInfo,
+        explicit_overrides: dict[str, Any] | None = None,
+        resume: str | Path | None = None,
+    ) -> None:
+        self.config = config
+        self.dist = dist
+        self.device = dist.device
+        self.run_dir = run_directory(config)
+        train_cfg = config.train
+
+        torch.manual_seed(train_cfg.seed)  # identical initialisation on every rank
+        model = build_model(config.model).to(self.device)
+        self.model = model
+        if train_cfg.pretrained_weights and resume is None:
+            missing, unexpected = load_finetune_weights(model, train_cfg.pretrained_weights)
+            log.info("finetuning from %s; missing keys: %s; unexpected keys: %s", train_cfg.pretrained_weights, missing, unexpected)
+        self.ddp_model: nn.Module = (
+            DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            if dist.distributed
+            else model
+        )
+        self.criterion = build_criterion(config)
+        self.optimizer = build_optimizer(
+            model, train_cfg.lr, train_cfg.lr_backbone, train_cfg.text_encoder_lr, train_cfg.weight_decay
+        )
+        self.scheduler = build_scheduler(self.optimizer, train_cfg.lr_drop, train_cfg.lr_gamma)
+        use_scaler = train_cfg.amp == "fp16" and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+        if train_cfg.amp != "off" and self.device.type != "cuda":
+            log.warning("amp=%s needs CUDA; training in fp32 on %s", train_cfg.amp, self.device)
+
+        self.train_set: Dataset = build_dataset(config.data, "train")
+        self.sampler = DistributedSampler(
+            self.train_set, num_replicas=dist.world_size, rank=dist.rank, shuffle=True, seed=train_cfg.seed
+        )
+        self.start_epoch = 0
+        self.best_metric: float | None = None
+        if resume is not None:
+            self._resume(resume)
+
+        self.writer: SummaryWriter | None = None
+        if dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self._save_run_config(explicit_overrides or {})
+            self.writer = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=self.global_step)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        batches = math.ceil(len(self.sampler) / self.config.train.batch_size)
+        limit = self.config.train.max_steps_per_epoch
+        return min(batches, limit) if limit else batches
+
+    @property
+    def global_step(self) -> int:
+        return self.start_epoch * self.steps_per_epoch
+
+    def _save_run_config(self, explicit_overrides: dict[str, Any]) -> None:
+        write_text_atomic(self.run_dir / "config.yaml", self.config.to_yaml())
+        info = {
+            "explicit_overrides": explicit_overrides,
+            "world_size": self.dist.world_size,
+            "git_revision": git_revision(),
+            "command": sys.argv,
+            "torch": torch.__version__,
+        }
+        write_text_atomic(self.run_dir / "run_info.json", json.dumps(info, indent=2, default=str))
+
+    def _resume(self, resume: str | Path) -> None:
+        path = latest_checkpoint(resume)
+        self.model.load_state_dict(load_model_weights(path), strict=True)
+        state = load_training_state(path)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.start_epoch = int(state["epoch"]) + 1
+        self.best_metric = state.get("best_metric")
+        restore_rng_state(state["rng"])
+        log.info("resumed from %s at epoch %d", path, self.start_epoch)
+
+    def _loader(self, epoch: int) -> DataLoader:
+        self.sampler.set_epoch(epoch)
+        generator = torch.Generator().manual_seed(self.config.train.seed * 1000 + epoch)
+        return DataLoader(
+            self.train_set,
+            batch_size=self.config.train.batch_size,
+            sampler=self.sampler,
+            collate_fn=collate_clips,
+            num_workers=self.config.data.num_workers,
+            pin_memory=self.device.type == "cuda",
+            generator=generator,
+            persistent_workers=False,
+        )
+
+    def fit(self) -> dict[str, float]:
+        """Train for the configured epochs; returns the last evaluation's metrics (may be empty)."""
+        metrics: dict[str, float] = {}
+        for epoch in range(self.start_epoch, self.config.train.epochs):
+            result = self.train_one_epoch(epoch)
+            self.scheduler.step()
+            checkpoint = self._save(epoch)
+            evaluate_now = (epoch + 1) % self.config.train.eval_interval == 0 or epoch + 1 == self.config.train.epochs
+            metrics, primary = self.evaluate(epoch) if evaluate_now else ({}, None)
+            if self.dist.is_main:
+                self._record_epoch(epoch, result, metrics, primary, checkpoint)
+            barrier()
+        if self.writer is not None:
+            self.writer.close()
+        return metrics
+
+    def _weighted(self, loss_dict: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.criterion.weighted_total(loss_dict)
+
+    def _check_finite(self, loss_dict: dict[str, torch.Tensor], epoch: int, step: int) -> bool:
+        """Whether every loss term is finite on every rank; names the bad terms otherwise."""
+        bad = [k for k, v in loss_dict.items() if not torch.isfinite(v).all()]
+        flag = torch.tensor(float(bool(bad)), device=self.device)
+        if self.dist.distributed:
+            torch.distributed.all_reduce(flag)
+        if flag.item() == 0:
+            return True
+        message = f"non-finite loss at epoch {epoch} step {step}: {bad or 'on another rank'}"
+        if self.config.train.nonfinite_loss == "stop":
+            raise NonFiniteLossError(message + " (nonfinite_loss: stop; no weights were written for this step)")
+        log.warning("%s; skipping the batch", message)
+        return False
+
+    def train_one_epoch(self, epoch: int) -> EpochResult:
+        self.ddp_model.train()
+        config = self.config.train
+        accumulate = config.grad_accum_steps
+        sums: dict[str, float] = {}
+        count, skipped = 0, 0
+        started = time.perf_counter()
+        bar = tqdm(
+            total=self.steps_per_epoch,
+            desc=f"epoch {epoch + 1}/{config.epochs}",
+            disable=not self.dist.is_main,
+            dynamic_ncols=True,
+        )
+        self.optimizer.zero_grad(set_to_none=True)
+        for step, batch in enumerate(self._loader(epoch)):
+            if step >= self.steps_per_epoch:
+                break
+            batch = batch.to(self.device, non_blocking=True)
+            last_micro_step = (step + 1) % accumulate == 0 or step + 1 == self.steps_per_epoch
+            sync = contextlib.nullcontext() if last_micro_step or not self.dist.distributed else self.ddp_model.no_sync()
+            with sync:
+                loss_dict, total = self._forward_loss(batch)
+                if not self._check_finite(loss_dict, epoch, step):
+                    skipped += 1
+                    self.optimizer.zero_grad(set_to_none=True)
+                    bar.update(1)
+                    continue
+                self.scaler.scale(total / accumulate).backward()
+            if last_micro_step:
+                self._optimizer_step()
+            reduced = {k: v.item() for k, v in reduce_loss_dict({k: v.detach() for k, v in loss_dict.items()}).items()}
+            reduced["loss"] = sum(reduced[k] * w for k, w in self.criterion.weight_dict.items() if k in reduced)
+            for key, value in reduced.items():
+                sums[key] = sums.get(key, 0.0) + value
+            count += 1
+            lr = self.optimizer.param_groups[0]["lr"]
+            bar.set_postfix(loss=f"{reduced['loss']:.3f}", lr=f"{lr:.2e}")
+            bar.update(1)
+            if self.writer is not None:
+                global_step = epoch * self.steps_per_epoch + step
+                for key, value in reduced.items():
+                    self.writer.add_scalar(f"train/{key}", value, global_step)
+                for index, group in enumerate(self.optimizer.param_groups):
+                    self.writer.add_scalar(f"lr/{group.get('name', index)}", group["lr"], global_step)
+        bar.close()
+        averages = {k: v / max(count, 1) for k, v in sums.items()}
+        return EpochResult(averages, skipped, time.perf_counter() - started)
+
+    def _forward_loss(self, batch: Batch) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        valid_indices, targets = batch.valid_frames()
+        with autocast_context(self.device, self.config.train.amp):
+            outputs = self.ddp_model(batch.frames, batch.pad_mask, batch.texts, batch.image_sizes, valid_indices)
+        outputs = outputs_to_float(outputs)
+        loss_dict = self.criterion(outputs, targets)
+        return loss_dict, self._weighted(loss_dict)
+
+    def _optimizer_step(self) -> None:
+        if self.config.train.clip_max_norm > 0:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.train.clip_max_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def _save(self, epoch: int) -> CheckpointPaths | None:
+        if not self.dist.is_main:
+            return None
+        state = {
+            "epoch": epoch,
+            "total_epochs": self.config.train.epochs,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "best_metric": self.best_metric,
+            "rng": rng_state(),
+        }
+        return save_checkpoint(self.run_dir / "checkpoints", epoch, self.model.state_dict(), state)
+
+    def evaluate(self, epoch: int) -> tuple[dict[str, float], str | None]:
+        """Evaluate with the dataset's protocol; returns the metrics and the one that picks "best"."""
+        evaluation = build_evaluation(self.config, self.run_dir / "eval" / f"epoch_{epoch:04d}")
+        metrics = run_evaluation(
+            self.model,
+            evaluation.dataset,
+            evaluation.evaluator,
+            self.dist,
+            batch_size=self.config.data.eval_batch_size,
+            num_workers=self.config.data.num_workers,
+            autocast=self.config.train.amp != "off",
+        )
+        return metrics, evaluation.evaluator.primary_metric
+
+    def _record_epoch(
+        self,
+        epoch: int,
+        result: EpochResult,
+        metrics: dict[str, float],
+        primary: str | None,
+        checkpoint: CheckpointPaths | None,
+    ) -> None:
+        if primary is not None and primary in metrics and checkpoint is not None:
+            if self.best_metric is None or metrics[primary] > self.best_metric:
+                self.best_metric = metrics[primary]
+                best = self.run_dir / "checkpoints" / "best"
+                tmp = best.with_name(".best.tmp")
+                shutil.rmtree(tmp, ignore_errors=True)
+                shutil.copytree(checkpoint.directory, tmp)
+                shutil.rmtree(best, ignore_errors=True)
+                os.replace(tmp, best)
+        record = {
+            "epoch": epoch,
+            **{f"train_{k}": v for k, v in result.losses.items()},
+            "train_skipped_batches": result.skipped_batches,
+            "train_seconds": result.seconds,
+            **{f"eval_{k}": v for k, v in metrics.items()},
+        }
+        with open(self.run_dir / "log.jsonl", "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        if self.writer is not None:
+            for key, value in metrics.items():
+                self.writer.add_scalar(f"eval/{key}", value, epoch)
+            self.writer.flush()
+        log.info("epoch %d: %s", epoch, {k: round(v, 4) for k, v in record.items() if isinstance(v, float)})
+
+
+def outputs_to_float(outputs):
+    """Cast autocast outputs back to fp32 before the losses (a no-op in fp32)."""
+    if outputs.pred_masks.dtype == torch.float32:
+        return outputs
+    return replace(
+        outputs,
+        pred_masks=outputs.pred_masks.float(),
+        pred_cls=outputs.pred_cls.float(),
+        pred_boxes=outputs.pred_boxes.float(),
+        pred_logit=outputs.pred_logit.float(),
+        text_sentence_feature=outputs.text_sentence_feature.float(),
+        aux_outputs=[outputs_to_float(aux) for aux in outputs.aux_outputs],
+    )
