@@ -1,0 +1,440 @@
+"""Deformable transformer (Deformable-DETR style) run independently on every frame (architecture.md §3.8).
+
+The encoder refines the flattened multi-scale tokens of each frame with multi-scale deformable
+self-attention; the decoder turns ``Q`` learned queries into per-frame object embeddings with
+iterative box refinement. Frames never attend to each other here: the batch dimension ``N`` is
+``B·T`` frames.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+
+def ms_deform_attn(
+    value: Tensor, spatial_shapes: Tensor, sampling_locations: Tensor, attention_weights: Tensor
+) -> Tensor:
+    """Multi-scale deformable attention core: a weighted sum of bilinear samples of every level.
+
+    Written in pure PyTorch with :func:`torch.nn.functional.grid_sample` instead of the custom CUDA
+    kernel of Deformable DETR: nothing has to be compiled, it runs on CPU, CUDA and MPS, supports
+    every dtype and autograd, and computes the same function as the kernel.
+
+    Args:
+        value: ``[N, Len, M, D]`` values of the ``M`` heads, the levels concatenated along ``Len``
+            (``Len = Σ_l H_l·W_l``, each level flattened row-major).
+        spatial_shapes: ``[L, 2]`` long, ``(H_l, W_l)`` of every level.
+        sampling_locations: ``[N, Lq, M, L, P, 2]`` normalised ``(x, y)``; ``(x + 0.5) / W_l`` hits
+            the centre of pixel column ``x``. Samples outside the map read zeros.
+        attention_weights: ``[N, Lq, M, L, P]`` weights of the samples (softmax-normalised by the caller).
+
+    Returns:
+        ``[N, Lq, M·D]``: the heads' outputs concatenated.
+    """
+    n, length, heads, head_dim = value.shape
+    shapes = [(int(h), int(w)) for h, w in spatial_shapes.tolist()]
+    if sum(h * w for h, w in shapes) != length:
+        raise ValueError(f"value has {length} tokens but spatial_shapes {shapes} describe {sum(h * w for h, w in shapes)}")
+    values_per_level = value.split([h * w for h, w in shapes], dim=1)
+    grids = 2 * sampling_locations - 1  # grid_sample coordinates in [-1, 1]
+    output = None
+    for level, (h, w) in enumerate(shapes):
+        level_value = rearrange(values_per_level[level], "n (h w) m d -> (n m) d h w", h=h, w=w)
+        level_grid = rearrange(grids[:, :, :, level], "n q m p xy -> (n m) q p xy")
+        samples = F.grid_sample(level_value, level_grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        level_weights = rearrange(attention_weights[:, :, :, level], "n q m p -> (n m) 1 q p")
+        weighted = (samples * level_weights).sum(dim=-1)  # [(n m), d, q]
+        output = weighted if output is None else output + weighted
+    return rearrange(output, "(n m) d q -> n q (m d)", n=n, m=heads)
+
+
+class MSDeformAttn(nn.Module):
+    """Multi-scale deformable attention (Zhu et al., 2021).
+
+    Every query predicts ``n_points`` sampling offsets and attention weights per head and level
+    around its reference point; the output is the weighted sum of the bilinearly sampled values.
+
+    Args:
+        d_model: channel width ``C``.
+        n_levels: number of feature levels ``L``.
+        n_heads: attention heads ``M`` (``C`` must be divisible by it).
+        n_points: sampling points ``P`` per head and level.
+    """
+
+    def __init__(self, d_model: int = 256, n_levels: int = 4, n_heads: int = 8, n_points: int = 4) -> None:
+        super().__init__()
+        if d_model % n_heads != 0:
+            raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
+        self.d_model = d_model
+        self.n_levels = n_levels
+        self.n_heads = n_heads
+        self.n_points = n_points
+        self.sampling_offsets = nn.Linear(d_model, n_heads * n_levels * n_points * 2)
+        self.attention_weights = nn.Linear(d_model, n_heads * n_levels * n_points)
+        self.value_proj = nn.Linear(d_model, d_model)
+        self.output_proj = nn.Linear(d_model, d_model)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Offsets start on a ring of 8 directions (one per head) at distances 1..P; uniform attention."""
+        nn.init.zeros_(self.sampling_offsets.weight)
+        angles = torch.arange(self.n_heads, dtype=torch.float32) * (2.0 * math.pi / self.n_heads)
+        directions = torch.stack([angles.cos(), angles.sin()], dim=-1)  # [M, 2]
+        directions = directions / directions.abs().max(dim=-1, keepdim=True).values
+        distances = torch.arange(1, self.n_points + 1, dtype=torch.float32)
+        offsets = directions[:, None, None, :] * distances[None, None, :, None]  # [M, 1, P, 2]
+        offsets = offsets.expand(self.n_heads, self.n_levels, self.n_points, 2)
+        with torch.no_grad():
+            self.sampling_offsets.bias.copy_(offsets.reshape(-1))
+        nn.init.zeros_(self.attention_weights.weight)
+        nn.init.zeros_(self.attention_weights.bias)
+        nn.init.xavier_uniform_(self.value_proj.weight)
+        nn.init.zeros_(self.value_proj.bias)
+        nn.init.xavier_uniform_(self.output_proj.weight)
+        nn.init.zeros_(self.output_proj.bias)
+
+    def forward(
+        self,
+        query: Tensor,
+        reference_points: Tensor,
+        input_flatten: Tensor,
+        spatial_shapes: Tensor,
+        level_start_index: Tensor,
+        input_padding_mask: Tensor | None = None,
+    ) -> Tensor:
+        """Attend from every query to the multi-scale input.
+
+        Args:
+            query: ``[N, Lq, C]`` (content plus position).
+            reference_points: ``[N, Lq, L, 2]`` normalised ``(x, y)``, or ``[N, Lq, L, 4]`` boxes
+                ``(cx, cy, w, h)`` whose size scales the offsets.
+            input_flatten: ``[N, Len, C]`` the flattened levels.
+            spatial_shapes: ``[L, 2]`` long ``(H_l, W_l)``.
+            level_start_index: ``[L]`` offset of each level in ``Len`` (the levels are split by
+                ``spatial_shapes``; kept for interface compatibility with fused kernels).
+            input_padding_mask: ``[N, Len]``, True at padding; padded values are zeroed.
+
+        Returns:
+            ``[N, Lq, C]``.
+        """
+        n, num_queries, _ = query.shape
+        if reference_points.shape[2] != self.n_levels:
+            raise ValueError(f"reference_points has {reference_points.shape[2]} levels, expected {self.n_levels}")
+        value = self.value_proj(input_flatten)
+        if input_padding_mask is not None:
+            value = value.masked_fill(input_padding_mask[..., None], 0.0)
+        value = rearrange(value, "n s (m d) -> n s m d", m=self.n_heads)
+        offsets = rearrange(
+            self.sampling_offsets(query), "n q (m l p xy) -> n q m l p xy", m=self.n_heads, l=self.n_levels, xy=2
+        )
+        weights = rearrange(self.attention_weights(query), "n q (m lp) -> n q m lp", m=self.n_heads)
+        weights = rearrange(weights.softmax(dim=-1), "n q m (l p) -> n q m l p", l=self.n_levels)
+        if reference_points.shape[-1] == 2:
+            size_wh = spatial_shapes.flip(-1).to(offsets.dtype)  # [L, 2] as (W, H)
+            locations = reference_points[:, :, None, :, None, :] + offsets / size_wh[None, None, None, :, None, :]
+        elif reference_points.shape[-1] == 4:
+            centres = reference_points[:, :, None, :, None, :2]
+            sizes = reference_points[:, :, None, :, None, 2:]
+            locations = centres + offsets / self.n_points * sizes * 0.5
+        else:
+            raise ValueError(f"reference_points must end in 2 or 4 coordinates, got {tuple(reference_points.shape)}")
+        return self.output_proj(ms_deform_attn(value, spatial_shapes, locations, weights))
+
+
+class DeformableEncoderLayer(nn.Module):
+    """Post-norm encoder layer: deformable self-attention over all levels, then a ReLU FFN."""
+
+    def __init__(self, d_model: int, dim_feedforward: int, dropout: float, n_levels: int, n_heads: int, n_points: int):
+        super().__init__()
+        self.self_attn = MSDeformAttn(d_model, n_levels, n_heads, n_points)
+        self.dropout1 = nn.Dropout(dropout)
+        self.norm1 = nn.LayerNorm(d_model)
+        self.linear1 = nn.Linear(d_model, dim_feedforward)
+        self.dropout2 = nn.Dropout(dropout)
+        self.linear2 = nn.Linear(dim_feedforward, d_model)
+        self.dropout3 = nn.Dropout(dropout)
+        self.norm2 = nn.LayerNorm(d_model)
+
+    def forward(
+        self,
+        src: Tensor,
+        pos: Tensor,
+        reference_points: Tensor,
+        spatial_shapes: Tensor,
+        level_start_index: Tensor,
+        padding_mask: Tensor,
+    ) -> Tensor:
+        """``src``, ``pos``: ``[N, Len, C]``; ``reference_points``: ``[N, Len, L, 2]`` → ``[N, Len, C]``."""
+        attended = self.self_attn(src + pos, reference_points, src, spatial_shapes, level_start_index, padding_mask)
+        src = self.norm1(src + self.dropout1(attended))
+        ffn = self.linear2(self.dropout2(F.relu(self.linear1(src))))
+        return self.norm2(src + self.dropout3(ffn))
+
+
+class DeformableEncoder(nn.Module):
+    """A stack of :class:`DeformableEncoderLayer`; every token samples around its own pixel centre."""
+
+    def __init__(self, layer_kwargs: dict, num_layers: int) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(DeformableEncoderLayer(**layer_kwargs) for _ in range(num_layers))
+
+    @staticmethod
+    def token_reference_points(spatial_shapes: Tensor, valid_ratios: Tensor) -> Tensor:
+        """Pixel centres of every token, normalised to the valid region of its own level.
+
+        Args:
+            spatial_shapes: ``[L, 2]`` ``(H_l, W_l)``.
+            valid_ratios: ``[N, L, 2]`` valid fraction ``(w, h)`` of each level.
+
+        Returns:
+            ``[N, Len, L, 2]`` ``(x, y)`` reference of every token, rescaled to every level.
+        """
+        per_level = []
+        for level, (h, w) in enumerate(spatial_shapes.tolist()):
+            ys, xs = torch.meshgrid(
+                torch.arange(h, dtype=valid_ratios.dtype, device=valid_ratios.device) + 0.5,
+                torch.arange(w, dtype=valid_ratios.dtype, device=valid_ratios.device) + 0.5,
+                indexing="ij",
+            )
+            xs = xs.reshape(1, -1) / (valid_ratios[:, level, 0:1] * w)
+            ys = ys.reshape(1, -1) / (valid_ratios[:, level, 1:2] * h)
+            per_level.append(torch.stack([xs, ys], dim=-1))
+        references = torch.cat(per_level, dim=1)  # [N, Len, 2]
+        return references[:, :, None] * valid_ratios[:, None]
+
+    def forward(
+        self,
+        src: Tensor,
+        spatial_shapes: Tensor,
+        level_start_index: Tensor,
+        valid_ratios: Tensor,
+        pos: Tensor,
+        padding_mask: Tensor,
+    ) -> Tensor:
+        """``src``, ``pos``: ``[N, Len, C]``; ``padding_mask``: ``[N, Len]`` → memory ``[N, Len, C]``."""
+        reference_points = self.token_reference_points(spatial_shapes, valid_ratios)
+        for layer in self.layers:
+            src = layer(src, pos, reference_points, spatial_shapes, level_start_index, padding_mask)
+        return src
+
+
+class DeformableDecoderLayer(nn.Module):
+    """Post-norm decoder layer: query self-attention, deformable cross-attention, ReLU FFN."""
+
+    def __init__(self, d_model: int, dim_feedforward: int, dropout: float, n_levels: int, n_heads: int, n_points: int):
+        super().__init__()
+        self.cross_attn = MSDeformAttn(d_model, n_levels, n_heads, n_points)
+        self.dropout1 = nn.Dropout(dropout)
+        self.norm1 = nn.LayerNorm(d_model)
+        self.self_attn = nn.MultiheadAttention(d_model, n_heads, dropout=dropout, batch_first=True)
+        self.dropout2 = nn.Dropout(dropout)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.linear1 = nn.Linear(d_model, dim_feedforward)
+        self.dropout3 = nn.Dropout(dropout)
+        self.linear2 = nn.Linear(dim_feedforward, d_model)
+        self.dropout4 = nn.Dropout(dropout)
+        self.norm3 = nn.LayerNorm(d_model)
+
+    def forward(
+        self,
+        tgt: Tensor,
+        query_pos: Tensor,
+        reference_points: Tensor,
+        memory: Tensor,
+        spatial_shapes: Tensor,
+        level_start_index: Tensor,
+        memory_padding_mask: Tensor,
+    ) -> Tensor:
+        """``tgt``, ``query_pos``: ``[N, Q, C]``; ``reference_points``: ``[N, Q, L, 2|4]``;
+        ``memory``: ``[N, Len, C]`` → ``[N, Q, C]``."""
+        q = k = tgt + query_pos
+        attended = self.self_attn(q, k, tgt, need_weights=False)[0]
+        tgt = self.norm2(tgt + self.dropout2(attended))
+        attended = self.cross_attn(
+            tgt + query_pos, reference_points, memory, spatial_shapes, level_start_index, memory_padding_mask
+        )
+        tgt = self.norm1(tgt + self.dropout1(attended))
+        ffn = self.linear2(self.dropout3(F.relu(self.linear1(tgt))))
+        return self.norm3(tgt + self.dropout4(ffn))
+
+
+class DeformableDecoder(nn.Module):
+    """A stack of :class:`DeformableDecoderLayer` with iterative box refinement.
+
+    ``bbox_embed`` is None at construction; the top-level model assigns its ModuleList of box MLPs
+    (one per layer), so the same modules also appear under ``transformer.decoder.bbox_embed`` in the
+    state_dict, as in the reference checkpoints.
+    """
+
+    def __init__(self, layer_kwargs: dict, num_layers: int) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(DeformableDecoderLayer(**layer_kwargs) for _ in range(num_layers))
+        self.bbox_embed: nn.ModuleList | None = None
+
+    def forward(
+        self,
+        tgt: Tensor,
+        reference_points: Tensor,
+        memory: Tensor,
+        spatial_shapes: Tensor,
+        level_start_index: Tensor,
+        valid_ratios: Tensor,
+        query_pos: Tensor,
+        memory_padding_mask: Tensor,
+    ) -> tuple[Tensor, Tensor]:
+        """Decode the queries, refining the reference box after every layer.
+
+        Args:
+            tgt: ``[N, Q, C]`` initial content (zeros).
+            reference_points: ``[N, Q, 2]`` initial normalised centres.
+            memory: ``[N, Len, C]`` encoder output.
+            spatial_shapes: ``[L, 2]``; level_start_index: ``[L]``.
+            valid_ratios: ``[N, L, 2]``.
+            query_pos: ``[N, Q, C]``.
+            memory_padding_mask: ``[N, Len]``.
+
+        Returns:
+            ``hs [num_layers, N, Q, C]`` and the refined, detached references
+            ``[num_layers, N, Q, 4]`` ``(cx, cy, w, h)`` after every layer.
+        """
+        if self.bbox_embed is None:
+            raise RuntimeError("decoder.bbox_embed must be assigned (one box MLP per layer) before the forward pass")
+        states, references = [], []
+        for layer, box_mlp in zip(self.layers, self.bbox_embed):
+            if reference_points.shape[-1] == 4:
+                level_references = reference_points[:, :, None] * torch.cat([valid_ratios, valid_ratios], -1)[:, None]
+            else:
+                level_references = reference_points[:, :, None] * valid_ratios[:, None]
+            tgt = layer(tgt, query_pos, level_references, memory, spatial_shapes, level_start_index, memory_padding_mask)
+            logits = torch.logit(reference_points, eps=1e-5)
+            if logits.shape[-1] == 2:
+                logits = F.pad(logits, (0, 2))  # the first box predicts w, h from scratch
+            reference_points = (box_mlp(tgt) + logits).sigmoid().detach()
+            states.append(tgt)
+            references.append(reference_points)
+        return torch.stack(states), torch.stack(references)
+
+
+@dataclass
+class DeformableOutput:
+    """Output of :class:`DeformableTransformer` (``N`` frames, ``Q`` queries, ``L`` decoder layers).
+
+    Attributes:
+        hs: ``[L, N, Q, C]`` query embeddings after every decoder layer.
+        init_reference: ``[N, Q, 2]`` initial normalised centres ``sigmoid(reference_points(query_pos))``.
+        inter_references: ``[L, N, Q, 4]`` refined ``(cx, cy, w, h)`` after every layer (detached).
+        memory: encoder output of every level but the coarsest (strides 8, 16, 32), each ``[N, C, h_l, w_l]``.
+    """
+
+    hs: Tensor
+    init_reference: Tensor
+    inter_references: Tensor
+    memory: list[Tensor]
+
+
+def _valid_ratios(mask: Tensor) -> Tensor:
+    """``mask [N, h, w]`` (True = pad) → ``[N, 2]`` valid fraction ``(w, h)``, read off the first row/column."""
+    _, h, w = mask.shape
+    valid_h = (~mask[:, :, 0]).sum(dim=1)
+    valid_w = (~mask[:, 0, :]).sum(dim=1)
+    return torch.stack([valid_w / w, valid_h / h], dim=-1)
+
+
+class DeformableTransformer(nn.Module):
+    """Deformable-DETR encoder-decoder, applied per frame (no two-stage, box refinement on).
+
+    Args:
+        d_model: width ``C``.
+        nhead: attention heads.
+        num_encoder_layers, num_decoder_layers: depths.
+        dim_feedforward: FFN width.
+        dropout: dropout everywhere.
+        num_feature_levels: number of input levels ``L``.
+        enc_n_points, dec_n_points: deformable sampling points per head and level.
+    """
+
+    def __init__(
+        self,
+        d_model: int = 256,
+        nhead: int = 8,
+        num_encoder_layers: int = 3,
+        num_decoder_layers: int = 3,
+        dim_feedforward: int = 2048,
+        dropout: float = 0.1,
+        num_feature_levels: int = 4,
+        enc_n_points: int = 4,
+        dec_n_points: int = 4,
+    ) -> None:
+        super().__init__()
+        self.d_model = d_model
+        self.nhead = nhead
+        self.num_feature_levels = num_feature_levels
+        common = dict(d_model=d_model, dim_feedforward=dim_feedforward, dropout=dropout, n_levels=num_feature_levels, n_heads=nhead)
+        self.encoder = DeformableEncoder(dict(common, n_points=enc_n_points), num_encoder_layers)
+        self.decoder = DeformableDecoder(dict(common, n_points=dec_n_points), num_decoder_layers)
+        self.level_embed = nn.Parameter(torch.empty(num_feature_levels, d_model))
+        self.reference_points = nn.Linear(d_model, 2)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Xavier on every matrix, then the deformable-attention init, Xavier/0 reference head, N(0,1) level embedding."""
+        for parameter in self.parameters():
+            if parameter.dim() > 1:
+                nn.init.xavier_uniform_(parameter)
+        for module in self.modules():
+            if isinstance(module, MSDeformAttn):
+                module.reset_parameters()
+        nn.init.xavier_uniform_(self.reference_points.weight)
+        nn.init.zeros_(self.reference_points.bias)
+        nn.init.normal_(self.level_embed)
+
+    def forward(
+        self, srcs: list[Tensor], masks: list[Tensor], pos_embeds: list[Tensor], query_embed: Tensor
+    ) -> DeformableOutput:
+        """Encode the levels of every frame and decode the queries.
+
+        Args:
+            srcs: per level ``[N, C, h_l, w_l]`` (N = frames).
+            masks: per level ``[N, h_l, w_l]``, True at padding.
+            pos_embeds: per level ``[N, C, h_l, w_l]`` position encodings (level embedding added here).
+            query_embed: ``[Q, C]`` query positions, shared by every frame.
+
+        Returns:
+            A :class:`DeformableOutput`.
+        """
+        if not len(srcs) == len(masks) == len(pos_embeds) == self.num_feature_levels:
+            raise ValueError(
+                f"expected {self.num_feature_levels} levels of srcs/masks/pos_embeds, "
+                f"got {len(srcs)}/{len(masks)}/{len(pos_embeds)}"
+            )
+        spatial_shapes = torch.as_tensor([src.shape[-2:] for src in srcs], dtype=torch.long, device=srcs[0].device)
+        level_start_index = torch.cat([spatial_shapes.new_zeros(1), spatial_shapes.prod(dim=1).cumsum(dim=0)[:-1]])
+        src_flatten = torch.cat([rearrange(src, "n c h w -> n (h w) c") for src in srcs], dim=1)
+        mask_flatten = torch.cat([rearrange(mask, "n h w -> n (h w)") for mask in masks], dim=1)
+        pos_flatten = torch.cat(
+            [rearrange(pos, "n c h w -> n (h w) c") + self.level_embed[level] for level, pos in enumerate(pos_embeds)],
+            dim=1,
+        )
+        valid_ratios = torch.stack([_valid_ratios(mask) for mask in masks], dim=1).to(src_flatten.dtype)
+
+        memory = self.encoder(src_flatten, spatial_shapes, level_start_index, valid_ratios, pos_flatten, mask_flatten)
+
+        n = src_flatten.shape[0]
+        query_pos = query_embed[None].expand(n, -1, -1)
+        tgt = torch.zeros_like(query_pos)
+        init_reference = self.reference_points(query_pos).sigmoid()
+        hs, inter_references = self.decoder(
+            tgt, init_reference, memory, spatial_shapes, level_start_index, valid_ratios, query_pos, mask_flatten
+        )
+
+        memory_per_level = memory.split([h * w for h, w in spatial_shapes.tolist()], dim=1)
+        memory_maps = [
+            rearrange(level_memory, "n (h w) c -> n c h w", h=src.shape[-2], w=src.shape[-1])
+            for level_memory, src in zip(memory_per_level[:-1], srcs[:-1])
+        ]
+        return DeformableOutput(hs=hs, init_reference=init_reference, inter_references=inter_references, memory=memory_maps)
