@@ -1,0 +1,274 @@
+"""Checkpoints: safetensors weights plus a weights-only training state (training.md §2.10-2.12, decisions table).
+
+Layout inside a run directory::
+
+    checkpoints/
+        epoch_0003/
+            model.safetensors   model weights (tensors only; shared tensors stored once per name)
+            state.pt            training state: optimizer, scheduler, scaler, epoch, best metric, RNG
+        last                    text file holding the folder name of the newest checkpoint
+        best                    text file holding the folder name of the best checkpoint
+
+Every file is written to a temporary file in the same folder and moved into place with ``os.replace``,
+and the ``last``/``best`` pointers are updated only after both files of an epoch exist, so a crash
+never leaves a pointer to a partial checkpoint. Nothing is ever unpickled with the full pickle
+machinery: the state is read with ``torch.load(weights_only=True)``, which refuses any object that
+would run code, and reference ``.pth``/``.pth.tar`` checkpoints are read the same way.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+CHECKPOINTS_DIRNAME = "checkpoints"
+MODEL_FILENAME = "model.safetensors"
+STATE_FILENAME = "state.pt"
+LAST_POINTER = "last"
+BEST_POINTER = "best"
+REFERENCE_SUFFIXES = (".pth", ".pth.tar", ".pt", ".tar")
+
+# Reference A2D checkpoints store ``best_mAP`` as a numpy scalar; these globals rebuild a numpy scalar
+# from its dtype and raw bytes and cannot run code, so they are safe to allow in the weights-only loader.
+_NUMPY_SCALAR_GLOBALS = [
+    np.float64(0).__reduce__()[0],
+    np.dtype,
+    type(np.dtype(np.float64)),
+    type(np.dtype(np.float32)),
+    type(np.dtype(np.int64)),
+]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is unreadable, truncated, malformed or holds objects that are refused."""
+
+
+def epoch_checkpoint_dir(run_dir: str | Path, epoch: int) -> Path:
+    """``<run_dir>/checkpoints/epoch_<epoch:04d>``: the folder :func:`save_checkpoint` writes for an epoch."""
+    return Path(run_dir) / CHECKPOINTS_DIRNAME / f"epoch_{epoch:04d}"
+
+
+def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp)`` on a temporary file next to ``path``, fsync it, then ``os.replace`` it onto ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(descriptor)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _unshared_cpu_tensors(model_state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Copy a state dict to contiguous CPU tensors that share no storage (safetensors refuses aliases,
+    e.g. ``bbox_embed`` also registered as ``transformer.decoder.bbox_embed``); every name is kept."""
+    seen_storages: set[tuple[torch.device, int]] = set()
+    tensors = {}
+    for name, tensor in model_state.items():
+        if not isinstance(tensor, Tensor):
+            raise TypeError(f"model_state[{name!r}] is a {type(tensor).__name__}, expected a tensor")
+        tensor = tensor.detach()
+        storage = (tensor.device, tensor.untyped_storage().data_ptr())
+        partial_view = tensor.untyped_storage().nbytes() != tensor.nbytes
+        if storage in seen_storages or partial_view or not tensor.is_contiguous() or tensor.device.type != "cpu":
+            tensor = tensor.to("cpu", memory_format=torch.contiguous_format, copy=True)
+        seen_storages.add(storage)
+        tensors[name] = tensor
+    return tensors
+
+
+def save_checkpoint(checkpoint_dir: str | Path, model_state: dict[str, Tensor], training_state: dict[str, Any]) -> Path:
+    """Write ``model.safetensors`` and ``state.pt`` into ``checkpoint_dir`` atomically.
+
+    Args:
+        checkpoint_dir: target folder, usually :func:`epoch_checkpoint_dir`; created if needed.
+        model_state: the unwrapped model's ``state_dict()`` (tensors on any device).
+        training_state: anything ``torch.load(weights_only=True)`` can read back: tensors, numbers,
+            strings, ``None`` and lists/tuples/dicts of them, e.g. ``{"epoch", "total_epochs",
+            "optimizer", "scheduler", "scaler", "best_metric", "rng": capture_rng_state()}``.
+
+    Returns:
+        ``checkpoint_dir``.
+
+    Raises:
+        TypeError: ``training_state`` holds an object the weights-only loader would refuse (checked
+            before the file is moved into place, so nothing unloadable is ever written).
+    """
+    checkpoint_dir = Path(checkpoint_dir)
+    tensors = _unshared_cpu_tensors(model_state)
+    _write_atomically(checkpoint_dir / MODEL_FILENAME, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
+
+    def write_state(tmp: Path) -> None:
+        torch.save(training_state, tmp)
+        try:
+            torch.load(tmp, map_location="cpu", weights_only=True, mmap=True)
+        except pickle.UnpicklingError as error:
+            raise TypeError(
+                f"training state for {checkpoint_dir / STATE_FILENAME} holds objects that "
+                f"torch.load(weights_only=True) refuses; convert them to tensors or plain types: {error}"
+            ) from None
+
+    _write_atomically(checkpoint_dir / STATE_FILENAME, write_state)
+    return checkpoint_dir
+
+
+def write_pointer(run_dir: str | Path, name: str, checkpoint_dir: str | Path) -> Path:
+    """Atomically point ``<run_dir>/checkpoints/<name>`` (``"last"`` or ``"best"``) at a checkpoint folder.
+
+    Returns:
+        The pointer file, a text file holding the folder name relative to ``checkpoints/``.
+    """
+    pointer = Path(run_dir) / CHECKPOINTS_DIRNAME / name
+    target = Path(checkpoint_dir)
+    if target.parent.resolve() != pointer.parent.resolve():
+        raise ValueError(f"checkpoint {target} is not inside {pointer.parent}")
+    _write_atomically(pointer, lambda tmp: tmp.write_text(target.name + "\n"))
+    return pointer
+
+
+def resolve_checkpoint_dir(path: str | Path) -> Path:
+    """Find the checkpoint folder meant by ``path``.
+
+    Args:
+        path: a checkpoint folder (holding ``model.safetensors``), a pointer file (``checkpoints/last``,
+            ``checkpoints/best``), a ``checkpoints`` folder or a run directory (both resolve ``last``).
+
+    Raises:
+        FileNotFoundError: nothing usable exists at ``path``.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.is_file():
+        folder = path.parent / path.read_text().strip()
+        if not (folder / MODEL_FILENAME).is_file():
+            raise FileNotFoundError(f"checkpoint pointer {path} names {folder}, which holds no {MODEL_FILENAME}")
+        return folder
+    if (path / MODEL_FILENAME).is_file():
+        return path
+    for pointer in (path / LAST_POINTER, path / CHECKPOINTS_DIRNAME / LAST_POINTER):
+        if pointer.is_file():
+            return resolve_checkpoint_dir(pointer)
+    raise FileNotFoundError(f"{path} holds no {MODEL_FILENAME} and no '{LAST_POINTER}' checkpoint pointer")
+
+
+def _load_weights_only(path: Path, map_location: str | torch.device, extra_safe_globals: list[Any] | None = None) -> Any:
+    """``torch.load(weights_only=True)`` with errors that name the file."""
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint file not found: {path}")
+    try:
+        with torch.serialization.safe_globals(extra_safe_globals or []):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise CheckpointError(
+            f"refused to load {path}: it is corrupt or holds pickled objects other than tensors and plain "
+            f"containers, which torch.load(weights_only=True) will not execute ({str(error).splitlines()[-1]})"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as error:
+        raise CheckpointError(f"cannot read checkpoint {path} (unreadable or truncated): {error}") from None
+
+
+def load_model_weights(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Tensor]:
+    """Read model weights from a wavecl checkpoint or a reference checkpoint.
+
+    Args:
+        path: a ``.safetensors`` file; a checkpoint folder, pointer or run directory
+            (see :func:`resolve_checkpoint_dir`); or a reference ``.pth``/``.pth.tar`` file, read with
+            ``torch.load(weights_only=True)``, whose ``model_state_dict`` entry is taken when present.
+        map_location: device of the returned tensors.
+
+    Returns:
+        Parameter name -> tensor.
+
+    Raises:
+        FileNotFoundError: nothing at ``path``.
+        CheckpointError: the file is unreadable, truncated, refused by the weights-only loader, or not
+            a mapping of names to tensors.
+    """
+    path = Path(path)
+    if path.name.endswith(REFERENCE_SUFFIXES):
+        loaded = _load_weights_only(path, map_location, _NUMPY_SCALAR_GLOBALS)
+        if isinstance(loaded, dict) and "model_state_dict" in loaded:
+            loaded = loaded["model_state_dict"]
+        if not isinstance(loaded, dict) or not all(isinstance(v, Tensor) for v in loaded.values()):
+            raise CheckpointError(f"{path} holds no model state dict (expected name -> tensor or 'model_state_dict')")
+        return dict(loaded)
+    weights_file = path if path.suffix == ".safetensors" else resolve_checkpoint_dir(path) / MODEL_FILENAME
+    if not weights_file.is_file():
+        raise FileNotFoundError(f"checkpoint file not found: {weights_file}")
+    device = str(torch.device(map_location))
+    try:
+        return load_file(weights_file, device=device)
+    except (SafetensorError, OSError, RuntimeError, ValueError) as error:
+        raise CheckpointError(f"cannot read weights {weights_file} (unreadable or truncated): {error}") from None
+
+
+def load_training_state(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read the training state written by :func:`save_checkpoint` with ``torch.load(weights_only=True)``.
+
+    Args:
+        path: a ``state.pt`` file, or a checkpoint folder / pointer / run directory.
+        map_location: device of the returned tensors (e.g. this rank's GPU for the optimizer state).
+
+    Raises:
+        FileNotFoundError: nothing at ``path``.
+        CheckpointError: the file is unreadable, truncated, refused, or not a dict.
+    """
+    path = Path(path)
+    state_file = path if path.is_file() and path.suffix == ".pt" else resolve_checkpoint_dir(path) / STATE_FILENAME
+    state = _load_weights_only(state_file, map_location)
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{state_file} holds a {type(state).__name__}, expected a training-state dict")
+    return state
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """The random states of this process in types the weights-only loader accepts.
+
+    Returns:
+        ``{"python": random.getstate(), "numpy": {...numpy MT19937 state with the key as an int64
+        tensor...}, "torch": ByteTensor, "cuda": ByteTensor of the current device or None}``.
+    """
+    numpy_state = np.random.get_state(legacy=False)
+    return {
+        "python": random.getstate(),
+        "numpy": {
+            "bit_generator": numpy_state["bit_generator"],
+            "key": torch.from_numpy(numpy_state["state"]["key"].astype(np.int64)),
+            "pos": int(numpy_state["state"]["pos"]),
+            "has_gauss": int(numpy_state["has_gauss"]),
+            "gauss": float(numpy_state["gauss"]),
+        },
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None,
+    }
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Restore the random states captured by :func:`capture_rng_state` (CUDA only when available)."""
+    version, internal_state, gauss_next = state["python"]
+    random.setstate((version, tuple(internal_state), gauss_next))
+    numpy_state = state["numpy"]
+    np.random.set_state({
+        "bit_generator": numpy_state["bit_generator"],
+        "state": {"key": numpy_state["key"].numpy().astype(np.uint32), "pos": numpy_state["pos"]},
+        "has_gauss": numpy_state["has_gauss"],
+        "gauss": numpy_state["gauss"],
+    })
+    torch.set_rng_state(state["torch"].cpu())
+    if state["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"].cpu())

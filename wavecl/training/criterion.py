@@ -1,0 +1,266 @@
+"""Training losses of WaveCL (training.md §4).
+
+For every decoder layer (the final one and each auxiliary layer, matched independently) the criterion
+computes six unweighted terms over the matched (frame, query) pairs of every clip:
+
+- ``loss_sigmoid_focal`` and ``loss_dice`` on the masks, upsampled bilinearly to the padded target size;
+- ``loss_bbox`` (L1) and ``loss_giou`` on the cxcywh boxes;
+- ``loss_cls``: sigmoid focal classification where the matched query is positive only on frames
+  where the referred object is visible;
+- ``loss_con``: cross-entropy over the queries of a clip of ``⟨V_q, s⟩ / C``.
+
+Mask and box terms include frames where the object is invisible (empty mask, zero box), as in the
+reference. All terms except ``loss_con`` (normalised by ``B``) are divided by ``num_masks``, the number
+of target masks ``T·B`` averaged over processes and clamped at 1.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from einops import einsum, rearrange
+from torch import Tensor, nn
+from torchvision.ops import box_convert, generalized_box_iou_loss, sigmoid_focal_loss
+
+from wavecl.data.types import FrameTarget
+from wavecl.model.output import WaveCLOutput
+from wavecl.training.distributed import all_reduce_mean
+from wavecl.training.matcher import HungarianMatcher, check_targets, pad_masks, padded_target_size
+
+_LOSS_KEY = re.compile(r"^loss_(?P<term>[a-z_]+?)(?:_(?P<layer>\d+))?$")
+
+
+@dataclass
+class LossWeights:
+    """Weights of the six loss terms, shared by the final and the auxiliary layers (training.md §1.8)."""
+
+    con: float = 1.0
+    dice: float = 5.0
+    sigmoid_focal: float = 2.0
+    cls: float = 2.0
+    bbox: float = 2.0
+    giou: float = 2.0
+
+    def weight_of(self, key: str) -> float:
+        """The weight of a loss key such as ``loss_dice`` or ``loss_sigmoid_focal_1``.
+
+        Raises:
+            KeyError: ``key`` is not ``loss_<term>`` or ``loss_<term>_<layer>`` for a known term.
+        """
+        match = _LOSS_KEY.match(key)
+        terms = {f.name for f in fields(self)}
+        if match is None or match["term"] not in terms:
+            raise KeyError(f"{key!r} is not a loss key (expected loss_<term>[_<layer>] with term in {sorted(terms)})")
+        return getattr(self, match["term"])
+
+
+def dice_loss(mask_logits: Tensor, target_masks: Tensor, num_masks: float | Tensor) -> Tensor:
+    """Smoothed dice loss summed over masks and divided by ``num_masks``.
+
+    torchvision has no dice loss, hence this four-line function.
+
+    Args:
+        mask_logits: ``[N, P]`` logits (pixels flattened).
+        target_masks: ``[N, P]`` float targets in ``{0, 1}``.
+        num_masks: normaliser.
+
+    Returns:
+        Scalar ``Σ_n [1 - (2 Σ p y + 1) / (Σ p + Σ y + 1)] / num_masks``.
+    """
+    prob = mask_logits.sigmoid()
+    dice = (2 * (prob * target_masks).sum(-1) + 1) / (prob.sum(-1) + target_masks.sum(-1) + 1)
+    return (1 - dice).sum() / num_masks
+
+
+class SetCriterion(nn.Module):
+    """Match queries to targets and compute the WaveCL losses for every decoder layer.
+
+    Args:
+        matcher: assigns queries to target instances per clip.
+        num_classes: ``K`` of ``pred_cls`` (1: "is the referred object"; 65 for Ref-YouTube-VOS).
+        weights: loss weights, used by :meth:`weighted_total`.
+        focal_alpha, focal_gamma: parameters of both focal losses.
+    """
+
+    def __init__(
+        self,
+        matcher: HungarianMatcher,
+        num_classes: int,
+        weights: LossWeights | None = None,
+        focal_alpha: float = 0.25,
+        focal_gamma: float = 2.0,
+    ) -> None:
+        super().__init__()
+        self.matcher = matcher
+        self.num_classes = num_classes
+        self.weights = weights if weights is not None else LossWeights()
+        self.focal_alpha = focal_alpha
+        self.focal_gamma = focal_gamma
+
+    def forward(self, outputs: WaveCLOutput, targets: list[list[FrameTarget]]) -> dict[str, Tensor]:
+        """Compute every unweighted loss term of every layer.
+
+        Args:
+            outputs: final-layer predictions with ``aux_outputs`` (see :class:`WaveCLOutput`).
+            targets: ``targets[t][b]``, a complete ``T x B`` grid (after valid-frame selection).
+
+        Returns:
+            Scalar tensors ``loss_con, loss_dice, loss_sigmoid_focal, loss_cls, loss_bbox, loss_giou``
+            for the final layer and the same keys with suffix ``_i`` for auxiliary layer ``i``.
+        """
+        num_frames, batch_size = outputs.pred_cls.shape[:2]
+        check_targets(targets, num_frames, batch_size)
+        num_masks = self.num_masks(targets, outputs.pred_masks.device)
+        losses = self.layer_losses(outputs, targets, num_masks)
+        for i, aux in enumerate(outputs.aux_outputs):
+            losses.update({f"{key}_{i}": value for key, value in self.layer_losses(aux, targets, num_masks).items()})
+        return losses
+
+    def weighted_total(self, loss_dict: dict[str, Tensor]) -> Tensor:
+        """``Σ_k weight(k) · loss_dict[k]``: the scalar to back-propagate."""
+        return sum(self.weights.weight_of(key) * value for key, value in loss_dict.items())
+
+    @staticmethod
+    def num_masks(targets: list[list[FrameTarget]], device: torch.device) -> Tensor:
+        """Number of target masks of the batch (``T·B`` with one instance per clip), averaged over
+        processes and clamped at 1: a float scalar tensor."""
+        count = sum(target.masks.shape[0] for row in targets for target in row)
+        return all_reduce_mean(torch.tensor(float(count), device=device)).clamp(min=1.0)
+
+    def layer_losses(
+        self, outputs: WaveCLOutput, targets: list[list[FrameTarget]], num_masks: Tensor
+    ) -> dict[str, Tensor]:
+        """Match one layer and compute its six terms (keys without layer suffix)."""
+        indices = self.matcher(outputs, targets)
+        clip_idx = torch.cat([torch.full_like(query, b) for b, (query, _) in enumerate(indices)])
+        query_idx = torch.cat([query for query, _ in indices])
+        instance_idx = [instance.tolist() for _, instance in indices]
+        mask_losses = self.mask_losses(outputs, targets, clip_idx, query_idx, instance_idx, num_masks)
+        box_losses = self.box_losses(outputs, targets, clip_idx, query_idx, instance_idx, num_masks)
+        return {
+            "loss_con": self.contrastive_loss(outputs, indices),
+            "loss_dice": mask_losses["loss_dice"],
+            "loss_sigmoid_focal": mask_losses["loss_sigmoid_focal"],
+            "loss_cls": self.classification_loss(outputs, targets, indices, num_masks),
+            "loss_bbox": box_losses["loss_bbox"],
+            "loss_giou": box_losses["loss_giou"],
+        }
+
+    def mask_losses(
+        self,
+        outputs: WaveCLOutput,
+        targets: list[list[FrameTarget]],
+        clip_idx: Tensor,
+        query_idx: Tensor,
+        instance_idx: list[list[int]],
+        num_masks: Tensor,
+    ) -> dict[str, Tensor]:
+        """Sigmoid focal (mean over padded pixels) and dice over all matched (frame, query) pairs.
+
+        Args:
+            outputs: ``pred_masks [T, B, Q, h, w]``.
+            targets: ``targets[t][b].masks [M_b, H', W']``.
+            clip_idx, query_idx: ``[N]`` clip and query of each matched pair (``N = Σ_b min(Q, M_b)``).
+            instance_idx: per clip, the matched target instances in the order of ``query_idx``.
+            num_masks: normaliser.
+        """
+        padded_size = padded_target_size(targets)
+        pred = outputs.pred_masks[:, clip_idx, query_idx].float()  # [T, N, h, w]
+        target = torch.stack([
+            torch.cat([pad_masks(row[b].masks[instances], padded_size) for b, instances in enumerate(instance_idx)])
+            for row in targets
+        ])  # [T, N, H, W]
+        pred = F.interpolate(pred, size=padded_size, mode="bilinear", align_corners=False)
+        pred = rearrange(pred, "t n h w -> (t n) (h w)")
+        target = rearrange(target, "t n h w -> (t n) (h w)")
+        focal = sigmoid_focal_loss(pred, target, alpha=self.focal_alpha, gamma=self.focal_gamma, reduction="none")
+        return {
+            "loss_sigmoid_focal": focal.mean(dim=1).sum() / num_masks,
+            "loss_dice": dice_loss(pred, target, num_masks),
+        }
+
+    def box_losses(
+        self,
+        outputs: WaveCLOutput,
+        targets: list[list[FrameTarget]],
+        clip_idx: Tensor,
+        query_idx: Tensor,
+        instance_idx: list[list[int]],
+        num_masks: Tensor,
+    ) -> dict[str, Tensor]:
+        """L1 and ``1 - GIoU`` over all matched (frame, query) pairs, zero boxes of invisible frames included.
+
+        Arguments as in :meth:`mask_losses`, with ``pred_boxes [T, B, Q, 4]`` and
+        ``targets[t][b].boxes [M_b, 4]`` (normalised cxcywh).
+        """
+        pred = outputs.pred_boxes[:, clip_idx, query_idx].float().flatten(0, 1)  # [T*N, 4]
+        target = torch.cat([
+            row[b].boxes[instances].float() for row in targets for b, instances in enumerate(instance_idx)
+        ])  # [T*N, 4]
+        giou = generalized_box_iou_loss(
+            box_convert(pred, "cxcywh", "xyxy"), box_convert(target, "cxcywh", "xyxy"), reduction="sum"
+        )
+        return {
+            "loss_bbox": F.l1_loss(pred, target, reduction="sum") / num_masks,
+            "loss_giou": giou / num_masks,
+        }
+
+    def classification_loss(
+        self,
+        outputs: WaveCLOutput,
+        targets: list[list[FrameTarget]],
+        indices: list[tuple[Tensor, Tensor]],
+        num_masks: Tensor,
+    ) -> Tensor:
+        """Sigmoid focal loss over all ``T·B·Q·K`` class logits, summed and divided by ``num_masks``.
+
+        The matched query of an instance is a positive (at column 0 when ``K == 1``, at the instance's
+        label in that frame otherwise) on the frames where the object is visible, and a negative
+        elsewhere; every unmatched query is a negative.
+
+        Args:
+            outputs: ``pred_cls [T, B, Q, K]``.
+            targets: ``targets[t][b]`` with ``labels [M_b]`` and ``is_visible``.
+            indices: the matcher's ``(query_idx, instance_idx)`` per clip.
+            num_masks: normaliser.
+        """
+        logits = outputs.pred_cls.float()
+        one_hot = torch.zeros_like(logits)
+        for t, row in enumerate(targets):
+            for b, (queries, instances) in enumerate(indices):
+                if not row[b].is_visible:
+                    continue
+                labels = row[b].labels[instances].long().to(logits.device)
+                if self.num_classes == 1:
+                    labels = torch.zeros_like(labels)
+                elif labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
+                    raise ValueError(
+                        f"targets[{t}][{b}].labels {labels.tolist()} out of range for num_classes={self.num_classes}"
+                    )
+                one_hot[t, b, queries, labels] = 1.0
+        focal = sigmoid_focal_loss(logits, one_hot, alpha=self.focal_alpha, gamma=self.focal_gamma, reduction="sum")
+        return focal / num_masks
+
+    @staticmethod
+    def contrastive_loss(outputs: WaveCLOutput, indices: list[tuple[Tensor, Tensor]]) -> Tensor:
+        """Cross-entropy over queries of ``⟨V_q, s⟩ / C``, averaged over clips.
+
+        Args:
+            outputs: ``pred_logit [B, Q, C]`` video queries and ``text_sentence_feature [B, C]``.
+            indices: the matcher's ``(query_idx, instance_idx)`` per clip; the target of clip ``b`` is
+                the query matched to instance 0, the referred object.
+
+        Returns:
+            Scalar ``-(1/B) Σ_b log softmax_q(⟨V_{b,q}, s_b⟩ / C)[q*_b]``.
+        """
+        video_queries = outputs.pred_logit.float()
+        logits = einsum(video_queries, outputs.text_sentence_feature.float(), "b q c, b c -> b q") / video_queries.shape[-1]
+        referred = []
+        for b, (queries, instances) in enumerate(indices):
+            matched = queries[instances == 0]
+            if matched.numel() != 1:
+                raise ValueError(f"clip {b}: the referred instance 0 is matched to {matched.numel()} queries, expected 1")
+            referred.append(matched)
+        return F.cross_entropy(logits, torch.cat(referred))

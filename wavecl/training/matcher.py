@@ -1,0 +1,213 @@
+"""Hungarian matching of queries to the referred object, once per clip over all its frames (training.md §5).
+
+Each clip ``b`` has ``M_b`` target instances (one, the referred object, in every dataset of the paper).
+The cost of assigning query ``q`` to instance ``m`` is averaged over the clip's frames, so a query keeps
+the same identity through time, and ``scipy.optimize.linear_sum_assignment`` solves the ``[Q, M_b]``
+problem per clip. With a single target this is the argmin over queries.
+
+Differences from the reference (decisions table): costs are computed clip by clip, so clips with
+different numbers of visible frames can share a batch, and the class cost of a clip with no visible
+frame averages over all frames instead of producing NaN.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from einops import einsum, rearrange
+from scipy.optimize import linear_sum_assignment
+from torch import Tensor
+from torchvision.ops import box_convert, generalized_box_iou
+
+from wavecl.data.types import FrameTarget
+from wavecl.model.output import WaveCLOutput
+
+
+def check_targets(targets: list[list[FrameTarget]], num_frames: int, batch_size: int) -> None:
+    """Raise ``ValueError`` unless ``targets`` is a complete ``T x B`` grid of frame targets.
+
+    Args:
+        targets: ``targets[t][b]`` for ``t < num_frames``, ``b < batch_size``.
+        num_frames: ``T`` of the predictions.
+        batch_size: ``B`` of the predictions.
+    """
+    if len(targets) != num_frames:
+        raise ValueError(f"targets has {len(targets)} time steps but the predictions have T={num_frames}")
+    for t, row in enumerate(targets):
+        if len(row) != batch_size:
+            raise ValueError(f"targets[{t}] has {len(row)} clips but the predictions have B={batch_size}")
+        for b, target in enumerate(row):
+            if target is None:
+                raise ValueError(
+                    f"targets[{t}][{b}] is None: select the annotated frames (Batch.valid_frames) first"
+                )
+            if target.masks.shape[0] != target.boxes.shape[0] or target.masks.shape[0] != target.labels.shape[0]:
+                raise ValueError(
+                    f"targets[{t}][{b}] has {target.masks.shape[0]} masks, {target.boxes.shape[0]} boxes "
+                    f"and {target.labels.shape[0]} labels; they must agree"
+                )
+    for b in range(batch_size):
+        counts = {targets[t][b].masks.shape[0] for t in range(num_frames)}
+        if len(counts) != 1:
+            raise ValueError(f"clip {b} has a different number of target instances per frame: {sorted(counts)}")
+
+
+def padded_target_size(targets: list[list[FrameTarget]]) -> tuple[int, int]:
+    """The largest ``(H', W')`` over all frame targets of the batch, i.e. the padded input size."""
+    heights, widths = zip(*(target.masks.shape[-2:] for row in targets for target in row))
+    return max(heights), max(widths)
+
+
+def pad_masks(masks: Tensor, size: tuple[int, int]) -> Tensor:
+    """Zero-pad masks at the bottom and right.
+
+    Args:
+        masks: ``[..., H', W']`` bool or float.
+        size: ``(H, W)`` with ``H >= H'`` and ``W >= W'``.
+
+    Returns:
+        ``[..., H, W]`` float.
+    """
+    height, width = masks.shape[-2:]
+    return F.pad(masks.float(), (0, size[1] - width, 0, size[0] - height))
+
+
+class HungarianMatcher:
+    """Assign each clip's target instances to queries by minimum frame-averaged cost.
+
+    The cost of query ``q`` for instance ``m`` of clip ``b`` is
+
+    ``cost_class * class + cost_dice * (-dice) + cost_bbox * L1 + cost_giou * (-GIoU) + cost_con * con``
+
+    where dice, L1 and GIoU are averaged over all ``T`` frames (including frames where the object is
+    invisible and the target is empty), the focal-style class cost ``α(1-p)^γ(-log p) - (1-α)p^γ(-log(1-p))``
+    is averaged over the frames where the object is visible (over all frames if there are none), and
+    ``con = -softmax_q⟨V_q, s⟩`` is the reference's contrastive cost (not divided by ``C``).
+
+    Args:
+        cost_class, cost_dice, cost_bbox, cost_giou, cost_con: weights of the cost terms.
+        focal_alpha, focal_gamma: parameters of the class cost.
+    """
+
+    def __init__(
+        self,
+        cost_class: float = 2.0,
+        cost_dice: float = 5.0,
+        cost_bbox: float = 2.0,
+        cost_giou: float = 2.0,
+        cost_con: float = 0.0,
+        focal_alpha: float = 0.25,
+        focal_gamma: float = 2.0,
+    ) -> None:
+        self.cost_class = cost_class
+        self.cost_dice = cost_dice
+        self.cost_bbox = cost_bbox
+        self.cost_giou = cost_giou
+        self.cost_con = cost_con
+        self.focal_alpha = focal_alpha
+        self.focal_gamma = focal_gamma
+
+    @torch.no_grad()
+    def __call__(self, outputs: WaveCLOutput, targets: list[list[FrameTarget]]) -> list[tuple[Tensor, Tensor]]:
+        """Match one decoder layer.
+
+        Args:
+            outputs: ``pred_masks [T, B, Q, h, w]``, ``pred_cls [T, B, Q, K]``, ``pred_boxes [T, B, Q, 4]``,
+                ``pred_logit [B, Q, C]``, ``text_sentence_feature [B, C]``.
+            targets: ``targets[t][b]`` with ``masks [M_b, H', W']``, ``boxes [M_b, 4]`` (cxcywh),
+                ``labels [M_b]`` and ``is_visible``.
+
+        Returns:
+            One ``(query_indices, target_indices)`` pair of int64 tensors per clip, each of length
+            ``min(Q, M_b)``, on the device of the predictions.
+        """
+        num_frames, batch_size = outputs.pred_cls.shape[:2]
+        check_targets(targets, num_frames, batch_size)
+        padded_size = padded_target_size(targets)
+        similarity = einsum(outputs.pred_logit.float(), outputs.text_sentence_feature.float(), "b q c, b c -> b q")
+        contrastive_cost = -similarity.softmax(dim=-1)
+
+        indices = []
+        for b in range(batch_size):
+            clip = [targets[t][b] for t in range(num_frames)]
+            cost = self.clip_cost(outputs, b, clip, padded_size) + self.cost_con * contrastive_cost[b, :, None]
+            query_idx, target_idx = linear_sum_assignment(cost.cpu().numpy())
+            device = outputs.pred_cls.device
+            indices.append(
+                (torch.as_tensor(query_idx, dtype=torch.long, device=device),
+                 torch.as_tensor(target_idx, dtype=torch.long, device=device))
+            )
+        return indices
+
+    def clip_cost(
+        self, outputs: WaveCLOutput, b: int, clip: list[FrameTarget], padded_size: tuple[int, int]
+    ) -> Tensor:
+        """Frame-averaged class, dice, L1 and GIoU cost of clip ``b`` (without the contrastive term).
+
+        Args:
+            outputs: predictions of one layer (see :meth:`__call__`).
+            b: clip index.
+            clip: the clip's ``T`` frame targets.
+            padded_size: ``(H, W)`` the predicted masks are upsampled to.
+
+        Returns:
+            ``[Q, M_b]`` float32 cost.
+        """
+        target_masks = pad_masks(torch.stack([target.masks for target in clip]), padded_size)  # [T, M, H, W]
+        target_boxes = torch.stack([target.boxes for target in clip]).float()  # [T, M, 4]
+        visible = torch.tensor([target.is_visible for target in clip], device=target_boxes.device)
+        return (
+            self.cost_class * self.class_cost(outputs.pred_cls[:, b].float(), clip[0].labels, visible)
+            + self.cost_dice * self.dice_cost(outputs.pred_masks[:, b].float(), target_masks)
+            + self.cost_bbox * self.l1_cost(outputs.pred_boxes[:, b].float(), target_boxes)
+            + self.cost_giou * self.giou_cost(outputs.pred_boxes[:, b].float(), target_boxes)
+        )
+
+    def class_cost(self, logits: Tensor, labels: Tensor, visible: Tensor) -> Tensor:
+        """Focal-style class cost averaged over the visible frames.
+
+        Args:
+            logits: ``[T, Q, K]`` class logits of one clip.
+            labels: ``[M]`` class of each instance (ignored when ``K == 1``: column 0 is "referred").
+            visible: ``[T]`` bool; when no frame is visible, every frame is used.
+
+        Returns:
+            ``[Q, M]``.
+        """
+        num_classes = logits.shape[-1]
+        columns = labels.long() if num_classes > 1 else torch.zeros_like(labels, dtype=torch.long)
+        prob = logits[..., columns].sigmoid()  # [T, Q, M]
+        positive = self.focal_alpha * (1 - prob) ** self.focal_gamma * -(prob + 1e-8).log()
+        negative = (1 - self.focal_alpha) * prob**self.focal_gamma * -(1 - prob + 1e-8).log()
+        frames = visible if visible.any() else torch.ones_like(visible)
+        return (positive - negative)[frames].mean(dim=0)
+
+    @staticmethod
+    def dice_cost(mask_logits: Tensor, target_masks: Tensor) -> Tensor:
+        """Negative smoothed dice, averaged over frames.
+
+        Args:
+            mask_logits: ``[T, Q, h, w]`` predicted mask logits.
+            target_masks: ``[T, M, H, W]`` float target masks, padded; predictions are upsampled to ``(H, W)``.
+
+        Returns:
+            ``[Q, M]``, ``-mean_t (2 Σ σ(x) y + 1) / (Σ σ(x) + Σ y + 1)``.
+        """
+        prob = F.interpolate(mask_logits, size=target_masks.shape[-2:], mode="bilinear", align_corners=False).sigmoid()
+        prob = rearrange(prob, "t q h w -> t q (h w)")
+        target = rearrange(target_masks, "t m h w -> t m (h w)")
+        intersection = einsum(prob, target, "t q p, t m p -> t q m")
+        dice = (2 * intersection + 1) / (prob.sum(-1)[:, :, None] + target.sum(-1)[:, None, :] + 1)
+        return -dice.mean(dim=0)
+
+    @staticmethod
+    def l1_cost(pred_boxes: Tensor, target_boxes: Tensor) -> Tensor:
+        """L1 distance of cxcywh boxes, averaged over frames: ``[T, Q, 4]``, ``[T, M, 4]`` -> ``[Q, M]``."""
+        return torch.cdist(pred_boxes, target_boxes, p=1).mean(dim=0)
+
+    @staticmethod
+    def giou_cost(pred_boxes: Tensor, target_boxes: Tensor) -> Tensor:
+        """Negative generalised IoU, averaged over frames: ``[T, Q, 4]``, ``[T, M, 4]`` (cxcywh) -> ``[Q, M]``."""
+        pred_xyxy = box_convert(pred_boxes, "cxcywh", "xyxy")
+        target_xyxy = box_convert(target_boxes, "cxcywh", "xyxy")
+        giou = torch.stack([generalized_box_iou(p, t) for p, t in zip(pred_xyxy, target_xyxy)])
+        return -giou.mean(dim=0)
