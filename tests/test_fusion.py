@@ -7,7 +7,12 @@ from wavecl.model.fusion import MultimodalFusion
 
 
 def _naive_fusion(
-    fusion: MultimodalFusion, tgt: torch.Tensor, memory: torch.Tensor, pad: torch.Tensor, pos: torch.Tensor, query_pos: torch.Tensor
+    fusion: MultimodalFusion,
+    tgt: torch.Tensor,
+    memory: torch.Tensor,
+    pad: torch.Tensor,
+    pos: torch.Tensor,
+    query_pos: torch.Tensor,
 ) -> torch.Tensor:
     attention = fusion.multihead_attn
     heads, width = attention.num_heads, attention.embed_dim

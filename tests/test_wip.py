@@ -33,7 +33,9 @@ def _focus(t: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return z**3 * z.norm() / (z**3).norm()
 
 
-def _naive_single_frame(fla: FocusedLinearAttention, x: torch.Tensor, memory: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def _naive_single_frame(
+    fla: FocusedLinearAttention, x: torch.Tensor, memory: torch.Tensor, size: tuple[int, int]
+) -> torch.Tensor:
     """FLA for one sample and T = 1, token by token and head by head (x [3hw, C], memory [hw, C])."""
     height, width = size
     pixels = height * width
@@ -58,13 +60,16 @@ def _naive_single_frame(fla: FocusedLinearAttention, x: torch.Tensor, memory: to
                         for dx in range(-radius, radius + 1):
                             yy, xx = y + dy, x_pos + dx
                             if 0 <= yy < height and 0 <= xx < width:
-                                local = local + kernel[d, dy + radius, dx + radius] * values[yy * width + xx][head * HEAD_DIM + d]
+                                value = values[yy * width + xx][head * HEAD_DIM + d]
+                                local = local + kernel[d, dy + radius, dx + radius] * value
                     for band in range(3):
                         out[band * pixels + y * width + x_pos, head * HEAD_DIM + d] += local
     return out @ fla.proj.weight.T + fla.proj.bias
 
 
-def _projected_local_term(fla: FocusedLinearAttention, x: torch.Tensor, memory: torch.Tensor, frames: int, size: tuple[int, int]) -> torch.Tensor:
+def _projected_local_term(
+    fla: FocusedLinearAttention, x: torch.Tensor, memory: torch.Tensor, frames: int, size: tuple[int, int]
+) -> torch.Tensor:
     """proj.weight · (local term): the output minus the output of a copy whose dwc is zero."""
     without_local = copy.deepcopy(fla)
     torch.nn.init.zeros_(without_local.dwc.weight)
@@ -105,7 +110,9 @@ def test_frame_order_local_term_is_the_single_frame_local_term(token_order: str)
     frames, size = 3, (4, 5)
     x, memory = _tokens(2, frames, size)
     clip_local = _projected_local_term(fla, x, memory, frames, size).chunk(frames, dim=1)
-    per_frame = [_projected_local_term(fla, x_t, memory_t, 1, size) for x_t, memory_t in _split_frames(x, memory, frames)]
+    per_frame = [
+        _projected_local_term(fla, x_t, memory_t, 1, size) for x_t, memory_t in _split_frames(x, memory, frames)
+    ]
     matches = [torch.allclose(clip_t, alone_t) for clip_t, alone_t in zip(clip_local, per_frame)]
     assert all(matches) == (token_order == "frame")
 
@@ -184,7 +191,8 @@ def _pywt_dwt(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _pywt_idwt(low: torch.Tensor, high: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     bands = tuple(high[:, :, band].numpy() for band in range(3))
-    return torch.from_numpy(pywt.idwt2((low.numpy(), bands), "haar", mode="zero", axes=(-2, -1)))[..., : size[0], : size[1]]
+    reconstruction = pywt.idwt2((low.numpy(), bands), "haar", mode="zero", axes=(-2, -1))
+    return torch.from_numpy(reconstruction)[..., : size[0], : size[1]]
 
 
 def _gate_from_spec(x, sentence, frames, fusion, fla):
@@ -255,7 +263,8 @@ def test_wavelet_gate_shapes_and_gradients(size: tuple[int, int]) -> None:
 
 def test_wavelet_gate_rejects_a_frame_count_mismatch() -> None:
     with pytest.raises(ValueError, match="wavelet_gate"):
-        wavelet_gate(torch.randn(5, 8, 4, 4), torch.randn(2, 8), 3, MultimodalFusion(8, 2), FocusedLinearAttention(8, 2))
+        fusion, fla = MultimodalFusion(8, 2), FocusedLinearAttention(8, 2)
+        wavelet_gate(torch.randn(5, 8, 4, 4), torch.randn(2, 8), 3, fusion, fla)
 
 
 def test_focusing_survives_half_precision() -> None:
