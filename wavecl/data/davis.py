@@ -1,0 +1,342 @@
+"""Ref-DAVIS17: conversion to the Ref-YouTube-VOS layout and the inference dataset (datasets_and_metrics.md §5).
+
+Raw layout under ``root`` (the reference's ``data/refer-davis``)::
+
+    DAVIS/ImageSets/2017/{train,val}.txt                 60 / 30 video names
+    DAVIS/JPEGImages/480p/<video>/<frame>.jpg
+    DAVIS/Annotations_unsupervised/480p/<video>/<frame>.png   palette PNG: object ids, 255 = void
+    DAVIS/davis_semantics.json                           {video: {"1": category, ...}}
+    davis_text_annotations/Davis17_annot{1,2}{,_full_video}.txt   lines `<video> <obj_id> "<sentence>"`
+
+:func:`convert_davis` writes the Ref-YouTube-VOS layout (``train`` and ``valid``)::
+
+    <out>/<split>/JPEGImages/<video>     link (or copy) of DAVIS/JPEGImages/480p/<video>
+    <out>/<split>/Annotations/<video>    link (or copy) of DAVIS/Annotations_unsupervised/480p/<video>
+    <out>/<split>/meta.json              {"videos": {video: {"objects": {"1": {"category": ...}, ...}}}}
+    <out>/meta_expressions/<split>/meta_expressions.json
+
+Unlike the reference (§10.6), nothing is moved: the raw ground truth stays where the DAVIS evaluation
+reads it. Expression ids follow §5.1: object ``k`` (in obj_id order) gets ids ``4k .. 4k+3`` from
+annotator 1 first-frame, annotator 1 full-video, annotator 2 first-frame, annotator 2 full-video.
+
+:class:`RefDAVIS17` yields, per video, annotator slot ``a`` and object ``k`` (expression ``4k + a``),
+the video in consecutive 36-frame chunks (§5.2). Predictions are merged over objects per slot and
+written to ``anno_<a>/<video>/<frame>.png`` (:func:`davis_result_path`).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from PIL import Image
+from torch.utils.data import Dataset
+
+from wavecl.atomic import write_json
+from wavecl.data.transforms import ClipTransform, FrameAnnotation, clean_expression
+from wavecl.data.types import ClipSample
+from wavecl.data.windows import covering_windows
+
+ANNOTATION_FILES: tuple[tuple[str, str], ...] = (
+    ("Davis17_annot1.txt", "utf-8"),
+    ("Davis17_annot1_full_video.txt", "utf-8"),
+    ("Davis17_annot2.txt", "latin-1"),
+    ("Davis17_annot2_full_video.txt", "latin-1"),
+)
+"""The four expression files in annotator-slot order (slot ``a`` = expression ``4k + a``), with encodings."""
+NUM_ANNOTATORS = len(ANNOTATION_FILES)
+DAVIS_CHUNK_SIZE = 36
+"""Frames per forward pass in the reference's Ref-DAVIS inference; each chunk chooses its own query."""
+VIDEO_NAME_FIXES = {"clasic-car": "classic-car", "dog-scale": "dogs-scale", "motor-bike": "motorbike"}
+"""Misspelt video names in the expression files and the DAVIS folder names they mean."""
+SPLIT_FOLDERS = {"train": "train", "val": "valid"}
+"""DAVIS ImageSets split -> Ref-YouTube-VOS split folder."""
+
+
+@dataclass(frozen=True)
+class DavisExpression:
+    """One line of an expression file: the object id (string, as in the file) and the sentence."""
+
+    obj_id: str
+    text: str
+
+
+@dataclass(frozen=True)
+class DavisConversion:
+    """What :func:`convert_davis` wrote.
+
+    Attributes:
+        out_dir: root of the Ref-YouTube-VOS-style layout.
+        videos: split folder (``train``/``valid``) -> video names written, in ImageSets order.
+        num_expressions: split folder -> number of expressions written.
+        meta_expressions: split folder -> path of its ``meta_expressions.json``.
+    """
+
+    out_dir: Path
+    videos: dict[str, list[str]]
+    num_expressions: dict[str, int]
+    meta_expressions: dict[str, Path]
+
+
+def read_davis_expression_file(path: str | Path, encoding: str) -> dict[str, list[DavisExpression]]:
+    """Parse a ``Davis17_annot*.txt`` file into ``{video: [expressions sorted by obj_id string]}``.
+
+    Each non-empty line is ``<video> <obj_id> "<sentence>"``: the sentence is the third and later
+    whitespace-separated tokens joined by single spaces, without its first and last characters (the
+    quotes), exactly as the reference reads it. Misspelt video names are fixed (:data:`VIDEO_NAME_FIXES`).
+    The sort is stable and compares obj_ids as strings, like the reference.
+
+    Raises:
+        FileNotFoundError: the file is missing.
+        ValueError: a line has fewer than three tokens; the message names the file and line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Ref-DAVIS expression file not found: {path}")
+    videos: dict[str, list[DavisExpression]] = {}
+    for number, line in enumerate(path.read_text(encoding=encoding).splitlines(), start=1):
+        tokens = line.split()
+        if not tokens:
+            continue
+        if len(tokens) < 3:
+            raise ValueError(f"{path}:{number}: expected '<video> <obj_id> \"<sentence>\"', got {line!r}")
+        video = VIDEO_NAME_FIXES.get(tokens[0], tokens[0])
+        videos.setdefault(video, []).append(DavisExpression(obj_id=tokens[1], text=" ".join(tokens[2:])[1:-1]))
+    return {video: sorted(entries, key=lambda entry: entry.obj_id) for video, entries in videos.items()}
+
+
+def _read_split_list(path: Path) -> list[str]:
+    if not path.is_file():
+        raise FileNotFoundError(f"DAVIS split list not found: {path}")
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _frame_names(folder: Path, suffix: str) -> list[str]:
+    """Sorted file names (without extension) of the ``suffix`` files in ``folder``."""
+    if not folder.is_dir():
+        raise FileNotFoundError(f"DAVIS folder not found: {folder}")
+    names = sorted(entry.stem for entry in folder.iterdir() if entry.suffix.lower() == suffix)
+    if not names:
+        raise ValueError(f"no {suffix} files in {folder}")
+    return names
+
+
+def _place_folder(source: Path, destination: Path, mode: Literal["symlink", "copy"]) -> None:
+    """Make ``destination`` show ``source``'s files (absolute symlink or copy), replacing what was there."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    if destination.is_symlink() or destination.is_file():
+        destination.unlink()
+    elif destination.is_dir():
+        shutil.rmtree(destination)
+    if mode == "symlink":
+        temporary = destination.parent / f".{destination.name}.{os.getpid()}.link"
+        temporary.unlink(missing_ok=True)
+        temporary.symlink_to(source.resolve(), target_is_directory=True)
+        os.replace(temporary, destination)
+    else:
+        temporary = Path(tempfile.mkdtemp(dir=destination.parent, prefix=f".{destination.name}."))
+        shutil.copytree(source, temporary, dirs_exist_ok=True)
+        os.replace(temporary, destination)
+
+
+def convert_davis(
+    root: str | Path, out_dir: str | Path, mode: Literal["symlink", "copy"] = "symlink"
+) -> DavisConversion:
+    """Write the Ref-YouTube-VOS-style layout of Ref-DAVIS17 (§5.1) without moving the raw files.
+
+    Args:
+        root: raw Ref-DAVIS root (contains ``DAVIS/`` and ``davis_text_annotations/``).
+        out_dir: destination root; may equal ``root``.
+        mode: ``"symlink"`` (default, no extra disk) or ``"copy"`` for the frame and mask folders.
+
+    Returns:
+        A :class:`DavisConversion` describing what was written.
+
+    Raises:
+        FileNotFoundError: a raw file or folder is missing (named in the message).
+        ValueError: a video of the split lists has no expressions or no semantics entry.
+    """
+    if mode not in ("symlink", "copy"):
+        raise ValueError(f"mode must be 'symlink' or 'copy', got {mode!r}")
+    root, out_dir = Path(root), Path(out_dir)
+    davis = root / "DAVIS"
+    text_dir = root / "davis_text_annotations"
+    per_slot = [read_davis_expression_file(text_dir / name, encoding) for name, encoding in ANNOTATION_FILES]
+    semantics_path = davis / "davis_semantics.json"
+    if not semantics_path.is_file():
+        raise FileNotFoundError(f"DAVIS semantics file not found: {semantics_path}")
+    semantics = json.loads(semantics_path.read_text(encoding="utf-8"))
+
+    videos_written: dict[str, list[str]] = {}
+    num_expressions: dict[str, int] = {}
+    meta_paths: dict[str, Path] = {}
+    for image_set, split in SPLIT_FOLDERS.items():
+        videos = _read_split_list(davis / "ImageSets" / "2017" / f"{image_set}.txt")
+        expressions_meta: dict[str, Any] = {}
+        objects_meta: dict[str, Any] = {}
+        for video in videos:
+            for (name, _), slot in zip(ANNOTATION_FILES, per_slot):
+                if video not in slot:
+                    raise ValueError(f"video {video!r} of {image_set}.txt has no expressions in {text_dir / name}")
+            if video not in semantics:
+                raise ValueError(f"video {video!r} of {image_set}.txt is missing from {semantics_path}")
+            frames_folder = davis / "JPEGImages" / "480p" / video
+            masks_folder = davis / "Annotations_unsupervised" / "480p" / video
+            frames = _frame_names(frames_folder, ".jpg")
+            if not masks_folder.is_dir():
+                raise FileNotFoundError(f"DAVIS folder not found: {masks_folder}")
+            expressions: dict[str, dict[str, str]] = {}
+            for group in zip(*(slot[video] for slot in per_slot)):
+                for entry in group:
+                    expressions[str(len(expressions))] = {"exp": entry.text, "obj_id": entry.obj_id}
+            expressions_meta[video] = {"expressions": expressions, "frames": frames}
+            categories = semantics[video]
+            objects_meta[video] = {
+                "objects": {str(obj): {"category": categories[str(obj)]} for obj in range(1, len(categories) + 1)}
+            }
+            _place_folder(frames_folder, out_dir / split / "JPEGImages" / video, mode)
+            _place_folder(masks_folder, out_dir / split / "Annotations" / video, mode)
+        meta_paths[split] = out_dir / "meta_expressions" / split / "meta_expressions.json"
+        write_json(meta_paths[split], {"videos": expressions_meta})
+        write_json(out_dir / split / "meta.json", {"videos": objects_meta})
+        videos_written[split] = videos
+        num_expressions[split] = sum(len(v["expressions"]) for v in expressions_meta.values())
+    return DavisConversion(out_dir, videos_written, num_expressions, meta_paths)
+
+
+def davis_result_path(results_root: str | Path, annotator: int, video: str, frame_name: str) -> Path:
+    """Where the merged prediction of annotator slot ``annotator`` for one frame goes (§5.2):
+    ``<results_root>/anno_<annotator>/<video>/<frame_name>.png`` (a palette PNG of object labels)."""
+    return Path(results_root) / f"anno_{annotator}" / video / f"{frame_name}.png"
+
+
+@dataclass(frozen=True)
+class _DavisSample:
+    video: str
+    exp_id: str
+    obj_id: str
+    text: str
+    annotator: int
+    object_index: int
+    num_objects: int
+    frame_names: tuple[str, ...]
+    chunk_index: int
+    num_chunks: int
+
+
+class RefDAVIS17(Dataset[ClipSample]):
+    """Ref-DAVIS17 inference samples from the converted layout (§5.2).
+
+    Samples are ordered by video (meta file order), annotator slot ``a`` (0-3), object ``k`` (the
+    ``k``-th group of four expressions; ``num_objects = len(expressions) // 4`` as in the reference) and
+    chunk; the expression is ``4k + a``.
+
+    Args:
+        root: output of :func:`convert_davis`.
+        transform: eval clip transform (the reference resizes short 360 / max 640).
+        split: split folder, ``valid`` for evaluation.
+        chunk_size: frames per sample (36 in the reference); ``None`` gives the whole video.
+        load_masks: attach the referred object's ground-truth mask (``Annotations`` pixel value ==
+            obj_id; void is background) as targets with label 0; otherwise targets are ``None``.
+
+    Each item is a :class:`ClipSample` with ``frames [T, 3, H', W']`` and metadata
+    ``{"video_id", "exp_id", "obj_id", "annotator", "object_index", "num_objects", "frame_names",
+    "chunk_index", "num_chunks", "original_frame_size" (H, W), "resized_frame_size" (H', W')}``.
+    The inference loop gathers the ``num_objects`` probability maps of one (video, annotator, chunk),
+    merges them (§5.2) and writes :func:`davis_result_path` files.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        transform: ClipTransform,
+        split: str = "valid",
+        chunk_size: int | None = DAVIS_CHUNK_SIZE,
+        load_masks: bool = True,
+    ) -> None:
+        self.root = Path(root)
+        self.split = split
+        self.transform = transform
+        self.load_masks = load_masks
+        self.meta_path = self.root / "meta_expressions" / split / "meta_expressions.json"
+        if not self.meta_path.is_file():
+            raise FileNotFoundError(f"Ref-DAVIS meta file not found: {self.meta_path} (run `wavecl prepare davis`)")
+        videos = json.loads(self.meta_path.read_text(encoding="utf-8")).get("videos")
+        if not isinstance(videos, dict):
+            raise ValueError(f"{self.meta_path}: expected {{'videos': {{...}}}}")
+        self.samples: list[_DavisSample] = []
+        for video, entry in videos.items():
+            where = f"{self.meta_path}: video {video!r}"
+            if "expressions" not in entry or "frames" not in entry:
+                raise ValueError(f"{where} needs 'expressions' and 'frames'")
+            exp_ids = list(entry["expressions"])
+            frames = list(entry["frames"])
+            num_objects = len(exp_ids) // NUM_ANNOTATORS
+            chunks = covering_windows(len(frames), chunk_size)
+            for annotator in range(NUM_ANNOTATORS):
+                for object_index in range(num_objects):
+                    exp_id = exp_ids[NUM_ANNOTATORS * object_index + annotator]
+                    expression = entry["expressions"][exp_id]
+                    if "exp" not in expression or "obj_id" not in expression:
+                        raise ValueError(f"{where}: expression {exp_id!r} needs 'exp' and 'obj_id'")
+                    for chunk_index, chunk in enumerate(chunks):
+                        self.samples.append(
+                            _DavisSample(
+                                video=video,
+                                exp_id=exp_id,
+                                obj_id=str(expression["obj_id"]),
+                                text=clean_expression(expression["exp"], f"{where}, expression {exp_id!r}"),
+                                annotator=annotator,
+                                object_index=object_index,
+                                num_objects=num_objects,
+                                frame_names=tuple(frames[i] for i in chunk),
+                                chunk_index=chunk_index,
+                                num_chunks=len(chunks),
+                            )
+                        )
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def _read_frame(self, video: str, name: str) -> Image.Image:
+        path = self.root / self.split / "JPEGImages" / video / f"{name}.jpg"
+        if not path.is_file():
+            raise FileNotFoundError(f"frame {path} listed in {self.meta_path} not found")
+        with Image.open(path) as image:
+            return image.convert("RGB")
+
+    def _read_mask(self, video: str, name: str, obj_id: str) -> np.ndarray:
+        path = self.root / self.split / "Annotations" / video / f"{name}.png"
+        if not path.is_file():
+            raise FileNotFoundError(f"annotation {path} not found (pass load_masks=False to run without)")
+        with Image.open(path) as image:
+            return np.asarray(image) == int(obj_id)
+
+    def __getitem__(self, index: int) -> ClipSample:
+        sample = self.samples[index]
+        frames = [self._read_frame(sample.video, name) for name in sample.frame_names]
+        annotations: list[FrameAnnotation | None] = [
+            FrameAnnotation(mask=self._read_mask(sample.video, name, sample.obj_id), label=0) if self.load_masks else None
+            for name in sample.frame_names
+        ]
+        video, targets, text = self.transform(frames, annotations, sample.text)
+        width, height = frames[0].size
+        metadata = {
+            "video_id": sample.video,
+            "exp_id": sample.exp_id,
+            "obj_id": sample.obj_id,
+            "annotator": sample.annotator,
+            "object_index": sample.object_index,
+            "num_objects": sample.num_objects,
+            "frame_names": list(sample.frame_names),
+            "chunk_index": sample.chunk_index,
+            "num_chunks": sample.num_chunks,
+            "original_frame_size": (height, width),
+            "resized_frame_size": tuple(video.shape[-2:]),
+        }
+        return ClipSample(frames=video, targets=targets, text=text, metadata=metadata)
