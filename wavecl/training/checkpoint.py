@@ -1,27 +1,26 @@
 """Checkpoints: safetensors weights plus a weights-only training state (training.md §2.10-2.12, decisions table).
 
-Layout inside a run directory::
+Layout of a run's ``checkpoints/`` folder::
 
     checkpoints/
         epoch_0003/
-            model.safetensors   model weights (tensors only; shared tensors stored once per name)
+            model.safetensors   model weights (tensors only; aliased tensors stored once per name)
             state.pt            training state: optimizer, scheduler, scaler, epoch, best metric, RNG
-        last                    text file holding the folder name of the newest checkpoint
-        best                    text file holding the folder name of the best checkpoint
+        last                    text file holding the folder name of the newest complete checkpoint
 
-Every file is written to a temporary file in the same folder and moved into place with ``os.replace``,
-and the ``last``/``best`` pointers are updated only after both files of an epoch exist, so a crash
-never leaves a pointer to a partial checkpoint. Nothing is ever unpickled with the full pickle
-machinery: the state is read with ``torch.load(weights_only=True)``, which refuses any object that
-would run code, and reference ``.pth``/``.pth.tar`` checkpoints are read the same way.
+Every file is written to a temporary file in the same folder and moved into place with ``os.replace``
+(:func:`wavecl.atomic.atomic_path`), and ``last`` is updated only after both files of an epoch exist,
+so a crash never leaves a pointer to a partial checkpoint. Nothing is ever unpickled with the full
+pickle machinery: the state is read with ``torch.load(weights_only=True)``, which refuses any object
+that would run code, and reference ``.pth``/``.pth.tar`` checkpoints are read the same way.
 """
 from __future__ import annotations
 
 import os
 import pickle
 import random
-import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +30,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-CHECKPOINTS_DIRNAME = "checkpoints"
+from wavecl.atomic import atomic_path
+
 MODEL_FILENAME = "model.safetensors"
 STATE_FILENAME = "state.pt"
 LAST_POINTER = "last"
-BEST_POINTER = "best"
 REFERENCE_SUFFIXES = (".pth", ".pth.tar", ".pt", ".tar")
 
 # Reference A2D checkpoints store ``best_mAP`` as a numpy scalar; these globals rebuild a numpy scalar
@@ -53,24 +52,37 @@ class CheckpointError(ValueError):
     """A checkpoint file is unreadable, truncated, malformed or holds objects that are refused."""
 
 
-def epoch_checkpoint_dir(run_dir: str | Path, epoch: int) -> Path:
-    """``<run_dir>/checkpoints/epoch_<epoch:04d>``: the folder :func:`save_checkpoint` writes for an epoch."""
-    return Path(run_dir) / CHECKPOINTS_DIRNAME / f"epoch_{epoch:04d}"
+@dataclass(frozen=True)
+class CheckpointPaths:
+    """The files of one checkpoint.
+
+    Attributes:
+        directory: the checkpoint folder, e.g. ``checkpoints/epoch_0003``.
+        model: ``directory / "model.safetensors"``.
+        state: ``directory / "state.pt"``.
+    """
+
+    directory: Path
+    model: Path
+    state: Path
+
+    @classmethod
+    def of(cls, directory: str | Path) -> "CheckpointPaths":
+        directory = Path(directory)
+        return cls(directory, directory / MODEL_FILENAME, directory / STATE_FILENAME)
+
+
+def epoch_checkpoint_dir(checkpoints_dir: str | Path, epoch: int) -> Path:
+    """``<checkpoints_dir>/epoch_<epoch:04d>``: the folder :func:`save_checkpoint` writes for an epoch."""
+    return Path(checkpoints_dir) / f"epoch_{epoch:04d}"
 
 
 def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a temporary file next to ``path``, fsync it, then ``os.replace`` it onto ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(descriptor)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as handle:
+    """Call ``write(tmp)`` on a temporary file next to ``path``, flush it to disk, then move it onto ``path``."""
+    with atomic_path(path) as temporary:
+        write(temporary)
+        with open(temporary, "rb+") as handle:
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _unshared_cpu_tensors(model_state: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -91,26 +103,29 @@ def _unshared_cpu_tensors(model_state: dict[str, Tensor]) -> dict[str, Tensor]:
     return tensors
 
 
-def save_checkpoint(checkpoint_dir: str | Path, model_state: dict[str, Tensor], training_state: dict[str, Any]) -> Path:
-    """Write ``model.safetensors`` and ``state.pt`` into ``checkpoint_dir`` atomically.
+def save_checkpoint(
+    checkpoints_dir: str | Path, epoch: int, model_state: dict[str, Tensor], training_state: dict[str, Any]
+) -> CheckpointPaths:
+    """Write ``epoch_<epoch>/{model.safetensors, state.pt}`` atomically, then point ``last`` at it.
 
     Args:
-        checkpoint_dir: target folder, usually :func:`epoch_checkpoint_dir`; created if needed.
+        checkpoints_dir: the run's ``checkpoints`` folder; created if needed.
+        epoch: the epoch just finished (names the folder).
         model_state: the unwrapped model's ``state_dict()`` (tensors on any device).
         training_state: anything ``torch.load(weights_only=True)`` can read back: tensors, numbers,
             strings, ``None`` and lists/tuples/dicts of them, e.g. ``{"epoch", "total_epochs",
-            "optimizer", "scheduler", "scaler", "best_metric", "rng": capture_rng_state()}``.
+            "optimizer", "scheduler", "scaler", "best_metric", "rng": rng_state()}``.
 
     Returns:
-        ``checkpoint_dir``.
+        The paths written.
 
     Raises:
         TypeError: ``training_state`` holds an object the weights-only loader would refuse (checked
             before the file is moved into place, so nothing unloadable is ever written).
     """
-    checkpoint_dir = Path(checkpoint_dir)
+    paths = CheckpointPaths.of(epoch_checkpoint_dir(checkpoints_dir, epoch))
     tensors = _unshared_cpu_tensors(model_state)
-    _write_atomically(checkpoint_dir / MODEL_FILENAME, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
+    _write_atomically(paths.model, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
 
     def write_state(tmp: Path) -> None:
         torch.save(training_state, tmp)
@@ -118,34 +133,22 @@ def save_checkpoint(checkpoint_dir: str | Path, model_state: dict[str, Tensor], 
             torch.load(tmp, map_location="cpu", weights_only=True, mmap=True)
         except pickle.UnpicklingError as error:
             raise TypeError(
-                f"training state for {checkpoint_dir / STATE_FILENAME} holds objects that "
-                f"torch.load(weights_only=True) refuses; convert them to tensors or plain types: {error}"
+                f"training state for {paths.state} holds objects that torch.load(weights_only=True) "
+                f"refuses; convert them to tensors or plain types: {str(error).splitlines()[-1]}"
             ) from None
 
-    _write_atomically(checkpoint_dir / STATE_FILENAME, write_state)
-    return checkpoint_dir
+    _write_atomically(paths.state, write_state)
+    _write_atomically(Path(checkpoints_dir) / LAST_POINTER, lambda tmp: tmp.write_text(paths.directory.name + "\n"))
+    return paths
 
 
-def write_pointer(run_dir: str | Path, name: str, checkpoint_dir: str | Path) -> Path:
-    """Atomically point ``<run_dir>/checkpoints/<name>`` (``"last"`` or ``"best"``) at a checkpoint folder.
-
-    Returns:
-        The pointer file, a text file holding the folder name relative to ``checkpoints/``.
-    """
-    pointer = Path(run_dir) / CHECKPOINTS_DIRNAME / name
-    target = Path(checkpoint_dir)
-    if target.parent.resolve() != pointer.parent.resolve():
-        raise ValueError(f"checkpoint {target} is not inside {pointer.parent}")
-    _write_atomically(pointer, lambda tmp: tmp.write_text(target.name + "\n"))
-    return pointer
-
-
-def resolve_checkpoint_dir(path: str | Path) -> Path:
+def latest_checkpoint(path: str | Path) -> Path:
     """Find the checkpoint folder meant by ``path``.
 
     Args:
-        path: a checkpoint folder (holding ``model.safetensors``), a pointer file (``checkpoints/last``,
-            ``checkpoints/best``), a ``checkpoints`` folder or a run directory (both resolve ``last``).
+        path: a checkpoint folder (holding ``model.safetensors``, e.g. ``epoch_0003`` or a copied
+            ``best``), the ``last`` pointer file, a ``checkpoints`` folder or a run directory (both
+            resolve ``last``).
 
     Raises:
         FileNotFoundError: nothing usable exists at ``path``.
@@ -160,9 +163,9 @@ def resolve_checkpoint_dir(path: str | Path) -> Path:
         return folder
     if (path / MODEL_FILENAME).is_file():
         return path
-    for pointer in (path / LAST_POINTER, path / CHECKPOINTS_DIRNAME / LAST_POINTER):
+    for pointer in (path / LAST_POINTER, path / "checkpoints" / LAST_POINTER):
         if pointer.is_file():
-            return resolve_checkpoint_dir(pointer)
+            return latest_checkpoint(pointer)
     raise FileNotFoundError(f"{path} holds no {MODEL_FILENAME} and no '{LAST_POINTER}' checkpoint pointer")
 
 
@@ -187,7 +190,7 @@ def load_model_weights(path: str | Path, map_location: str | torch.device = "cpu
 
     Args:
         path: a ``.safetensors`` file; a checkpoint folder, pointer or run directory
-            (see :func:`resolve_checkpoint_dir`); or a reference ``.pth``/``.pth.tar`` file, read with
+            (see :func:`latest_checkpoint`); or a reference ``.pth``/``.pth.tar`` file, read with
             ``torch.load(weights_only=True)``, whose ``model_state_dict`` entry is taken when present.
         map_location: device of the returned tensors.
 
@@ -207,7 +210,7 @@ def load_model_weights(path: str | Path, map_location: str | torch.device = "cpu
         if not isinstance(loaded, dict) or not all(isinstance(v, Tensor) for v in loaded.values()):
             raise CheckpointError(f"{path} holds no model state dict (expected name -> tensor or 'model_state_dict')")
         return dict(loaded)
-    weights_file = path if path.suffix == ".safetensors" else resolve_checkpoint_dir(path) / MODEL_FILENAME
+    weights_file = path if path.suffix == ".safetensors" else latest_checkpoint(path) / MODEL_FILENAME
     if not weights_file.is_file():
         raise FileNotFoundError(f"checkpoint file not found: {weights_file}")
     device = str(torch.device(map_location))
@@ -229,14 +232,14 @@ def load_training_state(path: str | Path, map_location: str | torch.device = "cp
         CheckpointError: the file is unreadable, truncated, refused, or not a dict.
     """
     path = Path(path)
-    state_file = path if path.is_file() and path.suffix == ".pt" else resolve_checkpoint_dir(path) / STATE_FILENAME
+    state_file = path if path.is_file() and path.suffix == ".pt" else latest_checkpoint(path) / STATE_FILENAME
     state = _load_weights_only(state_file, map_location)
     if not isinstance(state, dict):
         raise CheckpointError(f"{state_file} holds a {type(state).__name__}, expected a training-state dict")
     return state
 
 
-def capture_rng_state() -> dict[str, Any]:
+def rng_state() -> dict[str, Any]:
     """The random states of this process in types the weights-only loader accepts.
 
     Returns:
@@ -259,7 +262,7 @@ def capture_rng_state() -> dict[str, Any]:
 
 
 def restore_rng_state(state: dict[str, Any]) -> None:
-    """Restore the random states captured by :func:`capture_rng_state` (CUDA only when available)."""
+    """Restore the random states captured by :func:`rng_state` (CUDA only when available)."""
     version, internal_state, gauss_next = state["python"]
     random.setstate((version, tuple(internal_state), gauss_next))
     numpy_state = state["numpy"]

@@ -80,8 +80,9 @@ class SetCriterion(nn.Module):
     Args:
         matcher: assigns queries to target instances per clip.
         num_classes: ``K`` of ``pred_cls`` (1: "is the referred object"; 65 for Ref-YouTube-VOS).
-        weights: loss weights, used by :meth:`weighted_total`.
+        weights: loss weights, used by :meth:`weighted_total` and :attr:`weight_dict`.
         focal_alpha, focal_gamma: parameters of both focal losses.
+        num_aux_layers: number of auxiliary decoder layers in the outputs (decoder layers - 1).
     """
 
     def __init__(
@@ -91,6 +92,7 @@ class SetCriterion(nn.Module):
         weights: LossWeights | None = None,
         focal_alpha: float = 0.25,
         focal_gamma: float = 2.0,
+        num_aux_layers: int = 2,
     ) -> None:
         super().__init__()
         self.matcher = matcher
@@ -98,6 +100,13 @@ class SetCriterion(nn.Module):
         self.weights = weights if weights is not None else LossWeights()
         self.focal_alpha = focal_alpha
         self.focal_gamma = focal_gamma
+        self.num_aux_layers = num_aux_layers
+
+    @property
+    def weight_dict(self) -> dict[str, float]:
+        """Weight of every key :meth:`forward` returns (final layer and ``_0.._{num_aux_layers-1}``)."""
+        suffixes = [""] + [f"_{i}" for i in range(self.num_aux_layers)]
+        return {f"loss_{f.name}{suffix}": getattr(self.weights, f.name) for suffix in suffixes for f in fields(self.weights)}
 
     def forward(self, outputs: WaveCLOutput, targets: list[list[FrameTarget]]) -> dict[str, Tensor]:
         """Compute every unweighted loss term of every layer.
@@ -112,6 +121,11 @@ class SetCriterion(nn.Module):
         """
         num_frames, batch_size = outputs.pred_cls.shape[:2]
         check_targets(targets, num_frames, batch_size)
+        if len(outputs.aux_outputs) != self.num_aux_layers:
+            raise ValueError(
+                f"outputs have {len(outputs.aux_outputs)} auxiliary layers but the criterion was built with "
+                f"num_aux_layers={self.num_aux_layers}"
+            )
         num_masks = self.num_masks(targets, outputs.pred_masks.device)
         losses = self.layer_losses(outputs, targets, num_masks)
         for i, aux in enumerate(outputs.aux_outputs):
