@@ -11,7 +11,6 @@ annotated frame number of A2D lands on the same decoded frame:
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
@@ -20,6 +19,7 @@ import av
 import numpy as np
 from PIL import Image
 
+from wavecl.atomic import atomic_path
 from wavecl.data.windows import centred_window
 
 _ENCODERS = ("h264", "libx264", "mpeg4")
@@ -124,12 +124,8 @@ def write_video(path: str | os.PathLike, frames: Sequence[np.ndarray], fps: floa
     even = height % 2 == 0 and width % 2 == 0
     if not even and codec == "mpeg4":
         raise ValueError(f"the mpeg4 encoder cannot write odd frame size {height}x{width} to {path}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    os.chmod(temporary, 0o644)
-    try:
-        with av.open(temporary, mode="w", format="mp4") as container:
+    with atomic_path(path) as temporary:
+        with av.open(str(temporary), mode="w", format="mp4") as container:
             stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(100000))
             stream.width, stream.height = width, height
             stream.pix_fmt = "yuv420p" if even else "yuv444p"
@@ -138,7 +134,3 @@ def write_video(path: str | os.PathLike, frames: Sequence[np.ndarray], fps: floa
                     container.mux(packet)
             for packet in stream.encode():
                 container.mux(packet)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise

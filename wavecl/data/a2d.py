@@ -1,0 +1,290 @@
+"""A2D-Sentences (datasets_and_metrics.md §1): one sample per (sentence, annotated frame) pair.
+
+Layout under the dataset root (``data/a2d_sentences``; ``data/`` itself is accepted too)::
+
+    Release/videoset.csv                                  9 columns, no header; column 8: 0 train, 1 test
+    Release/clips320H/<vid>.mp4  (or Release/CLIPS320/)   the 320-pixel-high clips
+    text_annotations/a2d_annotation.txt                   CSV video_id,instance_id,query
+    text_annotations/a2d_missed_videos.txt                one video id per line (no sentences)
+    text_annotations/a2d_annotation_with_instances/<vid>/<frame:05d>.h5
+        MATLAB v7.3 (HDF5): instance [N] ids, reMask [N, W, H] uint8 (column-major; [W, H] when N = 1),
+        reBBox [4, N] rows x1, y1, x2, y2
+
+A sample is a window of ``window_size`` frames centred on the annotated frame (edge frames repeated);
+only the annotated frame, at window position ``window_size // 2``, carries a target.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import h5py
+import numpy as np
+from torch.utils.data import Dataset
+
+from wavecl.data.paths import first_existing, read_csv_rows, require_file, resolve_dataset_root
+from wavecl.data.sample_cache import file_fingerprint, load_or_build
+from wavecl.data.transforms import ClipTransform, FrameAnnotation, clean_expression
+from wavecl.data.types import ClipSample
+from wavecl.data.video import read_video_window
+
+DATASET_FOLDER_NAMES = ("a2d_sentences",)
+CLIP_FOLDER_NAMES = ("clips320H", "CLIPS320")
+VIDEOSET_COLUMNS = 9
+BAD_INSTANCE_ID = "1 (copy)"
+"""The one ``instance_id`` of the public text file that is not an integer (video ``T6bNPuKV-wY``)."""
+SUBSET_CODES = {"train": 0, "test": 1}
+
+
+@dataclass(frozen=True)
+class A2DPaths:
+    """The files of one A2D-Sentences copy."""
+
+    root: Path
+
+    @property
+    def videoset(self) -> Path:
+        return self.root / "Release" / "videoset.csv"
+
+    @property
+    def clips(self) -> Path:
+        return first_existing(self.root / "Release", CLIP_FOLDER_NAMES)
+
+    @property
+    def annotations(self) -> Path:
+        return self.root / "text_annotations" / "a2d_annotation.txt"
+
+    @property
+    def missed_videos(self) -> Path:
+        return self.root / "text_annotations" / "a2d_missed_videos.txt"
+
+    @property
+    def instance_masks(self) -> Path:
+        return self.root / "text_annotations" / "a2d_annotation_with_instances"
+
+    def video(self, video_id: str) -> Path:
+        return self.clips / f"{video_id}.mp4"
+
+    def mask_file(self, video_id: str, frame: int) -> Path:
+        return self.instance_masks / video_id / f"{frame:05d}.h5"
+
+    @classmethod
+    def find(cls, root: str | os.PathLike) -> "A2DPaths":
+        """Locate the dataset from its folder or its parent; raises naming what is missing."""
+        return cls(resolve_dataset_root(root, DATASET_FOLDER_NAMES, "Release"))
+
+
+@dataclass(frozen=True)
+class A2DSample:
+    """One (sentence, annotated frame) pair.
+
+    Attributes:
+        query: the sentence, lower-cased (as stored by the reference's sample list).
+        video_id: A2D video id.
+        frame: 1-based frame number of the annotated frame (decoded frame ``frame - 1``).
+        instance_id: the referred instance's id in the HDF5 ``instance`` list.
+    """
+
+    query: str
+    video_id: str
+    frame: int
+    instance_id: int
+
+    @property
+    def image_id(self) -> str:
+        """COCO ground-truth key ``v_<video>_f_<frame>_i_<instance>`` (no zero padding)."""
+        return f"v_{self.video_id}_f_{self.frame}_i_{self.instance_id}"
+
+
+@dataclass
+class InstanceMasks:
+    """The contents of one A2D instance-mask HDF5 file.
+
+    Attributes:
+        instance_ids: ``N`` instance ids.
+        masks: ``[N, H, W]`` bool.
+        boxes: ``[N, 4]`` float, the file's ``reBBox`` as ``x1, y1, x2, y2``.
+    """
+
+    instance_ids: list[int]
+    masks: np.ndarray
+    boxes: np.ndarray
+
+
+def _read_dataset(handle: h5py.File, name: str, path: Path) -> np.ndarray:
+    if name not in handle:
+        raise ValueError(f"{path}: missing HDF5 dataset {name!r}")
+    return np.asarray(handle[name][()])
+
+
+def _open_h5(path: Path) -> h5py.File:
+    require_file(path)
+    try:
+        return h5py.File(path, "r")
+    except OSError as error:
+        raise ValueError(f"cannot read HDF5 file {path}: {error}") from error
+
+
+def read_instance_ids(path: Path) -> list[int]:
+    """The ``instance`` ids of an A2D mask file (stored as MATLAB doubles of any vector shape)."""
+    with _open_h5(path) as handle:
+        ids = _read_dataset(handle, "instance", path).reshape(-1)
+    if not np.all(ids == np.round(ids)):
+        raise ValueError(f"{path}: non-integer instance ids {ids.tolist()}")
+    return [int(value) for value in ids]
+
+
+def read_instance_masks(path: Path) -> InstanceMasks:
+    """Read ids, masks and boxes of an A2D mask file.
+
+    ``reMask`` is MATLAB column-major, ``[N, W, H]`` (``[W, H]`` when there is a single instance); it is
+    returned as ``[N, H, W]``.
+    """
+    with _open_h5(path) as handle:
+        ids = _read_dataset(handle, "instance", path).reshape(-1)
+        masks = _read_dataset(handle, "reMask", path)
+        boxes = _read_dataset(handle, "reBBox", path)
+    if masks.ndim == 2:
+        masks = masks[None]
+    if masks.ndim != 3 or masks.shape[0] != len(ids):
+        raise ValueError(f"{path}: reMask has shape {list(masks.shape)} for {len(ids)} instances")
+    if boxes.size != 4 * len(ids):
+        raise ValueError(f"{path}: reBBox does not hold 4 coordinates for each of {len(ids)} instances")
+    return InstanceMasks(
+        instance_ids=[int(value) for value in ids],
+        masks=masks.transpose(0, 2, 1).astype(bool),
+        boxes=boxes.reshape(4, -1).T.astype(np.float64),
+    )
+
+
+def _read_videoset(path: Path) -> dict[str, int]:
+    """``{video id: subset code}`` from ``videoset.csv``."""
+    subsets: dict[str, int] = {}
+    for line, row in read_csv_rows(path, header=None):
+        if len(row) != VIDEOSET_COLUMNS:
+            raise ValueError(f"{path}:{line}: expected {VIDEOSET_COLUMNS} columns, found {len(row)}")
+        try:
+            subsets[row[0]] = int(float(row[8]))
+        except ValueError as error:
+            raise ValueError(f"{path}:{line}: subset column is not a number: {row[8]!r}") from error
+    return subsets
+
+
+def build_a2d_samples(root: str | os.PathLike, subset: Literal["train", "test"]) -> list[A2DSample]:
+    """Build the single-frame sample list of one subset (§1.2), deterministically.
+
+    Used videos are those of the subset that are not in the missed list. Text rows of used videos are
+    taken in file order, the ``"1 (copy)"`` row is dropped, and each row gives one sample per mask file
+    of its video (sorted by name) whose ``instance`` list contains the row's instance id.
+    """
+    if subset not in SUBSET_CODES:
+        raise ValueError(f"A2D subset must be 'train' or 'test', got {subset!r}")
+    paths = A2DPaths.find(root)
+    subsets = _read_videoset(paths.videoset)
+    missed = set(require_file(paths.missed_videos).read_text(encoding="utf-8").split())
+    used = {video for video, code in subsets.items() if code == SUBSET_CODES[subset] and video not in missed}
+
+    frame_instances: dict[str, list[tuple[int, list[int]]]] = {}
+    samples: list[A2DSample] = []
+    for line, row in read_csv_rows(paths.annotations, header=("video_id", "instance_id", "query")):
+        if len(row) != 3:
+            raise ValueError(f"{paths.annotations}:{line}: expected 3 columns, found {len(row)}")
+        video_id, instance_text, query = row
+        if video_id not in used or instance_text == BAD_INSTANCE_ID:
+            continue
+        clean_expression(query, f"{paths.annotations}:{line}")
+        try:
+            instance_id = int(instance_text)
+        except ValueError as error:
+            raise ValueError(f"{paths.annotations}:{line}: instance_id {instance_text!r} is not an integer") from error
+        if video_id not in frame_instances:
+            folder = paths.instance_masks / video_id
+            if not folder.is_dir():
+                raise FileNotFoundError(f"instance-mask folder not found: {folder}")
+            frame_instances[video_id] = [
+                (int(file.stem), read_instance_ids(file)) for file in sorted(folder.glob("*.h5"))
+            ]
+        samples.extend(
+            A2DSample(query.lower(), video_id, frame, instance_id)
+            for frame, ids in frame_instances[video_id]
+            if instance_id in ids
+        )
+    return samples
+
+
+class A2DSentences(Dataset[ClipSample]):
+    """A2D-Sentences clips centred on annotated frames.
+
+    Args:
+        root: the ``a2d_sentences`` folder or its parent.
+        subset: ``"train"`` or ``"test"``.
+        window_size: frames per clip (8 in every published run).
+        transform: flip/resize/normalise (train: flip, 320 / 576; test: 320 / 576).
+        cache_dir: where the sample list is cached (``wavecl_a2d_<subset>_samples.json``); default: the
+            dataset folder.
+
+    Each item is a :class:`ClipSample` with ``frames [window_size, 3, H', W']``, the target at position
+    ``window_size // 2`` (label 0, image id ``v_<vid>_f_<frame>_i_<inst>``) and metadata
+    ``{video_id, frame, instance_id, image_id}``.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        subset: Literal["train", "test"],
+        window_size: int = 8,
+        *,
+        transform: ClipTransform,
+        cache_dir: str | os.PathLike | None = None,
+    ) -> None:
+        if window_size < 1:
+            raise ValueError(f"window_size must be positive, got {window_size}")
+        self.paths = A2DPaths.find(root)
+        self.subset = subset
+        self.window_size = window_size
+        self.transform = transform
+        sources = [self.paths.videoset, self.paths.annotations, self.paths.missed_videos]
+        for source in sources:
+            require_file(source)
+        cache = Path(cache_dir if cache_dir is not None else self.paths.root) / f"wavecl_a2d_{subset}_samples.json"
+        key = {"format": "wavecl.a2d_samples.v1", "subset": subset, "sources": file_fingerprint(sources)}
+        rows = load_or_build(cache, key, lambda: [
+            [s.query, s.video_id, s.frame, s.instance_id] for s in build_a2d_samples(self.paths.root, subset)
+        ])
+        self.samples = [A2DSample(*row) for row in rows]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def sample_name(self, index: int) -> str:
+        """Human-readable identity of sample ``index`` (for warnings and errors)."""
+        sample = self.samples[index]
+        return f"A2D {self.subset} sample {index} ({sample.image_id}, {self.paths.video(sample.video_id)})"
+
+    def __getitem__(self, index: int) -> ClipSample:
+        sample = self.samples[index]
+        video_path = self.paths.video(sample.video_id)
+        mask_path = self.paths.mask_file(sample.video_id, sample.frame)
+        frames = read_video_window(video_path, sample.frame - 1, self.window_size)
+        instances = read_instance_masks(mask_path)
+        if sample.instance_id not in instances.instance_ids:
+            raise ValueError(f"{mask_path}: instance {sample.instance_id} not in {instances.instance_ids}")
+        mask = instances.masks[instances.instance_ids.index(sample.instance_id)]
+        width, height = frames[0].size
+        if mask.shape != (height, width):
+            raise ValueError(
+                f"mask in {mask_path} is {mask.shape[0]}x{mask.shape[1]} but frames of {video_path} are {height}x{width}"
+            )
+        annotations: list[FrameAnnotation | None] = [None] * self.window_size
+        annotations[self.window_size // 2] = FrameAnnotation(mask=mask, label=0, image_id=sample.image_id)
+        text = clean_expression(sample.query, f"{self.paths.annotations} ({sample.image_id})")
+        clip, targets, text = self.transform(frames, annotations, text)
+        metadata = {
+            "video_id": sample.video_id,
+            "frame": sample.frame,
+            "instance_id": sample.instance_id,
+            "image_id": sample.image_id,
+        }
+        return ClipSample(frames=clip, targets=targets, text=text, metadata=metadata)

@@ -1,0 +1,339 @@
+"""Ref-YouTube-VOS (datasets_and_metrics.md §3).
+
+Layout under the dataset root (``ref-youtube-vos`` or ``refer_youtube_vos``, or their parent)::
+
+    train/JPEGImages/<vid>/<frame>.jpg
+    train/Annotations/<vid>/<frame>.png              palette PNG, pixel value = object id, 0 = background
+    train/meta.json                                  {"videos": {vid: {"objects": {obj_id: {"category"}}}}}
+    valid/JPEGImages/<vid>/<frame>.jpg
+    meta_expressions/{train,valid,test}/meta_expressions.json
+        {"videos": {vid: {"expressions": {exp_id: {"exp", "obj_id" (train)}}, "frames": [...]}}}
+
+Training samples are the reference's windows (§3.2, :func:`wavecl.data.windows.training_windows`) of
+every expression, kept when the referred object appears in at least one frame of the window; the list
+is regenerated deterministically and cached (the shipped lists are corrupt and never read). Every frame
+has a target.
+
+Validation covers every frame of each (video, expression) of the valid split (the valid expression file
+minus the test expression file) in consecutive windows of ``window_size`` frames, so memory is bounded
+whatever the video length; ``window_size=None`` gives the reference's whole-video clips. Items carry no
+targets, only the metadata needed to write ``Annotations/<video>/<exp_id>/<frame>.png``.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from wavecl.atomic import write_json
+from wavecl.data.paths import read_image, read_json, resolve_dataset_root
+from wavecl.data.sample_cache import file_fingerprint, load_or_build
+from wavecl.data.transforms import ClipTransform, FrameAnnotation, clean_expression
+from wavecl.data.types import ClipSample
+from wavecl.data.windows import covering_windows, training_windows
+
+logger = logging.getLogger(__name__)
+
+DATASET_FOLDER_NAMES = ("ref-youtube-vos", "refer_youtube_vos")
+YTVOS_CATEGORIES: tuple[str, ...] = (
+    "airplane", "ape", "bear", "bike", "bird", "boat", "bucket", "bus", "camel", "cat", "cow", "crocodile",
+    "deer", "dog", "dolphin", "duck", "eagle", "earless_seal", "elephant", "fish", "fox", "frisbee", "frog",
+    "giant_panda", "giraffe", "hand", "hat", "hedgehog", "horse", "knife", "leopard", "lion", "lizard",
+    "monkey", "motorbike", "mouse", "others", "owl", "paddle", "parachute", "parrot", "penguin", "person",
+    "plant", "rabbit", "raccoon", "sedan", "shark", "sheep", "sign", "skateboard", "snail", "snake",
+    "snowboard", "squirrel", "surfboard", "tennis_racket", "tiger", "toilet", "train", "truck", "turtle",
+    "umbrella", "whale", "zebra",
+)
+"""The 65 categories in alphabetical order; a category's position is its class index (§3.1)."""
+CATEGORY_INDEX = {name: index for index, name in enumerate(YTVOS_CATEGORIES)}
+
+
+@dataclass(frozen=True)
+class YTVOSPaths:
+    """The files of one Ref-YouTube-VOS copy."""
+
+    root: Path
+
+    def expressions(self, subset: str) -> Path:
+        return self.root / "meta_expressions" / subset / "meta_expressions.json"
+
+    def frame_file(self, subset: str, video_id: str, frame: str) -> Path:
+        return self.root / subset / "JPEGImages" / video_id / f"{frame}.jpg"
+
+    def mask_file(self, video_id: str, frame: str) -> Path:
+        return self.root / "train" / "Annotations" / video_id / f"{frame}.png"
+
+    @property
+    def train_meta(self) -> Path:
+        return self.root / "train" / "meta.json"
+
+    @classmethod
+    def find(cls, root: str | os.PathLike) -> "YTVOSPaths":
+        return cls(resolve_dataset_root(root, DATASET_FOLDER_NAMES, "meta_expressions"))
+
+
+def _expression_videos(path: Path) -> dict[str, Any]:
+    """``videos`` of a meta_expressions file, each checked to have ``expressions`` and ``frames``."""
+    content = read_json(path)
+    videos = content.get("videos") if isinstance(content, dict) else None
+    if not isinstance(videos, dict):
+        raise ValueError(f"{path}: expected {{'videos': {{...}}}}")
+    for video_id, video in videos.items():
+        if not isinstance(video, dict) or not isinstance(video.get("expressions"), dict) or not video.get("frames"):
+            raise ValueError(f"{path}: video {video_id!r} needs 'expressions' and a non-empty 'frames' list")
+        for exp_id, expression in video["expressions"].items():
+            if not isinstance(expression, dict) or not isinstance(expression.get("exp"), str):
+                raise ValueError(f"{path}: video {video_id!r} expression {exp_id!r} has no 'exp' string")
+            clean_expression(expression["exp"], f"{path} (video {video_id!r}, expression {exp_id!r})")
+    return videos
+
+
+def read_index_mask(path: Path) -> np.ndarray:
+    """``[H, W]`` uint8 object ids of a palette ("P") or grey ("L") annotation PNG."""
+    image = read_image(path, mode=None)
+    if image.mode not in ("P", "L"):
+        raise ValueError(f"{path}: annotation must be a palette or grey PNG of object ids, found mode {image.mode}")
+    return np.asarray(image, dtype=np.uint8)
+
+
+def _objects_per_frame(paths: YTVOSPaths, video_id: str, frames: list[str]) -> dict[str, list[int]]:
+    """``{frame: object ids present}`` of one training video."""
+    present = {}
+    for frame in frames:
+        counts = np.bincount(read_index_mask(paths.mask_file(video_id, frame)).ravel(), minlength=256)
+        present[frame] = [int(value) for value in np.flatnonzero(counts[1:]) + 1]
+    return present
+
+
+def _video_train_samples(paths: YTVOSPaths, video_id: str, video: dict[str, Any], window_size: int) -> list[list[Any]]:
+    frames = sorted(video["frames"])
+    present = _objects_per_frame(paths, video_id, frames)
+    windows = training_windows(frames, window_size)
+    samples = []
+    for exp_id, expression in video["expressions"].items():
+        if "obj_id" not in expression:
+            raise ValueError(f"{paths.expressions('train')}: video {video_id!r} expression {exp_id!r} has no obj_id")
+        entry = {"exp": expression["exp"], "obj_id": str(expression["obj_id"]), "exp_id": exp_id}
+        obj = int(expression["obj_id"])
+        samples.extend(
+            [video_id, window, entry] for window in windows if any(obj in present[frame] for frame in window)
+        )
+    return samples
+
+
+def _train_cache_key(paths: YTVOSPaths, window_size: int) -> dict[str, Any]:
+    return {
+        "format": "wavecl.ytvos_train_samples.v1",
+        "window_size": window_size,
+        "sources": file_fingerprint([paths.expressions("train")]),
+    }
+
+
+def train_samples_cache_path(cache_dir: str | os.PathLike, window_size: int) -> Path:
+    """Where :class:`RefYouTubeVOS` looks for its cached training windows."""
+    return Path(cache_dir) / f"wavecl_ytvos_train_samples_ws{window_size}.json"
+
+
+def _build_train_samples(paths: YTVOSPaths, window_size: int, num_workers: int) -> list[list[Any]]:
+    """``[video_id, [window_size frame names], {"exp", "obj_id", "exp_id"}]`` for every kept window (§3.2)."""
+    if window_size < 1:
+        raise ValueError(f"window_size must be positive, got {window_size}")
+    videos = _expression_videos(paths.expressions("train"))
+    arguments = [(paths, video_id, video, window_size) for video_id, video in videos.items()]
+    if num_workers > 0:
+        with ProcessPoolExecutor(num_workers) as pool:
+            per_video = list(pool.map(_video_train_samples, *zip(*arguments)))
+    else:
+        per_video = [_video_train_samples(*argument) for argument in arguments]
+    return [sample for samples in per_video for sample in samples]
+
+
+def build_ytvos_train_samples(
+    root: str | os.PathLike, window_size: int, out: str | os.PathLike, num_workers: int = 0
+) -> list[list[Any]]:
+    """Regenerate the training windows (§3.2) and write them to ``out`` atomically.
+
+    Write to :func:`train_samples_cache_path` of the dataset's ``cache_dir`` for
+    :class:`RefYouTubeVOS` to use the file.
+
+    Args:
+        root: the dataset folder or its parent.
+        window_size: frames per window.
+        out: output JSON file.
+        num_workers: processes reading annotation PNGs (0: in this process); the result is identical.
+
+    Returns:
+        the samples, ``[video_id, [frame names], {"exp", "obj_id", "exp_id"}]``.
+    """
+    paths = YTVOSPaths.find(root)
+    samples = _build_train_samples(paths, window_size, num_workers)
+    write_json(out, {"key": _train_cache_key(paths, window_size), "samples": samples})
+    return samples
+
+
+@dataclass(frozen=True)
+class YTVOSSample:
+    """One clip: an expression over some frames of a video.
+
+    Attributes:
+        video_id, exp_id, expression: identify the expression.
+        frame_names: the clip's frames (training windows may repeat a frame).
+        obj_id: the referred object's pixel value (training only).
+        window_start: position of the clip's first frame among the video's frames (validation).
+        num_video_frames: frames of the whole video (validation).
+    """
+
+    video_id: str
+    exp_id: str
+    expression: str
+    frame_names: tuple[str, ...]
+    obj_id: int | None = None
+    window_start: int = 0
+    num_video_frames: int = 0
+
+
+class RefYouTubeVOS(Dataset[ClipSample]):
+    """Ref-YouTube-VOS training windows or validation clips.
+
+    Args:
+        root: the dataset folder or its parent.
+        subset: ``"train"`` or ``"valid"``.
+        window_size: frames per clip; for ``"valid"``, ``None`` puts each whole video in one clip.
+        transform: train: flip, 360 / 640; valid: 360 / 640.
+        cache_dir: folder of the training-window cache (default: the dataset folder).
+        num_classes: 65 gives each target its category index (:data:`YTVOS_CATEGORIES`, from
+            ``train/meta.json``); 1 gives label 0 and does not read ``meta.json``.
+
+    Train items: ``frames [window_size, 3, H', W']``, one target per frame, metadata
+    ``{video_id, exp_id, frame_names}``. Valid items: ``frames [T, 3, H', W']`` with ``T <= window_size``,
+    no targets, metadata ``{video_id, exp_id, frame_names, orig_size, window_start, num_video_frames}``.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        subset: Literal["train", "valid"],
+        window_size: int | None = 8,
+        *,
+        transform: ClipTransform,
+        cache_dir: str | os.PathLike | None = None,
+        num_classes: Literal[1, 65] = 65,
+    ) -> None:
+        if subset not in ("train", "valid"):
+            raise ValueError(f"Ref-YouTube-VOS subset must be 'train' or 'valid', got {subset!r}")
+        if num_classes not in (1, 65):
+            raise ValueError(f"num_classes must be 1 or 65 for Ref-YouTube-VOS, got {num_classes}")
+        if window_size is not None and window_size < 1:
+            raise ValueError(f"window_size must be positive, got {window_size}")
+        if subset == "train" and window_size is None:
+            raise ValueError("training windows need a window_size")
+        self.paths = YTVOSPaths.find(root)
+        self.subset = subset
+        self.window_size = window_size
+        self.transform = transform
+        self.num_classes = num_classes
+        self.samples = self._train_samples(cache_dir, window_size) if window_size and subset == "train" else self._valid_samples()
+        self.categories = self._read_categories() if subset == "train" and num_classes == 65 else {}
+
+    def _train_samples(self, cache_dir: str | os.PathLike | None, window_size: int) -> list[YTVOSSample]:
+        cache = train_samples_cache_path(cache_dir if cache_dir is not None else self.paths.root, window_size)
+        rows = load_or_build(
+            cache, _train_cache_key(self.paths, window_size),
+            lambda: _build_train_samples(self.paths, window_size, num_workers=0),
+        )
+        return [
+            YTVOSSample(video_id, entry["exp_id"], entry["exp"], tuple(frames), obj_id=int(entry["obj_id"]))
+            for video_id, frames, entry in rows
+        ]
+
+    def _valid_samples(self) -> list[YTVOSSample]:
+        videos = _expression_videos(self.paths.expressions("valid"))
+        test_file = self.paths.expressions("test")
+        if test_file.is_file():
+            test_videos = set(_expression_videos(test_file))
+            video_ids = sorted(set(videos) - test_videos)
+            for video_id in video_ids:
+                folder = self.paths.root / "valid" / "JPEGImages" / video_id
+                if not folder.is_dir():
+                    raise FileNotFoundError(f"frame folder not found: {folder}")
+        else:
+            video_ids = sorted(v for v in videos if (self.paths.root / "valid" / "JPEGImages" / v).is_dir())
+            logger.info("no %s: predicting the %d valid videos that have frames", test_file, len(video_ids))
+        samples = []
+        for video_id in video_ids:
+            frames = sorted(videos[video_id]["frames"])
+            for exp_id, expression in videos[video_id]["expressions"].items():
+                samples.extend(
+                    YTVOSSample(
+                        video_id, exp_id, expression["exp"], tuple(frames[window.start : window.stop]),
+                        window_start=window.start, num_video_frames=len(frames),
+                    )
+                    for window in covering_windows(len(frames), self.window_size)
+                )
+        return samples
+
+    def _read_categories(self) -> dict[tuple[str, int], int]:
+        """``{(video, object id): class index}`` for every referred object, from ``train/meta.json``."""
+        meta = read_json(self.paths.train_meta)
+        videos = meta.get("videos", {}) if isinstance(meta, dict) else {}
+        categories = {}
+        for sample in self.samples:
+            key = (sample.video_id, sample.obj_id)
+            if key in categories:
+                continue
+            try:
+                name = videos[sample.video_id]["objects"][str(sample.obj_id)]["category"]
+            except (KeyError, TypeError) as error:
+                raise ValueError(
+                    f"{self.paths.train_meta}: no category for video {sample.video_id!r} object {sample.obj_id}"
+                ) from error
+            if name not in CATEGORY_INDEX:
+                raise ValueError(
+                    f"{self.paths.train_meta}: video {sample.video_id!r} object {sample.obj_id} has unknown category {name!r}"
+                )
+            categories[key] = CATEGORY_INDEX[name]
+        return categories
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def sample_name(self, index: int) -> str:
+        """Human-readable identity of sample ``index``."""
+        sample = self.samples[index]
+        frames = f"{sample.frame_names[0]}..{sample.frame_names[-1]}"
+        return f"Ref-YouTube-VOS {self.subset} sample {index} (video {sample.video_id}, expression {sample.exp_id}, frames {frames})"
+
+    def __getitem__(self, index: int) -> ClipSample:
+        sample = self.samples[index]
+        frames = [read_image(self.paths.frame_file(self.subset, sample.video_id, name)) for name in sample.frame_names]
+        text = clean_expression(sample.expression, f"{self.paths.expressions(self.subset)} (video {sample.video_id!r}, expression {sample.exp_id!r})")
+        width, height = frames[0].size
+        metadata: dict[str, Any] = {"video_id": sample.video_id, "exp_id": sample.exp_id, "frame_names": list(sample.frame_names)}
+        if self.subset == "valid":
+            clip, targets, text = self.transform(frames, [None] * len(frames), text)
+            metadata |= {
+                "orig_size": (height, width),
+                "window_start": sample.window_start,
+                "num_video_frames": sample.num_video_frames,
+            }
+            return ClipSample(frames=clip, targets=targets, text=text, metadata=metadata)
+
+        label = self.categories[sample.video_id, sample.obj_id] if self.num_classes == 65 else 0
+        annotations: list[FrameAnnotation | None] = []
+        for name in sample.frame_names:
+            mask_path = self.paths.mask_file(sample.video_id, name)
+            ids = read_index_mask(mask_path)
+            if ids.shape != (height, width):
+                raise ValueError(
+                    f"{mask_path} is {ids.shape[0]}x{ids.shape[1]} but "
+                    f"{self.paths.frame_file(self.subset, sample.video_id, name)} is {height}x{width}"
+                )
+            annotations.append(FrameAnnotation(mask=ids == sample.obj_id, label=label))
+        clip, targets, text = self.transform(frames, annotations, text)
+        return ClipSample(frames=clip, targets=targets, text=text, metadata=metadata)
