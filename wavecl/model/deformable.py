@@ -39,7 +39,9 @@ def ms_deform_attn(
     n, length, heads, head_dim = value.shape
     shapes = [(int(h), int(w)) for h, w in spatial_shapes.tolist()]
     if sum(h * w for h, w in shapes) != length:
-        raise ValueError(f"value has {length} tokens but spatial_shapes {shapes} describe {sum(h * w for h, w in shapes)}")
+        raise ValueError(
+            f"value has {length} tokens but spatial_shapes {shapes} describe {sum(h * w for h, w in shapes)}"
+        )
     values_per_level = value.split([h * w for h, w in shapes], dim=1)
     grids = 2 * sampling_locations - 1  # grid_sample coordinates in [-1, 1]
     output = None
@@ -149,7 +151,9 @@ class MSDeformAttn(nn.Module):
 class DeformableEncoderLayer(nn.Module):
     """Post-norm encoder layer: deformable self-attention over all levels, then a ReLU FFN."""
 
-    def __init__(self, d_model: int, dim_feedforward: int, dropout: float, n_levels: int, n_heads: int, n_points: int):
+    def __init__(
+        self, d_model: int, dim_feedforward: int, dropout: float, n_levels: int, n_heads: int, n_points: int
+    ) -> None:
         super().__init__()
         self.self_attn = MSDeformAttn(d_model, n_levels, n_heads, n_points)
         self.dropout1 = nn.Dropout(dropout)
@@ -226,7 +230,9 @@ class DeformableEncoder(nn.Module):
 class DeformableDecoderLayer(nn.Module):
     """Post-norm decoder layer: query self-attention, deformable cross-attention, ReLU FFN."""
 
-    def __init__(self, d_model: int, dim_feedforward: int, dropout: float, n_levels: int, n_heads: int, n_points: int):
+    def __init__(
+        self, d_model: int, dim_feedforward: int, dropout: float, n_levels: int, n_heads: int, n_points: int
+    ) -> None:
         super().__init__()
         self.cross_attn = MSDeformAttn(d_model, n_levels, n_heads, n_points)
         self.dropout1 = nn.Dropout(dropout)
@@ -310,7 +316,9 @@ class DeformableDecoder(nn.Module):
                 level_references = reference_points[:, :, None] * torch.cat([valid_ratios, valid_ratios], -1)[:, None]
             else:
                 level_references = reference_points[:, :, None] * valid_ratios[:, None]
-            tgt = layer(tgt, query_pos, level_references, memory, spatial_shapes, level_start_index, memory_padding_mask)
+            tgt = layer(
+                tgt, query_pos, level_references, memory, spatial_shapes, level_start_index, memory_padding_mask
+            )
             logits = torch.logit(reference_points, eps=1e-5)
             if logits.shape[-1] == 2:
                 logits = F.pad(logits, (0, 2))  # the first box predicts w, h from scratch
@@ -374,7 +382,9 @@ class DeformableTransformer(nn.Module):
         self.d_model = d_model
         self.nhead = nhead
         self.num_feature_levels = num_feature_levels
-        common = dict(d_model=d_model, dim_feedforward=dim_feedforward, dropout=dropout, n_levels=num_feature_levels, n_heads=nhead)
+        common = dict(
+            d_model=d_model, dim_feedforward=dim_feedforward, dropout=dropout, n_levels=num_feature_levels, n_heads=nhead
+        )
         self.encoder = DeformableEncoder(dict(common, n_points=enc_n_points), num_encoder_layers)
         self.decoder = DeformableDecoder(dict(common, n_points=dec_n_points), num_decoder_layers)
         self.level_embed = nn.Parameter(torch.empty(num_feature_levels, d_model))
@@ -382,7 +392,8 @@ class DeformableTransformer(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Xavier on every matrix, then the deformable-attention init, Xavier/0 reference head, N(0,1) level embedding."""
+        """Xavier on every matrix, then the deformable-attention init, Xavier/0 for the reference-point head
+        and N(0, 1) for the level embedding."""
         for parameter in self.parameters():
             if parameter.dim() > 1:
                 nn.init.xavier_uniform_(parameter)
@@ -437,4 +448,6 @@ class DeformableTransformer(nn.Module):
             rearrange(level_memory, "n (h w) c -> n c h w", h=src.shape[-2], w=src.shape[-1])
             for level_memory, src in zip(memory_per_level[:-1], srcs[:-1])
         ]
-        return DeformableOutput(hs=hs, init_reference=init_reference, inter_references=inter_references, memory=memory_maps)
+        return DeformableOutput(
+            hs=hs, init_reference=init_reference, inter_references=inter_references, memory=memory_maps
+        )

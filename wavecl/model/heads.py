@@ -50,10 +50,14 @@ class FPNSpatialDecoder(nn.Module):
         mask_kernels_dim: output channels ``Cm``.
     """
 
-    def __init__(self, context_dim: int = 256, fpn_dims: tuple[int, int, int] = (256, 256, 96), mask_kernels_dim: int = 8):
+    def __init__(
+        self, context_dim: int = 256, fpn_dims: tuple[int, int, int] = (256, 256, 96), mask_kernels_dim: int = 8
+    ) -> None:
         super().__init__()
         if context_dim % 128 != 0:
-            raise ValueError(f"context_dim must be a multiple of 128 (GroupNorm(8, context_dim // 16)), got {context_dim}")
+            raise ValueError(
+                f"context_dim must be a multiple of 128 (GroupNorm(8, context_dim // 16)), got {context_dim}"
+            )
         if len(fpn_dims) != 3:
             raise ValueError(f"fpn_dims must give the channels of 3 skip connections, got {fpn_dims}")
         dims = [context_dim // 2**i for i in range(5)]
@@ -91,7 +95,11 @@ class FPNSpatialDecoder(nn.Module):
             raise ValueError(f"expected 3 skip connections (s16, s8, s4), got {len(skips)}")
         x = F.relu(self.gn1(self.lay1(x)))
         x = F.relu(self.gn2(self.lay2(x)))
-        stages = [(self.adapter1, self.lay3, self.gn3), (self.adapter2, self.lay4, self.gn4), (self.adapter3, self.lay5, self.gn5)]
+        stages = [
+            (self.adapter1, self.lay3, self.gn3),
+            (self.adapter2, self.lay4, self.gn4),
+            (self.adapter3, self.lay5, self.gn5),
+        ]
         for skip, (adapter, conv, norm) in zip(skips, stages):
             lateral = adapter(skip)
             x = lateral + F.interpolate(x, size=lateral.shape[-2:], mode="nearest")

@@ -94,7 +94,9 @@ class VideoObjectCluster(nn.Module):
     ) -> None:
         super().__init__()
         self.num_queries = num_queries
-        self.enc_self_attn = nn.ModuleList(SelfAttentionLayer(d_model, nhead, dropout) for _ in range(num_encoder_layers))
+        self.enc_self_attn = nn.ModuleList(
+            SelfAttentionLayer(d_model, nhead, dropout) for _ in range(num_encoder_layers)
+        )
         self.enc_ffn = nn.ModuleList(FFNLayer(d_model, dim_feedforward, dropout) for _ in range(num_encoder_layers))
         self.transformer_cross_attention_layers = nn.ModuleList(
             CrossAttentionLayer(d_model, nhead, dropout) for _ in range(num_decoder_layers)
@@ -124,7 +126,9 @@ class VideoObjectCluster(nn.Module):
                 f"frame_queries must be [L, T, B, {self.num_queries}, C], got {tuple(frame_queries.shape)}"
             )
         if sentence.shape != (frame_queries.shape[2], frame_queries.shape[4]):
-            raise ValueError(f"sentence must be [B, C] = {tuple(frame_queries.shape[2::2])}, got {tuple(sentence.shape)}")
+            raise ValueError(
+                f"sentence must be [B, C] = {tuple(frame_queries.shape[2::2])}, got {tuple(sentence.shape)}"
+            )
         if not self.training:
             frame_queries = frame_queries[-1:]
         layers, frames, clips = frame_queries.shape[:3]
