@@ -119,8 +119,10 @@ class SetCriterion(nn.Module):
             Scalar tensors ``loss_con, loss_dice, loss_sigmoid_focal, loss_cls, loss_bbox, loss_giou``
             for the final layer and the same keys with suffix ``_i`` for auxiliary layer ``i``.
         """
-        num_frames, batch_size = outputs.pred_cls.shape[:2]
-        check_targets(targets, num_frames, batch_size)
+        num_frames, batch_size, _, num_classes = outputs.pred_cls.shape
+        if num_classes != self.num_classes:
+            raise ValueError(f"pred_cls has K={num_classes} classes but the criterion was built for {self.num_classes}")
+        check_targets(targets, num_frames, batch_size, num_classes)
         if len(outputs.aux_outputs) != self.num_aux_layers:
             raise ValueError(
                 f"outputs have {len(outputs.aux_outputs)} auxiliary layers but the criterion was built with "
@@ -249,10 +251,6 @@ class SetCriterion(nn.Module):
                 labels = row[b].labels[instances].long().to(logits.device)
                 if self.num_classes == 1:
                     labels = torch.zeros_like(labels)
-                elif labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
-                    raise ValueError(
-                        f"targets[{t}][{b}].labels {labels.tolist()} out of range for num_classes={self.num_classes}"
-                    )
                 one_hot[t, b, queries, labels] = 1.0
         focal = sigmoid_focal_loss(logits, one_hot, alpha=self.focal_alpha, gamma=self.focal_gamma, reduction="sum")
         return focal / num_masks

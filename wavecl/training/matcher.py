@@ -22,13 +22,15 @@ from wavecl.data.types import FrameTarget
 from wavecl.model.output import WaveCLOutput
 
 
-def check_targets(targets: list[list[FrameTarget]], num_frames: int, batch_size: int) -> None:
-    """Raise ``ValueError`` unless ``targets`` is a complete ``T x B`` grid of frame targets.
+def check_targets(targets: list[list[FrameTarget]], num_frames: int, batch_size: int, num_classes: int) -> None:
+    """Raise ``ValueError`` unless ``targets`` is a complete ``T x B`` grid of consistent frame targets.
 
     Args:
         targets: ``targets[t][b]`` for ``t < num_frames``, ``b < batch_size``.
         num_frames: ``T`` of the predictions.
         batch_size: ``B`` of the predictions.
+        num_classes: ``K`` of the predictions; with ``K > 1`` every label must lie in ``[0, K)``
+            (with ``K == 1`` labels are ignored).
     """
     if len(targets) != num_frames:
         raise ValueError(f"targets has {len(targets)} time steps but the predictions have T={num_frames}")
@@ -45,6 +47,9 @@ def check_targets(targets: list[list[FrameTarget]], num_frames: int, batch_size:
                     f"targets[{t}][{b}] has {target.masks.shape[0]} masks, {target.boxes.shape[0]} boxes "
                     f"and {target.labels.shape[0]} labels; they must agree"
                 )
+            labels = target.labels
+            if num_classes > 1 and labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
+                raise ValueError(f"targets[{t}][{b}].labels {labels.tolist()} out of range for num_classes={num_classes}")
     for b in range(batch_size):
         counts = {targets[t][b].masks.shape[0] for t in range(num_frames)}
         if len(counts) != 1:
@@ -120,8 +125,8 @@ class HungarianMatcher:
             One ``(query_indices, target_indices)`` pair of int64 tensors per clip, each of length
             ``min(Q, M_b)``, on the device of the predictions.
         """
-        num_frames, batch_size = outputs.pred_cls.shape[:2]
-        check_targets(targets, num_frames, batch_size)
+        num_frames, batch_size, _, num_classes = outputs.pred_cls.shape
+        check_targets(targets, num_frames, batch_size, num_classes)
         padded_size = padded_target_size(targets)
         similarity = einsum(outputs.pred_logit.float(), outputs.text_sentence_feature.float(), "b q c, b c -> b q")
         contrastive_cost = -similarity.softmax(dim=-1)

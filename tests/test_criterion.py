@@ -1,0 +1,169 @@
+"""SetCriterion: every term against an independent computation, num_masks, aux keys, gradients."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torchvision.ops import box_convert, generalized_box_iou, sigmoid_focal_loss
+
+from wavecl.data.types import FrameTarget
+from wavecl.model.output import WaveCLOutput
+from wavecl.training.criterion import LossWeights, SetCriterion, dice_loss
+from wavecl.training.matcher import HungarianMatcher
+
+TERMS = ["loss_con", "loss_dice", "loss_sigmoid_focal", "loss_cls", "loss_bbox", "loss_giou"]
+
+
+def make_layer(T: int, B: int, Q: int, K: int, h: int, w: int, C: int, generator: torch.Generator) -> WaveCLOutput:
+    return WaveCLOutput(
+        pred_masks=(torch.randn(T, B, Q, h, w, generator=generator) * 2).requires_grad_(),
+        pred_cls=(torch.randn(T, B, Q, K, generator=generator) - 1).requires_grad_(),
+        pred_boxes=(torch.rand(T, B, Q, 4, generator=generator) * 0.5 + 0.25).requires_grad_(),
+        pred_logit=torch.randn(B, Q, C, generator=generator).requires_grad_(),
+        text_sentence_feature=torch.randn(B, C, generator=generator).requires_grad_(),
+    )
+
+
+def make_batch(T: int, B: int, Q: int, K: int, num_aux: int = 2, seed: int = 0):
+    """Outputs with aux layers and targets whose clips differ in size and visibility."""
+    generator = torch.Generator().manual_seed(seed)
+    sizes = [(16 - 3 * (b % 2), 20 - 2 * (b % 3)) for b in range(B)]
+    height, width = max(s[0] for s in sizes), max(s[1] for s in sizes)
+    layers = [make_layer(T, B, Q, K, height // 4, width // 4, 16, generator) for _ in range(num_aux + 1)]
+    outputs = layers[-1]
+    outputs.aux_outputs = layers[:-1]
+    targets = []
+    for t in range(T):
+        row = []
+        for b in range(B):
+            visible = (t + b) % 3 != 1
+            mask = (torch.rand(*sizes[b], generator=generator) > 0.5) & visible
+            box = torch.rand(1, 4, generator=generator) * 0.4 + 0.3 if visible else torch.zeros(1, 4)
+            label = torch.tensor([(b + 2) % K])
+            row.append(FrameTarget(mask[None], box, label, visible, sizes[b], sizes[b]))
+        targets.append(row)
+    return outputs, targets
+
+
+def reference_losses(layer: WaveCLOutput, targets, indices, num_classes: int) -> dict[str, float]:
+    """The six terms of training.md §4, frame by frame and clip by clip."""
+    T, B, Q = layer.pred_cls.shape[:3]
+    num_masks = T * B
+    height = max(row[b].masks.shape[-2] for row in targets for b in range(B))
+    width = max(row[b].masks.shape[-1] for row in targets for b in range(B))
+    focal = dice = l1 = giou = 0.0
+    for t in range(T):
+        for b in range(B):
+            q = int(indices[b][0][0])
+            target = targets[t][b]
+            padded = torch.zeros(height, width)
+            padded[: target.masks.shape[-2], : target.masks.shape[-1]] = target.masks[0].float()
+            logits = F.interpolate(layer.pred_masks[t, b, q][None, None], size=(height, width), mode="bilinear")[0, 0]
+            focal += sigmoid_focal_loss(logits, padded, alpha=0.25, gamma=2, reduction="mean").item()
+            p = logits.sigmoid()
+            dice += 1 - (2 * (p * padded).sum().item() + 1) / (p.sum().item() + padded.sum().item() + 1)
+            pred_box, target_box = layer.pred_boxes[t, b, q], target.boxes[0]
+            l1 += (pred_box - target_box).abs().sum().item()
+            giou += 1 - generalized_box_iou(
+                box_convert(pred_box[None], "cxcywh", "xyxy"), box_convert(target_box[None], "cxcywh", "xyxy")
+            ).item()
+    cls = 0.0
+    for t in range(T):
+        for b in range(B):
+            q_b = int(indices[b][0][0])
+            for q in range(Q):
+                for k in range(num_classes):
+                    positive_class = 0 if num_classes == 1 else int(targets[t][b].labels[0])
+                    y = float(targets[t][b].is_visible and q == q_b and k == positive_class)
+                    p = torch.sigmoid(layer.pred_cls[t, b, q, k]).item()
+                    p_t = p * y + (1 - p) * (1 - y)
+                    alpha_t = 0.25 * y + 0.75 * (1 - y)
+                    cls += alpha_t * (1 - p_t) ** 2 * -math.log(p_t)
+    con = 0.0
+    C = layer.pred_logit.shape[-1]
+    for b in range(B):
+        z = (layer.pred_logit[b] @ layer.text_sentence_feature[b]) / C
+        con += -torch.log_softmax(z, 0)[int(indices[b][0][0])].item()
+    return {
+        "loss_con": con / B,
+        "loss_dice": dice / num_masks,
+        "loss_sigmoid_focal": focal / num_masks,
+        "loss_cls": cls / num_masks,
+        "loss_bbox": l1 / num_masks,
+        "loss_giou": giou / num_masks,
+    }
+
+
+@pytest.mark.parametrize(("T", "B", "K"), [(2, 2, 1), (3, 3, 4), (1, 1, 1)])
+def test_every_term_of_every_layer_matches_independent_computation(T, B, K):
+    outputs, targets = make_batch(T, B, Q=5, K=K)
+    matcher = HungarianMatcher()
+    criterion = SetCriterion(matcher, num_classes=K)
+    losses = criterion(outputs, targets)
+
+    expected_keys = TERMS + [f"{k}_{i}" for i in range(2) for k in TERMS]
+    assert sorted(losses) == sorted(expected_keys) == sorted(criterion.weight_dict)
+    layers = {"": outputs, "_0": outputs.aux_outputs[0], "_1": outputs.aux_outputs[1]}
+    for suffix, layer in layers.items():
+        reference = reference_losses(layer, targets, matcher(layer, targets), K)
+        for term, value in reference.items():
+            assert losses[term + suffix].item() == pytest.approx(value, rel=1e-4, abs=1e-6), term + suffix
+
+
+def test_contrastive_loss_is_cross_entropy_over_queries():
+    outputs, targets = make_batch(2, 3, Q=6, K=1)
+    criterion = SetCriterion(HungarianMatcher(), num_classes=1)
+    indices = criterion.matcher(outputs, targets)
+    referred = torch.cat([query for query, _ in indices])
+    logits = torch.einsum("bqc,bc->bq", outputs.pred_logit, outputs.text_sentence_feature) / 16
+    torch.testing.assert_close(criterion(outputs, targets)["loss_con"], F.cross_entropy(logits, referred))
+
+
+def test_num_masks_is_frames_times_clips():
+    for T, B in [(1, 2), (8, 1), (3, 4)]:
+        _, targets = make_batch(T, B, Q=3, K=1)
+        assert SetCriterion.num_masks(targets, torch.device("cpu")).item() == T * B
+
+
+def test_dice_loss_matches_hand_value():
+    logits = torch.tensor([[0.0, 0.0], [math.log(3), -math.log(3)]])
+    target = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
+    expected = (1 - (2 * 0.5 + 1) / (1 + 1 + 1)) + (1 - (2 * 1.0 + 1) / (1 + 2 + 1))
+    assert dice_loss(logits, target, 2.0).item() == pytest.approx(expected / 2)
+
+
+def test_weighted_total_and_gradients_are_finite():
+    outputs, targets = make_batch(2, 2, Q=4, K=1)
+    weights = LossWeights(con=1.0, dice=5.0, sigmoid_focal=2.0, cls=3.0, bbox=2.0, giou=0.5)
+    criterion = SetCriterion(HungarianMatcher(), num_classes=1, weights=weights)
+    losses = criterion(outputs, targets)
+    total = criterion.weighted_total(losses)
+    by_hand = sum(losses[f"{term}{suffix}"] * w for suffix in ["", "_0", "_1"]
+                  for term, w in zip(TERMS, [1.0, 5.0, 2.0, 3.0, 2.0, 0.5]))
+    torch.testing.assert_close(total, by_hand)
+    total.backward()
+    for layer in [outputs, *outputs.aux_outputs]:
+        for tensor in [layer.pred_masks, layer.pred_cls, layer.pred_boxes, layer.pred_logit]:
+            assert tensor.grad is not None and torch.isfinite(tensor.grad).all() and tensor.grad.abs().sum() > 0
+    assert torch.isfinite(outputs.text_sentence_feature.grad).all()
+
+
+def test_weight_of_parses_keys_and_rejects_unknown():
+    weights = LossWeights()
+    assert weights.weight_of("loss_sigmoid_focal_1") == 2.0
+    assert weights.weight_of("loss_con") == 1.0
+    assert weights.weight_of("loss_dice_0") == 5.0
+    with pytest.raises(KeyError, match="loss_mask"):
+        weights.weight_of("loss_mask")
+
+
+def test_layer_count_and_label_range_are_checked():
+    outputs, targets = make_batch(1, 2, Q=3, K=1, num_aux=1)
+    with pytest.raises(ValueError, match="auxiliary layers"):
+        SetCriterion(HungarianMatcher(), num_classes=1)(outputs, targets)
+    outputs, targets = make_batch(1, 2, Q=3, K=3)
+    targets[0][0].labels = torch.tensor([7])
+    with pytest.raises(ValueError, match="out of range"):
+        SetCriterion(HungarianMatcher(), num_classes=3)(outputs, targets)
