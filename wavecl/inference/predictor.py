@@ -1,0 +1,246 @@
+"""Segment the objects that sentences refer to in a video of any length.
+
+A video is cut into consecutive windows of ``window`` frames (the last one may be shorter), decoded
+window by window, so memory does not grow with the video's length. Each window is one clip for the
+model, prepared as in evaluation (DETR resize, ImageNet normalisation, datasets_and_metrics.md §0.3) and
+post-processed as Ref-YouTube-VOS (§8.3): per sentence, the query with the highest time-averaged
+score in that window, its masks thresholded at 0.5 and brought back to the original resolution.
+
+Every sentence is a separate clip of one batch, so all sentences are segmented in one forward pass.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import Tensor
+from tqdm import tqdm
+
+from wavecl.data.transforms import ClipTransform, clean_expression
+from wavecl.evaluation.postprocess import video_postprocess
+from wavecl.inference.streaming import iter_video_frames, probe_video
+from wavecl.model.wavecl import WaveCL
+
+VideoInput = str | os.PathLike | Sequence[Image.Image] | np.ndarray
+"""An mp4 (or any FFmpeg-readable) file, a folder of frames, a list of PIL images or a ``[T, H, W, 3]`` uint8 array."""
+
+FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+@dataclass
+class VideoSource:
+    """Frames to segment, produced lazily.
+
+    Attributes:
+        frames: the RGB frames in order; iterating decodes or reads them one at a time.
+        num_frames: the frame count when known without decoding (for progress display), else ``None``.
+        fps: frames per second recorded in a video file, else ``None``.
+        name: how error messages refer to the video.
+    """
+
+    frames: Iterable[Image.Image]
+    num_frames: int | None
+    fps: float | None
+    name: str
+
+
+def _natural_key(path: Path) -> list:
+    """Sort key putting ``frame2.jpg`` before ``frame10.jpg``."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
+
+
+def _read_frame_file(path: Path) -> Image.Image:
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (UnidentifiedImageError, OSError) as error:
+        raise ValueError(f"cannot read frame {path}: {error}") from error
+
+
+def open_video(video: VideoInput) -> VideoSource:
+    """Wrap any accepted video form as a :class:`VideoSource`.
+
+    A folder's frames are its ``.jpg``/``.jpeg``/``.png`` files in natural name order.
+
+    Raises:
+        FileNotFoundError: the path does not exist.
+        ValueError: the folder holds no frame, the array is not ``[T, H, W, 3]`` uint8, or the video is
+            empty. An unreadable video file is reported when its frames are first iterated.
+    """
+    if isinstance(video, (str, os.PathLike)):
+        path = Path(video)
+        if path.is_dir():
+            files = sorted((p for p in path.iterdir() if p.suffix.lower() in FRAME_SUFFIXES), key=_natural_key)
+            if not files:
+                raise ValueError(f"no frames ({', '.join(FRAME_SUFFIXES)}) in folder {path}")
+            return VideoSource((_read_frame_file(p) for p in files), len(files), None, str(path))
+        num_frames, fps = probe_video(path)
+        return VideoSource(iter_video_frames(path), num_frames, fps, str(path))
+    if isinstance(video, np.ndarray):
+        if video.dtype != np.uint8 or video.ndim != 4 or video.shape[-1] != 3:
+            raise ValueError(f"a video array must be [T, H, W, 3] uint8, got {video.dtype} {list(video.shape)}")
+        if len(video) == 0:
+            raise ValueError("the video array has no frames")
+        return VideoSource((Image.fromarray(frame) for frame in video), len(video), None, "video array")
+    if len(video) == 0:
+        raise ValueError("the video has no frames")
+    return VideoSource((frame.convert("RGB") for frame in video), len(video), None, "frame list")
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``device`` as a :class:`torch.device`; a CUDA request without CUDA falls back to the CPU with a warning."""
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        warnings.warn(f"device {device} requested but CUDA is not available; running on the CPU", stacklevel=3)
+        return torch.device("cpu")
+    return device
+
+
+def _check_sentences(sentences: Sequence[str] | str) -> list[str]:
+    """The sentences, cleaned as the datasets clean them (lower case, single spaces)."""
+    if isinstance(sentences, str):
+        sentences = [sentences]
+    if len(sentences) == 0:
+        raise ValueError("no sentences given: at least one referring expression is needed")
+    return [clean_expression(text, f"sentence {index} ({text!r})") for index, text in enumerate(sentences)]
+
+
+class VideoPredictor:
+    """Referring segmentation of whole videos with a trained :class:`WaveCL`.
+
+    Args:
+        model: the network; it is moved to ``device`` and put in eval mode.
+        short_size, max_size: DETR resize of every frame (short side, cap on the long side).
+        window: frames per clip. Each window is segmented independently, with its own query choice.
+        device: ``"cpu"`` or ``"cuda"`` (falls back to the CPU with a warning when CUDA is missing).
+        amp: autocast on CUDA (bfloat16 where supported, else float16); ignored on the CPU.
+        progress: show a tqdm bar over frames.
+
+    Example::
+
+        predictor = VideoPredictor(load_pretrained("wavecl-ytvos"), device="cuda", amp=True)
+        masks = predictor("dog.mp4", ["a dog jumping over a fence"])   # [1, T, H, W] bool
+    """
+
+    def __init__(
+        self,
+        model: WaveCL,
+        short_size: int = 360,
+        max_size: int | None = 640,
+        window: int = 8,
+        device: str | torch.device = "cpu",
+        amp: bool = False,
+        progress: bool = True,
+    ) -> None:
+        if window < 1:
+            raise ValueError(f"window must be a positive number of frames, got {window}")
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self.transform = ClipTransform(train=False, short_size=short_size, max_size=max_size)
+        self.window = window
+        self.amp = amp
+        self.progress = progress
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if not (self.amp and self.device.type == "cuda"):
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+
+    def predict_window(self, frames: Sequence[Image.Image], sentences: Sequence[str]) -> Tensor:
+        """Segment one clip.
+
+        Args:
+            frames: ``T`` RGB images of one size ``W x H``.
+            sentences: ``N`` cleaned, non-empty sentences.
+
+        Returns:
+            ``[N, T, H, W]`` bool masks on the CPU.
+        """
+        width, height = frames[0].size
+        clip, _, _ = self.transform(list(frames), [None] * len(frames), "")
+        num_frames, _, resized_h, resized_w = clip.shape
+        num_sentences = len(sentences)
+        inputs = clip.to(self.device)[:, None].expand(num_frames, num_sentences, 3, resized_h, resized_w)
+        pad_mask = torch.zeros(num_frames, num_sentences, resized_h, resized_w, dtype=torch.bool, device=self.device)
+        image_sizes = torch.tensor([[resized_h, resized_w]] * num_sentences, device=self.device)
+        with torch.inference_mode(), self._autocast():
+            output = self.model(inputs, pad_mask, list(sentences), image_sizes)
+            masks = [
+                video_postprocess(
+                    output.pred_cls[:, index],
+                    output.pred_masks[:, index],
+                    padded_size=(resized_h, resized_w),
+                    size=(resized_h, resized_w),
+                    orig_size=(height, width),
+                )[1]
+                for index in range(num_sentences)
+            ]
+        return torch.stack(masks).cpu()
+
+    def predict_stream(
+        self, video: VideoInput, sentences: Sequence[str] | str
+    ) -> Iterator[tuple[int, Image.Image, Tensor]]:
+        """Segment ``video`` window by window, yielding each frame as soon as its window is done.
+
+        Args:
+            video: see :data:`VideoInput`.
+            sentences: ``N`` referring expressions (a single string counts as one).
+
+        Yields:
+            ``(frame_index, frame, masks)``: the 0-based index, the original RGB frame and its
+            ``[N, H, W]`` bool masks at the original resolution.
+
+        Raises:
+            FileNotFoundError / ValueError: missing or unreadable video (the message names it), an empty
+                video or sentence, frames of different sizes.
+        """
+        texts = _check_sentences(sentences)
+        source = open_video(video)
+        first_size: tuple[int, int] | None = None
+        window: list[Image.Image] = []
+        start = 0
+        with tqdm(total=source.num_frames, unit="frame", desc=Path(source.name).name, disable=not self.progress) as bar:
+            for index, frame in enumerate(source.frames):
+                if first_size is None:
+                    first_size = frame.size
+                elif frame.size != first_size:
+                    raise ValueError(
+                        f"frame {index} of {source.name} is {frame.size[0]}x{frame.size[1]}, "
+                        f"frame 0 is {first_size[0]}x{first_size[1]}; all frames must have one size"
+                    )
+                window.append(frame)
+                if len(window) == self.window:
+                    yield from self._segment(window, texts, start)
+                    bar.update(len(window))
+                    start += len(window)
+                    window = []
+            if window:
+                yield from self._segment(window, texts, start)
+                bar.update(len(window))
+        if first_size is None:
+            raise ValueError(f"video {source.name} has no frames")
+
+    def _segment(
+        self, frames: list[Image.Image], texts: list[str], start: int
+    ) -> Iterator[tuple[int, Image.Image, Tensor]]:
+        masks = self.predict_window(frames, texts)
+        for offset, frame in enumerate(frames):
+            yield start + offset, frame, masks[:, offset]
+
+    def __call__(self, video: VideoInput, sentences: Sequence[str] | str) -> Tensor:
+        """Segment a whole video and return every mask at once.
+
+        Returns:
+            ``[N, T, H, W]`` bool masks at the original resolution (held in memory; use
+            :meth:`predict_stream` to process frames as they come).
+        """
+        return torch.stack([masks for _, _, masks in self.predict_stream(video, sentences)], dim=1)

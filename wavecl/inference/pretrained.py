@@ -1,0 +1,301 @@
+"""Self-contained pretrained folders: ``save_pretrained`` / ``load_pretrained`` (field.md §5.3, §5.7).
+
+A pretrained folder loads offline, with no other file and no network::
+
+    <directory>/
+        config.json                 the ModelConfig as JSON
+        model.safetensors           every weight once (text encoder included)
+        preprocessor_config.json    optional: {"short_size", "max_size"} the model is meant to run at
+        text_encoder/               the Hugging Face encoder's config.json and tokenizer files (no weights)
+
+The state dict of :class:`~wavecl.model.wavecl.WaveCL` holds the box heads twice, as ``bbox_embed.*``
+and as ``transformer.decoder.bbox_embed.*`` (one module registered under two names). The file keeps
+one name per shared tensor; loading fills the other names from it, so the sharing is restored.
+
+:func:`load_pretrained` also accepts what a training run writes (:mod:`wavecl.training.checkpoint`): a
+run directory (its ``checkpoints/last`` checkpoint, or the newest epoch folder when that pointer is
+missing), a checkpoint folder or pointer, or a ``model.safetensors`` file inside one. The network is
+then described by ``<run>/config.yaml`` and the text encoder is built from ``model.text_encoder``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import transformers
+from safetensors.torch import save_file
+from torch import Tensor, nn
+
+from wavecl.config import ModelConfig, from_dict, load_config
+from wavecl.model.wavecl import WaveCL
+from wavecl.training.checkpoint import MODEL_FILENAME, latest_checkpoint, load_model_weights
+
+CONFIG_FILENAME = "config.json"
+PREPROCESSOR_FILENAME = "preprocessor_config.json"
+TEXT_ENCODER_DIRNAME = "text_encoder"
+RUN_CONFIG_FILENAME = "config.yaml"
+CHECKPOINTS_DIRNAME = "checkpoints"
+PRETRAINED_ENTRIES = frozenset({CONFIG_FILENAME, MODEL_FILENAME, PREPROCESSOR_FILENAME, TEXT_ENCODER_DIRNAME})
+_LISTED_KEYS = 20
+
+
+class CheckpointMismatchError(ValueError):
+    """The weights in a file do not fit the network its config describes."""
+
+
+@dataclass
+class PretrainedSource:
+    """Where the parts of a model come from.
+
+    Attributes:
+        weights: the ``model.safetensors`` file.
+        config: the network configuration.
+        text_encoder_dir: the saved encoder config and tokenizer (pretrained folders), or ``None`` when
+            the encoder is built from ``config.text_encoder`` (training runs).
+        eval_size: ``(short_size, max_size)`` the model is meant to run at, when recorded.
+    """
+
+    weights: Path
+    config: ModelConfig
+    text_encoder_dir: Path | None
+    eval_size: tuple[int, int | None] | None
+
+
+def shared_tensor_groups(state: Mapping[str, Tensor]) -> list[list[str]]:
+    """Names of a state dict that refer to the same tensor, one list per tensor seen more than once.
+
+    Each list starts with the canonical name, the one with the fewest dots (``bbox_embed.0.layers.0.weight``
+    before ``transformer.decoder.bbox_embed.0.layers.0.weight``), ties broken alphabetically.
+    """
+    by_tensor: dict[tuple, list[str]] = {}
+    for name, tensor in state.items():
+        if tensor.numel() == 0:
+            continue
+        key = (tensor.device, tensor.dtype, tensor.data_ptr(), tuple(tensor.shape), tuple(tensor.stride()))
+        by_tensor.setdefault(key, []).append(name)
+    return [sorted(names, key=lambda n: (n.count("."), n)) for names in by_tensor.values() if len(names) > 1]
+
+
+def _read_eval_size(values: Mapping, source: Path) -> tuple[int, int | None]:
+    try:
+        short_size = int(values["short_size"])
+        max_size = values.get("max_size")
+        return short_size, None if max_size is None else int(max_size)
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"{source}: expected {{'short_size': int, 'max_size': int or null}}, got {values!r}") from error
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(f"cannot read {path}: {error}") from error
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: expected a JSON object")
+    return values
+
+
+def _newest_checkpoint_dir(checkpoints: Path) -> Path:
+    """The epoch folder holding ``model.safetensors`` with the largest number in its name, then the newest file."""
+    candidates = [folder for folder in checkpoints.iterdir() if (folder / MODEL_FILENAME).is_file()]
+    if not candidates:
+        raise FileNotFoundError(f"no checkpoint folder with {MODEL_FILENAME} in {checkpoints}")
+
+    def order(folder: Path) -> tuple[int, float]:
+        numbers = re.findall(r"\d+", folder.name)
+        return (int(numbers[-1]) if numbers else -1, (folder / MODEL_FILENAME).stat().st_mtime)
+
+    return max(candidates, key=order)
+
+
+def _run_checkpoint_dir(path: Path) -> Path:
+    """The checkpoint folder meant by a run directory, ``checkpoints`` folder, pointer or checkpoint folder."""
+    try:
+        return latest_checkpoint(path)
+    except FileNotFoundError:
+        for checkpoints in (path / CHECKPOINTS_DIRNAME, path):
+            if path.is_dir() and checkpoints.is_dir() and any(checkpoints.glob(f"*/{MODEL_FILENAME}")):
+                return _newest_checkpoint_dir(checkpoints)
+        raise
+
+
+def resolve_pretrained(path: str | os.PathLike[str]) -> PretrainedSource:
+    """Find weights, config and text encoder for a pretrained folder, training run or checkpoint.
+
+    Raises:
+        FileNotFoundError: nothing usable at ``path`` (the message says what was looked for).
+        ValueError: a config file is malformed.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    weights_file = path if path.is_file() and path.suffix == ".safetensors" else None
+    folder = path.parent if weights_file is not None else path
+    if (folder / CONFIG_FILENAME).is_file() and (weights_file or folder / MODEL_FILENAME).is_file():
+        config = from_dict({"model": _read_json(folder / CONFIG_FILENAME)}, str(folder / CONFIG_FILENAME)).model
+        text_encoder_dir = folder / TEXT_ENCODER_DIRNAME
+        if not (text_encoder_dir / CONFIG_FILENAME).is_file():
+            raise FileNotFoundError(f"pretrained folder {folder} has no {TEXT_ENCODER_DIRNAME}/{CONFIG_FILENAME}")
+        preprocessor = folder / PREPROCESSOR_FILENAME
+        eval_size = _read_eval_size(_read_json(preprocessor), preprocessor) if preprocessor.is_file() else None
+        return PretrainedSource(weights_file or folder / MODEL_FILENAME, config, text_encoder_dir, eval_size)
+
+    checkpoint_dir = _run_checkpoint_dir(folder)
+    run_config = next(
+        (parent / RUN_CONFIG_FILENAME for parent in checkpoint_dir.parents if (parent / RUN_CONFIG_FILENAME).is_file()),
+        None,
+    )
+    if run_config is None:
+        raise FileNotFoundError(
+            f"no {RUN_CONFIG_FILENAME} found above checkpoint {checkpoint_dir}; a training run keeps it in the run "
+            f"directory, a pretrained folder has {CONFIG_FILENAME} beside {MODEL_FILENAME}"
+        )
+    config = load_config(run_config)
+    return PretrainedSource(
+        weights_file or checkpoint_dir / MODEL_FILENAME,
+        config.model,
+        None,
+        (config.data.eval_short_size, config.data.eval_max_size),
+    )
+
+
+def load_weights(model: nn.Module, state: Mapping[str, Tensor], source: str | os.PathLike[str]) -> None:
+    """Load ``state`` into ``model`` strictly, filling the aliases of shared tensors from whichever name is present.
+
+    Raises:
+        CheckpointMismatchError: keys are missing or unexpected, or shapes differ; the message names
+            ``source`` and lists the offending keys.
+    """
+    expected = model.state_dict()
+    state = dict(state)
+    for group in shared_tensor_groups(expected):
+        present = next((name for name in group if name in state), None)
+        if present is not None:
+            for name in group:
+                state.setdefault(name, state[present])
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    mismatched = [
+        f"{name}: file {list(state[name].shape)}, model {list(tensor.shape)}"
+        for name, tensor in expected.items()
+        if name in state and state[name].shape != tensor.shape
+    ]
+    if missing or unexpected or mismatched:
+        lines = [f"the weights in {os.fspath(source)} do not fit the network of its config:"]
+        for title, names in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched)):
+            if names:
+                more = f" (first {_LISTED_KEYS})" if len(names) > _LISTED_KEYS else ""
+                lines.append(f"  {title}: {len(names)} key(s){more}")
+                lines.extend(f"    {name}" for name in names[:_LISTED_KEYS])
+        raise CheckpointMismatchError("\n".join(lines))
+    model.load_state_dict(state, strict=True)
+
+
+def _build_text_encoder(folder: Path) -> tuple[transformers.PreTrainedModel, transformers.PreTrainedTokenizerBase]:
+    """A randomly initialised encoder from a saved Hugging Face config, and the saved tokenizer."""
+    try:
+        encoder_config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"cannot read the text encoder config or tokenizer in {folder}: {error}") from error
+    return transformers.AutoModel.from_config(encoder_config).eval(), tokenizer
+
+
+def load_pretrained(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> WaveCL:
+    """Build WaveCL from a pretrained folder, a training run directory or a checkpoint, offline.
+
+    Args:
+        path: see :func:`resolve_pretrained`.
+        device: where the returned model lives.
+
+    Returns:
+        The model, in eval mode, on ``device``.
+
+    Raises:
+        FileNotFoundError: nothing usable at ``path``.
+        ValueError: a config is malformed, or the weights file is unreadable
+            (:class:`~wavecl.training.checkpoint.CheckpointError`) or does not fit the config
+            (:class:`CheckpointMismatchError`); messages name the file.
+    """
+    source = resolve_pretrained(path)
+    if source.text_encoder_dir is not None:
+        text_encoder, tokenizer = _build_text_encoder(source.text_encoder_dir)
+        model = WaveCL(source.config, text_encoder=text_encoder, tokenizer=tokenizer)
+    else:
+        model = WaveCL(source.config)
+    load_weights(model, load_model_weights(source.weights), source.weights)
+    return model.to(device).eval()
+
+
+def _unique_cpu_tensors(model: nn.Module) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """Every tensor of the state dict once, as its own contiguous CPU copy, and the ``alias -> canonical`` names dropped."""
+    state = model.state_dict()
+    aliases = {alias: group[0] for group in shared_tensor_groups(state) for alias in group[1:]}
+    tensors = {
+        name: tensor.detach().to("cpu", memory_format=torch.contiguous_format, copy=True)
+        for name, tensor in state.items()
+        if name not in aliases
+    }
+    return tensors, aliases
+
+
+def _replace_directory(staging: Path, directory: Path) -> None:
+    """Move the finished ``staging`` folder to ``directory``, replacing a previous pretrained folder."""
+    if not directory.exists():
+        os.replace(staging, directory)
+        return
+    previous = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.", suffix=".old"))
+    os.rmdir(previous)
+    os.replace(directory, previous)
+    os.replace(staging, directory)
+    shutil.rmtree(previous)
+
+
+def save_pretrained(
+    model: WaveCL, directory: str | os.PathLike[str], eval_size: tuple[int, int | None] | None = None
+) -> Path:
+    """Write ``model`` as a self-contained pretrained folder (layout in the module docstring).
+
+    Everything is written into a temporary folder beside ``directory`` that then replaces it, so a
+    reader sees the old folder or the complete new one. An existing ``directory`` is replaced only
+    if it holds nothing but what this function writes.
+
+    Args:
+        model: the network (any device; weights are copied to the CPU).
+        directory: the folder to (over)write.
+        eval_size: ``(short_size, max_size)`` to record as the model's inference resolution.
+
+    Returns:
+        ``directory``.
+    """
+    directory = Path(directory)
+    if directory.exists():
+        if not directory.is_dir():
+            raise ValueError(f"cannot save a pretrained model to {directory}: it is a file")
+        foreign = sorted(entry.name for entry in directory.iterdir() if entry.name not in PRETRAINED_ENTRIES)
+        if foreign:
+            raise ValueError(f"refusing to overwrite {directory}: it holds {foreign}, which save_pretrained does not write")
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.", suffix=".tmp"))
+    try:
+        os.chmod(staging, 0o755)
+        (staging / CONFIG_FILENAME).write_text(json.dumps(dataclasses.asdict(model.config), indent=2) + "\n", encoding="utf-8")
+        tensors, aliases = _unique_cpu_tensors(model)
+        save_file(tensors, str(staging / MODEL_FILENAME), metadata={"format": "pt", "aliases": json.dumps(aliases)})
+        if eval_size is not None:
+            values = {"short_size": int(eval_size[0]), "max_size": None if eval_size[1] is None else int(eval_size[1])}
+            (staging / PREPROCESSOR_FILENAME).write_text(json.dumps(values, indent=2) + "\n", encoding="utf-8")
+        model.text_encoder.config.save_pretrained(staging / TEXT_ENCODER_DIRNAME)
+        model.tokenizer.save_pretrained(staging / TEXT_ENCODER_DIRNAME)
+        _replace_directory(staging, directory)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return directory

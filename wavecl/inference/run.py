@@ -1,0 +1,175 @@
+"""``wavecl predict``: segment one video for one or several sentences and write masks and pictures.
+
+Output folder::
+
+    <out_dir>/
+        masks/<i>_<slug>/<frame:05d>.png   per sentence i and frame, 0/255 grey PNG at the original size
+        overlay.mp4                        the video with every sentence's mask blended in its colour
+        contact_sheet.png                  about 8 evenly spaced overlay frames and a legend
+
+Frames are written as soon as their window is segmented, so memory stays bounded whatever the
+video's length.
+"""
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from wavecl.inference.overlay import contact_sheet, overlay_masks, save_png, sentence_colors
+from wavecl.inference.predictor import VideoInput, VideoPredictor, open_video
+from wavecl.inference.pretrained import load_pretrained, resolve_pretrained
+from wavecl.inference.streaming import VideoWriter
+
+DEFAULT_SHORT_SIZE = 360
+DEFAULT_MAX_SIZE = 640
+DEFAULT_FPS = 24.0
+SHEET_FRAMES = 8
+SHEET_COLUMNS = 4
+SHEET_TILE_WIDTH = 320
+
+
+@dataclass
+class PredictionPaths:
+    """What :func:`predict_video` wrote.
+
+    Attributes:
+        out_dir: the output folder.
+        mask_dirs: one folder of per-frame PNG masks per sentence, in sentence order.
+        overlay_video: the overlay mp4.
+        contact_sheet: the contact-sheet PNG.
+        num_frames: frames segmented.
+    """
+
+    out_dir: Path
+    mask_dirs: list[Path]
+    overlay_video: Path
+    contact_sheet: Path
+    num_frames: int
+
+
+def sentence_slug(sentence: str, max_length: int = 40) -> str:
+    """A folder-name-safe form of a sentence: lower-case ASCII letters and digits joined by ``_``."""
+    slug = re.sub(r"[^a-z0-9]+", "_", sentence.lower()).strip("_")
+    return slug[:max_length].rstrip("_") or "sentence"
+
+
+class EvenSample:
+    """An evenly spaced sample of a stream of unknown length, in bounded memory.
+
+    Items whose index is a multiple of the current stride are kept; whenever more than
+    ``2 * size`` are kept the stride doubles and every other kept item is dropped. At the end
+    :meth:`items` picks ``size`` of the kept items, evenly spread over them.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.stride = 1
+        self._kept: dict[int, np.ndarray] = {}
+
+    def offer(self, index: int, make: Callable[[], np.ndarray]) -> None:
+        """Consider item ``index`` (0, 1, 2, ... in order); ``make`` builds it only if it is kept."""
+        if index % self.stride:
+            return
+        self._kept[index] = make()
+        if len(self._kept) > 2 * self.size:
+            self.stride *= 2
+            self._kept = {i: item for i, item in self._kept.items() if i % self.stride == 0}
+
+    def items(self) -> list[tuple[int, np.ndarray]]:
+        """Up to ``size`` ``(index, item)`` pairs in index order."""
+        indices = sorted(self._kept)
+        if not indices:
+            return []
+        picks = np.unique(np.linspace(0, len(indices) - 1, min(self.size, len(indices))).round().astype(int))
+        return [(indices[p], self._kept[indices[p]]) for p in picks]
+
+
+def _thumbnail(image: np.ndarray, width: int) -> np.ndarray:
+    """``image`` scaled down (bilinear) to at most ``width`` pixels wide, keeping its aspect ratio."""
+    height, original_width = image.shape[:2]
+    if original_width <= width:
+        return image
+    size = (width, max(1, round(height * width / original_width)))
+    return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))
+
+
+def predict_video(
+    checkpoint: str | os.PathLike[str],
+    video: VideoInput,
+    sentences: Sequence[str],
+    out_dir: str | os.PathLike[str],
+    device: str = "cpu",
+    window: int = 8,
+    short_size: int | None = None,
+    max_size: int | None = None,
+    amp: bool = True,
+    fps: float | None = None,
+    progress: bool = True,
+) -> PredictionPaths:
+    """Segment ``video`` for every sentence and write masks, an overlay video and a contact sheet.
+
+    Args:
+        checkpoint: a pretrained folder, training run directory or checkpoint
+            (:func:`wavecl.inference.pretrained.load_pretrained`).
+        video: an mp4 (or other FFmpeg-readable) file or a folder of ``.jpg``/``.png`` frames (arrays
+            and frame lists work too, see :data:`wavecl.inference.predictor.VideoInput`).
+        sentences: ``N >= 1`` referring expressions.
+        out_dir: output folder (created; files of a previous run with the same names are replaced).
+        device: ``"cpu"`` or ``"cuda"``.
+        window: frames per clip.
+        short_size, max_size: resize of the frames; when ``None``, the size recorded with the
+            checkpoint (a run's ``data.eval_short_size``/``eval_max_size``), else 360 / 640.
+        amp: autocast on CUDA (ignored on the CPU).
+        fps: frame rate of the overlay video; the input video's when ``None`` (24 for frame folders).
+        progress: show a progress bar.
+
+    Returns:
+        The paths written (:class:`PredictionPaths`).
+    """
+    sentences = [sentences] if isinstance(sentences, str) else list(sentences)
+    recorded_short, recorded_max = resolve_pretrained(checkpoint).eval_size or (DEFAULT_SHORT_SIZE, DEFAULT_MAX_SIZE)
+    predictor = VideoPredictor(
+        load_pretrained(checkpoint),
+        short_size=short_size if short_size is not None else recorded_short,
+        max_size=max_size if max_size is not None else recorded_max,
+        window=window,
+        device=device,
+        amp=amp,
+        progress=progress,
+    )
+    if fps is None:
+        fps = (open_video(video).fps if isinstance(video, (str, os.PathLike)) else None) or DEFAULT_FPS
+
+    out_dir = Path(out_dir)
+    mask_dirs = [out_dir / "masks" / f"{index}_{sentence_slug(text)}" for index, text in enumerate(sentences)]
+    colors = sentence_colors(len(sentences))
+    sample = EvenSample(SHEET_FRAMES)
+    num_frames = 0
+    with VideoWriter(out_dir / "overlay.mp4", fps) as writer:
+        for index, frame, masks in predictor.predict_stream(video, sentences):
+            pixels = np.asarray(frame)
+            binary = masks.numpy()
+            for mask_dir, mask in zip(mask_dirs, binary):
+                save_png(mask_dir / f"{index:05d}.png", mask.astype(np.uint8) * 255)
+            overlay = overlay_masks(pixels, binary, colors)
+            writer.write(overlay)
+            sample.offer(index, lambda: _thumbnail(overlay, SHEET_TILE_WIDTH))
+            num_frames += 1
+
+    sampled = sample.items()
+    sheet = contact_sheet(
+        [image for _, image in sampled],
+        columns=min(SHEET_COLUMNS, len(sampled)),
+        labels=sentences,
+        colors=colors,
+        captions=[f"frame {index}" for index, _ in sampled],
+    )
+    sheet_path = out_dir / "contact_sheet.png"
+    save_png(sheet_path, sheet)
+    return PredictionPaths(out_dir, mask_dirs, out_dir / "overlay.mp4", sheet_path, num_frames)
