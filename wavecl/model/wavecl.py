@@ -30,12 +30,6 @@ NUM_WAVELET_LEVELS = 2
 LVF_LEVEL = 2
 
 
-def inverse_sigmoid(x: Tensor, eps: float = 1e-5) -> Tensor:
-    """logit(x) with x clamped to [eps, 1 - eps], as in Deformable-DETR's box refinement."""
-    x = x.clamp(min=0, max=1)
-    return torch.log(x.clamp(min=eps) / (1 - x).clamp(min=eps))
-
-
 def resize_mask(mask: Tensor, size: tuple[int, int]) -> Tensor:
     """Nearest-resize a padding mask ``[N, H, W]`` bool to ``[N, h, w]``."""
     return F.interpolate(mask[None].float(), size=size).bool()[0]
@@ -260,9 +254,9 @@ class WaveCL(nn.Module):
         reference = rearrange(reference, "(b t) q d -> t b q d", b=batch_size)
         delta = self.bbox_embed[layer](queries)
         if reference.shape[-1] == 4:
-            boxes = (delta + inverse_sigmoid(reference)).sigmoid()
+            boxes = (delta + torch.logit(reference, eps=1e-5)).sigmoid()
         else:
-            boxes = torch.cat([delta[..., :2] + inverse_sigmoid(reference), delta[..., 2:]], dim=-1).sigmoid()
+            boxes = torch.cat([delta[..., :2] + torch.logit(reference, eps=1e-5), delta[..., 2:]], dim=-1).sigmoid()
         centres = rearrange(decoded.inter_references[layer][..., :2], "(b t) q d -> b t q d", b=batch_size)
         masks = dynamic_mask_logits(
             mask_features,
