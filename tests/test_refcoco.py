@@ -197,7 +197,7 @@ def test_bad_input_errors_name_the_file(fixture, tmp_path):
 
     (tmp_path / "refcoco").mkdir()
     (tmp_path / "refcoco" / "instances_refcoco_val.json").write_text("{not json")
-    with pytest.raises(ValueError, match="instances_refcoco_val.json is not valid json"):
+    with pytest.raises(ValueError, match="malformed JSON in .*instances_refcoco_val.json"):
         RefCOCO(tmp_path, "refcoco", "val", transform)
 
     _rewrite(fixture, tmp_path, lambda data: data["annotations"][0].pop("segmentation"))

@@ -25,7 +25,6 @@ written to ``anno_<a>/<video>/<frame>.png`` (:func:`davis_result_path`).
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -38,9 +37,11 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from wavecl.atomic import write_json
+from wavecl.data.paths import read_image, read_json, require_file
 from wavecl.data.transforms import ClipTransform, FrameAnnotation, clean_expression
 from wavecl.data.types import ClipSample
 from wavecl.data.windows import covering_windows
+from wavecl.data.ytvos import read_index_mask
 
 ANNOTATION_FILES: tuple[tuple[str, str], ...] = (
     ("Davis17_annot1.txt", "utf-8"),
@@ -111,8 +112,7 @@ def read_davis_expression_file(path: str | Path, encoding: str) -> dict[str, lis
 
 
 def _read_split_list(path: Path) -> list[str]:
-    if not path.is_file():
-        raise FileNotFoundError(f"DAVIS split list not found: {path}")
+    require_file(path)
     return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
@@ -168,9 +168,7 @@ def convert_davis(
     text_dir = root / "davis_text_annotations"
     per_slot = [read_davis_expression_file(text_dir / name, encoding) for name, encoding in ANNOTATION_FILES]
     semantics_path = davis / "davis_semantics.json"
-    if not semantics_path.is_file():
-        raise FileNotFoundError(f"DAVIS semantics file not found: {semantics_path}")
-    semantics = json.loads(semantics_path.read_text(encoding="utf-8"))
+    semantics = read_json(semantics_path)
 
     videos_written: dict[str, list[str]] = {}
     num_expressions: dict[str, int] = {}
@@ -266,7 +264,8 @@ class RefDAVIS17(Dataset[ClipSample]):
         self.meta_path = self.root / "meta_expressions" / split / "meta_expressions.json"
         if not self.meta_path.is_file():
             raise FileNotFoundError(f"Ref-DAVIS meta file not found: {self.meta_path} (run `wavecl prepare davis`)")
-        videos = json.loads(self.meta_path.read_text(encoding="utf-8")).get("videos")
+        content = read_json(self.meta_path)
+        videos = content.get("videos") if isinstance(content, dict) else None
         if not isinstance(videos, dict):
             raise ValueError(f"{self.meta_path}: expected {{'videos': {{...}}}}")
         self.samples: list[_DavisSample] = []
@@ -304,18 +303,13 @@ class RefDAVIS17(Dataset[ClipSample]):
         return len(self.samples)
 
     def _read_frame(self, video: str, name: str) -> Image.Image:
-        path = self.root / self.split / "JPEGImages" / video / f"{name}.jpg"
-        if not path.is_file():
-            raise FileNotFoundError(f"frame {path} listed in {self.meta_path} not found")
-        with Image.open(path) as image:
-            return image.convert("RGB")
+        return read_image(self.root / self.split / "JPEGImages" / video / f"{name}.jpg")
 
     def _read_mask(self, video: str, name: str, obj_id: str) -> np.ndarray:
         path = self.root / self.split / "Annotations" / video / f"{name}.png"
         if not path.is_file():
             raise FileNotFoundError(f"annotation {path} not found (pass load_masks=False to run without)")
-        with Image.open(path) as image:
-            return np.asarray(image) == int(obj_id)
+        return read_index_mask(path) == int(obj_id)
 
     def __getitem__(self, index: int) -> ClipSample:
         sample = self.samples[index]

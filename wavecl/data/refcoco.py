@@ -35,19 +35,18 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
 
 import numpy as np
-import torch
 from PIL import Image
 from pycocotools import mask as coco_mask
 from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 
 from wavecl.data.image_to_clip import ImageToClipAugmenter
+from wavecl.data.paths import read_image, read_json
 from wavecl.data.transforms import ClipTransform, FrameAnnotation, clean_expression
 from wavecl.data.types import ClipSample
 
@@ -117,12 +116,7 @@ def read_refcoco_json(path: str | Path) -> tuple[list[RefExpression], dict[str, 
         ValueError: malformed json or a missing field; the message names the file and the record.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"RefCOCO annotation file not found: {path}")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid json: {error}") from error
+    data = read_json(path)
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a json object with 'images' and 'annotations'")
     images = _require(data, "images", str(path))
@@ -247,10 +241,7 @@ class RefCOCO(Dataset[ClipSample]):
 
     def _load_image(self, expression: RefExpression) -> Image.Image:
         path = self.image_dir / expression.file_name
-        if not path.is_file():
-            raise FileNotFoundError(f"image {path} of expression {expression.image_id} in {self.annotation_path} not found")
-        with Image.open(path) as image:
-            rgb = image.convert("RGB")
+        rgb = read_image(path)
         if rgb.size != (expression.width, expression.height):
             raise ValueError(
                 f"{path} is {rgb.size[0]}x{rgb.size[1]} but {self.annotation_path} says "

@@ -13,6 +13,7 @@ Layout written under ``root`` (identical to the real dataset, §3.1 of the spec)
     <split>/JPEGImages/<video>/<frame>.jpg          RGB frames
     <split>/Annotations/<video>/<frame>.png         palette PNG, pixel value = object id (0 = background)
     <split>/meta.json                               {"videos": {vid: {"objects": {id: {"category", "frames"}}}}}
+                                                    (category "others" for every object)
     meta_expressions/<split>/meta_expressions.json  {"videos": {vid: {"expressions": {...}, "frames": [...]}}}
 
 Frame names follow the real annotated frames, every 5th raw frame: ``00000``, ``00005``, ...
@@ -33,6 +34,8 @@ from PIL import Image, ImageDraw
 
 from wavecl.atomic import save_image, write_json
 from wavecl.data.palette import save_index_png
+from wavecl.data.paths import read_json
+from wavecl.data.ytvos import read_index_mask
 
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (215, 35, 35),
@@ -55,6 +58,8 @@ POSITION_PHRASES: dict[str, str] = {
     "left": "on the left",
     "right": "on the right",
 }
+SYNTHETIC_CATEGORY = "others"
+"""Category written to ``meta.json`` for every object: a Ref-YouTube-VOS class, so 65-class training reads it."""
 FRAME_STRIDE = 5
 """Real Ref-YouTube-VOS annotations exist for every 5th raw frame; names follow that numbering."""
 
@@ -70,7 +75,7 @@ class SyntheticObject:
     Attributes:
         obj_id: pixel value in the annotation PNGs (1-based), also the ``obj_id`` string of its expressions.
         colour: key of :data:`COLOURS`.
-        kind: one of :data:`KINDS`; also written as the object's category in ``meta.json``.
+        kind: one of :data:`KINDS`.
         direction: ``left``/``right`` (horizontal movers) or ``up``/``down`` (vertical movers).
         position: the half of the frame it stays in: ``top``/``bottom`` for horizontal movers,
             ``left``/``right`` for vertical movers.
@@ -374,7 +379,7 @@ def write_synthetic_ytvos(
         meta_videos[video.video_id] = {
             "objects": {
                 str(obj.obj_id): {
-                    "category": obj.kind,
+                    "category": SYNTHETIC_CATEGORY,
                     "frames": [n for n, label in zip(video.frame_names, labels) if (label == obj.obj_id).any()],
                 }
                 for obj in video.objects
@@ -390,3 +395,27 @@ def write_synthetic_ytvos(
     if split != "train" and not test_meta.exists():
         write_json(test_meta, {"videos": {}})
     return SyntheticInfo(root, split, seed, (size[0], size[1]), num_frames, videos)
+
+
+def expression_ground_truth(root: str | Path, split: str, video_id: str, exp_id: str) -> np.ndarray:
+    """Ground-truth masks of one expression of a synthetic split, read back from disk.
+
+    Uses the expression's ``obj_id`` from ``meta_expressions/<split>`` (present in every synthetic
+    split, unlike the real valid split) and the split's ``Annotations`` PNGs.
+
+    Returns:
+        ``[T, H, W]`` bool, one mask per frame of the video in ``frames`` order.
+    """
+    root = Path(root)
+    meta_path = root / "meta_expressions" / split / "meta_expressions.json"
+    video = read_json(meta_path).get("videos", {}).get(video_id)
+    if video is None or exp_id not in video.get("expressions", {}):
+        raise KeyError(f"{meta_path} has no expression {exp_id!r} of video {video_id!r}")
+    expression = video["expressions"][exp_id]
+    if "obj_id" not in expression:
+        raise ValueError(f"{meta_path}: expression {exp_id!r} of video {video_id!r} has no obj_id")
+    obj_id = int(expression["obj_id"])
+    masks = [
+        read_index_mask(root / split / "Annotations" / video_id / f"{name}.png") == obj_id for name in video["frames"]
+    ]
+    return np.stack(masks)
