@@ -103,6 +103,13 @@ def _unshared_cpu_tensors(model_state: dict[str, Tensor]) -> dict[str, Tensor]:
     return tensors
 
 
+def _unpickler_reason(error: pickle.UnpicklingError) -> str:
+    """The line of torch's weights-only error that says what was refused (e.g. the unsupported global)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    reasons = [line for line in lines if "WeightsUnpickler error" in line or "unsupported global" in line.lower()]
+    return (reasons or lines or ["no details"])[0]
+
+
 def save_checkpoint(
     checkpoints_dir: str | Path, epoch: int, model_state: dict[str, Tensor], training_state: dict[str, Any]
 ) -> CheckpointPaths:
@@ -134,7 +141,7 @@ def save_checkpoint(
         except pickle.UnpicklingError as error:
             raise TypeError(
                 f"training state for {paths.state} holds objects that torch.load(weights_only=True) "
-                f"refuses; convert them to tensors or plain types: {str(error).splitlines()[-1]}"
+                f"refuses; convert them to tensors or plain types: {_unpickler_reason(error)}"
             ) from None
 
     _write_atomically(paths.state, write_state)
@@ -179,7 +186,7 @@ def _load_weights_only(path: Path, map_location: str | torch.device, extra_safe_
     except pickle.UnpicklingError as error:
         raise CheckpointError(
             f"refused to load {path}: it is corrupt or holds pickled objects other than tensors and plain "
-            f"containers, which torch.load(weights_only=True) will not execute ({str(error).splitlines()[-1]})"
+            f"containers, which torch.load(weights_only=True) will not execute ({_unpickler_reason(error)})"
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as error:
         raise CheckpointError(f"cannot read checkpoint {path} (unreadable or truncated): {error}") from None

@@ -1,0 +1,190 @@
+"""Checkpoints: exact round trip (weights, optimizer, scheduler, RNG), aliases, refusal of code-running
+pickles, clear errors for truncated or missing files, reference ``.pth.tar`` files."""
+from __future__ import annotations
+
+import os
+import pickle
+import random
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from wavecl.training.checkpoint import (
+    CheckpointError,
+    CheckpointPaths,
+    latest_checkpoint,
+    load_model_weights,
+    load_training_state,
+    restore_rng_state,
+    rng_state,
+    save_checkpoint,
+)
+from wavecl.training.optim import build_optimizer, build_scheduler
+
+
+class AliasedModel(nn.Module):
+    """A box head registered under two names, like WaveCL's ``bbox_embed``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.backbone = nn.Linear(3, 4)
+        self.bbox_embed = nn.Linear(4, 4)
+        self.decoder = nn.Module()
+        self.decoder.bbox_embed = self.bbox_embed
+        self.register_buffer("counter", torch.arange(3))
+
+
+def draw_random() -> tuple:
+    return random.random(), np.random.standard_normal(), np.random.rand(), torch.rand(3)
+
+
+def trained_state():
+    torch.manual_seed(0)
+    model = AliasedModel()
+    optimizer = build_optimizer(model, 1e-3, 1e-4, 1e-5, 1e-4)
+    scheduler = build_scheduler(optimizer, [1], 0.2)
+    for _ in range(2):
+        model.bbox_embed(model.backbone(torch.randn(2, 3))).sum().backward()
+        optimizer.step()
+        scheduler.step()
+    return model, optimizer, scheduler
+
+
+def test_round_trip_is_exact(tmp_path):
+    model, optimizer, scheduler = trained_state()
+    scaler = torch.amp.GradScaler("cuda", enabled=False)
+    np.random.standard_normal()  # leaves a cached Gaussian in numpy's legacy state
+    state = {
+        "epoch": 3,
+        "total_epochs": 40,
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict(),
+        "best_metric": 0.42,
+        "rng": rng_state(),
+    }
+    expected_draws = draw_random()
+    paths = save_checkpoint(tmp_path / "checkpoints", 3, model.state_dict(), state)
+    assert paths == CheckpointPaths.of(tmp_path / "checkpoints" / "epoch_0003")
+    assert sorted(p.name for p in paths.directory.iterdir()) == ["model.safetensors", "state.pt"]
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["epoch_0003", "last"]
+
+    weights = load_model_weights(tmp_path)  # run directory -> checkpoints/last -> epoch_0003
+    original = model.state_dict()
+    assert weights.keys() == original.keys()
+    assert {"bbox_embed.weight", "decoder.bbox_embed.weight"} <= weights.keys()
+    for name, tensor in original.items():
+        assert torch.equal(weights[name], tensor) and weights[name].dtype == tensor.dtype, name
+    fresh = AliasedModel()
+    fresh.load_state_dict(weights, strict=True)
+    assert fresh.bbox_embed.weight is fresh.decoder.bbox_embed.weight
+
+    loaded = load_training_state(paths.directory)
+    assert loaded["epoch"] == 3 and loaded["total_epochs"] == 40 and loaded["best_metric"] == 0.42
+    fresh_optimizer = build_optimizer(fresh, 1e-3, 1e-4, 1e-5, 1e-4)
+    fresh_scheduler = build_scheduler(fresh_optimizer, [1], 0.2)
+    fresh_optimizer.load_state_dict(loaded["optimizer"])
+    fresh_scheduler.load_state_dict(loaded["scheduler"])
+    assert fresh_scheduler.state_dict() == scheduler.state_dict()
+    for saved, restored in zip(optimizer.state.values(), fresh_optimizer.state.values()):
+        for key in saved:
+            assert torch.equal(saved[key], restored[key])
+    assert [g["lr"] for g in fresh_optimizer.param_groups] == [g["lr"] for g in optimizer.param_groups]
+
+    draw_random()  # move every generator on
+    restore_rng_state(loaded["rng"])
+    python_value, gaussian, uniform, torch_values = draw_random()
+    assert (python_value, gaussian, uniform) == expected_draws[:3]
+    assert torch.equal(torch_values, expected_draws[3])
+
+
+def test_last_pointer_follows_newest_epoch(tmp_path):
+    model, _, _ = trained_state()
+    for epoch in (0, 1):
+        save_checkpoint(tmp_path / "checkpoints", epoch, model.state_dict(), {"epoch": epoch})
+    assert latest_checkpoint(tmp_path) == tmp_path / "checkpoints" / "epoch_0001"
+    assert latest_checkpoint(tmp_path / "checkpoints" / "last") == tmp_path / "checkpoints" / "epoch_0001"
+    assert latest_checkpoint(tmp_path / "checkpoints" / "epoch_0000") == tmp_path / "checkpoints" / "epoch_0000"
+    assert load_training_state(tmp_path)["epoch"] == 1
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        latest_checkpoint(tmp_path / "nowhere")
+
+
+def test_state_that_cannot_be_loaded_safely_is_not_written(tmp_path):
+    model, _, _ = trained_state()
+    save_checkpoint(tmp_path / "checkpoints", 0, model.state_dict(), {"epoch": 0})
+    with pytest.raises(TypeError, match="weights_only"):
+        save_checkpoint(tmp_path / "checkpoints", 1, model.state_dict(), {"epoch": 1, "score": np.array([0.5])})
+    assert not (tmp_path / "checkpoints" / "epoch_0001" / "state.pt").exists()
+    assert latest_checkpoint(tmp_path) == tmp_path / "checkpoints" / "epoch_0000"
+    leftovers = [p.name for p in (tmp_path / "checkpoints").rglob("*.tmp")]
+    assert leftovers == []
+
+
+class MaliciousPayload:
+    """Unpickling this runs ``touch <marker>``."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_code_running_pickles_are_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    payload = pickle.dumps({"model_state_dict": MaliciousPayload(str(marker))}, protocol=2)
+    pickle.loads(payload)  # the payload is live: plain unpickling runs it
+    assert marker.exists()
+    marker.unlink()
+
+    reference_file = tmp_path / "evil.pth.tar"
+    reference_file.write_bytes(payload)
+    with pytest.raises(CheckpointError, match=r"evil\.pth\.tar.*GLOBAL \w+\.system"):
+        load_model_weights(reference_file)
+
+    folder = tmp_path / "checkpoints" / "epoch_0000"
+    model, _, _ = trained_state()
+    save_checkpoint(tmp_path / "checkpoints", 0, model.state_dict(), {"epoch": 0})
+    torch.save({"epoch": 0, "rng": MaliciousPayload(str(marker))}, folder / "state.pt")
+    with pytest.raises(CheckpointError, match="state.pt"):
+        load_training_state(folder)
+    assert not marker.exists()
+
+
+def test_truncated_and_missing_files_name_the_file(tmp_path):
+    model, _, _ = trained_state()
+    paths = save_checkpoint(tmp_path / "checkpoints", 0, model.state_dict(), {"epoch": 0, "rng": rng_state()})
+    for path in (paths.model, paths.state):
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="model.safetensors"):
+        load_model_weights(paths.directory)
+    with pytest.raises(CheckpointError, match="state.pt"):
+        load_training_state(paths.directory)
+    with pytest.raises(FileNotFoundError, match="missing.pth"):
+        load_model_weights(tmp_path / "missing.pth")
+
+
+def test_reference_pth_tar_checkpoint_loads_model_state_dict(tmp_path):
+    model, optimizer, scheduler = trained_state()
+    reference = {
+        "epoch": 14,
+        "total_epochs": 40,
+        "model_state_dict": model.state_dict(),
+        "optimizer_state_dict": optimizer.state_dict(),
+        "scheduler_state_dict": scheduler.state_dict(),
+        "best_mAP": np.float64(0.4),  # what COCOeval's stats give the reference trainer
+    }
+    torch.save(reference, tmp_path / "14.pth.tar")
+    weights = load_model_weights(tmp_path / "14.pth.tar")
+    assert weights.keys() == model.state_dict().keys()
+    assert all(torch.equal(weights[k], v) for k, v in model.state_dict().items())
+
+    torch.save(model.state_dict(), tmp_path / "bare.pth")
+    assert load_model_weights(tmp_path / "bare.pth").keys() == model.state_dict().keys()
+
+    torch.save({"epoch": 1}, tmp_path / "no_weights.pth")
+    with pytest.raises(CheckpointError, match="no_weights.pth"):
+        load_model_weights(tmp_path / "no_weights.pth")
