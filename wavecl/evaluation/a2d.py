@@ -1,0 +1,351 @@
+"""A2D-Sentences / JHMDB-Sentences evaluation (datasets_and_metrics.md §6-§7).
+
+Two families of numbers are reported for the annotated frame of every test sample:
+
+* COCO mask mAP (§7.1): every query of every sample is a detection (RLE mask at the original
+  resolution, score = sigmoid probability), evaluated by pycocotools' ``COCOeval`` with
+  ``iouType='segm'`` and ``useCats=0`` against the COCO-format ground truth, one annotation per image.
+* Precision@K, overall IoU and mean IoU (§7.2) of the top-scoring query of every sample.
+
+Unlike the reference, predictions duplicated by ``DistributedSampler`` padding are removed before
+either is computed (decisions table, "evaluation"). The COCO helpers here are shared with
+:mod:`wavecl.evaluation.refcoco`.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch.distributed as dist
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+from rich.console import Console
+from rich.table import Table
+from torch import Tensor
+
+from wavecl.atomic import write_json
+from wavecl.data.types import Batch
+from wavecl.evaluation.postprocess import a2d_postprocess
+from wavecl.model.output import WaveCLOutput
+from wavecl.training.distributed import gather_objects, is_dist_initialized, is_main_process
+
+PRECISION_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
+IOU_SMOOTHING = 1e-6
+COCO_SUMMARY_KEYS = ("mAP 0.5:0.95", "AP 0.5", "AP 0.75", "AP 0.5:0.95 S", "AP 0.5:0.95 M", "AP 0.5:0.95 L")
+
+
+def load_coco_ground_truth(ground_truth: str | os.PathLike[str] | COCO) -> COCO:
+    """Return ``ground_truth`` as a pycocotools ``COCO`` object, reading the json file if given a path.
+
+    Raises:
+        FileNotFoundError: the json file does not exist.
+    """
+    if isinstance(ground_truth, COCO):
+        return ground_truth
+    path = Path(ground_truth)
+    if not path.is_file():
+        raise FileNotFoundError(f"COCO-format ground-truth file not found: {path}")
+    with contextlib.redirect_stdout(io.StringIO()):
+        return COCO(str(path))
+
+
+def _check_image_ids(coco_gt: COCO, results: Sequence[dict[str, Any]]) -> None:
+    unknown = {r["image_id"] for r in results} - set(coco_gt.getImgIds())
+    if unknown:
+        examples = sorted(map(str, unknown))[:5]
+        raise ValueError(f"{len(unknown)} predicted image_ids are not in the ground truth, e.g. {examples}")
+
+
+def coco_stats(ground_truth: str | os.PathLike[str] | COCO, results: Sequence[dict[str, Any]], iou_type: str) -> np.ndarray:
+    """The 12 standard COCO summary numbers of ``results``, with categories ignored (``useCats=0``).
+
+    Args:
+        ground_truth: COCO-format ground truth (path or ``COCO``).
+        results: COCO result dicts with ``image_id``, ``score`` and, for ``iou_type='segm'``, an RLE
+            ``segmentation``; for ``iou_type='bbox'``, an ``xywh`` ``bbox``. They are not modified.
+        iou_type: ``"segm"`` or ``"bbox"``.
+
+    Returns:
+        ``[12]`` float array, ``COCOeval.stats`` (AP 0.5:0.95, AP 0.5, AP 0.75, AP S/M/L, AR...).
+    """
+    if iou_type not in ("segm", "bbox"):
+        raise ValueError(f"iou_type must be 'segm' or 'bbox', got {iou_type!r}")
+    coco_gt = load_coco_ground_truth(ground_truth)
+    if not results:
+        raise ValueError("no predictions to evaluate")
+    _check_image_ids(coco_gt, results)
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_dt = coco_gt.loadRes([dict(r) for r in results])
+        evaluator = COCOeval(coco_gt, coco_dt, iouType=iou_type)
+        evaluator.params.useCats = 0
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    return np.asarray(evaluator.stats, dtype=np.float64)
+
+
+def coco_segm_map(ground_truth: str | os.PathLike[str] | COCO, results: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Mask mAP as reported for A2D/JHMDB (§7.1).
+
+    Args:
+        ground_truth: COCO-format ground truth (path or ``COCO``), one annotation per image.
+        results: COCO segmentation results (see :func:`masks_to_coco_results`).
+
+    Returns:
+        ``mAP 0.5:0.95``, ``AP 0.5``, ``AP 0.75``, ``AP 0.5:0.95 S``, ``AP 0.5:0.95 M``, ``AP 0.5:0.95 L``
+        (``-1`` where no ground truth falls in an area range, as pycocotools reports it).
+    """
+    stats = coco_stats(ground_truth, results, "segm")
+    return {key: float(value) for key, value in zip(COCO_SUMMARY_KEYS, stats[:6])}
+
+
+def masks_to_coco_results(
+    image_id: str | int, scores: Tensor, masks: Tensor, queries: Sequence[int] | None = None
+) -> list[dict[str, Any]]:
+    """COCO segmentation results of every query of one sample.
+
+    Args:
+        image_id: the sample's key in the ground truth.
+        scores: ``[Q]`` scores.
+        masks: ``[Q, H, W]`` bool masks at the original resolution.
+        queries: the query index of each entry; ``None`` when entry ``q`` is query ``q``.
+
+    Returns:
+        ``Q`` dicts ``{image_id, query, category_id: 1, segmentation: RLE with str counts, score}``
+        in input order; ``query`` identifies the prediction for :func:`deduplicate_results`.
+    """
+    if masks.ndim != 3 or scores.shape != masks.shape[:1]:
+        raise ValueError(f"expected scores [Q] and masks [Q, H, W], got {tuple(scores.shape)} and {tuple(masks.shape)}")
+    queries = range(len(scores)) if queries is None else [int(q) for q in queries]
+    if len(queries) != len(scores):
+        raise ValueError(f"got {len(queries)} query indices for {len(scores)} scores")
+    array = np.asfortranarray(masks.detach().cpu().numpy().astype(np.uint8).transpose(1, 2, 0))
+    rles = mask_utils.encode(array)
+    results = []
+    for query, score, rle in zip(queries, scores.detach().cpu().tolist(), rles):
+        segmentation = {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
+        results.append(
+            {"image_id": image_id, "query": query, "category_id": 1, "segmentation": segmentation, "score": float(score)}
+        )
+    return results
+
+
+def deduplicate_results(results: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Drop repeated predictions of the same (``image_id``, ``query``), keeping the first.
+
+    ``DistributedSampler`` pads the evaluation set by repeating samples so that every rank gets the
+    same number; the repeats would otherwise enter COCO mAP twice.
+    """
+    seen: set[tuple[Any, Any]] = set()
+    unique = []
+    for result in results:
+        key = (result["image_id"], result["query"])
+        if key not in seen:
+            seen.add(key)
+            unique.append(result)
+    return unique
+
+
+def gather_results(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """All ranks' results in rank order, without padding duplicates (this rank's list in one process)."""
+    return deduplicate_results(r for rank_results in gather_objects(results) for r in rank_results)
+
+
+def top_scoring(results: Iterable[dict[str, Any]]) -> dict[Any, dict[str, Any]]:
+    """The highest-scoring result of every image.
+
+    Among equal top scores the last one wins, as with the reference's stable ascending sort.
+    """
+    best: dict[Any, dict[str, Any]] = {}
+    for result in results:
+        current = best.get(result["image_id"])
+        if current is None or result["score"] >= current["score"]:
+            best[result["image_id"]] = result
+    return best
+
+
+def summarize_ious(intersections: Sequence[float], unions: Sequence[float]) -> dict[str, float]:
+    """Precision@K, overall IoU and mean IoU from per-sample intersections and unions (§7.2).
+
+    Args:
+        intersections: ``N`` intersection sizes (pixels or box areas).
+        unions: ``N`` union sizes.
+
+    Returns:
+        ``P@0.5`` .. ``P@0.9``: fraction of samples whose IoU ``(I + 1e-6) / (U + 1e-6)`` is strictly
+        greater than K; ``overall_iou``: ``sum(I) / sum(U)`` without smoothing (NaN if every union is
+        empty); ``mean_iou``: the mean per-sample IoU.
+    """
+    inter = np.asarray(intersections, dtype=np.float64)
+    union = np.asarray(unions, dtype=np.float64)
+    if inter.shape != union.shape or inter.ndim != 1 or inter.size == 0:
+        raise ValueError(f"expected two non-empty 1-D sequences of equal length, got {inter.shape} and {union.shape}")
+    ious = (inter + IOU_SMOOTHING) / (union + IOU_SMOOTHING)
+    metrics = {f"P@{k}": float((ious > k).mean()) for k in PRECISION_THRESHOLDS}
+    metrics["overall_iou"] = float(inter.sum() / union.sum()) if union.sum() > 0 else float("nan")
+    metrics["mean_iou"] = float(ious.mean())
+    return metrics
+
+
+def single_annotation(coco_gt: COCO, image_id: Any) -> dict[str, Any]:
+    """The one ground-truth annotation of ``image_id`` (A2D, JHMDB and RefCOCO have exactly one)."""
+    annotations = coco_gt.imgToAnns.get(image_id, [])
+    if len(annotations) != 1:
+        raise ValueError(f"ground-truth image {image_id!r} has {len(annotations)} annotations, expected exactly 1")
+    return annotations[0]
+
+
+def top_predictions_per_image(coco_gt: COCO, results: Sequence[dict[str, Any]]) -> list[tuple[Any, dict[str, Any]]]:
+    """``(image_id, top-scoring result)`` for every ground-truth image, in ``getImgIds`` order.
+
+    Raises:
+        ValueError: some ground-truth image has no prediction.
+    """
+    best = top_scoring(results)
+    image_ids = coco_gt.getImgIds()
+    missing = [image_id for image_id in image_ids if image_id not in best]
+    if missing:
+        raise ValueError(f"{len(missing)} ground-truth images have no prediction, e.g. {missing[:5]}")
+    return [(image_id, best[image_id]) for image_id in image_ids]
+
+
+def precision_and_iou(predictions: Sequence[dict[str, Any]], ground_truth: str | os.PathLike[str] | COCO) -> dict[str, float]:
+    """Mask Precision@K, overall IoU and mean IoU of the top-scoring prediction per image (§7.2).
+
+    Args:
+        predictions: COCO segmentation results (RLE at the original resolution, ``score``).
+        ground_truth: COCO-format ground truth (path or ``COCO``), one annotation per image; every
+            ground-truth image must have at least one prediction.
+
+    Returns:
+        ``P@0.5`` .. ``P@0.9``, ``overall_iou``, ``mean_iou`` (see :func:`summarize_ious`).
+    """
+    coco_gt = load_coco_ground_truth(ground_truth)
+    intersections, unions = [], []
+    for image_id, prediction in top_predictions_per_image(coco_gt, predictions):
+        gt_rle = coco_gt.annToRLE(single_annotation(coco_gt, image_id))
+        pred_rle = prediction["segmentation"]
+        if list(pred_rle["size"]) != list(gt_rle["size"]):
+            raise ValueError(f"image {image_id!r}: predicted mask size {pred_rle['size']} != ground truth {gt_rle['size']}")
+        intersections.append(float(mask_utils.area(mask_utils.merge([pred_rle, gt_rle], intersect=True))))
+        unions.append(float(mask_utils.area(mask_utils.merge([pred_rle, gt_rle], intersect=False))))
+    return summarize_ious(intersections, unions)
+
+
+def print_metrics(title: str, metrics: dict[str, float], console: Console | None = None) -> None:
+    """Print ``metrics`` as a two-column rich table."""
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in metrics.items():
+        table.add_row(name, f"{value:.4f}")
+    (console or Console()).print(table)
+
+
+class A2DEvaluator:
+    """Accumulates A2D/JHMDB predictions over an evaluation epoch and computes the metrics of §7.
+
+    Usage: ``update(outputs, batch)`` after every forward pass, then ``summarize()`` once on every rank.
+
+    Args:
+        ground_truth: COCO-format ground-truth json (path) or ``COCO`` object.
+        results_path: where rank 0 writes the (deduplicated) predictions as json; ``None`` to skip.
+        precision_metrics: also compute P@K, overall IoU and mean IoU
+            (``calculate_precision_and_iou_metrics``).
+        console: rich console for the summary table; ``None`` for the default one.
+    """
+
+    def __init__(
+        self,
+        ground_truth: str | os.PathLike[str] | COCO,
+        results_path: str | os.PathLike[str] | None = None,
+        precision_metrics: bool = True,
+        console: Console | None = None,
+    ) -> None:
+        self.ground_truth = ground_truth
+        self.results_path = results_path
+        self.precision_metrics = precision_metrics
+        self.console = console
+        self.results: list[dict[str, Any]] = []
+
+    def reset(self) -> None:
+        """Forget the accumulated predictions."""
+        self.results = []
+
+    def update(self, outputs: WaveCLOutput, batch: Batch) -> None:
+        """Add the predictions of one batch.
+
+        Args:
+            outputs: model output on the annotated frames, ``pred_cls [T, B, Q, K]`` and
+                ``pred_masks [T, B, Q, h, w]`` with ``T = 1`` after valid-frame selection (or ``T`` equal
+                to the batch's when every frame is annotated).
+            batch: the input batch; its annotated targets give ``image_id``, ``size`` and ``orig_size``.
+        """
+        _, targets = batch.valid_frames()
+        num_frames, batch_size = outputs.pred_cls.shape[:2]
+        if len(targets) != num_frames or any(len(row) != batch_size for row in targets):
+            raise ValueError(
+                f"outputs hold {num_frames}x{batch_size} frames but the batch has "
+                f"{len(targets)}x{len(targets[0]) if targets else 0} annotated frames"
+            )
+        padded_size = (batch.frames.shape[-2], batch.frames.shape[-1])
+        for t, row in enumerate(targets):
+            if any(target.image_id is None for target in row):
+                raise ValueError("every evaluated target needs an image_id")
+            samples = a2d_postprocess(
+                outputs.pred_cls[t],
+                outputs.pred_masks[t],
+                padded_size,
+                [target.size for target in row],
+                [target.orig_size for target in row],
+            )
+            for target, sample in zip(row, samples):
+                self.results.extend(masks_to_coco_results(target.image_id, sample["scores"], sample["masks"]))
+
+    def summarize(self) -> dict[str, float]:
+        """Gather every rank's predictions, drop padding duplicates, and compute the metrics.
+
+        Rank 0 computes, saves the predictions to ``results_path`` and prints a table; the metrics are
+        then broadcast so that every rank returns the same dict: the keys of :func:`coco_segm_map`
+        plus, if enabled, those of :func:`precision_and_iou`.
+        """
+        results = gather_results(self.results)
+        metrics: dict[str, float] = {}
+        if is_main_process():
+            if self.results_path is not None:
+                write_json(self.results_path, results)
+            coco_gt = load_coco_ground_truth(self.ground_truth)
+            metrics = coco_segm_map(coco_gt, results)
+            if self.precision_metrics:
+                metrics.update(precision_and_iou(results, coco_gt))
+            print_metrics("A2D / JHMDB evaluation", metrics, self.console)
+        if is_dist_initialized():
+            holder = [metrics]
+            dist.broadcast_object_list(holder, src=0)
+            metrics = holder[0]
+        return metrics
+
+
+__all__ = [
+    "A2DEvaluator",
+    "COCO_SUMMARY_KEYS",
+    "PRECISION_THRESHOLDS",
+    "coco_segm_map",
+    "coco_stats",
+    "deduplicate_results",
+    "gather_results",
+    "load_coco_ground_truth",
+    "masks_to_coco_results",
+    "precision_and_iou",
+    "print_metrics",
+    "single_annotation",
+    "summarize_ious",
+    "top_predictions_per_image",
+    "top_scoring",
+]
