@@ -164,6 +164,20 @@ def test_without_masks_and_with_resize(converted):
     assert sample.metadata["resized_frame_size"] == (12, 20) and sample.metadata["original_frame_size"] == (HEIGHT, WIDTH)
 
 
+def test_annotator_subset_and_parent_root(converted, tmp_path):
+    raw, out, _ = converted
+    dataset = RefDAVIS17(out, _eval_transform(), annotators=[2], load_masks=False)
+    assert [s.metadata["exp_id"] for s in (dataset[i] for i in range(len(dataset)))] == ["2", "6", "2", "6", "10"]
+    with pytest.raises(ValueError, match="annotators must be slots"):
+        RefDAVIS17(out, _eval_transform(), annotators=[4])
+    (tmp_path / "refer-davis").symlink_to(out)
+    assert RefDAVIS17(tmp_path, _eval_transform()).root == tmp_path / "refer-davis"
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "refer-davis").symlink_to(raw.root)
+    info = convert_davis(tmp_path / "data", tmp_path / "again")  # the raw root's parent is accepted too
+    assert info.num_expressions["valid"] == 20
+
+
 def test_result_path():
     assert str(davis_result_path("runs/davis", 2, "bmx-trees", "00042")) == "runs/davis/anno_2/bmx-trees/00042.png"
 

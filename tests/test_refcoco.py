@@ -75,6 +75,11 @@ def test_other_dataset_names_and_splits(tmp_path):
     assert len(dataset) == 4
     sample = dataset[0]
     assert sample.frames.shape[:2] == (1, 3) and min(sample.frames.shape[-2:]) == 32
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "coco").symlink_to(tmp_path)
+    from_parent = RefCOCO(tmp_path / "data", "refcoco+", "train", transform=ClipTransform(True, 32, 64))
+    assert from_parent.annotation_path == tmp_path / "data" / "coco" / "refcoco+" / "instances_refcoco+_train.json"
+    assert len(from_parent[3].targets) == 1
     with pytest.raises(ValueError, match="dataset must be one of"):
         RefCOCO(tmp_path, "refclef", "train", transform=ClipTransform(False, 32, 64))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="split must be one of"):

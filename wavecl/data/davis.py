@@ -28,6 +28,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -37,7 +38,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from wavecl.atomic import write_json
-from wavecl.data.paths import read_image, read_json, require_file
+from wavecl.data.paths import read_image, read_json, require_file, resolve_dataset_root
 from wavecl.data.transforms import ClipTransform, FrameAnnotation, clean_expression
 from wavecl.data.types import ClipSample
 from wavecl.data.windows import covering_windows
@@ -55,6 +56,8 @@ DAVIS_CHUNK_SIZE = 36
 """Frames per forward pass in the reference's Ref-DAVIS inference; each chunk chooses its own query."""
 VIDEO_NAME_FIXES = {"clasic-car": "classic-car", "dog-scale": "dogs-scale", "motor-bike": "motorbike"}
 """Misspelt video names in the expression files and the DAVIS folder names they mean."""
+DATASET_FOLDER_NAMES = ("refer-davis", "ref-davis")
+"""Folder names of the Ref-DAVIS root under a data folder (``data/refer-davis``)."""
 SPLIT_FOLDERS = {"train": "train", "val": "valid"}
 """DAVIS ImageSets split -> Ref-YouTube-VOS split folder."""
 
@@ -150,7 +153,7 @@ def convert_davis(
     """Write the Ref-YouTube-VOS-style layout of Ref-DAVIS17 (§5.1) without moving the raw files.
 
     Args:
-        root: raw Ref-DAVIS root (contains ``DAVIS/`` and ``davis_text_annotations/``).
+        root: raw Ref-DAVIS root (contains ``DAVIS/`` and ``davis_text_annotations/``) or its parent.
         out_dir: destination root; may equal ``root``.
         mode: ``"symlink"`` (default, no extra disk) or ``"copy"`` for the frame and mask folders.
 
@@ -163,7 +166,7 @@ def convert_davis(
     """
     if mode not in ("symlink", "copy"):
         raise ValueError(f"mode must be 'symlink' or 'copy', got {mode!r}")
-    root, out_dir = Path(root), Path(out_dir)
+    root, out_dir = resolve_dataset_root(root, DATASET_FOLDER_NAMES, "DAVIS"), Path(out_dir)
     davis = root / "DAVIS"
     text_dir = root / "davis_text_annotations"
     per_slot = [read_davis_expression_file(text_dir / name, encoding) for name, encoding in ANNOTATION_FILES]
@@ -230,17 +233,18 @@ class _DavisSample:
 class RefDAVIS17(Dataset[ClipSample]):
     """Ref-DAVIS17 inference samples from the converted layout (§5.2).
 
-    Samples are ordered by video (meta file order), annotator slot ``a`` (0-3), object ``k`` (the
+    Samples are ordered by video (meta file order), annotator slot ``a`` (in ``annotators`` order), object ``k`` (the
     ``k``-th group of four expressions; ``num_objects = len(expressions) // 4`` as in the reference) and
     chunk; the expression is ``4k + a``.
 
     Args:
-        root: output of :func:`convert_davis`.
+        root: output of :func:`convert_davis` (or its parent, e.g. ``data`` for ``data/refer-davis``).
         transform: eval clip transform (the reference resizes short 360 / max 640).
         split: split folder, ``valid`` for evaluation.
         chunk_size: frames per sample (36 in the reference); ``None`` gives the whole video.
         load_masks: attach the referred object's ground-truth mask (``Annotations`` pixel value ==
             obj_id; void is background) as targets with label 0; otherwise targets are ``None``.
+        annotators: the annotator slots to predict (config ``davis_annotators``).
 
     Each item is a :class:`ClipSample` with ``frames [T, 3, H', W']`` and metadata
     ``{"video_id", "exp_id", "obj_id", "annotator", "object_index", "num_objects", "frame_names",
@@ -256,14 +260,15 @@ class RefDAVIS17(Dataset[ClipSample]):
         split: str = "valid",
         chunk_size: int | None = DAVIS_CHUNK_SIZE,
         load_masks: bool = True,
+        annotators: Sequence[int] = tuple(range(NUM_ANNOTATORS)),
     ) -> None:
-        self.root = Path(root)
+        self.root = resolve_dataset_root(root, DATASET_FOLDER_NAMES, f"meta_expressions/{split}/meta_expressions.json")
         self.split = split
         self.transform = transform
         self.load_masks = load_masks
         self.meta_path = self.root / "meta_expressions" / split / "meta_expressions.json"
-        if not self.meta_path.is_file():
-            raise FileNotFoundError(f"Ref-DAVIS meta file not found: {self.meta_path} (run `wavecl prepare davis`)")
+        if any(annotator not in range(NUM_ANNOTATORS) for annotator in annotators):
+            raise ValueError(f"annotators must be slots in 0..{NUM_ANNOTATORS - 1}, got {list(annotators)}")
         content = read_json(self.meta_path)
         videos = content.get("videos") if isinstance(content, dict) else None
         if not isinstance(videos, dict):
@@ -277,7 +282,7 @@ class RefDAVIS17(Dataset[ClipSample]):
             frames = list(entry["frames"])
             num_objects = len(exp_ids) // NUM_ANNOTATORS
             chunks = covering_windows(len(frames), chunk_size)
-            for annotator in range(NUM_ANNOTATORS):
+            for annotator in annotators:
                 for object_index in range(num_objects):
                     exp_id = exp_ids[NUM_ANNOTATORS * object_index + annotator]
                     expression = entry["expressions"][exp_id]

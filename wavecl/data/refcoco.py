@@ -46,10 +46,12 @@ from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 
 from wavecl.data.image_to_clip import ImageToClipAugmenter
-from wavecl.data.paths import read_image, read_json
+from wavecl.data.paths import read_image, read_json, resolve_dataset_root
 from wavecl.data.transforms import ClipTransform, FrameAnnotation, clean_expression
 from wavecl.data.types import ClipSample
 
+DATASET_FOLDER_NAMES = ("coco",)
+"""Folder name of the COCO root under a data folder (``data/coco``)."""
 RefCOCOName = Literal["refcoco", "refcoco+", "refcocog"]
 RefCOCOSplit = Literal["train", "val"]
 
@@ -192,7 +194,8 @@ class RefCOCO(Dataset[ClipSample]):
     """RefCOCO, RefCOCO+ or RefCOCOg as clips: one sample per referring expression.
 
     Args:
-        root: folder holding ``<dataset>/instances_<dataset>_<split>.json`` (and, by default, ``train2014``).
+        root: folder holding ``<dataset>/instances_<dataset>_<split>.json`` (and, by default, ``train2014``),
+            or its parent (``data`` for ``data/coco``).
         dataset: ``refcoco``, ``refcoco+`` or ``refcocog``.
         split: ``train`` or ``val``.
         transform: the clip transform (the reference uses short side 360, max 640 for all COCO sets).
@@ -226,8 +229,10 @@ class RefCOCO(Dataset[ClipSample]):
             raise ValueError(f"num_frames must be >= 1, got {num_frames}")
         self.dataset_name = dataset
         self.split = split
+        annotation_file = refcoco_annotation_path(".", dataset, split)
+        root = resolve_dataset_root(root, DATASET_FOLDER_NAMES, str(annotation_file))
         self.annotation_path = refcoco_annotation_path(root, dataset, split)
-        self.image_dir = Path(image_dir) if image_dir is not None else Path(root) / "train2014"
+        self.image_dir = Path(image_dir) if image_dir is not None else root / "train2014"
         self.transform = transform
         self.num_frames = num_frames
         self.augmenter = augmenter if augmenter is not None else ImageToClipAugmenter()
