@@ -1,0 +1,219 @@
+"""Ref-YouTube-VOS loader checked against an on-disk fixture (and the synthetic generator)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from wavecl.data import ytvos as ytvos_module
+from wavecl.data.fixtures import YTVOSFixture, frame_level, write_ytvos_fixture
+from wavecl.data.palette import save_index_png
+from wavecl.data.synthetic import write_synthetic_ytvos
+from wavecl.data.transforms import ClipTransform
+from wavecl.data.windows import covering_windows, training_windows
+from wavecl.data.ytvos import (
+    YTVOS_CATEGORIES,
+    RefYouTubeVOS,
+    build_ytvos_train_samples,
+    train_samples_cache_path,
+)
+
+MEAN = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
+STD = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
+NATIVE = ClipTransform(train=False, short_size=20, max_size=None)
+
+
+def native(short: int) -> ClipTransform:
+    """An evaluation transform that keeps frames whose short side is ``short`` at native size."""
+    return ClipTransform(train=False, short_size=short, max_size=None)
+
+
+def frame_indices(frames: torch.Tensor) -> list[int]:
+    levels = ((frames * STD + MEAN) * 255)[:, 0].mean(dim=(1, 2))
+    return [round((float(level) - frame_level(0)) / (frame_level(1) - frame_level(0))) for level in levels]
+
+
+def box_cxcywh(mask: np.ndarray) -> list[float]:
+    ys, xs = np.nonzero(mask)
+    h, w = mask.shape
+    return [(xs.min() + xs.max()) / 2 / w, (ys.min() + ys.max()) / 2 / h, (xs.max() - xs.min()) / w, (ys.max() - ys.min()) / h]
+
+
+@pytest.fixture(scope="module")
+def fixture(tmp_path_factory: pytest.TempPathFactory) -> YTVOSFixture:
+    return write_ytvos_fixture(tmp_path_factory.mktemp("data") / "ref-youtube-vos")
+
+
+@pytest.fixture()
+def fresh(tmp_path: Path) -> YTVOSFixture:
+    return write_ytvos_fixture(tmp_path / "ref-youtube-vos")
+
+
+def test_category_table() -> None:
+    assert len(YTVOS_CATEGORIES) == 65 and list(YTVOS_CATEGORIES) == sorted(YTVOS_CATEGORIES)
+    spec_examples = {"airplane": 0, "earless_seal": 17, "others": 36, "person": 42, "tennis_racket": 56, "zebra": 64}
+    assert {name: YTVOS_CATEGORIES.index(name) for name in spec_examples} == spec_examples
+
+
+def test_training_windows_rule() -> None:
+    frames = [f"{5 * i:05d}" for i in range(11)]
+    assert training_windows(frames, 4) == [frames[0:4], frames[4:8], frames[7:11]]  # last window overlaps
+    assert training_windows(frames, 5) == [frames[0:5], frames[5:10], frames[6:11]]
+    assert training_windows(frames, 11) == [frames]
+    assert training_windows(frames[:3], 4) == [frames[:3] + [frames[2]]]  # short video: last frame repeated
+    assert covering_windows(7, 4) == [range(0, 4), range(4, 7)]
+    assert covering_windows(7, None) == [range(0, 7)]
+
+
+def test_train_samples_match_fixture(fixture: YTVOSFixture, tmp_path: Path) -> None:
+    dataset = RefYouTubeVOS(fixture.root, "train", 4, transform=NATIVE, cache_dir=tmp_path)
+    names = fixture.train["vid_long"].frame_names
+    short = fixture.train["vid_short"].frame_names
+    windows = [names[0:4], names[4:8], names[7:11]]
+    expected = (
+        [("vid_long", "0", 1, tuple(w)) for w in windows]
+        + [("vid_long", "1", 2, tuple(windows[0]))]  # the dog is only in frames 0-2
+        + [("vid_long", "2", 1, tuple(w)) for w in windows]
+        + [("vid_short", "0", 1, (short[0], short[1], short[2], short[2]))]
+    )
+    assert [(s.video_id, s.exp_id, s.obj_id, s.frame_names) for s in dataset.samples] == expected
+    assert train_samples_cache_path(tmp_path, 4).is_file()
+
+
+def test_train_round_trip(fixture: YTVOSFixture, tmp_path: Path) -> None:
+    categories = {"person": 42, "dog": 13, "zebra": 64}
+    dataset = RefYouTubeVOS(fixture.root, "train", 4, transform=NATIVE, cache_dir=tmp_path)
+    for index, sample in enumerate(dataset.samples):
+        spec = fixture.train[sample.video_id]
+        dataset.transform = native(min(spec.frames.shape[1:3]))
+        item = dataset[index]
+        positions = [spec.frame_names.index(name) for name in sample.frame_names]
+        assert frame_indices(item.frames) == positions
+        assert item.frames.shape[2:] == spec.frames.shape[1:3]
+        sentence, obj = spec.expressions[sample.exp_id]
+        assert item.text == " ".join(sentence.lower().split())
+        assert item.metadata == {"video_id": sample.video_id, "exp_id": sample.exp_id, "frame_names": list(sample.frame_names)}
+        label = categories[spec.categories[obj]]
+        for position, target in zip(positions, item.targets):
+            assert target is not None
+            mask = spec.labels[position] == int(obj)
+            np.testing.assert_array_equal(target.masks[0].numpy(), mask)
+            assert target.is_visible == bool(mask.any())
+            assert target.boxes[0].tolist() == pytest.approx(box_cxcywh(mask) if mask.any() else [0, 0, 0, 0])
+            assert target.labels.tolist() == [label]
+    dataset.transform = native(24)
+    dog = dataset[next(i for i, s in enumerate(dataset.samples) if s.exp_id == "1")]
+    assert [t.is_visible for t in dog.targets] == [True, True, True, False]
+
+
+def test_single_class_labels(fixture: YTVOSFixture, tmp_path: Path) -> None:
+    dataset = RefYouTubeVOS(fixture.root, "train", 4, transform=NATIVE, cache_dir=tmp_path, num_classes=1)
+    assert all(t.labels.tolist() == [0] for t in dataset[0].targets)
+
+
+def test_cache_written_by_prepare_is_used(fresh: YTVOSFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    (fresh.root / "train_samples_metadata_win_size_4.json").write_text("corrupt reference list")
+    cache = train_samples_cache_path(fresh.root, 4)
+    built = build_ytvos_train_samples(fresh.root, 4, cache, num_workers=2)
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the cached windows should have been used")
+
+    monkeypatch.setattr(ytvos_module, "_build_train_samples", fail)
+    dataset = RefYouTubeVOS(fresh.root, "train", 4, transform=NATIVE)
+    assert [[s.video_id, list(s.frame_names), {"exp": s.expression, "obj_id": str(s.obj_id), "exp_id": s.exp_id}]
+            for s in dataset.samples] == built
+    with pytest.raises(AssertionError, match="cached windows"):
+        RefYouTubeVOS(fresh.root, "train", 5, transform=NATIVE)  # another window size is not in the cache
+
+
+def test_valid_windows_cover_every_frame(fixture: YTVOSFixture) -> None:
+    dataset = RefYouTubeVOS(fixture.root, "valid", 4, transform=NATIVE)
+    assert {s.video_id for s in dataset.samples} == {"val_a", "val_b"}  # test_c subtracted
+    for video, spec in fixture.valid.items():
+        for exp_id in spec.expressions:
+            clips = [(i, s) for i, s in enumerate(dataset.samples) if (s.video_id, s.exp_id) == (video, exp_id)]
+            covered = [name for _, s in clips for name in s.frame_names]
+            assert covered == spec.frame_names
+            dataset.transform = native(min(spec.frames.shape[1:3]))
+            for index, sample in clips:
+                item = dataset[index]
+                assert item.targets == [None] * len(sample.frame_names)
+                start = item.metadata["window_start"]
+                assert frame_indices(item.frames) == list(range(start, start + len(sample.frame_names)))
+                assert item.metadata == {
+                    "video_id": video, "exp_id": exp_id, "frame_names": list(sample.frame_names),
+                    "orig_size": spec.frames.shape[1:3], "window_start": start,
+                    "num_video_frames": len(spec.frame_names),
+                }
+                assert item.text == spec.expressions[exp_id][0]
+    whole = RefYouTubeVOS(fixture.root, "valid", None, transform=NATIVE)
+    assert [(s.video_id, len(s.frame_names)) for s in whole.samples] == [("val_a", 7), ("val_a", 7), ("val_b", 3)]
+
+
+def test_valid_without_test_file_uses_videos_with_frames(fresh: YTVOSFixture) -> None:
+    (fresh.root / "meta_expressions" / "test" / "meta_expressions.json").unlink()
+    dataset = RefYouTubeVOS(fresh.root, "valid", 8, transform=NATIVE)
+    assert sorted({s.video_id for s in dataset.samples}) == ["val_a", "val_b"]
+
+
+def test_other_spelling_from_parent(tmp_path: Path) -> None:
+    fixture = write_ytvos_fixture(tmp_path / "refer_youtube_vos")
+    dataset = RefYouTubeVOS(tmp_path, "train", 4, transform=ClipTransform(True, 36, 64))
+    assert len(dataset) == 8 and (fixture.root / "wavecl_ytvos_train_samples_ws4.json").is_file()
+    assert dataset[0].frames.shape == (4, 3, 36, 60)
+
+
+def test_synthetic_dataset_loads(tmp_path: Path) -> None:
+    info = write_synthetic_ytvos(tmp_path, num_videos=2, num_frames=6, size=(32, 48))
+    dataset = RefYouTubeVOS(tmp_path, "train", 4, transform=native(32), num_classes=1)
+    assert {s.video_id for s in dataset.samples} == {video.video_id for video in info.videos}
+    item = dataset[0]
+    assert item.frames.shape == (4, 3, 32, 48) and all(t is not None and t.is_visible for t in item.targets)
+
+
+def test_errors_name_the_file(fresh: YTVOSFixture, tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        RefYouTubeVOS(tmp_path / "nowhere", "train", transform=NATIVE)
+
+    png = fresh.root / "train" / "Annotations" / "vid_short" / "00005.png"
+    Image.new("RGB", (20, 30)).save(png)
+    with pytest.raises(ValueError, match=r"vid_short/00005.png: annotation must be a palette"):
+        RefYouTubeVOS(fresh.root, "train", 4, transform=NATIVE, cache_dir=tmp_path / "a")
+    save_index_png(fresh.train["vid_short"].labels[1], png)
+
+    dataset = RefYouTubeVOS(fresh.root, "train", 4, transform=NATIVE, cache_dir=tmp_path / "b")
+    save_index_png(np.zeros((30, 21), np.uint8), png)
+    with pytest.raises(ValueError, match=r"00005.png is 30x21 but .*vid_short/00005.jpg is 30x20"):
+        dataset[len(dataset) - 1]
+    save_index_png(fresh.train["vid_short"].labels[1], png)
+
+    meta = fresh.root / "train" / "meta.json"
+    content = json.loads(meta.read_text())
+    content["videos"]["vid_short"]["objects"]["1"]["category"] = "unicorn"
+    meta.write_text(json.dumps(content))
+    with pytest.raises(ValueError, match=r"meta.json: video 'vid_short' object 1 has unknown category 'unicorn'"):
+        RefYouTubeVOS(fresh.root, "train", 4, transform=NATIVE, cache_dir=tmp_path / "b")
+    del content["videos"]["vid_short"]
+    meta.write_text(json.dumps(content))
+    with pytest.raises(ValueError, match=r"meta.json: no category for video 'vid_short'"):
+        RefYouTubeVOS(fresh.root, "train", 4, transform=NATIVE, cache_dir=tmp_path / "b")
+
+    expressions = fresh.root / "meta_expressions" / "valid" / "meta_expressions.json"
+    content = json.loads(expressions.read_text())
+    content["videos"]["val_b"]["expressions"]["0"]["exp"] = " \t "
+    expressions.write_text(json.dumps(content))
+    with pytest.raises(ValueError, match=r"empty referring expression in .*valid/meta_expressions.json \(video 'val_b', expression '0'\)"):
+        RefYouTubeVOS(fresh.root, "valid", 4, transform=NATIVE)
+    expressions.write_text("{")
+    with pytest.raises(ValueError, match="malformed JSON in .*valid/meta_expressions.json"):
+        RefYouTubeVOS(fresh.root, "valid", 4, transform=NATIVE)
+
+    jpeg = fresh.root / "train" / "JPEGImages" / "vid_short" / "00000.jpg"
+    jpeg.unlink()
+    with pytest.raises(FileNotFoundError, match="vid_short/00000.jpg"):
+        dataset[len(dataset) - 1]
