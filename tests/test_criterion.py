@@ -10,6 +10,7 @@ from torchvision.ops import box_convert, generalized_box_iou, sigmoid_focal_loss
 
 from wavecl.data.types import FrameTarget
 from wavecl.model.output import WaveCLOutput
+from wavecl.training import criterion as criterion_module
 from wavecl.training.criterion import LossWeights, SetCriterion, dice_loss
 from wavecl.training.matcher import HungarianMatcher
 
@@ -125,6 +126,16 @@ def test_num_masks_is_frames_times_clips():
     for T, B in [(1, 2), (8, 1), (3, 4)]:
         _, targets = make_batch(T, B, Q=3, K=1)
         assert SetCriterion.num_masks(targets, torch.device("cpu")).item() == T * B
+
+
+def test_num_masks_is_averaged_over_processes(monkeypatch):
+    # Two ranks holding 2 and 6 target masks: every rank normalises by (2 + 6) / 2 = 4.
+    _, targets = make_batch(1, 2, Q=3, K=1)
+    monkeypatch.setattr(criterion_module, "all_reduce_mean", lambda count: (count + 6.0) / 2)
+    assert SetCriterion.num_masks(targets, torch.device("cpu")).item() == 4.0
+    # A rank whose batch has no target never divides by less than 1.
+    monkeypatch.setattr(criterion_module, "all_reduce_mean", lambda count: count * 0.25)
+    assert SetCriterion.num_masks(targets, torch.device("cpu")).item() == 1.0
 
 
 def test_dice_loss_matches_hand_value():
