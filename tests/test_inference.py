@@ -1,0 +1,389 @@
+"""Inference on your own video: pretrained folders, the windowed predictor, pictures and `wavecl predict`."""
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from wavecl.config import Config, load_config
+from wavecl.data.synthetic import sample_synthetic_video
+from wavecl.data.video import read_video_frames, write_video
+from wavecl.inference.overlay import contact_sheet, legend_height, overlay_masks, save_png, sentence_colors
+from wavecl.inference.predictor import VideoPredictor
+from wavecl.inference.pretrained import CheckpointMismatchError, load_pretrained, save_pretrained
+from wavecl.inference.run import EvenSample, predict_video, sentence_slug
+from wavecl.inference.streaming import VideoWriter, iter_video_frames
+from wavecl.model.wavecl import WaveCL
+from wavecl.training.checkpoint import save_checkpoint
+
+TINY_CONFIG = Path(__file__).parents[1] / "configs" / "tiny.yaml"
+HEIGHT, WIDTH = 48, 64
+SHORT_SIZE, MAX_SIZE = 40, 64  # resizes 48x64 frames to 40x53: the resize and the way back are exercised
+SENTENCES = ["the red circle moving to the left", "a blue square"]
+IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406])
+IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225])
+
+
+@pytest.fixture(scope="module", autouse=True)
+def single_thread():
+    """The tiny model's tensors are too small to gain from intra-op threads, and on a busy machine
+    the threads of several processes spin against each other (10x slower); restore afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny_model() -> WaveCL:
+    torch.manual_seed(0)
+    return WaveCL(load_config(TINY_CONFIG).model).eval()
+
+
+@pytest.fixture(scope="module")
+def frames() -> np.ndarray:
+    """``[7, 48, 64, 3]`` uint8: moving coloured shapes over a textured background."""
+    video, _ = sample_synthetic_video(seed=3, split="test", index=0, num_frames=7, size=(HEIGHT, WIDTH)).render()
+    return video
+
+
+@pytest.fixture(scope="module")
+def pretrained_dir(tiny_model: WaveCL, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_pretrained(tiny_model, tmp_path_factory.mktemp("pretrained") / "tiny", eval_size=(SHORT_SIZE, MAX_SIZE))
+
+
+def predictor(model: WaveCL, window: int) -> VideoPredictor:
+    return VideoPredictor(model, short_size=SHORT_SIZE, max_size=MAX_SIZE, window=window, progress=False)
+
+
+def model_outputs(model: WaveCL, frames: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Raw mask and class logits for a fixed clip of 3 frames and both sentences."""
+    clip = torch.from_numpy(frames[:3]).permute(0, 3, 1, 2).float() / 255
+    clip = (clip - IMAGENET_MEAN[:, None, None]) / IMAGENET_STD[:, None, None]
+    inputs = clip[:, None].expand(3, 2, 3, HEIGHT, WIDTH)
+    with torch.inference_mode():
+        output = model(inputs, torch.zeros(3, 2, HEIGHT, WIDTH, dtype=torch.bool), SENTENCES, torch.tensor([[HEIGHT, WIDTH]] * 2))
+    return output.pred_masks, output.pred_cls
+
+
+def reference_window_masks(model: WaveCL, clip: np.ndarray, sentences: list[str]) -> torch.Tensor:
+    """``[N, T, H, W]`` masks of one window, computed step by step from the spec (§0.3, §8.3)."""
+    resized_h, resized_w = 40, 53  # short side 40, long side int(40 * 64 / 48)
+    tensors = [
+        torch.from_numpy(np.array(Image.fromarray(frame).resize((resized_w, resized_h), Image.Resampling.BILINEAR)))
+        for frame in clip
+    ]
+    video = torch.stack(tensors).permute(0, 3, 1, 2).float() / 255
+    video = (video - IMAGENET_MEAN[:, None, None]) / IMAGENET_STD[:, None, None]
+    T, N = len(clip), len(sentences)
+    with torch.inference_mode():
+        output = model(
+            video[:, None].expand(T, N, 3, resized_h, resized_w),
+            torch.zeros(T, N, resized_h, resized_w, dtype=torch.bool),
+            [s.lower() for s in sentences],
+            torch.tensor([[resized_h, resized_w]] * N),
+        )
+    masks = []
+    for b in range(N):
+        scores = output.pred_cls[:, b].sigmoid().mean(dim=0).max(dim=-1).values
+        query = int(scores.argmax())
+        logits = F.interpolate(output.pred_masks[:, b, query][None], size=(resized_h, resized_w), mode="bilinear", align_corners=False)
+        binary = (logits.sigmoid() > 0.5).float()
+        masks.append(F.interpolate(binary, size=(HEIGHT, WIDTH), mode="nearest")[0] > 0.5)
+    return torch.stack(masks)
+
+
+# ----------------------------------------------------------------------------------------------- pictures
+
+
+def test_overlay_blends_fill_and_draws_opaque_contours() -> None:
+    frame = np.full((10, 12, 3), 100, dtype=np.uint8)
+    masks = np.zeros((1, 10, 12), dtype=bool)
+    masks[0, 3:7, 4:9] = True
+    color = np.array([[200, 0, 40]], dtype=np.uint8)
+    image = overlay_masks(frame, masks, color, alpha=0.5)
+
+    outside = np.pad(~masks[0], 1, constant_values=True)
+    touches_outside = outside[:-2, 1:-1] | outside[2:, 1:-1] | outside[1:-1, :-2] | outside[1:-1, 2:]
+    contour = masks[0] & touches_outside
+    interior = masks[0] & ~contour
+    assert contour.sum() == 2 * 4 + 2 * 5 - 4 and interior.sum() == 2 * 3
+    assert (image[contour] == [200, 0, 40]).all()
+    assert (image[interior] == [150, 50, 70]).all()
+    assert (image[~masks[0]] == 100).all()
+    assert (frame == 100).all(), "the input frame is not modified"
+
+
+def test_overlay_later_masks_are_drawn_on_top_and_colours_are_distinct() -> None:
+    colors = sentence_colors(12)
+    assert len({tuple(c) for c in colors}) == 12 and not (colors == 0).all(axis=1).any()
+    frame = np.zeros((8, 8, 3), dtype=np.uint8)
+    masks = np.ones((2, 8, 8), dtype=bool)
+    image = overlay_masks(frame, masks, alpha=1.0)
+    assert (image == colors[1]).all()
+    with pytest.raises(ValueError, match=r"masks must be \[N, 8, 8\]"):
+        overlay_masks(frame, np.ones((1, 8, 9), dtype=bool))
+
+
+def test_contact_sheet_grid_legend_and_size() -> None:
+    tiles = [np.full((6, 50, 3), 40 * (i + 1), dtype=np.uint8) for i in range(5)]
+    colors = np.array([[255, 0, 0], [0, 255, 0]], dtype=np.uint8)
+    sheet = contact_sheet(tiles, columns=2, labels=["first sentence", "second"], colors=colors)
+    assert legend_height(2) > 2 * 12
+    assert sheet.shape == (3 * 6 + legend_height(2), 2 * 50, 3)
+    for index, tile in enumerate(tiles):
+        row, column = divmod(index, 2)
+        assert (sheet[row * 6 : (row + 1) * 6, column * 50 : (column + 1) * 50] == tile).all()
+    assert (sheet[12:18, 50:100] == 0).all(), "the unused cell is black"
+    legend = sheet[18:]
+    for color in colors:
+        assert (legend == color).all(axis=-1).sum() >= 12 * 12, "a full swatch of each sentence's colour"
+    grey = (legend[..., 0] == legend[..., 1]) & (legend[..., 1] == legend[..., 2])
+    assert (grey & (legend[..., 0] > 200)).sum() > 20, "legend text is drawn (light grey, anti-aliased)"
+    plain = contact_sheet(tiles[:2], columns=3)
+    assert plain.shape == (6, 150, 3)
+
+
+def test_save_png_is_atomic_and_lossless(tmp_path: Path) -> None:
+    image = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    save_png(tmp_path / "a" / "image.png", image)
+    assert (np.asarray(Image.open(tmp_path / "a" / "image.png")) == image).all()
+    assert [p.name for p in (tmp_path / "a").iterdir()] == ["image.png"]
+    with pytest.raises(ValueError, match="image.png"):
+        save_png(tmp_path / "image.png", image.astype(np.float32))
+
+
+def test_even_sample_is_bounded_and_spread() -> None:
+    for count in (1, 5, 8, 9, 100, 1001):
+        sample = EvenSample(8)
+        built = []
+        for index in range(count):
+            sample.offer(index, lambda index=index: built.append(index) or np.array([index]))
+            assert len(sample._kept) <= 16
+        picked = [index for index, _ in sample.items()]
+        assert len(picked) == min(8, count)
+        assert picked == sorted(set(picked)) and picked[0] == 0
+        if count >= 8:
+            assert picked[-1] >= 0.75 * count and max(np.diff(picked)) <= count / 4
+        assert len(built) <= count
+
+
+def test_sentence_slug() -> None:
+    assert sentence_slug("A man, falls down   suddenly!") == "a_man_falls_down_suddenly"
+    assert sentence_slug("???") == "sentence"
+    assert len(sentence_slug("word " * 30)) <= 40
+
+
+# ------------------------------------------------------------------------------------------- video I/O
+
+
+def test_streaming_reader_and_writer_match_whole_video_io(tmp_path: Path, frames: np.ndarray) -> None:
+    with VideoWriter(tmp_path / "stream.mp4", fps=10) as writer:
+        for frame in frames:
+            writer.write(frame)
+    write_video(tmp_path / "whole.mp4", list(frames), fps=10)
+    streamed = [np.asarray(image) for image in iter_video_frames(tmp_path / "stream.mp4")]
+    whole = [np.asarray(image) for image in read_video_frames(tmp_path / "whole.mp4")]
+    assert len(streamed) == len(whole) == len(frames)
+    assert all((a == b).all() for a, b in zip(streamed, whole))
+
+    with pytest.raises(RuntimeError):
+        with VideoWriter(tmp_path / "aborted.mp4", fps=10) as writer:
+            writer.write(frames[0])
+            raise RuntimeError("stop")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["stream.mp4", "whole.mp4"]
+
+
+# ---------------------------------------------------------------------------------- pretrained folders
+
+
+def test_save_then_load_pretrained_gives_identical_outputs(tiny_model: WaveCL, pretrained_dir: Path, frames: np.ndarray) -> None:
+    assert sorted(p.name for p in pretrained_dir.iterdir()) == [
+        "config.json", "model.safetensors", "preprocessor_config.json", "text_encoder"
+    ]
+    assert not list((pretrained_dir / "text_encoder").glob("*.safetensors")) and not list((pretrained_dir / "text_encoder").glob("*.bin"))
+    with safe_open(pretrained_dir / "model.safetensors", "pt") as handle:
+        keys = set(handle.keys())
+    assert "bbox_embed.0.layers.0.weight" in keys and not any(k.startswith("transformer.decoder.bbox_embed") for k in keys)
+    assert any(k.startswith("text_encoder.") for k in keys)
+
+    loaded = load_pretrained(pretrained_dir)
+    assert not loaded.training
+    assert loaded.transformer.decoder.bbox_embed[1].layers[0].weight is loaded.bbox_embed[1].layers[0].weight
+    for name, tensor in tiny_model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor), name
+    for expected, actual in zip(model_outputs(tiny_model, frames), model_outputs(loaded, frames)):
+        assert torch.equal(expected, actual)
+
+
+def test_save_pretrained_replaces_its_own_folder_but_not_foreign_files(tiny_model: WaveCL, tmp_path: Path) -> None:
+    target = tmp_path / "model"
+    save_pretrained(tiny_model, target)
+    save_pretrained(tiny_model, target)
+    assert sorted(p.name for p in target.iterdir()) == ["config.json", "model.safetensors", "text_encoder"]
+    assert [p.name for p in tmp_path.iterdir()] == ["model"], "no temporary folder is left behind"
+    (target / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match=r"refusing to overwrite .*notes\.txt"):
+        save_pretrained(tiny_model, target)
+    assert (target / "notes.txt").read_text() == "mine"
+
+
+def test_load_from_training_run_resolves_last_or_newest_checkpoint(tiny_model: WaveCL, tmp_path: Path, frames: np.ndarray) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(Config(model=load_config(TINY_CONFIG).model).to_yaml())
+    state = tiny_model.state_dict()
+    older = {name: tensor + 1 if name == "query_embed.weight" else tensor for name, tensor in state.items()}
+    save_checkpoint(run / "checkpoints", 1, older, {"epoch": 1})
+    save_checkpoint(run / "checkpoints", 2, state, {"epoch": 2})
+    (run / "checkpoints" / "last").write_text("epoch_0001\n")
+    from_last = load_pretrained(run)
+    assert torch.equal(from_last.query_embed.weight, older["query_embed.weight"])
+
+    (run / "checkpoints" / "last").unlink()
+    from_newest = load_pretrained(run)
+    for expected, actual in zip(model_outputs(tiny_model, frames), model_outputs(from_newest, frames)):
+        assert torch.equal(expected, actual)
+    from_file = load_pretrained(run / "checkpoints" / "epoch_0001" / "model.safetensors")
+    assert torch.equal(from_file.query_embed.weight, older["query_embed.weight"])
+
+
+def test_mismatched_checkpoint_lists_keys_and_names_the_file(pretrained_dir: Path, tmp_path: Path) -> None:
+    wrong_config = tmp_path / "wrong_config"
+    wrong_config.mkdir()
+    for name in ("model.safetensors", "text_encoder"):
+        (wrong_config / name).symlink_to(pretrained_dir / name)
+    config = json.loads((pretrained_dir / "config.json").read_text())
+    config["num_queries"] = 7
+    (wrong_config / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointMismatchError, match=r"(?s)wrong_config/model\.safetensors.*shape mismatch.*query_embed\.weight: file \[5, 128\], model \[7, 128\]"):
+        load_pretrained(wrong_config)
+
+    edited = tmp_path / "edited"
+    edited.mkdir()
+    for name in ("config.json", "text_encoder"):
+        (edited / name).symlink_to(pretrained_dir / name)
+    tensors = load_file(pretrained_dir / "model.safetensors")
+    del tensors["controller.layers.0.weight"]
+    tensors["extra.weight"] = torch.zeros(2)
+    save_file(tensors, edited / "model.safetensors")
+    with pytest.raises(CheckpointMismatchError, match=r"(?s)missing: 1 key.*controller\.layers\.0\.weight.*unexpected: 1 key.*extra\.weight"):
+        load_pretrained(edited)
+
+
+def test_load_pretrained_errors_name_the_path(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        load_pretrained(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="empty"):
+        load_pretrained(tmp_path / "empty")
+
+
+# ----------------------------------------------------------------------------------------- the predictor
+
+
+def test_predictor_on_mp4_and_frame_folder_gives_original_size_masks(
+    tiny_model: WaveCL, frames: np.ndarray, tmp_path: Path
+) -> None:
+    write_video(tmp_path / "clip.mp4", list(frames), fps=8)
+    folder = tmp_path / "frames"
+    for index, frame in enumerate(frames):
+        save_png(folder / f"{index}.png", frame)  # 10.png must not sort before 2.png: natural order
+    model = predictor(tiny_model, window=4)
+    from_mp4 = model(tmp_path / "clip.mp4", SENTENCES)
+    from_folder = model(folder, SENTENCES)
+    from_array = model(frames, SENTENCES)
+    for masks in (from_mp4, from_folder, from_array):
+        assert masks.shape == (2, len(frames), HEIGHT, WIDTH) and masks.dtype == torch.bool
+    assert torch.equal(from_folder, from_array), "PNG frames are lossless"
+
+
+def test_windowed_prediction_equals_window_by_window_reference(tiny_model: WaveCL, frames: np.ndarray) -> None:
+    masks = predictor(tiny_model, window=3)(frames, SENTENCES)
+    reference = torch.cat([reference_window_masks(tiny_model, frames[s : s + 3], SENTENCES) for s in (0, 3, 6)], dim=1)
+    assert 0 < reference.float().mean() < 1, "the reference masks are not trivially constant"
+    assert torch.equal(masks, reference)
+    separately = torch.cat([predictor(tiny_model, window=8)(frames[s : s + 3], SENTENCES) for s in (0, 3, 6)], dim=1)
+    assert torch.equal(masks, separately)
+
+
+def test_predict_stream_yields_every_frame_in_order(tiny_model: WaveCL, frames: np.ndarray) -> None:
+    stream = list(predictor(tiny_model, window=3).predict_stream(frames, "a blue square"))
+    assert [index for index, _, _ in stream] == list(range(len(frames)))
+    for (index, frame, masks) in stream:
+        assert (np.asarray(frame) == frames[index]).all()
+        assert masks.shape == (1, HEIGHT, WIDTH)
+
+
+def test_predictor_errors_name_the_problem(tiny_model: WaveCL, frames: np.ndarray, tmp_path: Path) -> None:
+    model = predictor(tiny_model, window=4)
+    corrupt = tmp_path / "corrupt.mp4"
+    corrupt.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    with pytest.raises(ValueError, match="corrupt.mp4"):
+        model(corrupt, SENTENCES)
+    with pytest.raises(FileNotFoundError, match="missing.mp4"):
+        model(tmp_path / "missing.mp4", SENTENCES)
+    with pytest.raises(ValueError, match=r"sentence 1 \('   '\)"):
+        model(frames, ["a dog", "   "])
+    with pytest.raises(ValueError, match="no sentences"):
+        model(frames, [])
+    with pytest.raises(ValueError, match="no frames"):
+        model(frames[:0], SENTENCES)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no frames .* in folder .*empty"):
+        model(tmp_path / "empty", SENTENCES)
+    mixed = tmp_path / "mixed"
+    save_png(mixed / "0.png", frames[0])
+    save_png(mixed / "1.png", frames[1][:, :32])
+    with pytest.raises(ValueError, match="frame 1 of .*mixed is 32x48"):
+        model(mixed, SENTENCES)
+    with pytest.raises(ValueError, match="window"):
+        VideoPredictor(tiny_model, window=0)
+
+
+def test_cuda_request_without_cuda_falls_back_to_cpu(tiny_model: WaveCL, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = VideoPredictor(tiny_model, device="cuda", amp=True, progress=False)
+    assert model.device == torch.device("cpu")
+    assert any("CUDA is not available" in str(w.message) for w in caught)
+
+
+# ------------------------------------------------------------------------------------- wavecl predict
+
+
+def test_predict_video_writes_masks_overlay_video_and_contact_sheet(
+    tiny_model: WaveCL, pretrained_dir: Path, frames: np.ndarray, tmp_path: Path
+) -> None:
+    write_video(tmp_path / "clip.mp4", list(frames), fps=8)
+    paths = predict_video(pretrained_dir, tmp_path / "clip.mp4", SENTENCES, tmp_path / "out", window=4, progress=False)
+
+    assert paths.num_frames == len(frames)
+    assert [p.name for p in paths.mask_dirs] == ["0_the_red_circle_moving_to_the_left", "1_a_blue_square"]
+    decoded = np.stack([np.asarray(image) for image in read_video_frames(tmp_path / "clip.mp4")])
+    expected = predictor(tiny_model, window=4)(decoded, SENTENCES)
+    for sentence, mask_dir in enumerate(paths.mask_dirs):
+        files = sorted(mask_dir.iterdir())
+        assert [f.name for f in files] == [f"{t:05d}.png" for t in range(len(frames))]
+        for t, file in enumerate(files):
+            image = Image.open(file)
+            assert image.mode == "L"
+            pixels = np.asarray(image)
+            assert set(np.unique(pixels)) <= {0, 255}
+            assert ((pixels == 255) == expected[sentence, t].numpy()).all()
+
+    overlay = read_video_frames(paths.overlay_video)
+    assert len(overlay) == len(frames) and overlay[0].size == (WIDTH, HEIGHT)
+
+    sheet = np.asarray(Image.open(paths.contact_sheet))
+    assert sheet.shape == (2 * HEIGHT + legend_height(2), 4 * WIDTH, 3)
+    assert sorted(p.name for p in paths.out_dir.iterdir()) == ["contact_sheet.png", "masks", "overlay.mp4"]
