@@ -89,20 +89,20 @@ def test_other_dataset_names_and_splits(tmp_path):
 def test_ground_truth_matches_fixture_and_scores_perfect_predictions(fixture):
     dataset = RefCOCO(fixture.root, "refcoco", "val", transform=_identity_transform(40, 40))
     coco = build_refcoco_gt(dataset)
-    assert sorted(coco.getImgIds()) == sorted(str(e.image_id) for e in fixture.expressions)
+    assert sorted(coco.getImgIds()) == sorted(e.image_id for e in fixture.expressions)
     predictions = []
     for expected in fixture.expressions:
-        (annotation,) = coco.imgToAnns[str(expected.image_id)]
+        (annotation,) = coco.imgToAnns[expected.image_id]
         assert np.array_equal(coco.annToMask(annotation).astype(bool), expected.mask)
         assert annotation["bbox"] == expected.bbox
         assert annotation["category_id"] == expected.category_id
-        assert coco.imgs[str(expected.image_id)]["height"] == expected.mask.shape[0]
+        assert coco.imgs[expected.image_id]["height"] == expected.mask.shape[0]
         rle = coco_mask.encode(np.asfortranarray(expected.mask.astype(np.uint8)))
-        predictions.append({"image_id": str(expected.image_id), "category_id": 1, "segmentation": rle, "score": 0.9})
+        predictions.append({"image_id": expected.image_id, "category_id": 1, "segmentation": rle, "score": 0.9})
         wrong = np.roll(expected.mask, 7, axis=1) & ~expected.mask
         predictions.append(
             {
-                "image_id": str(expected.image_id),
+                "image_id": expected.image_id,
                 "category_id": 1,
                 "segmentation": coco_mask.encode(np.asfortranarray(wrong.astype(np.uint8))),
                 "score": 0.1,
@@ -124,7 +124,7 @@ def test_ground_truth_equals_file_loaded_by_pycocotools(fixture):
     built = build_refcoco_gt(dataset)
     for expected in fixture.expressions:
         (from_file,) = reference.imgToAnns[expected.image_id]
-        (ours,) = built.imgToAnns[str(expected.image_id)]
+        (ours,) = built.imgToAnns[expected.image_id]
         assert np.array_equal(reference.annToMask(from_file), built.annToMask(ours))
         assert from_file["bbox"] == ours["bbox"] and from_file["area"] == ours["area"]
 

@@ -11,8 +11,8 @@ The json is ReferFormer's conversion of the REFER annotations: one pseudo-image 
 object: polygons or RLE, ``bbox`` xywh, ``category_id``). MDETR-style files with the same keys work too.
 
 One sample per pseudo-image, i.e. per (referred object, expression). Its key for evaluation is the
-pseudo-image id as a string (:attr:`FrameTarget.image_id`); :func:`build_refcoco_gt` builds the matching
-pycocotools ground truth (§4.4).
+pseudo-image id: :attr:`FrameTarget.image_id` holds it as a string (``"17"``), the ground truth of
+:func:`build_refcoco_gt` (and the file itself) as the integer (``17``) (§4.4).
 
 Differences from the reference loader (§4.2):
 
@@ -282,19 +282,20 @@ class RefCOCO(Dataset[ClipSample]):
 def build_refcoco_gt(dataset: RefCOCO) -> COCO:
     """The pycocotools ground truth of exactly the expressions ``dataset`` yields (§4.4).
 
-    One image per expression with ``id`` = the same string as :attr:`FrameTarget.image_id` (so
-    predictions use ``target.image_id`` unchanged), ``height``/``width`` of the original image,
+    One image per expression with the file's integer ``id`` (``int(target.image_id)`` of the samples,
+    whose :attr:`FrameTarget.image_id` is that id as a string), ``height``/``width`` of the original image,
     ``caption`` and ``original_id``; one annotation per image: the referred object with its
     ``segmentation`` (as in the file), ``bbox`` (xywh, as in the file), ``area``, ``category_id`` and
     ``iscrowd`` 0, numbered ``1..N``. ``categories``, ``info`` and ``licenses`` come from the file
     (``info`` is always present: pycocotools 2.0.9-2.0.10 fail without it).
 
-    Evaluation reads the GT mask with ``coco.annToMask(coco.imgToAnns[image_id][0])`` ``[H, W]``
+    It equals the file loaded by pycocotools minus the pseudo-images the dataset drops, so either can
+    serve as ground truth. Evaluation reads the GT mask with ``coco.annToMask(coco.imgToAnns[image_id][0])`` ``[H, W]``
     and the GT box with ``coco.imgToAnns[image_id][0]["bbox"]`` (xywh, absolute pixels).
     """
     images, annotations = [], []
     for number, expression in enumerate(dataset.expressions, start=1):
-        image_id = str(expression.image_id)
+        image_id = expression.image_id
         images.append(
             {
                 "id": image_id,
