@@ -25,7 +25,9 @@ def two_rank_worker(rank: int, port: int, results: str) -> None:
     """One rank of a two-process gloo job, configured as torchrun would."""
     import os
 
-    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    os.environ.update(
+        RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
     info = distributed.init_distributed("cpu")
     try:
         mean = distributed.all_reduce_mean(torch.tensor([rank + 1.0, 10.0 * rank]))

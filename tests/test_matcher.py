@@ -73,7 +73,9 @@ def brute_force_cost(matcher: HungarianMatcher, outputs: WaveCLOutput, targets, 
         column = int(target.labels[m]) if outputs.pred_cls.shape[-1] > 1 else 0
         p = torch.sigmoid(outputs.pred_cls[t, b, q, column]).item()
         alpha, gamma = matcher.focal_alpha, matcher.focal_gamma
-        class_terms[t] = alpha * (1 - p) ** gamma * -math.log(p + 1e-8) - (1 - alpha) * p**gamma * -math.log(1 - p + 1e-8)
+        positive = alpha * (1 - p) ** gamma * -math.log(p + 1e-8)
+        negative = (1 - alpha) * p**gamma * -math.log(1 - p + 1e-8)
+        class_terms[t] = positive - negative
     visible = [t for t in range(T) if targets[t][b].is_visible] or list(range(T))
     class_cost = sum(class_terms[t] for t in visible) / len(visible)
     similarity = outputs.pred_logit[b] @ outputs.text_sentence_feature[b]
@@ -120,7 +122,8 @@ def test_hand_computed_costs_two_frames_one_invisible():
         matcher.class_cost(pred_cls[:, 0], torch.tensor([0]), torch.tensor([True, False])), torch.tensor(cls)[:, None]
     )
     expected = [2 * cls[q] - 5 * dice[q] + 2 * l1[q] - 2 * giou[q] for q in range(2)]
-    torch.testing.assert_close(matcher.clip_cost(outputs, 0, [t[0] for t in targets], (2, 2)), torch.tensor(expected)[:, None])
+    clip_cost = matcher.clip_cost(outputs, 0, [t[0] for t in targets], (2, 2))
+    torch.testing.assert_close(clip_cost, torch.tensor(expected)[:, None])
     [(query, target)] = matcher(outputs, targets)
     assert query.tolist() == [min(range(2), key=expected.__getitem__)] and target.tolist() == [0]
 

@@ -176,7 +176,9 @@ def latest_checkpoint(path: str | Path) -> Path:
     raise FileNotFoundError(f"{path} holds no {MODEL_FILENAME} and no '{LAST_POINTER}' checkpoint pointer")
 
 
-def _load_weights_only(path: Path, map_location: str | torch.device, extra_safe_globals: list[Any] | None = None) -> Any:
+def _load_weights_only(
+    path: Path, map_location: str | torch.device, extra_safe_globals: list[Any] | None = None
+) -> Any:
     """``torch.load(weights_only=True)`` with errors that name the file."""
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file not found: {path}")

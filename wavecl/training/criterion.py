@@ -106,7 +106,11 @@ class SetCriterion(nn.Module):
     def weight_dict(self) -> dict[str, float]:
         """Weight of every key :meth:`forward` returns (final layer and ``_0.._{num_aux_layers-1}``)."""
         suffixes = [""] + [f"_{i}" for i in range(self.num_aux_layers)]
-        return {f"loss_{f.name}{suffix}": getattr(self.weights, f.name) for suffix in suffixes for f in fields(self.weights)}
+        return {
+            f"loss_{term.name}{suffix}": getattr(self.weights, term.name)
+            for suffix in suffixes
+            for term in fields(self.weights)
+        }
 
     def forward(self, outputs: WaveCLOutput, targets: list[list[FrameTarget]]) -> dict[str, Tensor]:
         """Compute every unweighted loss term of every layer.
@@ -268,11 +272,14 @@ class SetCriterion(nn.Module):
             Scalar ``-(1/B) Σ_b log softmax_q(⟨V_{b,q}, s_b⟩ / C)[q*_b]``.
         """
         video_queries = outputs.pred_logit.float()
-        logits = einsum(video_queries, outputs.text_sentence_feature.float(), "b q c, b c -> b q") / video_queries.shape[-1]
+        channels = video_queries.shape[-1]
+        logits = einsum(video_queries, outputs.text_sentence_feature.float(), "b q c, b c -> b q") / channels
         referred = []
         for b, (queries, instances) in enumerate(indices):
             matched = queries[instances == 0]
             if matched.numel() != 1:
-                raise ValueError(f"clip {b}: the referred instance 0 is matched to {matched.numel()} queries, expected 1")
+                raise ValueError(
+                    f"clip {b}: the referred instance 0 is matched to {matched.numel()} queries, expected 1"
+                )
             referred.append(matched)
         return F.cross_entropy(logits, torch.cat(referred))

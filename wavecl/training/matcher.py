@@ -49,7 +49,9 @@ def check_targets(targets: list[list[FrameTarget]], num_frames: int, batch_size:
                 )
             labels = target.labels
             if num_classes > 1 and labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
-                raise ValueError(f"targets[{t}][{b}].labels {labels.tolist()} out of range for num_classes={num_classes}")
+                raise ValueError(
+                    f"targets[{t}][{b}].labels {labels.tolist()} out of range for num_classes={num_classes}"
+                )
     for b in range(batch_size):
         counts = {targets[t][b].masks.shape[0] for t in range(num_frames)}
         if len(counts) != 1:
@@ -131,12 +133,12 @@ class HungarianMatcher:
         similarity = einsum(outputs.pred_logit.float(), outputs.text_sentence_feature.float(), "b q c, b c -> b q")
         contrastive_cost = -similarity.softmax(dim=-1)
 
+        device = outputs.pred_cls.device
         indices = []
         for b in range(batch_size):
             clip = [targets[t][b] for t in range(num_frames)]
             cost = self.clip_cost(outputs, b, clip, padded_size) + self.cost_con * contrastive_cost[b, :, None]
             query_idx, target_idx = linear_sum_assignment(cost.cpu().numpy())
-            device = outputs.pred_cls.device
             indices.append(
                 (torch.as_tensor(query_idx, dtype=torch.long, device=device),
                  torch.as_tensor(target_idx, dtype=torch.long, device=device))
