@@ -35,10 +35,15 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         temporary.unlink(missing_ok=True)
 
 
+def write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write UTF-8 ``text`` to ``path`` atomically."""
+    with atomic_path(path) as temporary:
+        temporary.write_text(text, encoding="utf-8")
+
+
 def write_json(path: str | os.PathLike[str], obj: Any, indent: int | None = None) -> None:
     """Write ``obj`` as UTF-8 JSON to ``path`` atomically."""
-    with atomic_path(path) as temporary:
-        temporary.write_text(json.dumps(obj, indent=indent, ensure_ascii=False), encoding="utf-8")
+    write_text(path, json.dumps(obj, indent=indent, ensure_ascii=False))
 
 
 def save_image(image: Image.Image, path: str | os.PathLike[str], format: str, **options: Any) -> None:

@@ -17,8 +17,6 @@ import contextlib
 import json
 import logging
 import math
-import os
-import shutil
 import subprocess
 import sys
 import time
@@ -33,6 +31,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
+from wavecl.atomic import write_text
 from wavecl.config import Config
 from wavecl.data.build import build_dataset
 from wavecl.data.collate import collate_clips
@@ -50,7 +49,7 @@ from wavecl.training.checkpoint import (
     save_checkpoint,
 )
 from wavecl.training.criterion import LossWeights, SetCriterion
-from wavecl.training.distributed import DistInfo, barrier, reduce_loss_dict
+from wavecl.training.distributed import DistInfo, barrier, gather_objects, reduce_loss_dict
 from wavecl.training.matcher import HungarianMatcher
 from wavecl.training.optim import build_optimizer, build_scheduler
 
@@ -75,12 +74,6 @@ def git_revision() -> str | None:
         return None
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def autocast_context(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
     """bf16/fp16 autocast on CUDA; a no-op elsewhere (CPU training runs in fp32)."""
     if amp == "off" or device.type != "cuda":
@@ -102,7 +95,14 @@ def build_criterion(config: Config) -> SetCriterion:
     weights = LossWeights(
         con=loss.con, dice=loss.dice, sigmoid_focal=loss.sigmoid_focal, cls=loss.cls, bbox=loss.bbox, giou=loss.giou
     )
-    return SetCriterion(matcher, config.model.num_classes, weights, loss.focal_alpha, loss.focal_gamma)
+    return SetCriterion(
+        matcher,
+        config.model.num_classes,
+        weights,
+        loss.focal_alpha,
+        loss.focal_gamma,
+        num_aux_layers=config.model.dec_layers - 1,
+    )
 
 
 def load_finetune_weights(model: WaveCL, path: str | Path) -> tuple[list[str], list[str]]:
@@ -194,7 +194,7 @@ class Trainer:
         return self.start_epoch * self.steps_per_epoch
 
     def _save_run_config(self, explicit_overrides: dict[str, Any]) -> None:
-        write_text_atomic(self.run_dir / "config.yaml", self.config.to_yaml())
+        write_text(self.run_dir / "config.yaml", self.config.to_yaml())
         info = {
             "explicit_overrides": explicit_overrides,
             "world_size": self.dist.world_size,
@@ -202,7 +202,7 @@ class Trainer:
             "command": sys.argv,
             "torch": torch.__version__,
         }
-        write_text_atomic(self.run_dir / "run_info.json", json.dumps(info, indent=2, default=str))
+        write_text(self.run_dir / "run_info.json", json.dumps(info, indent=2, default=str))
 
     def _resume(self, resume: str | Path) -> None:
         path = latest_checkpoint(resume)
@@ -213,7 +213,10 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         self.start_epoch = int(state["epoch"]) + 1
         self.best_metric = state.get("best_metric")
-        restore_rng_state(state["rng"])
+        rng = state["rng"]
+        if len(rng) != self.dist.world_size:
+            log.warning("checkpoint was written by %d processes, resuming with %d: random streams restart", len(rng), self.dist.world_size)
+        restore_rng_state(rng[self.dist.rank % len(rng)])
         log.info("resumed from %s at epoch %d", path, self.start_epoch)
 
     def _loader(self, epoch: int) -> DataLoader:
@@ -328,6 +331,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
 
     def _save(self, epoch: int) -> CheckpointPaths | None:
+        rng_per_rank = gather_objects(rng_state())  # collective: every rank takes part
         if not self.dist.is_main:
             return None
         state = {
@@ -337,7 +341,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
             "best_metric": self.best_metric,
-            "rng": rng_state(),
+            "rng": rng_per_rank,
         }
         return save_checkpoint(self.run_dir / "checkpoints", epoch, self.model.state_dict(), state)
 
@@ -366,12 +370,7 @@ class Trainer:
         if primary is not None and primary in metrics and checkpoint is not None:
             if self.best_metric is None or metrics[primary] > self.best_metric:
                 self.best_metric = metrics[primary]
-                best = self.run_dir / "checkpoints" / "best"
-                tmp = best.with_name(".best.tmp")
-                shutil.rmtree(tmp, ignore_errors=True)
-                shutil.copytree(checkpoint.directory, tmp)
-                shutil.rmtree(best, ignore_errors=True)
-                os.replace(tmp, best)
+                write_text(self.run_dir / "checkpoints" / "best", checkpoint.directory.name + "\n")
         record = {
             "epoch": epoch,
             **{f"train_{k}": v for k, v in result.losses.items()},
