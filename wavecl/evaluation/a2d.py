@@ -65,6 +65,8 @@ def _check_image_ids(coco_gt: COCO, results: Sequence[dict[str, Any]]) -> None:
 def coco_stats(ground_truth: str | os.PathLike[str] | COCO, results: Sequence[dict[str, Any]], iou_type: str) -> np.ndarray:
     """The 12 standard COCO summary numbers of ``results``, with categories ignored (``useCats=0``).
 
+    Ground truth and detections are pooled per image whatever their ``category_id``.
+
     Args:
         ground_truth: COCO-format ground truth (path or ``COCO``).
         results: COCO result dicts with ``image_id``, ``score`` and, for ``iou_type='segm'``, an RLE
@@ -84,6 +86,9 @@ def coco_stats(ground_truth: str | os.PathLike[str] | COCO, results: Sequence[di
         coco_dt = coco_gt.loadRes([dict(r) for r in results])
         evaluator = COCOeval(coco_gt, coco_dt, iouType=iou_type)
         evaluator.params.useCats = 0
+        # Even with useCats=0, pycocotools collects detections only under the ground truth's category ids;
+        # results are labelled 1, which RefCOCO sets need not contain, so every label is listed.
+        evaluator.params.catIds = sorted(set(coco_gt.getCatIds()) | {r["category_id"] for r in results})
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()

@@ -1,0 +1,114 @@
+"""RefCOCO / RefCOCO+ / RefCOCOg evaluation (datasets_and_metrics.md §4.4 and §7.2).
+
+Every query of every pseudo-image is a detection with an absolute box and a mask at the original
+resolution. Reported per validation set:
+
+* mask and box COCO mAP through pycocotools with categories ignored (``useCats=0``);
+* mask and box Precision@K, overall IoU and mean IoU of the top-scoring query.
+
+The reference hands pycocotools ``xyxy`` boxes together with the masks, so pycocotools computes the
+mask "area" from a wrong box and the segm S/M/L split is wrong. Here boxes are ``xywh`` as COCO
+expects, and the segm evaluation sees only the masks (its areas come from the RLE), the bbox
+evaluation only the boxes, as in DETR's ``CocoEvaluator``.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from pycocotools.coco import COCO
+from torch import Tensor
+from torchvision.ops import box_convert
+
+from wavecl.evaluation.a2d import (
+    COCO_SUMMARY_KEYS,
+    coco_stats,
+    load_coco_ground_truth,
+    masks_to_coco_results,
+    precision_and_iou,
+    single_annotation,
+    summarize_ious,
+    top_predictions_per_image,
+)
+
+
+def refcoco_results(
+    image_id: int, scores: Tensor, queries: Tensor, boxes: Tensor, masks: Tensor
+) -> list[dict[str, Any]]:
+    """COCO results (box and mask) of every query of one pseudo-image.
+
+    Args:
+        image_id: the image id in the RefCOCO json (an int).
+        scores: ``[Q]`` scores.
+        queries: ``[Q]`` query index of each entry.
+        boxes: ``[Q, 4]`` absolute ``(x1, y1, x2, y2)`` in original pixels.
+        masks: ``[Q, H, W]`` bool masks at the original size.
+
+    Returns:
+        ``Q`` dicts ``{image_id, query, category_id: 1, bbox: [x, y, w, h], segmentation: RLE, score}``.
+    """
+    if boxes.shape != (len(scores), 4):
+        raise ValueError(f"boxes must be [Q, 4] with Q = {len(scores)}, got {tuple(boxes.shape)}")
+    results = masks_to_coco_results(image_id, scores, masks, queries.tolist())
+    for result, box in zip(results, box_convert(boxes.detach().float().cpu(), "xyxy", "xywh").tolist()):
+        result["bbox"] = box
+    return results
+
+
+def _box_intersection_and_union(box_a: Sequence[float], box_b: Sequence[float]) -> tuple[float, float]:
+    """Intersection and union areas of two ``(x1, y1, x2, y2)`` boxes in continuous coordinates."""
+    width = max(min(box_a[2], box_b[2]) - max(box_a[0], box_b[0]), 0.0)
+    height = max(min(box_a[3], box_b[3]) - max(box_a[1], box_b[1]), 0.0)
+    intersection = width * height
+    area_a = (box_a[2] - box_a[0]) * (box_a[3] - box_a[1])
+    area_b = (box_b[2] - box_b[0]) * (box_b[3] - box_b[1])
+    return intersection, area_a + area_b - intersection
+
+
+def box_precision_and_iou(results: Sequence[dict[str, Any]], ground_truth: str | os.PathLike[str] | COCO) -> dict[str, float]:
+    """Box Precision@K, overall IoU and mean IoU of the top-scoring prediction per image (§7.2).
+
+    Args:
+        results: COCO results with an ``xywh`` ``bbox`` and a ``score``.
+        ground_truth: RefCOCO json (path or ``COCO``), one annotation with an ``xywh`` ``bbox`` per image.
+
+    Returns:
+        ``P@0.5`` .. ``P@0.9``, ``overall_iou``, ``mean_iou`` (see :func:`wavecl.evaluation.a2d.summarize_ious`).
+    """
+    coco_gt = load_coco_ground_truth(ground_truth)
+    intersections, unions = [], []
+    for image_id, prediction in top_predictions_per_image(coco_gt, results):
+        x, y, w, h = prediction["bbox"]
+        gx, gy, gw, gh = single_annotation(coco_gt, image_id)["bbox"]
+        intersection, union = _box_intersection_and_union((x, y, x + w, y + h), (gx, gy, gx + gw, gy + gh))
+        intersections.append(intersection)
+        unions.append(union)
+    return summarize_ious(intersections, unions)
+
+
+def evaluate_refcoco(ground_truth: str | os.PathLike[str] | COCO, results: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """All RefCOCO numbers of one validation set.
+
+    Args:
+        ground_truth: the set's json (path or ``COCO``), e.g. ``refcoco/instances_refcoco_val.json``.
+        results: :func:`refcoco_results` of every image (duplicates removed).
+
+    Returns:
+        ``segm <k>`` and ``bbox <k>`` for ``k`` in ``mAP 0.5:0.95``, ``AP 0.5``, ``AP 0.75``,
+        ``AP 0.5:0.95 S/M/L``, and for ``k`` in ``P@0.5`` .. ``P@0.9``, ``overall_iou``, ``mean_iou``.
+        Checkpoints are selected on ``segm mAP 0.5:0.95`` averaged over the three sets.
+    """
+    coco_gt = load_coco_ground_truth(ground_truth)
+    mask_results = [{k: v for k, v in r.items() if k != "bbox"} for r in results]
+    box_results = [{k: v for k, v in r.items() if k != "segmentation"} for r in results]
+    metrics: dict[str, float] = {}
+    for prefix, iou_type, typed_results in (("segm", "segm", mask_results), ("bbox", "bbox", box_results)):
+        stats = coco_stats(coco_gt, typed_results, iou_type)
+        metrics.update({f"{prefix} {key}": float(v) for key, v in zip(COCO_SUMMARY_KEYS, stats[:6])})
+    metrics.update({f"segm {k}": v for k, v in precision_and_iou(mask_results, coco_gt).items()})
+    metrics.update({f"bbox {k}": v for k, v in box_precision_and_iou(box_results, coco_gt).items()})
+    return metrics
+
+
+__all__ = ["box_precision_and_iou", "evaluate_refcoco", "refcoco_results"]
