@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
@@ -48,7 +49,7 @@ class A2DPaths:
     def videoset(self) -> Path:
         return self.root / "Release" / "videoset.csv"
 
-    @property
+    @cached_property
     def clips(self) -> Path:
         return first_existing(self.root / "Release", CLIP_FOLDER_NAMES)
 
@@ -248,6 +249,7 @@ class A2DSentences(Dataset[ClipSample]):
         sources = [self.paths.videoset, self.paths.annotations, self.paths.missed_videos]
         for source in sources:
             require_file(source)
+        self.paths.clips  # noqa: B018 -- a missing clip folder is reported now, not at the first item
         cache = Path(cache_dir if cache_dir is not None else self.paths.root) / f"wavecl_a2d_{subset}_samples.json"
         key = {"format": "wavecl.a2d_samples.v1", "subset": subset, "sources": file_fingerprint(sources)}
         rows = load_or_build(cache, key, lambda: [

@@ -26,8 +26,8 @@ _MATLAB_HEADER = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Mon Jan  
 
 
 def frame_level(index: int) -> int:
-    """Grey level of 0-based frame ``index`` in every fixture video (distinct up to index 18)."""
-    return 20 + 12 * index
+    """Grey level of 0-based frame ``index`` in every fixture video (distinct for indices 0..18, then cycling)."""
+    return 20 + 12 * (index % 19)
 
 
 def _flat_frames(num_frames: int, height: int, width: int, tint: int) -> np.ndarray:

@@ -18,15 +18,17 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from PIL import Image
 from torch import Tensor
 from torchvision.ops import box_convert, masks_to_boxes
-from torchvision.transforms.v2 import functional as TF
 
 from wavecl.data.types import FrameTarget
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+_PIXEL_MEAN = torch.tensor(IMAGENET_MEAN).view(3, 1, 1) * 255
+_PIXEL_STD = torch.tensor(IMAGENET_STD).view(3, 1, 1) * 255
 
 _LEFT_RIGHT_WORD = re.compile(r"\b(left|right)(most)?\b", flags=re.IGNORECASE)
 _SWAPPED = {"left": "right", "right": "left"}
@@ -182,8 +184,9 @@ class ClipTransform:
         out_h, out_w = resize_shape(height, width, self.short_size, self.max_size)
         if (out_h, out_w) != (height, width):
             frames = [frame.resize((out_w, out_h), Image.Resampling.BILINEAR) for frame in frames]
-        video = torch.stack([TF.to_dtype(TF.pil_to_tensor(frame), torch.float32, scale=True) for frame in frames])
-        video = TF.normalize(video, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+        pixels = rearrange(torch.from_numpy(np.stack([np.asarray(frame) for frame in frames])), "t h w c -> t c h w")
+        video = pixels.to(torch.float32, memory_format=torch.contiguous_format)
+        video = video.sub_(_PIXEL_MEAN).div_(_PIXEL_STD)  # (x / 255 - mean) / std in one pass
 
         targets = [
             None if annotation is None else self._target(annotation, flip, (height, width), (out_h, out_w))
