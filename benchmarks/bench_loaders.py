@@ -46,7 +46,9 @@ def build_datasets(folder: Path) -> dict[str, Callable[[], Dataset[ClipSample]]]
         "JHMDB eval, fixture 24x32": lambda: JHMDBSentences(tiny, transform=A2D_EVAL),
         "JHMDB eval, 240x320": lambda: JHMDBSentences(large, transform=A2D_EVAL),
         "Ref-YTVOS train, fixture": lambda: RefYouTubeVOS(tiny, "train", 8, transform=YTVOS_TRAIN),
-        "Ref-YTVOS train, synthetic 360x640": lambda: RefYouTubeVOS(large, "train", 8, transform=YTVOS_TRAIN, num_classes=1),
+        "Ref-YTVOS train, synthetic 360x640": lambda: RefYouTubeVOS(
+            large, "train", 8, transform=YTVOS_TRAIN, num_classes=1
+        ),
     }
 
 

@@ -39,7 +39,8 @@ def image_indices(images: list) -> list[int]:
 def box_cxcywh(mask: np.ndarray) -> list[float]:
     ys, xs = np.nonzero(mask)
     h, w = mask.shape
-    return [(xs.min() + xs.max()) / 2 / w, (ys.min() + ys.max()) / 2 / h, (xs.max() - xs.min()) / w, (ys.max() - ys.min()) / h]
+    x1, x2, y1, y2 = xs.min(), xs.max(), ys.min(), ys.max()
+    return [(x1 + x2) / 2 / w, (y1 + y2) / 2 / h, (x2 - x1) / w, (y2 - y1) / h]
 
 
 @pytest.fixture(scope="module")

@@ -64,7 +64,8 @@ def test_jhmdb_ground_truth(tmp_path: Path) -> None:
     expected = [(video, frame) for video, frames in fixture.metadata_frames.items() for frame in frames]
     assert [image["id"] for image in document["images"]] == [f"v_{v}_f_{f}" for v, f in expected]
     for (video, frame), annotation in zip(expected, document["annotations"]):
-        np.testing.assert_array_equal(mask_utils.decode(annotation["segmentation"]), fixture.videos[video].masks[frame - 1])
+        expected_mask = fixture.videos[video].masks[frame - 1]
+        np.testing.assert_array_equal(mask_utils.decode(annotation["segmentation"]), expected_mask)
         assert "bbox" not in annotation
     assert self_evaluation_ap(out) == pytest.approx(1.0)
 

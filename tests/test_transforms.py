@@ -98,7 +98,8 @@ def test_eval_transform_matches_independent_resize_and_normalisation() -> None:
     mask[5:17, 7:30] = True
     mask[3, 2] = True
     transform = ClipTransform(train=False, short_size=16, max_size=None)
-    video, targets, text = transform(frames, [None, FrameAnnotation(mask, label=3, image_id="v_x_f_2"), None], "a left dog")
+    annotations = [None, FrameAnnotation(mask, label=3, image_id="v_x_f_2"), None]
+    video, targets, text = transform(frames, annotations, "a left dog")
 
     assert text == "a left dog"
     assert video.shape == (3, 3, 16, 24)

@@ -40,7 +40,8 @@ def frame_indices(frames: torch.Tensor) -> list[int]:
 def box_cxcywh(mask: np.ndarray) -> list[float]:
     ys, xs = np.nonzero(mask)
     h, w = mask.shape
-    return [(xs.min() + xs.max()) / 2 / w, (ys.min() + ys.max()) / 2 / h, (xs.max() - xs.min()) / w, (ys.max() - ys.min()) / h]
+    x1, x2, y1, y2 = xs.min(), xs.max(), ys.min(), ys.max()
+    return [(x1 + x2) / 2 / w, (y1 + y2) / 2 / h, (x2 - x1) / w, (y2 - y1) / h]
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +97,8 @@ def test_train_round_trip(fixture: YTVOSFixture, tmp_path: Path) -> None:
         assert item.frames.shape[2:] == spec.frames.shape[1:3]
         sentence, obj = spec.expressions[sample.exp_id]
         assert item.text == " ".join(sentence.lower().split())
-        assert item.metadata == {"video_id": sample.video_id, "exp_id": sample.exp_id, "frame_names": list(sample.frame_names)}
+        names = list(sample.frame_names)
+        assert item.metadata == {"video_id": sample.video_id, "exp_id": sample.exp_id, "frame_names": names}
         label = categories[spec.categories[obj]]
         for position, target in zip(positions, item.targets):
             assert target is not None
@@ -207,7 +209,8 @@ def test_errors_name_the_file(fresh: YTVOSFixture, tmp_path: Path) -> None:
     content = json.loads(expressions.read_text())
     content["videos"]["val_b"]["expressions"]["0"]["exp"] = " \t "
     expressions.write_text(json.dumps(content))
-    with pytest.raises(ValueError, match=r"empty referring expression in .*valid/meta_expressions.json \(video 'val_b', expression '0'\)"):
+    message = r"empty referring expression in .*valid/meta_expressions.json \(video 'val_b', expression '0'\)"
+    with pytest.raises(ValueError, match=message):
         RefYouTubeVOS(fresh.root, "valid", 4, transform=NATIVE)
     expressions.write_text("{")
     with pytest.raises(ValueError, match="malformed JSON in .*valid/meta_expressions.json"):

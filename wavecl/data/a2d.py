@@ -277,7 +277,8 @@ class A2DSentences(Dataset[ClipSample]):
         width, height = frames[0].size
         if mask.shape != (height, width):
             raise ValueError(
-                f"mask in {mask_path} is {mask.shape[0]}x{mask.shape[1]} but frames of {video_path} are {height}x{width}"
+                f"mask in {mask_path} is {mask.shape[0]}x{mask.shape[1]} "
+                f"but frames of {video_path} are {height}x{width}"
             )
         annotations: list[FrameAnnotation | None] = [None] * self.window_size
         annotations[self.window_size // 2] = FrameAnnotation(mask=mask, label=0, image_id=sample.image_id)

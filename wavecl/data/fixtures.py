@@ -88,7 +88,9 @@ class A2DFixture:
     single_instance_files: list[Path]
 
 
-def write_matlab_h5_masks(path: Path, instance_ids: list[int], masks: list[np.ndarray], boxes: list[list[float]]) -> None:
+def write_matlab_h5_masks(
+    path: Path, instance_ids: list[int], masks: list[np.ndarray], boxes: list[list[float]]
+) -> None:
     """Write an A2D instance-mask file in MATLAB v7.3 layout, atomically.
 
     ``instance`` is a MATLAB column vector (HDF5 ``[1, N]`` doubles); ``reMask`` is ``[N, W, H]`` uint8
@@ -171,7 +173,8 @@ def write_a2d_fixture(
             frame_masks = {instance: _random_rectangle(rng, height, width) for instance in ids}
             masks[video, frame] = frame_masks
             path = root / "text_annotations" / "a2d_annotation_with_instances" / video / f"{frame:05d}.h5"
-            write_matlab_h5_masks(path, ids, list(frame_masks.values()), [mask_box_xyxy(m) for m in frame_masks.values()])
+            instance_masks = list(frame_masks.values())
+            write_matlab_h5_masks(path, ids, instance_masks, [mask_box_xyxy(m) for m in instance_masks])
             if len(ids) == 1:
                 single_instance_files.append(path)
 
@@ -310,7 +313,10 @@ class YTVOSFixture:
 
 
 def _ytvos_video(
-    frames: np.ndarray, labels: np.ndarray | None, categories: dict[str, str], expressions: dict[str, tuple[str, str | None]]
+    frames: np.ndarray,
+    labels: np.ndarray | None,
+    categories: dict[str, str],
+    expressions: dict[str, tuple[str, str | None]],
 ) -> YTVOSFixtureVideo:
     names = [f"{5 * index:05d}" for index in range(len(frames))]
     return YTVOSFixtureVideo(names, frames, labels, categories, expressions)
@@ -354,7 +360,8 @@ def write_ytvos_fixture(root: str | os.PathLike, *, seed: int = 0) -> YTVOSFixtu
     for split, videos in (("train", train), ("valid", valid)):
         for video, spec in videos.items():
             for name, frame in zip(spec.frame_names, spec.frames):
-                save_image(Image.fromarray(frame), root / split / "JPEGImages" / video / f"{name}.jpg", "JPEG", quality=95)
+                jpeg = root / split / "JPEGImages" / video / f"{name}.jpg"
+                save_image(Image.fromarray(frame), jpeg, "JPEG", quality=95)
             if spec.labels is not None:
                 for name, labels in zip(spec.frame_names, spec.labels):
                     save_index_png(labels, root / split / "Annotations" / video / f"{name}.png")
@@ -364,7 +371,8 @@ def write_ytvos_fixture(root: str | os.PathLike, *, seed: int = 0) -> YTVOSFixtu
             "videos": {
                 video: {
                     "objects": {
-                        obj: {"category": category, "frames": spec.frame_names} for obj, category in spec.categories.items()
+                        obj: {"category": category, "frames": spec.frame_names}
+                        for obj, category in spec.categories.items()
                     }
                 }
                 for video, spec in train.items()

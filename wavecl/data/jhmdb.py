@@ -97,7 +97,8 @@ def _video_actions(paths: JHMDBPaths) -> dict[str, str]:
     frames_root = paths.root / "Rename_Images"
     if not frames_root.is_dir():
         raise FileNotFoundError(f"frame folder not found: {frames_root}")
-    return {video.name: action.name for action in frames_root.iterdir() if action.is_dir() for video in action.iterdir()}
+    actions = [action for action in frames_root.iterdir() if action.is_dir()]
+    return {video.name: action.name for action in actions for video in action.iterdir() if video.is_dir()}
 
 
 def _samples_from_metadata(paths: JHMDBPaths, metadata_path: Path) -> list[JHMDBSample]:

@@ -17,7 +17,8 @@ class SkipBadSamples(Dataset[ClipSample]):
     When ``dataset[index]`` raises, a warning naming the sample (``dataset.sample_name(index)`` when the
     dataset provides it) and the error is logged, the failure is counted and ``index + 1``,
     ``index + 2``, ... (wrapping around) are tried. After ``max_consecutive_failures`` failures in a row
-    a ``RuntimeError`` (chained to the last error) is raised: a dataset that is broken everywhere stops the run instead of spinning.
+    a ``RuntimeError`` (chained to the last error) is raised: a dataset that is broken everywhere stops
+    the run instead of spinning.
 
     The counter lives in shared memory, so failures in DataLoader worker processes are visible to the
     trainer through :attr:`num_skipped`.

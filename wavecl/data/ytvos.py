@@ -231,14 +231,17 @@ class RefYouTubeVOS(Dataset[ClipSample]):
             raise ValueError(f"num_classes must be 1 or 65 for Ref-YouTube-VOS, got {num_classes}")
         if window_size is not None and window_size < 1:
             raise ValueError(f"window_size must be positive, got {window_size}")
-        if subset == "train" and window_size is None:
-            raise ValueError("training windows need a window_size")
         self.paths = YTVOSPaths.find(root)
         self.subset = subset
         self.window_size = window_size
         self.transform = transform
         self.num_classes = num_classes
-        self.samples = self._train_samples(cache_dir, window_size) if window_size and subset == "train" else self._valid_samples()
+        if subset == "valid":
+            self.samples = self._valid_samples()
+        elif window_size is None:
+            raise ValueError("Ref-YouTube-VOS training windows need a window_size")
+        else:
+            self.samples = self._train_samples(cache_dir, window_size)
         self.categories = self._read_categories() if subset == "train" and num_classes == 65 else {}
 
     def _train_samples(self, cache_dir: str | os.PathLike | None, window_size: int) -> list[YTVOSSample]:
@@ -295,7 +298,8 @@ class RefYouTubeVOS(Dataset[ClipSample]):
                 ) from error
             if name not in CATEGORY_INDEX:
                 raise ValueError(
-                    f"{self.paths.train_meta}: video {sample.video_id!r} object {sample.obj_id} has unknown category {name!r}"
+                    f"{self.paths.train_meta}: video {sample.video_id!r} object {sample.obj_id} "
+                    f"has unknown category {name!r}"
                 )
             categories[key] = CATEGORY_INDEX[name]
         return categories
@@ -307,14 +311,20 @@ class RefYouTubeVOS(Dataset[ClipSample]):
         """Human-readable identity of sample ``index``."""
         sample = self.samples[index]
         frames = f"{sample.frame_names[0]}..{sample.frame_names[-1]}"
-        return f"Ref-YouTube-VOS {self.subset} sample {index} (video {sample.video_id}, expression {sample.exp_id}, frames {frames})"
+        return (
+            f"Ref-YouTube-VOS {self.subset} sample {index} "
+            f"(video {sample.video_id}, expression {sample.exp_id}, frames {frames})"
+        )
 
     def __getitem__(self, index: int) -> ClipSample:
         sample = self.samples[index]
         frames = [read_image(self.paths.frame_file(self.subset, sample.video_id, name)) for name in sample.frame_names]
-        text = clean_expression(sample.expression, f"{self.paths.expressions(self.subset)} (video {sample.video_id!r}, expression {sample.exp_id!r})")
+        source = f"{self.paths.expressions(self.subset)} (video {sample.video_id!r}, expression {sample.exp_id!r})"
+        text = clean_expression(sample.expression, source)
         width, height = frames[0].size
-        metadata: dict[str, Any] = {"video_id": sample.video_id, "exp_id": sample.exp_id, "frame_names": list(sample.frame_names)}
+        metadata: dict[str, Any] = {
+            "video_id": sample.video_id, "exp_id": sample.exp_id, "frame_names": list(sample.frame_names)
+        }
         if self.subset == "valid":
             clip, targets, text = self.transform(frames, [None] * len(frames), text)
             metadata |= {
