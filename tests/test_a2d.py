@@ -277,6 +277,16 @@ def test_skip_bad_samples_counts_and_substitutes(fresh: A2DFixture, caplog: pyte
         SkipBadSamples(dataset, max_consecutive_failures=3)[0]
 
 
+def test_skip_counter_shared_with_spawned_workers(fresh: A2DFixture) -> None:
+    dataset = A2DSentences(fresh.root, "train", transform=IDENTITY)
+    assert [s.video_id for s in dataset.samples][-2:] == ["vidTrainB", "vidTrainB"]
+    (fresh.root / "Release" / "clips320H" / "vidTrainB.mp4").write_bytes(b"broken")
+    robust = SkipBadSamples(dataset)
+    loader = DataLoader(robust, batch_size=1, num_workers=1, collate_fn=collate_clips, multiprocessing_context="spawn")
+    assert len(list(loader)) == len(dataset)
+    assert robust.num_skipped == 3  # the last item skips itself, the one before skips two
+
+
 def test_missing_mask_folder_is_named(fresh: A2DFixture) -> None:
     shutil.rmtree(fresh.root / "text_annotations" / "a2d_annotation_with_instances" / "vidTrainB")
     with pytest.raises(FileNotFoundError, match="vidTrainB"):

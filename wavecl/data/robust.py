@@ -31,7 +31,9 @@ class SkipBadSamples(Dataset[ClipSample]):
     def __init__(self, dataset: Dataset[ClipSample], max_consecutive_failures: int = 32) -> None:
         self.dataset = dataset
         self.max_consecutive_failures = max_consecutive_failures
-        self._skipped = multiprocessing.Value("q", 0)
+        # A lock made by the "spawn" context can be shared with workers of any start method; one made by
+        # the default "fork" context cannot be pickled for "spawn"/"forkserver" workers.
+        self._skipped = multiprocessing.get_context("spawn").Value("q", 0)
 
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
