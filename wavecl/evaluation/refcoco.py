@@ -21,9 +21,13 @@ from pycocotools.coco import COCO
 from torch import Tensor
 from torchvision.ops import box_convert
 
+from wavecl.atomic import write_json
+from wavecl.data.refcoco import build_refcoco_gt
+from wavecl.data.types import Batch
 from wavecl.evaluation.a2d import (
     COCO_SUMMARY_KEYS,
     coco_stats,
+    gather_results,
     load_coco_ground_truth,
     masks_to_coco_results,
     precision_and_iou,
@@ -31,6 +35,9 @@ from wavecl.evaluation.a2d import (
     summarize_ious,
     top_predictions_per_image,
 )
+from wavecl.evaluation.postprocess import refcoco_postprocess
+from wavecl.model.output import WaveCLOutput
+from wavecl.training.distributed import gather_objects, is_main_process
 
 
 def refcoco_results(
@@ -111,4 +118,50 @@ def evaluate_refcoco(ground_truth: str | os.PathLike[str] | COCO, results: Seque
     return metrics
 
 
-__all__ = ["box_precision_and_iou", "evaluate_refcoco", "refcoco_results"]
+class RefCOCOEvaluator:
+    """Accumulates RefCOCO/+/g predictions and scores each validation set (training.md §7.3).
+
+    Args:
+        datasets: the evaluated :class:`~wavecl.data.refcoco.RefCOCO` sets (a ``ConcatDataset`` of them
+            or one set); their ground truth is built with :func:`~wavecl.data.refcoco.build_refcoco_gt`.
+        results_dir: where rank 0 writes ``<set>_predictions.json``; ``None`` to skip.
+
+    ``summarize`` returns ``<set> <metric>`` for every set and ``segm mAP 0.5:0.95`` averaged over
+    the sets, which selects the best pretraining checkpoint.
+    """
+
+    primary_metric = "segm mAP 0.5:0.95"
+
+    def __init__(self, datasets: Any, results_dir: str | os.PathLike | None = None) -> None:
+        sets = getattr(datasets, "datasets", [datasets])
+        self.ground_truth = {d.dataset_name: build_refcoco_gt(d) for d in sets}
+        self.results_dir = results_dir
+        self.results: dict[str, list[dict[str, Any]]] = {name: [] for name in self.ground_truth}
+
+    def update(self, outputs: WaveCLOutput, batch: Batch) -> None:
+        """Add one batch: ``outputs`` of single-frame clips (``T = 1``), ``batch.metadata[b]["dataset"]``."""
+        _, targets = batch.valid_frames()
+        row = targets[0]
+        processed = refcoco_postprocess(
+            outputs.pred_cls[0], outputs.pred_boxes[0], outputs.pred_masks[0],
+            [t.size for t in row], [t.orig_size for t in row],
+        )
+        for meta, target, sample in zip(batch.metadata, row, processed):
+            self.results[meta["dataset"]].extend(
+                refcoco_results(int(target.image_id), sample["scores"], sample["queries"], sample["boxes"], sample["masks"])
+            )
+
+    def summarize(self) -> dict[str, float]:
+        metrics: dict[str, float] = {}
+        gathered = {name: gather_results(results) for name, results in self.results.items()}
+        if is_main_process():
+            for name, results in gathered.items():
+                if self.results_dir is not None:
+                    write_json(os.path.join(self.results_dir, f"{name}_predictions.json"), results)
+                metrics |= {f"{name} {k}": v for k, v in evaluate_refcoco(self.ground_truth[name], results).items()}
+            key = self.primary_metric
+            metrics[key] = sum(metrics[f"{name} {key}"] for name in gathered) / len(gathered)
+        return gather_objects(metrics)[0]
+
+
+__all__ = ["RefCOCOEvaluator", "box_precision_and_iou", "evaluate_refcoco", "refcoco_results"]
