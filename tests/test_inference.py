@@ -13,12 +13,18 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from wavecl.config import Config, load_config
+from wavecl.config import load_config
 from wavecl.data.synthetic import sample_synthetic_video
 from wavecl.data.video import read_video_frames, write_video
 from wavecl.inference.overlay import contact_sheet, legend_height, overlay_masks, save_png, sentence_colors
 from wavecl.inference.predictor import VideoPredictor
-from wavecl.inference.pretrained import CheckpointMismatchError, load_pretrained, save_pretrained
+from wavecl.inference.pretrained import (
+    CheckpointMismatchError,
+    export_pretrained,
+    load_pretrained,
+    resolve_pretrained,
+    save_pretrained,
+)
 from wavecl.inference.run import EvenSample, predict_video, sentence_slug
 from wavecl.inference.streaming import VideoWriter, iter_video_frames
 from wavecl.model.wavecl import WaveCL
@@ -239,7 +245,7 @@ def test_save_pretrained_replaces_its_own_folder_but_not_foreign_files(tiny_mode
 def test_load_from_training_run_resolves_last_or_newest_checkpoint(tiny_model: WaveCL, tmp_path: Path, frames: np.ndarray) -> None:
     run = tmp_path / "run"
     run.mkdir()
-    (run / "config.yaml").write_text(Config(model=load_config(TINY_CONFIG).model).to_yaml())
+    (run / "config.yaml").write_text(load_config(TINY_CONFIG).to_yaml())
     state = tiny_model.state_dict()
     older = {name: tensor + 1 if name == "query_embed.weight" else tensor for name, tensor in state.items()}
     save_checkpoint(run / "checkpoints", 1, older, {"epoch": 1})
@@ -254,6 +260,11 @@ def test_load_from_training_run_resolves_last_or_newest_checkpoint(tiny_model: W
         assert torch.equal(expected, actual)
     from_file = load_pretrained(run / "checkpoints" / "epoch_0001" / "model.safetensors")
     assert torch.equal(from_file.query_embed.weight, older["query_embed.weight"])
+
+    exported = export_pretrained(run, tmp_path / "exported")
+    assert resolve_pretrained(exported).eval_size == (64, 96), "the run's eval resize travels with the weights"
+    for expected, actual in zip(model_outputs(tiny_model, frames), model_outputs(load_pretrained(exported), frames)):
+        assert torch.equal(expected, actual)
 
 
 def test_mismatched_checkpoint_lists_keys_and_names_the_file(pretrained_dir: Path, tmp_path: Path) -> None:

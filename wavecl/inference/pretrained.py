@@ -299,3 +299,16 @@ def save_pretrained(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return directory
+
+
+def export_pretrained(checkpoint: str | os.PathLike[str], directory: str | os.PathLike[str]) -> Path:
+    """Turn a training run or checkpoint into a self-contained pretrained folder.
+
+    The run's evaluation resize (``data.eval_short_size`` / ``eval_max_size``) is recorded as the
+    folder's ``preprocessor_config.json``, and the text encoder's config and tokenizer are copied in,
+    so the folder no longer needs the run, its config or the encoder's original files.
+
+    Returns:
+        ``directory``.
+    """
+    return save_pretrained(load_pretrained(checkpoint), directory, eval_size=resolve_pretrained(checkpoint).eval_size)
