@@ -149,14 +149,12 @@ def resolve_pretrained(path: str | os.PathLike[str]) -> PretrainedSource:
         return PretrainedSource(weights_file or folder / MODEL_FILENAME, config, text_encoder_dir, eval_size)
 
     checkpoint_dir = _run_checkpoint_dir(folder)
-    run_config = next(
-        (parent / RUN_CONFIG_FILENAME for parent in checkpoint_dir.parents if (parent / RUN_CONFIG_FILENAME).is_file()),
-        None,
-    )
-    if run_config is None:
+    run_dir = checkpoint_dir.parent.parent  # <run>/checkpoints/<epoch folder>
+    run_config = run_dir / RUN_CONFIG_FILENAME
+    if not run_config.is_file():
         raise FileNotFoundError(
-            f"no {RUN_CONFIG_FILENAME} found above checkpoint {checkpoint_dir}; a training run keeps it in the run "
-            f"directory, a pretrained folder has {CONFIG_FILENAME} beside {MODEL_FILENAME}"
+            f"no {run_config} for checkpoint {checkpoint_dir}; a training run keeps it in the run directory, "
+            f"a pretrained folder has {CONFIG_FILENAME} beside {MODEL_FILENAME}"
         )
     config = load_config(run_config)
     return PretrainedSource(
