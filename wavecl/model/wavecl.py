@@ -115,6 +115,25 @@ class WaveCL(nn.Module):
         self.controller = MLP(d, d, num_params, config.controller_layers)
         self._reset_parameters()
 
+    @classmethod
+    def from_pretrained(cls, path: str, device: str | torch.device = "cpu") -> "WaveCL":
+        """Load a pretrained folder, a training run directory or a checkpoint, offline.
+
+        See :func:`wavecl.inference.pretrained.load_pretrained`; the model is returned in eval mode.
+        """
+        from wavecl.inference.pretrained import load_pretrained  # it imports this module
+
+        return load_pretrained(path, device)
+
+    def save_pretrained(self, directory: str, eval_size: tuple[int, int | None] | None = None):
+        """Write a self-contained pretrained folder: ``config.json``, ``model.safetensors``, ``text_encoder/``.
+
+        See :func:`wavecl.inference.pretrained.save_pretrained`.
+        """
+        from wavecl.inference.pretrained import save_pretrained
+
+        return save_pretrained(self, directory, eval_size)
+
     def _reset_parameters(self) -> None:
         for proj in self.input_proj:
             nn.init.xavier_uniform_(proj[0].weight, gain=1)
