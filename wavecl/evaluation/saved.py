@@ -1,0 +1,231 @@
+"""Scoring predictions saved by an earlier evaluation, without running the model again.
+
+``wavecl evaluate --predictions PATH`` reads what the evaluators of :mod:`wavecl.evaluation.build`
+wrote and recomputes their metrics:
+
+- A2D-Sentences / JHMDB-Sentences: the ``predictions.json`` of :class:`~wavecl.evaluation.a2d.A2DEvaluator`
+  (COCO segmentation results) -> mAP, P@K, overall and mean IoU against ``data.coco_gt_path``;
+- RefCOCO/+/g: the folder of ``<set>_predictions.json`` files of
+  :class:`~wavecl.evaluation.refcoco.RefCOCOEvaluator` -> per-set box and mask numbers and their mean;
+- Ref-DAVIS17: the folder holding ``anno_0`` .. ``anno_3`` -> J&F over the four annotators;
+- synthetic: a folder holding ``Annotations/<video>/<exp_id>/<frame>.png`` (0/255 masks) -> J, F, J&F
+  against the held-out masks;
+- Ref-YouTube-VOS: a submission folder or zip -> a completeness check (every valid frame of every
+  expression has a mask); the scores themselves come from the evaluation server.
+"""
+from __future__ import annotations
+
+import zipfile
+from collections import defaultdict
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from wavecl.config import Config
+from wavecl.data.build import build_dataset
+from wavecl.data.davis import DATASET_FOLDER_NAMES as DAVIS_FOLDER_NAMES
+from wavecl.data.paths import read_json, resolve_dataset_root
+from wavecl.data.synthetic import expression_ground_truth
+from wavecl.data.ytvos import RefYouTubeVOS, YTVOSSample
+from wavecl.evaluation.a2d import coco_segm_map, load_coco_ground_truth, precision_and_iou
+from wavecl.evaluation.davis import db_eval_boundary, db_eval_iou, evaluate_ref_davis, read_label_png
+from wavecl.evaluation.refcoco import RefCOCOEvaluator, evaluate_refcoco
+from wavecl.evaluation.ytvos import ANNOTATIONS_FOLDER
+
+RESULT_KEYS = ("image_id", "category_id", "segmentation", "score")
+MISSING_LISTED = 5
+
+
+def read_coco_results(path: str | Path) -> list[dict[str, Any]]:
+    """A COCO results file: a JSON list of ``{image_id, category_id, segmentation, score, ...}``.
+
+    Raises:
+        FileNotFoundError: the file is missing.
+        ValueError: it is not such a list; the message names the file and the first bad entry.
+    """
+    path = Path(path)
+    results = read_json(path)
+    if not isinstance(results, list) or not results:
+        raise ValueError(f"{path}: expected a non-empty JSON list of COCO results")
+    for index, result in enumerate(results):
+        missing = [key for key in RESULT_KEYS if not isinstance(result, dict) or key not in result]
+        if missing:
+            raise ValueError(f"{path}: entry {index} lacks {missing} (COCO results need {list(RESULT_KEYS)})")
+    return results
+
+
+def evaluate_a2d_predictions(predictions: str | Path, ground_truth: str | Path) -> dict[str, float]:
+    """A2D/JHMDB metrics of a saved predictions file, as :class:`~wavecl.evaluation.a2d.A2DEvaluator` computes them.
+
+    Args:
+        predictions: the evaluator's ``predictions.json`` (or any COCO segmentation results file).
+        ground_truth: the COCO-format ground truth (``wavecl prepare a2d-gt`` / ``jhmdb-gt``).
+
+    Returns:
+        ``mAP 0.5:0.95``, ``AP 0.5``, ``AP 0.75``, ``AP 0.5:0.95 S/M/L``, ``P@0.5`` .. ``P@0.9``,
+        ``overall_iou``, ``mean_iou``.
+    """
+    results = read_coco_results(predictions)
+    coco_gt = load_coco_ground_truth(ground_truth)
+    return coco_segm_map(coco_gt, results) | precision_and_iou(results, coco_gt)
+
+
+def evaluate_refcoco_predictions(predictions_dir: str | Path, config: Config) -> dict[str, float]:
+    """RefCOCO/+/g metrics of the ``<set>_predictions.json`` files in ``predictions_dir``.
+
+    The ground truth of every set in ``config.data.coco_datasets`` is rebuilt from its ``val`` json, as
+    during training. Keys as :class:`~wavecl.evaluation.refcoco.RefCOCOEvaluator` returns them.
+    """
+    predictions_dir = Path(predictions_dir)
+    ground_truth = RefCOCOEvaluator(build_dataset(config.data, "eval")).ground_truth
+    metrics: dict[str, float] = {}
+    for name, coco_gt in ground_truth.items():
+        results = read_coco_results(predictions_dir / f"{name}_predictions.json")
+        metrics |= {f"{name} {key}": value for key, value in evaluate_refcoco(coco_gt, results).items()}
+    primary = RefCOCOEvaluator.primary_metric
+    metrics[primary] = sum(metrics[f"{name} {primary}"] for name in ground_truth) / len(ground_truth)
+    return metrics
+
+
+def evaluate_davis_predictions(results_dir: str | Path, davis_root: str | Path) -> dict[str, float]:
+    """Ref-DAVIS17 J&F of a results folder (``anno_<k>/<video>/<frame>.png``), averaged over the annotators.
+
+    Args:
+        results_dir: the folder holding ``anno_0`` .. ``anno_3``.
+        davis_root: the Ref-DAVIS root (holding ``DAVIS/``) or its parent.
+
+    Returns:
+        The mean over the annotators of ``J&F-Mean``, ``J-Mean``, ``J-Recall``, ``J-Decay``, ``F-Mean``,
+        ``F-Recall``, ``F-Decay`` (the keys of :class:`~wavecl.evaluation.video.RefDAVISEvaluator`).
+    """
+    davis = resolve_dataset_root(davis_root, DAVIS_FOLDER_NAMES, "DAVIS") / "DAVIS"
+    summary = evaluate_ref_davis(results_dir, davis)
+    return {key: float(value) for key, value in summary["mean"].items()}
+
+
+def _expression_frames(samples: Iterable[YTVOSSample]) -> dict[tuple[str, str], list[str]]:
+    """``{(video, exp_id): frame names in order}`` covered by validation windows."""
+    frames: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for sample in samples:
+        frames[sample.video_id, sample.exp_id].extend(sample.frame_names)
+    return frames
+
+
+class _Submission:
+    """The PNG masks of a submission, read from an ``Annotations``-holding folder or a zip."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        if path.is_file() and zipfile.is_zipfile(path):
+            self.archive: zipfile.ZipFile | None = zipfile.ZipFile(path)
+            self.names = set(self.archive.namelist())
+        elif (path / ANNOTATIONS_FOLDER).is_dir():
+            self.archive = None
+            self.names = {p.relative_to(path).as_posix() for p in (path / ANNOTATIONS_FOLDER).rglob("*.png")}
+        else:
+            raise FileNotFoundError(f"no submission at {path}: expected a zip or a folder holding {ANNOTATIONS_FOLDER}/")
+
+    @staticmethod
+    def member(video: str, exp_id: str, frame: str) -> str:
+        return f"{ANNOTATIONS_FOLDER}/{video}/{exp_id}/{frame}.png"
+
+    def missing(self, expected: dict[tuple[str, str], list[str]]) -> list[str]:
+        return [
+            self.member(video, exp_id, frame)
+            for (video, exp_id), frames in expected.items()
+            for frame in frames
+            if self.member(video, exp_id, frame) not in self.names
+        ]
+
+    def read_mask(self, video: str, exp_id: str, frame: str) -> np.ndarray:
+        """``[H, W]`` bool mask (pixels above 127)."""
+        member = self.member(video, exp_id, frame)
+        if self.archive is None:
+            return read_label_png(self.path / member) > 127
+        with self.archive.open(member) as handle, Image.open(handle) as image:
+            if image.mode not in ("P", "L"):
+                raise ValueError(f"{self.path}: {member} must be a single-channel PNG, got mode {image.mode}")
+            return np.asarray(image) > 127
+
+
+def _complete_submission(path: str | Path, dataset: RefYouTubeVOS) -> tuple[_Submission, dict[tuple[str, str], list[str]]]:
+    submission = _Submission(Path(path))
+    expected = _expression_frames(dataset.samples)
+    missing = submission.missing(expected)
+    if missing:
+        raise ValueError(
+            f"{path} lacks {len(missing)} of {sum(map(len, expected.values()))} masks, e.g. {missing[:MISSING_LISTED]}"
+        )
+    return submission, expected
+
+
+def check_ytvos_submission(path: str | Path, config: Config) -> dict[str, float]:
+    """Check that a Ref-YouTube-VOS submission has a mask for every frame of every valid expression.
+
+    Args:
+        path: ``submission.zip`` or the folder holding ``Annotations/``.
+        config: names the dataset (``data.root``).
+
+    Returns:
+        ``{"expressions", "frames"}``: what the submission covers.
+
+    Raises:
+        ValueError: masks are missing (the first few are named).
+    """
+    _, expected = _complete_submission(path, build_dataset(config.data, "eval"))
+    return {"expressions": float(len(expected)), "frames": float(sum(map(len, expected.values())))}
+
+
+def evaluate_synthetic_predictions(path: str | Path, config: Config) -> dict[str, float]:
+    """J, F and J&F of saved synthetic predictions, as :class:`~wavecl.evaluation.video.SyntheticJFEvaluator` computes them.
+
+    Per expression, the per-frame J and F (DAVIS definitions) are averaged over its frames; the
+    results average over the expressions.
+
+    Args:
+        path: a folder holding ``Annotations/<video>/<exp_id>/<frame>.png``, or its zip.
+        config: names the synthetic dataset (``data.root``); its ``valid`` split is the ground truth.
+    """
+    dataset = build_dataset(config.data, "eval")
+    submission, expected = _complete_submission(path, dataset)
+    j_means, f_means = [], []
+    for (video, exp_id), frames in expected.items():
+        predicted = np.stack([submission.read_mask(video, exp_id, frame) for frame in frames])
+        truth = expression_ground_truth(dataset.paths.root, dataset.subset, video, exp_id)
+        if truth.shape != predicted.shape:
+            raise ValueError(f"{path}: masks of video {video!r} expression {exp_id!r} are {predicted.shape}, ground truth {truth.shape}")
+        j_means.append(float(np.mean(db_eval_iou(truth, predicted))))
+        f_means.append(float(np.mean(db_eval_boundary(truth, predicted))))
+    j, f = float(np.mean(j_means)), float(np.mean(f_means))
+    return {"J": j, "F": f, "J&F": (j + f) / 2, "expressions": float(len(expected))}
+
+
+def evaluate_saved_predictions(config: Config, path: str | Path) -> dict[str, float]:
+    """Recompute the metrics of ``config``'s evaluation protocol from saved predictions at ``path``.
+
+    See the module docstring for what ``path`` is per dataset.
+
+    Raises:
+        FileNotFoundError / ValueError: ``path`` is missing or malformed (named in the message).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"predictions not found: {path}")
+    name = config.data.dataset_name
+    if name in ("a2d_sentences", "jhmdb_sentences"):
+        if not config.data.coco_gt_path:
+            raise ValueError(f"data.coco_gt_path is required to evaluate {name} predictions")
+        file = path / "predictions.json" if path.is_dir() else path
+        return evaluate_a2d_predictions(file, config.data.coco_gt_path)
+    if name == "coco":
+        return evaluate_refcoco_predictions(path, config)
+    if name == "davis":
+        return evaluate_davis_predictions(path, config.data.root)
+    if name == "synthetic":
+        return evaluate_synthetic_predictions(path, config)
+    if name == "ref_youtube_vos":
+        return check_ytvos_submission(path, config)
+    raise ValueError(f"no evaluation of saved predictions for data.dataset_name {name!r}")
