@@ -8,6 +8,8 @@ from torch.utils.data import Dataset
 
 from wavecl.config import Config
 from wavecl.data.build import build_dataset
+from wavecl.data.davis import DATASET_FOLDER_NAMES as DAVIS_FOLDER_NAMES
+from wavecl.data.paths import resolve_dataset_root
 from wavecl.data.types import ClipSample
 from wavecl.evaluation.a2d import A2DEvaluator
 from wavecl.evaluation.loop import Evaluator
@@ -46,9 +48,10 @@ def build_evaluation(config: Config, out_dir: str | Path) -> Evaluation:
     elif name == "coco":
         evaluator = RefCOCOEvaluator(dataset, results_dir=out_dir)
     elif name == "davis":
-        evaluator = RefDAVISEvaluator(out_dir, Path(data.root) / "DAVIS")
+        davis_root = resolve_dataset_root(data.root, DAVIS_FOLDER_NAMES, "DAVIS") / "DAVIS"
+        evaluator = RefDAVISEvaluator(out_dir, davis_root)
     elif name == "synthetic":
-        evaluator = SyntheticJFEvaluator(data.root, "valid")
+        evaluator = SyntheticJFEvaluator(data.root, "valid", out_dir)
     else:
         raise ValueError(f"no evaluation protocol for data.dataset_name {name!r}")
     return Evaluation(dataset, evaluator)

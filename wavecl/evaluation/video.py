@@ -67,13 +67,17 @@ class SyntheticJFEvaluator:
     Args:
         root: the synthetic dataset root (written by :func:`wavecl.data.synthetic.write_synthetic_ytvos`).
         split: the held-out split, ``valid``.
+        out_dir: if given, the predicted masks are also written as
+            ``<out_dir>/Annotations/<video>/<exp_id>/<frame>.png`` (the Ref-YouTube-VOS submission layout),
+            so that ``wavecl evaluate --predictions`` can score them again.
     """
 
     primary_metric = "J&F"
 
-    def __init__(self, root: str | Path, split: str = "valid") -> None:
+    def __init__(self, root: str | Path, split: str = "valid", out_dir: str | Path | None = None) -> None:
         self.root = root
         self.split = split
+        self.out_dir = None if out_dir is None else Path(out_dir)
         self.per_frame: dict[tuple[str, str], list[tuple[int, float, float]]] = defaultdict(list)
         self._ground_truth: dict[tuple[str, str], np.ndarray] = {}
 
@@ -85,7 +89,10 @@ class SyntheticJFEvaluator:
 
     def update(self, outputs: WaveCLOutput, batch: Batch) -> None:
         for b, meta in enumerate(batch.metadata):
-            masks = clip_masks(outputs, batch, b, tuple(meta["orig_size"])).cpu().numpy()
+            masks = clip_masks(outputs, batch, b, tuple(meta["orig_size"])).cpu()
+            if self.out_dir is not None:
+                write_ytvos_masks(self.out_dir, meta["video_id"], meta["exp_id"], meta["frame_names"], masks)
+            masks = masks.numpy()
             start = int(meta["window_start"])
             truth = self.ground_truth(meta["video_id"], meta["exp_id"])[start : start + len(masks)]
             j = db_eval_iou(truth, masks)
