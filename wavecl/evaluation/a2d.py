@@ -264,7 +264,11 @@ class A2DEvaluator:
         precision_metrics: also compute P@K, overall IoU and mean IoU
             (``calculate_precision_and_iou_metrics``).
         console: rich console for the summary table; ``None`` for the default one.
+
+    ``primary_metric`` (mask mAP 0.5:0.95) selects the best checkpoint.
     """
+
+    primary_metric = "mAP 0.5:0.95"
 
     def __init__(
         self,
