@@ -192,7 +192,7 @@ def command_evaluate(args: argparse.Namespace) -> None:
         if args.out_dir is not None:
             write_json(Path(args.out_dir) / METRICS_FILENAME, record, indent=2)
             console.print(f"metrics written to {escape(str(Path(args.out_dir) / METRICS_FILENAME))}")
-        print_metrics_table(f"{config.data.dataset_name}: {args.predictions}", metrics)
+        print_metrics_table(f"{config.data.dataset_name} evaluation of saved predictions", metrics)
         return
 
     from wavecl.evaluation.build import build_evaluation
@@ -227,7 +227,7 @@ def command_evaluate(args: argparse.Namespace) -> None:
                 "metrics": metrics,
             }
             write_json(out_dir / METRICS_FILENAME, record, indent=2)
-            print_metrics_table(f"{config.data.dataset_name}: {source}", metrics)
+            print_metrics_table(f"{config.data.dataset_name} evaluation", metrics)
             console.print(f"outputs in {escape(str(out_dir))} (metrics: {METRICS_FILENAME})")
     finally:
         cleanup()

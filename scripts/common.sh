@@ -1,0 +1,83 @@
+# Sourced by every scripts/*.sh: environment variables, the WAVECL_TINY smoke-run overrides and the launcher.
+#
+#   NUM_GPUS          processes (one per GPU); > 1 launches through torchrun (each script has its own default)
+#   DEVICE            cpu or cuda (default: cuda when available; cpu with WAVECL_TINY=1)
+#   DATA_ROOT         folder holding the datasets (default data); per dataset: A2D_ROOT, JHMDB_ROOT,
+#                     YTVOS_ROOT, COCO_ROOT, DAVIS_ROOT
+#   OUTPUT_DIR        root of the run directories (default runs)
+#   SWIN_CHECKPOINT   Kinetics Video-Swin-T .pth (training from scratch and pretraining)
+#   TEXT_ENCODER      Hugging Face RoBERTa folder (default: the config's pretrained/roberta-base)
+#   CHECKPOINT        input checkpoint of finetune / eval / infer scripts (run dir, checkpoint folder or pointer)
+#   WAVECL_TINY=1     smoke run: the reduced model of configs/tiny.yaml, 1 epoch of TINY_STEPS (2) steps on the CPU
+#   PYTHON            interpreter (default python3)
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CONFIGS="$REPO_ROOT/configs"
+export PYTHONPATH="$REPO_ROOT${PYTHONPATH:+:$PYTHONPATH}"
+PYTHON="${PYTHON:-python3}"
+WAVECL_TINY="${WAVECL_TINY:-0}"
+DATA_ROOT="${DATA_ROOT:-data}"
+OUTPUT_DIR="${OUTPUT_DIR:-runs}"
+DEVICE="${DEVICE:-}"
+if [[ "$WAVECL_TINY" == 1 && -z "$DEVICE" ]]; then
+    DEVICE=cpu
+fi
+
+# dataset_dir NAME...: $DATA_ROOT/NAME for the first NAME that exists (the reference spells some
+# folders two ways), else $DATA_ROOT/<first NAME>.
+dataset_dir() {
+    local name
+    for name in "$@"; do
+        if [[ -d "$DATA_ROOT/$name" ]]; then echo "$DATA_ROOT/$name"; return; fi
+    done
+    echo "$DATA_ROOT/$1"
+}
+
+# default_gpus N: the GPU count of the README for this stage, or 1 for smoke runs.
+default_gpus() {
+    if [[ "$WAVECL_TINY" == 1 ]]; then echo 1; else echo "$1"; fi
+}
+
+# Arguments shared by train and evaluate: output root, device, text encoder, tiny overrides.
+# COMMON_ARGS is filled by setup_args; TRAIN_ARGS adds what only training takes.
+setup_args() {
+    COMMON_ARGS=(--set "train.output_dir=$OUTPUT_DIR")
+    TRAIN_ARGS=()
+    if [[ -n "$DEVICE" ]]; then COMMON_ARGS+=(--device "$DEVICE"); fi
+    if [[ "$WAVECL_TINY" != 1 && -n "${SWIN_CHECKPOINT:-}" ]]; then
+        TRAIN_ARGS+=(--set "model.backbone_pretrained_path=$SWIN_CHECKPOINT")
+    fi
+    if [[ "$WAVECL_TINY" == 1 ]]; then
+        # The model section of configs/tiny.yaml (except the stage's num_classes and text-encoder
+        # freezing) and its frame sizes; no Kinetics weights (they do not fit the reduced backbone).
+        local line
+        while IFS= read -r line; do COMMON_ARGS+=(--set "$line"); done < <("$PYTHON" - "$CONFIGS/tiny.yaml" <<'EOF'
+import sys, yaml
+tiny = yaml.safe_load(open(sys.argv[1]))
+for key, value in tiny["model"].items():
+    if key not in ("num_classes", "freeze_text_encoder"):
+        print(f"model.{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}")
+for key in ("train_short_size", "train_max_size", "eval_short_size", "eval_max_size", "num_workers"):
+    print(f"data.{key}={tiny['data'][key]}")
+EOF
+        )
+        COMMON_ARGS+=(--set "model.backbone_pretrained_path=null")
+        TRAIN_ARGS=(--set train.epochs=1 --set "train.max_steps_per_epoch=${TINY_STEPS:-2}" --set train.batch_size=2)
+    fi
+    if [[ -n "${TEXT_ENCODER:-}" ]]; then COMMON_ARGS+=(--set "model.text_encoder=$TEXT_ENCODER"); fi
+}
+
+# launch ARGS...: python -m wavecl ARGS; when NUM_GPUS > 1 through torchrun (run as the module
+# torch.distributed.run of the same interpreter, on a free local port), one process per GPU.
+launch() {
+    if (( NUM_GPUS > 1 )); then
+        "$PYTHON" -m torch.distributed.run --standalone --nproc_per_node "$NUM_GPUS" -m wavecl "$@"
+    else
+        "$PYTHON" -m wavecl "$@"
+    fi
+}
+
+# prepare ARGS...: one-off data preparation in a single process.
+prepare() {
+    "$PYTHON" -m wavecl prepare "$@"
+}

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# A2D-Sentences finetune of the RefCOCO pretraining (configs/a2d_sentences_finetune.yaml): frozen text
+# encoder, lr 3e-5, backbone lr 3e-6, 1 clip per GPU on 8 GPUs, 20 epochs, no lr drop. A fresh run from
+# CHECKPOINT (the reference's script resumed a crashed run by mistake).
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+NUM_GPUS="${NUM_GPUS:-$(default_gpus 8)}"
+A2D_ROOT="${A2D_ROOT:-$(dataset_dir a2d_sentences)}"
+A2D_GT="$A2D_ROOT/a2d_sentences_test_annotations_in_coco_format.json"
+CHECKPOINT="${CHECKPOINT:-$OUTPUT_DIR/coco/coco_pretrain_tiny}"
+setup_args
+
+[[ -f "$A2D_GT" ]] || prepare a2d-gt --root "$A2D_ROOT" --out "$A2D_GT"
+launch train -c "$CONFIGS/a2d_sentences_finetune.yaml" --set "data.root=$A2D_ROOT" --set "data.coco_gt_path=$A2D_GT" \
+    --pretrained "$CHECKPOINT" "${COMMON_ARGS[@]}" "${TRAIN_ARGS[@]}" "$@"
+echo "run directory: $OUTPUT_DIR/a2d_sentences/finetune_a2d (checkpoints/{last,best}, log.jsonl, eval/epoch_*/)"

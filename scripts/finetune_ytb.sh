@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Ref-YouTube-VOS finetune of the RefCOCO pretraining (configs/refer_youtube_vos_finetune.yaml): trained
+# text encoder, lr 1e-4, backbone lr 1e-5, text encoder lr 5e-6, 8 clips per GPU on 8 GPUs, 25 epochs,
+# lr x0.1 after epoch 10. A fresh run from CHECKPOINT (class heads re-initialised), not a resume.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+NUM_GPUS="${NUM_GPUS:-$(default_gpus 8)}"
+YTVOS_ROOT="${YTVOS_ROOT:-$(dataset_dir refer_youtube_vos ref-youtube-vos)}"
+CHECKPOINT="${CHECKPOINT:-$OUTPUT_DIR/coco/coco_pretrain_tiny}"
+setup_args
+
+[[ -f "$YTVOS_ROOT/wavecl_ytvos_train_samples_ws8.json" ]] \
+    || prepare ytvos-samples --root "$YTVOS_ROOT" --window-size 8 --workers "${PREPARE_WORKERS:-8}"
+launch train -c "$CONFIGS/refer_youtube_vos_finetune.yaml" --set "data.root=$YTVOS_ROOT" --pretrained "$CHECKPOINT" \
+    "${COMMON_ARGS[@]}" "${TRAIN_ARGS[@]}" "$@"
+echo "run directory: $OUTPUT_DIR/ref_youtube_vos/finetuneytb_tiny (checkpoints/, eval/epoch_*/submission.zip)"

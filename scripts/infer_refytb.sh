@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Ref-YouTube-VOS valid inference (configs/refer_youtube_vos_finetune.yaml) of CHECKPOINT (default: the
+# last epoch of finetune_ytb.sh) on 2 GPUs: Annotations/<video>/<exp_id>/<frame>.png and the zip to
+# upload to the evaluation server.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+NUM_GPUS="${NUM_GPUS:-$(default_gpus 2)}"
+YTVOS_ROOT="${YTVOS_ROOT:-$(dataset_dir refer_youtube_vos ref-youtube-vos)}"
+CHECKPOINT="${CHECKPOINT:-$OUTPUT_DIR/ref_youtube_vos/finetuneytb_tiny}"
+EVAL_DIR="${EVAL_DIR:-$OUTPUT_DIR/ref_youtube_vos/finetuneytb_tiny/evaluation}"
+setup_args
+
+launch evaluate -c "$CONFIGS/refer_youtube_vos_finetune.yaml" --checkpoint "$CHECKPOINT" --out-dir "$EVAL_DIR" \
+    --set "data.root=$YTVOS_ROOT" "${COMMON_ARGS[@]}" "$@"
+echo "submission: $EVAL_DIR/submission.zip (masks in $EVAL_DIR/Annotations)"

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Ref-YouTube-VOS from scratch (configs/refer_youtube_vos.yaml): Video-Swin-T, 65 classes, frozen text
+# encoder, lr 1e-4, backbone lr 1e-5, 1 clip per GPU on 8 GPUs, 30 epochs, lr x0.1 after epoch 20.
+# After every epoch the valid split is segmented into a submission zip (scored by the server).
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+NUM_GPUS="${NUM_GPUS:-$(default_gpus 8)}"
+YTVOS_ROOT="${YTVOS_ROOT:-$(dataset_dir refer_youtube_vos ref-youtube-vos)}"
+setup_args
+
+[[ -f "$YTVOS_ROOT/wavecl_ytvos_train_samples_ws8.json" ]] \
+    || prepare ytvos-samples --root "$YTVOS_ROOT" --window-size 8 --workers "${PREPARE_WORKERS:-8}"
+launch train -c "$CONFIGS/refer_youtube_vos.yaml" --set "data.root=$YTVOS_ROOT" \
+    "${COMMON_ARGS[@]}" "${TRAIN_ARGS[@]}" "$@"
+echo "run directory: $OUTPUT_DIR/ref_youtube_vos/ytb_from_scratch (checkpoints/, eval/epoch_*/submission.zip)"
