@@ -1,0 +1,238 @@
+"""End-to-end runs of every ``scripts/*.sh`` on the fixture datasets, on the CPU, with ``WAVECL_TINY=1``.
+
+The fixture writers lay out ``data/`` as the README describes; each script runs as a user would run it
+(``bash scripts/NAME.sh`` with the default ``data/`` and ``runs/`` under the working directory) and
+must leave its checkpoints, metrics files or submission zip where the README says. Training scripts
+run one epoch of one step of the reduced model of ``configs/tiny.yaml``.
+
+``test_train_a2d_then_eval_a2d`` runs in the default suite; the other scripts (several minutes in
+all) are marked slow: ``pytest -m slow tests/test_scripts.py``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import zipfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from wavecl.config import load_config
+from wavecl.data.fixtures import write_a2d_fixture, write_jhmdb_fixture, write_ytvos_fixture
+from wavecl.data.fixtures_coco_davis import write_davis_fixture, write_refcoco_fixture
+from wavecl.evaluation.saved import check_ytvos_submission, evaluate_a2d_predictions, evaluate_davis_predictions
+
+REPO = Path(__file__).resolve().parents[1]
+A2D_GT = "a2d_sentences_test_annotations_in_coco_format.json"
+A2D_METRICS = {"mAP 0.5:0.95", "AP 0.5", "AP 0.75", "P@0.5", "P@0.9", "overall_iou", "mean_iou"}
+DAVIS_METRICS = {"J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay"}
+
+
+def run_script(name: str, cwd: Path, **env: str) -> str:
+    """Run ``scripts/<name>.sh`` from ``cwd`` as a smoke run; returns its stdout + stderr."""
+    environment = {key: value for key, value in os.environ.items() if key not in ("DATA_ROOT", "OUTPUT_DIR", "CHECKPOINT")}
+    environment |= {"WAVECL_TINY": "1", "TINY_STEPS": "1", "PYTHON": "python3", **env}
+    result = subprocess.run(
+        ["bash", str(REPO / "scripts" / f"{name}.sh")], cwd=cwd, env=environment, capture_output=True, text=True, timeout=900
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, f"{name}.sh failed ({result.returncode}):\n{output[-4000:]}"
+    return output
+
+
+def write_datasets(data: Path) -> None:
+    """Every fixture dataset under ``data/`` in the README's layout."""
+    write_a2d_fixture(data / "a2d_sentences")
+    write_jhmdb_fixture(data / "jhmdb_sentences")
+    write_ytvos_fixture(data / "refer_youtube_vos")
+    for dataset in ("refcoco", "refcoco+", "refcocog"):
+        for split in ("train", "val"):
+            write_refcoco_fixture(data / "coco", dataset, split)
+    write_davis_fixture(data / "refer-davis")
+
+
+def log_records(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+
+
+def pointer_target(pointer: Path) -> Path:
+    return pointer.parent / pointer.read_text().strip()
+
+
+def check_training_run(run_dir: Path, config: str) -> tuple[dict, dict]:
+    """A finished one-epoch smoke run of ``configs/<config>``: its checkpoint, log and recorded config.
+
+    Returns the saved config (as a dict) and the epoch's log record.
+    """
+    assert pointer_target(run_dir / "checkpoints" / "last") == run_dir / "checkpoints" / "epoch_0000"
+    assert (run_dir / "checkpoints" / "epoch_0000" / "model.safetensors").is_file()
+    (record,) = log_records(run_dir)
+    assert record["epoch"] == 0 and record["train_loss"] > 0
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    stage = load_config(REPO / "configs" / config)
+    # The stage's optimisation hyper-parameters are kept; the model is the reduced one of configs/tiny.yaml.
+    for field in ("lr", "lr_backbone", "text_encoder_lr", "lr_drop", "lr_gamma", "version"):
+        assert saved["train"][field] == getattr(stage.train, field), field
+    assert saved["model"]["num_classes"] == stage.model.num_classes
+    assert saved["model"]["freeze_text_encoder"] == stage.model.freeze_text_encoder
+    assert saved["model"]["d_model"] == 128 and saved["model"]["text_encoder"] == "minilm"
+    assert saved["train"]["epochs"] == 1 and saved["train"]["max_steps_per_epoch"] == 1
+    return saved, record
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> Path:
+    """A working directory holding the fixture datasets under ``data/`` (runs go to ``runs/``)."""
+    root = tmp_path_factory.mktemp("scripts")
+    write_datasets(root / "data")
+    return root
+
+
+def test_train_a2d_then_eval_a2d(tmp_path):
+    """train_a2d.sh builds the A2D ground truth, trains, evaluates and points ``best`` at the epoch;
+    eval_a2d.sh re-evaluates that checkpoint: same metrics, predictions that rescore to them."""
+    data, runs, cwd = tmp_path / "datasets", tmp_path / "outputs", tmp_path / "elsewhere"
+    write_a2d_fixture(data / "a2d_sentences")
+    cwd.mkdir()
+    output = run_script("train_a2d", cwd, DATA_ROOT=str(data), OUTPUT_DIR=str(runs))
+    run_dir = runs / "a2d_sentences" / "a2d"
+    assert str(run_dir) in output
+    gt = data / "a2d_sentences" / A2D_GT
+    assert gt.is_file()
+    saved, record = check_training_run(run_dir, "a2d_sentences.yaml")
+    assert saved["data"]["coco_gt_path"] == str(gt)
+    assert pointer_target(run_dir / "checkpoints" / "best") == run_dir / "checkpoints" / "epoch_0000"
+    assert (run_dir / "eval" / "epoch_0000" / "predictions.json").is_file()
+    assert A2D_METRICS <= {key.removeprefix("eval_") for key in record}
+
+    run_script("eval_a2d", cwd, DATA_ROOT=str(data), OUTPUT_DIR=str(runs))
+    evaluation = run_dir / "evaluation"
+    result = json.loads((evaluation / "metrics.json").read_text())
+    assert result["dataset"] == "a2d_sentences"
+    assert Path(result["checkpoint"]) == run_dir / "checkpoints" / "epoch_0000"
+    # The same weights on the same split give the numbers of the evaluation during training.
+    for key in A2D_METRICS:
+        assert result["metrics"][key] == pytest.approx(record[f"eval_{key}"], abs=1e-9), key
+    assert evaluate_a2d_predictions(evaluation / "predictions.json", gt) == pytest.approx(result["metrics"])
+
+
+@pytest.fixture(scope="module")
+def pretrain_run(workspace) -> tuple[Path, str]:
+    output = run_script("pretrain", workspace)
+    return workspace / "runs" / "coco" / "coco_pretrain_tiny", output
+
+
+@pytest.fixture(scope="module")
+def ytvos_finetune_run(workspace, pretrain_run) -> tuple[Path, str]:
+    output = run_script("finetune_ytb", workspace)
+    return workspace / "runs" / "ref_youtube_vos" / "finetuneytb_tiny", output
+
+
+@pytest.fixture(scope="module")
+def a2d_finetune_run(workspace, pretrain_run) -> tuple[Path, str]:
+    output = run_script("finetune_a2d", workspace)
+    return workspace / "runs" / "a2d_sentences" / "finetune_a2d", output
+
+
+@pytest.mark.slow
+def test_pretrain(pretrain_run):
+    run_dir, _ = pretrain_run
+    saved, record = check_training_run(run_dir, "coco.yaml")
+    assert saved["data"]["window_size"] == 1
+    assert pointer_target(run_dir / "checkpoints" / "best") == run_dir / "checkpoints" / "epoch_0000"
+    for dataset in ("refcoco", "refcoco+", "refcocog"):
+        assert (run_dir / "eval" / "epoch_0000" / f"{dataset}_predictions.json").is_file()
+        assert f"eval_{dataset} segm mAP 0.5:0.95" in record
+    assert "eval_segm mAP 0.5:0.95" in record
+
+
+@pytest.mark.slow
+def test_finetune_ytb_starts_fresh_from_the_pretraining(pretrain_run, ytvos_finetune_run):
+    run_dir, output = ytvos_finetune_run
+    saved, _ = check_training_run(run_dir, "refer_youtube_vos_finetune.yaml")
+    assert saved["train"]["pretrained_weights"] == "runs/coco/coco_pretrain_tiny"
+    assert "finetuning from runs/coco/coco_pretrain_tiny" in output
+    info = json.loads((run_dir / "run_info.json").read_text())
+    assert info["explicit_overrides"]["train.pretrained_weights"] == "runs/coco/coco_pretrain_tiny"
+    with zipfile.ZipFile(run_dir / "eval" / "epoch_0000" / "submission.zip") as archive:
+        assert "Annotations/val_a/0/00000.png" in archive.namelist()
+
+
+@pytest.mark.slow
+def test_infer_refytb_writes_a_complete_submission(workspace, ytvos_finetune_run):
+    run_dir, _ = ytvos_finetune_run
+    output = run_script("infer_refytb", workspace)
+    zip_path = run_dir / "evaluation" / "submission.zip"
+    assert str(Path("runs/ref_youtube_vos/finetuneytb_tiny/evaluation/submission.zip")) in output
+    config = load_config(REPO / "configs" / "refer_youtube_vos_finetune.yaml")
+    config.data.root = str(workspace / "data" / "refer_youtube_vos")
+    # val_a: 7 frames x 2 expressions, val_b: 3 frames x 1; the test-only video is left out.
+    assert check_ytvos_submission(zip_path, config) == {"expressions": 3.0, "frames": 17.0}
+    with zipfile.ZipFile(zip_path) as archive:
+        assert not any("test_c" in name for name in archive.namelist())
+    result = json.loads((run_dir / "evaluation" / "metrics.json").read_text())
+    assert Path(result["checkpoint"]) == run_dir / "checkpoints" / "epoch_0000"
+
+
+@pytest.mark.slow
+def test_infer_davis_converts_and_scores(workspace, ytvos_finetune_run):
+    run_script("infer_davis", workspace)
+    davis = workspace / "data" / "refer-davis"
+    assert (davis / "meta_expressions" / "valid" / "meta_expressions.json").is_file()
+    evaluation = workspace / "runs" / "davis" / "davis" / "evaluation"
+    result = json.loads((evaluation / "metrics.json").read_text())
+    assert set(result["metrics"]) == DAVIS_METRICS
+    assert (evaluation / "global_results-val.csv").is_file()
+    for annotator in range(4):
+        assert sorted(p.name for p in (evaluation / f"anno_{annotator}").iterdir() if p.is_dir()) == ["blackswan", "classic-car"]
+    assert evaluate_davis_predictions(evaluation, davis) == pytest.approx(result["metrics"])
+
+
+@pytest.mark.slow
+def test_finetune_a2d_starts_fresh_from_the_pretraining(a2d_finetune_run):
+    run_dir, output = a2d_finetune_run
+    saved, record = check_training_run(run_dir, "a2d_sentences_finetune.yaml")
+    assert saved["train"]["pretrained_weights"] == "runs/coco/coco_pretrain_tiny"
+    assert "finetuning from runs/coco/coco_pretrain_tiny" in output
+    assert "eval_mAP 0.5:0.95" in record
+    assert pointer_target(run_dir / "checkpoints" / "best") == run_dir / "checkpoints" / "epoch_0000"
+
+
+@pytest.mark.slow
+def test_eval_jhd_evaluates_the_a2d_finetune_on_jhmdb(workspace, a2d_finetune_run):
+    run_dir, _ = a2d_finetune_run
+    run_script("eval_jhd", workspace)
+    gt = workspace / "data" / "jhmdb_sentences" / "jhmdb_sentences_gt_annotations_in_coco_format.json"
+    evaluation = workspace / "runs" / "jhmdb_sentences" / "jhmdb_eval" / "evaluation"
+    result = json.loads((evaluation / "metrics.json").read_text())
+    assert result["dataset"] == "jhmdb_sentences"
+    assert Path(result["checkpoint"]) == run_dir / "checkpoints" / "epoch_0000"
+    assert len(json.loads(gt.read_text())["images"]) == 9  # 3 frames of each of the 3 videos
+    assert evaluate_a2d_predictions(evaluation / "predictions.json", gt) == pytest.approx(result["metrics"])
+
+
+@pytest.mark.slow
+def test_train_ytvos_scratch(workspace):
+    run_script("train_ytvos_scratch", workspace)
+    run_dir = workspace / "runs" / "ref_youtube_vos" / "ytb_from_scratch"
+    saved, _ = check_training_run(run_dir, "refer_youtube_vos.yaml")
+    assert saved["model"]["num_classes"] == 65
+    assert (workspace / "data" / "refer_youtube_vos" / "wavecl_ytvos_train_samples_ws8.json").is_file()
+    assert (run_dir / "eval" / "epoch_0000" / "submission.zip").is_file()
+
+
+@pytest.mark.slow
+def test_eval_a2d_under_torchrun_matches_one_process(workspace, tmp_path):
+    """NUM_GPUS=2 on the CPU: two gloo ranks share the test set; the metrics equal one process's."""
+    run_script("train_a2d", workspace)
+    run_script("eval_a2d", workspace, EVAL_DIR=str(tmp_path / "one"))
+    run_script("eval_a2d", workspace, NUM_GPUS="2", EVAL_DIR=str(tmp_path / "two"))
+    single = json.loads((tmp_path / "one" / "metrics.json").read_text())
+    double = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    assert (single["world_size"], double["world_size"]) == (1, 2)
+    assert double["metrics"] == pytest.approx(single["metrics"])
+    predictions = [json.loads((tmp_path / name / "predictions.json").read_text()) for name in ("one", "two")]
+    key = lambda r: (r["image_id"], r["query"])  # noqa: E731
+    assert sorted(predictions[0], key=key) == sorted(predictions[1], key=key)
