@@ -82,7 +82,7 @@ def read_puppet_masks(path: Path) -> np.ndarray:
     require_file(path)
     try:
         content = scipy.io.loadmat(str(path), variable_names=["part_mask"])
-    except (scipy.io.matlab.MatReadError, ValueError, TypeError, OSError) as error:
+    except (scipy.io.matlab.MatReadError, ValueError, TypeError, OSError, IndexError) as error:  # IndexError: short garbage files
         raise ValueError(f"cannot read MATLAB file {path}: {error}") from error
     if "part_mask" not in content:
         raise ValueError(f"{path}: no variable 'part_mask'")
