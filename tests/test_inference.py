@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 
 from wavecl.config import load_config
 from wavecl.data.synthetic import sample_synthetic_video
-from wavecl.data.video import read_video_frames, write_video
+from wavecl.data.video import VideoWriter, iter_video_frames, read_video_frames, write_video
 from wavecl.inference.overlay import contact_sheet, legend_height, overlay_masks, save_png, sentence_colors
 from wavecl.inference.predictor import VideoPredictor
 from wavecl.inference.pretrained import (
@@ -26,7 +26,6 @@ from wavecl.inference.pretrained import (
     save_pretrained,
 )
 from wavecl.inference.run import EvenSample, predict_video, sentence_slug
-from wavecl.inference.streaming import VideoWriter, iter_video_frames
 from wavecl.model.wavecl import WaveCL
 from wavecl.training.checkpoint import save_checkpoint
 

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from wavecl.data.transforms import ClipTransform, clean_expression
 from wavecl.evaluation.postprocess import video_postprocess
-from wavecl.inference.streaming import iter_video_frames, probe_video
+from wavecl.data.video import iter_video_frames, probe_video
 from wavecl.model.wavecl import WaveCL
 
 VideoInput = str | os.PathLike | Sequence[Image.Image] | np.ndarray

@@ -24,7 +24,7 @@ from PIL import Image
 from wavecl.inference.overlay import contact_sheet, overlay_masks, save_png, sentence_colors
 from wavecl.inference.predictor import VideoInput, VideoPredictor, open_video
 from wavecl.inference.pretrained import load_pretrained, resolve_pretrained
-from wavecl.inference.streaming import VideoWriter
+from wavecl.data.video import VideoWriter
 
 DEFAULT_SHORT_SIZE = 360
 DEFAULT_MAX_SIZE = 640
