@@ -104,6 +104,15 @@ def select_video_query(pred_cls: Tensor) -> int:
     return int(scores.argmax())
 
 
+def _video_query_logits(pred_cls: Tensor, pred_masks: Tensor) -> tuple[int, Tensor]:
+    """The query chosen for a video (:func:`select_video_query`) and its mask logits ``[T, h, w]``."""
+    _check_mask_logits(pred_masks, "pred_masks")
+    if pred_cls.shape[:2] != pred_masks.shape[:2]:
+        raise ValueError(f"pred_cls {tuple(pred_cls.shape)} and pred_masks {tuple(pred_masks.shape)} disagree on [T, Q]")
+    query = select_video_query(pred_cls)
+    return query, pred_masks[:, query]
+
+
 def video_postprocess(
     pred_cls: Tensor,
     pred_masks: Tensor,
@@ -123,11 +132,8 @@ def video_postprocess(
     Returns:
         The selected query index and its ``[T, H, W]`` bool masks.
     """
-    _check_mask_logits(pred_masks, "pred_masks")
-    if pred_cls.shape[:2] != pred_masks.shape[:2]:
-        raise ValueError(f"pred_cls {tuple(pred_cls.shape)} and pred_masks {tuple(pred_masks.shape)} disagree on [T, Q]")
-    query = select_video_query(pred_cls)
-    return query, _masks_at_original_size(pred_masks[:, query], padded_size, size, orig_size)
+    query, logits = _video_query_logits(pred_cls, pred_masks)
+    return query, _masks_at_original_size(logits, padded_size, size, orig_size)
 
 
 def video_probabilities(
@@ -154,12 +160,9 @@ def video_probabilities(
     Returns:
         The selected query index and its ``[T, H, W]`` float probabilities.
     """
-    _check_mask_logits(pred_masks, "pred_masks")
-    if pred_cls.shape[:2] != pred_masks.shape[:2]:
-        raise ValueError(f"pred_cls {tuple(pred_cls.shape)} and pred_masks {tuple(pred_masks.shape)} disagree on [T, Q]")
-    query = select_video_query(pred_cls)
+    query, logits = _video_query_logits(pred_cls, pred_masks)
     height, width = int(size[0]), int(size[1])
-    upsampled = F.interpolate(pred_masks[None, :, query].float(), size=tuple(padded_size), mode="bilinear", align_corners=False)
+    upsampled = F.interpolate(logits[None].float(), size=tuple(padded_size), mode="bilinear", align_corners=False)
     cropped = upsampled[:, :, :height, :width]
     resized = F.interpolate(cropped, size=(int(orig_size[0]), int(orig_size[1])), mode="bilinear", align_corners=False)
     return query, resized[0].sigmoid()
