@@ -55,6 +55,10 @@ from wavecl.training.optim import build_optimizer, build_scheduler
 
 log = logging.getLogger("wavecl.train")
 
+# Beside the ``best`` pointer: which metric chose it and its value (read back on resume, since the
+# epoch's checkpoint is written before its evaluation).
+BEST_METRIC_FILE = "best.json"
+
 
 class NonFiniteLossError(RuntimeError):
     """A loss term became NaN or infinite and the run is configured to stop."""
@@ -212,7 +216,8 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         self.start_epoch = int(state["epoch"]) + 1
-        self.best_metric = state.get("best_metric")
+        best = self.run_dir / "checkpoints" / BEST_METRIC_FILE
+        self.best_metric = json.loads(best.read_text())["value"] if best.is_file() else None
         rng = state["rng"]
         if len(rng) != self.dist.world_size:
             log.warning("checkpoint was written by %d processes, resuming with %d: random streams restart", len(rng), self.dist.world_size)
@@ -248,9 +253,6 @@ class Trainer:
         if self.writer is not None:
             self.writer.close()
         return metrics
-
-    def _weighted(self, loss_dict: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.criterion.weighted_total(loss_dict)
 
     def _check_finite(self, loss_dict: dict[str, torch.Tensor], epoch: int, step: int) -> bool:
         """Whether every loss term is finite on every rank; names the bad terms otherwise."""
@@ -320,7 +322,7 @@ class Trainer:
             outputs = self.ddp_model(batch.frames, batch.pad_mask, batch.texts, batch.image_sizes, valid_indices)
         outputs = outputs_to_float(outputs)
         loss_dict = self.criterion(outputs, targets)
-        return loss_dict, self._weighted(loss_dict)
+        return loss_dict, self.criterion.weighted_total(loss_dict)
 
     def _optimizer_step(self) -> None:
         if self.config.train.clip_max_norm > 0:
@@ -340,7 +342,6 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "best_metric": self.best_metric,
             "rng": rng_per_rank,
         }
         return save_checkpoint(self.run_dir / "checkpoints", epoch, self.model.state_dict(), state)
@@ -370,7 +371,10 @@ class Trainer:
         if primary is not None and primary in metrics and checkpoint is not None:
             if self.best_metric is None or metrics[primary] > self.best_metric:
                 self.best_metric = metrics[primary]
-                write_text(self.run_dir / "checkpoints" / "best", checkpoint.directory.name + "\n")
+                checkpoints = self.run_dir / "checkpoints"
+                record = {"metric": primary, "value": self.best_metric, "epoch": epoch}
+                write_text(checkpoints / BEST_METRIC_FILE, json.dumps(record))
+                write_text(checkpoints / "best", checkpoint.directory.name + "\n")
         record = {
             "epoch": epoch,
             **{f"train_{k}": v for k, v in result.losses.items()},
