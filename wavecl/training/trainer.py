@@ -35,6 +35,7 @@ from wavecl.atomic import write_text
 from wavecl.config import Config
 from wavecl.data.build import build_dataset
 from wavecl.data.collate import collate_clips
+from wavecl.data.robust import SkipBadSamples
 from wavecl.data.types import Batch
 from wavecl.evaluation.build import build_evaluation
 from wavecl.evaluation.loop import run_evaluation
@@ -125,6 +126,7 @@ def load_finetune_weights(model: WaveCL, path: str | Path) -> tuple[list[str], l
 class EpochResult:
     losses: dict[str, float]
     skipped_batches: int
+    bad_samples: int
     seconds: float
 
 
@@ -274,6 +276,7 @@ class Trainer:
         accumulate = config.grad_accum_steps
         sums: dict[str, float] = {}
         count, skipped = 0, 0
+        bad_before = self._bad_sample_count()
         started = time.perf_counter()
         bar = tqdm(
             total=self.steps_per_epoch,
@@ -314,7 +317,12 @@ class Trainer:
                     self.writer.add_scalar(f"lr/{group.get('name', index)}", group["lr"], global_step)
         bar.close()
         averages = {k: v / max(count, 1) for k, v in sums.items()}
-        return EpochResult(averages, skipped, time.perf_counter() - started)
+        bad_samples = sum(gather_objects(self._bad_sample_count() - bad_before))  # collective: all ranks
+        return EpochResult(averages, skipped, bad_samples, time.perf_counter() - started)
+
+    def _bad_sample_count(self) -> int:
+        """Training samples this rank failed to load so far (counted by :class:`SkipBadSamples`, workers included)."""
+        return self.train_set.num_skipped if isinstance(self.train_set, SkipBadSamples) else 0
 
     def _forward_loss(self, batch: Batch) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         valid_indices, targets = batch.valid_frames()
@@ -379,6 +387,7 @@ class Trainer:
             "epoch": epoch,
             **{f"train_{k}": v for k, v in result.losses.items()},
             "train_skipped_batches": result.skipped_batches,
+            "train_bad_samples": result.bad_samples,
             "train_seconds": result.seconds,
             **{f"eval_{k}": v for k, v in metrics.items()},
         }
