@@ -246,6 +246,7 @@ class Trainer:
         for epoch in range(self.start_epoch, self.config.train.epochs):
             result = self.train_one_epoch(epoch)
             self.scheduler.step()
+            self._broadcast_buffers()
             checkpoint = self._save(epoch)
             evaluate_now = (epoch + 1) % self.config.train.eval_interval == 0 or epoch + 1 == self.config.train.epochs
             metrics, primary = self.evaluate(epoch) if evaluate_now else ({}, None)
@@ -339,6 +340,17 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
+
+    def _broadcast_buffers(self) -> None:
+        """Give every rank rank 0's buffers before saving and evaluating.
+
+        BatchNorm running statistics (SEP's ``bn_s_w``) are updated from each rank's own batch; DDP
+        re-broadcasts them only at the start of the next forward, so after an epoch the ranks differ
+        and would evaluate their shards with statistics the checkpoint (rank 0's) does not hold.
+        """
+        if self.dist.distributed:
+            for buffer in self.model.buffers():
+                torch.distributed.broadcast(buffer, src=0)
 
     def _save(self, epoch: int) -> CheckpointPaths | None:
         rng_per_rank = gather_objects(rng_state())  # collective: every rank takes part
