@@ -18,8 +18,8 @@ from rich.table import Table
 
 from wavecl.config import Config, apply_overrides, load_config, parse_override
 
-console = Console()
-error_console = Console(stderr=True)
+console = Console(soft_wrap=True)  # long paths stay on one line, ready to copy
+error_console = Console(stderr=True, soft_wrap=True)
 
 A2D_GT_FILENAME = "a2d_sentences_test_annotations_in_coco_format.json"
 JHMDB_GT_FILENAME = "jhmdb_sentences_gt_annotations_in_coco_format.json"
@@ -165,7 +165,10 @@ def load_evaluation_weights(model, checkpoint: str | Path) -> Path:
     path = Path(checkpoint)
     if path.name.endswith(REFERENCE_SUFFIXES):
         source = path
-        state = convert_reference_state_dict(load_model_weights(path))
+        try:
+            state = convert_reference_state_dict(load_model_weights(path))
+        except ValueError as error:
+            raise ValueError(f"{path} is not a checkpoint of the reference implementation: {error}") from error
     else:
         source = path if path.suffix == ".safetensors" else latest_checkpoint(path)
         state = load_model_weights(source)
@@ -221,7 +224,7 @@ def command_evaluate(args: argparse.Namespace) -> None:
         if dist.is_main:
             record = {
                 "dataset": config.data.dataset_name,
-                "checkpoint": str(source),
+                "checkpoint": str(source.absolute()),
                 "config": str(args.config),
                 "world_size": dist.world_size,
                 "metrics": metrics,
@@ -523,7 +526,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         args.handler(args)
     except (FileNotFoundError, ValueError) as error:
-        error_console.print(f"[red]error:[/red] {escape(str(error))}", soft_wrap=True)
+        error_console.print(f"[red]error:[/red] {escape(str(error))}")
         sys.exit(2)
 
 

@@ -1,0 +1,431 @@
+"""The ``wavecl`` command line: help of every command, ``info``, ``prepare`` (results and errors),
+``evaluate --predictions`` against independent computations, ``evaluate`` refusing mismatched
+weights, and ``predict`` on a small run."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from wavecl.cli import main
+from wavecl.config import apply_overrides, load_config
+from wavecl.data.fixtures import write_a2d_fixture, write_jhmdb_fixture, write_ytvos_fixture
+from wavecl.data.fixtures_coco_davis import write_davis_fixture
+from wavecl.data.synthetic import expression_ground_truth
+from wavecl.data.ytvos import train_samples_cache_path
+from wavecl.evaluation.ytvos import write_ytvos_masks, zip_submission
+from wavecl.training.checkpoint import load_model_weights
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = str(REPO / "configs" / "tiny.yaml")
+A2D_CONFIG = str(REPO / "configs" / "a2d_sentences.yaml")
+
+
+def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    """Run ``wavecl argv`` in this process; returns the exit code (0 if it returned) and the output."""
+    try:
+        main(argv)
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 1
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+# ------------------------------------------------------------------------------------------- help
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        ([], ["info", "train", "evaluate", "predict", "prepare", "demo", "examples:"]),
+        (["info"], ["--config", "--set", "examples:"]),
+        (["train"], ["--config", "--resume", "--pretrained", "--device", "checkpoints/epoch_XXXX", "torchrun"]),
+        (["evaluate"], ["--checkpoint", "--predictions", "--out-dir", "--device", "J&F", "metrics.json"]),
+        (["predict"], ["--checkpoint", "--video", "--text", "--out-dir", "--window", "--device"]),
+        (["prepare"], ["a2d-gt", "jhmdb-gt", "ytvos-samples", "davis", "synthetic"]),
+        (["prepare", "a2d-gt"], ["--root", "--out", "a2d_sentences_test_annotations_in_coco_format.json"]),
+        (["prepare", "jhmdb-gt"], ["--root", "--samples-metadata", "--seed"]),
+        (["prepare", "ytvos-samples"], ["--root", "--window-size", "--workers"]),
+        (["prepare", "davis"], ["--root", "--copy"]),
+        (["prepare", "synthetic"], ["--root", "--videos", "--valid-videos", "--seed"]),
+        (["demo"], ["--out-dir", "runs/demo", "--minutes", "--seed", "--device"]),
+    ],
+)
+def test_help(argv, expected, capsys):
+    code, out, _ = run_cli([*argv, "--help"], capsys)
+    assert code == 0
+    assert out.startswith(f"usage: wavecl {' '.join(argv)}".rstrip())
+    for text in expected:
+        assert text in out, text
+    if argv:
+        assert "examples:" in out
+
+
+# ------------------------------------------------------------------------------------------- info
+
+
+def test_info_prints_parameter_counts(capsys):
+    from wavecl.model.wavecl import WaveCL
+
+    code, out, _ = run_cli(["info", "-c", TINY], capsys)
+    assert code == 0
+    model = WaveCL(load_config(TINY).model)
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert trainable < total  # the tiny config freezes the text encoder
+    total_row = next(line for line in out.splitlines() if "total" in line)
+    assert f"{total:,}" in total_row and f"{trainable:,}" in total_row
+    backbone_row = next(line for line in out.splitlines() if "backbone" in line)
+    assert f"{sum(p.numel() for p in model.backbone.parameters()):,}" in backbone_row
+
+
+def test_a_missing_config_is_named(tmp_path, capsys):
+    code, _, err = run_cli(["info", "-c", str(tmp_path / "nope.yaml")], capsys)
+    assert code == 2 and f"config file not found: {tmp_path / 'nope.yaml'}" in err
+
+
+# ---------------------------------------------------------------------------------------- prepare
+
+
+def test_prepare_a2d_gt_writes_the_test_ground_truth(tmp_path, capsys):
+    fixture = write_a2d_fixture(tmp_path / "data" / "a2d_sentences")
+    code, out, _ = run_cli(["prepare", "a2d-gt", "--root", str(tmp_path / "data")], capsys)
+    assert code == 0
+    path = tmp_path / "data" / "a2d_sentences" / "a2d_sentences_test_annotations_in_coco_format.json"
+    assert str(path) in out
+    coco = COCO(str(path))
+    expected = {f"v_{s.video_id}_f_{s.frame}_i_{s.instance_id}": (s.video_id, s.frame, s.instance_id) for s in fixture.samples["test"]}
+    assert set(coco.getImgIds()) == set(expected)
+    for image_id, key in expected.items():
+        np.testing.assert_array_equal(coco.annToMask(coco.imgToAnns[image_id][0]).astype(bool), fixture.masks[key[:2]][key[2]])
+
+
+def test_prepare_synthetic_writes_both_splits(tmp_path, capsys):
+    root = tmp_path / "synthetic"
+    args = ["prepare", "synthetic", "--root", str(root), "--videos", "2", "--valid-videos", "1", "--frames", "3", "--size", "24", "32"]
+    code, out, _ = run_cli(args, capsys)
+    assert code == 0 and "synthetic train: 2 videos" in out and "synthetic valid: 1 videos" in out
+    for split, count in (("train", 2), ("valid", 1)):
+        videos = json.loads((root / "meta_expressions" / split / "meta_expressions.json").read_text())["videos"]
+        assert len(videos) == count
+        frames = sorted((root / split / "JPEGImages" / next(iter(videos))).iterdir())
+        assert len(frames) == 3 and Image.open(frames[0]).size == (32, 24)
+
+
+def test_prepare_ytvos_samples_writes_the_dataset_cache(tmp_path, capsys):
+    write_ytvos_fixture(tmp_path / "refer_youtube_vos")
+    code, out, _ = run_cli(["prepare", "ytvos-samples", "--root", str(tmp_path), "--window-size", "4"], capsys)
+    assert code == 0
+    cache = train_samples_cache_path(tmp_path / "refer_youtube_vos", 4)
+    samples = json.loads(cache.read_text())["samples"]
+    assert f": {len(samples)} -> {cache}" in out
+    assert all(len(frames) == 4 for _, frames, _ in samples)
+
+
+def test_prepare_davis_converts(tmp_path, capsys):
+    write_davis_fixture(tmp_path / "refer-davis")
+    code, out, _ = run_cli(["prepare", "davis", "--root", str(tmp_path / "refer-davis")], capsys)
+    assert code == 0 and "Ref-DAVIS17 valid: 2 videos, 20 expressions" in out  # 5 objects x 4 annotators
+    videos = json.loads((tmp_path / "refer-davis" / "meta_expressions" / "valid" / "meta_expressions.json").read_text())["videos"]
+    assert sorted(videos) == ["blackswan", "classic-car"]
+
+
+def _corrupt(path: Path) -> Path:
+    path.write_bytes(b"this is not the expected format")
+    return path
+
+
+def _broken_a2d(tmp_path: Path) -> Path:
+    fixture = write_a2d_fixture(tmp_path / "a2d_sentences")
+    sample = fixture.samples["test"][0]
+    return _corrupt(tmp_path / "a2d_sentences" / "text_annotations" / "a2d_annotation_with_instances" / sample.video_id / f"{sample.frame:05d}.h5")
+
+
+def _broken_jhmdb(tmp_path: Path) -> Path:
+    write_jhmdb_fixture(tmp_path / "jhmdb_sentences")
+    return _corrupt(tmp_path / "jhmdb_sentences" / "puppet_mask" / "run" / "run_man_2" / "puppet_mask.mat")
+
+
+def _broken_ytvos(tmp_path: Path) -> Path:
+    write_ytvos_fixture(tmp_path / "refer_youtube_vos")
+    return _corrupt(tmp_path / "refer_youtube_vos" / "meta_expressions" / "train" / "meta_expressions.json")
+
+
+def _broken_davis(tmp_path: Path) -> Path:
+    write_davis_fixture(tmp_path / "refer-davis")
+    path = tmp_path / "refer-davis" / "DAVIS" / "davis_semantics.json"
+    path.unlink()
+    return path
+
+
+@pytest.mark.parametrize(
+    ("task", "folder", "breaks"),
+    [
+        ("a2d-gt", "a2d_sentences", _broken_a2d),
+        ("jhmdb-gt", "jhmdb_sentences", _broken_jhmdb),
+        ("ytvos-samples", "refer_youtube_vos", _broken_ytvos),
+        ("davis", "refer-davis", _broken_davis),
+    ],
+)
+def test_prepare_names_the_bad_file(task, folder, breaks, tmp_path, capsys):
+    bad_file = breaks(tmp_path)
+    code, out, err = run_cli(["prepare", task, "--root", str(tmp_path / folder)], capsys)
+    assert code == 2
+    assert err.startswith("error:") and str(bad_file) in err
+    assert "Traceback" not in out + err
+
+
+@pytest.mark.parametrize("task", ["a2d-gt", "jhmdb-gt", "ytvos-samples", "davis"])
+def test_prepare_names_a_missing_dataset(task, tmp_path, capsys):
+    code, _, err = run_cli(["prepare", task, "--root", str(tmp_path / "missing")], capsys)
+    assert code == 2 and "dataset not found under" in err and str(tmp_path / "missing") in err
+
+
+# --------------------------------------------------------------------------- evaluate --predictions
+
+
+def _a2d_predictions(coco: COCO, rng: np.random.Generator) -> list[dict]:
+    """Three scored masks per ground-truth image: the truth, a shifted truth and a random box."""
+    results = []
+    for image_id in coco.getImgIds():
+        truth = coco.annToMask(coco.imgToAnns[image_id][0]).astype(bool)
+        height, width = truth.shape
+        shifted = np.roll(truth, shift=(int(rng.integers(1, 4)), int(rng.integers(1, 4))), axis=(0, 1))
+        box = np.zeros_like(truth)
+        y, x = int(rng.integers(0, height - 8)), int(rng.integers(0, width - 8))
+        box[y : y + 8, x : x + 8] = True
+        for query, mask in enumerate((truth, shifted, box)):
+            rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+            rle["counts"] = rle["counts"].decode("ascii")
+            results.append({"image_id": image_id, "query": query, "category_id": 1, "segmentation": rle, "score": float(rng.random())})
+    return results
+
+
+def test_evaluate_saved_a2d_predictions_matches_direct_computation(tmp_path, capsys):
+    write_a2d_fixture(tmp_path / "a2d_sentences")
+    assert run_cli(["prepare", "a2d-gt", "--root", str(tmp_path / "a2d_sentences")], capsys)[0] == 0
+    gt_path = tmp_path / "a2d_sentences" / "a2d_sentences_test_annotations_in_coco_format.json"
+    coco = COCO(str(gt_path))
+    results = _a2d_predictions(coco, np.random.default_rng(3))
+    predictions = tmp_path / "predictions.json"
+    predictions.write_text(json.dumps(results))
+
+    argv = ["evaluate", "-c", A2D_CONFIG, "--set", f"data.coco_gt_path={gt_path}", "--predictions", str(predictions), "--out-dir", str(tmp_path / "out")]
+    code, out, _ = run_cli(argv, capsys)
+    assert code == 0 and "mAP 0.5:0.95" in out
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())["metrics"]
+
+    # Independent: pycocotools with categories ignored, and IoU of the top-scoring mask by numpy.
+    evaluator = COCOeval(coco, coco.loadRes([dict(r) for r in results]), iouType="segm")
+    evaluator.params.useCats = 0
+    evaluator.evaluate()
+    evaluator.accumulate()
+    evaluator.summarize()
+    assert metrics["mAP 0.5:0.95"] == pytest.approx(evaluator.stats[0])
+    assert metrics["AP 0.5"] == pytest.approx(evaluator.stats[1])
+    ious, inter_total, union_total = [], 0, 0
+    for image_id in coco.getImgIds():
+        top = max((r for r in results if r["image_id"] == image_id), key=lambda r: r["score"])
+        predicted = mask_utils.decode(top["segmentation"]).astype(bool)
+        truth = coco.annToMask(coco.imgToAnns[image_id][0]).astype(bool)
+        inter, union = (predicted & truth).sum(), (predicted | truth).sum()
+        ious.append((inter + 1e-6) / (union + 1e-6))
+        inter_total, union_total = inter_total + inter, union_total + union
+    assert metrics["mean_iou"] == pytest.approx(np.mean(ious))
+    assert metrics["overall_iou"] == pytest.approx(inter_total / union_total)
+    for k in (0.5, 0.6, 0.7, 0.8, 0.9):
+        assert metrics[f"P@{k}"] == pytest.approx(np.mean(np.asarray(ious) > k))
+    # A folder holding predictions.json is accepted too.
+    code, _, _ = run_cli([*argv[:-4], "--predictions", str(tmp_path), "--out-dir", str(tmp_path / "again")], capsys)
+    assert code == 0
+    assert json.loads((tmp_path / "again" / "metrics.json").read_text())["metrics"] == metrics
+
+
+def test_evaluate_saved_predictions_refuses_a_malformed_file(tmp_path, capsys):
+    predictions = tmp_path / "predictions.json"
+    predictions.write_text(json.dumps([{"image_id": "x", "score": 1.0}]))
+    code, _, err = run_cli(["evaluate", "-c", A2D_CONFIG, "--predictions", str(predictions)], capsys)
+    assert code == 2 and str(predictions) in err and "entry 0" in err
+
+
+def _synthetic_config(root: Path) -> list[str]:
+    return ["-c", TINY, "--set", f"data.root={root}"]
+
+
+def test_evaluate_saved_synthetic_predictions(tmp_path, capsys):
+    root = tmp_path / "synthetic"
+    run_cli(["prepare", "synthetic", "--root", str(root), "--videos", "1", "--valid-videos", "2", "--frames", "4", "--size", "32", "48"], capsys)
+    videos = json.loads((root / "meta_expressions" / "valid" / "meta_expressions.json").read_text())["videos"]
+    submission = tmp_path / "submission"
+    expected_j, expected_f = [], []
+    for index, (video, entry) in enumerate(sorted(videos.items())):
+        for exp_id in entry["expressions"]:
+            truth = expression_ground_truth(root, "valid", video, exp_id)
+            if index == 0 and exp_id == "0":
+                predicted = np.zeros_like(truth)  # an empty prediction scores 0 wherever the object is visible
+                visible = truth.any(axis=(1, 2))
+                expected_j.append(np.mean(np.where(visible, 0.0, 1.0)))
+                expected_f.append(np.mean(np.where(visible, 0.0, 1.0)))
+            else:
+                predicted = truth
+                expected_j.append(1.0)
+                expected_f.append(1.0)
+            write_ytvos_masks(submission, video, exp_id, entry["frames"], torch.from_numpy(predicted))
+    code, out, _ = run_cli(["evaluate", *_synthetic_config(root), "--predictions", str(submission), "--out-dir", str(tmp_path / "m")], capsys)
+    assert code == 0
+    metrics = json.loads((tmp_path / "m" / "metrics.json").read_text())["metrics"]
+    assert metrics["J"] == pytest.approx(np.mean(expected_j))
+    assert metrics["F"] == pytest.approx(np.mean(expected_f))
+    assert metrics["J&F"] == pytest.approx((np.mean(expected_j) + np.mean(expected_f)) / 2)
+    assert metrics["expressions"] == len(expected_j)
+    zip_submission(submission / "Annotations", tmp_path / "submission.zip")
+    code, _, _ = run_cli(["evaluate", *_synthetic_config(root), "--predictions", str(tmp_path / "submission.zip"), "--out-dir", str(tmp_path / "z")], capsys)
+    assert code == 0 and json.loads((tmp_path / "z" / "metrics.json").read_text())["metrics"] == pytest.approx(metrics)
+
+
+def test_evaluate_checks_a_ytvos_submission(tmp_path, capsys):
+    fixture = write_ytvos_fixture(tmp_path / "refer_youtube_vos")
+    config = ["-c", str(REPO / "configs" / "refer_youtube_vos_finetune.yaml"), "--set", f"data.root={tmp_path}"]
+    submission = tmp_path / "submission"
+    for video, spec in fixture.valid.items():
+        height, width = spec.frames.shape[1:3]
+        for exp_id in spec.expressions:
+            write_ytvos_masks(submission, video, exp_id, spec.frame_names, torch.zeros(len(spec.frame_names), height, width, dtype=bool))
+    zip_submission(submission / "Annotations", tmp_path / "submission.zip")
+    for path in (submission, tmp_path / "submission.zip"):
+        code, out, _ = run_cli(["evaluate", *config, "--predictions", str(path)], capsys)
+        assert code == 0 and "expressions" in out and "17.0000" in out  # 2 x 7 + 1 x 3 frames
+    (submission / "Annotations" / "val_b" / "0" / "00010.png").unlink()
+    code, _, err = run_cli(["evaluate", *config, "--predictions", str(submission)], capsys)
+    assert code == 2 and "lacks 1 of 17 masks" in err and "Annotations/val_b/0/00010.png" in err
+
+
+def test_evaluate_saved_davis_predictions(tmp_path, capsys):
+    fixture = write_davis_fixture(tmp_path / "refer-davis")
+    config = ["-c", str(REPO / "configs" / "davis.yaml"), "--set", f"data.root={tmp_path}"]
+    results = tmp_path / "results"
+    for annotator in range(4):
+        for video in fixture.splits["val"]:
+            for name, labels in zip(fixture.frame_names[video], fixture.labels[video]):
+                path = results / f"anno_{annotator}" / video / f"{name}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(np.where(labels == 255, 0, labels).astype(np.uint8), mode="L").save(path)
+    code, _, _ = run_cli(["evaluate", *config, "--predictions", str(results), "--out-dir", str(tmp_path / "m")], capsys)
+    assert code == 0
+    metrics = json.loads((tmp_path / "m" / "metrics.json").read_text())["metrics"]
+    assert metrics["J&F-Mean"] == pytest.approx(1.0) and metrics["J-Recall"] == pytest.approx(1.0)
+    assert (results / "global_results-val.csv").is_file()
+
+
+# ----------------------------------------------------------------------------- evaluate --checkpoint
+
+
+def test_evaluate_needs_exactly_one_source(tmp_path, capsys):
+    code, _, err = run_cli(["evaluate", "-c", TINY], capsys)
+    assert code == 2 and "exactly one of --checkpoint" in err
+    code, _, err = run_cli(["evaluate", "-c", TINY, "--checkpoint", "a", "--predictions", "b"], capsys)
+    assert code == 2 and "exactly one of --checkpoint" in err
+
+
+def reference_key(key: str) -> str:
+    """A wavecl backbone key as the reference implementation names it (other keys are shared)."""
+    match = re.fullmatch(r"backbone\.body\.features\.(\d+)\.(\d+\.)?(.*)", key)
+    if match is None:
+        return key.replace("backbone.body.", "backbone.0.body.", 1)
+    stage, block, rest = int(match[1]), match[2], match[3]
+    if stage % 2:
+        return f"backbone.0.body.downsamples.{stage // 2}.{(block or '') + rest}"
+    rest = rest.replace("mlp.0.", "mlp.fc1.").replace("mlp.3.", "mlp.fc2.")
+    return f"backbone.0.body.layers.{stage // 2}.blocks.{block}{rest}"
+
+
+def test_evaluate_a_run_and_the_same_weights_as_a_reference_checkpoint(tiny_run, tmp_path, capsys):
+    root = tmp_path / "synthetic"
+    run_cli(["prepare", "synthetic", "--root", str(root), "--videos", "1", "--valid-videos", "1", "--frames", "2", "--size", "32", "48"], capsys)
+    config = [*_synthetic_config(root), "--set", "data.window_size=2", "--set", "data.eval_short_size=32", "--set", "data.eval_max_size=48"]
+    code, out, _ = run_cli(["evaluate", *config, "--checkpoint", str(tiny_run), "--out-dir", str(tmp_path / "run"), "--device", "cpu"], capsys)
+    assert code == 0, out
+    from_run = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert Path(from_run["checkpoint"]) == tiny_run / "checkpoints" / "epoch_0000"
+    assert set(from_run["metrics"]) == {"J", "F", "J&F", "expressions"} and from_run["world_size"] == 1
+    # The saved masks rescore to the same numbers.
+    code, _, _ = run_cli(["evaluate", *config, "--predictions", str(tmp_path / "run"), "--out-dir", str(tmp_path / "again")], capsys)
+    assert json.loads((tmp_path / "again" / "metrics.json").read_text())["metrics"] == pytest.approx(from_run["metrics"])
+
+    state = load_model_weights(tiny_run)
+    reference = {reference_key(key): value for key, value in state.items()}
+    assert "backbone.0.body.layers.0.blocks.0.mlp.fc1.weight" in reference
+    checkpoint = tmp_path / "reference.pth.tar"
+    torch.save({"model_state_dict": reference, "epoch": 3}, checkpoint)
+    code, out, _ = run_cli(["evaluate", *config, "--checkpoint", str(checkpoint), "--out-dir", str(tmp_path / "ref"), "--device", "cpu"], capsys)
+    assert code == 0, out
+    from_reference = json.loads((tmp_path / "ref" / "metrics.json").read_text())
+    assert from_reference["checkpoint"] == str(checkpoint)
+    assert from_reference["metrics"] == from_run["metrics"]
+
+    reference.pop("class_embed.0.weight")
+    reference["bogus.weight"] = torch.zeros(1)
+    torch.save({"model_state_dict": reference}, checkpoint)
+    code, _, err = run_cli(["evaluate", *config, "--checkpoint", str(checkpoint), "--device", "cpu"], capsys)
+    assert code == 2 and str(checkpoint) in err
+    assert "missing: 1 key(s)" in err and "class_embed.0.weight" in err
+    assert "unexpected: 1 key(s)" in err and "bogus.weight" in err
+    # wavecl keys in a .pth.tar are named as not being a reference checkpoint.
+    torch.save(state, checkpoint)
+    code, _, err = run_cli(["evaluate", *config, "--checkpoint", str(checkpoint), "--device", "cpu"], capsys)
+    assert code == 2 and f"{checkpoint} is not a checkpoint of the reference implementation" in err
+
+
+def test_evaluate_names_a_missing_checkpoint(tmp_path, capsys):
+    code, _, err = run_cli(["evaluate", "-c", TINY, "--checkpoint", str(tmp_path / "run"), "--device", "cpu"], capsys)
+    assert code == 2 and f"checkpoint not found: {tmp_path / 'run'}" in err
+
+
+# ---------------------------------------------------------------------------------------- predict
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    """A training run directory of the tiny model (untrained weights, eval resize 32 / 48)."""
+    from wavecl.atomic import write_text
+    from wavecl.model.wavecl import WaveCL
+    from wavecl.training.checkpoint import save_checkpoint
+
+    config = apply_overrides(load_config(TINY), {"data.eval_short_size": 32, "data.eval_max_size": 48})
+    run = tmp_path_factory.mktemp("tiny_run")
+    torch.manual_seed(0)
+    save_checkpoint(run / "checkpoints", 0, WaveCL(config.model).state_dict(), {"epoch": 0})
+    write_text(run / "config.yaml", config.to_yaml())
+    return run
+
+
+def test_predict_writes_masks_overlay_and_sheet(tiny_run, tmp_path, capsys):
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for index in range(5):
+        Image.fromarray(np.full((30, 44, 3), 40 * index, dtype=np.uint8)).save(frames / f"frame{index}.png")
+    out = tmp_path / "out"
+    argv = ["predict", "--checkpoint", str(tiny_run), "--video", str(frames), "--text", "a red circle", "--text", "the square",
+            "--out-dir", str(out), "--device", "cpu", "--window", "2"]
+    code, printed, _ = run_cli(argv, capsys)
+    assert code == 0 and "5 frames segmented for 2 sentence(s)" in printed
+    for folder in ("0_a_red_circle", "1_the_square"):
+        masks = sorted((out / "masks" / folder).glob("*.png"))
+        assert [m.name for m in masks] == [f"{i:05d}.png" for i in range(5)]
+        assert Image.open(masks[0]).size == (44, 30)
+    assert (out / "overlay.mp4").stat().st_size > 0 and (out / "contact_sheet.png").is_file()
+
+
+def test_predict_names_a_missing_video(tiny_run, tmp_path, capsys):
+    video = tmp_path / "clip.mp4"
+    code, _, err = run_cli(["predict", "--checkpoint", str(tiny_run), "--video", str(video), "--text", "x", "--device", "cpu"], capsys)
+    assert code == 2 and str(video) in err
