@@ -74,6 +74,16 @@ SPEC_ROWS: list[tuple[str, tuple[str, ...], float]] = [
 """The rows of architecture.md §6 (GFLOPs) and the module rows of ours that make each of them up. Its
 last row, heads + controller + dynamic convs (0.8 GFLOPs), is the rest of the total."""
 
+SPEC_DIFFERENCES = (
+    "vlf + lvf: wavecl runs lvf at level 2 only, the one level whose output is used; the reference also "
+    "runs it at levels 0 and 1 and discards them (architecture.md §8 item 6).",
+    "WIP attention: wavelet_vlf_l attends to a single memory token (the sentence), so wavecl computes "
+    "it in closed form, out_proj(v_proj(s)), instead of the full attention (§8 item 2).",
+    "text encoder: its FLOPs depend on the sentence's length in tokens (here the MiniLM WordPiece "
+    "tokenizer paired with the random roberta-base).",
+)
+"""Why our §6 rows may differ from the reference's (printed under the comparison)."""
+
 SPEC_PARAMS = ("176,621,888", "51,976,256")
 """architecture.md §5: total and trainable (frozen text encoder) parameters, Video-Swin-T + roberta-base, K = 1."""
 
@@ -89,8 +99,8 @@ class Setting:
     height: int
     width: int
     batch: int = 1
-    default_repeats: int = 10
-    default_warmup: int = 2
+    default_repeats: int = 5
+    default_warmup: int = 1
 
 
 SETTINGS = {
@@ -282,6 +292,7 @@ def print_summary(results: dict[str, dict[str, dict]], args: argparse.Namespace,
     memory = "torch.cuda.max_memory_allocated" if on_cuda else "peak RSS (ru_maxrss) of the measuring child process"
     build_peaks = ", ".join(f"{name} {modes['eval']['rss_after_build_kib'] / 1024:,.0f}" for name, modes in results.items())
     console.print(f"peak MiB: {memory}; its value once the model and inputs were built (MiB): {build_peaks}")
+    console.print("GFLOPs: one step of the row's mode (forward, or forward and backward)")
 
 
 def print_breakdown(name: str, flops: dict[str, int], console) -> None:
@@ -325,13 +336,15 @@ def print_breakdown(name: str, flops: dict[str, int], console) -> None:
     table.add_row("heads + controller + dynamic convs", "the rest of the total", gflops(total - grouped), "0.8")
     table.add_row("[bold]total", "", f"[bold]{gflops(total)}", f"[bold]{SPEC_TOTAL_GFLOPS:.1f}")
     console.print(table)
+    for note in SPEC_DIFFERENCES:
+        console.print(f"- {note}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--full", action="store_true", help="also benchmark the full Video-Swin-T config (slow on CPU)")
-    parser.add_argument("--repeats", type=int, default=None, help="timed iterations (default: tiny 10, full 2)")
-    parser.add_argument("--warmup", type=int, default=None, help="untimed iterations first (default: tiny 2, full 1)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed iterations (default: tiny 5, full 2)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed iterations first (default: 1)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--amp", choices=("off", "bf16", "fp16"), default="off", help="torch.autocast dtype")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads in the children")
