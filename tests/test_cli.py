@@ -351,6 +351,11 @@ def reference_key(key: str) -> str:
 def test_evaluate_a_run_and_the_same_weights_as_a_reference_checkpoint(tiny_run, tmp_path, capsys):
     root = tmp_path / "synthetic"
     run_cli(["prepare", "synthetic", "--root", str(root), "--videos", "1", "--valid-videos", "1", "--frames", "2", "--size", "32", "48"], capsys)
+    meta_path = root / "meta_expressions" / "valid" / "meta_expressions.json"
+    meta = json.loads(meta_path.read_text())
+    for video in meta["videos"].values():  # one expression: one forward pass per evaluation
+        video["expressions"] = dict(list(video["expressions"].items())[:1])
+    meta_path.write_text(json.dumps(meta))
     config = [*_synthetic_config(root), "--set", "data.window_size=2", "--set", "data.eval_short_size=32", "--set", "data.eval_max_size=48"]
     code, out, _ = run_cli(["evaluate", *config, "--checkpoint", str(tiny_run), "--out-dir", str(tmp_path / "run"), "--device", "cpu"], capsys)
     assert code == 0, out
@@ -411,21 +416,23 @@ def tiny_run(tmp_path_factory) -> Path:
 def test_predict_writes_masks_overlay_and_sheet(tiny_run, tmp_path, capsys):
     frames = tmp_path / "frames"
     frames.mkdir()
-    for index in range(5):
+    for index in range(3):
         Image.fromarray(np.full((30, 44, 3), 40 * index, dtype=np.uint8)).save(frames / f"frame{index}.png")
     out = tmp_path / "out"
     argv = ["predict", "--checkpoint", str(tiny_run), "--video", str(frames), "--text", "a red circle", "--text", "the square",
             "--out-dir", str(out), "--device", "cpu", "--window", "2"]
     code, printed, _ = run_cli(argv, capsys)
-    assert code == 0 and "5 frames segmented for 2 sentence(s)" in printed
+    assert code == 0 and "3 frames segmented for 2 sentence(s)" in printed
     for folder in ("0_a_red_circle", "1_the_square"):
         masks = sorted((out / "masks" / folder).glob("*.png"))
-        assert [m.name for m in masks] == [f"{i:05d}.png" for i in range(5)]
+        assert [m.name for m in masks] == [f"{i:05d}.png" for i in range(3)]
         assert Image.open(masks[0]).size == (44, 30)
     assert (out / "overlay.mp4").stat().st_size > 0 and (out / "contact_sheet.png").is_file()
 
 
 def test_predict_names_a_missing_video(tiny_run, tmp_path, capsys):
     video = tmp_path / "clip.mp4"
-    code, _, err = run_cli(["predict", "--checkpoint", str(tiny_run), "--video", str(video), "--text", "x", "--device", "cpu"], capsys)
+    code, _, err = run_cli(["predict", str(video), "--checkpoint", str(tiny_run), "--text", "x", "--output", str(tmp_path), "--device", "cpu"], capsys)
     assert code == 2 and str(video) in err
+    code, _, err = run_cli(["predict", str(video), "--video", str(video), "--checkpoint", str(tiny_run), "--text", "x"], capsys)
+    assert code == 2 and "give the video once" in err

@@ -244,11 +244,14 @@ def command_predict(args: argparse.Namespace) -> None:
 
     from wavecl.inference.run import predict_video
 
+    if (args.video is None) == (args.video_path is None):
+        raise ValueError("give the video once: as the VIDEO argument or with --video")
+    video = args.video or args.video_path
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    out_dir = Path(args.out_dir) if args.out_dir is not None else Path("predictions") / Path(args.video).stem
+    out_dir = Path(args.out_dir) if args.out_dir is not None else Path("predictions") / Path(video).stem
     paths = predict_video(
         args.checkpoint,
-        args.video,
+        video,
         args.text,
         out_dir,
         device=device,
@@ -482,12 +485,13 @@ def build_parser() -> argparse.ArgumentParser:
         "Segment the objects that the sentences refer to in a video (mp4 or a folder of frames), window\n"
         "by window. Writes masks/<i>_<sentence>/<frame>.png, overlay.mp4 and contact_sheet.png.",
         "  wavecl predict --checkpoint runs/ref_youtube_vos/finetuneytb_tiny --video dog.mp4 --text 'a dog jumping'\n"
-        "  wavecl predict --checkpoint pretrained/wavecl-ytvos --video frames/ --text 'a man' --text 'the red car' --device cuda\n",
+        "  wavecl predict frames/ --checkpoint pretrained/wavecl-ytvos --text 'a man' --text 'the red car' --output out/ --device cuda\n",
     )
+    predict.add_argument("video_path", nargs="?", metavar="VIDEO", help="video file or folder of frames (same as --video)")
     predict.add_argument("--checkpoint", required=True, help="pretrained folder, training run directory or checkpoint")
-    predict.add_argument("--video", required=True, help="video file (mp4, ...) or folder of .jpg/.png frames")
+    predict.add_argument("--video", default=None, help="video file (mp4, ...) or folder of .jpg/.png frames")
     predict.add_argument("--text", action="append", required=True, help="referring expression (repeatable)")
-    predict.add_argument("--out-dir", default=None, help="output folder (default predictions/<video name>)")
+    predict.add_argument("--out-dir", "--output", dest="out_dir", default=None, help="output folder (default predictions/<video name>)")
     predict.add_argument("--device", choices=["cpu", "cuda"], default=None, help="cpu or cuda (default: cuda when available)")
     predict.add_argument("--window", type=int, default=8, help="frames per clip (default 8)")
     predict.add_argument("--short-size", type=int, default=None, help="resize: short side (default: the checkpoint's, else 360)")
