@@ -73,12 +73,18 @@ def test_help(argv, expected, capsys):
 # ------------------------------------------------------------------------------------------- info
 
 
-def test_info_prints_parameter_counts(capsys):
+@pytest.fixture(scope="module")
+def tiny_model():
     from wavecl.model.wavecl import WaveCL
 
+    torch.manual_seed(0)
+    return WaveCL(load_config(TINY).model)
+
+
+def test_info_prints_parameter_counts(tiny_model, capsys):
     code, out, _ = run_cli(["info", "-c", TINY], capsys)
     assert code == 0
-    model = WaveCL(load_config(TINY).model)
+    model = tiny_model
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert trainable < total  # the tiny config freezes the text encoder
@@ -399,20 +405,19 @@ def test_evaluate_names_a_missing_checkpoint(tmp_path, capsys):
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory) -> Path:
+def tiny_run(tiny_model, tmp_path_factory) -> Path:
     """A training run directory of the tiny model (untrained weights, eval resize 32 / 48)."""
     from wavecl.atomic import write_text
-    from wavecl.model.wavecl import WaveCL
     from wavecl.training.checkpoint import save_checkpoint
 
     config = apply_overrides(load_config(TINY), {"data.eval_short_size": 32, "data.eval_max_size": 48})
     run = tmp_path_factory.mktemp("tiny_run")
-    torch.manual_seed(0)
-    save_checkpoint(run / "checkpoints", 0, WaveCL(config.model).state_dict(), {"epoch": 0})
+    save_checkpoint(run / "checkpoints", 0, tiny_model.state_dict(), {"epoch": 0})
     write_text(run / "config.yaml", config.to_yaml())
     return run
 
 
+@pytest.mark.slow  # predict_video itself is covered in test_inference.py; this checks the command around it
 def test_predict_writes_masks_overlay_and_sheet(tiny_run, tmp_path, capsys):
     frames = tmp_path / "frames"
     frames.mkdir()
