@@ -40,6 +40,16 @@ def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
+def prepare_synthetic(root: Path, videos: int, valid_videos: int, frames: int, size: tuple[int, int], capsys):
+    """``wavecl prepare synthetic`` with small clips; returns :func:`run_cli`'s result."""
+    counts = ["--videos", str(videos), "--valid-videos", str(valid_videos), "--frames", str(frames)]
+    return run_cli(["prepare", "synthetic", "--root", str(root), *counts, "--size", *map(str, size)], capsys)
+
+
+def read_metrics(folder: Path) -> dict[str, float]:
+    return json.loads((folder / "metrics.json").read_text())["metrics"]
+
+
 # ------------------------------------------------------------------------------------------- help
 
 
@@ -109,16 +119,16 @@ def test_prepare_a2d_gt_writes_the_test_ground_truth(tmp_path, capsys):
     path = tmp_path / "data" / "a2d_sentences" / "a2d_sentences_test_annotations_in_coco_format.json"
     assert str(path) in out
     coco = COCO(str(path))
-    expected = {f"v_{s.video_id}_f_{s.frame}_i_{s.instance_id}": (s.video_id, s.frame, s.instance_id) for s in fixture.samples["test"]}
+    expected = {f"v_{s.video_id}_f_{s.frame}_i_{s.instance_id}": s for s in fixture.samples["test"]}
     assert set(coco.getImgIds()) == set(expected)
-    for image_id, key in expected.items():
-        np.testing.assert_array_equal(coco.annToMask(coco.imgToAnns[image_id][0]).astype(bool), fixture.masks[key[:2]][key[2]])
+    for image_id, sample in expected.items():
+        written = fixture.masks[sample.video_id, sample.frame][sample.instance_id]
+        np.testing.assert_array_equal(coco.annToMask(coco.imgToAnns[image_id][0]).astype(bool), written)
 
 
 def test_prepare_synthetic_writes_both_splits(tmp_path, capsys):
     root = tmp_path / "synthetic"
-    args = ["prepare", "synthetic", "--root", str(root), "--videos", "2", "--valid-videos", "1", "--frames", "3", "--size", "24", "32"]
-    code, out, _ = run_cli(args, capsys)
+    code, out, _ = prepare_synthetic(root, videos=2, valid_videos=1, frames=3, size=(24, 32), capsys=capsys)
     assert code == 0 and "synthetic train: 2 videos" in out and "synthetic valid: 1 videos" in out
     for split, count in (("train", 2), ("valid", 1)):
         videos = json.loads((root / "meta_expressions" / split / "meta_expressions.json").read_text())["videos"]
@@ -141,7 +151,8 @@ def test_prepare_davis_converts(tmp_path, capsys):
     write_davis_fixture(tmp_path / "refer-davis")
     code, out, _ = run_cli(["prepare", "davis", "--root", str(tmp_path / "refer-davis")], capsys)
     assert code == 0 and "Ref-DAVIS17 valid: 2 videos, 20 expressions" in out  # 5 objects x 4 annotators
-    videos = json.loads((tmp_path / "refer-davis" / "meta_expressions" / "valid" / "meta_expressions.json").read_text())["videos"]
+    meta = tmp_path / "refer-davis" / "meta_expressions" / "valid" / "meta_expressions.json"
+    videos = json.loads(meta.read_text())["videos"]
     assert sorted(videos) == ["blackswan", "classic-car"]
 
 
@@ -153,7 +164,8 @@ def _corrupt(path: Path) -> Path:
 def _broken_a2d(tmp_path: Path) -> Path:
     fixture = write_a2d_fixture(tmp_path / "a2d_sentences")
     sample = fixture.samples["test"][0]
-    return _corrupt(tmp_path / "a2d_sentences" / "text_annotations" / "a2d_annotation_with_instances" / sample.video_id / f"{sample.frame:05d}.h5")
+    masks = tmp_path / "a2d_sentences" / "text_annotations" / "a2d_annotation_with_instances"
+    return _corrupt(masks / sample.video_id / f"{sample.frame:05d}.h5")
 
 
 def _broken_jhmdb(tmp_path: Path) -> Path:
@@ -212,7 +224,9 @@ def _a2d_predictions(coco: COCO, rng: np.random.Generator) -> list[dict]:
         for query, mask in enumerate((truth, shifted, box)):
             rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
             rle["counts"] = rle["counts"].decode("ascii")
-            results.append({"image_id": image_id, "query": query, "category_id": 1, "segmentation": rle, "score": float(rng.random())})
+            score = float(rng.random())
+            results.append({"image_id": image_id, "query": query, "category_id": 1, "segmentation": rle})
+            results[-1]["score"] = score
     return results
 
 
@@ -225,10 +239,10 @@ def test_evaluate_saved_a2d_predictions_matches_direct_computation(tmp_path, cap
     predictions = tmp_path / "predictions.json"
     predictions.write_text(json.dumps(results))
 
-    argv = ["evaluate", "-c", A2D_CONFIG, "--set", f"data.coco_gt_path={gt_path}", "--predictions", str(predictions), "--out-dir", str(tmp_path / "out")]
-    code, out, _ = run_cli(argv, capsys)
+    config = ["-c", A2D_CONFIG, "--set", f"data.coco_gt_path={gt_path}"]
+    code, out, _ = run_cli(["evaluate", *config, "--predictions", f"{predictions}", "--out-dir", f"{tmp_path}/out"], capsys)
     assert code == 0 and "mAP 0.5:0.95" in out
-    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())["metrics"]
+    metrics = read_metrics(tmp_path / "out")
 
     # Independent: pycocotools with categories ignored, and IoU of the top-scoring mask by numpy.
     evaluator = COCOeval(coco, coco.loadRes([dict(r) for r in results]), iouType="segm")
@@ -251,9 +265,8 @@ def test_evaluate_saved_a2d_predictions_matches_direct_computation(tmp_path, cap
     for k in (0.5, 0.6, 0.7, 0.8, 0.9):
         assert metrics[f"P@{k}"] == pytest.approx(np.mean(np.asarray(ious) > k))
     # A folder holding predictions.json is accepted too.
-    code, _, _ = run_cli([*argv[:-4], "--predictions", str(tmp_path), "--out-dir", str(tmp_path / "again")], capsys)
-    assert code == 0
-    assert json.loads((tmp_path / "again" / "metrics.json").read_text())["metrics"] == metrics
+    code, _, _ = run_cli(["evaluate", *config, "--predictions", f"{tmp_path}", "--out-dir", f"{tmp_path}/again"], capsys)
+    assert code == 0 and read_metrics(tmp_path / "again") == metrics
 
 
 def test_evaluate_saved_predictions_refuses_a_malformed_file(tmp_path, capsys):
@@ -263,13 +276,9 @@ def test_evaluate_saved_predictions_refuses_a_malformed_file(tmp_path, capsys):
     assert code == 2 and str(predictions) in err and "entry 0" in err
 
 
-def _synthetic_config(root: Path) -> list[str]:
-    return ["-c", TINY, "--set", f"data.root={root}"]
-
-
 def test_evaluate_saved_synthetic_predictions(tmp_path, capsys):
     root = tmp_path / "synthetic"
-    run_cli(["prepare", "synthetic", "--root", str(root), "--videos", "1", "--valid-videos", "2", "--frames", "4", "--size", "32", "48"], capsys)
+    prepare_synthetic(root, videos=1, valid_videos=2, frames=4, size=(32, 48), capsys=capsys)
     videos = json.loads((root / "meta_expressions" / "valid" / "meta_expressions.json").read_text())["videos"]
     submission = tmp_path / "submission"
     expected_j, expected_f = [], []
@@ -286,16 +295,18 @@ def test_evaluate_saved_synthetic_predictions(tmp_path, capsys):
                 expected_j.append(1.0)
                 expected_f.append(1.0)
             write_ytvos_masks(submission, video, exp_id, entry["frames"], torch.from_numpy(predicted))
-    code, out, _ = run_cli(["evaluate", *_synthetic_config(root), "--predictions", str(submission), "--out-dir", str(tmp_path / "m")], capsys)
+    config = ["-c", TINY, "--set", f"data.root={root}"]
+    code, _, _ = run_cli(["evaluate", *config, "--predictions", f"{submission}", "--out-dir", f"{tmp_path}/m"], capsys)
     assert code == 0
-    metrics = json.loads((tmp_path / "m" / "metrics.json").read_text())["metrics"]
+    metrics = read_metrics(tmp_path / "m")
     assert metrics["J"] == pytest.approx(np.mean(expected_j))
     assert metrics["F"] == pytest.approx(np.mean(expected_f))
     assert metrics["J&F"] == pytest.approx((np.mean(expected_j) + np.mean(expected_f)) / 2)
     assert metrics["expressions"] == len(expected_j)
     zip_submission(submission / "Annotations", tmp_path / "submission.zip")
-    code, _, _ = run_cli(["evaluate", *_synthetic_config(root), "--predictions", str(tmp_path / "submission.zip"), "--out-dir", str(tmp_path / "z")], capsys)
-    assert code == 0 and json.loads((tmp_path / "z" / "metrics.json").read_text())["metrics"] == pytest.approx(metrics)
+    zipped = ["--predictions", str(tmp_path / "submission.zip"), "--out-dir", str(tmp_path / "z")]
+    code, _, _ = run_cli(["evaluate", *config, *zipped], capsys)
+    assert code == 0 and read_metrics(tmp_path / "z") == pytest.approx(metrics)
 
 
 def test_evaluate_checks_a_ytvos_submission(tmp_path, capsys):
@@ -305,7 +316,8 @@ def test_evaluate_checks_a_ytvos_submission(tmp_path, capsys):
     for video, spec in fixture.valid.items():
         height, width = spec.frames.shape[1:3]
         for exp_id in spec.expressions:
-            write_ytvos_masks(submission, video, exp_id, spec.frame_names, torch.zeros(len(spec.frame_names), height, width, dtype=bool))
+            masks = torch.zeros(len(spec.frame_names), height, width, dtype=bool)
+            write_ytvos_masks(submission, video, exp_id, spec.frame_names, masks)
     zip_submission(submission / "Annotations", tmp_path / "submission.zip")
     for path in (submission, tmp_path / "submission.zip"):
         code, out, _ = run_cli(["evaluate", *config, "--predictions", str(path)], capsys)
@@ -356,28 +368,30 @@ def reference_key(key: str) -> str:
 
 def test_evaluate_a_run_and_the_same_weights_as_a_reference_checkpoint(tiny_run, tmp_path, capsys):
     root = tmp_path / "synthetic"
-    run_cli(["prepare", "synthetic", "--root", str(root), "--videos", "1", "--valid-videos", "1", "--frames", "2", "--size", "32", "48"], capsys)
+    prepare_synthetic(root, videos=1, valid_videos=1, frames=2, size=(32, 48), capsys=capsys)
     meta_path = root / "meta_expressions" / "valid" / "meta_expressions.json"
     meta = json.loads(meta_path.read_text())
     for video in meta["videos"].values():  # one expression: one forward pass per evaluation
         video["expressions"] = dict(list(video["expressions"].items())[:1])
     meta_path.write_text(json.dumps(meta))
-    config = [*_synthetic_config(root), "--set", "data.window_size=2", "--set", "data.eval_short_size=32", "--set", "data.eval_max_size=48"]
-    code, out, _ = run_cli(["evaluate", *config, "--checkpoint", str(tiny_run), "--out-dir", str(tmp_path / "run"), "--device", "cpu"], capsys)
+    config = ["-c", TINY, "--set", f"data.root={root}", "--set", "data.window_size=2"]
+    config += ["--set", "data.eval_short_size=32", "--set", "data.eval_max_size=48", "--device", "cpu"]
+    code, out, _ = run_cli(["evaluate", *config, "--checkpoint", str(tiny_run), "--out-dir", f"{tmp_path}/run"], capsys)
     assert code == 0, out
     from_run = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert Path(from_run["checkpoint"]) == tiny_run / "checkpoints" / "epoch_0000"
     assert set(from_run["metrics"]) == {"J", "F", "J&F", "expressions"} and from_run["world_size"] == 1
     # The saved masks rescore to the same numbers.
-    code, _, _ = run_cli(["evaluate", *config, "--predictions", str(tmp_path / "run"), "--out-dir", str(tmp_path / "again")], capsys)
-    assert json.loads((tmp_path / "again" / "metrics.json").read_text())["metrics"] == pytest.approx(from_run["metrics"])
+    saved = ["--predictions", str(tmp_path / "run"), "--out-dir", str(tmp_path / "again")]
+    code, _, _ = run_cli(["evaluate", *config, *saved], capsys)
+    assert code == 0 and read_metrics(tmp_path / "again") == pytest.approx(from_run["metrics"])
 
     state = load_model_weights(tiny_run)
     reference = {reference_key(key): value for key, value in state.items()}
     assert "backbone.0.body.layers.0.blocks.0.mlp.fc1.weight" in reference
     checkpoint = tmp_path / "reference.pth.tar"
     torch.save({"model_state_dict": reference, "epoch": 3}, checkpoint)
-    code, out, _ = run_cli(["evaluate", *config, "--checkpoint", str(checkpoint), "--out-dir", str(tmp_path / "ref"), "--device", "cpu"], capsys)
+    code, out, _ = run_cli(["evaluate", *config, "--checkpoint", f"{checkpoint}", "--out-dir", f"{tmp_path}/ref"], capsys)
     assert code == 0, out
     from_reference = json.loads((tmp_path / "ref" / "metrics.json").read_text())
     assert from_reference["checkpoint"] == str(checkpoint)
@@ -386,13 +400,13 @@ def test_evaluate_a_run_and_the_same_weights_as_a_reference_checkpoint(tiny_run,
     reference.pop("class_embed.0.weight")
     reference["bogus.weight"] = torch.zeros(1)
     torch.save({"model_state_dict": reference}, checkpoint)
-    code, _, err = run_cli(["evaluate", *config, "--checkpoint", str(checkpoint), "--device", "cpu"], capsys)
+    code, _, err = run_cli(["evaluate", *config, "--checkpoint", str(checkpoint)], capsys)
     assert code == 2 and str(checkpoint) in err
     assert "missing: 1 key(s)" in err and "class_embed.0.weight" in err
     assert "unexpected: 1 key(s)" in err and "bogus.weight" in err
     # wavecl keys in a .pth.tar are named as not being a reference checkpoint.
     torch.save(state, checkpoint)
-    code, _, err = run_cli(["evaluate", *config, "--checkpoint", str(checkpoint), "--device", "cpu"], capsys)
+    code, _, err = run_cli(["evaluate", *config, "--checkpoint", str(checkpoint)], capsys)
     assert code == 2 and f"{checkpoint} is not a checkpoint of the reference implementation" in err
 
 
@@ -424,8 +438,8 @@ def test_predict_writes_masks_overlay_and_sheet(tiny_run, tmp_path, capsys):
     for index in range(3):
         Image.fromarray(np.full((30, 44, 3), 40 * index, dtype=np.uint8)).save(frames / f"frame{index}.png")
     out = tmp_path / "out"
-    argv = ["predict", "--checkpoint", str(tiny_run), "--video", str(frames), "--text", "a red circle", "--text", "the square",
-            "--out-dir", str(out), "--device", "cpu", "--window", "2"]
+    argv = ["predict", "--checkpoint", str(tiny_run), "--video", str(frames), "--text", "a red circle"]
+    argv += ["--text", "the square", "--out-dir", str(out), "--device", "cpu", "--window", "2"]
     code, printed, _ = run_cli(argv, capsys)
     assert code == 0 and "3 frames segmented for 2 sentence(s)" in printed
     for folder in ("0_a_red_circle", "1_the_square"):
@@ -437,7 +451,8 @@ def test_predict_writes_masks_overlay_and_sheet(tiny_run, tmp_path, capsys):
 
 def test_predict_names_a_missing_video(tiny_run, tmp_path, capsys):
     video = tmp_path / "clip.mp4"
-    code, _, err = run_cli(["predict", str(video), "--checkpoint", str(tiny_run), "--text", "x", "--output", str(tmp_path), "--device", "cpu"], capsys)
+    arguments = ["--checkpoint", str(tiny_run), "--text", "x", "--device", "cpu"]
+    code, _, err = run_cli(["predict", str(video), *arguments, "--output", str(tmp_path)], capsys)
     assert code == 2 and str(video) in err
-    code, _, err = run_cli(["predict", str(video), "--video", str(video), "--checkpoint", str(tiny_run), "--text", "x"], capsys)
+    code, _, err = run_cli(["predict", str(video), "--video", str(video), *arguments], capsys)
     assert code == 2 and "give the video once" in err

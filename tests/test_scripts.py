@@ -32,11 +32,10 @@ DAVIS_METRICS = {"J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recal
 
 def run_script(name: str, cwd: Path, **env: str) -> str:
     """Run ``scripts/<name>.sh`` from ``cwd`` as a smoke run; returns its stdout + stderr."""
-    environment = {key: value for key, value in os.environ.items() if key not in ("DATA_ROOT", "OUTPUT_DIR", "CHECKPOINT")}
-    environment |= {"WAVECL_TINY": "1", "TINY_STEPS": "1", "PYTHON": "python3", **env}
-    result = subprocess.run(
-        ["bash", str(REPO / "scripts" / f"{name}.sh")], cwd=cwd, env=environment, capture_output=True, text=True, timeout=900
-    )
+    inherited = {k: v for k, v in os.environ.items() if k not in ("DATA_ROOT", "OUTPUT_DIR", "CHECKPOINT", "NUM_GPUS")}
+    environment = inherited | {"WAVECL_TINY": "1", "TINY_STEPS": "1", "PYTHON": "python3", **env}
+    command = ["bash", str(REPO / "scripts" / f"{name}.sh")]
+    result = subprocess.run(command, cwd=cwd, env=environment, capture_output=True, text=True, timeout=900)
     output = result.stdout + result.stderr
     assert result.returncode == 0, f"{name}.sh failed ({result.returncode}):\n{output[-4000:]}"
     return output
@@ -186,7 +185,8 @@ def test_infer_davis_converts_and_scores(workspace, ytvos_finetune_run):
     assert set(result["metrics"]) == DAVIS_METRICS
     assert (evaluation / "global_results-val.csv").is_file()
     for annotator in range(4):
-        assert sorted(p.name for p in (evaluation / f"anno_{annotator}").iterdir() if p.is_dir()) == ["blackswan", "classic-car"]
+        videos = sorted(p.name for p in (evaluation / f"anno_{annotator}").iterdir() if p.is_dir())
+        assert videos == ["blackswan", "classic-car"]
     assert evaluate_davis_predictions(evaluation, davis) == pytest.approx(result["metrics"])
 
 
@@ -235,7 +235,10 @@ def test_eval_a2d_under_torchrun_matches_one_process(workspace, tmp_path):
     assert double["metrics"] == pytest.approx(single["metrics"])
     # Every (sample, query) predicted exactly once, with the same mask; scores agree to float precision
     # (torchrun gives each rank one thread, which changes the order of float sums).
-    one, two = ({(r["image_id"], r["query"]): r for r in json.loads((tmp_path / name / "predictions.json").read_text())} for name in ("one", "two"))
+    one, two = (
+        {(r["image_id"], r["query"]): r for r in json.loads((tmp_path / name / "predictions.json").read_text())}
+        for name in ("one", "two")
+    )
     assert one.keys() == two.keys()
     for key, result in one.items():
         assert two[key]["segmentation"] == result["segmentation"]

@@ -31,19 +31,51 @@ SHORTCUTS: dict[str, tuple[tuple[str, ...], str, dict[str, Any]]] = {
     "epochs": (("--epochs",), "train.epochs", {"type": int, "help": "total epochs"}),
     "batch_size": (("--batch-size", "-bs"), "train.batch_size", {"type": int, "help": "clips per process"}),
     "lr": (("--lr",), "train.lr", {"type": float, "help": "learning rate of the rest of the network"}),
-    "lr_backbone": (("--lr-backbone",), "train.lr_backbone", {"type": float, "help": "learning rate of the Video-Swin backbone"}),
-    "text_encoder_lr": (("--text-encoder-lr",), "train.text_encoder_lr", {"type": float, "help": "learning rate of the text encoder"}),
-    "lr_drop": (("--lr-drop",), "train.lr_drop", {"type": int, "nargs": "+", "help": "epochs at which the lr is multiplied by gamma"}),
+    "lr_backbone": (
+        ("--lr-backbone",),
+        "train.lr_backbone",
+        {"type": float, "help": "learning rate of the Video-Swin backbone"},
+    ),
+    "text_encoder_lr": (
+        ("--text-encoder-lr",),
+        "train.text_encoder_lr",
+        {"type": float, "help": "learning rate of the text encoder"},
+    ),
+    "lr_drop": (
+        ("--lr-drop",),
+        "train.lr_drop",
+        {"type": int, "nargs": "+", "help": "epochs at which the lr is multiplied by gamma"},
+    ),
     "lr_gamma": (("--lr-gamma",), "train.lr_gamma", {"type": float, "help": "lr decay factor at each milestone"}),
     "version": (("--version",), "train.version", {"type": str, "help": "run name: <output-dir>/<dataset>/<version>"}),
-    "output_dir": (("--output-dir",), "train.output_dir", {"type": str, "help": "root of run directories (default runs)"}),
-    "pretrained": (("--pretrained",), "train.pretrained_weights", {"type": str, "help": "finetune from this checkpoint (class heads re-initialised; a fresh run, not a resume)"}),
-    "eval_interval": (("--eval-interval",), "train.eval_interval", {"type": int, "help": "evaluate every N epochs (and after the last)"}),
+    "output_dir": (
+        ("--output-dir",),
+        "train.output_dir",
+        {"type": str, "help": "root of run directories (default runs)"},
+    ),
+    "pretrained": (
+        ("--pretrained",),
+        "train.pretrained_weights",
+        {"type": str, "help": "finetune from this checkpoint (class heads re-initialised; a fresh run, not a resume)"},
+    ),
+    "eval_interval": (
+        ("--eval-interval",),
+        "train.eval_interval",
+        {"type": int, "help": "evaluate every N epochs (and after the last)"},
+    ),
     "amp": (("--amp",), "train.amp", {"choices": ["off", "bf16", "fp16"], "help": "autocast on CUDA"}),
     "window_size": (("--window-size", "-ws"), "data.window_size", {"type": int, "help": "frames per clip"}),
     "data_root": (("--data-root",), "data.root", {"type": str, "help": "dataset root folder"}),
-    "backbone_pretrained_path": (("--backbone-pretrained-path", "-bpp"), "model.backbone_pretrained_path", {"type": str, "help": "Kinetics Video-Swin .pth"}),
-    "text_encoder": (("--text-encoder",), "model.text_encoder", {"type": str, "help": "Hugging Face encoder folder, or 'minilm'"}),
+    "backbone_pretrained_path": (
+        ("--backbone-pretrained-path", "-bpp"),
+        "model.backbone_pretrained_path",
+        {"type": str, "help": "Kinetics Video-Swin .pth"},
+    ),
+    "text_encoder": (
+        ("--text-encoder",),
+        "model.text_encoder",
+        {"type": str, "help": "Hugging Face encoder folder, or 'minilm'"},
+    ),
 }
 TRAIN_SHORTCUTS = tuple(SHORTCUTS)
 EVALUATE_SHORTCUTS = ("window_size", "data_root", "text_encoder", "amp")
@@ -56,7 +88,10 @@ Any config field can be set with --set SECTION.FIELD=VALUE (the value is read as
 
 def add_config_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
     parser.add_argument(
-        "--config", "-c", required=required, help="YAML config (wavecl or original {desc, value} format), e.g. configs/a2d_sentences.yaml"
+        "--config",
+        "-c",
+        required=required,
+        help="YAML config (wavecl or original {desc, value} format), e.g. configs/a2d_sentences.yaml",
     )
     parser.add_argument(
         "--set",
@@ -316,7 +351,8 @@ def command_prepare_synthetic(args: argparse.Namespace) -> None:
     for split, count in (("train", args.videos), ("valid", args.valid_videos)):
         info = write_synthetic_ytvos(args.root, count, num_frames=args.frames, size=size, seed=args.seed, split=split)
         expressions = sum(len(video.expressions) for video in info.videos)
-        console.print(f"synthetic {split}: {count} videos, {expressions} expressions -> {escape(str(Path(args.root) / split))}")
+        where = escape(str(Path(args.root) / split))
+        console.print(f"synthetic {split}: {count} videos, {expressions} expressions -> {where}")
 
 
 # ------------------------------------------------------------------------------------------- demo
@@ -352,7 +388,9 @@ def _add_prepare_parsers(prepare: argparse.ArgumentParser) -> None:
         "  wavecl prepare a2d-gt --root data/a2d_sentences\n"
         f"  (writes data/a2d_sentences/{A2D_GT_FILENAME})\n",
     )
-    a2d.add_argument("--root", default="data/a2d_sentences", help="A2D-Sentences folder or its parent (default data/a2d_sentences)")
+    a2d.add_argument(
+        "--root", default="data/a2d_sentences", help="A2D-Sentences folder or its parent (default data/a2d_sentences)",
+    )
     a2d.add_argument("--out", default=None, help=f"output json (default <root>/{A2D_GT_FILENAME})")
     a2d.set_defaults(handler=command_prepare_a2d_gt)
 
@@ -361,11 +399,17 @@ def _add_prepare_parsers(prepare: argparse.ArgumentParser) -> None:
         "Write the COCO-format ground truth of the evaluated JHMDB-Sentences frames (3 per video).\n"
         "Use the same --samples-metadata/--seed as the evaluation config (data.jhmdb_samples_metadata).",
         "  wavecl prepare jhmdb-gt --root data/jhmdb_sentences\n"
-        "  wavecl prepare jhmdb-gt --root data/jhmdb_sentences --samples-metadata data/jhmdb_sentences/jhmdb_sentences_samples_metadata.json\n",
+        "  wavecl prepare jhmdb-gt --root data/jhmdb_sentences \\\n"
+        "      --samples-metadata data/jhmdb_sentences/jhmdb_sentences_samples_metadata.json\n",
     )
-    jhmdb.add_argument("--root", default="data/jhmdb_sentences", help="JHMDB-Sentences folder or its parent (default data/jhmdb_sentences)")
+    jhmdb.add_argument(
+        "--root", default="data/jhmdb_sentences",
+        help="JHMDB-Sentences folder or its parent (default data/jhmdb_sentences)",
+    )
     jhmdb.add_argument("--out", default=None, help=f"output json (default <root>/{JHMDB_GT_FILENAME})")
-    jhmdb.add_argument("--samples-metadata", default=None, help="MTTR-format sample list; default: draw 3 frames per video")
+    jhmdb.add_argument(
+        "--samples-metadata", default=None, help="MTTR-format sample list; default: draw 3 frames per video",
+    )
     jhmdb.add_argument("--seed", type=int, default=42, help="seed of the frame draw (default 42, as the reference)")
     jhmdb.set_defaults(handler=command_prepare_jhmdb_gt)
 
@@ -375,9 +419,14 @@ def _add_prepare_parsers(prepare: argparse.ArgumentParser) -> None:
         "cache (the training run would otherwise build them in one process on first use).",
         "  wavecl prepare ytvos-samples --root data/refer_youtube_vos --window-size 8 --workers 8\n",
     )
-    ytvos.add_argument("--root", default="data/refer_youtube_vos", help="Ref-YouTube-VOS folder or its parent (default data/refer_youtube_vos)")
+    ytvos.add_argument(
+        "--root", default="data/refer_youtube_vos",
+        help="Ref-YouTube-VOS folder or its parent (default data/refer_youtube_vos)",
+    )
     ytvos.add_argument("--window-size", type=int, default=8, help="frames per training window (default 8)")
-    ytvos.add_argument("--workers", type=int, default=0, help="processes reading annotation PNGs (default 0: this process)")
+    ytvos.add_argument(
+        "--workers", type=int, default=0, help="processes reading annotation PNGs (default 0: this process)",
+    )
     ytvos.add_argument("--out", default=None, help="output json (default <root>/wavecl_ytvos_train_samples_ws<N>.json)")
     ytvos.set_defaults(handler=command_prepare_ytvos_samples)
 
@@ -387,7 +436,10 @@ def _add_prepare_parsers(prepare: argparse.ArgumentParser) -> None:
         "meta_expressions files of Ref-DAVIS17. The raw DAVIS files are not moved.",
         "  wavecl prepare davis --root data/refer-davis\n",
     )
-    davis.add_argument("--root", default="data/refer-davis", help="raw Ref-DAVIS root (holding DAVIS/ and davis_text_annotations/) or its parent")
+    davis.add_argument(
+        "--root", default="data/refer-davis",
+        help="raw Ref-DAVIS root (holding DAVIS/ and davis_text_annotations/) or its parent",
+    )
     davis.add_argument("--out", default=None, help="output root (default: the Ref-DAVIS root itself)")
     davis.add_argument("--copy", action="store_true", help="copy frame and mask folders instead of symlinking them")
     davis.set_defaults(handler=command_prepare_davis)
@@ -402,7 +454,9 @@ def _add_prepare_parsers(prepare: argparse.ArgumentParser) -> None:
     synthetic.add_argument("--videos", type=int, default=64, help="training videos (default 64)")
     synthetic.add_argument("--valid-videos", type=int, default=16, help="held-out videos (default 16)")
     synthetic.add_argument("--frames", type=int, default=8, help="frames per video (default 8)")
-    synthetic.add_argument("--size", type=int, nargs=2, default=(64, 96), metavar=("H", "W"), help="frame size (default 64 96)")
+    synthetic.add_argument(
+        "--size", type=int, nargs=2, default=(64, 96), metavar=("H", "W"), help="frame size (default 64 96)",
+    )
     synthetic.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     synthetic.set_defaults(handler=command_prepare_synthetic)
 
@@ -445,8 +499,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_config_arguments(train)
     add_shortcut_arguments(train)
-    train.add_argument("--resume", type=str, default=None, help="run directory or checkpoint folder to continue exactly")
-    train.add_argument("--device", choices=["cpu", "cuda"], default=None, help="cpu or cuda (default: cuda when available)")
+    train.add_argument(
+        "--resume", type=str, default=None, help="run directory or checkpoint folder to continue exactly",
+    )
+    train.add_argument(
+        "--device", choices=["cpu", "cuda"], default=None, help="cpu or cuda (default: cuda when available)",
+    )
     train.set_defaults(handler=command_train)
 
     evaluate = _subcommand(
@@ -464,8 +522,10 @@ def build_parser() -> argparse.ArgumentParser:
         "completeness check of the submission).",
         "  wavecl evaluate -c configs/a2d_sentences.yaml --checkpoint runs/a2d_sentences/a2d/checkpoints/best\n"
         "  wavecl evaluate -c configs/a2d_sentences.yaml --checkpoint reference_a2d.pth.tar\n"
-        "  torchrun --nproc_per_node 2 -m wavecl evaluate -c configs/jhmdb_sentences.yaml --checkpoint runs/a2d_sentences/a2d\n"
-        "  wavecl evaluate -c configs/a2d_sentences.yaml --predictions runs/a2d_sentences/a2d/evaluation/predictions.json\n\n"
+        "  torchrun --nproc_per_node 2 -m wavecl evaluate -c configs/jhmdb_sentences.yaml \\\n"
+        "      --checkpoint runs/a2d_sentences/a2d\n"
+        "  wavecl evaluate -c configs/a2d_sentences.yaml \\\n"
+        "      --predictions runs/a2d_sentences/a2d/evaluation/predictions.json\n\n"
         + CONFIG_HELP_EPILOG,
     )
     add_config_arguments(evaluate)
@@ -475,9 +535,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="run directory, checkpoints folder, checkpoint folder or 'last'/'best' pointer, pretrained folder, "
         "or a reference .pth/.pth.tar",
     )
-    evaluate.add_argument("--predictions", default=None, help="saved predictions file or folder to score instead of running the model")
+    evaluate.add_argument(
+        "--predictions", default=None, help="saved predictions file or folder to score instead of running the model",
+    )
     evaluate.add_argument("--out-dir", default=None, help="where predictions and metrics.json go")
-    evaluate.add_argument("--device", choices=["cpu", "cuda"], default=None, help="cpu or cuda (default: cuda when available)")
+    evaluate.add_argument(
+        "--device", choices=["cpu", "cuda"], default=None, help="cpu or cuda (default: cuda when available)",
+    )
     evaluate.set_defaults(handler=command_evaluate)
 
     predict = _subcommand(
@@ -485,17 +549,28 @@ def build_parser() -> argparse.ArgumentParser:
         "Segment the objects that the sentences refer to in a video (mp4 or a folder of frames), window\n"
         "by window. Writes masks/<i>_<sentence>/<frame>.png, overlay.mp4 and contact_sheet.png.",
         "  wavecl predict --checkpoint runs/ref_youtube_vos/finetuneytb_tiny --video dog.mp4 --text 'a dog jumping'\n"
-        "  wavecl predict frames/ --checkpoint pretrained/wavecl-ytvos --text 'a man' --text 'the red car' --output out/ --device cuda\n",
+        "  wavecl predict frames/ --checkpoint pretrained/wavecl-ytvos --text 'a man' --text 'the red car' \\\n"
+        "      --output out/ --device cuda\n",
     )
-    predict.add_argument("video_path", nargs="?", metavar="VIDEO", help="video file or folder of frames (same as --video)")
+    predict.add_argument(
+        "video_path", nargs="?", metavar="VIDEO", help="video file or folder of frames (same as --video)",
+    )
     predict.add_argument("--checkpoint", required=True, help="pretrained folder, training run directory or checkpoint")
     predict.add_argument("--video", default=None, help="video file (mp4, ...) or folder of .jpg/.png frames")
     predict.add_argument("--text", action="append", required=True, help="referring expression (repeatable)")
-    predict.add_argument("--out-dir", "--output", dest="out_dir", default=None, help="output folder (default predictions/<video name>)")
-    predict.add_argument("--device", choices=["cpu", "cuda"], default=None, help="cpu or cuda (default: cuda when available)")
+    predict.add_argument(
+        "--out-dir", "--output", dest="out_dir", default=None, help="output folder (default predictions/<video name>)",
+    )
+    predict.add_argument(
+        "--device", choices=["cpu", "cuda"], default=None, help="cpu or cuda (default: cuda when available)",
+    )
     predict.add_argument("--window", type=int, default=8, help="frames per clip (default 8)")
-    predict.add_argument("--short-size", type=int, default=None, help="resize: short side (default: the checkpoint's, else 360)")
-    predict.add_argument("--max-size", type=int, default=None, help="resize: cap on the long side (default: the checkpoint's, else 640)")
+    predict.add_argument(
+        "--short-size", type=int, default=None, help="resize: short side (default: the checkpoint's, else 360)",
+    )
+    predict.add_argument(
+        "--max-size", type=int, default=None, help="resize: cap on the long side (default: the checkpoint's, else 640)",
+    )
     predict.add_argument("--no-amp", action="store_true", help="run in fp32 on CUDA (default: autocast)")
     predict.set_defaults(handler=command_predict)
 
@@ -516,7 +591,9 @@ def build_parser() -> argparse.ArgumentParser:
         "  wavecl demo --out-dir runs/demo --minutes 5\n",
     )
     demo.add_argument("--out-dir", default="runs/demo", help="output folder (default runs/demo)")
-    demo.add_argument("--minutes", type=float, default=None, help="training time budget in minutes (default: the demo's own)")
+    demo.add_argument(
+        "--minutes", type=float, default=None, help="training time budget in minutes (default: the demo's own)",
+    )
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     demo.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     demo.set_defaults(handler=command_demo)

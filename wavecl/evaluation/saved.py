@@ -126,7 +126,9 @@ class _Submission:
             self.archive = None
             self.names = {p.relative_to(path).as_posix() for p in (path / ANNOTATIONS_FOLDER).rglob("*.png")}
         else:
-            raise FileNotFoundError(f"no submission at {path}: expected a zip or a folder holding {ANNOTATIONS_FOLDER}/")
+            raise FileNotFoundError(
+                f"no submission at {path}: expected a zip or a folder holding {ANNOTATIONS_FOLDER}/"
+            )
 
     @staticmethod
     def member(video: str, exp_id: str, frame: str) -> str:
@@ -151,7 +153,10 @@ class _Submission:
             return np.asarray(image) > 127
 
 
-def _complete_submission(path: str | Path, dataset: RefYouTubeVOS) -> tuple[_Submission, dict[tuple[str, str], list[str]]]:
+def _complete_submission(
+    path: str | Path, dataset: RefYouTubeVOS
+) -> tuple[_Submission, dict[tuple[str, str], list[str]]]:
+    """The submission at ``path`` and the frames it must cover; raises ValueError naming missing masks."""
     submission = _Submission(Path(path))
     expected = _expression_frames(dataset.samples)
     missing = submission.missing(expected)
@@ -180,7 +185,8 @@ def check_ytvos_submission(path: str | Path, config: Config) -> dict[str, float]
 
 
 def evaluate_synthetic_predictions(path: str | Path, config: Config) -> dict[str, float]:
-    """J, F and J&F of saved synthetic predictions, as :class:`~wavecl.evaluation.video.SyntheticJFEvaluator` computes them.
+    """J, F and J&F of saved synthetic predictions, computed as
+    :class:`~wavecl.evaluation.video.SyntheticJFEvaluator` does.
 
     Per expression, the per-frame J and F (DAVIS definitions) are averaged over its frames; the
     results average over the expressions.
@@ -196,7 +202,10 @@ def evaluate_synthetic_predictions(path: str | Path, config: Config) -> dict[str
         predicted = np.stack([submission.read_mask(video, exp_id, frame) for frame in frames])
         truth = expression_ground_truth(dataset.paths.root, dataset.subset, video, exp_id)
         if truth.shape != predicted.shape:
-            raise ValueError(f"{path}: masks of video {video!r} expression {exp_id!r} are {predicted.shape}, ground truth {truth.shape}")
+            raise ValueError(
+                f"{path}: masks of video {video!r} expression {exp_id!r} are {predicted.shape}, "
+                f"ground truth {truth.shape}"
+            )
         j_means.append(float(np.mean(db_eval_iou(truth, predicted))))
         f_means.append(float(np.mean(db_eval_boundary(truth, predicted))))
     j, f = float(np.mean(j_means)), float(np.mean(f_means))
