@@ -361,8 +361,7 @@ def command_prepare_synthetic(args: argparse.Namespace) -> None:
 def command_demo(args: argparse.Namespace) -> None:
     from wavecl.demo import run_demo
 
-    out = run_demo(args.out_dir, minutes=args.minutes, seed=args.seed, device=args.device)
-    console.print(f"demo outputs in {escape(str(out))}")
+    run_demo(args.out_dir, minutes=args.minutes, seed=args.seed, device=args.device)  # prints where everything is
 
 
 # ----------------------------------------------------------------------------------------- parser
@@ -592,10 +591,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--out-dir", default="runs/demo", help="output folder (default runs/demo)")
     demo.add_argument(
-        "--minutes", type=float, default=None, help="training time budget in minutes (default: the demo's own)",
+        "--minutes", type=float, default=None, help="approximate training budget in minutes on 2 CPU cores (default 10)",
     )
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    demo.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    demo.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cpu or cuda (default cpu)")
     demo.set_defaults(handler=command_demo)
     return parser
 
