@@ -55,9 +55,9 @@ def one_cpu_thread():
 
 
 def write_dataset(root: Path) -> Path:
-    """6 training and 2 held-out synthetic clips of 4 frames (one training window per expression)."""
+    """6 training clips and 1 held-out clip of 4 frames (one training window per expression)."""
     write_synthetic_ytvos(root, 6, num_frames=4, size=FRAME_SIZE, seed=0, split="train")
-    write_synthetic_ytvos(root, 2, num_frames=4, size=FRAME_SIZE, seed=1, split="valid")
+    write_synthetic_ytvos(root, 1, num_frames=4, size=FRAME_SIZE, seed=1, split="valid")
     return root
 
 
@@ -112,9 +112,9 @@ def test_resume_reproduces_the_uninterrupted_run(data_root, tmp_path, monkeypatc
     restored, and evaluation must not consume training randomness. The control at the end resumes
     without restoring the random streams and must differ, so the comparison is sensitive.
     """
-    config = lambda version, epochs: tiny_config(  # noqa: E731
-        data_root, tmp_path, version, train__epochs=epochs, data__num_workers=num_workers
-    )
+    def config(version: str, epochs: int) -> Config:
+        return tiny_config(data_root, tmp_path, version, train__epochs=epochs, data__num_workers=num_workers)
+
     straight = Trainer(config("straight", 2), SINGLE_CPU)
     straight.fit()
 
@@ -259,7 +259,9 @@ def test_best_follows_the_primary_metric_across_a_resume(data_root, tmp_path, mo
     """
     scripted = iter([0.2, 0.6, 0.4])
     monkeypatch.setattr(trainer_module, "run_evaluation", lambda *args, **kwargs: {"J&F": next(scripted)})
-    config = lambda epochs: tiny_config(data_root, tmp_path, "best", train__epochs=epochs, train__max_steps_per_epoch=1)  # noqa: E731
+    def config(epochs: int) -> Config:
+        return tiny_config(data_root, tmp_path, "best", train__epochs=epochs, train__max_steps_per_epoch=1)
+
     first = Trainer(config(2), SINGLE_CPU)
     first.fit()
     checkpoints = first.run_dir / "checkpoints"
