@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from matplotlib.figure import Figure
 from rich.console import Console
@@ -39,6 +40,7 @@ FRAME_SIZE = (64, 96)
 STEPS_PER_EPOCH = 300
 EPOCHS = 6
 OVERLAY_CLIPS = 3
+SMOOTHING = 50
 
 
 def demo_config(data_root: Path, output_dir: Path, seed: int, steps_per_epoch: int) -> Config:
@@ -97,20 +99,31 @@ def write_dataset(root: Path, seed: int) -> None:
     write_json(stamp, description)
 
 
+def moving_average(values: np.ndarray, window: int) -> np.ndarray:
+    """Trailing mean over up to ``window`` previous values (the first values average what exists)."""
+    sums = np.cumsum(np.insert(values, 0, 0.0))
+    counts = np.minimum(np.arange(1, len(values) + 1), window)
+    return (sums[1:] - sums[np.arange(1, len(values) + 1) - counts]) / counts
+
+
 def plot_losses(tensorboard_dir: Path, path: Path) -> None:
     """Plot the per-step total loss and its mask, class and contrastive terms from the TensorBoard log."""
     events = EventAccumulator(str(tensorboard_dir))
     events.Reload()
     fig = Figure(figsize=(7, 4))
     ax = fig.subplots()
-    for tag, label in (("train/loss", "total (weighted)"), ("train/loss_dice", "dice"), ("train/loss_cls", "class"), ("train/loss_con", "contrastive")):
+    curves = (("train/loss", "total (weighted)"), ("train/loss_dice", "dice"), ("train/loss_cls", "class"), ("train/loss_con", "contrastive"))
+    for (tag, label), color in zip(curves, ("C0", "C1", "C2", "C3")):
         if tag in events.Tags()["scalars"]:
             points = events.Scalars(tag)
-            ax.plot([p.step for p in points], [p.value for p in points], label=label, linewidth=0.8)
+            steps = np.array([p.step for p in points])
+            values = np.array([p.value for p in points])
+            ax.plot(steps, values, color=color, alpha=0.2, linewidth=0.5)
+            ax.plot(steps, moving_average(values, SMOOTHING), color=color, label=label, linewidth=1.5)
     ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
-    ax.set_title("wavecl demo: training losses")
+    ax.set_title(f"wavecl demo: training losses (faint: per step; solid: mean of {SMOOTHING} steps)")
     ax.legend()
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
