@@ -20,6 +20,8 @@ from wavecl.data.transforms import ClipTransform
 from wavecl.data.video import count_video_frames, read_video_frames, read_video_window, write_video
 from wavecl.data.windows import centred_window
 
+from support import box_cxcywh
+
 MEAN = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
 STD = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
 IDENTITY = ClipTransform(train=False, short_size=32, max_size=None)  # fixture frames are 32 x 48
@@ -34,13 +36,6 @@ def frame_indices(frames: torch.Tensor) -> list[int]:
 def image_indices(images: list) -> list[int]:
     step = frame_level(1) - frame_level(0)
     return [round((np.asarray(image)[..., 0].mean() - frame_level(0)) / step) for image in images]
-
-
-def box_cxcywh(mask: np.ndarray) -> list[float]:
-    ys, xs = np.nonzero(mask)
-    h, w = mask.shape
-    x1, x2, y1, y2 = xs.min(), xs.max(), ys.min(), ys.max()
-    return [(x1 + x2) / 2 / w, (y1 + y2) / 2 / h, (x2 - x1) / w, (y2 - y1) / h]
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,8 @@ from wavecl.data.synthetic import write_synthetic_ytvos
 from wavecl.data.transforms import ClipTransform
 from wavecl.data.windows import covering_windows, training_windows
 from wavecl.data.ytvos import (
+
+from support import box_cxcywh
     YTVOS_CATEGORIES,
     RefYouTubeVOS,
     build_ytvos_train_samples,
@@ -35,13 +37,6 @@ def native(short: int) -> ClipTransform:
 def frame_indices(frames: torch.Tensor) -> list[int]:
     levels = ((frames * STD + MEAN) * 255)[:, 0].mean(dim=(1, 2))
     return [round((float(level) - frame_level(0)) / (frame_level(1) - frame_level(0))) for level in levels]
-
-
-def box_cxcywh(mask: np.ndarray) -> list[float]:
-    ys, xs = np.nonzero(mask)
-    h, w = mask.shape
-    x1, x2, y1, y2 = xs.min(), xs.max(), ys.min(), ys.max()
-    return [(x1 + x2) / 2 / w, (y1 + y2) / 2 / h, (x2 - x1) / w, (y2 - y1) / h]
 
 
 @pytest.fixture(scope="module")
