@@ -16,13 +16,13 @@ from wavecl.data.synthetic import write_synthetic_ytvos
 from wavecl.data.transforms import ClipTransform
 from wavecl.data.windows import covering_windows, training_windows
 from wavecl.data.ytvos import (
-
-from support import box_cxcywh
     YTVOS_CATEGORIES,
     RefYouTubeVOS,
     build_ytvos_train_samples,
     train_samples_cache_path,
 )
+
+from support import box_cxcywh
 
 MEAN = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
 STD = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
