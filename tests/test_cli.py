@@ -102,6 +102,12 @@ def test_info_prints_parameter_counts(tiny_model, capsys):
     assert f"{total:,}" in total_row and f"{trainable:,}" in total_row
     backbone_row = next(line for line in out.splitlines() if "backbone" in line)
     assert f"{sum(p.numel() for p in model.backbone.parameters()):,}" in backbone_row
+    # The box heads are also registered as transformer.decoder.bbox_embed: counted once, in their own row.
+    transformer_row = next(line for line in out.splitlines() if "transformer" in line)
+    shared = sum(p.numel() for p in model.bbox_embed.parameters())
+    assert f"{sum(p.numel() for p in model.transformer.parameters()) - shared:,}" in transformer_row
+    rows = [line.split("│") for line in out.splitlines() if line.startswith("│") and "total" not in line]
+    assert sum(int(cells[2].strip().replace(",", "")) for cells in rows) == total
 
 
 def test_a_missing_config_is_named(tmp_path, capsys):

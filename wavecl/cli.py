@@ -127,6 +127,20 @@ def count_parameters(module) -> tuple[int, int]:
     return sum(p.numel() for p in parameters), sum(p.numel() for p in parameters if p.requires_grad)
 
 
+def parameters_per_component(model) -> dict[str, tuple[int, int]]:
+    """(total, trainable) per top-level child; a parameter registered under several names (the box
+    heads, also ``transformer.decoder.bbox_embed``) counts once, for its shortest name, so the rows add
+    up to the total."""
+    owner: dict[int, str] = {}
+    for name, parameter in sorted(model.named_parameters(remove_duplicate=False), key=lambda item: item[0].count(".")):
+        owner.setdefault(id(parameter), name.split(".")[0])
+    counts = {name: (0, 0) for name, _ in model.named_children()}
+    for parameter in model.parameters():
+        total, trainable = counts[owner[id(parameter)]]
+        counts[owner[id(parameter)]] = (total + parameter.numel(), trainable + parameter.numel() * parameter.requires_grad)
+    return counts
+
+
 def print_metrics_table(title: str, metrics: dict[str, float]) -> None:
     table = Table(title=escape(title))
     table.add_column("metric")
@@ -148,8 +162,7 @@ def command_info(args: argparse.Namespace) -> None:
     table.add_column("component")
     table.add_column("parameters", justify="right")
     table.add_column("trainable", justify="right")
-    for name, child in model.named_children():
-        total, trainable = count_parameters(child)
+    for name, (total, trainable) in parameters_per_component(model).items():
         table.add_row(name, f"{total:,}", f"{trainable:,}")
     total, trainable = count_parameters(model)
     table.add_row("[bold]total", f"[bold]{total:,}", f"[bold]{trainable:,}")
