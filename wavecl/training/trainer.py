@@ -268,7 +268,7 @@ class Trainer:
         message = f"non-finite loss at epoch {epoch} step {step}: {bad or 'on another rank'}"
         if self.config.train.nonfinite_loss == "stop":
             raise NonFiniteLossError(message + " (nonfinite_loss: stop; no weights were written for this step)")
-        log.warning("%s; skipping the batch", message)
+        log.warning("%s; skipping the batch and the gradients accumulated since the last optimizer step", message)
         return False
 
     def train_one_epoch(self, epoch: int) -> EpochResult:
