@@ -77,6 +77,9 @@ class DataConfig:
     flip_mode: Literal["uniform", "reference"] = "uniform"
     num_workers: int = 4
     eval_batch_size: int = 1
+    # Ref-YouTube-VOS / synthetic evaluation: each video in windows of window_size frames (bounded
+    # memory, one query per window), or whole (the reference: one query per video, memory grows with length).
+    eval_whole_video: bool = False
     coco_gt_path: str | None = None
     jhmdb_samples_metadata: str | None = None
     coco_datasets: list[str] = field(default_factory=lambda: ["refcoco", "refcoco+", "refcocog"])

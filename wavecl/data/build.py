@@ -41,7 +41,7 @@ def build_dataset(config: DataConfig, split: Split, num_classes: int = 1) -> Dat
     reported, counted and replaced, so one bad file never stops a run.
 
     Evaluation splits: A2D ``test``; JHMDB all evaluated frames; Ref-YouTube-VOS ``valid`` in
-    windows of ``window_size`` frames; RefCOCO/+/g ``val`` of every configured set; Ref-DAVIS17
+    windows of ``window_size`` frames (whole videos with ``eval_whole_video``); RefCOCO/+/g ``val`` of every configured set; Ref-DAVIS17
     ``valid`` in 36-frame chunks; synthetic ``valid`` in windows.
     """
     name = config.dataset_name
@@ -58,10 +58,11 @@ def build_dataset(config: DataConfig, split: Split, num_classes: int = 1) -> Dat
             root, config.window_size, transform=transform, samples_metadata=config.jhmdb_samples_metadata
         )
     elif name in ("ref_youtube_vos", "synthetic"):
+        whole_video = split == "eval" and config.eval_whole_video
         dataset = RefYouTubeVOS(
             root,
             "train" if split == "train" else "valid",
-            config.window_size,
+            None if whole_video else config.window_size,
             transform=transform,
             num_classes=65 if num_classes == 65 else 1,
         )
