@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from wavecl.config import ModelConfig
 from wavecl.model.backbone import VideoSwinBackbone, load_video_swin_weights, reference_backbone_key
-from wavecl.model.deformable import DeformableTransformer
+from wavecl.model.deformable import DeformableOutput, DeformableTransformer
 from wavecl.model.fusion import MultimodalFusion
 from wavecl.model.heads import MLP, FPNSpatialDecoder, dynamic_mask_logits, dynamic_param_count
 from wavecl.model.output import WaveCLOutput
@@ -261,7 +261,7 @@ class WaveCL(nn.Module):
         layer: int,
         frame_queries: Tensor,
         video_queries: Tensor,
-        decoded,
+        decoded: DeformableOutput,
         mask_features: Tensor,
         image_sizes: Tensor,
         batch_size: int,
