@@ -19,11 +19,9 @@ def _interleaved_sine(positions: Tensor, dim: int, temperature: float) -> Tensor
     """Encode ``positions [...]`` as ``[..., dim]``: sin on even channels, cos on odd ones, shared frequencies."""
     if dim % 2 != 0:
         raise ValueError(f"the encoding size must be even, got {dim}")
-    exponents = 2 * (torch.arange(dim, device=positions.device) // 2) / dim
+    exponents = 2 * torch.arange(dim // 2, device=positions.device) / dim
     angles = positions[..., None] / temperature**exponents
-    return rearrange(
-        torch.stack((angles[..., 0::2].sin(), angles[..., 1::2].cos()), dim=-1), "... k two -> ... (k two)"
-    )
+    return rearrange(torch.stack((angles.sin(), angles.cos()), dim=-1), "... k two -> ... (k two)")
 
 
 def sine_position_2d(pad_mask: Tensor, num_pos_feats: int = 128, temperature: float = 10000.0) -> Tensor:
