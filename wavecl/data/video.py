@@ -33,21 +33,39 @@ from wavecl.data.windows import centred_window
 _ENCODERS = ("h264", "libx264", "mpeg4")
 
 
+def _open_input(path: Path) -> av.container.InputContainer:
+    if not path.is_file():
+        raise FileNotFoundError(f"video file not found: {path}")
+    try:
+        container = av.open(str(path))
+    except av.FFmpegError as error:
+        raise ValueError(f"cannot read video {path}: {error}") from error
+    if not container.streams.video:
+        container.close()
+        raise ValueError(f"no video stream in {path}")
+    return container
+
+
+def _presented_frames(path: Path) -> Iterator[av.VideoFrame]:
+    """Frames of the first video stream of ``path`` in decoder output order, those without a timestamp
+    or with a negative one dropped; the single decoding loop behind every reader of this module.
+
+    Raises (when iterated): FileNotFoundError / ValueError naming the file.
+    """
+    container = _open_input(path)
+    try:
+        with container:
+            for frame in container.decode(video=0):
+                if frame.pts is not None and frame.pts >= 0:
+                    yield frame
+    except av.FFmpegError as error:
+        raise ValueError(f"cannot decode video {path}: {error}") from error
+
+
 def _decode_video(path: str | os.PathLike) -> list[av.VideoFrame]:
     """All frames of the first video stream of ``path``, in presentation order (see module docstring)."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"video file not found: {path}")
-    frames_by_pts: dict[int, av.VideoFrame] = {}
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise ValueError(f"no video stream in {path}")
-            for frame in container.decode(video=0):
-                if frame.pts is not None and frame.pts >= 0:
-                    frames_by_pts[frame.pts] = frame
-    except av.FFmpegError as error:
-        raise ValueError(f"cannot decode video {path}: {error}") from error
+    frames_by_pts = {frame.pts: frame for frame in _presented_frames(path)}
     if not frames_by_pts:
         raise ValueError(f"video {path} has no decodable frames")
     return [frames_by_pts[pts] for pts in sorted(frames_by_pts)]
@@ -119,19 +137,6 @@ def write_video(path: str | os.PathLike, frames: Sequence[np.ndarray], fps: floa
             writer.write(frame)
 
 
-def _open_input(path: Path) -> av.container.InputContainer:
-    if not path.is_file():
-        raise FileNotFoundError(f"video file not found: {path}")
-    try:
-        container = av.open(str(path))
-    except av.FFmpegError as error:
-        raise ValueError(f"cannot read video {path}: {error}") from error
-    if not container.streams.video:
-        container.close()
-        raise ValueError(f"no video stream in {path}")
-    return container
-
-
 def iter_video_frames(path: str | os.PathLike[str]) -> Iterator[Image.Image]:
     """Decode the first video stream of ``path`` one frame at a time, as RGB PIL images.
 
@@ -140,18 +145,11 @@ def iter_video_frames(path: str | os.PathLike[str]) -> Iterator[Image.Image]:
         ValueError: the file cannot be decoded or holds no frame; the message names the file.
     """
     path = Path(path)
-    container = _open_input(path)
     pending: av.VideoFrame | None = None
-    try:
-        with container:
-            for frame in container.decode(video=0):
-                if frame.pts is None or frame.pts < 0:
-                    continue
-                if pending is not None and frame.pts != pending.pts:
-                    yield pending.to_image()
-                pending = frame
-    except av.FFmpegError as error:
-        raise ValueError(f"cannot decode video {path}: {error}") from error
+    for frame in _presented_frames(path):
+        if pending is not None and frame.pts != pending.pts:
+            yield pending.to_image()
+        pending = frame
     if pending is None:
         raise ValueError(f"video {path} has no decodable frames")
     yield pending.to_image()
