@@ -36,13 +36,12 @@ def ms_deform_attn(
     Returns:
         ``[N, Lq, M·D]``: the heads' outputs concatenated.
     """
-    n, length, heads, head_dim = value.shape
+    n, length, heads, _ = value.shape
     shapes = [(int(h), int(w)) for h, w in spatial_shapes.tolist()]
-    if sum(h * w for h, w in shapes) != length:
-        raise ValueError(
-            f"value has {length} tokens but spatial_shapes {shapes} describe {sum(h * w for h, w in shapes)}"
-        )
-    values_per_level = value.split([h * w for h, w in shapes], dim=1)
+    level_lengths = [h * w for h, w in shapes]
+    if sum(level_lengths) != length:
+        raise ValueError(f"value has {length} tokens but spatial_shapes {shapes} describe {sum(level_lengths)}")
+    values_per_level = value.split(level_lengths, dim=1)
     grids = 2 * sampling_locations - 1  # grid_sample coordinates in [-1, 1]
     output = None
     for level, (h, w) in enumerate(shapes):
