@@ -32,13 +32,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from scipy.ndimage import binary_dilation
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
 from wavecl.atomic import atomic_path
+from wavecl.data.davis import davis_result_path
 from wavecl.data.palette import save_index_png
+from wavecl.data.ytvos import read_index_mask
 
 BOUNDARY_THRESHOLD = 0.008
 MAX_PROPOSALS = 20
@@ -278,22 +279,6 @@ def evaluate_sequence(
     return j[rows, cols], f[rows, cols]
 
 
-def read_label_png(path: str | os.PathLike[str]) -> np.ndarray:
-    """``[H, W]`` uint8 ids of an index ("P") or greyscale ("L") PNG.
-
-    Raises:
-        FileNotFoundError: the file is missing.
-        ValueError: the PNG is not single-channel.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"mask not found: {path}")
-    with Image.open(path) as image:
-        if image.mode not in ("P", "L"):
-            raise ValueError(f"{path}: expected an index (P) or greyscale (L) PNG, got mode {image.mode}")
-        return np.asarray(image, dtype=np.uint8)
-
-
 @dataclass
 class DavisResult:
     """J&F of one results folder.
@@ -351,8 +336,8 @@ def evaluate_davis_folder(
         gt_paths = sorted((gt_dir / sequence).glob("*.png"))
         if not gt_paths:
             raise FileNotFoundError(f"no ground-truth PNGs in {gt_dir / sequence}")
-        gt_labels = np.stack([read_label_png(p) for p in gt_paths])
-        result_labels = np.stack([read_label_png(results_dir / sequence / p.name) for p in gt_paths])
+        gt_labels = np.stack([read_index_mask(p) for p in gt_paths])
+        result_labels = np.stack([read_index_mask(results_dir / sequence / p.name) for p in gt_paths])
         if result_labels.shape != gt_labels.shape:
             raise ValueError(
                 f"{results_dir / sequence}: predicted masks {result_labels.shape[1:]} differ in size from the "
@@ -465,10 +450,9 @@ def write_davis_results(
             f"probabilities {tuple(probabilities.shape)} must be [N, T, H, W] with T = {len(frame_names)} frame names"
         )
     labels = davis_labels(probabilities).cpu().numpy()
-    folder = Path(output_root) / f"anno_{annotator}" / video
     paths = []
     for name, frame_labels in zip(frame_names, labels):
-        path = folder / f"{name}.png"
+        path = davis_result_path(output_root, annotator, video, name)
         save_index_png(frame_labels, path, palette)
         paths.append(path)
     return paths

@@ -29,9 +29,9 @@ from wavecl.data.build import build_dataset
 from wavecl.data.davis import DATASET_FOLDER_NAMES as DAVIS_FOLDER_NAMES
 from wavecl.data.paths import read_json, resolve_dataset_root
 from wavecl.data.synthetic import expression_ground_truth
-from wavecl.data.ytvos import RefYouTubeVOS, YTVOSSample
+from wavecl.data.ytvos import RefYouTubeVOS, YTVOSSample, read_index_mask
 from wavecl.evaluation.a2d import coco_segm_map, load_coco_ground_truth, precision_and_iou
-from wavecl.evaluation.davis import db_eval_boundary, db_eval_iou, evaluate_ref_davis, read_label_png
+from wavecl.evaluation.davis import db_eval_boundary, db_eval_iou, evaluate_ref_davis
 from wavecl.evaluation.refcoco import RefCOCOEvaluator, evaluate_refcoco
 from wavecl.evaluation.ytvos import ANNOTATIONS_FOLDER
 
@@ -146,7 +146,7 @@ class _Submission:
         """``[H, W]`` bool mask (pixels above 127)."""
         member = self.member(video, exp_id, frame)
         if self.archive is None:
-            return read_label_png(self.path / member) > 127
+            return read_index_mask(self.path / member) > 127
         with self.archive.open(member) as handle, Image.open(handle) as image:
             if image.mode not in ("P", "L"):
                 raise ValueError(f"{self.path}: {member} must be a single-channel PNG, got mode {image.mode}")
