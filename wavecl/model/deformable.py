@@ -123,7 +123,6 @@ class MSDeformAttn(nn.Module):
         Returns:
             ``[N, Lq, C]``.
         """
-        n, num_queries, _ = query.shape
         if reference_points.shape[2] != self.n_levels:
             raise ValueError(f"reference_points has {reference_points.shape[2]} levels, expected {self.n_levels}")
         value = self.value_proj(input_flatten)
