@@ -187,3 +187,18 @@ def test_incomplete_targets_are_rejected():
         HungarianMatcher()(outputs, [[target], [None]])
     with pytest.raises(ValueError, match="T=2"):
         HungarianMatcher()(outputs, [[target]])
+
+
+def test_out_of_range_label_is_named():
+    """The error names the frame target whose label lies outside ``[0, K)``; in-range labels pass."""
+    K = 3
+    outputs = random_outputs(2, 2, 3, K, h=2, w=2)
+    targets = random_targets(2, 2, K, visibility=[[True, True], [True, False]], sizes=[(4, 4), (4, 6)])
+    HungarianMatcher()(outputs, targets)
+    targets[1][0].labels = torch.tensor([K])
+    with pytest.raises(ValueError, match=r"targets\[1\]\[0\]\.labels \[3\] out of range for num_classes=3"):
+        HungarianMatcher()(outputs, targets)
+    targets[1][0].labels = torch.tensor([0])
+    targets[0][1].labels = torch.tensor([-1])
+    with pytest.raises(ValueError, match=r"targets\[0\]\[1\]\.labels \[-1\] out of range"):
+        HungarianMatcher()(outputs, targets)

@@ -47,11 +47,20 @@ def check_targets(targets: list[list[FrameTarget]], num_frames: int, batch_size:
                     f"targets[{t}][{b}] has {target.masks.shape[0]} masks, {target.boxes.shape[0]} boxes "
                     f"and {target.labels.shape[0]} labels; they must agree"
                 )
-            labels = target.labels
-            if num_classes > 1 and labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
-                raise ValueError(
-                    f"targets[{t}][{b}].labels {labels.tolist()} out of range for num_classes={num_classes}"
-                )
+    if num_classes > 1:
+
+        def out_of_range(labels: Tensor) -> Tensor:
+            return ((labels < 0) | (labels >= num_classes)).any()
+
+        # One host sync for the whole grid (the labels live on the GPU and this runs for every decoder
+        # layer); the frame target to name is looked up only when some label is out of range.
+        if out_of_range(torch.cat([target.labels for row in targets for target in row])):
+            t, b = next(
+                (t, b) for t, row in enumerate(targets) for b, target in enumerate(row) if out_of_range(target.labels)
+            )
+            raise ValueError(
+                f"targets[{t}][{b}].labels {targets[t][b].labels.tolist()} out of range for num_classes={num_classes}"
+            )
     for b in range(batch_size):
         counts = {targets[t][b].masks.shape[0] for t in range(num_frames)}
         if len(counts) != 1:
