@@ -20,10 +20,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch import Tensor
 from tqdm import tqdm
 
+from wavecl.data.paths import read_image
 from wavecl.data.transforms import ClipTransform, clean_expression
 from wavecl.evaluation.postprocess import video_postprocess
 from wavecl.data.video import iter_video_frames, probe_video
@@ -57,14 +58,6 @@ def _natural_key(path: Path) -> list:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
 
 
-def _read_frame_file(path: Path) -> Image.Image:
-    try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except (UnidentifiedImageError, OSError) as error:
-        raise ValueError(f"cannot read frame {path}: {error}") from error
-
-
 def open_video(video: VideoInput) -> VideoSource:
     """Wrap any accepted video form as a :class:`VideoSource`.
 
@@ -81,7 +74,7 @@ def open_video(video: VideoInput) -> VideoSource:
             files = sorted((p for p in path.iterdir() if p.suffix.lower() in FRAME_SUFFIXES), key=_natural_key)
             if not files:
                 raise ValueError(f"no frames ({', '.join(FRAME_SUFFIXES)}) in folder {path}")
-            return VideoSource((_read_frame_file(p) for p in files), len(files), None, str(path))
+            return VideoSource((read_image(p) for p in files), len(files), None, str(path))
         num_frames, fps = probe_video(path)
         return VideoSource(iter_video_frames(path), num_frames, fps, str(path))
     if isinstance(video, np.ndarray):
