@@ -18,7 +18,7 @@ import numpy as np
 import scipy.io
 from PIL import Image
 
-from wavecl.atomic import atomic_path, save_image, write_json
+from wavecl.atomic import atomic_path, save_image, write_json, write_text
 from wavecl.data.palette import save_index_png
 from wavecl.data.video import write_video
 
@@ -157,14 +157,14 @@ def write_a2d_fixture(
         csv.writer(videoset, lineterminator="\n").writerow(
             [video, 11, 0, 1, height, width, num_frames, len(annotated.get(video, {})), subset]
         )
-    _write_text(root / "Release" / "videoset.csv", videoset.getvalue())
+    write_text(root / "Release" / "videoset.csv", videoset.getvalue())
 
     annotation_text = io.StringIO()
     writer = csv.writer(annotation_text, lineterminator="\n")
     writer.writerow(["video_id", "instance_id", "query"])
     writer.writerows(rows)
-    _write_text(root / "text_annotations" / "a2d_annotation.txt", annotation_text.getvalue())
-    _write_text(root / "text_annotations" / "a2d_missed_videos.txt", "vidMissed\n")
+    write_text(root / "text_annotations" / "a2d_annotation.txt", annotation_text.getvalue())
+    write_text(root / "text_annotations" / "a2d_missed_videos.txt", "vidMissed\n")
 
     masks: dict[tuple[str, int], dict[int, np.ndarray]] = {}
     single_instance_files: list[Path] = []
@@ -189,11 +189,6 @@ def write_a2d_fixture(
             if int(instance) in ids
         )
     return A2DFixture(root, frames, masks, samples, ["vidMissed"], single_instance_files)
-
-
-def _write_text(path: Path, text: str) -> None:
-    with atomic_path(path) as temporary:
-        temporary.write_text(text, encoding="utf-8")
 
 
 # ------------------------------------------------------------------------------------------- JHMDB
@@ -258,7 +253,7 @@ def write_jhmdb_fixture(
     writer = csv.writer(annotation_text, lineterminator="\n")
     writer.writerow(["video_id", "query"])
     writer.writerows([(video, spec.query) for video, spec in videos.items()])
-    _write_text(root / "jhmdb_annotation.txt", annotation_text.getvalue())
+    write_text(root / "jhmdb_annotation.txt", annotation_text.getvalue())
 
     metadata_frames = {"brush_hair_girl_1": [1, 6, 12], "run_man_2": [2, 3, 8], "jump_kid_3": [1, 3, 5]}
     entries = [

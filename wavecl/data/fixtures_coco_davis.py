@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as coco_mask
 
-from wavecl.atomic import atomic_path, save_image, write_json
+from wavecl.atomic import save_image, write_json, write_text
 from wavecl.data.palette import save_index_png
 
 # ----------------------------------------------------------------------------------------- RefCOCO
@@ -263,7 +263,7 @@ def write_davis_fixture(root: str | Path, num_frames: int = 5, size: tuple[int, 
         ]
 
     for split, videos in splits.items():
-        _write_text(davis / "ImageSets" / "2017" / f"{split}.txt", "".join(f"{v}\n" for v in videos), "utf-8")
+        write_text(davis / "ImageSets" / "2017" / f"{split}.txt", "".join(f"{v}\n" for v in videos))
     semantics = {video: {str(i + 1): c for i, c in enumerate(cats)} for video, cats in categories.items()}
     write_json(davis / "davis_semantics.json", semantics)
     file_specs = [
@@ -278,11 +278,6 @@ def write_davis_fixture(root: str | Path, num_frames: int = 5, size: tuple[int, 
             for video, objects in objects_out.items()
             for obj in reversed(objects)
         ]
-        _write_text(root / "davis_text_annotations" / name, "\n" + "".join(lines), encoding)
+        write_text(root / "davis_text_annotations" / name, "\n" + "".join(lines), encoding)
     return DavisFixture(root, splits, frames_out, labels_out, names_out, objects_out, misspelt)
-
-
-def _write_text(path: Path, text: str, encoding: str) -> None:
-    with atomic_path(path) as temporary:
-        temporary.write_bytes(text.encode(encoding))
 
