@@ -308,12 +308,12 @@ class DeformableDecoder(nn.Module):
         """
         if self.bbox_embed is None:
             raise RuntimeError("decoder.bbox_embed must be assigned (one box MLP per layer) before the forward pass")
+        point_ratios = valid_ratios[:, None]  # [N, 1, L, 2] (w, h)
+        box_ratios = torch.cat([point_ratios, point_ratios], dim=-1)  # (w, h, w, h)
         states, references = [], []
         for layer, box_mlp in zip(self.layers, self.bbox_embed):
-            if reference_points.shape[-1] == 4:
-                level_references = reference_points[:, :, None] * torch.cat([valid_ratios, valid_ratios], -1)[:, None]
-            else:
-                level_references = reference_points[:, :, None] * valid_ratios[:, None]
+            ratios = box_ratios if reference_points.shape[-1] == 4 else point_ratios
+            level_references = reference_points[:, :, None] * ratios
             tgt = layer(
                 tgt, query_pos, level_references, memory, spatial_shapes, level_start_index, memory_padding_mask
             )
