@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch.distributed as dist
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
@@ -33,7 +32,7 @@ from wavecl.atomic import write_json
 from wavecl.data.types import Batch
 from wavecl.evaluation.postprocess import a2d_postprocess
 from wavecl.model.output import WaveCLOutput
-from wavecl.training.distributed import gather_objects, is_dist_initialized, is_main_process
+from wavecl.training.distributed import gather_objects, is_main_process
 
 PRECISION_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
 IOU_SMOOTHING = 1e-6
@@ -283,10 +282,6 @@ class A2DEvaluator:
         self.console = console
         self.results: list[dict[str, Any]] = []
 
-    def reset(self) -> None:
-        """Forget the accumulated predictions."""
-        self.results = []
-
     def update(self, outputs: WaveCLOutput, batch: Batch) -> None:
         """Add the predictions of one batch.
 
@@ -334,11 +329,7 @@ class A2DEvaluator:
             if self.precision_metrics:
                 metrics.update(precision_and_iou(results, coco_gt))
             print_metrics("A2D / JHMDB evaluation", metrics, self.console)
-        if is_dist_initialized():
-            holder = [metrics]
-            dist.broadcast_object_list(holder, src=0)
-            metrics = holder[0]
-        return metrics
+        return gather_objects(metrics)[0]
 
 
 __all__ = [
