@@ -1,5 +1,11 @@
 """Small helpers shared by several test modules (independent computations, not library code)."""
 import numpy as np
+import torch
+
+from wavecl.data.fixtures import frame_level
+
+MEAN = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
+STD = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
 
 
 def box_cxcywh(mask: np.ndarray) -> list[float]:
@@ -8,3 +14,14 @@ def box_cxcywh(mask: np.ndarray) -> list[float]:
     h, w = mask.shape
     x1, x2, y1, y2 = xs.min(), xs.max(), ys.min(), ys.max()
     return [(x1 + x2) / 2 / w, (y1 + y2) / 2 / h, (x2 - x1) / w, (y2 - y1) / h]
+
+
+def level_index(level: float) -> int:
+    """The fixture frame index whose grey level (``frame_level``) is nearest to ``level``."""
+    return round((level - frame_level(0)) / (frame_level(1) - frame_level(0)))
+
+
+def frame_indices(frames: torch.Tensor) -> list[int]:
+    """Recover each frame's index of a normalised ``[T, 3, H, W]`` clip from its grey level (red channel)."""
+    levels = ((frames * STD + MEAN) * 255)[:, 0].mean(dim=(1, 2))
+    return [level_index(float(level)) for level in levels]

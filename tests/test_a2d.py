@@ -20,22 +20,13 @@ from wavecl.data.transforms import ClipTransform
 from wavecl.data.video import count_video_frames, read_video_frames, read_video_window, write_video
 from wavecl.data.windows import centred_window
 
-from support import box_cxcywh
+from support import box_cxcywh, frame_indices, level_index
 
-MEAN = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
-STD = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
 IDENTITY = ClipTransform(train=False, short_size=32, max_size=None)  # fixture frames are 32 x 48
 
 
-def frame_indices(frames: torch.Tensor) -> list[int]:
-    """Recover each frame's index from its grey level (red channel) after de-normalisation."""
-    levels = ((frames * STD + MEAN) * 255)[:, 0].mean(dim=(1, 2))
-    return [round((float(level) - frame_level(0)) / (frame_level(1) - frame_level(0))) for level in levels]
-
-
 def image_indices(images: list) -> list[int]:
-    step = frame_level(1) - frame_level(0)
-    return [round((np.asarray(image)[..., 0].mean() - frame_level(0)) / step) for image in images]
+    return [level_index(float(np.asarray(image)[..., 0].mean())) for image in images]
 
 
 @pytest.fixture(scope="module")

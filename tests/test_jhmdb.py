@@ -8,22 +8,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.io
-import torch
 from PIL import Image
 
-from wavecl.data.fixtures import JHMDBFixture, frame_level, write_jhmdb_fixture
+from wavecl.data.fixtures import JHMDBFixture, write_jhmdb_fixture
 from wavecl.data.jhmdb import JHMDBSentences, build_jhmdb_samples
 from wavecl.data.transforms import ClipTransform
 from wavecl.data.windows import centred_window
 
-MEAN = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
-STD = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
+from support import frame_indices
+
 IDENTITY = ClipTransform(train=False, short_size=24, max_size=None)  # fixture frames are 24 x 32
-
-
-def frame_indices(frames: torch.Tensor) -> list[int]:
-    levels = ((frames * STD + MEAN) * 255)[:, 0].mean(dim=(1, 2))
-    return [round((float(level) - frame_level(0)) / (frame_level(1) - frame_level(0))) for level in levels]
 
 
 @pytest.fixture(scope="module")

@@ -6,11 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from wavecl.data import ytvos as ytvos_module
-from wavecl.data.fixtures import YTVOSFixture, frame_level, write_ytvos_fixture
+from wavecl.data.fixtures import YTVOSFixture, write_ytvos_fixture
 from wavecl.data.palette import save_index_png
 from wavecl.data.synthetic import write_synthetic_ytvos
 from wavecl.data.transforms import ClipTransform
@@ -22,21 +21,14 @@ from wavecl.data.ytvos import (
     train_samples_cache_path,
 )
 
-from support import box_cxcywh
+from support import box_cxcywh, frame_indices
 
-MEAN = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
-STD = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
 NATIVE = ClipTransform(train=False, short_size=20, max_size=None)
 
 
 def native(short: int) -> ClipTransform:
     """An evaluation transform that keeps frames whose short side is ``short`` at native size."""
     return ClipTransform(train=False, short_size=short, max_size=None)
-
-
-def frame_indices(frames: torch.Tensor) -> list[int]:
-    levels = ((frames * STD + MEAN) * 255)[:, 0].mean(dim=(1, 2))
-    return [round((float(level) - frame_level(0)) / (frame_level(1) - frame_level(0))) for level in levels]
 
 
 @pytest.fixture(scope="module")
