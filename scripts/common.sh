@@ -33,6 +33,14 @@ dataset_dir() {
     echo "$DATA_ROOT/$1"
 }
 
+# Dataset folders, each overridable by its variable (see the top of this file).
+A2D_ROOT="${A2D_ROOT:-$(dataset_dir a2d_sentences)}"
+JHMDB_ROOT="${JHMDB_ROOT:-$(dataset_dir jhmdb_sentences)}"
+YTVOS_ROOT="${YTVOS_ROOT:-$(dataset_dir refer_youtube_vos ref-youtube-vos)}"
+COCO_ROOT="${COCO_ROOT:-$(dataset_dir coco)}"
+DAVIS_ROOT="${DAVIS_ROOT:-$(dataset_dir refer-davis ref-davis)}"
+A2D_GT="$A2D_ROOT/a2d_sentences_test_annotations_in_coco_format.json"
+
 # default_gpus N: the GPU count of the README for this stage, or 1 for smoke runs.
 default_gpus() {
     if [[ "$WAVECL_TINY" == 1 ]]; then echo 1; else echo "$1"; fi
@@ -80,4 +88,15 @@ launch() {
 # prepare ARGS...: one-off data preparation in a single process.
 prepare() {
     "$PYTHON" -m wavecl prepare "$@"
+}
+
+# prepare_a2d_gt: the COCO-format A2D-Sentences test ground truth A2D_GT, built on first use.
+prepare_a2d_gt() {
+    [[ -f "$A2D_GT" ]] || prepare a2d-gt --root "$A2D_ROOT" --out "$A2D_GT"
+}
+
+# prepare_ytvos_samples: the Ref-YouTube-VOS training sample list (windows of 8 frames), built on first use.
+prepare_ytvos_samples() {
+    [[ -f "$YTVOS_ROOT/wavecl_ytvos_train_samples_ws8.json" ]] \
+        || prepare ytvos-samples --root "$YTVOS_ROOT" --window-size 8 --workers "${PREPARE_WORKERS:-8}"
 }

@@ -4,13 +4,11 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 NUM_GPUS="${NUM_GPUS:-$(default_gpus 2)}"
-A2D_ROOT="${A2D_ROOT:-$(dataset_dir a2d_sentences)}"
-A2D_GT="$A2D_ROOT/a2d_sentences_test_annotations_in_coco_format.json"
 CHECKPOINT="${CHECKPOINT:-$OUTPUT_DIR/a2d_sentences/a2d/checkpoints/best}"
 EVAL_DIR="${EVAL_DIR:-$OUTPUT_DIR/a2d_sentences/a2d/evaluation}"
 setup_args
 
-[[ -f "$A2D_GT" ]] || prepare a2d-gt --root "$A2D_ROOT" --out "$A2D_GT"
+prepare_a2d_gt
 launch evaluate -c "$CONFIGS/a2d_sentences.yaml" --checkpoint "$CHECKPOINT" --out-dir "$EVAL_DIR" \
     --set "data.root=$A2D_ROOT" --set "data.coco_gt_path=$A2D_GT" "${COMMON_ARGS[@]}" "$@"
 echo "metrics: $EVAL_DIR/metrics.json, predictions: $EVAL_DIR/predictions.json"

@@ -5,12 +5,10 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 NUM_GPUS="${NUM_GPUS:-$(default_gpus 8)}"
-A2D_ROOT="${A2D_ROOT:-$(dataset_dir a2d_sentences)}"
-A2D_GT="$A2D_ROOT/a2d_sentences_test_annotations_in_coco_format.json"
 CHECKPOINT="${CHECKPOINT:-$OUTPUT_DIR/coco/coco_pretrain_tiny}"
 setup_args
 
-[[ -f "$A2D_GT" ]] || prepare a2d-gt --root "$A2D_ROOT" --out "$A2D_GT"
+prepare_a2d_gt
 launch train -c "$CONFIGS/a2d_sentences_finetune.yaml" --set "data.root=$A2D_ROOT" --set "data.coco_gt_path=$A2D_GT" \
     --pretrained "$CHECKPOINT" "${COMMON_ARGS[@]}" "${TRAIN_ARGS[@]}" "$@"
 echo "run directory: $OUTPUT_DIR/a2d_sentences/finetune_a2d (checkpoints/{last,best}, log.jsonl, eval/epoch_*/)"

@@ -5,12 +5,10 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 NUM_GPUS="${NUM_GPUS:-$(default_gpus 8)}"
-YTVOS_ROOT="${YTVOS_ROOT:-$(dataset_dir refer_youtube_vos ref-youtube-vos)}"
 CHECKPOINT="${CHECKPOINT:-$OUTPUT_DIR/coco/coco_pretrain_tiny}"
 setup_args
 
-[[ -f "$YTVOS_ROOT/wavecl_ytvos_train_samples_ws8.json" ]] \
-    || prepare ytvos-samples --root "$YTVOS_ROOT" --window-size 8 --workers "${PREPARE_WORKERS:-8}"
+prepare_ytvos_samples
 launch train -c "$CONFIGS/refer_youtube_vos_finetune.yaml" --set "data.root=$YTVOS_ROOT" --pretrained "$CHECKPOINT" \
     "${COMMON_ARGS[@]}" "${TRAIN_ARGS[@]}" "$@"
 echo "run directory: $OUTPUT_DIR/ref_youtube_vos/finetuneytb_tiny (checkpoints/, eval/epoch_*/submission.zip)"

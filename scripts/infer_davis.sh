@@ -5,7 +5,6 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 NUM_GPUS="${NUM_GPUS:-$(default_gpus 8)}"
-DAVIS_ROOT="${DAVIS_ROOT:-$(dataset_dir refer-davis ref-davis)}"
 CHECKPOINT="${CHECKPOINT:-$OUTPUT_DIR/ref_youtube_vos/finetuneytb_tiny}"
 EVAL_DIR="${EVAL_DIR:-$OUTPUT_DIR/davis/davis/evaluation}"
 setup_args

@@ -5,7 +5,6 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 NUM_GPUS="${NUM_GPUS:-$(default_gpus 2)}"
-YTVOS_ROOT="${YTVOS_ROOT:-$(dataset_dir refer_youtube_vos ref-youtube-vos)}"
 CHECKPOINT="${CHECKPOINT:-$OUTPUT_DIR/ref_youtube_vos/finetuneytb_tiny}"
 EVAL_DIR="${EVAL_DIR:-$OUTPUT_DIR/ref_youtube_vos/finetuneytb_tiny/evaluation}"
 setup_args

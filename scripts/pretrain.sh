@@ -5,7 +5,6 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 NUM_GPUS="${NUM_GPUS:-$(default_gpus 8)}"
-COCO_ROOT="${COCO_ROOT:-$(dataset_dir coco)}"
 setup_args
 
 launch train -c "$CONFIGS/coco.yaml" --set "data.root=$COCO_ROOT" "${COMMON_ARGS[@]}" "${TRAIN_ARGS[@]}" "$@"
