@@ -42,7 +42,7 @@ from wavecl.data.paths import read_image, read_json, require_file, resolve_datas
 from wavecl.data.transforms import ClipTransform, FrameAnnotation, clean_expression
 from wavecl.data.types import ClipSample
 from wavecl.data.windows import covering_windows
-from wavecl.data.ytvos import read_index_mask
+from wavecl.data.ytvos import read_expression_videos, read_index_mask
 
 ANNOTATION_FILES: tuple[tuple[str, str], ...] = (
     ("Davis17_annot1.txt", "utf-8"),
@@ -99,9 +99,7 @@ def read_davis_expression_file(path: str | Path, encoding: str) -> dict[str, lis
         FileNotFoundError: the file is missing.
         ValueError: a line has fewer than three tokens; the message names the file and line.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Ref-DAVIS expression file not found: {path}")
+    path = require_file(Path(path))
     videos: dict[str, list[DavisExpression]] = {}
     for number, line in enumerate(path.read_text(encoding=encoding).splitlines(), start=1):
         tokens = line.split()
@@ -269,15 +267,9 @@ class RefDAVIS17(Dataset[ClipSample]):
         self.meta_path = self.root / "meta_expressions" / split / "meta_expressions.json"
         if any(annotator not in range(NUM_ANNOTATORS) for annotator in annotators):
             raise ValueError(f"annotators must be slots in 0..{NUM_ANNOTATORS - 1}, got {list(annotators)}")
-        content = read_json(self.meta_path)
-        videos = content.get("videos") if isinstance(content, dict) else None
-        if not isinstance(videos, dict):
-            raise ValueError(f"{self.meta_path}: expected {{'videos': {{...}}}}")
         self.samples: list[_DavisSample] = []
-        for video, entry in videos.items():
+        for video, entry in read_expression_videos(self.meta_path).items():
             where = f"{self.meta_path}: video {video!r}"
-            if "expressions" not in entry or "frames" not in entry:
-                raise ValueError(f"{where} needs 'expressions' and 'frames'")
             exp_ids = list(entry["expressions"])
             frames = list(entry["frames"])
             num_objects = len(exp_ids) // NUM_ANNOTATORS
@@ -286,8 +278,8 @@ class RefDAVIS17(Dataset[ClipSample]):
                 for object_index in range(num_objects):
                     exp_id = exp_ids[NUM_ANNOTATORS * object_index + annotator]
                     expression = entry["expressions"][exp_id]
-                    if "exp" not in expression or "obj_id" not in expression:
-                        raise ValueError(f"{where}: expression {exp_id!r} needs 'exp' and 'obj_id'")
+                    if "obj_id" not in expression:
+                        raise ValueError(f"{where}: expression {exp_id!r} needs an 'obj_id'")
                     for chunk_index, chunk in enumerate(chunks):
                         self.samples.append(
                             _DavisSample(

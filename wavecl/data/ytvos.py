@@ -78,8 +78,15 @@ class YTVOSPaths:
         return cls(resolve_dataset_root(root, DATASET_FOLDER_NAMES, "meta_expressions"))
 
 
-def _expression_videos(path: Path) -> dict[str, Any]:
-    """``videos`` of a meta_expressions file, each checked to have ``expressions`` and ``frames``."""
+def read_expression_videos(path: Path) -> dict[str, Any]:
+    """``videos`` of a meta_expressions file (Ref-YouTube-VOS, or Ref-DAVIS17 converted to its layout).
+
+    Every video is checked to have an ``expressions`` dict and a non-empty ``frames`` list, every
+    expression an ``exp`` string that is not empty after :func:`clean_expression`.
+
+    Raises:
+        FileNotFoundError / ValueError naming the file, video and expression at fault.
+    """
     content = read_json(path)
     videos = content.get("videos") if isinstance(content, dict) else None
     if not isinstance(videos, dict):
@@ -144,7 +151,7 @@ def _build_train_samples(paths: YTVOSPaths, window_size: int, num_workers: int) 
     """``[video_id, [window_size frame names], {"exp", "obj_id", "exp_id"}]`` for every kept window (§3.2)."""
     if window_size < 1:
         raise ValueError(f"window_size must be positive, got {window_size}")
-    videos = _expression_videos(paths.expressions("train"))
+    videos = read_expression_videos(paths.expressions("train"))
     arguments = [(paths, video_id, video, window_size) for video_id, video in videos.items()]
     if num_workers > 0:
         with ProcessPoolExecutor(num_workers) as pool:
@@ -256,10 +263,10 @@ class RefYouTubeVOS(Dataset[ClipSample]):
         ]
 
     def _valid_samples(self) -> list[YTVOSSample]:
-        videos = _expression_videos(self.paths.expressions("valid"))
+        videos = read_expression_videos(self.paths.expressions("valid"))
         test_file = self.paths.expressions("test")
         if test_file.is_file():
-            test_videos = set(_expression_videos(test_file))
+            test_videos = set(read_expression_videos(test_file))
             video_ids = sorted(set(videos) - test_videos)
             for video_id in video_ids:
                 folder = self.paths.root / "valid" / "JPEGImages" / video_id
