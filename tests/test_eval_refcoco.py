@@ -9,7 +9,12 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from wavecl.evaluation.refcoco import box_precision_and_iou, evaluate_refcoco, refcoco_results
+from wavecl.evaluation.refcoco import (
+    box_precision_and_iou,
+    evaluate_refcoco,
+    evaluate_refcoco_sets,
+    refcoco_results,
+)
 
 H, W = 100, 120
 
@@ -161,3 +166,17 @@ def test_box_precision_and_iou_hand_computed():
     assert metrics["P@0.9"] == pytest.approx(1 / 3)
     assert metrics["overall_iou"] == pytest.approx((200 + 5200) / (600 + 5200 + 1600))
     assert metrics["mean_iou"] == pytest.approx(np.mean(ious))
+
+
+def test_evaluate_refcoco_sets_prefixes_each_set_and_averages_the_primary_metric():
+    coco = refcoco_ground_truth()
+    results = {"refcoco": perfect_and_noisy_results(coco, seed=0), "refcoco+": perfect_and_noisy_results(coco, seed=1)}
+    metrics = evaluate_refcoco_sets({"refcoco": coco, "refcoco+": coco}, results)
+    separately = {name: evaluate_refcoco(coco, set_results) for name, set_results in results.items()}
+    assert set(metrics) == {f"{name} {key}" for name in results for key in separately["refcoco"]} | {"segm mAP 0.5:0.95"}
+    for name, set_metrics in separately.items():
+        for key, value in set_metrics.items():
+            assert metrics[f"{name} {key}"] == value
+    primary = [separately[name]["segm mAP 0.5:0.95"] for name in results]
+    assert primary[0] != primary[1]
+    assert metrics["segm mAP 0.5:0.95"] == pytest.approx(sum(primary) / 2)

@@ -14,7 +14,7 @@ evaluation only the boxes, as in DETR's ``CocoEvaluator``.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pycocotools.coco import COCO
@@ -38,6 +38,8 @@ from wavecl.evaluation.a2d import (
 from wavecl.evaluation.postprocess import refcoco_postprocess
 from wavecl.model.output import WaveCLOutput
 from wavecl.training.distributed import gather_objects, is_main_process
+
+PRIMARY_METRIC = "segm mAP 0.5:0.95"
 
 
 def refcoco_results(
@@ -118,23 +120,44 @@ def evaluate_refcoco(ground_truth: str | os.PathLike[str] | COCO, results: Seque
     return metrics
 
 
+def refcoco_ground_truth(datasets: Any) -> dict[str, COCO]:
+    """``{set name: COCO ground truth}`` of the evaluated :class:`~wavecl.data.refcoco.RefCOCO` sets (a
+    ``ConcatDataset`` of them or one set), built with :func:`~wavecl.data.refcoco.build_refcoco_gt`."""
+    return {d.dataset_name: build_refcoco_gt(d) for d in getattr(datasets, "datasets", [datasets])}
+
+
+def evaluate_refcoco_sets(
+    ground_truth: Mapping[str, str | os.PathLike[str] | COCO], results: Mapping[str, Sequence[dict[str, Any]]]
+) -> dict[str, float]:
+    """:func:`evaluate_refcoco` of every set, keyed ``<set> <metric>``, and the primary metric
+    (``segm mAP 0.5:0.95``) averaged over the sets, which selects the best pretraining checkpoint.
+
+    Args:
+        ground_truth: set name -> its json (path or ``COCO``).
+        results: set name -> its :func:`refcoco_results`, for every set of ``ground_truth``.
+    """
+    metrics: dict[str, float] = {}
+    for name, coco_gt in ground_truth.items():
+        metrics |= {f"{name} {k}": v for k, v in evaluate_refcoco(coco_gt, results[name]).items()}
+    metrics[PRIMARY_METRIC] = sum(metrics[f"{name} {PRIMARY_METRIC}"] for name in ground_truth) / len(ground_truth)
+    return metrics
+
+
 class RefCOCOEvaluator:
     """Accumulates RefCOCO/+/g predictions and scores each validation set (training.md §7.3).
 
     Args:
         datasets: the evaluated :class:`~wavecl.data.refcoco.RefCOCO` sets (a ``ConcatDataset`` of them
-            or one set); their ground truth is built with :func:`~wavecl.data.refcoco.build_refcoco_gt`.
+            or one set); their ground truth is built with :func:`refcoco_ground_truth`.
         results_dir: where rank 0 writes ``<set>_predictions.json``; ``None`` to skip.
 
-    ``summarize`` returns ``<set> <metric>`` for every set and ``segm mAP 0.5:0.95`` averaged over
-    the sets, which selects the best pretraining checkpoint.
+    ``summarize`` returns :func:`evaluate_refcoco_sets` of the gathered predictions on every rank.
     """
 
-    primary_metric = "segm mAP 0.5:0.95"
+    primary_metric = PRIMARY_METRIC
 
     def __init__(self, datasets: Any, results_dir: str | os.PathLike | None = None) -> None:
-        sets = getattr(datasets, "datasets", [datasets])
-        self.ground_truth = {d.dataset_name: build_refcoco_gt(d) for d in sets}
+        self.ground_truth = refcoco_ground_truth(datasets)
         self.results_dir = results_dir
         self.results: dict[str, list[dict[str, Any]]] = {name: [] for name in self.ground_truth}
 
@@ -155,13 +178,19 @@ class RefCOCOEvaluator:
         metrics: dict[str, float] = {}
         gathered = {name: gather_results(results) for name, results in self.results.items()}
         if is_main_process():
-            for name, results in gathered.items():
-                if self.results_dir is not None:
+            if self.results_dir is not None:
+                for name, results in gathered.items():
                     write_json(os.path.join(self.results_dir, f"{name}_predictions.json"), results)
-                metrics |= {f"{name} {k}": v for k, v in evaluate_refcoco(self.ground_truth[name], results).items()}
-            key = self.primary_metric
-            metrics[key] = sum(metrics[f"{name} {key}"] for name in gathered) / len(gathered)
+            metrics = evaluate_refcoco_sets(self.ground_truth, gathered)
         return gather_objects(metrics)[0]
 
 
-__all__ = ["RefCOCOEvaluator", "box_precision_and_iou", "evaluate_refcoco", "refcoco_results"]
+__all__ = [
+    "PRIMARY_METRIC",
+    "RefCOCOEvaluator",
+    "box_precision_and_iou",
+    "evaluate_refcoco",
+    "evaluate_refcoco_sets",
+    "refcoco_ground_truth",
+    "refcoco_results",
+]

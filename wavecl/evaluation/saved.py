@@ -32,7 +32,7 @@ from wavecl.data.synthetic import expression_ground_truth
 from wavecl.data.ytvos import RefYouTubeVOS, YTVOSSample, read_index_mask
 from wavecl.evaluation.a2d import coco_segm_map, load_coco_ground_truth, precision_and_iou
 from wavecl.evaluation.davis import db_eval_boundary, db_eval_iou, evaluate_ref_davis
-from wavecl.evaluation.refcoco import RefCOCOEvaluator, evaluate_refcoco
+from wavecl.evaluation.refcoco import evaluate_refcoco_sets, refcoco_ground_truth
 from wavecl.evaluation.ytvos import ANNOTATIONS_FOLDER
 
 RESULT_KEYS = ("image_id", "category_id", "segmentation", "score")
@@ -80,14 +80,9 @@ def evaluate_refcoco_predictions(predictions_dir: str | Path, config: Config) ->
     during training. Keys as :class:`~wavecl.evaluation.refcoco.RefCOCOEvaluator` returns them.
     """
     predictions_dir = Path(predictions_dir)
-    ground_truth = RefCOCOEvaluator(build_dataset(config.data, "eval")).ground_truth
-    metrics: dict[str, float] = {}
-    for name, coco_gt in ground_truth.items():
-        results = read_coco_results(predictions_dir / f"{name}_predictions.json")
-        metrics |= {f"{name} {key}": value for key, value in evaluate_refcoco(coco_gt, results).items()}
-    primary = RefCOCOEvaluator.primary_metric
-    metrics[primary] = sum(metrics[f"{name} {primary}"] for name in ground_truth) / len(ground_truth)
-    return metrics
+    ground_truth = refcoco_ground_truth(build_dataset(config.data, "eval"))
+    results = {name: read_coco_results(predictions_dir / f"{name}_predictions.json") for name in ground_truth}
+    return evaluate_refcoco_sets(ground_truth, results)
 
 
 def evaluate_davis_predictions(results_dir: str | Path, davis_root: str | Path) -> dict[str, float]:
