@@ -160,6 +160,19 @@ def read_instance_masks(path: Path) -> InstanceMasks:
     )
 
 
+def read_referred_instance(path: Path, instance_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mask ``[H, W]`` bool and box ``[4]`` (``x1, y1, x2, y2``) of instance ``instance_id`` of an A2D mask file.
+
+    Raises:
+        ValueError: the file does not list ``instance_id``; the message names the file.
+    """
+    instances = read_instance_masks(path)
+    if instance_id not in instances.instance_ids:
+        raise ValueError(f"{path}: instance {instance_id} not in {instances.instance_ids}")
+    index = instances.instance_ids.index(instance_id)
+    return instances.masks[index], instances.boxes[index]
+
+
 def _read_videoset(path: Path) -> dict[str, int]:
     """``{video id: subset code}`` from ``videoset.csv``."""
     subsets: dict[str, int] = {}
@@ -270,10 +283,7 @@ class A2DSentences(Dataset[ClipSample]):
         video_path = self.paths.video(sample.video_id)
         mask_path = self.paths.mask_file(sample.video_id, sample.frame)
         frames = read_video_window(video_path, sample.frame - 1, self.window_size)
-        instances = read_instance_masks(mask_path)
-        if sample.instance_id not in instances.instance_ids:
-            raise ValueError(f"{mask_path}: instance {sample.instance_id} not in {instances.instance_ids}")
-        mask = instances.masks[instances.instance_ids.index(sample.instance_id)]
+        mask, _ = read_referred_instance(mask_path, sample.instance_id)
         width, height = frames[0].size
         if mask.shape != (height, width):
             raise ValueError(

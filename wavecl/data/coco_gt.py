@@ -14,7 +14,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from wavecl.atomic import write_json
-from wavecl.data.a2d import A2DPaths, build_a2d_samples, read_instance_masks
+from wavecl.data.a2d import A2DPaths, build_a2d_samples, read_referred_instance
 from wavecl.data.jhmdb import JHMDBPaths, build_jhmdb_samples, read_puppet_masks
 
 CATEGORY_ID = 1
@@ -62,11 +62,9 @@ def build_a2d_coco_gt(dataset_root: str | os.PathLike, out_path: str | os.PathLi
     paths = A2DPaths.find(dataset_root)
     entries = []
     for sample in build_a2d_samples(paths.root, "test"):
-        mask_file = paths.mask_file(sample.video_id, sample.frame)
-        instances = read_instance_masks(mask_file)
-        index = instances.instance_ids.index(sample.instance_id)
-        x1, y1, x2, y2 = (float(value) for value in instances.boxes[index])
-        entries.append((sample.image_id, instances.masks[index], [x1, y1, x2 - x1, y2 - y1]))
+        mask, box = read_referred_instance(paths.mask_file(sample.video_id, sample.frame), sample.instance_id)
+        x1, y1, x2, y2 = (float(value) for value in box)
+        entries.append((sample.image_id, mask, [x1, y1, x2 - x1, y2 - y1]))
     document = _coco_document("A2D-Sentences test ground truth (wavecl)", entries)
     write_json(Path(out_path), document)
     return document
