@@ -30,6 +30,7 @@ from wavecl.data.sample_cache import file_fingerprint, load_or_build
 from wavecl.data.transforms import ClipTransform, FrameAnnotation, clean_expression
 from wavecl.data.types import ClipSample
 from wavecl.data.video import read_video_window
+from wavecl.data.windows import at_window_centre
 
 DATASET_FOLDER_NAMES = ("a2d_sentences",)
 CLIP_FOLDER_NAMES = ("clips320H", "CLIPS320")
@@ -290,8 +291,7 @@ class A2DSentences(Dataset[ClipSample]):
                 f"mask in {mask_path} is {mask.shape[0]}x{mask.shape[1]} "
                 f"but frames of {video_path} are {height}x{width}"
             )
-        annotations: list[FrameAnnotation | None] = [None] * self.window_size
-        annotations[self.window_size // 2] = FrameAnnotation(mask=mask, label=0, image_id=sample.image_id)
+        annotations = at_window_centre(FrameAnnotation(mask=mask, label=0, image_id=sample.image_id), self.window_size)
         text = clean_expression(sample.query, f"{self.paths.annotations} ({sample.image_id})")
         clip, targets, text = self.transform(frames, annotations, text)
         metadata = {

@@ -26,7 +26,7 @@ from torch.utils.data import Dataset
 from wavecl.data.paths import read_csv_rows, read_image, read_json, require_file, resolve_dataset_root
 from wavecl.data.transforms import ClipTransform, FrameAnnotation, clean_expression
 from wavecl.data.types import ClipSample
-from wavecl.data.windows import centred_window
+from wavecl.data.windows import at_window_centre, centred_window
 
 DATASET_FOLDER_NAMES = ("jhmdb_sentences", "data/jhmdb_sentences")
 FRAMES_PER_VIDEO = 3
@@ -204,8 +204,8 @@ class JHMDBSentences(Dataset[ClipSample]):
                 f"masks in {mask_path} are {masks.shape[1]}x{masks.shape[2]} but frames of "
                 f"{sample.video_id} are {height}x{width}"
             )
-        annotations: list[FrameAnnotation | None] = [None] * self.window_size
-        annotations[self.window_size // 2] = FrameAnnotation(masks[sample.frame - 1], label=0, image_id=sample.image_id)
+        annotation = FrameAnnotation(masks[sample.frame - 1], label=0, image_id=sample.image_id)
+        annotations = at_window_centre(annotation, self.window_size)
         text = clean_expression(sample.query, f"{self.paths.annotations} (video {sample.video_id})")
         clip, targets, text = self.transform(frames, annotations, text)
         metadata = {"video_id": sample.video_id, "frame": sample.frame, "image_id": sample.image_id}

@@ -24,6 +24,14 @@ def centred_window(centre: int, window_size: int, num_frames: int) -> list[int]:
     return [min(max(index, 0), num_frames - 1) for index in range(start, start + window_size)]
 
 
+def at_window_centre(item: Item, window_size: int) -> list[Item | None]:
+    """``window_size`` entries, ``None`` except ``item`` at position ``window_size // 2``, where
+    :func:`centred_window` puts its centre frame (the annotation list of an A2D / JHMDB clip)."""
+    entries: list[Item | None] = [None] * window_size
+    entries[window_size // 2] = item
+    return entries
+
+
 def training_windows(frames: Sequence[Item], window_size: int) -> list[list[Item]]:
     """Split a video's frame list into training windows of exactly ``window_size`` (Ref-YTVOS §3.2).
 
