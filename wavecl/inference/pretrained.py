@@ -103,11 +103,12 @@ def _read_json(path: Path) -> dict:
     return values
 
 
-def _newest_checkpoint_dir(checkpoints: Path) -> Path:
-    """The epoch folder holding ``model.safetensors`` with the largest number in its name, then the newest file."""
-    candidates = [folder for folder in checkpoints.iterdir() if (folder / MODEL_FILENAME).is_file()]
+def _newest_checkpoint_dir(checkpoints: Path) -> Path | None:
+    """The epoch folder holding ``model.safetensors`` with the largest number in its name, then the newest
+    file; ``None`` when ``checkpoints`` holds no such folder."""
+    candidates = [weights.parent for weights in checkpoints.glob(f"*/{MODEL_FILENAME}") if weights.is_file()]
     if not candidates:
-        raise FileNotFoundError(f"no checkpoint folder with {MODEL_FILENAME} in {checkpoints}")
+        return None
 
     def order(folder: Path) -> tuple[int, float]:
         numbers = re.findall(r"\d+", folder.name)
@@ -117,14 +118,15 @@ def _newest_checkpoint_dir(checkpoints: Path) -> Path:
 
 
 def _run_checkpoint_dir(path: Path) -> Path:
-    """The checkpoint folder meant by a run directory, ``checkpoints`` folder, pointer or checkpoint folder."""
+    """The checkpoint folder meant by a run directory, ``checkpoints`` folder, pointer or checkpoint folder:
+    :func:`~wavecl.training.checkpoint.latest_checkpoint`, else the newest epoch folder when ``last`` is missing."""
     try:
         return latest_checkpoint(path)
     except FileNotFoundError:
-        for checkpoints in (path / CHECKPOINTS_DIRNAME, path):
-            if path.is_dir() and checkpoints.is_dir() and any(checkpoints.glob(f"*/{MODEL_FILENAME}")):
-                return _newest_checkpoint_dir(checkpoints)
-        raise
+        newest = _newest_checkpoint_dir(path / CHECKPOINTS_DIRNAME) or _newest_checkpoint_dir(path)
+        if newest is None:
+            raise
+        return newest
 
 
 def resolve_pretrained(path: str | os.PathLike[str]) -> PretrainedSource:
