@@ -226,7 +226,7 @@ def load_evaluation_weights(model, checkpoint: str | Path) -> Path:
 
 def default_evaluation_dir(config: Config) -> Path:
     """``<train.output_dir>/<dataset>/<train.version>/evaluation``."""
-    return Path(config.train.output_dir) / config.data.dataset_name / config.train.version / "evaluation"
+    return config.run_directory() / "evaluation"
 
 
 def command_evaluate(args: argparse.Namespace) -> None:
@@ -246,8 +246,7 @@ def command_evaluate(args: argparse.Namespace) -> None:
         print_metrics_table(f"{config.data.dataset_name} evaluation of saved predictions", metrics)
         return
 
-    from wavecl.evaluation.build import build_evaluation
-    from wavecl.evaluation.loop import run_evaluation
+    from wavecl.evaluation.build import evaluate_model
     from wavecl.model.wavecl import WaveCL
     from wavecl.training.distributed import cleanup, init_distributed
 
@@ -259,16 +258,7 @@ def command_evaluate(args: argparse.Namespace) -> None:
         model.to(dist.device)
         if dist.is_main:
             console.print(f"evaluating {escape(str(source))} on {config.data.dataset_name}")
-        evaluation = build_evaluation(config, out_dir)
-        metrics = run_evaluation(
-            model,
-            evaluation.dataset,
-            evaluation.evaluator,
-            dist,
-            batch_size=config.data.eval_batch_size,
-            num_workers=config.data.num_workers,
-            autocast=config.train.amp != "off",
-        )
+        metrics, _ = evaluate_model(model, config, out_dir, dist)
         if dist.is_main:
             record = {
                 "dataset": config.data.dataset_name,

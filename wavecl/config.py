@@ -141,6 +141,10 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def run_directory(self) -> Path:
+        """``<train.output_dir>/<data.dataset_name>/<train.version>``: where a run writes everything."""
+        return Path(self.train.output_dir) / self.data.dataset_name / self.train.version
+
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from torch import nn
 from torch.utils.data import Dataset
 
 from wavecl.config import Config
@@ -12,9 +13,10 @@ from wavecl.data.davis import DATASET_FOLDER_NAMES as DAVIS_FOLDER_NAMES
 from wavecl.data.paths import resolve_dataset_root
 from wavecl.data.types import ClipSample
 from wavecl.evaluation.a2d import A2DEvaluator
-from wavecl.evaluation.loop import Evaluator
+from wavecl.evaluation.loop import Evaluator, run_evaluation
 from wavecl.evaluation.refcoco import RefCOCOEvaluator
 from wavecl.evaluation.video import RefDAVISEvaluator, SyntheticJFEvaluator, YTVOSSubmissionEvaluator
+from wavecl.training.distributed import DistInfo
 
 
 @dataclass
@@ -55,3 +57,22 @@ def build_evaluation(config: Config, out_dir: str | Path) -> Evaluation:
     else:
         raise ValueError(f"no evaluation protocol for data.dataset_name {name!r}")
     return Evaluation(dataset, evaluator)
+
+
+def evaluate_model(model: nn.Module, config: Config, out_dir: str | Path, dist: DistInfo) -> tuple[dict[str, float], str | None]:
+    """Evaluate ``model`` with the protocol of ``config.data``, writing predictions under ``out_dir``.
+
+    Returns the metrics (complete on every rank) and the name of the metric that selects the best
+    checkpoint (``None`` where the protocol has no local metric).
+    """
+    evaluation = build_evaluation(config, out_dir)
+    metrics = run_evaluation(
+        model,
+        evaluation.dataset,
+        evaluation.evaluator,
+        dist,
+        batch_size=config.data.eval_batch_size,
+        num_workers=config.data.num_workers,
+        amp=config.train.amp,
+    )
+    return metrics, evaluation.evaluator.primary_metric

@@ -13,6 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
+from wavecl.amp import AmpMode, autocast
 from wavecl.data.collate import collate_clips
 from wavecl.data.types import Batch
 from wavecl.model.output import WaveCLOutput
@@ -54,9 +55,9 @@ def run_evaluation(
     dist: DistInfo,
     batch_size: int = 1,
     num_workers: int = 0,
-    autocast: bool = False,
+    amp: AmpMode = "off",
 ) -> dict[str, float]:
-    """Run ``model`` (unwrapped, eval mode) over this rank's shard of ``dataset``.
+    """Run ``model`` (unwrapped, eval mode, autocast ``amp`` on CUDA) over this rank's shard of ``dataset``.
 
     Returns the evaluator's metrics (complete on rank 0; evaluators gather across ranks).
     """
@@ -71,11 +72,10 @@ def run_evaluation(
         num_workers=num_workers,
         generator=torch.Generator(),
     )
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if autocast and device.type == "cuda" else None
     for batch in tqdm(loader, desc="evaluate", disable=not dist.is_main, dynamic_ncols=True):
         batch = batch.to(device)
         valid_indices, _ = batch.valid_frames()
-        with amp if amp is not None else torch.autocast(device.type, enabled=False):
+        with autocast(device, amp):
             outputs = model(batch.frames, batch.pad_mask, batch.texts, batch.image_sizes, valid_indices)
         evaluator.update(outputs, batch.to("cpu"))
     metrics = evaluator.summarize()

@@ -31,14 +31,14 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
+from wavecl.amp import autocast
 from wavecl.atomic import write_text
 from wavecl.config import Config
 from wavecl.data.build import build_dataset
 from wavecl.data.collate import collate_clips
 from wavecl.data.robust import SkipBadSamples
 from wavecl.data.types import Batch
-from wavecl.evaluation.build import build_evaluation
-from wavecl.evaluation.loop import run_evaluation
+from wavecl.evaluation.build import evaluate_model
 from wavecl.model.wavecl import WaveCL, build_model
 from wavecl.training.checkpoint import (
     CheckpointPaths,
@@ -65,10 +65,6 @@ class NonFiniteLossError(RuntimeError):
     """A loss term became NaN or infinite and the run is configured to stop."""
 
 
-def run_directory(config: Config) -> Path:
-    return Path(config.train.output_dir) / config.data.dataset_name / config.train.version
-
-
 def git_revision() -> str | None:
     """The git revision of the wavecl source tree, or None outside a checkout."""
     try:
@@ -77,13 +73,6 @@ def git_revision() -> str | None:
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
-
-
-def autocast_context(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
-    """bf16/fp16 autocast on CUDA; a no-op elsewhere (CPU training runs in fp32)."""
-    if amp == "off" or device.type != "cuda":
-        return contextlib.nullcontext()
-    return torch.autocast("cuda", dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
 
 
 def build_criterion(config: Config) -> SetCriterion:
@@ -150,7 +139,7 @@ class Trainer:
         self.config = config
         self.dist = dist
         self.device = dist.device
-        self.run_dir = run_directory(config)
+        self.run_dir = config.run_directory()
         train_cfg = config.train
 
         torch.manual_seed(train_cfg.seed)  # identical initialisation on every rank
@@ -327,7 +316,7 @@ class Trainer:
 
     def _forward_loss(self, batch: Batch) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         valid_indices, targets = batch.valid_frames()
-        with autocast_context(self.device, self.config.train.amp):
+        with autocast(self.device, self.config.train.amp):
             outputs = self.ddp_model(batch.frames, batch.pad_mask, batch.texts, batch.image_sizes, valid_indices)
         outputs = outputs_to_float(outputs)
         loss_dict = self.criterion(outputs, targets)
@@ -368,17 +357,7 @@ class Trainer:
 
     def evaluate(self, epoch: int) -> tuple[dict[str, float], str | None]:
         """Evaluate with the dataset's protocol; returns the metrics and the one that picks "best"."""
-        evaluation = build_evaluation(self.config, self.run_dir / "eval" / f"epoch_{epoch:04d}")
-        metrics = run_evaluation(
-            self.model,
-            evaluation.dataset,
-            evaluation.evaluator,
-            self.dist,
-            batch_size=self.config.data.eval_batch_size,
-            num_workers=self.config.data.num_workers,
-            autocast=self.config.train.amp != "off",
-        )
-        return metrics, evaluation.evaluator.primary_metric
+        return evaluate_model(self.model, self.config, self.run_dir / "eval" / f"epoch_{epoch:04d}", self.dist)
 
     def _record_epoch(
         self,
