@@ -225,7 +225,12 @@ def load_pretrained(path: str | os.PathLike[str], device: str | torch.device = "
             (:class:`~wavecl.training.checkpoint.CheckpointError`) or does not fit the config
             (:class:`CheckpointMismatchError`); messages name the file.
     """
-    source = resolve_pretrained(path)
+    return build_pretrained(resolve_pretrained(path), device)
+
+
+def build_pretrained(source: PretrainedSource, device: str | torch.device = "cpu") -> WaveCL:
+    """Build WaveCL from the parts :func:`resolve_pretrained` found (for callers that also need
+    ``source.eval_size``); the model is in eval mode, on ``device``. Raises as :func:`load_pretrained`."""
     if source.text_encoder_dir is not None:
         text_encoder, tokenizer = _build_text_encoder(source.text_encoder_dir)
         model = WaveCL(source.config, text_encoder=text_encoder, tokenizer=tokenizer)
@@ -311,4 +316,5 @@ def export_pretrained(checkpoint: str | os.PathLike[str], directory: str | os.Pa
     Returns:
         ``directory``.
     """
-    return save_pretrained(load_pretrained(checkpoint), directory, eval_size=resolve_pretrained(checkpoint).eval_size)
+    source = resolve_pretrained(checkpoint)
+    return save_pretrained(build_pretrained(source), directory, eval_size=source.eval_size)

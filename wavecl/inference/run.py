@@ -23,7 +23,7 @@ from PIL import Image
 
 from wavecl.inference.overlay import contact_sheet, overlay_masks, save_png, sentence_colors
 from wavecl.inference.predictor import VideoInput, VideoPredictor, open_video
-from wavecl.inference.pretrained import load_pretrained, resolve_pretrained
+from wavecl.inference.pretrained import build_pretrained, resolve_pretrained
 from wavecl.data.video import VideoWriter
 
 DEFAULT_SHORT_SIZE = 360
@@ -133,9 +133,10 @@ def predict_video(
         The paths written (:class:`PredictionPaths`).
     """
     sentences = [sentences] if isinstance(sentences, str) else list(sentences)
-    recorded_short, recorded_max = resolve_pretrained(checkpoint).eval_size or (DEFAULT_SHORT_SIZE, DEFAULT_MAX_SIZE)
+    source = resolve_pretrained(checkpoint)
+    recorded_short, recorded_max = source.eval_size or (DEFAULT_SHORT_SIZE, DEFAULT_MAX_SIZE)
     predictor = VideoPredictor(
-        load_pretrained(checkpoint),
+        build_pretrained(source),
         short_size=short_size if short_size is not None else recorded_short,
         max_size=max_size if max_size is not None else recorded_max,
         window=window,
