@@ -11,7 +11,8 @@ from torchvision.ops import box_convert, generalized_box_iou, sigmoid_focal_loss
 from wavecl.data.types import FrameTarget
 from wavecl.model.output import WaveCLOutput
 from wavecl.training import criterion as criterion_module
-from wavecl.training.criterion import LossWeights, SetCriterion, dice_loss
+from wavecl.config import LossConfig
+from wavecl.training.criterion import SetCriterion, dice_loss
 from wavecl.training.matcher import HungarianMatcher
 
 TERMS = ["loss_con", "loss_dice", "loss_sigmoid_focal", "loss_cls", "loss_bbox", "loss_giou"]
@@ -147,8 +148,8 @@ def test_dice_loss_matches_hand_value():
 
 def test_weighted_total_and_gradients_are_finite():
     outputs, targets = make_batch(2, 2, Q=4, K=1)
-    weights = LossWeights(con=1.0, dice=5.0, sigmoid_focal=2.0, cls=3.0, bbox=2.0, giou=0.5)
-    criterion = SetCriterion(HungarianMatcher(), num_classes=1, weights=weights)
+    weights = LossConfig(con=1.0, dice=5.0, sigmoid_focal=2.0, cls=3.0, bbox=2.0, giou=0.5)
+    criterion = SetCriterion(HungarianMatcher(), num_classes=1, loss=weights)
     losses = criterion(outputs, targets)
     total = criterion.weighted_total(losses)
     by_hand = sum(losses[f"{term}{suffix}"] * w for suffix in ["", "_0", "_1"]
@@ -161,13 +162,14 @@ def test_weighted_total_and_gradients_are_finite():
     assert torch.isfinite(outputs.text_sentence_feature.grad).all()
 
 
-def test_weight_of_parses_keys_and_rejects_unknown():
-    weights = LossWeights()
-    assert weights.weight_of("loss_sigmoid_focal_1") == 2.0
-    assert weights.weight_of("loss_con") == 1.0
-    assert weights.weight_of("loss_dice_0") == 5.0
+def test_weights_of_keys_and_unknown_keys_rejected():
+    criterion = SetCriterion(HungarianMatcher(), num_classes=1)
+    weights = criterion.weight_dict
+    assert weights["loss_sigmoid_focal_1"] == 2.0
+    assert weights["loss_con"] == 1.0
+    assert weights["loss_dice_0"] == 5.0
     with pytest.raises(KeyError, match="loss_mask"):
-        weights.weight_of("loss_mask")
+        criterion.weighted_total({"loss_dice": torch.tensor(1.0), "loss_mask": torch.tensor(1.0)})
 
 
 def test_layer_count_and_label_range_are_checked():

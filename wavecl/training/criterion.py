@@ -15,8 +15,6 @@ of target masks ``T·B`` averaged over processes and clamped at 1.
 """
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
@@ -24,36 +22,14 @@ from einops import einsum, rearrange
 from torch import Tensor, nn
 from torchvision.ops import box_convert, generalized_box_iou_loss, sigmoid_focal_loss
 
+from wavecl.config import LossConfig
 from wavecl.data.types import FrameTarget
 from wavecl.model.output import WaveCLOutput
 from wavecl.training.distributed import all_reduce_mean
 from wavecl.training.matcher import HungarianMatcher, check_targets, pad_masks, padded_target_size
 
-_LOSS_KEY = re.compile(r"^loss_(?P<term>[a-z_]+?)(?:_(?P<layer>\d+))?$")
-
-
-@dataclass
-class LossWeights:
-    """Weights of the six loss terms, shared by the final and the auxiliary layers (training.md §1.8)."""
-
-    con: float = 1.0
-    dice: float = 5.0
-    sigmoid_focal: float = 2.0
-    cls: float = 2.0
-    bbox: float = 2.0
-    giou: float = 2.0
-
-    def weight_of(self, key: str) -> float:
-        """The weight of a loss key such as ``loss_dice`` or ``loss_sigmoid_focal_1``.
-
-        Raises:
-            KeyError: ``key`` is not ``loss_<term>`` or ``loss_<term>_<layer>`` for a known term.
-        """
-        match = _LOSS_KEY.match(key)
-        terms = {f.name for f in fields(self)}
-        if match is None or match["term"] not in terms:
-            raise KeyError(f"{key!r} is not a loss key (expected loss_<term>[_<layer>] with term in {sorted(terms)})")
-        return getattr(self, match["term"])
+# The six weighted terms; their weights are the fields of the same names of :class:`LossConfig`.
+LOSS_TERMS = ("con", "dice", "sigmoid_focal", "cls", "bbox", "giou")
 
 
 def dice_loss(mask_logits: Tensor, target_masks: Tensor, num_masks: float | Tensor) -> Tensor:
@@ -80,8 +56,8 @@ class SetCriterion(nn.Module):
     Args:
         matcher: assigns queries to target instances per clip.
         num_classes: ``K`` of ``pred_cls`` (1: "is the referred object"; 65 for Ref-YouTube-VOS).
-        weights: loss weights, used by :meth:`weighted_total` and :attr:`weight_dict`.
-        focal_alpha, focal_gamma: parameters of both focal losses.
+        loss: loss weights (used by :meth:`weighted_total` and :attr:`weight_dict`) and the focal
+            ``focal_alpha``, ``focal_gamma`` of both focal losses; the published values by default.
         num_aux_layers: number of auxiliary decoder layers in the outputs (decoder layers - 1).
     """
 
@@ -89,28 +65,23 @@ class SetCriterion(nn.Module):
         self,
         matcher: HungarianMatcher,
         num_classes: int,
-        weights: LossWeights | None = None,
-        focal_alpha: float = 0.25,
-        focal_gamma: float = 2.0,
+        loss: LossConfig | None = None,
         num_aux_layers: int = 2,
     ) -> None:
         super().__init__()
+        loss = loss if loss is not None else LossConfig()
         self.matcher = matcher
         self.num_classes = num_classes
-        self.weights = weights if weights is not None else LossWeights()
-        self.focal_alpha = focal_alpha
-        self.focal_gamma = focal_gamma
+        self.weights = {term: getattr(loss, term) for term in LOSS_TERMS}
+        self.focal_alpha = loss.focal_alpha
+        self.focal_gamma = loss.focal_gamma
         self.num_aux_layers = num_aux_layers
 
     @property
     def weight_dict(self) -> dict[str, float]:
         """Weight of every key :meth:`forward` returns (final layer and ``_0.._{num_aux_layers-1}``)."""
         suffixes = [""] + [f"_{i}" for i in range(self.num_aux_layers)]
-        return {
-            f"loss_{term.name}{suffix}": getattr(self.weights, term.name)
-            for suffix in suffixes
-            for term in fields(self.weights)
-        }
+        return {f"loss_{term}{suffix}": weight for suffix in suffixes for term, weight in self.weights.items()}
 
     def forward(self, outputs: WaveCLOutput, targets: list[list[FrameTarget]]) -> dict[str, Tensor]:
         """Compute every unweighted loss term of every layer.
@@ -139,8 +110,16 @@ class SetCriterion(nn.Module):
         return losses
 
     def weighted_total(self, loss_dict: dict[str, Tensor]) -> Tensor:
-        """``Σ_k weight(k) · loss_dict[k]``: the scalar to back-propagate."""
-        return sum(self.weights.weight_of(key) * value for key, value in loss_dict.items())
+        """``Σ_k weight(k) · loss_dict[k]``: the scalar to back-propagate.
+
+        Raises:
+            KeyError: a key of ``loss_dict`` is not one of :attr:`weight_dict`.
+        """
+        weights = self.weight_dict
+        unknown = sorted(set(loss_dict) - set(weights))
+        if unknown:
+            raise KeyError(f"{unknown} are not loss keys of this criterion (expected keys of weight_dict: {sorted(weights)})")
+        return sum(weights[key] * value for key, value in loss_dict.items())
 
     @staticmethod
     def num_masks(targets: list[list[FrameTarget]], device: torch.device) -> Tensor:

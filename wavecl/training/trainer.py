@@ -49,7 +49,7 @@ from wavecl.training.checkpoint import (
     rng_state,
     save_checkpoint,
 )
-from wavecl.training.criterion import LossWeights, SetCriterion
+from wavecl.training.criterion import SetCriterion
 from wavecl.training.distributed import DistInfo, barrier, gather_objects, reduce_loss_dict
 from wavecl.training.matcher import HungarianMatcher
 from wavecl.training.optim import build_optimizer, build_scheduler
@@ -86,15 +86,10 @@ def build_criterion(config: Config) -> SetCriterion:
         focal_alpha=loss.focal_alpha,
         focal_gamma=loss.focal_gamma,
     )
-    weights = LossWeights(
-        con=loss.con, dice=loss.dice, sigmoid_focal=loss.sigmoid_focal, cls=loss.cls, bbox=loss.bbox, giou=loss.giou
-    )
     return SetCriterion(
         matcher,
         config.model.num_classes,
-        weights,
-        loss.focal_alpha,
-        loss.focal_gamma,
+        loss,
         num_aux_layers=config.model.dec_layers - 1,
     )
 
