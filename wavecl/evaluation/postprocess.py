@@ -31,28 +31,39 @@ def _check_mask_logits(pred_masks: Tensor, name: str) -> None:
         raise ValueError(f"{name} must be [N, Q, h, w] (or [T, Q, h, w]), got shape {tuple(pred_masks.shape)}")
 
 
-def _masks_at_original_size(
-    mask_logits: Tensor, upsampled_size: tuple[int, int], size: tuple[int, int], orig_size: tuple[int, int]
-) -> Tensor:
-    """Binarise stride-4 mask logits of one sample at its original resolution.
+def _cropped_logits(mask_logits: Tensor, upsampled_size: tuple[int, int], size: tuple[int, int]) -> Tensor:
+    """Stride-4 mask logits of one sample, bilinearly upsampled and cropped to the resized frame.
 
     Args:
         mask_logits: ``[N, h, w]`` logits of ``N`` masks (queries or frames) of one sample.
         upsampled_size: ``(Hu, Wu)`` the logits are bilinearly resized to (the padded input size, or
             ``4 * (h, w)`` for RefCOCO), with ``Hu >= H'`` and ``Wu >= W'``.
         size: ``(H', W')`` the resized, unpadded frame inside the padded input.
-        orig_size: ``(H, W)`` of the original frame.
 
     Returns:
-        ``[N, H, W]`` bool masks.
+        ``[1, N, H', W']`` float logits.
     """
     height, width = int(size[0]), int(size[1])
     if height > upsampled_size[0] or width > upsampled_size[1]:
         raise ValueError(f"frame size {(height, width)} exceeds the upsampled mask size {tuple(upsampled_size)}")
     upsampled = F.interpolate(mask_logits[None].float(), size=tuple(upsampled_size), mode="bilinear", align_corners=False)
-    binary = upsampled.sigmoid() > MASK_THRESHOLD
-    cropped = binary[:, :, :height, :width].float()
-    resized = F.interpolate(cropped, size=(int(orig_size[0]), int(orig_size[1])), mode="nearest")
+    return upsampled[:, :, :height, :width]
+
+
+def _masks_at_original_size(
+    mask_logits: Tensor, upsampled_size: tuple[int, int], size: tuple[int, int], orig_size: tuple[int, int]
+) -> Tensor:
+    """Binarise stride-4 mask logits of one sample at its original resolution.
+
+    Args:
+        mask_logits, upsampled_size, size: see :func:`_cropped_logits`.
+        orig_size: ``(H, W)`` of the original frame.
+
+    Returns:
+        ``[N, H, W]`` bool masks.
+    """
+    binary = (_cropped_logits(mask_logits, upsampled_size, size).sigmoid() > MASK_THRESHOLD).float()
+    resized = F.interpolate(binary, size=(int(orig_size[0]), int(orig_size[1])), mode="nearest")
     return resized[0] > 0.5
 
 
@@ -161,9 +172,7 @@ def video_probabilities(
         The selected query index and its ``[T, H, W]`` float probabilities.
     """
     query, logits = _video_query_logits(pred_cls, pred_masks)
-    height, width = int(size[0]), int(size[1])
-    upsampled = F.interpolate(logits[None].float(), size=tuple(padded_size), mode="bilinear", align_corners=False)
-    cropped = upsampled[:, :, :height, :width]
+    cropped = _cropped_logits(logits, padded_size, size)
     resized = F.interpolate(cropped, size=(int(orig_size[0]), int(orig_size[1])), mode="bilinear", align_corners=False)
     return query, resized[0].sigmoid()
 
