@@ -14,7 +14,7 @@ import os
 import pickle
 import re
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from einops import rearrange
@@ -69,11 +69,13 @@ class VideoSwinBackbone(nn.Module):
         self.channels: tuple[int, int, int, int] = tuple(embed_dim * 2**i for i in range(4))
 
     @classmethod
-    def from_name(cls, name: str, drop_path: float = 0.2) -> "VideoSwinBackbone":
-        """Build a published size by name: one of the keys of :data:`VIDEO_SWIN_VARIANTS`."""
+    def from_name(cls, name: str, drop_path: float = 0.2, **overrides: Any) -> "VideoSwinBackbone":
+        """Build a published size by name (a key of :data:`VIDEO_SWIN_VARIANTS`), optionally with some
+        constructor arguments replaced (``embed_dim``, ``depths``, ``num_heads``, ``window_size``), e.g.
+        for the reduced models of the tests and the demo."""
         if name not in VIDEO_SWIN_VARIANTS:
             raise ValueError(f"unknown Video-Swin variant {name!r}; choose one of {sorted(VIDEO_SWIN_VARIANTS)}")
-        return cls(**VIDEO_SWIN_VARIANTS[name], drop_path=drop_path)
+        return cls(**{**VIDEO_SWIN_VARIANTS[name], **overrides}, drop_path=drop_path)
 
     def forward(self, frames: Tensor) -> list[Tensor]:
         """Run the clip and return the stage outputs taken before each patch merging.

@@ -48,16 +48,17 @@ class WaveCL(nn.Module):
         super().__init__()
         self.config = config
         d = config.d_model
-        if config.backbone_embed_dim is not None:
-            self.backbone = VideoSwinBackbone(
-                embed_dim=config.backbone_embed_dim,
-                depths=tuple(config.backbone_depths or (2, 2, 6, 2)),
-                num_heads=tuple(config.backbone_num_heads or (3, 6, 12, 24)),
-                window_size=tuple(config.backbone_window_size),
-                drop_path=config.backbone_drop_path,
-            )
-        else:
-            self.backbone = VideoSwinBackbone.from_name(config.backbone, drop_path=config.backbone_drop_path)
+        overrides = {
+            "embed_dim": config.backbone_embed_dim,
+            "depths": config.backbone_depths,
+            "num_heads": config.backbone_num_heads,
+            "window_size": config.backbone_window_size,
+        }
+        self.backbone = VideoSwinBackbone.from_name(
+            config.backbone,
+            drop_path=config.backbone_drop_path,
+            **{key: tuple(value) if isinstance(value, list) else value for key, value in overrides.items() if value is not None},
+        )
         if text_encoder is None:
             text_encoder, tokenizer = load_text_encoder(config.text_encoder)
         self.text_encoder = text_encoder
