@@ -25,7 +25,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from wavecl.atomic import write_json
 from wavecl.config import Config, DataConfig, LossConfig, ModelConfig, TrainConfig
+from wavecl.data.paths import read_json
 from wavecl.data.synthetic import write_synthetic_ytvos
+from wavecl.data.ytvos import read_expression_videos
 from wavecl.inference.run import predict_video
 from wavecl.training.distributed import DistInfo
 from wavecl.training.trainer import Trainer
@@ -92,7 +94,7 @@ def write_dataset(root: Path, seed: int) -> None:
     """Write the synthetic splits unless a previous demo with this seed already did."""
     stamp = root / "wavecl_demo_dataset.json"
     description = {"seed": seed, "train": TRAIN_VIDEOS, "valid": HELD_OUT_VIDEOS, "frames": FRAMES_PER_VIDEO, "size": FRAME_SIZE}
-    if stamp.is_file() and json.loads(stamp.read_text()) == json.loads(json.dumps(description)):
+    if stamp.is_file() and read_json(stamp) == json.loads(json.dumps(description)):
         return
     write_synthetic_ytvos(root, TRAIN_VIDEOS, FRAMES_PER_VIDEO, FRAME_SIZE, seed=seed, split="train")
     write_synthetic_ytvos(root, HELD_OUT_VIDEOS, FRAMES_PER_VIDEO, FRAME_SIZE, seed=seed + 1, split="valid")
@@ -141,9 +143,9 @@ class DemoResult:
 
 def held_out_clips(data_root: Path, count: int) -> list[tuple[Path, list[str]]]:
     """The first ``count`` held-out videos with their sentences."""
-    meta = json.loads((data_root / "meta_expressions" / "valid" / "meta_expressions.json").read_text())
+    videos = read_expression_videos(data_root / "meta_expressions" / "valid" / "meta_expressions.json")
     clips = []
-    for video_id, video in list(meta["videos"].items())[:count]:
+    for video_id, video in list(videos.items())[:count]:
         sentences = [e["exp"] for e in video["expressions"].values()][:3]
         clips.append((data_root / "valid" / "JPEGImages" / video_id, sentences))
     return clips
