@@ -242,6 +242,23 @@ def precision_and_iou(predictions: Sequence[dict[str, Any]], ground_truth: str |
     return summarize_ious(intersections, unions)
 
 
+def a2d_metrics(
+    ground_truth: str | os.PathLike[str] | COCO, results: Sequence[dict[str, Any]], precision_metrics: bool = True
+) -> dict[str, float]:
+    """All A2D/JHMDB numbers of §7: :func:`coco_segm_map`, plus :func:`precision_and_iou` if ``precision_metrics``.
+
+    Args:
+        ground_truth: COCO-format ground truth (path or ``COCO``), one annotation per image.
+        results: COCO segmentation results without duplicates (see :func:`masks_to_coco_results`).
+        precision_metrics: also compute P@K, overall IoU and mean IoU.
+    """
+    coco_gt = load_coco_ground_truth(ground_truth)
+    metrics = coco_segm_map(coco_gt, results)
+    if precision_metrics:
+        metrics |= precision_and_iou(results, coco_gt)
+    return metrics
+
+
 def print_metrics(title: str, metrics: dict[str, float], console: Console | None = None) -> None:
     """Print ``metrics`` as a two-column rich table."""
     table = Table(title=title)
@@ -316,18 +333,14 @@ class A2DEvaluator:
         """Gather every rank's predictions, drop padding duplicates, and compute the metrics.
 
         Rank 0 computes, saves the predictions to ``results_path`` and prints a table; the metrics are
-        then broadcast so that every rank returns the same dict: the keys of :func:`coco_segm_map`
-        plus, if enabled, those of :func:`precision_and_iou`.
+        then shared so that every rank returns the same dict, :func:`a2d_metrics`.
         """
         results = gather_results(self.results)
         metrics: dict[str, float] = {}
         if is_main_process():
             if self.results_path is not None:
                 write_json(self.results_path, results)
-            coco_gt = load_coco_ground_truth(self.ground_truth)
-            metrics = coco_segm_map(coco_gt, results)
-            if self.precision_metrics:
-                metrics.update(precision_and_iou(results, coco_gt))
+            metrics = a2d_metrics(self.ground_truth, results, self.precision_metrics)
             print_metrics("A2D / JHMDB evaluation", metrics, self.console)
         return gather_objects(metrics)[0]
 
@@ -336,6 +349,7 @@ __all__ = [
     "A2DEvaluator",
     "COCO_SUMMARY_KEYS",
     "PRECISION_THRESHOLDS",
+    "a2d_metrics",
     "coco_segm_map",
     "coco_stats",
     "deduplicate_results",

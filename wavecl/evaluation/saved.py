@@ -30,7 +30,7 @@ from wavecl.data.davis import DATASET_FOLDER_NAMES as DAVIS_FOLDER_NAMES
 from wavecl.data.paths import read_json, resolve_dataset_root
 from wavecl.data.synthetic import expression_ground_truth
 from wavecl.data.ytvos import RefYouTubeVOS, YTVOSSample, read_index_mask
-from wavecl.evaluation.a2d import coco_segm_map, load_coco_ground_truth, precision_and_iou
+from wavecl.evaluation.a2d import a2d_metrics
 from wavecl.evaluation.davis import db_eval_boundary, db_eval_iou, evaluate_ref_davis
 from wavecl.evaluation.refcoco import evaluate_refcoco_sets, refcoco_ground_truth
 from wavecl.evaluation.ytvos import ANNOTATIONS_FOLDER
@@ -68,9 +68,7 @@ def evaluate_a2d_predictions(predictions: str | Path, ground_truth: str | Path) 
         ``mAP 0.5:0.95``, ``AP 0.5``, ``AP 0.75``, ``AP 0.5:0.95 S/M/L``, ``P@0.5`` .. ``P@0.9``,
         ``overall_iou``, ``mean_iou``.
     """
-    results = read_coco_results(predictions)
-    coco_gt = load_coco_ground_truth(ground_truth)
-    return coco_segm_map(coco_gt, results) | precision_and_iou(results, coco_gt)
+    return a2d_metrics(ground_truth, read_coco_results(predictions))
 
 
 def evaluate_refcoco_predictions(predictions_dir: str | Path, config: Config) -> dict[str, float]:
