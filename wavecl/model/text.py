@@ -153,6 +153,12 @@ class TextFeatures:
     sentence: Tensor
 
 
+def masked_mean(tokens: Tensor, pad_mask: Tensor) -> Tensor:
+    """Mean over the non-padding tokens: ``tokens [B, S, D]``, ``pad_mask [B, S]`` (True = pad) → ``[B, D]``."""
+    valid = (~pad_mask).to(tokens.dtype).unsqueeze(-1)
+    return (tokens * valid).sum(dim=1) / valid.sum(dim=1)
+
+
 def max_text_tokens(encoder: transformers.PreTrainedModel) -> int:
     """The longest token sequence (special tokens included) the encoder's position table can hold.
 
@@ -226,6 +232,5 @@ def encode_text(
             raise ValueError(f"pooling='pooler' needs a text encoder with a pooler; {type(encoder).__name__} has none")
         sentence = outputs.pooler_output
     else:
-        valid = attention_mask.to(words.dtype).unsqueeze(-1)
-        sentence = (words * valid).sum(dim=1) / valid.sum(dim=1)
+        sentence = masked_mean(words, pad_mask)
     return TextFeatures(words=words, pad_mask=pad_mask, sentence=sentence)

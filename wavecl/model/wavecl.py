@@ -21,7 +21,7 @@ from wavecl.model.heads import MLP, FPNSpatialDecoder, dynamic_mask_logits, dyna
 from wavecl.model.output import WaveCLOutput
 from wavecl.model.position import sine_position_1d, sine_position_2d
 from wavecl.model.sep import SemanticEntityPerception
-from wavecl.model.text import FeatureResizer, encode_text, load_text_encoder
+from wavecl.model.text import FeatureResizer, encode_text, load_text_encoder, masked_mean
 from wavecl.model.voc import VideoObjectCluster
 from wavecl.model.wip import FocusedLinearAttention, wavelet_gate
 
@@ -230,8 +230,7 @@ class WaveCL(nn.Module):
             if level == LVF_LEVEL:
                 token_pos = rearrange(pos, "(b t) c h w -> (t h w) b c", b=B)
                 language = self.lvf(words, tokens, memory_key_padding_mask=token_mask, pos=token_pos)
-                valid = (~text.pad_mask).to(language.dtype)
-                text_sentence_feature = torch.einsum("sbc,bs->bc", language, valid) / valid.sum(1, keepdim=True)
+                text_sentence_feature = masked_mean(rearrange(language, "s b c -> b s c"), text.pad_mask)
             srcs.append(fused)
             masks.append(mask)
             positions.append(pos)
