@@ -10,7 +10,6 @@ Every sentence is a separate clip of one batch, so all sentences are segmented i
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import warnings
@@ -24,6 +23,7 @@ from PIL import Image
 from torch import Tensor
 from tqdm import tqdm
 
+from wavecl.amp import autocast
 from wavecl.data.paths import read_image
 from wavecl.data.transforms import ClipTransform, clean_expression
 from wavecl.evaluation.postprocess import video_postprocess
@@ -142,12 +142,6 @@ class VideoPredictor:
         self.amp = amp
         self.progress = progress
 
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if not (self.amp and self.device.type == "cuda"):
-            return contextlib.nullcontext()
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
-
     def predict_window(self, frames: Sequence[Image.Image], sentences: Sequence[str]) -> Tensor:
         """Segment one clip.
 
@@ -165,7 +159,7 @@ class VideoPredictor:
         inputs = clip.to(self.device)[:, None].expand(num_frames, num_sentences, 3, resized_h, resized_w)
         pad_mask = torch.zeros(num_frames, num_sentences, resized_h, resized_w, dtype=torch.bool, device=self.device)
         image_sizes = torch.tensor([[resized_h, resized_w]] * num_sentences, device=self.device)
-        with torch.inference_mode(), self._autocast():
+        with torch.inference_mode(), autocast(self.device, "bf16" if self.amp else "off"):
             output = self.model(inputs, pad_mask, list(sentences), image_sizes)
             masks = [
                 video_postprocess(
