@@ -78,7 +78,7 @@ class SyntheticJFEvaluator:
         self.root = root
         self.split = split
         self.out_dir = None if out_dir is None else Path(out_dir)
-        self.per_frame: dict[tuple[str, str], list[tuple[int, float, float]]] = defaultdict(list)
+        self.per_frame: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
         self._ground_truth: dict[tuple[str, str], np.ndarray] = {}
 
     def ground_truth(self, video_id: str, exp_id: str) -> np.ndarray:
@@ -97,19 +97,16 @@ class SyntheticJFEvaluator:
             truth = self.ground_truth(meta["video_id"], meta["exp_id"])[start : start + len(masks)]
             j = db_eval_iou(truth, masks)
             f = db_eval_boundary(truth, masks)
-            self.per_frame[(meta["video_id"], meta["exp_id"])].extend(
-                (start + t, float(j[t]), float(f[t])) for t in range(len(masks))
-            )
+            self.per_frame[(meta["video_id"], meta["exp_id"])].extend(zip(j.tolist(), f.tolist()))
 
     def summarize(self) -> dict[str, float]:
-        merged: dict[tuple[str, str], list[tuple[int, float, float]]] = defaultdict(list)
+        merged: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
         for part in gather_objects(dict(self.per_frame)):
             for key, values in part.items():
                 merged[key].extend(values)
         if not merged:
             return {}
-        j = float(np.mean([np.mean([v[1] for v in values]) for values in merged.values()]))
-        f = float(np.mean([np.mean([v[2] for v in values]) for values in merged.values()]))
+        j, f = np.mean([np.mean(values, axis=0) for values in merged.values()], axis=0).tolist()
         return {"J": j, "F": f, "J&F": (j + f) / 2, "expressions": float(len(merged))}
 
 
