@@ -110,6 +110,16 @@ def test_last_pointer_follows_newest_epoch(tmp_path):
     assert load_training_state(tmp_path)["epoch"] == 1
     with pytest.raises(FileNotFoundError, match="nowhere"):
         latest_checkpoint(tmp_path / "nowhere")
+    # Without the pointer, the highest-numbered epoch folder is taken (epoch 10 sorts after epoch 9).
+    for epoch in (9, 10):
+        save_checkpoint(tmp_path / "checkpoints", epoch, model.state_dict(), {"epoch": epoch})
+    (tmp_path / "checkpoints" / "last").unlink()
+    assert latest_checkpoint(tmp_path) == tmp_path / "checkpoints" / "epoch_0010"
+    assert latest_checkpoint(tmp_path / "checkpoints") == tmp_path / "checkpoints" / "epoch_0010"
+    empty = tmp_path / "empty_run"
+    (empty / "checkpoints").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match="empty_run"):
+        latest_checkpoint(empty)
 
 
 def test_state_that_cannot_be_loaded_safely_is_not_written(tmp_path):

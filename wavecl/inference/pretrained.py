@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Mapping
@@ -42,7 +41,6 @@ CONFIG_FILENAME = "config.json"
 PREPROCESSOR_FILENAME = "preprocessor_config.json"
 TEXT_ENCODER_DIRNAME = "text_encoder"
 RUN_CONFIG_FILENAME = "config.yaml"
-CHECKPOINTS_DIRNAME = "checkpoints"
 PRETRAINED_ENTRIES = frozenset({CONFIG_FILENAME, MODEL_FILENAME, PREPROCESSOR_FILENAME, TEXT_ENCODER_DIRNAME})
 _LISTED_KEYS = 20
 
@@ -103,32 +101,6 @@ def _read_json(path: Path) -> dict:
     return values
 
 
-def _newest_checkpoint_dir(checkpoints: Path) -> Path | None:
-    """The epoch folder holding ``model.safetensors`` with the largest number in its name, then the newest
-    file; ``None`` when ``checkpoints`` holds no such folder."""
-    candidates = [weights.parent for weights in checkpoints.glob(f"*/{MODEL_FILENAME}") if weights.is_file()]
-    if not candidates:
-        return None
-
-    def order(folder: Path) -> tuple[int, float]:
-        numbers = re.findall(r"\d+", folder.name)
-        return (int(numbers[-1]) if numbers else -1, (folder / MODEL_FILENAME).stat().st_mtime)
-
-    return max(candidates, key=order)
-
-
-def _run_checkpoint_dir(path: Path) -> Path:
-    """The checkpoint folder meant by a run directory, ``checkpoints`` folder, pointer or checkpoint folder:
-    :func:`~wavecl.training.checkpoint.latest_checkpoint`, else the newest epoch folder when ``last`` is missing."""
-    try:
-        return latest_checkpoint(path)
-    except FileNotFoundError:
-        newest = _newest_checkpoint_dir(path / CHECKPOINTS_DIRNAME) or _newest_checkpoint_dir(path)
-        if newest is None:
-            raise
-        return newest
-
-
 def resolve_pretrained(path: str | os.PathLike[str]) -> PretrainedSource:
     """Find weights, config and text encoder for a pretrained folder, training run or checkpoint.
 
@@ -150,7 +122,7 @@ def resolve_pretrained(path: str | os.PathLike[str]) -> PretrainedSource:
         eval_size = _read_eval_size(_read_json(preprocessor), preprocessor) if preprocessor.is_file() else None
         return PretrainedSource(weights_file or folder / MODEL_FILENAME, config, text_encoder_dir, eval_size)
 
-    checkpoint_dir = _run_checkpoint_dir(folder)
+    checkpoint_dir = latest_checkpoint(folder)
     run_dir = checkpoint_dir.parent.parent  # <run>/checkpoints/<epoch folder>
     run_config = run_dir / RUN_CONFIG_FILENAME
     if not run_config.is_file():

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import pickle
 import random
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,9 +154,9 @@ def latest_checkpoint(path: str | Path) -> Path:
     """Find the checkpoint folder meant by ``path``.
 
     Args:
-        path: a checkpoint folder (holding ``model.safetensors``, e.g. ``epoch_0003`` or a copied
-            ``best``), the ``last`` pointer file, a ``checkpoints`` folder or a run directory (both
-            resolve ``last``).
+        path: a checkpoint folder (holding ``model.safetensors``, e.g. ``epoch_0003``), a pointer file
+            (``last``, ``best``), a ``checkpoints`` folder or a run directory (both resolve ``last``, or
+            the highest-numbered epoch folder when ``last`` is missing).
 
     Raises:
         FileNotFoundError: nothing usable exists at ``path``.
@@ -173,7 +174,16 @@ def latest_checkpoint(path: str | Path) -> Path:
     for pointer in (path / LAST_POINTER, path / "checkpoints" / LAST_POINTER):
         if pointer.is_file():
             return latest_checkpoint(pointer)
+    # No pointer (e.g. a run copied without it): the highest-numbered epoch folder, then the newest file.
+    candidates = [w.parent for folder in (path, path / "checkpoints") for w in folder.glob(f"*/{MODEL_FILENAME}")]
+    if candidates:
+        return max(candidates, key=_epoch_order)
     raise FileNotFoundError(f"{path} holds no {MODEL_FILENAME} and no '{LAST_POINTER}' checkpoint pointer")
+
+
+def _epoch_order(folder: Path) -> tuple[int, float]:
+    numbers = re.findall(r"\d+", folder.name)
+    return (int(numbers[-1]) if numbers else -1, (folder / MODEL_FILENAME).stat().st_mtime)
 
 
 def _load_weights_only(
