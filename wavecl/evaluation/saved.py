@@ -34,6 +34,7 @@ from wavecl.evaluation.a2d import a2d_metrics
 from wavecl.evaluation.davis import db_eval_boundary, db_eval_iou, evaluate_ref_davis
 from wavecl.evaluation.refcoco import evaluate_refcoco_sets, refcoco_ground_truth
 from wavecl.evaluation.ytvos import ANNOTATIONS_FOLDER
+from wavecl.evaluation.video import jf_summary
 
 RESULT_KEYS = ("image_id", "category_id", "segmentation", "score")
 MISSING_LISTED = 5
@@ -190,7 +191,7 @@ def evaluate_synthetic_predictions(path: str | Path, config: Config) -> dict[str
     """
     dataset = build_dataset(config.data, "eval")
     submission, expected = _complete_submission(path, dataset)
-    j_means, f_means = [], []
+    per_expression = []
     for (video, exp_id), frames in expected.items():
         predicted = np.stack([submission.read_mask(video, exp_id, frame) for frame in frames])
         truth = expression_ground_truth(dataset.paths.root, dataset.subset, video, exp_id)
@@ -199,10 +200,8 @@ def evaluate_synthetic_predictions(path: str | Path, config: Config) -> dict[str
                 f"{path}: masks of video {video!r} expression {exp_id!r} are {predicted.shape}, "
                 f"ground truth {truth.shape}"
             )
-        j_means.append(float(np.mean(db_eval_iou(truth, predicted))))
-        f_means.append(float(np.mean(db_eval_boundary(truth, predicted))))
-    j, f = float(np.mean(j_means)), float(np.mean(f_means))
-    return {"J": j, "F": f, "J&F": (j + f) / 2, "expressions": float(len(expected))}
+        per_expression.append((np.mean(db_eval_iou(truth, predicted)), np.mean(db_eval_boundary(truth, predicted))))
+    return jf_summary(per_expression)
 
 
 def evaluate_saved_predictions(config: Config, path: str | Path) -> dict[str, float]:

@@ -38,6 +38,13 @@ def clip_masks(outputs: WaveCLOutput, batch: Batch, b: int, orig_size: tuple[int
     return masks
 
 
+def jf_summary(per_expression: list[tuple[float, float]]) -> dict[str, float]:
+    """``J``, ``F``, ``J&F`` and the count from each expression's frame-averaged ``(J, F)``: every
+    expression weighs the same, whatever its length."""
+    j, f = np.mean(per_expression, axis=0).tolist()
+    return {"J": j, "F": f, "J&F": (j + f) / 2, "expressions": float(len(per_expression))}
+
+
 class YTVOSSubmissionEvaluator:
     """Writes ``<out_dir>/Annotations/<video>/<exp_id>/<frame>.png`` and ``<out_dir>/submission.zip``."""
 
@@ -106,8 +113,7 @@ class SyntheticJFEvaluator:
                 merged[key].extend(values)
         if not merged:
             return {}
-        j, f = np.mean([np.mean(values, axis=0) for values in merged.values()], axis=0).tolist()
-        return {"J": j, "F": f, "J&F": (j + f) / 2, "expressions": float(len(merged))}
+        return jf_summary([tuple(np.mean(values, axis=0)) for values in merged.values()])
 
 
 class RefDAVISEvaluator:
