@@ -7,6 +7,7 @@ Ref-YouTube-VOS 24x40) and larger ones at real resolutions (A2D 320x432 clips of
 
 Usage: ``python3 benchmarks/bench_loaders.py [--max-clips N] [--workers 0 2]``
 """
+
 from __future__ import annotations
 
 import argparse

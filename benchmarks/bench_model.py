@@ -40,6 +40,7 @@ Usage::
 Without ``--full`` only the tiny configuration runs (well under a minute on two cores). The full
 configuration takes several minutes on a CPU: a forward alone is about half a minute.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -290,7 +291,9 @@ def print_summary(results: dict[str, dict[str, dict]], args: argparse.Namespace,
             )
     console.print(table)
     memory = "torch.cuda.max_memory_allocated" if on_cuda else "peak RSS (ru_maxrss) of the measuring child process"
-    build_peaks = ", ".join(f"{name} {modes['eval']['rss_after_build_kib'] / 1024:,.0f}" for name, modes in results.items())
+    build_peaks = ", ".join(
+        f"{name} {modes['eval']['rss_after_build_kib'] / 1024:,.0f}" for name, modes in results.items()
+    )
     console.print(f"peak MiB: {memory}; its value once the model and inputs were built (MiB): {build_peaks}")
     console.print("GFLOPs: one step of the row's mode (forward, or forward and backward)")
 
@@ -305,7 +308,7 @@ def print_breakdown(name: str, flops: dict[str, int], console) -> None:
     table.add_column("module")
     table.add_column("GFLOPs", justify="right")
     table.add_column("share", justify="right")
-    for module, count in sorted(children.items(), key=lambda item: -item[1]):
+    for module, _ in sorted(children.items(), key=lambda item: -item[1]):
         parts = ["transformer.encoder", "transformer.decoder"] if module == "transformer" else []
         for row in [module, *parts]:
             if flops[row]:
@@ -328,9 +331,19 @@ def print_breakdown(name: str, flops: dict[str, int], console) -> None:
         count = sum(flops[m] for m in modules)
         grouped += count
         table.add_row(part, ", ".join(modules), gflops(count), f"{spec:.1f}")
-    named = {m for _, modules, _ in SPEC_ROWS for m in modules} | {"transformer", "class_embed", "bbox_embed", "controller"}
+    named = {m for _, modules, _ in SPEC_ROWS for m in modules} | {
+        "transformer",
+        "class_embed",
+        "bbox_embed",
+        "controller",
+    }
     rest = [m for m, count in children.items() if m not in named and count]
-    rest_count = sum(children[m] for m in rest) + flops["transformer"] - flops["transformer.encoder"] - flops["transformer.decoder"]
+    rest_count = (
+        sum(children[m] for m in rest)
+        + flops["transformer"]
+        - flops["transformer.encoder"]
+        - flops["transformer.decoder"]
+    )
     grouped += rest_count
     table.add_row("(no §6 row)", ", ".join(rest + ["transformer (rest)"]), gflops(rest_count), "")
     table.add_row("heads + controller + dynamic convs", "the rest of the total", gflops(total - grouped), "0.8")
@@ -379,8 +392,10 @@ def main() -> None:
             f"each mode in a fresh process ...[/dim]"
         )
         results[name] = {mode: run_child(setting, mode, settings_args) for mode in ("eval", "train")}
-    console.print(f"torch {torch.__version__}, {torch.get_num_threads() if not args.threads else args.threads} threads, "
-                  f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at the end")
+    console.print(
+        f"torch {torch.__version__}, {torch.get_num_threads() if not args.threads else args.threads} threads, "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at the end"
+    )
     print_summary(results, args, console)
     for name, modes in results.items():
         print_breakdown(name, modes["eval"]["flops"], console)

@@ -19,6 +19,7 @@ Usage::
 
     python benchmarks/bench_predict_memory.py [--height 240 --width 320 --window 8 --repeat 10]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -124,7 +125,9 @@ def main() -> None:
         scratch = Path(scratch)
         torch.manual_seed(0)
         model = WaveCL(load_config(REPO / "configs" / "tiny.yaml").model)
-        checkpoint = save_pretrained(model, scratch / "tiny", eval_size=(min(args.height, args.width), max(args.height, args.width)))
+        checkpoint = save_pretrained(
+            model, scratch / "tiny", eval_size=(min(args.height, args.width), max(args.height, args.width))
+        )
         del model
         frames = synthetic_frames(args.window * args.repeat, args.height, args.width)
         cases = {}
@@ -136,15 +139,19 @@ def main() -> None:
     short, long = cases.values()
     growth_ratio = (long["peak_kib"] - long["baseline_kib"]) / (short["peak_kib"] - short["baseline_kib"])
     print(f"wavecl predict, tiny config, {args.height}x{args.width}, window {args.window}, 2 sentences")
-    print(f"{'case':<12} {'frames':>6} {'peak RSS MiB':>13} {'RSS growth MiB':>15} {'tracemalloc MiB':>16} {'seconds':>8}")
+    print(
+        f"{'case':<12} {'frames':>6} {'peak RSS MiB':>13} {'RSS growth MiB':>15} {'tracemalloc MiB':>16} {'seconds':>8}"
+    )
     for label, case in cases.items():
         print(
             f"{label:<12} {case['frames']:>6} {case['peak_kib'] / 1024:>13.1f} "
             f"{(case['peak_kib'] - case['baseline_kib']) / 1024:>15.1f} {case['traced_peak_kib'] / 1024:>16.1f} "
             f"{case['seconds']:>8.1f}"
         )
-    print(f"peak RSS ratio {long['peak_kib'] / short['peak_kib']:.2f}, RSS growth ratio {growth_ratio:.2f}, "
-          f"tracemalloc ratio {long['traced_peak_kib'] / max(short['traced_peak_kib'], 1):.2f} (limit {TOLERANCE})")
+    print(
+        f"peak RSS ratio {long['peak_kib'] / short['peak_kib']:.2f}, RSS growth ratio {growth_ratio:.2f}, "
+        f"tracemalloc ratio {long['traced_peak_kib'] / max(short['traced_peak_kib'], 1):.2f} (limit {TOLERANCE})"
+    )
     if growth_ratio > TOLERANCE:
         print("FAIL: memory grows with the video's length")
         sys.exit(1)

@@ -25,6 +25,7 @@ Usage::
 
     python benchmarks/bench_train.py [--full] [--steps N] [--warmup N] [--threads 1 2]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,7 +59,19 @@ class Setting:
 
 
 SETTINGS = {
-    "tiny": Setting("tiny", "configs/tiny.yaml", {}, frames=4, height=64, width=96, batch=2, videos=12, steps=10, warmup=2, rss_gib=1.2),
+    "tiny": Setting(
+        "tiny",
+        "configs/tiny.yaml",
+        {},
+        frames=4,
+        height=64,
+        width=96,
+        batch=2,
+        videos=12,
+        steps=10,
+        warmup=2,
+        rss_gib=1.2,
+    ),
     "full": Setting(
         "full",
         "configs/a2d_sentences.yaml",
@@ -125,25 +138,42 @@ def child(args: argparse.Namespace) -> None:
         peak_rss_mib = gather_objects(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
         if dist.is_main:
             clips = args.steps * setting.batch * dist.world_size
-            print(json.dumps({
-                "seconds": timed.seconds,
-                "clips": clips,
-                "world_size": dist.world_size,
-                "peak_rss_mib": max(peak_rss_mib),
-            }))
+            print(
+                json.dumps(
+                    {
+                        "seconds": timed.seconds,
+                        "clips": clips,
+                        "world_size": dist.world_size,
+                        "peak_rss_mib": max(peak_rss_mib),
+                    }
+                )
+            )
     finally:
         cleanup()
 
 
-def measure(setting: Setting, processes: int, threads: int, steps: int, warmup: int, data_root: Path, workdir: Path) -> dict:
+def measure(
+    setting: Setting, processes: int, threads: int, steps: int, warmup: int, data_root: Path, workdir: Path
+) -> dict:
     """Run one layout in fresh processes and return rank 0's figures."""
     launcher = [sys.executable]
     if processes > 1:
         launcher += ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
     output_dir = workdir / f"runs_{setting.name}_{processes}x{threads}"
     command = launcher + [
-        str(Path(__file__).resolve()), "--child", setting.name, "--data-root", str(data_root),
-        "--output-dir", str(output_dir), "--steps", str(steps), "--warmup", str(warmup), "--threads", str(threads),
+        str(Path(__file__).resolve()),
+        "--child",
+        setting.name,
+        "--data-root",
+        str(data_root),
+        "--output-dir",
+        str(output_dir),
+        "--steps",
+        str(steps),
+        "--warmup",
+        str(warmup),
+        "--threads",
+        str(threads),
     ]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(REPO)}
     result = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True)
@@ -158,7 +188,9 @@ def main() -> None:
     parser.add_argument("--full", action="store_true", help="also the full Video-Swin-T / roberta-base configuration")
     parser.add_argument("--steps", type=int, default=None, help="timed steps (default: 10 tiny, 2 full)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default: 2 tiny, 1 full)")
-    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="intra-op threads of the one-process runs")
+    parser.add_argument(
+        "--threads", type=int, nargs="+", default=[1, 2], help="intra-op threads of the one-process runs"
+    )
     parser.add_argument("--no-ddp", action="store_true", help="skip the two-process runs")
     parser.add_argument("--child", choices=sorted(SETTINGS), help=argparse.SUPPRESS)
     parser.add_argument("--data-root", help=argparse.SUPPRESS)
@@ -183,21 +215,35 @@ def main() -> None:
         for setting in [SETTINGS["tiny"]] + ([SETTINGS["full"]] if args.full else []):
             data_root = Path(workdir) / f"data_{setting.name}"
             size = (setting.height, setting.width)
-            write_synthetic_ytvos(data_root, setting.videos, num_frames=setting.frames, size=size, seed=0, split="train")
+            write_synthetic_ytvos(
+                data_root, setting.videos, num_frames=setting.frames, size=size, seed=0, split="train"
+            )
             steps = args.steps or setting.steps
             warmup = args.warmup if args.warmup is not None else setting.warmup
             for processes, threads in layouts:
                 if processes * setting.rss_gib > available_gib():
                     skipped.append(
-                        f"{setting.name} with {processes} processes: needs about {processes * setting.rss_gib:.0f} GiB, "
+                        f"{setting.name} with {processes} processes: "
+                        f"needs about {processes * setting.rss_gib:.0f} GiB, "
                         f"{available_gib():.0f} GiB available"
                     )
                     continue
-                console.print(f"{setting.name}: {processes} process(es) x {threads} thread(s), {warmup} + {steps} steps ...")
+                console.print(
+                    f"{setting.name}: {processes} process(es) x {threads} thread(s), {warmup} + {steps} steps ..."
+                )
                 rows.append((setting, measure(setting, processes, threads, steps, warmup, data_root, Path(workdir))))
 
     table = Table(title=f"WaveCL training throughput on the CPU ({os.cpu_count()} cores)")
-    for column in ("config", "clip TxHxW", "procs x threads", "batch/proc", "steps", "s/step", "clips/s", "peak RSS MiB"):
+    for column in (
+        "config",
+        "clip TxHxW",
+        "procs x threads",
+        "batch/proc",
+        "steps",
+        "s/step",
+        "clips/s",
+        "peak RSS MiB",
+    ):
         table.add_column(column, justify="left" if column in ("config", "clip TxHxW") else "right", no_wrap=True)
     for setting, figures in rows:
         table.add_row(

@@ -1,4 +1,5 @@
 """Small helpers shared by several test modules (independent computations, not library code)."""
+
 import numpy as np
 import torch
 

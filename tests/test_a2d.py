@@ -1,4 +1,5 @@
 """A2D-Sentences loader, PyAV video I/O and SkipBadSamples, checked against an on-disk fixture."""
+
 from __future__ import annotations
 
 import logging
@@ -8,7 +9,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-import torch
+from support import box_cxcywh, frame_indices, level_index
 from torch.utils.data import DataLoader
 
 from wavecl.data import a2d as a2d_module
@@ -19,8 +20,6 @@ from wavecl.data.robust import SkipBadSamples
 from wavecl.data.transforms import ClipTransform
 from wavecl.data.video import count_video_frames, read_video_frames, read_video_window, write_video
 from wavecl.data.windows import centred_window
-
-from support import box_cxcywh, frame_indices, level_index
 
 IDENTITY = ClipTransform(train=False, short_size=32, max_size=None)  # fixture frames are 32 x 48
 
@@ -138,7 +137,7 @@ def test_single_instance_file_is_squeezed(fixture: A2DFixture) -> None:
             assert handle["reMask"].shape == (48, 32)
         masks = read_instance_masks(path)
         video, frame = path.parent.name, int(path.stem)
-        (instance, expected), = fixture.masks[video, frame].items()
+        ((instance, expected),) = fixture.masks[video, frame].items()
         assert masks.instance_ids == [instance] and masks.masks.shape == (1, 32, 48)
         np.testing.assert_array_equal(masks.masks[0], expected)
 

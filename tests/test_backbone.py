@@ -1,4 +1,5 @@
 """Tests of the Video-Swin backbone and its checkpoint loading (architecture.md §3.2, §7)."""
+
 from __future__ import annotations
 
 import math
@@ -210,7 +211,10 @@ def test_reference_key_mapping() -> None:
         reference_backbone_key("backbone.0.body.layers.3.blocks.1.attn.relative_position_index")
         == "backbone.body.features.6.1.attn.relative_position_index"
     )
-    assert reference_backbone_key("backbone.0.body.downsamples.1.reduction.weight") == "backbone.body.features.3.reduction.weight"
+    assert (
+        reference_backbone_key("backbone.0.body.downsamples.1.reduction.weight")
+        == "backbone.body.features.3.reduction.weight"
+    )
     with pytest.raises(ValueError, match="text_encoder"):
         reference_backbone_key("text_encoder.pooler.dense.weight")
 

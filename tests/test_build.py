@@ -1,4 +1,5 @@
 """The dataset factory: Ref-YouTube-VOS-format evaluation in windows or whole videos."""
+
 from wavecl.config import DataConfig
 from wavecl.data.build import build_dataset
 from wavecl.data.robust import SkipBadSamples
@@ -8,7 +9,9 @@ from wavecl.data.synthetic import write_synthetic_ytvos
 def test_evaluation_windows_or_whole_videos(tmp_path):
     info = write_synthetic_ytvos(tmp_path, 2, num_frames=6, size=(32, 48), seed=5, split="valid")
     write_synthetic_ytvos(tmp_path, 2, num_frames=6, size=(32, 48), seed=5, split="train")
-    config = DataConfig(dataset_name="synthetic", root=str(tmp_path), window_size=4, eval_short_size=32, eval_max_size=48)
+    config = DataConfig(
+        dataset_name="synthetic", root=str(tmp_path), window_size=4, eval_short_size=32, eval_max_size=48
+    )
     windowed = build_dataset(config, "eval")
     lengths = sorted(len(windowed[i].frames) for i in range(len(windowed)))
     assert lengths == sorted([4, 2] * info.num_expressions)  # 6 frames: a window of 4, then 2

@@ -1,5 +1,6 @@
 """Checkpoints: exact round trip (weights, optimizer, scheduler, RNG), aliases, refusal of code-running
 pickles, clear errors for truncated or missing files, reference ``.pth.tar`` files."""
+
 from __future__ import annotations
 
 import os

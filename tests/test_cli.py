@@ -1,6 +1,7 @@
 """The ``wavecl`` command line: help of every command, ``info``, ``prepare`` (results and errors),
 ``evaluate --predictions`` against independent computations, ``evaluate`` refusing mismatched
 weights, and ``predict`` on a small run."""
+
 from __future__ import annotations
 
 import json
@@ -246,7 +247,9 @@ def test_evaluate_saved_a2d_predictions_matches_direct_computation(tmp_path, cap
     predictions.write_text(json.dumps(results))
 
     config = ["-c", A2D_CONFIG, "--set", f"data.coco_gt_path={gt_path}"]
-    code, out, _ = run_cli(["evaluate", *config, "--predictions", f"{predictions}", "--out-dir", f"{tmp_path}/out"], capsys)
+    code, out, _ = run_cli(
+        ["evaluate", *config, "--predictions", f"{predictions}", "--out-dir", f"{tmp_path}/out"], capsys
+    )
     assert code == 0 and "mAP 0.5:0.95" in out
     metrics = read_metrics(tmp_path / "out")
 
@@ -271,7 +274,9 @@ def test_evaluate_saved_a2d_predictions_matches_direct_computation(tmp_path, cap
     for k in (0.5, 0.6, 0.7, 0.8, 0.9):
         assert metrics[f"P@{k}"] == pytest.approx(np.mean(np.asarray(ious) > k))
     # A folder holding predictions.json is accepted too.
-    code, _, _ = run_cli(["evaluate", *config, "--predictions", f"{tmp_path}", "--out-dir", f"{tmp_path}/again"], capsys)
+    code, _, _ = run_cli(
+        ["evaluate", *config, "--predictions", f"{tmp_path}", "--out-dir", f"{tmp_path}/again"], capsys
+    )
     assert code == 0 and read_metrics(tmp_path / "again") == metrics
 
 
@@ -397,7 +402,9 @@ def test_evaluate_a_run_and_the_same_weights_as_a_reference_checkpoint(tiny_run,
     assert "backbone.0.body.layers.0.blocks.0.mlp.fc1.weight" in reference
     checkpoint = tmp_path / "reference.pth.tar"
     torch.save({"model_state_dict": reference, "epoch": 3}, checkpoint)
-    code, out, _ = run_cli(["evaluate", *config, "--checkpoint", f"{checkpoint}", "--out-dir", f"{tmp_path}/ref"], capsys)
+    code, out, _ = run_cli(
+        ["evaluate", *config, "--checkpoint", f"{checkpoint}", "--out-dir", f"{tmp_path}/ref"], capsys
+    )
     assert code == 0, out
     from_reference = json.loads((tmp_path / "ref" / "metrics.json").read_text())
     assert from_reference["checkpoint"] == str(checkpoint)

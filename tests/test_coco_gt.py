@@ -1,4 +1,5 @@
 """COCO-format ground truth of A2D-Sentences and JHMDB-Sentences, checked with pycocotools."""
+
 from __future__ import annotations
 
 import contextlib

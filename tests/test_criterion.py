@@ -1,4 +1,5 @@
 """SetCriterion: every term against an independent computation, num_masks, aux keys, gradients."""
+
 from __future__ import annotations
 
 import math
@@ -8,10 +9,10 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import box_convert, generalized_box_iou, sigmoid_focal_loss
 
+from wavecl.config import LossConfig
 from wavecl.data.types import FrameTarget
 from wavecl.model.output import WaveCLOutput
 from wavecl.training import criterion as criterion_module
-from wavecl.config import LossConfig
 from wavecl.training.criterion import SetCriterion, dice_loss
 from wavecl.training.matcher import HungarianMatcher
 
@@ -68,9 +69,12 @@ def reference_losses(layer: WaveCLOutput, targets, indices, num_classes: int) ->
             dice += 1 - (2 * (p * padded).sum().item() + 1) / (p.sum().item() + padded.sum().item() + 1)
             pred_box, target_box = layer.pred_boxes[t, b, q], target.boxes[0]
             l1 += (pred_box - target_box).abs().sum().item()
-            giou += 1 - generalized_box_iou(
-                box_convert(pred_box[None], "cxcywh", "xyxy"), box_convert(target_box[None], "cxcywh", "xyxy")
-            ).item()
+            giou += (
+                1
+                - generalized_box_iou(
+                    box_convert(pred_box[None], "cxcywh", "xyxy"), box_convert(target_box[None], "cxcywh", "xyxy")
+                ).item()
+            )
     cls = 0.0
     for t in range(T):
         for b in range(B):
@@ -152,8 +156,11 @@ def test_weighted_total_and_gradients_are_finite():
     criterion = SetCriterion(HungarianMatcher(), num_classes=1, loss=weights)
     losses = criterion(outputs, targets)
     total = criterion.weighted_total(losses)
-    by_hand = sum(losses[f"{term}{suffix}"] * w for suffix in ["", "_0", "_1"]
-                  for term, w in zip(TERMS, [1.0, 5.0, 2.0, 3.0, 2.0, 0.5]))
+    by_hand = sum(
+        losses[f"{term}{suffix}"] * w
+        for suffix in ["", "_0", "_1"]
+        for term, w in zip(TERMS, [1.0, 5.0, 2.0, 3.0, 2.0, 0.5])
+    )
     torch.testing.assert_close(total, by_hand)
     total.backward()
     for layer in [outputs, *outputs.aux_outputs]:

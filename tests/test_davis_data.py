@@ -1,4 +1,5 @@
 """Ref-DAVIS17 conversion and inference dataset against the raw-format fixture."""
+
 from __future__ import annotations
 
 import json
@@ -75,7 +76,9 @@ def test_ground_truth_is_not_moved(converted):
                 source = raw.root / "DAVIS" / "Annotations_unsupervised" / "480p" / video / f"{name}.png"
                 assert source.is_file()
                 assert np.array_equal(np.asarray(Image.open(source)), raw.labels[video][t])
-                assert np.array_equal(np.asarray(Image.open(out / split / "Annotations" / video / f"{name}.png")), raw.labels[video][t])
+                assert np.array_equal(
+                    np.asarray(Image.open(out / split / "Annotations" / video / f"{name}.png")), raw.labels[video][t]
+                )
                 assert (raw.root / "DAVIS" / "JPEGImages" / "480p" / video / f"{name}.jpg").is_file()
                 assert (out / split / "JPEGImages" / video / f"{name}.jpg").is_file()
 
@@ -151,7 +154,12 @@ def test_frames_masks_and_text_round_trip(converted):
             jpeg = np.asarray(Image.open(raw.root / "DAVIS" / "JPEGImages" / "480p" / video / f"{t:05d}.jpg"))
             pixels = ((sample.frames[t] * std + mean) * 255).round().permute(1, 2, 0).numpy()
             assert np.abs(pixels - jpeg).max() <= 1
-    invisible = [t.is_visible for s in (dataset[i] for i in range(len(dataset))) if s.metadata["obj_id"] == "2" for t in s.targets]
+    invisible = [
+        t.is_visible
+        for s in (dataset[i] for i in range(len(dataset)))
+        if s.metadata["obj_id"] == "2"
+        for t in s.targets
+    ]
     assert False in invisible  # object 2 leaves the scene in the last frame
 
 
@@ -161,7 +169,10 @@ def test_without_masks_and_with_resize(converted):
     sample = dataset[0]
     assert sample.targets == [None] * 5
     assert sample.frames.shape == (5, 3, 12, 20)
-    assert sample.metadata["resized_frame_size"] == (12, 20) and sample.metadata["original_frame_size"] == (HEIGHT, WIDTH)
+    assert sample.metadata["resized_frame_size"] == (12, 20) and sample.metadata["original_frame_size"] == (
+        HEIGHT,
+        WIDTH,
+    )
 
 
 def test_annotator_subset_and_parent_root(converted, tmp_path):

@@ -4,6 +4,7 @@ The DDP run goes through the real entry point: a small launcher script calls ``w
 (``wavecl train``) and, after ``Trainer.fit`` returns on each rank, writes a hash of that rank's
 parameters and buffers.
 """
+
 from __future__ import annotations
 
 import json
@@ -83,8 +84,14 @@ def train_loss_per_step(run_dir: Path) -> dict[int, float]:
 
 
 def run_single_process(data_root: Path, output_dir: Path, version: str, overrides: dict) -> Trainer:
-    values = {**COMPARABLE, "data.root": str(data_root), "train.output_dir": str(output_dir),
-              "train.version": version, "train.epochs": 1, **overrides}
+    values = {
+        **COMPARABLE,
+        "data.root": str(data_root),
+        "train.output_dir": str(output_dir),
+        "train.version": version,
+        "train.epochs": 1,
+        **overrides,
+    }
     trainer = Trainer(apply_overrides(load_config(TINY_CONFIG), values), DistInfo(0, 1, 0, torch.device("cpu")))
     trainer.evaluate = lambda epoch: ({}, None)
     trainer.fit()
@@ -117,9 +124,28 @@ def test_two_ranks_agree_and_match_one_process_with_the_same_global_batch(tmp_pa
     hash_dir.mkdir()
     ddp_output = tmp_path / "ddp"
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(launcher),
-        "train", "-c", str(TINY_CONFIG), "--device", "cpu", "--epochs", "1", "--batch-size", "1",
-        "--output-dir", str(ddp_output), "--data-root", str(data_root), "--set", "train.max_steps_per_epoch=2",
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(launcher),
+        "train",
+        "-c",
+        str(TINY_CONFIG),
+        "--device",
+        "cpu",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "1",
+        "--output-dir",
+        str(ddp_output),
+        "--data-root",
+        str(data_root),
+        "--set",
+        "train.max_steps_per_epoch=2",
     ]
     for key, value in COMPARABLE.items():
         command += ["--set", f"{key}={value}"]
@@ -138,7 +164,9 @@ def test_two_ranks_agree_and_match_one_process_with_the_same_global_batch(tmp_pa
     ddp_weights = load_file(run_dir / "checkpoints" / "epoch_0000" / "model.safetensors")
 
     accumulated = run_single_process(
-        data_root, tmp_path / "single", "accumulate",
+        data_root,
+        tmp_path / "single",
+        "accumulate",
         {"train.batch_size": 1, "train.grad_accum_steps": 2, "train.max_steps_per_epoch": 4},
     )
     parameters = dict(accumulated.model.named_parameters())

@@ -1,4 +1,5 @@
 """Tests of the pure-PyTorch multi-scale deformable attention and the deformable transformer."""
+
 from __future__ import annotations
 
 import math
@@ -48,7 +49,9 @@ def test_ms_deform_attn_matches_naive_bilinear_loop():
     length = int(shapes.prod(1).sum())
     value = torch.randn(n_frames, length, heads, head_dim, generator=generator, dtype=torch.float64)
     # locations in [-0.3, 1.3]: many samples fall partly or fully outside the maps
-    locations = torch.rand(n_frames, num_queries, heads, 3, points, 2, generator=generator, dtype=torch.float64) * 1.6 - 0.3
+    locations = (
+        torch.rand(n_frames, num_queries, heads, 3, points, 2, generator=generator, dtype=torch.float64) * 1.6 - 0.3
+    )
     locations[0, 0, 0, 0, 0] = torch.tensor([2.5 / 7, 1.5 / 5], dtype=torch.float64)  # an exact pixel centre
     weights = torch.rand(n_frames, num_queries, heads, 3, points, generator=generator, dtype=torch.float64)
     expected = naive_ms_deform_attn(value, shapes, locations, weights)
@@ -70,7 +73,9 @@ def test_msdeformattn_initialisation():
     assert torch.count_nonzero(attn.attention_weights.bias) == 0
     assert torch.count_nonzero(attn.value_proj.bias) == 0 and torch.count_nonzero(attn.output_proj.bias) == 0
     # head h points along angle 2πh/8, scaled so that the larger component is 1, times (point + 1)
-    directions = torch.tensor([[1, 0], [1, 1], [0, 1], [-1, 1], [-1, 0], [-1, -1], [0, -1], [1, -1]], dtype=torch.float32)
+    directions = torch.tensor(
+        [[1, 0], [1, 1], [0, 1], [-1, 1], [-1, 0], [-1, -1], [0, -1], [1, -1]], dtype=torch.float32
+    )
     bias = attn.sampling_offsets.bias.detach().reshape(8, 3, 4, 2)
     for level in range(3):
         for point in range(4):
@@ -127,16 +132,21 @@ LEVEL_SIZES = [(9, 13), (5, 7), (3, 4)]
 def _small_transformer(dropout: float = 0.0) -> DeformableTransformer:
     torch.manual_seed(0)
     return DeformableTransformer(
-        d_model=32, nhead=4, num_encoder_layers=2, num_decoder_layers=2, dim_feedforward=48,
-        dropout=dropout, num_feature_levels=3, enc_n_points=2, dec_n_points=3,
+        d_model=32,
+        nhead=4,
+        num_encoder_layers=2,
+        num_decoder_layers=2,
+        dim_feedforward=48,
+        dropout=dropout,
+        num_feature_levels=3,
+        enc_n_points=2,
+        dec_n_points=3,
     )
 
 
 def _box_mlps(transformer: DeformableTransformer) -> nn.ModuleList:
     c = transformer.d_model
-    return nn.ModuleList(
-        nn.Sequential(nn.Linear(c, c), nn.ReLU(), nn.Linear(c, 4)) for _ in transformer.decoder.layers
-    )
+    return nn.ModuleList(nn.Sequential(nn.Linear(c, c), nn.ReLU(), nn.Linear(c, 4)) for _ in transformer.decoder.layers)
 
 
 def _inputs(n_frames: int = 3, c: int = 32):
@@ -185,8 +195,10 @@ def test_transformer_frames_are_independent():
         together = transformer(srcs, masks, pos, query_embed)
         for frame in range(3):
             alone = transformer(
-                [s[frame : frame + 1] for s in srcs], [m[frame : frame + 1] for m in masks],
-                [p[frame : frame + 1] for p in pos], query_embed,
+                [s[frame : frame + 1] for s in srcs],
+                [m[frame : frame + 1] for m in masks],
+                [p[frame : frame + 1] for p in pos],
+                query_embed,
             )
             torch.testing.assert_close(alone.hs, together.hs[:, frame : frame + 1], atol=1e-5, rtol=1e-5)
             torch.testing.assert_close(

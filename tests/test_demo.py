@@ -1,4 +1,5 @@
 """The quick start: `wavecl demo` end to end, and the learning check on held-out synthetic clips."""
+
 import json
 
 import av
@@ -75,7 +76,9 @@ def test_demo_learns_and_its_checkpoint_predicts(tmp_path):
     video_id, video = next(iter(meta["videos"].items()))
     exp_ids = list(video["expressions"])
     sentences = [video["expressions"][e]["exp"] for e in exp_ids]
-    predictor = VideoPredictor(WaveCL.from_pretrained(result.run_dir), short_size=64, max_size=96, window=4, progress=False)
+    predictor = VideoPredictor(
+        WaveCL.from_pretrained(result.run_dir), short_size=64, max_size=96, window=4, progress=False
+    )
     masks = predictor(data_root / "valid" / "JPEGImages" / video_id, sentences)
     scores = [
         db_eval_iou(expression_ground_truth(data_root, "valid", video_id, exp_id), masks[i].numpy()).mean()

@@ -2,6 +2,7 @@
 
 This module imports only torch and :mod:`wavecl.training.distributed`, so the spawned ranks start fast.
 """
+
 from __future__ import annotations
 
 import socket

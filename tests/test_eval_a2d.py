@@ -1,4 +1,5 @@
 """A2D/JHMDB metrics: P@K and IoU by hand, mAP against pycocotools called directly, dedup, evaluator."""
+
 import contextlib
 import io
 import json
@@ -118,7 +119,9 @@ def test_precision_and_iou_perfect_disjoint_partial_and_ties():
 
 def test_precision_and_iou_empty_prediction_of_empty_ground_truth_is_one():
     masks = {"v_e_f_1_i_0": np.zeros((H, W), dtype=np.uint8)}
-    metrics = precision_and_iou([prediction("v_e_f_1_i_0", 0, masks["v_e_f_1_i_0"], 0.5)], coco_from(ground_truth_dict(masks)))
+    metrics = precision_and_iou(
+        [prediction("v_e_f_1_i_0", 0, masks["v_e_f_1_i_0"], 0.5)], coco_from(ground_truth_dict(masks))
+    )
     assert metrics["mean_iou"] == 1.0 and metrics["P@0.9"] == 1.0
 
 
@@ -278,7 +281,9 @@ def test_a2d_evaluator_rejects_mismatched_outputs(tmp_path):
         evaluator.update(make_outputs(3), make_batch(["v_a_f_1_i_0", "v_b_f_3_i_1"], [(8, 8), (8, 8)]))
 
 
-def _distributed_worker(rank: int, world_size: int, init_file: str, gt_path: str, results_path: str, out_dir: str) -> None:
+def _distributed_worker(
+    rank: int, world_size: int, init_file: str, gt_path: str, results_path: str, out_dir: str
+) -> None:
     import torch.distributed as dist
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)

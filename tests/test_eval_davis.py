@@ -1,4 +1,5 @@
 """Ref-DAVIS J&F: toolkit definitions on hand-built masks, a brute-force boundary reference, folders, writer."""
+
 import csv
 
 import numpy as np
@@ -232,7 +233,15 @@ def test_evaluate_davis_folder_end_to_end(tmp_path):
     assert result.per_object["seq-b_1"] == pytest.approx(
         {"J-Mean": 1.0, "J-Recall": 1.0, "J-Decay": 0.0, "F-Mean": 1.0, "F-Recall": 1.0, "F-Decay": 0.0}
     )
-    expected = {"J&F-Mean": 0.75, "J-Mean": 0.75, "J-Recall": 0.75, "J-Decay": 0.5, "F-Mean": 0.75, "F-Recall": 0.75, "F-Decay": 0.5}
+    expected = {
+        "J&F-Mean": 0.75,
+        "J-Mean": 0.75,
+        "J-Recall": 0.75,
+        "J-Decay": 0.5,
+        "F-Mean": 0.75,
+        "F-Recall": 0.75,
+        "F-Decay": 0.5,
+    }
     assert result.global_metrics == pytest.approx(expected)
     assert read_csv(run / "anno_0" / "global_results-val.csv") == [
         list(expected),
@@ -284,9 +293,7 @@ def test_write_davis_results_layout(tmp_path):
     probabilities[0, :, :2] = 0.8
     probabilities[1, :, 3:] = 0.9
     paths = write_davis_results(tmp_path, 2, "bike-packing", ["00000", "00001", "00002"], probabilities)
-    assert [p.relative_to(tmp_path).as_posix() for p in paths] == [
-        f"anno_2/bike-packing/{t:05d}.png" for t in range(3)
-    ]
+    assert [p.relative_to(tmp_path).as_posix() for p in paths] == [f"anno_2/bike-packing/{t:05d}.png" for t in range(3)]
     with Image.open(paths[1]) as image:
         assert image.mode == "P" and image.size == (6, 5)
         labels = np.asarray(image)

@@ -1,4 +1,5 @@
 """RefCOCO metrics: box/mask mAP against pycocotools, xywh boxes, mask areas for S/M/L, box IoU by hand."""
+
 import contextlib
 import io
 
@@ -74,7 +75,9 @@ def perfect_and_noisy_results(coco: COCO, seed: int) -> list[dict]:
             mask[int(y0) : int(y1), int(x0) : int(x1)] = True
             masks.append(mask)
             scores.append(float(rng.uniform(0, 1)))
-        results += refcoco_results(image_id, torch.tensor(scores), torch.arange(3), torch.stack(boxes), torch.stack(masks))
+        results += refcoco_results(
+            image_id, torch.tensor(scores), torch.arange(3), torch.stack(boxes), torch.stack(masks)
+        )
     return results
 
 
@@ -93,7 +96,9 @@ def direct_stats(coco: COCO, results: list[dict], iou_type: str, list_result_cat
 def test_refcoco_results_boxes_are_xywh():
     masks = torch.zeros(2, H, W, dtype=torch.bool)
     masks[0, 20:80, 10:50] = True
-    results = refcoco_results(7, torch.tensor([0.9, 0.1]), torch.tensor([4, 0]), torch.tensor([[10.0, 20, 50, 80], [0, 0, 1, 1]]), masks)
+    results = refcoco_results(
+        7, torch.tensor([0.9, 0.1]), torch.tensor([4, 0]), torch.tensor([[10.0, 20, 50, 80], [0, 0, 1, 1]]), masks
+    )
     assert [r["bbox"] for r in results] == [[10.0, 20.0, 40.0, 60.0], [0.0, 0.0, 1.0, 1.0]]
     assert [r["query"] for r in results] == [4, 0]
     assert all(r["image_id"] == 7 and r["category_id"] == 1 for r in results)
@@ -105,7 +110,11 @@ def test_ground_truth_as_prediction_scores_one():
     results = []
     for image_id in coco.getImgIds():
         results += refcoco_results(
-            image_id, torch.tensor([1.0]), torch.tensor([0]), gt_box_xyxy(coco, image_id)[None], gt_mask(coco, image_id)[None]
+            image_id,
+            torch.tensor([1.0]),
+            torch.tensor([0]),
+            gt_box_xyxy(coco, image_id)[None],
+            gt_mask(coco, image_id)[None],
         )
     metrics = evaluate_refcoco(coco, results)
     # The ground truth's only category is 18 and results are labelled 1: with default parameters
@@ -139,10 +148,16 @@ def test_segm_area_ranges_use_mask_areas():
     coco = refcoco_ground_truth()
     false_positive = torch.zeros(1, H, W, dtype=torch.bool)
     false_positive[0, 80:90, 100:110] = True
-    results = refcoco_results(1, torch.tensor([0.9]), torch.tensor([0]), torch.tensor([[0.0, 0, 119, 99]]), false_positive)
+    results = refcoco_results(
+        1, torch.tensor([0.9]), torch.tensor([0]), torch.tensor([[0.0, 0, 119, 99]]), false_positive
+    )
     for image_id in coco.getImgIds():
         results += refcoco_results(
-            image_id, torch.tensor([0.5]), torch.tensor([1]), gt_box_xyxy(coco, image_id)[None], gt_mask(coco, image_id)[None]
+            image_id,
+            torch.tensor([0.5]),
+            torch.tensor([1]),
+            gt_box_xyxy(coco, image_id)[None],
+            gt_mask(coco, image_id)[None],
         )
     metrics = evaluate_refcoco(coco, results)
     assert metrics["segm AP 0.5:0.95 S"] == pytest.approx(0.5)
@@ -173,7 +188,9 @@ def test_evaluate_refcoco_sets_prefixes_each_set_and_averages_the_primary_metric
     results = {"refcoco": perfect_and_noisy_results(coco, seed=0), "refcoco+": perfect_and_noisy_results(coco, seed=1)}
     metrics = evaluate_refcoco_sets({"refcoco": coco, "refcoco+": coco}, results)
     separately = {name: evaluate_refcoco(coco, set_results) for name, set_results in results.items()}
-    assert set(metrics) == {f"{name} {key}" for name in results for key in separately["refcoco"]} | {"segm mAP 0.5:0.95"}
+    assert set(metrics) == {f"{name} {key}" for name in results for key in separately["refcoco"]} | {
+        "segm mAP 0.5:0.95"
+    }
     for name, set_metrics in separately.items():
         for key, value in set_metrics.items():
             assert metrics[f"{name} {key}"] == value

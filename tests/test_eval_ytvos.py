@@ -1,4 +1,5 @@
 """Ref-YouTube-VOS submission: PNG layout and content, zip member names."""
+
 import zipfile
 
 import numpy as np

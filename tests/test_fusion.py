@@ -1,4 +1,5 @@
 """MultimodalFusion against a hand-written cross-attention and its single-key closed form."""
+
 import math
 
 import torch

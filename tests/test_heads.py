@@ -1,4 +1,5 @@
 """Tests of the MLP, the FPN spatial decoder and the dynamic mask head."""
+
 from __future__ import annotations
 
 import math
@@ -60,7 +61,9 @@ def _mask_head_inputs(cm: int, num_params: int):
 def test_dynamic_mask_logits_matches_naive_loop_reference_config():
     # reference layout: w0 (8×10), w1 (8×8), w2 (1×8), then b0 (8), b1 (8), b2 (1)
     mask_features, params, reference_points, image_sizes = _mask_head_inputs(cm=8, num_params=169)
-    expected = naive_dynamic_masks(mask_features, params, reference_points, image_sizes, [(8, 10), (8, 8), (1, 8)], True)
+    expected = naive_dynamic_masks(
+        mask_features, params, reference_points, image_sizes, [(8, 10), (8, 8), (1, 8)], True
+    )
     actual = dynamic_mask_logits(mask_features, params, reference_points, image_sizes)
     assert actual.shape == (2, 2, 3, 5, 7)
     torch.testing.assert_close(actual, expected, rtol=1e-10, atol=1e-10)

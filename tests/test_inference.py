@@ -1,4 +1,5 @@
 """Inference on your own video: pretrained folders, the windowed predictor, pictures and `wavecl predict`."""
+
 from __future__ import annotations
 
 import json
@@ -75,7 +76,9 @@ def model_outputs(model: WaveCL, frames: np.ndarray) -> tuple[torch.Tensor, torc
     clip = (clip - IMAGENET_MEAN[:, None, None]) / IMAGENET_STD[:, None, None]
     inputs = clip[:, None].expand(3, 2, 3, HEIGHT, WIDTH)
     with torch.inference_mode():
-        output = model(inputs, torch.zeros(3, 2, HEIGHT, WIDTH, dtype=torch.bool), SENTENCES, torch.tensor([[HEIGHT, WIDTH]] * 2))
+        output = model(
+            inputs, torch.zeros(3, 2, HEIGHT, WIDTH, dtype=torch.bool), SENTENCES, torch.tensor([[HEIGHT, WIDTH]] * 2)
+        )
     return output.pred_masks, output.pred_cls
 
 
@@ -100,7 +103,9 @@ def reference_window_masks(model: WaveCL, clip: np.ndarray, sentences: list[str]
     for b in range(N):
         scores = output.pred_cls[:, b].sigmoid().mean(dim=0).max(dim=-1).values
         query = int(scores.argmax())
-        logits = F.interpolate(output.pred_masks[:, b, query][None], size=(resized_h, resized_w), mode="bilinear", align_corners=False)
+        logits = F.interpolate(
+            output.pred_masks[:, b, query][None], size=(resized_h, resized_w), mode="bilinear", align_corners=False
+        )
         binary = (logits.sigmoid() > 0.5).float()
         masks.append(F.interpolate(binary, size=(HEIGHT, WIDTH), mode="nearest")[0] > 0.5)
     return torch.stack(masks)
@@ -171,7 +176,7 @@ def test_even_sample_is_bounded_and_spread() -> None:
         sample = EvenSample(8)
         built = []
         for index in range(count):
-            sample.offer(index, lambda index=index: built.append(index) or np.array([index]))
+            sample.offer(index, lambda index=index, built=built: built.append(index) or np.array([index]))
             assert len(sample._kept) <= 16
         picked = [index for index, _ in sample.items()]
         assert len(picked) == min(8, count)
@@ -210,14 +215,23 @@ def test_streaming_reader_and_writer_match_whole_video_io(tmp_path: Path, frames
 # ---------------------------------------------------------------------------------- pretrained folders
 
 
-def test_save_then_load_pretrained_gives_identical_outputs(tiny_model: WaveCL, pretrained_dir: Path, frames: np.ndarray) -> None:
+def test_save_then_load_pretrained_gives_identical_outputs(
+    tiny_model: WaveCL, pretrained_dir: Path, frames: np.ndarray
+) -> None:
     assert sorted(p.name for p in pretrained_dir.iterdir()) == [
-        "config.json", "model.safetensors", "preprocessor_config.json", "text_encoder"
+        "config.json",
+        "model.safetensors",
+        "preprocessor_config.json",
+        "text_encoder",
     ]
-    assert not list((pretrained_dir / "text_encoder").glob("*.safetensors")) and not list((pretrained_dir / "text_encoder").glob("*.bin"))
+    assert not list((pretrained_dir / "text_encoder").glob("*.safetensors")) and not list(
+        (pretrained_dir / "text_encoder").glob("*.bin")
+    )
     with safe_open(pretrained_dir / "model.safetensors", "pt") as handle:
         keys = set(handle.keys())
-    assert "bbox_embed.0.layers.0.weight" in keys and not any(k.startswith("transformer.decoder.bbox_embed") for k in keys)
+    assert "bbox_embed.0.layers.0.weight" in keys and not any(
+        k.startswith("transformer.decoder.bbox_embed") for k in keys
+    )
     assert any(k.startswith("text_encoder.") for k in keys)
 
     loaded = load_pretrained(pretrained_dir)
@@ -241,7 +255,9 @@ def test_save_pretrained_replaces_its_own_folder_but_not_foreign_files(tiny_mode
     assert (target / "notes.txt").read_text() == "mine"
 
 
-def test_load_from_training_run_resolves_last_or_newest_checkpoint(tiny_model: WaveCL, tmp_path: Path, frames: np.ndarray) -> None:
+def test_load_from_training_run_resolves_last_or_newest_checkpoint(
+    tiny_model: WaveCL, tmp_path: Path, frames: np.ndarray
+) -> None:
     run = tmp_path / "run"
     run.mkdir()
     (run / "config.yaml").write_text(load_config(TINY_CONFIG).to_yaml())
@@ -274,7 +290,11 @@ def test_mismatched_checkpoint_lists_keys_and_names_the_file(pretrained_dir: Pat
     config = json.loads((pretrained_dir / "config.json").read_text())
     config["num_queries"] = 7
     (wrong_config / "config.json").write_text(json.dumps(config))
-    with pytest.raises(CheckpointMismatchError, match=r"(?s)wrong_config/model\.safetensors.*shape mismatch.*query_embed\.weight: file \[5, 128\], model \[7, 128\]"):
+    with pytest.raises(
+        CheckpointMismatchError,
+        match=r"(?s)wrong_config/model\.safetensors.*shape mismatch"
+        r".*query_embed\.weight: file \[5, 128\], model \[7, 128\]",
+    ):
         load_pretrained(wrong_config)
 
     edited = tmp_path / "edited"
@@ -285,7 +305,10 @@ def test_mismatched_checkpoint_lists_keys_and_names_the_file(pretrained_dir: Pat
     del tensors["controller.layers.0.weight"]
     tensors["extra.weight"] = torch.zeros(2)
     save_file(tensors, edited / "model.safetensors")
-    with pytest.raises(CheckpointMismatchError, match=r"(?s)missing: 1 key.*controller\.layers\.0\.weight.*unexpected: 1 key.*extra\.weight"):
+    with pytest.raises(
+        CheckpointMismatchError,
+        match=r"(?s)missing: 1 key.*controller\.layers\.0\.weight.*unexpected: 1 key.*extra\.weight",
+    ):
         load_pretrained(edited)
 
 
@@ -328,7 +351,7 @@ def test_windowed_prediction_equals_window_by_window_reference(tiny_model: WaveC
 def test_predict_stream_yields_every_frame_in_order(tiny_model: WaveCL, frames: np.ndarray) -> None:
     stream = list(predictor(tiny_model, window=3).predict_stream(frames, "a blue square"))
     assert [index for index, _, _ in stream] == list(range(len(frames)))
-    for (index, frame, masks) in stream:
+    for index, frame, masks in stream:
         assert (np.asarray(frame) == frames[index]).all()
         assert masks.shape == (1, HEIGHT, WIDTH)
 

@@ -1,4 +1,5 @@
 """JHMDB-Sentences loader checked against an on-disk fixture."""
+
 from __future__ import annotations
 
 import random
@@ -9,13 +10,12 @@ import numpy as np
 import pytest
 import scipy.io
 from PIL import Image
+from support import frame_indices
 
 from wavecl.data.fixtures import JHMDBFixture, write_jhmdb_fixture
 from wavecl.data.jhmdb import JHMDBSentences, build_jhmdb_samples
 from wavecl.data.transforms import ClipTransform
 from wavecl.data.windows import centred_window
-
-from support import frame_indices
 
 IDENTITY = ClipTransform(train=False, short_size=24, max_size=None)  # fixture frames are 24 x 32
 

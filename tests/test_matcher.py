@@ -1,4 +1,5 @@
 """HungarianMatcher: hand-computed costs, per-clip visibility, no-visible fallback, brute-force optimality."""
+
 from __future__ import annotations
 
 import itertools
@@ -113,8 +114,10 @@ def test_hand_computed_costs_two_frames_one_invisible():
         0.25 / 16 * math.log(4 / 3) - 0.75 * 9 / 16 * math.log(4),
     ]
     matcher = HungarianMatcher()
-    torch.testing.assert_close(matcher.dice_cost(pred_masks[:, 0], torch.stack([t[0].masks.float() for t in targets])),
-                               -torch.tensor(dice)[:, None])
+    torch.testing.assert_close(
+        matcher.dice_cost(pred_masks[:, 0], torch.stack([t[0].masks.float() for t in targets])),
+        -torch.tensor(dice)[:, None],
+    )
     boxes = torch.stack([t[0].boxes for t in targets])
     torch.testing.assert_close(matcher.l1_cost(pred_boxes[:, 0], boxes), torch.tensor(l1)[:, None])
     torch.testing.assert_close(matcher.giou_cost(pred_boxes[:, 0], boxes), -torch.tensor(giou)[:, None])

@@ -1,4 +1,5 @@
 """The whole network: parameter contract of architecture.md §2/§5, forward/backward, errors, parity switches."""
+
 import dataclasses
 import re
 
@@ -85,13 +86,23 @@ def expected_head_shapes(num_classes):
             shapes |= linear(f"{prefix}.layers.2", 4, 256)
     shapes |= linear("controller.layers.0", 256, 256) | linear("controller.layers.1", 256, 256)
     shapes |= linear("controller.layers.2", 169, 256)
-    fpn = {"lay1": (256, 256), "lay2": (128, 256), "lay3": (64, 128), "lay4": (32, 64), "lay5": (16, 32), "out_lay": (8, 16)}
+    fpn = {
+        "lay1": (256, 256),
+        "lay2": (128, 256),
+        "lay3": (64, 128),
+        "lay4": (32, 64),
+        "lay5": (16, 32),
+        "out_lay": (8, 16),
+    }
     for name, (c_out, c_in) in fpn.items():
         shapes |= {f"spatial_decoder.{name}.weight": (c_out, c_in, 3, 3), f"spatial_decoder.{name}.bias": (c_out,)}
     for i, dim in enumerate((256, 128, 64, 32, 16), start=1):
         shapes |= norm(f"spatial_decoder.gn{i}", dim)
     for i, (c_out, c_in) in enumerate(((128, 256), (64, 256), (32, 96)), start=1):
-        shapes |= {f"spatial_decoder.adapter{i}.weight": (c_out, c_in, 1, 1), f"spatial_decoder.adapter{i}.bias": (c_out,)}
+        shapes |= {
+            f"spatial_decoder.adapter{i}.weight": (c_out, c_in, 1, 1),
+            f"spatial_decoder.adapter{i}.bias": (c_out,),
+        }
     for i in range(3):
         shapes |= mha(f"voc.enc_self_attn.{i}.self_attn") | norm(f"voc.enc_self_attn.{i}.norm")
         shapes |= linear(f"voc.enc_ffn.{i}.linear1", 2048, 256) | linear(f"voc.enc_ffn.{i}.linear2", 256, 2048)
@@ -213,7 +224,10 @@ def test_forward_backward_shapes_and_gradients(tiny_config, T, B):
     assert len(out.aux_outputs) == tiny_config.dec_layers - 1
     layers = [out, *out.aux_outputs]
     loss = sum(
-        o.pred_masks.sigmoid().mean() + o.pred_cls.mean() + o.pred_boxes.mean() + (o.pred_logit * o.text_sentence_feature[:, None]).mean()
+        o.pred_masks.sigmoid().mean()
+        + o.pred_cls.mean()
+        + o.pred_boxes.mean()
+        + (o.pred_logit * o.text_sentence_feature[:, None]).mean()
         for o in layers
     )
     assert torch.isfinite(loss)

@@ -1,4 +1,5 @@
 """Optimiser groups and the per-epoch MultiStepLR schedule (training.md §2.6-2.7)."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """Sine position encodings against naive per-element loops (architecture.md §3.1 step 6, §3.2)."""
+
 from __future__ import annotations
 
 import math

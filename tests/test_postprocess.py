@@ -1,4 +1,5 @@
 """Post-processing: upsample, threshold, crop, nearest-resize and query selection on hand-built cases."""
+
 import math
 
 import torch

@@ -1,4 +1,5 @@
 """RefCOCO loader, ground-truth builder and pseudo-video augmenter against the raw-format fixture."""
+
 from __future__ import annotations
 
 import contextlib
@@ -9,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from pycocotools import mask as coco_mask
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
-from pycocotools import mask as coco_mask
 
 from wavecl.data.collate import collate_clips
 from wavecl.data.fixtures_coco_davis import write_refcoco_fixture
@@ -69,7 +70,10 @@ def test_segmentation_kinds_are_all_covered(fixture):
 
 def test_other_dataset_names_and_splits(tmp_path):
     written = write_refcoco_fixture(tmp_path, dataset="refcoco+", split="train")
-    assert refcoco_annotation_path(tmp_path, "refcoco+", "train") == tmp_path / "refcoco+" / "instances_refcoco+_train.json"
+    assert (
+        refcoco_annotation_path(tmp_path, "refcoco+", "train")
+        == tmp_path / "refcoco+" / "instances_refcoco+_train.json"
+    )
     assert written.annotation_path == refcoco_annotation_path(tmp_path, "refcoco+", "train")
     dataset = RefCOCO(tmp_path, "refcoco+", "train", transform=ClipTransform(True, 32, 64))
     assert len(dataset) == 4
@@ -139,7 +143,9 @@ def test_pseudo_video_frames_and_targets(fixture):
     again = dataset[0]
     assert torch.equal(sample.frames, again.frames)
     assert sample.frames.shape == (5, 3, height, width) and len(sample.targets) == 5
-    assert all(t.labels.tolist() == [expected.category_id] and t.image_id == str(expected.image_id) for t in sample.targets)
+    assert all(
+        t.labels.tolist() == [expected.category_id] and t.image_id == str(expected.image_id) for t in sample.targets
+    )
     original = torch.from_numpy(expected.mask)
     untouched = [t for t in range(5) if torch.equal(sample.targets[t].masks[0], original)]
     assert len(untouched) == 1  # the original image is one of the frames, the others are warped
@@ -237,5 +243,7 @@ def test_bad_input_errors_name_the_file(fixture, tmp_path):
 
     _rewrite(fixture, tmp_path, wrong_size)
     dataset = RefCOCO(tmp_path, "refcoco", "val", transform, image_dir=fixture.root / "train2014")
-    with pytest.raises(ValueError, match="COCO_train2014_000000000009.jpg is 64x48 but .*instances_refcoco_val.json says 64x50"):
+    with pytest.raises(
+        ValueError, match="COCO_train2014_000000000009.jpg is 64x48 but .*instances_refcoco_val.json says 64x50"
+    ):
         dataset[0]

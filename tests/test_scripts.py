@@ -8,6 +8,7 @@ run one epoch of one step of the reduced model of ``configs/tiny.yaml``.
 ``test_train_a2d_then_eval_a2d`` runs in the default suite; the other scripts (several minutes in
 all) are marked slow: ``pytest -m slow tests/test_scripts.py``.
 """
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """SEP against a naive per-sample computation of architecture.md §3.4, and its pooling modes."""
+
 import pytest
 import torch
 

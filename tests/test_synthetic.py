@@ -1,4 +1,5 @@
 """Synthetic referring-video dataset: layout, determinism, sentence truth, and reading it with RefYouTubeVOS."""
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """Tests of the text encoder loading, sentence encoding and FeatureResizer (architecture.md §3.1)."""
+
 from __future__ import annotations
 
 import socket
@@ -159,8 +160,13 @@ def test_feature_resizer() -> None:
     assert resizer.layer_norm.eps == 1e-12
     features = torch.randn(2, 3, 12)
     resizer.eval()
-    expected = F.layer_norm(features @ resizer.fc.weight.T + resizer.fc.bias, (8,), resizer.layer_norm.weight,
-                            resizer.layer_norm.bias, eps=1e-12)
+    expected = F.layer_norm(
+        features @ resizer.fc.weight.T + resizer.fc.bias,
+        (8,),
+        resizer.layer_norm.weight,
+        resizer.layer_norm.bias,
+        eps=1e-12,
+    )
     torch.testing.assert_close(resizer(features), expected)
     resizer.train()
     assert (resizer(features) == 0).any()

@@ -12,6 +12,7 @@
 Tests run torch with one intra-op thread: the two CPU cores here are shared with other jobs, and
 oversubscribed OpenMP threads make a training step about ten times slower.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -113,6 +114,7 @@ def test_resume_reproduces_the_uninterrupted_run(data_root, tmp_path, monkeypatc
     restored, and evaluation must not consume training randomness. The control at the end resumes
     without restoring the random streams and must differ, so the comparison is sensitive.
     """
+
     def config(version: str, epochs: int) -> Config:
         return tiny_config(data_root, tmp_path, version, train__epochs=epochs, data__num_workers=num_workers)
 
@@ -204,8 +206,19 @@ def test_cli_run_directory_contents(data_root, tmp_path):
     """``wavecl train`` writes config, run info, log, TensorBoard scalars and checkpoints; no temporaries."""
     output_dir = tmp_path / "runs"
     sets = {**SIZE_OVERRIDES, "train.max_steps_per_epoch": 2}
-    argv = ["train", "-c", str(TINY_CONFIG), "--device", "cpu", "--epochs", "2", "--output-dir", str(output_dir),
-            "--data-root", str(data_root)]
+    argv = [
+        "train",
+        "-c",
+        str(TINY_CONFIG),
+        "--device",
+        "cpu",
+        "--epochs",
+        "2",
+        "--output-dir",
+        str(output_dir),
+        "--data-root",
+        str(data_root),
+    ]
     for key, value in sets.items():
         argv += ["--set", f"{key}={value}"]
     cli_main(argv)
@@ -260,6 +273,7 @@ def test_best_follows_the_primary_metric_across_a_resume(data_root, tmp_path, mo
     """
     scripted = iter([0.2, 0.6, 0.4])
     monkeypatch.setattr(evaluation_build, "run_evaluation", lambda *args, **kwargs: {"J&F": next(scripted)})
+
     def config(epochs: int) -> Config:
         return tiny_config(data_root, tmp_path, "best", train__epochs=epochs, train__max_steps_per_epoch=1)
 

@@ -1,4 +1,5 @@
 """Clip transforms (§0.3) and clip collation (§0.1), checked against hand computations and naive loops."""
+
 from __future__ import annotations
 
 import numpy as np

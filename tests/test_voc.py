@@ -1,4 +1,5 @@
 """Tests of the video-level object cluster (VOC)."""
+
 from __future__ import annotations
 
 import pytest
@@ -12,7 +13,13 @@ L, T, B, Q, C = 3, 3, 2, 5, 32
 def _voc(dropout: float) -> VideoObjectCluster:
     torch.manual_seed(0)
     return VideoObjectCluster(
-        d_model=C, nhead=4, num_queries=Q, num_encoder_layers=2, num_decoder_layers=2, dim_feedforward=48, dropout=dropout
+        d_model=C,
+        nhead=4,
+        num_queries=Q,
+        num_encoder_layers=2,
+        num_decoder_layers=2,
+        dim_feedforward=48,
+        dropout=dropout,
     )
 
 

@@ -1,4 +1,5 @@
 """The closed-form Haar transform against PyWavelets and its defining identities."""
+
 import numpy as np
 import pytest
 import pywt
@@ -33,9 +34,7 @@ def test_band_formulas_on_one_block() -> None:
 
 def test_inverse_equals_pywavelets() -> None:
     low, high = torch.randn(2, 3, 4, 5, dtype=torch.float64), torch.randn(2, 3, 3, 4, 5, dtype=torch.float64)
-    expected = pywt.idwt2(
-        (low.numpy(), tuple(high[:, :, band].numpy() for band in range(3))), "haar", axes=(-2, -1)
-    )
+    expected = pywt.idwt2((low.numpy(), tuple(high[:, :, band].numpy() for band in range(3))), "haar", axes=(-2, -1))
     np.testing.assert_allclose(haar_idwt2(low, high).numpy(), expected, atol=1e-12)
 
 

@@ -1,4 +1,5 @@
 """FocusedLinearAttention and the WIP gate against naive formulas, PyWavelets and the full MMF."""
+
 import copy
 
 import numpy as np

@@ -1,4 +1,5 @@
 """Ref-YouTube-VOS loader checked against an on-disk fixture (and the synthetic generator)."""
+
 from __future__ import annotations
 
 import json
@@ -7,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from support import box_cxcywh, frame_indices
 
 from wavecl.data import ytvos as ytvos_module
 from wavecl.data.fixtures import YTVOSFixture, write_ytvos_fixture
@@ -20,8 +22,6 @@ from wavecl.data.ytvos import (
     build_ytvos_train_samples,
     train_samples_cache_path,
 )
-
-from support import box_cxcywh, frame_indices
 
 NATIVE = ClipTransform(train=False, short_size=20, max_size=None)
 
@@ -114,8 +114,10 @@ def test_cache_written_by_prepare_is_used(fresh: YTVOSFixture, monkeypatch: pyte
 
     monkeypatch.setattr(ytvos_module, "_build_train_samples", fail)
     dataset = RefYouTubeVOS(fresh.root, "train", 4, transform=NATIVE)
-    assert [[s.video_id, list(s.frame_names), {"exp": s.expression, "obj_id": str(s.obj_id), "exp_id": s.exp_id}]
-            for s in dataset.samples] == built
+    assert [
+        [s.video_id, list(s.frame_names), {"exp": s.expression, "obj_id": str(s.obj_id), "exp_id": s.exp_id}]
+        for s in dataset.samples
+    ] == built
     with pytest.raises(AssertionError, match="cached windows"):
         RefYouTubeVOS(fresh.root, "train", 5, transform=NATIVE)  # another window size is not in the cache
 
@@ -135,8 +137,11 @@ def test_valid_windows_cover_every_frame(fixture: YTVOSFixture) -> None:
                 start = item.metadata["window_start"]
                 assert frame_indices(item.frames) == list(range(start, start + len(sample.frame_names)))
                 assert item.metadata == {
-                    "video_id": video, "exp_id": exp_id, "frame_names": list(sample.frame_names),
-                    "orig_size": spec.frames.shape[1:3], "window_start": start,
+                    "video_id": video,
+                    "exp_id": exp_id,
+                    "frame_names": list(sample.frame_names),
+                    "orig_size": spec.frames.shape[1:3],
+                    "window_start": start,
                     "num_video_frames": len(spec.frame_names),
                 }
                 assert item.text == spec.expressions[exp_id][0]

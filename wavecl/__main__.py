@@ -1,4 +1,5 @@
 """``python -m wavecl`` (used by ``torchrun -m wavecl train ...``)."""
+
 from wavecl.cli import main
 
 main()

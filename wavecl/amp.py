@@ -1,4 +1,5 @@
 """Mixed precision: one autocast policy for training, evaluation and prediction."""
+
 from __future__ import annotations
 
 import contextlib

@@ -3,6 +3,7 @@
 A reader (another process, a resumed run) therefore sees either the old file or the complete new one,
 never a half-written file.
 """
+
 from __future__ import annotations
 
 import json

@@ -4,6 +4,7 @@ Configuration values come from a YAML file (``--config``); a flag overrides the 
 given explicitly, and ``--set section.field=value`` reaches any field. Heavy modules (the model, the
 datasets) are imported inside the command handlers, so ``wavecl --help`` answers at once.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -137,7 +138,10 @@ def parameters_per_component(model) -> dict[str, tuple[int, int]]:
     counts = {name: (0, 0) for name, _ in model.named_children()}
     for parameter in model.parameters():
         total, trainable = counts[owner[id(parameter)]]
-        counts[owner[id(parameter)]] = (total + parameter.numel(), trainable + parameter.numel() * parameter.requires_grad)
+        counts[owner[id(parameter)]] = (
+            total + parameter.numel(),
+            trainable + parameter.numel() * parameter.requires_grad,
+        )
     return counts
 
 
@@ -384,20 +388,25 @@ def _add_prepare_parsers(prepare: argparse.ArgumentParser) -> None:
     tasks = prepare.add_subparsers(dest="task", required=True, metavar="TASK")
 
     a2d = _subcommand(
-        tasks, "a2d-gt", "A2D-Sentences test ground truth in COCO format",
+        tasks,
+        "a2d-gt",
+        "A2D-Sentences test ground truth in COCO format",
         "Write the COCO-format ground truth of the A2D-Sentences test samples (one RLE mask per sample),\n"
         "which evaluation reads as data.coco_gt_path.",
-        "  wavecl prepare a2d-gt --root data/a2d_sentences\n"
-        f"  (writes data/a2d_sentences/{A2D_GT_FILENAME})\n",
+        f"  wavecl prepare a2d-gt --root data/a2d_sentences\n  (writes data/a2d_sentences/{A2D_GT_FILENAME})\n",
     )
     a2d.add_argument(
-        "--root", default="data/a2d_sentences", help="A2D-Sentences folder or its parent (default data/a2d_sentences)",
+        "--root",
+        default="data/a2d_sentences",
+        help="A2D-Sentences folder or its parent (default data/a2d_sentences)",
     )
     a2d.add_argument("--out", default=None, help=f"output json (default <root>/{A2D_GT_FILENAME})")
     a2d.set_defaults(handler=command_prepare_a2d_gt)
 
     jhmdb = _subcommand(
-        tasks, "jhmdb-gt", "JHMDB-Sentences ground truth in COCO format",
+        tasks,
+        "jhmdb-gt",
+        "JHMDB-Sentences ground truth in COCO format",
         "Write the COCO-format ground truth of the evaluated JHMDB-Sentences frames (3 per video).\n"
         "Use the same --samples-metadata/--seed as the evaluation config (data.jhmdb_samples_metadata).",
         "  wavecl prepare jhmdb-gt --root data/jhmdb_sentences\n"
@@ -405,41 +414,53 @@ def _add_prepare_parsers(prepare: argparse.ArgumentParser) -> None:
         "      --samples-metadata data/jhmdb_sentences/jhmdb_sentences_samples_metadata.json\n",
     )
     jhmdb.add_argument(
-        "--root", default="data/jhmdb_sentences",
+        "--root",
+        default="data/jhmdb_sentences",
         help="JHMDB-Sentences folder or its parent (default data/jhmdb_sentences)",
     )
     jhmdb.add_argument("--out", default=None, help=f"output json (default <root>/{JHMDB_GT_FILENAME})")
     jhmdb.add_argument(
-        "--samples-metadata", default=None, help="MTTR-format sample list; default: draw 3 frames per video",
+        "--samples-metadata",
+        default=None,
+        help="MTTR-format sample list; default: draw 3 frames per video",
     )
     jhmdb.add_argument("--seed", type=int, default=42, help="seed of the frame draw (default 42, as the reference)")
     jhmdb.set_defaults(handler=command_prepare_jhmdb_gt)
 
     ytvos = _subcommand(
-        tasks, "ytvos-samples", "Ref-YouTube-VOS training windows (cached sample list)",
+        tasks,
+        "ytvos-samples",
+        "Ref-YouTube-VOS training windows (cached sample list)",
         "Regenerate the Ref-YouTube-VOS training windows and write them where the dataset looks for its\n"
         "cache (the training run would otherwise build them in one process on first use).",
         "  wavecl prepare ytvos-samples --root data/refer_youtube_vos --window-size 8 --workers 8\n",
     )
     ytvos.add_argument(
-        "--root", default="data/refer_youtube_vos",
+        "--root",
+        default="data/refer_youtube_vos",
         help="Ref-YouTube-VOS folder or its parent (default data/refer_youtube_vos)",
     )
     ytvos.add_argument("--window-size", type=int, default=8, help="frames per training window (default 8)")
     ytvos.add_argument(
-        "--workers", type=int, default=0, help="processes reading annotation PNGs (default 0: this process)",
+        "--workers",
+        type=int,
+        default=0,
+        help="processes reading annotation PNGs (default 0: this process)",
     )
     ytvos.add_argument("--out", default=None, help="output json (default <root>/wavecl_ytvos_train_samples_ws<N>.json)")
     ytvos.set_defaults(handler=command_prepare_ytvos_samples)
 
     davis = _subcommand(
-        tasks, "davis", "convert Ref-DAVIS17 to the Ref-YouTube-VOS layout",
+        tasks,
+        "davis",
+        "convert Ref-DAVIS17 to the Ref-YouTube-VOS layout",
         "Write train/ and valid/ (frame and mask folders linked, or copied with --copy) and the\n"
         "meta_expressions files of Ref-DAVIS17. The raw DAVIS files are not moved.",
         "  wavecl prepare davis --root data/refer-davis\n",
     )
     davis.add_argument(
-        "--root", default="data/refer-davis",
+        "--root",
+        default="data/refer-davis",
         help="raw Ref-DAVIS root (holding DAVIS/ and davis_text_annotations/) or its parent",
     )
     davis.add_argument("--out", default=None, help="output root (default: the Ref-DAVIS root itself)")
@@ -447,7 +468,9 @@ def _add_prepare_parsers(prepare: argparse.ArgumentParser) -> None:
     davis.set_defaults(handler=command_prepare_davis)
 
     synthetic = _subcommand(
-        tasks, "synthetic", "write the synthetic referring-video dataset",
+        tasks,
+        "synthetic",
+        "write the synthetic referring-video dataset",
         "Write a synthetic dataset of moving shapes in the Ref-YouTube-VOS layout, with a held-out\n"
         "valid split that has ground truth (for local J&F).",
         "  wavecl prepare synthetic --root data/synthetic --videos 64 --valid-videos 16 --seed 0\n",
@@ -457,7 +480,12 @@ def _add_prepare_parsers(prepare: argparse.ArgumentParser) -> None:
     synthetic.add_argument("--valid-videos", type=int, default=16, help="held-out videos (default 16)")
     synthetic.add_argument("--frames", type=int, default=8, help="frames per video (default 8)")
     synthetic.add_argument(
-        "--size", type=int, nargs=2, default=(64, 96), metavar=("H", "W"), help="frame size (default 64 96)",
+        "--size",
+        type=int,
+        nargs=2,
+        default=(64, 96),
+        metavar=("H", "W"),
+        help="frame size (default 64 96)",
     )
     synthetic.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     synthetic.set_defaults(handler=command_prepare_synthetic)
@@ -480,7 +508,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     info = _subcommand(
-        commands, "info", "parameter counts per component of a configured model",
+        commands,
+        "info",
+        "parameter counts per component of a configured model",
         "Build the configured model (no weights are loaded) and print its parameter counts.",
         "  wavecl info -c configs/a2d_sentences.yaml --text-encoder minilm\n"
         "  wavecl info -c configs/tiny.yaml\n\n" + CONFIG_HELP_EPILOG,
@@ -490,7 +520,9 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(handler=command_info)
 
     train = _subcommand(
-        commands, "train", "train (one process, or one rank under torchrun)",
+        commands,
+        "train",
+        "train (one process, or one rank under torchrun)",
         "Train WaveCL. Outputs go to <output-dir>/<dataset>/<version>/: config.yaml, run_info.json,\n"
         "log.jsonl, tensorboard/, checkpoints/epoch_XXXX/ with 'last' and 'best' pointer files, and\n"
         "eval/epoch_XXXX/ (predictions, submission or tables of each evaluation).",
@@ -502,15 +534,23 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_arguments(train)
     add_shortcut_arguments(train)
     train.add_argument(
-        "--resume", type=str, default=None, help="run directory or checkpoint folder to continue exactly",
+        "--resume",
+        type=str,
+        default=None,
+        help="run directory or checkpoint folder to continue exactly",
     )
     train.add_argument(
-        "--device", choices=["cpu", "cuda"], default=None, help="cpu or cuda (default: cuda when available)",
+        "--device",
+        choices=["cpu", "cuda"],
+        default=None,
+        help="cpu or cuda (default: cuda when available)",
     )
     train.set_defaults(handler=command_train)
 
     evaluate = _subcommand(
-        commands, "evaluate", "evaluate a checkpoint, or score saved predictions",
+        commands,
+        "evaluate",
+        "evaluate a checkpoint, or score saved predictions",
         "Evaluate with the protocol of the config's dataset:\n"
         "  a2d_sentences / jhmdb_sentences: COCO mask mAP, P@0.5..0.9, overall and mean IoU;\n"
         "  ref_youtube_vos: Annotations/ PNGs and submission.zip for the evaluation server;\n"
@@ -527,27 +567,34 @@ def build_parser() -> argparse.ArgumentParser:
         "  torchrun --nproc_per_node 2 -m wavecl evaluate -c configs/jhmdb_sentences.yaml \\\n"
         "      --checkpoint runs/a2d_sentences/a2d\n"
         "  wavecl evaluate -c configs/a2d_sentences.yaml \\\n"
-        "      --predictions runs/a2d_sentences/a2d/evaluation/predictions.json\n\n"
-        + CONFIG_HELP_EPILOG,
+        "      --predictions runs/a2d_sentences/a2d/evaluation/predictions.json\n\n" + CONFIG_HELP_EPILOG,
     )
     add_config_arguments(evaluate)
     add_shortcut_arguments(evaluate, EVALUATE_SHORTCUTS)
     evaluate.add_argument(
-        "--checkpoint", default=None,
+        "--checkpoint",
+        default=None,
         help="run directory, checkpoints folder, checkpoint folder or 'last'/'best' pointer, pretrained folder, "
         "or a reference .pth/.pth.tar",
     )
     evaluate.add_argument(
-        "--predictions", default=None, help="saved predictions file or folder to score instead of running the model",
+        "--predictions",
+        default=None,
+        help="saved predictions file or folder to score instead of running the model",
     )
     evaluate.add_argument("--out-dir", default=None, help="where predictions and metrics.json go")
     evaluate.add_argument(
-        "--device", choices=["cpu", "cuda"], default=None, help="cpu or cuda (default: cuda when available)",
+        "--device",
+        choices=["cpu", "cuda"],
+        default=None,
+        help="cpu or cuda (default: cuda when available)",
     )
     evaluate.set_defaults(handler=command_evaluate)
 
     predict = _subcommand(
-        commands, "predict", "segment a video for one or more sentences",
+        commands,
+        "predict",
+        "segment a video for one or more sentences",
         "Segment the objects that the sentences refer to in a video (mp4 or a folder of frames), window\n"
         "by window. Writes masks/<i>_<sentence>/<frame>.png, overlay.mp4 and contact_sheet.png.",
         "  wavecl predict --checkpoint runs/ref_youtube_vos/finetuneytb_tiny --video dog.mp4 --text 'a dog jumping'\n"
@@ -555,29 +602,47 @@ def build_parser() -> argparse.ArgumentParser:
         "      --output out/ --device cuda\n",
     )
     predict.add_argument(
-        "video_path", nargs="?", metavar="VIDEO", help="video file or folder of frames (same as --video)",
+        "video_path",
+        nargs="?",
+        metavar="VIDEO",
+        help="video file or folder of frames (same as --video)",
     )
     predict.add_argument("--checkpoint", required=True, help="pretrained folder, training run directory or checkpoint")
     predict.add_argument("--video", default=None, help="video file (mp4, ...) or folder of .jpg/.png frames")
     predict.add_argument("--text", action="append", required=True, help="referring expression (repeatable)")
     predict.add_argument(
-        "--out-dir", "--output", dest="out_dir", default=None, help="output folder (default predictions/<video name>)",
+        "--out-dir",
+        "--output",
+        dest="out_dir",
+        default=None,
+        help="output folder (default predictions/<video name>)",
     )
     predict.add_argument(
-        "--device", choices=["cpu", "cuda"], default=None, help="cpu or cuda (default: cuda when available)",
+        "--device",
+        choices=["cpu", "cuda"],
+        default=None,
+        help="cpu or cuda (default: cuda when available)",
     )
     predict.add_argument("--window", type=int, default=8, help="frames per clip (default 8)")
     predict.add_argument(
-        "--short-size", type=int, default=None, help="resize: short side (default: the checkpoint's, else 360)",
+        "--short-size",
+        type=int,
+        default=None,
+        help="resize: short side (default: the checkpoint's, else 360)",
     )
     predict.add_argument(
-        "--max-size", type=int, default=None, help="resize: cap on the long side (default: the checkpoint's, else 640)",
+        "--max-size",
+        type=int,
+        default=None,
+        help="resize: cap on the long side (default: the checkpoint's, else 640)",
     )
     predict.add_argument("--no-amp", action="store_true", help="run in fp32 on CUDA (default: autocast)")
     predict.set_defaults(handler=command_predict)
 
     prepare = _subcommand(
-        commands, "prepare", "build ground-truth files, sample lists and converted datasets",
+        commands,
+        "prepare",
+        "build ground-truth files, sample lists and converted datasets",
         "One-off preparation of the data under data/ (see README, 'Data').",
         "  wavecl prepare a2d-gt --root data/a2d_sentences\n"
         "  wavecl prepare jhmdb-gt --root data/jhmdb_sentences\n"
@@ -588,13 +653,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_prepare_parsers(prepare)
 
     demo = _subcommand(
-        commands, "demo", "train and evaluate a small model on synthetic data, end to end",
+        commands,
+        "demo",
+        "train and evaluate a small model on synthetic data, end to end",
         "Write a synthetic dataset, train a reduced WaveCL on it, evaluate it and segment a video.",
         "  wavecl demo --out-dir runs/demo --minutes 5\n",
     )
     demo.add_argument("--out-dir", default="runs/demo", help="output folder (default runs/demo)")
     demo.add_argument(
-        "--minutes", type=float, default=None, help="approximate training budget in minutes on 2 CPU cores (default 10)",
+        "--minutes",
+        type=float,
+        default=None,
+        help="approximate training budget in minutes on 2 CPU cores (default 10)",
     )
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     demo.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cpu or cuda (default cpu)")

@@ -7,6 +7,7 @@ have the form ``key: {desc: ..., value: ...}``, load too (:func:`from_reference_
 PyYAML parses ``5e-5`` as a string (YAML 1.1); every numeric field is therefore cast to its declared
 type on load, so ``lr: 5e-5`` is the float 5e-05 whichever way it was written.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -64,9 +65,9 @@ class ModelConfig:
 class DataConfig:
     """Dataset, sampling and transforms (datasets_and_metrics.md §0, §9)."""
 
-    dataset_name: Literal[
-        "a2d_sentences", "jhmdb_sentences", "ref_youtube_vos", "coco", "davis", "synthetic"
-    ] = "a2d_sentences"
+    dataset_name: Literal["a2d_sentences", "jhmdb_sentences", "ref_youtube_vos", "coco", "davis", "synthetic"] = (
+        "a2d_sentences"
+    )
     root: str = "data"
     window_size: int = 8
     train_short_size: int = 320
@@ -331,7 +332,9 @@ def from_reference_dict(values: dict[str, Any], source: str = "config") -> Confi
             voc_queries = {value.get("num_queries"), value.get("num_frame_queries")} - {None}
             frame_queries = nested["model"].get("num_queries")
             if len(voc_queries) > 1 or (frame_queries is not None and voc_queries - {frame_queries}):
-                raise ValueError(f"{source}: VOC.num_queries, VOC.num_frame_queries and DeformTransformer.num_queries must be equal")
+                raise ValueError(
+                    f"{source}: VOC.num_queries, VOC.num_frame_queries and DeformTransformer.num_queries must be equal"
+                )
             if value.get("window_size", 0) != 0:
                 raise ValueError(f"{source}: VOC.window_size must be 0 (full temporal attention)")
             continue

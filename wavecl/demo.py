@@ -9,6 +9,7 @@
 4. Writes pictures into the run directory: mask overlays of held-out clips (a contact-sheet PNG and
    an mp4 per clip) and the loss curve.
 """
+
 from __future__ import annotations
 
 import json
@@ -93,7 +94,13 @@ def demo_config(data_root: Path, output_dir: Path, seed: int, steps_per_epoch: i
 def write_dataset(root: Path, seed: int) -> None:
     """Write the synthetic splits unless a previous demo with this seed already did."""
     stamp = root / "wavecl_demo_dataset.json"
-    description = {"seed": seed, "train": TRAIN_VIDEOS, "valid": HELD_OUT_VIDEOS, "frames": FRAMES_PER_VIDEO, "size": FRAME_SIZE}
+    description = {
+        "seed": seed,
+        "train": TRAIN_VIDEOS,
+        "valid": HELD_OUT_VIDEOS,
+        "frames": FRAMES_PER_VIDEO,
+        "size": FRAME_SIZE,
+    }
     if stamp.is_file() and read_json(stamp) == json.loads(json.dumps(description)):
         return
     write_synthetic_ytvos(root, TRAIN_VIDEOS, FRAMES_PER_VIDEO, FRAME_SIZE, seed=seed, split="train")
@@ -114,7 +121,12 @@ def plot_losses(tensorboard_dir: Path, path: Path) -> None:
     events.Reload()
     fig = Figure(figsize=(7, 4))
     ax = fig.subplots()
-    curves = (("train/loss", "total (weighted)"), ("train/loss_dice", "dice"), ("train/loss_cls", "class"), ("train/loss_con", "contrastive"))
+    curves = (
+        ("train/loss", "total (weighted)"),
+        ("train/loss_dice", "dice"),
+        ("train/loss_cls", "class"),
+        ("train/loss_con", "contrastive"),
+    )
     for (tag, label), color in zip(curves, ("C0", "C1", "C2", "C3")):
         if tag in events.Tags()["scalars"]:
             points = events.Scalars(tag)
@@ -151,7 +163,9 @@ def held_out_clips(data_root: Path, count: int) -> list[tuple[Path, list[str]]]:
     return clips
 
 
-def run_demo(out_dir: str | Path = "runs/demo", minutes: float | None = None, seed: int = 0, device: str = "cpu") -> DemoResult:
+def run_demo(
+    out_dir: str | Path = "runs/demo", minutes: float | None = None, seed: int = 0, device: str = "cpu"
+) -> DemoResult:
     """Generate data, train, evaluate and draw; returns where everything is.
 
     Args:
@@ -176,13 +190,22 @@ def run_demo(out_dir: str | Path = "runs/demo", minutes: float | None = None, se
     train_seconds = time.perf_counter() - started
     run_dir = trainer.run_dir
 
-    console.print("[bold]3/4[/bold] held-out evaluation: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if k != "expressions"))
+    console.print(
+        "[bold]3/4[/bold] held-out evaluation: "
+        + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if k != "expressions")
+    )
     console.print("[bold]4/4[/bold] pictures")
     overlays = []
     for frames_dir, sentences in held_out_clips(data_root, OVERLAY_CLIPS):
         paths = predict_video(
-            run_dir, frames_dir, sentences, run_dir / "overlays" / frames_dir.name,
-            device=device, window=config.data.window_size, progress=False, fps=4,
+            run_dir,
+            frames_dir,
+            sentences,
+            run_dir / "overlays" / frames_dir.name,
+            device=device,
+            window=config.data.window_size,
+            progress=False,
+            fps=4,
         )
         overlays += [paths.contact_sheet, paths.overlay_video]
     loss_curve = run_dir / "loss_curve.png"
@@ -190,7 +213,10 @@ def run_demo(out_dir: str | Path = "runs/demo", minutes: float | None = None, se
     write_json(run_dir / "demo_result.json", {"metrics": metrics, "train_seconds": train_seconds})
 
     console.print(f"\nrun directory: {run_dir}")
-    console.print(f"  held-out J {metrics.get('J', float('nan')):.3f}, F {metrics.get('F', float('nan')):.3f}; trained in {train_seconds / 60:.1f} min")
+    console.print(
+        f"  held-out J {metrics.get('J', float('nan')):.3f}, F {metrics.get('F', float('nan')):.3f}; "
+        f"trained in {train_seconds / 60:.1f} min"
+    )
     console.print(f"  loss curve:  {loss_curve}")
     for path in overlays:
         console.print(f"  overlay:     {path}")

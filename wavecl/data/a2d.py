@@ -13,6 +13,7 @@ Layout under the dataset root (``data/a2d_sentences``; ``data/`` itself is accep
 A sample is a window of ``window_size`` frames centred on the annotated frame (edge frames repeated);
 only the annotated frame, at window position ``window_size // 2``, carries a target.
 """
+
 from __future__ import annotations
 
 import os
@@ -73,7 +74,7 @@ class A2DPaths:
         return self.instance_masks / video_id / f"{frame:05d}.h5"
 
     @classmethod
-    def find(cls, root: str | os.PathLike) -> "A2DPaths":
+    def find(cls, root: str | os.PathLike) -> A2DPaths:
         """Locate the dataset from its folder or its parent; raises naming what is missing."""
         return cls(resolve_dataset_root(root, DATASET_FOLDER_NAMES, "Release"))
 
@@ -266,9 +267,11 @@ class A2DSentences(Dataset[ClipSample]):
         self.paths.clips  # noqa: B018 -- a missing clip folder is reported now, not at the first item
         cache = Path(cache_dir if cache_dir is not None else self.paths.root) / f"wavecl_a2d_{subset}_samples.json"
         key = {"format": "wavecl.a2d_samples.v1", "subset": subset, "sources": file_fingerprint(sources)}
-        rows = load_or_build(cache, key, lambda: [
-            [s.query, s.video_id, s.frame, s.instance_id] for s in build_a2d_samples(self.paths.root, subset)
-        ])
+        rows = load_or_build(
+            cache,
+            key,
+            lambda: [[s.query, s.video_id, s.frame, s.instance_id] for s in build_a2d_samples(self.paths.root, subset)],
+        )
         self.samples = [A2DSample(*row) for row in rows]
 
     def __len__(self) -> int:

@@ -1,4 +1,5 @@
 """Build the training or evaluation dataset that a :class:`~wavecl.config.DataConfig` names."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -41,7 +42,8 @@ def build_dataset(config: DataConfig, split: Split, num_classes: int = 1) -> Dat
     reported, counted and replaced, so one bad file never stops a run.
 
     Evaluation splits: A2D ``test``; JHMDB all evaluated frames; Ref-YouTube-VOS ``valid`` in
-    windows of ``window_size`` frames (whole videos with ``eval_whole_video``); RefCOCO/+/g ``val`` of every configured set; Ref-DAVIS17
+    windows of ``window_size`` frames (whole videos with ``eval_whole_video``); RefCOCO/+/g ``val`` of every
+    configured set; Ref-DAVIS17
     ``valid`` in 36-frame chunks; synthetic ``valid`` in windows.
     """
     name = config.dataset_name
@@ -69,7 +71,10 @@ def build_dataset(config: DataConfig, split: Split, num_classes: int = 1) -> Dat
     elif name == "coco":
         coco_split = "train" if split == "train" else "val"
         dataset = ConcatDataset(
-            [RefCOCO(root, dataset_name, coco_split, transform, num_frames=config.window_size) for dataset_name in config.coco_datasets]  # type: ignore[arg-type]
+            [
+                RefCOCO(root, dataset_name, coco_split, transform, num_frames=config.window_size)
+                for dataset_name in config.coco_datasets
+            ]  # type: ignore[arg-type]
         )
     elif name == "davis":
         dataset = RefDAVIS17(root, transform, annotators=config.davis_annotators)

@@ -4,6 +4,7 @@ One image per evaluated sample, id = the sample's image id (A2D ``v_<vid>_f_<fra
 ``v_<vid>_f_<frame>``), holding exactly one annotation: the referred mask as compressed RLE, category 1.
 Unlike the reference files, an ``info`` key is written (pycocotools 2.0.9-2.0.10 ``loadRes`` needs it).
 """
+
 from __future__ import annotations
 
 import os
@@ -38,8 +39,12 @@ def _coco_document(description: str, entries: list[tuple[str, np.ndarray, list[f
         rle, area = _encode(mask)
         images.append({"id": image_id, "height": int(mask.shape[0]), "width": int(mask.shape[1])})
         annotation = {
-            "id": number, "image_id": image_id, "category_id": CATEGORY_ID,
-            "segmentation": rle, "area": area, "iscrowd": 0,
+            "id": number,
+            "image_id": image_id,
+            "category_id": CATEGORY_ID,
+            "segmentation": rle,
+            "area": area,
+            "iscrowd": 0,
         }
         if bbox is not None:
             annotation["bbox"] = bbox

@@ -1,4 +1,5 @@
 """Collation of :class:`ClipSample` lists into a time-major, zero-padded :class:`Batch` (§0.1)."""
+
 from __future__ import annotations
 
 import torch

@@ -23,6 +23,7 @@ annotator 1 first-frame, annotator 1 full-video, annotator 2 first-frame, annota
 the video in consecutive 36-frame chunks (§5.2). Predictions are merged over objects per slot and
 written to ``anno_<a>/<video>/<frame>.png`` (:func:`davis_result_path`).
 """
+
 from __future__ import annotations
 
 import os
@@ -312,7 +313,9 @@ class RefDAVIS17(Dataset[ClipSample]):
         sample = self.samples[index]
         frames = [self._read_frame(sample.video, name) for name in sample.frame_names]
         annotations: list[FrameAnnotation | None] = [
-            FrameAnnotation(mask=self._read_mask(sample.video, name, sample.obj_id), label=0) if self.load_masks else None
+            FrameAnnotation(mask=self._read_mask(sample.video, name, sample.obj_id), label=0)
+            if self.load_masks
+            else None
             for name in sample.frame_names
         ]
         video, targets, text = self.transform(frames, annotations, sample.text)

@@ -5,6 +5,7 @@ Every frame is a flat colour whose grey level identifies its frame index (``fram
 tell which frame a loader returned even after lossy H.264/JPEG coding. Masks are random rectangles.
 Each writer returns a dataclass listing exactly what it wrote; loaders are checked against it.
 """
+
 from __future__ import annotations
 
 import csv
@@ -146,9 +147,7 @@ def write_a2d_fixture(
         ("vidTest", "2", "a bird flying"),
     ]
 
-    frames = {
-        video: _flat_frames(num_frames, height, width, tint=7 * number) for number, video in enumerate(videos)
-    }
+    frames = {video: _flat_frames(num_frames, height, width, tint=7 * number) for number, video in enumerate(videos)}
     for video, video_frames in frames.items():
         write_video(root / "Release" / clips_folder / f"{video}.mp4", list(video_frames), fps=24.0)
 
@@ -221,9 +220,7 @@ class JHMDBFixture:
     metadata_frames: dict[str, list[int]] = field(default_factory=dict)
 
 
-def write_jhmdb_fixture(
-    root: str | os.PathLike, *, height: int = 24, width: int = 32, seed: int = 0
-) -> JHMDBFixture:
+def write_jhmdb_fixture(root: str | os.PathLike, *, height: int = 24, width: int = 32, seed: int = 0) -> JHMDBFixture:
     """Write a tiny JHMDB-Sentences copy under ``root`` (the ``jhmdb_sentences`` folder itself).
 
     Three videos: one whose puppet mask covers fewer frames than it has PNGs, and one with 5 frames, so

@@ -2,6 +2,7 @@
 
 Each writer returns a dataclass listing what it wrote, so loaders can be checked against it.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -71,7 +72,9 @@ def _bbox_of(mask: np.ndarray) -> list[float]:
     return [float(xs.min()), float(ys.min()), float(xs.max() + 1 - xs.min()), float(ys.max() + 1 - ys.min())]
 
 
-def write_refcoco_fixture(root: str | Path, dataset: str = "refcoco", split: str = "val", seed: int = 0) -> RefCOCOFixture:
+def write_refcoco_fixture(
+    root: str | Path, dataset: str = "refcoco", split: str = "val", seed: int = 0
+) -> RefCOCOFixture:
     """Write two COCO images and six pseudo-images (four usable, two to drop) in ReferFormer's format.
 
     * image A (48x64, COCO id 9): a triangle polygon object referred by two sentences, and a second
@@ -97,7 +100,6 @@ def write_refcoco_fixture(root: str | Path, dataset: str = "refcoco", split: str
     blob = np.zeros((height_a, width_a), dtype=bool)
     blob[5:20, 44:60] = True
     blob[20:25, 50:52] = True
-    blob_rle = coco_mask.encode(np.asfortranarray(blob.astype(np.uint8)))
     blob_uncompressed = {"size": [height_a, width_a], "counts": _uncompressed_counts(blob)}
     ring = np.zeros((height_b, width_b), dtype=bool)
     ring[8:30, 10:40] = True
@@ -212,7 +214,9 @@ class DavisFixture:
     misspelt: dict[str, str]
 
 
-def write_davis_fixture(root: str | Path, num_frames: int = 5, size: tuple[int, int] = (24, 40), seed: int = 0) -> DavisFixture:
+def write_davis_fixture(
+    root: str | Path, num_frames: int = 5, size: tuple[int, int] = (24, 40), seed: int = 0
+) -> DavisFixture:
     """Write a raw Ref-DAVIS17 tree: one train video, two val videos (one misspelt in the text files).
 
     Masks hold object ids 1..n, a few void (255) pixels and objects absent from some frames. The
@@ -245,7 +249,12 @@ def write_davis_fixture(root: str | Path, num_frames: int = 5, size: tuple[int, 
                 labels[t, y : y + 6, x : x + 6] = obj
             labels[t, 0, :3] = 255
         for t, name in enumerate(names):
-            save_image(Image.fromarray(frames[t]), davis / "JPEGImages" / "480p" / video / f"{name}.jpg", format="JPEG", quality=95)
+            save_image(
+                Image.fromarray(frames[t]),
+                davis / "JPEGImages" / "480p" / video / f"{name}.jpg",
+                format="JPEG",
+                quality=95,
+            )
             save_index_png(labels[t], davis / "Annotations_unsupervised" / "480p" / video / f"{name}.png")
         frames_out[video], labels_out[video], names_out[video] = frames, labels, names
         objects_out[video] = [
@@ -280,4 +289,3 @@ def write_davis_fixture(root: str | Path, num_frames: int = 5, size: tuple[int, 
         ]
         write_text(root / "davis_text_annotations" / name, "\n" + "".join(lines), encoding)
     return DavisFixture(root, splits, frames_out, labels_out, names_out, objects_out, misspelt)
-

@@ -16,6 +16,7 @@ with the same parameters written with torchvision's functional transforms, so it
 from imgaug's. The reference seeds every frame from the wall clock; here every draw comes from a
 ``torch.Generator`` (or the global one, which the DataLoader seeds per worker), so clips are reproducible.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -85,8 +86,7 @@ class ImageToClipAugmenter:
         corners = [[0, 0], [width - 1, 0], [width - 1, height - 1], [0, height - 1]]
         signs = [(1, 1), (-1, 1), (-1, -1), (1, -1)]
         quad = [
-            [x + sx * dx * width, y + sy * dy * height]
-            for (x, y), (sx, sy), (dx, dy) in zip(corners, signs, inward)
+            [x + sx * dx * width, y + sy * dy * height] for (x, y), (sx, sy), (dx, dy) in zip(corners, signs, inward)
         ]
         image = TF.perspective(image, quad, corners, interpolation=InterpolationMode.BILINEAR)
         mask = TF.perspective(mask, quad, corners, interpolation=InterpolationMode.NEAREST)
@@ -135,4 +135,3 @@ class ImageToClipAugmenter:
         frames = [TF.to_pil_image(pairs[i][0]) for i in order]
         masks = [pairs[i][1][0].numpy().astype(bool) for i in order]
         return frames, masks
-

@@ -12,6 +12,7 @@ paths are re-rooted here) — use MTTR's file to compare with published numbers 
 reference does: for each video in file order, 3 distinct frames among those with a mask, sorted,
 with Python's ``random.sample`` from ``random.Random(seed)``.
 """
+
 from __future__ import annotations
 
 import os
@@ -73,7 +74,7 @@ class JHMDBPaths:
         return self.root / "puppet_mask" / action / video_id / "puppet_mask.mat"
 
     @classmethod
-    def find(cls, root: str | os.PathLike) -> "JHMDBPaths":
+    def find(cls, root: str | os.PathLike) -> JHMDBPaths:
         return cls(resolve_dataset_root(root, DATASET_FOLDER_NAMES, "jhmdb_annotation.txt"))
 
 
@@ -82,7 +83,13 @@ def read_puppet_masks(path: Path) -> np.ndarray:
     require_file(path)
     try:
         content = scipy.io.loadmat(str(path), variable_names=["part_mask"])
-    except (scipy.io.matlab.MatReadError, ValueError, TypeError, OSError, IndexError) as error:  # IndexError: short garbage files
+    except (
+        scipy.io.matlab.MatReadError,
+        ValueError,
+        TypeError,
+        OSError,
+        IndexError,
+    ) as error:  # IndexError: short garbage files
         raise ValueError(f"cannot read MATLAB file {path}: {error}") from error
     if "part_mask" not in content:
         raise ValueError(f"{path}: no variable 'part_mask'")

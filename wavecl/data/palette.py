@@ -3,6 +3,7 @@
 Pixel values are object ids (0 = background, 255 = void in DAVIS); the palette only colours them for
 viewing. Reading such a PNG with ``np.asarray(Image.open(path))`` yields the id array directly.
 """
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """Locating a dataset folder and reading its files (text, JSON, CSV, images) with errors that name the file."""
+
 from __future__ import annotations
 
 import csv

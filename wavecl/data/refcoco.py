@@ -30,6 +30,7 @@ Differences from the reference loader (§4.2):
 ``num_frames > 1`` turns each image into the pseudo-video of joint training (§4.3) with
 :class:`~wavecl.data.image_to_clip.ImageToClipAugmenter`.
 """
+
 from __future__ import annotations
 
 import contextlib

@@ -1,4 +1,5 @@
 """Keeping a training run alive when one sample is unreadable."""
+
 from __future__ import annotations
 
 import logging

@@ -6,6 +6,7 @@ format name, the build parameters and the size and modification time of the sour
 cache built from other inputs or other parameters is rebuilt instead of being silently reused. Caches
 in the reference's own file format are never read (the shipped Ref-YouTube-VOS lists are corrupt).
 """
+
 from __future__ import annotations
 
 import json

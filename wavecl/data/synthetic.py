@@ -23,6 +23,7 @@ Difference from the real data, on purpose: a held-out split (e.g. ``valid``) is 
 locally; the real Ref-YouTube-VOS valid split has neither. Its ``meta_expressions/test`` file, used
 by the real protocol to subtract test videos from the valid file, is written empty when absent.
 """
+
 from __future__ import annotations
 
 import zlib
@@ -309,9 +310,7 @@ def _sample_expressions(
     return tuple(expressions)
 
 
-def sample_synthetic_video(
-    seed: int, split: str, index: int, num_frames: int, size: tuple[int, int]
-) -> SyntheticVideo:
+def sample_synthetic_video(seed: int, split: str, index: int, num_frames: int, size: tuple[int, int]) -> SyntheticVideo:
     """Draw the description of clip ``index`` of ``split``; a pure function of its arguments.
 
     Clip ``index`` does not depend on how many clips are generated, and the splits draw from
@@ -372,8 +371,10 @@ def write_synthetic_ytvos(
         frames, labels = video.render()
         for name, frame, label in zip(video.frame_names, frames, labels):
             save_image(
-                Image.fromarray(frame), root / split / "JPEGImages" / video.video_id / f"{name}.jpg",
-                format="JPEG", quality=jpeg_quality,
+                Image.fromarray(frame),
+                root / split / "JPEGImages" / video.video_id / f"{name}.jpg",
+                format="JPEG",
+                quality=jpeg_quality,
             )
             save_index_png(label, root / split / "Annotations" / video.video_id / f"{name}.png")
         meta_videos[video.video_id] = {

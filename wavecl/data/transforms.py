@@ -9,6 +9,7 @@ Difference from the reference: the reference computes the box before flipping an
 ``[W - x2, y1, W - x1, y2]``, which, for inclusive-max boxes, is one pixel to the right of the box of the
 flipped mask. Here the box is always the box of the mask that is returned.
 """
+
 from __future__ import annotations
 
 import re

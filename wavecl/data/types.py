@@ -3,6 +3,7 @@
 A dataset returns one :class:`ClipSample` per item; :func:`wavecl.data.collate.collate_clips` turns a
 list of them into a time-major, zero-padded :class:`Batch`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
@@ -38,7 +39,7 @@ class FrameTarget:
     size: tuple[int, int]
     image_id: str | None = None
 
-    def to(self, device: torch.device | str) -> "FrameTarget":
+    def to(self, device: torch.device | str) -> FrameTarget:
         return replace(
             self,
             masks=self.masks.to(device),
@@ -93,7 +94,7 @@ class Batch:
     def batch_size(self) -> int:
         return self.frames.shape[1]
 
-    def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
         return replace(
             self,
             frames=self.frames.to(device, non_blocking=non_blocking),

@@ -14,6 +14,7 @@ every stream whose decoded timestamps increase (all ordinary files), and :class:
 frames as they arrive. Encoding uses the first available of h264, libx264 and mpeg4; even frame sizes
 are stored as yuv420p (what every player reads), odd sizes as yuv444p with H.264 (mpeg4 refuses them).
 """
+
 from __future__ import annotations
 
 import os
@@ -76,9 +77,7 @@ def count_video_frames(path: str | os.PathLike) -> int:
     return len(_decode_video(path))
 
 
-def read_video_frames(
-    path: str | os.PathLike, indices: Sequence[int] | None = None
-) -> list[Image.Image]:
+def read_video_frames(path: str | os.PathLike, indices: Sequence[int] | None = None) -> list[Image.Image]:
     """Decode ``path`` into RGB PIL images.
 
     Args:
@@ -103,9 +102,7 @@ def read_video_frames(
     return [frames[index].to_image() for index in indices]
 
 
-def read_video_window(
-    path: str | os.PathLike, centre: int, window_size: int
-) -> list[Image.Image]:
+def read_video_window(path: str | os.PathLike, centre: int, window_size: int) -> list[Image.Image]:
     """Decode the ``window_size`` frames centred on the 0-based frame ``centre``, edge frames repeated.
 
     The window is :func:`wavecl.data.windows.centred_window`; the centre frame is at position
@@ -116,9 +113,7 @@ def read_video_window(
     """
     frames = _decode_video(path)
     if not 0 <= centre < len(frames):
-        raise ValueError(
-            f"video {path} has {len(frames)} frames but frame {centre + 1} (1-based) is annotated"
-        )
+        raise ValueError(f"video {path} has {len(frames)} frames but frame {centre + 1} (1-based) is annotated")
     return [frames[index].to_image() for index in centred_window(centre, window_size, len(frames))]
 
 
@@ -197,7 +192,7 @@ class VideoWriter:
         self._container: av.container.OutputContainer | None = None
         self._stream: av.video.stream.VideoStream | None = None
 
-    def __enter__(self) -> "VideoWriter":
+    def __enter__(self) -> VideoWriter:
         return self
 
     def _open(self, height: int, width: int) -> None:
@@ -223,7 +218,8 @@ class VideoWriter:
         expected = (self._stream.height, self._stream.width, 3)
         if frame.dtype != np.uint8 or frame.shape != expected:
             raise ValueError(
-                f"frame {self.num_frames} for {self.path} must be uint8 {list(expected)}, got {frame.dtype} {list(frame.shape)}"
+                f"frame {self.num_frames} for {self.path} must be uint8 {list(expected)}, "
+                f"got {frame.dtype} {list(frame.shape)}"
             )
         for packet in self._stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
             self._container.mux(packet)

@@ -1,4 +1,5 @@
 """Temporal windows: which frames of a video form one clip."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence

@@ -19,6 +19,7 @@ minus the test expression file) in consecutive windows of ``window_size`` frames
 whatever the video length; ``window_size=None`` gives the reference's whole-video clips. Items carry no
 targets, only the metadata needed to write ``Annotations/<video>/<exp_id>/<frame>.png``.
 """
+
 from __future__ import annotations
 
 import logging
@@ -42,13 +43,71 @@ logger = logging.getLogger(__name__)
 
 DATASET_FOLDER_NAMES = ("ref-youtube-vos", "refer_youtube_vos")
 YTVOS_CATEGORIES: tuple[str, ...] = (
-    "airplane", "ape", "bear", "bike", "bird", "boat", "bucket", "bus", "camel", "cat", "cow", "crocodile",
-    "deer", "dog", "dolphin", "duck", "eagle", "earless_seal", "elephant", "fish", "fox", "frisbee", "frog",
-    "giant_panda", "giraffe", "hand", "hat", "hedgehog", "horse", "knife", "leopard", "lion", "lizard",
-    "monkey", "motorbike", "mouse", "others", "owl", "paddle", "parachute", "parrot", "penguin", "person",
-    "plant", "rabbit", "raccoon", "sedan", "shark", "sheep", "sign", "skateboard", "snail", "snake",
-    "snowboard", "squirrel", "surfboard", "tennis_racket", "tiger", "toilet", "train", "truck", "turtle",
-    "umbrella", "whale", "zebra",
+    "airplane",
+    "ape",
+    "bear",
+    "bike",
+    "bird",
+    "boat",
+    "bucket",
+    "bus",
+    "camel",
+    "cat",
+    "cow",
+    "crocodile",
+    "deer",
+    "dog",
+    "dolphin",
+    "duck",
+    "eagle",
+    "earless_seal",
+    "elephant",
+    "fish",
+    "fox",
+    "frisbee",
+    "frog",
+    "giant_panda",
+    "giraffe",
+    "hand",
+    "hat",
+    "hedgehog",
+    "horse",
+    "knife",
+    "leopard",
+    "lion",
+    "lizard",
+    "monkey",
+    "motorbike",
+    "mouse",
+    "others",
+    "owl",
+    "paddle",
+    "parachute",
+    "parrot",
+    "penguin",
+    "person",
+    "plant",
+    "rabbit",
+    "raccoon",
+    "sedan",
+    "shark",
+    "sheep",
+    "sign",
+    "skateboard",
+    "snail",
+    "snake",
+    "snowboard",
+    "squirrel",
+    "surfboard",
+    "tennis_racket",
+    "tiger",
+    "toilet",
+    "train",
+    "truck",
+    "turtle",
+    "umbrella",
+    "whale",
+    "zebra",
 )
 """The 65 categories in alphabetical order; a category's position is its class index (§3.1)."""
 CATEGORY_INDEX = {name: index for index, name in enumerate(YTVOS_CATEGORIES)}
@@ -74,7 +133,7 @@ class YTVOSPaths:
         return self.root / "train" / "meta.json"
 
     @classmethod
-    def find(cls, root: str | os.PathLike) -> "YTVOSPaths":
+    def find(cls, root: str | os.PathLike) -> YTVOSPaths:
         return cls(resolve_dataset_root(root, DATASET_FOLDER_NAMES, "meta_expressions"))
 
 
@@ -254,7 +313,8 @@ class RefYouTubeVOS(Dataset[ClipSample]):
     def _train_samples(self, cache_dir: str | os.PathLike | None, window_size: int) -> list[YTVOSSample]:
         cache = train_samples_cache_path(cache_dir if cache_dir is not None else self.paths.root, window_size)
         rows = load_or_build(
-            cache, _train_cache_key(self.paths, window_size),
+            cache,
+            _train_cache_key(self.paths, window_size),
             lambda: _build_train_samples(self.paths, window_size, num_workers=0),
         )
         return [
@@ -281,8 +341,12 @@ class RefYouTubeVOS(Dataset[ClipSample]):
             for exp_id, expression in videos[video_id]["expressions"].items():
                 samples.extend(
                     YTVOSSample(
-                        video_id, exp_id, expression["exp"], tuple(frames[window.start : window.stop]),
-                        window_start=window.start, num_video_frames=len(frames),
+                        video_id,
+                        exp_id,
+                        expression["exp"],
+                        tuple(frames[window.start : window.stop]),
+                        window_start=window.start,
+                        num_video_frames=len(frames),
                     )
                     for window in covering_windows(len(frames), self.window_size)
                 )
@@ -330,7 +394,9 @@ class RefYouTubeVOS(Dataset[ClipSample]):
         text = clean_expression(sample.expression, source)
         width, height = frames[0].size
         metadata: dict[str, Any] = {
-            "video_id": sample.video_id, "exp_id": sample.exp_id, "frame_names": list(sample.frame_names)
+            "video_id": sample.video_id,
+            "exp_id": sample.exp_id,
+            "frame_names": list(sample.frame_names),
         }
         if self.subset == "valid":
             clip, targets, text = self.transform(frames, [None] * len(frames), text)

@@ -11,6 +11,7 @@ Unlike the reference, predictions duplicated by ``DistributedSampler`` padding a
 either is computed (decisions table, "evaluation"). The COCO helpers here are shared with
 :mod:`wavecl.evaluation.refcoco`.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -61,7 +62,9 @@ def _check_image_ids(coco_gt: COCO, results: Sequence[dict[str, Any]]) -> None:
         raise ValueError(f"{len(unknown)} predicted image_ids are not in the ground truth, e.g. {examples}")
 
 
-def coco_stats(ground_truth: str | os.PathLike[str] | COCO, results: Sequence[dict[str, Any]], iou_type: str) -> np.ndarray:
+def coco_stats(
+    ground_truth: str | os.PathLike[str] | COCO, results: Sequence[dict[str, Any]], iou_type: str
+) -> np.ndarray:
     """The 12 standard COCO summary numbers of ``results``, with categories ignored (``useCats=0``).
 
     Ground truth and detections are pooled per image whatever their ``category_id``.
@@ -135,7 +138,13 @@ def masks_to_coco_results(
     for query, score, rle in zip(queries, scores.detach().cpu().tolist(), rles):
         segmentation = {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
         results.append(
-            {"image_id": image_id, "query": query, "category_id": 1, "segmentation": segmentation, "score": float(score)}
+            {
+                "image_id": image_id,
+                "query": query,
+                "category_id": 1,
+                "segmentation": segmentation,
+                "score": float(score),
+            }
         )
     return results
 
@@ -219,7 +228,9 @@ def top_predictions_per_image(coco_gt: COCO, results: Sequence[dict[str, Any]]) 
     return [(image_id, best[image_id]) for image_id in image_ids]
 
 
-def precision_and_iou(predictions: Sequence[dict[str, Any]], ground_truth: str | os.PathLike[str] | COCO) -> dict[str, float]:
+def precision_and_iou(
+    predictions: Sequence[dict[str, Any]], ground_truth: str | os.PathLike[str] | COCO
+) -> dict[str, float]:
     """Mask Precision@K, overall IoU and mean IoU of the top-scoring prediction per image (§7.2).
 
     Args:
@@ -236,7 +247,9 @@ def precision_and_iou(predictions: Sequence[dict[str, Any]], ground_truth: str |
         gt_rle = coco_gt.annToRLE(single_annotation(coco_gt, image_id))
         pred_rle = prediction["segmentation"]
         if list(pred_rle["size"]) != list(gt_rle["size"]):
-            raise ValueError(f"image {image_id!r}: predicted mask size {pred_rle['size']} != ground truth {gt_rle['size']}")
+            raise ValueError(
+                f"image {image_id!r}: predicted mask size {pred_rle['size']} != ground truth {gt_rle['size']}"
+            )
         intersections.append(float(mask_utils.area(mask_utils.merge([pred_rle, gt_rle], intersect=True))))
         unions.append(float(mask_utils.area(mask_utils.merge([pred_rle, gt_rle], intersect=False))))
     return summarize_ious(intersections, unions)

@@ -1,4 +1,5 @@
 """The evaluation protocol of each dataset: its evaluation split and its evaluator."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -59,7 +60,9 @@ def build_evaluation(config: Config, out_dir: str | Path) -> Evaluation:
     return Evaluation(dataset, evaluator)
 
 
-def evaluate_model(model: nn.Module, config: Config, out_dir: str | Path, dist: DistInfo) -> tuple[dict[str, float], str | None]:
+def evaluate_model(
+    model: nn.Module, config: Config, out_dir: str | Path, dist: DistInfo
+) -> tuple[dict[str, float], str | None]:
     """Evaluate ``model`` with the protocol of ``config.data``, writing predictions under ``out_dir``.
 
     Returns the metrics (complete on every rank) and the name of the metric that selects the best

@@ -20,6 +20,7 @@ are named after the ground-truth object they are matched to (the toolkit names t
 order), results are always recomputed (the toolkit silently reloads stale CSV files), and decay bin
 indices are not cast to uint8 (which only matters beyond 256 frames).
 """
+
 from __future__ import annotations
 
 import csv
@@ -197,12 +198,16 @@ def db_eval_boundary(
     annotation = np.asarray(annotation, dtype=bool)
     segmentation = np.asarray(segmentation, dtype=bool)
     if annotation.shape != segmentation.shape or annotation.ndim not in (2, 3):
-        raise ValueError(f"expected two [H, W] or [T, H, W] masks of one shape, got {annotation.shape} and {segmentation.shape}")
+        raise ValueError(
+            f"expected two [H, W] or [T, H, W] masks of one shape, got {annotation.shape} and {segmentation.shape}"
+        )
     void = None if void_pixels is None else np.broadcast_to(np.asarray(void_pixels, dtype=bool), annotation.shape)
     frames = annotation.reshape(-1, *annotation.shape[-2:])
     predictions = segmentation.reshape(frames.shape)
     voids = [None] * len(frames) if void is None else void.reshape(frames.shape)
-    values = [_f_measure_matrix(gt[None], pred[None], v, bound_th)[0, 0] for gt, pred, v in zip(frames, predictions, voids)]
+    values = [
+        _f_measure_matrix(gt[None], pred[None], v, bound_th)[0, 0] for gt, pred, v in zip(frames, predictions, voids)
+    ]
     return np.asarray(values).reshape(annotation.shape[:-2])
 
 
@@ -254,7 +259,9 @@ def evaluate_sequence(
     gt_labels = np.asarray(gt_labels)
     result_labels = np.asarray(result_labels)
     if gt_labels.shape != result_labels.shape or gt_labels.ndim != 3:
-        raise ValueError(f"expected [T, H, W] ground truth and results of one shape, got {gt_labels.shape} and {result_labels.shape}")
+        raise ValueError(
+            f"expected [T, H, W] ground truth and results of one shape, got {gt_labels.shape} and {result_labels.shape}"
+        )
     void = gt_labels == VOID_LABEL
     gt_clean = np.where(void, 0, gt_labels)
     num_objects = int(gt_clean[0].max())
@@ -351,7 +358,9 @@ def evaluate_davis_folder(
         raise ValueError(f"no ground-truth objects found in {gt_dir} for sequences {list(sequences)[:5]}")
     means = {name: float(np.mean([o[name] for o in per_object.values()])) for name in OBJECT_COLUMNS}
     global_metrics = {"J&F-Mean": (means["J-Mean"] + means["F-Mean"]) / 2, **means}
-    _write_csv(results_dir / f"global_results-{subset}.csv", GLOBAL_COLUMNS, [[global_metrics[c] for c in GLOBAL_COLUMNS]])
+    _write_csv(
+        results_dir / f"global_results-{subset}.csv", GLOBAL_COLUMNS, [[global_metrics[c] for c in GLOBAL_COLUMNS]]
+    )
     _write_csv(
         results_dir / f"per-sequence_results-{subset}.csv",
         ("Sequence", "J-Mean", "F-Mean"),

@@ -3,6 +3,7 @@
 Evaluation data is split across ranks without padding (:class:`ShardSampler`), so no prediction is
 counted twice (the reference's DistributedSampler padded with duplicates, training.md §9.12).
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator

@@ -14,6 +14,7 @@ scored and selected:
 * Ref-DAVIS (§5.2): like Ref-YouTube-VOS but as probability maps, merged over objects by the writer in
   :mod:`wavecl.evaluation.davis`.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -46,7 +47,9 @@ def _cropped_logits(mask_logits: Tensor, upsampled_size: tuple[int, int], size: 
     height, width = int(size[0]), int(size[1])
     if height > upsampled_size[0] or width > upsampled_size[1]:
         raise ValueError(f"frame size {(height, width)} exceeds the upsampled mask size {tuple(upsampled_size)}")
-    upsampled = F.interpolate(mask_logits[None].float(), size=tuple(upsampled_size), mode="bilinear", align_corners=False)
+    upsampled = F.interpolate(
+        mask_logits[None].float(), size=tuple(upsampled_size), mode="bilinear", align_corners=False
+    )
     return upsampled[:, :, :height, :width]
 
 
@@ -90,7 +93,9 @@ def a2d_postprocess(
     _check_mask_logits(pred_masks, "pred_masks")
     batch_size = pred_masks.shape[0]
     if pred_cls.ndim != 3 or pred_cls.shape[:2] != pred_masks.shape[:2]:
-        raise ValueError(f"pred_cls must be [B, Q, K] matching pred_masks {tuple(pred_masks.shape)}, got {tuple(pred_cls.shape)}")
+        raise ValueError(
+            f"pred_cls must be [B, Q, K] matching pred_masks {tuple(pred_masks.shape)}, got {tuple(pred_cls.shape)}"
+        )
     if len(sizes) != batch_size or len(orig_sizes) != batch_size:
         raise ValueError(f"expected {batch_size} sizes and orig_sizes, got {len(sizes)} and {len(orig_sizes)}")
     scores = pred_cls[..., 0].float().sigmoid()
@@ -119,7 +124,9 @@ def _video_query_logits(pred_cls: Tensor, pred_masks: Tensor) -> tuple[int, Tens
     """The query chosen for a video (:func:`select_video_query`) and its mask logits ``[T, h, w]``."""
     _check_mask_logits(pred_masks, "pred_masks")
     if pred_cls.shape[:2] != pred_masks.shape[:2]:
-        raise ValueError(f"pred_cls {tuple(pred_cls.shape)} and pred_masks {tuple(pred_masks.shape)} disagree on [T, Q]")
+        raise ValueError(
+            f"pred_cls {tuple(pred_cls.shape)} and pred_masks {tuple(pred_masks.shape)} disagree on [T, Q]"
+        )
     query = select_video_query(pred_cls)
     return query, pred_masks[:, query]
 

@@ -11,6 +11,7 @@ mask "area" from a wrong box and the segm S/M/L split is wrong. Here boxes are `
 expects, and the segm evaluation sees only the masks (its areas come from the RLE), the bbox
 evaluation only the boxes, as in DETR's ``CocoEvaluator``.
 """
+
 from __future__ import annotations
 
 import os
@@ -75,7 +76,9 @@ def _box_intersection_and_union(box_a: Sequence[float], box_b: Sequence[float]) 
     return intersection, area_a + area_b - intersection
 
 
-def box_precision_and_iou(results: Sequence[dict[str, Any]], ground_truth: str | os.PathLike[str] | COCO) -> dict[str, float]:
+def box_precision_and_iou(
+    results: Sequence[dict[str, Any]], ground_truth: str | os.PathLike[str] | COCO
+) -> dict[str, float]:
     """Box Precision@K, overall IoU and mean IoU of the top-scoring prediction per image (§7.2).
 
     Args:
@@ -96,7 +99,9 @@ def box_precision_and_iou(results: Sequence[dict[str, Any]], ground_truth: str |
     return summarize_ious(intersections, unions)
 
 
-def evaluate_refcoco(ground_truth: str | os.PathLike[str] | COCO, results: Sequence[dict[str, Any]]) -> dict[str, float]:
+def evaluate_refcoco(
+    ground_truth: str | os.PathLike[str] | COCO, results: Sequence[dict[str, Any]]
+) -> dict[str, float]:
     """All RefCOCO numbers of one validation set.
 
     Args:
@@ -166,12 +171,17 @@ class RefCOCOEvaluator:
         _, targets = batch.valid_frames()
         row = targets[0]
         processed = refcoco_postprocess(
-            outputs.pred_cls[0], outputs.pred_boxes[0], outputs.pred_masks[0],
-            [t.size for t in row], [t.orig_size for t in row],
+            outputs.pred_cls[0],
+            outputs.pred_boxes[0],
+            outputs.pred_masks[0],
+            [t.size for t in row],
+            [t.orig_size for t in row],
         )
         for meta, target, sample in zip(batch.metadata, row, processed):
             self.results[meta["dataset"]].extend(
-                refcoco_results(int(target.image_id), sample["scores"], sample["queries"], sample["boxes"], sample["masks"])
+                refcoco_results(
+                    int(target.image_id), sample["scores"], sample["queries"], sample["boxes"], sample["masks"]
+                )
             )
 
     def summarize(self) -> dict[str, float]:

@@ -13,6 +13,7 @@ wrote and recomputes their metrics:
 - Ref-YouTube-VOS: a submission folder or zip -> a completeness check (every valid frame of every
   expression has a mask); the scores themselves come from the evaluation server.
 """
+
 from __future__ import annotations
 
 import zipfile
@@ -33,8 +34,8 @@ from wavecl.data.ytvos import RefYouTubeVOS, YTVOSSample, read_index_mask
 from wavecl.evaluation.a2d import a2d_metrics
 from wavecl.evaluation.davis import db_eval_boundary, db_eval_iou, evaluate_ref_davis
 from wavecl.evaluation.refcoco import evaluate_refcoco_sets, refcoco_ground_truth
-from wavecl.evaluation.ytvos import ANNOTATIONS_FOLDER
 from wavecl.evaluation.video import jf_summary
+from wavecl.evaluation.ytvos import ANNOTATIONS_FOLDER
 
 RESULT_KEYS = ("image_id", "category_id", "segmentation", "score")
 MISSING_LISTED = 5

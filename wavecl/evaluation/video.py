@@ -10,6 +10,7 @@ so memory stays bounded; each window picks its own query, as Ref-DAVIS17's 36-fr
 - :class:`RefDAVISEvaluator`: Ref-DAVIS17; writes per-annotator index PNGs and scores them with the
   DAVIS 2017 protocol, averaged over the four annotators.
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -142,7 +143,10 @@ class RefDAVISEvaluator:
             T = len(meta["frame_names"])
             size = tuple(int(v) for v in batch.image_sizes[b])
             _, probabilities = video_probabilities(
-                outputs.pred_cls[:T, b], outputs.pred_masks[:T, b], tuple(batch.frames.shape[-2:]), size,
+                outputs.pred_cls[:T, b],
+                outputs.pred_masks[:T, b],
+                tuple(batch.frames.shape[-2:]),
+                size,
                 tuple(meta["original_frame_size"]),
             )
             key = (meta["video_id"], int(meta["annotator"]), int(meta["chunk_index"]))

@@ -4,6 +4,7 @@ There is no local ground truth for the validation set: predictions are written a
 ``Annotations/<video_id>/<exp_id>/<frame>.png`` (single-channel, 0 or 255, original frame size) and
 uploaded as a zip whose top-level folder is ``Annotations/``; the server computes J, F and J&F.
 """
+
 from __future__ import annotations
 
 import os

@@ -3,6 +3,7 @@
 Colours are the DAVIS / PASCAL VOC palette (:func:`wavecl.data.palette.index_palette`) from entry 1
 on, so sentence ``i`` is drawn in the colour that object id ``i + 1`` has in an index PNG.
 """
+
 from __future__ import annotations
 
 import math
@@ -56,7 +57,9 @@ def overlay_masks(
     if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
         raise ValueError(f"frame must be an [H, W, 3] uint8 array, got {frame.dtype} {list(frame.shape)}")
     if masks.ndim != 3 or masks.shape[1:] != frame.shape[:2]:
-        raise ValueError(f"masks must be [N, {frame.shape[0]}, {frame.shape[1]}] to match the frame, got {list(masks.shape)}")
+        raise ValueError(
+            f"masks must be [N, {frame.shape[0]}, {frame.shape[1]}] to match the frame, got {list(masks.shape)}"
+        )
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     colors = sentence_colors(len(masks)) if colors is None else np.asarray(colors, dtype=np.uint8)
@@ -113,7 +116,10 @@ def contact_sheet(
     height, width = frames[0].shape[:2]
     for index, frame in enumerate(frames):
         if frame.dtype != np.uint8 or frame.shape != (height, width, 3):
-            raise ValueError(f"frame {index} must be uint8 [{height}, {width}, 3] like frame 0, got {frame.dtype} {list(frame.shape)}")
+            raise ValueError(
+                f"frame {index} must be uint8 [{height}, {width}, 3] like frame 0, "
+                f"got {frame.dtype} {list(frame.shape)}"
+            )
     if captions is not None and len(captions) != len(frames):
         raise ValueError(f"expected {len(frames)} captions, got {len(captions)}")
     labels = list(labels or [])
@@ -135,11 +141,21 @@ def contact_sheet(
     font = ImageFont.load_default()
     for index, caption in enumerate(captions or []):
         row, column = divmod(index, columns)
-        draw.text((column * width + 3, row * height + 2), caption, fill=(255, 255, 255), font=font, stroke_width=1, stroke_fill=(0, 0, 0))
+        draw.text(
+            (column * width + 3, row * height + 2),
+            caption,
+            fill=(255, 255, 255),
+            font=font,
+            stroke_width=1,
+            stroke_fill=(0, 0, 0),
+        )
     text_x = LEGEND_PADDING + SWATCH_SIZE + LEGEND_PADDING
     for index, (label, color) in enumerate(zip(labels, colors)):
         top = grid_height + LEGEND_PADDING + index * (SWATCH_SIZE + LEGEND_PADDING)
-        draw.rectangle((LEGEND_PADDING, top, LEGEND_PADDING + SWATCH_SIZE - 1, top + SWATCH_SIZE - 1), fill=tuple(int(c) for c in color))
+        draw.rectangle(
+            (LEGEND_PADDING, top, LEGEND_PADDING + SWATCH_SIZE - 1, top + SWATCH_SIZE - 1),
+            fill=tuple(int(c) for c in color),
+        )
         text = _fit_text(draw, f"{index}: {label}", font, sheet.shape[1] - text_x - LEGEND_PADDING)
         draw.text((text_x, top), text, fill=(255, 255, 255), font=font)
     return np.asarray(image)

@@ -8,6 +8,7 @@ score in that window, its masks thresholded at 0.5 and brought back to the origi
 
 Every sentence is a separate clip of one batch, so all sentences are segmented in one forward pass.
 """
+
 from __future__ import annotations
 
 import os
@@ -26,8 +27,8 @@ from tqdm import tqdm
 from wavecl.amp import autocast
 from wavecl.data.paths import read_image
 from wavecl.data.transforms import ClipTransform, clean_expression
-from wavecl.evaluation.postprocess import video_postprocess
 from wavecl.data.video import iter_video_frames, probe_video
+from wavecl.evaluation.postprocess import video_postprocess
 from wavecl.model.wavecl import WaveCL
 
 VideoInput = str | os.PathLike | Sequence[Image.Image] | np.ndarray

@@ -17,6 +17,7 @@ run directory (its ``checkpoints/last`` checkpoint, or the newest epoch folder w
 missing), a checkpoint folder or pointer, or a ``model.safetensors`` file inside one. The network is
 then described by ``<run>/config.yaml`` and the text encoder is built from ``model.text_encoder``.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -88,7 +89,9 @@ def _read_eval_size(values: Mapping, source: Path) -> tuple[int, int | None]:
         max_size = values.get("max_size")
         return short_size, None if max_size is None else int(max_size)
     except (KeyError, TypeError, ValueError) as error:
-        raise ValueError(f"{source}: expected {{'short_size': int, 'max_size': int or null}}, got {values!r}") from error
+        raise ValueError(
+            f"{source}: expected {{'short_size': int, 'max_size': int or null}}, got {values!r}"
+        ) from error
 
 
 def _read_json(path: Path) -> dict:
@@ -213,7 +216,8 @@ def build_pretrained(source: PretrainedSource, device: str | torch.device = "cpu
 
 
 def _unique_cpu_tensors(model: nn.Module) -> tuple[dict[str, Tensor], dict[str, str]]:
-    """Every tensor of the state dict once, as its own contiguous CPU copy, and the ``alias -> canonical`` names dropped."""
+    """Every tensor of the state dict once, as its own contiguous CPU copy; the ``alias -> canonical``
+    names are dropped."""
     state = model.state_dict()
     aliases = {alias: group[0] for group in shared_tensor_groups(state) for alias in group[1:]}
     tensors = {
@@ -259,12 +263,16 @@ def save_pretrained(
             raise ValueError(f"cannot save a pretrained model to {directory}: it is a file")
         foreign = sorted(entry.name for entry in directory.iterdir() if entry.name not in PRETRAINED_ENTRIES)
         if foreign:
-            raise ValueError(f"refusing to overwrite {directory}: it holds {foreign}, which save_pretrained does not write")
+            raise ValueError(
+                f"refusing to overwrite {directory}: it holds {foreign}, which save_pretrained does not write"
+            )
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.", suffix=".tmp"))
     try:
         os.chmod(staging, 0o755)
-        (staging / CONFIG_FILENAME).write_text(json.dumps(dataclasses.asdict(model.config), indent=2) + "\n", encoding="utf-8")
+        (staging / CONFIG_FILENAME).write_text(
+            json.dumps(dataclasses.asdict(model.config), indent=2) + "\n", encoding="utf-8"
+        )
         tensors, aliases = _unique_cpu_tensors(model)
         save_file(tensors, str(staging / MODEL_FILENAME), metadata={"format": "pt", "aliases": json.dumps(aliases)})
         if eval_size is not None:

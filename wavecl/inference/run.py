@@ -10,6 +10,7 @@ Output folder::
 Frames are written as soon as their window is segmented, so memory stays bounded whatever the
 video's length.
 """
+
 from __future__ import annotations
 
 import os
@@ -21,10 +22,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from wavecl.data.video import VideoWriter
 from wavecl.inference.overlay import contact_sheet, overlay_masks, save_png, sentence_colors
 from wavecl.inference.predictor import VideoInput, VideoPredictor, open_video
 from wavecl.inference.pretrained import build_pretrained, resolve_pretrained
-from wavecl.data.video import VideoWriter
 
 DEFAULT_SHORT_SIZE = 360
 DEFAULT_MAX_SIZE = 640
@@ -160,7 +161,7 @@ def predict_video(
                 save_png(mask_dir / f"{index:05d}.png", mask.astype(np.uint8) * 255)
             overlay = overlay_masks(pixels, binary, colors)
             writer.write(overlay)
-            sample.offer(index, lambda: _thumbnail(overlay, SHEET_TILE_WIDTH))
+            sample.offer(index, lambda overlay=overlay: _thumbnail(overlay, SHEET_TILE_WIDTH))
             num_frames += 1
 
     sampled = sample.items()

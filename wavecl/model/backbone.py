@@ -8,13 +8,15 @@ every input frame keeps its own feature map at every stage. The classifier parts
 Pretrained weights come from Kinetics-400 checkpoints whose patch kernel spans 2 frames. Loading sums that
 kernel over its temporal axis, so a static clip gets the same patch response as in the original model.
 """
+
 from __future__ import annotations
 
 import os
 import pickle
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from einops import rearrange
@@ -69,7 +71,7 @@ class VideoSwinBackbone(nn.Module):
         self.channels: tuple[int, int, int, int] = tuple(embed_dim * 2**i for i in range(4))
 
     @classmethod
-    def from_name(cls, name: str, drop_path: float = 0.2, **overrides: Any) -> "VideoSwinBackbone":
+    def from_name(cls, name: str, drop_path: float = 0.2, **overrides: Any) -> VideoSwinBackbone:
         """Build a published size by name (a key of :data:`VIDEO_SWIN_VARIANTS`), optionally with some
         constructor arguments replaced (``embed_dim``, ``depths``, ``num_heads``, ``window_size``), e.g.
         for the reduced models of the tests and the demo."""
@@ -195,9 +197,7 @@ def _to_backbone_layout(state: dict[str, Tensor], path: str | os.PathLike) -> di
     return converted
 
 
-def load_video_swin_weights(
-    backbone: VideoSwinBackbone, path: str | os.PathLike, strict: bool = True
-) -> KeyReport:
+def load_video_swin_weights(backbone: VideoSwinBackbone, path: str | os.PathLike, strict: bool = True) -> KeyReport:
     """Load Kinetics-pretrained Video-Swin weights into ``backbone``.
 
     Accepted files (read with ``torch.load(weights_only=True)``):
@@ -239,7 +239,5 @@ def load_video_swin_weights(
             f"{os.fspath(path)} does not match the Video-Swin backbone: "
             f"missing keys {report.missing}, unexpected keys {report.unexpected}"
         )
-    backbone.load_state_dict(
-        {name: value for name, (_, value) in converted.items() if name in expected}, strict=False
-    )
+    backbone.load_state_dict({name: value for name, (_, value) in converted.items() if name in expected}, strict=False)
     return report

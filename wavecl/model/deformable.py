@@ -5,6 +5,7 @@ self-attention; the decoder turns ``Q`` learned queries into per-frame object em
 iterative box refinement. Frames never attend to each other here: the batch dimension ``N`` is
 ``B·T`` frames.
 """
+
 from __future__ import annotations
 
 import math
@@ -381,7 +382,11 @@ class DeformableTransformer(nn.Module):
         self.nhead = nhead
         self.num_feature_levels = num_feature_levels
         common = dict(
-            d_model=d_model, dim_feedforward=dim_feedforward, dropout=dropout, n_levels=num_feature_levels, n_heads=nhead
+            d_model=d_model,
+            dim_feedforward=dim_feedforward,
+            dropout=dropout,
+            n_levels=num_feature_levels,
+            n_heads=nhead,
         )
         self.encoder = DeformableEncoder(dict(common, n_points=enc_n_points), num_encoder_layers)
         self.decoder = DeformableDecoder(dict(common, n_points=dec_n_points), num_decoder_layers)

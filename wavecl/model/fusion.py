@@ -3,6 +3,7 @@
 WaveCL uses one such module for vision-language fusion (``vlf``), one for language-vision fusion
 (``lvf``) and one for the sentence modulation of the wavelet low band (``wavelet_vlf_l``).
 """
+
 from __future__ import annotations
 
 import torch.nn.functional as F

@@ -1,5 +1,6 @@
 """Prediction heads (architecture.md §3.10): box/controller MLPs, the FPN mask-feature decoder and the
 CondInst-style dynamic mask head."""
+
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,5 @@
 """The typed output of :class:`wavecl.model.wavecl.WaveCL` (architecture.md §3.11)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -24,4 +25,4 @@ class WaveCLOutput:
     pred_boxes: Tensor
     pred_logit: Tensor
     text_sentence_feature: Tensor
-    aux_outputs: list["WaveCLOutput"] = field(default_factory=list)
+    aux_outputs: list[WaveCLOutput] = field(default_factory=list)

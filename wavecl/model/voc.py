@@ -5,6 +5,7 @@ queries, each starting as the sentence feature, gather them (decoder). Video que
 back to frame-query slot ``q`` of every frame. Every ``nn.MultiheadAttention`` is sequence-first
 (``[S, batch, C]``), as in the reference.
 """
+
 from __future__ import annotations
 
 import torch.nn.functional as F

@@ -3,6 +3,7 @@
 Attribute names are those of the reference implementation, so that its checkpoints load with the
 renames of :func:`convert_reference_state_dict` only.
 """
+
 from __future__ import annotations
 
 import math
@@ -57,7 +58,11 @@ class WaveCL(nn.Module):
         self.backbone = VideoSwinBackbone.from_name(
             config.backbone,
             drop_path=config.backbone_drop_path,
-            **{key: tuple(value) if isinstance(value, list) else value for key, value in overrides.items() if value is not None},
+            **{
+                key: tuple(value) if isinstance(value, list) else value
+                for key, value in overrides.items()
+                if value is not None
+            },
         )
         if text_encoder is None:
             text_encoder, tokenizer = load_text_encoder(config.text_encoder)
@@ -117,7 +122,7 @@ class WaveCL(nn.Module):
         self._reset_parameters()
 
     @classmethod
-    def from_pretrained(cls, path: str, device: str | torch.device = "cpu") -> "WaveCL":
+    def from_pretrained(cls, path: str, device: str | torch.device = "cpu") -> WaveCL:
         """Load a pretrained folder, a training run directory or a checkpoint, offline.
 
         See :func:`wavecl.inference.pretrained.load_pretrained`; the model is returned in eval mode.
@@ -150,7 +155,7 @@ class WaveCL(nn.Module):
             nn.init.xavier_uniform_(layer.weight)
             nn.init.zeros_(layer.bias)
 
-    def train(self, mode: bool = True) -> "WaveCL":
+    def train(self, mode: bool = True) -> WaveCL:
         """Switch modes; a frozen text encoder always stays in eval mode (no dropout)."""
         super().train(mode)
         if self.config.freeze_text_encoder:
@@ -249,7 +254,16 @@ class WaveCL(nn.Module):
         else:
             layers = [(num_layers - 1, 0)]
         outputs = [
-            self._layer_output(layer, hs[layer], video_queries[voc_layer], decoded, mask_features, image_sizes, B, text_sentence_feature)
+            self._layer_output(
+                layer,
+                hs[layer],
+                video_queries[voc_layer],
+                decoded,
+                mask_features,
+                image_sizes,
+                B,
+                text_sentence_feature,
+            )
             for layer, voc_layer in layers
         ]
         final = outputs[-1]

@@ -16,6 +16,7 @@ For each 2×2 block ``[[a, b], [c, d]]`` the four coefficients are
 The 4×4 matrix of these coefficients is symmetric and orthogonal, so the inverse applies the same
 sums and differences to the coefficients.
 """
+
 from __future__ import annotations
 
 import torch.nn.functional as F

@@ -4,6 +4,7 @@ A two-level Haar decomposition of a feature map whose low band is scaled by the 
 high bands attend to the (scaled) low band through focused linear attention. The reconstruction is
 the gate map that later multiplies the vision-language features of the same level.
 """
+
 from __future__ import annotations
 
 from typing import Literal
@@ -162,8 +163,7 @@ def wavelet_gate(
     """
     if x.dim() != 4 or x.shape[0] != sentence.shape[0] * num_frames:
         raise ValueError(
-            f"wavelet_gate expects x [B·T, C, h, w] with B={sentence.shape[0]} and T={num_frames}, "
-            f"got {tuple(x.shape)}"
+            f"wavelet_gate expects x [B·T, C, h, w] with B={sentence.shape[0]} and T={num_frames}, got {tuple(x.shape)}"
         )
     frame_scale = repeat(low_fusion.single_key_scale(sentence), "b c -> (b t) c 1 1", t=num_frames)
     low1, high1 = haar_dwt2(x)

@@ -14,6 +14,7 @@ so a crash never leaves a pointer to a partial checkpoint. Nothing is ever unpic
 pickle machinery: the state is read with ``torch.load(weights_only=True)``, which refuses any object
 that would run code, and reference ``.pth``/``.pth.tar`` checkpoints are read the same way.
 """
+
 from __future__ import annotations
 
 import os
@@ -68,7 +69,7 @@ class CheckpointPaths:
     state: Path
 
     @classmethod
-    def of(cls, directory: str | Path) -> "CheckpointPaths":
+    def of(cls, directory: str | Path) -> CheckpointPaths:
         directory = Path(directory)
         return cls(directory, directory / MODEL_FILENAME, directory / STATE_FILENAME)
 
@@ -285,12 +286,14 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     version, internal_state, gauss_next = state["python"]
     random.setstate((version, tuple(internal_state), gauss_next))
     numpy_state = state["numpy"]
-    np.random.set_state({
-        "bit_generator": numpy_state["bit_generator"],
-        "state": {"key": numpy_state["key"].numpy().astype(np.uint32), "pos": numpy_state["pos"]},
-        "has_gauss": numpy_state["has_gauss"],
-        "gauss": numpy_state["gauss"],
-    })
+    np.random.set_state(
+        {
+            "bit_generator": numpy_state["bit_generator"],
+            "state": {"key": numpy_state["key"].numpy().astype(np.uint32), "pos": numpy_state["pos"]},
+            "has_gauss": numpy_state["has_gauss"],
+            "gauss": numpy_state["gauss"],
+        }
+    )
     torch.set_rng_state(state["torch"].cpu())
     if state["cuda"] is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"].cpu())

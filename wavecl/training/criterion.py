@@ -13,8 +13,8 @@ Mask and box terms include frames where the object is invisible (empty mask, zer
 reference. All terms except ``loss_con`` (normalised by ``B``) are divided by ``num_masks``, the number
 of target masks ``T·B`` averaged over processes and clamped at 1.
 """
-from __future__ import annotations
 
+from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
@@ -118,7 +118,9 @@ class SetCriterion(nn.Module):
         weights = self.weight_dict
         unknown = sorted(set(loss_dict) - set(weights))
         if unknown:
-            raise KeyError(f"{unknown} are not loss keys of this criterion (expected keys of weight_dict: {sorted(weights)})")
+            raise KeyError(
+                f"{unknown} are not loss keys of this criterion (expected keys of weight_dict: {sorted(weights)})"
+            )
         return sum(weights[key] * value for key, value in loss_dict.items())
 
     @staticmethod
@@ -167,10 +169,12 @@ class SetCriterion(nn.Module):
         """
         padded_size = padded_target_size(targets)
         pred = outputs.pred_masks[:, clip_idx, query_idx].float()  # [T, N, h, w]
-        target = torch.stack([
-            torch.cat([pad_masks(row[b].masks[instances], padded_size) for b, instances in enumerate(instance_idx)])
-            for row in targets
-        ])  # [T, N, H, W]
+        target = torch.stack(
+            [
+                torch.cat([pad_masks(row[b].masks[instances], padded_size) for b, instances in enumerate(instance_idx)])
+                for row in targets
+            ]
+        )  # [T, N, H, W]
         pred = F.interpolate(pred, size=padded_size, mode="bilinear", align_corners=False)
         pred = rearrange(pred, "t n h w -> (t n) (h w)")
         target = rearrange(target, "t n h w -> (t n) (h w)")
@@ -195,9 +199,9 @@ class SetCriterion(nn.Module):
         ``targets[t][b].boxes [M_b, 4]`` (normalised cxcywh).
         """
         pred = outputs.pred_boxes[:, clip_idx, query_idx].float().flatten(0, 1)  # [T*N, 4]
-        target = torch.cat([
-            row[b].boxes[instances].float() for row in targets for b, instances in enumerate(instance_idx)
-        ])  # [T*N, 4]
+        target = torch.cat(
+            [row[b].boxes[instances].float() for row in targets for b, instances in enumerate(instance_idx)]
+        )  # [T*N, 4]
         giou = generalized_box_iou_loss(
             box_convert(pred, "cxcywh", "xyxy"), box_convert(target, "cxcywh", "xyxy"), reduction="sum"
         )

@@ -6,6 +6,7 @@ GPUs and gloo on CPU, and falls back to a plain single process when those variab
 helper below is a no-op (or the identity) in a single process, so the trainer calls them
 unconditionally.
 """
+
 from __future__ import annotations
 
 import os

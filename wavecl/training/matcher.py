@@ -9,6 +9,7 @@ Differences from the reference (decisions table): costs are computed clip by cli
 different numbers of visible frames can share a batch, and the class cost of a clip with no visible
 frame averages over all frames instead of producing NaN.
 """
+
 from __future__ import annotations
 
 import torch
@@ -39,9 +40,7 @@ def check_targets(targets: list[list[FrameTarget]], num_frames: int, batch_size:
             raise ValueError(f"targets[{t}] has {len(row)} clips but the predictions have B={batch_size}")
         for b, target in enumerate(row):
             if target is None:
-                raise ValueError(
-                    f"targets[{t}][{b}] is None: select the annotated frames (Batch.valid_frames) first"
-                )
+                raise ValueError(f"targets[{t}][{b}] is None: select the annotated frames (Batch.valid_frames) first")
             if target.masks.shape[0] != target.boxes.shape[0] or target.masks.shape[0] != target.labels.shape[0]:
                 raise ValueError(
                     f"targets[{t}][{b}] has {target.masks.shape[0]} masks, {target.boxes.shape[0]} boxes "
@@ -149,14 +148,14 @@ class HungarianMatcher:
             cost = self.clip_cost(outputs, b, clip, padded_size) + self.cost_con * contrastive_cost[b, :, None]
             query_idx, target_idx = linear_sum_assignment(cost.cpu().numpy())
             indices.append(
-                (torch.as_tensor(query_idx, dtype=torch.long, device=device),
-                 torch.as_tensor(target_idx, dtype=torch.long, device=device))
+                (
+                    torch.as_tensor(query_idx, dtype=torch.long, device=device),
+                    torch.as_tensor(target_idx, dtype=torch.long, device=device),
+                )
             )
         return indices
 
-    def clip_cost(
-        self, outputs: WaveCLOutput, b: int, clip: list[FrameTarget], padded_size: tuple[int, int]
-    ) -> Tensor:
+    def clip_cost(self, outputs: WaveCLOutput, b: int, clip: list[FrameTarget], padded_size: tuple[int, int]) -> Tensor:
         """Frame-averaged class, dice, L1 and GIoU cost of clip ``b`` (without the contrastive term).
 
         Args:

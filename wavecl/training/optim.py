@@ -4,6 +4,7 @@ AdamW over three parameter groups selected by name: the Video-Swin backbone, the
 and everything else, each with its own learning rate and the same weight decay (applied to every
 parameter, as in the reference). The schedule is a per-epoch ``MultiStepLR``.
 """
+
 from __future__ import annotations
 
 from typing import Any

@@ -11,6 +11,7 @@ A run directory ``<output_dir>/<dataset_name>/<version>/`` holds:
 Only rank 0 writes files. Checkpoints are written before evaluation, so a crash while evaluating
 loses nothing; ``resume`` continues exactly where the last checkpoint stopped.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -142,7 +143,12 @@ class Trainer:
         self.model = model
         if train_cfg.pretrained_weights and resume is None:
             missing, unexpected = load_finetune_weights(model, train_cfg.pretrained_weights)
-            log.info("finetuning from %s; missing keys: %s; unexpected keys: %s", train_cfg.pretrained_weights, missing, unexpected)
+            log.info(
+                "finetuning from %s; missing keys: %s; unexpected keys: %s",
+                train_cfg.pretrained_weights,
+                missing,
+                unexpected,
+            )
         self.ddp_model: nn.Module = (
             DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
             if dist.distributed
@@ -206,7 +212,11 @@ class Trainer:
         self.best_metric = json.loads(best.read_text())["value"] if best.is_file() else None
         rng = state["rng"]
         if len(rng) != self.dist.world_size:
-            log.warning("checkpoint was written by %d processes, resuming with %d: random streams restart", len(rng), self.dist.world_size)
+            log.warning(
+                "checkpoint was written by %d processes, resuming with %d: random streams restart",
+                len(rng),
+                self.dist.world_size,
+            )
         restore_rng_state(rng[self.dist.rank % len(rng)])
         log.info("resumed from %s at epoch %d", path, self.start_epoch)
 
@@ -275,7 +285,9 @@ class Trainer:
                 break
             batch = batch.to(self.device, non_blocking=True)
             last_micro_step = (step + 1) % accumulate == 0 or step + 1 == self.steps_per_epoch
-            sync = contextlib.nullcontext() if last_micro_step or not self.dist.distributed else self.ddp_model.no_sync()
+            sync = (
+                contextlib.nullcontext() if last_micro_step or not self.dist.distributed else self.ddp_model.no_sync()
+            )
             with sync:
                 loss_dict, total = self._forward_loss(batch)
                 if not self._check_finite(loss_dict, epoch, step):
