@@ -20,12 +20,12 @@ from torch.utils.data import DataLoader, Dataset
 
 from wavecl.data.a2d import A2DSentences
 from wavecl.data.collate import collate_clips
-from wavecl.data.fixtures import write_a2d_fixture, write_jhmdb_fixture, write_ytvos_fixture
 from wavecl.data.jhmdb import JHMDBSentences
 from wavecl.data.synthetic import write_synthetic_ytvos
 from wavecl.data.transforms import ClipTransform
 from wavecl.data.types import ClipSample
 from wavecl.data.ytvos import RefYouTubeVOS
+from wavecl.testing.datasets import write_a2d_fixture, write_jhmdb_fixture, write_ytvos_fixture
 
 A2D_TRAIN = ClipTransform(train=True, short_size=320, max_size=576)
 A2D_EVAL = ClipTransform(train=False, short_size=320, max_size=576)

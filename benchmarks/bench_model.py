@@ -185,7 +185,7 @@ def child(setting: Setting, mode: str, args: argparse.Namespace) -> None:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from wavecl.cli import count_parameters
+    from wavecl.model.parameters import count_parameters
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -118,7 +118,7 @@ def main() -> None:
 
     from wavecl.config import load_config
     from wavecl.data.video import write_video
-    from wavecl.inference.pretrained import save_pretrained
+    from wavecl.model.pretrained import save_pretrained
     from wavecl.model.wavecl import WaveCL
 
     with tempfile.TemporaryDirectory() as scratch:

@@ -123,7 +123,7 @@ def child(args: argparse.Namespace) -> None:
     """One measurement in this process (one rank under torchrun); rank 0 prints one JSON line."""
     import torch
 
-    from wavecl.training.distributed import cleanup, gather_objects, init_distributed
+    from wavecl.distributed import cleanup, gather_objects, init_distributed
     from wavecl.training.trainer import Trainer
 
     torch.set_num_threads(args.threads)

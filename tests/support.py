@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from wavecl.data.fixtures import frame_level
+from wavecl.testing.datasets import frame_level
 
 MEAN = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
 STD = torch.tensor([0.229, 0.224, 0.225])[:, None, None]

@@ -15,11 +15,11 @@ from torch.utils.data import DataLoader
 from wavecl.data import a2d as a2d_module
 from wavecl.data.a2d import A2DSentences, read_instance_masks
 from wavecl.data.collate import collate_clips
-from wavecl.data.fixtures import A2DFixture, frame_level, write_a2d_fixture, write_matlab_h5_masks
 from wavecl.data.robust import SkipBadSamples
 from wavecl.data.transforms import ClipTransform
 from wavecl.data.video import count_video_frames, read_video_frames, read_video_window, write_video
 from wavecl.data.windows import centred_window
+from wavecl.testing.datasets import A2DFixture, frame_level, write_a2d_fixture, write_matlab_h5_masks
 
 IDENTITY = ClipTransform(train=False, short_size=32, max_size=None)  # fixture frames are 32 x 48
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from wavecl.training.checkpoint import (
+from wavecl.checkpoint import (
     CheckpointError,
     CheckpointPaths,
     latest_checkpoint,

@@ -16,14 +16,14 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from wavecl.checkpoint import load_model_weights
 from wavecl.cli import main
 from wavecl.config import apply_overrides, load_config
-from wavecl.data.fixtures import write_a2d_fixture, write_jhmdb_fixture, write_ytvos_fixture
-from wavecl.data.fixtures_coco_davis import write_davis_fixture
 from wavecl.data.synthetic import expression_ground_truth
 from wavecl.data.ytvos import train_samples_cache_path
 from wavecl.evaluation.ytvos import write_ytvos_masks, zip_submission
-from wavecl.training.checkpoint import load_model_weights
+from wavecl.testing.coco_davis import write_davis_fixture
+from wavecl.testing.datasets import write_a2d_fixture, write_jhmdb_fixture, write_ytvos_fixture
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = str(REPO / "configs" / "tiny.yaml")
@@ -435,7 +435,7 @@ def test_evaluate_names_a_missing_checkpoint(tmp_path, capsys):
 def tiny_run(tiny_model, tmp_path_factory) -> Path:
     """A training run directory of the tiny model (untrained weights, eval resize 32 / 48)."""
     from wavecl.atomic import write_text
-    from wavecl.training.checkpoint import save_checkpoint
+    from wavecl.checkpoint import save_checkpoint
 
     config = apply_overrides(load_config(TINY), {"data.eval_short_size": 32, "data.eval_max_size": 48})
     run = tmp_path_factory.mktemp("tiny_run")

@@ -15,8 +15,8 @@ from wavecl.data.davis import (
     davis_result_path,
     read_davis_expression_file,
 )
-from wavecl.data.fixtures_coco_davis import write_davis_fixture
 from wavecl.data.transforms import IMAGENET_MEAN, IMAGENET_STD, ClipTransform
+from wavecl.testing.coco_davis import write_davis_fixture
 
 HEIGHT, WIDTH = 24, 40
 

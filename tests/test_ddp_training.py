@@ -21,7 +21,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from wavecl.config import apply_overrides, load_config
 from wavecl.data.synthetic import write_synthetic_ytvos
-from wavecl.training.distributed import DistInfo
+from wavecl.distributed import DistInfo
 from wavecl.training.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[1]

@@ -11,12 +11,12 @@ from wavecl.data.collate import collate_clips
 from wavecl.data.synthetic import expression_ground_truth, write_synthetic_ytvos
 from wavecl.data.transforms import ClipTransform
 from wavecl.data.ytvos import RefYouTubeVOS
-from wavecl.demo import run_demo
 from wavecl.evaluation.davis import db_eval_iou
 from wavecl.evaluation.video import SyntheticJFEvaluator
 from wavecl.inference import VideoPredictor
 from wavecl.model.output import WaveCLOutput
 from wavecl.model.wavecl import WaveCL
+from wavecl.training.demo import run_demo
 
 
 def constant_prediction(batch, logit: float) -> WaveCLOutput:

@@ -1,6 +1,6 @@
 """Distributed helpers: single-process fallbacks and a real two-process gloo group.
 
-This module imports only torch and :mod:`wavecl.training.distributed`, so the spawned ranks start fast.
+This module imports only torch and :mod:`wavecl.distributed`, so the spawned ranks start fast.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from wavecl.training import distributed
+from wavecl import distributed
 
 TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 

@@ -14,21 +14,15 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from wavecl.checkpoint import save_checkpoint
 from wavecl.config import load_config
 from wavecl.data.synthetic import sample_synthetic_video
 from wavecl.data.video import VideoWriter, iter_video_frames, read_video_frames, write_video
 from wavecl.inference.overlay import contact_sheet, legend_height, overlay_masks, save_png, sentence_colors
 from wavecl.inference.predictor import VideoPredictor
-from wavecl.inference.pretrained import (
-    CheckpointMismatchError,
-    export_pretrained,
-    load_pretrained,
-    resolve_pretrained,
-    save_pretrained,
-)
 from wavecl.inference.run import EvenSample, predict_video, sentence_slug
+from wavecl.model.pretrained import CheckpointMismatchError, resolve_pretrained, save_pretrained
 from wavecl.model.wavecl import WaveCL
-from wavecl.training.checkpoint import save_checkpoint
 
 TINY_CONFIG = Path(__file__).parents[1] / "configs" / "tiny.yaml"
 HEIGHT, WIDTH = 48, 64
@@ -234,7 +228,7 @@ def test_save_then_load_pretrained_gives_identical_outputs(
     )
     assert any(k.startswith("text_encoder.") for k in keys)
 
-    loaded = load_pretrained(pretrained_dir)
+    loaded = WaveCL.from_pretrained(pretrained_dir)
     assert not loaded.training
     assert loaded.transformer.decoder.bbox_embed[1].layers[0].weight is loaded.bbox_embed[1].layers[0].weight
     for name, tensor in tiny_model.state_dict().items():
@@ -266,19 +260,21 @@ def test_load_from_training_run_resolves_last_or_newest_checkpoint(
     save_checkpoint(run / "checkpoints", 1, older, {"epoch": 1})
     save_checkpoint(run / "checkpoints", 2, state, {"epoch": 2})
     (run / "checkpoints" / "last").write_text("epoch_0001\n")
-    from_last = load_pretrained(run)
+    from_last = WaveCL.from_pretrained(run)
     assert torch.equal(from_last.query_embed.weight, older["query_embed.weight"])
 
     (run / "checkpoints" / "last").unlink()
-    from_newest = load_pretrained(run)
+    from_newest = WaveCL.from_pretrained(run)
     for expected, actual in zip(model_outputs(tiny_model, frames), model_outputs(from_newest, frames)):
         assert torch.equal(expected, actual)
-    from_file = load_pretrained(run / "checkpoints" / "epoch_0001" / "model.safetensors")
+    from_file = WaveCL.from_pretrained(run / "checkpoints" / "epoch_0001" / "model.safetensors")
     assert torch.equal(from_file.query_embed.weight, older["query_embed.weight"])
 
-    exported = export_pretrained(run, tmp_path / "exported")
+    exported = WaveCL.export_pretrained(run, tmp_path / "exported")
     assert resolve_pretrained(exported).eval_size == (64, 96), "the run's eval resize travels with the weights"
-    for expected, actual in zip(model_outputs(tiny_model, frames), model_outputs(load_pretrained(exported), frames)):
+    for expected, actual in zip(
+        model_outputs(tiny_model, frames), model_outputs(WaveCL.from_pretrained(exported), frames)
+    ):
         assert torch.equal(expected, actual)
 
 
@@ -295,7 +291,7 @@ def test_mismatched_checkpoint_lists_keys_and_names_the_file(pretrained_dir: Pat
         match=r"(?s)wrong_config/model\.safetensors.*shape mismatch"
         r".*query_embed\.weight: file \[5, 128\], model \[7, 128\]",
     ):
-        load_pretrained(wrong_config)
+        WaveCL.from_pretrained(wrong_config)
 
     edited = tmp_path / "edited"
     edited.mkdir()
@@ -309,15 +305,15 @@ def test_mismatched_checkpoint_lists_keys_and_names_the_file(pretrained_dir: Pat
         CheckpointMismatchError,
         match=r"(?s)missing: 1 key.*controller\.layers\.0\.weight.*unexpected: 1 key.*extra\.weight",
     ):
-        load_pretrained(edited)
+        WaveCL.from_pretrained(edited)
 
 
 def test_load_pretrained_errors_name_the_path(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="nowhere"):
-        load_pretrained(tmp_path / "nowhere")
+        WaveCL.from_pretrained(tmp_path / "nowhere")
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="empty"):
-        load_pretrained(tmp_path / "empty")
+        WaveCL.from_pretrained(tmp_path / "empty")
 
 
 # ----------------------------------------------------------------------------------------- the predictor

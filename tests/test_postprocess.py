@@ -4,7 +4,7 @@ import math
 
 import torch
 
-from wavecl.evaluation.postprocess import (
+from wavecl.model.postprocess import (
     a2d_postprocess,
     refcoco_postprocess,
     select_video_query,

@@ -15,10 +15,10 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from wavecl.data.collate import collate_clips
-from wavecl.data.fixtures_coco_davis import write_refcoco_fixture
 from wavecl.data.image_to_clip import ImageToClipAugmenter, motion_blur_kernel
 from wavecl.data.refcoco import RefCOCO, build_refcoco_gt, refcoco_annotation_path
 from wavecl.data.transforms import IMAGENET_MEAN, IMAGENET_STD, ClipTransform
+from wavecl.testing.coco_davis import write_refcoco_fixture
 
 
 @pytest.fixture(scope="module")

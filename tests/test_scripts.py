@@ -21,9 +21,9 @@ import pytest
 import yaml
 
 from wavecl.config import load_config
-from wavecl.data.fixtures import write_a2d_fixture, write_jhmdb_fixture, write_ytvos_fixture
-from wavecl.data.fixtures_coco_davis import write_davis_fixture, write_refcoco_fixture
 from wavecl.evaluation.saved import check_ytvos_submission, evaluate_a2d_predictions, evaluate_davis_predictions
+from wavecl.testing.coco_davis import write_davis_fixture, write_refcoco_fixture
+from wavecl.testing.datasets import write_a2d_fixture, write_jhmdb_fixture, write_ytvos_fixture
 
 REPO = Path(__file__).resolve().parents[1]
 A2D_GT = "a2d_sentences_test_annotations_in_coco_format.json"

@@ -29,12 +29,12 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import wavecl.evaluation.build as evaluation_build
 import wavecl.training.trainer as trainer_module
+from wavecl.checkpoint import CheckpointError, save_checkpoint
 from wavecl.cli import main as cli_main
 from wavecl.config import Config, apply_overrides, load_config
 from wavecl.data.synthetic import write_synthetic_ytvos
+from wavecl.distributed import DistInfo
 from wavecl.model.wavecl import build_model
-from wavecl.training.checkpoint import CheckpointError, save_checkpoint
-from wavecl.training.distributed import DistInfo
 from wavecl.training.trainer import NonFiniteLossError, Trainer, build_criterion
 
 TINY_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"

@@ -11,7 +11,6 @@ from PIL import Image
 from support import box_cxcywh, frame_indices
 
 from wavecl.data import ytvos as ytvos_module
-from wavecl.data.fixtures import YTVOSFixture, write_ytvos_fixture
 from wavecl.data.palette import save_index_png
 from wavecl.data.synthetic import write_synthetic_ytvos
 from wavecl.data.transforms import ClipTransform
@@ -22,6 +21,7 @@ from wavecl.data.ytvos import (
     build_ytvos_train_samples,
     train_samples_cache_path,
 )
+from wavecl.testing.datasets import YTVOSFixture, write_ytvos_fixture
 
 NATIVE = ClipTransform(train=False, short_size=20, max_size=None)
 

@@ -31,9 +31,9 @@ from torch import Tensor
 
 from wavecl.atomic import write_json
 from wavecl.data.types import Batch
-from wavecl.evaluation.postprocess import a2d_postprocess
+from wavecl.distributed import gather_objects, is_main_process
 from wavecl.model.output import WaveCLOutput
-from wavecl.training.distributed import gather_objects, is_main_process
+from wavecl.model.postprocess import a2d_postprocess
 
 PRECISION_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
 IOU_SMOOTHING = 1e-6

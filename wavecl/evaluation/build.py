@@ -13,11 +13,11 @@ from wavecl.data.build import build_dataset
 from wavecl.data.davis import DATASET_FOLDER_NAMES as DAVIS_FOLDER_NAMES
 from wavecl.data.paths import resolve_dataset_root
 from wavecl.data.types import ClipSample
+from wavecl.distributed import DistInfo
 from wavecl.evaluation.a2d import A2DEvaluator
 from wavecl.evaluation.loop import Evaluator, run_evaluation
 from wavecl.evaluation.refcoco import RefCOCOEvaluator
 from wavecl.evaluation.video import RefDAVISEvaluator, SyntheticJFEvaluator, YTVOSSubmissionEvaluator
-from wavecl.training.distributed import DistInfo
 
 
 @dataclass

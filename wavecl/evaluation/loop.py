@@ -17,8 +17,8 @@ from tqdm import tqdm
 from wavecl.amp import AmpMode, autocast
 from wavecl.data.collate import collate_clips
 from wavecl.data.types import Batch
+from wavecl.distributed import DistInfo
 from wavecl.model.output import WaveCLOutput
-from wavecl.training.distributed import DistInfo
 
 
 class Evaluator(Protocol):

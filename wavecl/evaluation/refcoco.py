@@ -25,6 +25,7 @@ from torchvision.ops import box_convert
 from wavecl.atomic import write_json
 from wavecl.data.refcoco import build_refcoco_gt
 from wavecl.data.types import Batch
+from wavecl.distributed import gather_objects, is_main_process
 from wavecl.evaluation.a2d import (
     COCO_SUMMARY_KEYS,
     coco_stats,
@@ -36,9 +37,8 @@ from wavecl.evaluation.a2d import (
     summarize_ious,
     top_predictions_per_image,
 )
-from wavecl.evaluation.postprocess import refcoco_postprocess
 from wavecl.model.output import WaveCLOutput
-from wavecl.training.distributed import gather_objects, is_main_process
+from wavecl.model.postprocess import refcoco_postprocess
 
 PRIMARY_METRIC = "segm mAP 0.5:0.95"
 

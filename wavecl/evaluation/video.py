@@ -22,11 +22,11 @@ from torch import Tensor
 
 from wavecl.data.synthetic import expression_ground_truth
 from wavecl.data.types import Batch
+from wavecl.distributed import barrier, gather_objects, is_main_process
 from wavecl.evaluation.davis import db_eval_boundary, db_eval_iou, evaluate_ref_davis, write_davis_results
-from wavecl.evaluation.postprocess import video_postprocess, video_probabilities
 from wavecl.evaluation.ytvos import write_ytvos_masks, zip_submission
 from wavecl.model.output import WaveCLOutput
-from wavecl.training.distributed import barrier, gather_objects, is_main_process
+from wavecl.model.postprocess import video_postprocess, video_probabilities
 
 
 def clip_masks(outputs: WaveCLOutput, batch: Batch, b: int, orig_size: tuple[int, int]) -> Tensor:

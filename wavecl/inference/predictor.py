@@ -28,7 +28,7 @@ from wavecl.amp import autocast
 from wavecl.data.paths import read_image
 from wavecl.data.transforms import ClipTransform, clean_expression
 from wavecl.data.video import iter_video_frames, probe_video
-from wavecl.evaluation.postprocess import video_postprocess
+from wavecl.model.postprocess import video_postprocess
 from wavecl.model.wavecl import WaveCL
 
 VideoInput = str | os.PathLike | Sequence[Image.Image] | np.ndarray
@@ -120,7 +120,7 @@ class VideoPredictor:
 
     Example::
 
-        predictor = VideoPredictor(load_pretrained("wavecl-ytvos"), device="cuda", amp=True)
+        predictor = VideoPredictor(WaveCL.from_pretrained("wavecl-ytvos"), device="cuda", amp=True)
         masks = predictor("dog.mp4", ["a dog jumping over a fence"])   # [1, T, H, W] bool
     """
 

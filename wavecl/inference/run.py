@@ -25,7 +25,8 @@ from PIL import Image
 from wavecl.data.video import VideoWriter
 from wavecl.inference.overlay import contact_sheet, overlay_masks, save_png, sentence_colors
 from wavecl.inference.predictor import VideoInput, VideoPredictor, open_video
-from wavecl.inference.pretrained import build_pretrained, resolve_pretrained
+from wavecl.model.pretrained import build_pretrained, resolve_pretrained
+from wavecl.model.wavecl import WaveCL
 
 DEFAULT_SHORT_SIZE = 360
 DEFAULT_MAX_SIZE = 640
@@ -117,7 +118,7 @@ def predict_video(
 
     Args:
         checkpoint: a pretrained folder, training run directory or checkpoint
-            (:func:`wavecl.inference.pretrained.load_pretrained`).
+            (:meth:`wavecl.model.wavecl.WaveCL.from_pretrained`).
         video: an mp4 (or other FFmpeg-readable) file or a folder of ``.jpg``/``.png`` frames (arrays
             and frame lists work too, see :data:`wavecl.inference.predictor.VideoInput`).
         sentences: ``N >= 1`` referring expressions.
@@ -137,7 +138,7 @@ def predict_video(
     source = resolve_pretrained(checkpoint)
     recorded_short, recorded_max = source.eval_size or (DEFAULT_SHORT_SIZE, DEFAULT_MAX_SIZE)
     predictor = VideoPredictor(
-        build_pretrained(source),
+        build_pretrained(WaveCL, source),
         short_size=short_size if short_size is not None else recorded_short,
         max_size=max_size if max_size is not None else recorded_max,
         window=window,

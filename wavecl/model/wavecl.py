@@ -21,6 +21,7 @@ from wavecl.model.fusion import MultimodalFusion
 from wavecl.model.heads import MLP, FPNSpatialDecoder, dynamic_mask_logits, dynamic_param_count
 from wavecl.model.output import WaveCLOutput
 from wavecl.model.position import sine_position_1d, sine_position_2d
+from wavecl.model.pretrained import PretrainedMixin
 from wavecl.model.sep import SemanticEntityPerception
 from wavecl.model.text import FeatureResizer, encode_text, load_text_encoder, masked_mean
 from wavecl.model.voc import VideoObjectCluster
@@ -36,7 +37,7 @@ def resize_mask(mask: Tensor, size: tuple[int, int]) -> Tensor:
     return F.interpolate(mask[None].float(), size=size).bool()[0]
 
 
-class WaveCL(nn.Module):
+class WaveCL(PretrainedMixin, nn.Module):
     """Referring video object segmentation with wavelet calibration.
 
     Args:
@@ -120,25 +121,6 @@ class WaveCL(nn.Module):
         )
         self.controller = MLP(d, d, num_params, config.controller_layers)
         self._reset_parameters()
-
-    @classmethod
-    def from_pretrained(cls, path: str, device: str | torch.device = "cpu") -> WaveCL:
-        """Load a pretrained folder, a training run directory or a checkpoint, offline.
-
-        See :func:`wavecl.inference.pretrained.load_pretrained`; the model is returned in eval mode.
-        """
-        from wavecl.inference.pretrained import load_pretrained  # it imports this module
-
-        return load_pretrained(path, device)
-
-    def save_pretrained(self, directory: str, eval_size: tuple[int, int | None] | None = None):
-        """Write a self-contained pretrained folder: ``config.json``, ``model.safetensors``, ``text_encoder/``.
-
-        See :func:`wavecl.inference.pretrained.save_pretrained`.
-        """
-        from wavecl.inference.pretrained import save_pretrained
-
-        return save_pretrained(self, directory, eval_size)
 
     def _reset_parameters(self) -> None:
         for proj in self.input_proj:

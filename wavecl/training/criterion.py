@@ -24,8 +24,8 @@ from torchvision.ops import box_convert, generalized_box_iou_loss, sigmoid_focal
 
 from wavecl.config import LossConfig
 from wavecl.data.types import FrameTarget
+from wavecl.distributed import all_reduce_mean
 from wavecl.model.output import WaveCLOutput
-from wavecl.training.distributed import all_reduce_mean
 from wavecl.training.matcher import HungarianMatcher, check_targets, pad_masks, padded_target_size
 
 # The six weighted terms; their weights are the fields of the same names of :class:`LossConfig`.

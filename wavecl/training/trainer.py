@@ -34,14 +34,7 @@ from tqdm import tqdm
 
 from wavecl.amp import autocast
 from wavecl.atomic import write_text
-from wavecl.config import Config
-from wavecl.data.build import build_dataset
-from wavecl.data.collate import collate_clips
-from wavecl.data.robust import SkipBadSamples
-from wavecl.data.types import Batch
-from wavecl.evaluation.build import evaluate_model
-from wavecl.model.wavecl import WaveCL, build_model
-from wavecl.training.checkpoint import (
+from wavecl.checkpoint import (
     CheckpointPaths,
     latest_checkpoint,
     load_model_weights,
@@ -50,8 +43,15 @@ from wavecl.training.checkpoint import (
     rng_state,
     save_checkpoint,
 )
+from wavecl.config import Config
+from wavecl.data.build import build_dataset
+from wavecl.data.collate import collate_clips
+from wavecl.data.robust import SkipBadSamples
+from wavecl.data.types import Batch
+from wavecl.distributed import DistInfo, barrier, gather_objects, reduce_loss_dict
+from wavecl.evaluation.build import evaluate_model
+from wavecl.model.wavecl import WaveCL, build_model
 from wavecl.training.criterion import SetCriterion
-from wavecl.training.distributed import DistInfo, barrier, gather_objects, reduce_loss_dict
 from wavecl.training.matcher import HungarianMatcher
 from wavecl.training.optim import build_optimizer, build_scheduler
 
@@ -120,7 +120,7 @@ class Trainer:
 
     Args:
         config: the resolved configuration.
-        dist: this process's place in the job (:func:`wavecl.training.distributed.init_distributed`).
+        dist: this process's place in the job (:func:`wavecl.distributed.init_distributed`).
         explicit_overrides: the configuration fields given on the command line (saved in the run).
         resume: a checkpoint folder or run directory to continue from, or None.
     """

@@ -29,11 +29,11 @@ from wavecl.config import Config, DataConfig, LossConfig, ModelConfig, TrainConf
 from wavecl.data.paths import read_json
 from wavecl.data.synthetic import write_synthetic_ytvos
 from wavecl.data.ytvos import read_expression_videos
+from wavecl.distributed import DistInfo
 from wavecl.inference.run import predict_video
-from wavecl.training.distributed import DistInfo
 from wavecl.training.trainer import Trainer
 
-log = logging.getLogger("wavecl.demo")
+log = logging.getLogger("wavecl.training.demo")
 
 TRAIN_VIDEOS = 300
 HELD_OUT_VIDEOS = 24

@@ -12,7 +12,7 @@ The state dict of :class:`~wavecl.model.wavecl.WaveCL` holds the box heads twice
 and as ``transformer.decoder.bbox_embed.*`` (one module registered under two names). The file keeps
 one name per shared tensor; loading fills the other names from it, so the sharing is restored.
 
-:func:`load_pretrained` also accepts what a training run writes (:mod:`wavecl.training.checkpoint`): a
+:meth:`PretrainedMixin.from_pretrained` also accepts what a training run writes (:mod:`wavecl.checkpoint`): a
 run directory (its ``checkpoints/last`` checkpoint, or the newest epoch folder when that pointer is
 missing), a checkpoint folder or pointer, or a ``model.safetensors`` file inside one. The network is
 then described by ``<run>/config.yaml`` and the text encoder is built from ``model.text_encoder``.
@@ -28,15 +28,18 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import torch
 import transformers
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+from wavecl.checkpoint import MODEL_FILENAME, latest_checkpoint, load_model_weights
 from wavecl.config import ModelConfig, from_dict, load_config
-from wavecl.model.wavecl import WaveCL
-from wavecl.training.checkpoint import MODEL_FILENAME, latest_checkpoint, load_model_weights
 
 CONFIG_FILENAME = "config.json"
 PREPROCESSOR_FILENAME = "preprocessor_config.json"
@@ -44,6 +47,8 @@ TEXT_ENCODER_DIRNAME = "text_encoder"
 RUN_CONFIG_FILENAME = "config.yaml"
 PRETRAINED_ENTRIES = frozenset({CONFIG_FILENAME, MODEL_FILENAME, PREPROCESSOR_FILENAME, TEXT_ENCODER_DIRNAME})
 _LISTED_KEYS = 20
+
+ModelT = TypeVar("ModelT", bound=nn.Module)
 
 
 class CheckpointMismatchError(ValueError):
@@ -184,12 +189,9 @@ def _build_text_encoder(folder: Path) -> tuple[transformers.PreTrainedModel, tra
     return transformers.AutoModel.from_config(encoder_config).eval(), tokenizer
 
 
-def load_pretrained(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> WaveCL:
-    """Build WaveCL from a pretrained folder, a training run directory or a checkpoint, offline.
-
-    Args:
-        path: see :func:`resolve_pretrained`.
-        device: where the returned model lives.
+def build_pretrained(model_class: type[ModelT], source: PretrainedSource, device: str | torch.device = "cpu") -> ModelT:
+    """Build ``model_class`` from the parts :func:`resolve_pretrained` found (for callers that also need
+    ``source.eval_size``).
 
     Returns:
         The model, in eval mode, on ``device``.
@@ -197,20 +199,14 @@ def load_pretrained(path: str | os.PathLike[str], device: str | torch.device = "
     Raises:
         FileNotFoundError: nothing usable at ``path``.
         ValueError: a config is malformed, or the weights file is unreadable
-            (:class:`~wavecl.training.checkpoint.CheckpointError`) or does not fit the config
+            (:class:`~wavecl.checkpoint.CheckpointError`) or does not fit the config
             (:class:`CheckpointMismatchError`); messages name the file.
     """
-    return build_pretrained(resolve_pretrained(path), device)
-
-
-def build_pretrained(source: PretrainedSource, device: str | torch.device = "cpu") -> WaveCL:
-    """Build WaveCL from the parts :func:`resolve_pretrained` found (for callers that also need
-    ``source.eval_size``); the model is in eval mode, on ``device``. Raises as :func:`load_pretrained`."""
     if source.text_encoder_dir is not None:
         text_encoder, tokenizer = _build_text_encoder(source.text_encoder_dir)
-        model = WaveCL(source.config, text_encoder=text_encoder, tokenizer=tokenizer)
+        model = model_class(source.config, text_encoder=text_encoder, tokenizer=tokenizer)
     else:
-        model = WaveCL(source.config)
+        model = model_class(source.config)
     load_weights(model, load_model_weights(source.weights), source.weights)
     return model.to(device).eval()
 
@@ -241,7 +237,7 @@ def _replace_directory(staging: Path, directory: Path) -> None:
 
 
 def save_pretrained(
-    model: WaveCL, directory: str | os.PathLike[str], eval_size: tuple[int, int | None] | None = None
+    model: nn.Module, directory: str | os.PathLike[str], eval_size: tuple[int, int | None] | None = None
 ) -> Path:
     """Write ``model`` as a self-contained pretrained folder (layout in the module docstring).
 
@@ -286,15 +282,45 @@ def save_pretrained(
     return directory
 
 
-def export_pretrained(checkpoint: str | os.PathLike[str], directory: str | os.PathLike[str]) -> Path:
-    """Turn a training run or checkpoint into a self-contained pretrained folder.
+class PretrainedMixin:
+    """``from_pretrained`` / ``save_pretrained`` / ``export_pretrained`` for a model class built as
+    ``cls(config, text_encoder=None, tokenizer=None)`` (the way Hugging Face's ``PreTrainedModel`` builds
+    ``cls(config)``); :class:`~wavecl.model.wavecl.WaveCL` inherits them."""
 
-    The run's evaluation resize (``data.eval_short_size`` / ``eval_max_size``) is recorded as the
-    folder's ``preprocessor_config.json``, and the text encoder's config and tokenizer are copied in,
-    so the folder no longer needs the run, its config or the encoder's original files.
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike[str], device: str | torch.device = "cpu") -> Self:
+        """Load a pretrained folder, a training run directory or a checkpoint, offline.
 
-    Returns:
-        ``directory``.
-    """
-    source = resolve_pretrained(checkpoint)
-    return save_pretrained(build_pretrained(source), directory, eval_size=source.eval_size)
+        Args:
+            path: see :func:`resolve_pretrained`.
+            device: where the returned model lives.
+
+        Returns:
+            The model, in eval mode, on ``device``.
+
+        Raises:
+            FileNotFoundError: nothing usable at ``path``.
+            ValueError: a config is malformed, or the weights are unreadable or do not fit the config;
+                the message names the file.
+        """
+        return build_pretrained(cls, resolve_pretrained(path), device)
+
+    def save_pretrained(
+        self, directory: str | os.PathLike[str], eval_size: tuple[int, int | None] | None = None
+    ) -> Path:
+        """Write a self-contained pretrained folder; see :func:`save_pretrained`."""
+        return save_pretrained(self, directory, eval_size)
+
+    @classmethod
+    def export_pretrained(cls, checkpoint: str | os.PathLike[str], directory: str | os.PathLike[str]) -> Path:
+        """Turn a training run or checkpoint into a self-contained pretrained folder.
+
+        The run's evaluation resize (``data.eval_short_size`` / ``eval_max_size``) is recorded as the
+        folder's ``preprocessor_config.json``, and the text encoder's config and tokenizer are copied in,
+        so the folder no longer needs the run, its config or the encoder's original files.
+
+        Returns:
+            ``directory``.
+        """
+        source = resolve_pretrained(checkpoint)
+        return save_pretrained(build_pretrained(cls, source), directory, eval_size=source.eval_size)

@@ -1,0 +1,51 @@
+"""The ``wavecl`` command: one module per sub-command, each owning its parser and handler.
+
+Configuration values come from a YAML file (``--config``); a flag overrides the file only when it is
+given explicitly, and ``--set section.field=value`` reaches any field. Heavy modules (the model, the
+datasets) are imported inside the handlers, so ``wavecl --help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from rich.markup import escape
+
+from wavecl.cli import demo, evaluate, export, info, predict, prepare, train
+from wavecl.cli.common import error_console
+
+COMMANDS = (info, train, evaluate, predict, export, prepare, demo)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``wavecl`` parser with every sub-command of :data:`COMMANDS`."""
+    parser = argparse.ArgumentParser(
+        prog="wavecl",
+        description="WaveCL: referring video object segmentation with wavelet calibration.",
+        epilog="examples:\n"
+        "  wavecl info -c configs/tiny.yaml\n"
+        "  wavecl prepare a2d-gt --root data/a2d_sentences\n"
+        "  torchrun --nproc_per_node 2 -m wavecl train -c configs/a2d_sentences.yaml\n"
+        "  wavecl evaluate -c configs/a2d_sentences.yaml --checkpoint runs/a2d_sentences/a2d/checkpoints/best\n"
+        "  wavecl predict --checkpoint runs/ref_youtube_vos/finetuneytb_tiny --video dog.mp4 --text 'a dog jumping'\n"
+        "Run `wavecl COMMAND --help` for the options of a command.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--log-level", default="INFO", help="logging level (DEBUG, INFO, WARNING)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in COMMANDS:
+        command.register(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse ``argv`` and run the command; a missing file or bad value exits 2 with one line."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    try:
+        args.handler(args)
+    except (FileNotFoundError, ValueError) as error:
+        error_console.print(f"[red]error:[/red] {escape(str(error))}")
+        sys.exit(2)

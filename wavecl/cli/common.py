@@ -1,0 +1,140 @@
+"""What the ``wavecl`` commands share: the config flags and their shortcuts, the consoles, the
+metrics table and the sub-parser layout."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from wavecl.config import Config, apply_overrides, load_config, parse_override
+
+console = Console(soft_wrap=True)  # long paths stay on one line, ready to copy
+error_console = Console(stderr=True, soft_wrap=True)
+
+
+# Shortcut flags: argparse destination -> (flags, config field, argparse keywords). Their defaults are
+# SUPPRESS, so a flag that is not typed never overrides the file.
+SHORTCUTS: dict[str, tuple[tuple[str, ...], str, dict[str, Any]]] = {
+    "epochs": (("--epochs",), "train.epochs", {"type": int, "help": "total epochs"}),
+    "batch_size": (("--batch-size", "-bs"), "train.batch_size", {"type": int, "help": "clips per process"}),
+    "lr": (("--lr",), "train.lr", {"type": float, "help": "learning rate of the rest of the network"}),
+    "lr_backbone": (
+        ("--lr-backbone",),
+        "train.lr_backbone",
+        {"type": float, "help": "learning rate of the Video-Swin backbone"},
+    ),
+    "text_encoder_lr": (
+        ("--text-encoder-lr",),
+        "train.text_encoder_lr",
+        {"type": float, "help": "learning rate of the text encoder"},
+    ),
+    "lr_drop": (
+        ("--lr-drop",),
+        "train.lr_drop",
+        {"type": int, "nargs": "+", "help": "epochs at which the lr is multiplied by gamma"},
+    ),
+    "lr_gamma": (("--lr-gamma",), "train.lr_gamma", {"type": float, "help": "lr decay factor at each milestone"}),
+    "version": (("--version",), "train.version", {"type": str, "help": "run name: <output-dir>/<dataset>/<version>"}),
+    "output_dir": (
+        ("--output-dir",),
+        "train.output_dir",
+        {"type": str, "help": "root of run directories (default runs)"},
+    ),
+    "pretrained": (
+        ("--pretrained",),
+        "train.pretrained_weights",
+        {"type": str, "help": "finetune from this checkpoint (class heads re-initialised; a fresh run, not a resume)"},
+    ),
+    "eval_interval": (
+        ("--eval-interval",),
+        "train.eval_interval",
+        {"type": int, "help": "evaluate every N epochs (and after the last)"},
+    ),
+    "amp": (("--amp",), "train.amp", {"choices": ["off", "bf16", "fp16"], "help": "autocast on CUDA"}),
+    "window_size": (("--window-size", "-ws"), "data.window_size", {"type": int, "help": "frames per clip"}),
+    "data_root": (("--data-root",), "data.root", {"type": str, "help": "dataset root folder"}),
+    "backbone_pretrained_path": (
+        ("--backbone-pretrained-path", "-bpp"),
+        "model.backbone_pretrained_path",
+        {"type": str, "help": "Kinetics Video-Swin .pth"},
+    ),
+    "text_encoder": (
+        ("--text-encoder",),
+        "model.text_encoder",
+        {"type": str, "help": "Hugging Face encoder folder, or 'minilm'"},
+    ),
+}
+TRAIN_SHORTCUTS = tuple(SHORTCUTS)
+EVALUATE_SHORTCUTS = ("window_size", "data_root", "text_encoder", "amp")
+
+CONFIG_HELP_EPILOG = """\
+Any config field can be set with --set SECTION.FIELD=VALUE (the value is read as YAML), e.g.
+  --set model.eval_layer=reference --set data.num_workers=2 --set train.max_steps_per_epoch=10
+"""
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    parser.add_argument(
+        "--config",
+        "-c",
+        required=required,
+        help="YAML config (wavecl or original {desc, value} format), e.g. configs/a2d_sentences.yaml",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.FIELD=VALUE",
+        help="override any config field, e.g. --set model.eval_layer=reference (repeatable)",
+    )
+
+
+def add_shortcut_arguments(parser: argparse.ArgumentParser, names: tuple[str, ...] = TRAIN_SHORTCUTS) -> None:
+    for name in names:
+        flags, _, keywords = SHORTCUTS[name]
+        parser.add_argument(*flags, dest=name, default=argparse.SUPPRESS, **keywords)
+
+
+def resolve_config(args: argparse.Namespace) -> tuple[Config, dict[str, Any]]:
+    """The config file plus explicitly given flags; returns the config and those overrides."""
+    config = load_config(args.config)
+    overrides: dict[str, Any] = {}
+    for destination, (_, field, _) in SHORTCUTS.items():
+        if hasattr(args, destination):
+            overrides[field] = getattr(args, destination)
+    for text in args.overrides:
+        key, value = parse_override(text)
+        overrides[key] = value
+    return apply_overrides(config, overrides), overrides
+
+
+def print_metrics_table(title: str, metrics: dict[str, float]) -> None:
+    """Print ``metrics`` as a two-column table (the one metrics table of every command)."""
+    table = Table(title=escape(title))
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in metrics.items():
+        table.add_row(escape(name), f"{value:.4f}")
+    console.print(table)
+
+
+def subcommand(commands, name: str, summary: str, description: str, examples: str) -> argparse.ArgumentParser:
+    """A sub-parser whose help shows ``description`` and then ``examples``."""
+    return commands.add_parser(
+        name,
+        help=summary,
+        description=description,
+        epilog="examples:\n" + examples,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def add_device_argument(parser: argparse.ArgumentParser, default: str | None = None) -> None:
+    """``--device cpu|cuda``; ``None`` means CUDA when available."""
+    where = "cuda when available" if default is None else default
+    parser.add_argument("--device", choices=["cpu", "cuda"], default=default, help=f"cpu or cuda (default: {where})")

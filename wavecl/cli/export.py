@@ -1,0 +1,32 @@
+"""``wavecl export``: turn a training run or checkpoint into a self-contained pretrained folder."""
+
+from __future__ import annotations
+
+import argparse
+
+from rich.markup import escape
+
+from wavecl.cli.common import console, subcommand
+
+
+def run(args: argparse.Namespace) -> None:
+    """Write the pretrained folder and say where it is."""
+    from wavecl.model.wavecl import WaveCL
+
+    directory = WaveCL.export_pretrained(args.checkpoint, args.out)
+    console.print(f"pretrained folder: {escape(str(directory))} (load it with WaveCL.from_pretrained)")
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    """Add ``export`` to the ``wavecl`` sub-commands."""
+    parser = subcommand(
+        commands,
+        "export",
+        "write a run or checkpoint as a self-contained pretrained folder",
+        "Write config.json, model.safetensors, the text encoder's config and tokenizer, and the run's\n"
+        "evaluation resize into OUT, which then loads offline with no other file.",
+        "  wavecl export runs/ref_youtube_vos/finetuneytb_tiny pretrained/wavecl-ytvos\n",
+    )
+    parser.add_argument("checkpoint", metavar="RUN", help="run directory, checkpoint folder or pointer")
+    parser.add_argument("out", metavar="OUT", help="pretrained folder to write (replaced if it holds one)")
+    parser.set_defaults(handler=run)

@@ -1,0 +1,50 @@
+"""``wavecl info``: parameter counts per component of a configured model."""
+
+from __future__ import annotations
+
+import argparse
+
+from rich.markup import escape
+from rich.table import Table
+
+from wavecl.cli.common import (
+    CONFIG_HELP_EPILOG,
+    add_config_arguments,
+    add_shortcut_arguments,
+    console,
+    resolve_config,
+    subcommand,
+)
+
+
+def run(args: argparse.Namespace) -> None:
+    """Build the configured model (no weights are loaded) and print its parameter counts."""
+    from wavecl.model.parameters import count_parameters, parameters_per_component
+    from wavecl.model.wavecl import WaveCL
+
+    config, _ = resolve_config(args)
+    model = WaveCL(config.model)
+    table = Table(title=escape(f"WaveCL parameters ({args.config})"))
+    table.add_column("component")
+    table.add_column("parameters", justify="right")
+    table.add_column("trainable", justify="right")
+    for name, (total, trainable) in parameters_per_component(model).items():
+        table.add_row(name, f"{total:,}", f"{trainable:,}")
+    total, trainable = count_parameters(model)
+    table.add_row("[bold]total", f"[bold]{total:,}", f"[bold]{trainable:,}")
+    console.print(table)
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    """Add ``info`` to the ``wavecl`` sub-commands."""
+    parser = subcommand(
+        commands,
+        "info",
+        "parameter counts per component of a configured model",
+        "Build the configured model (no weights are loaded) and print its parameter counts.",
+        "  wavecl info -c configs/a2d_sentences.yaml --text-encoder minilm\n"
+        "  wavecl info -c configs/tiny.yaml\n\n" + CONFIG_HELP_EPILOG,
+    )
+    add_config_arguments(parser)
+    add_shortcut_arguments(parser)
+    parser.set_defaults(handler=run)

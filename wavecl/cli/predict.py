@@ -1,0 +1,72 @@
+"""``wavecl predict``: segment a video for one or more sentences."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rich.markup import escape
+
+from wavecl.cli.common import add_device_argument, console, subcommand
+
+
+def run(args: argparse.Namespace) -> None:
+    """Segment the video and print where the masks, the overlay video and the contact sheet are."""
+    import torch
+
+    from wavecl.inference.run import predict_video
+
+    if (args.video is None) == (args.video_path is None):
+        raise ValueError("give the video once: as the VIDEO argument or with --video")
+    video = args.video or args.video_path
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    out_dir = Path(args.out_dir) if args.out_dir is not None else Path("predictions") / Path(video).stem
+    paths = predict_video(
+        args.checkpoint,
+        video,
+        args.text,
+        out_dir,
+        device=device,
+        window=args.window,
+        short_size=args.short_size,
+        max_size=args.max_size,
+        amp=not args.no_amp,
+    )
+    console.print(f"{paths.num_frames} frames segmented for {len(args.text)} sentence(s)")
+    for sentence, folder in zip(args.text, paths.mask_dirs):
+        console.print(f"  masks of {escape(repr(sentence))}: {escape(str(folder))}")
+    console.print(f"  overlay video: {escape(str(paths.overlay_video))}")
+    console.print(f"  contact sheet: {escape(str(paths.contact_sheet))}")
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    """Add ``predict`` to the ``wavecl`` sub-commands."""
+    parser = subcommand(
+        commands,
+        "predict",
+        "segment a video for one or more sentences",
+        "Segment the objects that the sentences refer to in a video (mp4 or a folder of frames), window\n"
+        "by window. Writes masks/<i>_<sentence>/<frame>.png, overlay.mp4 and contact_sheet.png.",
+        "  wavecl predict --checkpoint runs/ref_youtube_vos/finetuneytb_tiny --video dog.mp4 --text 'a dog jumping'\n"
+        "  wavecl predict frames/ --checkpoint pretrained/wavecl-ytvos --text 'a man' --text 'the red car' \\\n"
+        "      --output out/ --device cuda\n",
+    )
+    parser.add_argument(
+        "video_path", nargs="?", metavar="VIDEO", help="video file or folder of frames (same as --video)"
+    )
+    parser.add_argument("--checkpoint", required=True, help="pretrained folder, training run directory or checkpoint")
+    parser.add_argument("--video", default=None, help="video file (mp4, ...) or folder of .jpg/.png frames")
+    parser.add_argument("--text", action="append", required=True, help="referring expression (repeatable)")
+    parser.add_argument(
+        "--out-dir", "--output", dest="out_dir", default=None, help="output folder (default predictions/<video name>)"
+    )
+    add_device_argument(parser)
+    parser.add_argument("--window", type=int, default=8, help="frames per clip (default 8)")
+    parser.add_argument(
+        "--short-size", type=int, default=None, help="resize: short side (default: the checkpoint's, else 360)"
+    )
+    parser.add_argument(
+        "--max-size", type=int, default=None, help="resize: cap on the long side (default: the checkpoint's, else 640)"
+    )
+    parser.add_argument("--no-amp", action="store_true", help="run in fp32 on CUDA (default: autocast)")
+    parser.set_defaults(handler=run)

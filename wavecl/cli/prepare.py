@@ -1,0 +1,187 @@
+"""``wavecl prepare``: ground-truth files, sample lists and converted datasets, made once."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rich.markup import escape
+
+from wavecl.cli.common import console, subcommand
+
+A2D_GT_FILENAME = "a2d_sentences_test_annotations_in_coco_format.json"
+JHMDB_GT_FILENAME = "jhmdb_sentences_gt_annotations_in_coco_format.json"
+
+
+def prepare_a2d_gt(args: argparse.Namespace) -> None:
+    """``wavecl prepare a2d-gt``."""
+    from wavecl.data.a2d import A2DPaths
+    from wavecl.data.coco_gt import build_a2d_coco_gt
+
+    out = Path(args.out) if args.out else A2DPaths.find(args.root).root / A2D_GT_FILENAME
+    document = build_a2d_coco_gt(args.root, out)
+    console.print(f"A2D-Sentences test ground truth: {len(document['images'])} samples -> {escape(str(out))}")
+
+
+def prepare_jhmdb_gt(args: argparse.Namespace) -> None:
+    """``wavecl prepare jhmdb-gt``."""
+    from wavecl.data.coco_gt import build_jhmdb_coco_gt
+    from wavecl.data.jhmdb import JHMDBPaths
+
+    out = Path(args.out) if args.out else JHMDBPaths.find(args.root).root / JHMDB_GT_FILENAME
+    document = build_jhmdb_coco_gt(args.root, out, args.samples_metadata, args.seed)
+    console.print(f"JHMDB-Sentences ground truth: {len(document['images'])} frames -> {escape(str(out))}")
+
+
+def prepare_ytvos_samples(args: argparse.Namespace) -> None:
+    """``wavecl prepare ytvos-samples``."""
+    from wavecl.data.ytvos import YTVOSPaths, build_ytvos_train_samples, train_samples_cache_path
+
+    out = Path(args.out) if args.out else train_samples_cache_path(YTVOSPaths.find(args.root).root, args.window_size)
+    samples = build_ytvos_train_samples(args.root, args.window_size, out, num_workers=args.workers)
+    console.print(f"Ref-YouTube-VOS training windows (size {args.window_size}): {len(samples)} -> {escape(str(out))}")
+
+
+def prepare_davis(args: argparse.Namespace) -> None:
+    """``wavecl prepare davis``."""
+    from wavecl.data.davis import DATASET_FOLDER_NAMES, convert_davis
+    from wavecl.data.paths import resolve_dataset_root
+
+    out = Path(args.out) if args.out else resolve_dataset_root(args.root, DATASET_FOLDER_NAMES, "DAVIS")
+    conversion = convert_davis(args.root, out, mode="copy" if args.copy else "symlink")
+    for split, videos in conversion.videos.items():
+        console.print(
+            f"Ref-DAVIS17 {split}: {len(videos)} videos, {conversion.num_expressions[split]} expressions -> "
+            f"{escape(str(conversion.meta_expressions[split]))}"
+        )
+
+
+def prepare_synthetic(args: argparse.Namespace) -> None:
+    """``wavecl prepare synthetic``."""
+    from wavecl.data.synthetic import write_synthetic_ytvos
+
+    size = (args.size[0], args.size[1])
+    for split, count in (("train", args.videos), ("valid", args.valid_videos)):
+        info = write_synthetic_ytvos(args.root, count, num_frames=args.frames, size=size, seed=args.seed, split=split)
+        expressions = sum(len(video.expressions) for video in info.videos)
+        where = escape(str(Path(args.root) / split))
+        console.print(f"synthetic {split}: {count} videos, {expressions} expressions -> {where}")
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    """Add ``prepare`` and its tasks to the ``wavecl`` sub-commands."""
+    prepare = subcommand(
+        commands,
+        "prepare",
+        "build ground-truth files, sample lists and converted datasets",
+        "One-off preparation of the data under data/ (see README, 'Data').",
+        "  wavecl prepare a2d-gt --root data/a2d_sentences\n"
+        "  wavecl prepare jhmdb-gt --root data/jhmdb_sentences\n"
+        "  wavecl prepare ytvos-samples --root data/refer_youtube_vos --window-size 8 --workers 8\n"
+        "  wavecl prepare davis --root data/refer-davis\n"
+        "  wavecl prepare synthetic --root data/synthetic --videos 64 --valid-videos 16 --seed 0\n",
+    )
+    tasks = prepare.add_subparsers(dest="task", required=True, metavar="TASK")
+
+    a2d = subcommand(
+        tasks,
+        "a2d-gt",
+        "A2D-Sentences test ground truth in COCO format",
+        "Write the COCO-format ground truth of the A2D-Sentences test samples (one RLE mask per sample),\n"
+        "which evaluation reads as data.coco_gt_path.",
+        f"  wavecl prepare a2d-gt --root data/a2d_sentences\n  (writes data/a2d_sentences/{A2D_GT_FILENAME})\n",
+    )
+    a2d.add_argument(
+        "--root",
+        default="data/a2d_sentences",
+        help="A2D-Sentences folder or its parent (default data/a2d_sentences)",
+    )
+    a2d.add_argument("--out", default=None, help=f"output json (default <root>/{A2D_GT_FILENAME})")
+    a2d.set_defaults(handler=prepare_a2d_gt)
+
+    jhmdb = subcommand(
+        tasks,
+        "jhmdb-gt",
+        "JHMDB-Sentences ground truth in COCO format",
+        "Write the COCO-format ground truth of the evaluated JHMDB-Sentences frames (3 per video).\n"
+        "Use the same --samples-metadata/--seed as the evaluation config (data.jhmdb_samples_metadata).",
+        "  wavecl prepare jhmdb-gt --root data/jhmdb_sentences\n"
+        "  wavecl prepare jhmdb-gt --root data/jhmdb_sentences \\\n"
+        "      --samples-metadata data/jhmdb_sentences/jhmdb_sentences_samples_metadata.json\n",
+    )
+    jhmdb.add_argument(
+        "--root",
+        default="data/jhmdb_sentences",
+        help="JHMDB-Sentences folder or its parent (default data/jhmdb_sentences)",
+    )
+    jhmdb.add_argument("--out", default=None, help=f"output json (default <root>/{JHMDB_GT_FILENAME})")
+    jhmdb.add_argument(
+        "--samples-metadata",
+        default=None,
+        help="MTTR-format sample list; default: draw 3 frames per video",
+    )
+    jhmdb.add_argument("--seed", type=int, default=42, help="seed of the frame draw (default 42, as the reference)")
+    jhmdb.set_defaults(handler=prepare_jhmdb_gt)
+
+    ytvos = subcommand(
+        tasks,
+        "ytvos-samples",
+        "Ref-YouTube-VOS training windows (cached sample list)",
+        "Regenerate the Ref-YouTube-VOS training windows and write them where the dataset looks for its\n"
+        "cache (the training run would otherwise build them in one process on first use).",
+        "  wavecl prepare ytvos-samples --root data/refer_youtube_vos --window-size 8 --workers 8\n",
+    )
+    ytvos.add_argument(
+        "--root",
+        default="data/refer_youtube_vos",
+        help="Ref-YouTube-VOS folder or its parent (default data/refer_youtube_vos)",
+    )
+    ytvos.add_argument("--window-size", type=int, default=8, help="frames per training window (default 8)")
+    ytvos.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="processes reading annotation PNGs (default 0: this process)",
+    )
+    ytvos.add_argument("--out", default=None, help="output json (default <root>/wavecl_ytvos_train_samples_ws<N>.json)")
+    ytvos.set_defaults(handler=prepare_ytvos_samples)
+
+    davis = subcommand(
+        tasks,
+        "davis",
+        "convert Ref-DAVIS17 to the Ref-YouTube-VOS layout",
+        "Write train/ and valid/ (frame and mask folders linked, or copied with --copy) and the\n"
+        "meta_expressions files of Ref-DAVIS17. The raw DAVIS files are not moved.",
+        "  wavecl prepare davis --root data/refer-davis\n",
+    )
+    davis.add_argument(
+        "--root",
+        default="data/refer-davis",
+        help="raw Ref-DAVIS root (holding DAVIS/ and davis_text_annotations/) or its parent",
+    )
+    davis.add_argument("--out", default=None, help="output root (default: the Ref-DAVIS root itself)")
+    davis.add_argument("--copy", action="store_true", help="copy frame and mask folders instead of symlinking them")
+    davis.set_defaults(handler=prepare_davis)
+
+    synthetic = subcommand(
+        tasks,
+        "synthetic",
+        "write the synthetic referring-video dataset",
+        "Write a synthetic dataset of moving shapes in the Ref-YouTube-VOS layout, with a held-out\n"
+        "valid split that has ground truth (for local J&F).",
+        "  wavecl prepare synthetic --root data/synthetic --videos 64 --valid-videos 16 --seed 0\n",
+    )
+    synthetic.add_argument("--root", default="data/synthetic", help="output root (default data/synthetic)")
+    synthetic.add_argument("--videos", type=int, default=64, help="training videos (default 64)")
+    synthetic.add_argument("--valid-videos", type=int, default=16, help="held-out videos (default 16)")
+    synthetic.add_argument("--frames", type=int, default=8, help="frames per video (default 8)")
+    synthetic.add_argument(
+        "--size",
+        type=int,
+        nargs=2,
+        default=(64, 96),
+        metavar=("H", "W"),
+        help="frame size (default 64 96)",
+    )
+    synthetic.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    synthetic.set_defaults(handler=prepare_synthetic)
