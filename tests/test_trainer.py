@@ -27,7 +27,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-import wavecl.evaluation.build as evaluation_build
+import wavecl.evaluation.datasets as evaluation_datasets
 import wavecl.training.trainer as trainer_module
 from wavecl.checkpoint import CheckpointError, save_checkpoint
 from wavecl.cli import main as cli_main
@@ -272,7 +272,7 @@ def test_best_follows_the_primary_metric_across_a_resume(data_root, tmp_path, mo
     a new Trainer resumes for epoch 2, whose 0.4 beats epoch 0 but not epoch 1.
     """
     scripted = iter([0.2, 0.6, 0.4])
-    monkeypatch.setattr(evaluation_build, "run_evaluation", lambda *args, **kwargs: {"J&F": next(scripted)})
+    monkeypatch.setattr(evaluation_datasets, "run_evaluation", lambda *args, **kwargs: {"J&F": next(scripted)})
 
     def config(epochs: int) -> Config:
         return tiny_config(data_root, tmp_path, "best", train__epochs=epochs, train__max_steps_per_epoch=1)

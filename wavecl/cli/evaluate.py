@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> None:
     if (args.checkpoint is None) == (args.predictions is None):
         raise ValueError("give exactly one of --checkpoint (run the model) and --predictions (score saved predictions)")
     if args.predictions is not None:
-        from wavecl.evaluation.saved import evaluate_saved_predictions
+        from wavecl.evaluation.datasets import evaluate_saved_predictions
 
         metrics = evaluate_saved_predictions(config, args.predictions)
         record = {"dataset": config.data.dataset_name, "predictions": str(args.predictions), "metrics": metrics}
@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> None:
         return
 
     from wavecl.distributed import cleanup, init_distributed
-    from wavecl.evaluation.build import evaluate_model
+    from wavecl.evaluation.datasets import evaluate_model
     from wavecl.model.wavecl import WaveCL
 
     out_dir = Path(args.out_dir) if args.out_dir is not None else config.run_directory() / "evaluation"
@@ -106,17 +106,10 @@ def register(commands: argparse._SubParsersAction) -> None:
         commands,
         "evaluate",
         "evaluate a checkpoint, or score saved predictions",
-        "Evaluate with the protocol of the config's dataset:\n"
-        "  a2d_sentences / jhmdb_sentences: COCO mask mAP, P@0.5..0.9, overall and mean IoU;\n"
-        "  ref_youtube_vos: Annotations/ PNGs and submission.zip for the evaluation server;\n"
-        "  coco: per-set box and mask mAP and P@K (RefCOCO/+/g val); davis: J&F (four annotators);\n"
-        "  synthetic: J, F and J&F on the held-out split.\n"
-        "With --checkpoint the model runs (also under torchrun) and writes its predictions and\n"
-        "metrics.json into --out-dir (default <output-dir>/<dataset>/<version>/evaluation).\n"
-        "With --predictions the metrics are recomputed from an earlier evaluation's files:\n"
-        "predictions.json (A2D/JHMDB), the folder of <set>_predictions.json (coco), the folder holding\n"
-        "anno_0..3 (davis), the folder holding Annotations/ or its zip (synthetic; ref_youtube_vos: a\n"
-        "completeness check of the submission).",
+        "Run the model on the evaluation split of the config's dataset (also under torchrun) and write its\n"
+        "predictions and metrics.json into --out-dir (default <output-dir>/<dataset>/<version>/evaluation),\n"
+        "or recompute the metrics from saved predictions (--predictions). The protocol of each dataset is\n"
+        "listed below.",
         "  wavecl evaluate -c configs/a2d_sentences.yaml --checkpoint runs/a2d_sentences/a2d/checkpoints/best\n"
         "  wavecl evaluate -c configs/a2d_sentences.yaml --checkpoint reference_a2d.pth.tar\n"
         "  torchrun --nproc_per_node 2 -m wavecl evaluate -c configs/jhmdb_sentences.yaml \\\n"
@@ -138,3 +131,13 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--out-dir", default=None, help="where predictions and metrics.json go")
     add_device_argument(parser)
     parser.set_defaults(handler=run)
+    plain_format_help = parser.format_help
+
+    def format_help() -> str:
+        """The help with each dataset's protocol, read from the dataset table only when help is shown
+        (the table imports torch and every dataset, which ``wavecl --help`` should not wait for)."""
+        from wavecl.evaluation.datasets import protocols_help
+
+        return plain_format_help() + "\n" + protocols_help() + "\n"
+
+    parser.format_help = format_help

@@ -44,10 +44,9 @@ def prepare_ytvos_samples(args: argparse.Namespace) -> None:
 
 def prepare_davis(args: argparse.Namespace) -> None:
     """``wavecl prepare davis``."""
-    from wavecl.data.davis import DATASET_FOLDER_NAMES, convert_davis
-    from wavecl.data.paths import resolve_dataset_root
+    from wavecl.data.davis import convert_davis, find_davis_folder
 
-    out = Path(args.out) if args.out else resolve_dataset_root(args.root, DATASET_FOLDER_NAMES, "DAVIS")
+    out = Path(args.out) if args.out else find_davis_folder(args.root).parent
     conversion = convert_davis(args.root, out, mode="copy" if args.copy else "symlink")
     for split, videos in conversion.videos.items():
         console.print(

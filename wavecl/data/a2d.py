@@ -26,10 +26,11 @@ import h5py
 import numpy as np
 from torch.utils.data import Dataset
 
+from wavecl.config import DataConfig
 from wavecl.data.paths import first_existing, read_csv_rows, require_file, resolve_dataset_root
 from wavecl.data.sample_cache import file_fingerprint, load_or_build
 from wavecl.data.transforms import ClipTransform, FrameAnnotation, clean_expression
-from wavecl.data.types import ClipSample
+from wavecl.data.types import ClipSample, Split
 from wavecl.data.video import read_video_window
 from wavecl.data.windows import at_window_centre
 
@@ -304,3 +305,8 @@ class A2DSentences(Dataset[ClipSample]):
             "image_id": sample.image_id,
         }
         return ClipSample(frames=clip, targets=targets, text=text, metadata=metadata)
+
+
+def build_a2d(config: DataConfig, split: Split, transform: ClipTransform, num_classes: int) -> A2DSentences:
+    """A2D-Sentences ``train``, or ``test`` for evaluation (``num_classes`` is not used: one class)."""
+    return A2DSentences(config.root, "train" if split == "train" else "test", config.window_size, transform=transform)

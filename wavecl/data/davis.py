@@ -39,9 +39,10 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from wavecl.atomic import write_json
+from wavecl.config import DataConfig
 from wavecl.data.paths import read_image, read_json, require_file, resolve_dataset_root
 from wavecl.data.transforms import ClipTransform, FrameAnnotation, clean_expression
-from wavecl.data.types import ClipSample
+from wavecl.data.types import ClipSample, Split
 from wavecl.data.windows import covering_windows
 from wavecl.data.ytvos import read_expression_videos, read_index_mask
 
@@ -165,7 +166,7 @@ def convert_davis(
     """
     if mode not in ("symlink", "copy"):
         raise ValueError(f"mode must be 'symlink' or 'copy', got {mode!r}")
-    root, out_dir = resolve_dataset_root(root, DATASET_FOLDER_NAMES, "DAVIS"), Path(out_dir)
+    root, out_dir = find_davis_folder(root).parent, Path(out_dir)
     davis = root / "DAVIS"
     text_dir = root / "davis_text_annotations"
     per_slot = [read_davis_expression_file(text_dir / name, encoding) for name, encoding in ANNOTATION_FILES]
@@ -334,3 +335,17 @@ class RefDAVIS17(Dataset[ClipSample]):
             "resized_frame_size": tuple(video.shape[-2:]),
         }
         return ClipSample(frames=video, targets=targets, text=text, metadata=metadata)
+
+
+def build_davis(config: DataConfig, split: Split, transform: ClipTransform, num_classes: int) -> RefDAVIS17:
+    """Ref-DAVIS17 ``valid`` in 36-frame chunks (evaluation only; ``split``, ``num_classes`` not used)."""
+    return RefDAVIS17(config.root, transform, annotators=config.davis_annotators)
+
+
+def find_davis_folder(root: str | Path) -> Path:
+    """The ``DAVIS`` folder of a Ref-DAVIS root (or of its parent, either spelling of the name).
+
+    Raises:
+        FileNotFoundError: no ``DAVIS`` folder there; the message names the places looked at.
+    """
+    return resolve_dataset_root(root, DATASET_FOLDER_NAMES, "DAVIS") / "DAVIS"

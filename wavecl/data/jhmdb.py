@@ -24,9 +24,10 @@ import numpy as np
 import scipy.io
 from torch.utils.data import Dataset
 
+from wavecl.config import DataConfig
 from wavecl.data.paths import read_csv_rows, read_image, read_json, require_file, resolve_dataset_root
 from wavecl.data.transforms import ClipTransform, FrameAnnotation, clean_expression
-from wavecl.data.types import ClipSample
+from wavecl.data.types import ClipSample, Split
 from wavecl.data.windows import at_window_centre, centred_window
 
 DATASET_FOLDER_NAMES = ("jhmdb_sentences", "data/jhmdb_sentences")
@@ -217,3 +218,10 @@ class JHMDBSentences(Dataset[ClipSample]):
         clip, targets, text = self.transform(frames, annotations, text)
         metadata = {"video_id": sample.video_id, "frame": sample.frame, "image_id": sample.image_id}
         return ClipSample(frames=clip, targets=targets, text=text, metadata=metadata)
+
+
+def build_jhmdb(config: DataConfig, split: Split, transform: ClipTransform, num_classes: int) -> JHMDBSentences:
+    """JHMDB-Sentences, every evaluated frame (evaluation only; ``split`` and ``num_classes`` are not used)."""
+    return JHMDBSentences(
+        config.root, config.window_size, transform=transform, samples_metadata=config.jhmdb_samples_metadata
+    )

@@ -44,12 +44,13 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as coco_mask
 from pycocotools.coco import COCO
-from torch.utils.data import Dataset
+from torch.utils.data import ConcatDataset, Dataset
 
+from wavecl.config import DataConfig
 from wavecl.data.image_to_clip import ImageToClipAugmenter
 from wavecl.data.paths import read_image, read_json, resolve_dataset_root
 from wavecl.data.transforms import ClipTransform, FrameAnnotation, clean_expression
-from wavecl.data.types import ClipSample
+from wavecl.data.types import ClipSample, Split
 
 DATASET_FOLDER_NAMES = ("coco",)
 """Folder name of the COCO root under a data folder (``data/coco``)."""
@@ -335,3 +336,16 @@ def build_refcoco_gt(dataset: RefCOCO) -> COCO:
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress lines
         coco.createIndex()
     return coco
+
+
+def build_refcoco(
+    config: DataConfig, split: Split, transform: ClipTransform, num_classes: int
+) -> ConcatDataset[ClipSample]:
+    """Every set of ``data.coco_datasets`` (RefCOCO/+/g), ``train`` or ``val``, as pseudo-video clips."""
+    coco_split = "train" if split == "train" else "val"
+    return ConcatDataset(
+        [
+            RefCOCO(config.root, name, coco_split, transform, num_frames=config.window_size)
+            for name in config.coco_datasets
+        ]
+    )

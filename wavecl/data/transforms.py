@@ -24,7 +24,8 @@ from PIL import Image
 from torch import Tensor
 from torchvision.ops import box_convert, masks_to_boxes
 
-from wavecl.data.types import FrameTarget
+from wavecl.config import DataConfig
+from wavecl.data.types import FrameTarget, Split
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -220,3 +221,16 @@ class ClipTransform:
             size=size,
             image_id=annotation.image_id,
         )
+
+
+def build_transform(config: DataConfig, split: Split) -> ClipTransform:
+    """The training augmentation, or the evaluation resize, that ``config`` describes."""
+    if split == "train":
+        return ClipTransform(
+            train=True,
+            short_size=config.train_short_size,
+            max_size=config.train_max_size,
+            horizontal_flip=config.horizontal_flip,
+            flip_mode=config.flip_mode,
+        )
+    return ClipTransform(train=False, short_size=config.eval_short_size, max_size=config.eval_max_size)

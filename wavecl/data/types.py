@@ -7,7 +7,7 @@ list of them into a time-major, zero-padded :class:`Batch`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -132,3 +132,7 @@ class Batch:
             indices.append(t + b * T)
             selected.append(self.targets[t][b])  # type: ignore[arg-type]
         return torch.tensor(indices, dtype=torch.long, device=self.frames.device), [selected]
+
+
+Split = Literal["train", "eval"]
+"""Which side of a dataset a run reads: its training split, or the split its protocol evaluates."""

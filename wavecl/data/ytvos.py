@@ -33,10 +33,11 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from wavecl.atomic import write_json
+from wavecl.config import DataConfig
 from wavecl.data.paths import read_image, read_json, resolve_dataset_root
 from wavecl.data.sample_cache import file_fingerprint, load_or_build
 from wavecl.data.transforms import ClipTransform, FrameAnnotation, clean_expression
-from wavecl.data.types import ClipSample
+from wavecl.data.types import ClipSample, Split
 from wavecl.data.windows import covering_windows, training_windows
 
 logger = logging.getLogger(__name__)
@@ -420,3 +421,16 @@ class RefYouTubeVOS(Dataset[ClipSample]):
             annotations.append(FrameAnnotation(mask=ids == sample.obj_id, label=label))
         clip, targets, text = self.transform(frames, annotations, text)
         return ClipSample(frames=clip, targets=targets, text=text, metadata=metadata)
+
+
+def build_ytvos(config: DataConfig, split: Split, transform: ClipTransform, num_classes: int) -> RefYouTubeVOS:
+    """Ref-YouTube-VOS-layout ``train`` windows, or ``valid`` in windows of ``window_size`` frames (whole
+    videos with ``eval_whole_video``); category ids are kept with ``num_classes == 65``."""
+    whole_video = split == "eval" and config.eval_whole_video
+    return RefYouTubeVOS(
+        config.root,
+        "train" if split == "train" else "valid",
+        None if whole_video else config.window_size,
+        transform=transform,
+        num_classes=65 if num_classes == 65 else 1,
+    )

@@ -25,8 +25,6 @@ import numpy as np
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
-from rich.console import Console
-from rich.table import Table
 from torch import Tensor
 
 from wavecl.atomic import write_json
@@ -272,16 +270,6 @@ def a2d_metrics(
     return metrics
 
 
-def print_metrics(title: str, metrics: dict[str, float], console: Console | None = None) -> None:
-    """Print ``metrics`` as a two-column rich table."""
-    table = Table(title=title)
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for name, value in metrics.items():
-        table.add_row(name, f"{value:.4f}")
-    (console or Console()).print(table)
-
-
 class A2DEvaluator:
     """Accumulates A2D/JHMDB predictions over an evaluation epoch and computes the metrics of §7.
 
@@ -292,24 +280,17 @@ class A2DEvaluator:
         results_path: where rank 0 writes the (deduplicated) predictions as json; ``None`` to skip.
         precision_metrics: also compute P@K, overall IoU and mean IoU
             (``calculate_precision_and_iou_metrics``).
-        console: rich console for the summary table; ``None`` for the default one.
-
-    ``primary_metric`` (mask mAP 0.5:0.95) selects the best checkpoint.
     """
-
-    primary_metric = "mAP 0.5:0.95"
 
     def __init__(
         self,
         ground_truth: str | os.PathLike[str] | COCO,
         results_path: str | os.PathLike[str] | None = None,
         precision_metrics: bool = True,
-        console: Console | None = None,
     ) -> None:
         self.ground_truth = ground_truth
         self.results_path = results_path
         self.precision_metrics = precision_metrics
-        self.console = console
         self.results: list[dict[str, Any]] = []
 
     def update(self, outputs: WaveCLOutput, batch: Batch) -> None:
@@ -345,7 +326,7 @@ class A2DEvaluator:
     def summarize(self) -> dict[str, float]:
         """Gather every rank's predictions, drop padding duplicates, and compute the metrics.
 
-        Rank 0 computes, saves the predictions to ``results_path`` and prints a table; the metrics are
+        Rank 0 computes and saves the predictions to ``results_path``; the metrics are
         then shared so that every rank returns the same dict, :func:`a2d_metrics`.
         """
         results = gather_results(self.results)
@@ -354,7 +335,6 @@ class A2DEvaluator:
             if self.results_path is not None:
                 write_json(self.results_path, results)
             metrics = a2d_metrics(self.ground_truth, results, self.precision_metrics)
-            print_metrics("A2D / JHMDB evaluation", metrics, self.console)
         return gather_objects(metrics)[0]
 
 
@@ -370,7 +350,6 @@ __all__ = [
     "load_coco_ground_truth",
     "masks_to_coco_results",
     "precision_and_iou",
-    "print_metrics",
     "single_annotation",
     "summarize_ious",
     "top_predictions_per_image",

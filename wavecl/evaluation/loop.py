@@ -24,11 +24,9 @@ from wavecl.model.output import WaveCLOutput
 class Evaluator(Protocol):
     """Accumulates predictions batch by batch and computes a protocol's metrics.
 
-    ``primary_metric`` names the metric that selects the best checkpoint (higher is better), or is
-    None where no local metric exists (Ref-YouTube-VOS is scored by its server).
+    The metric that selects the best checkpoint is the dataset's, in
+    :data:`wavecl.evaluation.datasets.DATASETS`.
     """
-
-    primary_metric: str | None
 
     def update(self, outputs: WaveCLOutput, batch: Batch) -> None: ...
 

@@ -159,8 +159,6 @@ class RefCOCOEvaluator:
     ``summarize`` returns :func:`evaluate_refcoco_sets` of the gathered predictions on every rank.
     """
 
-    primary_metric = PRIMARY_METRIC
-
     def __init__(self, datasets: Any, results_dir: str | os.PathLike | None = None) -> None:
         self.ground_truth = refcoco_ground_truth(datasets)
         self.results_dir = results_dir

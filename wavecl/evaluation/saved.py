@@ -1,6 +1,6 @@
 """Scoring predictions saved by an earlier evaluation, without running the model again.
 
-``wavecl evaluate --predictions PATH`` reads what the evaluators of :mod:`wavecl.evaluation.build`
+``wavecl evaluate --predictions PATH`` reads what the evaluators of :mod:`wavecl.evaluation.datasets`
 wrote and recomputes their metrics:
 
 - A2D-Sentences / JHMDB-Sentences: the ``predictions.json`` of :class:`~wavecl.evaluation.a2d.A2DEvaluator`
@@ -24,12 +24,12 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+from torch.utils.data import Dataset
 
-from wavecl.config import Config
-from wavecl.data.build import build_dataset
-from wavecl.data.davis import DATASET_FOLDER_NAMES as DAVIS_FOLDER_NAMES
-from wavecl.data.paths import read_json, resolve_dataset_root
+from wavecl.data.davis import find_davis_folder
+from wavecl.data.paths import read_json
 from wavecl.data.synthetic import expression_ground_truth
+from wavecl.data.types import ClipSample
 from wavecl.data.ytvos import RefYouTubeVOS, YTVOSSample, read_index_mask
 from wavecl.evaluation.a2d import a2d_metrics
 from wavecl.evaluation.davis import db_eval_boundary, db_eval_iou, evaluate_ref_davis
@@ -73,14 +73,14 @@ def evaluate_a2d_predictions(predictions: str | Path, ground_truth: str | Path) 
     return a2d_metrics(ground_truth, read_coco_results(predictions))
 
 
-def evaluate_refcoco_predictions(predictions_dir: str | Path, config: Config) -> dict[str, float]:
+def evaluate_refcoco_predictions(predictions_dir: str | Path, dataset: Dataset[ClipSample]) -> dict[str, float]:
     """RefCOCO/+/g metrics of the ``<set>_predictions.json`` files in ``predictions_dir``.
 
-    The ground truth of every set in ``config.data.coco_datasets`` is rebuilt from its ``val`` json, as
+    The ground truth of every set of ``dataset`` (the run's RefCOCO/+/g ``val`` sets) is rebuilt, as
     during training. Keys as :class:`~wavecl.evaluation.refcoco.RefCOCOEvaluator` returns them.
     """
     predictions_dir = Path(predictions_dir)
-    ground_truth = refcoco_ground_truth(build_dataset(config.data, "eval"))
+    ground_truth = refcoco_ground_truth(dataset)
     results = {name: read_coco_results(predictions_dir / f"{name}_predictions.json") for name in ground_truth}
     return evaluate_refcoco_sets(ground_truth, results)
 
@@ -96,8 +96,7 @@ def evaluate_davis_predictions(results_dir: str | Path, davis_root: str | Path) 
         The mean over the annotators of ``J&F-Mean``, ``J-Mean``, ``J-Recall``, ``J-Decay``, ``F-Mean``,
         ``F-Recall``, ``F-Decay`` (the keys of :class:`~wavecl.evaluation.video.RefDAVISEvaluator`).
     """
-    davis = resolve_dataset_root(davis_root, DAVIS_FOLDER_NAMES, "DAVIS") / "DAVIS"
-    summary = evaluate_ref_davis(results_dir, davis)
+    summary = evaluate_ref_davis(results_dir, find_davis_folder(davis_root))
     return {key: float(value) for key, value in summary["mean"].items()}
 
 
@@ -162,12 +161,12 @@ def _complete_submission(
     return submission, expected
 
 
-def check_ytvos_submission(path: str | Path, config: Config) -> dict[str, float]:
+def check_ytvos_submission(path: str | Path, dataset: RefYouTubeVOS) -> dict[str, float]:
     """Check that a Ref-YouTube-VOS submission has a mask for every frame of every valid expression.
 
     Args:
         path: ``submission.zip`` or the folder holding ``Annotations/``.
-        config: names the dataset (``data.root``).
+        dataset: the ``valid`` split the submission answers.
 
     Returns:
         ``{"expressions", "frames"}``: what the submission covers.
@@ -175,11 +174,11 @@ def check_ytvos_submission(path: str | Path, config: Config) -> dict[str, float]
     Raises:
         ValueError: masks are missing (the first few are named).
     """
-    _, expected = _complete_submission(path, build_dataset(config.data, "eval"))
+    _, expected = _complete_submission(path, dataset)
     return {"expressions": float(len(expected)), "frames": float(sum(map(len, expected.values())))}
 
 
-def evaluate_synthetic_predictions(path: str | Path, config: Config) -> dict[str, float]:
+def evaluate_synthetic_predictions(path: str | Path, dataset: RefYouTubeVOS) -> dict[str, float]:
     """J, F and J&F of saved synthetic predictions, computed as
     :class:`~wavecl.evaluation.video.SyntheticJFEvaluator` does.
 
@@ -188,9 +187,8 @@ def evaluate_synthetic_predictions(path: str | Path, config: Config) -> dict[str
 
     Args:
         path: a folder holding ``Annotations/<video>/<exp_id>/<frame>.png``, or its zip.
-        config: names the synthetic dataset (``data.root``); its ``valid`` split is the ground truth.
+        dataset: the synthetic ``valid`` split, whose masks are the ground truth.
     """
-    dataset = build_dataset(config.data, "eval")
     submission, expected = _complete_submission(path, dataset)
     per_expression = []
     for (video, exp_id), frames in expected.items():
@@ -203,31 +201,3 @@ def evaluate_synthetic_predictions(path: str | Path, config: Config) -> dict[str
             )
         per_expression.append((np.mean(db_eval_iou(truth, predicted)), np.mean(db_eval_boundary(truth, predicted))))
     return jf_summary(per_expression)
-
-
-def evaluate_saved_predictions(config: Config, path: str | Path) -> dict[str, float]:
-    """Recompute the metrics of ``config``'s evaluation protocol from saved predictions at ``path``.
-
-    See the module docstring for what ``path`` is per dataset.
-
-    Raises:
-        FileNotFoundError / ValueError: ``path`` is missing or malformed (named in the message).
-    """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"predictions not found: {path}")
-    name = config.data.dataset_name
-    if name in ("a2d_sentences", "jhmdb_sentences"):
-        if not config.data.coco_gt_path:
-            raise ValueError(f"data.coco_gt_path is required to evaluate {name} predictions")
-        file = path / "predictions.json" if path.is_dir() else path
-        return evaluate_a2d_predictions(file, config.data.coco_gt_path)
-    if name == "coco":
-        return evaluate_refcoco_predictions(path, config)
-    if name == "davis":
-        return evaluate_davis_predictions(path, config.data.root)
-    if name == "synthetic":
-        return evaluate_synthetic_predictions(path, config)
-    if name == "ref_youtube_vos":
-        return check_ytvos_submission(path, config)
-    raise ValueError(f"no evaluation of saved predictions for data.dataset_name {name!r}")

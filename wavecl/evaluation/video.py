@@ -49,8 +49,6 @@ def jf_summary(per_expression: list[tuple[float, float]]) -> dict[str, float]:
 class YTVOSSubmissionEvaluator:
     """Writes ``<out_dir>/Annotations/<video>/<exp_id>/<frame>.png`` and ``<out_dir>/submission.zip``."""
 
-    primary_metric = None
-
     def __init__(self, out_dir: str | Path) -> None:
         self.out_dir = Path(out_dir)
         self.num_windows = 0
@@ -79,8 +77,6 @@ class SyntheticJFEvaluator:
             ``<out_dir>/Annotations/<video>/<exp_id>/<frame>.png`` (the Ref-YouTube-VOS submission layout),
             so that ``wavecl evaluate --predictions`` can score them again.
     """
-
-    primary_metric = "J&F"
 
     def __init__(self, root: str | Path, split: str = "valid", out_dir: str | Path | None = None) -> None:
         self.root = root
@@ -128,8 +124,6 @@ class RefDAVISEvaluator:
         out_dir: receives ``anno_<k>/<video>/<frame>.png`` and the CSV tables.
         davis_root: the raw ``DAVIS`` folder (``Annotations_unsupervised/480p``, ``ImageSets/2017``).
     """
-
-    primary_metric = "J&F-Mean"
 
     def __init__(self, out_dir: str | Path, davis_root: str | Path) -> None:
         self.out_dir = Path(out_dir)

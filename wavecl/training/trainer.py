@@ -44,12 +44,11 @@ from wavecl.checkpoint import (
     save_checkpoint,
 )
 from wavecl.config import Config
-from wavecl.data.build import build_dataset
 from wavecl.data.collate import collate_clips
 from wavecl.data.robust import SkipBadSamples
 from wavecl.data.types import Batch
 from wavecl.distributed import DistInfo, barrier, gather_objects, reduce_loss_dict
-from wavecl.evaluation.build import evaluate_model
+from wavecl.evaluation.datasets import build_dataset, evaluate_model
 from wavecl.model.wavecl import WaveCL, build_model
 from wavecl.training.criterion import SetCriterion
 from wavecl.training.matcher import HungarianMatcher

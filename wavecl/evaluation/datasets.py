@@ -1,0 +1,244 @@
+"""One row per dataset: how it loads, whether it trains, how it is evaluated and scored.
+
+:data:`DATASETS` is the only place that dispatches on ``data.dataset_name``. Adding a dataset means
+writing its module (a ``Dataset`` and a ``build_<name>(config, split, transform, num_classes)``
+function in ``wavecl/data/``, an evaluator in ``wavecl/evaluation/``) and adding its row here;
+training, ``wavecl evaluate`` and its ``--help`` read the row. ``docs/datasets.md`` walks through it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch import nn
+from torch.utils.data import Dataset
+
+from wavecl.config import Config, DataConfig
+from wavecl.data.a2d import build_a2d
+from wavecl.data.davis import build_davis, find_davis_folder
+from wavecl.data.jhmdb import build_jhmdb
+from wavecl.data.refcoco import build_refcoco
+from wavecl.data.robust import SkipBadSamples
+from wavecl.data.transforms import ClipTransform, build_transform
+from wavecl.data.types import ClipSample, Split
+from wavecl.data.ytvos import build_ytvos
+from wavecl.distributed import DistInfo
+from wavecl.evaluation.a2d import A2DEvaluator
+from wavecl.evaluation.loop import Evaluator, run_evaluation
+from wavecl.evaluation.refcoco import PRIMARY_METRIC as REFCOCO_PRIMARY_METRIC
+from wavecl.evaluation.refcoco import RefCOCOEvaluator
+from wavecl.evaluation.saved import (
+    check_ytvos_submission,
+    evaluate_a2d_predictions,
+    evaluate_davis_predictions,
+    evaluate_refcoco_predictions,
+    evaluate_synthetic_predictions,
+)
+from wavecl.evaluation.video import RefDAVISEvaluator, SyntheticJFEvaluator, YTVOSSubmissionEvaluator
+
+DatasetBuilder = Callable[[DataConfig, Split, ClipTransform, int], Dataset[ClipSample]]
+EvaluatorBuilder = Callable[[Config, Dataset[ClipSample], Path], Evaluator]
+SavedScorer = Callable[[Config, Path], dict[str, float]]
+
+
+@dataclass(frozen=True)
+class DatasetRow:
+    """What the rest of wavecl knows of one dataset.
+
+    Attributes:
+        build: its loader for a split (``"train"``, or the split its protocol evaluates).
+        trains: whether it has a training split (JHMDB and Ref-DAVIS17 are evaluation-only).
+        evaluator: builds the evaluator of its protocol from the run's config, the evaluation dataset
+            and the folder for predictions and tables.
+        score_saved: recomputes the metrics from what an earlier evaluation wrote (``--predictions``).
+        primary_metric: the metric that selects the ``best`` checkpoint (higher is better); ``None``
+            where no local metric exists.
+        protocol: one line for ``wavecl evaluate --help``: what is reported.
+        saved_predictions: one line for ``--help``: what ``--predictions`` takes.
+    """
+
+    build: DatasetBuilder
+    trains: bool
+    evaluator: EvaluatorBuilder
+    score_saved: SavedScorer
+    primary_metric: str | None
+    protocol: str
+    saved_predictions: str
+
+
+def _coco_ground_truth(config: Config) -> str:
+    if not config.data.coco_gt_path:
+        raise ValueError(
+            f"data.coco_gt_path is required to evaluate {config.data.dataset_name} (build it with `wavecl prepare`)"
+        )
+    return config.data.coco_gt_path
+
+
+def _a2d_evaluator(config: Config, dataset: Dataset[ClipSample], out_dir: Path) -> Evaluator:
+    return A2DEvaluator(_coco_ground_truth(config), results_path=out_dir / "predictions.json")
+
+
+def _a2d_saved(config: Config, path: Path) -> dict[str, float]:
+    return evaluate_a2d_predictions(path / "predictions.json" if path.is_dir() else path, _coco_ground_truth(config))
+
+
+def _eval_dataset(config: Config) -> Dataset[ClipSample]:
+    return build_dataset(config.data, "eval", config.model.num_classes)
+
+
+_A2D_PROTOCOL = "COCO mask mAP 0.5:0.95 (AP 0.5, 0.75, S/M/L), P@0.5..0.9, overall and mean IoU"
+_A2D_SAVED = "the evaluator's predictions.json (COCO segmentation results), or the folder holding it"
+
+DATASETS: dict[str, DatasetRow] = {
+    "a2d_sentences": DatasetRow(
+        build=build_a2d,
+        trains=True,
+        evaluator=_a2d_evaluator,
+        score_saved=_a2d_saved,
+        primary_metric="mAP 0.5:0.95",
+        protocol=_A2D_PROTOCOL,
+        saved_predictions=_A2D_SAVED,
+    ),
+    "jhmdb_sentences": DatasetRow(
+        build=build_jhmdb,
+        trains=False,
+        evaluator=_a2d_evaluator,
+        score_saved=_a2d_saved,
+        primary_metric="mAP 0.5:0.95",
+        protocol=_A2D_PROTOCOL,
+        saved_predictions=_A2D_SAVED,
+    ),
+    "ref_youtube_vos": DatasetRow(
+        build=build_ytvos,
+        trains=True,
+        evaluator=lambda config, dataset, out_dir: YTVOSSubmissionEvaluator(out_dir),
+        score_saved=lambda config, path: check_ytvos_submission(path, _eval_dataset(config)),
+        primary_metric=None,
+        protocol="Annotations/ PNGs and submission.zip for the evaluation server",
+        saved_predictions="submission.zip or the folder holding Annotations/ (a completeness check)",
+    ),
+    "coco": DatasetRow(
+        build=build_refcoco,
+        trains=True,
+        evaluator=lambda config, dataset, out_dir: RefCOCOEvaluator(dataset, results_dir=out_dir),
+        score_saved=lambda config, path: evaluate_refcoco_predictions(path, _eval_dataset(config)),
+        primary_metric=REFCOCO_PRIMARY_METRIC,
+        protocol="per-set box and mask mAP and P@K on RefCOCO/+/g val, and the mean mask mAP",
+        saved_predictions="the folder of <set>_predictions.json files",
+    ),
+    "davis": DatasetRow(
+        build=build_davis,
+        trains=False,
+        evaluator=lambda config, dataset, out_dir: RefDAVISEvaluator(out_dir, find_davis_folder(config.data.root)),
+        score_saved=lambda config, path: evaluate_davis_predictions(path, config.data.root),
+        primary_metric="J&F-Mean",
+        protocol="DAVIS-2017 J&F (mean, recall, decay) averaged over the four annotators",
+        saved_predictions="the folder holding anno_0 .. anno_3",
+    ),
+    "synthetic": DatasetRow(
+        build=build_ytvos,
+        trains=True,
+        evaluator=lambda config, dataset, out_dir: SyntheticJFEvaluator(config.data.root, "valid", out_dir),
+        score_saved=lambda config, path: evaluate_synthetic_predictions(path, _eval_dataset(config)),
+        primary_metric="J&F",
+        protocol="J, F and J&F on the held-out split",
+        saved_predictions="the folder holding Annotations/ or its zip",
+    ),
+}
+
+
+def dataset_row(name: str) -> DatasetRow:
+    """The row of ``name``.
+
+    Raises:
+        ValueError: no such dataset; the message lists the known ones.
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown data.dataset_name {name!r}; known datasets: {sorted(DATASETS)}")
+    return DATASETS[name]
+
+
+def build_dataset(config: DataConfig, split: Split, num_classes: int = 1) -> Dataset[ClipSample]:
+    """The dataset of ``config.dataset_name`` for training or evaluation.
+
+    Training datasets are wrapped in :class:`~wavecl.data.robust.SkipBadSamples`: a sample that fails to
+    load is reported, counted and replaced, so one bad file never stops a run.
+
+    Raises:
+        ValueError: an unknown dataset, or ``split == "train"`` for an evaluation-only one.
+    """
+    row = dataset_row(config.dataset_name)
+    if split == "train" and not row.trains:
+        trainable = sorted(name for name, other in DATASETS.items() if other.trains)
+        raise ValueError(
+            f"data.dataset_name {config.dataset_name!r} is evaluation-only; trainable datasets: {trainable}"
+        )
+    dataset = row.build(config, split, build_transform(config, split), num_classes)
+    return SkipBadSamples(dataset) if split == "train" else dataset
+
+
+@dataclass
+class Evaluation:
+    """The evaluation split of a run's dataset and the evaluator of its protocol."""
+
+    dataset: Dataset[ClipSample]
+    evaluator: Evaluator
+    primary_metric: str | None
+
+
+def build_evaluation(config: Config, out_dir: str | Path) -> Evaluation:
+    """The evaluation split of ``config.data`` and the evaluator of its protocol (see :data:`DATASETS`).
+
+    Args:
+        config: the run's configuration.
+        out_dir: where predictions, submissions and tables are written.
+    """
+    row = dataset_row(config.data.dataset_name)
+    dataset = build_dataset(config.data, "eval", config.model.num_classes)
+    return Evaluation(dataset, row.evaluator(config, dataset, Path(out_dir)), row.primary_metric)
+
+
+def evaluate_model(
+    model: nn.Module, config: Config, out_dir: str | Path, dist: DistInfo
+) -> tuple[dict[str, float], str | None]:
+    """Evaluate ``model`` with the protocol of ``config.data``, writing predictions under ``out_dir``.
+
+    Returns the metrics (complete on every rank) and the name of the metric that selects the best
+    checkpoint (``None`` where the protocol has no local metric).
+    """
+    evaluation = build_evaluation(config, out_dir)
+    metrics = run_evaluation(
+        model,
+        evaluation.dataset,
+        evaluation.evaluator,
+        dist,
+        batch_size=config.data.eval_batch_size,
+        num_workers=config.data.num_workers,
+        amp=config.train.amp,
+    )
+    return metrics, evaluation.primary_metric
+
+
+def evaluate_saved_predictions(config: Config, path: str | Path) -> dict[str, float]:
+    """Recompute the metrics of ``config``'s evaluation protocol from saved predictions at ``path``.
+
+    Raises:
+        FileNotFoundError / ValueError: ``path`` is missing or malformed (named in the message).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"predictions not found: {path}")
+    return dataset_row(config.data.dataset_name).score_saved(config, path)
+
+
+def protocols_help() -> str:
+    """The per-dataset lines of ``wavecl evaluate --help``."""
+    lines = ["Evaluate with the protocol of the config's dataset (data.dataset_name):"]
+    for name, row in DATASETS.items():
+        lines.append(f"  {name}: {row.protocol}.")
+    lines.append("With --predictions, the metrics are recomputed from an earlier evaluation's files:")
+    for name, row in DATASETS.items():
+        lines.append(f"  {name}: {row.saved_predictions}.")
+    return "\n".join(lines)
