@@ -84,14 +84,6 @@ def test_help(argv, expected, capsys):
 # ------------------------------------------------------------------------------------------- info
 
 
-@pytest.fixture(scope="module")
-def tiny_model():
-    from wavecl.model.wavecl import WaveCL
-
-    torch.manual_seed(0)
-    return WaveCL(load_config(TINY).model)
-
-
 def test_info_prints_parameter_counts(tiny_model, capsys):
     code, out, _ = run_cli(["info", "-c", TINY], capsys)
     assert code == 0

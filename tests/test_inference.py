@@ -43,9 +43,9 @@ def single_thread():
 
 
 @pytest.fixture(scope="module")
-def tiny_model() -> WaveCL:
-    torch.manual_seed(0)
-    return WaveCL(load_config(TINY_CONFIG).model).eval()
+def tiny_model(tiny_model: WaveCL) -> WaveCL:
+    """The shared tiny model (tests/conftest.py), in eval mode: prediction runs the network in eval mode."""
+    return tiny_model.eval()
 
 
 @pytest.fixture(scope="module")

@@ -155,17 +155,6 @@ def reference_key(key: str) -> str:
     return f"backbone.0.body.layers.{index // 2}.blocks.{block}.{suffix}"
 
 
-@pytest.fixture(scope="module")
-def tiny_config():
-    return load_config(f"{CONFIGS}/tiny.yaml").model
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tiny_config):
-    torch.manual_seed(0)
-    return WaveCL(tiny_config)
-
-
 def test_reference_checkpoint_loads_after_documented_renames(tiny_config, tiny_model):
     ours = tiny_model.state_dict()
     reference = {reference_key(k): v.clone() + 1 for k, v in ours.items()}
