@@ -9,7 +9,7 @@ training, ``wavecl evaluate`` and its ``--help`` read the row. ``docs/datasets.m
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from torch import nn
@@ -88,28 +88,19 @@ def _eval_dataset(config: Config) -> Dataset[ClipSample]:
     return build_dataset(config.data, "eval", config.model.num_classes)
 
 
-_A2D_PROTOCOL = "COCO mask mAP 0.5:0.95 (AP 0.5, 0.75, S/M/L), P@0.5..0.9, overall and mean IoU"
-_A2D_SAVED = "the evaluator's predictions.json (COCO segmentation results), or the folder holding it"
+_A2D_ROW = DatasetRow(
+    build=build_a2d,
+    trains=True,
+    evaluator=_a2d_evaluator,
+    score_saved=_a2d_saved,
+    primary_metric="mAP 0.5:0.95",
+    protocol="COCO mask mAP 0.5:0.95 (AP 0.5, 0.75, S/M/L), P@0.5..0.9, overall and mean IoU",
+    saved_predictions="the evaluator's predictions.json (COCO segmentation results), or the folder holding it",
+)
 
 DATASETS: dict[str, DatasetRow] = {
-    "a2d_sentences": DatasetRow(
-        build=build_a2d,
-        trains=True,
-        evaluator=_a2d_evaluator,
-        score_saved=_a2d_saved,
-        primary_metric="mAP 0.5:0.95",
-        protocol=_A2D_PROTOCOL,
-        saved_predictions=_A2D_SAVED,
-    ),
-    "jhmdb_sentences": DatasetRow(
-        build=build_jhmdb,
-        trains=False,
-        evaluator=_a2d_evaluator,
-        score_saved=_a2d_saved,
-        primary_metric="mAP 0.5:0.95",
-        protocol=_A2D_PROTOCOL,
-        saved_predictions=_A2D_SAVED,
-    ),
+    "a2d_sentences": _A2D_ROW,
+    "jhmdb_sentences": replace(_A2D_ROW, build=build_jhmdb, trains=False),  # A2D's protocol, evaluation only
     "ref_youtube_vos": DatasetRow(
         build=build_ytvos,
         trains=True,
