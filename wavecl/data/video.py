@@ -8,6 +8,11 @@ annotated frame number of A2D lands on the same decoded frame:
 * a frame with no timestamp or a negative one is dropped (torchvision keeps ``0 <= pts``);
 * frames are keyed by ``pts`` (a later frame with the same ``pts`` replaces the earlier one) and sorted.
 
+Every reader returns frames as a player shows them: a file whose display matrix turns or mirrors the
+picture (phone videos record a 90° display rotation rather than turning the pixels) is read upright,
+through :func:`upright_image`. torchvision ignores the matrix; A2D's videos carry none, so this
+changes nothing there. Written files carry no display matrix: their pixels are already upright.
+
 Inference on videos of any length uses the streaming forms, in memory bounded by one frame:
 :func:`iter_video_frames` yields the same frames, in the same order, as :func:`read_video_frames` for
 every stream whose decoded timestamps increase (all ordinary files), and :class:`VideoWriter` encodes
@@ -32,6 +37,8 @@ from wavecl.atomic import atomic_path
 from wavecl.data.windows import centred_window
 
 _ENCODERS = ("h264", "libx264", "mpeg4")
+DISPLAYMATRIX = av.sidedata.sidedata.Type.DISPLAYMATRIX
+_QUARTER_TURN_TOLERANCE = 0.02  # share of the matrix's weight off the axes of a quarter turn: about 1 degree
 
 
 def _open_input(path: Path) -> av.container.InputContainer:
@@ -45,6 +52,41 @@ def _open_input(path: Path) -> av.container.InputContainer:
         container.close()
         raise ValueError(f"no video stream in {path}")
     return container
+
+
+def upright_image(frame: av.VideoFrame, path: Path) -> Image.Image:
+    """The RGB picture a player shows for ``frame``: the decoded pixels turned and mirrored as the
+    frame's display matrix (``DISPLAYMATRIX`` side data) says.
+
+    The matrix maps a stored pixel ``(x, y)`` (x right, y down) to ``(a x + c y, b x + d y)``, with
+    ``a, b, c, d`` its entries 0, 1, 3, 4 in 16.16 fixed point; a rotation by ``frame.rotation``
+    degrees counter-clockwise, possibly mirrored, has ``a = d = 0`` or ``b = c = 0``. A ``90`` turns a
+    stored ``W x H`` frame into an ``H x W`` picture whose left column was the stored top row.
+
+    Raises:
+        ValueError: the matrix turns by an angle that is not a multiple of 90 degrees; names the file.
+    """
+    image = frame.to_image()
+    side_data = frame.side_data.get(DISPLAYMATRIX)
+    if side_data is None:
+        return image
+    matrix = np.frombuffer(bytes(side_data), dtype=np.int32)
+    a, b, c, d = (float(matrix[index]) / 65536 for index in (0, 1, 3, 4))
+    if abs(a) + abs(d) >= abs(b) + abs(c):
+        transposed, flip_rows, flip_columns, off_axis = False, d < 0, a < 0, abs(b) + abs(c)
+    else:
+        transposed, flip_rows, flip_columns, off_axis = True, b < 0, c < 0, abs(a) + abs(d)
+    if off_axis > _QUARTER_TURN_TOLERANCE * (abs(a) + abs(b) + abs(c) + abs(d)):
+        raise ValueError(
+            f"video {path} asks to be shown turned by {frame.rotation} degrees; only multiples of 90 are supported"
+        )
+    if transposed:
+        image = image.transpose(Image.Transpose.TRANSPOSE)
+    if flip_rows:
+        image = image.transpose(Image.Transpose.FLIP_TOP_BOTTOM)
+    if flip_columns:
+        image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    return image
 
 
 def _presented_frames(path: Path) -> Iterator[av.VideoFrame]:
@@ -99,7 +141,7 @@ def read_video_frames(path: str | os.PathLike, indices: Sequence[int] | None = N
     for index in indices:
         if not 0 <= index < len(frames):
             raise IndexError(f"frame index {index} out of range for video {path} with {len(frames)} frames")
-    return [frames[index].to_image() for index in indices]
+    return [upright_image(frames[index], Path(path)) for index in indices]
 
 
 def read_video_window(path: str | os.PathLike, centre: int, window_size: int) -> list[Image.Image]:
@@ -114,7 +156,7 @@ def read_video_window(path: str | os.PathLike, centre: int, window_size: int) ->
     frames = _decode_video(path)
     if not 0 <= centre < len(frames):
         raise ValueError(f"video {path} has {len(frames)} frames but frame {centre + 1} (1-based) is annotated")
-    return [frames[index].to_image() for index in centred_window(centre, window_size, len(frames))]
+    return [upright_image(frames[index], Path(path)) for index in centred_window(centre, window_size, len(frames))]
 
 
 def write_video(path: str | os.PathLike, frames: Sequence[np.ndarray], fps: float) -> None:
@@ -143,11 +185,11 @@ def iter_video_frames(path: str | os.PathLike[str]) -> Iterator[Image.Image]:
     pending: av.VideoFrame | None = None
     for frame in _presented_frames(path):
         if pending is not None and frame.pts != pending.pts:
-            yield pending.to_image()
+            yield upright_image(pending, path)
         pending = frame
     if pending is None:
         raise ValueError(f"video {path} has no decodable frames")
-    yield pending.to_image()
+    yield upright_image(pending, path)
 
 
 def probe_video(path: str | os.PathLike[str]) -> tuple[int | None, float | None]:
