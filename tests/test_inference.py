@@ -6,6 +6,7 @@ import json
 import warnings
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 import torch
@@ -416,3 +417,36 @@ def test_predict_video_writes_masks_overlay_video_and_contact_sheet(
     sheet = np.asarray(Image.open(paths.contact_sheet))
     assert sheet.shape == (2 * HEIGHT + legend_height(2), 4 * WIDTH, 3)
     assert sorted(p.name for p in paths.out_dir.iterdir()) == ["contact_sheet.png", "masks", "overlay.mp4"]
+
+
+def test_predict_video_on_a_turned_phone_video_writes_upright_masks_and_overlay(
+    tiny_model: WaveCL, pretrained_dir: Path, frames: np.ndarray, tmp_path: Path
+) -> None:
+    """The stored frames are sideways and the file asks to be shown turned 90 degrees counter-clockwise:
+    masks and overlay must be those of the upright video, not of the stored pixels."""
+    write_video(tmp_path / "stored.mp4", list(frames), fps=8)
+    with av.open(str(tmp_path / "stored.mp4")) as source, av.open(str(tmp_path / "phone.mp4"), "w") as target:
+        stream = target.add_stream_from_template(source.streams.video[0])
+        stream.set_display_rotation(90)
+        for packet in source.demux(source.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                target.mux(packet)
+    stored = np.stack([np.asarray(image) for image in read_video_frames(tmp_path / "stored.mp4")])
+    upright = np.ascontiguousarray(np.rot90(stored, k=1, axes=(1, 2)))  # [T, W, H, 3]
+
+    paths = predict_video(pretrained_dir, tmp_path / "phone.mp4", SENTENCES, tmp_path / "out", window=4, progress=False)
+    expected = predictor(tiny_model, window=4)(upright, SENTENCES)
+    assert expected.shape == (2, len(frames), WIDTH, HEIGHT)
+    for sentence, mask_dir in enumerate(paths.mask_dirs):
+        for t in range(len(frames)):
+            pixels = np.asarray(Image.open(mask_dir / f"{t:05d}.png"))
+            assert pixels.shape == (WIDTH, HEIGHT) and ((pixels == 255) == expected[sentence, t].numpy()).all()
+
+    overlay = np.stack([np.asarray(image) for image in read_video_frames(paths.overlay_video)]).astype(float)
+    colors = sentence_colors(2)
+    reference = np.stack([overlay_masks(f, m.numpy(), colors) for f, m in zip(upright, expected.transpose(0, 1))])
+    assert overlay.shape == reference.shape, "the overlay is upright (the stored frames are 48x64)"
+    error = np.abs(overlay - reference).mean()
+    upside_down = np.abs(overlay - reference[:, ::-1, ::-1]).mean()
+    assert error < 10 and error < upside_down / 3, "the overlay is the upright video, up to lossy coding"

@@ -62,7 +62,9 @@ def _natural_key(path: Path) -> list:
 def open_video(video: VideoInput) -> VideoSource:
     """Wrap any accepted video form as a :class:`VideoSource`.
 
-    A folder's frames are its ``.jpg``/``.jpeg``/``.png`` files in natural name order.
+    A folder's frames are its ``.jpg``/``.jpeg``/``.png`` files in natural name order, turned as their
+    EXIF orientation says; a video file's frames are turned as its display matrix says
+    (:func:`wavecl.data.video.upright_image`): frames are segmented as a viewer sees them.
 
     Raises:
         FileNotFoundError: the path does not exist.
@@ -75,7 +77,7 @@ def open_video(video: VideoInput) -> VideoSource:
             files = sorted((p for p in path.iterdir() if p.suffix.lower() in FRAME_SUFFIXES), key=_natural_key)
             if not files:
                 raise ValueError(f"no frames ({', '.join(FRAME_SUFFIXES)}) in folder {path}")
-            return VideoSource((read_image(p) for p in files), len(files), None, str(path))
+            return VideoSource((read_image(p, exif_orientation=True) for p in files), len(files), None, str(path))
         num_frames, fps = probe_video(path)
         return VideoSource(iter_video_frames(path), num_frames, fps, str(path))
     if isinstance(video, np.ndarray):
