@@ -11,10 +11,10 @@ from torchvision.ops import box_convert, generalized_box_iou, sigmoid_focal_loss
 
 from wavecl.config import LossConfig
 from wavecl.data.types import FrameTarget
-from wavecl.model.output import WaveCLOutput
+from wavecl.model.output import NonFiniteOutputError, WaveCLOutput
 from wavecl.training import criterion as criterion_module
 from wavecl.training.criterion import SetCriterion, dice_loss
-from wavecl.training.matcher import HungarianMatcher
+from wavecl.training.matcher import HungarianMatcher, NonFiniteCostError
 
 TERMS = ["loss_con", "loss_dice", "loss_sigmoid_focal", "loss_cls", "loss_bbox", "loss_giou"]
 
@@ -187,3 +187,22 @@ def test_layer_count_and_label_range_are_checked():
     targets[0][0].labels = torch.tensor([7])
     with pytest.raises(ValueError, match="out of range"):
         SetCriterion(HungarianMatcher(), num_classes=3)(outputs, targets)
+
+
+def test_nonfinite_matching_costs_name_their_decoder_layer():
+    outputs, targets = make_batch(2, 2, Q=5, K=1)
+    with torch.no_grad():
+        outputs.aux_outputs[1].pred_masks[0, 1, 2, 0, 0] = float("nan")
+    with pytest.raises(NonFiniteCostError, match=r"\['cost_dice_1'\] for clip 1"):
+        SetCriterion(HungarianMatcher(), num_classes=1)(outputs, targets)
+
+
+def test_nonfinite_outputs_are_named_per_layer():
+    outputs, _ = make_batch(2, 2, Q=5, K=1)
+    assert outputs.nonfinite() == []
+    with torch.no_grad():
+        outputs.pred_boxes[0, 0, 0, 0] = float("inf")
+        outputs.aux_outputs[0].pred_logit[1, 0, 0] = float("nan")
+    assert outputs.nonfinite() == ["pred_boxes", "aux_outputs[0].pred_logit"]
+    with pytest.raises(NonFiniteOutputError, match=r"\['pred_boxes', 'aux_outputs\[0\]\.pred_logit'\] .* for clip 7"):
+        outputs.require_finite("clip 7")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import warnings
 from pathlib import Path
@@ -22,6 +23,7 @@ from wavecl.data.video import VideoWriter, iter_video_frames, read_video_frames,
 from wavecl.inference.overlay import contact_sheet, legend_height, overlay_masks, save_png, sentence_colors
 from wavecl.inference.predictor import VideoPredictor
 from wavecl.inference.run import EvenSample, predict_video, sentence_slug
+from wavecl.model.output import NonFiniteOutputError
 from wavecl.model.pretrained import CheckpointMismatchError, resolve_pretrained, save_pretrained
 from wavecl.model.wavecl import WaveCL
 
@@ -377,6 +379,15 @@ def test_predictor_errors_name_the_problem(tiny_model: WaveCL, frames: np.ndarra
         model(mixed, SENTENCES)
     with pytest.raises(ValueError, match="window"):
         VideoPredictor(tiny_model, window=0)
+
+
+def test_predictor_refuses_nonfinite_outputs_naming_the_frames(tiny_model: WaveCL, frames: np.ndarray) -> None:
+    broken = copy.deepcopy(tiny_model)
+    with torch.no_grad():
+        for head in broken.class_embed:
+            head.bias.fill_(float("nan"))
+    with pytest.raises(NonFiniteOutputError, match=r"\['pred_cls'\] .* frames 0 to 3 of video array"):
+        predictor(broken, window=4)(frames, SENTENCES)
 
 
 def test_cuda_request_without_cuda_falls_back_to_cpu(tiny_model: WaveCL, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -34,6 +34,8 @@ from wavecl.cli import main as cli_main
 from wavecl.config import Config, apply_overrides, load_config
 from wavecl.data.synthetic import write_synthetic_ytvos
 from wavecl.distributed import DistInfo
+from wavecl.evaluation.datasets import evaluate_model
+from wavecl.model.output import NonFiniteOutputError
 from wavecl.model.wavecl import build_model
 from wavecl.training.trainer import NonFiniteLossError, Trainer, build_criterion
 
@@ -197,6 +199,56 @@ def test_nonfinite_loss_skips_the_batch(data_root, tmp_path, monkeypatch, caplog
     for name, parameter in trainer.model.named_parameters():
         assert torch.isfinite(parameter).all(), name
     assert any(not torch.equal(p, initial[name]) for name, p in trainer.model.named_parameters())
+
+
+def diverging_config(data_root: Path, output_dir: Path, policy: str) -> Config:
+    """Learning rate 1e4 without clipping: after one update the model outputs NaN."""
+    return tiny_config(
+        data_root,
+        output_dir,
+        policy,
+        train__nonfinite_loss=policy,
+        train__lr=1e4,
+        train__lr_backbone=1e4,
+        train__text_encoder_lr=1e4,
+        train__clip_max_norm=0.0,
+        train__epochs=1,
+        train__max_steps_per_epoch=3,
+    )
+
+
+def test_diverging_run_stops_naming_the_outputs_and_costs_not_in_the_matcher(data_root, tmp_path, monkeypatch):
+    """Before, scipy's assignment failed on the NaN costs ("matrix contains invalid numeric entries")."""
+    skip_evaluation(monkeypatch)
+    trainer = Trainer(diverging_config(data_root, tmp_path, "stop"), SINGLE_CPU)
+    with pytest.raises(NonFiniteLossError, match=r"epoch 0 step 1: \['pred_masks', ") as caught:
+        trainer.fit()
+    named = str(caught.value)
+    for name in ("pred_boxes", "aux_outputs[0].pred_cls", "cost_giou", "cost_class"):
+        assert f"'{name}'" in named
+    assert not (trainer.run_dir / "checkpoints").exists(), "the epoch was not saved"
+
+
+def test_diverging_run_skips_its_steps(data_root, tmp_path, monkeypatch, caplog):
+    skip_evaluation(monkeypatch)
+    trainer = Trainer(diverging_config(data_root, tmp_path, "skip"), SINGLE_CPU)
+    with caplog.at_level(logging.WARNING, logger="wavecl.train"):
+        trainer.fit()
+    assert "epoch 0 step 1: ['pred_masks'" in caplog.text and "epoch 0 step 2: ['pred_masks'" in caplog.text
+    (record,) = read_log(trainer.run_dir)
+    assert record["train_skipped_batches"] == 2
+    assert all(state["step"] == 1 for state in trainer.optimizer.state.values()), "only the first step updated"
+
+
+def test_evaluation_refuses_nonfinite_outputs_naming_tensor_and_sample(data_root, tmp_path):
+    """Thresholded NaN logits would pass for empty masks and score a plausible J&F."""
+    config = tiny_config(data_root, tmp_path, "eval")
+    model = build_model(config.model)
+    with torch.no_grad():
+        for head in model.class_embed:
+            head.bias.fill_(float("nan"))
+    with pytest.raises(NonFiniteOutputError, match=r"\['pred_cls'\] hold NaN .* for the samples \[\{.*'video_id'"):
+        evaluate_model(model, config, tmp_path / "predictions", SINGLE_CPU)
 
 
 # -------------------------------------------------------------------------------- run directory

@@ -123,8 +123,8 @@ class TrainConfig:
     amp: Literal["off", "bf16", "fp16"] = "off"
     seed: int = 42
     eval_interval: int = 1
-    # A NaN/inf loss term: "stop" raises naming the term; "skip" drops the batch (with gradient
-    # accumulation, the whole accumulation window: DDP has not synchronised its gradients yet).
+    # A NaN/inf model output, matching cost or loss term: "stop" raises naming it; "skip" drops the batch
+    # (with gradient accumulation, the whole accumulation window: DDP has not synchronised its gradients yet).
     nonfinite_loss: Literal["skip", "stop"] = "stop"
     output_dir: str = "runs"
     version: str = "default"

@@ -59,6 +59,10 @@ def run_evaluation(
     """Run ``model`` (unwrapped, eval mode, autocast ``amp`` on CUDA) over this rank's shard of ``dataset``.
 
     Returns the evaluator's metrics (complete on rank 0; evaluators gather across ranks).
+
+    Raises:
+        NonFiniteOutputError: the model's outputs for a batch hold NaN or inf (thresholded they would
+            pass for empty masks); the message names the tensors and the batch's samples.
     """
     was_training = model.training
     model.eval()
@@ -76,6 +80,7 @@ def run_evaluation(
         valid_indices, _ = batch.valid_frames()
         with autocast(device, amp):
             outputs = model(batch.frames, batch.pad_mask, batch.texts, batch.image_sizes, valid_indices)
+        outputs.require_finite(f"the samples {batch.metadata} (amp {amp})")
         evaluator.update(outputs, batch.to("cpu"))
     metrics = evaluator.summarize()
     model.train(was_training)

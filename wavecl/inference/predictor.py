@@ -28,6 +28,7 @@ from wavecl.amp import autocast
 from wavecl.data.paths import read_image
 from wavecl.data.transforms import ClipTransform, clean_expression
 from wavecl.data.video import iter_video_frames, probe_video
+from wavecl.model.output import NonFiniteOutputError
 from wavecl.model.postprocess import video_postprocess
 from wavecl.model.wavecl import WaveCL
 
@@ -154,6 +155,9 @@ class VideoPredictor:
 
         Returns:
             ``[N, T, H, W]`` bool masks on the CPU.
+
+        Raises:
+            NonFiniteOutputError: the model's outputs hold NaN or inf (they would threshold to empty masks).
         """
         width, height = frames[0].size
         clip, _, _ = self.transform(list(frames), [None] * len(frames), "")
@@ -164,6 +168,7 @@ class VideoPredictor:
         image_sizes = torch.tensor([[resized_h, resized_w]] * num_sentences, device=self.device)
         with torch.inference_mode(), autocast(self.device, "bf16" if self.amp else "off"):
             output = self.model(inputs, pad_mask, list(sentences), image_sizes)
+            output.require_finite(f"a clip of {num_frames} frames")
             masks = [
                 video_postprocess(
                     output.pred_cls[:, index],
@@ -209,20 +214,23 @@ class VideoPredictor:
                     )
                 window.append(frame)
                 if len(window) == self.window:
-                    yield from self._segment(window, texts, start)
+                    yield from self._segment(window, texts, start, source.name)
                     bar.update(len(window))
                     start += len(window)
                     window = []
             if window:
-                yield from self._segment(window, texts, start)
+                yield from self._segment(window, texts, start, source.name)
                 bar.update(len(window))
         if first_size is None:
             raise ValueError(f"video {source.name} has no frames")
 
     def _segment(
-        self, frames: list[Image.Image], texts: list[str], start: int
+        self, frames: list[Image.Image], texts: list[str], start: int, name: str
     ) -> Iterator[tuple[int, Image.Image, Tensor]]:
-        masks = self.predict_window(frames, texts)
+        try:
+            masks = self.predict_window(frames, texts)
+        except NonFiniteOutputError as error:
+            raise NonFiniteOutputError(f"{error}; frames {start} to {start + len(frames) - 1} of {name}") from error
         for offset, frame in enumerate(frames):
             yield start + offset, frame, masks[:, offset]
 

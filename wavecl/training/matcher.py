@@ -8,10 +8,15 @@ problem per clip. With a single target this is the argmin over queries.
 Differences from the reference (decisions table): costs are computed clip by clip, so clips with
 different numbers of visible frames can share a batch, and the class cost of a clip with no visible
 frame averages over all frames instead of producing NaN.
+
+A cost matrix holding NaN or inf (diverged predictions, or degenerate boxes whose GIoU is 0/0) is not
+handed to ``linear_sum_assignment``, which would fail without saying why: :class:`NonFiniteCostError`
+names the cost terms, so the trainer's ``train.nonfinite_loss`` policy can stop or skip the step.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from einops import einsum, rearrange
@@ -21,6 +26,21 @@ from torchvision.ops import box_convert, generalized_box_iou
 
 from wavecl.data.types import FrameTarget
 from wavecl.model.output import WaveCLOutput
+
+
+class NonFiniteCostError(FloatingPointError):
+    """A matching cost holds NaN or inf.
+
+    Attributes:
+        terms: the non-finite cost terms (``cost_class``, ``cost_dice``, ``cost_bbox``, ``cost_giou``,
+            ``cost_con``), suffixed by the caller with the decoder layer (e.g. ``cost_giou_0``).
+        clip: the clip of the batch whose costs are non-finite.
+    """
+
+    def __init__(self, terms: list[str], clip: int) -> None:
+        super().__init__(f"non-finite matching costs {terms} for clip {clip} of the batch")
+        self.terms = terms
+        self.clip = clip
 
 
 def check_targets(targets: list[list[FrameTarget]], num_frames: int, batch_size: int, num_classes: int) -> None:
@@ -145,8 +165,12 @@ class HungarianMatcher:
         indices = []
         for b in range(batch_size):
             clip = [targets[t][b] for t in range(num_frames)]
-            cost = self.clip_cost(outputs, b, clip, padded_size) + self.cost_con * contrastive_cost[b, :, None]
-            query_idx, target_idx = linear_sum_assignment(cost.cpu().numpy())
+            terms = self.clip_costs(outputs, b, clip, padded_size)
+            terms["cost_con"] = self.cost_con * contrastive_cost[b, :, None]
+            cost = sum(terms.values()).cpu().numpy()
+            if not np.isfinite(cost).all():
+                raise NonFiniteCostError([name for name, term in terms.items() if not torch.isfinite(term).all()], b)
+            query_idx, target_idx = linear_sum_assignment(cost)
             indices.append(
                 (
                     torch.as_tensor(query_idx, dtype=torch.long, device=device),
@@ -155,8 +179,11 @@ class HungarianMatcher:
             )
         return indices
 
-    def clip_cost(self, outputs: WaveCLOutput, b: int, clip: list[FrameTarget], padded_size: tuple[int, int]) -> Tensor:
-        """Frame-averaged class, dice, L1 and GIoU cost of clip ``b`` (without the contrastive term).
+    def clip_costs(
+        self, outputs: WaveCLOutput, b: int, clip: list[FrameTarget], padded_size: tuple[int, int]
+    ) -> dict[str, Tensor]:
+        """Weighted, frame-averaged class, dice, L1 and GIoU costs of clip ``b`` (the contrastive term,
+        computed for the whole batch at once, is added by :meth:`__call__`).
 
         Args:
             outputs: predictions of one layer (see :meth:`__call__`).
@@ -165,17 +192,17 @@ class HungarianMatcher:
             padded_size: ``(H, W)`` the predicted masks are upsampled to.
 
         Returns:
-            ``[Q, M_b]`` float32 cost.
+            ``{"cost_class", "cost_dice", "cost_bbox", "cost_giou"}``, each ``[Q, M_b]`` float32.
         """
         target_masks = pad_masks(torch.stack([target.masks for target in clip]), padded_size)  # [T, M, H, W]
         target_boxes = torch.stack([target.boxes for target in clip]).float()  # [T, M, 4]
         visible = torch.tensor([target.is_visible for target in clip], device=target_boxes.device)
-        return (
-            self.cost_class * self.class_cost(outputs.pred_cls[:, b].float(), clip[0].labels, visible)
-            + self.cost_dice * self.dice_cost(outputs.pred_masks[:, b].float(), target_masks)
-            + self.cost_bbox * self.l1_cost(outputs.pred_boxes[:, b].float(), target_boxes)
-            + self.cost_giou * self.giou_cost(outputs.pred_boxes[:, b].float(), target_boxes)
-        )
+        return {
+            "cost_class": self.cost_class * self.class_cost(outputs.pred_cls[:, b].float(), clip[0].labels, visible),
+            "cost_dice": self.cost_dice * self.dice_cost(outputs.pred_masks[:, b].float(), target_masks),
+            "cost_bbox": self.cost_bbox * self.l1_cost(outputs.pred_boxes[:, b].float(), target_boxes),
+            "cost_giou": self.cost_giou * self.giou_cost(outputs.pred_boxes[:, b].float(), target_boxes),
+        }
 
     def class_cost(self, logits: Tensor, labels: Tensor, visible: Tensor) -> Tensor:
         """Focal-style class cost averaged over the visible frames.

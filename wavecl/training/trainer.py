@@ -51,7 +51,7 @@ from wavecl.distributed import DistInfo, barrier, gather_objects, reduce_loss_di
 from wavecl.evaluation.datasets import build_dataset, evaluate_model
 from wavecl.model.wavecl import WaveCL, build_model
 from wavecl.training.criterion import SetCriterion
-from wavecl.training.matcher import HungarianMatcher
+from wavecl.training.matcher import HungarianMatcher, NonFiniteCostError
 from wavecl.training.optim import build_optimizer, build_scheduler
 
 log = logging.getLogger("wavecl.train")
@@ -62,7 +62,7 @@ BEST_METRIC_FILE = "best.json"
 
 
 class NonFiniteLossError(RuntimeError):
-    """A loss term became NaN or infinite and the run is configured to stop."""
+    """A model output, matching cost or loss term became NaN or infinite and the run is configured to stop."""
 
 
 def git_revision() -> str | None:
@@ -250,15 +250,21 @@ class Trainer:
             self.writer.close()
         return metrics
 
-    def _check_finite(self, loss_dict: dict[str, torch.Tensor], epoch: int, step: int) -> bool:
-        """Whether every loss term is finite on every rank; names the bad terms otherwise."""
-        bad = [k for k, v in loss_dict.items() if not torch.isfinite(v).all()]
+    def _check_finite(self, bad: list[str], epoch: int, step: int) -> bool:
+        """Whether nothing went non-finite on any rank (a collective); applies ``train.nonfinite_loss`` otherwise.
+
+        Args:
+            bad: this rank's non-finite model outputs, matching costs and loss terms (:meth:`_forward_loss`).
+
+        Raises:
+            NonFiniteLossError: under ``stop``, naming ``bad``.
+        """
         flag = torch.tensor(float(bool(bad)), device=self.device)
         if self.dist.distributed:
             torch.distributed.all_reduce(flag)
         if flag.item() == 0:
             return True
-        message = f"non-finite loss at epoch {epoch} step {step}: {bad or 'on another rank'}"
+        message = f"non-finite values at epoch {epoch} step {step}: {bad or 'on another rank'}"
         if self.config.train.nonfinite_loss == "stop":
             raise NonFiniteLossError(message + " (nonfinite_loss: stop; no weights were written for this step)")
         log.warning("%s; skipping the batch and the gradients accumulated since the last optimizer step", message)
@@ -288,8 +294,8 @@ class Trainer:
                 contextlib.nullcontext() if last_micro_step or not self.dist.distributed else self.ddp_model.no_sync()
             )
             with sync:
-                loss_dict, total = self._forward_loss(batch)
-                if not self._check_finite(loss_dict, epoch, step):
+                loss_dict, total, bad = self._forward_loss(batch)
+                if not self._check_finite(bad, epoch, step):
                     skipped += 1
                     self.optimizer.zero_grad(set_to_none=True)
                     bar.update(1)
@@ -320,13 +326,26 @@ class Trainer:
         """Training samples this rank failed to load so far (counted by :class:`SkipBadSamples`, workers included)."""
         return self.train_set.num_skipped if isinstance(self.train_set, SkipBadSamples) else 0
 
-    def _forward_loss(self, batch: Batch) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    def _forward_loss(self, batch: Batch) -> tuple[dict[str, torch.Tensor], torch.Tensor, list[str]]:
+        """Forward pass and losses of one batch.
+
+        Returns:
+            The unweighted loss terms, their weighted total, and the names of whatever holds NaN or inf:
+            model outputs (``pred_boxes``, ``aux_outputs[0].pred_masks``), matching costs
+            (``cost_giou_0``; the losses are then not computed and the first two are empty) and loss terms.
+        """
         valid_indices, targets = batch.valid_frames()
         with autocast(self.device, self.config.train.amp):
             outputs = self.ddp_model(batch.frames, batch.pad_mask, batch.texts, batch.image_sizes, valid_indices)
         outputs = outputs_to_float(outputs)
-        loss_dict = self.criterion(outputs, targets)
-        return loss_dict, self.criterion.weighted_total(loss_dict)
+        bad = outputs.nonfinite()
+        try:
+            loss_dict = self.criterion(outputs, targets)
+        except NonFiniteCostError as error:
+            return {}, torch.zeros((), device=self.device), bad + error.terms
+        finite = torch.stack([torch.isfinite(value).all() for value in loss_dict.values()]).tolist()
+        bad += [key for key, ok in zip(loss_dict, finite) if not ok]
+        return loss_dict, self.criterion.weighted_total(loss_dict), bad
 
     def _optimizer_step(self) -> None:
         if self.config.train.clip_max_norm > 0:
