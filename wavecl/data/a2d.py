@@ -22,11 +22,11 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-import h5py
 import numpy as np
 from torch.utils.data import Dataset
 
 from wavecl.config import DataConfig
+from wavecl.data.matlab import open_hdf5, read_hdf5_dataset
 from wavecl.data.paths import first_existing, read_csv_rows, require_file, resolve_dataset_root
 from wavecl.data.sample_cache import file_fingerprint, load_or_build
 from wavecl.data.transforms import ClipTransform, FrameAnnotation, clean_expression
@@ -117,24 +117,10 @@ class InstanceMasks:
     boxes: np.ndarray
 
 
-def _read_dataset(handle: h5py.File, name: str, path: Path) -> np.ndarray:
-    if name not in handle:
-        raise ValueError(f"{path}: missing HDF5 dataset {name!r}")
-    return np.asarray(handle[name][()])
-
-
-def _open_h5(path: Path) -> h5py.File:
-    require_file(path)
-    try:
-        return h5py.File(path, "r")
-    except OSError as error:
-        raise ValueError(f"cannot read HDF5 file {path}: {error}") from error
-
-
 def read_instance_ids(path: Path) -> list[int]:
     """The ``instance`` ids of an A2D mask file (stored as MATLAB doubles of any vector shape)."""
-    with _open_h5(path) as handle:
-        ids = _read_dataset(handle, "instance", path).reshape(-1)
+    with open_hdf5(path) as handle:
+        ids = read_hdf5_dataset(handle, "instance", path).reshape(-1)
     if not np.all(ids == np.round(ids)):
         raise ValueError(f"{path}: non-integer instance ids {ids.tolist()}")
     return [int(value) for value in ids]
@@ -146,10 +132,10 @@ def read_instance_masks(path: Path) -> InstanceMasks:
     ``reMask`` is MATLAB column-major, ``[N, W, H]`` (``[W, H]`` when there is a single instance); it is
     returned as ``[N, H, W]``.
     """
-    with _open_h5(path) as handle:
-        ids = _read_dataset(handle, "instance", path).reshape(-1)
-        masks = _read_dataset(handle, "reMask", path)
-        boxes = _read_dataset(handle, "reBBox", path)
+    with open_hdf5(path) as handle:
+        ids = read_hdf5_dataset(handle, "instance", path).reshape(-1)
+        masks = read_hdf5_dataset(handle, "reMask", path)
+        boxes = read_hdf5_dataset(handle, "reBBox", path)
     if masks.ndim == 2:
         masks = masks[None]
     if masks.ndim != 3 or masks.shape[0] != len(ids):
