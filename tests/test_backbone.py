@@ -14,8 +14,8 @@ from wavecl.model.backbone import (
     KeyReport,
     VideoSwinBackbone,
     load_video_swin_weights,
-    reference_backbone_key,
 )
+from wavecl.original import backbone_key
 
 SMALL = dict(embed_dim=16, depths=(1, 2, 1, 1), num_heads=(1, 2, 2, 2), window_size=(2, 3, 3))
 
@@ -202,21 +202,15 @@ def test_missing_truncated_and_foreign_files(tmp_path) -> None:
 
 
 def test_reference_key_mapping() -> None:
-    assert reference_backbone_key("backbone.0.body.patch_embed.proj.weight") == "backbone.body.patch_embed.proj.weight"
+    assert backbone_key("backbone.0.body.patch_embed.proj.weight") == "backbone.body.patch_embed.proj.weight"
+    assert backbone_key("backbone.0.body.layers.2.blocks.5.mlp.fc1.weight") == "backbone.body.features.4.5.mlp.0.weight"
     assert (
-        reference_backbone_key("backbone.0.body.layers.2.blocks.5.mlp.fc1.weight")
-        == "backbone.body.features.4.5.mlp.0.weight"
-    )
-    assert (
-        reference_backbone_key("backbone.0.body.layers.3.blocks.1.attn.relative_position_index")
+        backbone_key("backbone.0.body.layers.3.blocks.1.attn.relative_position_index")
         == "backbone.body.features.6.1.attn.relative_position_index"
     )
-    assert (
-        reference_backbone_key("backbone.0.body.downsamples.1.reduction.weight")
-        == "backbone.body.features.3.reduction.weight"
-    )
+    assert backbone_key("backbone.0.body.downsamples.1.reduction.weight") == "backbone.body.features.3.reduction.weight"
     with pytest.raises(ValueError, match="text_encoder"):
-        reference_backbone_key("text_encoder.pooler.dense.weight")
+        backbone_key("text_encoder.pooler.dense.weight")
 
 
 def test_reference_keys_cover_the_backbone_exactly() -> None:
@@ -232,4 +226,4 @@ def test_reference_keys_cover_the_backbone_exactly() -> None:
         else:
             rest = ".".join(parts[5:]).replace("mlp.0.", "mlp.fc1.").replace("mlp.3.", "mlp.fc2.")
             reference.append(f"backbone.0.body.layers.{int(parts[3]) // 2}.blocks.{parts[4]}.{rest}")
-    assert [reference_backbone_key(key) for key in reference] == ours
+    assert [backbone_key(key) for key in reference] == ours

@@ -165,9 +165,9 @@ def _inputs(n_frames: int = 3, c: int = 32):
 
 def test_transformer_forward_shapes():
     transformer = _small_transformer()
-    transformer.decoder.bbox_embed = _box_mlps(transformer)
+    bbox_embed = _box_mlps(transformer)
     srcs, masks, pos, query_embed = _inputs()
-    out = transformer(srcs, masks, pos, query_embed)
+    out = transformer(srcs, masks, pos, query_embed, bbox_embed)
     assert isinstance(out, DeformableOutput)
     assert out.hs.shape == (2, 3, 6, 32)
     assert out.init_reference.shape == (3, 6, 2)
@@ -180,25 +180,26 @@ def test_transformer_forward_shapes():
 def test_transformer_requires_bbox_embed_and_all_levels():
     transformer = _small_transformer()
     srcs, masks, pos, query_embed = _inputs()
-    with pytest.raises(RuntimeError, match="bbox_embed"):
-        transformer(srcs, masks, pos, query_embed)
-    transformer.decoder.bbox_embed = _box_mlps(transformer)
+    bbox_embed = _box_mlps(transformer)
+    with pytest.raises(ValueError, match="bbox_embed has 1 box MLPs for 2 decoder layers"):
+        transformer(srcs, masks, pos, query_embed, bbox_embed[:1])
     with pytest.raises(ValueError, match="levels"):
-        transformer(srcs[:2], masks[:2], pos[:2], query_embed)
+        transformer(srcs[:2], masks[:2], pos[:2], query_embed, bbox_embed)
 
 
 def test_transformer_frames_are_independent():
     transformer = _small_transformer(dropout=0.1).eval()
-    transformer.decoder.bbox_embed = _box_mlps(transformer)
+    bbox_embed = _box_mlps(transformer)
     srcs, masks, pos, query_embed = _inputs()
     with torch.no_grad():
-        together = transformer(srcs, masks, pos, query_embed)
+        together = transformer(srcs, masks, pos, query_embed, bbox_embed)
         for frame in range(3):
             alone = transformer(
                 [s[frame : frame + 1] for s in srcs],
                 [m[frame : frame + 1] for m in masks],
                 [p[frame : frame + 1] for p in pos],
                 query_embed,
+                bbox_embed,
             )
             torch.testing.assert_close(alone.hs, together.hs[:, frame : frame + 1], atol=1e-5, rtol=1e-5)
             torch.testing.assert_close(
@@ -210,12 +211,12 @@ def test_transformer_frames_are_independent():
 
 def test_transformer_ignores_content_of_padded_pixels():
     transformer = _small_transformer().eval()
-    transformer.decoder.bbox_embed = _box_mlps(transformer)
+    bbox_embed = _box_mlps(transformer)
     srcs, masks, pos, query_embed = _inputs()
     noisy_srcs = [s.masked_fill(m[:, None], 0.0) + 50.0 * torch.randn_like(s) * m[:, None] for s, m in zip(srcs, masks)]
     with torch.no_grad():
-        clean = transformer(srcs, masks, pos, query_embed)
-        noisy = transformer(noisy_srcs, masks, pos, query_embed)
+        clean = transformer(srcs, masks, pos, query_embed, bbox_embed)
+        noisy = transformer(noisy_srcs, masks, pos, query_embed, bbox_embed)
     torch.testing.assert_close(noisy.hs, clean.hs, atol=1e-5, rtol=1e-5)
     for mem_clean, mem_noisy, mask in zip(clean.memory, noisy.memory, masks):
         valid = ~mask[:, None].expand_as(mem_clean)
@@ -224,7 +225,7 @@ def test_transformer_ignores_content_of_padded_pixels():
 
 def test_gradients_reach_every_parameter():
     transformer = _small_transformer()
-    transformer.decoder.bbox_embed = _box_mlps(transformer)
+    bbox_embed = _box_mlps(transformer)
     # leave the initial state, where the zero offset/weight projections make the queries' positions
     # irrelevant and the zero value bias of the first decoder self-attention makes its output zero
     for module in transformer.modules():
@@ -235,14 +236,14 @@ def test_gradients_reach_every_parameter():
             nn.init.normal_(module.in_proj_bias, std=0.01)
     srcs, masks, pos, query_embed = _inputs()
     query_embed.requires_grad_(True)
-    out = transformer(srcs, masks, pos, query_embed)
+    out = transformer(srcs, masks, pos, query_embed, bbox_embed)
     generator = torch.Generator().manual_seed(2)
     # random projections: the sum of a LayerNorm output alone would have zero gradient
     loss = (out.hs * torch.randn(out.hs.shape, generator=generator)).sum()
     loss = loss + (out.init_reference * torch.randn(out.init_reference.shape, generator=generator)).sum()
     for memory in out.memory:
         loss = loss + (memory * torch.randn(memory.shape, generator=generator)).sum()
-    for layer_states, box_mlp in zip(out.hs, transformer.decoder.bbox_embed):
+    for layer_states, box_mlp in zip(out.hs, bbox_embed):
         boxes = box_mlp(layer_states)
         loss = loss + (boxes * torch.randn(boxes.shape, generator=generator)).sum()
     loss.backward()
@@ -261,7 +262,6 @@ def test_gradients_reach_every_parameter():
 
 def test_full_size_parameter_count_and_names():
     transformer = DeformableTransformer()
-    assert transformer.decoder.bbox_embed is None
     assert sum(p.numel() for p in transformer.parameters()) == 8_485_634
     shapes = {k: tuple(v.shape) for k, v in transformer.state_dict().items()}
     assert shapes["level_embed"] == (4, 256)
@@ -273,5 +273,4 @@ def test_full_size_parameter_count_and_names():
     assert shapes["decoder.layers.2.cross_attn.value_proj.weight"] == (256, 256)
     assert shapes["decoder.layers.0.self_attn.in_proj_weight"] == (768, 256)
     assert shapes["decoder.layers.0.norm3.bias"] == (256,)
-    transformer.decoder.bbox_embed = _box_mlps(transformer)
-    assert "decoder.bbox_embed.2.2.weight" in transformer.state_dict()
+    assert not any("bbox_embed" in name for name in transformer.state_dict()), "the model owns the box heads"

@@ -24,8 +24,9 @@ from wavecl.inference.overlay import contact_sheet, legend_height, overlay_masks
 from wavecl.inference.predictor import VideoPredictor
 from wavecl.inference.run import EvenSample, predict_video, sentence_slug
 from wavecl.model.output import NonFiniteOutputError
-from wavecl.model.pretrained import CheckpointMismatchError, resolve_pretrained, save_pretrained
+from wavecl.model.pretrained import resolve_pretrained, save_pretrained
 from wavecl.model.wavecl import WaveCL
+from wavecl.model.weights import CheckpointMismatchError
 
 TINY_CONFIG = Path(__file__).parents[1] / "configs" / "tiny.yaml"
 HEIGHT, WIDTH = 48, 64

@@ -4,15 +4,16 @@ Layout of a run's ``checkpoints/`` folder::
 
     checkpoints/
         epoch_0003/
-            model.safetensors   model weights (tensors only; aliased tensors stored once per name)
+            model.safetensors   model weights (tensors only, each under its state-dict name)
             state.pt            training state: optimizer, scheduler, scaler, epoch, best metric, RNG
         last                    text file holding the folder name of the newest complete checkpoint
 
 Every file is written to a temporary file in the same folder and moved into place with ``os.replace``
 (:func:`wavecl.atomic.atomic_path`), and ``last`` is updated only after both files of an epoch exist,
 so a crash never leaves a pointer to a partial checkpoint. Nothing is ever unpickled with the full
-pickle machinery: the state is read with ``torch.load(weights_only=True)``, which refuses any object
-that would run code, and reference ``.pth``/``.pth.tar`` checkpoints are read the same way.
+pickle machinery: every ``torch.load`` of the package goes through :func:`load_weights_only`, which
+refuses any object that would run code; ``.pth``/``.pth.tar`` checkpoints (the original repository's,
+:mod:`wavecl.original`) are read the same way.
 """
 
 from __future__ import annotations
@@ -32,22 +33,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from wavecl import original
 from wavecl.atomic import atomic_path
 
 MODEL_FILENAME = "model.safetensors"
 STATE_FILENAME = "state.pt"
 LAST_POINTER = "last"
-REFERENCE_SUFFIXES = (".pth", ".pth.tar", ".pt", ".tar")
-
-# Reference A2D checkpoints store ``best_mAP`` as a numpy scalar; these globals rebuild a numpy scalar
-# from its dtype and raw bytes and cannot run code, so they are safe to allow in the weights-only loader.
-_NUMPY_SCALAR_GLOBALS = [
-    np.float64(0).__reduce__()[0],
-    np.dtype,
-    type(np.dtype(np.float64)),
-    type(np.dtype(np.float32)),
-    type(np.dtype(np.int64)),
-]
 
 
 class CheckpointError(ValueError):
@@ -88,8 +79,8 @@ def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
 
 
 def _unshared_cpu_tensors(model_state: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Copy a state dict to contiguous CPU tensors that share no storage (safetensors refuses aliases,
-    e.g. ``bbox_embed`` also registered as ``transformer.decoder.bbox_embed``); every name is kept."""
+    """Copy a state dict to contiguous CPU tensors that share no storage (safetensors refuses tensors
+    that share memory, e.g. tied weights or views); every name is kept."""
     seen_storages: set[tuple[torch.device, int]] = set()
     tensors = {}
     for name, tensor in model_state.items():
@@ -139,11 +130,11 @@ def save_checkpoint(
     def write_state(tmp: Path) -> None:
         torch.save(training_state, tmp)
         try:
-            torch.load(tmp, map_location="cpu", weights_only=True, mmap=True)
-        except pickle.UnpicklingError as error:
+            load_weights_only(tmp)
+        except CheckpointError as error:
             raise TypeError(
                 f"training state for {paths.state} holds objects that torch.load(weights_only=True) "
-                f"refuses; convert them to tensors or plain types: {_unpickler_reason(error)}"
+                f"refuses; convert them to tensors or plain types: {error}"
             ) from None
 
     _write_atomically(paths.state, write_state)
@@ -187,10 +178,22 @@ def _epoch_order(folder: Path) -> tuple[int, float]:
     return (int(numbers[-1]) if numbers else -1, (folder / MODEL_FILENAME).stat().st_mtime)
 
 
-def _load_weights_only(
-    path: Path, map_location: str | torch.device, extra_safe_globals: list[Any] | None = None
+def load_weights_only(
+    path: str | os.PathLike[str], map_location: str | torch.device = "cpu", extra_safe_globals: list[Any] | None = None
 ) -> Any:
-    """``torch.load(weights_only=True)`` with errors that name the file."""
+    """``torch.load(path, weights_only=True)``, the package's only ``torch.load``, with errors that name the file.
+
+    Args:
+        path: a file written by ``torch.save``.
+        map_location: device of the loaded tensors.
+        extra_safe_globals: further classes or functions the unpickler may rebuild (e.g.
+            :data:`wavecl.original.NUMPY_SCALAR_GLOBALS`); none of them may run code.
+
+    Raises:
+        FileNotFoundError: nothing at ``path``.
+        CheckpointError: the file is unreadable, truncated or holds objects that would run code.
+    """
+    path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file not found: {path}")
     try:
@@ -210,8 +213,8 @@ def load_model_weights(path: str | Path, map_location: str | torch.device = "cpu
 
     Args:
         path: a ``.safetensors`` file; a checkpoint folder, pointer or run directory
-            (see :func:`latest_checkpoint`); or a reference ``.pth``/``.pth.tar`` file, read with
-            ``torch.load(weights_only=True)``, whose ``model_state_dict`` entry is taken when present.
+            (see :func:`latest_checkpoint`); or a ``torch.save`` file (``.pth``, ``.pth.tar``, ...), read
+            with :func:`load_weights_only`, whose ``model_state_dict`` entry is taken when present.
         map_location: device of the returned tensors.
 
     Returns:
@@ -223,12 +226,14 @@ def load_model_weights(path: str | Path, map_location: str | torch.device = "cpu
             a mapping of names to tensors.
     """
     path = Path(path)
-    if path.name.endswith(REFERENCE_SUFFIXES):
-        loaded = _load_weights_only(path, map_location, _NUMPY_SCALAR_GLOBALS)
-        if isinstance(loaded, dict) and "model_state_dict" in loaded:
-            loaded = loaded["model_state_dict"]
+    if path.name.endswith(original.CHECKPOINT_SUFFIXES):
+        loaded = load_weights_only(path, map_location, original.NUMPY_SCALAR_GLOBALS)
+        if isinstance(loaded, dict) and original.STATE_DICT_KEY in loaded:
+            loaded = loaded[original.STATE_DICT_KEY]
         if not isinstance(loaded, dict) or not all(isinstance(v, Tensor) for v in loaded.values()):
-            raise CheckpointError(f"{path} holds no model state dict (expected name -> tensor or 'model_state_dict')")
+            raise CheckpointError(
+                f"{path} holds no model state dict (expected name -> tensor or '{original.STATE_DICT_KEY}')"
+            )
         return dict(loaded)
     weights_file = path if path.suffix == ".safetensors" else latest_checkpoint(path) / MODEL_FILENAME
     if not weights_file.is_file():
@@ -253,7 +258,7 @@ def load_training_state(path: str | Path, map_location: str | torch.device = "cp
     """
     path = Path(path)
     state_file = path if path.is_file() and path.suffix == ".pt" else latest_checkpoint(path) / STATE_FILENAME
-    state = _load_weights_only(state_file, map_location)
+    state = load_weights_only(state_file, map_location)
     if not isinstance(state, dict):
         raise CheckpointError(f"{state_file} holds a {type(state).__name__}, expected a training-state dict")
     return state

@@ -19,6 +19,8 @@ from typing import Any, Literal
 
 import yaml
 
+from wavecl import original
+
 
 @dataclass
 class ModelConfig:
@@ -221,134 +223,10 @@ def from_dict(values: dict[str, Any], source: str = "config") -> Config:
     return Config(**sections)
 
 
-# Original flat key -> (section, field). Keys mapped to None are read and ignored: they have no
-# effect in the reference either (training.md §1.4) or concern tools wavecl does not use (wandb).
-REFERENCE_KEYS: dict[str, tuple[str, str] | None] = {
-    "lr": ("train", "lr"),
-    "lr_backbone": ("train", "lr_backbone"),
-    "text_encoder_lr": ("train", "text_encoder_lr"),
-    "weight_decay": ("train", "weight_decay"),
-    "clip_max_norm": ("train", "clip_max_norm"),
-    "seed": ("train", "seed"),
-    "epochs": ("train", "epochs"),
-    "batch_size": ("train", "batch_size"),
-    "lr_drop": ("train", "lr_drop"),
-    "freeze_text_encoder": ("model", "freeze_text_encoder"),
-    "text_encoder_type": ("model", "text_encoder"),
-    "num_classes": ("model", "num_classes"),
-    "mask_kernels_dim": ("model", "mask_kernels_dim"),
-    "controller_layers": ("model", "controller_layers"),
-    "dynamic_mask_channels": ("model", "dynamic_mask_channels"),
-    "rel_coord": ("model", "rel_coord"),
-    "backbone": ("model", "backbone"),
-    "backbone_pretrained_path": ("model", "backbone_pretrained_path"),
-    "set_cost_con": ("loss", "cost_con"),
-    "set_cost_cls": ("loss", "cost_class"),
-    "set_cost_dice": ("loss", "cost_dice"),
-    "set_costs_box": ("loss", "cost_bbox"),
-    "set_costs_giou": ("loss", "cost_giou"),
-    "class_loss_coef": ("loss", "cls"),
-    "con_loss_coef": ("loss", "con"),
-    "sigmoid_focal_loss_coef": ("loss", "sigmoid_focal"),
-    "dice_loss_coef": ("loss", "dice"),
-    "box_loss_coef": ("loss", "bbox"),
-    "giou_coef": ("loss", "giou"),
-    "dataset_name": ("data", "dataset_name"),
-    "horizontal_flip_augmentations": ("data", "horizontal_flip"),
-    "train_short_size": ("data", "train_short_size"),
-    "train_max_size": ("data", "train_max_size"),
-    "eval_short_size": ("data", "eval_short_size"),
-    "eval_max_size": ("data", "eval_max_size"),
-    "num_workers": ("data", "num_workers"),
-    "eval_batch_size": ("data", "eval_batch_size"),
-    "dataset_coco_gt_format_path": ("data", "coco_gt_path"),
-    "window_size": ("data", "window_size"),
-    "davis_path": ("data", "root"),
-    "enable_amp": None,
-    "backbone_pretrained": None,
-    "train_backbone": None,
-    "use_checkpoint": None,
-    "with_box_refine": None,
-    "aux_loss": None,
-    "vl_loss": None,
-    "eos_coef": None,
-    "resize_and_crop_augmentations": None,
-    "random_color": None,
-    "output_dir": None,
-    "calculate_precision_and_iou_metrics": None,
-    "wandb_mode": None,
-    "checkpoint_path": None,
-    "out_dir": None,
-    "generate_new_samples_metadata": None,
-    "use_random_sample": None,
-    "img_folder": None,
-    "ann_file": None,
-}
-REFERENCE_TRANSFORMER_KEYS = {
-    "enc_layers": "enc_layers",
-    "dec_layers": "dec_layers",
-    "dim_feedforward": "dim_feedforward",
-    "d_model": "d_model",
-    "dropout": "dropout",
-    "nheads": "nheads",
-    "num_queries": "num_queries",
-    "num_feature_levels": "num_feature_levels",
-    "dec_n_points": "dec_n_points",
-    "enc_n_points": "enc_n_points",
-}
-REFERENCE_VOC_KEYS = {
-    "enc_layers": "voc_enc_layers",
-    "dec_layers": "voc_dec_layers",
-    "dim_feedforward": "voc_dim_feedforward",
-}
-REFERENCE_DATASET_NAMES = {"ref_youtube_vos": "ref_youtube_vos", "joint": "ref_youtube_vos"}
-
-
-def _reference_value(entry: Any) -> Any:
-    return entry["value"] if isinstance(entry, dict) and "value" in entry else entry
-
-
 def from_reference_dict(values: dict[str, Any], source: str = "config") -> Config:
-    """Build a :class:`Config` from an original WaveCL file of ``key: {desc, value}`` entries.
-
-    The nested ``DeformTransformer`` and ``VOC`` values are mapped onto :class:`ModelConfig`. The
-    learning-rate decay gamma, hard-coded by dataset name in the reference (0.2 for A2D, else 0.1),
-    becomes the explicit ``train.lr_gamma``.
-    """
-    nested: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
-    for key, entry in values.items():
-        value = _reference_value(entry)
-        if key == "DeformTransformer":
-            for sub, target in REFERENCE_TRANSFORMER_KEYS.items():
-                if sub in value:
-                    nested["model"][target] = value[sub]
-            if value.get("two_stage"):
-                raise ValueError(f"{source}: DeformTransformer.two_stage is not supported (broken in the reference)")
-            continue
-        if key == "VOC":
-            for sub, target in REFERENCE_VOC_KEYS.items():
-                if sub in value:
-                    nested["model"][target] = value[sub]
-            voc_queries = {value.get("num_queries"), value.get("num_frame_queries")} - {None}
-            frame_queries = nested["model"].get("num_queries")
-            if len(voc_queries) > 1 or (frame_queries is not None and voc_queries - {frame_queries}):
-                raise ValueError(
-                    f"{source}: VOC.num_queries, VOC.num_frame_queries and DeformTransformer.num_queries must be equal"
-                )
-            if value.get("window_size", 0) != 0:
-                raise ValueError(f"{source}: VOC.window_size must be 0 (full temporal attention)")
-            continue
-        if key not in REFERENCE_KEYS:
-            raise ValueError(f"{source}: unknown key {key!r} in an original WaveCL config")
-        target = REFERENCE_KEYS[key]
-        if target is not None:
-            section, name = target
-            nested[section][name] = value
-    if "dataset_name" in nested["data"]:
-        name = nested["data"]["dataset_name"]
-        nested["data"]["dataset_name"] = REFERENCE_DATASET_NAMES.get(name, name)
-        nested["train"].setdefault("lr_gamma", 0.2 if name == "a2d_sentences" else 0.1)
-    return from_dict(nested, source)
+    """Build a :class:`Config` from an original WaveCL file of ``key: {desc, value}`` entries
+    (the mapping is :func:`wavecl.original.nested_config`)."""
+    return from_dict(original.nested_config(values, source), source)
 
 
 def load_config(path: str | Path) -> Config:

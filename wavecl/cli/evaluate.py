@@ -28,29 +28,23 @@ def load_evaluation_weights(model, checkpoint: str | Path) -> Path:
     Args:
         model: the :class:`~wavecl.model.wavecl.WaveCL` built from the evaluation config.
         checkpoint: a wavecl run directory, ``checkpoints`` folder, checkpoint folder or pointer
-            (``last``/``best``), a pretrained folder, a ``model.safetensors`` file, or a checkpoint
-            written by the reference implementation (``.pth``/``.pth.tar``, keys renamed).
+            (``last``/``best``), a pretrained folder, a ``model.safetensors`` file, or a ``torch.save``
+            file such as a checkpoint of the original repository (read by
+            :func:`wavecl.model.weights.load_weights`).
 
     Raises:
         FileNotFoundError: nothing at ``checkpoint``.
         ValueError: the file is unreadable, or its keys or shapes do not fit the model (missing and
             unexpected keys are listed).
     """
-    from wavecl.checkpoint import REFERENCE_SUFFIXES, latest_checkpoint, load_model_weights
-    from wavecl.model.pretrained import load_weights
-    from wavecl.model.wavecl import convert_reference_state_dict
+    from wavecl.checkpoint import latest_checkpoint
+    from wavecl.model.weights import load_weights
+    from wavecl.original import CHECKPOINT_SUFFIXES
 
     path = Path(checkpoint)
-    if path.name.endswith(REFERENCE_SUFFIXES):
-        source = path
-        try:
-            state = convert_reference_state_dict(load_model_weights(path))
-        except ValueError as error:
-            raise ValueError(f"{path} is not a checkpoint of the reference implementation: {error}") from error
-    else:
-        source = path if path.suffix == ".safetensors" else latest_checkpoint(path)
-        state = load_model_weights(source)
-    load_weights(model, state, source)
+    single_file = path.suffix == ".safetensors" or path.name.endswith(CHECKPOINT_SUFFIXES)
+    source = path if single_file else latest_checkpoint(path)
+    load_weights(model, source)
     return source
 
 

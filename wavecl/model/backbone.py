@@ -12,16 +12,16 @@ kernel over its temporal axis, so a static clip gets the same patch response as 
 from __future__ import annotations
 
 import os
-import pickle
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
 from einops import rearrange
 from torch import Tensor, nn
 from torchvision.models.video.swin_transformer import SwinTransformer3d
+
+from wavecl.checkpoint import load_weights_only
+from wavecl.original import swin_key
 
 VIDEO_SWIN_VARIANTS: dict[str, dict] = {
     "video-swin-t": {"embed_dim": 96, "depths": (2, 2, 6, 2), "num_heads": (3, 6, 12, 24)},
@@ -113,48 +113,6 @@ class KeyReport:
     unexpected: list[str] = field(default_factory=list)
 
 
-_STAGE_BLOCK = re.compile(r"^layers\.(\d+)\.blocks\.(\d+)\.(.+)$")
-_MERGING = re.compile(r"^(?:layers\.(\d+)\.downsample|downsamples\.(\d+))\.(.+)$")
-_MLP_RENAME = {"mlp.fc1.": "mlp.0.", "mlp.fc2.": "mlp.3."}
-
-
-def _official_to_torchvision_key(key: str) -> str:
-    """Map a Swin body key of the official module tree to torchvision's tree.
-
-    Handles both the official Video-Swin layout (``layers.{i}.blocks.{j}.*``, ``layers.{i}.downsample.*``)
-    and the WaveCL reference wrapper (``downsamples.{i}.*``): blocks go to ``features.{2i}.{j}.*`` with
-    ``mlp.fc1/fc2`` renamed to torchvision's ``mlp.0/mlp.3``; merging goes to ``features.{2i+1}.*``.
-    Other keys (``patch_embed.*``, ``norm.*``) have the same name in both trees.
-    """
-    block = _STAGE_BLOCK.match(key)
-    if block:
-        stage, index, rest = block.groups()
-        for official, torchvision_name in _MLP_RENAME.items():
-            if rest.startswith(official):
-                rest = torchvision_name + rest[len(official) :]
-        return f"features.{2 * int(stage)}.{index}.{rest}"
-    merging = _MERGING.match(key)
-    if merging:
-        stage = merging.group(1) if merging.group(1) is not None else merging.group(2)
-        return f"features.{2 * int(stage) + 1}.{merging.group(3)}"
-    return key
-
-
-_REFERENCE_PREFIX = "backbone.0.body."
-
-
-def reference_backbone_key(key: str) -> str:
-    """Map a backbone key of a checkpoint trained by the WaveCL reference to wavecl's name.
-
-    ``backbone.0.body.patch_embed.*`` → ``backbone.body.patch_embed.*``;
-    ``backbone.0.body.layers.{i}.blocks.{j}.*`` → ``backbone.body.features.{2i}.{j}.*`` (``mlp.fc1`` → ``mlp.0``,
-    ``mlp.fc2`` → ``mlp.3``); ``backbone.0.body.downsamples.{i}.*`` → ``backbone.body.features.{2i+1}.*``.
-    """
-    if not key.startswith(_REFERENCE_PREFIX):
-        raise ValueError(f"{key!r} is not a reference backbone key (expected the prefix {_REFERENCE_PREFIX!r})")
-    return "backbone.body." + _official_to_torchvision_key(key[len(_REFERENCE_PREFIX) :])
-
-
 _PATCH_KERNEL = "patch_embed.proj.weight"
 _CLASSIFIER_PREFIXES = ("norm.", "head.", "cls_head.")
 
@@ -163,10 +121,7 @@ def _read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
     """Load a checkpoint file safely and return its tensor dict (``state_dict`` entry when present)."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Video-Swin checkpoint not found: {os.fspath(path)}")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as error:
-        raise ValueError(f"cannot read Video-Swin checkpoint {os.fspath(path)}: {error}") from error
+    checkpoint = load_weights_only(path)
     if isinstance(checkpoint, dict) and isinstance(checkpoint.get("state_dict"), dict):
         checkpoint = checkpoint["state_dict"]
     if not isinstance(checkpoint, dict) or not all(isinstance(value, Tensor) for value in checkpoint.values()):
@@ -183,7 +138,7 @@ def _to_backbone_layout(state: dict[str, Tensor], path: str | os.PathLike) -> di
     official = any(key.startswith("backbone.") for key in state)
     converted: dict[str, tuple[str, Tensor]] = {}
     for key, value in state.items():
-        name = _official_to_torchvision_key(key.removeprefix("backbone.")) if official else key
+        name = swin_key(key.removeprefix("backbone.")) if official else key
         if name.startswith(_CLASSIFIER_PREFIXES):
             continue
         if name == _PATCH_KERNEL:
@@ -200,9 +155,9 @@ def _to_backbone_layout(state: dict[str, Tensor], path: str | os.PathLike) -> di
 def load_video_swin_weights(backbone: VideoSwinBackbone, path: str | os.PathLike, strict: bool = True) -> KeyReport:
     """Load Kinetics-pretrained Video-Swin weights into ``backbone``.
 
-    Accepted files (read with ``torch.load(weights_only=True)``):
+    Accepted files (read with :func:`wavecl.checkpoint.load_weights_only`):
       - the official Video-Swin checkpoint: ``{'state_dict': {'backbone.*': ..., 'cls_head.*': ...}}``,
-        converted with the key mapping of architecture.md §7.2;
+        converted with :func:`wavecl.original.swin_key`;
       - torchvision's swin3d weight file (``swin3d_t-7615ae03.pth``): a plain state dict in torchvision's key
         names.
     In both, the patch kernel ``[C, 3, 2, 4, 4]`` is summed over time to ``[C, 3, 1, 4, 4]`` and the

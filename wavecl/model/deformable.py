@@ -9,6 +9,7 @@ iterative box refinement. Frames never attend to each other here: the batch dime
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -271,15 +272,14 @@ class DeformableDecoderLayer(nn.Module):
 class DeformableDecoder(nn.Module):
     """A stack of :class:`DeformableDecoderLayer` with iterative box refinement.
 
-    ``bbox_embed`` is None at construction; the top-level model assigns its ModuleList of box MLPs
-    (one per layer), so the same modules also appear under ``transformer.decoder.bbox_embed`` in the
-    state_dict, as in the reference checkpoints.
+    The box MLPs (one per layer) belong to the top-level model, which passes them to :meth:`forward`;
+    the decoder holds no reference to them, so each box weight appears once in the state dict (the
+    reference registered them a second time as ``transformer.decoder.bbox_embed``).
     """
 
     def __init__(self, layer_kwargs: dict, num_layers: int) -> None:
         super().__init__()
         self.layers = nn.ModuleList(DeformableDecoderLayer(**layer_kwargs) for _ in range(num_layers))
-        self.bbox_embed: nn.ModuleList | None = None
 
     def forward(
         self,
@@ -291,6 +291,7 @@ class DeformableDecoder(nn.Module):
         valid_ratios: Tensor,
         query_pos: Tensor,
         memory_padding_mask: Tensor,
+        bbox_embed: Sequence[nn.Module],
     ) -> tuple[Tensor, Tensor]:
         """Decode the queries, refining the reference box after every layer.
 
@@ -302,17 +303,21 @@ class DeformableDecoder(nn.Module):
             valid_ratios: ``[N, L, 2]``.
             query_pos: ``[N, Q, C]``.
             memory_padding_mask: ``[N, Len]``.
+            bbox_embed: one box MLP per layer, ``[N, Q, C] -> [N, Q, 4]`` logit offsets.
 
         Returns:
             ``hs [num_layers, N, Q, C]`` and the refined, detached references
             ``[num_layers, N, Q, 4]`` ``(cx, cy, w, h)`` after every layer.
+
+        Raises:
+            ValueError: ``bbox_embed`` does not hold one MLP per layer.
         """
-        if self.bbox_embed is None:
-            raise RuntimeError("decoder.bbox_embed must be assigned (one box MLP per layer) before the forward pass")
+        if len(bbox_embed) != len(self.layers):
+            raise ValueError(f"bbox_embed has {len(bbox_embed)} box MLPs for {len(self.layers)} decoder layers")
         point_ratios = valid_ratios[:, None]  # [N, 1, L, 2] (w, h)
         box_ratios = torch.cat([point_ratios, point_ratios], dim=-1)  # (w, h, w, h)
         states, references = [], []
-        for layer, box_mlp in zip(self.layers, self.bbox_embed):
+        for layer, box_mlp in zip(self.layers, bbox_embed):
             ratios = box_ratios if reference_points.shape[-1] == 4 else point_ratios
             level_references = reference_points[:, :, None] * ratios
             tgt = layer(
@@ -408,7 +413,12 @@ class DeformableTransformer(nn.Module):
         nn.init.normal_(self.level_embed)
 
     def forward(
-        self, srcs: list[Tensor], masks: list[Tensor], pos_embeds: list[Tensor], query_embed: Tensor
+        self,
+        srcs: list[Tensor],
+        masks: list[Tensor],
+        pos_embeds: list[Tensor],
+        query_embed: Tensor,
+        bbox_embed: Sequence[nn.Module],
     ) -> DeformableOutput:
         """Encode the levels of every frame and decode the queries.
 
@@ -417,6 +427,7 @@ class DeformableTransformer(nn.Module):
             masks: per level ``[N, h_l, w_l]``, True at padding.
             pos_embeds: per level ``[N, C, h_l, w_l]`` position encodings (level embedding added here).
             query_embed: ``[Q, C]`` query positions, shared by every frame.
+            bbox_embed: the model's box MLPs, one per decoder layer (iterative box refinement).
 
         Returns:
             A :class:`DeformableOutput`.
@@ -443,7 +454,15 @@ class DeformableTransformer(nn.Module):
         tgt = torch.zeros_like(query_pos)
         init_reference = self.reference_points(query_pos).sigmoid()
         hs, inter_references = self.decoder(
-            tgt, init_reference, memory, spatial_shapes, level_start_index, valid_ratios, query_pos, mask_flatten
+            tgt,
+            init_reference,
+            memory,
+            spatial_shapes,
+            level_start_index,
+            valid_ratios,
+            query_pos,
+            mask_flatten,
+            bbox_embed,
         )
 
         memory_per_level = memory.split([h * w for h, w in spatial_shapes.tolist()], dim=1)

@@ -8,9 +8,7 @@ A pretrained folder loads offline, with no other file and no network::
         preprocessor_config.json    optional: {"short_size", "max_size"} the model is meant to run at
         text_encoder/               the Hugging Face encoder's config.json and tokenizer files (no weights)
 
-The state dict of :class:`~wavecl.model.wavecl.WaveCL` holds the box heads twice, as ``bbox_embed.*``
-and as ``transformer.decoder.bbox_embed.*`` (one module registered under two names). The file keeps
-one name per shared tensor; loading fills the other names from it, so the sharing is restored.
+Weights are read by :func:`wavecl.model.weights.load_weights`, the loader of every other path too.
 
 :meth:`PretrainedMixin.from_pretrained` also accepts what a training run writes (:mod:`wavecl.checkpoint`): a
 run directory (its ``checkpoints/last`` checkpoint, or the newest epoch folder when that pointer is
@@ -38,21 +36,17 @@ from torch import Tensor, nn
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-from wavecl.checkpoint import MODEL_FILENAME, latest_checkpoint, load_model_weights
+from wavecl.checkpoint import MODEL_FILENAME, latest_checkpoint
 from wavecl.config import ModelConfig, from_dict, load_config
+from wavecl.model.weights import load_weights
 
 CONFIG_FILENAME = "config.json"
 PREPROCESSOR_FILENAME = "preprocessor_config.json"
 TEXT_ENCODER_DIRNAME = "text_encoder"
 RUN_CONFIG_FILENAME = "config.yaml"
 PRETRAINED_ENTRIES = frozenset({CONFIG_FILENAME, MODEL_FILENAME, PREPROCESSOR_FILENAME, TEXT_ENCODER_DIRNAME})
-_LISTED_KEYS = 20
 
 ModelT = TypeVar("ModelT", bound=nn.Module)
-
-
-class CheckpointMismatchError(ValueError):
-    """The weights in a file do not fit the network its config describes."""
 
 
 @dataclass
@@ -71,21 +65,6 @@ class PretrainedSource:
     config: ModelConfig
     text_encoder_dir: Path | None
     eval_size: tuple[int, int | None] | None
-
-
-def shared_tensor_groups(state: Mapping[str, Tensor]) -> list[list[str]]:
-    """Names of a state dict that refer to the same tensor, one list per tensor seen more than once.
-
-    Each list starts with the canonical name, the one with the fewest dots (``bbox_embed.0.layers.0.weight``
-    before ``transformer.decoder.bbox_embed.0.layers.0.weight``), ties broken alphabetically.
-    """
-    by_tensor: dict[tuple, list[str]] = {}
-    for name, tensor in state.items():
-        if tensor.numel() == 0:
-            continue
-        key = (tensor.device, tensor.dtype, tensor.data_ptr(), tuple(tensor.shape), tuple(tensor.stride()))
-        by_tensor.setdefault(key, []).append(name)
-    return [sorted(names, key=lambda n: (n.count("."), n)) for names in by_tensor.values() if len(names) > 1]
 
 
 def _read_eval_size(values: Mapping, source: Path) -> tuple[int, int | None]:
@@ -147,38 +126,6 @@ def resolve_pretrained(path: str | os.PathLike[str]) -> PretrainedSource:
     )
 
 
-def load_weights(model: nn.Module, state: Mapping[str, Tensor], source: str | os.PathLike[str]) -> None:
-    """Load ``state`` into ``model`` strictly, filling the aliases of shared tensors from whichever name is present.
-
-    Raises:
-        CheckpointMismatchError: keys are missing or unexpected, or shapes differ; the message names
-            ``source`` and lists the offending keys.
-    """
-    expected = model.state_dict()
-    state = dict(state)
-    for group in shared_tensor_groups(expected):
-        present = next((name for name in group if name in state), None)
-        if present is not None:
-            for name in group:
-                state.setdefault(name, state[present])
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    mismatched = [
-        f"{name}: file {list(state[name].shape)}, model {list(tensor.shape)}"
-        for name, tensor in expected.items()
-        if name in state and state[name].shape != tensor.shape
-    ]
-    if missing or unexpected or mismatched:
-        lines = [f"the weights in {os.fspath(source)} do not fit the network of its config:"]
-        for title, names in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched)):
-            if names:
-                more = f" (first {_LISTED_KEYS})" if len(names) > _LISTED_KEYS else ""
-                lines.append(f"  {title}: {len(names)} key(s){more}")
-                lines.extend(f"    {name}" for name in names[:_LISTED_KEYS])
-        raise CheckpointMismatchError("\n".join(lines))
-    model.load_state_dict(state, strict=True)
-
-
 def _build_text_encoder(folder: Path) -> tuple[transformers.PreTrainedModel, transformers.PreTrainedTokenizerBase]:
     """A randomly initialised encoder from a saved Hugging Face config, and the saved tokenizer."""
     try:
@@ -200,28 +147,23 @@ def build_pretrained(model_class: type[ModelT], source: PretrainedSource, device
         FileNotFoundError: nothing usable at ``path``.
         ValueError: a config is malformed, or the weights file is unreadable
             (:class:`~wavecl.checkpoint.CheckpointError`) or does not fit the config
-            (:class:`CheckpointMismatchError`); messages name the file.
+            (:class:`~wavecl.model.weights.CheckpointMismatchError`); messages name the file.
     """
     if source.text_encoder_dir is not None:
         text_encoder, tokenizer = _build_text_encoder(source.text_encoder_dir)
         model = model_class(source.config, text_encoder=text_encoder, tokenizer=tokenizer)
     else:
         model = model_class(source.config)
-    load_weights(model, load_model_weights(source.weights), source.weights)
+    load_weights(model, source.weights)
     return model.to(device).eval()
 
 
-def _unique_cpu_tensors(model: nn.Module) -> tuple[dict[str, Tensor], dict[str, str]]:
-    """Every tensor of the state dict once, as its own contiguous CPU copy; the ``alias -> canonical``
-    names are dropped."""
-    state = model.state_dict()
-    aliases = {alias: group[0] for group in shared_tensor_groups(state) for alias in group[1:]}
-    tensors = {
+def _cpu_tensors(model: nn.Module) -> dict[str, Tensor]:
+    """Every tensor of the state dict as its own contiguous CPU copy (safetensors stores no shared memory)."""
+    return {
         name: tensor.detach().to("cpu", memory_format=torch.contiguous_format, copy=True)
-        for name, tensor in state.items()
-        if name not in aliases
+        for name, tensor in model.state_dict().items()
     }
-    return tensors, aliases
 
 
 def _replace_directory(staging: Path, directory: Path) -> None:
@@ -269,8 +211,7 @@ def save_pretrained(
         (staging / CONFIG_FILENAME).write_text(
             json.dumps(dataclasses.asdict(model.config), indent=2) + "\n", encoding="utf-8"
         )
-        tensors, aliases = _unique_cpu_tensors(model)
-        save_file(tensors, str(staging / MODEL_FILENAME), metadata={"format": "pt", "aliases": json.dumps(aliases)})
+        save_file(_cpu_tensors(model), str(staging / MODEL_FILENAME), metadata={"format": "pt"})
         if eval_size is not None:
             values = {"short_size": int(eval_size[0]), "max_size": None if eval_size[1] is None else int(eval_size[1])}
             (staging / PREPROCESSOR_FILENAME).write_text(json.dumps(values, indent=2) + "\n", encoding="utf-8")

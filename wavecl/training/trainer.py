@@ -35,9 +35,9 @@ from tqdm import tqdm
 from wavecl.amp import autocast
 from wavecl.atomic import write_text
 from wavecl.checkpoint import (
+    CheckpointError,
     CheckpointPaths,
     latest_checkpoint,
-    load_model_weights,
     load_training_state,
     restore_rng_state,
     rng_state,
@@ -49,7 +49,8 @@ from wavecl.data.robust import SkipBadSamples
 from wavecl.data.types import Batch
 from wavecl.distributed import DistInfo, barrier, gather_objects, reduce_loss_dict
 from wavecl.evaluation.datasets import build_dataset, evaluate_model
-from wavecl.model.wavecl import WaveCL, build_model
+from wavecl.model.wavecl import build_model
+from wavecl.model.weights import load_weights
 from wavecl.training.criterion import SetCriterion
 from wavecl.training.matcher import HungarianMatcher, NonFiniteCostError
 from wavecl.training.optim import build_optimizer, build_scheduler
@@ -59,6 +60,10 @@ log = logging.getLogger("wavecl.train")
 # Beside the ``best`` pointer: which metric chose it and its value (read back on resume, since the
 # epoch's checkpoint is written before its evaluation).
 BEST_METRIC_FILE = "best.json"
+
+# Finetuning (``--pretrained``) starts from a checkpoint with these heads re-initialised:
+# the class heads of a pretraining run predict other classes. Every other weight must be in the file.
+FINETUNE_REINITIALISED = ("class_embed.",)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -92,18 +97,6 @@ def build_criterion(config: Config) -> SetCriterion:
         loss,
         num_aux_layers=config.model.dec_layers - 1,
     )
-
-
-def load_finetune_weights(model: WaveCL, path: str | Path) -> tuple[list[str], list[str]]:
-    """Start a finetune from a pretraining checkpoint (training.md §2.12).
-
-    The class heads are re-initialised (their weights are not loaded), every other weight is loaded
-    non-strictly. Returns the missing and unexpected keys, which the caller logs.
-    """
-    state = {k: v for k, v in load_model_weights(path).items() if not k.startswith("class_embed.")}
-    result = model.load_state_dict(state, strict=False)
-    missing = [k for k in result.missing_keys if not k.startswith("class_embed.")]
-    return missing, list(result.unexpected_keys)
 
 
 @dataclass
@@ -141,12 +134,13 @@ class Trainer:
         model = build_model(config.model).to(self.device)
         self.model = model
         if train_cfg.pretrained_weights and resume is None:
-            missing, unexpected = load_finetune_weights(model, train_cfg.pretrained_weights)
+            report = load_weights(model, train_cfg.pretrained_weights, skip=FINETUNE_REINITIALISED)
             log.info(
-                "finetuning from %s; missing keys: %s; unexpected keys: %s",
+                "finetuning from %s: %d tensors loaded, %d re-initialised (%s)",
                 train_cfg.pretrained_weights,
-                missing,
-                unexpected,
+                len(report.loaded),
+                len(report.skipped),
+                ", ".join(FINETUNE_REINITIALISED),
             )
         self.ddp_model: nn.Module = (
             DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
@@ -201,7 +195,12 @@ class Trainer:
 
     def _resume(self, resume: str | Path) -> None:
         path = latest_checkpoint(resume)
-        self.model.load_state_dict(load_model_weights(path), strict=True)
+        if load_weights(self.model, path).legacy_box_heads:
+            raise CheckpointError(
+                f"{path} was written before the box heads were registered once: its weights load (evaluate, "
+                f"predict, --pretrained) but its optimizer state follows the old parameter order and cannot be "
+                f"resumed; start a new run from it with --pretrained {path}"
+            )
         state = load_training_state(path)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
