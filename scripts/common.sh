@@ -9,12 +9,27 @@
 #   TEXT_ENCODER      Hugging Face RoBERTa folder (default: the config's pretrained/roberta-base)
 #   CHECKPOINT        input checkpoint of finetune / eval / infer scripts (run dir, checkpoint folder or pointer)
 #   WAVECL_TINY=1     smoke run: the reduced model of configs/tiny.yaml, 1 epoch of TINY_STEPS (2) steps on the CPU
-#   PYTHON            interpreter (default python3)
+#   PYTHON            interpreter where wavecl is installed (default: the active virtual environment's,
+#                     else .venv/bin/python of the repository when it exists, else python3 from PATH)
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CONFIGS="$REPO_ROOT/configs"
 export PYTHONPATH="$REPO_ROOT${PYTHONPATH:+:$PYTHONPATH}"
-PYTHON="${PYTHON:-python3}"
+if [[ -z "${PYTHON:-}" ]]; then
+    if [[ -n "${VIRTUAL_ENV:-}" && -x "$VIRTUAL_ENV/bin/python" ]]; then
+        PYTHON="$VIRTUAL_ENV/bin/python"
+    elif [[ -x "$REPO_ROOT/.venv/bin/python" ]]; then
+        PYTHON="$REPO_ROOT/.venv/bin/python"
+    else
+        PYTHON=python3
+    fi
+fi
+# Refuse at once, by name, an interpreter without wavecl's dependencies (another environment's python3).
+if ! "$PYTHON" -c 'import importlib.metadata as m; m.version("wavecl"); import torch' >/dev/null 2>&1; then
+    echo "error: the interpreter '$PYTHON' ($(command -v "$PYTHON" || echo 'not found')) has no wavecl installation;" \
+        "activate the environment of 'pip install -e .' or set PYTHON=/path/to/its/python" >&2
+    exit 1
+fi
 WAVECL_TINY="${WAVECL_TINY:-0}"
 DATA_ROOT="${DATA_ROOT:-data}"
 OUTPUT_DIR="${OUTPUT_DIR:-runs}"

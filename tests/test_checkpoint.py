@@ -26,7 +26,7 @@ from wavecl.training.optim import build_optimizer, build_scheduler
 
 
 class AliasedModel(nn.Module):
-    """A box head registered under two names, like WaveCL's ``bbox_embed``."""
+    """A module registered under two names (tied weights, as the original registered its box heads)."""
 
     def __init__(self) -> None:
         super().__init__()

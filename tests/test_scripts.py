@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -34,7 +35,7 @@ DAVIS_METRICS = {"J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recal
 def run_script(name: str, cwd: Path, **env: str) -> str:
     """Run ``scripts/<name>.sh`` from ``cwd`` as a smoke run; returns its stdout + stderr."""
     inherited = {k: v for k, v in os.environ.items() if k not in ("DATA_ROOT", "OUTPUT_DIR", "CHECKPOINT", "NUM_GPUS")}
-    environment = inherited | {"WAVECL_TINY": "1", "TINY_STEPS": "1", "PYTHON": "python3", **env}
+    environment = inherited | {"WAVECL_TINY": "1", "TINY_STEPS": "1", "PYTHON": sys.executable, **env}
     command = ["bash", str(REPO / "scripts" / f"{name}.sh")]
     result = subprocess.run(command, cwd=cwd, env=environment, capture_output=True, text=True, timeout=900)
     output = result.stdout + result.stderr
@@ -88,6 +89,22 @@ def workspace(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("scripts")
     write_datasets(root / "data")
     return root
+
+
+def test_scripts_refuse_an_interpreter_without_wavecl_by_name(tmp_path):
+    """Before, the scripts ran whatever ``python`` came first on PATH, without a word."""
+    other = tmp_path / "bin" / "python3"
+    other.parent.mkdir()
+    other.write_text("#!/bin/sh\necho 'ModuleNotFoundError: No module named torch' >&2\nexit 1\n")
+    other.chmod(0o755)
+    environment = {k: v for k, v in os.environ.items() if k not in ("PYTHON", "VIRTUAL_ENV")}
+    environment["PATH"] = f"{other.parent}:{environment['PATH']}"
+    result = subprocess.run(
+        ["bash", str(REPO / "scripts" / "eval_a2d.sh")], cwd=tmp_path, env=environment, capture_output=True, text=True
+    )
+    assert result.returncode == 1
+    assert f"the interpreter 'python3' ({other}) has no wavecl installation" in result.stderr
+    assert "set PYTHON=" in result.stderr
 
 
 def test_train_a2d_then_eval_a2d(tmp_path):

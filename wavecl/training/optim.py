@@ -23,8 +23,8 @@ def build_param_groups(
 
     A parameter whose name contains ``"backbone"`` goes to the backbone group, else one whose name
     contains ``"text_encoder"`` to the text-encoder group, else to the first group. Frozen parameters
-    (``requires_grad=False``) are left out; a parameter registered under two names (the shared
-    ``bbox_embed``) appears once. Groups are always returned, even when empty (e.g. a frozen text
+    (``requires_grad=False``) are left out; a parameter registered under two names (tied weights)
+    appears once. Groups are always returned, even when empty (e.g. a frozen text
     encoder), so optimiser and scheduler states have the same layout in every run.
 
     Returns:
