@@ -159,8 +159,8 @@ def child_flops(counts: dict[str, dict], model) -> dict[str, int]:
 
     The counter keys FLOPs by the path of every module that was running (``WaveCL.backbone``, ...). A
     container that is never called itself (``convs``, a ModuleList) has no key: its FLOPs are the sum
-    over its outermost called members, found by module identity because a module shared by two
-    parents (``bbox_embed``, also ``transformer.decoder.bbox_embed``) is keyed under one path only.
+    over its outermost called members, found by module identity (a module shared by two parents is
+    keyed under one path only).
     """
     root = type(model).__name__
     called = {name.removeprefix(root + "."): sum(ops.values()) for name, ops in counts.items()}

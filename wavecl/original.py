@@ -25,7 +25,7 @@ import numpy as np
 T = TypeVar("T")
 
 # Original flat key -> (section, field). Keys mapped to None are read and ignored: they have no
-# effect in the reference either (training.md §1.4) or concern tools wavecl does not use (wandb).
+# effect in the original either or concern tools wavecl does not use (wandb).
 CONFIG_KEYS: dict[str, tuple[str, str] | None] = {
     "lr": ("train", "lr"),
     "lr_backbone": ("train", "lr_backbone"),
