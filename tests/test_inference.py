@@ -6,6 +6,7 @@ import json
 import warnings
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 import torch
@@ -206,6 +207,23 @@ def test_streaming_reader_and_writer_match_whole_video_io(tmp_path: Path, frames
             writer.write(frames[0])
             raise RuntimeError("stop")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["stream.mp4", "whole.mp4"]
+
+
+def test_video_writer_pads_odd_sizes_to_even_yuv420p_for_browsers(tmp_path: Path) -> None:
+    frame = np.zeros((15, 21, 3), np.uint8)
+    frame[-1], frame[:, -1] = 200, 80  # the last row and column, which the padding repeats
+    with VideoWriter(tmp_path / "even.mp4", fps=10, pad_to_even=True) as writer:
+        for _ in range(3):
+            writer.write(frame)
+        with pytest.raises(ValueError, match=r"frame 3 .*even.mp4 must be uint8 \[15, 21, 3\]"):
+            writer.write(np.zeros((16, 22, 3), np.uint8))
+    with av.open(str(tmp_path / "even.mp4")) as container:
+        stream = container.streams.video[0]
+        assert (stream.codec_context.name, stream.codec_context.pix_fmt) == ("h264", "yuv420p")
+        assert (stream.width, stream.height) == (22, 16)
+    decoded = np.asarray(read_video_frames(tmp_path / "even.mp4")[0], dtype=int)
+    assert decoded.shape == (16, 22, 3)
+    assert np.abs(decoded[-1, :-2] - 200).max() <= 12 and np.abs(decoded[1:-2, -1] - 80).max() <= 12
 
 
 # ---------------------------------------------------------------------------------- pretrained folders
