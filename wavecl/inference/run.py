@@ -134,7 +134,6 @@ def predict_video(
     Returns:
         The paths written (:class:`PredictionPaths`).
     """
-    sentences = [sentences] if isinstance(sentences, str) else list(sentences)
     source = resolve_pretrained(checkpoint)
     recorded_short, recorded_max = source.eval_size or (DEFAULT_SHORT_SIZE, DEFAULT_MAX_SIZE)
     predictor = VideoPredictor(
@@ -146,6 +145,35 @@ def predict_video(
         amp=amp,
         progress=progress,
     )
+    return write_predictions(predictor, video, sentences, out_dir, fps=fps)
+
+
+def write_predictions(
+    predictor: VideoPredictor,
+    video: VideoInput,
+    sentences: Sequence[str] | str,
+    out_dir: str | os.PathLike[str],
+    fps: float | None = None,
+    on_frame: Callable[[int], None] | None = None,
+    pad_to_even: bool = False,
+) -> PredictionPaths:
+    """Segment ``video`` with ``predictor`` and write the folder described in the module docstring.
+
+    Args:
+        predictor: the model with its resize, window and threshold.
+        video, sentences, out_dir, fps: as for :func:`predict_video`.
+        on_frame: called with the 0-based index of each frame once it is written (progress display);
+            an exception it raises stops the run and no overlay video is left behind.
+        pad_to_even: pad odd-sized overlay frames to even sizes, so the video is yuv420p H.264, the
+            form web browsers play (:class:`wavecl.data.video.VideoWriter`).
+
+    Returns:
+        The paths written (:class:`PredictionPaths`).
+
+    Raises:
+        FileNotFoundError / ValueError: as :meth:`VideoPredictor.predict_stream`.
+    """
+    sentences = [sentences] if isinstance(sentences, str) else list(sentences)
     if fps is None:
         fps = (open_video(video).fps if isinstance(video, (str, os.PathLike)) else None) or DEFAULT_FPS
 
@@ -154,7 +182,7 @@ def predict_video(
     colors = sentence_colors(len(sentences))
     sample = EvenSample(SHEET_FRAMES)
     num_frames = 0
-    with VideoWriter(out_dir / "overlay.mp4", fps) as writer:
+    with VideoWriter(out_dir / "overlay.mp4", fps, pad_to_even=pad_to_even) as writer:
         for index, frame, masks in predictor.predict_stream(video, sentences):
             pixels = np.asarray(frame)
             binary = masks.numpy()
@@ -164,6 +192,8 @@ def predict_video(
             writer.write(overlay)
             sample.offer(index, lambda overlay=overlay: _thumbnail(overlay, SHEET_TILE_WIDTH))
             num_frames += 1
+            if on_frame is not None:
+                on_frame(index)
 
     sampled = sample.items()
     sheet = contact_sheet(
