@@ -232,8 +232,8 @@ def extract_frames(archive: Path, destination: Path, max_frames: int, max_bytes:
         unpacked = sum(info.file_size for info, _ in members)
         if unpacked > max_bytes:
             raise InputError(
-                f"{archive.name} unpacks to {unpacked / MEGABYTE:.1f} MB of frames; "
-                f"this server accepts at most {max_bytes / MEGABYTE:g} MB."
+                f"{archive.name} unpacks to {_megabytes(unpacked)} of frames; "
+                f"this server accepts at most {_megabytes(max_bytes)}."
             )
         try:
             for info, name in members:
@@ -258,6 +258,12 @@ def collect_frames(files: Sequence[str], destination: Path, max_frames: int) -> 
     return destination
 
 
+def _megabytes(count: float) -> str:
+    """``count`` bytes in megabytes, with three significant digits (``"0.00413 MB"``, ``"152 MB"``)."""
+    value = count / MEGABYTE
+    return f"{value:.3g} MB" if value < 1000 else f"{value:.0f} MB"
+
+
 def _upload_size(paths: Sequence[str]) -> int:
     return sum(Path(path).stat().st_size for path in paths)
 
@@ -270,17 +276,26 @@ def _public_message(error: Exception, path: Path) -> str:
 class Segmenter:
     """The page's work, without the page: check the input, segment, write and package the results.
 
+    It makes the app's temporary folder :attr:`root` (under ``config.temp_parent``, else the system's
+    temporary folder); requests work in ``root/requests``. :meth:`close` removes it, as does garbage
+    collection or the interpreter's exit.
+
     Args:
         model: the network (moved to ``config.device``, eval mode).
         config: the app's settings.
-        root: the app's temporary folder (created by :func:`build_app`); requests work in ``root/requests``.
     """
 
-    def __init__(self, model: WaveCL, config: AppConfig, root: Path) -> None:
+    def __init__(self, model: WaveCL, config: AppConfig) -> None:
         self.model = model
         self.config = config
-        self.requests = root / "requests"
-        self.requests.mkdir(parents=True, exist_ok=True)
+        self.root = Path(tempfile.mkdtemp(prefix="wavecl-serve-", dir=config.temp_parent))
+        self.requests = self.root / "requests"
+        self.requests.mkdir()
+        self._finalizer = weakref.finalize(self, shutil.rmtree, self.root, ignore_errors=True)
+
+    def close(self) -> None:
+        """Remove the temporary folder and everything in it."""
+        self._finalizer()
 
     def predictor(self, window: int, short_size: int, threshold: float) -> VideoPredictor:
         """A predictor with the page's settings; ``max_size`` keeps the configured long/short ratio."""
@@ -307,7 +322,8 @@ class Segmenter:
         size = _upload_size(paths)
         if size > self.config.max_upload_bytes:
             raise InputError(
-                f"The upload is {size / MEGABYTE:.1f} MB; this server accepts at most {self.config.max_upload_mb:g} MB."
+                f"The upload is {_megabytes(size)}; "
+                f"this server accepts at most {_megabytes(self.config.max_upload_bytes)}."
             )
         if folder:
             frames = work / "frames"
@@ -428,7 +444,9 @@ def write_example_clips(folder: Path) -> list[list[str]]:
     """
     rows = []
     for index in range(EXAMPLE_CLIPS):
-        clip = sample_synthetic_video(seed=2024, split="examples", index=index, num_frames=EXAMPLE_FRAMES, size=EXAMPLE_SIZE)
+        clip = sample_synthetic_video(
+            seed=2024, split="examples", index=index, num_frames=EXAMPLE_FRAMES, size=EXAMPLE_SIZE
+        )
         frames, _ = clip.render()
         path = folder / f"shapes_{index}.mp4"
         write_video(path, list(frames), fps=EXAMPLE_FPS)
@@ -450,13 +468,13 @@ def build_app(model: WaveCL, config: AppConfig | None = None) -> gr.Blocks:
 
     Returns:
         The :class:`gr.Blocks`, with its queue set (one request at a time, ``config.max_queue`` waiting).
-        Its temporary folder is ``app.wavecl_temp_dir``; it is removed when the app is garbage collected
-        or the interpreter exits (:func:`serve` removes it when the server stops).
+        ``app.segmenter`` is its :class:`Segmenter`, whose temporary folder (``app.segmenter.root``)
+        is removed by ``app.segmenter.close()``, by garbage collection or at the interpreter's exit.
     """
     config = config or AppConfig()
-    root = Path(tempfile.mkdtemp(prefix="wavecl-serve-", dir=config.temp_parent))
+    segmenter = Segmenter(model, config)
+    root = segmenter.root
     os.environ["GRADIO_TEMP_DIR"] = str(root / "gradio")
-    segmenter = Segmenter(model, config, root)
 
     def run(
         upload: str | None,
@@ -530,8 +548,7 @@ def build_app(model: WaveCL, config: AppConfig | None = None) -> gr.Blocks:
             api_name="segment",
         )
     app.queue(max_size=config.max_queue)
-    app.wavecl_temp_dir = root
-    weakref.finalize(app, shutil.rmtree, root, ignore_errors=True)
+    app.segmenter = segmenter
     return app
 
 
@@ -559,4 +576,4 @@ def serve(model: WaveCL, config: AppConfig | None = None, host: str = "127.0.0.1
         app.launch(**launch_options(config, host, port))
     finally:
         app.close()
-        shutil.rmtree(app.wavecl_temp_dir, ignore_errors=True)
+        app.segmenter.close()
