@@ -43,10 +43,10 @@ import gradio as gr
 
 from wavecl.data.synthetic import sample_synthetic_video
 from wavecl.data.video import write_video
-from wavecl.evaluation.postprocess import MASK_THRESHOLD
 from wavecl.inference.overlay import sentence_colors
 from wavecl.inference.predictor import FRAME_SUFFIXES, VideoPredictor, open_video
 from wavecl.inference.run import DEFAULT_MAX_SIZE, DEFAULT_SHORT_SIZE, PredictionPaths, write_predictions
+from wavecl.model.postprocess import MASK_THRESHOLD
 from wavecl.model.wavecl import WaveCL
 
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".mkv", ".avi")

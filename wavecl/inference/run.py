@@ -25,7 +25,7 @@ from PIL import Image
 from wavecl.data.video import VideoWriter
 from wavecl.inference.overlay import contact_sheet, overlay_masks, save_png, sentence_colors
 from wavecl.inference.predictor import VideoInput, VideoPredictor, open_video
-from wavecl.model.pretrained import build_pretrained, resolve_pretrained
+from wavecl.model.pretrained import PretrainedSource, build_pretrained, resolve_pretrained
 from wavecl.model.wavecl import WaveCL
 
 DEFAULT_SHORT_SIZE = 360
@@ -101,6 +101,18 @@ def _thumbnail(image: np.ndarray, width: int) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))
 
 
+def inference_size(
+    source: PretrainedSource, short_size: int | None = None, max_size: int | None = None
+) -> tuple[int, int | None]:
+    """``(short_size, max_size)`` to run a checkpoint at: each given value, else the one recorded with
+    the checkpoint (a run's ``data.eval_short_size``/``eval_max_size``), else 360 / 640."""
+    recorded_short, recorded_max = source.eval_size or (DEFAULT_SHORT_SIZE, DEFAULT_MAX_SIZE)
+    return (
+        short_size if short_size is not None else recorded_short,
+        max_size if max_size is not None else recorded_max,
+    )
+
+
 def predict_video(
     checkpoint: str | os.PathLike[str],
     video: VideoInput,
@@ -135,11 +147,11 @@ def predict_video(
         The paths written (:class:`PredictionPaths`).
     """
     source = resolve_pretrained(checkpoint)
-    recorded_short, recorded_max = source.eval_size or (DEFAULT_SHORT_SIZE, DEFAULT_MAX_SIZE)
+    short_size, max_size = inference_size(source, short_size, max_size)
     predictor = VideoPredictor(
         build_pretrained(WaveCL, source),
-        short_size=short_size if short_size is not None else recorded_short,
-        max_size=max_size if max_size is not None else recorded_max,
+        short_size=short_size,
+        max_size=max_size,
         window=window,
         device=device,
         amp=amp,
