@@ -19,10 +19,11 @@ longer than :attr:`AppConfig.max_frames`, an empty sentence, an upload over
 Files: everything the app writes lies in one temporary folder, created per app under the system's
 temporary folder (or :attr:`AppConfig.temp_parent`) and removed when the app is closed or garbage
 collected: Gradio's upload and result cache (``gradio/``, whose files are deleted after
-:attr:`AppConfig.cache_minutes`; Gradio reads its location from the environment variable
-``GRADIO_TEMP_DIR``, which :func:`build_app` sets), the example clips (``examples/``) and one folder
-per request (``requests/``), deleted when the next request starts (its results are in Gradio's cache
-by then) or at once when the request fails.
+:attr:`AppConfig.cache_minutes`), the example clips (``examples/``) and one folder per request
+(``requests/``), deleted when the next request starts (its results are in Gradio's cache by then) or
+at once when the request fails. Gradio reads the location of its cache from the environment variable
+``GRADIO_TEMP_DIR``, which :func:`build_app` sets before importing Gradio; a folder or two that Gradio
+fixes at import time follow the first app of a process only (``wavecl serve`` runs one).
 """
 
 from __future__ import annotations
@@ -37,9 +38,7 @@ import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
-
-import gradio as gr
+from typing import TYPE_CHECKING, Any
 
 from wavecl.data.synthetic import sample_synthetic_video
 from wavecl.data.video import write_video
@@ -48,6 +47,9 @@ from wavecl.inference.predictor import FRAME_SUFFIXES, VideoPredictor, open_vide
 from wavecl.inference.run import DEFAULT_MAX_SIZE, DEFAULT_SHORT_SIZE, PredictionPaths, write_predictions
 from wavecl.model.postprocess import MASK_THRESHOLD
 from wavecl.model.wavecl import WaveCL
+
+if TYPE_CHECKING:
+    import gradio as gr
 
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".mkv", ".avi")
 """Offered by the page's file picker; anything FFmpeg decodes is accepted."""
@@ -475,6 +477,7 @@ def build_app(model: WaveCL, config: AppConfig | None = None) -> gr.Blocks:
     segmenter = Segmenter(model, config)
     root = segmenter.root
     os.environ["GRADIO_TEMP_DIR"] = str(root / "gradio")
+    import gradio as gr  # after GRADIO_TEMP_DIR: some of Gradio's folders are fixed when it is imported
 
     def run(
         upload: str | None,
