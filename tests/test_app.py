@@ -126,7 +126,7 @@ def test_app_config_rejects_bad_values() -> None:
         AppConfig(threshold=1.5)
     with pytest.raises(ValueError, match="max_size"):
         AppConfig(short_size=400, max_size=300)
-    assert AppConfig(max_upload_mb=2.5).max_upload_bytes == 2_500_000
+    assert AppConfig(max_upload_mb=2.5).max_upload_bytes == 2_621_440
 
 
 # ------------------------------------------------------------------------------------------- results
@@ -248,11 +248,11 @@ def test_bad_input_is_explained_and_leaves_no_files(
     try:
         big_video = tmp_path / "big.mp4"
         big_video.write_bytes(b"\0" * 20_000)
-        with pytest.raises(InputError, match=r"The upload is 0.02 MB; this server accepts at most 0.01 MB"):
+        with pytest.raises(InputError, match=r"The upload is 0.0191 MB; this server accepts at most 0.01 MB"):
             small.segment(str(big_video), None, "a dog")
         big_frames = tmp_path / "big.zip"
         with zipfile.ZipFile(big_frames, "w", compression=zipfile.ZIP_DEFLATED) as bundle:
-            bundle.writestr("0.png", b"\0" * 2_000_000)  # compresses to a few kB
+            bundle.writestr("0.png", b"\0" * (2 << 20))  # compresses to a few kB
         assert big_frames.stat().st_size < 10_000
         with pytest.raises(InputError, match="big.zip unpacks to 2 MB of frames; .* at most 0.01 MB"):
             small.segment(str(big_frames), None, "a dog")
@@ -309,7 +309,7 @@ def test_build_app_keeps_gradio_files_in_its_folder(
         assert sorted(p.name for p in (root / "examples").iterdir()) == ["shapes_0.mp4", "shapes_1.mp4"]
         assert len(read_video_frames(root / "examples" / "shapes_0.mp4")) == app_module.EXAMPLE_FRAMES
         options = launch_options(app.segmenter.config)
-        assert options["server_name"] == "127.0.0.1" and options["max_file_size"] == 3_000_000
+        assert options["server_name"] == "127.0.0.1" and options["max_file_size"] == 3 << 20
     finally:
         app.segmenter.close()
     assert not root.exists()

@@ -26,6 +26,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
+from playwright.sync_api import sync_playwright
 
 from wavecl.config import load_config
 from wavecl.data.synthetic import sample_synthetic_video
@@ -70,7 +72,7 @@ def server(tmp_path_factory: pytest.TempPathFactory):
     env = {**os.environ, "TMPDIR": str(temp), "OMP_NUM_THREADS": "2"}
     env.pop("GRADIO_TEMP_DIR", None)
     command = [sys.executable, "-m", "wavecl", "serve", "--checkpoint", str(checkpoint), "--port", str(port)]
-    command += ["--max-frames", "40", "--window", "4", "--device", "cpu"]
+    command += ["--max-frames", "40", "--max-upload-mb", "1", "--window", "4", "--device", "cpu"]
     log = open(base / "server.log", "wb")
     process = subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
@@ -98,7 +100,6 @@ def server(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="module")
 def page(server: dict):
-    from playwright.sync_api import sync_playwright
 
     assert Path(CHROMIUM).is_file(), f"{CHROMIUM} is missing: apt-get install chromium (.ci/run does it)"
     with sync_playwright() as playwright:
@@ -111,13 +112,19 @@ def page(server: dict):
         browser.close()
 
 
-def upload(page, path: Path) -> None:
-    """Put ``path`` in the video upload, replacing what is there."""
-    clear = page.locator("#upload button[aria-label='Clear']")
-    if clear.count():
-        clear.click()
-    page.locator("#upload input[type=file]").set_input_files(str(path))
-    page.locator("#upload").get_by_text(path.name).wait_for()
+def upload(page, path: Path, attempts: int = 3) -> None:
+    """Put ``path`` in the video upload, replacing what is there. On a loaded machine a file chosen
+    while the page is still mounting can be dropped, so it is chosen again (``attempts`` in all)."""
+    if page.locator("#upload .file-preview").count():
+        page.locator("#upload button[aria-label='Clear']").click()
+    for attempt in range(attempts):
+        page.locator("#upload input[type=file]").set_input_files(str(path))
+        try:
+            page.locator("#upload").get_by_text(path.name).wait_for(timeout=20_000)
+            return
+        except PlaywrightTimeout:
+            if attempt == attempts - 1 or page.locator("#upload .file-preview").count():
+                raise
 
 
 def test_segment_a_video_in_the_browser(server: dict, page, tmp_path: Path) -> None:
@@ -202,6 +209,13 @@ def test_bad_input_shows_a_message_and_the_server_keeps_answering(server: dict, 
     page.locator("#sentences textarea").fill("a dog")
     page.locator("#segment").click()
     error_shown(page, "Cannot read broken.mp4 as a video")
+
+    huge = tmp_path / "huge.mp4"
+    huge.write_bytes(b"\0" * (3 << 19))  # 1.5 MB, over the server's 1 MB
+    page.locator("#upload button[aria-label='Clear']").click()
+    page.locator("#upload input[type=file]").set_input_files(str(huge))  # refused by the page, before the handler
+    error_shown(page, 'exceed the maximum allowed size of 1.0 Mb: "huge.mp4"')
+    assert "1 MB per upload" in page.locator("body").inner_text(), "the page states the limit"
 
     assert server["process"].poll() is None
     assert b"<html" in http_get(server["url"]).lower()

@@ -58,7 +58,8 @@ EXAMPLE_CLIPS = 2
 EXAMPLE_FRAMES = 16
 EXAMPLE_SIZE = (128, 192)
 EXAMPLE_FPS = 8.0
-MEGABYTE = 1_000_000
+MEGABYTE = 1 << 20
+"""Bytes in a megabyte as this app and Gradio's upload check count them (2^20)."""
 
 
 @dataclass
@@ -71,7 +72,7 @@ class AppConfig:
         window: default frames per clip.
         threshold: default mask probability threshold, in ``(0, 1)``.
         max_frames: longest video accepted, in frames (the page states the limit).
-        max_upload_mb: largest upload accepted, in megabytes (10^6 bytes), per request.
+        max_upload_mb: largest upload accepted, in megabytes (2^20 bytes, as Gradio counts), per request.
         max_sentences: most sentences per request (each is one clip of the batch).
         max_queue: most requests waiting; a request beyond it is refused with a message.
         cache_minutes: age after which Gradio's copies of uploads and results are deleted.
