@@ -25,7 +25,6 @@ from wavecl.app import (
     legend_html,
     parse_sentences,
 )
-from wavecl.config import load_config
 from wavecl.data.synthetic import sample_synthetic_video
 from wavecl.data.video import read_video_frames, write_video
 from wavecl.inference.overlay import sentence_colors
@@ -33,7 +32,6 @@ from wavecl.inference.predictor import VideoPredictor, VideoSource
 from wavecl.inference.run import sentence_slug
 from wavecl.model.wavecl import WaveCL
 
-TINY_CONFIG = Path(__file__).parents[1] / "configs" / "tiny.yaml"
 HEIGHT, WIDTH = 45, 63  # odd: the overlay video is padded to 46 x 64
 NUM_FRAMES = 7
 SENTENCES = ["the red circle moving to the left", "a blue square"]
@@ -49,9 +47,9 @@ def single_thread():
 
 
 @pytest.fixture(scope="module")
-def tiny_model() -> WaveCL:
-    torch.manual_seed(0)
-    return WaveCL(load_config(TINY_CONFIG).model).eval()
+def tiny_model(tiny_model: WaveCL) -> WaveCL:
+    """The shared tiny model in eval mode (the predictor's mode), so references computed here agree."""
+    return tiny_model.eval()
 
 
 @pytest.fixture(scope="module")

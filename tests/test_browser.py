@@ -24,21 +24,18 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import sync_playwright
 
-from wavecl.config import load_config
 from wavecl.data.synthetic import sample_synthetic_video
 from wavecl.data.video import write_video
-from wavecl.inference.pretrained import save_pretrained
 from wavecl.inference.run import sentence_slug
+from wavecl.model.pretrained import save_pretrained
 from wavecl.model.wavecl import WaveCL
 
 pytestmark = pytest.mark.browser
 
-TINY_CONFIG = Path(__file__).parents[1] / "configs" / "tiny.yaml"
 CHROMIUM = "/usr/bin/chromium"
 HEIGHT, WIDTH, NUM_FRAMES = 95, 127, 12  # odd sizes: the overlay is padded to 96 x 128
 SENTENCES = ["the red circle moving down", "the orange triangle"]
@@ -60,11 +57,11 @@ def http_get(url: str) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory):
-    """``wavecl serve`` in a subprocess whose temporary folder and working folder are empty folders."""
+def server(tiny_model: WaveCL, tmp_path_factory: pytest.TempPathFactory):
+    """``wavecl serve`` of the tiny random model in a subprocess whose temporary folder and working
+    folder are empty folders."""
     base = tmp_path_factory.mktemp("serve")
-    torch.manual_seed(0)
-    checkpoint = save_pretrained(WaveCL(load_config(TINY_CONFIG).model), base / "tiny", eval_size=(64, 96))
+    checkpoint = save_pretrained(tiny_model, base / "tiny", eval_size=(64, 96))
     temp, cwd = base / "tmp", base / "cwd"
     temp.mkdir()
     cwd.mkdir()
