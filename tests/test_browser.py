@@ -12,12 +12,7 @@ from __future__ import annotations
 
 import io
 import os
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -25,7 +20,6 @@ import av
 import numpy as np
 import pytest
 from PIL import Image
-from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import sync_playwright
 
 from wavecl.data.synthetic import sample_synthetic_video
@@ -33,27 +27,14 @@ from wavecl.data.video import write_video
 from wavecl.inference.run import sentence_slug
 from wavecl.model.pretrained import save_pretrained
 from wavecl.model.wavecl import WaveCL
+from wavecl.testing.serve import CHROMIUM, choose_file, http_get, serve_process, wait_for_result
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
 HEIGHT, WIDTH, NUM_FRAMES = 95, 127, 12  # odd sizes: the overlay is padded to 96 x 128
 SENTENCES = ["the red circle moving down", "the orange triangle"]
-START_TIMEOUT_S = 120
 RESULT_TIMEOUT_MS = 120_000
 SCREENSHOT_MAX_BYTES = 200_000
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def http_get(url: str) -> bytes:
-    with urllib.request.urlopen(url, timeout=30) as response:
-        assert response.status == 200, url
-        return response.read()
 
 
 @pytest.fixture(scope="module")
@@ -65,39 +46,16 @@ def server(tiny_model: WaveCL, tmp_path_factory: pytest.TempPathFactory):
     temp, cwd = base / "tmp", base / "cwd"
     temp.mkdir()
     cwd.mkdir()
-    port = free_port()
     env = {**os.environ, "TMPDIR": str(temp), "OMP_NUM_THREADS": "2"}
     env.pop("GRADIO_TEMP_DIR", None)
-    command = [sys.executable, "-m", "wavecl", "serve", "--checkpoint", str(checkpoint), "--port", str(port)]
-    command += ["--max-frames", "40", "--max-upload-mb", "1", "--window", "4", "--device", "cpu"]
-    log = open(base / "server.log", "wb")
-    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while True:
-        assert process.poll() is None, (base / "server.log").read_text()
-        try:
-            http_get(url)
-            break
-        except OSError:
-            assert time.monotonic() < deadline, f"no answer at {url} in {START_TIMEOUT_S} s"
-            time.sleep(0.5)
-    yield {"url": url, "process": process, "temp": temp, "cwd": cwd, "base": base}
-    process.send_signal(signal.SIGINT)
-    try:
-        process.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=30)
-        raise
-    finally:
-        log.close()
+    arguments = ["--max-frames", "40", "--max-upload-mb", "1", "--window", "4", "--device", "cpu"]
+    with serve_process(checkpoint, arguments, log=base / "server.log", env=env, cwd=cwd) as served:
+        yield {"url": served.url, "process": served.process, "temp": temp, "cwd": cwd}
     assert list(temp.iterdir()) == [], "the server removes its temporary folder when it stops"
 
 
 @pytest.fixture(scope="module")
 def page(server: dict):
-
     assert Path(CHROMIUM).is_file(), f"{CHROMIUM} is missing: apt-get install chromium (.ci/run does it)"
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
@@ -109,21 +67,6 @@ def page(server: dict):
         browser.close()
 
 
-def upload(page, path: Path, attempts: int = 3) -> None:
-    """Put ``path`` in the video upload, replacing what is there. On a loaded machine a file chosen
-    while the page is still mounting can be dropped, so it is chosen again (``attempts`` in all)."""
-    if page.locator("#upload .file-preview").count():
-        page.locator("#upload button[aria-label='Clear']").click()
-    for attempt in range(attempts):
-        page.locator("#upload input[type=file]").set_input_files(str(path))
-        try:
-            page.locator("#upload").get_by_text(path.name).wait_for(timeout=20_000)
-            return
-        except PlaywrightTimeout:
-            if attempt == attempts - 1 or page.locator("#upload .file-preview").count():
-                raise
-
-
 def test_segment_a_video_in_the_browser(server: dict, page, tmp_path: Path) -> None:
     frames, _ = sample_synthetic_video(
         seed=7, split="test", index=1, num_frames=NUM_FRAMES, size=(HEIGHT, WIDTH)
@@ -132,11 +75,10 @@ def test_segment_a_video_in_the_browser(server: dict, page, tmp_path: Path) -> N
     write_video(video, list(frames), fps=8)
 
     start = time.perf_counter()
-    upload(page, video)
+    choose_file(page, video)
     page.locator("#sentences textarea").fill("\n".join(SENTENCES))
     page.locator("#segment").click()
-    page.locator("#overlay video").wait_for(timeout=RESULT_TIMEOUT_MS)
-    page.locator("#masks a[download]").wait_for(timeout=RESULT_TIMEOUT_MS)
+    wait_for_result(page, RESULT_TIMEOUT_MS)
     print(f"\nupload to result: {time.perf_counter() - start:.1f} s ({NUM_FRAMES} frames, 2 sentences)")
 
     page.wait_for_function(
@@ -195,14 +137,14 @@ def test_bad_input_shows_a_message_and_the_server_keeps_answering(server: dict, 
     frames, _ = sample_synthetic_video(seed=8, split="test", index=0, num_frames=3, size=(32, 48)).render()
     video = tmp_path / "short.mp4"
     write_video(video, list(frames), fps=8)
-    upload(page, video)
+    choose_file(page, video)
     page.locator("#sentences textarea").fill("  \n ")
     page.locator("#segment").click()
     error_shown(page, "Enter at least one sentence")
 
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(np.random.default_rng(0).integers(0, 256, 8192, dtype=np.uint8).tobytes())
-    upload(page, broken)
+    choose_file(page, broken)
     page.locator("#sentences textarea").fill("a dog")
     page.locator("#segment").click()
     error_shown(page, "Cannot read broken.mp4 as a video")
@@ -216,6 +158,6 @@ def test_bad_input_shows_a_message_and_the_server_keeps_answering(server: dict, 
 
     assert server["process"].poll() is None
     assert b"<html" in http_get(server["url"]).lower()
-    upload(page, video)
+    choose_file(page, video)
     page.locator("#segment").click()
     page.locator("#summary").get_by_text("3 frames × 1 sentence").wait_for(timeout=RESULT_TIMEOUT_MS)

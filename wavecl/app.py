@@ -389,8 +389,8 @@ class Segmenter:
         """
         config = self.config
         sentences = parse_sentences(sentences_text, config.max_sentences)
-        window = int(window or config.window)
-        short_size = int(short_size or config.short_size)
+        window = int(config.window if window is None else window)
+        short_size = int(config.short_size if short_size is None else short_size)
         threshold = float(threshold if threshold is not None else config.threshold)
         if window < 1 or short_size < 1 or not 0.0 < threshold < 1.0:
             raise InputError(
