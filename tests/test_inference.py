@@ -80,7 +80,9 @@ def model_outputs(model: WaveCL, frames: np.ndarray) -> tuple[torch.Tensor, torc
     return output.pred_masks, output.pred_cls
 
 
-def reference_window_masks(model: WaveCL, clip: np.ndarray, sentences: list[str]) -> torch.Tensor:
+def reference_window_masks(
+    model: WaveCL, clip: np.ndarray, sentences: list[str], threshold: float = 0.5
+) -> torch.Tensor:
     """``[N, T, H, W]`` masks of one window, computed step by step from the spec (§0.3, §8.3)."""
     resized_h, resized_w = 40, 53  # short side 40, long side int(40 * 64 / 48)
     tensors = [
@@ -104,7 +106,7 @@ def reference_window_masks(model: WaveCL, clip: np.ndarray, sentences: list[str]
         logits = F.interpolate(
             output.pred_masks[:, b, query][None], size=(resized_h, resized_w), mode="bilinear", align_corners=False
         )
-        binary = (logits.sigmoid() > 0.5).float()
+        binary = (logits.sigmoid() > threshold).float()
         masks.append(F.interpolate(binary, size=(HEIGHT, WIDTH), mode="nearest")[0] > 0.5)
     return torch.stack(masks)
 
@@ -208,6 +210,23 @@ def test_streaming_reader_and_writer_match_whole_video_io(tmp_path: Path, frames
             writer.write(frames[0])
             raise RuntimeError("stop")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["stream.mp4", "whole.mp4"]
+
+
+def test_video_writer_pads_odd_sizes_to_even_yuv420p_for_browsers(tmp_path: Path) -> None:
+    frame = np.zeros((15, 21, 3), np.uint8)
+    frame[-1], frame[:, -1] = 200, 80  # the last row and column, which the padding repeats
+    with VideoWriter(tmp_path / "even.mp4", fps=10, pad_to_even=True) as writer:
+        for _ in range(3):
+            writer.write(frame)
+        with pytest.raises(ValueError, match=r"frame 3 .*even.mp4 must be uint8 \[15, 21, 3\]"):
+            writer.write(np.zeros((16, 22, 3), np.uint8))
+    with av.open(str(tmp_path / "even.mp4")) as container:
+        stream = container.streams.video[0]
+        assert (stream.codec_context.name, stream.codec_context.pix_fmt) == ("h264", "yuv420p")
+        assert (stream.width, stream.height) == (22, 16)
+    decoded = np.asarray(read_video_frames(tmp_path / "even.mp4")[0], dtype=int)
+    assert decoded.shape == (16, 22, 3)
+    assert np.abs(decoded[-1, :-2] - 200).max() <= 12 and np.abs(decoded[1:-2, -1] - 80).max() <= 12
 
 
 # ---------------------------------------------------------------------------------- pretrained folders
@@ -345,6 +364,20 @@ def test_windowed_prediction_equals_window_by_window_reference(tiny_model: WaveC
     assert torch.equal(masks, reference)
     separately = torch.cat([predictor(tiny_model, window=8)(frames[s : s + 3], SENTENCES) for s in (0, 3, 6)], dim=1)
     assert torch.equal(masks, separately)
+
+
+def test_predictor_threshold_matches_the_reference(tiny_model: WaveCL, frames: np.ndarray) -> None:
+    low, high = (
+        VideoPredictor(tiny_model, short_size=SHORT_SIZE, max_size=MAX_SIZE, window=8, progress=False, threshold=t)(
+            frames, SENTENCES
+        )
+        for t in (0.3, 0.7)
+    )
+    assert torch.equal(low, reference_window_masks(tiny_model, frames, SENTENCES, threshold=0.3))
+    assert torch.equal(high, reference_window_masks(tiny_model, frames, SENTENCES, threshold=0.7))
+    assert high.sum() < low.sum()
+    with pytest.raises(ValueError, match="threshold"):
+        VideoPredictor(tiny_model, threshold=1.0)
 
 
 def test_predict_stream_yields_every_frame_in_order(tiny_model: WaveCL, frames: np.ndarray) -> None:

@@ -6,8 +6,8 @@ small foundation modules)::
     config, distributed, checkpoint, amp, atomic, original
     model | data
     evaluation | inference | testing
-    training
-    cli | app
+    training | app
+    cli
 
 Every ``import`` statement counts, including those inside functions (the CLI imports lazily).
 """
@@ -25,8 +25,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("config", "distributed", "checkpoint", "amp", "atomic", "original"),
     ("model", "data"),
     ("evaluation", "inference", "testing"),
-    ("training",),
-    ("cli", "app"),
+    ("training", "app"),
+    ("cli",),
 )
 ENTRY_POINTS = {"wavecl", "wavecl.__main__"}  # the public API and ``python -m wavecl`` may reach anything
 

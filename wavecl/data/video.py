@@ -17,7 +17,8 @@ Inference on videos of any length uses the streaming forms, in memory bounded by
 :func:`iter_video_frames` yields the same frames, in the same order, as :func:`read_video_frames` for
 every stream whose decoded timestamps increase (all ordinary files), and :class:`VideoWriter` encodes
 frames as they arrive. Encoding uses the first available of h264, libx264 and mpeg4; even frame sizes
-are stored as yuv420p (what every player reads), odd sizes as yuv444p with H.264 (mpeg4 refuses them).
+are stored as yuv420p (what every player reads), odd sizes as yuv444p with H.264 (mpeg4 refuses them)
+unless the writer pads them to even sizes (``pad_to_even``, for web browsers).
 """
 
 from __future__ import annotations
@@ -222,14 +223,18 @@ class VideoWriter:
     Args:
         path: output ``.mp4``; its folder is created if needed.
         fps: frame rate.
+        pad_to_even: give frames of odd height or width one more row or column (a copy of the last),
+            so the file is yuv420p, which web browsers require, rather than yuv444p.
     """
 
-    def __init__(self, path: str | os.PathLike[str], fps: float) -> None:
+    def __init__(self, path: str | os.PathLike[str], fps: float, pad_to_even: bool = False) -> None:
         if not fps > 0:
             raise ValueError(f"fps must be positive for {path}, got {fps}")
         self.path = Path(path)
         self.fps = fps
+        self.pad_to_even = pad_to_even
         self.num_frames = 0
+        self._frame_shape: tuple[int, ...] | None = None
         self._resources = ExitStack()
         self._container: av.container.OutputContainer | None = None
         self._stream: av.video.stream.VideoStream | None = None
@@ -252,17 +257,20 @@ class VideoWriter:
 
     def write(self, frame: np.ndarray) -> None:
         """Encode one ``[H, W, 3]`` uint8 RGB frame (the same size as the first one)."""
-        if self._stream is None:
-            if frame.ndim != 3 or frame.shape[2] != 3:
-                raise ValueError(f"frames for {self.path} must be [H, W, 3], got {list(frame.shape)}")
-            self._open(frame.shape[0], frame.shape[1])
-        assert self._stream is not None and self._container is not None
-        expected = (self._stream.height, self._stream.width, 3)
-        if frame.dtype != np.uint8 or frame.shape != expected:
+        if frame.ndim != 3 or frame.shape[2] != 3:
+            raise ValueError(f"frames for {self.path} must be [H, W, 3], got {list(frame.shape)}")
+        if self._frame_shape is None:
+            self._frame_shape = frame.shape
+        if frame.dtype != np.uint8 or frame.shape != self._frame_shape:
             raise ValueError(
-                f"frame {self.num_frames} for {self.path} must be uint8 {list(expected)}, "
+                f"frame {self.num_frames} for {self.path} must be uint8 {list(self._frame_shape)}, "
                 f"got {frame.dtype} {list(frame.shape)}"
             )
+        if self.pad_to_even:
+            frame = np.pad(frame, ((0, frame.shape[0] % 2), (0, frame.shape[1] % 2), (0, 0)), mode="edge")
+        if self._stream is None:
+            self._open(frame.shape[0], frame.shape[1])
+        assert self._stream is not None and self._container is not None
         for packet in self._stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
             self._container.mux(packet)
         self.num_frames += 1

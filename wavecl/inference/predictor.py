@@ -29,7 +29,7 @@ from wavecl.data.paths import read_image
 from wavecl.data.transforms import ClipTransform, clean_expression
 from wavecl.data.video import iter_video_frames, probe_video
 from wavecl.model.output import NonFiniteOutputError
-from wavecl.model.postprocess import video_postprocess
+from wavecl.model.postprocess import MASK_THRESHOLD, video_postprocess
 from wavecl.model.wavecl import WaveCL
 
 VideoInput = str | os.PathLike | Sequence[Image.Image] | np.ndarray
@@ -120,6 +120,7 @@ class VideoPredictor:
         device: ``"cpu"`` or ``"cuda"`` (falls back to the CPU with a warning when CUDA is missing).
         amp: autocast on CUDA (bfloat16 where supported, else float16); ignored on the CPU.
         progress: show a tqdm bar over frames.
+        threshold: mask probability above which a pixel is in the mask, in ``(0, 1)``.
 
     Example::
 
@@ -136,15 +137,19 @@ class VideoPredictor:
         device: str | torch.device = "cpu",
         amp: bool = False,
         progress: bool = True,
+        threshold: float = MASK_THRESHOLD,
     ) -> None:
         if window < 1:
             raise ValueError(f"window must be a positive number of frames, got {window}")
+        if not 0.0 < threshold < 1.0:
+            raise ValueError(f"threshold must be a probability in (0, 1), got {threshold}")
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.transform = ClipTransform(train=False, short_size=short_size, max_size=max_size)
         self.window = window
         self.amp = amp
         self.progress = progress
+        self.threshold = threshold
 
     def predict_window(self, frames: Sequence[Image.Image], sentences: Sequence[str]) -> Tensor:
         """Segment one clip.
@@ -176,6 +181,7 @@ class VideoPredictor:
                     padded_size=(resized_h, resized_w),
                     size=(resized_h, resized_w),
                     orig_size=(height, width),
+                    threshold=self.threshold,
                 )[1]
                 for index in range(num_sentences)
             ]

@@ -25,7 +25,7 @@ from PIL import Image
 from wavecl.data.video import VideoWriter
 from wavecl.inference.overlay import contact_sheet, overlay_masks, save_png, sentence_colors
 from wavecl.inference.predictor import VideoInput, VideoPredictor, open_video
-from wavecl.model.pretrained import build_pretrained, resolve_pretrained
+from wavecl.model.pretrained import PretrainedSource, build_pretrained, resolve_pretrained
 from wavecl.model.wavecl import WaveCL
 
 DEFAULT_SHORT_SIZE = 360
@@ -101,6 +101,18 @@ def _thumbnail(image: np.ndarray, width: int) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))
 
 
+def inference_size(
+    source: PretrainedSource, short_size: int | None = None, max_size: int | None = None
+) -> tuple[int, int | None]:
+    """``(short_size, max_size)`` to run a checkpoint at: each given value, else the one recorded with
+    the checkpoint (a run's ``data.eval_short_size``/``eval_max_size``), else 360 / 640."""
+    recorded_short, recorded_max = source.eval_size or (DEFAULT_SHORT_SIZE, DEFAULT_MAX_SIZE)
+    return (
+        short_size if short_size is not None else recorded_short,
+        max_size if max_size is not None else recorded_max,
+    )
+
+
 def predict_video(
     checkpoint: str | os.PathLike[str],
     video: VideoInput,
@@ -134,18 +146,46 @@ def predict_video(
     Returns:
         The paths written (:class:`PredictionPaths`).
     """
-    sentences = [sentences] if isinstance(sentences, str) else list(sentences)
     source = resolve_pretrained(checkpoint)
-    recorded_short, recorded_max = source.eval_size or (DEFAULT_SHORT_SIZE, DEFAULT_MAX_SIZE)
+    short_size, max_size = inference_size(source, short_size, max_size)
     predictor = VideoPredictor(
         build_pretrained(WaveCL, source),
-        short_size=short_size if short_size is not None else recorded_short,
-        max_size=max_size if max_size is not None else recorded_max,
+        short_size=short_size,
+        max_size=max_size,
         window=window,
         device=device,
         amp=amp,
         progress=progress,
     )
+    return write_predictions(predictor, video, sentences, out_dir, fps=fps)
+
+
+def write_predictions(
+    predictor: VideoPredictor,
+    video: VideoInput,
+    sentences: Sequence[str] | str,
+    out_dir: str | os.PathLike[str],
+    fps: float | None = None,
+    on_frame: Callable[[int], None] | None = None,
+    pad_to_even: bool = False,
+) -> PredictionPaths:
+    """Segment ``video`` with ``predictor`` and write the folder described in the module docstring.
+
+    Args:
+        predictor: the model with its resize, window and threshold.
+        video, sentences, out_dir, fps: as for :func:`predict_video`.
+        on_frame: called with the 0-based index of each frame once it is written (progress display);
+            an exception it raises stops the run and no overlay video is left behind.
+        pad_to_even: pad odd-sized overlay frames to even sizes, so the video is yuv420p H.264, the
+            form web browsers play (:class:`wavecl.data.video.VideoWriter`).
+
+    Returns:
+        The paths written (:class:`PredictionPaths`).
+
+    Raises:
+        FileNotFoundError / ValueError: as :meth:`VideoPredictor.predict_stream`.
+    """
+    sentences = [sentences] if isinstance(sentences, str) else list(sentences)
     if fps is None:
         fps = (open_video(video).fps if isinstance(video, (str, os.PathLike)) else None) or DEFAULT_FPS
 
@@ -154,7 +194,7 @@ def predict_video(
     colors = sentence_colors(len(sentences))
     sample = EvenSample(SHEET_FRAMES)
     num_frames = 0
-    with VideoWriter(out_dir / "overlay.mp4", fps) as writer:
+    with VideoWriter(out_dir / "overlay.mp4", fps, pad_to_even=pad_to_even) as writer:
         for index, frame, masks in predictor.predict_stream(video, sentences):
             pixels = np.asarray(frame)
             binary = masks.numpy()
@@ -164,6 +204,8 @@ def predict_video(
             writer.write(overlay)
             sample.offer(index, lambda overlay=overlay: _thumbnail(overlay, SHEET_TILE_WIDTH))
             num_frames += 1
+            if on_frame is not None:
+                on_frame(index)
 
     sampled = sample.items()
     sheet = contact_sheet(

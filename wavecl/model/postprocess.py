@@ -54,18 +54,23 @@ def _cropped_logits(mask_logits: Tensor, upsampled_size: tuple[int, int], size: 
 
 
 def _masks_at_original_size(
-    mask_logits: Tensor, upsampled_size: tuple[int, int], size: tuple[int, int], orig_size: tuple[int, int]
+    mask_logits: Tensor,
+    upsampled_size: tuple[int, int],
+    size: tuple[int, int],
+    orig_size: tuple[int, int],
+    threshold: float = MASK_THRESHOLD,
 ) -> Tensor:
     """Binarise stride-4 mask logits of one sample at its original resolution.
 
     Args:
         mask_logits, upsampled_size, size: see :func:`_cropped_logits`.
         orig_size: ``(H, W)`` of the original frame.
+        threshold: a pixel is in the mask when its sigmoid probability exceeds this.
 
     Returns:
         ``[N, H, W]`` bool masks.
     """
-    binary = (_cropped_logits(mask_logits, upsampled_size, size).sigmoid() > MASK_THRESHOLD).float()
+    binary = (_cropped_logits(mask_logits, upsampled_size, size).sigmoid() > threshold).float()
     resized = F.interpolate(binary, size=(int(orig_size[0]), int(orig_size[1])), mode="nearest")
     return resized[0] > 0.5
 
@@ -137,6 +142,7 @@ def video_postprocess(
     padded_size: tuple[int, int],
     size: tuple[int, int],
     orig_size: tuple[int, int],
+    threshold: float = MASK_THRESHOLD,
 ) -> tuple[int, Tensor]:
     """Ref-YouTube-VOS post-processing of one video (§8.3): one query, binary masks for every frame.
 
@@ -146,12 +152,13 @@ def video_postprocess(
         padded_size: ``(Hp, Wp)`` of the padded input frames.
         size: ``(H', W')`` resized, unpadded frame size.
         orig_size: ``(H, W)`` original frame size.
+        threshold: mask probability above which a pixel is in the mask (0.5 in every protocol).
 
     Returns:
         The selected query index and its ``[T, H, W]`` bool masks.
     """
     query, logits = _video_query_logits(pred_cls, pred_masks)
-    return query, _masks_at_original_size(logits, padded_size, size, orig_size)
+    return query, _masks_at_original_size(logits, padded_size, size, orig_size, threshold)
 
 
 def video_probabilities(
