@@ -8,8 +8,8 @@ annotated frame number of A2D lands on the same decoded frame:
 * a frame with no timestamp or a negative one is dropped (torchvision keeps ``0 <= pts``);
 * frames are keyed by ``pts`` (a later frame with the same ``pts`` replaces the earlier one) and sorted.
 
-Every reader returns frames as a player shows them: a file whose display matrix turns or mirrors the
-picture (phone videos record a 90° display rotation rather than turning the pixels) is read upright,
+Every reader returns frames as a player shows them: a file whose display matrix turns the picture
+(phone videos record a 90° display rotation rather than turning the pixels) is read upright,
 through :func:`upright_image`. torchvision ignores the matrix; A2D's videos carry none, so this
 changes nothing there. Written files carry no display matrix: their pixels are already upright.
 
@@ -38,8 +38,8 @@ from wavecl.atomic import atomic_path
 from wavecl.data.windows import centred_window
 
 _ENCODERS = ("h264", "libx264", "mpeg4")
-DISPLAYMATRIX = av.sidedata.sidedata.Type.DISPLAYMATRIX
-_QUARTER_TURN_TOLERANCE = 0.02  # share of the matrix's weight off the axes of a quarter turn: about 1 degree
+# PIL's ROTATE_* turn counter-clockwise, as ``VideoFrame.rotation`` counts.
+_QUARTER_TURNS = {1: Image.Transpose.ROTATE_90, 2: Image.Transpose.ROTATE_180, 3: Image.Transpose.ROTATE_270}
 
 
 def _open_input(path: Path) -> av.container.InputContainer:
@@ -56,38 +56,24 @@ def _open_input(path: Path) -> av.container.InputContainer:
 
 
 def upright_image(frame: av.VideoFrame, path: Path) -> Image.Image:
-    """The RGB picture a player shows for ``frame``: the decoded pixels turned and mirrored as the
-    frame's display matrix (``DISPLAYMATRIX`` side data) says.
+    """The RGB picture a player shows for ``frame``: the decoded pixels turned by the frame's display
+    rotation (``frame.rotation``, degrees counter-clockwise, from the display matrix phones record).
 
-    The matrix maps a stored pixel ``(x, y)`` (x right, y down) to ``(a x + c y, b x + d y)``, with
-    ``a, b, c, d`` its entries 0, 1, 3, 4 in 16.16 fixed point; a rotation by ``frame.rotation``
-    degrees counter-clockwise, possibly mirrored, has ``a = d = 0`` or ``b = c = 0``. A ``90`` turns a
-    stored ``W x H`` frame into an ``H x W`` picture whose left column was the stored top row.
+    A ``90`` turns a stored ``W x H`` frame into an ``H x W`` picture whose left column was the stored
+    top row. A mirroring in the display matrix is not applied: PyAV reports the rotation only, and
+    reading the raw side data instead makes forked data-loader workers crash (PyAV 18).
 
     Raises:
-        ValueError: the matrix turns by an angle that is not a multiple of 90 degrees; names the file.
+        ValueError: the rotation is not a multiple of 90 degrees (within 1 degree); names the file.
     """
-    image = frame.to_image()
-    side_data = frame.side_data.get(DISPLAYMATRIX)
-    if side_data is None:
-        return image
-    matrix = np.frombuffer(bytes(side_data), dtype=np.int32)
-    a, b, c, d = (float(matrix[index]) / 65536 for index in (0, 1, 3, 4))
-    if abs(a) + abs(d) >= abs(b) + abs(c):
-        transposed, flip_rows, flip_columns, off_axis = False, d < 0, a < 0, abs(b) + abs(c)
-    else:
-        transposed, flip_rows, flip_columns, off_axis = True, b < 0, c < 0, abs(a) + abs(d)
-    if off_axis > _QUARTER_TURN_TOLERANCE * (abs(a) + abs(b) + abs(c) + abs(d)):
+    degrees = frame.rotation
+    quarter_turns = round(degrees / 90)
+    if abs(degrees - 90 * quarter_turns) > 1:
         raise ValueError(
-            f"video {path} asks to be shown turned by {frame.rotation} degrees; only multiples of 90 are supported"
+            f"video {path} asks to be shown turned by {degrees} degrees; only multiples of 90 are supported"
         )
-    if transposed:
-        image = image.transpose(Image.Transpose.TRANSPOSE)
-    if flip_rows:
-        image = image.transpose(Image.Transpose.FLIP_TOP_BOTTOM)
-    if flip_columns:
-        image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    return image
+    image = frame.to_image()
+    return image.transpose(_QUARTER_TURNS[quarter_turns % 4]) if quarter_turns % 4 else image
 
 
 def _presented_frames(path: Path) -> Iterator[av.VideoFrame]:
