@@ -7,7 +7,7 @@ tokenizer/encoder shipped as a package):
 * ``full``: ``configs/a2d_sentences.yaml`` (Video-Swin-T, d_model 256, 3+3 deformable layers) with
   ``text_encoder = "random:roberta-base"`` and no backbone checkpoint, on one clip of 8 frames at
   320x576. Every frame goes through the heads (``valid_indices=None``), as in Ref-YouTube-VOS
-  evaluation; this is the setting of architecture.md §6.
+  evaluation; this is the setting of the reference's FLOP figures.
 
 Each (configuration, mode) pair runs in a fresh child process, so that the resident-set high-water
 mark (``resource.getrusage(RUSAGE_SELF).ru_maxrss``) of one measurement does not mix with another's.
@@ -16,17 +16,17 @@ records its RSS, runs ``warmup`` untimed and ``repeats`` timed iterations and re
 
 * ``eval``: ``model.eval()`` under ``torch.inference_mode()``; afterwards (outside the timed and
   memory figures) one more forward under ``torch.utils.flop_counter.FlopCounterMode``, broken down by
-  the model's top-level children and grouped as the table of architecture.md §6;
+  the model's top-level children and grouped as the reference's rows;
 * ``train``: ``model.train()``, forward and ``backward()`` of a surrogate loss that touches every
   output (all decoder layers' masks, classes and boxes, the video queries and the sentence feature):
   the network's cost without the Hungarian matching of the real criterion. One more step under
   FlopCounterMode gives the forward+backward FLOPs.
 
 FLOPs are 2 x multiply-accumulates of matmul, convolution and attention kernels; grid_sample (inside
-multi-scale deformable attention) and element-wise operations are not counted, as in §6. Per child,
+multi-scale deformable attention) and element-wise operations are not counted, as in the reference's figures. Per child,
 the bbox_embed MLPs are also called by the deformable decoder (box refinement), so those few FLOPs
 count in both the ``transformer`` and the ``bbox_embed`` rows, while the dynamic mask convolutions
-run in no child; in the grouping of §6 the heads row is the total minus all other rows.
+run in no child; in the reference's grouping the heads row is the total minus all other rows.
 
 With ``--device cuda`` the same runs happen on the GPU, timed with ``torch.cuda.synchronize`` and
 with the peak of ``torch.cuda.max_memory_allocated`` (reset after the model is built); ``--amp``
@@ -58,7 +58,7 @@ REPO = Path(__file__).resolve().parents[1]
 SENTENCE = "the man in a red shirt riding a bicycle on the left"
 
 SPEC_TOTAL_GFLOPS = 681.9
-"""architecture.md §6: eval forward of the YTVOS configuration at 8 x 320 x 576, B = 1."""
+"""The reference model's eval forward GFLOPs, YTVOS configuration at 8 x 320 x 576, B = 1."""
 
 SPEC_ROWS: list[tuple[str, tuple[str, ...], float]] = [
     ("Video-Swin-T backbone", ("backbone",), 352.6),
@@ -72,21 +72,21 @@ SPEC_ROWS: list[tuple[str, tuple[str, ...], float]] = [
     ("text encoder (RoBERTa)", ("text_encoder",), 1.9),
     ("VOC", ("voc",), 1.7),
 ]
-"""The rows of architecture.md §6 (GFLOPs) and the module rows of ours that make each of them up. Its
+"""The reference model's rows (GFLOPs) and the module rows of ours that make each of them up. Its
 last row, heads + controller + dynamic convs (0.8 GFLOPs), is the rest of the total."""
 
 SPEC_DIFFERENCES = (
     "vlf + lvf: wavecl runs lvf at level 2 only, the one level whose output is used; the reference also "
-    "runs it at levels 0 and 1 and discards them (architecture.md §8 item 6).",
+    "runs it at levels 0 and 1 and discards them (docs/differences.md#changes-that-do-not-affect-outputs).",
     "WIP attention: wavelet_vlf_l attends to a single memory token (the sentence), so wavecl computes "
-    "it in closed form, out_proj(v_proj(s)), instead of the full attention (§8 item 2).",
+    "it in closed form, out_proj(v_proj(s)), instead of the full attention (docs/architecture.md#mmf).",
     "text encoder: its FLOPs depend on the sentence's length in tokens (here the MiniLM WordPiece "
     "tokenizer paired with the random roberta-base).",
 )
-"""Why our §6 rows may differ from the reference's (printed under the comparison)."""
+"""Why our rows may differ from the reference's (printed under the comparison)."""
 
 SPEC_PARAMS = ("176,621,888", "51,976,256")
-"""architecture.md §5: total and trainable (frozen text encoder) parameters, Video-Swin-T + roberta-base, K = 1."""
+"""Total and trainable (text encoder frozen) parameters of the A2D model (docs/architecture.md#parameter-counts)."""
 
 
 @dataclass(frozen=True)
@@ -262,7 +262,7 @@ def print_summary(results: dict[str, dict[str, dict]], args: argparse.Namespace,
     from rich.table import Table
 
     table = Table(title="WaveCL parameters")
-    for column in ("config", "total", "trainable", "§5 total", "§5 trainable"):
+    for column in ("config", "total", "trainable", "expected total", "expected trainable"):
         table.add_column(column, justify="left" if column == "config" else "right")
     for name, modes in results.items():
         spec = SPEC_PARAMS if name == "full" else ("", "")
@@ -299,7 +299,7 @@ def print_summary(results: dict[str, dict[str, dict]], args: argparse.Namespace,
 
 
 def print_breakdown(name: str, flops: dict[str, int], console) -> None:
-    """Eval-forward FLOPs per top-level child, then grouped as architecture.md §6 when ``full``."""
+    """Eval-forward FLOPs per top-level child, then grouped as the reference's rows when ``full``."""
     from rich.table import Table
 
     total = flops.pop("total")
@@ -323,8 +323,8 @@ def print_breakdown(name: str, flops: dict[str, int], console) -> None:
     )
     if name != "full":
         return
-    table = Table(title="full: eval forward FLOPs, ours vs architecture.md §6 (reference model)")
-    for column in ("part (§6)", "our modules", "ours GFLOPs", "§6 GFLOPs"):
+    table = Table(title="full: eval forward FLOPs, ours vs the reference model")
+    for column in ("part", "our modules", "ours GFLOPs", "reference GFLOPs"):
         table.add_column(column, justify="right" if "GFLOPs" in column else "left")
     grouped = 0
     for part, modules, spec in SPEC_ROWS:
@@ -345,7 +345,7 @@ def print_breakdown(name: str, flops: dict[str, int], console) -> None:
         - flops["transformer.decoder"]
     )
     grouped += rest_count
-    table.add_row("(no §6 row)", ", ".join(rest + ["transformer (rest)"]), gflops(rest_count), "")
+    table.add_row("(no reference row)", ", ".join(rest + ["transformer (rest)"]), gflops(rest_count), "")
     table.add_row("heads + controller + dynamic convs", "the rest of the total", gflops(total - grouped), "0.8")
     table.add_row("[bold]total", "", f"[bold]{gflops(total)}", f"[bold]{SPEC_TOTAL_GFLOPS:.1f}")
     console.print(table)

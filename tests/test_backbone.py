@@ -1,4 +1,4 @@
-"""Tests of the Video-Swin backbone and its checkpoint loading (architecture.md §3.2, §7)."""
+"""Tests of the Video-Swin backbone and its checkpoint loading (docs/architecture.md#backbone)."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def kinetics_model() -> SwinTransformer3d:
 
 
 def official_key(torchvision_key: str) -> str:
-    """Inverse of the §7.2 table, written here by hand: torchvision name → official checkpoint name."""
+    """Inverse of the key mapping, written here by hand: torchvision name → official checkpoint name."""
     parts = torchvision_key.split(".")
     if parts[0] == "head":
         return "cls_head.fc_cls." + parts[1]

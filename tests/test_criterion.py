@@ -51,7 +51,7 @@ def make_batch(T: int, B: int, Q: int, K: int, num_aux: int = 2, seed: int = 0):
 
 
 def reference_losses(layer: WaveCLOutput, targets, indices, num_classes: int) -> dict[str, float]:
-    """The six terms of training.md §4, frame by frame and clip by clip."""
+    """The six terms of docs/training.md#losses, frame by frame and clip by clip."""
     T, B, Q = layer.pred_cls.shape[:3]
     num_masks = T * B
     height = max(row[b].masks.shape[-2] for row in targets for b in range(B))

@@ -83,7 +83,7 @@ def model_outputs(model: WaveCL, frames: np.ndarray) -> tuple[torch.Tensor, torc
 def reference_window_masks(
     model: WaveCL, clip: np.ndarray, sentences: list[str], threshold: float = 0.5
 ) -> torch.Tensor:
-    """``[N, T, H, W]`` masks of one window, computed step by step from the spec (§0.3, §8.3)."""
+    """``[N, T, H, W]`` masks of one window, computed step by step (docs/architecture.md#post-processing)."""
     resized_h, resized_w = 40, 53  # short side 40, long side int(40 * 64 / 48)
     tensors = [
         torch.from_numpy(np.array(Image.fromarray(frame).resize((resized_w, resized_h), Image.Resampling.BILINEAR)))

@@ -1,4 +1,4 @@
-"""The whole network: parameter contract of architecture.md §2/§5, forward/backward, errors, parity switches."""
+"""The whole network: parameter contract (docs/architecture.md), forward/backward, errors, parity switches."""
 
 import dataclasses
 
@@ -31,7 +31,7 @@ def linear(prefix, out_dim, in_dim):
 
 
 def expected_head_shapes(num_classes):
-    """architecture.md §2, written out: every key and shape outside the Swin backbone and RoBERTa."""
+    """Written out: every key and shape outside the Swin backbone and RoBERTa."""
     shapes = {}
     for level, c_in in enumerate((192, 384, 768)):
         shapes |= {f"input_proj.{level}.0.weight": (256, c_in, 1, 1), f"input_proj.{level}.0.bias": (256,)}
@@ -181,7 +181,7 @@ def perturb_zero_initialised(model):
 
 
 # The first decoder self-attention sees identical queries (tgt = 0 plus the same bias), so its
-# projections receive (numerically) no gradient; the reference behaves the same (architecture.md §3.8).
+# projections receive (numerically) no gradient; the reference behaves the same.
 GRADIENT_FREE = ("transformer.decoder.layers.0.self_attn.in_proj_weight",)
 
 

@@ -1,4 +1,4 @@
-"""Optimiser groups and the per-epoch MultiStepLR schedule (training.md §2.6-2.7)."""
+"""Optimiser groups and the per-epoch MultiStepLR schedule (docs/training.md#optimizer-and-schedule)."""
 
 from __future__ import annotations
 

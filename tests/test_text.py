@@ -1,4 +1,4 @@
-"""Tests of the text encoder loading, sentence encoding and FeatureResizer (architecture.md §3.1)."""
+"""Tests of the text encoder loading, sentence encoding and FeatureResizer (docs/architecture.md#text-encoder)."""
 
 from __future__ import annotations
 

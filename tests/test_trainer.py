@@ -3,7 +3,7 @@
 - resume continues bit for bit (losses of every step and final weights), with and without loader
   workers, and only because the random streams are restored;
 - a non-finite loss stops the run before anything is written (``stop``) or skips the batch (``skip``);
-- the run directory holds what training.md §10 asks for, written atomically, and ``best`` follows the
+- the run directory holds what docs/training.md#run-directory lists, written atomically, and ``best`` follows the
   evaluator's primary metric, also across a resume;
 - ``--pretrained`` re-initialises the class heads and loads everything else;
 - a checkpoint that would run code is refused;

@@ -1,4 +1,4 @@
-"""Checkpoints: safetensors weights plus a weights-only training state (training.md §2.10-2.12, decisions table).
+"""Checkpoints: safetensors weights plus a weights-only training state (docs/training.md#checkpoints).
 
 Layout of a run's ``checkpoints/`` folder::
 

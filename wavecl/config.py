@@ -24,7 +24,7 @@ from wavecl import original
 
 @dataclass
 class ModelConfig:
-    """The network (architecture.md §0). Defaults are the published Video-Swin-T / RoBERTa setting."""
+    """The network (docs/architecture.md). Defaults are the published Video-Swin-T / RoBERTa setting."""
 
     backbone: str = "video-swin-t"
     backbone_pretrained_path: str | None = None
@@ -57,7 +57,7 @@ class ModelConfig:
     dynamic_mask_channels: int = 8
     controller_layers: int = 3
     rel_coord: bool = True
-    # Parity switches (shared/spec/README.md decisions table).
+    # Parity switches (docs/differences.md).
     eval_layer: Literal["last", "reference"] = "last"
     fla_order: Literal["frame", "reference"] = "frame"
     sep_pooling: Literal["masked", "reference"] = "masked"
@@ -65,7 +65,7 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    """Dataset, sampling and transforms (datasets_and_metrics.md §0, §9)."""
+    """Dataset, sampling and transforms (docs/datasets.md)."""
 
     dataset_name: Literal["a2d_sentences", "jhmdb_sentences", "ref_youtube_vos", "coco", "davis", "synthetic"] = (
         "a2d_sentences"
@@ -91,7 +91,7 @@ class DataConfig:
 
 @dataclass
 class LossConfig:
-    """Loss weights and matching costs (training.md §1.8, §4, §5)."""
+    """Loss weights and matching costs (docs/training.md#losses, docs/training.md#matcher)."""
 
     con: float = 1.0
     dice: float = 5.0
@@ -110,7 +110,7 @@ class LossConfig:
 
 @dataclass
 class TrainConfig:
-    """Optimisation, schedule and run bookkeeping (training.md §2)."""
+    """Optimisation, schedule and run bookkeeping (docs/training.md)."""
 
     epochs: int = 40
     batch_size: int = 2

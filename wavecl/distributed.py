@@ -1,4 +1,4 @@
-"""Process-group set-up and the few collectives the trainer needs (training.md §2.1, decisions table).
+"""Process-group set-up and the few collectives the trainer needs (docs/training.md#distributed-training).
 
 Launching is left to ``torchrun`` (env:// rendezvous on a free port): :func:`init_distributed` reads
 ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` from the environment, joins the process group with NCCL on

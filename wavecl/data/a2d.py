@@ -1,4 +1,4 @@
-"""A2D-Sentences (datasets_and_metrics.md §1): one sample per (sentence, annotated frame) pair.
+"""A2D-Sentences (docs/datasets.md#a2d-sentences): one sample per (sentence, annotated frame) pair.
 
 Layout under the dataset root (``data/a2d_sentences``; ``data/`` itself is accepted too)::
 
@@ -176,7 +176,7 @@ def _read_videoset(path: Path) -> dict[str, int]:
 
 
 def build_a2d_samples(root: str | os.PathLike, subset: Literal["train", "test"]) -> list[A2DSample]:
-    """Build the single-frame sample list of one subset (§1.2), deterministically.
+    """Build the single-frame sample list of one subset, deterministically.
 
     Used videos are those of the subset that are not in the missed list. Text rows of used videos are
     taken in file order, the ``"1 (copy)"`` row is dropped, and each row gives one sample per mask file

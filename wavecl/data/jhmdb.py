@@ -1,4 +1,4 @@
-"""JHMDB-Sentences (datasets_and_metrics.md §2), evaluation only: three frames per video.
+"""JHMDB-Sentences (docs/datasets.md#jhmdb-sentences), evaluation only: three frames per video.
 
 Layout under the dataset root (``jhmdb_sentences``, with or without a ``data/`` parent)::
 

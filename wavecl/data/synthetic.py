@@ -8,7 +8,7 @@ kind (moving in opposite directions), so that only motion or position words tell
 
 Everything is a pure function of ``seed``: the same arguments write byte-identical files.
 
-Layout written under ``root`` (identical to the real dataset, §3.1 of the spec)::
+Layout written under ``root`` (identical to the real dataset, docs/datasets.md#ref-youtube-vos)::
 
     <split>/JPEGImages/<video>/<frame>.jpg          RGB frames
     <split>/Annotations/<video>/<frame>.png         palette PNG, pixel value = object id (0 = background)

@@ -1,4 +1,4 @@
-"""Ref-YouTube-VOS (datasets_and_metrics.md §3).
+"""Ref-YouTube-VOS (docs/datasets.md#ref-youtube-vos).
 
 Layout under the dataset root (``ref-youtube-vos`` or ``refer_youtube_vos``, or their parent)::
 
@@ -9,7 +9,7 @@ Layout under the dataset root (``ref-youtube-vos`` or ``refer_youtube_vos``, or 
     meta_expressions/{train,valid,test}/meta_expressions.json
         {"videos": {vid: {"expressions": {exp_id: {"exp", "obj_id" (train)}}, "frames": [...]}}}
 
-Training samples are the reference's windows (§3.2, :func:`wavecl.data.windows.training_windows`) of
+Training samples are the reference's windows (:func:`wavecl.data.windows.training_windows`) of
 every expression, kept when the referred object appears in at least one frame of the window; the list
 is regenerated deterministically and cached (the shipped lists are corrupt and never read). Every frame
 has a target.
@@ -110,7 +110,7 @@ YTVOS_CATEGORIES: tuple[str, ...] = (
     "whale",
     "zebra",
 )
-"""The 65 categories in alphabetical order; a category's position is its class index (§3.1)."""
+"""The 65 categories in alphabetical order; a category's position is its class index."""
 CATEGORY_INDEX = {name: index for index, name in enumerate(YTVOS_CATEGORIES)}
 
 
@@ -208,7 +208,7 @@ def train_samples_cache_path(cache_dir: str | os.PathLike, window_size: int) -> 
 
 
 def _build_train_samples(paths: YTVOSPaths, window_size: int, num_workers: int) -> list[list[Any]]:
-    """``[video_id, [window_size frame names], {"exp", "obj_id", "exp_id"}]`` for every kept window (§3.2)."""
+    """``[video_id, [window_size frame names], {"exp", "obj_id", "exp_id"}]`` for every kept window."""
     if window_size < 1:
         raise ValueError(f"window_size must be positive, got {window_size}")
     videos = read_expression_videos(paths.expressions("train"))
@@ -224,7 +224,7 @@ def _build_train_samples(paths: YTVOSPaths, window_size: int, num_workers: int) 
 def build_ytvos_train_samples(
     root: str | os.PathLike, window_size: int, out: str | os.PathLike, num_workers: int = 0
 ) -> list[list[Any]]:
-    """Regenerate the training windows (§3.2) and write them to ``out`` atomically.
+    """Regenerate the training windows and write them to ``out`` atomically.
 
     Write to :func:`train_samples_cache_path` of the dataset's ``cache_dir`` for
     :class:`RefYouTubeVOS` to use the file.

@@ -1,4 +1,4 @@
-"""Ref-DAVIS17: writing predictions and scoring them with J&F (datasets_and_metrics.md §5.2-§5.3).
+"""Ref-DAVIS17: writing predictions and scoring them with J&F (docs/datasets.md#j-f-and-jf).
 
 Scoring follows the definitions of the official DAVIS-2017 evaluation toolkit, unsupervised task:
 
@@ -383,7 +383,7 @@ def evaluate_ref_davis(
     subset: str = "val",
     num_annotators: int = NUM_ANNOTATORS,
 ) -> dict[str, dict[str, float]]:
-    """Ref-DAVIS17 J&F: score each annotator's folder and average the four (§5.3).
+    """Ref-DAVIS17 J&F: score each annotator's folder and average the four.
 
     Args:
         results_root: holds ``anno_0`` .. ``anno_<num_annotators - 1>``, each in the layout of
@@ -414,7 +414,7 @@ def evaluate_ref_davis(
 
 
 def davis_labels(probabilities: Tensor) -> Tensor:
-    """Merge per-object probability maps into one id map per frame (§5.2).
+    """Merge per-object probability maps into one id map per frame.
 
     Args:
         probabilities: ``[N, T, H, W]`` probability of each of the ``N`` referred objects.
@@ -440,7 +440,7 @@ def write_davis_results(
     probabilities: Tensor,
     palette: list[int] | None = None,
 ) -> list[Path]:
-    """Write one annotator slot's predictions of one video as index PNGs (§5.2).
+    """Write one annotator slot's predictions of one video as index PNGs.
 
     Args:
         output_root: run folder; files go to ``<output_root>/anno_<annotator>/<video>/<frame>.png``.

@@ -1,7 +1,7 @@
 """The evaluation loop shared by every protocol: shard, forward, hand each batch to an evaluator.
 
 Evaluation data is split across ranks without padding (:class:`ShardSampler`), so no prediction is
-counted twice (the reference's DistributedSampler padded with duplicates, training.md §9.12).
+counted twice (the reference's DistributedSampler padded with duplicates, docs/differences.md#evaluation).
 """
 
 from __future__ import annotations

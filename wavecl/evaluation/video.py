@@ -114,7 +114,7 @@ class SyntheticJFEvaluator:
 
 
 class RefDAVISEvaluator:
-    """Ref-DAVIS17 inference and J&F (§5.2-5.3).
+    """Ref-DAVIS17 inference and J&F (docs/datasets.md#ref-davis17).
 
     Probability maps of every object of one (video, annotator, chunk) are merged into one index PNG
     per frame; at the end every annotator's folder is scored against the DAVIS ground truth and the

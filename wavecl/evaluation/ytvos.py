@@ -1,4 +1,4 @@
-"""Ref-YouTube-VOS submission files (datasets_and_metrics.md §3.5).
+"""Ref-YouTube-VOS submission files (docs/datasets.md#ref-youtube-vos).
 
 There is no local ground truth for the validation set: predictions are written as
 ``Annotations/<video_id>/<exp_id>/<frame>.png`` (single-channel, 0 or 255, original frame size) and

@@ -2,9 +2,10 @@
 
 A video is cut into consecutive windows of ``window`` frames (the last one may be shorter), decoded
 window by window, so memory does not grow with the video's length. Each window is one clip for the
-model, prepared as in evaluation (DETR resize, ImageNet normalisation, datasets_and_metrics.md §0.3) and
-post-processed as Ref-YouTube-VOS (§8.3): per sentence, the query with the highest time-averaged
-score in that window, its masks thresholded at 0.5 and brought back to the original resolution.
+model, prepared as in evaluation (DETR resize, ImageNet normalisation, docs/datasets.md#transforms)
+and post-processed as Ref-YouTube-VOS (docs/architecture.md#post-processing): per sentence, the query
+with the highest time-averaged score in that window, its masks thresholded at 0.5 and brought back to
+the original resolution.
 
 Every sentence is a separate clip of one batch, so all sentences are segmented in one forward pass.
 """

@@ -1,4 +1,4 @@
-"""Video-Swin backbone with per-frame multi-scale outputs (architecture.md §3.2, §7).
+"""Video-Swin backbone with per-frame multi-scale outputs (docs/architecture.md#backbone).
 
 The network is torchvision's :class:`~torchvision.models.video.swin_transformer.SwinTransformer3d` built with
 patch size ``[1, 4, 4]`` instead of the classification model's ``[2, 4, 4]``, so time is never downsampled:

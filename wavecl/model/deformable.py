@@ -1,4 +1,4 @@
-"""Deformable transformer (Deformable-DETR style) run independently on every frame (architecture.md §3.8).
+"""Deformable transformer (Deformable-DETR style) run independently on every frame (docs/architecture.md).
 
 The encoder refines the flattened multi-scale tokens of each frame with multi-scale deformable
 self-attention; the decoder turns ``Q`` learned queries into per-frame object embeddings with

@@ -1,4 +1,4 @@
-"""Prediction heads (architecture.md §3.10): box/controller MLPs, the FPN mask-feature decoder and the
+"""Prediction heads (docs/architecture.md#heads): box/controller MLPs, the FPN mask-feature decoder and the
 CondInst-style dynamic mask head."""
 
 from __future__ import annotations

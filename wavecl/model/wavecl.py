@@ -1,4 +1,4 @@
-"""WaveCL: the whole network, wired module by module (architecture.md §1-§3).
+"""WaveCL: the whole network, wired module by module (docs/architecture.md).
 
 Attribute names are those of the original implementation, so that its checkpoints load with the
 renames of :func:`wavecl.original.convert_state_dict` only (through :func:`wavecl.model.weights.load_weights`).

@@ -1,4 +1,4 @@
-"""Training losses of WaveCL (training.md §4).
+"""Training losses of WaveCL (docs/training.md#losses).
 
 For every decoder layer (the final one and each auxiliary layer, matched independently) the criterion
 computes six unweighted terms over the matched (frame, query) pairs of every clip:

@@ -1,11 +1,11 @@
-"""Hungarian matching of queries to the referred object, once per clip over all its frames (training.md §5).
+"""Hungarian matching of queries to the referred object, once per clip over all its frames (docs/training.md#matcher).
 
 Each clip ``b`` has ``M_b`` target instances (one, the referred object, in every dataset of the paper).
 The cost of assigning query ``q`` to instance ``m`` is averaged over the clip's frames, so a query keeps
 the same identity through time, and ``scipy.optimize.linear_sum_assignment`` solves the ``[Q, M_b]``
 problem per clip. With a single target this is the argmin over queries.
 
-Differences from the reference (decisions table): costs are computed clip by clip, so clips with
+Differences from the reference (docs/differences.md#matcher): costs are computed clip by clip, so clips with
 different numbers of visible frames can share a batch, and the class cost of a clip with no visible
 frame averages over all frames instead of producing NaN.
 

@@ -1,4 +1,4 @@
-"""Optimiser and learning-rate schedule (training.md §2.6-2.7).
+"""Optimiser and learning-rate schedule (docs/training.md#optimizer-and-schedule).
 
 AdamW over three parameter groups selected by name: the Video-Swin backbone, the RoBERTa text encoder
 and everything else, each with its own learning rate and the same weight decay (applied to every

@@ -1,4 +1,4 @@
-"""The training loop: one process or many under ``torchrun`` (training.md §2, decisions table).
+"""The training loop: one process or many under ``torchrun`` (docs/training.md#the-training-loop).
 
 A run directory ``<output_dir>/<dataset_name>/<version>/`` holds:
 
