@@ -167,21 +167,26 @@ def register_cpu_attention_flops() -> None:
         return flop_counter.sdpa_backward_flop_count(grad_out.shape, query.shape, key.shape, value.shape)
 
 
-def matmul_gflops(device, repeats: int = 5) -> list[float]:
-    """GFLOP/s of ``repeats`` timed ``CEILING_SIZE``-square fp32 matmuls (after one untimed)."""
+def timed(function) -> tuple[float, float]:
+    """Run ``function()`` and return its wall-clock and process CPU seconds."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    function()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def matmul_gflops(device, repeats: int = 5) -> list[tuple[float, float]]:
+    """``(wall, CPU)`` GFLOP/s of ``repeats`` timed ``CEILING_SIZE``-square fp32 matmuls (after one untimed)."""
     import torch
 
     a = torch.randn(CEILING_SIZE, CEILING_SIZE, device=device)
     b = torch.randn(CEILING_SIZE, CEILING_SIZE, device=device)
-    rates = []
-    for index in range(repeats + 1):
-        synchronize(device)
-        start = time.perf_counter()
+
+    def multiply() -> None:
         torch.mm(a, b)
         synchronize(device)
-        if index:
-            rates.append(2 * CEILING_SIZE**3 / (time.perf_counter() - start) / 1e9)
-    return rates
+
+    multiply()
+    return [tuple(2 * CEILING_SIZE**3 / seconds / 1e9 for seconds in timed(multiply)) for _ in range(repeats)]
 
 
 def synchronize(device) -> None:
@@ -229,21 +234,23 @@ def child(workload: Workload, args: argparse.Namespace) -> None:
         torch.cuda.reset_peak_memory_stats(device)
     for _ in range(args.warmup):
         step()
-    ceiling = matmul_gflops(device)
-    seconds = []
-    for _ in range(args.repeats):
-        synchronize(device)
-        start = time.perf_counter()
+
+    def synchronised_step() -> None:
         step()
         synchronize(device)
-        seconds.append(time.perf_counter() - start)
+
+    ceiling = matmul_gflops(device)
+    synchronize(device)
+    times = [timed(synchronised_step) for _ in range(args.repeats)]
     ceiling += matmul_gflops(device)
     figures = {
         "params": total_params,
         "trainable": trainable_params,
         "threads": torch.get_num_threads(),
-        "seconds": seconds,
-        "ceiling_gflops": statistics.median(ceiling),
+        "seconds": [wall for wall, _ in times],
+        "cpu_seconds": [cpu for _, cpu in times],
+        "ceiling_gflops": statistics.median(wall for wall, _ in ceiling),
+        "ceiling_cpu_gflops": statistics.median(cpu for _, cpu in ceiling),
         "rss_after_build_kib": rss_after_build_kib,
         "peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
         "cuda_peak_bytes": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None,
@@ -308,35 +315,40 @@ def print_summary(results: dict[str, dict], args: argparse.Namespace, console) -
 
     on_cuda = args.device == "cuda"
     table = Table(title=f"WaveCL speed, device {args.device}, amp {args.amp}, median of {args.repeats}")
-    columns = ("workload", "config", "clip BxTxHxW", "step", "GFLOPs", "median s", "min-max s", "GFLOP/s")
-    columns += ("ceiling GFLOP/s", "of ceiling", "peak MiB")
+    columns = ("workload", "clip BxTxHxW", "step", "GFLOPs", "wall s", "min-max", "GFLOP/s", "ceiling", "of ceiling")
+    columns += ("CPU s", "CPU ceiling", "of CPU ceiling", "peak MiB")
     for column in columns:
-        table.add_column(column, justify="left" if column in columns[:4] else "right")
+        table.add_column(column, justify="left" if column in columns[:3] else "right")
     for name, figures in results.items():
         workload = WORKLOADS[name]
         seconds = figures["seconds"]
         median = statistics.median(seconds)
+        cpu = statistics.median(figures["cpu_seconds"])
         flops = figures["flops"]["total"]
         achieved = flops / median / 1e9
         peak = figures["cuda_peak_bytes"] / 2**20 if on_cuda else figures["peak_rss_kib"] / 1024
         table.add_row(
             name,
-            workload.config,
             f"{workload.batch}x{workload.frames}x{workload.height}x{workload.width}",
             workload.description,
             f"{flops / 1e9:,.1f}",
-            f"{median:.3f}",
-            f"{min(seconds):.2f}-{max(seconds):.2f}",
+            f"{median:.2f}",
+            f"{min(seconds):.1f}-{max(seconds):.1f}",
             f"{achieved:.1f}",
             f"{figures['ceiling_gflops']:.1f}",
             f"{100 * achieved / figures['ceiling_gflops']:.1f} %",
+            f"{cpu:.2f}",
+            f"{figures['ceiling_cpu_gflops']:.1f}",
+            f"{100 * flops / cpu / 1e9 / figures['ceiling_cpu_gflops']:.1f} %",
             f"{peak:,.0f}",
         )
     console.print(table)
     memory = "torch.cuda.max_memory_allocated" if on_cuda else "peak RSS (ru_maxrss) of the measuring child process"
     console.print(
-        f"ceiling: {CEILING_SIZE}x{CEILING_SIZE} fp32 matmul on the same threads, median of 10 around the "
-        f"workload; GFLOPs: one step (matmul, convolution and attention FLOPs); peak MiB: {memory}"
+        f"ceiling: GFLOP/s of a {CEILING_SIZE}x{CEILING_SIZE} fp32 matmul on the same threads, median of 10 "
+        "around the workload's steps; CPU s and CPU ceiling: the same in process CPU time, which on a machine "
+        "shared with other work leaves out the time other processes held the cores (with one thread, the "
+        f"fairer ratio); GFLOPs: one step (matmul, convolution and attention FLOPs); peak MiB: {memory}"
     )
 
 
