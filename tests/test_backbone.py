@@ -273,3 +273,16 @@ def test_every_block_uses_the_fast_attention_with_torchvision_keys() -> None:
     )
     expected = {key: value.shape for key, value in plain.state_dict().items() if not key.startswith(("norm.", "head."))}
     assert {key: value.shape for key, value in backbone.body.state_dict().items()} == expected
+
+
+def test_window_layout_built_under_inference_mode_serves_training() -> None:
+    """The per-shape indices are cached: a first call under inference_mode must not leave inference
+    tensors that a later training step cannot save for backward."""
+    attention = WindowAttention3d(16, [2, 3, 3], [1, 1, 1], 2)
+    tokens = torch.randn(1, 3, 10, 11, 16)  # a shape no other test uses, so the first call builds it
+    with torch.inference_mode():
+        expected = attention(tokens)
+    actual = attention(tokens.requires_grad_())
+    actual.sum().backward()
+    torch.testing.assert_close(actual, expected)
+    assert tokens.grad is not None

@@ -63,6 +63,7 @@ class WindowLayout:
 
 
 @functools.lru_cache(maxsize=64)
+@torch.inference_mode(False)  # cached tensors must be usable (saved for backward) by later training steps
 def window_layout(
     batch: int,
     size: tuple[int, int, int],
