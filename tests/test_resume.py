@@ -195,7 +195,7 @@ def test_resume_writes_into_the_run_with_its_config_and_applies_explicit_changes
     alone (refused: the flags' fields differ), then with no -c and a new --epochs and --lr-drop: the
     resumed epoch lands in the run, and its learning rate is the new schedule's."""
     monkeypatch.chdir(tmp_path)
-    script_evaluation(monkeypatch, [0.1, 0.2, 0.3])
+    script_evaluation(monkeypatch, [0.1, 0.2, 0.3, 0.4])
     output_dir = tmp_path / "elsewhere"
     argv = ["train", "-c", str(TINY_CONFIG), "--device", "cpu", "--data-root", str(data_root)]
     argv += ["--output-dir", str(output_dir), "--set", "train.max_steps_per_epoch=2"]
@@ -236,6 +236,16 @@ def test_resume_writes_into_the_run_with_its_config_and_applies_explicit_changes
     (resume,) = info["resumes"]
     assert resume["changed"] == {"train.epochs": [2, 3], "train.lr_drop": [[20], [1]]}
     assert resume["explicit_overrides"] == {"train.epochs": 3, "train.lr_drop": [1]}
+
+    # Evaluating the run: its own config when no -c is given; a -c with another network is refused.
+    cli_main(["evaluate", "--checkpoint", str(run_dir), "--device", "cpu"])
+    result = json.loads((run_dir / "evaluation" / "metrics.json").read_text())
+    assert result["metrics"] == {"J&F": 0.4} and result["config"] == str(run_dir / "config.yaml")
+    other = tmp_path / "other.yaml"
+    other.write_text(config.to_yaml().replace("num_queries: 5", "num_queries: 7"))
+    with pytest.raises(SystemExit):
+        cli_main(["evaluate", "-c", str(other), "--checkpoint", str(run_dir), "--device", "cpu"])
+    assert "model.num_queries: 5 -> 7" in capsys.readouterr().err.replace("\n", "")
 
 
 def test_mid_epoch_resume_refuses_a_change_of_position(data_root, tmp_path, monkeypatch):

@@ -6,7 +6,9 @@
   only rank 0 takes the lock.
 - **Its own config.** A resume reads ``<run>/config.yaml``; a config file that disagrees with it is an
   error naming the fields, unless those fields are changed explicitly (``--set`` or a shortcut flag),
-  and fields that say where the run lives (output folder, dataset name, version) cannot change.
+  and fields that say where the run lives (output folder, dataset name, version) cannot change. An
+  evaluation of a run's checkpoint builds the network from the run's ``model`` section the same way
+  (the data to evaluate on may come from another config file).
 - **A growing history.** ``run_info.json`` keeps the command that started the run and gains one entry
   per resume (command, checkpoint, changed fields); ``log.jsonl`` is appended to, never rewritten. A fresh
   run refuses a directory that already holds a run.
@@ -27,7 +29,7 @@ from typing import Any
 
 from wavecl.atomic import write_json
 from wavecl.checkpoint import latest_checkpoint
-from wavecl.config import Config, load_config
+from wavecl.config import Config, apply_overrides, load_config
 
 log = logging.getLogger("wavecl.train")
 
@@ -161,6 +163,21 @@ def _release(path: Path, token: str) -> None:
 # ---------------------------------------------------------------------------------- locating a run
 
 
+def find_run_directory(checkpoint: str | os.PathLike[str]) -> Path | None:
+    """The training run a checkpoint argument belongs to (run directory, ``checkpoints`` folder,
+    checkpoint folder, pointer, or a ``model.safetensors`` inside one), or None for anything else (a
+    pretrained folder, a reference ``.pth``, a loose checkpoint, nothing at all)."""
+    path = Path(checkpoint)
+    try:
+        folder = path.parent if path.is_file() and path.suffix == ".safetensors" else latest_checkpoint(path)
+    except (OSError, ValueError):
+        return None
+    run_dir = folder.parent.parent
+    if folder.parent.name != CHECKPOINTS_DIRNAME or not (run_dir / CONFIG_FILENAME).is_file():
+        return None
+    return run_dir
+
+
 def run_directory_of(resume: str | os.PathLike[str]) -> Path:
     """The run directory a ``--resume`` argument belongs to.
 
@@ -216,6 +233,23 @@ def _listing(differences: dict[str, tuple[Any, Any]]) -> str:
     return "; ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in differences.items())
 
 
+def _require_agreement(
+    run_dir: Path, run_config: Config, config_file: Config, overrides: dict[str, Any], source: str, sections: tuple
+) -> None:
+    """Raise when ``config_file`` differs from the run's config in ``sections`` on a field not overridden."""
+    disagree = {
+        key: values
+        for key, values in config_differences(run_config, config_file).items()
+        if key.partition(".")[0] in sections and key not in overrides
+    }
+    if disagree:
+        raise RunDirectoryError(
+            f"{source} disagrees with the run's own {run_dir / CONFIG_FILENAME}, which governs its checkpoints: "
+            f"{_listing(disagree)} (run's value -> file's value). Leave out -c to use the run's config, or change "
+            f"a field explicitly with --set SECTION.FIELD=VALUE (it is then applied and recorded)"
+        )
+
+
 def check_location_unchanged(run_config: Config, config: Config, run_dir: Path) -> None:
     """Refuse a resume config whose output folder, dataset name or version differ from the run's.
 
@@ -244,20 +278,31 @@ def resume_config(run_dir: Path, config_file: Config | None, overrides: dict[str
             override would move the run (:func:`check_location_unchanged`).
         ValueError: an override names an unknown field or has the wrong type.
     """
-    from wavecl.config import apply_overrides
-
     run_config = load_config(run_dir / CONFIG_FILENAME)
     if config_file is not None:
-        disagree = {k: v for k, v in config_differences(run_config, config_file).items() if k not in overrides}
-        if disagree:
-            raise RunDirectoryError(
-                f"{source} disagrees with the run's own {run_dir / CONFIG_FILENAME}, which a resume uses: "
-                f"{_listing(disagree)} (run's value -> file's value). Leave out -c to resume as recorded, or change "
-                f"a field explicitly with --set SECTION.FIELD=VALUE (it is then applied and recorded)"
-            )
+        _require_agreement(run_dir, run_config, config_file, overrides, source, ("model", "data", "loss", "train"))
     config = apply_overrides(run_config, overrides)
     check_location_unchanged(run_config, config, run_dir)
     return config
+
+
+def evaluation_config(
+    run_dir: Path, config_file: Config | None, overrides: dict[str, Any], source: str = "-c"
+) -> Config:
+    """The config to evaluate a checkpoint of the run in ``run_dir`` with.
+
+    Without ``config_file``: the run's ``config.yaml``. With it: the file (its dataset, sizes, output
+    folder), but the network of the run: the file's ``model`` section must agree with the run's on every
+    field not set explicitly. ``overrides`` are applied last.
+
+    Raises:
+        RunDirectoryError: the file's ``model`` section disagrees with the run's (fields named).
+    """
+    run_config = load_config(run_dir / CONFIG_FILENAME)
+    if config_file is None:
+        return apply_overrides(run_config, overrides)
+    _require_agreement(run_dir, run_config, config_file, overrides, source, ("model",))
+    return apply_overrides(dataclasses.replace(config_file, model=run_config.model), overrides)
 
 
 # -------------------------------------------------------------------------------------------- history
@@ -303,8 +348,3 @@ def logged_epochs(run_dir: Path) -> dict[int, dict[str, Any]]:
         except (ValueError, KeyError, TypeError) as error:
             raise RunDirectoryError(f"{path} line {number} is not an epoch record: {error}") from None
     return records
-
-
-def as_recorded(value: Any) -> Any:
-    """A config value as JSON records it (dataclasses and tuples become dicts and lists)."""
-    return json.loads(json.dumps(dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value, default=str))
