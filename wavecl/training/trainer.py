@@ -141,7 +141,7 @@ def load_finetune_weights(model: WaveCL, path: str | Path) -> tuple[list[str], l
 @dataclass
 class EpochResult:
     """An epoch's training totals so far: per-term loss sums over ``count`` logged steps, skipped batches,
-    failed sample loads and seconds (:meth:`averages` gives the ``log.jsonl`` values). Saved in every
+    failed sample loads and seconds (:attr:`losses` gives the ``log.jsonl`` means). Saved in every
     checkpoint (``epoch_totals``), so a mid-epoch resume finishes the same totals."""
 
     sums: dict[str, float]
@@ -156,6 +156,7 @@ class EpochResult:
         return {k: v / max(self.count, 1) for k, v in self.sums.items()}
 
     def as_state(self) -> dict[str, Any]:
+        """The totals as plain types for a checkpoint's training state (``EpochResult(**state)`` reads them)."""
         return {
             "sums": dict(self.sums),
             "count": self.count,
