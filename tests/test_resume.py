@@ -264,6 +264,8 @@ def test_mid_epoch_resume_refuses_a_change_of_position(data_root, tmp_path, monk
     with pytest.raises(RunDirectoryError, match=r"inside epoch 0 \(after step 1\).*train\.batch_size: 2 -> 1"):
         Trainer(changed, SINGLE_CPU, resume=trainer.run_dir)
     assert not (trainer.run_dir / LOCK_FILENAME).exists()  # a refused resume releases the directory
+    with pytest.raises(RunDirectoryError, match=r"train\.pretrained_weights \(--pretrained\)"):
+        Trainer(apply_overrides(config, {"train.pretrained_weights": "elsewhere"}), SINGLE_CPU, resume=trainer.run_dir)
     with pytest.raises(ValueError, match="train.checkpoint_every_steps must be a positive multiple"):
         Trainer(
             tiny_config(data_root, tmp_path, "bad", train__checkpoint_every_steps=3, train__grad_accum_steps=2),

@@ -201,6 +201,11 @@ class Trainer:
             run_config = load_config(self.run_dir / CONFIG_FILENAME)
             check_location_unchanged(run_config, config, self.run_dir)
             self.changes = config_differences(run_config, config)
+            if "train.pretrained_weights" in self.changes:
+                raise RunDirectoryError(
+                    "train.pretrained_weights (--pretrained) sets the weights a new run starts from; a resume "
+                    f"continues {self.run_dir} from its own checkpoint: leave it out, or start a new run"
+                )
         self.writer: SummaryWriter | None = None
         self._lock = self._take_run_directory(fresh=resume is None)
         try:
