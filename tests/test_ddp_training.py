@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from wavecl.checkpoint import load_model_weights
 from wavecl.config import apply_overrides, load_config
 from wavecl.data.synthetic import write_synthetic_ytvos
 from wavecl.distributed import DistInfo
@@ -160,8 +160,10 @@ def test_two_ranks_agree_and_match_one_process_with_the_same_global_batch(tmp_pa
     assert json.loads((run_dir / "run_info.json").read_text())["world_size"] == 2
     assert [json.loads(line)["epoch"] for line in (run_dir / "log.jsonl").read_text().splitlines()] == [0]
     assert len(list((run_dir / "tensorboard").iterdir())) == 1
-    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["best", "best.json", "epoch_0000", "last"]
-    ddp_weights = load_file(run_dir / "checkpoints" / "epoch_0000" / "model.safetensors")
+    checkpoints = sorted(p.name for p in (run_dir / "checkpoints").iterdir() if not p.name.startswith("frozen-"))
+    assert checkpoints == ["best", "best.json", "epoch_0000", "last"]
+    assert not (run_dir / "train.lock").exists()  # rank 0 took it (the only rank that does) and released it
+    ddp_weights = load_model_weights(run_dir / "checkpoints" / "epoch_0000")
 
     accumulated = run_single_process(
         data_root,

@@ -47,9 +47,15 @@ def test_trivial_predictions_score_low(tmp_path, logit):
 
 
 def test_demo_runs_end_to_end_and_writes_pictures(tmp_path):
-    """A very short demo (a few steps): every artefact is written where it says."""
+    """A very short demo (a few steps): every artefact is written where it says; the run of an earlier
+    demo in the same folder is replaced."""
+    earlier = tmp_path / "demo" / "runs" / "synthetic" / "run"
+    (earlier / "checkpoints" / "epoch_0000").mkdir(parents=True)
+    (earlier / "log.jsonl").write_text('{"epoch": 0, "earlier": true}\n')
     result = run_demo(tmp_path / "demo", minutes=0.02)
     run_dir = result.run_dir
+    assert run_dir == earlier
+    assert all("earlier" not in json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines())
     assert (run_dir / "config.yaml").is_file()
     assert (run_dir / "checkpoints" / "last").is_file()
     assert result.loss_curve.is_file() and result.loss_curve.stat().st_size > 0

@@ -21,6 +21,8 @@ import logging
 import math
 import os
 import re
+import shutil
+import stat
 from pathlib import Path
 
 import pytest
@@ -29,6 +31,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import wavecl.evaluation.datasets as evaluation_datasets
 import wavecl.training.trainer as trainer_module
+from wavecl.atomic import write_text
 from wavecl.checkpoint import CheckpointError, save_checkpoint
 from wavecl.cli import main as cli_main
 from wavecl.config import Config, apply_overrides, load_config
@@ -127,6 +130,8 @@ def test_resume_reproduces_the_uninterrupted_run(data_root, tmp_path, monkeypatc
 
     first = Trainer(config("resumed", 1), SINGLE_CPU)
     first.fit()
+    copy = tmp_path / "copy_of_resumed"
+    shutil.copytree(first.run_dir, copy)
     resumed = Trainer(config("resumed", 2), SINGLE_CPU, resume=first.run_dir)
     assert resumed.start_epoch == 1
     resumed.fit()
@@ -144,10 +149,11 @@ def test_resume_reproduces_the_uninterrupted_run(data_root, tmp_path, monkeypatc
         assert torch.equal(resumed_weights[name], tensor), name
 
     monkeypatch.setattr(trainer_module, "restore_rng_state", lambda state: None)
-    control = Trainer(config("control", 2), SINGLE_CPU, resume=first.run_dir / "checkpoints" / "epoch_0000")
+    control = Trainer(config("resumed", 2), SINGLE_CPU, resume=copy / "checkpoints" / "epoch_0000")
+    assert control.run_dir == copy  # a resume writes into the run it continues, wherever that is
     control.fit()
-    control_losses = read_scalars(control.run_dir / "tensorboard")["train/loss"]
-    assert sorted(control_losses) == [2, 3]
+    control_losses = read_scalars(copy / "tensorboard")["train/loss"]
+    assert sorted(control_losses) == [0, 1, 2, 3]  # epoch 0 came with the copy
     assert all(control_losses[step] != expected["train/loss"][step] for step in (2, 3))
 
 
@@ -175,7 +181,7 @@ def test_nonfinite_loss_stops_before_the_epoch_is_saved(data_root, tmp_path):
     with pytest.raises(NonFiniteLossError, match=r"epoch 1 step 1: \['loss_giou_0'\]"):
         trainer.fit()
     checkpoints = trainer.run_dir / "checkpoints"
-    assert sorted(p.name for p in checkpoints.iterdir()) == ["epoch_0000", "last"]
+    assert sorted(p.name for p in checkpoints.iterdir() if not p.name.startswith("frozen-")) == ["epoch_0000", "last"]
     assert pointer(checkpoints / "last") == "epoch_0000"
     assert [record["epoch"] for record in read_log(trainer.run_dir)] == [0]
 
@@ -284,6 +290,7 @@ def test_cli_run_directory_contents(data_root, tmp_path):
 
     info = json.loads((run_dir / "run_info.json").read_text())
     assert info["explicit_overrides"] == explicit
+    assert info["resumes"] == []
     assert info["world_size"] == 1
     assert "git_revision" in info
     assert info["git_revision"] is None or re.fullmatch(r"[0-9a-f]{40}", info["git_revision"])
@@ -306,7 +313,9 @@ def test_cli_run_directory_contents(data_root, tmp_path):
     assert len(list((run_dir / "tensorboard").iterdir())) == 1
 
     checkpoints = run_dir / "checkpoints"
-    assert sorted(p.name for p in checkpoints.iterdir()) == ["best", "best.json", "epoch_0000", "epoch_0001", "last"]
+    (frozen,) = checkpoints.glob("frozen-*.safetensors")  # the frozen text encoder, once per run
+    names = sorted(p.name for p in checkpoints.iterdir() if p != frozen)
+    assert names == ["best", "best.json", "epoch_0000", "epoch_0001", "last"]
     for epoch in ("epoch_0000", "epoch_0001"):
         assert sorted(p.name for p in (checkpoints / epoch).iterdir()) == ["model.safetensors", "state.pt"]
     assert pointer(checkpoints / "last") == "epoch_0001"
@@ -316,6 +325,12 @@ def test_cli_run_directory_contents(data_root, tmp_path):
     assert best == {"metric": "J&F", "value": records[best_epoch]["eval_J&F"], "epoch": best_epoch}
     leftovers = [p for p in run_dir.rglob("*") if p.name.startswith(".") or p.suffix == ".tmp"]
     assert leftovers == []
+    assert not (run_dir / "train.lock").exists()
+    # Every file has the mode of a new file (safetensors alone would write 0600).
+    umask = os.umask(0)
+    os.umask(umask)
+    modes = {str(p.relative_to(run_dir)): stat.S_IMODE(p.stat().st_mode) for p in run_dir.rglob("*") if p.is_file()}
+    assert modes == dict.fromkeys(modes, 0o666 & ~umask)
 
 
 def test_best_follows_the_primary_metric_across_a_resume(data_root, tmp_path, monkeypatch):
@@ -434,6 +449,7 @@ def test_checkpoints_that_would_run_code_are_refused(data_root, tmp_path):
     marker = tmp_path / "code-ran"
     checkpoints = tmp_path / "evil_run" / "checkpoints"
     paths = save_checkpoint(checkpoints, 0, build_model(config.model).state_dict(), {"epoch": 0})
+    write_text(checkpoints.parent / "config.yaml", config.to_yaml())
     torch.save({"epoch": 0, "rng": CodeRunningPayload(marker)}, paths.state)
     with pytest.raises(CheckpointError, match="state.pt"):
         Trainer(config, SINGLE_CPU, resume=tmp_path / "evil_run")

@@ -132,6 +132,12 @@ class TrainConfig:
     version: str = "default"
     pretrained_weights: str | None = None
     max_steps_per_epoch: int | None = None
+    # Also write a checkpoint every N steps inside an epoch (a multiple of grad_accum_steps); a resume
+    # from it continues the epoch exactly. null: only at the end of each epoch.
+    checkpoint_every_steps: int | None = None
+    # End-of-epoch checkpoints kept on disk: the newest N plus the best (null: all of them). A step
+    # checkpoint is kept only until a newer checkpoint exists.
+    keep_checkpoints: int | None = None
 
 
 @dataclass

@@ -100,9 +100,8 @@ def add_shortcut_arguments(parser: argparse.ArgumentParser, names: tuple[str, ..
         parser.add_argument(*flags, dest=name, default=argparse.SUPPRESS, **keywords)
 
 
-def resolve_config(args: argparse.Namespace) -> tuple[Config, dict[str, Any]]:
-    """The config file plus explicitly given flags; returns the config and those overrides."""
-    config = load_config(args.config)
+def explicit_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The config fields given explicitly on the command line (shortcut flags, then ``--set``)."""
     overrides: dict[str, Any] = {}
     for destination, (_, field, _) in SHORTCUTS.items():
         if hasattr(args, destination):
@@ -110,7 +109,13 @@ def resolve_config(args: argparse.Namespace) -> tuple[Config, dict[str, Any]]:
     for text in args.overrides:
         key, value = parse_override(text)
         overrides[key] = value
-    return apply_overrides(config, overrides), overrides
+    return overrides
+
+
+def resolve_config(args: argparse.Namespace) -> tuple[Config, dict[str, Any]]:
+    """The config file plus explicitly given flags; returns the config and those overrides."""
+    overrides = explicit_overrides(args)
+    return apply_overrides(load_config(args.config), overrides), overrides
 
 
 def print_metrics_table(title: str, metrics: dict[str, float]) -> None:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +37,7 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
-from wavecl.atomic import write_json
+from wavecl.atomic import temporary_directory, write_json
 from wavecl.config import DataConfig
 from wavecl.data.paths import read_image, read_json, require_file, resolve_dataset_root
 from wavecl.data.transforms import ClipTransform, FrameAnnotation, clean_expression
@@ -142,7 +141,7 @@ def _place_folder(source: Path, destination: Path, mode: Literal["symlink", "cop
         temporary.symlink_to(source.resolve(), target_is_directory=True)
         os.replace(temporary, destination)
     else:
-        temporary = Path(tempfile.mkdtemp(dir=destination.parent, prefix=f".{destination.name}."))
+        temporary = temporary_directory(destination)
         shutil.copytree(source, temporary, dirs_exist_ok=True)
         os.replace(temporary, destination)
 

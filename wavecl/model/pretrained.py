@@ -22,7 +22,6 @@ import dataclasses
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ from torch import Tensor, nn
 if TYPE_CHECKING:
     from typing_extensions import Self
 
+from wavecl.atomic import atomic_path, temporary_directory
 from wavecl.checkpoint import MODEL_FILENAME, latest_checkpoint
 from wavecl.config import ModelConfig, from_dict, load_config
 from wavecl.model.weights import load_weights
@@ -171,7 +171,7 @@ def _replace_directory(staging: Path, directory: Path) -> None:
     if not directory.exists():
         os.replace(staging, directory)
         return
-    previous = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.", suffix=".old"))
+    previous = temporary_directory(directory)
     os.rmdir(previous)
     os.replace(directory, previous)
     os.replace(staging, directory)
@@ -205,13 +205,13 @@ def save_pretrained(
                 f"refusing to overwrite {directory}: it holds {foreign}, which save_pretrained does not write"
             )
     directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.", suffix=".tmp"))
+    staging = temporary_directory(directory)
     try:
-        os.chmod(staging, 0o755)
         (staging / CONFIG_FILENAME).write_text(
             json.dumps(dataclasses.asdict(model.config), indent=2) + "\n", encoding="utf-8"
         )
-        save_file(_cpu_tensors(model), str(staging / MODEL_FILENAME), metadata={"format": "pt"})
+        with atomic_path(staging / MODEL_FILENAME) as temporary:  # safetensors itself writes mode 0600
+            save_file(_cpu_tensors(model), str(temporary), metadata={"format": "pt"})
         if eval_size is not None:
             values = {"short_size": int(eval_size[0]), "max_size": None if eval_size[1] is None else int(eval_size[1])}
             (staging / PREPROCESSOR_FILENAME).write_text(json.dumps(values, indent=2) + "\n", encoding="utf-8")

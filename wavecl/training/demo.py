@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ from wavecl.data.synthetic import write_synthetic_ytvos
 from wavecl.data.ytvos import read_expression_videos
 from wavecl.distributed import DistInfo
 from wavecl.inference.run import predict_video
+from wavecl.training.run_dir import RunLock
 from wavecl.training.trainer import Trainer
 
 log = logging.getLogger("wavecl.training.demo")
@@ -169,7 +171,8 @@ def run_demo(
     """Generate data, train, evaluate and draw; returns where everything is.
 
     Args:
-        out_dir: the demo folder (data, run directory, pictures).
+        out_dir: the demo folder (data, run directory, pictures); the run of a previous demo in it is
+            replaced (unless a process still trains there).
         minutes: approximate training budget on 2 CPU cores; 10 by default (scales the steps).
         seed: seed of the data and of training.
         device: ``cpu`` or ``cuda``.
@@ -183,6 +186,11 @@ def run_demo(
     steps = STEPS_PER_EPOCH if minutes is None else max(1, round(STEPS_PER_EPOCH * minutes / 10))
     config = demo_config(data_root, out_dir / "runs", seed, steps)
     dist = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device(device))
+    previous = config.run_directory()
+    if previous.is_dir():
+        RunLock(previous).release()  # refuses while another demo trains there
+        console.print(f"replacing the previous demo run in {previous}")
+        shutil.rmtree(previous)
     console.print(f"[bold]2/4[/bold] training a small WaveCL for {EPOCHS} × {steps} steps on {device}")
     started = time.perf_counter()
     trainer = Trainer(config, dist)
