@@ -18,8 +18,7 @@ from pycocotools.cocoeval import COCOeval
 from wavecl.checkpoint import load_model_weights
 from wavecl.cli import main
 from wavecl.config import apply_overrides, load_config
-from wavecl.data.synthetic import expression_ground_truth
-from wavecl.data.ytvos import train_samples_cache_path
+from wavecl.data.ytvos import YTVOSGroundTruth, train_samples_cache_path
 from wavecl.evaluation.ytvos import write_ytvos_masks, zip_submission
 from wavecl.testing.checkpoints import original_state_dict
 from wavecl.testing.coco_davis import write_davis_fixture
@@ -285,7 +284,7 @@ def test_evaluate_saved_synthetic_predictions(tmp_path, capsys):
     expected_j, expected_f = [], []
     for index, (video, entry) in enumerate(sorted(videos.items())):
         for exp_id in entry["expressions"]:
-            truth = expression_ground_truth(root, "valid", video, exp_id)
+            truth = YTVOSGroundTruth(root).masks(video, exp_id)
             if index == 0 and exp_id == "0":
                 predicted = np.zeros_like(truth)  # an empty prediction scores 0 wherever the object is visible
                 visible = truth.any(axis=(1, 2))

@@ -5,31 +5,17 @@ import json
 import av
 import numpy as np
 import pytest
-import torch
+from support import constant_prediction
 
 from wavecl.data.collate import collate_clips
-from wavecl.data.synthetic import expression_ground_truth, write_synthetic_ytvos
+from wavecl.data.synthetic import write_synthetic_ytvos
 from wavecl.data.transforms import ClipTransform
-from wavecl.data.ytvos import RefYouTubeVOS
+from wavecl.data.ytvos import RefYouTubeVOS, YTVOSGroundTruth
 from wavecl.evaluation.davis import db_eval_iou
-from wavecl.evaluation.video import SyntheticJFEvaluator
+from wavecl.evaluation.video import YTVOSEvaluator
 from wavecl.inference import VideoPredictor
-from wavecl.model.output import WaveCLOutput
 from wavecl.model.wavecl import WaveCL
 from wavecl.training.demo import run_demo
-
-
-def constant_prediction(batch, logit: float) -> WaveCLOutput:
-    """Outputs whose masks are everywhere ``logit`` (all foreground when positive, empty when negative)."""
-    T, B, _, H, W = batch.frames.shape
-    Q = 3
-    return WaveCLOutput(
-        pred_masks=torch.full((T, B, Q, (H + 3) // 4, (W + 3) // 4), logit),
-        pred_cls=torch.zeros(T, B, Q, 1),
-        pred_boxes=torch.full((T, B, Q, 4), 0.5),
-        pred_logit=torch.zeros(B, Q, 8),
-        text_sentence_feature=torch.zeros(B, 8),
-    )
 
 
 @pytest.mark.parametrize("logit", [10.0, -10.0], ids=["all-foreground", "empty"])
@@ -37,7 +23,7 @@ def test_trivial_predictions_score_low(tmp_path, logit):
     """The J >= 0.5 learning threshold is meaningful: trivial predictions score under 0.15."""
     write_synthetic_ytvos(tmp_path, 6, num_frames=8, size=(64, 96), seed=3, split="valid")
     dataset = RefYouTubeVOS(tmp_path, "valid", 4, transform=ClipTransform(False, 64, 96), num_classes=1)
-    evaluator = SyntheticJFEvaluator(tmp_path, "valid")
+    evaluator = YTVOSEvaluator(tmp_path / "predictions", YTVOSGroundTruth(tmp_path))
     for index in range(len(dataset)):
         batch = collate_clips([dataset[index]])
         evaluator.update(constant_prediction(batch, logit), batch)
@@ -81,7 +67,7 @@ def test_demo_learns_and_its_checkpoint_predicts(tmp_path):
     )
     masks = predictor(data_root / "valid" / "JPEGImages" / video_id, sentences)
     scores = [
-        db_eval_iou(expression_ground_truth(data_root, "valid", video_id, exp_id), masks[i].numpy()).mean()
+        db_eval_iou(YTVOSGroundTruth(data_root).masks(video_id, exp_id), masks[i].numpy()).mean()
         for i, exp_id in enumerate(exp_ids)
     ]
     assert np.mean(scores) >= 0.5, scores

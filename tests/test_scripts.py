@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from wavecl.config import load_config
-from wavecl.evaluation.saved import check_ytvos_submission, evaluate_a2d_predictions, evaluate_davis_predictions
+from wavecl.evaluation.saved import evaluate_a2d_predictions, evaluate_davis_predictions, evaluate_ytvos_predictions
 from wavecl.testing.coco_davis import write_davis_fixture, write_refcoco_fixture
 from wavecl.testing.datasets import write_a2d_fixture, write_jhmdb_fixture, write_ytvos_fixture
 
@@ -183,10 +183,9 @@ def test_infer_refytb_writes_a_complete_submission(workspace, ytvos_finetune_run
     output = run_script("infer_refytb", workspace)
     zip_path = run_dir / "evaluation" / "submission.zip"
     assert str(Path("runs/ref_youtube_vos/finetuneytb_tiny/evaluation/submission.zip")) in output
-    config = load_config(REPO / "configs" / "refer_youtube_vos_finetune.yaml")
-    config.data.root = str(workspace / "data" / "refer_youtube_vos")
     # val_a: 7 frames x 2 expressions, val_b: 3 frames x 1; the test-only video is left out.
-    assert check_ytvos_submission(zip_path, config) == {"expressions": 3.0, "frames": 17.0}
+    root = workspace / "data" / "refer_youtube_vos"
+    assert evaluate_ytvos_predictions(zip_path, root) == {"expressions": 3.0, "frames": 17.0}
     with zipfile.ZipFile(zip_path) as archive:
         assert not any("test_c" in name for name in archive.namelist())
     result = json.loads((run_dir / "evaluation" / "metrics.json").read_text())

@@ -57,6 +57,11 @@ SHORTCUTS: dict[str, tuple[tuple[str, ...], str, dict[str, Any]]] = {
     "amp": (("--amp",), "train.amp", {"choices": ["off", "bf16", "fp16"], "help": "autocast on CUDA"}),
     "window_size": (("--window-size", "-ws"), "data.window_size", {"type": int, "help": "frames per clip"}),
     "data_root": (("--data-root",), "data.root", {"type": str, "help": "dataset root folder"}),
+    "dataset": (
+        ("--dataset",),
+        "data.dataset_name",
+        {"type": str, "help": "dataset name (data.dataset_name); ref_youtube_vos for your own data in that layout"},
+    ),
     "backbone_pretrained_path": (
         ("--backbone-pretrained-path", "-bpp"),
         "model.backbone_pretrained_path",
@@ -69,7 +74,7 @@ SHORTCUTS: dict[str, tuple[tuple[str, ...], str, dict[str, Any]]] = {
     ),
 }
 TRAIN_SHORTCUTS = tuple(SHORTCUTS)
-EVALUATE_SHORTCUTS = ("window_size", "data_root", "text_encoder", "amp")
+EVALUATE_SHORTCUTS = ("window_size", "data_root", "dataset", "text_encoder", "amp")
 
 CONFIG_HELP_EPILOG = """\
 Any config field can be set with --set SECTION.FIELD=VALUE (the value is read as YAML), e.g.
