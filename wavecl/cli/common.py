@@ -105,9 +105,8 @@ def add_shortcut_arguments(parser: argparse.ArgumentParser, names: tuple[str, ..
         parser.add_argument(*flags, dest=name, default=argparse.SUPPRESS, **keywords)
 
 
-def resolve_config(args: argparse.Namespace) -> tuple[Config, dict[str, Any]]:
-    """The config file plus explicitly given flags; returns the config and those overrides."""
-    config = load_config(args.config)
+def parse_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """``{section.field: value}`` of the shortcut flags given explicitly and of every ``--set``."""
     overrides: dict[str, Any] = {}
     for destination, (_, field, _) in SHORTCUTS.items():
         if hasattr(args, destination):
@@ -115,6 +114,14 @@ def resolve_config(args: argparse.Namespace) -> tuple[Config, dict[str, Any]]:
     for text in args.overrides:
         key, value = parse_override(text)
         overrides[key] = value
+    return overrides
+
+
+def resolve_config(args: argparse.Namespace) -> tuple[Config, dict[str, Any]]:
+    """The config file (the defaults without one) plus explicitly given flags; returns the config and
+    those overrides."""
+    config = load_config(args.config) if args.config else Config()
+    overrides = parse_overrides(args)
     return apply_overrides(config, overrides), overrides
 
 
