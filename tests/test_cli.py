@@ -133,11 +133,13 @@ def test_prepare_synthetic_writes_both_splits(tmp_path, capsys):
         assert len(frames) == 3 and Image.open(frames[0]).size == (32, 24)
 
 
-def test_prepare_ytvos_samples_writes_the_dataset_cache(tmp_path, capsys):
+def test_prepare_ytvos_samples_writes_the_training_cache(tmp_path, capsys):
     write_ytvos_fixture(tmp_path / "refer_youtube_vos")
-    code, out, _ = run_cli(["prepare", "ytvos-samples", "--root", str(tmp_path), "--window-size", "4"], capsys)
+    argv = ["prepare", "ytvos-samples", "--root", str(tmp_path), "--window-size", "4", "--cache-dir", f"{tmp_path}/c"]
+    code, out, _ = run_cli(argv, capsys)
     assert code == 0
-    cache = train_samples_cache_path(tmp_path / "refer_youtube_vos", 4)
+    cache = train_samples_cache_path(tmp_path / "c", tmp_path, 4)
+    assert cache.is_relative_to(tmp_path / "c")
     samples = json.loads(cache.read_text())["samples"]
     assert f": {len(samples)} -> {cache}" in out
     assert all(len(frames) == 4 for _, frames, _ in samples)

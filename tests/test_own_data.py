@@ -158,3 +158,52 @@ def test_annotated_split_needs_an_object_id_per_expression(own_data):
     meta_path.write_text(json.dumps(meta))
     with pytest.raises(ValueError, match=rf"{meta_path}: video '{video}' expression '0' needs an integer 'obj_id'"):
         YTVOSGroundTruth(own_data)
+
+
+def tree_state(root: Path) -> dict[str, tuple[int, int, int]]:
+    """``{relative path: (size, mtime_ns, mode)}`` of every file and folder under ``root``."""
+    state = {}
+    for path in sorted(root.rglob("*")):
+        info = path.lstat()
+        state[path.relative_to(root).as_posix()] = (
+            info.st_size if path.is_file() else 0,
+            info.st_mtime_ns,
+            info.st_mode,
+        )
+    return state
+
+
+def set_writable(root: Path, writable: bool) -> None:
+    for path in [root, *root.rglob("*")]:
+        mode = path.stat().st_mode
+        path.chmod(mode | 0o200 if writable else mode & ~0o222)
+
+
+def test_demo_trains_on_a_read_only_folder_of_own_data(tmp_path, capsys):
+    """`wavecl demo --data-root`: the demo's recipe on one's own data, J&F on its held-out split, and
+    nothing written under the dataset folder (made read-only; as root the permissions do not stop a
+    write, so the folder's files, sizes, times and modes are compared before and after)."""
+    root = tmp_path / "my_videos"
+    write_synthetic_ytvos(root, 3, num_frames=4, size=SIZE, seed=21, split="train")
+    write_synthetic_ytvos(root, 2, num_frames=4, size=SIZE, seed=22, split="valid")
+    set_writable(root, False)
+    before = tree_state(root)
+    sizes = [
+        f"data.{kind}_{side}={value}"
+        for kind in ("train", "eval")
+        for side, value in zip(("short_size", "max_size"), SIZE)
+    ]
+    argv = ["demo", "--data-root", str(root), "--out-dir", str(tmp_path / "demo"), "--minutes", "0.01", "--epochs", "1"]
+    try:
+        code, out, err = run_cli([*argv, *(item for size in sizes for item in ("--set", size))], capsys)
+    finally:
+        after = tree_state(root)
+        set_writable(root, True)
+    assert code == 0, err
+    assert after == before
+    run_dir = tmp_path / "demo" / "runs" / "ref_youtube_vos" / "run"
+    metrics = json.loads((run_dir / "demo_result.json").read_text())["metrics"]
+    assert {"J", "F", "J&F"} <= set(metrics) and metrics["missing_masks"] == 0
+    assert (run_dir / "eval" / "epoch_0000" / "per_expression.csv").is_file()
+    assert not (tmp_path / "demo" / "data").exists(), "no synthetic data is written when --data-root is given"
+    assert "held-out J" in out

@@ -37,10 +37,9 @@ from typing import Any, Literal
 import numpy as np
 from torch.utils.data import Dataset
 
-from wavecl.atomic import write_json
 from wavecl.config import DataConfig
 from wavecl.data.paths import read_image, read_json, resolve_dataset_root
-from wavecl.data.sample_cache import file_fingerprint, load_or_build
+from wavecl.data.sample_cache import dataset_cache_dir, file_fingerprint, load_or_build
 from wavecl.data.transforms import ClipTransform, FrameAnnotation, clean_expression
 from wavecl.data.types import ClipSample, Split
 from wavecl.data.windows import covering_windows, training_windows
@@ -327,9 +326,11 @@ def _train_cache_key(paths: YTVOSPaths, window_size: int) -> dict[str, Any]:
     }
 
 
-def train_samples_cache_path(cache_dir: str | os.PathLike, window_size: int) -> Path:
-    """Where :class:`RefYouTubeVOS` looks for its cached training windows."""
-    return Path(cache_dir) / f"wavecl_ytvos_train_samples_ws{window_size}.json"
+def train_samples_cache_path(cache_dir: str | os.PathLike | None, root: str | os.PathLike, window_size: int) -> Path:
+    """Where :class:`RefYouTubeVOS` keeps the training windows of the dataset at ``root``: a file in its
+    :func:`~wavecl.data.sample_cache.dataset_cache_dir` (``cache_dir`` is ``data.cache_dir``)."""
+    folder = dataset_cache_dir(cache_dir, YTVOSPaths.find(root).root)
+    return folder / f"wavecl_ytvos_train_samples_ws{window_size}.json"
 
 
 def _build_train_samples(paths: YTVOSPaths, window_size: int, num_workers: int) -> list[list[Any]]:
@@ -349,10 +350,10 @@ def _build_train_samples(paths: YTVOSPaths, window_size: int, num_workers: int) 
 def build_ytvos_train_samples(
     root: str | os.PathLike, window_size: int, out: str | os.PathLike, num_workers: int = 0
 ) -> list[list[Any]]:
-    """Regenerate the training windows and write them to ``out`` atomically.
+    """The training windows cached in ``out``: read back when ``out`` holds them for these inputs,
+    else regenerated and written atomically.
 
-    Write to :func:`train_samples_cache_path` of the dataset's ``cache_dir`` for
-    :class:`RefYouTubeVOS` to use the file.
+    Write to :func:`train_samples_cache_path` for :class:`RefYouTubeVOS` to use the file.
 
     Args:
         root: the dataset folder or its parent.
@@ -364,9 +365,21 @@ def build_ytvos_train_samples(
         the samples, ``[video_id, [frame names], {"exp", "obj_id", "exp_id"}]``.
     """
     paths = YTVOSPaths.find(root)
-    samples = _build_train_samples(paths, window_size, num_workers)
-    write_json(out, {"key": _train_cache_key(paths, window_size), "samples": samples})
-    return samples
+    return load_or_build(
+        Path(out),
+        _train_cache_key(paths, window_size),
+        lambda: _build_train_samples(paths, window_size, num_workers),
+        _parse_train_samples,
+    )
+
+
+def _parse_train_samples(rows: list[Any]) -> list[list[Any]]:
+    """Check cached training windows: ``[video_id, [frame names], {"exp", "obj_id", "exp_id"}]`` each."""
+    for video_id, frames, entry in rows:
+        if not isinstance(video_id, str) or not isinstance(frames, list) or not frames:
+            raise ValueError(f"malformed training window {[video_id, frames, entry]!r}")
+        str(entry["exp"]), int(entry["obj_id"]), str(entry["exp_id"])
+    return rows
 
 
 @dataclass(frozen=True)
@@ -398,7 +411,9 @@ class RefYouTubeVOS(Dataset[ClipSample]):
         subset: ``"train"`` or ``"valid"``.
         window_size: frames per clip; for ``"valid"``, ``None`` puts each whole video in one clip.
         transform: train: flip, 360 / 640; valid: 360 / 640.
-        cache_dir: folder of the training-window cache (default: the dataset folder).
+        cache_dir: root of the cache of training windows (``data.cache_dir``; default ``$WAVECL_CACHE_DIR``
+            or ``~/.cache/wavecl``); the file is :func:`train_samples_cache_path`. The dataset folder
+            is only read.
         num_classes: 65 gives each target its category index (:data:`YTVOS_CATEGORIES`, from
             ``train/meta.json``); 1 gives label 0 and does not read ``meta.json``.
 
@@ -437,11 +452,11 @@ class RefYouTubeVOS(Dataset[ClipSample]):
         self.categories = self._read_categories() if subset == "train" and num_classes == 65 else {}
 
     def _train_samples(self, cache_dir: str | os.PathLike | None, window_size: int) -> list[YTVOSSample]:
-        cache = train_samples_cache_path(cache_dir if cache_dir is not None else self.paths.root, window_size)
         rows = load_or_build(
-            cache,
+            train_samples_cache_path(cache_dir, self.paths.root, window_size),
             _train_cache_key(self.paths, window_size),
             lambda: _build_train_samples(self.paths, window_size, num_workers=0),
+            _parse_train_samples,
         )
         return [
             YTVOSSample(video_id, entry["exp_id"], entry["exp"], tuple(frames), obj_id=int(entry["obj_id"]))
@@ -551,5 +566,6 @@ def build_ytvos(config: DataConfig, split: Split, transform: ClipTransform, num_
         "train" if split == "train" else "valid",
         None if whole_video else config.window_size,
         transform=transform,
+        cache_dir=config.cache_dir,
         num_classes=65 if num_classes == 65 else 1,
     )
