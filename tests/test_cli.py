@@ -370,7 +370,8 @@ def test_evaluate_a_run_and_the_same_weights_as_a_reference_checkpoint(tiny_run,
     assert code == 0, out
     from_run = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert Path(from_run["checkpoint"]) == tiny_run / "checkpoints" / "epoch_0000"
-    assert set(from_run["metrics"]) == {"J", "F", "J&F", "expressions"} and from_run["world_size"] == 1
+    assert set(from_run["metrics"]) == {"J", "F", "J&F", "expressions", "frames", "missing_masks", "extra_masks"}
+    assert from_run["metrics"]["missing_masks"] == 0 and from_run["world_size"] == 1
     # The saved masks rescore to the same numbers.
     saved = ["--predictions", str(tmp_path / "run"), "--out-dir", str(tmp_path / "again")]
     code, _, _ = run_cli(["evaluate", *config, *saved], capsys)
@@ -435,10 +436,10 @@ def test_predict_writes_masks_overlay_and_sheet(tiny_run, tmp_path, capsys):
     argv = ["predict", "--checkpoint", str(tiny_run), "--video", str(frames), "--text", "a red circle"]
     argv += ["--text", "the square", "--out-dir", str(out), "--device", "cpu", "--window", "2"]
     code, printed, _ = run_cli(argv, capsys)
-    assert code == 0 and "3 frames segmented for 2 sentence(s)" in printed
+    assert code == 0 and "3 frames segmented for 2 sentence(s), 2 per window" in printed
     for folder in ("0_a_red_circle", "1_the_square"):
         masks = sorted((out / "masks" / folder).glob("*.png"))
-        assert [m.name for m in masks] == [f"{i:05d}.png" for i in range(3)]
+        assert [m.name for m in masks] == [f"frame{i}.png" for i in range(3)]  # named after the frames
         assert Image.open(masks[0]).size == (44, 30)
     assert (out / "overlay.mp4").stat().st_size > 0 and (out / "contact_sheet.png").is_file()
 

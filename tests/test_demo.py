@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from support import constant_prediction
 
+from wavecl.config import load_config
 from wavecl.data.collate import collate_clips
 from wavecl.data.synthetic import write_synthetic_ytvos
 from wavecl.data.transforms import ClipTransform
@@ -15,7 +16,7 @@ from wavecl.evaluation.davis import db_eval_iou
 from wavecl.evaluation.video import YTVOSEvaluator
 from wavecl.inference import VideoPredictor
 from wavecl.model.wavecl import WaveCL
-from wavecl.training.demo import run_demo
+from wavecl.training.demo import DEMO_CONFIG, demo_config, run_demo
 
 
 @pytest.mark.parametrize("logit", [10.0, -10.0], ids=["all-foreground", "empty"])
@@ -30,6 +31,19 @@ def test_trivial_predictions_score_low(tmp_path, logit):
     metrics = evaluator.summarize()
     assert metrics["expressions"] > 0
     assert metrics["J"] < 0.15
+
+
+def test_the_demo_recipe_is_configs_demo_yaml(tmp_path):
+    recipe = load_config(DEMO_CONFIG)
+    config = demo_config(tmp_path, seed=3, minutes=5)
+    assert config.model == recipe.model and config.loss == recipe.loss
+    assert config.data.dataset_name == "synthetic" and config.data.root == str(tmp_path / "data")
+    assert config.train.max_steps_per_epoch == recipe.train.max_steps_per_epoch // 2  # 5 of the recipe's 10 minutes
+    assert config.train.seed == 3 and config.train.output_dir == str(tmp_path / "runs")
+    assert config.train.lr == recipe.train.lr and config.train.epochs == recipe.train.epochs
+    own = demo_config(tmp_path, overrides={"data.root": "data/mine", "train.lr": 1e-3})
+    assert own.data.dataset_name == recipe.data.dataset_name == "ref_youtube_vos"
+    assert own.data.root == "data/mine" and own.train.lr == 1e-3
 
 
 def test_demo_runs_end_to_end_and_writes_pictures(tmp_path):

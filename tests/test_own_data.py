@@ -110,6 +110,8 @@ def test_saved_predictions_with_missing_and_extra_masks_are_scored_on_the_full_l
     assert len(rows) == len(expected_j)
     assert [float(row["J"]) for row in rows] == pytest.approx(expected_j, abs=1e-6)
     assert sum(int(row["missing"]) for row in rows) == missing
+    assert len((tmp_path / "m" / "missing_masks.txt").read_text().splitlines()) == missing
+    assert (tmp_path / "m" / "extra_masks.txt").read_text() == "Annotations/not_a_video/0/00000.png\n"
 
 
 def test_evaluation_of_a_model_on_own_data_reports_j_and_f(own_data, tmp_path):

@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 from torch import Tensor
 
-from wavecl.atomic import atomic_path, save_image
+from wavecl.atomic import atomic_path, save_image, write_text
 from wavecl.data.ytvos import YTVOSGroundTruth, read_index_mask
 from wavecl.evaluation.davis import db_eval_boundary, db_eval_iou
 
@@ -35,6 +35,8 @@ logger = logging.getLogger(__name__)
 
 ANNOTATIONS_FOLDER = "Annotations"
 PER_EXPRESSION_FILENAME = "per_expression.csv"
+MISSING_FILENAME = "missing_masks.txt"
+EXTRA_FILENAME = "extra_masks.txt"
 LISTED = 5
 """How many missing or extra masks a message names (the count is always complete)."""
 
@@ -211,7 +213,8 @@ def score_ytvos_predictions(
         path: a folder holding ``Annotations/<video>/<exp_id>/<frame>.png``, or its zip.
         ground_truth: the annotated split (:class:`~wavecl.data.ytvos.YTVOSGroundTruth`).
         per_expression_path: if given, a CSV with one row per expression (video, exp_id, expression,
-            frames, missing, J, F, J&F) is written there.
+            frames, missing, J, F, J&F) is written there, and beside it the full lists of missing and
+            extra masks (``missing_masks.txt``, ``extra_masks.txt``, one path per line) when there are any.
 
     Returns:
         ``J``, ``F``, ``J&F``, ``expressions``, ``frames`` (scored), ``missing_masks`` and ``extra_masks``.
@@ -265,16 +268,21 @@ def score_ytvos_predictions(
                     }
                 )
         extra = sorted(saved.members - expected)
-    if missing:
-        logger.warning(
-            "%s lacks %d of %d masks, scored as empty masks: %s", path, len(missing), len(expected), _listed(missing)
-        )
-    if extra:
-        logger.warning(
-            "%s holds %d masks that the ground truth does not ask for, ignored: %s", path, len(extra), _listed(extra)
-        )
+    folder = None if per_expression_path is None else Path(per_expression_path).parent
     if per_expression_path is not None:
         _write_per_expression(Path(per_expression_path), rows)
+    problems = (
+        (MISSING_FILENAME, missing, f"lacks {len(missing)} of {len(expected)} masks, scored as empty masks"),
+        (EXTRA_FILENAME, extra, f"holds {len(extra)} masks that the ground truth does not ask for, ignored"),
+    )
+    for filename, members, summary in problems:
+        listing = "" if folder is None else f" (all in {folder / filename})"
+        if folder is not None and members:
+            write_text(folder / filename, "".join(f"{member}\n" for member in members))
+        elif folder is not None:
+            (folder / filename).unlink(missing_ok=True)  # a list left by an earlier scoring no longer holds
+        if members:
+            logger.warning("%s %s: %s%s", path, summary, _listed(members), listing)
     return jf_summary(per_expression) | {
         "frames": float(len(expected)),
         "missing_masks": float(len(missing)),
