@@ -119,7 +119,10 @@ def register(commands: argparse._SubParsersAction) -> None:
         "  torchrun --nproc_per_node 2 -m wavecl evaluate -c configs/jhmdb_sentences.yaml \\\n"
         "      --checkpoint runs/a2d_sentences/a2d\n"
         "  wavecl evaluate -c configs/a2d_sentences.yaml \\\n"
-        "      --predictions runs/a2d_sentences/a2d/evaluation/predictions.json\n\n" + CONFIG_HELP_EPILOG,
+        "      --predictions runs/a2d_sentences/a2d/evaluation/predictions.json\n"
+        "  wavecl evaluate -c runs/ref_youtube_vos/demo/config.yaml --checkpoint runs/ref_youtube_vos/demo\n"
+        "  wavecl evaluate -c configs/demo.yaml --data-root data/my_videos --predictions masks/ --out-dir out/\n\n"
+        + CONFIG_HELP_EPILOG,
     )
     add_config_arguments(parser)
     add_shortcut_arguments(parser, EVALUATE_SHORTCUTS)
