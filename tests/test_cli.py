@@ -18,8 +18,7 @@ from pycocotools.cocoeval import COCOeval
 from wavecl.checkpoint import load_model_weights
 from wavecl.cli import main
 from wavecl.config import apply_overrides, load_config
-from wavecl.data.synthetic import expression_ground_truth
-from wavecl.data.ytvos import train_samples_cache_path
+from wavecl.data.ytvos import YTVOSGroundTruth, train_samples_cache_path
 from wavecl.evaluation.ytvos import write_ytvos_masks, zip_submission
 from wavecl.testing.checkpoints import original_state_dict
 from wavecl.testing.coco_davis import write_davis_fixture
@@ -134,11 +133,13 @@ def test_prepare_synthetic_writes_both_splits(tmp_path, capsys):
         assert len(frames) == 3 and Image.open(frames[0]).size == (32, 24)
 
 
-def test_prepare_ytvos_samples_writes_the_dataset_cache(tmp_path, capsys):
+def test_prepare_ytvos_samples_writes_the_training_cache(tmp_path, capsys):
     write_ytvos_fixture(tmp_path / "refer_youtube_vos")
-    code, out, _ = run_cli(["prepare", "ytvos-samples", "--root", str(tmp_path), "--window-size", "4"], capsys)
+    argv = ["prepare", "ytvos-samples", "--root", str(tmp_path), "--window-size", "4", "--cache-dir", f"{tmp_path}/c"]
+    code, out, _ = run_cli(argv, capsys)
     assert code == 0
-    cache = train_samples_cache_path(tmp_path / "refer_youtube_vos", 4)
+    cache = train_samples_cache_path(tmp_path / "c", tmp_path, 4)
+    assert cache.is_relative_to(tmp_path / "c")
     samples = json.loads(cache.read_text())["samples"]
     assert f": {len(samples)} -> {cache}" in out
     assert all(len(frames) == 4 for _, frames, _ in samples)
@@ -285,7 +286,7 @@ def test_evaluate_saved_synthetic_predictions(tmp_path, capsys):
     expected_j, expected_f = [], []
     for index, (video, entry) in enumerate(sorted(videos.items())):
         for exp_id in entry["expressions"]:
-            truth = expression_ground_truth(root, "valid", video, exp_id)
+            truth = YTVOSGroundTruth(root).masks(video, exp_id)
             if index == 0 and exp_id == "0":
                 predicted = np.zeros_like(truth)  # an empty prediction scores 0 wherever the object is visible
                 visible = truth.any(axis=(1, 2))
@@ -369,7 +370,8 @@ def test_evaluate_a_run_and_the_same_weights_as_a_reference_checkpoint(tiny_run,
     assert code == 0, out
     from_run = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert Path(from_run["checkpoint"]) == tiny_run / "checkpoints" / "epoch_0000"
-    assert set(from_run["metrics"]) == {"J", "F", "J&F", "expressions"} and from_run["world_size"] == 1
+    assert set(from_run["metrics"]) == {"J", "F", "J&F", "expressions", "frames", "missing_masks", "extra_masks"}
+    assert from_run["metrics"]["missing_masks"] == 0 and from_run["world_size"] == 1
     # The saved masks rescore to the same numbers.
     saved = ["--predictions", str(tmp_path / "run"), "--out-dir", str(tmp_path / "again")]
     code, _, _ = run_cli(["evaluate", *config, *saved], capsys)
@@ -434,10 +436,10 @@ def test_predict_writes_masks_overlay_and_sheet(tiny_run, tmp_path, capsys):
     argv = ["predict", "--checkpoint", str(tiny_run), "--video", str(frames), "--text", "a red circle"]
     argv += ["--text", "the square", "--out-dir", str(out), "--device", "cpu", "--window", "2"]
     code, printed, _ = run_cli(argv, capsys)
-    assert code == 0 and "3 frames segmented for 2 sentence(s)" in printed
+    assert code == 0 and "3 frames segmented for 2 sentence(s), 2 per window" in printed
     for folder in ("0_a_red_circle", "1_the_square"):
         masks = sorted((out / "masks" / folder).glob("*.png"))
-        assert [m.name for m in masks] == [f"{i:05d}.png" for i in range(3)]
+        assert [m.name for m in masks] == [f"frame{i}.png" for i in range(3)]  # named after the frames
         assert Image.open(masks[0]).size == (44, 30)
     assert (out / "overlay.mp4").stat().st_size > 0 and (out / "contact_sheet.png").is_file()
 

@@ -10,9 +10,14 @@ type on load, so ``lr: 5e-5`` is the float 5e-05 whichever way it was written.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import difflib
+import inspect
+import textwrap
 import types
 import typing
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -24,43 +29,77 @@ from wavecl import original
 
 @dataclass
 class ModelConfig:
-    """The network (docs/architecture.md). Defaults are the published Video-Swin-T / RoBERTa setting."""
+    """The network (docs/architecture.md). Defaults are the published Video-Swin-T / RoBERTa setting.
+
+    Every field has a one-line docstring below it; ``wavecl config show`` prints them.
+    """
 
     backbone: str = "video-swin-t"
+    """Video-Swin variant: video-swin-t, video-swin-s or video-swin-b."""
     backbone_pretrained_path: str | None = None
+    """Kinetics-400 Video-Swin weights (.pth) to start from; none: random initialisation."""
     backbone_drop_path: float = 0.2
-    # Overrides of the named Video-Swin variant; used for reduced models (tests, demo).
+    """Stochastic-depth rate of the backbone."""
     backbone_embed_dim: int | None = None
+    """Override of the variant's embedding width (reduced models: tests, demo); none: the variant's."""
     backbone_depths: list[int] | None = None
+    """Override of the variant's blocks per stage (reduced models); none: the variant's."""
     backbone_num_heads: list[int] | None = None
+    """Override of the variant's attention heads per stage (reduced models); none: the variant's."""
     backbone_window_size: list[int] = field(default_factory=lambda: [8, 7, 7])
+    """Backbone attention window (frames, height, width) in patches."""
     text_encoder: str = "roberta-base"
+    """Hugging Face encoder folder (or name in the local cache), or 'minilm' for the packaged MiniLM."""
     freeze_text_encoder: bool = True
+    """Keep the text encoder's weights fixed (and in eval mode)."""
     sentence_pooling: Literal["mean", "pooler"] = "mean"
+    """Sentence feature: masked mean of the last hidden state, or the encoder's pooler (reference)."""
     d_model: int = 256
+    """Width of the transformer and fusion features."""
     nheads: int = 8
+    """Attention heads of the transformer layers."""
     num_queries: int = 20
+    """Object queries per frame (candidate objects; the best-scoring one is the answer)."""
     enc_layers: int = 3
+    """Deformable transformer encoder layers."""
     dec_layers: int = 3
+    """Deformable transformer decoder layers (each adds an auxiliary loss)."""
     dim_feedforward: int = 2048
+    """Hidden width of the transformer's feed-forward blocks."""
     dropout: float = 0.1
+    """Dropout of the transformer layers."""
     num_feature_levels: int = 4
+    """Feature scales fed to the deformable transformer."""
     enc_n_points: int = 4
+    """Deformable sampling points per head and level in the encoder."""
     dec_n_points: int = 4
+    """Deformable sampling points per head and level in the decoder."""
     voc_enc_layers: int = 3
+    """Encoder layers of VOC, the video-level object cluster."""
     voc_dec_layers: int = 3
+    """Decoder layers of VOC."""
     voc_dim_feedforward: int = 2048
+    """Hidden width of VOC's feed-forward blocks."""
     voc_dropout: float = 0.1
+    """Dropout of VOC's layers."""
     text_proj_dropout: float = 0.1
+    """Dropout of the projection of text features to d_model."""
     num_classes: int = 1
+    """Object classes of the class head: 1 (referred or not), 65 for Ref-YouTube-VOS categories."""
     mask_kernels_dim: int = 8
+    """Channels of the mask features that the dynamic mask head convolves."""
     dynamic_mask_channels: int = 8
+    """Hidden channels of the dynamic (per-query) mask head."""
     controller_layers: int = 3
+    """Layers of the dynamic mask head."""
     rel_coord: bool = True
-    # Parity switches (docs/differences.md).
+    """Give the dynamic mask head each pixel's offset from the query's box centre."""
     eval_layer: Literal["last", "reference"] = "last"
+    """Decoder layer at inference: the last, or the reference's layer-0 heads (parity switch, docs/differences.md)."""
     fla_order: Literal["frame", "reference"] = "frame"
+    """Wavelet high-band attention: per-frame local term, or the reference's frame order (parity switch)."""
     sep_pooling: Literal["masked", "reference"] = "masked"
+    """SEP pooling: over real tokens and pixels only, or the reference's over padding too (parity switch)."""
 
 
 @dataclass
@@ -70,23 +109,39 @@ class DataConfig:
     dataset_name: Literal["a2d_sentences", "jhmdb_sentences", "ref_youtube_vos", "coco", "davis", "synthetic"] = (
         "a2d_sentences"
     )
+    """Dataset and evaluation protocol; ref_youtube_vos also reads one's own data in that layout."""
     root: str = "data"
+    """Dataset folder (or its parent); only read, never written."""
+    cache_dir: str | None = None
+    """Folder for derived files (sample lists); none: $WAVECL_CACHE_DIR, else ~/.cache/wavecl."""
     window_size: int = 8
+    """Frames per clip, in training and in evaluation windows."""
     train_short_size: int = 320
+    """Training resize: length of the short side, pixels."""
     train_max_size: int | None = 576
+    """Training resize: cap on the long side, pixels; none: no cap."""
     eval_short_size: int = 320
+    """Evaluation and prediction resize: length of the short side, pixels."""
     eval_max_size: int | None = 576
+    """Evaluation and prediction resize: cap on the long side, pixels; none: no cap."""
     horizontal_flip: bool = True
+    """Random horizontal flips in training (left/right swapped in the sentence)."""
     flip_mode: Literal["uniform", "reference"] = "uniform"
+    """Flip with probability 0.5 and whole-word swaps, or as the reference does (parity switch)."""
     num_workers: int = 4
+    """Data-loading worker processes (0: load in the training process)."""
     eval_batch_size: int = 1
-    # Ref-YouTube-VOS / synthetic evaluation: each video in windows of window_size frames (bounded
-    # memory, one query per window), or whole (the reference: one query per video, memory grows with length).
+    """Clips per evaluation batch."""
     eval_whole_video: bool = False
+    """Ref-YouTube-VOS-layout evaluation of each video whole (reference, memory grows) instead of in windows."""
     coco_gt_path: str | None = None
+    """COCO-format ground truth of A2D/JHMDB evaluation (made by `wavecl prepare a2d-gt` / `jhmdb-gt`)."""
     jhmdb_samples_metadata: str | None = None
+    """MTTR's JHMDB sample list; none: 3 frames per video drawn with seed 42."""
     coco_datasets: list[str] = field(default_factory=lambda: ["refcoco", "refcoco+", "refcocog"])
+    """RefCOCO sets trained and evaluated on."""
     davis_annotators: list[int] = field(default_factory=lambda: [0, 1, 2, 3])
+    """Ref-DAVIS17 annotator slots predicted and averaged."""
 
 
 @dataclass
@@ -94,18 +149,31 @@ class LossConfig:
     """Loss weights and matching costs (docs/training.md#losses, docs/training.md#matcher)."""
 
     con: float = 1.0
+    """Weight of the contrastive (vision-language) loss."""
     dice: float = 5.0
+    """Weight of the dice mask loss."""
     sigmoid_focal: float = 2.0
+    """Weight of the sigmoid focal mask loss."""
     cls: float = 2.0
+    """Weight of the classification loss."""
     bbox: float = 2.0
+    """Weight of the L1 box loss."""
     giou: float = 2.0
+    """Weight of the generalised-IoU box loss."""
     cost_class: float = 2.0
+    """Matching cost weight of the class score."""
     cost_dice: float = 5.0
+    """Matching cost weight of the dice mask distance."""
     cost_bbox: float = 2.0
+    """Matching cost weight of the L1 box distance."""
     cost_giou: float = 2.0
+    """Matching cost weight of the generalised IoU."""
     cost_con: float = 0.0
+    """Matching cost weight of the contrastive score."""
     focal_alpha: float = 0.25
+    """Alpha of the focal losses and class cost."""
     focal_gamma: float = 2.0
+    """Gamma of the focal losses and class cost."""
 
 
 @dataclass
@@ -113,31 +181,48 @@ class TrainConfig:
     """Optimisation, schedule and run bookkeeping (docs/training.md)."""
 
     epochs: int = 40
+    """Total training epochs."""
     batch_size: int = 2
+    """Clips per process and step (the effective batch is this times the processes)."""
     lr: float = 5e-5
+    """Learning rate of everything but the backbone and the text encoder."""
     lr_backbone: float = 5e-6
+    """Learning rate of the Video-Swin backbone."""
     text_encoder_lr: float = 5e-6
+    """Learning rate of the text encoder (when not frozen)."""
     weight_decay: float = 1e-4
+    """AdamW weight decay."""
     lr_drop: list[int] = field(default_factory=lambda: [15])
+    """Epochs after which the learning rates are multiplied by lr_gamma."""
     lr_gamma: float = 0.2
+    """Learning-rate decay factor at each lr_drop milestone."""
     clip_max_norm: float = 0.1
+    """Gradient-norm clipping threshold; 0: no clipping."""
     grad_accum_steps: int = 1
+    """Batches whose gradients are summed before each optimiser step."""
     amp: Literal["off", "bf16", "fp16"] = "off"
+    """Mixed precision on CUDA: off, bf16 or fp16 (with a gradient scaler)."""
     seed: int = 42
+    """Seed of initialisation, sampling and augmentation."""
     eval_interval: int = 1
-    # A NaN/inf model output, matching cost or loss term: "stop" raises naming it; "skip" drops the batch
-    # (with gradient accumulation, the whole accumulation window: DDP has not synchronised its gradients yet).
+    """Evaluate every N epochs (and after the last)."""
     nonfinite_loss: Literal["skip", "stop"] = "stop"
+    """A NaN/inf model output, matching cost or loss term: stop naming it, or skip the batch (its whole
+    accumulation window: DDP has not synchronised its gradients yet)."""
     output_dir: str = "runs"
+    """Root of run directories: <output_dir>/<dataset_name>/<version>."""
     version: str = "default"
+    """Run name, the last part of the run directory."""
     pretrained_weights: str | None = None
+    """Checkpoint to finetune from (class heads re-initialised; a fresh run, not a resume)."""
     max_steps_per_epoch: int | None = None
-    # Also write a checkpoint every N steps inside an epoch (a multiple of grad_accum_steps); a resume
-    # from it continues the epoch exactly. null: only at the end of each epoch.
+    """Cap on the steps of an epoch (short runs, smoke tests); none: the whole training set."""
     checkpoint_every_steps: int | None = None
-    # End-of-epoch checkpoints kept on disk: the newest N plus the best (null: all of them). A step
-    # checkpoint is kept only until a newer checkpoint exists.
+    """Also write a checkpoint every N steps inside an epoch (a multiple of grad_accum_steps), from which a
+    resume continues the epoch exactly; none: only at the end of each epoch."""
     keep_checkpoints: int | None = None
+    """End-of-epoch checkpoints kept on disk: the newest N plus the best; none: all of them. A step
+    checkpoint is kept only until a newer checkpoint exists."""
 
 
 @dataclass
@@ -206,20 +291,47 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
     return value
 
 
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """``" (did you mean 'x'?)"`` for the known name closest to ``name`` (difflib), or ``""`` when none is close."""
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def _build_section(cls: type, values: dict[str, Any], where: str) -> Any:
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
     if unknown:
-        raise ValueError(f"{where}: unknown field(s) {unknown}; known: {sorted(names)}")
+        hints_text = "".join(did_you_mean(name, names) for name in unknown)
+        raise ValueError(f"{where}: unknown field(s) {unknown}{hints_text}; known: {sorted(names)}")
     return cls(**{k: _coerce(v, hints[k], f"{where}.{k}") for k, v in values.items()})
+
+
+def field_help(cls: type) -> dict[str, str]:
+    """``{field: meaning}`` of a config dataclass, from the docstring written under each field.
+
+    Read from the class's source, so the meaning lives beside the field it describes.
+    """
+    body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body
+    meanings = {}
+    for node, following in zip(body, body[1:]):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(following, ast.Expr)
+            and isinstance(following.value, ast.Constant)
+            and isinstance(following.value.value, str)
+        ):
+            meanings[node.target.id] = " ".join(following.value.value.split())
+    return meanings
 
 
 def from_dict(values: dict[str, Any], source: str = "config") -> Config:
     """Build a :class:`Config` from a nested dict ``{model: {...}, data: {...}, ...}``."""
     unknown = sorted(set(values) - set(SECTIONS))
     if unknown:
-        raise ValueError(f"{source}: unknown section(s) {unknown}; known: {list(SECTIONS)}")
+        hints = "".join(did_you_mean(name, SECTIONS) for name in unknown)
+        raise ValueError(f"{source}: unknown section(s) {unknown}{hints}; known: {list(SECTIONS)}")
     sections = {}
     for name, cls in SECTIONS.items():
         section = values.get(name) or {}
@@ -254,7 +366,8 @@ def load_config(path: str | Path) -> Config:
         values = {}
     if not isinstance(values, dict):
         raise ValueError(f"{path}: top level must be a mapping")
-    if set(values) <= set(SECTIONS):
+    original_keys = {*original.CONFIG_KEYS, "DeformTransformer", "VOC"}
+    if set(values) <= set(SECTIONS) or not set(values) & original_keys:
         return from_dict(values, str(path))
     return from_reference_dict(values, str(path))
 
@@ -269,7 +382,12 @@ def apply_overrides(config: Config, overrides: dict[str, Any]) -> Config:
     for dotted, value in overrides.items():
         section, _, name = dotted.partition(".")
         if section not in values or name not in values[section]:
-            raise ValueError(f"unknown config field {dotted!r}")
+            if section in values:
+                close = difflib.get_close_matches(name, list(values[section]), n=1)
+                hint = f" (did you mean {section + '.' + close[0]!r}?)" if close else ""
+            else:
+                hint = did_you_mean(dotted, [f"{s}.{f}" for s, fields in values.items() for f in fields])
+            raise ValueError(f"unknown config field {dotted!r}{hint}")
         values[section][name] = value
     return from_dict(values, "overrides")
 

@@ -15,6 +15,7 @@ This module imports nothing from wavecl, so every layer may use it.
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections import defaultdict
 from collections.abc import Mapping
@@ -142,7 +143,9 @@ def nested_config(values: dict[str, Any], source: str = "config") -> dict[str, d
                 raise ValueError(f"{source}: VOC.window_size must be 0 (full temporal attention)")
             continue
         if key not in CONFIG_KEYS:
-            raise ValueError(f"{source}: unknown key {key!r} in an original WaveCL config")
+            close = difflib.get_close_matches(key, [*CONFIG_KEYS, "DeformTransformer", "VOC"], n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"{source}: unknown key {key!r} in an original WaveCL config{hint}")
         target = CONFIG_KEYS[key]
         if target is not None:
             section, name = target

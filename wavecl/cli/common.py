@@ -57,6 +57,11 @@ SHORTCUTS: dict[str, tuple[tuple[str, ...], str, dict[str, Any]]] = {
     "amp": (("--amp",), "train.amp", {"choices": ["off", "bf16", "fp16"], "help": "autocast on CUDA"}),
     "window_size": (("--window-size", "-ws"), "data.window_size", {"type": int, "help": "frames per clip"}),
     "data_root": (("--data-root",), "data.root", {"type": str, "help": "dataset root folder"}),
+    "dataset": (
+        ("--dataset",),
+        "data.dataset_name",
+        {"type": str, "help": "dataset name (data.dataset_name); ref_youtube_vos for your own data in that layout"},
+    ),
     "backbone_pretrained_path": (
         ("--backbone-pretrained-path", "-bpp"),
         "model.backbone_pretrained_path",
@@ -69,7 +74,7 @@ SHORTCUTS: dict[str, tuple[tuple[str, ...], str, dict[str, Any]]] = {
     ),
 }
 TRAIN_SHORTCUTS = tuple(SHORTCUTS)
-EVALUATE_SHORTCUTS = ("window_size", "data_root", "text_encoder", "amp")
+EVALUATE_SHORTCUTS = ("window_size", "data_root", "dataset", "text_encoder", "amp")
 
 CONFIG_HELP_EPILOG = """\
 Any config field can be set with --set SECTION.FIELD=VALUE (the value is read as YAML), e.g.
@@ -113,9 +118,11 @@ def explicit_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def resolve_config(args: argparse.Namespace) -> tuple[Config, dict[str, Any]]:
-    """The config file plus explicitly given flags; returns the config and those overrides."""
+    """The config file (the defaults without one) plus explicitly given flags; returns the config and
+    those overrides."""
+    config = load_config(args.config) if args.config else Config()
     overrides = explicit_overrides(args)
-    return apply_overrides(load_config(args.config), overrides), overrides
+    return apply_overrides(config, overrides), overrides
 
 
 def print_metrics_table(title: str, metrics: dict[str, float]) -> None:

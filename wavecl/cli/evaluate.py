@@ -71,6 +71,14 @@ def evaluate_config(args: argparse.Namespace) -> tuple[Config, Path | None]:
     return evaluation_config(run_dir, config_file, explicit_overrides(args), f"-c {args.config}"), run_dir
 
 
+def print_tables_written(out_dir: Path) -> None:
+    """Name the per-expression table an evaluation of Ref-YouTube-VOS-layout data wrote, if any."""
+    from wavecl.evaluation.ytvos import PER_EXPRESSION_FILENAME
+
+    if (out_dir / PER_EXPRESSION_FILENAME).is_file():
+        console.print(f"J, F and J&F per expression: {escape(str(out_dir / PER_EXPRESSION_FILENAME))}")
+
+
 def run(args: argparse.Namespace) -> None:
     """Run the model over the config's evaluation split, or score ``--predictions``; print the metrics."""
     from wavecl.atomic import write_json
@@ -81,11 +89,12 @@ def run(args: argparse.Namespace) -> None:
     if args.predictions is not None:
         from wavecl.evaluation.datasets import evaluate_saved_predictions
 
-        metrics = evaluate_saved_predictions(config, args.predictions)
+        metrics = evaluate_saved_predictions(config, args.predictions, args.out_dir)
         record = {"dataset": config.data.dataset_name, "predictions": str(args.predictions), "metrics": metrics}
         if args.out_dir is not None:
             write_json(Path(args.out_dir) / METRICS_FILENAME, record, indent=2)
             console.print(f"metrics written to {escape(str(Path(args.out_dir) / METRICS_FILENAME))}")
+            print_tables_written(Path(args.out_dir))
         print_metrics_table(f"{config.data.dataset_name} evaluation of saved predictions", metrics)
         return
 
@@ -118,6 +127,7 @@ def run(args: argparse.Namespace) -> None:
             write_json(out_dir / METRICS_FILENAME, record, indent=2)
             print_metrics_table(f"{config.data.dataset_name} evaluation", metrics)
             console.print(f"outputs in {escape(str(out_dir))} (metrics: {METRICS_FILENAME})")
+            print_tables_written(out_dir)
     finally:
         cleanup()
 
@@ -140,7 +150,10 @@ def register(commands: argparse._SubParsersAction) -> None:
         "  torchrun --nproc_per_node 2 -m wavecl evaluate -c configs/jhmdb_sentences.yaml \\\n"
         "      --checkpoint runs/a2d_sentences/a2d\n"
         "  wavecl evaluate -c configs/a2d_sentences.yaml \\\n"
-        "      --predictions runs/a2d_sentences/a2d/evaluation/predictions.json\n\n" + CONFIG_HELP_EPILOG,
+        "      --predictions runs/a2d_sentences/a2d/evaluation/predictions.json\n"
+        "  wavecl evaluate -c runs/ref_youtube_vos/demo/config.yaml --checkpoint runs/ref_youtube_vos/demo\n"
+        "  wavecl evaluate -c configs/demo.yaml --data-root data/my_videos --predictions masks/ --out-dir out/\n\n"
+        + CONFIG_HELP_EPILOG,
     )
     add_config_arguments(parser, required=False)
     add_shortcut_arguments(parser, EVALUATE_SHORTCUTS)
@@ -153,7 +166,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--predictions", default=None, help="saved predictions file or folder to score instead of running the model"
     )
-    parser.add_argument("--out-dir", default=None, help="where predictions and metrics.json go")
+    parser.add_argument(
+        "--out-dir",
+        default=None,
+        help="where predictions, metrics.json and per-item tables (per_expression.csv) go; with --predictions, "
+        "nothing is written without it",
+    )
     add_device_argument(parser)
     parser.set_defaults(handler=run)
     plain_format_help = parser.format_help

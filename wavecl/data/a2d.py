@@ -20,7 +20,7 @@ import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from torch.utils.data import Dataset
@@ -28,7 +28,7 @@ from torch.utils.data import Dataset
 from wavecl.config import DataConfig
 from wavecl.data.matlab import open_hdf5, read_hdf5_dataset
 from wavecl.data.paths import first_existing, read_csv_rows, require_file, resolve_dataset_root
-from wavecl.data.sample_cache import file_fingerprint, load_or_build
+from wavecl.data.sample_cache import dataset_cache_dir, file_fingerprint, load_or_build
 from wavecl.data.transforms import ClipTransform, FrameAnnotation, clean_expression
 from wavecl.data.types import ClipSample, Split
 from wavecl.data.video import read_video_window
@@ -217,6 +217,16 @@ def build_a2d_samples(root: str | os.PathLike, subset: Literal["train", "test"])
     return samples
 
 
+def _parse_samples(rows: list[Any]) -> list[A2DSample]:
+    """Cached ``[query, video_id, frame, instance_id]`` rows as samples; raises on a malformed row."""
+    samples = []
+    for query, video_id, frame, instance_id in rows:
+        if not isinstance(query, str) or not isinstance(video_id, str):
+            raise ValueError(f"malformed A2D sample {[query, video_id, frame, instance_id]!r}")
+        samples.append(A2DSample(query, video_id, int(frame), int(instance_id)))
+    return samples
+
+
 class A2DSentences(Dataset[ClipSample]):
     """A2D-Sentences clips centred on annotated frames.
 
@@ -225,8 +235,9 @@ class A2DSentences(Dataset[ClipSample]):
         subset: ``"train"`` or ``"test"``.
         window_size: frames per clip (8 in every published run).
         transform: flip/resize/normalise (train: flip, 320 / 576; test: 320 / 576).
-        cache_dir: where the sample list is cached (``wavecl_a2d_<subset>_samples.json``); default: the
-            dataset folder.
+        cache_dir: root of the cache of the sample list (``data.cache_dir``; default ``$WAVECL_CACHE_DIR``
+            or ``~/.cache/wavecl``); the file is ``wavecl_a2d_<subset>_samples.json`` in the dataset's
+            :func:`~wavecl.data.sample_cache.dataset_cache_dir`. The dataset folder is only read.
 
     Each item is a :class:`ClipSample` with ``frames [window_size, 3, H', W']``, the target at position
     ``window_size // 2`` (label 0, image id ``v_<vid>_f_<frame>_i_<inst>``) and metadata
@@ -252,14 +263,14 @@ class A2DSentences(Dataset[ClipSample]):
         for source in sources:
             require_file(source)
         self.paths.clips  # noqa: B018 -- a missing clip folder is reported now, not at the first item
-        cache = Path(cache_dir if cache_dir is not None else self.paths.root) / f"wavecl_a2d_{subset}_samples.json"
+        cache = dataset_cache_dir(cache_dir, self.paths.root) / f"wavecl_a2d_{subset}_samples.json"
         key = {"format": "wavecl.a2d_samples.v1", "subset": subset, "sources": file_fingerprint(sources)}
-        rows = load_or_build(
+        self.samples = load_or_build(
             cache,
             key,
             lambda: [[s.query, s.video_id, s.frame, s.instance_id] for s in build_a2d_samples(self.paths.root, subset)],
+            _parse_samples,
         )
-        self.samples = [A2DSample(*row) for row in rows]
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -295,4 +306,10 @@ class A2DSentences(Dataset[ClipSample]):
 
 def build_a2d(config: DataConfig, split: Split, transform: ClipTransform, num_classes: int) -> A2DSentences:
     """A2D-Sentences ``train``, or ``test`` for evaluation (``num_classes`` is not used: one class)."""
-    return A2DSentences(config.root, "train" if split == "train" else "test", config.window_size, transform=transform)
+    return A2DSentences(
+        config.root,
+        "train" if split == "train" else "test",
+        config.window_size,
+        transform=transform,
+        cache_dir=config.cache_dir,
+    )

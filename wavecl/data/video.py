@@ -164,6 +164,8 @@ def write_video(path: str | os.PathLike, frames: Sequence[np.ndarray], fps: floa
 def iter_video_frames(path: str | os.PathLike[str]) -> Iterator[Image.Image]:
     """Decode the first video stream of ``path`` one frame at a time, as RGB PIL images.
 
+    Each image's ``info["time"]`` is its presentation time in seconds.
+
     Raises (when iterated):
         FileNotFoundError: the file does not exist.
         ValueError: the file cannot be decoded or holds no frame; the message names the file.
@@ -172,11 +174,18 @@ def iter_video_frames(path: str | os.PathLike[str]) -> Iterator[Image.Image]:
     pending: av.VideoFrame | None = None
     for frame in _presented_frames(path):
         if pending is not None and frame.pts != pending.pts:
-            yield upright_image(pending, path)
+            yield _timed_image(pending, path)
         pending = frame
     if pending is None:
         raise ValueError(f"video {path} has no decodable frames")
-    yield upright_image(pending, path)
+    yield _timed_image(pending, path)
+
+
+def _timed_image(frame: av.VideoFrame, path: Path) -> Image.Image:
+    """:func:`upright_image` of ``frame`` with its presentation time, in seconds, as ``info["time"]``."""
+    image = upright_image(frame, path)
+    image.info["time"] = float(frame.time) if frame.time is not None else None
+    return image
 
 
 def probe_video(path: str | os.PathLike[str]) -> tuple[int | None, float | None]:

@@ -12,13 +12,13 @@ from typing import Protocol
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
-from tqdm import tqdm
 
 from wavecl.amp import AmpMode, autocast
 from wavecl.data.collate import collate_clips
 from wavecl.data.types import Batch
 from wavecl.distributed import DistInfo
 from wavecl.model.output import WaveCLOutput
+from wavecl.progress import progress_bar
 
 
 class Evaluator(Protocol):
@@ -75,7 +75,7 @@ def run_evaluation(
         num_workers=num_workers,
         generator=torch.Generator(),
     )
-    for batch in tqdm(loader, desc="evaluate", disable=not dist.is_main, dynamic_ncols=True):
+    for batch in progress_bar(loader, desc="evaluate", disable=not dist.is_main):
         batch = batch.to(device)
         valid_indices, _ = batch.valid_frames()
         with autocast(device, amp):

@@ -23,7 +23,6 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
-from tqdm import tqdm
 
 from wavecl.amp import autocast
 from wavecl.data.paths import read_image
@@ -32,6 +31,7 @@ from wavecl.data.video import iter_video_frames, probe_video
 from wavecl.model.output import NonFiniteOutputError
 from wavecl.model.postprocess import MASK_THRESHOLD, video_postprocess
 from wavecl.model.wavecl import WaveCL
+from wavecl.progress import progress_bar
 
 VideoInput = str | os.PathLike | Sequence[Image.Image] | np.ndarray
 """An mp4 (or any FFmpeg-readable) file, a folder of frames, a list of PIL images or a ``[T, H, W, 3]`` uint8 array."""
@@ -44,7 +44,9 @@ class VideoSource:
     """Frames to segment, produced lazily.
 
     Attributes:
-        frames: the RGB frames in order; iterating decodes or reads them one at a time.
+        frames: the RGB frames in order; iterating decodes or reads them one at a time. A frame read
+            from a folder carries its file name without extension as ``info["frame_name"]``; a frame
+            decoded from a video file carries its presentation time in seconds as ``info["time"]``.
         num_frames: the frame count when known without decoding (for progress display), else ``None``.
         fps: frames per second recorded in a video file, else ``None``.
         name: how error messages refer to the video.
@@ -61,12 +63,40 @@ def _natural_key(path: Path) -> list:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
 
 
+def frame_files(folder: Path) -> list[Path]:
+    """The ``.jpg``/``.jpeg``/``.png`` files of ``folder`` in natural name order (``frame2`` before ``frame10``).
+
+    Raises:
+        ValueError: the folder holds no frame, or two frames share a name without extension
+            (``a.jpg`` and ``a.png``), which would give their masks one file name.
+    """
+    files = sorted((p for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES), key=_natural_key)
+    if not files:
+        raise ValueError(f"no frames ({', '.join(FRAME_SUFFIXES)}) in folder {folder}")
+    seen: dict[str, Path] = {}
+    for path in files:
+        if path.stem in seen:
+            raise ValueError(
+                f"frames {seen[path.stem].name} and {path.name} in {folder} have the same name {path.stem!r} "
+                "(their masks would overwrite each other)"
+            )
+        seen[path.stem] = path
+    return files
+
+
+def _named_frame(path: Path) -> Image.Image:
+    image = read_image(path, exif_orientation=True)
+    image.info["frame_name"] = path.stem
+    return image
+
+
 def open_video(video: VideoInput) -> VideoSource:
     """Wrap any accepted video form as a :class:`VideoSource`.
 
-    A folder's frames are its ``.jpg``/``.jpeg``/``.png`` files in natural name order, turned as their
-    EXIF orientation says; a video file's frames are turned as its display matrix says
-    (:func:`wavecl.data.video.upright_image`): frames are segmented as a viewer sees them.
+    A folder's frames are its ``.jpg``/``.jpeg``/``.png`` files in natural name order
+    (:func:`frame_files`), turned as their EXIF orientation says; a video file's frames are turned as
+    its display matrix says (:func:`wavecl.data.video.upright_image`): frames are segmented as a
+    viewer sees them.
 
     Raises:
         FileNotFoundError: the path does not exist.
@@ -76,10 +106,8 @@ def open_video(video: VideoInput) -> VideoSource:
     if isinstance(video, (str, os.PathLike)):
         path = Path(video)
         if path.is_dir():
-            files = sorted((p for p in path.iterdir() if p.suffix.lower() in FRAME_SUFFIXES), key=_natural_key)
-            if not files:
-                raise ValueError(f"no frames ({', '.join(FRAME_SUFFIXES)}) in folder {path}")
-            return VideoSource((read_image(p, exif_orientation=True) for p in files), len(files), None, str(path))
+            files = frame_files(path)
+            return VideoSource((_named_frame(p) for p in files), len(files), None, str(path))
         num_frames, fps = probe_video(path)
         return VideoSource(iter_video_frames(path), num_frames, fps, str(path))
     if isinstance(video, np.ndarray):
@@ -120,7 +148,7 @@ class VideoPredictor:
         window: frames per clip. Each window is segmented independently, with its own query choice.
         device: ``"cpu"`` or ``"cuda"`` (falls back to the CPU with a warning when CUDA is missing).
         amp: autocast on CUDA (bfloat16 where supported, else float16); ignored on the CPU.
-        progress: show a tqdm bar over frames.
+        progress: show progress over frames (a live bar on a terminal, a line every few seconds in a log).
         threshold: mask probability above which a pixel is in the mask, in ``(0, 1)``.
 
     Example::
@@ -210,7 +238,8 @@ class VideoPredictor:
         first_size: tuple[int, int] | None = None
         window: list[Image.Image] = []
         start = 0
-        with tqdm(total=source.num_frames, unit="frame", desc=Path(source.name).name, disable=not self.progress) as bar:
+        name = Path(source.name).name
+        with progress_bar(total=source.num_frames, unit="frame", desc=name, disable=not self.progress) as bar:
             for index, frame in enumerate(source.frames):
                 if first_size is None:
                     first_size = frame.size

@@ -5,7 +5,7 @@ A pretrained folder loads offline, with no other file and no network::
     <directory>/
         config.json                 the ModelConfig as JSON
         model.safetensors           every weight once (text encoder included)
-        preprocessor_config.json    optional: {"short_size", "max_size"} the model is meant to run at
+        preprocessor_config.json    optional: {"short_size", "max_size", "window"} the model is meant to run at
         text_encoder/               the Hugging Face encoder's config.json and tokenizer files (no weights)
 
 Weights are read by :func:`wavecl.model.weights.load_weights`, the loader of every other path too.
@@ -59,12 +59,15 @@ class PretrainedSource:
         text_encoder_dir: the saved encoder config and tokenizer (pretrained folders), or ``None`` when
             the encoder is built from ``config.text_encoder`` (training runs).
         eval_size: ``(short_size, max_size)`` the model is meant to run at, when recorded.
+        window: frames per clip the model was trained and evaluated with (a run's ``data.window_size``),
+            when recorded.
     """
 
     weights: Path
     config: ModelConfig
     text_encoder_dir: Path | None
     eval_size: tuple[int, int | None] | None
+    window: int | None = None
 
 
 def _read_eval_size(values: Mapping, source: Path) -> tuple[int, int | None]:
@@ -76,6 +79,15 @@ def _read_eval_size(values: Mapping, source: Path) -> tuple[int, int | None]:
         raise ValueError(
             f"{source}: expected {{'short_size': int, 'max_size': int or null}}, got {values!r}"
         ) from error
+
+
+def _read_window(values: Mapping, source: Path) -> int | None:
+    window = values.get("window")
+    if window is None:
+        return None
+    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+        raise ValueError(f"{source}: 'window' must be a positive number of frames, got {window!r}")
+    return window
 
 
 def _read_json(path: Path) -> dict:
@@ -106,8 +118,10 @@ def resolve_pretrained(path: str | os.PathLike[str]) -> PretrainedSource:
         if not (text_encoder_dir / CONFIG_FILENAME).is_file():
             raise FileNotFoundError(f"pretrained folder {folder} has no {TEXT_ENCODER_DIRNAME}/{CONFIG_FILENAME}")
         preprocessor = folder / PREPROCESSOR_FILENAME
-        eval_size = _read_eval_size(_read_json(preprocessor), preprocessor) if preprocessor.is_file() else None
-        return PretrainedSource(weights_file or folder / MODEL_FILENAME, config, text_encoder_dir, eval_size)
+        values = _read_json(preprocessor) if preprocessor.is_file() else None
+        eval_size = None if values is None else _read_eval_size(values, preprocessor)
+        window = None if values is None else _read_window(values, preprocessor)
+        return PretrainedSource(weights_file or folder / MODEL_FILENAME, config, text_encoder_dir, eval_size, window)
 
     checkpoint_dir = latest_checkpoint(folder)
     run_dir = checkpoint_dir.parent.parent  # <run>/checkpoints/<epoch folder>
@@ -123,6 +137,7 @@ def resolve_pretrained(path: str | os.PathLike[str]) -> PretrainedSource:
         config.model,
         None,
         (config.data.eval_short_size, config.data.eval_max_size),
+        config.data.window_size,
     )
 
 
@@ -179,7 +194,10 @@ def _replace_directory(staging: Path, directory: Path) -> None:
 
 
 def save_pretrained(
-    model: nn.Module, directory: str | os.PathLike[str], eval_size: tuple[int, int | None] | None = None
+    model: nn.Module,
+    directory: str | os.PathLike[str],
+    eval_size: tuple[int, int | None] | None = None,
+    window: int | None = None,
 ) -> Path:
     """Write ``model`` as a self-contained pretrained folder (layout in the module docstring).
 
@@ -191,11 +209,14 @@ def save_pretrained(
         model: the network (any device; weights are copied to the CPU).
         directory: the folder to (over)write.
         eval_size: ``(short_size, max_size)`` to record as the model's inference resolution.
+        window: frames per clip to record (needs ``eval_size``).
 
     Returns:
         ``directory``.
     """
     directory = Path(directory)
+    if window is not None and eval_size is None:
+        raise ValueError("save_pretrained records a window only together with eval_size")
     if directory.exists():
         if not directory.is_dir():
             raise ValueError(f"cannot save a pretrained model to {directory}: it is a file")
@@ -214,6 +235,8 @@ def save_pretrained(
             save_file(_cpu_tensors(model), str(temporary), metadata={"format": "pt"})
         if eval_size is not None:
             values = {"short_size": int(eval_size[0]), "max_size": None if eval_size[1] is None else int(eval_size[1])}
+            if window is not None:
+                values["window"] = int(window)
             (staging / PREPROCESSOR_FILENAME).write_text(json.dumps(values, indent=2) + "\n", encoding="utf-8")
         model.text_encoder.config.save_pretrained(staging / TEXT_ENCODER_DIRNAME)
         model.tokenizer.save_pretrained(staging / TEXT_ENCODER_DIRNAME)
@@ -247,21 +270,26 @@ class PretrainedMixin:
         return build_pretrained(cls, resolve_pretrained(path), device)
 
     def save_pretrained(
-        self, directory: str | os.PathLike[str], eval_size: tuple[int, int | None] | None = None
+        self,
+        directory: str | os.PathLike[str],
+        eval_size: tuple[int, int | None] | None = None,
+        window: int | None = None,
     ) -> Path:
         """Write a self-contained pretrained folder; see :func:`save_pretrained`."""
-        return save_pretrained(self, directory, eval_size)
+        return save_pretrained(self, directory, eval_size, window)
 
     @classmethod
     def export_pretrained(cls, checkpoint: str | os.PathLike[str], directory: str | os.PathLike[str]) -> Path:
         """Turn a training run or checkpoint into a self-contained pretrained folder.
 
-        The run's evaluation resize (``data.eval_short_size`` / ``eval_max_size``) is recorded as the
-        folder's ``preprocessor_config.json``, and the text encoder's config and tokenizer are copied in,
-        so the folder no longer needs the run, its config or the encoder's original files.
+        The run's evaluation resize (``data.eval_short_size`` / ``eval_max_size``) and window
+        (``data.window_size``) are recorded as the folder's ``preprocessor_config.json``, and the text
+        encoder's config and tokenizer are copied in, so the folder no longer needs the run, its config
+        or the encoder's original files.
 
         Returns:
             ``directory``.
         """
         source = resolve_pretrained(checkpoint)
-        return save_pretrained(build_pretrained(cls, source), directory, eval_size=source.eval_size)
+        model = build_pretrained(cls, source)
+        return save_pretrained(model, directory, eval_size=source.eval_size, window=source.window)

@@ -37,7 +37,6 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from torch.utils.tensorboard import SummaryWriter
-from tqdm import tqdm
 
 from wavecl.amp import autocast
 from wavecl.atomic import write_text
@@ -59,6 +58,7 @@ from wavecl.distributed import DistInfo, barrier, gather_objects, reduce_loss_di
 from wavecl.evaluation.datasets import build_dataset, evaluate_model
 from wavecl.model.wavecl import build_model
 from wavecl.model.weights import load_weights
+from wavecl.progress import progress_bar
 from wavecl.training.criterion import SetCriterion
 from wavecl.training.matcher import HungarianMatcher, NonFiniteCostError
 from wavecl.training.optim import build_optimizer, build_scheduler, reschedule
@@ -478,12 +478,11 @@ class Trainer:
         sums, count, skipped = dict(totals.sums), totals.count, totals.skipped_batches
         bad_before = self._bad_sample_count()
         started = time.perf_counter()
-        bar = tqdm(
+        bar = progress_bar(
             total=self.steps_per_epoch,
             initial=first_step,
             desc=f"epoch {epoch} [0-{config.epochs - 1}]",
             disable=not self.dist.is_main,
-            dynamic_ncols=True,
         )
         self.optimizer.zero_grad(set_to_none=True)
         for step, batch in enumerate(self._loader(epoch, first_step), start=first_step):
@@ -510,7 +509,7 @@ class Trainer:
                 sums[key] = sums.get(key, 0.0) + value
             count += 1
             lr = self.optimizer.param_groups[0]["lr"]
-            bar.set_postfix(loss=f"{reduced['loss']:.3f}", lr=f"{lr:.2e}")
+            bar.set_postfix(loss=f"{reduced['loss']:.3f}", lr=f"{lr:.2e}", refresh=False)
             bar.update(1)
             if self.writer is not None:
                 global_step = epoch * self.steps_per_epoch + step
