@@ -426,9 +426,11 @@ def test_resume_of_a_checkpoint_with_the_second_box_head_copy_is_refused_by_name
     optimizer state follows the old parameter order, so resuming would pair moments with wrong tensors."""
     config = tiny_config(data_root, tmp_path, "legacy")
     state = with_box_head_copies(build_model(config.model).state_dict())
-    save_checkpoint(tmp_path / "legacy_run" / "checkpoints", 0, state, {"epoch": 0})
-    with pytest.raises(CheckpointError, match=r"legacy_run.*optimizer state .* --pretrained"):
-        Trainer(config, SINGLE_CPU, resume=tmp_path / "legacy_run")
+    run = config.run_directory()
+    save_checkpoint(run / "checkpoints", 0, state, {"epoch": 0})
+    (run / "config.yaml").write_text(config.to_yaml(), encoding="utf-8")
+    with pytest.raises(CheckpointError, match=r"legacy.*optimizer state .* --pretrained"):
+        Trainer(config, SINGLE_CPU, resume=run)
 
 
 # ------------------------------------------------------------------------------ unsafe checkpoints

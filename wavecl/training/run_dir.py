@@ -348,3 +348,15 @@ def logged_epochs(run_dir: Path) -> dict[int, dict[str, Any]]:
         except (ValueError, KeyError, TypeError) as error:
             raise RunDirectoryError(f"{path} line {number} is not an epoch record: {error}") from None
     return records
+
+
+def remove_empty_folders(folder: Path, up_to: Path) -> None:
+    """Remove ``folder`` and then its parents below ``up_to`` while they are empty: what a new run that
+    failed before writing anything (a refused ``--pretrained``, a bad config) leaves behind."""
+    folder, up_to = folder.absolute(), up_to.absolute()
+    while folder != up_to and up_to in folder.parents:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty, or already gone
+            return
+        folder = folder.parent

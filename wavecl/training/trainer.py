@@ -71,6 +71,7 @@ from wavecl.training.run_dir import (
     check_location_unchanged,
     config_differences,
     logged_epochs,
+    remove_empty_folders,
     require_fresh_run_directory,
     run_directory_of,
     start_history,
@@ -205,6 +206,8 @@ class Trainer:
             self._build(explicit_overrides or {}, resume)
         except BaseException:
             self.close()
+            if resume is None and dist.is_main:
+                remove_empty_folders(self.run_dir, up_to=Path(config.train.output_dir))
             raise
 
     def _build(self, explicit_overrides: dict[str, Any], resume: str | Path | None) -> None:
