@@ -195,7 +195,7 @@ class WaveCL(PretrainedMixin, nn.Module):
         self._check_inputs(frames, pad_mask, texts, image_sizes)
         sentences = self.encode_sentences(texts, frames.device)
         visual = self.encode_video(frames, pad_mask, valid_indices)
-        return self.segment(visual, sentences, image_sizes)
+        return self.segment(visual, sentences, image_sizes, pool_text_padding=True)
 
     def encode_sentences(self, texts: Sequence[str], device: torch.device) -> EncodedSentences:
         """Encode ``N`` referring expressions (the text encoder and the sentence projection).
@@ -252,14 +252,21 @@ class WaveCL(PretrainedMixin, nn.Module):
         sentences: EncodedSentences,
         image_sizes: Tensor,
         clip_index: Tensor | None = None,
+        pool_text_padding: bool = False,
     ) -> WaveCLOutput:
         """The text-conditioned part of the network: ``N`` sentences, each about one encoded clip.
 
         The visual features are repeated along the batch (``clip_index``) here, after the backbone,
-        so ``N`` sentences about one clip cost one backbone pass. The outputs equal :meth:`forward`'s
-        on the batch whose clip ``n`` is clip ``clip_index[n]`` of ``visual``, within float rounding.
-        In training mode that batch is what SEP's BatchNorm normalises over, exactly as in
-        :meth:`forward` on the repeated clips (not as ``N`` separate single-sentence forwards).
+        so ``N`` sentences about one clip cost one backbone pass.
+
+        In eval mode each sentence's output equals :meth:`forward` on that sentence and its clip
+        alone, within float rounding: with ``sep_pooling="reference"``, SEP's text context then pools
+        each sentence over its own tokens (``pool_text_padding=False``), as the reference does for
+        one expression per forward; ``pool_text_padding=True`` pools over the padding of the batch's
+        longer sentences as well, as :meth:`forward` does for the reference's training batches.
+        In training mode SEP's BatchNorm normalises over the ``N`` sentences: the outputs equal
+        :meth:`forward`'s (with ``pool_text_padding=True``) on the batch whose clip ``n`` is clip
+        ``clip_index[n]`` of ``visual``, not ``N`` separate single-sentence forwards.
 
         Args:
             visual: :class:`VisualFeatures` of ``B`` clips (from :meth:`encode_video`).
@@ -267,6 +274,7 @@ class WaveCL(PretrainedMixin, nn.Module):
             image_sizes: ``[N, 2]`` unpadded ``(H', W')`` of each sentence's clip.
             clip_index: ``[N]`` long, the clip of each sentence; ``None`` pairs sentence ``n`` with
                 clip ``n`` (then ``N`` must equal ``B``).
+            pool_text_padding: see above; ignored with ``sep_pooling="masked"``.
 
         Returns:
             :class:`WaveCLOutput` with batch axis ``N`` (see :meth:`forward`).
@@ -291,7 +299,7 @@ class WaveCL(PretrainedMixin, nn.Module):
             h, w = x.shape[-2:]
             tokens = rearrange(x, "(b t) c h w -> (t h w) b c", b=B)
             token_mask = rearrange(mask, "(b t) h w -> b (t h w)", b=B)
-            words = self.vlp_projs[level](tokens, token_mask, text.words, text.pad_mask)
+            words = self.vlp_projs[level](tokens, token_mask, text.words, text.pad_mask, pool_text_padding)
             fused = self.vlf(tokens, words, memory_key_padding_mask=text.pad_mask, pos=sentences.positions)
             fused = rearrange(fused, "(t h w) b c -> (b t) c h w", t=T, h=h, w=w)
             if level < NUM_WAVELET_LEVELS:
