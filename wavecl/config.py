@@ -130,6 +130,9 @@ class TrainConfig:
     version: str = "default"
     pretrained_weights: str | None = None
     max_steps_per_epoch: int | None = None
+    # torch.compile the network's heavy parts in training and evaluation (eager, with one warning line,
+    # where compilation is unavailable or fails).
+    compile: bool = False
 
 
 @dataclass

@@ -49,6 +49,7 @@ from wavecl.data.robust import SkipBadSamples
 from wavecl.data.types import Batch
 from wavecl.distributed import DistInfo, barrier, gather_objects, reduce_loss_dict
 from wavecl.evaluation.datasets import build_dataset, evaluate_model
+from wavecl.model.compile import compile_model
 from wavecl.model.wavecl import WaveCL, build_model
 from wavecl.training.criterion import SetCriterion
 from wavecl.training.matcher import HungarianMatcher
@@ -148,6 +149,8 @@ class Trainer:
                 missing,
                 unexpected,
             )
+        if train_cfg.compile:
+            compile_model(model)
         self.ddp_model: nn.Module = (
             DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
             if dist.distributed
