@@ -78,6 +78,9 @@ class DataConfig:
     flip_mode: Literal["uniform", "reference"] = "uniform"
     num_workers: int = 4
     eval_batch_size: int = 1
+    # Evaluation: the sentences about one clip share one backbone pass and go through the text-conditioned
+    # part at most max(eval_batch_size, eval_sentences_per_pass) at a time (a bound on memory).
+    eval_sentences_per_pass: int = 4
     # Ref-YouTube-VOS / synthetic evaluation: each video in windows of window_size frames (bounded
     # memory, one query per window), or whole (the reference: one query per video, memory grows with length).
     eval_whole_video: bool = False
