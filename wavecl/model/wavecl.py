@@ -174,8 +174,10 @@ class WaveCL(PretrainedMixin, nn.Module):
         """Segment the referred object in every frame: one sentence per clip.
 
         Equivalent to :meth:`encode_sentences`, :meth:`encode_video` and :meth:`segment` in turn
-        (in that order, so random draws in training happen as they always did). Several sentences
-        about one clip are cheaper through those three: the clip then runs through the backbone once.
+        (in that order, so random draws in training happen as they always did), with the batch's
+        text padding counted by SEP's reference pooling as in the reference's batches
+        (``pool_text_padding=True``). Several sentences about one clip are cheaper through those
+        three: the clip then runs through the backbone once.
 
         Args:
             frames: ``[T, B, 3, H, W]`` normalised, zero-padded clips (time-major).
