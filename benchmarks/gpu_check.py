@@ -1,7 +1,7 @@
 """Throughput and peak memory of the training, evaluation and prediction paths (the table of gpu_check.sh).
 
 Every row runs the real code path (the :class:`~wavecl.training.trainer.Trainer`'s epoch loop with its
-criterion, autocast and gradient scaler; :func:`~wavecl.evaluation.build.evaluate_model`;
+criterion, autocast and gradient scaler; :func:`~wavecl.evaluation.datasets.evaluate_model`;
 :class:`~wavecl.inference.predictor.VideoPredictor`) on generated synthetic data, with random weights:
 
 * ``--size full``: the A2D network (``configs/a2d_sentences.yaml``: Video-Swin-T, d_model 256) with a
@@ -137,10 +137,10 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from wavecl.data.build import build_dataset
+    from wavecl.evaluation.datasets import build_dataset
     from wavecl.data.synthetic import write_synthetic_ytvos
     from wavecl.distributed import DistInfo
-    from wavecl.evaluation.build import evaluate_model
+    from wavecl.evaluation.datasets import evaluate_model
     from wavecl.inference.predictor import VideoPredictor
 
     if args.device == "cuda" and not torch.cuda.is_available():
