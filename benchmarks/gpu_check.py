@@ -137,10 +137,9 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from wavecl.evaluation.datasets import build_dataset
     from wavecl.data.synthetic import write_synthetic_ytvos
     from wavecl.distributed import DistInfo
-    from wavecl.evaluation.datasets import evaluate_model
+    from wavecl.evaluation.datasets import build_dataset, evaluate_model
     from wavecl.inference.predictor import VideoPredictor
 
     if args.device == "cuda" and not torch.cuda.is_available():
