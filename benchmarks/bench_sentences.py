@@ -103,6 +103,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     console = Console()
+    if not console.is_terminal:
+        console.width = 140
     ceiling = matmul_ceiling(device)
     model = build_model(device)
     generator = torch.Generator().manual_seed(0)
