@@ -118,7 +118,7 @@ def train_row(name: str, config, dist, steps: int, warmup: int, meter: Meter):
     meter.reset()
     result = trainer.train_one_epoch(1)
     clips = steps * config.train.batch_size
-    note = "loss " + ", ".join(f"{key} {value:.3g}" for key, value in result.losses.items() if key == "loss")
+    note = f"mean loss {result.losses['loss']:.3g}" if "loss" in result.losses else "no finite loss"
     row = Row(name, clips, clips * config.data.window_size, result.seconds, meter.peak(), note)
     return row, trainer
 
@@ -145,6 +145,8 @@ def main() -> None:
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("CUDA is not available; use --device cpu")
     console = Console()
+    if not console.is_terminal:
+        console.width = 150
     device = torch.device(args.device, 0) if args.device == "cuda" else torch.device("cpu")
     dist = DistInfo(0, 1, 0, device)
     meter = Meter(device)

@@ -27,10 +27,12 @@ if [ "$GPUS" -gt 0 ]; then
     DEVICE=cuda
     SIZE=full
     COMPILE="${GPU_CHECK_COMPILE:-1}"
+    STEPS=10
 else
     DEVICE=cpu
     SIZE=tiny
     COMPILE="${GPU_CHECK_COMPILE:-0}"
+    STEPS=2
     echo "no CUDA device: running the CPU-safe parts (tiny table, autocast off, gloo, no --compile)"
 fi
 echo "work folder: $WORK; device: $DEVICE ($GPUS GPU(s))"
@@ -57,9 +59,9 @@ run() {
 DATA="$WORK/synthetic"
 RUNS="$WORK/runs"
 TINY=(-c configs/tiny.yaml --device "$DEVICE" --set "data.root=$DATA" --output-dir "$RUNS" --epochs 1
-      --set train.max_steps_per_epoch=3 --set data.num_workers=2)
+      --set train.max_steps_per_epoch=2 --set data.num_workers=2)
 
-run "prepare synthetic data" "$PYTHON" -m wavecl prepare synthetic --root "$DATA" --videos 6 --valid-videos 2 \
+run "prepare synthetic data" "$PYTHON" -m wavecl prepare synthetic --root "$DATA" --videos 4 --valid-videos 1 \
     --frames 6 --size 64 96
 FRAMES="$DATA/valid/JPEGImages/$(ls "$DATA/valid/JPEGImages" | head -n 1)"
 run "train, bf16 autocast (+ evaluation)" "$PYTHON" -m wavecl train "${TINY[@]}" --amp bf16 --version bf16
@@ -88,7 +90,7 @@ if [ "$COMPILE" = 1 ]; then
     fi
 fi
 
-TABLE_ARGS=(--work "$WORK/table" --device "$DEVICE" --size "$SIZE")
+TABLE_ARGS=(--work "$WORK/table" --device "$DEVICE" --size "$SIZE" --steps "$STEPS")
 [ "$COMPILE" = 1 ] && TABLE_ARGS+=(--compile)
 run "throughput table ($SIZE configuration)" "$PYTHON" benchmarks/gpu_check.py "${TABLE_ARGS[@]}"
 sed -n '/gpu_check:/,$p' "$WORK/step_$(printf %02d "$STEP").log"
