@@ -58,9 +58,12 @@ def read_metrics(folder: Path) -> dict[str, float]:
     [
         ([], ["info", "train", "evaluate", "predict", "prepare", "demo", "examples:"]),
         (["info"], ["--config", "--set", "examples:"]),
-        (["train"], ["--config", "--resume", "--pretrained", "--device", "checkpoints/epoch_XXXX", "torchrun"]),
-        (["evaluate"], ["--checkpoint", "--predictions", "--out-dir", "--device", "J&F", "metrics.json"]),
-        (["predict"], ["--checkpoint", "--video", "--text", "--out-dir", "--window", "--device"]),
+        (
+            ["train"],
+            ["--config", "--resume", "--pretrained", "--device", "checkpoints/epoch_XXXX", "torchrun", "--compile"],
+        ),
+        (["evaluate"], ["--checkpoint", "--predictions", "--out-dir", "--device", "J&F", "metrics.json", "--compile"]),
+        (["predict"], ["--checkpoint", "--video", "--text", "--out-dir", "--window", "--device", "--compile"]),
         (["prepare"], ["a2d-gt", "jhmdb-gt", "ytvos-samples", "davis", "synthetic"]),
         (["prepare", "a2d-gt"], ["--root", "--out", "a2d_sentences_test_annotations_in_coco_format.json"]),
         (["prepare", "jhmdb-gt"], ["--root", "--samples-metadata", "--seed"]),
@@ -442,6 +445,34 @@ def test_predict_writes_masks_overlay_and_sheet(tiny_run, tmp_path, capsys):
         assert [m.name for m in masks] == [f"frame{i}.png" for i in range(3)]  # named after the frames
         assert Image.open(masks[0]).size == (44, 30)
     assert (out / "overlay.mp4").stat().st_size > 0 and (out / "contact_sheet.png").is_file()
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+def test_compile_flag_sets_train_compile(command):
+    from wavecl.cli import build_parser
+    from wavecl.cli.common import resolve_config
+
+    parser = build_parser()
+    config, overrides = resolve_config(parser.parse_args([command, "-c", TINY, "--compile"]))
+    assert config.train.compile is True and overrides == {"train.compile": True}
+    config, overrides = resolve_config(parser.parse_args([command, "-c", TINY]))
+    assert config.train.compile is False and overrides == {}
+
+
+@pytest.mark.slow
+def test_predict_compile_falls_back_to_eager_with_one_warning(tiny_run, tmp_path, capsys, caplog, monkeypatch):
+    import wavecl.model.compile
+
+    monkeypatch.setattr(wavecl.model.compile, "compile_unavailable", lambda backend="inductor": "no compiler here")
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for index in range(2):
+        Image.fromarray(np.full((30, 44, 3), 60 * index, dtype=np.uint8)).save(frames / f"frame{index}.png")
+    argv = ["predict", "--checkpoint", str(tiny_run), "--video", str(frames), "--text", "a red circle", "--compile"]
+    code, printed, _ = run_cli([*argv, "--out-dir", str(tmp_path / "out"), "--device", "cpu"], capsys)
+    assert code == 0 and "2 frames segmented for 1 sentence(s)" in printed
+    warnings = [r.getMessage() for r in caplog.records if r.name == "wavecl.model.compile"]
+    assert warnings == ["torch.compile unavailable (no compiler here); running eagerly"]
 
 
 def test_predict_names_a_missing_video(tiny_run, tmp_path, capsys):

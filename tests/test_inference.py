@@ -425,6 +425,30 @@ def test_predictor_threshold_matches_the_reference(tiny_model: WaveCL, frames: n
         VideoPredictor(tiny_model, threshold=1.0)
 
 
+def test_predictor_runs_the_backbone_once_per_window_whatever_the_sentences(
+    tiny_model: WaveCL, frames: np.ndarray
+) -> None:
+    """7 frames in windows of 3: three backbone passes on one clip each, for 3 sentences sent 2 at a time;
+    the masks equal the per-sentence computation."""
+    sentences = [*SENTENCES, "the background"]
+    calls = []
+    hook = tiny_model.backbone.register_forward_hook(lambda module, inputs, output: calls.append(inputs[0].shape))
+    try:
+        chunked = VideoPredictor(
+            tiny_model, short_size=SHORT_SIZE, max_size=MAX_SIZE, window=3, progress=False, sentences_per_pass=2
+        )(frames, sentences)
+    finally:
+        hook.remove()
+    assert [tuple(shape[:2]) for shape in calls] == [(1, 3), (1, 3), (1, 1)]  # [B, T]: one clip per window
+    alone = [
+        torch.cat([reference_window_masks(tiny_model, frames[s : s + 3], [text]) for s in (0, 3, 6)], dim=1)
+        for text in sentences
+    ]
+    assert torch.equal(chunked, torch.cat(alone))
+    with pytest.raises(ValueError, match="sentences_per_pass must be positive"):
+        VideoPredictor(tiny_model, sentences_per_pass=0)
+
+
 def test_predict_stream_yields_every_frame_in_order(tiny_model: WaveCL, frames: np.ndarray) -> None:
     stream = list(predictor(tiny_model, window=3).predict_stream(frames, "a blue square"))
     assert [index for index, _, _ in stream] == list(range(len(frames)))

@@ -132,6 +132,9 @@ class DataConfig:
     """Data-loading worker processes (0: load in the training process)."""
     eval_batch_size: int = 1
     """Clips per evaluation batch."""
+    eval_sentences_per_pass: int = 4
+    """Evaluation: the sentences about one clip share one backbone pass and go through the
+    text-conditioned part at most max(eval_batch_size, eval_sentences_per_pass) at a time (a memory bound)."""
     eval_whole_video: bool = False
     """Ref-YouTube-VOS-layout evaluation of each video whole (reference, memory grows) instead of in windows."""
     coco_gt_path: str | None = None
@@ -223,6 +226,9 @@ class TrainConfig:
     keep_checkpoints: int | None = None
     """End-of-epoch checkpoints kept on disk: the newest N plus the best; none: all of them. A step
     checkpoint is kept only until a newer checkpoint exists."""
+    compile: bool = False
+    """torch.compile the network's heavy parts in training and evaluation (eager, with one warning line,
+    where compilation is unavailable or fails)."""
 
 
 @dataclass

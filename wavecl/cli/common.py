@@ -55,6 +55,11 @@ SHORTCUTS: dict[str, tuple[tuple[str, ...], str, dict[str, Any]]] = {
         {"type": int, "help": "evaluate every N epochs (and after the last)"},
     ),
     "amp": (("--amp",), "train.amp", {"choices": ["off", "bf16", "fp16"], "help": "autocast on CUDA"}),
+    "compile": (
+        ("--compile",),
+        "train.compile",
+        {"action": "store_true", "help": "torch.compile the network (eager, with a warning, where it cannot)"},
+    ),
     "window_size": (("--window-size", "-ws"), "data.window_size", {"type": int, "help": "frames per clip"}),
     "data_root": (("--data-root",), "data.root", {"type": str, "help": "dataset root folder"}),
     "dataset": (
@@ -74,7 +79,7 @@ SHORTCUTS: dict[str, tuple[tuple[str, ...], str, dict[str, Any]]] = {
     ),
 }
 TRAIN_SHORTCUTS = tuple(SHORTCUTS)
-EVALUATE_SHORTCUTS = ("window_size", "data_root", "dataset", "text_encoder", "amp")
+EVALUATE_SHORTCUTS = ("window_size", "data_root", "dataset", "text_encoder", "amp", "compile")
 
 CONFIG_HELP_EPILOG = """\
 Any config field can be set with --set SECTION.FIELD=VALUE (the value is read as YAML), e.g.
@@ -150,3 +155,12 @@ def add_device_argument(parser: argparse.ArgumentParser, default: str | None = N
     """``--device cpu|cuda``; ``None`` means CUDA when available."""
     where = "cuda when available" if default is None else default
     parser.add_argument("--device", choices=["cpu", "cuda"], default=default, help=f"cpu or cuda (default: {where})")
+
+
+def add_compile_argument(parser: argparse.ArgumentParser) -> None:
+    """``--compile``: ``torch.compile`` the network (eager, with one warning line, where unavailable)."""
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the network's heavy parts (falls back to eager mode, with a warning, if it cannot)",
+    )

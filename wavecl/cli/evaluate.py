@@ -100,6 +100,7 @@ def run(args: argparse.Namespace) -> None:
 
     from wavecl.distributed import cleanup, init_distributed
     from wavecl.evaluation.datasets import evaluate_model
+    from wavecl.model.compile import compile_model
     from wavecl.model.wavecl import WaveCL
 
     if args.out_dir is not None:
@@ -113,6 +114,8 @@ def run(args: argparse.Namespace) -> None:
         model = WaveCL(config.model)
         source = load_evaluation_weights(model, args.checkpoint)
         model.to(dist.device)
+        if config.train.compile:
+            compile_model(model)
         if dist.is_main:
             console.print(f"evaluating {escape(str(source))} on {config.data.dataset_name}")
         metrics, _ = evaluate_model(model, config, out_dir, dist)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from rich.markup import escape
 
-from wavecl.cli.common import add_device_argument, console, subcommand
+from wavecl.cli.common import add_compile_argument, add_device_argument, console, subcommand
 
 
 def run(args: argparse.Namespace) -> None:
@@ -31,6 +31,8 @@ def run(args: argparse.Namespace) -> None:
         short_size=args.short_size,
         max_size=args.max_size,
         amp=not args.no_amp,
+        sentences_per_pass=args.sentences_per_pass,
+        compile=args.compile,
     )
     console.print(f"{paths.num_frames} frames segmented for {len(args.text)} sentence(s), {paths.window} per window")
     for sentence, folder in zip(args.text, paths.mask_dirs):
@@ -74,4 +76,11 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--max-size", type=int, default=None, help="resize: cap on the long side (default: the checkpoint's, else 640)"
     )
     parser.add_argument("--no-amp", action="store_true", help="run in fp32 on CUDA (default: autocast)")
+    parser.add_argument(
+        "--sentences-per-pass",
+        type=int,
+        default=8,
+        help="sentences segmented together (each window runs the backbone once for all; default 8)",
+    )
+    add_compile_argument(parser)
     parser.set_defaults(handler=run)

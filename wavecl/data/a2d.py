@@ -275,6 +275,12 @@ class A2DSentences(Dataset[ClipSample]):
     def __len__(self) -> int:
         return len(self.samples)
 
+    def clip_key(self, index: int) -> tuple[str, int]:
+        """The clip that sample ``index`` shows, ``(video, annotated frame)``: test samples with one key
+        (the instances referred to in one frame) hold equal frames and can share one backbone pass."""
+        sample = self.samples[index]
+        return (sample.video_id, sample.frame)
+
     def sample_name(self, index: int) -> str:
         """Human-readable identity of sample ``index`` (for warnings and errors)."""
         sample = self.samples[index]

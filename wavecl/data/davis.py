@@ -300,6 +300,12 @@ class RefDAVIS17(Dataset[ClipSample]):
     def __len__(self) -> int:
         return len(self.samples)
 
+    def clip_key(self, index: int) -> tuple[str, ...]:
+        """The clip that sample ``index`` shows, ``(video, *frame names)``: every annotator's expression of
+        every object of one chunk holds equal frames, so they can share one backbone pass."""
+        sample = self.samples[index]
+        return (sample.video, *sample.frame_names)
+
     def _read_frame(self, video: str, name: str) -> Image.Image:
         return read_image(self.root / self.split / "JPEGImages" / video / f"{name}.jpg")
 

@@ -246,6 +246,13 @@ class RefCOCO(Dataset[ClipSample]):
     def __len__(self) -> int:
         return len(self.expressions)
 
+    def clip_key(self, index: int) -> tuple[str, int | str]:
+        """The clip that sample ``index`` shows: ``(dataset, image file)`` for single-image clips, whose
+        expressions can share one backbone pass; ``(dataset, index)`` for randomly augmented pseudo-videos."""
+        if self.num_frames == 1:
+            return (self.dataset_name, self.expressions[index].file_name)
+        return (self.dataset_name, index)
+
     def _load_image(self, expression: RefExpression) -> Image.Image:
         path = self.image_dir / expression.file_name
         rgb = read_image(path)

@@ -67,6 +67,22 @@ class ClipSample:
 
 
 @dataclass
+class SharedClips:
+    """The distinct clips of a :class:`Batch` whose entries may repeat one clip with other sentences.
+
+    Attributes:
+        clips: ``[U]`` long, the batch position of the first entry of each distinct clip.
+        clip_index: ``[B]`` long, the distinct clip (``0..U-1``) of each batch entry.
+        valid_indices: ``[U]`` long indices into the ``(u t)`` frames of the distinct clips (their
+            annotated frame, see :meth:`Batch.valid_frames`), or ``None`` when every frame is kept.
+    """
+
+    clips: Tensor
+    clip_index: Tensor
+    valid_indices: Tensor | None
+
+
+@dataclass
 class Batch:
     """A collated, time-major batch.
 
@@ -132,6 +148,49 @@ class Batch:
             indices.append(t + b * T)
             selected.append(self.targets[t][b])  # type: ignore[arg-type]
         return torch.tensor(indices, dtype=torch.long, device=self.frames.device), [selected]
+
+    def shared_clips(self) -> SharedClips:
+        """Find the entries that hold the same clip (equal frames, padding, size and annotated frame).
+
+        Entries with equal inputs give equal visual features, so the backbone needs to run only once
+        per distinct clip (:meth:`wavecl.model.wavecl.WaveCL.encode_video`). Found by comparing
+        values, so it holds whatever the dataset.
+
+        Returns:
+            :class:`SharedClips`, on the batch's device.
+
+        Raises:
+            ValueError: as :meth:`valid_frames`.
+        """
+        T, B = self.num_frames, self.batch_size
+        valid_indices, _ = self.valid_frames()
+        times = None if valid_indices is None else [int(i) - b * T for b, i in enumerate(valid_indices.tolist())]
+
+        def same(b: int, other: int) -> bool:
+            return (
+                (times is None or times[b] == times[other])
+                and torch.equal(self.image_sizes[b], self.image_sizes[other])
+                and torch.equal(self.pad_mask[:, b], self.pad_mask[:, other])
+                and torch.equal(self.frames[:, b], self.frames[:, other])
+            )
+
+        firsts: list[int] = []
+        clip_index: list[int] = []
+        for b in range(B):
+            match = next((u for u, first in enumerate(firsts) if same(b, first)), None)
+            if match is None:
+                match = len(firsts)
+                firsts.append(b)
+            clip_index.append(match)
+        device = self.frames.device
+        shared_valid = None
+        if times is not None:
+            shared_valid = torch.tensor([times[first] + u * T for u, first in enumerate(firsts)], device=device)
+        return SharedClips(
+            clips=torch.tensor(firsts, dtype=torch.long, device=device),
+            clip_index=torch.tensor(clip_index, dtype=torch.long, device=device),
+            valid_indices=shared_valid,
+        )
 
 
 Split = Literal["train", "eval"]

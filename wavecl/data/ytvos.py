@@ -513,6 +513,12 @@ class RefYouTubeVOS(Dataset[ClipSample]):
     def __len__(self) -> int:
         return len(self.samples)
 
+    def clip_key(self, index: int) -> tuple[str, ...]:
+        """The clip that sample ``index`` shows, ``(video, *frame names)``: validation samples with one key
+        (the expressions of one window) hold equal frames and can share one backbone pass."""
+        sample = self.samples[index]
+        return (sample.video_id, *sample.frame_names)
+
     def sample_name(self, index: int) -> str:
         """Human-readable identity of sample ``index``."""
         sample = self.samples[index]

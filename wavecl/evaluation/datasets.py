@@ -218,6 +218,7 @@ def evaluate_model(
         batch_size=config.data.eval_batch_size,
         num_workers=config.data.num_workers,
         amp=config.train.amp,
+        sentences_per_pass=config.data.eval_sentences_per_pass,
     )
     return metrics, evaluation.primary_metric
 

@@ -1,23 +1,26 @@
 """The evaluation loop shared by every protocol: shard, forward, hand each batch to an evaluator.
 
-Evaluation data is split across ranks without padding (:class:`ShardSampler`), so no prediction is
-counted twice (the reference's DistributedSampler padded with duplicates, docs/differences.md#evaluation).
+Evaluation data is split across ranks without padding (:class:`~wavecl.evaluation.sharing.SharedClipBatchSampler`),
+so no prediction is counted twice (the reference's DistributedSampler padded with duplicates,
+docs/differences.md#evaluation).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Protocol
 
 import torch
-from torch import nn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
 
 from wavecl.amp import AmpMode, autocast
 from wavecl.data.collate import collate_clips
 from wavecl.data.types import Batch
 from wavecl.distributed import DistInfo
+from wavecl.evaluation.sharing import SharedClipBatchSampler, VisualFeatureCache, clip_keys
+from wavecl.model.features import VisualFeatures
 from wavecl.model.output import WaveCLOutput
+from wavecl.model.wavecl import WaveCL
 from wavecl.progress import progress_bar
 
 
@@ -33,30 +36,24 @@ class Evaluator(Protocol):
     def summarize(self) -> dict[str, float]: ...
 
 
-class ShardSampler(Sampler[int]):
-    """Every ``world_size``-th index starting at ``rank``: each sample is seen by exactly one rank."""
-
-    def __init__(self, length: int, rank: int, world_size: int) -> None:
-        self.indices = range(rank, length, world_size)
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.indices)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-
 @torch.inference_mode()
 def run_evaluation(
-    model: nn.Module,
+    model: WaveCL,
     dataset: Dataset,
     evaluator: Evaluator,
     dist: DistInfo,
     batch_size: int = 1,
     num_workers: int = 0,
     amp: AmpMode = "off",
+    sentences_per_pass: int = 1,
 ) -> dict[str, float]:
     """Run ``model`` (unwrapped, eval mode, autocast ``amp`` on CUDA) over this rank's shard of ``dataset``.
+
+    The sentences about one clip share one backbone pass (:mod:`wavecl.evaluation.sharing`): each
+    distinct clip goes through :meth:`~wavecl.model.wavecl.WaveCL.encode_video` once, and its
+    sentences through :meth:`~wavecl.model.wavecl.WaveCL.segment`, at most
+    ``max(batch_size, sentences_per_pass)`` at a time. Each sentence's output is the one it gets
+    alone in its batch.
 
     Returns the evaluator's metrics (complete on rank 0; evaluators gather across ranks).
 
@@ -67,21 +64,32 @@ def run_evaluation(
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    loader = DataLoader(
-        dataset,
-        batch_size=batch_size,
-        sampler=ShardSampler(len(dataset), dist.rank, dist.world_size),
-        collate_fn=collate_clips,
-        num_workers=num_workers,
-        generator=torch.Generator(),
+    sampler = SharedClipBatchSampler(
+        clip_keys(dataset), dist.rank, dist.world_size, batch_size=batch_size, sentences_per_pass=sentences_per_pass
     )
+    loader = DataLoader(
+        dataset, batch_sampler=sampler, collate_fn=collate_clips, num_workers=num_workers, generator=torch.Generator()
+    )
+    cache = VisualFeatureCache()
+
+    def encode(frames: Tensor, pad_mask: Tensor, valid_indices: Tensor | None) -> VisualFeatures:
+        valid_indices = None if valid_indices is None else valid_indices.to(device)
+        return model.encode_video(frames.to(device), pad_mask.to(device), valid_indices)
+
     for batch in progress_bar(loader, desc="evaluate", disable=not dist.is_main):
-        batch = batch.to(device)
-        valid_indices, _ = batch.valid_frames()
+        shared = batch.shared_clips()
         with autocast(device, amp):
-            outputs = model(batch.frames, batch.pad_mask, batch.texts, batch.image_sizes, valid_indices)
+            visual = cache.get(
+                encode, batch.frames[:, shared.clips], batch.pad_mask[:, shared.clips], shared.valid_indices
+            )
+            outputs = model.segment(
+                visual,
+                model.encode_sentences(batch.texts, device),
+                batch.image_sizes.to(device),
+                shared.clip_index.to(device),
+            )
         outputs.require_finite(f"the samples {batch.metadata} (amp {amp})")
-        evaluator.update(outputs, batch.to("cpu"))
+        evaluator.update(outputs, batch)
     metrics = evaluator.summarize()
     model.train(was_training)
     return metrics

@@ -7,7 +7,8 @@ and post-processed as Ref-YouTube-VOS (docs/architecture.md#post-processing): pe
 with the highest time-averaged score in that window, its masks thresholded at 0.5 and brought back to
 the original resolution.
 
-Every sentence is a separate clip of one batch, so all sentences are segmented in one forward pass.
+Each window runs through the backbone once, whatever the number of sentences; the sentences then
+share its visual features, ``sentences_per_pass`` at a time (so memory stays bounded with many).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from wavecl.amp import autocast
 from wavecl.data.paths import read_image
 from wavecl.data.transforms import ClipTransform, clean_expression
 from wavecl.data.video import iter_video_frames, probe_video
+from wavecl.model.compile import compile_model
 from wavecl.model.output import NonFiniteOutputError
 from wavecl.model.postprocess import MASK_THRESHOLD, video_postprocess
 from wavecl.model.wavecl import WaveCL
@@ -150,6 +152,10 @@ class VideoPredictor:
         amp: autocast on CUDA (bfloat16 where supported, else float16); ignored on the CPU.
         progress: show progress over frames (a live bar on a terminal, a line every few seconds in a log).
         threshold: mask probability above which a pixel is in the mask, in ``(0, 1)``.
+        sentences_per_pass: at most this many sentences go through the text-conditioned part of the
+            network at once (they all share one backbone pass per window).
+        compile: ``torch.compile`` the network's heavy parts (:func:`wavecl.model.compile.compile_model`;
+            eager with one warning where compilation is unavailable or fails).
 
     Example::
 
@@ -167,13 +173,20 @@ class VideoPredictor:
         amp: bool = False,
         progress: bool = True,
         threshold: float = MASK_THRESHOLD,
+        sentences_per_pass: int = 8,
+        compile: bool = False,
     ) -> None:
         if window < 1:
             raise ValueError(f"window must be a positive number of frames, got {window}")
         if not 0.0 < threshold < 1.0:
             raise ValueError(f"threshold must be a probability in (0, 1), got {threshold}")
+        if sentences_per_pass < 1:
+            raise ValueError(f"sentences_per_pass must be positive, got {sentences_per_pass}")
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
+        if compile:
+            compile_model(self.model)
+        self.sentences_per_pass = sentences_per_pass
         self.transform = ClipTransform(train=False, short_size=short_size, max_size=max_size)
         self.window = window
         self.amp = amp
@@ -181,7 +194,7 @@ class VideoPredictor:
         self.threshold = threshold
 
     def predict_window(self, frames: Sequence[Image.Image], sentences: Sequence[str]) -> Tensor:
-        """Segment one clip.
+        """Segment one clip: one backbone pass, then the sentences ``sentences_per_pass`` at a time.
 
         Args:
             frames: ``T`` RGB images of one size ``W x H``.
@@ -196,25 +209,32 @@ class VideoPredictor:
         width, height = frames[0].size
         clip, _, _ = self.transform(list(frames), [None] * len(frames), "")
         num_frames, _, resized_h, resized_w = clip.shape
-        num_sentences = len(sentences)
-        inputs = clip.to(self.device)[:, None].expand(num_frames, num_sentences, 3, resized_h, resized_w)
-        pad_mask = torch.zeros(num_frames, num_sentences, resized_h, resized_w, dtype=torch.bool, device=self.device)
-        image_sizes = torch.tensor([[resized_h, resized_w]] * num_sentences, device=self.device)
+        inputs = clip.to(self.device)[:, None]
+        pad_mask = torch.zeros(num_frames, 1, resized_h, resized_w, dtype=torch.bool, device=self.device)
+        masks = []
         with torch.inference_mode(), autocast(self.device, "bf16" if self.amp else "off"):
-            output = self.model(inputs, pad_mask, list(sentences), image_sizes)
-            output.require_finite(f"a clip of {num_frames} frames")
-            masks = [
-                video_postprocess(
-                    output.pred_cls[:, index],
-                    output.pred_masks[:, index],
-                    padded_size=(resized_h, resized_w),
-                    size=(resized_h, resized_w),
-                    orig_size=(height, width),
-                    threshold=self.threshold,
-                )[1]
-                for index in range(num_sentences)
-            ]
-        return torch.stack(masks).cpu()
+            visual = self.model.encode_video(inputs, pad_mask)
+            for start in range(0, len(sentences), self.sentences_per_pass):
+                chunk = list(sentences[start : start + self.sentences_per_pass])
+                output = self.model.segment(
+                    visual,
+                    self.model.encode_sentences(chunk, self.device),
+                    torch.tensor([[resized_h, resized_w]] * len(chunk), device=self.device),
+                    clip_index=torch.zeros(len(chunk), dtype=torch.long, device=self.device),
+                )
+                output.require_finite(f"a clip of {num_frames} frames")
+                masks.extend(
+                    video_postprocess(
+                        output.pred_cls[:, index],
+                        output.pred_masks[:, index],
+                        padded_size=(resized_h, resized_w),
+                        size=(resized_h, resized_w),
+                        orig_size=(height, width),
+                        threshold=self.threshold,
+                    )[1].cpu()
+                    for index in range(len(chunk))
+                )
+        return torch.stack(masks)
 
     def predict_stream(
         self, video: VideoInput, sentences: Sequence[str] | str

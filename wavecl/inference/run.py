@@ -157,6 +157,8 @@ def predict_video(
     amp: bool = True,
     fps: float | None = None,
     progress: bool = True,
+    sentences_per_pass: int = 8,
+    compile: bool = False,
 ) -> PredictionPaths:
     """Segment ``video`` for every sentence and write masks, an overlay video and a contact sheet.
 
@@ -174,6 +176,8 @@ def predict_video(
         amp: autocast on CUDA (ignored on the CPU).
         fps: frame rate of the overlay video; the input video's when ``None`` (24 for frame folders).
         progress: show progress (a live bar on a terminal, a line every few seconds in a log).
+        sentences_per_pass: sentences segmented together; every window runs the backbone once for all.
+        compile: ``torch.compile`` the network (eager, with one warning, where that is unavailable).
 
     Returns:
         The paths written (:class:`PredictionPaths`).
@@ -189,6 +193,8 @@ def predict_video(
         device=device,
         amp=amp,
         progress=progress,
+        sentences_per_pass=sentences_per_pass,
+        compile=compile,
     )
     return write_predictions(predictor, video, sentences, out_dir, fps=fps)
 

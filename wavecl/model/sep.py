@@ -103,7 +103,14 @@ class SemanticEntityPerception(nn.Module):
         self.layer_norm = nn.LayerNorm(d_model, eps=1e-12)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, visual: Tensor, visual_pad_mask: Tensor, words: Tensor, text_pad_mask: Tensor) -> Tensor:
+    def forward(
+        self,
+        visual: Tensor,
+        visual_pad_mask: Tensor,
+        words: Tensor,
+        text_pad_mask: Tensor,
+        pool_text_padding: bool = True,
+    ) -> Tensor:
         """Project the words of each clip, gated by the clip's visual and text contexts.
 
         Args:
@@ -111,6 +118,9 @@ class SemanticEntityPerception(nn.Module):
             visual_pad_mask: ``[B, N]`` bool, True at padded pixels.
             words: ``[B, S, D]`` word features.
             text_pad_mask: ``[B, S]`` bool, True at pad tokens.
+            pool_text_padding: with ``pooling="reference"`` only: whether the text context pools the
+                pad tokens of the shorter sentences too (the reference's batches), or only each
+                sentence's own tokens (what the reference computes for a sentence alone in its batch).
 
         Returns:
             ``[S, B, C]`` text memory for this level.
@@ -124,7 +134,7 @@ class SemanticEntityPerception(nn.Module):
             )
         masked = self.pooling == "masked"
         visual_context = masked_mean_plus_max(visual, visual_pad_mask if masked else None)
-        text_context = masked_mean_plus_max(words, text_pad_mask if masked else None)
+        text_context = masked_mean_plus_max(words, text_pad_mask if masked or not pool_text_padding else None)
         projected = self.vlp(words, visual_context, text_context)
         projected = self.dropout(self.layer_norm(projected))
         return rearrange(projected, "b s c -> s b c")

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from wavecl.config import ModelConfig
 from wavecl.model.backbone import VideoSwinBackbone, load_video_swin_weights
 from wavecl.model.deformable import DeformableOutput, DeformableTransformer
+from wavecl.model.features import EncodedSentences, VisualFeatures
 from wavecl.model.fusion import MultimodalFusion
 from wavecl.model.heads import MLP, FPNSpatialDecoder, dynamic_mask_logits, dynamic_param_count
 from wavecl.model.output import WaveCLOutput
@@ -35,6 +36,15 @@ LVF_LEVEL = 2
 def resize_mask(mask: Tensor, size: tuple[int, int]) -> Tensor:
     """Nearest-resize a padding mask ``[N, H, W]`` bool to ``[N, h, w]``."""
     return F.interpolate(mask[None].float(), size=size).bool()[0]
+
+
+def _check_clips(frames: Tensor, pad_mask: Tensor) -> None:
+    """Raise ``ValueError`` unless ``frames`` is ``[T, B, 3, H, W]`` and ``pad_mask`` ``[T, B, H, W]``."""
+    if frames.dim() != 5 or frames.shape[2] != 3:
+        raise ValueError(f"frames must be [T, B, 3, H, W], got {tuple(frames.shape)}")
+    T, B, _, H, W = frames.shape
+    if tuple(pad_mask.shape) != (T, B, H, W):
+        raise ValueError(f"pad_mask must be [T, B, H, W] = {(T, B, H, W)}, got {tuple(pad_mask.shape)}")
 
 
 class WaveCL(PretrainedMixin, nn.Module):
@@ -144,11 +154,8 @@ class WaveCL(PretrainedMixin, nn.Module):
         return self
 
     def _check_inputs(self, frames: Tensor, pad_mask: Tensor, texts: Sequence[str], image_sizes: Tensor) -> None:
-        if frames.dim() != 5 or frames.shape[2] != 3:
-            raise ValueError(f"frames must be [T, B, 3, H, W], got {tuple(frames.shape)}")
-        T, B, _, H, W = frames.shape
-        if tuple(pad_mask.shape) != (T, B, H, W):
-            raise ValueError(f"pad_mask must be [T, B, H, W] = {(T, B, H, W)}, got {tuple(pad_mask.shape)}")
+        _check_clips(frames, pad_mask)
+        B = frames.shape[1]
         if isinstance(texts, str) or len(texts) != B:
             count = "a single string" if isinstance(texts, str) else f"{len(texts)} sentences"
             raise ValueError(f"texts must hold one sentence per clip: batch has {B} clips, got {count}")
@@ -163,7 +170,13 @@ class WaveCL(PretrainedMixin, nn.Module):
         image_sizes: Tensor,
         valid_indices: Tensor | None = None,
     ) -> WaveCLOutput:
-        """Segment the referred object in every frame.
+        """Segment the referred object in every frame: one sentence per clip.
+
+        Equivalent to :meth:`encode_sentences`, :meth:`encode_video` and :meth:`segment` in turn
+        (in that order, so random draws in training happen as they always did), with the batch's
+        text padding counted by SEP's reference pooling as in the reference's batches
+        (``pool_text_padding=True``). Several sentences about one clip are cheaper through those
+        three: the clip then runs through the backbone once.
 
         Args:
             frames: ``[T, B, 3, H, W]`` normalised, zero-padded clips (time-major).
@@ -181,14 +194,42 @@ class WaveCL(PretrainedMixin, nn.Module):
             ``aux_outputs`` holds the earlier layers.
         """
         self._check_inputs(frames, pad_mask, texts, image_sizes)
+        sentences = self.encode_sentences(texts, frames.device)
+        visual = self.encode_video(frames, pad_mask, valid_indices)
+        return self.segment(visual, sentences, image_sizes, pool_text_padding=True)
+
+    def encode_sentences(self, texts: Sequence[str], device: torch.device) -> EncodedSentences:
+        """Encode ``N`` referring expressions (the text encoder and the sentence projection).
+
+        The text encoder runs without gradients when it is frozen. Raises ``TypeError`` /
+        ``ValueError`` for an empty or non-string sentence (see :func:`wavecl.model.text.encode_text`).
+        """
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_text_encoder):
+            text = encode_text(self.text_encoder, self.tokenizer, texts, device, self.config.sentence_pooling)
+        return EncodedSentences(
+            text=text,
+            sentence=self.txt_proj(text.sentence),
+            positions=rearrange(sine_position_1d(text.pad_mask, self.config.d_model), "n s c -> s n c"),
+        )
+
+    def encode_video(self, frames: Tensor, pad_mask: Tensor, valid_indices: Tensor | None = None) -> VisualFeatures:
+        """The text-independent part of the network: the backbone, ``input_proj``, masks and positions.
+
+        Args:
+            frames: ``[T, B, 3, H, W]`` normalised, zero-padded clips (time-major).
+            pad_mask: ``[T, B, H, W]`` bool, True on padding.
+            valid_indices: optional ``[B]`` long indices into the batch-major ``(b t)`` frames: only
+                those frames (one per clip) are kept after the backbone, and the features have ``T = 1``.
+
+        Returns:
+            :class:`VisualFeatures` of the ``B`` clips.
+
+        Raises:
+            ValueError: malformed shapes, or ``valid_indices`` not selecting one frame per clip.
+        """
+        _check_clips(frames, pad_mask)
         T, B = frames.shape[:2]
         d = self.config.d_model
-
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_text_encoder):
-            text = encode_text(self.text_encoder, self.tokenizer, texts, frames.device, self.config.sentence_pooling)
-        sentence = self.txt_proj(text.sentence)
-        text_pos = rearrange(sine_position_1d(text.pad_mask, d), "b s c -> s b c")
-
         features = self.backbone(rearrange(frames, "t b c h w -> b t c h w"))
         frame_mask = rearrange(pad_mask, "t b h w -> (b t) h w")
         if valid_indices is not None:
@@ -197,34 +238,84 @@ class WaveCL(PretrainedMixin, nn.Module):
             features = [f.index_select(0, valid_indices) for f in features]
             frame_mask = frame_mask.index_select(0, valid_indices)
             T = 1
-
-        srcs, masks, positions = [], [], []
-        text_sentence_feature = None
+        levels, masks, positions = [], [], []
         for level in range(self.config.num_feature_levels):
             x = self.input_proj[level](features[min(level + 1, len(features) - 1)])
+            mask = resize_mask(frame_mask, tuple(x.shape[-2:]))
+            levels.append(x)
+            masks.append(mask)
+            positions.append(sine_position_2d(mask, d // 2))
+        return VisualFeatures(features[0], levels, masks, positions, num_frames=T, num_clips=B)
+
+    def segment(
+        self,
+        visual: VisualFeatures,
+        sentences: EncodedSentences,
+        image_sizes: Tensor,
+        clip_index: Tensor | None = None,
+        pool_text_padding: bool = False,
+    ) -> WaveCLOutput:
+        """The text-conditioned part of the network: ``N`` sentences, each about one encoded clip.
+
+        The visual features are repeated along the batch (``clip_index``) here, after the backbone,
+        so ``N`` sentences about one clip cost one backbone pass.
+
+        In eval mode each sentence's output equals :meth:`forward` on that sentence and its clip
+        alone, within float rounding: with ``sep_pooling="reference"``, SEP's text context then pools
+        each sentence over its own tokens (``pool_text_padding=False``), as the reference does for
+        one expression per forward; ``pool_text_padding=True`` pools over the padding of the batch's
+        longer sentences as well, as :meth:`forward` does for the reference's training batches.
+        In training mode SEP's BatchNorm normalises over the ``N`` sentences: the outputs equal
+        :meth:`forward`'s (with ``pool_text_padding=True``) on the batch whose clip ``n`` is clip
+        ``clip_index[n]`` of ``visual``, not ``N`` separate single-sentence forwards.
+
+        Args:
+            visual: :class:`VisualFeatures` of ``B`` clips (from :meth:`encode_video`).
+            sentences: ``N`` encoded sentences (from :meth:`encode_sentences`).
+            image_sizes: ``[N, 2]`` unpadded ``(H', W')`` of each sentence's clip.
+            clip_index: ``[N]`` long, the clip of each sentence; ``None`` pairs sentence ``n`` with
+                clip ``n`` (then ``N`` must equal ``B``).
+            pool_text_padding: see above; ignored with ``sep_pooling="masked"``.
+
+        Returns:
+            :class:`WaveCLOutput` with batch axis ``N`` (see :meth:`forward`).
+
+        Raises:
+            ValueError: ``clip_index`` or ``image_sizes`` do not fit ``N`` sentences and ``B`` clips.
+        """
+        N = len(sentences)
+        if clip_index is not None:
+            visual = visual.select(clip_index)
+        if visual.num_clips != N:
+            raise ValueError(f"{N} sentences but {visual.num_clips} clips: pass clip_index to share clips")
+        if tuple(image_sizes.shape) != (N, 2):
+            raise ValueError(
+                f"image_sizes must be [N, 2] = {(N, 2)} (one row per sentence), got {tuple(image_sizes.shape)}"
+            )
+        T, B = visual.num_frames, N
+        text = sentences.text
+        srcs = []
+        text_sentence_feature = None
+        for level, (x, mask, pos) in enumerate(zip(visual.levels, visual.masks, visual.positions)):
             h, w = x.shape[-2:]
-            mask = resize_mask(frame_mask, (h, w))
-            pos = sine_position_2d(mask, d // 2)
             tokens = rearrange(x, "(b t) c h w -> (t h w) b c", b=B)
             token_mask = rearrange(mask, "(b t) h w -> b (t h w)", b=B)
-            words = self.vlp_projs[level](tokens, token_mask, text.words, text.pad_mask)
-            fused = self.vlf(tokens, words, memory_key_padding_mask=text.pad_mask, pos=text_pos)
+            words = self.vlp_projs[level](tokens, token_mask, text.words, text.pad_mask, pool_text_padding)
+            fused = self.vlf(tokens, words, memory_key_padding_mask=text.pad_mask, pos=sentences.positions)
             fused = rearrange(fused, "(t h w) b c -> (b t) c h w", t=T, h=h, w=w)
             if level < NUM_WAVELET_LEVELS:
-                gate = wavelet_gate(x, sentence, T, self.wavelet_vlf_l, self.wavelet_vlf_h)
+                gate = wavelet_gate(x, sentences.sentence, T, self.wavelet_vlf_l, self.wavelet_vlf_h)
                 fused = F.leaky_relu(self.convs[level](fused * gate.sigmoid()))
             if level == LVF_LEVEL:
                 token_pos = rearrange(pos, "(b t) c h w -> (t h w) b c", b=B)
                 language = self.lvf(words, tokens, memory_key_padding_mask=token_mask, pos=token_pos)
                 text_sentence_feature = masked_mean(rearrange(language, "s b c -> b s c"), text.pad_mask)
             srcs.append(fused)
-            masks.append(mask)
-            positions.append(pos)
 
-        decoded = self.transformer(srcs, masks, positions, self.query_embed.weight, self.bbox_embed)
+        decoded = self.transformer(srcs, visual.masks, visual.positions, self.query_embed.weight, self.bbox_embed)
         hs = rearrange(decoded.hs, "l (b t) q c -> l t b q c", b=B)
-        video_queries = self.voc(hs, sentence)
-        mask_features = self.spatial_decoder(decoded.memory[2], [decoded.memory[1], decoded.memory[0], features[0]])
+        video_queries = self.voc(hs, sentences.sentence)
+        mask_features = self.spatial_decoder(decoded.memory[2], [decoded.memory[1], decoded.memory[0], visual.stride4])
         mask_features = rearrange(mask_features, "(b t) c h w -> b t c h w", b=B)
 
         num_layers = hs.shape[0]

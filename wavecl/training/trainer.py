@@ -56,6 +56,7 @@ from wavecl.data.robust import SkipBadSamples
 from wavecl.data.types import Batch
 from wavecl.distributed import DistInfo, barrier, gather_objects, reduce_loss_dict
 from wavecl.evaluation.datasets import build_dataset, evaluate_model
+from wavecl.model.compile import compile_model
 from wavecl.model.wavecl import build_model
 from wavecl.model.weights import load_weights
 from wavecl.progress import progress_bar
@@ -226,6 +227,8 @@ class Trainer:
                 len(report.skipped),
                 ", ".join(FINETUNE_REINITIALISED),
             )
+        if train_cfg.compile:
+            compile_model(model)
         self.ddp_model: nn.Module = (
             DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
             if dist.distributed
