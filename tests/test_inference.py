@@ -564,7 +564,8 @@ def test_predict_video_on_a_turned_phone_video_writes_upright_masks_and_overlay(
     assert overlay.shape == reference.shape, "the overlay is upright (the stored frames are 48x64)"
     error = np.abs(overlay - reference).mean()
     upside_down = np.abs(overlay - reference[:, ::-1, ::-1]).mean()
-    assert error < 10 and error < upside_down / 3, "the overlay is the upright video, up to lossy coding"
+    # outlines and halos are thin, high-contrast lines: H.264 loses more on them than on flat masks
+    assert error < 14 and error < upside_down / 3, "the overlay is the upright video, up to lossy coding"
 
 
 def test_predict_names_masks_after_the_frames_of_a_folder(
