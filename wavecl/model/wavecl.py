@@ -2,6 +2,11 @@
 
 Attribute names are those of the reference implementation, so that its checkpoints load with the
 renames of :func:`convert_reference_state_dict` only.
+
+The forward pass splits in two: :meth:`WaveCL.encode_video` (the backbone and everything else that
+does not see the text) and :meth:`WaveCL.segment` (the text-conditioned part, for sentences encoded by
+:meth:`WaveCL.encode_sentences`), so that several sentences about one clip share one backbone pass.
+:meth:`WaveCL.forward` runs the three for one sentence per clip.
 """
 
 from __future__ import annotations
