@@ -2,6 +2,11 @@
 
 Attribute names are those of the original implementation, so that its checkpoints load with the
 renames of :func:`wavecl.original.convert_state_dict` only (through :func:`wavecl.model.weights.load_weights`).
+
+The forward pass splits in two: :meth:`WaveCL.encode_video` (the backbone and everything else that
+does not see the text) and :meth:`WaveCL.segment` (the text-conditioned part, for sentences encoded by
+:meth:`WaveCL.encode_sentences`), so that several sentences about one clip share one backbone pass.
+:meth:`WaveCL.forward` runs the three for one sentence per clip.
 """
 
 from __future__ import annotations
