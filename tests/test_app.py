@@ -138,7 +138,7 @@ def test_segment_video_gives_playable_overlay_contact_sheet_and_masks_zip(
     reports = []
     result = segmenter.segment(str(video), None, "\n".join(SENTENCES), progress=lambda *a, **k: reports.append(a[0]))
 
-    assert reports == [(index + 1, NUM_FRAMES) for index in range(NUM_FRAMES)]
+    assert reports == [(index, NUM_FRAMES) for index in range(NUM_FRAMES + 1)]
     with av.open(str(result.overlay_video)) as container:
         stream = container.streams.video[0]
         assert (stream.codec_context.name, stream.codec_context.pix_fmt) == ("h264", "yuv420p")
