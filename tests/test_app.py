@@ -138,7 +138,7 @@ def test_segment_video_gives_playable_overlay_contact_sheet_and_masks_zip(
     reports = []
     result = segmenter.segment(str(video), None, "\n".join(SENTENCES), progress=lambda *a, **k: reports.append(a[0]))
 
-    assert reports == [(index + 1, NUM_FRAMES) for index in range(NUM_FRAMES)]
+    assert reports == [(index, NUM_FRAMES) for index in range(NUM_FRAMES + 1)]
     with av.open(str(result.overlay_video)) as container:
         stream = container.streams.video[0]
         assert (stream.codec_context.name, stream.codec_context.pix_fmt) == ("h264", "yuv420p")
@@ -365,3 +365,36 @@ def test_second_request_waits_in_the_queue_with_its_position(
         release.set()
         app.close()
         app.segmenter.close()
+
+
+# ------------------------------------------------------------------------------------------- command
+
+
+def test_serve_command_passes_its_flags_and_the_checkpoint_size(
+    tiny_model: WaveCL, tiny_config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    from wavecl import app as app_package
+    from wavecl.cli import main
+    from wavecl.model import pretrained
+
+    source = pretrained.PretrainedSource(tmp_path / "model.safetensors", tiny_config, None, (64, 96))
+    monkeypatch.setattr(pretrained, "resolve_pretrained", lambda path: source)
+    monkeypatch.setattr(pretrained, "build_pretrained", lambda model_class, found, device: tiny_model)
+    served = []
+    monkeypatch.setattr(app_package, "serve", lambda *args, **kwargs: served.append((args, kwargs)))
+
+    main(["serve", "--checkpoint", "run", "--device", "cpu", "--max-frames", "50", "--max-upload-mb", "2"])
+    (model, config), options = served[0]
+    assert model is tiny_model and options == {"host": "127.0.0.1", "port": 7860}
+    assert (config.short_size, config.max_size, config.max_frames, config.max_upload_mb) == (64, 96, 50, 2.0)
+    assert capsys.readouterr().err == ""
+
+    main(["serve", "--checkpoint", "run", "--device", "cpu", "--short-size", "80", "--host", "0.0.0.0"])
+    (_, config), options = served[1]
+    assert (config.short_size, config.max_size, options["host"]) == (80, 96, "0.0.0.0")
+    assert "reachable from other machines" in capsys.readouterr().err
+
+    with pytest.raises(SystemExit) as stopped:
+        main(["serve", "--checkpoint", "run", "--device", "cpu", "--max-frames", "0"])
+    assert stopped.value.code == 2 and "max_frames must be at least 1" in capsys.readouterr().err
+    assert len(served) == 2

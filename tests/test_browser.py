@@ -127,6 +127,15 @@ def test_segment_a_video_in_the_browser(server: dict, page, tmp_path: Path) -> N
     assert list(server["cwd"].iterdir()) == [], "nothing is written in the working folder"
 
 
+def shows_text(page, selector: str, text: str) -> None:
+    """Wait until the rendered text of ``selector`` contains ``text``."""
+    page.wait_for_function(
+        "([selector, text]) => document.querySelector(selector).innerText.includes(text)",
+        arg=[selector, text],
+        timeout=RESULT_TIMEOUT_MS,
+    )
+
+
 def error_shown(page, message: str) -> None:
     page.locator(".toast-body").filter(has_text=message).wait_for(timeout=RESULT_TIMEOUT_MS)
     for close in page.locator(".toast-body button").all():
@@ -161,3 +170,28 @@ def test_bad_input_shows_a_message_and_the_server_keeps_answering(server: dict, 
     choose_file(page, video)
     page.locator("#segment").click()
     page.locator("#summary").get_by_text("3 frames × 1 sentence").wait_for(timeout=RESULT_TIMEOUT_MS)
+
+
+def test_progress_bar_and_queue_position_are_shown(server: dict, page, tmp_path: Path) -> None:
+    rendered, _ = sample_synthetic_video(seed=7, split="bench", index=0, num_frames=48, size=(128, 192)).render()
+    video = tmp_path / "long.mp4"
+    write_video(video, list(rendered[:40]), fps=8)  # the server's limit
+    second = page.context.browser.new_page(viewport={"width": 1200, "height": 800})
+    second.goto(server["url"])
+    second.wait_for_selector("#segment")
+    for tab in (page, second):
+        choose_file(tab, video)
+        tab.locator("#sentences textarea").fill("the red circle\nthe triangle")
+    page.locator("#segment").click()
+    second.locator("#segment").click()
+    shows_text(second, "#overlay", "queue: 1/1")  # the waiting request's place and the queue's length
+    shows_text(page, "#overlay", "/40 frames")  # the running request's progress bar
+    assert "Segmenting" in page.locator("#overlay").inner_text()
+    second.locator("#summary").get_by_text("40 frames × 2 sentences").wait_for(timeout=RESULT_TIMEOUT_MS)
+    second.close()
+
+    too_long = tmp_path / "too_long.mp4"
+    write_video(too_long, list(rendered), fps=8)
+    choose_file(page, too_long)
+    page.locator("#segment").click()
+    error_shown(page, "too_long.mp4 has 48 frames (6.0 s at 8 fps); this server accepts at most 40 frames")

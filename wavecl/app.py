@@ -410,6 +410,8 @@ class Segmenter:
                 if progress is not None:
                     progress((index + 1, total), desc="Segmenting", unit="frames")
 
+            if progress is not None:
+                progress((0, total), desc="Segmenting", unit="frames")
             try:
                 paths = write_predictions(
                     self.predictor(window, short_size, threshold),
