@@ -84,11 +84,14 @@ def zipped_masks(archive: Path) -> dict[str, np.ndarray]:
         return {name: np.asarray(Image.open(io.BytesIO(bundle.read(name)))) for name in bundle.namelist()}
 
 
-def expected_names(num_frames: int) -> list[str]:
+def video_frame_names(num_frames: int, fps: float = 8) -> list[str]:
+    """How ``wavecl predict`` names the masks of a video file's frames: index and presentation time."""
+    return [f"{frame:05d}_{frame / fps:.3f}s" for frame in range(num_frames)]
+
+
+def expected_names(frame_names: list[str]) -> list[str]:
     return sorted(
-        f"{index}_{sentence_slug(text)}/{frame:05d}.png"
-        for index, text in enumerate(SENTENCES)
-        for frame in range(num_frames)
+        f"{index}_{sentence_slug(text)}/{name}.png" for index, text in enumerate(SENTENCES) for name in frame_names
     )
 
 
@@ -146,12 +149,12 @@ def test_segment_video_gives_playable_overlay_contact_sheet_and_masks_zip(
     assert len(read_video_frames(result.overlay_video)) == NUM_FRAMES
 
     masks = zipped_masks(result.masks_zip)
-    assert sorted(masks) == expected_names(NUM_FRAMES)
+    assert sorted(masks) == expected_names(video_frame_names(NUM_FRAMES))
     reference = reference_masks(tiny_model, video).numpy()
     assert 0 < reference.mean() < 1, "the reference masks are not trivially constant"
     for index, text in enumerate(SENTENCES):
-        for frame in range(NUM_FRAMES):
-            png = masks[f"{index}_{sentence_slug(text)}/{frame:05d}.png"]
+        for frame, name in enumerate(video_frame_names(NUM_FRAMES)):
+            png = masks[f"{index}_{sentence_slug(text)}/{name}.png"]
             assert png.shape == (HEIGHT, WIDTH) and set(np.unique(png)) <= {0, 255}
             assert np.array_equal(png == 255, reference[index, frame])
 
@@ -185,8 +188,10 @@ def test_frames_from_zip_and_folder_give_the_masks_of_the_frames(
     for upload, files in ((str(archive), None), (None, paths)):
         result = segmenter.segment(upload, files, "\n".join(SENTENCES), window=4, short_size=40, threshold=0.5)
         masks = zipped_masks(result.masks_zip)
-        assert sorted(masks) == expected_names(NUM_FRAMES)
-        got = np.stack([[masks[name] == 255 for name in sorted(masks) if name.startswith(f"{i}_")] for i in range(2)])
+        names = [f"frame{index}" for index in range(NUM_FRAMES)]  # each mask is named after its frame
+        assert sorted(masks) == expected_names(names)
+        folders = [f"{index}_{sentence_slug(text)}" for index, text in enumerate(SENTENCES)]
+        got = np.stack([[masks[f"{folder}/{name}.png"] == 255 for name in names] for folder in folders])
         assert np.array_equal(got, reference.numpy())
 
 

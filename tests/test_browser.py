@@ -102,8 +102,10 @@ def test_segment_a_video_in_the_browser(server: dict, page, tmp_path: Path) -> N
     assert sheet.format == "PNG" and sheet.width >= 4 * WIDTH
 
     archive = zipfile.ZipFile(io.BytesIO(http_get(page.locator("#masks a[download]").get_attribute("href"))))
-    expected = [
-        f"{i}_{sentence_slug(text)}/{frame:05d}.png" for i, text in enumerate(SENTENCES) for frame in range(NUM_FRAMES)
+    expected = [  # the masks of a video file's frames are named by index and presentation time (8 fps)
+        f"{i}_{sentence_slug(text)}/{frame:05d}_{frame / 8:.3f}s.png"
+        for i, text in enumerate(SENTENCES)
+        for frame in range(NUM_FRAMES)
     ]
     assert sorted(archive.namelist()) == sorted(expected)
     for name in expected:
