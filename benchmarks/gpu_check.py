@@ -211,7 +211,7 @@ def main() -> None:
             max_size=size.eval_size[1],
             window=size.frames,
             device=device,
-            amp=True,
+            amp="bf16",
             progress=False,
             compile=compile_model,
         )

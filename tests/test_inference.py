@@ -496,7 +496,7 @@ def test_cuda_request_without_cuda_falls_back_to_cpu(tiny_model: WaveCL, monkeyp
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        model = VideoPredictor(tiny_model, device="cuda", amp=True, progress=False)
+        model = VideoPredictor(tiny_model, device="cuda", amp="bf16", progress=False)
     assert model.device == torch.device("cpu")
     assert any("CUDA is not available" in str(w.message) for w in caught)
 

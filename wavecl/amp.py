@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 
 AmpMode = Literal["off", "bf16", "fp16"]
+"""Mixed precision everywhere (training, evaluation, prediction, the web app): float32, bf16 or fp16."""
+DEFAULT_AMP: AmpMode = "off"
+"""The one default of every ``amp`` setting: float32, as the published results were computed."""
+AMP_CHOICES: tuple[str, ...] = get_args(AmpMode)
 
 
 def autocast(device: torch.device, amp: AmpMode) -> contextlib.AbstractContextManager:

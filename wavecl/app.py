@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
+from wavecl.amp import DEFAULT_AMP, AmpMode
 from wavecl.data.synthetic import sample_synthetic_video
 from wavecl.data.video import write_video
 from wavecl.inference.overlay import sentence_colors
@@ -92,7 +93,7 @@ class AppConfig:
     max_queue: int = 16
     cache_minutes: float = 30.0
     device: str = "cpu"
-    amp: bool = True
+    amp: AmpMode = DEFAULT_AMP
     temp_parent: str | os.PathLike[str] | None = None
     examples: bool = True
 

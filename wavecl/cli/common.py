@@ -164,3 +164,12 @@ def add_compile_argument(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="torch.compile the network's heavy parts (falls back to eager mode, with a warning, if it cannot)",
     )
+
+
+def add_amp_argument(parser: argparse.ArgumentParser) -> None:
+    """``--amp off|bf16|fp16`` for commands without a config (the default is every amp setting's)."""
+    from wavecl.amp import AMP_CHOICES, DEFAULT_AMP
+
+    parser.add_argument(
+        "--amp", choices=AMP_CHOICES, default=DEFAULT_AMP, help=f"autocast on CUDA (default {DEFAULT_AMP})"
+    )

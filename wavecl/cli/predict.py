@@ -7,7 +7,7 @@ from pathlib import Path
 
 from rich.markup import escape
 
-from wavecl.cli.common import add_compile_argument, add_device_argument, console, subcommand
+from wavecl.cli.common import add_amp_argument, add_compile_argument, add_device_argument, console, subcommand
 
 
 def run(args: argparse.Namespace) -> None:
@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> None:
         window=args.window,
         short_size=args.short_size,
         max_size=args.max_size,
-        amp=not args.no_amp,
+        amp=args.amp,
         sentences_per_pass=args.sentences_per_pass,
         compile=args.compile,
     )
@@ -75,7 +75,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--max-size", type=int, default=None, help="resize: cap on the long side (default: the checkpoint's, else 640)"
     )
-    parser.add_argument("--no-amp", action="store_true", help="run in fp32 on CUDA (default: autocast)")
+    add_amp_argument(parser)
     parser.add_argument(
         "--sentences-per-pass",
         type=int,

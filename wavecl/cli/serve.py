@@ -6,7 +6,7 @@ import argparse
 
 from rich.markup import escape
 
-from wavecl.cli.common import add_device_argument, error_console, subcommand
+from wavecl.cli.common import add_amp_argument, add_device_argument, error_console, subcommand
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> None:
         max_upload_mb=args.max_upload_mb,
         max_queue=args.max_queue,
         device=device,
-        amp=not args.no_amp,
+        amp=args.amp,
     )
     if args.host not in LOOPBACK_HOSTS:
         error_console.print(
@@ -74,5 +74,5 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--max-upload-mb", type=float, default=100.0, help="largest upload accepted, in MB of 2^20 bytes (default 100)"
     )
     parser.add_argument("--max-queue", type=int, default=16, help="most requests waiting their turn (default 16)")
-    parser.add_argument("--no-amp", action="store_true", help="run in fp32 on CUDA (default: autocast)")
+    add_amp_argument(parser)
     parser.set_defaults(handler=run)

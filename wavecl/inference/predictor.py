@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from wavecl.amp import autocast
+from wavecl.amp import DEFAULT_AMP, AmpMode, autocast
 from wavecl.data.paths import read_image
 from wavecl.data.transforms import ClipTransform, clean_expression
 from wavecl.data.video import iter_video_frames, probe_video
@@ -159,7 +159,7 @@ class VideoPredictor:
 
     Example::
 
-        predictor = VideoPredictor(WaveCL.from_pretrained("wavecl-ytvos"), device="cuda", amp=True)
+        predictor = VideoPredictor(WaveCL.from_pretrained("wavecl-ytvos"), device="cuda", amp="bf16")
         masks = predictor("dog.mp4", ["a dog jumping over a fence"])   # [1, T, H, W] bool
     """
 
@@ -170,7 +170,7 @@ class VideoPredictor:
         max_size: int | None = 640,
         window: int = 8,
         device: str | torch.device = "cpu",
-        amp: bool = False,
+        amp: AmpMode = DEFAULT_AMP,
         progress: bool = True,
         threshold: float = MASK_THRESHOLD,
         sentences_per_pass: int = 8,
@@ -212,7 +212,7 @@ class VideoPredictor:
         inputs = clip.to(self.device)[:, None]
         pad_mask = torch.zeros(num_frames, 1, resized_h, resized_w, dtype=torch.bool, device=self.device)
         masks = []
-        with torch.inference_mode(), autocast(self.device, "bf16" if self.amp else "off"):
+        with torch.inference_mode(), autocast(self.device, self.amp):
             visual = self.model.encode_video(inputs, pad_mask)
             for start in range(0, len(sentences), self.sentences_per_pass):
                 chunk = list(sentences[start : start + self.sentences_per_pass])

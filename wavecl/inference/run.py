@@ -30,6 +30,7 @@ from typing import Generic, TypeVar
 import numpy as np
 from PIL import Image
 
+from wavecl.amp import DEFAULT_AMP, AmpMode
 from wavecl.data.video import VideoWriter
 from wavecl.inference.overlay import contact_sheet, overlay_masks, save_png, sentence_colors
 from wavecl.inference.predictor import VideoInput, VideoPredictor, open_video
@@ -154,7 +155,7 @@ def predict_video(
     window: int | None = None,
     short_size: int | None = None,
     max_size: int | None = None,
-    amp: bool = True,
+    amp: AmpMode = DEFAULT_AMP,
     fps: float | None = None,
     progress: bool = True,
     sentences_per_pass: int = 8,
