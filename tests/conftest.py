@@ -36,3 +36,13 @@ def tiny_model(tiny_config: ModelConfig) -> WaveCL:
     """A randomly initialised tiny WaveCL (seed 0), in train mode; one per test module."""
     torch.manual_seed(0)
     return WaveCL(tiny_config)
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    """One intra-op thread for a module of tiny-model tests: their tensors gain nothing from threads, and
+    on a busy machine the threads of several processes spin against each other; restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -37,13 +37,7 @@ NUM_FRAMES = 7
 SENTENCES = ["the red circle moving to the left", "a blue square"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """The tiny model gains nothing from intra-op threads on a busy machine; restore afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")

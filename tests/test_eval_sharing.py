@@ -27,12 +27,7 @@ from wavecl.testing.datasets import write_a2d_fixture, write_ytvos_fixture
 TINY = "configs/tiny.yaml"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 # ------------------------------------------------------------------------------------------ sampler

@@ -45,14 +45,7 @@ IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406])
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225])
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """The tiny model's tensors are too small to gain from intra-op threads, and on a busy machine
-    the threads of several processes spin against each other (10x slower); restore afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")
