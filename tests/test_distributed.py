@@ -87,5 +87,7 @@ def test_incomplete_or_invalid_environment_is_rejected(monkeypatch):
     monkeypatch.setenv("LOCAL_RANK", "0")
     with pytest.raises(ValueError, match="WORLD_SIZE='two'"):
         distributed.init_distributed("cpu")
-    with pytest.raises(ValueError, match="device"):
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    with pytest.raises(ValueError, match="device 'tpu' is not one of"):
         distributed.init_distributed("tpu")
+    assert not distributed.is_dist_initialized()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -378,13 +377,12 @@ def test_predictor_errors_name_the_problem(tiny_model: WaveCL, frames: np.ndarra
         VideoPredictor(tiny_model, window=0)
 
 
-def test_cuda_request_without_cuda_falls_back_to_cpu(tiny_model: WaveCL, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cuda_request_without_cuda_is_an_error(tiny_model: WaveCL, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        model = VideoPredictor(tiny_model, device="cuda", amp=True, progress=False)
-    assert model.device == torch.device("cpu")
-    assert any("CUDA is not available" in str(w.message) for w in caught)
+    with pytest.raises(ValueError, match="device 'cuda' was requested but this process sees no GPU"):
+        VideoPredictor(tiny_model, device="cuda", amp="bf16", progress=False)
+    predictor = VideoPredictor(tiny_model, device="auto", amp="bf16", progress=False)
+    assert predictor.device == torch.device("cpu") and predictor.precision.autocast_dtype is None
 
 
 # ------------------------------------------------------------------------------------- wavecl predict

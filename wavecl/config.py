@@ -19,6 +19,12 @@ from typing import Any, Literal
 
 import yaml
 
+AmpMode = Literal["off", "bf16", "fp16"]
+"""Mixed precision everywhere (training, evaluation, prediction): ``off`` (float32), ``bf16`` or ``fp16``
+autocast on CUDA; :func:`wavecl.amp.decide_precision` turns it into what runs."""
+DEFAULT_AMP: AmpMode = "off"
+"""The one default of every ``amp`` setting: float32, as the published results were trained."""
+
 
 @dataclass
 class ModelConfig:
@@ -120,12 +126,15 @@ class TrainConfig:
     lr_gamma: float = 0.2
     clip_max_norm: float = 0.1
     grad_accum_steps: int = 1
-    amp: Literal["off", "bf16", "fp16"] = "off"
+    amp: AmpMode = DEFAULT_AMP
     seed: int = 42
     eval_interval: int = 1
     # A NaN/inf loss term: "stop" raises naming the term; "skip" drops the batch (with gradient
     # accumulation, the whole accumulation window: DDP has not synchronised its gradients yet).
     nonfinite_loss: Literal["skip", "stop"] = "stop"
+    # Seconds a collective (gradient all-reduce, evaluation gathers, waiting while rank 0 computes the
+    # metrics) may wait for the other ranks before the job fails.
+    dist_timeout_s: float = 1800.0
     output_dir: str = "runs"
     version: str = "default"
     pretrained_weights: str | None = None

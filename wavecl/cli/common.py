@@ -4,13 +4,16 @@ metrics table and the sub-parser layout."""
 from __future__ import annotations
 
 import argparse
+import typing
 from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from wavecl.config import Config, apply_overrides, load_config, parse_override
+from wavecl.config import DEFAULT_AMP, AmpMode, Config, apply_overrides, load_config, parse_override
+
+AMP_HELP = "mixed precision on CUDA: off (float32), bf16 (float16 with loss scaling where bf16 is not native) or fp16"
 
 console = Console(soft_wrap=True)  # long paths stay on one line, ready to copy
 error_console = Console(stderr=True, soft_wrap=True)
@@ -54,7 +57,7 @@ SHORTCUTS: dict[str, tuple[tuple[str, ...], str, dict[str, Any]]] = {
         "train.eval_interval",
         {"type": int, "help": "evaluate every N epochs (and after the last)"},
     ),
-    "amp": (("--amp",), "train.amp", {"choices": ["off", "bf16", "fp16"], "help": "autocast on CUDA"}),
+    "amp": (("--amp",), "train.amp", {"choices": typing.get_args(AmpMode), "help": AMP_HELP}),
     "window_size": (("--window-size", "-ws"), "data.window_size", {"type": int, "help": "frames per clip"}),
     "data_root": (("--data-root",), "data.root", {"type": str, "help": "dataset root folder"}),
     "backbone_pretrained_path": (
@@ -134,7 +137,18 @@ def subcommand(commands, name: str, summary: str, description: str, examples: st
     )
 
 
-def add_device_argument(parser: argparse.ArgumentParser, default: str | None = None) -> None:
-    """``--device cpu|cuda``; ``None`` means CUDA when available."""
-    where = "cuda when available" if default is None else default
-    parser.add_argument("--device", choices=["cpu", "cuda"], default=default, help=f"cpu or cuda (default: {where})")
+def add_amp_argument(parser: argparse.ArgumentParser) -> None:
+    """``--amp off|bf16|fp16`` for commands without a config (default: the one default of every amp setting)."""
+    parser.add_argument(
+        "--amp", choices=typing.get_args(AmpMode), default=DEFAULT_AMP, help=f"{AMP_HELP} (default {DEFAULT_AMP})"
+    )
+
+
+def add_device_argument(parser: argparse.ArgumentParser, default: str = "auto") -> None:
+    """``--device auto|cpu|cuda`` (see :func:`wavecl.device.resolve_device`; ``auto`` is CUDA when available)."""
+    parser.add_argument(
+        "--device",
+        choices=["auto", "cpu", "cuda"],
+        default=default,
+        help=f"auto (CUDA when available), cpu or cuda; asking for cuda without a GPU is an error (default {default})",
+    )

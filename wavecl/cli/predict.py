@@ -7,30 +7,27 @@ from pathlib import Path
 
 from rich.markup import escape
 
-from wavecl.cli.common import add_device_argument, console, subcommand
+from wavecl.cli.common import add_amp_argument, add_device_argument, console, subcommand
 
 
 def run(args: argparse.Namespace) -> None:
     """Segment the video and print where the masks, the overlay video and the contact sheet are."""
-    import torch
-
     from wavecl.inference.run import predict_video
 
     if (args.video is None) == (args.video_path is None):
         raise ValueError("give the video once: as the VIDEO argument or with --video")
     video = args.video or args.video_path
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     out_dir = Path(args.out_dir) if args.out_dir is not None else Path("predictions") / Path(video).stem
     paths = predict_video(
         args.checkpoint,
         video,
         args.text,
         out_dir,
-        device=device,
+        device=args.device,
         window=args.window,
         short_size=args.short_size,
         max_size=args.max_size,
-        amp=not args.no_amp,
+        amp=args.amp,
     )
     console.print(f"{paths.num_frames} frames segmented for {len(args.text)} sentence(s)")
     for sentence, folder in zip(args.text, paths.mask_dirs):
@@ -68,5 +65,5 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--max-size", type=int, default=None, help="resize: cap on the long side (default: the checkpoint's, else 640)"
     )
-    parser.add_argument("--no-amp", action="store_true", help="run in fp32 on CUDA (default: autocast)")
+    add_amp_argument(parser)
     parser.set_defaults(handler=run)

@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
-from wavecl.amp import AmpMode, autocast
+from wavecl.amp import PrecisionPolicy, decide_precision
 from wavecl.data.collate import collate_clips
 from wavecl.data.types import Batch
 from wavecl.distributed import DistInfo
@@ -54,29 +54,37 @@ def run_evaluation(
     dist: DistInfo,
     batch_size: int = 1,
     num_workers: int = 0,
-    amp: AmpMode = "off",
+    precision: PrecisionPolicy | None = None,
 ) -> dict[str, float]:
-    """Run ``model`` (unwrapped, eval mode, autocast ``amp`` on CUDA) over this rank's shard of ``dataset``.
+    """Run ``model`` (unwrapped, eval mode) over this rank's shard of ``dataset``.
 
-    Returns the evaluator's metrics (complete on rank 0; evaluators gather across ranks).
+    Batches are pinned and copied to the device without blocking; the evaluator receives the batch as
+    the loader produced it (on the host), so nothing is copied back.
+
+    Args:
+        precision: the run's precision policy; float32 when ``None``.
+
+    Returns the evaluator's metrics (complete on every rank; evaluators gather across ranks).
     """
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
+    precision = precision if precision is not None else decide_precision("off", device)
     loader = DataLoader(
         dataset,
         batch_size=batch_size,
         sampler=ShardSampler(len(dataset), dist.rank, dist.world_size),
         collate_fn=collate_clips,
         num_workers=num_workers,
+        pin_memory=device.type == "cuda",
         generator=torch.Generator(),
     )
     for batch in tqdm(loader, desc="evaluate", disable=not dist.is_main, dynamic_ncols=True):
-        batch = batch.to(device)
-        valid_indices, _ = batch.valid_frames()
-        with autocast(device, amp):
-            outputs = model(batch.frames, batch.pad_mask, batch.texts, batch.image_sizes, valid_indices)
-        evaluator.update(outputs, batch.to("cpu"))
+        inputs = batch.to(device, non_blocking=True)
+        valid_indices, _ = inputs.valid_frames()
+        with precision.autocast():
+            outputs = model(inputs.frames, inputs.pad_mask, inputs.texts, inputs.image_sizes, valid_indices)
+        evaluator.update(outputs, batch)
     metrics = evaluator.summarize()
     model.train(was_training)
     return metrics

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import re
-import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,10 +23,12 @@ from PIL import Image
 from torch import Tensor
 from tqdm import tqdm
 
-from wavecl.amp import autocast
+from wavecl.amp import decide_precision
+from wavecl.config import DEFAULT_AMP, AmpMode
 from wavecl.data.paths import read_image
 from wavecl.data.transforms import ClipTransform, clean_expression
 from wavecl.data.video import iter_video_frames, probe_video
+from wavecl.device import resolve_device
 from wavecl.model.postprocess import video_postprocess
 from wavecl.model.wavecl import WaveCL
 
@@ -89,15 +90,6 @@ def open_video(video: VideoInput) -> VideoSource:
     return VideoSource((frame.convert("RGB") for frame in video), len(video), None, "frame list")
 
 
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``device`` as a :class:`torch.device`; a CUDA request without CUDA falls back to the CPU with a warning."""
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        warnings.warn(f"device {device} requested but CUDA is not available; running on the CPU", stacklevel=3)
-        return torch.device("cpu")
-    return device
-
-
 def _check_sentences(sentences: Sequence[str] | str) -> list[str]:
     """The sentences, cleaned as the datasets clean them (lower case, single spaces)."""
     if isinstance(sentences, str):
@@ -114,13 +106,15 @@ class VideoPredictor:
         model: the network; it is moved to ``device`` and put in eval mode.
         short_size, max_size: DETR resize of every frame (short side, cap on the long side).
         window: frames per clip. Each window is segmented independently, with its own query choice.
-        device: ``"cpu"`` or ``"cuda"`` (falls back to the CPU with a warning when CUDA is missing).
-        amp: autocast on CUDA (bfloat16 where supported, else float16); ignored on the CPU.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:<index>"`` (:func:`wavecl.device.resolve_device`;
+            asking for CUDA without CUDA is an error).
+        amp: ``"off"``, ``"bf16"`` or ``"fp16"`` autocast on CUDA (:func:`wavecl.amp.decide_precision`:
+            float16 where bfloat16 is not native; float32 on the CPU).
         progress: show a tqdm bar over frames.
 
     Example::
 
-        predictor = VideoPredictor(WaveCL.from_pretrained("wavecl-ytvos"), device="cuda", amp=True)
+        predictor = VideoPredictor(WaveCL.from_pretrained("wavecl-ytvos"), device="cuda", amp="bf16")
         masks = predictor("dog.mp4", ["a dog jumping over a fence"])   # [1, T, H, W] bool
     """
 
@@ -131,7 +125,7 @@ class VideoPredictor:
         max_size: int | None = 640,
         window: int = 8,
         device: str | torch.device = "cpu",
-        amp: bool = False,
+        amp: AmpMode = DEFAULT_AMP,
         progress: bool = True,
     ) -> None:
         if window < 1:
@@ -140,7 +134,7 @@ class VideoPredictor:
         self.model = model.to(self.device).eval()
         self.transform = ClipTransform(train=False, short_size=short_size, max_size=max_size)
         self.window = window
-        self.amp = amp
+        self.precision = decide_precision(amp, self.device)
         self.progress = progress
 
     def predict_window(self, frames: Sequence[Image.Image], sentences: Sequence[str]) -> Tensor:
@@ -160,7 +154,7 @@ class VideoPredictor:
         inputs = clip.to(self.device)[:, None].expand(num_frames, num_sentences, 3, resized_h, resized_w)
         pad_mask = torch.zeros(num_frames, num_sentences, resized_h, resized_w, dtype=torch.bool, device=self.device)
         image_sizes = torch.tensor([[resized_h, resized_w]] * num_sentences, device=self.device)
-        with torch.inference_mode(), autocast(self.device, "bf16" if self.amp else "off"):
+        with torch.inference_mode(), self.precision.autocast():
             output = self.model(inputs, pad_mask, list(sentences), image_sizes)
             masks = [
                 video_postprocess(

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from matplotlib.figure import Figure
 from rich.console import Console
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -29,6 +28,7 @@ from wavecl.config import Config, DataConfig, LossConfig, ModelConfig, TrainConf
 from wavecl.data.paths import read_json
 from wavecl.data.synthetic import write_synthetic_ytvos
 from wavecl.data.ytvos import read_expression_videos
+from wavecl.device import resolve_device
 from wavecl.distributed import DistInfo
 from wavecl.inference.run import predict_video
 from wavecl.training.trainer import Trainer
@@ -172,7 +172,7 @@ def run_demo(
         out_dir: the demo folder (data, run directory, pictures).
         minutes: approximate training budget on 2 CPU cores; 10 by default (scales the steps).
         seed: seed of the data and of training.
-        device: ``cpu`` or ``cuda``.
+        device: ``cpu``, ``cuda`` or ``auto`` (:func:`wavecl.device.resolve_device`).
     """
     console = Console()
     out_dir = Path(out_dir)
@@ -182,7 +182,7 @@ def run_demo(
 
     steps = STEPS_PER_EPOCH if minutes is None else max(1, round(STEPS_PER_EPOCH * minutes / 10))
     config = demo_config(data_root, out_dir / "runs", seed, steps)
-    dist = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device(device))
+    dist = DistInfo(rank=0, world_size=1, local_rank=0, device=resolve_device(device))
     console.print(f"[bold]2/4[/bold] training a small WaveCL for {EPOCHS} × {steps} steps on {device}")
     started = time.perf_counter()
     trainer = Trainer(config, dist)
@@ -202,7 +202,7 @@ def run_demo(
             frames_dir,
             sentences,
             run_dir / "overlays" / frames_dir.name,
-            device=device,
+            device=dist.device,
             window=config.data.window_size,
             progress=False,
             fps=4,

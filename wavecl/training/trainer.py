@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from wavecl.amp import autocast
+from wavecl.amp import decide_precision
 from wavecl.atomic import write_text
 from wavecl.checkpoint import (
     CheckpointPaths,
@@ -158,10 +158,9 @@ class Trainer:
             model, train_cfg.lr, train_cfg.lr_backbone, train_cfg.text_encoder_lr, train_cfg.weight_decay
         )
         self.scheduler = build_scheduler(self.optimizer, train_cfg.lr_drop, train_cfg.lr_gamma)
-        use_scaler = train_cfg.amp == "fp16" and self.device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
-        if train_cfg.amp != "off" and self.device.type != "cuda":
-            log.warning("amp=%s needs CUDA; training in fp32 on %s", train_cfg.amp, self.device)
+        self.precision = decide_precision(train_cfg.amp, self.device)
+        log.info(self.precision.describe())
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision.grad_scaler)
 
         self.train_set: Dataset = build_dataset(config.data, "train")
         self.sampler = DistributedSampler(
@@ -196,6 +195,7 @@ class Trainer:
             "git_revision": git_revision(),
             "command": sys.argv,
             "torch": torch.__version__,
+            "precision": self.precision.summary(),
         }
         write_text(self.run_dir / "run_info.json", json.dumps(info, indent=2, default=str))
 
@@ -205,7 +205,10 @@ class Trainer:
         state = load_training_state(path)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
+        if state["scaler"] or not self.scaler.is_enabled():
+            self.scaler.load_state_dict(state["scaler"])
+        else:  # written without loss scaling (e.g. bf16 on another GPU): the scaler starts afresh
+            log.warning("%s was written without loss scaling; the float16 loss scale starts afresh", path)
         self.start_epoch = int(state["epoch"]) + 1
         best = self.run_dir / "checkpoints" / BEST_METRIC_FILE
         self.best_metric = json.loads(best.read_text())["value"] if best.is_file() else None
@@ -322,7 +325,7 @@ class Trainer:
 
     def _forward_loss(self, batch: Batch) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         valid_indices, targets = batch.valid_frames()
-        with autocast(self.device, self.config.train.amp):
+        with self.precision.autocast():
             outputs = self.ddp_model(batch.frames, batch.pad_mask, batch.texts, batch.image_sizes, valid_indices)
         outputs = outputs_to_float(outputs)
         loss_dict = self.criterion(outputs, targets)
@@ -363,7 +366,8 @@ class Trainer:
 
     def evaluate(self, epoch: int) -> tuple[dict[str, float], str | None]:
         """Evaluate with the dataset's protocol; returns the metrics and the one that picks "best"."""
-        return evaluate_model(self.model, self.config, self.run_dir / "eval" / f"epoch_{epoch:04d}", self.dist)
+        out_dir = self.run_dir / "eval" / f"epoch_{epoch:04d}"
+        return evaluate_model(self.model, self.config, out_dir, self.dist, self.precision)
 
     def _record_epoch(
         self,
