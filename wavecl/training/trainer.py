@@ -53,6 +53,7 @@ from wavecl.model.wavecl import WaveCL, build_model
 from wavecl.training.criterion import SetCriterion
 from wavecl.training.matcher import HungarianMatcher
 from wavecl.training.optim import build_optimizer, build_scheduler
+from wavecl.training.seeding import loader_seed, rank_seed, seed_process
 
 log = logging.getLogger("wavecl.train")
 
@@ -92,6 +93,15 @@ def build_criterion(config: Config) -> SetCriterion:
         loss,
         num_aux_layers=config.model.dec_layers - 1,
     )
+
+
+def parameters_without_gradient(model: nn.Module) -> list[str]:
+    """Names of the trainable parameters that the last backward pass gave no gradient.
+
+    Under DDP (built with ``find_unused_parameters=False``) every trainable parameter must receive a
+    gradient at every step; a parameter the configuration never uses must be frozen instead.
+    """
+    return [name for name, parameter in model.named_parameters() if parameter.requires_grad and parameter.grad is None]
 
 
 def load_finetune_weights(model: WaveCL, path: str | Path) -> tuple[list[str], list[str]]:
@@ -137,7 +147,7 @@ class Trainer:
         self.run_dir = config.run_directory()
         train_cfg = config.train
 
-        torch.manual_seed(train_cfg.seed)  # identical initialisation on every rank
+        seed_process(train_cfg.seed)  # identical initial weights and sample list on every rank
         model = build_model(config.model).to(self.device)
         self.model = model
         if train_cfg.pretrained_weights and resume is None:
@@ -158,6 +168,7 @@ class Trainer:
             model, train_cfg.lr, train_cfg.lr_backbone, train_cfg.text_encoder_lr, train_cfg.weight_decay
         )
         self.scheduler = build_scheduler(self.optimizer, train_cfg.lr_drop, train_cfg.lr_gamma)
+        self._gradients_checked = False
         self.precision = decide_precision(train_cfg.amp, self.device)
         log.info(self.precision.describe())
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision.grad_scaler)
@@ -166,6 +177,7 @@ class Trainer:
         self.sampler = DistributedSampler(
             self.train_set, num_replicas=dist.world_size, rank=dist.rank, shuffle=True, seed=train_cfg.seed
         )
+        seed_process(rank_seed(train_cfg.seed, dist.rank))  # from here on, every rank draws its own numbers
         self.start_epoch = 0
         self.best_metric: float | None = None
         if resume is not None:
@@ -213,18 +225,19 @@ class Trainer:
         best = self.run_dir / "checkpoints" / BEST_METRIC_FILE
         self.best_metric = json.loads(best.read_text())["value"] if best.is_file() else None
         rng = state["rng"]
-        if len(rng) != self.dist.world_size:
+        if len(rng) == self.dist.world_size:
+            restore_rng_state(rng[self.dist.rank])
+        else:  # every rank keeps the streams of its own seed (set above) rather than sharing a saved one
             log.warning(
-                "checkpoint was written by %d processes, resuming with %d: random streams restart",
+                "checkpoint was written by %d processes, resuming with %d: random streams restart per rank",
                 len(rng),
                 self.dist.world_size,
             )
-        restore_rng_state(rng[self.dist.rank % len(rng)])
         log.info("resumed from %s at epoch %d", path, self.start_epoch)
 
     def _loader(self, epoch: int) -> DataLoader:
         self.sampler.set_epoch(epoch)
-        generator = torch.Generator().manual_seed(self.config.train.seed * 1000 + epoch)
+        generator = torch.Generator().manual_seed(loader_seed(self.config.train.seed, self.dist.rank, epoch))
         return DataLoader(
             self.train_set,
             batch_size=self.config.train.batch_size,
@@ -332,6 +345,14 @@ class Trainer:
         return loss_dict, self.criterion.weighted_total(loss_dict)
 
     def _optimizer_step(self) -> None:
+        if not self._gradients_checked:  # once: before the first update, on every rank
+            unused = parameters_without_gradient(self.model)
+            if unused:
+                raise RuntimeError(
+                    f"trainable parameters received no gradient: {unused}; freeze what this configuration does "
+                    "not use (DDP cannot synchronise them)"
+                )
+            self._gradients_checked = True
         if self.config.train.clip_max_norm > 0:
             self.scaler.unscale_(self.optimizer)
             nn.utils.clip_grad_norm_(self.model.parameters(), self.config.train.clip_max_norm)

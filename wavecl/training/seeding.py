@@ -1,0 +1,38 @@
+"""Random streams of a training job: one shared seed for what must agree across ranks, one per rank
+for what must not.
+
+The initial weights and the dataset's sample list are built under ``seed`` on every rank (DDP would
+broadcast rank 0's weights anyway, but a checkpoint-free run is then reproducible rank by rank). After
+that every rank draws from its own streams, seeded with ``seed + rank`` as in the original
+implementation: dropout, stochastic depth and augmentation differ between GPUs instead of repeating,
+and so do the DataLoader workers, which derive their seeds from :func:`loader_seed`.
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+
+
+def seed_process(seed: int) -> None:
+    """Seed Python's ``random``, NumPy's global generator and torch (the CPU and every CUDA device)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """The seed of rank ``rank``'s own streams: ``seed + rank``."""
+    return seed + rank
+
+
+def loader_seed(seed: int, rank: int, epoch: int) -> int:
+    """The seed of rank ``rank``'s training DataLoader in ``epoch``.
+
+    The loader draws its workers' base seed from it (each worker then seeds torch, NumPy and Python
+    with ``base + worker_id``), so augmentation differs across ranks and epochs and repeats exactly
+    on resume.
+    """
+    return rank_seed(seed, rank) * 1000 + epoch
