@@ -301,6 +301,11 @@ class RefDAVIS17(Dataset[ClipSample]):
     def __len__(self) -> int:
         return len(self.samples)
 
+    def evaluation_groups(self) -> list[tuple[str, int, int]]:
+        """Per sample, the ``(video, annotator, chunk_index)`` whose objects are merged into one set of
+        PNGs: evaluation keeps each group on one rank (:class:`wavecl.evaluation.loop.ShardSampler`)."""
+        return [(sample.video, sample.annotator, sample.chunk_index) for sample in self.samples]
+
     def _read_frame(self, video: str, name: str) -> Image.Image:
         return read_image(self.root / self.split / "JPEGImages" / video / f"{name}.jpg")
 

@@ -1,12 +1,13 @@
 """The evaluation loop shared by every protocol: shard, forward, hand each batch to an evaluator.
 
 Evaluation data is split across ranks without padding (:class:`ShardSampler`), so no prediction is
-counted twice (the reference's DistributedSampler padded with duplicates, training.md §9.12).
+counted twice (the reference's DistributedSampler padded with duplicates), and samples that must be
+merged (the objects of one Ref-DAVIS17 chunk) stay on one rank, so no rank waits for another's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator, Sequence
 from typing import Protocol
 
 import torch
@@ -34,16 +35,46 @@ class Evaluator(Protocol):
 
 
 class ShardSampler(Sampler[int]):
-    """Every ``world_size``-th index starting at ``rank``: each sample is seen by exactly one rank."""
+    """This rank's share of an evaluation set: every sample is seen by exactly one rank.
 
-    def __init__(self, length: int, rank: int, world_size: int) -> None:
-        self.indices = range(rank, length, world_size)
+    Samples of one group stay together: they go to the same rank and are visited one after another
+    (Ref-DAVIS17 groups the objects of one video chunk, so a rank completes a chunk before it starts
+    the next and never holds another rank's objects). Groups are dealt in order of first appearance,
+    each to the rank with the fewest samples so far (the lowest such rank on a tie). Without groups
+    every sample is its own group, which deals them round-robin: rank ``r`` gets ``r, r + W, ...``.
+
+    Args:
+        length: number of samples.
+        rank, world_size: this process's place in the job.
+        groups: one hashable key per sample, or ``None``.
+    """
+
+    def __init__(self, length: int, rank: int, world_size: int, groups: Sequence[Hashable] | None = None) -> None:
+        if groups is not None and len(groups) != length:
+            raise ValueError(f"got {len(groups)} group keys for {length} samples")
+        members: dict[Hashable, list[int]] = {}
+        for index in range(length):
+            members.setdefault(index if groups is None else groups[index], []).append(index)
+        loads = [0] * world_size
+        self.indices: list[int] = []
+        for group in members.values():
+            owner = loads.index(min(loads))
+            loads[owner] += len(group)
+            if owner == rank:
+                self.indices.extend(group)
 
     def __iter__(self) -> Iterator[int]:
         return iter(self.indices)
 
     def __len__(self) -> int:
         return len(self.indices)
+
+
+def evaluation_groups(dataset: Dataset) -> Sequence[Hashable] | None:
+    """The dataset's ``evaluation_groups()`` (one key per sample whose samples must be evaluated
+    together, on one rank), or ``None`` where it defines none."""
+    groups = getattr(dataset, "evaluation_groups", None)
+    return groups() if groups is not None else None
 
 
 @torch.inference_mode()
@@ -73,7 +104,7 @@ def run_evaluation(
     loader = DataLoader(
         dataset,
         batch_size=batch_size,
-        sampler=ShardSampler(len(dataset), dist.rank, dist.world_size),
+        sampler=ShardSampler(len(dataset), dist.rank, dist.world_size, evaluation_groups(dataset)),
         collate_fn=collate_clips,
         num_workers=num_workers,
         pin_memory=device.type == "cuda",

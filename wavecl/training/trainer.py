@@ -15,6 +15,7 @@ loses nothing; ``resume`` continues exactly where the last checkpoint stopped.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -47,7 +48,7 @@ from wavecl.config import Config
 from wavecl.data.collate import collate_clips
 from wavecl.data.robust import SkipBadSamples
 from wavecl.data.types import Batch
-from wavecl.distributed import DistInfo, barrier, gather_objects, reduce_loss_dict
+from wavecl.distributed import DistInfo, gather_objects, gather_to_main, on_main_process, reduce_loss_dict
 from wavecl.evaluation.datasets import build_dataset, evaluate_model
 from wavecl.model.wavecl import WaveCL, build_model
 from wavecl.training.criterion import SetCriterion
@@ -184,10 +185,13 @@ class Trainer:
             self._resume(resume)
 
         self.writer: SummaryWriter | None = None
-        if dist.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            self._save_run_config(explicit_overrides or {})
-            self.writer = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=self.global_step)
+        on_main_process(lambda: self._open_run_directory(explicit_overrides or {}), "creating the run directory")
+
+    def _open_run_directory(self, explicit_overrides: dict[str, Any]) -> None:
+        """Rank 0: create the run directory, write its config and run info, open TensorBoard."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._save_run_config(explicit_overrides)
+        self.writer = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=self.global_step)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -259,9 +263,8 @@ class Trainer:
             checkpoint = self._save(epoch)
             evaluate_now = (epoch + 1) % self.config.train.eval_interval == 0 or epoch + 1 == self.config.train.epochs
             metrics, primary = self.evaluate(epoch) if evaluate_now else ({}, None)
-            if self.dist.is_main:
-                self._record_epoch(epoch, result, metrics, primary, checkpoint)
-            barrier()
+            record = functools.partial(self._record_epoch, epoch, result, metrics, primary, checkpoint)
+            on_main_process(record, f"recording epoch {epoch}")
         if self.writer is not None:
             self.writer.close()
         return metrics
@@ -371,19 +374,22 @@ class Trainer:
             for buffer in self.model.buffers():
                 torch.distributed.broadcast(buffer, src=0)
 
-    def _save(self, epoch: int) -> CheckpointPaths | None:
-        rng_per_rank = gather_objects(rng_state())  # collective: every rank takes part
-        if not self.dist.is_main:
-            return None
-        state = {
-            "epoch": epoch,
-            "total_epochs": self.config.train.epochs,
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "rng": rng_per_rank,
-        }
-        return save_checkpoint(self.run_dir / "checkpoints", epoch, self.model.state_dict(), state)
+    def _save(self, epoch: int) -> CheckpointPaths:
+        """Rank 0 writes the checkpoint (every rank's random state included); every rank gets its paths."""
+        rng_per_rank = gather_to_main(rng_state())  # collective: every rank takes part
+
+        def write() -> CheckpointPaths:
+            state = {
+                "epoch": epoch,
+                "total_epochs": self.config.train.epochs,
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict(),
+                "rng": rng_per_rank,
+            }
+            return save_checkpoint(self.run_dir / "checkpoints", epoch, self.model.state_dict(), state)
+
+        return on_main_process(write, f"writing the checkpoint of epoch {epoch}")
 
     def evaluate(self, epoch: int) -> tuple[dict[str, float], str | None]:
         """Evaluate with the dataset's protocol; returns the metrics and the one that picks "best"."""
