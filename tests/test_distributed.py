@@ -63,7 +63,7 @@ def test_two_gloo_processes(tmp_path):
         assert result["info"] == (rank, 2, rank, "cpu", True, rank == 0)
         assert result["helpers"] == (rank, 2, rank == 0)
         torch.testing.assert_close(result["mean"], torch.tensor([1.5, 5.0]))
-        assert {k: v.item() for k, v in result["losses"].items()} == {"loss_a": 0.5, "loss_b": 1.0}
+        assert result["losses"] == {"loss_a": 0.5, "loss_b": 1.0}
         assert result["gathered"] == [{"rank": 0, "text": "clip 0"}, {"rank": 1, "text": "clip 1"}]
 
 
@@ -78,7 +78,10 @@ def test_single_process_without_torchrun_environment(monkeypatch):
     reduced = distributed.all_reduce_mean(values)
     assert torch.equal(reduced, values.detach()) and not reduced.requires_grad
     assert distributed.gather_objects({"a": 1}) == [{"a": 1}]
-    assert distributed.reduce_loss_dict({"loss": torch.tensor(3.0)}) == {"loss": torch.tensor(3.0)}
+    assert distributed.reduce_loss_dict({"loss": torch.tensor(3.0), "nan": torch.tensor(float("nan"))}) == {
+        "loss": 3.0,
+        "nan": pytest.approx(float("nan"), nan_ok=True),
+    }
     assert distributed.get_world_size() == 1 and distributed.get_rank() == 0 and distributed.is_main_process()
     distributed.barrier()
     distributed.cleanup()

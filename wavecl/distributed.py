@@ -167,20 +167,21 @@ def all_reduce_mean(tensor: Tensor) -> Tensor:
     return reduced
 
 
-def reduce_loss_dict(loss_dict: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Average scalar losses over processes for logging (one collective for all keys).
+def reduce_loss_dict(loss_dict: dict[str, Tensor]) -> dict[str, float]:
+    """Average scalar losses over processes for logging: one collective and one copy to the host for
+    all keys (a ``.item()`` per key would wait for the device once per key).
 
     Args:
         loss_dict: name -> scalar tensor, with the same keys on every process.
 
     Returns:
-        name -> detached scalar tensor, the mean over processes.
+        name -> the mean over processes, as a Python float (NaN or infinite where any process's is).
     """
     if not loss_dict:
         return {}
     names = sorted(loss_dict)
     stacked = all_reduce_mean(torch.stack([loss_dict[name].detach().float() for name in names]))
-    return dict(zip(names, stacked.unbind(0)))
+    return dict(zip(names, stacked.tolist()))
 
 
 def gather_objects(obj: Any) -> list[Any]:

@@ -269,14 +269,18 @@ class Trainer:
             self.writer.close()
         return metrics
 
-    def _check_finite(self, loss_dict: dict[str, torch.Tensor], epoch: int, step: int) -> bool:
-        """Whether every loss term is finite on every rank; names the bad terms otherwise."""
-        bad = [k for k, v in loss_dict.items() if not torch.isfinite(v).all()]
-        flag = torch.tensor(float(bool(bad)), device=self.device)
-        if self.dist.distributed:
-            torch.distributed.all_reduce(flag)
-        if flag.item() == 0:
+    def _check_finite(
+        self, reduced: dict[str, float], loss_dict: dict[str, torch.Tensor], epoch: int, step: int
+    ) -> bool:
+        """Whether every loss term is finite on every rank; names the bad terms otherwise.
+
+        ``reduced`` holds the terms averaged over ranks (:func:`reduce_loss_dict`): a NaN or infinite
+        term on any rank makes its mean non-finite on every rank, so the ranks agree without another
+        collective and the check needs no device synchronisation of its own.
+        """
+        if all(math.isfinite(value) for value in reduced.values()):
             return True
+        bad = [k for k, v in loss_dict.items() if not torch.isfinite(v).all()]
         message = f"non-finite loss at epoch {epoch} step {step}: {bad or 'on another rank'}"
         if self.config.train.nonfinite_loss == "stop":
             raise NonFiniteLossError(message + " (nonfinite_loss: stop; no weights were written for this step)")
@@ -308,7 +312,8 @@ class Trainer:
             )
             with sync:
                 loss_dict, total = self._forward_loss(batch)
-                if not self._check_finite(loss_dict, epoch, step):
+                reduced = reduce_loss_dict(loss_dict)  # the step's one copy to the host, before backward
+                if not self._check_finite(reduced, loss_dict, epoch, step):
                     skipped += 1
                     self.optimizer.zero_grad(set_to_none=True)
                     bar.update(1)
@@ -316,7 +321,6 @@ class Trainer:
                 self.scaler.scale(total / accumulate).backward()
             if last_micro_step:
                 self._optimizer_step()
-            reduced = {k: v.item() for k, v in reduce_loss_dict({k: v.detach() for k, v in loss_dict.items()}).items()}
             reduced["loss"] = sum(reduced[k] * w for k, w in self.criterion.weight_dict.items() if k in reduced)
             for key, value in reduced.items():
                 sums[key] = sums.get(key, 0.0) + value
