@@ -21,10 +21,10 @@ from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from wavecl.config import apply_overrides, load_config
-from wavecl.data.build import build_dataset
 from wavecl.data.collate import collate_clips
 from wavecl.data.synthetic import write_synthetic_ytvos
 from wavecl.distributed import DistInfo
+from wavecl.evaluation.datasets import build_dataset
 from wavecl.model.wavecl import build_model
 from wavecl.training.seeding import loader_seed, rank_seed
 from wavecl.training.trainer import Trainer, build_criterion, parameters_without_gradient
