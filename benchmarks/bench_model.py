@@ -1,44 +1,45 @@
-"""Cost of the WaveCL network: parameters, forward and forward+backward time, peak memory, FLOPs.
+"""Speed of the WaveCL network against the machine's floor: FLOPs, time, GFLOP/s and its share of the
+matmul ceiling, per workload.
 
-Two configurations, both randomly initialised (nothing is downloaded or read besides the MiniLM
+Two model configurations, both randomly initialised (nothing is downloaded or read besides the MiniLM
 tokenizer/encoder shipped as a package):
 
-* ``tiny``: ``configs/tiny.yaml`` on one clip of 4 frames at 64x96;
+* ``tiny``: ``configs/tiny.yaml``;
 * ``full``: ``configs/a2d_sentences.yaml`` (Video-Swin-T, d_model 256, 3+3 deformable layers) with
-  ``text_encoder = "random:roberta-base"`` and no backbone checkpoint, on one clip of 8 frames at
-  320x576. Every frame goes through the heads (``valid_indices=None``), as in Ref-YouTube-VOS
-  evaluation; this is the setting of architecture.md §6.
+  ``text_encoder = "random:roberta-base"`` and no backbone checkpoint.
 
-Each (configuration, mode) pair runs in a fresh child process, so that the resident-set high-water
-mark (``resource.getrusage(RUSAGE_SELF).ru_maxrss``) of one measurement does not mix with another's.
-tracemalloc cannot be used: torch's CPU allocator bypasses Python's. The child builds the model,
-records its RSS, runs ``warmup`` untimed and ``repeats`` timed iterations and reports the median:
+Workloads (one clip, ``B = 1``, 8 frames for ``full``, 4 frames at 64x96 for ``tiny``):
 
-* ``eval``: ``model.eval()`` under ``torch.inference_mode()``; afterwards (outside the timed and
-  memory figures) one more forward under ``torch.utils.flop_counter.FlopCounterMode``, broken down by
-  the model's top-level children and grouped as the table of architecture.md §6;
-* ``train``: ``model.train()``, forward and ``backward()`` of a surrogate loss that touches every
-  output (all decoder layers' masks, classes and boxes, the video queries and the sentence feature):
-  the network's cost without the Hungarian matching of the real criterion. One more step under
-  FlopCounterMode gives the forward+backward FLOPs.
+* ``eval``: forward in eval mode under ``torch.inference_mode()``, every frame through the heads
+  (Ref-YouTube-VOS evaluation), 360x640;
+* ``a2d``: the same, 320x576, with only the centre frame (``valid_indices``) continuing after the
+  backbone (A2D / JHMDB evaluation);
+* ``train``: forward and ``backward()`` in train mode at 360x640, of a surrogate loss that touches
+  every output (all decoder layers' masks, classes and boxes, the video queries and the sentence
+  feature): the network's cost without the Hungarian matching of the real criterion;
+  ``train-half``: the same at 180x320, a quarter of the cost, for a loaded machine.
 
-FLOPs are 2 x multiply-accumulates of matmul, convolution and attention kernels; grid_sample (inside
-multi-scale deformable attention) and element-wise operations are not counted, as in §6. Per child,
-the bbox_embed MLPs are also called by the deformable decoder (box refinement), so those few FLOPs
-count in both the ``transformer`` and the ``bbox_embed`` rows, while the dynamic mask convolutions
-run in no child; in the grouping of §6 the heads row is the total minus all other rows.
+Each workload runs in a fresh child process, so that the resident-set high-water mark
+(``ru_maxrss``) of one measurement does not mix with another's. The child builds the model, runs
+``warmup`` untimed and ``repeats`` timed steps and reports the median. Around the timed steps it
+measures the **matmul ceiling**: the GFLOP/s of a 2048x2048 fp32 matmul on the same threads (median
+of 5 before and 5 after the workload), so the ratio achieved / ceiling is comparable between runs on
+a machine shared with other work. After the timing, one more step under
+``torch.utils.flop_counter.FlopCounterMode`` gives the FLOPs: 2 x multiply-accumulates of matmul,
+convolution and attention kernels (CPU fused attention included); grid_sample and element-wise
+operations are not counted.
 
 With ``--device cuda`` the same runs happen on the GPU, timed with ``torch.cuda.synchronize`` and
-with the peak of ``torch.cuda.max_memory_allocated`` (reset after the model is built); ``--amp``
-wraps forward (and the loss) in ``torch.autocast``.
+with the peak of ``torch.cuda.max_memory_allocated``; ``--amp`` wraps forward (and the loss) in
+``torch.autocast``. ``--threads N`` pins torch's intra-op threads (and the ceiling's) to ``N``.
 
 Usage::
 
-    python benchmarks/bench_model.py [--full] [--repeats N] [--warmup N] [--device cpu|cuda]
-                                     [--amp off|bf16|fp16] [--threads N]
+    python benchmarks/bench_model.py [--full] [--workloads eval a2d train] [--repeats N] [--warmup N]
+                                     [--device cpu|cuda] [--amp off|bf16|fp16] [--threads N]
 
-Without ``--full`` only the tiny configuration runs (well under a minute on two cores). The full
-configuration takes several minutes on a CPU: a forward alone is about half a minute.
+Without ``--full`` only the tiny configuration runs (well under a minute). The full configuration
+takes tens of minutes on one CPU thread.
 """
 
 from __future__ import annotations
@@ -56,93 +57,87 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 SENTENCE = "the man in a red shirt riding a bicycle on the left"
+CEILING_SIZE = 2048
+"""Side of the square fp32 matmul whose speed is the ceiling the workloads are compared with."""
 
-SPEC_TOTAL_GFLOPS = 681.9
-"""architecture.md §6: eval forward of the YTVOS configuration at 8 x 320 x 576, B = 1."""
-
-SPEC_ROWS: list[tuple[str, tuple[str, ...], float]] = [
-    ("Video-Swin-T backbone", ("backbone",), 352.6),
-    ("deformable encoder", ("transformer.encoder",), 234.6),
-    ("WIP output convs", ("convs",), 34.0),
-    ("vlf + lvf", ("vlf", "lvf"), 16.7),
-    ("deformable decoder", ("transformer.decoder",), 13.6),
-    ("WIP attention (FLA + wavelet MMF)", ("wavelet_vlf_h", "wavelet_vlf_l"), 12.5),
-    ("FPN decoder", ("spatial_decoder",), 7.0),
-    ("input_proj", ("input_proj",), 5.2),
-    ("text encoder (RoBERTa)", ("text_encoder",), 1.9),
-    ("VOC", ("voc",), 1.7),
-]
-"""The rows of architecture.md §6 (GFLOPs) and the module rows of ours that make each of them up. Its
-last row, heads + controller + dynamic convs (0.8 GFLOPs), is the rest of the total."""
-
-SPEC_DIFFERENCES = (
-    "vlf + lvf: wavecl runs lvf at level 2 only, the one level whose output is used; the reference also "
-    "runs it at levels 0 and 1 and discards them (architecture.md §8 item 6).",
-    "WIP attention: wavelet_vlf_l attends to a single memory token (the sentence), so wavecl computes "
-    "it in closed form, out_proj(v_proj(s)), instead of the full attention (§8 item 2).",
-    "text encoder: its FLOPs depend on the sentence's length in tokens (here the MiniLM WordPiece "
-    "tokenizer paired with the random roberta-base).",
-)
-"""Why our §6 rows may differ from the reference's (printed under the comparison)."""
-
-SPEC_PARAMS = ("176,621,888", "51,976,256")
-"""architecture.md §5: total and trainable (frozen text encoder) parameters, Video-Swin-T + roberta-base, K = 1."""
+MODEL_CONFIGS = {
+    "tiny": ("configs/tiny.yaml", {}),
+    "full": (
+        "configs/a2d_sentences.yaml",
+        {"text_encoder": "random:roberta-base", "backbone_pretrained_path": None},
+    ),
+}
+"""Config file and model overrides of each benchmarked configuration."""
 
 
 @dataclass(frozen=True)
-class Setting:
-    """A benchmarked configuration: its config file, model overrides and clip shape ``[T, B, 3, H, W]``."""
+class Workload:
+    """One measured step: the model configuration, the mode and the clip ``[T, B, 3, H, W]``.
+
+    Attributes:
+        mode: ``"eval"`` (forward under inference_mode) or ``"train"`` (forward and backward).
+        centre_only: only the centre frame of each clip continues after the backbone (A2D).
+    """
 
     name: str
-    config_file: str
-    model_overrides: dict
+    config: str
+    mode: str
     frames: int
     height: int
     width: int
+    centre_only: bool = False
     batch: int = 1
-    default_repeats: int = 5
-    default_warmup: int = 1
+
+    @property
+    def description(self) -> str:
+        what = "forward, eval" if self.mode == "eval" else "forward+backward, train"
+        return what + (", centre frame only" if self.centre_only else ", every frame")
 
 
-SETTINGS = {
-    "tiny": Setting("tiny", "configs/tiny.yaml", {}, frames=4, height=64, width=96),
-    "full": Setting(
-        "full",
-        "configs/a2d_sentences.yaml",
-        {"text_encoder": "random:roberta-base", "backbone_pretrained_path": None},
-        frames=8,
-        height=320,
-        width=576,
-        default_repeats=2,
-        default_warmup=1,
-    ),
+WORKLOADS = {
+    workload.name: workload
+    for workload in (
+        Workload("eval", "full", "eval", 8, 360, 640),
+        Workload("a2d", "full", "eval", 8, 320, 576, centre_only=True),
+        Workload("train", "full", "train", 8, 360, 640),
+        Workload("train-half", "full", "train", 8, 180, 320),
+        Workload("tiny-eval", "tiny", "eval", 4, 64, 96),
+        Workload("tiny-a2d", "tiny", "eval", 4, 64, 96, centre_only=True),
+        Workload("tiny-train", "tiny", "train", 4, 64, 96),
+    )
 }
 
 
-def build_model(setting: Setting):
-    """The randomly initialised WaveCL of ``setting`` (seed 0), on the CPU."""
+def build_model(config_name: str):
+    """The randomly initialised WaveCL of ``config_name`` (a key of :data:`MODEL_CONFIGS`, seed 0), on the CPU."""
     import torch
 
     from wavecl.config import load_config
     from wavecl.model.wavecl import WaveCL
 
-    config = load_config(REPO / setting.config_file).model
+    config_file, overrides = MODEL_CONFIGS[config_name]
+    config = load_config(REPO / config_file).model
     torch.manual_seed(0)
-    return WaveCL(replace(config, **setting.model_overrides))
+    return WaveCL(replace(config, **overrides))
 
 
-def synthetic_inputs(setting: Setting, device) -> dict:
-    """Keyword inputs of ``WaveCL.forward``: random normalised frames ``[T, B, 3, H, W]``, no padding."""
+def synthetic_inputs(workload: Workload, device) -> dict:
+    """Keyword inputs of ``WaveCL.forward``: random normalised frames ``[T, B, 3, H, W]``, no padding,
+    and with ``centre_only`` the batch-major index of frame ``T // 2`` of every clip."""
     import torch
 
     generator = torch.Generator().manual_seed(0)
-    shape = (setting.frames, setting.batch, 3, setting.height, setting.width)
-    return {
+    t, b = workload.frames, workload.batch
+    shape = (t, b, 3, workload.height, workload.width)
+    inputs = {
         "frames": torch.randn(shape, generator=generator).to(device),
         "pad_mask": torch.zeros(shape[:2] + shape[3:], dtype=torch.bool, device=device),
-        "texts": [SENTENCE] * setting.batch,
-        "image_sizes": torch.tensor([[setting.height, setting.width]] * setting.batch, device=device),
+        "texts": [SENTENCE] * b,
+        "image_sizes": torch.tensor([[workload.height, workload.width]] * b, device=device),
     }
+    if workload.centre_only:
+        inputs["valid_indices"] = torch.arange(b, device=device) * t + t // 2
+    return inputs
 
 
 def surrogate_loss(output):
@@ -151,6 +146,121 @@ def surrogate_loss(output):
     for layer in [output, *output.aux_outputs]:
         loss = loss + layer.pred_masks.float().mean() + layer.pred_cls.float().mean() + layer.pred_boxes.float().mean()
     return loss
+
+
+def register_cpu_attention_flops() -> None:
+    """Teach FlopCounterMode the CPU fused attention kernel (torch counts only the CUDA ones), with
+    torch's own formulas for scaled-dot-product attention."""
+    import torch
+    from torch.utils import flop_counter
+
+    ops = torch.ops.aten
+    forward_op = ops._scaled_dot_product_flash_attention_for_cpu
+    backward_op = ops._scaled_dot_product_flash_attention_for_cpu_backward
+    if forward_op in flop_counter.flop_registry:
+        return
+
+    @flop_counter.register_flop_formula(forward_op, get_raw=True)
+    def _forward(query, key, value, *args, out_val=None, **kwargs) -> int:
+        return flop_counter.sdpa_flop_count(query.shape, key.shape, value.shape)
+
+    @flop_counter.register_flop_formula(backward_op, get_raw=True)
+    def _backward(grad_out, query, key, value, *args, out_val=None, **kwargs) -> int:
+        return flop_counter.sdpa_backward_flop_count(grad_out.shape, query.shape, key.shape, value.shape)
+
+
+def timed(function) -> tuple[float, float]:
+    """Run ``function()`` and return its wall-clock and process CPU seconds."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    function()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def matmul_gflops(device, repeats: int = 5) -> list[tuple[float, float]]:
+    """``(wall, CPU)`` GFLOP/s of ``repeats`` timed ``CEILING_SIZE``-square fp32 matmuls (after one untimed)."""
+    import torch
+
+    a = torch.randn(CEILING_SIZE, CEILING_SIZE, device=device)
+    b = torch.randn(CEILING_SIZE, CEILING_SIZE, device=device)
+
+    def multiply() -> None:
+        torch.mm(a, b)
+        synchronize(device)
+
+    multiply()
+    return [tuple(2 * CEILING_SIZE**3 / seconds / 1e9 for seconds in timed(multiply)) for _ in range(repeats)]
+
+
+def synchronize(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def child(workload: Workload, args: argparse.Namespace) -> None:
+    """One measurement in this (fresh) process; prints its figures as one JSON line."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from wavecl.model.parameters import count_parameters
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    register_cpu_attention_flops()
+    device = torch.device(args.device)
+    model = build_model(workload.config).to(device)
+    total_params, trainable_params = count_parameters(model)
+    inputs = synthetic_inputs(workload, device)
+    rss_after_build_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    autocast = torch.autocast(
+        device.type, dtype={"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.amp), enabled=args.amp != "off"
+    )
+
+    def step() -> None:
+        if workload.mode == "eval":
+            with torch.inference_mode(), autocast:
+                model(**inputs)
+        else:
+            model.zero_grad(set_to_none=True)
+            with autocast:
+                loss = surrogate_loss(model(**inputs))
+            loss.backward()
+
+    model.train(workload.mode == "train")
+    if workload.mode == "eval":
+        # Nothing needs gradients here; and FlopCounterMode's module tracker fails on a module input
+        # that requires grad (query_embed.weight) under inference_mode.
+        model.requires_grad_(False)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    for _ in range(args.warmup):
+        step()
+
+    def synchronised_step() -> None:
+        step()
+        synchronize(device)
+
+    ceiling = matmul_gflops(device)
+    synchronize(device)
+    times = [timed(synchronised_step) for _ in range(args.repeats)]
+    ceiling += matmul_gflops(device)
+    figures = {
+        "params": total_params,
+        "trainable": trainable_params,
+        "threads": torch.get_num_threads(),
+        "seconds": [wall for wall, _ in times],
+        "cpu_seconds": [cpu for _, cpu in times],
+        "ceiling_gflops": statistics.median(wall for wall, _ in ceiling),
+        "ceiling_cpu_gflops": statistics.median(cpu for _, cpu in ceiling),
+        "rss_after_build_kib": rss_after_build_kib,
+        "peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        "cuda_peak_bytes": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None,
+    }
+    with FlopCounterMode(display=False) as counter:
+        step()
+    figures["flops"] = child_flops(counter.get_flop_counts(), model)
+    print(json.dumps(figures))
 
 
 def child_flops(counts: dict[str, dict], model) -> dict[str, int]:
@@ -180,131 +290,79 @@ def child_flops(counts: dict[str, dict], model) -> dict[str, int]:
     return flops
 
 
-def child(setting: Setting, mode: str, args: argparse.Namespace) -> None:
-    """One measurement in this (fresh) process; prints its figures as one JSON line."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from wavecl.model.parameters import count_parameters
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    model = build_model(setting).to(device)
-    total_params, trainable_params = count_parameters(model)
-    inputs = synthetic_inputs(setting, device)
-    rss_after_build_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    autocast = torch.autocast(
-        device.type, dtype={"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.amp), enabled=args.amp != "off"
-    )
-
-    def step() -> None:
-        if mode == "eval":
-            with torch.inference_mode(), autocast:
-                model(**inputs)
-        else:
-            model.zero_grad(set_to_none=True)
-            with autocast:
-                loss = surrogate_loss(model(**inputs))
-            loss.backward()
-
-    def synchronize() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    model.train(mode == "train")
-    if mode == "eval":
-        # Nothing needs gradients here; and FlopCounterMode's module tracker fails on a module input
-        # that requires grad (query_embed.weight) under inference_mode.
-        model.requires_grad_(False)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    for _ in range(args.warmup):
-        step()
-    seconds = []
-    for _ in range(args.repeats):
-        synchronize()
-        start = time.perf_counter()
-        step()
-        synchronize()
-        seconds.append(time.perf_counter() - start)
-    figures = {
-        "params": total_params,
-        "trainable": trainable_params,
-        "seconds": seconds,
-        "rss_after_build_kib": rss_after_build_kib,
-        "peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-        "cuda_peak_bytes": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None,
-    }
-    with FlopCounterMode(display=False) as counter:
-        step()
-    figures["flops"] = child_flops(counter.get_flop_counts(), model)
-    print(json.dumps(figures))
-
-
-def run_child(setting: Setting, mode: str, args: argparse.Namespace) -> dict:
+def run_child(workload: Workload, args: argparse.Namespace) -> dict:
     """Run :func:`child` in a new interpreter and return its figures."""
-    command = [sys.executable, __file__, "--child", setting.name, mode, "--device", args.device, "--amp", args.amp]
+    command = [sys.executable, __file__, "--child", workload.name, "--device", args.device, "--amp", args.amp]
     command += ["--repeats", str(args.repeats), "--warmup", str(args.warmup)]
     command += ["--threads", str(args.threads)] if args.threads else []
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
     if result.returncode != 0:
-        raise RuntimeError(f"benchmark child ({setting.name}, {mode}) failed:\n{result.stderr}")
+        raise RuntimeError(f"benchmark child ({workload.name}) failed:\n{result.stderr}")
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def gflops(flops: int) -> str:
-    return f"{flops / 1e9:,.3f}"
-
-
-def print_summary(results: dict[str, dict[str, dict]], args: argparse.Namespace, console) -> None:
-    """Parameters per configuration, then time, peak memory and FLOPs per configuration and mode."""
+def print_summary(results: dict[str, dict], args: argparse.Namespace, console) -> None:
+    """Parameters per configuration, then per workload: FLOPs, time, GFLOP/s and its share of the ceiling."""
     from rich.table import Table
 
     table = Table(title="WaveCL parameters")
-    for column in ("config", "total", "trainable", "§5 total", "§5 trainable"):
+    for column in ("config", "total", "trainable"):
         table.add_column(column, justify="left" if column == "config" else "right")
-    for name, modes in results.items():
-        spec = SPEC_PARAMS if name == "full" else ("", "")
-        table.add_row(name, f"{modes['eval']['params']:,}", f"{modes['eval']['trainable']:,}", *spec)
+    seen = {}
+    for name, figures in results.items():
+        seen.setdefault(WORKLOADS[name].config, figures)
+    for config, figures in seen.items():
+        table.add_row(config, f"{figures['params']:,}", f"{figures['trainable']:,}")
     console.print(table)
 
     on_cuda = args.device == "cuda"
-    table = Table(title=f"WaveCL time, memory and FLOPs, B = 1, device {args.device}, amp {args.amp}")
-    for column in ("config", "clip TxHxW", "mode", "median s", "min s", "max s", "runs", "peak MiB", "GFLOPs"):
-        table.add_column(column, justify="left" if column in ("config", "clip TxHxW", "mode") else "right")
-    for name, modes in results.items():
-        setting = SETTINGS[name]
-        for mode, figures in modes.items():
-            seconds = figures["seconds"]
-            peak = figures["cuda_peak_bytes"] / 2**20 if on_cuda else figures["peak_rss_kib"] / 1024
-            table.add_row(
-                name,
-                f"{setting.frames}x{setting.height}x{setting.width}",
-                "forward, eval, inference_mode" if mode == "eval" else "forward+backward, train",
-                f"{statistics.median(seconds):.3f}",
-                f"{min(seconds):.3f}",
-                f"{max(seconds):.3f}",
-                str(len(seconds)),
-                f"{peak:,.0f}",
-                gflops(figures["flops"]["total"]),
-            )
+    table = Table(title=f"WaveCL speed, device {args.device}, amp {args.amp}, median of {args.repeats}")
+    columns = ("workload", "clip BxTxHxW", "step", "GFLOPs", "wall s", "min-max", "GFLOP/s", "ceiling", "of ceiling")
+    columns += ("CPU s", "CPU ceiling", "of CPU ceiling", "peak MiB")
+    for column in columns:
+        table.add_column(column, justify="left" if column in columns[:3] else "right")
+    for name, figures in results.items():
+        workload = WORKLOADS[name]
+        seconds = figures["seconds"]
+        median = statistics.median(seconds)
+        cpu = statistics.median(figures["cpu_seconds"])
+        flops = figures["flops"]["total"]
+        achieved = flops / median / 1e9
+        peak = figures["cuda_peak_bytes"] / 2**20 if on_cuda else figures["peak_rss_kib"] / 1024
+        table.add_row(
+            name,
+            f"{workload.batch}x{workload.frames}x{workload.height}x{workload.width}",
+            workload.description,
+            f"{flops / 1e9:,.1f}",
+            f"{median:.2f}",
+            f"{min(seconds):.1f}-{max(seconds):.1f}",
+            f"{achieved:.1f}",
+            f"{figures['ceiling_gflops']:.1f}",
+            f"{100 * achieved / figures['ceiling_gflops']:.1f} %",
+            f"{cpu:.2f}",
+            f"{figures['ceiling_cpu_gflops']:.1f}",
+            f"{100 * flops / cpu / 1e9 / figures['ceiling_cpu_gflops']:.1f} %",
+            f"{peak:,.0f}",
+        )
     console.print(table)
     memory = "torch.cuda.max_memory_allocated" if on_cuda else "peak RSS (ru_maxrss) of the measuring child process"
-    build_peaks = ", ".join(
-        f"{name} {modes['eval']['rss_after_build_kib'] / 1024:,.0f}" for name, modes in results.items()
+    console.print(
+        f"ceiling: GFLOP/s of a {CEILING_SIZE}x{CEILING_SIZE} fp32 matmul on the same threads, median of 10 "
+        "around the workload's steps; CPU s and CPU ceiling: the same in process CPU time, which on a machine "
+        "shared with other work leaves out the time other processes held the cores (with one thread, the "
+        f"fairer ratio); GFLOPs: one step (matmul, convolution and attention FLOPs); peak MiB: {memory}"
     )
-    console.print(f"peak MiB: {memory}; its value once the model and inputs were built (MiB): {build_peaks}")
-    console.print("GFLOPs: one step of the row's mode (forward, or forward and backward)")
 
 
 def print_breakdown(name: str, flops: dict[str, int], console) -> None:
-    """Eval-forward FLOPs per top-level child, then grouped as architecture.md §6 when ``full``."""
+    """FLOPs of one eval workload per top-level child (and the deformable encoder and decoder); the module
+    tracker does not attribute backward FLOPs reliably, so train workloads have no breakdown."""
     from rich.table import Table
 
+    flops = dict(flops)
     total = flops.pop("total")
     children = {module: count for module, count in flops.items() if not module.startswith("transformer.")}
-    table = Table(title=f"{name}: eval forward FLOPs per top-level module")
+    table = Table(title=f"{name}: FLOPs per top-level module")
     table.add_column("module")
     table.add_column("GFLOPs", justify="right")
     table.add_column("share", justify="right")
@@ -313,62 +371,37 @@ def print_breakdown(name: str, flops: dict[str, int], console) -> None:
         for row in [module, *parts]:
             if flops[row]:
                 label = f"  {row}" if row in parts else row
-                table.add_row(label, gflops(flops[row]), f"{100 * flops[row] / total:.1f} %")
-    table.add_row("sum of the children", gflops(sum(children.values())), "")
-    table.add_row("[bold]total", f"[bold]{gflops(total)}", "")
+                table.add_row(label, f"{flops[row] / 1e9:,.2f}", f"{100 * flops[row] / total:.1f} %")
+    table.add_row("[bold]total", f"[bold]{total / 1e9:,.2f}", "")
     console.print(table)
     console.print(
         "the children overlap by bbox_embed's box refinement inside transformer.decoder; the dynamic mask "
         "convolutions run in no child"
     )
-    if name != "full":
-        return
-    table = Table(title="full: eval forward FLOPs, ours vs architecture.md §6 (reference model)")
-    for column in ("part (§6)", "our modules", "ours GFLOPs", "§6 GFLOPs"):
-        table.add_column(column, justify="right" if "GFLOPs" in column else "left")
-    grouped = 0
-    for part, modules, spec in SPEC_ROWS:
-        count = sum(flops[m] for m in modules)
-        grouped += count
-        table.add_row(part, ", ".join(modules), gflops(count), f"{spec:.1f}")
-    named = {m for _, modules, _ in SPEC_ROWS for m in modules} | {
-        "transformer",
-        "class_embed",
-        "bbox_embed",
-        "controller",
-    }
-    rest = [m for m, count in children.items() if m not in named and count]
-    rest_count = (
-        sum(children[m] for m in rest)
-        + flops["transformer"]
-        - flops["transformer.encoder"]
-        - flops["transformer.decoder"]
-    )
-    grouped += rest_count
-    table.add_row("(no §6 row)", ", ".join(rest + ["transformer (rest)"]), gflops(rest_count), "")
-    table.add_row("heads + controller + dynamic convs", "the rest of the total", gflops(total - grouped), "0.8")
-    table.add_row("[bold]total", "", f"[bold]{gflops(total)}", f"[bold]{SPEC_TOTAL_GFLOPS:.1f}")
-    console.print(table)
-    for note in SPEC_DIFFERENCES:
-        console.print(f"- {note}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--full", action="store_true", help="also benchmark the full Video-Swin-T config (slow on CPU)")
-    parser.add_argument("--repeats", type=int, default=None, help="timed iterations (default: tiny 5, full 2)")
-    parser.add_argument("--warmup", type=int, default=None, help="untimed iterations first (default: 1)")
+    parser.add_argument("--full", action="store_true", help="benchmark the full Video-Swin-T workloads (slow on CPU)")
+    parser.add_argument(
+        "--workloads", nargs="+", choices=sorted(WORKLOADS), help="workloads to run (default: tiny-*, or all full)"
+    )
+    parser.add_argument("--repeats", type=int, default=3, help="timed steps per workload (median reported)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps first")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--amp", choices=("off", "bf16", "fp16"), default="off", help="torch.autocast dtype")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads in the children")
-    parser.add_argument("--child", nargs=2, metavar=("SETTING", "MODE"), help=argparse.SUPPRESS)
+    parser.add_argument("--breakdown", action="store_true", help="FLOPs per module of the eval workloads")
+    parser.add_argument("--child", metavar="WORKLOAD", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.repeats is not None and args.repeats < 1:
+    if args.repeats < 1:
         parser.error("--repeats must be at least 1")
-    if args.warmup is not None and args.warmup < 0:
+    if args.warmup < 0:
         parser.error("--warmup must be non-negative")
+    if args.threads is not None and args.threads < 1:
+        parser.error("--threads must be at least 1")
     if args.child:
-        child(SETTINGS[args.child[0]], args.child[1], args)
+        child(WORKLOADS[args.child], args)
         return
 
     import torch
@@ -379,26 +412,24 @@ def main() -> None:
         sys.exit(1)
     console = Console()
     if not console.is_terminal:
-        console.width = 132
-    names = ["tiny", "full"] if args.full else ["tiny"]
-    results: dict[str, dict[str, dict]] = {}
+        console.width = 160
+    names = args.workloads or [
+        name for name, w in WORKLOADS.items() if (w.config == "full") == args.full and name != "train-half"
+    ]
+    results: dict[str, dict] = {}
     for name in names:
-        setting = SETTINGS[name]
-        settings_args = argparse.Namespace(**vars(args))
-        settings_args.repeats = args.repeats or setting.default_repeats
-        settings_args.warmup = setting.default_warmup if args.warmup is None else args.warmup
-        console.print(
-            f"[dim]{name}: {settings_args.warmup} warm-up + {settings_args.repeats} timed runs per mode, "
-            f"each mode in a fresh process ...[/dim]"
-        )
-        results[name] = {mode: run_child(setting, mode, settings_args) for mode in ("eval", "train")}
+        console.print(f"[dim]{name}: {args.warmup} warm-up + {args.repeats} timed steps in a fresh process ...[/dim]")
+        results[name] = run_child(WORKLOADS[name], args)
+    threads = {figures["threads"] for figures in results.values()}
     console.print(
-        f"torch {torch.__version__}, {torch.get_num_threads() if not args.threads else args.threads} threads, "
-        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at the end"
+        f"torch {torch.__version__}, {'/'.join(map(str, sorted(threads)))} threads, {os.cpu_count()} CPUs, "
+        f"load average {os.getloadavg()[0]:.2f} at the end"
     )
     print_summary(results, args, console)
-    for name, modes in results.items():
-        print_breakdown(name, modes["eval"]["flops"], console)
+    if args.breakdown:
+        for name, figures in results.items():
+            if WORKLOADS[name].mode == "eval":
+                print_breakdown(name, figures["flops"], console)
 
 
 if __name__ == "__main__":

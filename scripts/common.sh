@@ -5,19 +5,37 @@
 #   DATA_ROOT         folder holding the datasets (default data); per dataset: A2D_ROOT, JHMDB_ROOT,
 #                     YTVOS_ROOT, COCO_ROOT, DAVIS_ROOT
 #   OUTPUT_DIR        root of the run directories (default runs)
+#   CACHE_DIR         derived files: sample lists, COCO-format ground truth (default $OUTPUT_DIR/cache);
+#                     the dataset folders are only read
 #   SWIN_CHECKPOINT   Kinetics Video-Swin-T .pth (training from scratch and pretraining)
 #   TEXT_ENCODER      Hugging Face RoBERTa folder (default: the config's pretrained/roberta-base)
 #   CHECKPOINT        input checkpoint of finetune / eval / infer scripts (run dir, checkpoint folder or pointer)
 #   WAVECL_TINY=1     smoke run: the reduced model of configs/tiny.yaml, 1 epoch of TINY_STEPS (2) steps on the CPU
-#   PYTHON            interpreter (default python3)
+#   PYTHON            interpreter where wavecl is installed (default: the active virtual environment's,
+#                     else .venv/bin/python of the repository when it exists, else python3 from PATH)
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CONFIGS="$REPO_ROOT/configs"
 export PYTHONPATH="$REPO_ROOT${PYTHONPATH:+:$PYTHONPATH}"
-PYTHON="${PYTHON:-python3}"
+if [[ -z "${PYTHON:-}" ]]; then
+    if [[ -n "${VIRTUAL_ENV:-}" && -x "$VIRTUAL_ENV/bin/python" ]]; then
+        PYTHON="$VIRTUAL_ENV/bin/python"
+    elif [[ -x "$REPO_ROOT/.venv/bin/python" ]]; then
+        PYTHON="$REPO_ROOT/.venv/bin/python"
+    else
+        PYTHON=python3
+    fi
+fi
+# Refuse at once, by name, an interpreter without wavecl's dependencies (another environment's python3).
+if ! "$PYTHON" -c 'import importlib.metadata as m; m.version("wavecl"); import torch' >/dev/null 2>&1; then
+    echo "error: the interpreter '$PYTHON' ($(command -v "$PYTHON" || echo 'not found')) has no wavecl installation;" \
+        "activate the environment of 'pip install -e .' or set PYTHON=/path/to/its/python" >&2
+    exit 1
+fi
 WAVECL_TINY="${WAVECL_TINY:-0}"
 DATA_ROOT="${DATA_ROOT:-data}"
 OUTPUT_DIR="${OUTPUT_DIR:-runs}"
+CACHE_DIR="${CACHE_DIR:-$OUTPUT_DIR/cache}"
 DEVICE="${DEVICE:-}"
 if [[ "$WAVECL_TINY" == 1 && -z "$DEVICE" ]]; then
     DEVICE=cpu
@@ -39,7 +57,11 @@ JHMDB_ROOT="${JHMDB_ROOT:-$(dataset_dir jhmdb_sentences)}"
 YTVOS_ROOT="${YTVOS_ROOT:-$(dataset_dir refer_youtube_vos ref-youtube-vos)}"
 COCO_ROOT="${COCO_ROOT:-$(dataset_dir coco)}"
 DAVIS_ROOT="${DAVIS_ROOT:-$(dataset_dir refer-davis ref-davis)}"
-A2D_GT="$A2D_ROOT/a2d_sentences_test_annotations_in_coco_format.json"
+# derived_file NAME ROOT: ROOT/NAME when it was prepared there by hand, else $CACHE_DIR/NAME.
+derived_file() {
+    if [[ -f "$2/$1" ]]; then echo "$2/$1"; else echo "$CACHE_DIR/$1"; fi
+}
+A2D_GT="${A2D_GT:-$(derived_file a2d_sentences_test_annotations_in_coco_format.json "$A2D_ROOT")}"
 
 # default_gpus N: the GPU count of the README for this stage, or 1 for smoke runs.
 default_gpus() {
@@ -49,7 +71,7 @@ default_gpus() {
 # Arguments shared by train and evaluate: output root, device, text encoder, tiny overrides.
 # COMMON_ARGS is filled by setup_args; TRAIN_ARGS adds what only training takes.
 setup_args() {
-    COMMON_ARGS=(--set "train.output_dir=$OUTPUT_DIR")
+    COMMON_ARGS=(--set "train.output_dir=$OUTPUT_DIR" --set "data.cache_dir=$CACHE_DIR")
     TRAIN_ARGS=()
     if [[ -n "$DEVICE" ]]; then COMMON_ARGS+=(--device "$DEVICE"); fi
     if [[ "$WAVECL_TINY" != 1 && -n "${SWIN_CHECKPOINT:-}" ]]; then
@@ -95,8 +117,8 @@ prepare_a2d_gt() {
     [[ -f "$A2D_GT" ]] || prepare a2d-gt --root "$A2D_ROOT" --out "$A2D_GT"
 }
 
-# prepare_ytvos_samples: the Ref-YouTube-VOS training sample list (windows of 8 frames), built on first use.
+# prepare_ytvos_samples: the Ref-YouTube-VOS training sample list (windows of 8 frames) in the cache of
+# data.cache_dir, built in parallel on first use (an up-to-date list is kept).
 prepare_ytvos_samples() {
-    [[ -f "$YTVOS_ROOT/wavecl_ytvos_train_samples_ws8.json" ]] \
-        || prepare ytvos-samples --root "$YTVOS_ROOT" --window-size 8 --workers "${PREPARE_WORKERS:-8}"
+    prepare ytvos-samples --root "$YTVOS_ROOT" --window-size 8 --workers "${PREPARE_WORKERS:-8}" --cache-dir "$CACHE_DIR"
 }

@@ -3,6 +3,7 @@
 import numpy as np
 import torch
 
+from wavecl.model.output import WaveCLOutput
 from wavecl.testing.datasets import frame_level
 
 MEAN = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
@@ -26,3 +27,16 @@ def frame_indices(frames: torch.Tensor) -> list[int]:
     """Recover each frame's index of a normalised ``[T, 3, H, W]`` clip from its grey level (red channel)."""
     levels = ((frames * STD + MEAN) * 255)[:, 0].mean(dim=(1, 2))
     return [level_index(float(level)) for level in levels]
+
+
+def constant_prediction(batch, logit: float) -> WaveCLOutput:
+    """Outputs whose masks are everywhere ``logit`` (all foreground when positive, empty when negative)."""
+    T, B, _, H, W = batch.frames.shape
+    Q = 3
+    return WaveCLOutput(
+        pred_masks=torch.full((T, B, Q, (H + 3) // 4, (W + 3) // 4), logit),
+        pred_cls=torch.zeros(T, B, Q, 1),
+        pred_boxes=torch.full((T, B, Q, 4), 0.5),
+        pred_logit=torch.zeros(B, Q, 8),
+        text_sentence_feature=torch.zeros(B, 8),
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from pathlib import Path
@@ -16,6 +17,7 @@ from wavecl.data import a2d as a2d_module
 from wavecl.data.a2d import A2DSentences, read_instance_masks
 from wavecl.data.collate import collate_clips
 from wavecl.data.robust import SkipBadSamples
+from wavecl.data.sample_cache import dataset_cache_dir
 from wavecl.data.transforms import ClipTransform
 from wavecl.data.video import count_video_frames, read_video_frames, read_video_window, write_video
 from wavecl.data.windows import centred_window
@@ -92,7 +94,7 @@ def test_sample_list_matches_fixture(fixture: A2DFixture, subset: str, tmp_path:
     expected = [(s.query.lower(), s.video_id, s.frame, s.instance_id) for s in fixture.samples[subset]]
     assert [(s.query, s.video_id, s.frame, s.instance_id) for s in dataset.samples] == expected
     assert all(s.video_id not in fixture.missed_videos for s in dataset.samples)
-    assert (tmp_path / f"wavecl_a2d_{subset}_samples.json").is_file()
+    assert (dataset_cache_dir(tmp_path, fixture.root) / f"wavecl_a2d_{subset}_samples.json").is_file()
 
 
 def test_copy_row_dropped(fixture: A2DFixture, tmp_path: Path) -> None:
@@ -154,7 +156,8 @@ def test_other_clip_folder_spelling_and_parent_root(tmp_path: Path) -> None:
     dataset = A2DSentences(tmp_path, "test", transform=IDENTITY)
     assert len(dataset) == len(fixture.samples["test"])
     assert frame_indices(dataset[0].frames) == centred_window(fixture.samples["test"][0].frame - 1, 8, 10)
-    assert (fixture.root / "wavecl_a2d_test_samples.json").is_file()  # default cache_dir: the dataset folder
+    assert (dataset_cache_dir(None, fixture.root) / "wavecl_a2d_test_samples.json").is_file()  # the default cache
+    assert not (fixture.root / "wavecl_a2d_test_samples.json").exists()  # nothing is written to the dataset
 
 
 def test_cache_is_reused_and_rebuilt_when_inputs_change(fresh: A2DFixture, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -166,6 +169,17 @@ def test_cache_is_reused_and_rebuilt_when_inputs_change(fresh: A2DFixture, monke
     with monkeypatch.context() as patch:
         patch.setattr(a2d_module, "build_a2d_samples", fail)
         assert A2DSentences(fresh.root, "train", transform=IDENTITY).samples == first.samples
+
+    cache = dataset_cache_dir(None, fresh.root) / "wavecl_a2d_train_samples.json"
+    content = json.loads(cache.read_text())
+    content["samples"][0] = ["a query", "vidTrainA"]  # the right key, a malformed row
+    cache.write_text(json.dumps(content))
+    assert A2DSentences(fresh.root, "train", transform=IDENTITY).samples == first.samples
+    assert json.loads(cache.read_text())["samples"][0] != ["a query", "vidTrainA"], "the cache was rebuilt"
+
+    blocked = fresh.root.parent / "not_a_folder"
+    blocked.write_text("a file where the cache folder should be")
+    assert A2DSentences(fresh.root, "train", transform=IDENTITY, cache_dir=blocked).samples == first.samples
 
     annotations = fresh.root / "text_annotations" / "a2d_annotation.txt"
     annotations.write_text(annotations.read_text().replace("vidTrainA,2,", "vidTrainA,1,"))

@@ -1,4 +1,4 @@
-"""Tests of the Video-Swin backbone and its checkpoint loading (architecture.md §3.2, §7)."""
+"""Tests of the Video-Swin backbone and its checkpoint loading (docs/architecture.md#backbone)."""
 
 from __future__ import annotations
 
@@ -7,15 +7,16 @@ import math
 import pytest
 import torch
 from torch import nn
-from torchvision.models.video.swin_transformer import SwinTransformer3d
+from torchvision.models.video.swin_transformer import ShiftedWindowAttention3d, SwinTransformer3d
 
 from wavecl.model.backbone import (
     VIDEO_SWIN_VARIANTS,
     KeyReport,
     VideoSwinBackbone,
+    WindowAttention3d,
     load_video_swin_weights,
-    reference_backbone_key,
 )
+from wavecl.original import backbone_key
 
 SMALL = dict(embed_dim=16, depths=(1, 2, 1, 1), num_heads=(1, 2, 2, 2), window_size=(2, 3, 3))
 
@@ -42,7 +43,7 @@ def kinetics_model() -> SwinTransformer3d:
 
 
 def official_key(torchvision_key: str) -> str:
-    """Inverse of the §7.2 table, written here by hand: torchvision name → official checkpoint name."""
+    """Inverse of the key mapping, written here by hand: torchvision name → official checkpoint name."""
     parts = torchvision_key.split(".")
     if parts[0] == "head":
         return "cls_head.fc_cls." + parts[1]
@@ -202,21 +203,15 @@ def test_missing_truncated_and_foreign_files(tmp_path) -> None:
 
 
 def test_reference_key_mapping() -> None:
-    assert reference_backbone_key("backbone.0.body.patch_embed.proj.weight") == "backbone.body.patch_embed.proj.weight"
+    assert backbone_key("backbone.0.body.patch_embed.proj.weight") == "backbone.body.patch_embed.proj.weight"
+    assert backbone_key("backbone.0.body.layers.2.blocks.5.mlp.fc1.weight") == "backbone.body.features.4.5.mlp.0.weight"
     assert (
-        reference_backbone_key("backbone.0.body.layers.2.blocks.5.mlp.fc1.weight")
-        == "backbone.body.features.4.5.mlp.0.weight"
-    )
-    assert (
-        reference_backbone_key("backbone.0.body.layers.3.blocks.1.attn.relative_position_index")
+        backbone_key("backbone.0.body.layers.3.blocks.1.attn.relative_position_index")
         == "backbone.body.features.6.1.attn.relative_position_index"
     )
-    assert (
-        reference_backbone_key("backbone.0.body.downsamples.1.reduction.weight")
-        == "backbone.body.features.3.reduction.weight"
-    )
+    assert backbone_key("backbone.0.body.downsamples.1.reduction.weight") == "backbone.body.features.3.reduction.weight"
     with pytest.raises(ValueError, match="text_encoder"):
-        reference_backbone_key("text_encoder.pooler.dense.weight")
+        backbone_key("text_encoder.pooler.dense.weight")
 
 
 def test_reference_keys_cover_the_backbone_exactly() -> None:
@@ -232,4 +227,56 @@ def test_reference_keys_cover_the_backbone_exactly() -> None:
         else:
             rest = ".".join(parts[5:]).replace("mlp.0.", "mlp.fc1.").replace("mlp.3.", "mlp.fc2.")
             reference.append(f"backbone.0.body.layers.{int(parts[3]) // 2}.blocks.{parts[4]}.{rest}")
-    assert [reference_backbone_key(key) for key in reference] == ours
+    assert [backbone_key(key) for key in reference] == ours
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 9, 11), (2, 3, 13, 15), (1, 8, 14, 21)])
+@pytest.mark.parametrize("window", [(2, 3, 3), (8, 7, 7)])
+@pytest.mark.parametrize("shifted", [False, True], ids=["plain", "shifted"])
+def test_window_attention_equals_torchvision(shape, window, shifted) -> None:
+    """Outputs and gradients (input and every parameter) of torchvision's module with the same weights;
+    the shapes cover padding, windows shrunk to the input, and shifts along time and space."""
+    torch.manual_seed(0)
+    shift = [size // 2 for size in window] if shifted else [0, 0, 0]
+    reference = ShiftedWindowAttention3d(16, list(window), shift, 2).double()
+    fast = WindowAttention3d(16, list(window), shift, 2).double()
+    fast.load_state_dict(reference.state_dict())
+    assert list(fast.state_dict()) == list(reference.state_dict())
+    tokens = torch.randn(*shape, 16, dtype=torch.float64, requires_grad=True)
+    upstream = torch.randn(*shape, 16, dtype=torch.float64)
+    expected = reference(tokens)
+    actual = fast(tokens)
+    torch.testing.assert_close(actual, expected, rtol=1e-10, atol=1e-10)
+    expected_grads = torch.autograd.grad(expected, [tokens, *reference.parameters()], upstream)
+    actual_grads = torch.autograd.grad(actual, [tokens, *fast.parameters()], upstream)
+    for mine, theirs in zip(actual_grads, expected_grads):
+        torch.testing.assert_close(mine, theirs, rtol=1e-10, atol=1e-10)
+
+
+def test_every_block_uses_the_fast_attention_with_torchvision_keys() -> None:
+    backbone = small_backbone()
+    blocks = [block for stage in backbone.body.features[::2] for block in stage]
+    assert len(blocks) == sum(SMALL["depths"])
+    assert all(type(block.attn) is WindowAttention3d for block in blocks)
+    plain = SwinTransformer3d(
+        patch_size=[1, 4, 4],
+        embed_dim=SMALL["embed_dim"],
+        depths=list(SMALL["depths"]),
+        num_heads=list(SMALL["num_heads"]),
+        window_size=list(SMALL["window_size"]),
+    )
+    expected = {key: value.shape for key, value in plain.state_dict().items() if not key.startswith(("norm.", "head."))}
+    assert {key: value.shape for key, value in backbone.body.state_dict().items()} == expected
+
+
+def test_window_layout_built_under_inference_mode_serves_training() -> None:
+    """The per-shape indices are cached: a first call under inference_mode must not leave inference
+    tensors that a later training step cannot save for backward."""
+    attention = WindowAttention3d(16, [2, 3, 3], [1, 1, 1], 2)
+    tokens = torch.randn(1, 3, 10, 11, 16)  # a shape no other test uses, so the first call builds it
+    with torch.inference_mode():
+        expected = attention(tokens)
+    actual = attention(tokens.requires_grad_())
+    actual.sum().backward()
+    torch.testing.assert_close(actual, expected)
+    assert tokens.grad is not None

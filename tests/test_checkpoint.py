@@ -6,18 +6,23 @@ from __future__ import annotations
 import os
 import pickle
 import random
+import shutil
 
 import numpy as np
 import pytest
 import torch
+from safetensors import safe_open
 from torch import nn
 
 from wavecl.checkpoint import (
     CheckpointError,
     CheckpointPaths,
+    checkpoint_folder_name,
     latest_checkpoint,
     load_model_weights,
     load_training_state,
+    parse_checkpoint_folder_name,
+    prune_checkpoints,
     restore_rng_state,
     rng_state,
     save_checkpoint,
@@ -26,7 +31,7 @@ from wavecl.training.optim import build_optimizer, build_scheduler
 
 
 class AliasedModel(nn.Module):
-    """A box head registered under two names, like WaveCL's ``bbox_embed``."""
+    """A module registered under two names (tied weights, as the original registered its box heads)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -199,3 +204,126 @@ def test_reference_pth_tar_checkpoint_loads_model_state_dict(tmp_path):
     torch.save({"epoch": 1}, tmp_path / "no_weights.pth")
     with pytest.raises(CheckpointError, match="no_weights.pth"):
         load_model_weights(tmp_path / "no_weights.pth")
+
+
+# ------------------------------------------------------------------ frozen weights, steps, pruning
+
+
+class PartlyFrozenModel(nn.Module):
+    """A trainable head beside a large frozen "encoder" (like WaveCL's frozen text encoder)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = nn.Linear(64, 64)
+        self.head = nn.Linear(64, 2)
+        self.encoder.requires_grad_(False)
+
+    def frozen_names(self) -> list[str]:
+        return [name for name, p in self.named_parameters() if not p.requires_grad]
+
+
+def folder_bytes(folder) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def test_frozen_weights_are_stored_once_per_run_and_merged_back(tmp_path):
+    torch.manual_seed(0)
+    model = PartlyFrozenModel()
+    checkpoints = tmp_path / "checkpoints"
+    for epoch in range(3):
+        with torch.no_grad():
+            model.head.weight.add_(1.0)  # training changes the head only
+        save_checkpoint(checkpoints, epoch, model.state_dict(), {"epoch": epoch}, frozen=model.frozen_names())
+        weights = load_model_weights(checkpoints / f"epoch_{epoch:04d}")
+        assert weights.keys() == model.state_dict().keys()
+        for name, tensor in model.state_dict().items():
+            assert torch.equal(weights[name], tensor), name
+
+    (frozen_file,) = checkpoints.glob("frozen-*.safetensors")
+    encoder_bytes = sum(t.numel() * t.element_size() for n, t in model.state_dict().items() if n.startswith("encoder"))
+    head_bytes = sum(t.numel() * t.element_size() for n, t in model.state_dict().items() if n.startswith("head"))
+    assert encoder_bytes > 30 * head_bytes
+    for epoch in range(3):
+        folder = checkpoints / f"epoch_{epoch:04d}"
+        assert set(load_file_names(folder / "model.safetensors")) == {"head.weight", "head.bias"}
+        assert head_bytes <= folder_bytes(folder) < head_bytes + 4096  # + state.pt and the file headers
+    assert encoder_bytes <= frozen_file.stat().st_size < encoder_bytes + 4096
+    # Stored per epoch, the encoder would take 3 x encoder_bytes.
+    assert folder_bytes(checkpoints) < encoder_bytes + 3 * head_bytes + 3 * 4096
+
+    # The file alone (as a reader given model.safetensors gets it) also merges the frozen weights.
+    assert load_model_weights(checkpoints / "epoch_0001" / "model.safetensors").keys() == model.state_dict().keys()
+
+    # A folder copied without the shared file says which file to bring along.
+    copied = tmp_path / "elsewhere" / "epoch_0002"
+    shutil.copytree(checkpoints / "epoch_0002", copied)
+    with pytest.raises(FileNotFoundError, match=frozen_file.name):
+        load_model_weights(copied)
+
+
+def load_file_names(path) -> list[str]:
+    with safe_open(str(path), framework="pt") as handle:
+        return list(handle.keys())
+
+
+def test_changed_frozen_values_get_a_new_file_and_pruning_drops_the_unreferenced_one(tmp_path):
+    model = PartlyFrozenModel()
+    checkpoints = tmp_path / "checkpoints"
+    save_checkpoint(checkpoints, 0, model.state_dict(), {"epoch": 0}, frozen=model.frozen_names())
+    with torch.no_grad():
+        model.encoder.weight.mul_(2.0)
+    save_checkpoint(checkpoints, 1, model.state_dict(), {"epoch": 1}, frozen=model.frozen_names())
+    assert len(list(checkpoints.glob("frozen-*.safetensors"))) == 2
+    old = load_model_weights(checkpoints / "epoch_0000")["encoder.weight"]
+    assert torch.equal(load_model_weights(checkpoints / "epoch_0001")["encoder.weight"], 2 * old)
+    deleted = prune_checkpoints(checkpoints, keep_last=1)
+    assert sorted(p.name for p in deleted)[0] == "epoch_0000"
+    assert len(list(checkpoints.glob("frozen-*.safetensors"))) == 1
+    assert torch.equal(load_model_weights(checkpoints)["encoder.weight"], 2 * old)
+    with pytest.raises(KeyError, match="nonexistent"):
+        save_checkpoint(checkpoints, 2, model.state_dict(), {"epoch": 2}, frozen=["nonexistent"])
+
+
+def test_step_checkpoints_sort_inside_their_epoch(tmp_path):
+    assert checkpoint_folder_name(3) == "epoch_0003"
+    assert checkpoint_folder_name(3, 119) == "epoch_0003_step_000119"
+    assert parse_checkpoint_folder_name("epoch_0003_step_000119") == (3, 119)
+    assert parse_checkpoint_folder_name("epoch_0003") == (3, None)
+    assert parse_checkpoint_folder_name("best") is None
+    model = PartlyFrozenModel()
+    checkpoints = tmp_path / "checkpoints"
+    # Written out of order, then the pointer removed: the position decides, not the age.
+    for epoch, step in ((4, 1), (3, None), (3, 10)):
+        save_checkpoint(checkpoints, epoch, model.state_dict(), {"epoch": epoch}, step=step)
+    (checkpoints / "last").unlink()
+    assert latest_checkpoint(tmp_path) == checkpoints / "epoch_0004_step_000001"
+    shutil.rmtree(checkpoints / "epoch_0004_step_000001")
+    assert latest_checkpoint(tmp_path) == checkpoints / "epoch_0003"
+
+
+def test_pruning_keeps_the_last_k_epochs_best_and_only_the_newest_step(tmp_path):
+    model = PartlyFrozenModel()
+    checkpoints = tmp_path / "checkpoints"
+
+    def names() -> list[str]:
+        return sorted(p.name for p in checkpoints.iterdir() if p.is_dir())
+
+    for epoch in range(4):
+        for step in (4, 9):
+            save_checkpoint(checkpoints, epoch, model.state_dict(), {}, step=step, frozen=model.frozen_names())
+            prune_checkpoints(checkpoints, keep_last=2)
+            # A step checkpoint lives only while it is the newest one.
+            assert [n for n in names() if "step" in n] == [f"epoch_{epoch:04d}_step_{step:06d}"]
+        save_checkpoint(checkpoints, epoch, model.state_dict(), {}, frozen=model.frozen_names())
+        if epoch == 0:
+            (checkpoints / "best").write_text("epoch_0000\n")
+        prune_checkpoints(checkpoints, keep_last=2)
+    assert names() == ["epoch_0000", "epoch_0002", "epoch_0003"]  # best + the last two
+    assert len(list(checkpoints.glob("frozen-*.safetensors"))) == 1
+    prune_checkpoints(checkpoints, keep_last=None)  # keep all epochs: nothing more to delete
+    assert names() == ["epoch_0000", "epoch_0002", "epoch_0003"]
+    (checkpoints / "notes").mkdir()  # foreign folders are left alone
+    prune_checkpoints(checkpoints, keep_last=1)
+    assert names() == ["epoch_0000", "epoch_0003", "notes"]
+    with pytest.raises(ValueError, match="keep_checkpoints"):
+        prune_checkpoints(checkpoints, keep_last=0)

@@ -5,7 +5,6 @@ weights, and ``predict`` on a small run."""
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +18,9 @@ from pycocotools.cocoeval import COCOeval
 from wavecl.checkpoint import load_model_weights
 from wavecl.cli import main
 from wavecl.config import apply_overrides, load_config
-from wavecl.data.synthetic import expression_ground_truth
-from wavecl.data.ytvos import train_samples_cache_path
+from wavecl.data.ytvos import YTVOSGroundTruth, train_samples_cache_path
 from wavecl.evaluation.ytvos import write_ytvos_masks, zip_submission
+from wavecl.testing.checkpoints import original_state_dict
 from wavecl.testing.coco_davis import write_davis_fixture
 from wavecl.testing.datasets import write_a2d_fixture, write_jhmdb_fixture, write_ytvos_fixture
 
@@ -95,10 +94,8 @@ def test_info_prints_parameter_counts(tiny_model, capsys):
     assert f"{total:,}" in total_row and f"{trainable:,}" in total_row
     backbone_row = next(line for line in out.splitlines() if "backbone" in line)
     assert f"{sum(p.numel() for p in model.backbone.parameters()):,}" in backbone_row
-    # The box heads are also registered as transformer.decoder.bbox_embed: counted once, in their own row.
     transformer_row = next(line for line in out.splitlines() if "transformer" in line)
-    shared = sum(p.numel() for p in model.bbox_embed.parameters())
-    assert f"{sum(p.numel() for p in model.transformer.parameters()) - shared:,}" in transformer_row
+    assert f"{sum(p.numel() for p in model.transformer.parameters()):,}" in transformer_row
     rows = [line.split("│") for line in out.splitlines() if line.startswith("│") and "total" not in line]
     assert sum(int(cells[2].strip().replace(",", "")) for cells in rows) == total
 
@@ -136,11 +133,13 @@ def test_prepare_synthetic_writes_both_splits(tmp_path, capsys):
         assert len(frames) == 3 and Image.open(frames[0]).size == (32, 24)
 
 
-def test_prepare_ytvos_samples_writes_the_dataset_cache(tmp_path, capsys):
+def test_prepare_ytvos_samples_writes_the_training_cache(tmp_path, capsys):
     write_ytvos_fixture(tmp_path / "refer_youtube_vos")
-    code, out, _ = run_cli(["prepare", "ytvos-samples", "--root", str(tmp_path), "--window-size", "4"], capsys)
+    argv = ["prepare", "ytvos-samples", "--root", str(tmp_path), "--window-size", "4", "--cache-dir", f"{tmp_path}/c"]
+    code, out, _ = run_cli(argv, capsys)
     assert code == 0
-    cache = train_samples_cache_path(tmp_path / "refer_youtube_vos", 4)
+    cache = train_samples_cache_path(tmp_path / "c", tmp_path, 4)
+    assert cache.is_relative_to(tmp_path / "c")
     samples = json.loads(cache.read_text())["samples"]
     assert f": {len(samples)} -> {cache}" in out
     assert all(len(frames) == 4 for _, frames, _ in samples)
@@ -287,7 +286,7 @@ def test_evaluate_saved_synthetic_predictions(tmp_path, capsys):
     expected_j, expected_f = [], []
     for index, (video, entry) in enumerate(sorted(videos.items())):
         for exp_id in entry["expressions"]:
-            truth = expression_ground_truth(root, "valid", video, exp_id)
+            truth = YTVOSGroundTruth(root).masks(video, exp_id)
             if index == 0 and exp_id == "0":
                 predicted = np.zeros_like(truth)  # an empty prediction scores 0 wherever the object is visible
                 visible = truth.any(axis=(1, 2))
@@ -357,18 +356,6 @@ def test_evaluate_needs_exactly_one_source(tmp_path, capsys):
     assert code == 2 and "exactly one of --checkpoint" in err
 
 
-def reference_key(key: str) -> str:
-    """A wavecl backbone key as the reference implementation names it (other keys are shared)."""
-    match = re.fullmatch(r"backbone\.body\.features\.(\d+)\.(\d+\.)?(.*)", key)
-    if match is None:
-        return key.replace("backbone.body.", "backbone.0.body.", 1)
-    stage, block, rest = int(match[1]), match[2], match[3]
-    if stage % 2:
-        return f"backbone.0.body.downsamples.{stage // 2}.{(block or '') + rest}"
-    rest = rest.replace("mlp.0.", "mlp.fc1.").replace("mlp.3.", "mlp.fc2.")
-    return f"backbone.0.body.layers.{stage // 2}.blocks.{block}{rest}"
-
-
 def test_evaluate_a_run_and_the_same_weights_as_a_reference_checkpoint(tiny_run, tmp_path, capsys):
     root = tmp_path / "synthetic"
     prepare_synthetic(root, videos=1, valid_videos=1, frames=2, size=(32, 48), capsys=capsys)
@@ -383,14 +370,15 @@ def test_evaluate_a_run_and_the_same_weights_as_a_reference_checkpoint(tiny_run,
     assert code == 0, out
     from_run = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert Path(from_run["checkpoint"]) == tiny_run / "checkpoints" / "epoch_0000"
-    assert set(from_run["metrics"]) == {"J", "F", "J&F", "expressions"} and from_run["world_size"] == 1
+    assert set(from_run["metrics"]) == {"J", "F", "J&F", "expressions", "frames", "missing_masks", "extra_masks"}
+    assert from_run["metrics"]["missing_masks"] == 0 and from_run["world_size"] == 1
     # The saved masks rescore to the same numbers.
     saved = ["--predictions", str(tmp_path / "run"), "--out-dir", str(tmp_path / "again")]
     code, _, _ = run_cli(["evaluate", *config, *saved], capsys)
     assert code == 0 and read_metrics(tmp_path / "again") == pytest.approx(from_run["metrics"])
 
     state = load_model_weights(tiny_run)
-    reference = {reference_key(key): value for key, value in state.items()}
+    reference = original_state_dict(state)
     assert "backbone.0.body.layers.0.blocks.0.mlp.fc1.weight" in reference
     checkpoint = tmp_path / "reference.pth.tar"
     torch.save({"model_state_dict": reference, "epoch": 3}, checkpoint)
@@ -409,10 +397,12 @@ def test_evaluate_a_run_and_the_same_weights_as_a_reference_checkpoint(tiny_run,
     assert code == 2 and str(checkpoint) in err
     assert "missing: 1 key(s)" in err and "class_embed.0.weight" in err
     assert "unexpected: 1 key(s)" in err and "bogus.weight" in err
-    # wavecl keys in a .pth.tar are named as not being a reference checkpoint.
-    torch.save(state, checkpoint)
-    code, _, err = run_cli(["evaluate", *config, "--checkpoint", str(checkpoint)], capsys)
-    assert code == 2 and f"{checkpoint} is not a checkpoint of the reference implementation" in err
+    # A state dict saved under DDP: every key carries "module.", which the one loader strips.
+    torch.save({f"module.{key}": value for key, value in state.items()}, checkpoint)
+    ddp = ["--checkpoint", str(checkpoint), "--out-dir", f"{tmp_path}/ddp"]
+    code, out, _ = run_cli(["evaluate", *config, *ddp], capsys)
+    assert code == 0, out
+    assert json.loads((tmp_path / "ddp" / "metrics.json").read_text())["metrics"] == from_run["metrics"]
 
 
 def test_evaluate_names_a_missing_checkpoint(tmp_path, capsys):
@@ -446,10 +436,10 @@ def test_predict_writes_masks_overlay_and_sheet(tiny_run, tmp_path, capsys):
     argv = ["predict", "--checkpoint", str(tiny_run), "--video", str(frames), "--text", "a red circle"]
     argv += ["--text", "the square", "--out-dir", str(out), "--device", "cpu", "--window", "2"]
     code, printed, _ = run_cli(argv, capsys)
-    assert code == 0 and "3 frames segmented for 2 sentence(s)" in printed
+    assert code == 0 and "3 frames segmented for 2 sentence(s), 2 per window" in printed
     for folder in ("0_a_red_circle", "1_the_square"):
         masks = sorted((out / "masks" / folder).glob("*.png"))
-        assert [m.name for m in masks] == [f"{i:05d}.png" for i in range(3)]
+        assert [m.name for m in masks] == [f"frame{i}.png" for i in range(3)]  # named after the frames
         assert Image.open(masks[0]).size == (44, 30)
     assert (out / "overlay.mp4").stat().st_size > 0 and (out / "contact_sheet.png").is_file()
 

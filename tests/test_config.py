@@ -1,11 +1,14 @@
+import dataclasses
 from pathlib import Path
 
 import pytest
 import yaml
 
-from wavecl.config import Config, apply_overrides, load_config, parse_override
+from wavecl.cli import main
+from wavecl.config import SECTIONS, Config, apply_overrides, field_help, load_config, parse_override
 
-CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+REPO = Path(__file__).parents[1]
+CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
 
 # An excerpt of the original repository's configs/a2d_sentences.yaml ({desc, value} entries,
 # PyYAML-unfriendly exponents, nested DeformTransformer and VOC values).
@@ -139,3 +142,47 @@ def test_only_explicit_overrides_apply():
     assert updated.train.epochs == config.train.epochs
     with pytest.raises(ValueError, match="train.nope"):
         apply_overrides(config, {"train.nope": 1})
+
+
+def test_a_misspelt_field_gets_a_suggestion(tmp_path, capsys):
+    path = tmp_path / "typo.yaml"
+    path.write_text("train:\n  max_step_per_epoch: 3\n")
+    with pytest.raises(
+        ValueError, match=r"unknown field\(s\) \['max_step_per_epoch'\] \(did you mean 'max_steps_per_epoch'\?\)"
+    ):
+        load_config(path)
+    path.write_text("trian:\n  lr: 1\n")
+    with pytest.raises(ValueError, match=r"\(did you mean 'train'\?\)"):
+        load_config(path)
+    with pytest.raises(ValueError, match=r"'data.windw_size' \(did you mean 'data.window_size'\?\)"):
+        apply_overrides(Config(), {"data.windw_size": 4})
+    with pytest.raises(ValueError) as error:
+        apply_overrides(Config(), {"train.zzzz": 4})
+    assert "did you mean" not in str(error.value)
+    with pytest.raises(SystemExit):
+        main(["info", "-c", str(REPO / "configs" / "tiny.yaml"), "--set", "train.max_step_per_epoch=3"])
+    assert "did you mean 'train.max_steps_per_epoch'?" in capsys.readouterr().err
+
+
+def test_config_show_lists_every_field_with_type_default_value_and_meaning(capsys):
+    main(["config", "show", "-c", str(REPO / "configs" / "demo.yaml"), "--set", "train.lr=1e-3", "--dataset", "coco"])
+    lines = capsys.readouterr().out.splitlines()
+    entries = {}
+    for line, meaning in zip(lines, lines[1:]):
+        if " = " in line and not line.startswith(" "):
+            entries[line.split(" = ")[0]] = (line, meaning)
+    expected = [f"{name}.{field.name}" for name, cls in SECTIONS.items() for field in dataclasses.fields(cls)]
+    assert sorted(entries) == sorted(expected)
+    for name, (line, meaning) in entries.items():
+        assert meaning.startswith("    ") and len(meaning.strip()) > 10, f"{name} has no meaning"
+        assert "[" in line and "; default: " in line
+    assert entries["train.lr"][0] == "train.lr = 0.001  [float; default: 5e-05]  (changed)"
+    assert entries["data.dataset_name"][0].startswith("data.dataset_name = coco  [Literal[")
+    assert entries["data.window_size"][0] == "data.window_size = 4  [int; default: 8]  (changed)"
+    assert entries["loss.dice"][0] == "loss.dice = 5.0  [float; default: 5.0]"
+
+
+def test_every_field_has_a_docstring():
+    for cls in SECTIONS.values():
+        meanings = field_help(cls)
+        assert sorted(meanings) == sorted(field.name for field in dataclasses.fields(cls)), cls.__name__

@@ -11,10 +11,10 @@ from torchvision.ops import box_convert, generalized_box_iou, generalized_box_io
 
 from wavecl.config import LossConfig
 from wavecl.data.types import FrameTarget
-from wavecl.model.output import WaveCLOutput
+from wavecl.model.output import NonFiniteOutputError, WaveCLOutput
 from wavecl.training import criterion as criterion_module
 from wavecl.training.criterion import SetCriterion, dice_loss, giou_loss
-from wavecl.training.matcher import HungarianMatcher
+from wavecl.training.matcher import HungarianMatcher, NonFiniteCostError
 
 TERMS = ["loss_con", "loss_dice", "loss_sigmoid_focal", "loss_cls", "loss_bbox", "loss_giou"]
 
@@ -51,7 +51,7 @@ def make_batch(T: int, B: int, Q: int, K: int, num_aux: int = 2, seed: int = 0):
 
 
 def reference_losses(layer: WaveCLOutput, targets, indices, num_classes: int) -> dict[str, float]:
-    """The six terms of training.md §4, frame by frame and clip by clip."""
+    """The six terms of docs/training.md#losses, frame by frame and clip by clip."""
     T, B, Q = layer.pred_cls.shape[:3]
     num_masks = T * B
     height = max(row[b].masks.shape[-2] for row in targets for b in range(B))
@@ -206,3 +206,22 @@ def test_giou_loss_equals_torchvision_values_and_gradients():
     ours.sum().backward()
     reference.sum().backward()
     torch.testing.assert_close(ours_input.grad, reference_input.grad)
+
+
+def test_nonfinite_matching_costs_name_their_decoder_layer():
+    outputs, targets = make_batch(2, 2, Q=5, K=1)
+    with torch.no_grad():
+        outputs.aux_outputs[1].pred_masks[0, 1, 2, 0, 0] = float("nan")
+    with pytest.raises(NonFiniteCostError, match=r"\['cost_dice_1'\] for clip 1"):
+        SetCriterion(HungarianMatcher(), num_classes=1)(outputs, targets)
+
+
+def test_nonfinite_outputs_are_named_per_layer():
+    outputs, _ = make_batch(2, 2, Q=5, K=1)
+    assert outputs.nonfinite() == []
+    with torch.no_grad():
+        outputs.pred_boxes[0, 0, 0, 0] = float("inf")
+        outputs.aux_outputs[0].pred_logit[1, 0, 0] = float("nan")
+    assert outputs.nonfinite() == ["pred_boxes", "aux_outputs[0].pred_logit"]
+    with pytest.raises(NonFiniteOutputError, match=r"\['pred_boxes', 'aux_outputs\[0\]\.pred_logit'\] .* for clip 7"):
+        outputs.require_finite("clip 7")

@@ -11,11 +11,10 @@ from torch import nn
 from wavecl.model.deformable import DeformableOutput, DeformableTransformer, MSDeformAttn, ms_deform_attn
 
 
-def naive_ms_deform_attn(value, spatial_shapes, sampling_locations, attention_weights):
+def naive_ms_deform_attn(value, shapes, sampling_locations, attention_weights):
     """Point-by-point bilinear sampling with explicit corner weights; zero outside the map."""
     n_frames, _, heads, head_dim = value.shape
     _, num_queries, _, levels, points, _ = sampling_locations.shape
-    shapes = [tuple(s) for s in spatial_shapes.tolist()]
     starts = [sum(h * w for h, w in shapes[:i]) for i in range(levels)]
     out = torch.zeros(n_frames, num_queries, heads, head_dim, dtype=value.dtype)
     for n in range(n_frames):
@@ -42,11 +41,11 @@ def naive_ms_deform_attn(value, spatial_shapes, sampling_locations, attention_we
     return out.reshape(n_frames, num_queries, heads * head_dim)
 
 
-def test_ms_deform_attn_matches_naive_bilinear_loop():
+def _msda_inputs():
     generator = torch.Generator().manual_seed(0)
-    shapes = torch.tensor([[5, 7], [3, 4], [1, 2]])
+    shapes = ((5, 7), (3, 4), (1, 2))
     n_frames, num_queries, heads, head_dim, points = 2, 4, 2, 3, 3
-    length = int(shapes.prod(1).sum())
+    length = sum(h * w for h, w in shapes)
     value = torch.randn(n_frames, length, heads, head_dim, generator=generator, dtype=torch.float64)
     # locations in [-0.3, 1.3]: many samples fall partly or fully outside the maps
     locations = (
@@ -54,16 +53,81 @@ def test_ms_deform_attn_matches_naive_bilinear_loop():
     )
     locations[0, 0, 0, 0, 0] = torch.tensor([2.5 / 7, 1.5 / 5], dtype=torch.float64)  # an exact pixel centre
     weights = torch.rand(n_frames, num_queries, heads, 3, points, generator=generator, dtype=torch.float64)
+    return shapes, value, locations, weights
+
+
+@pytest.mark.parametrize("with_grad", [False, True], ids=["gather (inference)", "grid_sample (autograd)"])
+def test_ms_deform_attn_matches_naive_bilinear_loop(with_grad):
+    shapes, value, locations, weights = _msda_inputs()
     expected = naive_ms_deform_attn(value, shapes, locations, weights)
-    actual = ms_deform_attn(value, shapes, locations, weights)
-    assert actual.shape == (n_frames, num_queries, heads * head_dim)
+    with torch.set_grad_enabled(with_grad):
+        actual = ms_deform_attn(value.requires_grad_(with_grad), shapes, locations, weights)
+    assert actual.shape == (2, 4, 2 * 3)
+    assert actual.requires_grad == with_grad
     torch.testing.assert_close(actual, expected, rtol=1e-10, atol=1e-10)
+
+
+def test_ms_deform_attn_gradients_match_naive_bilinear_loop():
+    """Gradients in value, locations and weights; the naive loop's location gradient flows through the
+    corner weights, which is what grid_sample differentiates."""
+    shapes, value, locations, weights = _msda_inputs()
+    inputs = [value.requires_grad_(), locations.requires_grad_(), weights.requires_grad_()]
+    upstream = torch.randn(2, 4, 6, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+
+    def naive_with_location_grad(value, locations, weights):
+        # the naive loop reads locations with .item(); rebuild it from differentiable corner weights
+        n_frames, _, heads, head_dim = value.shape
+        out = []
+        starts = [sum(h * w for h, w in shapes[:i]) for i in range(len(shapes))]
+        for level, (h, w) in enumerate(shapes):
+            level_value = value[:, starts[level] : starts[level] + h * w].reshape(n_frames, h, w, heads, head_dim)
+            x = locations[:, :, :, level, :, 0] * w - 0.5
+            y = locations[:, :, :, level, :, 1] * h - 0.5
+            x0, y0 = x.floor().detach(), y.floor().detach()
+            total = 0
+            for dy in (0, 1):
+                for dx in (0, 1):
+                    xx, yy = (x0 + dx).long(), (y0 + dy).long()
+                    inside = (xx >= 0) & (xx < w) & (yy >= 0) & (yy < h)
+                    fx, fy = x - x0, y - y0
+                    corner_weight = (fx if dx else 1 - fx) * (fy if dy else 1 - fy) * inside
+                    frames = torch.arange(n_frames)[:, None, None, None]
+                    head = torch.arange(heads)[None, None, :, None]
+                    picked = level_value[frames, yy.clamp(0, h - 1), xx.clamp(0, w - 1), head]  # [N, Q, M, P, D]
+                    total = total + (picked * (corner_weight * weights[:, :, :, level])[..., None]).sum(dim=3)
+            out.append(total)
+        return sum(out).flatten(2)
+
+    detached = [t.detach() for t in inputs]
+    torch.testing.assert_close(
+        naive_with_location_grad(*inputs),
+        naive_ms_deform_attn(detached[0], shapes, detached[1], detached[2]),
+        rtol=1e-10,
+        atol=1e-10,
+    )
+    expected = torch.autograd.grad(naive_with_location_grad(*inputs), inputs, upstream)
+    actual = torch.autograd.grad(ms_deform_attn(inputs[0], shapes, inputs[1], inputs[2]), inputs, upstream)
+    for name, mine, theirs in zip(("value", "locations", "weights"), actual, expected):
+        torch.testing.assert_close(mine, theirs, rtol=1e-8, atol=1e-8, msg=name)
+
+
+def test_ms_deform_attn_samples_in_the_locations_dtype():
+    """A bf16 value is sampled at float32 locations in float32 (the coordinate precision is kept)."""
+    shapes, value, locations, weights = _msda_inputs()
+    expected = naive_ms_deform_attn(value.bfloat16().double(), shapes, locations, weights)
+    for with_grad in (False, True):
+        with torch.set_grad_enabled(with_grad):
+            actual = ms_deform_attn(
+                value.bfloat16().requires_grad_(with_grad), shapes, locations.float(), weights.float()
+            )
+        assert actual.dtype == torch.float32
+        torch.testing.assert_close(actual.double(), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_ms_deform_attn_rejects_wrong_token_count():
     value = torch.randn(1, 10, 1, 2)
     with pytest.raises(ValueError, match="tokens"):
-        ms_deform_attn(value, torch.tensor([[3, 3]]), torch.rand(1, 1, 1, 1, 1, 2), torch.rand(1, 1, 1, 1, 1))
+        ms_deform_attn(value, ((3, 3),), torch.rand(1, 1, 1, 1, 1, 2), torch.rand(1, 1, 1, 1, 1))
 
 
 def test_msdeformattn_initialisation():
@@ -96,10 +160,10 @@ def test_msdeformattn_samples_at_reference_plus_pixel_offset():
     h, w = 5, 6
     feature = torch.randn(1, h * w, 4)
     attn = _identity_attention(n_levels=1, n_points=2, offset_xy=(1.0, 0.0))  # one pixel to the right
-    shapes = torch.tensor([[h, w]])
+    shapes = ((h, w),)
     row, col = 2, 3
     reference = torch.tensor([(col + 0.5) / w, (row + 0.5) / h]).reshape(1, 1, 1, 2)
-    out = attn(torch.zeros(1, 1, 4), reference, feature, shapes, torch.tensor([0]))
+    out = attn(torch.zeros(1, 1, 4), reference, feature, shapes)
     torch.testing.assert_close(out[0, 0], feature[0, row * w + col + 1])
 
 
@@ -107,11 +171,11 @@ def test_msdeformattn_box_reference_scales_offsets_by_box_size():
     h, w = 4, 8
     feature = torch.randn(1, h * w, 4)
     attn = _identity_attention(n_levels=1, n_points=1, offset_xy=(0.0, 2.0))
-    shapes = torch.tensor([[h, w]])
+    shapes = ((h, w),)
     row, col = 1, 5
     # offset / P * box_h * 0.5 = 2 * (1 / h) * 0.5 = one pixel down
     box = torch.tensor([(col + 0.5) / w, (row + 0.5) / h, 0.3, 1.0 / h]).reshape(1, 1, 1, 4)
-    out = attn(torch.zeros(1, 1, 4), box, feature, shapes, torch.tensor([0]))
+    out = attn(torch.zeros(1, 1, 4), box, feature, shapes)
     torch.testing.assert_close(out[0, 0], feature[0, (row + 1) * w + col])
 
 
@@ -122,7 +186,7 @@ def test_msdeformattn_ignores_padded_values():
     mask[0, 4] = True
     attn = _identity_attention(n_levels=1, n_points=1, offset_xy=(0.0, 0.0))
     centre = torch.tensor([1.5 / w, 1.5 / h]).reshape(1, 1, 1, 2)
-    out = attn(torch.zeros(1, 1, 4), centre, feature, torch.tensor([[h, w]]), torch.tensor([0]), mask)
+    out = attn(torch.zeros(1, 1, 4), centre, feature, ((h, w),), mask)
     torch.testing.assert_close(out, torch.zeros(1, 1, 4))
 
 
@@ -165,9 +229,9 @@ def _inputs(n_frames: int = 3, c: int = 32):
 
 def test_transformer_forward_shapes():
     transformer = _small_transformer()
-    transformer.decoder.bbox_embed = _box_mlps(transformer)
+    bbox_embed = _box_mlps(transformer)
     srcs, masks, pos, query_embed = _inputs()
-    out = transformer(srcs, masks, pos, query_embed)
+    out = transformer(srcs, masks, pos, query_embed, bbox_embed)
     assert isinstance(out, DeformableOutput)
     assert out.hs.shape == (2, 3, 6, 32)
     assert out.init_reference.shape == (3, 6, 2)
@@ -180,25 +244,26 @@ def test_transformer_forward_shapes():
 def test_transformer_requires_bbox_embed_and_all_levels():
     transformer = _small_transformer()
     srcs, masks, pos, query_embed = _inputs()
-    with pytest.raises(RuntimeError, match="bbox_embed"):
-        transformer(srcs, masks, pos, query_embed)
-    transformer.decoder.bbox_embed = _box_mlps(transformer)
+    bbox_embed = _box_mlps(transformer)
+    with pytest.raises(ValueError, match="bbox_embed has 1 box MLPs for 2 decoder layers"):
+        transformer(srcs, masks, pos, query_embed, bbox_embed[:1])
     with pytest.raises(ValueError, match="levels"):
-        transformer(srcs[:2], masks[:2], pos[:2], query_embed)
+        transformer(srcs[:2], masks[:2], pos[:2], query_embed, bbox_embed)
 
 
 def test_transformer_frames_are_independent():
     transformer = _small_transformer(dropout=0.1).eval()
-    transformer.decoder.bbox_embed = _box_mlps(transformer)
+    bbox_embed = _box_mlps(transformer)
     srcs, masks, pos, query_embed = _inputs()
     with torch.no_grad():
-        together = transformer(srcs, masks, pos, query_embed)
+        together = transformer(srcs, masks, pos, query_embed, bbox_embed)
         for frame in range(3):
             alone = transformer(
                 [s[frame : frame + 1] for s in srcs],
                 [m[frame : frame + 1] for m in masks],
                 [p[frame : frame + 1] for p in pos],
                 query_embed,
+                bbox_embed,
             )
             torch.testing.assert_close(alone.hs, together.hs[:, frame : frame + 1], atol=1e-5, rtol=1e-5)
             torch.testing.assert_close(
@@ -210,12 +275,12 @@ def test_transformer_frames_are_independent():
 
 def test_transformer_ignores_content_of_padded_pixels():
     transformer = _small_transformer().eval()
-    transformer.decoder.bbox_embed = _box_mlps(transformer)
+    bbox_embed = _box_mlps(transformer)
     srcs, masks, pos, query_embed = _inputs()
     noisy_srcs = [s.masked_fill(m[:, None], 0.0) + 50.0 * torch.randn_like(s) * m[:, None] for s, m in zip(srcs, masks)]
     with torch.no_grad():
-        clean = transformer(srcs, masks, pos, query_embed)
-        noisy = transformer(noisy_srcs, masks, pos, query_embed)
+        clean = transformer(srcs, masks, pos, query_embed, bbox_embed)
+        noisy = transformer(noisy_srcs, masks, pos, query_embed, bbox_embed)
     torch.testing.assert_close(noisy.hs, clean.hs, atol=1e-5, rtol=1e-5)
     for mem_clean, mem_noisy, mask in zip(clean.memory, noisy.memory, masks):
         valid = ~mask[:, None].expand_as(mem_clean)
@@ -224,7 +289,7 @@ def test_transformer_ignores_content_of_padded_pixels():
 
 def test_gradients_reach_every_parameter():
     transformer = _small_transformer()
-    transformer.decoder.bbox_embed = _box_mlps(transformer)
+    bbox_embed = _box_mlps(transformer)
     # leave the initial state, where the zero offset/weight projections make the queries' positions
     # irrelevant and the zero value bias of the first decoder self-attention makes its output zero
     for module in transformer.modules():
@@ -235,14 +300,14 @@ def test_gradients_reach_every_parameter():
             nn.init.normal_(module.in_proj_bias, std=0.01)
     srcs, masks, pos, query_embed = _inputs()
     query_embed.requires_grad_(True)
-    out = transformer(srcs, masks, pos, query_embed)
+    out = transformer(srcs, masks, pos, query_embed, bbox_embed)
     generator = torch.Generator().manual_seed(2)
     # random projections: the sum of a LayerNorm output alone would have zero gradient
     loss = (out.hs * torch.randn(out.hs.shape, generator=generator)).sum()
     loss = loss + (out.init_reference * torch.randn(out.init_reference.shape, generator=generator)).sum()
     for memory in out.memory:
         loss = loss + (memory * torch.randn(memory.shape, generator=generator)).sum()
-    for layer_states, box_mlp in zip(out.hs, transformer.decoder.bbox_embed):
+    for layer_states, box_mlp in zip(out.hs, bbox_embed):
         boxes = box_mlp(layer_states)
         loss = loss + (boxes * torch.randn(boxes.shape, generator=generator)).sum()
     loss.backward()
@@ -261,7 +326,6 @@ def test_gradients_reach_every_parameter():
 
 def test_full_size_parameter_count_and_names():
     transformer = DeformableTransformer()
-    assert transformer.decoder.bbox_embed is None
     assert sum(p.numel() for p in transformer.parameters()) == 8_485_634
     shapes = {k: tuple(v.shape) for k, v in transformer.state_dict().items()}
     assert shapes["level_embed"] == (4, 256)
@@ -273,5 +337,4 @@ def test_full_size_parameter_count_and_names():
     assert shapes["decoder.layers.2.cross_attn.value_proj.weight"] == (256, 256)
     assert shapes["decoder.layers.0.self_attn.in_proj_weight"] == (768, 256)
     assert shapes["decoder.layers.0.norm3.bias"] == (256,)
-    transformer.decoder.bbox_embed = _box_mlps(transformer)
-    assert "decoder.bbox_embed.2.2.weight" in transformer.state_dict()
+    assert not any("bbox_embed" in name for name in transformer.state_dict()), "the model owns the box heads"

@@ -5,31 +5,18 @@ import json
 import av
 import numpy as np
 import pytest
-import torch
+from support import constant_prediction
 
+from wavecl.config import load_config
 from wavecl.data.collate import collate_clips
-from wavecl.data.synthetic import expression_ground_truth, write_synthetic_ytvos
+from wavecl.data.synthetic import write_synthetic_ytvos
 from wavecl.data.transforms import ClipTransform
-from wavecl.data.ytvos import RefYouTubeVOS
+from wavecl.data.ytvos import RefYouTubeVOS, YTVOSGroundTruth
 from wavecl.evaluation.davis import db_eval_iou
-from wavecl.evaluation.video import SyntheticJFEvaluator
+from wavecl.evaluation.video import YTVOSEvaluator
 from wavecl.inference import VideoPredictor
-from wavecl.model.output import WaveCLOutput
 from wavecl.model.wavecl import WaveCL
-from wavecl.training.demo import run_demo
-
-
-def constant_prediction(batch, logit: float) -> WaveCLOutput:
-    """Outputs whose masks are everywhere ``logit`` (all foreground when positive, empty when negative)."""
-    T, B, _, H, W = batch.frames.shape
-    Q = 3
-    return WaveCLOutput(
-        pred_masks=torch.full((T, B, Q, (H + 3) // 4, (W + 3) // 4), logit),
-        pred_cls=torch.zeros(T, B, Q, 1),
-        pred_boxes=torch.full((T, B, Q, 4), 0.5),
-        pred_logit=torch.zeros(B, Q, 8),
-        text_sentence_feature=torch.zeros(B, 8),
-    )
+from wavecl.training.demo import DEMO_CONFIG, demo_config, run_demo
 
 
 @pytest.mark.parametrize("logit", [10.0, -10.0], ids=["all-foreground", "empty"])
@@ -37,7 +24,7 @@ def test_trivial_predictions_score_low(tmp_path, logit):
     """The J >= 0.5 learning threshold is meaningful: trivial predictions score under 0.15."""
     write_synthetic_ytvos(tmp_path, 6, num_frames=8, size=(64, 96), seed=3, split="valid")
     dataset = RefYouTubeVOS(tmp_path, "valid", 4, transform=ClipTransform(False, 64, 96), num_classes=1)
-    evaluator = SyntheticJFEvaluator(tmp_path, "valid")
+    evaluator = YTVOSEvaluator(tmp_path / "predictions", YTVOSGroundTruth(tmp_path))
     for index in range(len(dataset)):
         batch = collate_clips([dataset[index]])
         evaluator.update(constant_prediction(batch, logit), batch)
@@ -46,10 +33,29 @@ def test_trivial_predictions_score_low(tmp_path, logit):
     assert metrics["J"] < 0.15
 
 
+def test_the_demo_recipe_is_configs_demo_yaml(tmp_path):
+    recipe = load_config(DEMO_CONFIG)
+    config = demo_config(tmp_path, seed=3, minutes=5)
+    assert config.model == recipe.model and config.loss == recipe.loss
+    assert config.data.dataset_name == "synthetic" and config.data.root == str(tmp_path / "data")
+    assert config.train.max_steps_per_epoch == recipe.train.max_steps_per_epoch // 2  # 5 of the recipe's 10 minutes
+    assert config.train.seed == 3 and config.train.output_dir == str(tmp_path / "runs")
+    assert config.train.lr == recipe.train.lr and config.train.epochs == recipe.train.epochs
+    own = demo_config(tmp_path, overrides={"data.root": "data/mine", "train.lr": 1e-3})
+    assert own.data.dataset_name == recipe.data.dataset_name == "ref_youtube_vos"
+    assert own.data.root == "data/mine" and own.train.lr == 1e-3
+
+
 def test_demo_runs_end_to_end_and_writes_pictures(tmp_path):
-    """A very short demo (a few steps): every artefact is written where it says."""
+    """A very short demo (a few steps): every artefact is written where it says; the run of an earlier
+    demo in the same folder is replaced."""
+    earlier = tmp_path / "demo" / "runs" / "synthetic" / "run"
+    (earlier / "checkpoints" / "epoch_0000").mkdir(parents=True)
+    (earlier / "log.jsonl").write_text('{"epoch": 0, "earlier": true}\n')
     result = run_demo(tmp_path / "demo", minutes=0.02)
     run_dir = result.run_dir
+    assert run_dir == earlier
+    assert all("earlier" not in json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines())
     assert (run_dir / "config.yaml").is_file()
     assert (run_dir / "checkpoints" / "last").is_file()
     assert result.loss_curve.is_file() and result.loss_curve.stat().st_size > 0
@@ -81,7 +87,7 @@ def test_demo_learns_and_its_checkpoint_predicts(tmp_path):
     )
     masks = predictor(data_root / "valid" / "JPEGImages" / video_id, sentences)
     scores = [
-        db_eval_iou(expression_ground_truth(data_root, "valid", video_id, exp_id), masks[i].numpy()).mean()
+        db_eval_iou(YTVOSGroundTruth(data_root).masks(video_id, exp_id), masks[i].numpy()).mean()
         for i, exp_id in enumerate(exp_ids)
     ]
     assert np.mean(scores) >= 0.5, scores

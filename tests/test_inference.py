@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import copy
+import io
 import json
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 import torch
@@ -14,14 +17,24 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from wavecl.checkpoint import save_checkpoint
-from wavecl.config import load_config
+from wavecl.config import apply_overrides, load_config
 from wavecl.data.synthetic import sample_synthetic_video
 from wavecl.data.video import VideoWriter, iter_video_frames, read_video_frames, write_video
-from wavecl.inference.overlay import contact_sheet, legend_height, overlay_masks, save_png, sentence_colors
+from wavecl.inference.overlay import (
+    contact_sheet,
+    legend_height,
+    overlay_masks,
+    save_png,
+    sentence_colors,
+    title_height,
+)
 from wavecl.inference.predictor import VideoPredictor
-from wavecl.inference.run import EvenSample, predict_video, sentence_slug
-from wavecl.model.pretrained import CheckpointMismatchError, resolve_pretrained, save_pretrained
+from wavecl.inference.run import EvenSample, predict_video, sentence_slug, sheet_title
+from wavecl.model.output import NonFiniteOutputError
+from wavecl.model.pretrained import resolve_pretrained, save_pretrained
 from wavecl.model.wavecl import WaveCL
+from wavecl.model.weights import CheckpointMismatchError
+from wavecl.progress import progress_bar
 
 TINY_CONFIG = Path(__file__).parents[1] / "configs" / "tiny.yaml"
 HEIGHT, WIDTH = 48, 64
@@ -75,8 +88,10 @@ def model_outputs(model: WaveCL, frames: np.ndarray) -> tuple[torch.Tensor, torc
     return output.pred_masks, output.pred_cls
 
 
-def reference_window_masks(model: WaveCL, clip: np.ndarray, sentences: list[str]) -> torch.Tensor:
-    """``[N, T, H, W]`` masks of one window, computed step by step from the spec (§0.3, §8.3)."""
+def reference_window_masks(
+    model: WaveCL, clip: np.ndarray, sentences: list[str], threshold: float = 0.5
+) -> torch.Tensor:
+    """``[N, T, H, W]`` masks of one window, computed step by step (docs/architecture.md#post-processing)."""
     resized_h, resized_w = 40, 53  # short side 40, long side int(40 * 64 / 48)
     tensors = [
         torch.from_numpy(np.array(Image.fromarray(frame).resize((resized_w, resized_h), Image.Resampling.BILINEAR)))
@@ -99,7 +114,7 @@ def reference_window_masks(model: WaveCL, clip: np.ndarray, sentences: list[str]
         logits = F.interpolate(
             output.pred_masks[:, b, query][None], size=(resized_h, resized_w), mode="bilinear", align_corners=False
         )
-        binary = (logits.sigmoid() > 0.5).float()
+        binary = (logits.sigmoid() > threshold).float()
         masks.append(F.interpolate(binary, size=(HEIGHT, WIDTH), mode="nearest")[0] > 0.5)
     return torch.stack(masks)
 
@@ -107,46 +122,81 @@ def reference_window_masks(model: WaveCL, clip: np.ndarray, sentences: list[str]
 # ----------------------------------------------------------------------------------------------- pictures
 
 
-def test_overlay_blends_fill_and_draws_opaque_contours() -> None:
+def outside_ring(mask: np.ndarray) -> np.ndarray:
+    """Pixels outside ``mask`` with a 4-neighbour inside it, computed naively."""
+    inside = np.pad(mask, 1, constant_values=False)
+    touches = inside[:-2, 1:-1] | inside[2:, 1:-1] | inside[1:-1, :-2] | inside[1:-1, 2:]
+    return ~mask & touches
+
+
+def inner_contour(mask: np.ndarray) -> np.ndarray:
+    """Pixels of ``mask`` with a 4-neighbour outside it (the image border counts as outside)."""
+    outside = np.pad(~mask, 1, constant_values=True)
+    return mask & (outside[:-2, 1:-1] | outside[2:, 1:-1] | outside[1:-1, :-2] | outside[1:-1, 2:])
+
+
+def test_overlay_blends_fill_draws_opaque_contours_and_a_halo() -> None:
     frame = np.full((10, 12, 3), 100, dtype=np.uint8)
     masks = np.zeros((1, 10, 12), dtype=bool)
     masks[0, 3:7, 4:9] = True
     color = np.array([[200, 0, 40]], dtype=np.uint8)
     image = overlay_masks(frame, masks, color, alpha=0.5)
 
-    outside = np.pad(~masks[0], 1, constant_values=True)
-    touches_outside = outside[:-2, 1:-1] | outside[2:, 1:-1] | outside[1:-1, :-2] | outside[1:-1, 2:]
-    contour = masks[0] & touches_outside
+    contour = inner_contour(masks[0])
     interior = masks[0] & ~contour
-    assert contour.sum() == 2 * 4 + 2 * 5 - 4 and interior.sum() == 2 * 3
+    ring = outside_ring(masks[0])
+    assert contour.sum() == 2 * 4 + 2 * 5 - 4 and interior.sum() == 2 * 3 and ring.sum() == 2 * 4 + 2 * 5
     assert (image[contour] == [200, 0, 40]).all()
     assert (image[interior] == [150, 50, 70]).all()
-    assert (image[~masks[0]] == 100).all()
+    assert (image[ring] == 255).all(), "a white halo around the mask on a dark frame"
+    assert (image[~masks[0] & ~ring] == 100).all()
+    assert (overlay_masks(np.full_like(frame, 200), masks, color)[ring] == 0).all(), "black on a light frame"
     assert (frame == 100).all(), "the input frame is not modified"
 
 
-def test_overlay_later_masks_are_drawn_on_top_and_colours_are_distinct() -> None:
+def test_overlay_keeps_two_sentences_on_one_object_apart() -> None:
+    """Two sentences with the same mask: fill and outline alternate between both colours in stripes."""
     colors = sentence_colors(12)
     assert len({tuple(c) for c in colors}) == 12 and not (colors == 0).all(axis=1).any()
-    frame = np.zeros((8, 8, 3), dtype=np.uint8)
-    masks = np.ones((2, 8, 8), dtype=bool)
-    image = overlay_masks(frame, masks, alpha=1.0)
-    assert (image == colors[1]).all()
-    with pytest.raises(ValueError, match=r"masks must be \[N, 8, 8\]"):
-        overlay_masks(frame, np.ones((1, 8, 9), dtype=bool))
+    frame = np.zeros((24, 24, 3), dtype=np.uint8)
+    masks = np.zeros((2, 24, 24), dtype=bool)
+    masks[:, 4:20, 4:20] = True
+    image = overlay_masks(frame, masks, colors[:2], alpha=1.0)
+    for region in (masks[0], inner_contour(masks[0])):
+        shown = image[region]
+        for color in colors[:2]:
+            assert (shown == color).all(axis=1).mean() > 0.3, "each sentence's colour covers a good share"
+        assert ((shown == colors[0]).all(axis=1) | (shown == colors[1]).all(axis=1)).all()
+    with pytest.raises(ValueError, match=r"masks must be \[N, 24, 24\]"):
+        overlay_masks(frame, np.ones((1, 24, 25), dtype=bool))
 
 
-def test_contact_sheet_grid_legend_and_size() -> None:
+def test_overlay_on_an_object_of_the_mask_colour_stays_visible() -> None:
+    """A mask over an object painted in the sentence's own colour: its halo still marks its extent."""
+    color = sentence_colors(1)
+    frame = np.full((20, 20, 3), 90, dtype=np.uint8)
+    frame[2:18, 2:18] = color[0]  # the object
+    mask = np.zeros((1, 20, 20), dtype=bool)
+    mask[0, 5:15, 5:15] = True  # the predicted part of the object
+    image = overlay_masks(frame, mask, color)
+    ring = outside_ring(mask[0])
+    difference = np.abs(image.astype(int) - frame.astype(int)).max(axis=-1)
+    assert (difference[ring] >= 100).all(), "every halo pixel stands out from the object"
+
+
+def test_contact_sheet_grid_title_legend_and_size() -> None:
     tiles = [np.full((6, 50, 3), 40 * (i + 1), dtype=np.uint8) for i in range(5)]
     colors = np.array([[255, 0, 0], [0, 255, 0]], dtype=np.uint8)
-    sheet = contact_sheet(tiles, columns=2, labels=["first sentence", "second"], colors=colors)
-    assert legend_height(2) > 2 * 12
-    assert sheet.shape == (3 * 6 + legend_height(2), 2 * 50, 3)
+    sheet = contact_sheet(tiles, columns=2, labels=["first sentence", "second"], colors=colors, title="5 frames")
+    top = title_height("5 frames")
+    assert legend_height(2) > 2 * 12 and top > 10
+    assert sheet.shape == (top + 3 * 6 + legend_height(2), 2 * 50, 3)
+    assert (sheet[:top] > 200).any(), "the title is written"
     for index, tile in enumerate(tiles):
         row, column = divmod(index, 2)
-        assert (sheet[row * 6 : (row + 1) * 6, column * 50 : (column + 1) * 50] == tile).all()
-    assert (sheet[12:18, 50:100] == 0).all(), "the unused cell is black"
-    legend = sheet[18:]
+        assert (sheet[top + row * 6 : top + (row + 1) * 6, column * 50 : (column + 1) * 50] == tile).all()
+    assert (sheet[top + 12 : top + 18, 50:100] == 0).all(), "the unused cell is black"
+    legend = sheet[top + 18 :]
     for color in colors:
         assert (legend == color).all(axis=-1).sum() >= 12 * 12, "a full swatch of each sentence's colour"
     grey = (legend[..., 0] == legend[..., 1]) & (legend[..., 1] == legend[..., 2])
@@ -205,6 +255,23 @@ def test_streaming_reader_and_writer_match_whole_video_io(tmp_path: Path, frames
     assert sorted(p.name for p in tmp_path.iterdir()) == ["stream.mp4", "whole.mp4"]
 
 
+def test_video_writer_pads_odd_sizes_to_even_yuv420p_for_browsers(tmp_path: Path) -> None:
+    frame = np.zeros((15, 21, 3), np.uint8)
+    frame[-1], frame[:, -1] = 200, 80  # the last row and column, which the padding repeats
+    with VideoWriter(tmp_path / "even.mp4", fps=10, pad_to_even=True) as writer:
+        for _ in range(3):
+            writer.write(frame)
+        with pytest.raises(ValueError, match=r"frame 3 .*even.mp4 must be uint8 \[15, 21, 3\]"):
+            writer.write(np.zeros((16, 22, 3), np.uint8))
+    with av.open(str(tmp_path / "even.mp4")) as container:
+        stream = container.streams.video[0]
+        assert (stream.codec_context.name, stream.codec_context.pix_fmt) == ("h264", "yuv420p")
+        assert (stream.width, stream.height) == (22, 16)
+    decoded = np.asarray(read_video_frames(tmp_path / "even.mp4")[0], dtype=int)
+    assert decoded.shape == (16, 22, 3)
+    assert np.abs(decoded[-1, :-2] - 200).max() <= 12 and np.abs(decoded[1:-2, -1] - 80).max() <= 12
+
+
 # ---------------------------------------------------------------------------------- pretrained folders
 
 
@@ -229,7 +296,6 @@ def test_save_then_load_pretrained_gives_identical_outputs(
 
     loaded = WaveCL.from_pretrained(pretrained_dir)
     assert not loaded.training
-    assert loaded.transformer.decoder.bbox_embed[1].layers[0].weight is loaded.bbox_embed[1].layers[0].weight
     for name, tensor in tiny_model.state_dict().items():
         assert torch.equal(loaded.state_dict()[name], tensor), name
     for expected, actual in zip(model_outputs(tiny_model, frames), model_outputs(loaded, frames)):
@@ -271,6 +337,7 @@ def test_load_from_training_run_resolves_last_or_newest_checkpoint(
 
     exported = WaveCL.export_pretrained(run, tmp_path / "exported")
     assert resolve_pretrained(exported).eval_size == (64, 96), "the run's eval resize travels with the weights"
+    assert resolve_pretrained(exported).window == resolve_pretrained(run).window == 4, "and its window"
     for expected, actual in zip(
         model_outputs(tiny_model, frames), model_outputs(WaveCL.from_pretrained(exported), frames)
     ):
@@ -343,6 +410,20 @@ def test_windowed_prediction_equals_window_by_window_reference(tiny_model: WaveC
     assert torch.equal(masks, separately)
 
 
+def test_predictor_threshold_matches_the_reference(tiny_model: WaveCL, frames: np.ndarray) -> None:
+    low, high = (
+        VideoPredictor(tiny_model, short_size=SHORT_SIZE, max_size=MAX_SIZE, window=8, progress=False, threshold=t)(
+            frames, SENTENCES
+        )
+        for t in (0.3, 0.7)
+    )
+    assert torch.equal(low, reference_window_masks(tiny_model, frames, SENTENCES, threshold=0.3))
+    assert torch.equal(high, reference_window_masks(tiny_model, frames, SENTENCES, threshold=0.7))
+    assert high.sum() < low.sum()
+    with pytest.raises(ValueError, match="threshold"):
+        VideoPredictor(tiny_model, threshold=1.0)
+
+
 def test_predict_stream_yields_every_frame_in_order(tiny_model: WaveCL, frames: np.ndarray) -> None:
     stream = list(predictor(tiny_model, window=3).predict_stream(frames, "a blue square"))
     assert [index for index, _, _ in stream] == list(range(len(frames)))
@@ -377,12 +458,21 @@ def test_predictor_errors_name_the_problem(tiny_model: WaveCL, frames: np.ndarra
         VideoPredictor(tiny_model, window=0)
 
 
+def test_predictor_refuses_nonfinite_outputs_naming_the_frames(tiny_model: WaveCL, frames: np.ndarray) -> None:
+    broken = copy.deepcopy(tiny_model)
+    with torch.no_grad():
+        for head in broken.class_embed:
+            head.bias.fill_(float("nan"))
+    with pytest.raises(NonFiniteOutputError, match=r"\['pred_cls'\] .* frames 0 to 3 of video array"):
+        predictor(broken, window=4)(frames, SENTENCES)
+
+
 def test_cuda_request_without_cuda_is_an_error(tiny_model: WaveCL, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ValueError, match="device 'cuda' was requested but this process sees no GPU"):
         VideoPredictor(tiny_model, device="cuda", amp="bf16", progress=False)
-    predictor = VideoPredictor(tiny_model, device="auto", amp="bf16", progress=False)
-    assert predictor.device == torch.device("cpu") and predictor.precision.autocast_dtype is None
+    automatic = VideoPredictor(tiny_model, device="auto", amp="bf16", progress=False)
+    assert automatic.device == torch.device("cpu") and automatic.precision.autocast_dtype is None
 
 
 # ------------------------------------------------------------------------------------- wavecl predict
@@ -400,7 +490,8 @@ def test_predict_video_writes_masks_overlay_video_and_contact_sheet(
     expected = predictor(tiny_model, window=4)(decoded, SENTENCES)
     for sentence, mask_dir in enumerate(paths.mask_dirs):
         files = sorted(mask_dir.iterdir())
-        assert [f.name for f in files] == [f"{t:05d}.png" for t in range(len(frames))]
+        # a video file's frames are named by index and presentation time (8 frames per second)
+        assert [f.name for f in files] == [f"{t:05d}_{t / 8:.3f}s.png" for t in range(len(frames))]
         for t, file in enumerate(files):
             image = Image.open(file)
             assert image.mode == "L"
@@ -412,5 +503,92 @@ def test_predict_video_writes_masks_overlay_video_and_contact_sheet(
     assert len(overlay) == len(frames) and overlay[0].size == (WIDTH, HEIGHT)
 
     sheet = np.asarray(Image.open(paths.contact_sheet))
-    assert sheet.shape == (2 * HEIGHT + legend_height(2), 4 * WIDTH, 3)
+    assert sheet.shape == (title_height("x") + 2 * HEIGHT + legend_height(2), 4 * WIDTH, 3)
+    assert paths.sheet_frames == [f.stem for f in files] and paths.window == 4
     assert sorted(p.name for p in paths.out_dir.iterdir()) == ["contact_sheet.png", "masks", "overlay.mp4"]
+
+
+def test_predict_video_on_a_turned_phone_video_writes_upright_masks_and_overlay(
+    tiny_model: WaveCL, pretrained_dir: Path, frames: np.ndarray, tmp_path: Path
+) -> None:
+    """The stored frames are sideways and the file asks to be shown turned 90 degrees counter-clockwise:
+    masks and overlay must be those of the upright video, not of the stored pixels."""
+    write_video(tmp_path / "stored.mp4", list(frames), fps=8)
+    with av.open(str(tmp_path / "stored.mp4")) as source, av.open(str(tmp_path / "phone.mp4"), "w") as target:
+        stream = target.add_stream_from_template(source.streams.video[0])
+        stream.set_display_rotation(90)
+        for packet in source.demux(source.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                target.mux(packet)
+    stored = np.stack([np.asarray(image) for image in read_video_frames(tmp_path / "stored.mp4")])
+    upright = np.ascontiguousarray(np.rot90(stored, k=1, axes=(1, 2)))  # [T, W, H, 3]
+
+    paths = predict_video(pretrained_dir, tmp_path / "phone.mp4", SENTENCES, tmp_path / "out", window=4, progress=False)
+    expected = predictor(tiny_model, window=4)(upright, SENTENCES)
+    assert expected.shape == (2, len(frames), WIDTH, HEIGHT)
+    for sentence, mask_dir in enumerate(paths.mask_dirs):
+        for t in range(len(frames)):
+            pixels = np.asarray(Image.open(mask_dir / f"{t:05d}_{t / 8:.3f}s.png"))
+            assert pixels.shape == (WIDTH, HEIGHT) and ((pixels == 255) == expected[sentence, t].numpy()).all()
+
+    overlay = np.stack([np.asarray(image) for image in read_video_frames(paths.overlay_video)]).astype(float)
+    colors = sentence_colors(2)
+    reference = np.stack([overlay_masks(f, m.numpy(), colors) for f, m in zip(upright, expected.transpose(0, 1))])
+    assert overlay.shape == reference.shape, "the overlay is upright (the stored frames are 48x64)"
+    error = np.abs(overlay - reference).mean()
+    upside_down = np.abs(overlay - reference[:, ::-1, ::-1]).mean()
+    assert error < 10 and error < upside_down / 3, "the overlay is the upright video, up to lossy coding"
+
+
+def test_predict_names_masks_after_the_frames_of_a_folder(
+    tiny_model: WaveCL, frames: np.ndarray, tmp_path: Path
+) -> None:
+    """A folder of non-contiguous frame names: each mask is named after its frame (natural order), the
+    window and the resize come from the run, and the contact sheet lists the frames it shows."""
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    names = ["img_7", "img_12", "img_100", "img_1005", "img_2000"]  # natural order, not the sorted-string one
+    for name, frame in zip(names, frames):
+        Image.fromarray(frame).save(folder / f"{name}.png")
+    run = tmp_path / "run"
+    config = apply_overrides(
+        load_config(TINY_CONFIG),
+        {"data.window_size": 3, "data.eval_short_size": SHORT_SIZE, "data.eval_max_size": MAX_SIZE},
+    )
+    save_checkpoint(run / "checkpoints", 0, tiny_model.state_dict(), {"epoch": 0})
+    (run / "config.yaml").write_text(config.to_yaml())
+
+    paths = predict_video(run, folder, SENTENCES, tmp_path / "out", progress=False)
+    assert paths.window == 3 and paths.num_frames == len(names)
+    expected = predictor(tiny_model, window=3)(frames[: len(names)], SENTENCES)
+    for sentence, mask_dir in enumerate(paths.mask_dirs):
+        assert sorted(p.name for p in mask_dir.iterdir()) == sorted(f"{name}.png" for name in names)
+        for t, name in enumerate(names):
+            assert ((np.asarray(Image.open(mask_dir / f"{name}.png")) == 255) == expected[sentence, t].numpy()).all()
+    assert paths.sheet_frames == names
+    assert sheet_title(5, 5) == "all 5 frames" and sheet_title(8, 240).startswith("8 of 240 frames")
+
+    Image.fromarray(frames[0]).save(folder / "img_7.jpg")
+    with pytest.raises(ValueError, match=r"frames img_7.jpg and img_7.png in .*frames have the same name 'img_7'"):
+        predict_video(run, folder, SENTENCES, tmp_path / "again", progress=False)
+
+
+def test_progress_is_a_live_bar_on_a_terminal_and_lines_in_a_log() -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    log = io.StringIO()
+    with progress_bar(total=2000, desc="frames", stream=log) as bar:
+        for _ in range(2000):
+            bar.update(1)
+    written = log.getvalue()
+    assert "\r" not in written and written.endswith("\n")
+    lines = written.splitlines()
+    assert 1 <= len(lines) <= 3 and "2000/2000" in lines[-1], lines
+    terminal = Terminal()
+    with progress_bar(total=20, desc="frames", stream=terminal, mininterval=0) as bar:
+        for _ in range(20):
+            bar.update(1)
+    assert terminal.getvalue().count("\r") >= 10, "a terminal gets a bar redrawn in place"

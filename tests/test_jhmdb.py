@@ -6,13 +6,16 @@ import random
 import shutil
 from pathlib import Path
 
+import h5py
+import hdf5storage
 import numpy as np
 import pytest
 import scipy.io
+import torch
 from PIL import Image
 from support import frame_indices
 
-from wavecl.data.jhmdb import JHMDBSentences, build_jhmdb_samples
+from wavecl.data.jhmdb import JHMDBSentences, build_jhmdb_samples, read_puppet_masks
 from wavecl.data.transforms import ClipTransform
 from wavecl.data.windows import centred_window
 from wavecl.testing.datasets import JHMDBFixture, write_jhmdb_fixture
@@ -88,6 +91,55 @@ def test_root_layouts(tmp_path: Path, layout: str) -> None:
     write_jhmdb_fixture(folder)
     root = {"dataset": folder, "parent": tmp_path, "data": tmp_path}[layout]
     assert len(JHMDBSentences(root, transform=IDENTITY)) == 9
+
+
+def resave_as_v73(mat: Path) -> None:
+    """Rewrite a v5 ``puppet_mask.mat`` as MATLAB v7.3 (HDF5), written by hdf5storage, an independent
+    MATLAB-compatible writer (512-byte header, column-major storage)."""
+    part_mask = scipy.io.loadmat(str(mat))["part_mask"]
+    mat.unlink()
+    hdf5storage.savemat(str(mat), {"part_mask": part_mask}, format="7.3", matlab_compatible=True)
+    assert h5py.is_hdf5(mat)
+    with pytest.raises(NotImplementedError):
+        scipy.io.loadmat(str(mat))  # what failed before: scipy refuses v7.3
+
+
+def test_v73_masks_equal_the_v5_masks(fresh: JHMDBFixture) -> None:
+    dataset = JHMDBSentences(fresh.root, transform=IDENTITY, samples_metadata=fresh.samples_metadata)
+    v5 = [dataset[i].targets for i in range(len(dataset))]
+    v5_masks = {
+        video: read_puppet_masks(fresh.root / "puppet_mask" / spec.action / video / "puppet_mask.mat")
+        for video, spec in fresh.videos.items()
+    }
+    for video, spec in fresh.videos.items():
+        resave_as_v73(fresh.root / "puppet_mask" / spec.action / video / "puppet_mask.mat")
+
+    for video, spec in fresh.videos.items():
+        masks = read_puppet_masks(fresh.root / "puppet_mask" / spec.action / video / "puppet_mask.mat")
+        assert masks.shape == v5_masks[video].shape == spec.masks.shape, "[T, H, W], not transposed"
+        assert np.array_equal(masks, v5_masks[video]) and np.array_equal(masks, spec.masks != 0)
+    samples = build_jhmdb_samples(fresh.root, seed=3)
+    assert samples == build_jhmdb_samples(fresh.root, seed=3) and len(samples) == 9
+    v73 = JHMDBSentences(fresh.root, transform=IDENTITY, samples_metadata=fresh.samples_metadata)
+    for index in range(len(v73)):
+        for ours, theirs in zip(v73[index].targets, v5[index]):
+            assert (ours is None) == (theirs is None)
+            if ours is not None:
+                assert torch.equal(ours.masks, theirs.masks)
+
+
+def test_v73_read_errors_name_the_file(tmp_path: Path) -> None:
+    mat = tmp_path / "puppet_mask.mat"
+    hdf5storage.savemat(str(mat), {"other": np.zeros((2, 2))}, format="7.3", matlab_compatible=True)
+    with pytest.raises(ValueError, match=rf"{tmp_path}/puppet_mask.mat: missing HDF5 dataset 'part_mask'"):
+        read_puppet_masks(mat)
+    hdf5storage.savemat(str(mat), {"part_mask": np.ones((4, 5), np.uint8)}, format="7.3", matlab_compatible=True)
+    with pytest.raises(ValueError, match=r"puppet_mask.mat: part_mask has shape \[4, 5\]"):
+        read_puppet_masks(mat)
+    data = bytearray(mat.read_bytes())
+    mat.write_bytes(bytes(data[: len(data) // 2]))  # truncated: still carries the HDF5 signature
+    with pytest.raises(ValueError, match=r"puppet_mask.mat"):
+        read_puppet_masks(mat)
 
 
 def test_errors_name_the_file(fresh: JHMDBFixture, tmp_path: Path) -> None:

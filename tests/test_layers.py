@@ -3,11 +3,11 @@
 Layers, bottom to top (siblings on one row never import each other, except on the bottom row of
 small foundation modules)::
 
-    config, device, distributed, checkpoint, amp, atomic
+    config, device, distributed, checkpoint, amp, atomic, original, progress
     model | data
     evaluation | inference | testing
-    training
-    cli | app
+    training | app
+    cli
 
 Every ``import`` statement counts, including those inside functions (the CLI imports lazily).
 """
@@ -22,11 +22,11 @@ import pytest
 
 PACKAGE = Path(__file__).parents[1] / "wavecl"
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("config", "device", "distributed", "checkpoint", "amp", "atomic"),
+    ("config", "device", "distributed", "checkpoint", "amp", "atomic", "original", "progress"),
     ("model", "data"),
     ("evaluation", "inference", "testing"),
-    ("training",),
-    ("cli", "app"),
+    ("training", "app"),
+    ("cli",),
 )
 ENTRY_POINTS = {"wavecl", "wavecl.__main__"}  # the public API and ``python -m wavecl`` may reach anything
 

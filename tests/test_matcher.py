@@ -12,7 +12,7 @@ from torchvision.ops import box_convert, generalized_box_iou
 
 from wavecl.data.types import FrameTarget
 from wavecl.model.output import WaveCLOutput
-from wavecl.training.matcher import HungarianMatcher
+from wavecl.training.matcher import HungarianMatcher, NonFiniteCostError
 
 
 def frame_target(mask: torch.Tensor, box: list[float], label: int, visible: bool) -> FrameTarget:
@@ -125,8 +125,9 @@ def test_hand_computed_costs_two_frames_one_invisible():
         matcher.class_cost(pred_cls[:, 0], torch.tensor([0]), [True, False]), torch.tensor(cls)[:, None]
     )
     expected = [2 * cls[q] - 5 * dice[q] + 2 * l1[q] - 2 * giou[q] for q in range(2)]
-    clip_cost = matcher.clip_cost(outputs, 0, [t[0] for t in targets], (2, 2))
-    torch.testing.assert_close(clip_cost, torch.tensor(expected)[:, None])
+    costs = matcher.clip_costs(outputs, 0, [t[0] for t in targets], (2, 2))
+    assert sorted(costs) == ["cost_bbox", "cost_class", "cost_dice", "cost_giou"]
+    torch.testing.assert_close(sum(costs.values()), torch.tensor(expected)[:, None])
     [(query, target)] = matcher(outputs, targets)
     assert query.tolist() == [min(range(2), key=expected.__getitem__)] and target.tolist() == [0]
 
@@ -149,7 +150,7 @@ def test_batch_with_different_visible_counts_matches_brute_force(num_classes):
         assert query.tolist() == [min(range(Q), key=costs.__getitem__)] and target.tolist() == [0]
         assert query.dtype == torch.long
         torch.testing.assert_close(
-            matcher.clip_cost(outputs, b, [row[b] for row in targets], (12, 16))[:, 0]
+            sum(matcher.clip_costs(outputs, b, [row[b] for row in targets], (12, 16)).values())[:, 0]
             - 1.5 * (outputs.pred_logit[b] @ outputs.text_sentence_feature[b]).softmax(0),
             torch.tensor(costs, dtype=torch.float32),
             rtol=1e-4,
@@ -205,3 +206,24 @@ def test_out_of_range_label_is_named():
     targets[0][1].labels = torch.tensor([-1])
     with pytest.raises(ValueError, match=r"targets\[0\]\[1\]\.labels \[-1\] out of range"):
         HungarianMatcher()(outputs, targets)
+
+
+def test_nonfinite_costs_are_named_instead_of_failing_in_the_assignment():
+    outputs = random_outputs(2, 3, 4, 1, h=2, w=2)
+    targets = random_targets(2, 3, 1, visibility=[[True, True]] * 3, sizes=[(4, 4)] * 3)
+    outputs.pred_boxes[1, 2, 3, 0] = float("nan")  # frame 1, clip 2, query 3
+    with pytest.raises(NonFiniteCostError, match=r"\['cost_bbox', 'cost_giou'\] for clip 2") as caught:
+        HungarianMatcher()(outputs, targets)
+    assert caught.value.terms == ["cost_bbox", "cost_giou"] and caught.value.clip == 2
+
+    outputs = random_outputs(2, 3, 4, 1, h=2, w=2)
+    outputs.pred_cls[0, 0, 0, 0] = float("nan")
+    with pytest.raises(NonFiniteCostError) as caught:
+        HungarianMatcher()(outputs, targets)
+    assert caught.value.terms == ["cost_class"] and caught.value.clip == 0
+
+    outputs = random_outputs(2, 3, 4, 1, h=2, w=2)
+    outputs.text_sentence_feature[1] = float("nan")
+    with pytest.raises(NonFiniteCostError) as caught:
+        HungarianMatcher(cost_con=0.0)(outputs, targets)  # 0 * NaN is still NaN
+    assert caught.value.terms == ["cost_con"] and caught.value.clip == 1

@@ -1,13 +1,14 @@
-"""The whole network: parameter contract of architecture.md §2/§5, forward/backward, errors, parity switches."""
+"""The whole network: parameter contract (docs/architecture.md), forward/backward, errors, parity switches."""
 
 import dataclasses
-import re
 
 import pytest
 import torch
 
 from wavecl.config import load_config
-from wavecl.model.wavecl import WaveCL, convert_reference_state_dict
+from wavecl.model.wavecl import WaveCL
+from wavecl.original import convert_state_dict
+from wavecl.testing.checkpoints import original_state_dict
 
 CONFIGS = "configs"
 
@@ -30,7 +31,7 @@ def linear(prefix, out_dim, in_dim):
 
 
 def expected_head_shapes(num_classes):
-    """architecture.md §2, written out: every key and shape outside the Swin backbone and RoBERTa."""
+    """Written out: every key and shape outside the Swin backbone and RoBERTa."""
     shapes = {}
     for level, c_in in enumerate((192, 384, 768)):
         shapes |= {f"input_proj.{level}.0.weight": (256, c_in, 1, 1), f"input_proj.{level}.0.bias": (256,)}
@@ -81,9 +82,9 @@ def expected_head_shapes(num_classes):
     shapes |= {"query_embed.weight": (20, 256)}
     for i in range(3):
         shapes |= linear(f"class_embed.{i}", num_classes, 256)
-        for prefix in (f"bbox_embed.{i}", f"transformer.decoder.bbox_embed.{i}"):
-            shapes |= linear(f"{prefix}.layers.0", 256, 256) | linear(f"{prefix}.layers.1", 256, 256)
-            shapes |= linear(f"{prefix}.layers.2", 4, 256)
+        prefix = f"bbox_embed.{i}"  # once: the decoder receives the heads, it does not register them
+        shapes |= linear(f"{prefix}.layers.0", 256, 256) | linear(f"{prefix}.layers.1", 256, 256)
+        shapes |= linear(f"{prefix}.layers.2", 4, 256)
     shapes |= linear("controller.layers.0", 256, 256) | linear("controller.layers.1", 256, 256)
     shapes |= linear("controller.layers.2", 169, 256)
     fpn = {
@@ -130,7 +131,7 @@ def test_full_a2d_parameter_counts(full_a2d_model):
     parameters = list(full_a2d_model.parameters())
     assert sum(p.numel() for p in parameters) == 176_621_888
     assert sum(p.numel() for p in parameters if p.requires_grad) == 51_976_256
-    assert len(full_a2d_model.state_dict()) == 756
+    assert len(full_a2d_model.state_dict()) == 738  # 756 in the original, whose 18 box-head tensors appear twice
 
 
 def test_full_a2d_state_dict_keys_and_shapes(full_a2d_model):
@@ -142,26 +143,16 @@ def test_full_a2d_state_dict_keys_and_shapes(full_a2d_model):
     assert state["text_encoder.pooler.dense.weight"].shape == (768, 768)
 
 
-def reference_key(key: str) -> str:
-    """Our backbone key -> the reference checkpoint's (the inverse of the documented rename)."""
-    match = re.fullmatch(r"backbone\.body\.features\.(\d+)\.(.*)", key)
-    if match is None:
-        return key.replace("backbone.body.", "backbone.0.body.")
-    index, rest = int(match.group(1)), match.group(2)
-    if index % 2 == 1:
-        return f"backbone.0.body.downsamples.{index // 2}.{rest}"
-    block, _, suffix = rest.partition(".")
-    suffix = suffix.replace("mlp.0.", "mlp.fc1.").replace("mlp.3.", "mlp.fc2.")
-    return f"backbone.0.body.layers.{index // 2}.blocks.{block}.{suffix}"
-
-
 def test_reference_checkpoint_loads_after_documented_renames(tiny_config, tiny_model):
     ours = tiny_model.state_dict()
-    reference = {reference_key(k): v.clone() + 1 for k, v in ours.items()}
+    reference = original_state_dict({k: v.clone() + 1 for k, v in ours.items()})
     reference["text_encoder.embeddings.position_ids"] = torch.arange(8)[None]
     assert any(k.startswith("backbone.0.body.layers.0.blocks.0.mlp.fc1") for k in reference)
+    assert any(k.startswith("transformer.decoder.bbox_embed.") for k in reference)
+    converted = convert_state_dict(reference)
+    assert sorted(converted) == sorted(ours), "renamed back, the second box-head copy and position_ids dropped"
     model = WaveCL(tiny_config)
-    model.load_state_dict(convert_reference_state_dict(reference), strict=True)
+    model.load_state_dict(converted, strict=True)
     for key, value in model.state_dict().items():
         torch.testing.assert_close(value, ours[key] + 1)
 
@@ -190,7 +181,7 @@ def perturb_zero_initialised(model):
 
 
 # The first decoder self-attention sees identical queries (tgt = 0 plus the same bias), so its
-# projections receive (numerically) no gradient; the reference behaves the same (architecture.md §3.8).
+# projections receive (numerically) no gradient; the reference behaves the same.
 GRADIENT_FREE = ("transformer.decoder.layers.0.self_attn.in_proj_weight",)
 
 

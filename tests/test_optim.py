@@ -1,4 +1,4 @@
-"""Optimiser groups and the per-epoch MultiStepLR schedule (training.md §2.6-2.7)."""
+"""Optimiser groups and the per-epoch MultiStepLR schedule (docs/training.md#optimizer-and-schedule)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.optim import AdamW
 
-from wavecl.training.optim import build_optimizer, build_param_groups, build_scheduler
+from wavecl.training.optim import build_optimizer, build_param_groups, build_scheduler, reschedule
 
 
 class TinyModel(nn.Module):
@@ -94,3 +94,34 @@ def test_scheduler_state_round_trips():
     assert restored.last_epoch == 3
     assert [g["lr"] for g in restored_optimizer.param_groups] == pytest.approx([1e-5, 1e-6, 1e-6])
     assert torch.isclose(torch.tensor(restored.get_last_lr()), torch.tensor([1e-5, 1e-6, 1e-6])).all()
+
+
+def test_reschedule_gives_the_rates_of_a_run_configured_that_way_from_the_start():
+    """A run at epoch 5 with milestone [20] switches to milestones [1, 3], gamma 0.5 and new base rates: its
+    rates become those of a fresh scheduler with the new settings stepped 5 times (bit for bit), and
+    later steps follow the new milestones; the independent closed form agrees."""
+    model = TinyModel()
+    optimizer = build_optimizer(model, 1e-4, 1e-5, 1e-6, 1e-4)
+    scheduler = build_scheduler(optimizer, [20], 0.1)
+    for _ in range(5):
+        optimizer.step()
+        scheduler.step()
+    assert [g["lr"] for g in optimizer.param_groups] == [1e-4, 1e-5, 1e-6]
+    new_rates = [2e-4, 3e-5, 0.0]
+    scheduler = reschedule(optimizer, new_rates, [1, 3], 0.5, scheduler.last_epoch)
+
+    reference_model = TinyModel()
+    reference_optimizer = build_optimizer(reference_model, *new_rates, 1e-4)
+    reference = build_scheduler(reference_optimizer, [1, 3], 0.5)
+    for _ in range(5):
+        reference_optimizer.step()
+        reference.step()
+    assert scheduler.last_epoch == reference.last_epoch == 5
+    assert [g["lr"] for g in optimizer.param_groups] == [g["lr"] for g in reference_optimizer.param_groups]
+    assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([rate * 0.5**2 for rate in new_rates])
+    assert [g["initial_lr"] for g in optimizer.param_groups] == new_rates
+    optimizer.step()
+    scheduler.step()
+    assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([rate * 0.5**2 for rate in new_rates])
+    with pytest.raises(ValueError, match="3 parameter groups"):
+        reschedule(optimizer, [1e-4], [1], 0.5, 0)

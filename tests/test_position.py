@@ -1,4 +1,4 @@
-"""Sine position encodings against naive per-element loops (architecture.md §3.1 step 6, §3.2)."""
+"""Sine position encodings against naive per-element loops (docs/architecture.md#input-projections-and-positions)."""
 
 from __future__ import annotations
 

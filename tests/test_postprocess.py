@@ -106,6 +106,21 @@ def test_video_probabilities_agree_with_binary_masks_without_resizing():
     assert torch.equal(probabilities > 0.5, masks)
 
 
+def test_video_postprocess_threshold_selects_pixels_above_that_probability():
+    generator = torch.Generator().manual_seed(1)
+    pred_cls = torch.randn(3, 4, 1, generator=generator)
+    pred_masks = torch.randn(3, 4, 3, 4, generator=generator) * 3
+    query, probabilities = video_probabilities(pred_cls, pred_masks, (12, 16), (12, 16), (12, 16))
+    for threshold in (0.2, 0.5, 0.8):
+        query_t, masks = video_postprocess(pred_cls, pred_masks, (12, 16), (12, 16), (12, 16), threshold=threshold)
+        assert query_t == query
+        assert torch.equal(masks, probabilities > threshold)
+    low, high = (
+        video_postprocess(pred_cls, pred_masks, (12, 16), (12, 16), (12, 16), threshold=t)[1] for t in (0.2, 0.8)
+    )
+    assert high.sum() < low.sum() and not (high & ~low).any()
+
+
 def test_video_probabilities_crop_padding():
     pred_cls = torch.zeros(1, 1, 1)
     _, probabilities = video_probabilities(pred_cls, LEFT[None, None], (8, 8), (8, 4), (8, 4))

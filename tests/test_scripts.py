@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -21,7 +22,8 @@ import pytest
 import yaml
 
 from wavecl.config import load_config
-from wavecl.evaluation.saved import check_ytvos_submission, evaluate_a2d_predictions, evaluate_davis_predictions
+from wavecl.data.ytvos import train_samples_cache_path
+from wavecl.evaluation.saved import evaluate_a2d_predictions, evaluate_davis_predictions, evaluate_ytvos_predictions
 from wavecl.testing.coco_davis import write_davis_fixture, write_refcoco_fixture
 from wavecl.testing.datasets import write_a2d_fixture, write_jhmdb_fixture, write_ytvos_fixture
 
@@ -34,7 +36,7 @@ DAVIS_METRICS = {"J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recal
 def run_script(name: str, cwd: Path, **env: str) -> str:
     """Run ``scripts/<name>.sh`` from ``cwd`` as a smoke run; returns its stdout + stderr."""
     inherited = {k: v for k, v in os.environ.items() if k not in ("DATA_ROOT", "OUTPUT_DIR", "CHECKPOINT", "NUM_GPUS")}
-    environment = inherited | {"WAVECL_TINY": "1", "TINY_STEPS": "1", "PYTHON": "python3", **env}
+    environment = inherited | {"WAVECL_TINY": "1", "TINY_STEPS": "1", "PYTHON": sys.executable, **env}
     command = ["bash", str(REPO / "scripts" / f"{name}.sh")]
     result = subprocess.run(command, cwd=cwd, env=environment, capture_output=True, text=True, timeout=900)
     output = result.stdout + result.stderr
@@ -90,6 +92,22 @@ def workspace(tmp_path_factory) -> Path:
     return root
 
 
+def test_scripts_refuse_an_interpreter_without_wavecl_by_name(tmp_path):
+    """Before, the scripts ran whatever ``python`` came first on PATH, without a word."""
+    other = tmp_path / "bin" / "python3"
+    other.parent.mkdir()
+    other.write_text("#!/bin/sh\necho 'ModuleNotFoundError: No module named torch' >&2\nexit 1\n")
+    other.chmod(0o755)
+    environment = {k: v for k, v in os.environ.items() if k not in ("PYTHON", "VIRTUAL_ENV")}
+    environment["PATH"] = f"{other.parent}:{environment['PATH']}"
+    result = subprocess.run(
+        ["bash", str(REPO / "scripts" / "eval_a2d.sh")], cwd=tmp_path, env=environment, capture_output=True, text=True
+    )
+    assert result.returncode == 1
+    assert f"the interpreter 'python3' ({other}) has no wavecl installation" in result.stderr
+    assert "set PYTHON=" in result.stderr
+
+
 def test_train_a2d_then_eval_a2d(tmp_path):
     """train_a2d.sh builds the A2D ground truth, trains, evaluates and points ``best`` at the epoch;
     eval_a2d.sh re-evaluates that checkpoint: same metrics, predictions that rescore to them."""
@@ -99,8 +117,8 @@ def test_train_a2d_then_eval_a2d(tmp_path):
     output = run_script("train_a2d", cwd, DATA_ROOT=str(data), OUTPUT_DIR=str(runs))
     run_dir = runs / "a2d_sentences" / "a2d"
     assert str(run_dir) in output
-    gt = data / "a2d_sentences" / A2D_GT
-    assert gt.is_file()
+    gt = runs / "cache" / A2D_GT  # derived files go to $CACHE_DIR (default $OUTPUT_DIR/cache)
+    assert gt.is_file() and not (data / "a2d_sentences" / A2D_GT).exists()
     saved, record = check_training_run(run_dir, "a2d_sentences.yaml")
     assert saved["data"]["coco_gt_path"] == str(gt)
     assert pointer_target(run_dir / "checkpoints" / "best") == run_dir / "checkpoints" / "epoch_0000"
@@ -166,10 +184,9 @@ def test_infer_refytb_writes_a_complete_submission(workspace, ytvos_finetune_run
     output = run_script("infer_refytb", workspace)
     zip_path = run_dir / "evaluation" / "submission.zip"
     assert str(Path("runs/ref_youtube_vos/finetuneytb_tiny/evaluation/submission.zip")) in output
-    config = load_config(REPO / "configs" / "refer_youtube_vos_finetune.yaml")
-    config.data.root = str(workspace / "data" / "refer_youtube_vos")
     # val_a: 7 frames x 2 expressions, val_b: 3 frames x 1; the test-only video is left out.
-    assert check_ytvos_submission(zip_path, config) == {"expressions": 3.0, "frames": 17.0}
+    root = workspace / "data" / "refer_youtube_vos"
+    assert evaluate_ytvos_predictions(zip_path, root) == {"expressions": 3.0, "frames": 17.0}
     with zipfile.ZipFile(zip_path) as archive:
         assert not any("test_c" in name for name in archive.namelist())
     result = json.loads((run_dir / "evaluation" / "metrics.json").read_text())
@@ -205,7 +222,8 @@ def test_finetune_a2d_starts_fresh_from_the_pretraining(a2d_finetune_run):
 def test_eval_jhd_evaluates_the_a2d_finetune_on_jhmdb(workspace, a2d_finetune_run):
     run_dir, _ = a2d_finetune_run
     run_script("eval_jhd", workspace)
-    gt = workspace / "data" / "jhmdb_sentences" / "jhmdb_sentences_gt_annotations_in_coco_format.json"
+    gt = workspace / "runs" / "cache" / "jhmdb_sentences_gt_annotations_in_coco_format.json"
+    assert not (workspace / "data" / "jhmdb_sentences" / gt.name).exists(), "the dataset folder is only read"
     evaluation = workspace / "runs" / "jhmdb_sentences" / "jhmdb_eval" / "evaluation"
     result = json.loads((evaluation / "metrics.json").read_text())
     assert result["dataset"] == "jhmdb_sentences"
@@ -220,7 +238,9 @@ def test_train_ytvos_scratch(workspace):
     run_dir = workspace / "runs" / "ref_youtube_vos" / "ytb_from_scratch"
     saved, _ = check_training_run(run_dir, "refer_youtube_vos.yaml")
     assert saved["model"]["num_classes"] == 65
-    assert (workspace / "data" / "refer_youtube_vos" / "wavecl_ytvos_train_samples_ws8.json").is_file()
+    root = workspace / "data" / "refer_youtube_vos"
+    assert train_samples_cache_path(workspace / "runs" / "cache", root, 8).is_file()
+    assert not (root / "wavecl_ytvos_train_samples_ws8.json").exists(), "the dataset folder is only read"
     assert (run_dir / "eval" / "epoch_0000" / "submission.zip").is_file()
 
 

@@ -1,4 +1,4 @@
-"""SEP against a naive per-sample computation of architecture.md §3.4, and its pooling modes."""
+"""SEP against a naive per-sample computation (docs/architecture.md#sep), and its pooling modes."""
 
 import pytest
 import torch
@@ -16,7 +16,7 @@ def _naive_sep(
     text_pad: torch.Tensor,
     masked: bool,
 ) -> torch.Tensor:
-    """Steps 1-8 of §3.4 one sample, channel and pixel at a time (dropout must be off)."""
+    """Every step of SEP one sample, channel and pixel at a time (dropout must be off)."""
     vlp = sep.vlp
     batch = words.shape[0]
     contexts = []
@@ -129,7 +129,7 @@ def test_parameters_match_the_reference_checkpoint_layout() -> None:
         "layer_norm.weight": (256,),
         "layer_norm.bias": (256,),
     }
-    # architecture.md §5 counts parameters only (the BatchNorm buffers are not included).
+    # docs/architecture.md#parameter-counts counts parameters only (the BatchNorm buffers are not included).
     assert sum(p.numel() for p in sep.parameters()) == 197_898
     bound = 1 / 768**0.5
     assert sep.vlp.bias.abs().max() <= bound

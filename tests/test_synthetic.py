@@ -15,12 +15,11 @@ from wavecl.data.synthetic import (
     COLOURS,
     FRAME_STRIDE,
     KINDS,
-    expression_ground_truth,
     sample_synthetic_video,
     write_synthetic_ytvos,
 )
 from wavecl.data.transforms import IMAGENET_MEAN, IMAGENET_STD, ClipTransform
-from wavecl.data.ytvos import RefYouTubeVOS
+from wavecl.data.ytvos import RefYouTubeVOS, YTVOSGroundTruth
 
 SIZE = (64, 96)
 NUM_FRAMES = 8
@@ -191,13 +190,15 @@ def test_ref_youtube_vos_loader_reads_the_held_out_split(written):
     assert {(s.metadata["video_id"], s.metadata["exp_id"]) for s in (dataset[i] for i in range(len(dataset)))} == {
         (v.video_id, e.exp_id) for v in valid.videos for e in v.expressions
     }
+    ground_truth = YTVOSGroundTruth(root, "valid")
+    assert len(ground_truth.expressions) == valid.num_expressions
     for video in valid.videos:
         _, labels = video.render()
         for expression in video.expressions:
-            truth = expression_ground_truth(root, "valid", video.video_id, expression.exp_id)
+            truth = ground_truth.masks(video.video_id, expression.exp_id)
             assert np.array_equal(truth, labels == expression.obj_id)
     with pytest.raises(KeyError, match="no expression '99'"):
-        expression_ground_truth(root, "valid", valid.videos[0].video_id, "99")
+        ground_truth.masks(valid.videos[0].video_id, "99")
 
 
 def test_bad_arguments(tmp_path):

@@ -1,4 +1,4 @@
-"""Tests of the text encoder loading, sentence encoding and FeatureResizer (architecture.md §3.1)."""
+"""Tests of the text encoder loading, sentence encoding and FeatureResizer (docs/architecture.md#text-encoder)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,14 @@ import torch
 import transformers
 from torch.nn import functional as F
 
-from wavecl.model.text import FeatureResizer, TextFeatures, encode_text, load_text_encoder, max_text_tokens
+from wavecl.model.text import (
+    FeatureResizer,
+    TextFeatures,
+    encode_text,
+    load_text_encoder,
+    max_text_tokens,
+    text_encoder_of_shape,
+)
 
 CPU = torch.device("cpu")
 SHORT = "a dog"
@@ -170,3 +177,17 @@ def test_feature_resizer() -> None:
     torch.testing.assert_close(resizer(features), expected)
     resizer.train()
     assert (resizer(features) == 0).any()
+
+
+def test_text_encoder_of_shape_reads_no_weights(tmp_path) -> None:
+    reference, _ = load_text_encoder("minilm")
+    folder = tmp_path / "encoder"
+    reference.config.save_pretrained(folder)  # config.json only: no weights, no tokenizer
+    encoder, _ = text_encoder_of_shape(str(folder))
+    assert sum(p.numel() for p in encoder.parameters()) == sum(p.numel() for p in reference.parameters())
+    assert not torch.equal(encoder.embeddings.word_embeddings.weight, reference.embeddings.word_embeddings.weight)
+
+    roberta, _ = text_encoder_of_shape(str(tmp_path / "pretrained" / "roberta-base"))  # absent: published shape
+    assert sum(p.numel() for p in roberta.parameters()) == 124_645_632
+    with pytest.raises(FileNotFoundError, match=r"nowhere/config\.json.*weights are not needed"):
+        text_encoder_of_shape(str(tmp_path / "nowhere"))

@@ -1,4 +1,4 @@
-"""Clip transforms (§0.3) and clip collation (§0.1), checked against hand computations and naive loops."""
+"""Clip transforms and clip collation, checked against hand computations and naive loops."""
 
 from __future__ import annotations
 

@@ -137,7 +137,7 @@ def test_frame_order_isolates_frames_in_the_local_term() -> None:
 
 
 def test_reference_order_feeds_frame_one_into_frame_zero_band_one() -> None:
-    # architecture.md §8 item 3: with T = 2, frame 0 band 1 receives frame 1's local term.
+    # docs/differences.md#wavelet-high-band-attention: with T = 2, frame 0 band 1 receives frame 1's local term.
     assert _local_change_by_band("reference", perturbed_frame=1)[1] > 1e-3
 
 
@@ -197,7 +197,7 @@ def _pywt_idwt(low: torch.Tensor, high: torch.Tensor, size: tuple[int, int]) -> 
 
 
 def _gate_from_spec(x, sentence, frames, fusion, fla):
-    """§3.5 steps 1-8 with PyWavelets, the full MMF forward and explicit permutes."""
+    """The WIP gate step by step with PyWavelets, the full MMF forward and explicit permutes."""
     batch, channels = sentence.shape
 
     def scale_low(low: torch.Tensor) -> torch.Tensor:
@@ -255,7 +255,7 @@ def test_wavelet_gate_shapes_and_gradients(size: tuple[int, int]) -> None:
     attention = fusion.multihead_attn
     assert attention.in_proj_weight.grad[2 * channels :].abs().sum() > 0
     assert attention.in_proj_bias.grad[2 * channels :].abs().sum() > 0
-    assert attention.in_proj_weight.grad[: 2 * channels].abs().sum() == 0  # q/k are dead (§8 item 2)
+    assert attention.in_proj_weight.grad[: 2 * channels].abs().sum() == 0  # q/k are dead (a single key)
     assert attention.out_proj.weight.grad.abs().sum() > 0 and attention.out_proj.bias.grad.abs().sum() > 0
     for name, parameter in fla.named_parameters():
         assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name

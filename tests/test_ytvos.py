@@ -69,7 +69,7 @@ def test_train_samples_match_fixture(fixture: YTVOSFixture, tmp_path: Path) -> N
         + [("vid_short", "0", 1, (short[0], short[1], short[2], short[2]))]
     )
     assert [(s.video_id, s.exp_id, s.obj_id, s.frame_names) for s in dataset.samples] == expected
-    assert train_samples_cache_path(tmp_path, 4).is_file()
+    assert train_samples_cache_path(tmp_path, fixture.root, 4).is_file()
 
 
 def test_train_round_trip(fixture: YTVOSFixture, tmp_path: Path) -> None:
@@ -106,7 +106,7 @@ def test_single_class_labels(fixture: YTVOSFixture, tmp_path: Path) -> None:
 
 def test_cache_written_by_prepare_is_used(fresh: YTVOSFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     (fresh.root / "train_samples_metadata_win_size_4.json").write_text("corrupt reference list")
-    cache = train_samples_cache_path(fresh.root, 4)
+    cache = train_samples_cache_path(None, fresh.root, 4)
     built = build_ytvos_train_samples(fresh.root, 4, cache, num_workers=2)
 
     def fail(*args: object, **kwargs: object) -> None:
@@ -149,16 +149,18 @@ def test_valid_windows_cover_every_frame(fixture: YTVOSFixture) -> None:
     assert [(s.video_id, len(s.frame_names)) for s in whole.samples] == [("val_a", 7), ("val_a", 7), ("val_b", 3)]
 
 
-def test_valid_without_test_file_uses_videos_with_frames(fresh: YTVOSFixture) -> None:
+def test_valid_without_test_file_uses_videos_with_frames(fresh: YTVOSFixture, caplog: pytest.LogCaptureFixture) -> None:
     (fresh.root / "meta_expressions" / "test" / "meta_expressions.json").unlink()
     dataset = RefYouTubeVOS(fresh.root, "valid", 8, transform=NATIVE)
     assert sorted({s.video_id for s in dataset.samples}) == ["val_a", "val_b"]
+    assert "predicting the 2 of 3 videos" in caplog.text, "the videos left out are counted in a warning"
 
 
 def test_other_spelling_from_parent(tmp_path: Path) -> None:
     fixture = write_ytvos_fixture(tmp_path / "refer_youtube_vos")
     dataset = RefYouTubeVOS(tmp_path, "train", 4, transform=ClipTransform(True, 36, 64))
-    assert len(dataset) == 8 and (fixture.root / "wavecl_ytvos_train_samples_ws4.json").is_file()
+    assert len(dataset) == 8 and train_samples_cache_path(None, fixture.root, 4).is_file()
+    assert not (fixture.root / "wavecl_ytvos_train_samples_ws4.json").exists(), "the dataset folder is only read"
     assert dataset[0].frames.shape == (4, 3, 36, 60)
 
 

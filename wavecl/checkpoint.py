@@ -1,53 +1,60 @@
-"""Checkpoints: safetensors weights plus a weights-only training state (training.md §2.10-2.12, decisions table).
+"""Checkpoints: safetensors weights plus a weights-only training state (docs/training.md#checkpoints).
 
 Layout of a run's ``checkpoints/`` folder::
 
     checkpoints/
-        epoch_0003/
-            model.safetensors   model weights (tensors only; aliased tensors stored once per name)
-            state.pt            training state: optimizer, scheduler, scaler, epoch, best metric, RNG
-        last                    text file holding the folder name of the newest complete checkpoint
+        epoch_0003/                 written at the end of epoch 3 (epochs are numbered from 0)
+            model.safetensors       the weights that train (tensors only; each under its state-dict name)
+            state.pt                training state: optimizer, scheduler, scaler, epoch, RNG, epoch totals
+        epoch_0004_step_000119/     written mid-epoch after step 119 of epoch 4 (``train.checkpoint_every_steps``)
+        frozen-<digest>.safetensors the frozen parameters (e.g. a frozen text encoder), stored once per run
+        last                        text file holding the folder name of the newest complete checkpoint
+
+Parameters that never change during a run (``requires_grad=False``) are written once into a file named
+by a digest of their contents, shared by every checkpoint folder of the run; each folder's
+``model.safetensors`` names that file in its metadata (``frozen_weights``), and
+:func:`load_model_weights` merges it back, so every reader sees the full state dict. A folder copied
+without it fails with a message naming the missing file (``wavecl export`` writes a self-contained
+folder).
 
 Every file is written to a temporary file in the same folder and moved into place with ``os.replace``
 (:func:`wavecl.atomic.atomic_path`), and ``last`` is updated only after both files of an epoch exist,
 so a crash never leaves a pointer to a partial checkpoint. Nothing is ever unpickled with the full
-pickle machinery: the state is read with ``torch.load(weights_only=True)``, which refuses any object
-that would run code, and reference ``.pth``/``.pth.tar`` checkpoints are read the same way.
+pickle machinery: every ``torch.load`` of the package goes through :func:`load_weights_only`, which
+refuses any object that would run code; ``.pth``/``.pth.tar`` checkpoints (the original repository's,
+:mod:`wavecl.original`) are read the same way.
 """
 
 from __future__ import annotations
 
+import hashlib
+import math
 import os
 import pickle
 import random
 import re
-from collections.abc import Callable
+import shutil
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from wavecl import original
 from wavecl.atomic import atomic_path
 
 MODEL_FILENAME = "model.safetensors"
 STATE_FILENAME = "state.pt"
 LAST_POINTER = "last"
-REFERENCE_SUFFIXES = (".pth", ".pth.tar", ".pt", ".tar")
-
-# Reference A2D checkpoints store ``best_mAP`` as a numpy scalar; these globals rebuild a numpy scalar
-# from its dtype and raw bytes and cannot run code, so they are safe to allow in the weights-only loader.
-_NUMPY_SCALAR_GLOBALS = [
-    np.float64(0).__reduce__()[0],
-    np.dtype,
-    type(np.dtype(np.float64)),
-    type(np.dtype(np.float32)),
-    type(np.dtype(np.int64)),
-]
+BEST_POINTER = "best"
+FROZEN_PREFIX = "frozen-"
+FROZEN_METADATA_KEY = "frozen_weights"
+_FOLDER_NAME = re.compile(r"epoch_(\d+)(?:_step_(\d+))?")
 
 
 class CheckpointError(ValueError):
@@ -74,9 +81,24 @@ class CheckpointPaths:
         return cls(directory, directory / MODEL_FILENAME, directory / STATE_FILENAME)
 
 
+def checkpoint_folder_name(epoch: int, step: int | None = None) -> str:
+    """``epoch_<epoch:04d>`` for the end of an epoch, ``epoch_<epoch:04d>_step_<step:06d>`` after 0-based
+    ``step`` of a partly trained epoch (both numbered from 0)."""
+    return f"epoch_{epoch:04d}" if step is None else f"epoch_{epoch:04d}_step_{step:06d}"
+
+
+def parse_checkpoint_folder_name(name: str) -> tuple[int, int | None] | None:
+    """``(epoch, step)`` of a name made by :func:`checkpoint_folder_name` (``step`` None at an epoch's
+    end), or None for any other name."""
+    match = _FOLDER_NAME.fullmatch(name)
+    if match is None:
+        return None
+    return int(match[1]), None if match[2] is None else int(match[2])
+
+
 def epoch_checkpoint_dir(checkpoints_dir: str | Path, epoch: int) -> Path:
     """``<checkpoints_dir>/epoch_<epoch:04d>``: the folder :func:`save_checkpoint` writes for an epoch."""
-    return Path(checkpoints_dir) / f"epoch_{epoch:04d}"
+    return Path(checkpoints_dir) / checkpoint_folder_name(epoch)
 
 
 def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
@@ -88,8 +110,8 @@ def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
 
 
 def _unshared_cpu_tensors(model_state: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Copy a state dict to contiguous CPU tensors that share no storage (safetensors refuses aliases,
-    e.g. ``bbox_embed`` also registered as ``transformer.decoder.bbox_embed``); every name is kept."""
+    """Copy a state dict to contiguous CPU tensors that share no storage (safetensors refuses tensors
+    that share memory, e.g. tied weights or views); every name is kept."""
     seen_storages: set[tuple[torch.device, int]] = set()
     tensors = {}
     for name, tensor in model_state.items():
@@ -112,43 +134,134 @@ def _unpickler_reason(error: pickle.UnpicklingError) -> str:
     return (reasons or lines or ["no details"])[0]
 
 
+def _tensor_digest(tensors: dict[str, Tensor]) -> str:
+    """First 16 hex digits of the SHA-256 of names, dtypes, shapes and bytes (CPU contiguous tensors)."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name]
+        digest.update(f"{name}|{tensor.dtype}|{list(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()[:16]
+
+
+def _write_frozen(checkpoints_dir: Path, tensors: dict[str, Tensor]) -> str:
+    """Write the frozen tensors once (``frozen-<digest>.safetensors``); returns the file name."""
+    name = f"{FROZEN_PREFIX}{_tensor_digest(tensors)}.safetensors"
+    if not (checkpoints_dir / name).is_file():
+        _write_atomically(checkpoints_dir / name, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
+    return name
+
+
 def save_checkpoint(
-    checkpoints_dir: str | Path, epoch: int, model_state: dict[str, Tensor], training_state: dict[str, Any]
+    checkpoints_dir: str | Path,
+    epoch: int,
+    model_state: dict[str, Tensor],
+    training_state: dict[str, Any],
+    step: int | None = None,
+    frozen: Collection[str] = (),
 ) -> CheckpointPaths:
-    """Write ``epoch_<epoch>/{model.safetensors, state.pt}`` atomically, then point ``last`` at it.
+    """Write ``<folder>/{model.safetensors, state.pt}`` atomically, then point ``last`` at it.
 
     Args:
         checkpoints_dir: the run's ``checkpoints`` folder; created if needed.
-        epoch: the epoch just finished (names the folder).
+        epoch: the epoch (numbered from 0) the checkpoint belongs to.
         model_state: the unwrapped model's ``state_dict()`` (tensors on any device).
         training_state: anything ``torch.load(weights_only=True)`` can read back: tensors, numbers,
             strings, ``None`` and lists/tuples/dicts of them, e.g. ``{"epoch", "total_epochs",
             "optimizer", "scheduler", "scaler", "best_metric", "rng": rng_state()}``.
+        step: None at the end of the epoch (folder ``epoch_<epoch>``); else the 0-based step of the epoch
+            just finished (folder ``epoch_<epoch>_step_<step>``).
+        frozen: names of ``model_state`` that do not change during the run; they go to one
+            ``frozen-<digest>.safetensors`` beside the folders, written only when no checkpoint of the
+            run has written those exact values yet.
 
     Returns:
         The paths written.
 
     Raises:
+        KeyError: a ``frozen`` name is not in ``model_state``.
         TypeError: ``training_state`` holds an object the weights-only loader would refuse (checked
             before the file is moved into place, so nothing unloadable is ever written).
     """
-    paths = CheckpointPaths.of(epoch_checkpoint_dir(checkpoints_dir, epoch))
+    checkpoints_dir = Path(checkpoints_dir)
+    paths = CheckpointPaths.of(checkpoints_dir / checkpoint_folder_name(epoch, step))
     tensors = _unshared_cpu_tensors(model_state)
-    _write_atomically(paths.model, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
+    unknown = sorted(set(frozen) - set(tensors))
+    if unknown:
+        raise KeyError(f"frozen names not in the model state: {unknown[:5]}")
+    metadata = {"format": "pt"}
+    if frozen:
+        frozen_tensors = {name: tensors.pop(name) for name in sorted(frozen)}
+        metadata[FROZEN_METADATA_KEY] = f"../{_write_frozen(checkpoints_dir, frozen_tensors)}"
+    _write_atomically(paths.model, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
     def write_state(tmp: Path) -> None:
         torch.save(training_state, tmp)
         try:
-            torch.load(tmp, map_location="cpu", weights_only=True, mmap=True)
-        except pickle.UnpicklingError as error:
+            load_weights_only(tmp)
+        except CheckpointError as error:
             raise TypeError(
                 f"training state for {paths.state} holds objects that torch.load(weights_only=True) "
-                f"refuses; convert them to tensors or plain types: {_unpickler_reason(error)}"
+                f"refuses; convert them to tensors or plain types: {error}"
             ) from None
 
     _write_atomically(paths.state, write_state)
-    _write_atomically(Path(checkpoints_dir) / LAST_POINTER, lambda tmp: tmp.write_text(paths.directory.name + "\n"))
+    _write_atomically(checkpoints_dir / LAST_POINTER, lambda tmp: tmp.write_text(paths.directory.name + "\n"))
     return paths
+
+
+def _frozen_file(weights_file: Path) -> Path | None:
+    """The shared frozen-weights file a ``model.safetensors`` names in its metadata, if any."""
+    try:
+        with safe_open(str(weights_file), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+    except (SafetensorError, OSError, RuntimeError, ValueError) as error:
+        raise CheckpointError(f"cannot read weights {weights_file} (unreadable or truncated): {error}") from None
+    name = metadata.get(FROZEN_METADATA_KEY)
+    return None if name is None else weights_file.parent / name
+
+
+def prune_checkpoints(checkpoints_dir: str | Path, keep_last: int | None) -> list[Path]:
+    """Delete the checkpoints a run no longer needs; returns what was deleted.
+
+    Kept: the folders the ``last`` and ``best`` pointers name; the newest ``keep_last`` end-of-epoch
+    folders (all when ``keep_last`` is None); a mid-epoch (step) folder only while it is the newest
+    checkpoint of all (a later checkpoint makes it useless for resuming). A ``frozen-*.safetensors`` file
+    is deleted once no kept folder names it. Only folders named by :func:`checkpoint_folder_name` are
+    considered; anything else in ``checkpoints_dir`` is left alone.
+
+    Raises:
+        ValueError: ``keep_last`` is below 1.
+    """
+    if keep_last is not None and keep_last < 1:
+        raise ValueError(f"train.keep_checkpoints must be at least 1 (or null to keep all), got {keep_last}")
+    checkpoints_dir = Path(checkpoints_dir)
+    folders = sorted(
+        (f for f in checkpoints_dir.iterdir() if f.is_dir() and parse_checkpoint_folder_name(f.name) is not None),
+        key=_checkpoint_order,
+    )
+    protected = {
+        (checkpoints_dir / pointer.read_text().strip()).name
+        for pointer in (checkpoints_dir / LAST_POINTER, checkpoints_dir / BEST_POINTER)
+        if pointer.is_file()
+    }
+    epoch_folders = [f for f in folders if parse_checkpoint_folder_name(f.name)[1] is None]
+    keep = set(protected) | {f.name for f in (epoch_folders if keep_last is None else epoch_folders[-keep_last:])}
+    if folders:
+        keep.add(folders[-1].name)
+    deleted = [f for f in folders if f.name not in keep]
+    for folder in deleted:
+        shutil.rmtree(folder)
+    referenced = {
+        frozen.name
+        for f in folders
+        if f.name in keep and (f / MODEL_FILENAME).is_file() and (frozen := _frozen_file(f / MODEL_FILENAME))
+    }
+    for frozen in checkpoints_dir.glob(f"{FROZEN_PREFIX}*.safetensors"):
+        if frozen.name not in referenced:
+            frozen.unlink()
+            deleted.append(frozen)
+    return deleted
 
 
 def latest_checkpoint(path: str | Path) -> Path:
@@ -178,19 +291,39 @@ def latest_checkpoint(path: str | Path) -> Path:
     # No pointer (e.g. a run copied without it): the highest-numbered epoch folder, then the newest file.
     candidates = [w.parent for folder in (path, path / "checkpoints") for w in folder.glob(f"*/{MODEL_FILENAME}")]
     if candidates:
-        return max(candidates, key=_epoch_order)
+        return max(candidates, key=_checkpoint_order)
     raise FileNotFoundError(f"{path} holds no {MODEL_FILENAME} and no '{LAST_POINTER}' checkpoint pointer")
 
 
-def _epoch_order(folder: Path) -> tuple[int, float]:
-    numbers = re.findall(r"\d+", folder.name)
-    return (int(numbers[-1]) if numbers else -1, (folder / MODEL_FILENAME).stat().st_mtime)
+def _checkpoint_order(folder: Path) -> tuple[int, float, float]:
+    """Sort key of checkpoint folders: epoch, then step (an epoch's end after its steps), then age.
+
+    Folders not named by :func:`checkpoint_folder_name` sort by the last number in their name."""
+    parsed = parse_checkpoint_folder_name(folder.name)
+    if parsed is None:
+        numbers = re.findall(r"\d+", folder.name)
+        parsed = (int(numbers[-1]) if numbers else -1, None)
+    epoch, step = parsed
+    model = folder / MODEL_FILENAME
+    return (epoch, math.inf if step is None else step, model.stat().st_mtime if model.is_file() else 0.0)
 
 
-def _load_weights_only(
-    path: Path, map_location: str | torch.device, extra_safe_globals: list[Any] | None = None
+def load_weights_only(
+    path: str | os.PathLike[str], map_location: str | torch.device = "cpu", extra_safe_globals: list[Any] | None = None
 ) -> Any:
-    """``torch.load(weights_only=True)`` with errors that name the file."""
+    """``torch.load(path, weights_only=True)``, the package's only ``torch.load``, with errors that name the file.
+
+    Args:
+        path: a file written by ``torch.save``.
+        map_location: device of the loaded tensors.
+        extra_safe_globals: further classes or functions the unpickler may rebuild (e.g.
+            :data:`wavecl.original.NUMPY_SCALAR_GLOBALS`); none of them may run code.
+
+    Raises:
+        FileNotFoundError: nothing at ``path``.
+        CheckpointError: the file is unreadable, truncated or holds objects that would run code.
+    """
+    path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file not found: {path}")
     try:
@@ -209,35 +342,51 @@ def load_model_weights(path: str | Path, map_location: str | torch.device = "cpu
     """Read model weights from a wavecl checkpoint or a reference checkpoint.
 
     Args:
-        path: a ``.safetensors`` file; a checkpoint folder, pointer or run directory
-            (see :func:`latest_checkpoint`); or a reference ``.pth``/``.pth.tar`` file, read with
-            ``torch.load(weights_only=True)``, whose ``model_state_dict`` entry is taken when present.
+        path: a ``.safetensors`` file (with the run's frozen weights merged in when its metadata names
+            them); a checkpoint folder, pointer or run directory (see :func:`latest_checkpoint`); or a
+            ``torch.save`` file (``.pth``, ``.pth.tar``, ...), read with :func:`load_weights_only`, whose
+            ``model_state_dict`` entry is taken when present.
         map_location: device of the returned tensors.
 
     Returns:
         Parameter name -> tensor.
 
     Raises:
-        FileNotFoundError: nothing at ``path``.
+        FileNotFoundError: nothing at ``path``, or the frozen-weights file it names is missing.
         CheckpointError: the file is unreadable, truncated, refused by the weights-only loader, or not
             a mapping of names to tensors.
     """
     path = Path(path)
-    if path.name.endswith(REFERENCE_SUFFIXES):
-        loaded = _load_weights_only(path, map_location, _NUMPY_SCALAR_GLOBALS)
-        if isinstance(loaded, dict) and "model_state_dict" in loaded:
-            loaded = loaded["model_state_dict"]
+    if path.name.endswith(original.CHECKPOINT_SUFFIXES):
+        loaded = load_weights_only(path, map_location, original.NUMPY_SCALAR_GLOBALS)
+        if isinstance(loaded, dict) and original.STATE_DICT_KEY in loaded:
+            loaded = loaded[original.STATE_DICT_KEY]
         if not isinstance(loaded, dict) or not all(isinstance(v, Tensor) for v in loaded.values()):
-            raise CheckpointError(f"{path} holds no model state dict (expected name -> tensor or 'model_state_dict')")
+            raise CheckpointError(
+                f"{path} holds no model state dict (expected name -> tensor or '{original.STATE_DICT_KEY}')"
+            )
         return dict(loaded)
     weights_file = path if path.suffix == ".safetensors" else latest_checkpoint(path) / MODEL_FILENAME
     if not weights_file.is_file():
         raise FileNotFoundError(f"checkpoint file not found: {weights_file}")
     device = str(torch.device(map_location))
+    frozen_file = _frozen_file(weights_file)
     try:
-        return load_file(weights_file, device=device)
+        weights = load_file(weights_file, device=device)
     except (SafetensorError, OSError, RuntimeError, ValueError) as error:
         raise CheckpointError(f"cannot read weights {weights_file} (unreadable or truncated): {error}") from None
+    if frozen_file is None:
+        return weights
+    if not frozen_file.is_file():
+        raise FileNotFoundError(
+            f"{weights_file} keeps its frozen parameters in {frozen_file}, which is missing: copy that file "
+            f"beside the checkpoint folder, or share a self-contained folder made by `wavecl export`"
+        )
+    try:
+        frozen = load_file(frozen_file, device=device)
+    except (SafetensorError, OSError, RuntimeError, ValueError) as error:
+        raise CheckpointError(f"cannot read frozen weights {frozen_file} (unreadable or truncated): {error}") from None
+    return {**weights, **frozen}
 
 
 def load_training_state(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -253,7 +402,7 @@ def load_training_state(path: str | Path, map_location: str | torch.device = "cp
     """
     path = Path(path)
     state_file = path if path.is_file() and path.suffix == ".pt" else latest_checkpoint(path) / STATE_FILENAME
-    state = _load_weights_only(state_file, map_location)
+    state = load_weights_only(state_file, map_location)
     if not isinstance(state, dict):
         raise CheckpointError(f"{state_file} holds a {type(state).__name__}, expected a training-state dict")
     return state

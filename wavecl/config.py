@@ -10,14 +10,21 @@ type on load, so ``lr: 5e-5`` is the float 5e-05 whichever way it was written.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import difflib
+import inspect
+import textwrap
 import types
 import typing
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+
+from wavecl import original
 
 AmpMode = Literal["off", "bf16", "fp16"]
 """Mixed precision everywhere (training, evaluation, prediction): ``off`` (float32), ``bf16`` or ``fp16``
@@ -28,117 +35,204 @@ DEFAULT_AMP: AmpMode = "off"
 
 @dataclass
 class ModelConfig:
-    """The network (architecture.md §0). Defaults are the published Video-Swin-T / RoBERTa setting."""
+    """The network (docs/architecture.md). Defaults are the published Video-Swin-T / RoBERTa setting.
+
+    Every field has a one-line docstring below it; ``wavecl config show`` prints them.
+    """
 
     backbone: str = "video-swin-t"
+    """Video-Swin variant: video-swin-t, video-swin-s or video-swin-b."""
     backbone_pretrained_path: str | None = None
+    """Kinetics-400 Video-Swin weights (.pth) to start from; none: random initialisation."""
     backbone_drop_path: float = 0.2
-    # Overrides of the named Video-Swin variant; used for reduced models (tests, demo).
+    """Stochastic-depth rate of the backbone."""
     backbone_embed_dim: int | None = None
+    """Override of the variant's embedding width (reduced models: tests, demo); none: the variant's."""
     backbone_depths: list[int] | None = None
+    """Override of the variant's blocks per stage (reduced models); none: the variant's."""
     backbone_num_heads: list[int] | None = None
+    """Override of the variant's attention heads per stage (reduced models); none: the variant's."""
     backbone_window_size: list[int] = field(default_factory=lambda: [8, 7, 7])
+    """Backbone attention window (frames, height, width) in patches."""
     text_encoder: str = "roberta-base"
+    """Hugging Face encoder folder (or name in the local cache), or 'minilm' for the packaged MiniLM."""
     freeze_text_encoder: bool = True
+    """Keep the text encoder's weights fixed (and in eval mode)."""
     sentence_pooling: Literal["mean", "pooler"] = "mean"
+    """Sentence feature: masked mean of the last hidden state, or the encoder's pooler (reference)."""
     d_model: int = 256
+    """Width of the transformer and fusion features."""
     nheads: int = 8
+    """Attention heads of the transformer layers."""
     num_queries: int = 20
+    """Object queries per frame (candidate objects; the best-scoring one is the answer)."""
     enc_layers: int = 3
+    """Deformable transformer encoder layers."""
     dec_layers: int = 3
+    """Deformable transformer decoder layers (each adds an auxiliary loss)."""
     dim_feedforward: int = 2048
+    """Hidden width of the transformer's feed-forward blocks."""
     dropout: float = 0.1
+    """Dropout of the transformer layers."""
     num_feature_levels: int = 4
+    """Feature scales fed to the deformable transformer."""
     enc_n_points: int = 4
+    """Deformable sampling points per head and level in the encoder."""
     dec_n_points: int = 4
+    """Deformable sampling points per head and level in the decoder."""
     voc_enc_layers: int = 3
+    """Encoder layers of VOC, the video-level object cluster."""
     voc_dec_layers: int = 3
+    """Decoder layers of VOC."""
     voc_dim_feedforward: int = 2048
+    """Hidden width of VOC's feed-forward blocks."""
     voc_dropout: float = 0.1
+    """Dropout of VOC's layers."""
     text_proj_dropout: float = 0.1
+    """Dropout of the projection of text features to d_model."""
     num_classes: int = 1
+    """Object classes of the class head: 1 (referred or not), 65 for Ref-YouTube-VOS categories."""
     mask_kernels_dim: int = 8
+    """Channels of the mask features that the dynamic mask head convolves."""
     dynamic_mask_channels: int = 8
+    """Hidden channels of the dynamic (per-query) mask head."""
     controller_layers: int = 3
+    """Layers of the dynamic mask head."""
     rel_coord: bool = True
-    # Parity switches (shared/spec/README.md decisions table).
+    """Give the dynamic mask head each pixel's offset from the query's box centre."""
     eval_layer: Literal["last", "reference"] = "last"
+    """Decoder layer at inference: the last, or the reference's layer-0 heads (parity switch, docs/differences.md)."""
     fla_order: Literal["frame", "reference"] = "frame"
+    """Wavelet high-band attention: per-frame local term, or the reference's frame order (parity switch)."""
     sep_pooling: Literal["masked", "reference"] = "masked"
+    """SEP pooling: over real tokens and pixels only, or the reference's over padding too (parity switch)."""
 
 
 @dataclass
 class DataConfig:
-    """Dataset, sampling and transforms (datasets_and_metrics.md §0, §9)."""
+    """Dataset, sampling and transforms (docs/datasets.md)."""
 
     dataset_name: Literal["a2d_sentences", "jhmdb_sentences", "ref_youtube_vos", "coco", "davis", "synthetic"] = (
         "a2d_sentences"
     )
+    """Dataset and evaluation protocol; ref_youtube_vos also reads one's own data in that layout."""
     root: str = "data"
+    """Dataset folder (or its parent); only read, never written."""
+    cache_dir: str | None = None
+    """Folder for derived files (sample lists); none: $WAVECL_CACHE_DIR, else ~/.cache/wavecl."""
     window_size: int = 8
+    """Frames per clip, in training and in evaluation windows."""
     train_short_size: int = 320
+    """Training resize: length of the short side, pixels."""
     train_max_size: int | None = 576
+    """Training resize: cap on the long side, pixels; none: no cap."""
     eval_short_size: int = 320
+    """Evaluation and prediction resize: length of the short side, pixels."""
     eval_max_size: int | None = 576
+    """Evaluation and prediction resize: cap on the long side, pixels; none: no cap."""
     horizontal_flip: bool = True
+    """Random horizontal flips in training (left/right swapped in the sentence)."""
     flip_mode: Literal["uniform", "reference"] = "uniform"
+    """Flip with probability 0.5 and whole-word swaps, or as the reference does (parity switch)."""
     num_workers: int = 4
+    """Data-loading worker processes (0: load in the training process)."""
     eval_batch_size: int = 1
-    # Ref-YouTube-VOS / synthetic evaluation: each video in windows of window_size frames (bounded
-    # memory, one query per window), or whole (the reference: one query per video, memory grows with length).
+    """Clips per evaluation batch."""
     eval_whole_video: bool = False
+    """Ref-YouTube-VOS-layout evaluation of each video whole (reference, memory grows) instead of in windows."""
     coco_gt_path: str | None = None
+    """COCO-format ground truth of A2D/JHMDB evaluation (made by `wavecl prepare a2d-gt` / `jhmdb-gt`)."""
     jhmdb_samples_metadata: str | None = None
+    """MTTR's JHMDB sample list; none: 3 frames per video drawn with seed 42."""
     coco_datasets: list[str] = field(default_factory=lambda: ["refcoco", "refcoco+", "refcocog"])
+    """RefCOCO sets trained and evaluated on."""
     davis_annotators: list[int] = field(default_factory=lambda: [0, 1, 2, 3])
+    """Ref-DAVIS17 annotator slots predicted and averaged."""
 
 
 @dataclass
 class LossConfig:
-    """Loss weights and matching costs (training.md §1.8, §4, §5)."""
+    """Loss weights and matching costs (docs/training.md#losses, docs/training.md#matcher)."""
 
     con: float = 1.0
+    """Weight of the contrastive (vision-language) loss."""
     dice: float = 5.0
+    """Weight of the dice mask loss."""
     sigmoid_focal: float = 2.0
+    """Weight of the sigmoid focal mask loss."""
     cls: float = 2.0
+    """Weight of the classification loss."""
     bbox: float = 2.0
+    """Weight of the L1 box loss."""
     giou: float = 2.0
+    """Weight of the generalised-IoU box loss."""
     cost_class: float = 2.0
+    """Matching cost weight of the class score."""
     cost_dice: float = 5.0
+    """Matching cost weight of the dice mask distance."""
     cost_bbox: float = 2.0
+    """Matching cost weight of the L1 box distance."""
     cost_giou: float = 2.0
+    """Matching cost weight of the generalised IoU."""
     cost_con: float = 0.0
+    """Matching cost weight of the contrastive score."""
     focal_alpha: float = 0.25
+    """Alpha of the focal losses and class cost."""
     focal_gamma: float = 2.0
+    """Gamma of the focal losses and class cost."""
 
 
 @dataclass
 class TrainConfig:
-    """Optimisation, schedule and run bookkeeping (training.md §2)."""
+    """Optimisation, schedule and run bookkeeping (docs/training.md)."""
 
     epochs: int = 40
+    """Total training epochs."""
     batch_size: int = 2
+    """Clips per process and step (the effective batch is this times the processes)."""
     lr: float = 5e-5
+    """Learning rate of everything but the backbone and the text encoder."""
     lr_backbone: float = 5e-6
+    """Learning rate of the Video-Swin backbone."""
     text_encoder_lr: float = 5e-6
+    """Learning rate of the text encoder (when not frozen)."""
     weight_decay: float = 1e-4
+    """AdamW weight decay."""
     lr_drop: list[int] = field(default_factory=lambda: [15])
+    """Epochs after which the learning rates are multiplied by lr_gamma."""
     lr_gamma: float = 0.2
+    """Learning-rate decay factor at each lr_drop milestone."""
     clip_max_norm: float = 0.1
+    """Gradient-norm clipping threshold; 0: no clipping."""
     grad_accum_steps: int = 1
+    """Batches whose gradients are summed before each optimiser step."""
     amp: AmpMode = DEFAULT_AMP
+    """Mixed precision on CUDA: off, bf16 (float16 with a gradient scaler where the GPU has no native
+    bfloat16) or fp16 (with a gradient scaler); float32 on the CPU. Recorded in run_info.json."""
     seed: int = 42
+    """Seed of initialisation, sampling and augmentation."""
     eval_interval: int = 1
-    # A NaN/inf loss term: "stop" raises naming the term; "skip" drops the batch (with gradient
-    # accumulation, the whole accumulation window: DDP has not synchronised its gradients yet).
+    """Evaluate every N epochs (and after the last)."""
     nonfinite_loss: Literal["skip", "stop"] = "stop"
-    # Seconds a collective (gradient all-reduce, evaluation gathers, waiting while rank 0 computes the
-    # metrics) may wait for the other ranks before the job fails.
+    """A NaN/inf model output, matching cost or loss term: stop naming it, or skip the batch (its whole
+    accumulation window: DDP has not synchronised its gradients yet)."""
     dist_timeout_s: float = 1800.0
+    """Seconds a collective (gradient all-reduce, evaluation gathers, waiting while rank 0 computes the
+    metrics or writes a checkpoint) may wait for the other ranks before the job fails."""
     output_dir: str = "runs"
+    """Root of run directories: <output_dir>/<dataset_name>/<version>."""
     version: str = "default"
+    """Run name, the last part of the run directory."""
     pretrained_weights: str | None = None
+    """Checkpoint to finetune from (class heads re-initialised; a fresh run, not a resume)."""
     max_steps_per_epoch: int | None = None
+    """Cap on the steps of an epoch (short runs, smoke tests); none: the whole training set."""
+    checkpoint_every_steps: int | None = None
+    """Also write a checkpoint every N steps inside an epoch (a multiple of grad_accum_steps), from which a
+    resume continues the epoch exactly; none: only at the end of each epoch."""
+    keep_checkpoints: int | None = None
+    """End-of-epoch checkpoints kept on disk: the newest N plus the best; none: all of them. A step
+    checkpoint is kept only until a newer checkpoint exists."""
 
 
 @dataclass
@@ -207,20 +301,47 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
     return value
 
 
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """``" (did you mean 'x'?)"`` for the known name closest to ``name`` (difflib), or ``""`` when none is close."""
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def _build_section(cls: type, values: dict[str, Any], where: str) -> Any:
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
     if unknown:
-        raise ValueError(f"{where}: unknown field(s) {unknown}; known: {sorted(names)}")
+        hints_text = "".join(did_you_mean(name, names) for name in unknown)
+        raise ValueError(f"{where}: unknown field(s) {unknown}{hints_text}; known: {sorted(names)}")
     return cls(**{k: _coerce(v, hints[k], f"{where}.{k}") for k, v in values.items()})
+
+
+def field_help(cls: type) -> dict[str, str]:
+    """``{field: meaning}`` of a config dataclass, from the docstring written under each field.
+
+    Read from the class's source, so the meaning lives beside the field it describes.
+    """
+    body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body
+    meanings = {}
+    for node, following in zip(body, body[1:]):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(following, ast.Expr)
+            and isinstance(following.value, ast.Constant)
+            and isinstance(following.value.value, str)
+        ):
+            meanings[node.target.id] = " ".join(following.value.value.split())
+    return meanings
 
 
 def from_dict(values: dict[str, Any], source: str = "config") -> Config:
     """Build a :class:`Config` from a nested dict ``{model: {...}, data: {...}, ...}``."""
     unknown = sorted(set(values) - set(SECTIONS))
     if unknown:
-        raise ValueError(f"{source}: unknown section(s) {unknown}; known: {list(SECTIONS)}")
+        hints = "".join(did_you_mean(name, SECTIONS) for name in unknown)
+        raise ValueError(f"{source}: unknown section(s) {unknown}{hints}; known: {list(SECTIONS)}")
     sections = {}
     for name, cls in SECTIONS.items():
         section = values.get(name) or {}
@@ -230,134 +351,10 @@ def from_dict(values: dict[str, Any], source: str = "config") -> Config:
     return Config(**sections)
 
 
-# Original flat key -> (section, field). Keys mapped to None are read and ignored: they have no
-# effect in the reference either (training.md §1.4) or concern tools wavecl does not use (wandb).
-REFERENCE_KEYS: dict[str, tuple[str, str] | None] = {
-    "lr": ("train", "lr"),
-    "lr_backbone": ("train", "lr_backbone"),
-    "text_encoder_lr": ("train", "text_encoder_lr"),
-    "weight_decay": ("train", "weight_decay"),
-    "clip_max_norm": ("train", "clip_max_norm"),
-    "seed": ("train", "seed"),
-    "epochs": ("train", "epochs"),
-    "batch_size": ("train", "batch_size"),
-    "lr_drop": ("train", "lr_drop"),
-    "freeze_text_encoder": ("model", "freeze_text_encoder"),
-    "text_encoder_type": ("model", "text_encoder"),
-    "num_classes": ("model", "num_classes"),
-    "mask_kernels_dim": ("model", "mask_kernels_dim"),
-    "controller_layers": ("model", "controller_layers"),
-    "dynamic_mask_channels": ("model", "dynamic_mask_channels"),
-    "rel_coord": ("model", "rel_coord"),
-    "backbone": ("model", "backbone"),
-    "backbone_pretrained_path": ("model", "backbone_pretrained_path"),
-    "set_cost_con": ("loss", "cost_con"),
-    "set_cost_cls": ("loss", "cost_class"),
-    "set_cost_dice": ("loss", "cost_dice"),
-    "set_costs_box": ("loss", "cost_bbox"),
-    "set_costs_giou": ("loss", "cost_giou"),
-    "class_loss_coef": ("loss", "cls"),
-    "con_loss_coef": ("loss", "con"),
-    "sigmoid_focal_loss_coef": ("loss", "sigmoid_focal"),
-    "dice_loss_coef": ("loss", "dice"),
-    "box_loss_coef": ("loss", "bbox"),
-    "giou_coef": ("loss", "giou"),
-    "dataset_name": ("data", "dataset_name"),
-    "horizontal_flip_augmentations": ("data", "horizontal_flip"),
-    "train_short_size": ("data", "train_short_size"),
-    "train_max_size": ("data", "train_max_size"),
-    "eval_short_size": ("data", "eval_short_size"),
-    "eval_max_size": ("data", "eval_max_size"),
-    "num_workers": ("data", "num_workers"),
-    "eval_batch_size": ("data", "eval_batch_size"),
-    "dataset_coco_gt_format_path": ("data", "coco_gt_path"),
-    "window_size": ("data", "window_size"),
-    "davis_path": ("data", "root"),
-    "enable_amp": None,
-    "backbone_pretrained": None,
-    "train_backbone": None,
-    "use_checkpoint": None,
-    "with_box_refine": None,
-    "aux_loss": None,
-    "vl_loss": None,
-    "eos_coef": None,
-    "resize_and_crop_augmentations": None,
-    "random_color": None,
-    "output_dir": None,
-    "calculate_precision_and_iou_metrics": None,
-    "wandb_mode": None,
-    "checkpoint_path": None,
-    "out_dir": None,
-    "generate_new_samples_metadata": None,
-    "use_random_sample": None,
-    "img_folder": None,
-    "ann_file": None,
-}
-REFERENCE_TRANSFORMER_KEYS = {
-    "enc_layers": "enc_layers",
-    "dec_layers": "dec_layers",
-    "dim_feedforward": "dim_feedforward",
-    "d_model": "d_model",
-    "dropout": "dropout",
-    "nheads": "nheads",
-    "num_queries": "num_queries",
-    "num_feature_levels": "num_feature_levels",
-    "dec_n_points": "dec_n_points",
-    "enc_n_points": "enc_n_points",
-}
-REFERENCE_VOC_KEYS = {
-    "enc_layers": "voc_enc_layers",
-    "dec_layers": "voc_dec_layers",
-    "dim_feedforward": "voc_dim_feedforward",
-}
-REFERENCE_DATASET_NAMES = {"ref_youtube_vos": "ref_youtube_vos", "joint": "ref_youtube_vos"}
-
-
-def _reference_value(entry: Any) -> Any:
-    return entry["value"] if isinstance(entry, dict) and "value" in entry else entry
-
-
 def from_reference_dict(values: dict[str, Any], source: str = "config") -> Config:
-    """Build a :class:`Config` from an original WaveCL file of ``key: {desc, value}`` entries.
-
-    The nested ``DeformTransformer`` and ``VOC`` values are mapped onto :class:`ModelConfig`. The
-    learning-rate decay gamma, hard-coded by dataset name in the reference (0.2 for A2D, else 0.1),
-    becomes the explicit ``train.lr_gamma``.
-    """
-    nested: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
-    for key, entry in values.items():
-        value = _reference_value(entry)
-        if key == "DeformTransformer":
-            for sub, target in REFERENCE_TRANSFORMER_KEYS.items():
-                if sub in value:
-                    nested["model"][target] = value[sub]
-            if value.get("two_stage"):
-                raise ValueError(f"{source}: DeformTransformer.two_stage is not supported (broken in the reference)")
-            continue
-        if key == "VOC":
-            for sub, target in REFERENCE_VOC_KEYS.items():
-                if sub in value:
-                    nested["model"][target] = value[sub]
-            voc_queries = {value.get("num_queries"), value.get("num_frame_queries")} - {None}
-            frame_queries = nested["model"].get("num_queries")
-            if len(voc_queries) > 1 or (frame_queries is not None and voc_queries - {frame_queries}):
-                raise ValueError(
-                    f"{source}: VOC.num_queries, VOC.num_frame_queries and DeformTransformer.num_queries must be equal"
-                )
-            if value.get("window_size", 0) != 0:
-                raise ValueError(f"{source}: VOC.window_size must be 0 (full temporal attention)")
-            continue
-        if key not in REFERENCE_KEYS:
-            raise ValueError(f"{source}: unknown key {key!r} in an original WaveCL config")
-        target = REFERENCE_KEYS[key]
-        if target is not None:
-            section, name = target
-            nested[section][name] = value
-    if "dataset_name" in nested["data"]:
-        name = nested["data"]["dataset_name"]
-        nested["data"]["dataset_name"] = REFERENCE_DATASET_NAMES.get(name, name)
-        nested["train"].setdefault("lr_gamma", 0.2 if name == "a2d_sentences" else 0.1)
-    return from_dict(nested, source)
+    """Build a :class:`Config` from an original WaveCL file of ``key: {desc, value}`` entries
+    (the mapping is :func:`wavecl.original.nested_config`)."""
+    return from_dict(original.nested_config(values, source), source)
 
 
 def load_config(path: str | Path) -> Config:
@@ -372,14 +369,15 @@ def load_config(path: str | Path) -> Config:
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
     try:
-        values = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
+        values = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
         raise ValueError(f"{path}: malformed YAML: {error}") from None
     if values is None:
         values = {}
     if not isinstance(values, dict):
         raise ValueError(f"{path}: top level must be a mapping")
-    if set(values) <= set(SECTIONS):
+    original_keys = {*original.CONFIG_KEYS, "DeformTransformer", "VOC"}
+    if set(values) <= set(SECTIONS) or not set(values) & original_keys:
         return from_dict(values, str(path))
     return from_reference_dict(values, str(path))
 
@@ -394,7 +392,12 @@ def apply_overrides(config: Config, overrides: dict[str, Any]) -> Config:
     for dotted, value in overrides.items():
         section, _, name = dotted.partition(".")
         if section not in values or name not in values[section]:
-            raise ValueError(f"unknown config field {dotted!r}")
+            if section in values:
+                close = difflib.get_close_matches(name, list(values[section]), n=1)
+                hint = f" (did you mean {section + '.' + close[0]!r}?)" if close else ""
+            else:
+                hint = did_you_mean(dotted, [f"{s}.{f}" for s, fields in values.items() for f in fields])
+            raise ValueError(f"unknown config field {dotted!r}{hint}")
         values[section][name] = value
     return from_dict(values, "overrides")
 

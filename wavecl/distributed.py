@@ -1,4 +1,5 @@
-"""Process-group set-up and the few collectives the trainer and the evaluators need.
+"""Process-group set-up and the few collectives the trainer and the evaluators need
+(docs/training.md#distributed-training).
 
 Launching is left to ``torchrun`` (env:// rendezvous on a free port): :func:`init_distributed` reads
 ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` from the environment, joins the process group with NCCL on

@@ -13,10 +13,10 @@ import sys
 
 from rich.markup import escape
 
-from wavecl.cli import demo, evaluate, export, info, predict, prepare, train
+from wavecl.cli import config, demo, evaluate, export, info, predict, prepare, serve, train
 from wavecl.cli.common import error_console
 
-COMMANDS = (info, train, evaluate, predict, export, prepare, demo)
+COMMANDS = (info, config, train, evaluate, predict, serve, export, prepare, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,10 +26,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="WaveCL: referring video object segmentation with wavelet calibration.",
         epilog="examples:\n"
         "  wavecl info -c configs/tiny.yaml\n"
+        "  wavecl config show -c configs/demo.yaml\n"
         "  wavecl prepare a2d-gt --root data/a2d_sentences\n"
         "  torchrun --nproc_per_node 2 -m wavecl train -c configs/a2d_sentences.yaml\n"
         "  wavecl evaluate -c configs/a2d_sentences.yaml --checkpoint runs/a2d_sentences/a2d/checkpoints/best\n"
         "  wavecl predict --checkpoint runs/ref_youtube_vos/finetuneytb_tiny --video dog.mp4 --text 'a dog jumping'\n"
+        "  wavecl serve --checkpoint runs/ref_youtube_vos/finetuneytb_tiny\n"
         "Run `wavecl COMMAND --help` for the options of a command.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

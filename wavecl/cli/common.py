@@ -60,6 +60,11 @@ SHORTCUTS: dict[str, tuple[tuple[str, ...], str, dict[str, Any]]] = {
     "amp": (("--amp",), "train.amp", {"choices": typing.get_args(AmpMode), "help": AMP_HELP}),
     "window_size": (("--window-size", "-ws"), "data.window_size", {"type": int, "help": "frames per clip"}),
     "data_root": (("--data-root",), "data.root", {"type": str, "help": "dataset root folder"}),
+    "dataset": (
+        ("--dataset",),
+        "data.dataset_name",
+        {"type": str, "help": "dataset name (data.dataset_name); ref_youtube_vos for your own data in that layout"},
+    ),
     "backbone_pretrained_path": (
         ("--backbone-pretrained-path", "-bpp"),
         "model.backbone_pretrained_path",
@@ -72,7 +77,7 @@ SHORTCUTS: dict[str, tuple[tuple[str, ...], str, dict[str, Any]]] = {
     ),
 }
 TRAIN_SHORTCUTS = tuple(SHORTCUTS)
-EVALUATE_SHORTCUTS = ("window_size", "data_root", "text_encoder", "amp")
+EVALUATE_SHORTCUTS = ("window_size", "data_root", "dataset", "text_encoder", "amp")
 
 CONFIG_HELP_EPILOG = """\
 Any config field can be set with --set SECTION.FIELD=VALUE (the value is read as YAML), e.g.
@@ -103,9 +108,8 @@ def add_shortcut_arguments(parser: argparse.ArgumentParser, names: tuple[str, ..
         parser.add_argument(*flags, dest=name, default=argparse.SUPPRESS, **keywords)
 
 
-def resolve_config(args: argparse.Namespace) -> tuple[Config, dict[str, Any]]:
-    """The config file plus explicitly given flags; returns the config and those overrides."""
-    config = load_config(args.config)
+def explicit_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The config fields given explicitly on the command line (shortcut flags, then ``--set``)."""
     overrides: dict[str, Any] = {}
     for destination, (_, field, _) in SHORTCUTS.items():
         if hasattr(args, destination):
@@ -113,6 +117,14 @@ def resolve_config(args: argparse.Namespace) -> tuple[Config, dict[str, Any]]:
     for text in args.overrides:
         key, value = parse_override(text)
         overrides[key] = value
+    return overrides
+
+
+def resolve_config(args: argparse.Namespace) -> tuple[Config, dict[str, Any]]:
+    """The config file (the defaults without one) plus explicitly given flags; returns the config and
+    those overrides."""
+    config = load_config(args.config) if args.config else Config()
+    overrides = explicit_overrides(args)
     return apply_overrides(config, overrides), overrides
 
 

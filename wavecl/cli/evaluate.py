@@ -14,10 +14,12 @@ from wavecl.cli.common import (
     add_device_argument,
     add_shortcut_arguments,
     console,
+    explicit_overrides,
     print_metrics_table,
     resolve_config,
     subcommand,
 )
+from wavecl.config import Config, load_config
 
 METRICS_FILENAME = "metrics.json"
 
@@ -28,47 +30,71 @@ def load_evaluation_weights(model, checkpoint: str | Path) -> Path:
     Args:
         model: the :class:`~wavecl.model.wavecl.WaveCL` built from the evaluation config.
         checkpoint: a wavecl run directory, ``checkpoints`` folder, checkpoint folder or pointer
-            (``last``/``best``), a pretrained folder, a ``model.safetensors`` file, or a checkpoint
-            written by the reference implementation (``.pth``/``.pth.tar``, keys renamed).
+            (``last``/``best``), a pretrained folder, a ``model.safetensors`` file, or a ``torch.save``
+            file such as a checkpoint of the original repository (read by
+            :func:`wavecl.model.weights.load_weights`).
 
     Raises:
         FileNotFoundError: nothing at ``checkpoint``.
         ValueError: the file is unreadable, or its keys or shapes do not fit the model (missing and
             unexpected keys are listed).
     """
-    from wavecl.checkpoint import REFERENCE_SUFFIXES, latest_checkpoint, load_model_weights
-    from wavecl.model.pretrained import load_weights
-    from wavecl.model.wavecl import convert_reference_state_dict
+    from wavecl.checkpoint import latest_checkpoint
+    from wavecl.model.weights import load_weights
+    from wavecl.original import CHECKPOINT_SUFFIXES
 
     path = Path(checkpoint)
-    if path.name.endswith(REFERENCE_SUFFIXES):
-        source = path
-        try:
-            state = convert_reference_state_dict(load_model_weights(path))
-        except ValueError as error:
-            raise ValueError(f"{path} is not a checkpoint of the reference implementation: {error}") from error
-    else:
-        source = path if path.suffix == ".safetensors" else latest_checkpoint(path)
-        state = load_model_weights(source)
-    load_weights(model, state, source)
+    single_file = path.suffix == ".safetensors" or path.name.endswith(CHECKPOINT_SUFFIXES)
+    source = path if single_file else latest_checkpoint(path)
+    load_weights(model, source)
     return source
+
+
+def evaluate_config(args: argparse.Namespace) -> tuple[Config, Path | None]:
+    """The config to evaluate with, and the training run ``--checkpoint`` belongs to (None otherwise).
+
+    A checkpoint of a training run is evaluated with the network of the run's ``config.yaml``: ``-c`` may
+    be left out (the run's whole config is used) or name the data to evaluate on, but its ``model``
+    section must agree with the run's except for fields set explicitly.
+
+    Raises:
+        ValueError: no ``-c`` where no run supplies the config; ``-c`` disagrees with the run's network.
+    """
+    from wavecl.training.run_dir import evaluation_config, find_run_directory
+
+    run_dir = None if args.checkpoint is None else find_run_directory(args.checkpoint)
+    if run_dir is None:
+        if args.config is None:
+            raise ValueError("wavecl evaluate needs a config file (-c CONFIG) unless --checkpoint is a training run")
+        return resolve_config(args)[0], None
+    config_file = None if args.config is None else load_config(args.config)
+    return evaluation_config(run_dir, config_file, explicit_overrides(args), f"-c {args.config}"), run_dir
+
+
+def print_tables_written(out_dir: Path) -> None:
+    """Name the per-expression table an evaluation of Ref-YouTube-VOS-layout data wrote, if any."""
+    from wavecl.evaluation.ytvos import PER_EXPRESSION_FILENAME
+
+    if (out_dir / PER_EXPRESSION_FILENAME).is_file():
+        console.print(f"J, F and J&F per expression: {escape(str(out_dir / PER_EXPRESSION_FILENAME))}")
 
 
 def run(args: argparse.Namespace) -> None:
     """Run the model over the config's evaluation split, or score ``--predictions``; print the metrics."""
     from wavecl.atomic import write_json
 
-    config, _ = resolve_config(args)
     if (args.checkpoint is None) == (args.predictions is None):
         raise ValueError("give exactly one of --checkpoint (run the model) and --predictions (score saved predictions)")
+    config, run_dir = evaluate_config(args)
     if args.predictions is not None:
         from wavecl.evaluation.datasets import evaluate_saved_predictions
 
-        metrics = evaluate_saved_predictions(config, args.predictions)
+        metrics = evaluate_saved_predictions(config, args.predictions, args.out_dir)
         record = {"dataset": config.data.dataset_name, "predictions": str(args.predictions), "metrics": metrics}
         if args.out_dir is not None:
             write_json(Path(args.out_dir) / METRICS_FILENAME, record, indent=2)
             console.print(f"metrics written to {escape(str(Path(args.out_dir) / METRICS_FILENAME))}")
+            print_tables_written(Path(args.out_dir))
         print_metrics_table(f"{config.data.dataset_name} evaluation of saved predictions", metrics)
         return
 
@@ -77,7 +103,12 @@ def run(args: argparse.Namespace) -> None:
     from wavecl.evaluation.datasets import evaluate_model
     from wavecl.model.wavecl import WaveCL
 
-    out_dir = Path(args.out_dir) if args.out_dir is not None else config.run_directory() / "evaluation"
+    if args.out_dir is not None:
+        out_dir = Path(args.out_dir)
+    elif run_dir is not None and config.data.dataset_name == load_config(run_dir / "config.yaml").data.dataset_name:
+        out_dir = run_dir / "evaluation"  # the run's own directory, wherever it is now
+    else:
+        out_dir = config.run_directory() / "evaluation"
     dist = init_distributed(args.device, config.train.dist_timeout_s)
     try:
         model = WaveCL(config.model)
@@ -91,7 +122,7 @@ def run(args: argparse.Namespace) -> None:
             record = {
                 "dataset": config.data.dataset_name,
                 "checkpoint": str(source.absolute()),
-                "config": str(args.config),
+                "config": str(args.config if args.config is not None else run_dir / "config.yaml"),
                 "world_size": dist.world_size,
                 "precision": precision.summary(),
                 "metrics": metrics,
@@ -99,6 +130,7 @@ def run(args: argparse.Namespace) -> None:
             write_json(out_dir / METRICS_FILENAME, record, indent=2)
             print_metrics_table(f"{config.data.dataset_name} evaluation", metrics)
             console.print(f"outputs in {escape(str(out_dir))} (metrics: {METRICS_FILENAME})")
+            print_tables_written(out_dir)
     finally:
         cleanup()
 
@@ -110,17 +142,23 @@ def register(commands: argparse._SubParsersAction) -> None:
         "evaluate",
         "evaluate a checkpoint, or score saved predictions",
         "Run the model on the evaluation split of the config's dataset (also under torchrun) and write its\n"
-        "predictions and metrics.json into --out-dir (default <output-dir>/<dataset>/<version>/evaluation),\n"
-        "or recompute the metrics from saved predictions (--predictions). The protocol of each dataset is\n"
-        "listed below.",
-        "  wavecl evaluate -c configs/a2d_sentences.yaml --checkpoint runs/a2d_sentences/a2d/checkpoints/best\n"
+        "predictions and metrics.json into --out-dir (default <output-dir>/<dataset>/<version>/evaluation,\n"
+        "the run's own directory for a checkpoint of a run evaluated on its dataset), or recompute the\n"
+        "metrics from saved predictions (--predictions). A checkpoint of a training run is built from the\n"
+        "run's config.yaml: -c may be left out, or name the data to evaluate on, but a model field that\n"
+        "disagrees with the run's is refused unless set explicitly with --set. The protocol of each\n"
+        "dataset is listed below.",
+        "  wavecl evaluate --checkpoint runs/a2d_sentences/a2d/checkpoints/best\n"
         "  wavecl evaluate -c configs/a2d_sentences.yaml --checkpoint reference_a2d.pth.tar\n"
         "  torchrun --nproc_per_node 2 -m wavecl evaluate -c configs/jhmdb_sentences.yaml \\\n"
         "      --checkpoint runs/a2d_sentences/a2d\n"
         "  wavecl evaluate -c configs/a2d_sentences.yaml \\\n"
-        "      --predictions runs/a2d_sentences/a2d/evaluation/predictions.json\n\n" + CONFIG_HELP_EPILOG,
+        "      --predictions runs/a2d_sentences/a2d/evaluation/predictions.json\n"
+        "  wavecl evaluate -c runs/ref_youtube_vos/demo/config.yaml --checkpoint runs/ref_youtube_vos/demo\n"
+        "  wavecl evaluate -c configs/demo.yaml --data-root data/my_videos --predictions masks/ --out-dir out/\n\n"
+        + CONFIG_HELP_EPILOG,
     )
-    add_config_arguments(parser)
+    add_config_arguments(parser, required=False)
     add_shortcut_arguments(parser, EVALUATE_SHORTCUTS)
     parser.add_argument(
         "--checkpoint",
@@ -131,7 +169,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--predictions", default=None, help="saved predictions file or folder to score instead of running the model"
     )
-    parser.add_argument("--out-dir", default=None, help="where predictions and metrics.json go")
+    parser.add_argument(
+        "--out-dir",
+        default=None,
+        help="where predictions, metrics.json and per-item tables (per_expression.csv) go; with --predictions, "
+        "nothing is written without it",
+    )
     add_device_argument(parser)
     parser.set_defaults(handler=run)
     plain_format_help = parser.format_help

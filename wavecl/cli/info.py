@@ -18,12 +18,15 @@ from wavecl.cli.common import (
 
 
 def run(args: argparse.Namespace) -> None:
-    """Build the configured model (no weights are loaded) and print its parameter counts."""
+    """Build the configured model (no weights are loaded, not even the text encoder's: its shape comes
+    from its config, see :func:`~wavecl.model.text.text_encoder_of_shape`) and print its parameter counts."""
     from wavecl.model.parameters import count_parameters, parameters_per_component
+    from wavecl.model.text import text_encoder_of_shape
     from wavecl.model.wavecl import WaveCL
 
     config, _ = resolve_config(args)
-    model = WaveCL(config.model)
+    text_encoder, tokenizer = text_encoder_of_shape(config.model.text_encoder)
+    model = WaveCL(config.model, text_encoder=text_encoder, tokenizer=tokenizer)
     table = Table(title=escape(f"WaveCL parameters ({args.config})"))
     table.add_column("component")
     table.add_column("parameters", justify="right")
@@ -41,7 +44,8 @@ def register(commands: argparse._SubParsersAction) -> None:
         commands,
         "info",
         "parameter counts per component of a configured model",
-        "Build the configured model (no weights are loaded) and print its parameter counts.",
+        "Build the configured model and print its parameter counts. No weights are read: the text encoder\n"
+        "is built from its config.json, or from its published shape for pretrained/roberta-base.",
         "  wavecl info -c configs/a2d_sentences.yaml --text-encoder minilm\n"
         "  wavecl info -c configs/tiny.yaml\n\n" + CONFIG_HELP_EPILOG,
     )

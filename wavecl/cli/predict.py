@@ -29,11 +29,12 @@ def run(args: argparse.Namespace) -> None:
         max_size=args.max_size,
         amp=args.amp,
     )
-    console.print(f"{paths.num_frames} frames segmented for {len(args.text)} sentence(s)")
+    console.print(f"{paths.num_frames} frames segmented for {len(args.text)} sentence(s), {paths.window} per window")
     for sentence, folder in zip(args.text, paths.mask_dirs):
         console.print(f"  masks of {escape(repr(sentence))}: {escape(str(folder))}")
     console.print(f"  overlay video: {escape(str(paths.overlay_video))}")
-    console.print(f"  contact sheet: {escape(str(paths.contact_sheet))}")
+    shown = "all frames" if len(paths.sheet_frames) == paths.num_frames else f"frames {', '.join(paths.sheet_frames)}"
+    console.print(f"  contact sheet: {escape(str(paths.contact_sheet))} ({escape(shown)})")
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -43,7 +44,9 @@ def register(commands: argparse._SubParsersAction) -> None:
         "predict",
         "segment a video for one or more sentences",
         "Segment the objects that the sentences refer to in a video (mp4 or a folder of frames), window\n"
-        "by window. Writes masks/<i>_<sentence>/<frame>.png, overlay.mp4 and contact_sheet.png.",
+        "by window. Writes masks/<i>_<sentence>/<frame>.png (named after the source frames: a folder's file\n"
+        "names, or index and time for a video file), overlay.mp4 and contact_sheet.png. The window and the\n"
+        "resize default to the checkpoint's.",
         "  wavecl predict --checkpoint runs/ref_youtube_vos/finetuneytb_tiny --video dog.mp4 --text 'a dog jumping'\n"
         "  wavecl predict frames/ --checkpoint pretrained/wavecl-ytvos --text 'a man' --text 'the red car' \\\n"
         "      --output out/ --device cuda\n",
@@ -58,7 +61,9 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--out-dir", "--output", dest="out_dir", default=None, help="output folder (default predictions/<video name>)"
     )
     add_device_argument(parser)
-    parser.add_argument("--window", type=int, default=8, help="frames per clip (default 8)")
+    parser.add_argument(
+        "--window", type=int, default=None, help="frames per clip (default: the checkpoint's data.window_size, else 8)"
+    )
     parser.add_argument(
         "--short-size", type=int, default=None, help="resize: short side (default: the checkpoint's, else 360)"
     )

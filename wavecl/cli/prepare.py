@@ -35,9 +35,9 @@ def prepare_jhmdb_gt(args: argparse.Namespace) -> None:
 
 def prepare_ytvos_samples(args: argparse.Namespace) -> None:
     """``wavecl prepare ytvos-samples``."""
-    from wavecl.data.ytvos import YTVOSPaths, build_ytvos_train_samples, train_samples_cache_path
+    from wavecl.data.ytvos import build_ytvos_train_samples, train_samples_cache_path
 
-    out = Path(args.out) if args.out else train_samples_cache_path(YTVOSPaths.find(args.root).root, args.window_size)
+    out = Path(args.out) if args.out else train_samples_cache_path(args.cache_dir, args.root, args.window_size)
     samples = build_ytvos_train_samples(args.root, args.window_size, out, num_workers=args.workers)
     console.print(f"Ref-YouTube-VOS training windows (size {args.window_size}): {len(samples)} -> {escape(str(out))}")
 
@@ -126,9 +126,11 @@ def register(commands: argparse._SubParsersAction) -> None:
         tasks,
         "ytvos-samples",
         "Ref-YouTube-VOS training windows (cached sample list)",
-        "Regenerate the Ref-YouTube-VOS training windows and write them where the dataset looks for its\n"
-        "cache (the training run would otherwise build them in one process on first use).",
-        "  wavecl prepare ytvos-samples --root data/refer_youtube_vos --window-size 8 --workers 8\n",
+        "Build the Ref-YouTube-VOS training windows in parallel and write them where training looks for its\n"
+        "cache (it would otherwise build them in one process on first use); an up-to-date cache is kept.\n"
+        "The dataset folder is only read.",
+        "  wavecl prepare ytvos-samples --root data/refer_youtube_vos --window-size 8 --workers 8\n"
+        "  wavecl prepare ytvos-samples --root /shared/refer_youtube_vos --cache-dir runs/cache\n",
     )
     ytvos.add_argument(
         "--root",
@@ -142,7 +144,12 @@ def register(commands: argparse._SubParsersAction) -> None:
         default=0,
         help="processes reading annotation PNGs (default 0: this process)",
     )
-    ytvos.add_argument("--out", default=None, help="output json (default <root>/wavecl_ytvos_train_samples_ws<N>.json)")
+    ytvos.add_argument(
+        "--cache-dir",
+        default=None,
+        help="cache root, as data.cache_dir of the training config (default $WAVECL_CACHE_DIR or ~/.cache/wavecl)",
+    )
+    ytvos.add_argument("--out", default=None, help="output json (default: the training cache file under --cache-dir)")
     ytvos.set_defaults(handler=prepare_ytvos_samples)
 
     davis = subcommand(

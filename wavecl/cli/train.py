@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from rich.markup import escape
 
@@ -12,10 +13,32 @@ from wavecl.cli.common import (
     add_device_argument,
     add_shortcut_arguments,
     console,
+    explicit_overrides,
     print_metrics_table,
     resolve_config,
     subcommand,
 )
+from wavecl.config import Config, load_config
+
+
+def train_config(args: argparse.Namespace) -> tuple[Config, dict[str, Any]]:
+    """The config to train with and the fields given explicitly.
+
+    A new run: the ``-c`` file with the explicit flags. A resume: the run's own ``config.yaml`` with the
+    explicit flags; a ``-c`` file may be given but must agree with it on every other field.
+
+    Raises:
+        ValueError: no ``-c`` for a new run; ``-c`` disagrees with the resumed run (fields named).
+    """
+    from wavecl.training.run_dir import resume_config, run_directory_of
+
+    if args.resume is None:
+        if args.config is None:
+            raise ValueError("wavecl train needs a config file (-c CONFIG), or --resume RUN to continue a run")
+        return resolve_config(args)
+    overrides = explicit_overrides(args)
+    config_file = None if args.config is None else load_config(args.config)
+    return resume_config(run_directory_of(args.resume), config_file, overrides, f"-c {args.config}"), overrides
 
 
 def run(args: argparse.Namespace) -> None:
@@ -23,7 +46,7 @@ def run(args: argparse.Namespace) -> None:
     from wavecl.distributed import cleanup, init_distributed
     from wavecl.training.trainer import Trainer
 
-    config, overrides = resolve_config(args)
+    config, overrides = train_config(args)
     dist = init_distributed(args.device, config.train.dist_timeout_s)
     try:
         trainer = Trainer(config, dist, explicit_overrides=overrides, resume=args.resume)
@@ -44,16 +67,25 @@ def register(commands: argparse._SubParsersAction) -> None:
         "train (one process, or one rank under torchrun)",
         "Train WaveCL. Outputs go to <output-dir>/<dataset>/<version>/: config.yaml, run_info.json,\n"
         "log.jsonl, tensorboard/, checkpoints/epoch_XXXX/ with 'last' and 'best' pointer files, and\n"
-        "eval/epoch_XXXX/ (predictions, submission or tables of each evaluation).",
+        "eval/epoch_XXXX/ (predictions, submission or tables of each evaluation). Epochs are numbered\n"
+        "from 0 everywhere (progress bar, log.jsonl, folders, messages).\n"
+        "--resume RUN continues RUN in RUN itself with RUN's own config.yaml: -c may be left out, and a\n"
+        "-c that disagrees with it is refused unless the differing fields are set explicitly (--set or a\n"
+        "flag), which are then applied and recorded in run_info.json. One trainer at a time per run\n"
+        "directory (train.lock); a new run refuses a directory that already holds one.",
         "  wavecl train -c configs/a2d_sentences.yaml --device cpu --set train.max_steps_per_epoch=2\n"
         "  torchrun --nproc_per_node 8 -m wavecl train -c configs/coco.yaml -bpp pretrained/swin_tiny.pth\n"
         "  wavecl train -c configs/a2d_sentences_finetune.yaml --pretrained runs/coco/coco_pretrain_tiny\n"
-        "  wavecl train -c configs/a2d_sentences.yaml --resume runs/a2d_sentences/a2d\n\n" + CONFIG_HELP_EPILOG,
+        "  wavecl train --resume runs/a2d_sentences/a2d\n"
+        "  wavecl train --resume runs/a2d_sentences/a2d --epochs 50 --lr-drop 40\n\n" + CONFIG_HELP_EPILOG,
     )
-    add_config_arguments(parser)
+    add_config_arguments(parser, required=False)
     add_shortcut_arguments(parser)
     parser.add_argument(
-        "--resume", type=str, default=None, help="run directory or checkpoint folder to continue exactly"
+        "--resume",
+        type=str,
+        default=None,
+        help="run directory (or one of its checkpoint folders) to continue exactly, in that directory",
     )
     add_device_argument(parser)
     parser.set_defaults(handler=run)

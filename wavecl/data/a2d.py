@@ -1,4 +1,4 @@
-"""A2D-Sentences (datasets_and_metrics.md §1): one sample per (sentence, annotated frame) pair.
+"""A2D-Sentences (docs/datasets.md#a2d-sentences): one sample per (sentence, annotated frame) pair.
 
 Layout under the dataset root (``data/a2d_sentences``; ``data/`` itself is accepted too)::
 
@@ -20,15 +20,15 @@ import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-import h5py
 import numpy as np
 from torch.utils.data import Dataset
 
 from wavecl.config import DataConfig
+from wavecl.data.matlab import open_hdf5, read_hdf5_dataset
 from wavecl.data.paths import first_existing, read_csv_rows, require_file, resolve_dataset_root
-from wavecl.data.sample_cache import file_fingerprint, load_or_build
+from wavecl.data.sample_cache import dataset_cache_dir, file_fingerprint, load_or_build
 from wavecl.data.transforms import ClipTransform, FrameAnnotation, clean_expression
 from wavecl.data.types import ClipSample, Split
 from wavecl.data.video import read_video_window
@@ -117,24 +117,10 @@ class InstanceMasks:
     boxes: np.ndarray
 
 
-def _read_dataset(handle: h5py.File, name: str, path: Path) -> np.ndarray:
-    if name not in handle:
-        raise ValueError(f"{path}: missing HDF5 dataset {name!r}")
-    return np.asarray(handle[name][()])
-
-
-def _open_h5(path: Path) -> h5py.File:
-    require_file(path)
-    try:
-        return h5py.File(path, "r")
-    except OSError as error:
-        raise ValueError(f"cannot read HDF5 file {path}: {error}") from error
-
-
 def read_instance_ids(path: Path) -> list[int]:
     """The ``instance`` ids of an A2D mask file (stored as MATLAB doubles of any vector shape)."""
-    with _open_h5(path) as handle:
-        ids = _read_dataset(handle, "instance", path).reshape(-1)
+    with open_hdf5(path) as handle:
+        ids = read_hdf5_dataset(handle, "instance", path).reshape(-1)
     if not np.all(ids == np.round(ids)):
         raise ValueError(f"{path}: non-integer instance ids {ids.tolist()}")
     return [int(value) for value in ids]
@@ -146,10 +132,10 @@ def read_instance_masks(path: Path) -> InstanceMasks:
     ``reMask`` is MATLAB column-major, ``[N, W, H]`` (``[W, H]`` when there is a single instance); it is
     returned as ``[N, H, W]``.
     """
-    with _open_h5(path) as handle:
-        ids = _read_dataset(handle, "instance", path).reshape(-1)
-        masks = _read_dataset(handle, "reMask", path)
-        boxes = _read_dataset(handle, "reBBox", path)
+    with open_hdf5(path) as handle:
+        ids = read_hdf5_dataset(handle, "instance", path).reshape(-1)
+        masks = read_hdf5_dataset(handle, "reMask", path)
+        boxes = read_hdf5_dataset(handle, "reBBox", path)
     if masks.ndim == 2:
         masks = masks[None]
     if masks.ndim != 3 or masks.shape[0] != len(ids):
@@ -190,7 +176,7 @@ def _read_videoset(path: Path) -> dict[str, int]:
 
 
 def build_a2d_samples(root: str | os.PathLike, subset: Literal["train", "test"]) -> list[A2DSample]:
-    """Build the single-frame sample list of one subset (§1.2), deterministically.
+    """Build the single-frame sample list of one subset, deterministically.
 
     Used videos are those of the subset that are not in the missed list. Text rows of used videos are
     taken in file order, the ``"1 (copy)"`` row is dropped, and each row gives one sample per mask file
@@ -231,6 +217,16 @@ def build_a2d_samples(root: str | os.PathLike, subset: Literal["train", "test"])
     return samples
 
 
+def _parse_samples(rows: list[Any]) -> list[A2DSample]:
+    """Cached ``[query, video_id, frame, instance_id]`` rows as samples; raises on a malformed row."""
+    samples = []
+    for query, video_id, frame, instance_id in rows:
+        if not isinstance(query, str) or not isinstance(video_id, str):
+            raise ValueError(f"malformed A2D sample {[query, video_id, frame, instance_id]!r}")
+        samples.append(A2DSample(query, video_id, int(frame), int(instance_id)))
+    return samples
+
+
 class A2DSentences(Dataset[ClipSample]):
     """A2D-Sentences clips centred on annotated frames.
 
@@ -239,8 +235,9 @@ class A2DSentences(Dataset[ClipSample]):
         subset: ``"train"`` or ``"test"``.
         window_size: frames per clip (8 in every published run).
         transform: flip/resize/normalise (train: flip, 320 / 576; test: 320 / 576).
-        cache_dir: where the sample list is cached (``wavecl_a2d_<subset>_samples.json``); default: the
-            dataset folder.
+        cache_dir: root of the cache of the sample list (``data.cache_dir``; default ``$WAVECL_CACHE_DIR``
+            or ``~/.cache/wavecl``); the file is ``wavecl_a2d_<subset>_samples.json`` in the dataset's
+            :func:`~wavecl.data.sample_cache.dataset_cache_dir`. The dataset folder is only read.
 
     Each item is a :class:`ClipSample` with ``frames [window_size, 3, H', W']``, the target at position
     ``window_size // 2`` (label 0, image id ``v_<vid>_f_<frame>_i_<inst>``) and metadata
@@ -266,14 +263,14 @@ class A2DSentences(Dataset[ClipSample]):
         for source in sources:
             require_file(source)
         self.paths.clips  # noqa: B018 -- a missing clip folder is reported now, not at the first item
-        cache = Path(cache_dir if cache_dir is not None else self.paths.root) / f"wavecl_a2d_{subset}_samples.json"
+        cache = dataset_cache_dir(cache_dir, self.paths.root) / f"wavecl_a2d_{subset}_samples.json"
         key = {"format": "wavecl.a2d_samples.v1", "subset": subset, "sources": file_fingerprint(sources)}
-        rows = load_or_build(
+        self.samples = load_or_build(
             cache,
             key,
             lambda: [[s.query, s.video_id, s.frame, s.instance_id] for s in build_a2d_samples(self.paths.root, subset)],
+            _parse_samples,
         )
-        self.samples = [A2DSample(*row) for row in rows]
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -309,4 +306,10 @@ class A2DSentences(Dataset[ClipSample]):
 
 def build_a2d(config: DataConfig, split: Split, transform: ClipTransform, num_classes: int) -> A2DSentences:
     """A2D-Sentences ``train``, or ``test`` for evaluation (``num_classes`` is not used: one class)."""
-    return A2DSentences(config.root, "train" if split == "train" else "test", config.window_size, transform=transform)
+    return A2DSentences(
+        config.root,
+        "train" if split == "train" else "test",
+        config.window_size,
+        transform=transform,
+        cache_dir=config.cache_dir,
+    )

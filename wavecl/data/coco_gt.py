@@ -1,4 +1,4 @@
-"""Ground truth of A2D-Sentences (test) and JHMDB-Sentences in COCO format (§1.4, §2.4).
+"""Ground truth of A2D-Sentences (test) and JHMDB-Sentences in COCO format (docs/datasets.md#coco-mask-map).
 
 One image per evaluated sample, id = the sample's image id (A2D ``v_<vid>_f_<frame>_i_<inst>``, JHMDB
 ``v_<vid>_f_<frame>``), holding exactly one annotation: the referred mask as compressed RLE, category 1.

@@ -1,4 +1,4 @@
-"""Collation of :class:`ClipSample` lists into a time-major, zero-padded :class:`Batch` (§0.1)."""
+"""Collation of :class:`ClipSample` lists into a time-major, zero-padded :class:`Batch` (docs/datasets.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Ref-DAVIS17: conversion to the Ref-YouTube-VOS layout and the inference dataset (datasets_and_metrics.md §5).
+"""Ref-DAVIS17: conversion to the Ref-YouTube-VOS layout and the inference dataset (docs/datasets.md#ref-davis17).
 
 Raw layout under ``root`` (the reference's ``data/refer-davis``)::
 
@@ -15,12 +15,12 @@ Raw layout under ``root`` (the reference's ``data/refer-davis``)::
     <out>/<split>/meta.json              {"videos": {video: {"objects": {"1": {"category": ...}, ...}}}}
     <out>/meta_expressions/<split>/meta_expressions.json
 
-Unlike the reference (§10.6), nothing is moved: the raw ground truth stays where the DAVIS evaluation
-reads it. Expression ids follow §5.1: object ``k`` (in obj_id order) gets ids ``4k .. 4k+3`` from
+Unlike the reference, nothing is moved: the raw ground truth stays where the DAVIS evaluation
+reads it. Expression ids: object ``k`` (in obj_id order) gets ids ``4k .. 4k+3`` from
 annotator 1 first-frame, annotator 1 full-video, annotator 2 first-frame, annotator 2 full-video.
 
 :class:`RefDAVIS17` yields, per video, annotator slot ``a`` and object ``k`` (expression ``4k + a``),
-the video in consecutive 36-frame chunks (§5.2). Predictions are merged over objects per slot and
+the video in consecutive 36-frame chunks. Predictions are merged over objects per slot and
 written to ``anno_<a>/<video>/<frame>.png`` (:func:`davis_result_path`).
 """
 
@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +37,7 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
-from wavecl.atomic import write_json
+from wavecl.atomic import temporary_directory, write_json
 from wavecl.config import DataConfig
 from wavecl.data.paths import read_image, read_json, require_file, resolve_dataset_root
 from wavecl.data.transforms import ClipTransform, FrameAnnotation, clean_expression
@@ -142,7 +141,7 @@ def _place_folder(source: Path, destination: Path, mode: Literal["symlink", "cop
         temporary.symlink_to(source.resolve(), target_is_directory=True)
         os.replace(temporary, destination)
     else:
-        temporary = Path(tempfile.mkdtemp(dir=destination.parent, prefix=f".{destination.name}."))
+        temporary = temporary_directory(destination)
         shutil.copytree(source, temporary, dirs_exist_ok=True)
         os.replace(temporary, destination)
 
@@ -150,7 +149,7 @@ def _place_folder(source: Path, destination: Path, mode: Literal["symlink", "cop
 def convert_davis(
     root: str | Path, out_dir: str | Path, mode: Literal["symlink", "copy"] = "symlink"
 ) -> DavisConversion:
-    """Write the Ref-YouTube-VOS-style layout of Ref-DAVIS17 (§5.1) without moving the raw files.
+    """Write the Ref-YouTube-VOS-style layout of Ref-DAVIS17 without moving the raw files.
 
     Args:
         root: raw Ref-DAVIS root (contains ``DAVIS/`` and ``davis_text_annotations/``) or its parent.
@@ -211,7 +210,7 @@ def convert_davis(
 
 
 def davis_result_path(results_root: str | Path, annotator: int, video: str, frame_name: str) -> Path:
-    """Where the merged prediction of annotator slot ``annotator`` for one frame goes (§5.2):
+    """Where the merged prediction of annotator slot ``annotator`` for one frame goes:
     ``<results_root>/anno_<annotator>/<video>/<frame_name>.png`` (a palette PNG of object labels)."""
     return Path(results_root) / f"anno_{annotator}" / video / f"{frame_name}.png"
 
@@ -231,7 +230,7 @@ class _DavisSample:
 
 
 class RefDAVIS17(Dataset[ClipSample]):
-    """Ref-DAVIS17 inference samples from the converted layout (§5.2).
+    """Ref-DAVIS17 inference samples from the converted layout.
 
     Samples are ordered by video (meta file order), annotator slot ``a`` (in ``annotators`` order), object ``k`` (the
     ``k``-th group of four expressions; ``num_objects = len(expressions) // 4`` as in the reference) and
@@ -250,7 +249,7 @@ class RefDAVIS17(Dataset[ClipSample]):
     ``{"video_id", "exp_id", "obj_id", "annotator", "object_index", "num_objects", "frame_names",
     "chunk_index", "num_chunks", "original_frame_size" (H, W), "resized_frame_size" (H', W')}``.
     The inference loop gathers the ``num_objects`` probability maps of one (video, annotator, chunk),
-    merges them (§5.2) and writes :func:`davis_result_path` files.
+    merges them and writes :func:`davis_result_path` files.
     """
 
     def __init__(

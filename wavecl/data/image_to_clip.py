@@ -1,4 +1,4 @@
-"""Still image -> pseudo-video for joint training on RefCOCO (datasets_and_metrics.md §4.3).
+"""Still image -> pseudo-video for joint training on RefCOCO (docs/datasets.md#pseudo-videos).
 
 A clip of ``T`` frames is the original image plus ``T - 1`` independent random augmentations of it,
 shuffled. Each augmentation applies, in this order:

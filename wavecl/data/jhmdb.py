@@ -1,9 +1,9 @@
-"""JHMDB-Sentences (datasets_and_metrics.md §2), evaluation only: three frames per video.
+"""JHMDB-Sentences (docs/datasets.md#jhmdb-sentences), evaluation only: three frames per video.
 
 Layout under the dataset root (``jhmdb_sentences``, with or without a ``data/`` parent)::
 
     Rename_Images/<action>/<video>/<%05d>.png            RGB frames, 1-based
-    puppet_mask/<action>/<video>/puppet_mask.mat         MATLAB v5, part_mask [H, W, Tm] 0/1
+    puppet_mask/<action>/<video>/puppet_mask.mat         MATLAB v5 or v7.3, part_mask [H, W, Tm] 0/1
     jhmdb_annotation.txt                                 CSV video_id,query (one query per video)
 
 The evaluated frames come either from a sample-list file in MTTR's format (a JSON list of
@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import scipy.io
 from torch.utils.data import Dataset
 
 from wavecl.config import DataConfig
-from wavecl.data.paths import read_csv_rows, read_image, read_json, require_file, resolve_dataset_root
+from wavecl.data.matlab import read_mat_variable
+from wavecl.data.paths import read_csv_rows, read_image, read_json, resolve_dataset_root
 from wavecl.data.transforms import ClipTransform, FrameAnnotation, clean_expression
 from wavecl.data.types import ClipSample, Split
 from wavecl.data.windows import at_window_centre, centred_window
@@ -80,21 +80,12 @@ class JHMDBPaths:
 
 
 def read_puppet_masks(path: Path) -> np.ndarray:
-    """``part_mask`` of a ``puppet_mask.mat`` file as ``[Tm, H, W]`` bool."""
-    require_file(path)
-    try:
-        content = scipy.io.loadmat(str(path), variable_names=["part_mask"])
-    except (
-        scipy.io.matlab.MatReadError,
-        ValueError,
-        TypeError,
-        OSError,
-        IndexError,
-    ) as error:  # IndexError: short garbage files
-        raise ValueError(f"cannot read MATLAB file {path}: {error}") from error
-    if "part_mask" not in content:
-        raise ValueError(f"{path}: no variable 'part_mask'")
-    masks = np.asarray(content["part_mask"])
+    """``part_mask`` of a ``puppet_mask.mat`` file (MATLAB v5 or v7.3) as ``[Tm, H, W]`` bool.
+
+    Raises:
+        FileNotFoundError / ValueError naming the file when it is missing, unreadable or malformed.
+    """
+    masks = read_mat_variable(path, "part_mask")
     if masks.ndim != 3:
         raise ValueError(f"{path}: part_mask has shape {list(masks.shape)}, expected [H, W, T]")
     return masks.transpose(2, 0, 1) != 0

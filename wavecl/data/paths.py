@@ -9,7 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, UnidentifiedImageError
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 
 def resolve_dataset_root(root: str | os.PathLike, names: Sequence[str], marker: str) -> Path:
@@ -77,8 +78,42 @@ def read_csv_rows(path: Path, header: Sequence[str] | None) -> list[tuple[int, l
     return rows
 
 
-def read_image(path: Path, mode: str | None = "RGB") -> Image.Image:
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+
+
+def _eight_bit(image: Image.Image, path: Path) -> Image.Image:
+    """``image`` with 16-bit grey pixels scaled to 8 bits (``round(v * 255 / 65535)``), as a viewer shows
+    them; 8-bit modes are returned unchanged.
+
+    Pillow opens 16-bit grey PNG and TIFF files in an ``I;16`` mode (older versions: ``I``), whose plain
+    conversion to ``RGB``/``L`` clips every value above 255. 16-bit colour PNGs already open as 8-bit
+    ``RGB``/``RGBA``.
+
+    Raises:
+        ValueError: 32-bit integer or float pixels (modes ``I`` and ``F`` outside a PNG), whose range is
+            unknown; the message names the file.
+    """
+    if image.mode in _SIXTEEN_BIT_MODES or (image.mode == "I" and image.format == "PNG"):
+        pixels = np.asarray(image, dtype=np.uint32)
+        return Image.fromarray(((pixels + 128) // 257).astype(np.uint8), mode="L")
+    if image.mode in ("I", "F"):
+        kind = "32-bit integer" if image.mode == "I" else "floating-point"
+        raise ValueError(f"cannot read image {path}: {kind} pixels (mode {image.mode}); save it with 8 or 16 bits")
+    return image
+
+
+def read_image(path: Path, mode: str | None = "RGB", exif_orientation: bool = False) -> Image.Image:
     """Load an image fully, converted to ``mode`` (``None`` keeps the stored mode, e.g. palette "P").
+
+    Converting to a mode scales 16-bit grey pixels to 8 bits first (:func:`_eight_bit`); ``None``
+    keeps them, so object-id masks never lose ids to scaling.
+
+    Args:
+        path: the image file.
+        mode: a Pillow mode, or ``None``.
+        exif_orientation: turn the picture as its EXIF ``Orientation`` tag says, as photo viewers do
+            (for user frames; dataset annotations are drawn on the stored pixels, so datasets read
+            with ``False``).
 
     Raises:
         FileNotFoundError / ValueError naming the file when it is missing or undecodable.
@@ -87,6 +122,8 @@ def read_image(path: Path, mode: str | None = "RGB") -> Image.Image:
     try:
         with Image.open(path) as image:
             image.load()
-            return image.convert(mode) if mode is not None else image.copy()
+            if exif_orientation:
+                image = ImageOps.exif_transpose(image)
+            return _eight_bit(image, path).convert(mode) if mode is not None else image.copy()
     except (UnidentifiedImageError, OSError) as error:
         raise ValueError(f"cannot read image {path}: {error}") from error

@@ -1,6 +1,6 @@
-"""RefCOCO / RefCOCO+ / RefCOCOg referring-expression datasets (datasets_and_metrics.md §4).
+"""RefCOCO / RefCOCO+ / RefCOCOg referring-expression datasets (docs/datasets.md#refcoco-refcoco-refcocog).
 
-Files (§4.1), under ``root`` (the reference's ``data/coco``)::
+Files, under ``root`` (the reference's ``data/coco``)::
 
     <root>/<dataset>/instances_<dataset>_<split>.json     dataset in {refcoco, refcoco+, refcocog}
     <root>/train2014/<file_name>                          the COCO images
@@ -12,9 +12,9 @@ object: polygons or RLE, ``bbox`` xywh, ``category_id``). MDETR-style files with
 
 One sample per pseudo-image, i.e. per (referred object, expression). Its key for evaluation is the
 pseudo-image id: :attr:`FrameTarget.image_id` holds it as a string (``"17"``), the ground truth of
-:func:`build_refcoco_gt` (and the file itself) as the integer (``17``) (§4.4).
+:func:`build_refcoco_gt` (and the file itself) as the integer (``17``).
 
-Differences from the reference loader (§4.2):
+Differences from the reference loader (docs/differences.md#refcoco-loading):
 
 * The referred object is the first annotation of the pseudo-image that is not a crowd region and has a
   box of positive width and height; pseudo-images without one are dropped when the file is read
@@ -27,7 +27,7 @@ Differences from the reference loader (§4.2):
 * Image transforms are the shared :class:`~wavecl.data.transforms.ClipTransform`, so the flip swaps
   whole words only.
 
-``num_frames > 1`` turns each image into the pseudo-video of joint training (§4.3) with
+``num_frames > 1`` turns each image into the pseudo-video of joint training (docs/datasets.md#pseudo-videos) with
 :class:`~wavecl.data.image_to_clip.ImageToClipAugmenter`.
 """
 
@@ -201,11 +201,11 @@ class RefCOCO(Dataset[ClipSample]):
         dataset: ``refcoco``, ``refcoco+`` or ``refcocog``.
         split: ``train`` or ``val``.
         transform: the clip transform (the reference uses short side 360, max 640 for all COCO sets).
-        num_frames: ``1`` gives the single-image clips of pre-training (§4.2). ``T > 1`` gives the
-            pseudo-videos of joint training (§4.3): the image plus ``T - 1`` random augmentations of it,
+        num_frames: ``1`` gives the single-image clips of pre-training. ``T > 1`` gives the
+            pseudo-videos of joint training: the image plus ``T - 1`` random augmentations of it,
             in random order, all annotated.
         image_dir: image folder; ``<root>/train2014`` by default (the config's ``img_folder``).
-        augmenter: pseudo-video augmenter for ``num_frames > 1``; the §4.3 parameters by default.
+        augmenter: pseudo-video augmenter for ``num_frames > 1``; the published parameters by default.
 
     Each item is a :class:`ClipSample` with ``frames [T, 3, H', W']``, ``T`` targets whose ``labels`` is
     the COCO category id and ``image_id`` the pseudo-image id as a string, the sentence, and metadata
@@ -282,7 +282,7 @@ class RefCOCO(Dataset[ClipSample]):
 
 
 def build_refcoco_gt(dataset: RefCOCO) -> COCO:
-    """The pycocotools ground truth of exactly the expressions ``dataset`` yields (§4.4).
+    """The pycocotools ground truth of exactly the expressions ``dataset`` yields.
 
     One image per expression with the file's integer ``id`` (``int(target.image_id)`` of the samples,
     whose :attr:`FrameTarget.image_id` is that id as a string), ``height``/``width`` of the original image,

@@ -8,7 +8,7 @@ kind (moving in opposite directions), so that only motion or position words tell
 
 Everything is a pure function of ``seed``: the same arguments write byte-identical files.
 
-Layout written under ``root`` (identical to the real dataset, §3.1 of the spec)::
+Layout written under ``root`` (identical to the real dataset, docs/datasets.md#ref-youtube-vos)::
 
     <split>/JPEGImages/<video>/<frame>.jpg          RGB frames
     <split>/Annotations/<video>/<frame>.png         palette PNG, pixel value = object id (0 = background)
@@ -19,8 +19,9 @@ Layout written under ``root`` (identical to the real dataset, §3.1 of the spec)
 Frame names follow the real annotated frames, every 5th raw frame: ``00000``, ``00005``, ...
 
 Difference from the real data, on purpose: a held-out split (e.g. ``valid``) is written *with* its
-``Annotations`` and with ``obj_id`` in its expressions, so region similarity J can be computed
-locally; the real Ref-YouTube-VOS valid split has neither. Its ``meta_expressions/test`` file, used
+``Annotations`` and with ``obj_id`` in its expressions, as one's own annotated data would be, so J
+and F are computed locally (:class:`wavecl.data.ytvos.YTVOSGroundTruth`); the real Ref-YouTube-VOS
+valid split has neither. Its ``meta_expressions/test`` file, used
 by the real protocol to subtract test videos from the valid file, is written empty when absent.
 """
 
@@ -35,8 +36,6 @@ from PIL import Image, ImageDraw
 
 from wavecl.atomic import save_image, write_json
 from wavecl.data.palette import save_index_png
-from wavecl.data.paths import read_json
-from wavecl.data.ytvos import read_index_mask
 
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (215, 35, 35),
@@ -396,27 +395,3 @@ def write_synthetic_ytvos(
     if split != "train" and not test_meta.exists():
         write_json(test_meta, {"videos": {}})
     return SyntheticInfo(root, split, seed, (size[0], size[1]), num_frames, videos)
-
-
-def expression_ground_truth(root: str | Path, split: str, video_id: str, exp_id: str) -> np.ndarray:
-    """Ground-truth masks of one expression of a synthetic split, read back from disk.
-
-    Uses the expression's ``obj_id`` from ``meta_expressions/<split>`` (present in every synthetic
-    split, unlike the real valid split) and the split's ``Annotations`` PNGs.
-
-    Returns:
-        ``[T, H, W]`` bool, one mask per frame of the video in ``frames`` order.
-    """
-    root = Path(root)
-    meta_path = root / "meta_expressions" / split / "meta_expressions.json"
-    video = read_json(meta_path).get("videos", {}).get(video_id)
-    if video is None or exp_id not in video.get("expressions", {}):
-        raise KeyError(f"{meta_path} has no expression {exp_id!r} of video {video_id!r}")
-    expression = video["expressions"][exp_id]
-    if "obj_id" not in expression:
-        raise ValueError(f"{meta_path}: expression {exp_id!r} of video {video_id!r} has no obj_id")
-    obj_id = int(expression["obj_id"])
-    masks = [
-        read_index_mask(root / split / "Annotations" / video_id / f"{name}.png") == obj_id for name in video["frames"]
-    ]
-    return np.stack(masks)

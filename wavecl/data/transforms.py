@@ -1,4 +1,4 @@
-"""Clip transforms shared by every video dataset (datasets_and_metrics.md §0.3).
+"""Clip transforms shared by every video dataset (docs/datasets.md#transforms).
 
 Order: horizontal flip (train only; frames, masks and sentence together) -> per-frame resize
 (DETR short-side rule) -> tensor in ``[0, 1]`` -> ImageNet normalisation. Targets are built here from
@@ -49,7 +49,7 @@ def clean_expression(text: str, source: str) -> str:
 
 
 def resize_shape(h: int, w: int, short_size: int, max_size: int | None) -> tuple[int, int]:
-    """Output ``(H', W')`` of the DETR resize rule (§0.3).
+    """Output ``(H', W')`` of the DETR resize rule.
 
     The short side becomes ``short_size`` unless the long side would then exceed ``max_size``, in which
     case the short side is ``round(max_size * short / long)`` (half-to-even). The long side is truncated
@@ -90,7 +90,7 @@ def swap_left_right_reference(text: str) -> str:
     """The reference's substring swap through an "@" token (parity only).
 
     It also rewrites substrings ("bright" -> "bleft", "upright" -> "upleft") and turns a literal "@"
-    into "right" (§10.2).
+    into "right" (docs/differences.md#horizontal-flip).
     """
     return text.replace("left", "@").replace("right", "left").replace("@", "right")
 

@@ -8,11 +8,17 @@ annotated frame number of A2D lands on the same decoded frame:
 * a frame with no timestamp or a negative one is dropped (torchvision keeps ``0 <= pts``);
 * frames are keyed by ``pts`` (a later frame with the same ``pts`` replaces the earlier one) and sorted.
 
+Every reader returns frames as a player shows them: a file whose display matrix turns the picture
+(phone videos record a 90° display rotation rather than turning the pixels) is read upright,
+through :func:`upright_image`. torchvision ignores the matrix; A2D's videos carry none, so this
+changes nothing there. Written files carry no display matrix: their pixels are already upright.
+
 Inference on videos of any length uses the streaming forms, in memory bounded by one frame:
 :func:`iter_video_frames` yields the same frames, in the same order, as :func:`read_video_frames` for
 every stream whose decoded timestamps increase (all ordinary files), and :class:`VideoWriter` encodes
 frames as they arrive. Encoding uses the first available of h264, libx264 and mpeg4; even frame sizes
-are stored as yuv420p (what every player reads), odd sizes as yuv444p with H.264 (mpeg4 refuses them).
+are stored as yuv420p (what every player reads), odd sizes as yuv444p with H.264 (mpeg4 refuses them)
+unless the writer pads them to even sizes (``pad_to_even``, for web browsers).
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ from wavecl.atomic import atomic_path
 from wavecl.data.windows import centred_window
 
 _ENCODERS = ("h264", "libx264", "mpeg4")
+# PIL's ROTATE_* turn counter-clockwise, as ``VideoFrame.rotation`` counts.
+_QUARTER_TURNS = {1: Image.Transpose.ROTATE_90, 2: Image.Transpose.ROTATE_180, 3: Image.Transpose.ROTATE_270}
 
 
 def _open_input(path: Path) -> av.container.InputContainer:
@@ -45,6 +53,27 @@ def _open_input(path: Path) -> av.container.InputContainer:
         container.close()
         raise ValueError(f"no video stream in {path}")
     return container
+
+
+def upright_image(frame: av.VideoFrame, path: Path) -> Image.Image:
+    """The RGB picture a player shows for ``frame``: the decoded pixels turned by the frame's display
+    rotation (``frame.rotation``, degrees counter-clockwise, from the display matrix phones record).
+
+    A ``90`` turns a stored ``W x H`` frame into an ``H x W`` picture whose left column was the stored
+    top row. A mirroring in the display matrix is not applied: PyAV reports the rotation only, and
+    reading the raw side data instead makes forked data-loader workers crash (PyAV 18).
+
+    Raises:
+        ValueError: the rotation is not a multiple of 90 degrees (within 1 degree); names the file.
+    """
+    degrees = frame.rotation
+    quarter_turns = round(degrees / 90)
+    if abs(degrees - 90 * quarter_turns) > 1:
+        raise ValueError(
+            f"video {path} asks to be shown turned by {degrees} degrees; only multiples of 90 are supported"
+        )
+    image = frame.to_image()
+    return image.transpose(_QUARTER_TURNS[quarter_turns % 4]) if quarter_turns % 4 else image
 
 
 def _presented_frames(path: Path) -> Iterator[av.VideoFrame]:
@@ -99,7 +128,7 @@ def read_video_frames(path: str | os.PathLike, indices: Sequence[int] | None = N
     for index in indices:
         if not 0 <= index < len(frames):
             raise IndexError(f"frame index {index} out of range for video {path} with {len(frames)} frames")
-    return [frames[index].to_image() for index in indices]
+    return [upright_image(frames[index], Path(path)) for index in indices]
 
 
 def read_video_window(path: str | os.PathLike, centre: int, window_size: int) -> list[Image.Image]:
@@ -114,7 +143,7 @@ def read_video_window(path: str | os.PathLike, centre: int, window_size: int) ->
     frames = _decode_video(path)
     if not 0 <= centre < len(frames):
         raise ValueError(f"video {path} has {len(frames)} frames but frame {centre + 1} (1-based) is annotated")
-    return [frames[index].to_image() for index in centred_window(centre, window_size, len(frames))]
+    return [upright_image(frames[index], Path(path)) for index in centred_window(centre, window_size, len(frames))]
 
 
 def write_video(path: str | os.PathLike, frames: Sequence[np.ndarray], fps: float) -> None:
@@ -135,6 +164,8 @@ def write_video(path: str | os.PathLike, frames: Sequence[np.ndarray], fps: floa
 def iter_video_frames(path: str | os.PathLike[str]) -> Iterator[Image.Image]:
     """Decode the first video stream of ``path`` one frame at a time, as RGB PIL images.
 
+    Each image's ``info["time"]`` is its presentation time in seconds.
+
     Raises (when iterated):
         FileNotFoundError: the file does not exist.
         ValueError: the file cannot be decoded or holds no frame; the message names the file.
@@ -143,11 +174,18 @@ def iter_video_frames(path: str | os.PathLike[str]) -> Iterator[Image.Image]:
     pending: av.VideoFrame | None = None
     for frame in _presented_frames(path):
         if pending is not None and frame.pts != pending.pts:
-            yield pending.to_image()
+            yield _timed_image(pending, path)
         pending = frame
     if pending is None:
         raise ValueError(f"video {path} has no decodable frames")
-    yield pending.to_image()
+    yield _timed_image(pending, path)
+
+
+def _timed_image(frame: av.VideoFrame, path: Path) -> Image.Image:
+    """:func:`upright_image` of ``frame`` with its presentation time, in seconds, as ``info["time"]``."""
+    image = upright_image(frame, path)
+    image.info["time"] = float(frame.time) if frame.time is not None else None
+    return image
 
 
 def probe_video(path: str | os.PathLike[str]) -> tuple[int | None, float | None]:
@@ -180,14 +218,18 @@ class VideoWriter:
     Args:
         path: output ``.mp4``; its folder is created if needed.
         fps: frame rate.
+        pad_to_even: give frames of odd height or width one more row or column (a copy of the last),
+            so the file is yuv420p, which web browsers require, rather than yuv444p.
     """
 
-    def __init__(self, path: str | os.PathLike[str], fps: float) -> None:
+    def __init__(self, path: str | os.PathLike[str], fps: float, pad_to_even: bool = False) -> None:
         if not fps > 0:
             raise ValueError(f"fps must be positive for {path}, got {fps}")
         self.path = Path(path)
         self.fps = fps
+        self.pad_to_even = pad_to_even
         self.num_frames = 0
+        self._frame_shape: tuple[int, ...] | None = None
         self._resources = ExitStack()
         self._container: av.container.OutputContainer | None = None
         self._stream: av.video.stream.VideoStream | None = None
@@ -210,17 +252,20 @@ class VideoWriter:
 
     def write(self, frame: np.ndarray) -> None:
         """Encode one ``[H, W, 3]`` uint8 RGB frame (the same size as the first one)."""
-        if self._stream is None:
-            if frame.ndim != 3 or frame.shape[2] != 3:
-                raise ValueError(f"frames for {self.path} must be [H, W, 3], got {list(frame.shape)}")
-            self._open(frame.shape[0], frame.shape[1])
-        assert self._stream is not None and self._container is not None
-        expected = (self._stream.height, self._stream.width, 3)
-        if frame.dtype != np.uint8 or frame.shape != expected:
+        if frame.ndim != 3 or frame.shape[2] != 3:
+            raise ValueError(f"frames for {self.path} must be [H, W, 3], got {list(frame.shape)}")
+        if self._frame_shape is None:
+            self._frame_shape = frame.shape
+        if frame.dtype != np.uint8 or frame.shape != self._frame_shape:
             raise ValueError(
-                f"frame {self.num_frames} for {self.path} must be uint8 {list(expected)}, "
+                f"frame {self.num_frames} for {self.path} must be uint8 {list(self._frame_shape)}, "
                 f"got {frame.dtype} {list(frame.shape)}"
             )
+        if self.pad_to_even:
+            frame = np.pad(frame, ((0, frame.shape[0] % 2), (0, frame.shape[1] % 2), (0, 0)), mode="edge")
+        if self._stream is None:
+            self._open(frame.shape[0], frame.shape[1])
+        assert self._stream is not None and self._container is not None
         for packet in self._stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
             self._container.mux(packet)
         self.num_frames += 1

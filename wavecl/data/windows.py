@@ -9,7 +9,7 @@ Item = TypeVar("Item")
 
 
 def centred_window(centre: int, window_size: int, num_frames: int) -> list[int]:
-    """0-based frame indices of a window centred on ``centre`` (A2D §1.3, JHMDB §2.3).
+    """0-based frame indices of a window centred on ``centre`` (A2D, JHMDB).
 
     The window covers ``centre - window_size // 2`` (inclusive) to ``centre + ceil(window_size / 2)``
     (exclusive), so ``centre`` sits at position ``window_size // 2``; indices outside
@@ -34,7 +34,7 @@ def at_window_centre(item: Item, window_size: int) -> list[Item | None]:
 
 
 def training_windows(frames: Sequence[Item], window_size: int) -> list[list[Item]]:
-    """Split a video's frame list into training windows of exactly ``window_size`` (Ref-YTVOS §3.2).
+    """Split a video's frame list into training windows of exactly ``window_size`` (Ref-YouTube-VOS).
 
     Consecutive, non-overlapping windows; a short last window is replaced by the last ``window_size``
     frames when the video has that many (overlapping the previous window), otherwise padded by

@@ -1,4 +1,4 @@
-"""Ref-YouTube-VOS (datasets_and_metrics.md §3).
+"""Ref-YouTube-VOS (docs/datasets.md#ref-youtube-vos).
 
 Layout under the dataset root (``ref-youtube-vos`` or ``refer_youtube_vos``, or their parent)::
 
@@ -6,10 +6,11 @@ Layout under the dataset root (``ref-youtube-vos`` or ``refer_youtube_vos``, or 
     train/Annotations/<vid>/<frame>.png              palette PNG, pixel value = object id, 0 = background
     train/meta.json                                  {"videos": {vid: {"objects": {obj_id: {"category"}}}}}
     valid/JPEGImages/<vid>/<frame>.jpg
+    valid/Annotations/<vid>/<frame>.png              only in one's own data (and the synthetic set)
     meta_expressions/{train,valid,test}/meta_expressions.json
         {"videos": {vid: {"expressions": {exp_id: {"exp", "obj_id" (train)}}, "frames": [...]}}}
 
-Training samples are the reference's windows (§3.2, :func:`wavecl.data.windows.training_windows`) of
+Training samples are the reference's windows (:func:`wavecl.data.windows.training_windows`) of
 every expression, kept when the referred object appears in at least one frame of the window; the list
 is regenerated deterministically and cached (the shipped lists are corrupt and never read). Every frame
 has a target.
@@ -18,6 +19,10 @@ Validation covers every frame of each (video, expression) of the valid split (th
 minus the test expression file) in consecutive windows of ``window_size`` frames, so memory is bounded
 whatever the video length; ``window_size=None`` gives the reference's whole-video clips. Items carry no
 targets, only the metadata needed to write ``Annotations/<video>/<exp_id>/<frame>.png``.
+
+The real ``valid`` split has no masks; a split of one's own data in this layout may have them
+(``valid/Annotations`` and an ``obj_id`` for every expression), and then :class:`YTVOSGroundTruth`
+reads the referred object's masks so that J and F can be computed locally.
 """
 
 from __future__ import annotations
@@ -32,10 +37,9 @@ from typing import Any, Literal
 import numpy as np
 from torch.utils.data import Dataset
 
-from wavecl.atomic import write_json
 from wavecl.config import DataConfig
 from wavecl.data.paths import read_image, read_json, resolve_dataset_root
-from wavecl.data.sample_cache import file_fingerprint, load_or_build
+from wavecl.data.sample_cache import dataset_cache_dir, file_fingerprint, load_or_build
 from wavecl.data.transforms import ClipTransform, FrameAnnotation, clean_expression
 from wavecl.data.types import ClipSample, Split
 from wavecl.data.windows import covering_windows, training_windows
@@ -110,7 +114,7 @@ YTVOS_CATEGORIES: tuple[str, ...] = (
     "whale",
     "zebra",
 )
-"""The 65 categories in alphabetical order; a category's position is its class index (§3.1)."""
+"""The 65 categories in alphabetical order; a category's position is its class index."""
 CATEGORY_INDEX = {name: index for index, name in enumerate(YTVOS_CATEGORIES)}
 
 
@@ -126,8 +130,12 @@ class YTVOSPaths:
     def frame_file(self, subset: str, video_id: str, frame: str) -> Path:
         return self.root / subset / "JPEGImages" / video_id / f"{frame}.jpg"
 
-    def mask_file(self, video_id: str, frame: str) -> Path:
-        return self.root / "train" / "Annotations" / video_id / f"{frame}.png"
+    def mask_file(self, video_id: str, frame: str, subset: str = "train") -> Path:
+        return self.annotations(subset) / video_id / f"{frame}.png"
+
+    def annotations(self, subset: str) -> Path:
+        """``<subset>/Annotations``: index PNGs of every frame (train; valid only in one's own data)."""
+        return self.root / subset / "Annotations"
 
     @property
     def train_meta(self) -> Path:
@@ -169,6 +177,122 @@ def read_index_mask(path: Path) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8)
 
 
+def evaluated_videos(paths: YTVOSPaths, subset: str = "valid") -> dict[str, Any]:
+    """``{video_id: {"expressions", "frames"}}`` of the videos of ``subset`` that are evaluated, sorted by id.
+
+    For ``valid`` these are the videos of ``meta_expressions/valid`` minus those of
+    ``meta_expressions/test`` (the real valid file lists both). Without a test file, an annotated split
+    (``valid/Annotations``, one's own data) keeps every listed video; an unannotated one keeps the
+    videos that have a frame folder, with a warning naming how many were left out.
+    """
+    videos = read_expression_videos(paths.expressions(subset))
+    test_file = paths.expressions("test")
+    if subset != "valid" or (paths.annotations(subset).is_dir() and not test_file.is_file()):
+        video_ids = sorted(videos)
+    elif test_file.is_file():
+        video_ids = sorted(set(videos) - set(read_expression_videos(test_file)))
+    else:
+        video_ids = sorted(v for v in videos if (paths.root / subset / "JPEGImages" / v).is_dir())
+        if len(video_ids) < len(videos):
+            logger.warning(
+                "no %s: predicting the %d of %d videos of %s that have frames",
+                test_file,
+                len(video_ids),
+                len(videos),
+                paths.expressions(subset),
+            )
+    return {video_id: videos[video_id] for video_id in video_ids}
+
+
+@dataclass(frozen=True)
+class ReferredExpression:
+    """One evaluated expression of an annotated split.
+
+    Attributes:
+        video_id, exp_id, text: identify the expression.
+        obj_id: pixel value of the referred object in the split's ``Annotations`` PNGs.
+        frames: every frame of the video, sorted (the frames that are predicted and scored).
+    """
+
+    video_id: str
+    exp_id: str
+    text: str
+    obj_id: int
+    frames: tuple[str, ...]
+
+
+class YTVOSGroundTruth:
+    """The referred objects' masks of a Ref-YouTube-VOS-layout split that has ``Annotations/``.
+
+    One's own data (and the synthetic dataset) in this layout may ship its held-out split with
+    ``<subset>/Annotations/<video>/<frame>.png`` (index PNGs, as in ``train``) and an ``obj_id`` in
+    every expression of ``meta_expressions/<subset>``; the real Ref-YouTube-VOS valid split has
+    neither (use :meth:`find`, which returns ``None`` then).
+
+    Args:
+        root: the dataset folder or its parent.
+        subset: the annotated split, ``valid`` by default.
+
+    Attributes:
+        expressions: every evaluated expression (:func:`evaluated_videos`), by video then expression id.
+
+    Raises:
+        FileNotFoundError: ``<subset>/Annotations`` is missing.
+        ValueError: an expression has no integer ``obj_id`` (the file, video and expression are named).
+    """
+
+    def __init__(self, root: str | os.PathLike, subset: str = "valid") -> None:
+        self.paths = YTVOSPaths.find(root)
+        self.subset = subset
+        if not self.paths.annotations(subset).is_dir():
+            raise FileNotFoundError(f"no ground truth: {self.paths.annotations(subset)} does not exist")
+        source = self.paths.expressions(subset)
+        self.expressions: list[ReferredExpression] = []
+        for video_id, video in evaluated_videos(self.paths, subset).items():
+            frames = tuple(sorted(video["frames"]))
+            for exp_id, expression in video["expressions"].items():
+                try:
+                    obj_id = int(expression["obj_id"])
+                except (KeyError, TypeError, ValueError):
+                    raise ValueError(
+                        f"{source}: video {video_id!r} expression {exp_id!r} needs an integer 'obj_id' "
+                        f"(the object's pixel value in {self.paths.annotations(subset)}) to be scored"
+                    ) from None
+                self.expressions.append(ReferredExpression(video_id, exp_id, expression["exp"], obj_id, frames))
+
+    @classmethod
+    def find(cls, root: str | os.PathLike, subset: str = "valid") -> YTVOSGroundTruth | None:
+        """The ground truth of ``subset``, or ``None`` when it has no ``Annotations`` folder."""
+        return cls(root, subset) if YTVOSPaths.find(root).annotations(subset).is_dir() else None
+
+    def video_labels(self, video_id: str, frames: tuple[str, ...]) -> np.ndarray:
+        """``[T, H, W]`` uint8 object ids of ``frames`` of one video.
+
+        Raises:
+            FileNotFoundError / ValueError: a PNG is missing, unreadable, or of another size than the first.
+        """
+        labels = [read_index_mask(self.paths.mask_file(video_id, frame, self.subset)) for frame in frames]
+        for frame, frame_labels in zip(frames, labels):
+            if frame_labels.shape != labels[0].shape:
+                raise ValueError(
+                    f"{self.paths.mask_file(video_id, frame, self.subset)} is {frame_labels.shape[0]}x"
+                    f"{frame_labels.shape[1]}, {self.paths.mask_file(video_id, frames[0], self.subset)} is "
+                    f"{labels[0].shape[0]}x{labels[0].shape[1]}"
+                )
+        return np.stack(labels)
+
+    def masks(self, video_id: str, exp_id: str) -> np.ndarray:
+        """``[T, H, W]`` bool masks of the object that expression ``exp_id`` of ``video_id`` refers to.
+
+        Raises:
+            KeyError: no such evaluated expression.
+        """
+        for expression in self.expressions:
+            if (expression.video_id, expression.exp_id) == (video_id, exp_id):
+                return self.video_labels(video_id, expression.frames) == expression.obj_id
+        raise KeyError(f"{self.paths.expressions(self.subset)} has no expression {exp_id!r} of video {video_id!r}")
+
+
 def _objects_per_frame(paths: YTVOSPaths, video_id: str, frames: list[str]) -> dict[str, list[int]]:
     """``{frame: object ids present}`` of one training video."""
     present = {}
@@ -202,13 +326,15 @@ def _train_cache_key(paths: YTVOSPaths, window_size: int) -> dict[str, Any]:
     }
 
 
-def train_samples_cache_path(cache_dir: str | os.PathLike, window_size: int) -> Path:
-    """Where :class:`RefYouTubeVOS` looks for its cached training windows."""
-    return Path(cache_dir) / f"wavecl_ytvos_train_samples_ws{window_size}.json"
+def train_samples_cache_path(cache_dir: str | os.PathLike | None, root: str | os.PathLike, window_size: int) -> Path:
+    """Where :class:`RefYouTubeVOS` keeps the training windows of the dataset at ``root``: a file in its
+    :func:`~wavecl.data.sample_cache.dataset_cache_dir` (``cache_dir`` is ``data.cache_dir``)."""
+    folder = dataset_cache_dir(cache_dir, YTVOSPaths.find(root).root)
+    return folder / f"wavecl_ytvos_train_samples_ws{window_size}.json"
 
 
 def _build_train_samples(paths: YTVOSPaths, window_size: int, num_workers: int) -> list[list[Any]]:
-    """``[video_id, [window_size frame names], {"exp", "obj_id", "exp_id"}]`` for every kept window (§3.2)."""
+    """``[video_id, [window_size frame names], {"exp", "obj_id", "exp_id"}]`` for every kept window."""
     if window_size < 1:
         raise ValueError(f"window_size must be positive, got {window_size}")
     videos = read_expression_videos(paths.expressions("train"))
@@ -224,10 +350,10 @@ def _build_train_samples(paths: YTVOSPaths, window_size: int, num_workers: int) 
 def build_ytvos_train_samples(
     root: str | os.PathLike, window_size: int, out: str | os.PathLike, num_workers: int = 0
 ) -> list[list[Any]]:
-    """Regenerate the training windows (§3.2) and write them to ``out`` atomically.
+    """The training windows cached in ``out``: read back when ``out`` holds them for these inputs,
+    else regenerated and written atomically.
 
-    Write to :func:`train_samples_cache_path` of the dataset's ``cache_dir`` for
-    :class:`RefYouTubeVOS` to use the file.
+    Write to :func:`train_samples_cache_path` for :class:`RefYouTubeVOS` to use the file.
 
     Args:
         root: the dataset folder or its parent.
@@ -239,9 +365,21 @@ def build_ytvos_train_samples(
         the samples, ``[video_id, [frame names], {"exp", "obj_id", "exp_id"}]``.
     """
     paths = YTVOSPaths.find(root)
-    samples = _build_train_samples(paths, window_size, num_workers)
-    write_json(out, {"key": _train_cache_key(paths, window_size), "samples": samples})
-    return samples
+    return load_or_build(
+        Path(out),
+        _train_cache_key(paths, window_size),
+        lambda: _build_train_samples(paths, window_size, num_workers),
+        _parse_train_samples,
+    )
+
+
+def _parse_train_samples(rows: list[Any]) -> list[list[Any]]:
+    """Check cached training windows: ``[video_id, [frame names], {"exp", "obj_id", "exp_id"}]`` each."""
+    for video_id, frames, entry in rows:
+        if not isinstance(video_id, str) or not isinstance(frames, list) or not frames:
+            raise ValueError(f"malformed training window {[video_id, frames, entry]!r}")
+        str(entry["exp"]), int(entry["obj_id"]), str(entry["exp_id"])
+    return rows
 
 
 @dataclass(frozen=True)
@@ -273,7 +411,9 @@ class RefYouTubeVOS(Dataset[ClipSample]):
         subset: ``"train"`` or ``"valid"``.
         window_size: frames per clip; for ``"valid"``, ``None`` puts each whole video in one clip.
         transform: train: flip, 360 / 640; valid: 360 / 640.
-        cache_dir: folder of the training-window cache (default: the dataset folder).
+        cache_dir: root of the cache of training windows (``data.cache_dir``; default ``$WAVECL_CACHE_DIR``
+            or ``~/.cache/wavecl``); the file is :func:`train_samples_cache_path`. The dataset folder
+            is only read.
         num_classes: 65 gives each target its category index (:data:`YTVOS_CATEGORIES`, from
             ``train/meta.json``); 1 gives label 0 and does not read ``meta.json``.
 
@@ -312,11 +452,11 @@ class RefYouTubeVOS(Dataset[ClipSample]):
         self.categories = self._read_categories() if subset == "train" and num_classes == 65 else {}
 
     def _train_samples(self, cache_dir: str | os.PathLike | None, window_size: int) -> list[YTVOSSample]:
-        cache = train_samples_cache_path(cache_dir if cache_dir is not None else self.paths.root, window_size)
         rows = load_or_build(
-            cache,
+            train_samples_cache_path(cache_dir, self.paths.root, window_size),
             _train_cache_key(self.paths, window_size),
             lambda: _build_train_samples(self.paths, window_size, num_workers=0),
+            _parse_train_samples,
         )
         return [
             YTVOSSample(video_id, entry["exp_id"], entry["exp"], tuple(frames), obj_id=int(entry["obj_id"]))
@@ -324,18 +464,12 @@ class RefYouTubeVOS(Dataset[ClipSample]):
         ]
 
     def _valid_samples(self) -> list[YTVOSSample]:
-        videos = read_expression_videos(self.paths.expressions("valid"))
-        test_file = self.paths.expressions("test")
-        if test_file.is_file():
-            test_videos = set(read_expression_videos(test_file))
-            video_ids = sorted(set(videos) - test_videos)
-            for video_id in video_ids:
-                folder = self.paths.root / "valid" / "JPEGImages" / video_id
-                if not folder.is_dir():
-                    raise FileNotFoundError(f"frame folder not found: {folder}")
-        else:
-            video_ids = sorted(v for v in videos if (self.paths.root / "valid" / "JPEGImages" / v).is_dir())
-            logger.info("no %s: predicting the %d valid videos that have frames", test_file, len(video_ids))
+        videos = evaluated_videos(self.paths, "valid")
+        video_ids = list(videos)
+        for video_id in video_ids:
+            folder = self.paths.root / "valid" / "JPEGImages" / video_id
+            if not folder.is_dir():
+                raise FileNotFoundError(f"frame folder not found: {folder}")
         samples = []
         for video_id in video_ids:
             frames = sorted(videos[video_id]["frames"])
@@ -432,5 +566,6 @@ def build_ytvos(config: DataConfig, split: Split, transform: ClipTransform, num_
         "train" if split == "train" else "valid",
         None if whole_video else config.window_size,
         transform=transform,
+        cache_dir=config.cache_dir,
         num_classes=65 if num_classes == 65 else 1,
     )

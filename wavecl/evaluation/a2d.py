@@ -1,14 +1,14 @@
-"""A2D-Sentences / JHMDB-Sentences evaluation (datasets_and_metrics.md §6-§7).
+"""A2D-Sentences / JHMDB-Sentences evaluation (docs/datasets.md#metrics).
 
 Two families of numbers are reported for the annotated frame of every test sample:
 
-* COCO mask mAP (§7.1): every query of every sample is a detection (RLE mask at the original
+* COCO mask mAP: every query of every sample is a detection (RLE mask at the original
   resolution, score = sigmoid probability), evaluated by pycocotools' ``COCOeval`` with
   ``iouType='segm'`` and ``useCats=0`` against the COCO-format ground truth, one annotation per image.
-* Precision@K, overall IoU and mean IoU (§7.2) of the top-scoring query of every sample.
+* Precision@K, overall IoU and mean IoU of the top-scoring query of every sample.
 
 Unlike the reference, predictions duplicated by ``DistributedSampler`` padding are removed before
-either is computed (decisions table, "evaluation"). The COCO helpers here are shared with
+either is computed (docs/differences.md#evaluation). The COCO helpers here are shared with
 :mod:`wavecl.evaluation.refcoco`.
 """
 
@@ -96,7 +96,7 @@ def coco_stats(
 
 
 def coco_segm_map(ground_truth: str | os.PathLike[str] | COCO, results: Sequence[dict[str, Any]]) -> dict[str, float]:
-    """Mask mAP as reported for A2D/JHMDB (§7.1).
+    """Mask mAP as reported for A2D/JHMDB (docs/datasets.md#coco-mask-map).
 
     Args:
         ground_truth: COCO-format ground truth (path or ``COCO``), one annotation per image.
@@ -184,7 +184,7 @@ def top_scoring(results: Iterable[dict[str, Any]]) -> dict[Any, dict[str, Any]]:
 
 
 def summarize_ious(intersections: Sequence[float], unions: Sequence[float]) -> dict[str, float]:
-    """Precision@K, overall IoU and mean IoU from per-sample intersections and unions (§7.2).
+    """Precision@K, overall IoU and mean IoU from per-sample intersections and unions.
 
     Args:
         intersections: ``N`` intersection sizes (pixels or box areas).
@@ -231,7 +231,7 @@ def top_predictions_per_image(coco_gt: COCO, results: Sequence[dict[str, Any]]) 
 def precision_and_iou(
     predictions: Sequence[dict[str, Any]], ground_truth: str | os.PathLike[str] | COCO
 ) -> dict[str, float]:
-    """Mask Precision@K, overall IoU and mean IoU of the top-scoring prediction per image (§7.2).
+    """Mask Precision@K, overall IoU and mean IoU of the top-scoring prediction per image.
 
     Args:
         predictions: COCO segmentation results (RLE at the original resolution, ``score``).
@@ -258,7 +258,7 @@ def precision_and_iou(
 def a2d_metrics(
     ground_truth: str | os.PathLike[str] | COCO, results: Sequence[dict[str, Any]], precision_metrics: bool = True
 ) -> dict[str, float]:
-    """All A2D/JHMDB numbers of §7: :func:`coco_segm_map`, plus :func:`precision_and_iou` if ``precision_metrics``.
+    """All A2D/JHMDB numbers: :func:`coco_segm_map`, plus :func:`precision_and_iou` if ``precision_metrics``.
 
     Args:
         ground_truth: COCO-format ground truth (path or ``COCO``), one annotation per image.
@@ -273,7 +273,7 @@ def a2d_metrics(
 
 
 class A2DEvaluator:
-    """Accumulates A2D/JHMDB predictions over an evaluation epoch and computes the metrics of §7.
+    """Accumulates A2D/JHMDB predictions over an evaluation epoch and computes its metrics (docs/datasets.md#metrics).
 
     Usage: ``update(outputs, batch)`` after every forward pass, then ``summarize()`` once on every rank.
 

@@ -24,24 +24,24 @@ from wavecl.data.refcoco import build_refcoco
 from wavecl.data.robust import SkipBadSamples
 from wavecl.data.transforms import ClipTransform, build_transform
 from wavecl.data.types import ClipSample, Split
-from wavecl.data.ytvos import build_ytvos
+from wavecl.data.ytvos import YTVOSGroundTruth, build_ytvos
 from wavecl.distributed import DistInfo
 from wavecl.evaluation.a2d import A2DEvaluator
 from wavecl.evaluation.loop import Evaluator, run_evaluation
 from wavecl.evaluation.refcoco import PRIMARY_METRIC as REFCOCO_PRIMARY_METRIC
 from wavecl.evaluation.refcoco import RefCOCOEvaluator
 from wavecl.evaluation.saved import (
-    check_ytvos_submission,
     evaluate_a2d_predictions,
     evaluate_davis_predictions,
     evaluate_refcoco_predictions,
-    evaluate_synthetic_predictions,
+    evaluate_ytvos_predictions,
 )
-from wavecl.evaluation.video import RefDAVISEvaluator, SyntheticJFEvaluator, YTVOSSubmissionEvaluator
+from wavecl.evaluation.video import RefDAVISEvaluator, YTVOSEvaluator
+from wavecl.evaluation.ytvos import PER_EXPRESSION_FILENAME
 
 DatasetBuilder = Callable[[DataConfig, Split, ClipTransform, int], Dataset[ClipSample]]
 EvaluatorBuilder = Callable[[Config, Dataset[ClipSample], Path], Evaluator]
-SavedScorer = Callable[[Config, Path], dict[str, float]]
+SavedScorer = Callable[[Config, Path, Path | None], dict[str, float]]
 
 
 @dataclass(frozen=True)
@@ -53,9 +53,10 @@ class DatasetRow:
         trains: whether it has a training split (JHMDB and Ref-DAVIS17 are evaluation-only).
         evaluator: builds the evaluator of its protocol from the run's config, the evaluation dataset
             and the folder for predictions and tables.
-        score_saved: recomputes the metrics from what an earlier evaluation wrote (``--predictions``).
-        primary_metric: the metric that selects the ``best`` checkpoint (higher is better); ``None``
-            where no local metric exists.
+        score_saved: recomputes the metrics from what an earlier evaluation wrote (``--predictions``),
+            given the run's config, the predictions and, optionally, a folder for per-item tables.
+        primary_metric: the metric that selects the ``best`` checkpoint (higher is better), used when
+            the evaluation reports it; ``None`` where no local metric exists.
         protocol: one line for ``wavecl evaluate --help``: what is reported.
         saved_predictions: one line for ``--help``: what ``--predictions`` takes.
     """
@@ -81,12 +82,21 @@ def _a2d_evaluator(config: Config, dataset: Dataset[ClipSample], out_dir: Path) 
     return A2DEvaluator(_coco_ground_truth(config), results_path=out_dir / "predictions.json")
 
 
-def _a2d_saved(config: Config, path: Path) -> dict[str, float]:
+def _a2d_saved(config: Config, path: Path, out_dir: Path | None) -> dict[str, float]:
     return evaluate_a2d_predictions(path / "predictions.json" if path.is_dir() else path, _coco_ground_truth(config))
 
 
 def _eval_dataset(config: Config) -> Dataset[ClipSample]:
     return build_dataset(config.data, "eval", config.model.num_classes)
+
+
+def _ytvos_evaluator(config: Config, dataset: Dataset[ClipSample], out_dir: Path) -> Evaluator:
+    return YTVOSEvaluator(out_dir, YTVOSGroundTruth.find(config.data.root))
+
+
+def _ytvos_saved(config: Config, path: Path, out_dir: Path | None) -> dict[str, float]:
+    per_expression = None if out_dir is None else out_dir / PER_EXPRESSION_FILENAME
+    return evaluate_ytvos_predictions(path, config.data.root, per_expression)
 
 
 _A2D_ROW = DatasetRow(
@@ -98,24 +108,28 @@ _A2D_ROW = DatasetRow(
     protocol="COCO mask mAP 0.5:0.95 (AP 0.5, 0.75, S/M/L), P@0.5..0.9, overall and mean IoU",
     saved_predictions="the evaluator's predictions.json (COCO segmentation results), or the folder holding it",
 )
+_YTVOS_ROW = DatasetRow(
+    build=build_ytvos,
+    trains=True,
+    evaluator=_ytvos_evaluator,
+    score_saved=_ytvos_saved,
+    primary_metric="J&F",
+    protocol="with valid/Annotations (one's own data in this layout): J, F and J&F per expression "
+    "(per_expression.csv) and overall; without (the real valid split): Annotations/ PNGs and "
+    "submission.zip for the evaluation server",
+    saved_predictions="the folder holding Annotations/ or its zip (scored against valid/Annotations when the "
+    "split has them; else a completeness check)",
+)
 
 DATASETS: dict[str, DatasetRow] = {
     "a2d_sentences": _A2D_ROW,
     "jhmdb_sentences": replace(_A2D_ROW, build=build_jhmdb, trains=False),  # A2D's protocol, evaluation only
-    "ref_youtube_vos": DatasetRow(
-        build=build_ytvos,
-        trains=True,
-        evaluator=lambda config, dataset, out_dir: YTVOSSubmissionEvaluator(out_dir),
-        score_saved=lambda config, path: check_ytvos_submission(path, _eval_dataset(config)),
-        primary_metric=None,
-        protocol="Annotations/ PNGs and submission.zip for the evaluation server",
-        saved_predictions="submission.zip or the folder holding Annotations/ (a completeness check)",
-    ),
+    "ref_youtube_vos": _YTVOS_ROW,
     "coco": DatasetRow(
         build=build_refcoco,
         trains=True,
         evaluator=lambda config, dataset, out_dir: RefCOCOEvaluator(dataset, results_dir=out_dir),
-        score_saved=lambda config, path: evaluate_refcoco_predictions(path, _eval_dataset(config)),
+        score_saved=lambda config, path, out_dir: evaluate_refcoco_predictions(path, _eval_dataset(config)),
         primary_metric=REFCOCO_PRIMARY_METRIC,
         protocol="per-set box and mask mAP and P@K on RefCOCO/+/g val, and the mean mask mAP",
         saved_predictions="the folder of <set>_predictions.json files",
@@ -124,19 +138,15 @@ DATASETS: dict[str, DatasetRow] = {
         build=build_davis,
         trains=False,
         evaluator=lambda config, dataset, out_dir: RefDAVISEvaluator(out_dir, find_davis_folder(config.data.root)),
-        score_saved=lambda config, path: evaluate_davis_predictions(path, config.data.root),
+        score_saved=lambda config, path, out_dir: evaluate_davis_predictions(path, config.data.root),
         primary_metric="J&F-Mean",
         protocol="DAVIS-2017 J&F (mean, recall, decay) averaged over the four annotators",
         saved_predictions="the folder holding anno_0 .. anno_3",
     ),
-    "synthetic": DatasetRow(
-        build=build_ytvos,
-        trains=True,
-        evaluator=lambda config, dataset, out_dir: SyntheticJFEvaluator(config.data.root, "valid", out_dir),
-        score_saved=lambda config, path: evaluate_synthetic_predictions(path, _eval_dataset(config)),
-        primary_metric="J&F",
-        protocol="J, F and J&F on the held-out split",
-        saved_predictions="the folder holding Annotations/ or its zip",
+    "synthetic": replace(
+        _YTVOS_ROW,
+        protocol="as ref_youtube_vos: the synthetic set is Ref-YouTube-VOS-layout data whose valid split "
+        "has Annotations/, so J, F and J&F per expression and overall",
     ),
 }
 
@@ -216,8 +226,14 @@ def evaluate_model(
     return metrics, evaluation.primary_metric
 
 
-def evaluate_saved_predictions(config: Config, path: str | Path) -> dict[str, float]:
+def evaluate_saved_predictions(config: Config, path: str | Path, out_dir: str | Path | None = None) -> dict[str, float]:
     """Recompute the metrics of ``config``'s evaluation protocol from saved predictions at ``path``.
+
+    Args:
+        config: the run's configuration (its dataset names the protocol).
+        path: what an earlier evaluation wrote (see :func:`protocols_help`).
+        out_dir: where per-item tables go (the per-expression J and F of Ref-YouTube-VOS-layout
+            data); none are written when ``None``.
 
     Raises:
         FileNotFoundError / ValueError: ``path`` is missing or malformed (named in the message).
@@ -225,7 +241,7 @@ def evaluate_saved_predictions(config: Config, path: str | Path) -> dict[str, fl
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"predictions not found: {path}")
-    return dataset_row(config.data.dataset_name).score_saved(config, path)
+    return dataset_row(config.data.dataset_name).score_saved(config, path, None if out_dir is None else Path(out_dir))
 
 
 def protocols_help() -> str:

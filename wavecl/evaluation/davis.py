@@ -1,4 +1,4 @@
-"""Ref-DAVIS17: writing predictions and scoring them with J&F (datasets_and_metrics.md §5.2-§5.3).
+"""Ref-DAVIS17: writing predictions and scoring them with J&F (docs/datasets.md#j-f-and-jf).
 
 Scoring follows the definitions of the official DAVIS-2017 evaluation toolkit, unsupervised task:
 
@@ -383,7 +383,7 @@ def evaluate_ref_davis(
     subset: str = "val",
     num_annotators: int = NUM_ANNOTATORS,
 ) -> dict[str, dict[str, float]]:
-    """Ref-DAVIS17 J&F: score each annotator's folder and average the four (§5.3).
+    """Ref-DAVIS17 J&F: score each annotator's folder and average the four.
 
     Args:
         results_root: holds ``anno_0`` .. ``anno_<num_annotators - 1>``, each in the layout of
@@ -450,7 +450,7 @@ class ObjectMerge:
 
 
 def davis_labels(probabilities: Tensor) -> Tensor:
-    """Merge per-object probability maps into one id map per frame (§5.2).
+    """Merge per-object probability maps into one id map per frame.
 
     Args:
         probabilities: ``[N, T, H, W]`` probability of each of the ``N`` referred objects.
@@ -477,7 +477,7 @@ def write_davis_labels(
     labels: Tensor,
     palette: list[int] | None = None,
 ) -> list[Path]:
-    """Write one annotator slot's merged ids of one video (or a chunk of it) as index PNGs (§5.2).
+    """Write one annotator slot's merged ids of one video (or a chunk of it) as index PNGs.
 
     Args:
         output_root: run folder; files go to ``<output_root>/anno_<annotator>/<video>/<frame>.png``.

@@ -1,8 +1,9 @@
 """The evaluation loop shared by every protocol: shard, forward, hand each batch to an evaluator.
 
 Evaluation data is split across ranks without padding (:class:`ShardSampler`), so no prediction is
-counted twice (the reference's DistributedSampler padded with duplicates), and samples that must be
-merged (the objects of one Ref-DAVIS17 chunk) stay on one rank, so no rank waits for another's.
+counted twice (the reference's DistributedSampler padded with duplicates, docs/differences.md#evaluation),
+and samples that must be merged (the objects of one Ref-DAVIS17 chunk) stay on one rank, so no rank
+waits for another's.
 """
 
 from __future__ import annotations
@@ -13,13 +14,13 @@ from typing import Protocol
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
-from tqdm import tqdm
 
 from wavecl.amp import PrecisionPolicy, decide_precision
 from wavecl.data.collate import collate_clips
 from wavecl.data.types import Batch
-from wavecl.distributed import DistInfo
+from wavecl.distributed import DistInfo, on_every_process
 from wavecl.model.output import WaveCLOutput
+from wavecl.progress import progress_bar
 
 
 class Evaluator(Protocol):
@@ -90,12 +91,17 @@ def run_evaluation(
     """Run ``model`` (unwrapped, eval mode) over this rank's shard of ``dataset``.
 
     Batches are pinned and copied to the device without blocking; the evaluator receives the batch as
-    the loader produced it (on the host), so nothing is copied back.
+    the loader produced it (on the host), so nothing is copied back. When the loop fails on one rank,
+    every rank raises once its own shard is done, with that rank's message.
 
     Args:
         precision: the run's precision policy; float32 when ``None``.
 
     Returns the evaluator's metrics (complete on every rank; evaluators gather across ranks).
+
+    Raises:
+        NonFiniteOutputError: the model's outputs for a batch hold NaN or inf (thresholded they would
+            pass for empty masks); the message names the tensors and the batch's samples.
     """
     was_training = model.training
     model.eval()
@@ -110,12 +116,17 @@ def run_evaluation(
         pin_memory=device.type == "cuda",
         generator=torch.Generator(),
     )
-    for batch in tqdm(loader, desc="evaluate", disable=not dist.is_main, dynamic_ncols=True):
-        inputs = batch.to(device, non_blocking=True)
-        valid_indices, _ = inputs.valid_frames()
-        with precision.autocast():
-            outputs = model(inputs.frames, inputs.pad_mask, inputs.texts, inputs.image_sizes, valid_indices)
-        evaluator.update(outputs, batch)
+
+    def predict_shard() -> None:
+        for batch in progress_bar(loader, desc="evaluate", disable=not dist.is_main):
+            inputs = batch.to(device, non_blocking=True)
+            valid_indices, _ = inputs.valid_frames()
+            with precision.autocast():
+                outputs = model(inputs.frames, inputs.pad_mask, inputs.texts, inputs.image_sizes, valid_indices)
+            outputs.require_finite(f"the samples {batch.metadata} (amp {precision.effective})")
+            evaluator.update(outputs, batch)
+
+    on_every_process(predict_shard, "evaluating its shard")
     metrics = evaluator.summarize()
     model.train(was_training)
     return metrics

@@ -1,4 +1,4 @@
-"""RefCOCO / RefCOCO+ / RefCOCOg evaluation (datasets_and_metrics.md §4.4 and §7.2).
+"""RefCOCO / RefCOCO+ / RefCOCOg evaluation (docs/datasets.md#refcoco-refcoco-refcocog).
 
 Every query of every pseudo-image is a detection with an absolute box and a mask at the original
 resolution. Reported per validation set:
@@ -79,7 +79,7 @@ def _box_intersection_and_union(box_a: Sequence[float], box_b: Sequence[float]) 
 def box_precision_and_iou(
     results: Sequence[dict[str, Any]], ground_truth: str | os.PathLike[str] | COCO
 ) -> dict[str, float]:
-    """Box Precision@K, overall IoU and mean IoU of the top-scoring prediction per image (§7.2).
+    """Box Precision@K, overall IoU and mean IoU of the top-scoring prediction per image.
 
     Args:
         results: COCO results with an ``xywh`` ``bbox`` and a ``score``.
@@ -149,7 +149,7 @@ def evaluate_refcoco_sets(
 
 
 class RefCOCOEvaluator:
-    """Accumulates RefCOCO/+/g predictions and scores each validation set (training.md §7.3).
+    """Accumulates RefCOCO/+/g predictions and scores each validation set.
 
     Args:
         datasets: the evaluated :class:`~wavecl.data.refcoco.RefCOCO` sets (a ``ConcatDataset`` of them

@@ -3,28 +3,31 @@
 Videos of any length are evaluated in windows of ``window_size`` frames (the datasets split them),
 so memory stays bounded; each window picks its own query, as Ref-DAVIS17's 36-frame chunks do.
 
-- :class:`YTVOSSubmissionEvaluator`: Ref-YouTube-VOS ``valid``; writes the PNGs and the zip the
-  evaluation server accepts. No local metric exists.
-- :class:`SyntheticJFEvaluator`: held-out synthetic clips (ground truth on disk); region similarity J
-  and boundary F with the DAVIS definitions.
+- :class:`YTVOSEvaluator`: a Ref-YouTube-VOS-layout ``valid`` split; writes the PNGs, then scores
+  them with J, F and J&F when the split has ``Annotations/`` (one's own data, the synthetic set), or
+  zips them for the evaluation server (the real Ref-YouTube-VOS valid split).
 - :class:`RefDAVISEvaluator`: Ref-DAVIS17; writes per-annotator index PNGs and scores them with the
   DAVIS 2017 protocol, averaged over the four annotators.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 from torch import Tensor
 
-from wavecl.data.synthetic import expression_ground_truth
 from wavecl.data.types import Batch
-from wavecl.distributed import gather_objects, gather_to_main, on_every_process, on_main_process
-from wavecl.evaluation.davis import ObjectMerge, db_eval_boundary, db_eval_iou, evaluate_ref_davis, write_davis_labels
-from wavecl.evaluation.ytvos import write_ytvos_masks, zip_submission
+from wavecl.data.ytvos import YTVOSGroundTruth
+from wavecl.distributed import gather_objects, on_every_process, on_main_process
+from wavecl.evaluation.davis import ObjectMerge, evaluate_ref_davis, write_davis_labels
+from wavecl.evaluation.ytvos import (
+    ANNOTATIONS_FOLDER,
+    PER_EXPRESSION_FILENAME,
+    score_ytvos_predictions,
+    write_ytvos_masks,
+    zip_submission,
+)
 from wavecl.model.output import WaveCLOutput
 from wavecl.model.postprocess import video_postprocess, video_probabilities
 
@@ -39,18 +42,25 @@ def clip_masks(outputs: WaveCLOutput, batch: Batch, b: int, orig_size: tuple[int
     return masks
 
 
-def jf_summary(per_expression: list[tuple[float, float]]) -> dict[str, float]:
-    """``J``, ``F``, ``J&F`` and the count from each expression's frame-averaged ``(J, F)``: every
-    expression weighs the same, whatever its length."""
-    j, f = np.mean(per_expression, axis=0).tolist()
-    return {"J": j, "F": f, "J&F": (j + f) / 2, "expressions": float(len(per_expression))}
+class YTVOSEvaluator:
+    """Ref-YouTube-VOS-layout evaluation: writes ``<out_dir>/Annotations/<video>/<exp_id>/<frame>.png``,
+    then scores them when the split has ground truth, or zips them for the evaluation server.
 
+    Args:
+        out_dir: receives ``Annotations/`` and, with ground truth, ``per_expression.csv`` (J, F, J&F of
+            every expression); without, ``submission.zip``.
+        ground_truth: the annotated split (one's own data, the synthetic set), or ``None`` for the real
+            valid split, which has no local ground truth.
 
-class YTVOSSubmissionEvaluator:
-    """Writes ``<out_dir>/Annotations/<video>/<exp_id>/<frame>.png`` and ``<out_dir>/submission.zip``."""
+    With ground truth, :meth:`summarize` returns what
+    :func:`~wavecl.evaluation.ytvos.score_ytvos_predictions` returns (J, F, J&F, expressions, frames,
+    missing_masks, extra_masks), scored from the PNGs on disk against the ground truth's full list, the
+    same computation as ``wavecl evaluate --predictions``; without, ``{"windows"}``.
+    """
 
-    def __init__(self, out_dir: str | Path) -> None:
+    def __init__(self, out_dir: str | Path, ground_truth: YTVOSGroundTruth | None = None) -> None:
         self.out_dir = Path(out_dir)
+        self.ground_truth = ground_truth
         self.num_windows = 0
 
     def update(self, outputs: WaveCLOutput, batch: Batch) -> None:
@@ -61,60 +71,16 @@ class YTVOSSubmissionEvaluator:
 
     def summarize(self) -> dict[str, float]:
         windows = sum(gather_objects(self.num_windows))  # a collective: every rank's PNGs are on disk
-        on_main_process(
-            lambda: zip_submission(self.out_dir / "Annotations", self.out_dir / "submission.zip"),
-            "zipping the Ref-YouTube-VOS submission",
-        )
-        return {"windows": float(windows)}
 
+        def finish() -> dict[str, float]:
+            if self.ground_truth is None:
+                zip_submission(self.out_dir / ANNOTATIONS_FOLDER, self.out_dir / "submission.zip")
+                return {"windows": float(windows)}
+            per_expression = self.out_dir / PER_EXPRESSION_FILENAME
+            return score_ytvos_predictions(self.out_dir, self.ground_truth, per_expression)
 
-class SyntheticJFEvaluator:
-    """Mean J, F and J&F over the expressions of a synthetic held-out split (ground truth on disk).
-
-    Args:
-        root: the synthetic dataset root (written by :func:`wavecl.data.synthetic.write_synthetic_ytvos`).
-        split: the held-out split, ``valid``.
-        out_dir: if given, the predicted masks are also written as
-            ``<out_dir>/Annotations/<video>/<exp_id>/<frame>.png`` (the Ref-YouTube-VOS submission layout),
-            so that ``wavecl evaluate --predictions`` can score them again.
-    """
-
-    def __init__(self, root: str | Path, split: str = "valid", out_dir: str | Path | None = None) -> None:
-        self.root = root
-        self.split = split
-        self.out_dir = None if out_dir is None else Path(out_dir)
-        self.per_frame: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
-        self._ground_truth: dict[tuple[str, str], np.ndarray] = {}
-
-    def ground_truth(self, video_id: str, exp_id: str) -> np.ndarray:
-        key = (video_id, exp_id)
-        if key not in self._ground_truth:
-            self._ground_truth[key] = expression_ground_truth(self.root, self.split, video_id, exp_id)
-        return self._ground_truth[key]
-
-    def update(self, outputs: WaveCLOutput, batch: Batch) -> None:
-        for b, meta in enumerate(batch.metadata):
-            masks = clip_masks(outputs, batch, b, tuple(meta["orig_size"])).cpu()
-            if self.out_dir is not None:
-                write_ytvos_masks(self.out_dir, meta["video_id"], meta["exp_id"], meta["frame_names"], masks)
-            masks = masks.numpy()
-            start = int(meta["window_start"])
-            truth = self.ground_truth(meta["video_id"], meta["exp_id"])[start : start + len(masks)]
-            j = db_eval_iou(truth, masks)
-            f = db_eval_boundary(truth, masks)
-            self.per_frame[(meta["video_id"], meta["exp_id"])].extend(zip(j.tolist(), f.tolist()))
-
-    def summarize(self) -> dict[str, float]:
-        parts = gather_to_main(dict(self.per_frame))
-
-        def summary() -> dict[str, float]:
-            merged: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
-            for part in parts:
-                for key, values in part.items():
-                    merged[key].extend(values)
-            return jf_summary([tuple(np.mean(values, axis=0)) for values in merged.values()]) if merged else {}
-
-        return on_main_process(summary, "computing J&F")
+        what = "zipping the submission" if self.ground_truth is None else "scoring J&F"
+        return on_main_process(finish, what)
 
 
 @dataclass
@@ -128,7 +94,7 @@ class _OpenChunk:
 
 
 class RefDAVISEvaluator:
-    """Ref-DAVIS17 inference and J&F (§5.2-5.3).
+    """Ref-DAVIS17 inference and J&F (docs/datasets.md#ref-davis17).
 
     The probability maps of the objects of one (video, annotator, chunk) are merged as they arrive
     (:class:`~wavecl.evaluation.davis.ObjectMerge`: one id map and one probability map per chunk,

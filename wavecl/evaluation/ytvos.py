@@ -1,24 +1,44 @@
-"""Ref-YouTube-VOS submission files (datasets_and_metrics.md §3.5).
+"""Predictions in the Ref-YouTube-VOS format: written, zipped, read back, checked and scored
+(docs/datasets.md#ref-youtube-vos).
 
-There is no local ground truth for the validation set: predictions are written as
-``Annotations/<video_id>/<exp_id>/<frame>.png`` (single-channel, 0 or 255, original frame size) and
-uploaded as a zip whose top-level folder is ``Annotations/``; the server computes J, F and J&F.
+Predictions are ``Annotations/<video_id>/<exp_id>/<frame>.png`` (single-channel, 0 or 255, original
+frame size), in a folder or a zip whose top-level folder is ``Annotations/``.
+
+- The real valid split has no local ground truth: the zip goes to the evaluation server, which
+  computes J, F and J&F; :func:`check_ytvos_submission` checks that it is complete.
+- A split with ground truth (``valid/Annotations``: one's own data, the synthetic set) is scored
+  here by :func:`score_ytvos_predictions` with the DAVIS-2017 definitions of J and F. The predictions
+  are compared against the ground truth's full list of (video, expression, frame): a missing mask
+  counts as an empty one, and missing and extra masks are counted in the metrics and logged as
+  warnings, so no number is ever computed on a silent subset.
 """
 
 from __future__ import annotations
 
+import csv
+import logging
 import os
 import zipfile
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from torch import Tensor
 
-from wavecl.atomic import atomic_path, save_image
+from wavecl.atomic import atomic_path, save_image, write_text
+from wavecl.data.ytvos import YTVOSGroundTruth, read_index_mask
+from wavecl.evaluation.davis import db_eval_boundary, db_eval_iou
+
+logger = logging.getLogger(__name__)
 
 ANNOTATIONS_FOLDER = "Annotations"
+PER_EXPRESSION_FILENAME = "per_expression.csv"
+MISSING_FILENAME = "missing_masks.txt"
+EXTRA_FILENAME = "extra_masks.txt"
+LISTED = 5
+"""How many missing or extra masks a message names (the count is always complete)."""
 
 
 def write_ytvos_masks(
@@ -75,3 +95,196 @@ def zip_submission(annotations_root: str | os.PathLike[str], zip_path: str | os.
                 continue
             archive.write(path, f"{ANNOTATIONS_FOLDER}/{path.relative_to(root).as_posix()}")
     return zip_path
+
+
+def mask_member(video_id: str, exp_id: str, frame: str) -> str:
+    """``Annotations/<video_id>/<exp_id>/<frame>.png``: a mask's path inside a predictions folder or zip."""
+    return f"{ANNOTATIONS_FOLDER}/{video_id}/{exp_id}/{frame}.png"
+
+
+class SavedMasks:
+    """The PNG masks of saved predictions: a folder holding ``Annotations/``, or a zip of it.
+
+    Attributes:
+        path: the folder or zip.
+        members: every ``Annotations/.../<frame>.png`` it holds (:func:`mask_member` form).
+
+    Raises:
+        FileNotFoundError: ``path`` is neither a zip nor a folder holding ``Annotations/``.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.archive: zipfile.ZipFile | None = None
+        if self.path.is_file() and zipfile.is_zipfile(self.path):
+            self.archive = zipfile.ZipFile(self.path)
+            self.members = {name for name in self.archive.namelist() if name.endswith(".png")}
+        elif (self.path / ANNOTATIONS_FOLDER).is_dir():
+            folder = self.path / ANNOTATIONS_FOLDER
+            self.members = {p.relative_to(self.path).as_posix() for p in folder.rglob("*.png")}
+        else:
+            raise FileNotFoundError(
+                f"no predictions at {self.path}: expected a zip or a folder holding {ANNOTATIONS_FOLDER}/"
+            )
+
+    def read(self, member: str) -> np.ndarray:
+        """``[H, W]`` bool mask of ``member`` (pixels above 127).
+
+        Raises:
+            ValueError: the PNG is not single-channel or cannot be read (the file is named).
+        """
+        if self.archive is None:
+            return read_index_mask(self.path / member) > 127
+        with self.archive.open(member) as handle, Image.open(handle) as image:
+            if image.mode not in ("P", "L"):
+                raise ValueError(f"{self.path}: {member} must be a single-channel PNG, got mode {image.mode}")
+            return np.asarray(image) > 127
+
+    def close(self) -> None:
+        if self.archive is not None:
+            self.archive.close()
+
+    def __enter__(self) -> SavedMasks:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _listed(members: Sequence[str]) -> str:
+    more = f" and {len(members) - LISTED} more" if len(members) > LISTED else ""
+    return ", ".join(members[:LISTED]) + more
+
+
+def check_ytvos_submission(
+    path: str | os.PathLike[str], expected: Mapping[tuple[str, str], Sequence[str]]
+) -> dict[str, float]:
+    """Check that a submission has a mask for every frame of every expression (no ground truth needed).
+
+    Args:
+        path: ``submission.zip`` or the folder holding ``Annotations/``.
+        expected: ``{(video_id, exp_id): frame names}`` the split asks for.
+
+    Returns:
+        ``{"expressions", "frames"}``: what the submission covers.
+
+    Raises:
+        ValueError: masks are missing (their number and the first few are named).
+    """
+    with SavedMasks(path) as saved:
+        wanted = [mask_member(video, exp_id, frame) for (video, exp_id), frames in expected.items() for frame in frames]
+        missing = [member for member in wanted if member not in saved.members]
+    if missing:
+        raise ValueError(f"{path} lacks {len(missing)} of {len(wanted)} masks: {_listed(missing)}")
+    return {"expressions": float(len(expected)), "frames": float(len(wanted))}
+
+
+def jf_summary(per_expression: Sequence[tuple[float, float]]) -> dict[str, float]:
+    """``J``, ``F``, ``J&F`` and ``expressions`` from each expression's frame-averaged ``(J, F)``: every
+    expression weighs the same, whatever its length. Empty input gives an empty dict."""
+    if not per_expression:
+        return {}
+    j, f = np.mean(np.asarray(per_expression, dtype=np.float64), axis=0).tolist()
+    return {"J": j, "F": f, "J&F": (j + f) / 2, "expressions": float(len(per_expression))}
+
+
+def _write_per_expression(path: Path, rows: list[dict[str, object]]) -> None:
+    columns = ["video", "exp_id", "expression", "frames", "missing", "J", "F", "J&F"]
+    with atomic_path(path) as temporary, open(temporary, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def score_ytvos_predictions(
+    path: str | os.PathLike[str],
+    ground_truth: YTVOSGroundTruth,
+    per_expression_path: str | os.PathLike[str] | None = None,
+) -> dict[str, float]:
+    """J, F and J&F of saved predictions against an annotated split, over the ground truth's full list.
+
+    Per expression, J (region similarity) and F (boundary measure), with the DAVIS-2017 definitions
+    of :mod:`wavecl.evaluation.davis`, are averaged over every frame of its video; the results
+    average over the expressions (:func:`jf_summary`). A mask the predictions lack is scored as an
+    empty mask; masks that no expression of the ground truth asks for are ignored. Both are counted
+    and logged as warnings naming the first few.
+
+    Args:
+        path: a folder holding ``Annotations/<video>/<exp_id>/<frame>.png``, or its zip.
+        ground_truth: the annotated split (:class:`~wavecl.data.ytvos.YTVOSGroundTruth`).
+        per_expression_path: if given, a CSV with one row per expression (video, exp_id, expression,
+            frames, missing, J, F, J&F) is written there, and beside it the full lists of missing and
+            extra masks (``missing_masks.txt``, ``extra_masks.txt``, one path per line) when there are any.
+
+    Returns:
+        ``J``, ``F``, ``J&F``, ``expressions``, ``frames`` (scored), ``missing_masks`` and ``extra_masks``.
+
+    Raises:
+        FileNotFoundError: no predictions at ``path``, or a ground-truth PNG is missing.
+        ValueError: a predicted mask is not single-channel or has another size than its ground truth.
+    """
+    by_video: dict[str, list] = defaultdict(list)
+    for expression in ground_truth.expressions:
+        by_video[expression.video_id].append(expression)
+    per_expression: list[tuple[float, float]] = []
+    rows: list[dict[str, object]] = []
+    missing: list[str] = []
+    expected: set[str] = set()
+    with SavedMasks(path) as saved:
+        for video_id, expressions in by_video.items():
+            labels = ground_truth.video_labels(video_id, expressions[0].frames)
+            for expression in expressions:
+                truth = labels == expression.obj_id
+                predicted = np.zeros_like(truth)
+                absent = 0
+                for t, frame in enumerate(expression.frames):
+                    member = mask_member(video_id, expression.exp_id, frame)
+                    expected.add(member)
+                    if member not in saved.members:
+                        missing.append(member)
+                        absent += 1
+                        continue
+                    mask = saved.read(member)
+                    if mask.shape != truth.shape[1:]:
+                        raise ValueError(
+                            f"{path}: {member} is {mask.shape[0]}x{mask.shape[1]}, its ground truth "
+                            f"{ground_truth.paths.mask_file(video_id, frame, ground_truth.subset)} is "
+                            f"{truth.shape[1]}x{truth.shape[2]}"
+                        )
+                    predicted[t] = mask
+                j = float(np.mean(db_eval_iou(truth, predicted)))
+                f = float(np.mean(db_eval_boundary(truth, predicted)))
+                per_expression.append((j, f))
+                rows.append(
+                    {
+                        "video": video_id,
+                        "exp_id": expression.exp_id,
+                        "expression": expression.text,
+                        "frames": len(expression.frames),
+                        "missing": absent,
+                        "J": f"{j:.6f}",
+                        "F": f"{f:.6f}",
+                        "J&F": f"{(j + f) / 2:.6f}",
+                    }
+                )
+        extra = sorted(saved.members - expected)
+    folder = None if per_expression_path is None else Path(per_expression_path).parent
+    if per_expression_path is not None:
+        _write_per_expression(Path(per_expression_path), rows)
+    problems = (
+        (MISSING_FILENAME, missing, f"lacks {len(missing)} of {len(expected)} masks, scored as empty masks"),
+        (EXTRA_FILENAME, extra, f"holds {len(extra)} masks that the ground truth does not ask for, ignored"),
+    )
+    for filename, members, summary in problems:
+        listing = "" if folder is None else f" (all in {folder / filename})"
+        if folder is not None and members:
+            write_text(folder / filename, "".join(f"{member}\n" for member in members))
+        elif folder is not None:
+            (folder / filename).unlink(missing_ok=True)  # a list left by an earlier scoring no longer holds
+        if members:
+            logger.warning("%s %s: %s%s", path, summary, _listed(members), listing)
+    return jf_summary(per_expression) | {
+        "frames": float(len(expected)),
+        "missing_masks": float(len(missing)),
+        "extra_masks": float(len(extra)),
+    }

@@ -1,11 +1,18 @@
 """Pictures of predictions: masks blended over frames, and a contact sheet of sampled frames.
 
-Colours are the DAVIS / PASCAL VOC palette (:func:`wavecl.data.palette.index_palette`) from entry 1
-on, so sentence ``i`` is drawn in the colour that object id ``i + 1`` has in an index PNG.
+Every sentence gets its own bright colour (:func:`sentence_colors`, hues a golden-ratio step apart).
+:func:`overlay_masks` keeps every mask readable:
+
+- where masks overlap (two sentences on one object), the fill and the outline alternate between
+  their colours in diagonal stripes, so both stay visible instead of blending into one colour;
+- each mask is outlined in its colour, and the union of the masks gets a one-pixel halo outside it,
+  black over light pixels and white over dark ones, so a mask on an object of its own colour still
+  shows its extent.
 """
 
 from __future__ import annotations
 
+import colorsys
 import math
 import os
 from collections.abc import Sequence
@@ -15,16 +22,25 @@ from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 
 from wavecl.atomic import save_image
-from wavecl.data.palette import index_palette
 
 LEGEND_PADDING = 6
 SWATCH_SIZE = 12
+TITLE_HEIGHT = 16
+STRIPE_WIDTH = 4
+"""Width in pixels of the diagonal stripes that alternate the colours of overlapping masks."""
+_GOLDEN_RATIO_CONJUGATE = (math.sqrt(5) - 1) / 2
+_LIGHT = 128
 
 
 def sentence_colors(count: int) -> np.ndarray:
-    """``[count, 3]`` uint8 RGB colours, one per sentence (palette entries 1, 2, ..., cycling over 1-255)."""
-    palette = np.asarray(index_palette(), dtype=np.uint8).reshape(256, 3)
-    return palette[1 + np.arange(count) % 255]
+    """``[count, 3]`` uint8 RGB colours, one per sentence: saturated, bright, hues a golden-ratio turn apart
+    (so neighbours in the list differ most), darker on every other turn of the hue circle."""
+    colors = []
+    for index in range(count):
+        hue = (index * _GOLDEN_RATIO_CONJUGATE) % 1.0
+        value = 1.0 if (index * _GOLDEN_RATIO_CONJUGATE) % 2.0 < 1.0 else 0.75
+        colors.append(colorsys.hsv_to_rgb(hue, 0.85, value))
+    return np.round(np.asarray(colors, dtype=np.float64).reshape(count, 3) * 255).astype(np.uint8)
 
 
 def mask_contours(masks: np.ndarray) -> np.ndarray:
@@ -36,13 +52,29 @@ def mask_contours(masks: np.ndarray) -> np.ndarray:
     return masks & ~inner
 
 
+def striped_owner(masks: np.ndarray) -> np.ndarray:
+    """``[H, W]`` int: which of the ``[N, H, W]`` masks colours each pixel, ``-1`` where none covers it.
+
+    A pixel covered by ``k`` masks takes the ``j``-th of them (in order) with
+    ``j = ((x + y) // STRIPE_WIDTH) % k``: diagonal stripes that cycle through the overlapping masks.
+    """
+    count = masks.sum(axis=0)
+    height, width = masks.shape[1:]
+    diagonal = (np.arange(height)[:, None] + np.arange(width)[None, :]) // STRIPE_WIDTH
+    choice = diagonal % np.maximum(count, 1)
+    rank = np.cumsum(masks, axis=0) - 1
+    selected = masks & (rank == choice[None])
+    return np.where(count > 0, selected.argmax(axis=0), -1)
+
+
 def overlay_masks(
     frame: np.ndarray, masks: np.ndarray, colors: np.ndarray | None = None, alpha: float = 0.5
 ) -> np.ndarray:
-    """Blend each mask over ``frame`` in its own colour and outline it in that colour.
+    """Blend each mask over ``frame`` in its own colour, outline it, and halo the union of the masks.
 
-    Masks are painted in order, so a later sentence's mask is drawn over an earlier one where they
-    overlap; contours are drawn last, fully opaque.
+    Where masks overlap, fill and outline alternate between their colours in diagonal stripes
+    (:func:`striped_owner`); the outlines (:func:`mask_contours`) are opaque; the one-pixel ring just
+    outside the union of the masks is black where the frame is light and white where it is dark.
 
     Args:
         frame: ``[H, W, 3]`` uint8 RGB.
@@ -65,12 +97,19 @@ def overlay_masks(
     colors = sentence_colors(len(masks)) if colors is None else np.asarray(colors, dtype=np.uint8)
     if colors.shape != (len(masks), 3):
         raise ValueError(f"colors must be [{len(masks)}, 3], got {list(colors.shape)}")
-    blended = frame.astype(np.float32)
-    for mask, color in zip(masks, colors):
-        blended[mask] = (1.0 - alpha) * blended[mask] + alpha * color.astype(np.float32)
-    image = np.round(blended).astype(np.uint8)
-    for contour, color in zip(mask_contours(masks), colors):
-        image[contour] = color
+    image = frame.copy()
+    if len(masks) == 0:
+        return image
+    owner = striped_owner(masks)
+    filled = owner >= 0
+    blended = (1.0 - alpha) * frame[filled].astype(np.float32) + alpha * colors[owner[filled]].astype(np.float32)
+    image[filled] = np.round(blended).astype(np.uint8)
+    outline = striped_owner(mask_contours(masks))
+    image[outline >= 0] = colors[outline[outline >= 0]]
+    union = masks.any(axis=0)
+    halo = ndimage.binary_dilation(union) & ~union
+    luminance = frame[halo].astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    image[halo] = np.where(luminance[:, None] >= _LIGHT, 0, 255).astype(np.uint8)
     return image
 
 
@@ -81,6 +120,11 @@ def _fit_text(draw: ImageDraw.ImageDraw, text: str, font: ImageFont.ImageFont, w
     while text and draw.textlength(text + "...", font=font) > width:
         text = text[:-1]
     return text + "..."
+
+
+def title_height(title: str | None) -> int:
+    """Height in pixels of the title band :func:`contact_sheet` puts above the grid (0 without a title)."""
+    return TITLE_HEIGHT if title else 0
 
 
 def legend_height(num_labels: int) -> int:
@@ -96,8 +140,9 @@ def contact_sheet(
     labels: Sequence[str] | None = None,
     colors: np.ndarray | None = None,
     captions: Sequence[str] | None = None,
+    title: str | None = None,
 ) -> np.ndarray:
-    """Tile frames into a grid, row by row, with a legend of label → colour underneath.
+    """Tile frames into a grid, row by row, with a title above and a legend of label → colour underneath.
 
     Args:
         frames: ``F`` uint8 RGB images ``[h, w, 3]`` of one size (typically :func:`overlay_masks` output).
@@ -105,9 +150,10 @@ def contact_sheet(
         labels: the sentences, listed under the grid each beside a swatch of its colour; none when omitted.
         colors: ``[len(labels), 3]`` uint8 swatch colours; :func:`sentence_colors` when omitted.
         captions: ``F`` short texts (e.g. ``"frame 12"``) written in each tile's top-left corner.
+        title: one line written above the grid (e.g. which frames the sheet shows); none when omitted.
 
     Returns:
-        ``[rows * h + legend_height(len(labels)), columns * w, 3]`` uint8 RGB.
+        ``[title_height(title) + rows * h + legend_height(len(labels)), columns * w, 3]`` uint8 RGB.
     """
     if len(frames) == 0:
         raise ValueError("contact_sheet needs at least one frame")
@@ -128,21 +174,24 @@ def contact_sheet(
         raise ValueError(f"colors must be [{len(labels)}, 3], got {list(colors.shape)}")
 
     rows = math.ceil(len(frames) / columns)
-    grid_height = rows * height
+    top = title_height(title)
+    grid_height = top + rows * height
     sheet = np.zeros((grid_height + legend_height(len(labels)), columns * width, 3), dtype=np.uint8)
     for index, frame in enumerate(frames):
         row, column = divmod(index, columns)
-        sheet[row * height : (row + 1) * height, column * width : (column + 1) * width] = frame
-    if not labels and captions is None:
+        sheet[top + row * height : top + (row + 1) * height, column * width : (column + 1) * width] = frame
+    if not labels and captions is None and not title:
         return sheet
 
     image = Image.fromarray(sheet)
     draw = ImageDraw.Draw(image)
     font = ImageFont.load_default()
+    if title:
+        draw.text((3, 2), _fit_text(draw, title, font, sheet.shape[1] - 6), fill=(255, 255, 255), font=font)
     for index, caption in enumerate(captions or []):
         row, column = divmod(index, columns)
         draw.text(
-            (column * width + 3, row * height + 2),
+            (column * width + 3, top + row * height + 2),
             caption,
             fill=(255, 255, 255),
             font=font,

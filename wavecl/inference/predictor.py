@@ -2,9 +2,10 @@
 
 A video is cut into consecutive windows of ``window`` frames (the last one may be shorter), decoded
 window by window, so memory does not grow with the video's length. Each window is one clip for the
-model, prepared as in evaluation (DETR resize, ImageNet normalisation, datasets_and_metrics.md §0.3) and
-post-processed as Ref-YouTube-VOS (§8.3): per sentence, the query with the highest time-averaged
-score in that window, its masks thresholded at 0.5 and brought back to the original resolution.
+model, prepared as in evaluation (DETR resize, ImageNet normalisation, docs/datasets.md#transforms)
+and post-processed as Ref-YouTube-VOS (docs/architecture.md#post-processing): per sentence, the query
+with the highest time-averaged score in that window, its masks thresholded at 0.5 and brought back to
+the original resolution.
 
 Every sentence is a separate clip of one batch, so all sentences are segmented in one forward pass.
 """
@@ -21,7 +22,6 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
-from tqdm import tqdm
 
 from wavecl.amp import decide_precision
 from wavecl.config import DEFAULT_AMP, AmpMode
@@ -29,8 +29,10 @@ from wavecl.data.paths import read_image
 from wavecl.data.transforms import ClipTransform, clean_expression
 from wavecl.data.video import iter_video_frames, probe_video
 from wavecl.device import resolve_device
-from wavecl.model.postprocess import video_postprocess
+from wavecl.model.output import NonFiniteOutputError
+from wavecl.model.postprocess import MASK_THRESHOLD, video_postprocess
 from wavecl.model.wavecl import WaveCL
+from wavecl.progress import progress_bar
 
 VideoInput = str | os.PathLike | Sequence[Image.Image] | np.ndarray
 """An mp4 (or any FFmpeg-readable) file, a folder of frames, a list of PIL images or a ``[T, H, W, 3]`` uint8 array."""
@@ -43,7 +45,9 @@ class VideoSource:
     """Frames to segment, produced lazily.
 
     Attributes:
-        frames: the RGB frames in order; iterating decodes or reads them one at a time.
+        frames: the RGB frames in order; iterating decodes or reads them one at a time. A frame read
+            from a folder carries its file name without extension as ``info["frame_name"]``; a frame
+            decoded from a video file carries its presentation time in seconds as ``info["time"]``.
         num_frames: the frame count when known without decoding (for progress display), else ``None``.
         fps: frames per second recorded in a video file, else ``None``.
         name: how error messages refer to the video.
@@ -60,10 +64,40 @@ def _natural_key(path: Path) -> list:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
 
 
+def frame_files(folder: Path) -> list[Path]:
+    """The ``.jpg``/``.jpeg``/``.png`` files of ``folder`` in natural name order (``frame2`` before ``frame10``).
+
+    Raises:
+        ValueError: the folder holds no frame, or two frames share a name without extension
+            (``a.jpg`` and ``a.png``), which would give their masks one file name.
+    """
+    files = sorted((p for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES), key=_natural_key)
+    if not files:
+        raise ValueError(f"no frames ({', '.join(FRAME_SUFFIXES)}) in folder {folder}")
+    seen: dict[str, Path] = {}
+    for path in files:
+        if path.stem in seen:
+            raise ValueError(
+                f"frames {seen[path.stem].name} and {path.name} in {folder} have the same name {path.stem!r} "
+                "(their masks would overwrite each other)"
+            )
+        seen[path.stem] = path
+    return files
+
+
+def _named_frame(path: Path) -> Image.Image:
+    image = read_image(path, exif_orientation=True)
+    image.info["frame_name"] = path.stem
+    return image
+
+
 def open_video(video: VideoInput) -> VideoSource:
     """Wrap any accepted video form as a :class:`VideoSource`.
 
-    A folder's frames are its ``.jpg``/``.jpeg``/``.png`` files in natural name order.
+    A folder's frames are its ``.jpg``/``.jpeg``/``.png`` files in natural name order
+    (:func:`frame_files`), turned as their EXIF orientation says; a video file's frames are turned as
+    its display matrix says (:func:`wavecl.data.video.upright_image`): frames are segmented as a
+    viewer sees them.
 
     Raises:
         FileNotFoundError: the path does not exist.
@@ -73,10 +107,8 @@ def open_video(video: VideoInput) -> VideoSource:
     if isinstance(video, (str, os.PathLike)):
         path = Path(video)
         if path.is_dir():
-            files = sorted((p for p in path.iterdir() if p.suffix.lower() in FRAME_SUFFIXES), key=_natural_key)
-            if not files:
-                raise ValueError(f"no frames ({', '.join(FRAME_SUFFIXES)}) in folder {path}")
-            return VideoSource((read_image(p) for p in files), len(files), None, str(path))
+            files = frame_files(path)
+            return VideoSource((_named_frame(p) for p in files), len(files), None, str(path))
         num_frames, fps = probe_video(path)
         return VideoSource(iter_video_frames(path), num_frames, fps, str(path))
     if isinstance(video, np.ndarray):
@@ -110,7 +142,8 @@ class VideoPredictor:
             asking for CUDA without CUDA is an error).
         amp: ``"off"``, ``"bf16"`` or ``"fp16"`` autocast on CUDA (:func:`wavecl.amp.decide_precision`:
             float16 where bfloat16 is not native; float32 on the CPU).
-        progress: show a tqdm bar over frames.
+        progress: show progress over frames (a live bar on a terminal, a line every few seconds in a log).
+        threshold: mask probability above which a pixel is in the mask, in ``(0, 1)``.
 
     Example::
 
@@ -127,15 +160,19 @@ class VideoPredictor:
         device: str | torch.device = "cpu",
         amp: AmpMode = DEFAULT_AMP,
         progress: bool = True,
+        threshold: float = MASK_THRESHOLD,
     ) -> None:
         if window < 1:
             raise ValueError(f"window must be a positive number of frames, got {window}")
+        if not 0.0 < threshold < 1.0:
+            raise ValueError(f"threshold must be a probability in (0, 1), got {threshold}")
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.transform = ClipTransform(train=False, short_size=short_size, max_size=max_size)
         self.window = window
         self.precision = decide_precision(amp, self.device)
         self.progress = progress
+        self.threshold = threshold
 
     def predict_window(self, frames: Sequence[Image.Image], sentences: Sequence[str]) -> Tensor:
         """Segment one clip.
@@ -146,6 +183,9 @@ class VideoPredictor:
 
         Returns:
             ``[N, T, H, W]`` bool masks on the CPU.
+
+        Raises:
+            NonFiniteOutputError: the model's outputs hold NaN or inf (they would threshold to empty masks).
         """
         width, height = frames[0].size
         clip, _, _ = self.transform(list(frames), [None] * len(frames), "")
@@ -156,6 +196,7 @@ class VideoPredictor:
         image_sizes = torch.tensor([[resized_h, resized_w]] * num_sentences, device=self.device)
         with torch.inference_mode(), self.precision.autocast():
             output = self.model(inputs, pad_mask, list(sentences), image_sizes)
+            output.require_finite(f"a clip of {num_frames} frames")
             masks = [
                 video_postprocess(
                     output.pred_cls[:, index],
@@ -163,6 +204,7 @@ class VideoPredictor:
                     padded_size=(resized_h, resized_w),
                     size=(resized_h, resized_w),
                     orig_size=(height, width),
+                    threshold=self.threshold,
                 )[1]
                 for index in range(num_sentences)
             ]
@@ -190,7 +232,8 @@ class VideoPredictor:
         first_size: tuple[int, int] | None = None
         window: list[Image.Image] = []
         start = 0
-        with tqdm(total=source.num_frames, unit="frame", desc=Path(source.name).name, disable=not self.progress) as bar:
+        name = Path(source.name).name
+        with progress_bar(total=source.num_frames, unit="frame", desc=name, disable=not self.progress) as bar:
             for index, frame in enumerate(source.frames):
                 if first_size is None:
                     first_size = frame.size
@@ -201,20 +244,23 @@ class VideoPredictor:
                     )
                 window.append(frame)
                 if len(window) == self.window:
-                    yield from self._segment(window, texts, start)
+                    yield from self._segment(window, texts, start, source.name)
                     bar.update(len(window))
                     start += len(window)
                     window = []
             if window:
-                yield from self._segment(window, texts, start)
+                yield from self._segment(window, texts, start, source.name)
                 bar.update(len(window))
         if first_size is None:
             raise ValueError(f"video {source.name} has no frames")
 
     def _segment(
-        self, frames: list[Image.Image], texts: list[str], start: int
+        self, frames: list[Image.Image], texts: list[str], start: int, name: str
     ) -> Iterator[tuple[int, Image.Image, Tensor]]:
-        masks = self.predict_window(frames, texts)
+        try:
+            masks = self.predict_window(frames, texts)
+        except NonFiniteOutputError as error:
+            raise NonFiniteOutputError(f"{error}; frames {start} to {start + len(frames) - 1} of {name}") from error
         for offset, frame in enumerate(frames):
             yield start + offset, frame, masks[:, offset]
 

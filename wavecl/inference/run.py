@@ -3,10 +3,17 @@
 Output folder::
 
     <out_dir>/
-        masks/<i>_<slug>/<frame:05d>.png   per sentence i and frame, 0/255 grey PNG at the original size
-        overlay.mp4                        the video with every sentence's mask blended in its colour
-        contact_sheet.png                  about 8 evenly spaced overlay frames and a legend
+        masks/<i>_<slug>/<frame>.png   per sentence i and frame, 0/255 grey PNG at the original size
+        overlay.mp4                    the video with every sentence's mask in its colour, outlined
+        contact_sheet.png              up to 8 evenly spaced overlay frames, each captioned with its
+                                       name, a title saying which frames it shows, and a legend
 
+Mask files are named after the source frames: a folder's frame files keep their names
+(``img_0042.jpg`` -> ``img_0042.png``); a video file's frames are named by index and presentation
+time (``00012_0.480s.png``); arrays and frame lists by index (``00012.png``).
+
+The window and the resize default to the checkpoint's (a run's ``data.window_size`` and
+``data.eval_short_size``/``eval_max_size``, or a pretrained folder's ``preprocessor_config.json``).
 Frames are written as soon as their window is segmented, so memory stays bounded whatever the
 video's length.
 """
@@ -16,8 +23,9 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Generic, TypeVar
 
 import numpy as np
 from PIL import Image
@@ -26,11 +34,13 @@ from wavecl.config import DEFAULT_AMP, AmpMode
 from wavecl.data.video import VideoWriter
 from wavecl.inference.overlay import contact_sheet, overlay_masks, save_png, sentence_colors
 from wavecl.inference.predictor import VideoInput, VideoPredictor, open_video
-from wavecl.model.pretrained import build_pretrained, resolve_pretrained
+from wavecl.model.pretrained import PretrainedSource, build_pretrained, resolve_pretrained
 from wavecl.model.wavecl import WaveCL
 
+T = TypeVar("T")
 DEFAULT_SHORT_SIZE = 360
 DEFAULT_MAX_SIZE = 640
+DEFAULT_WINDOW = 8
 DEFAULT_FPS = 24.0
 SHEET_FRAMES = 8
 SHEET_COLUMNS = 4
@@ -47,6 +57,8 @@ class PredictionPaths:
         overlay_video: the overlay mp4.
         contact_sheet: the contact-sheet PNG.
         num_frames: frames segmented.
+        sheet_frames: names of the frames the contact sheet shows, in order.
+        window: frames per clip used.
     """
 
     out_dir: Path
@@ -54,6 +66,8 @@ class PredictionPaths:
     overlay_video: Path
     contact_sheet: Path
     num_frames: int
+    sheet_frames: list[str] = field(default_factory=list)
+    window: int = DEFAULT_WINDOW
 
 
 def sentence_slug(sentence: str, max_length: int = 40) -> str:
@@ -62,7 +76,7 @@ def sentence_slug(sentence: str, max_length: int = 40) -> str:
     return slug[:max_length].rstrip("_") or "sentence"
 
 
-class EvenSample:
+class EvenSample(Generic[T]):
     """An evenly spaced sample of a stream of unknown length, in bounded memory.
 
     Items whose index is a multiple of the current stride are kept; whenever more than
@@ -73,9 +87,9 @@ class EvenSample:
     def __init__(self, size: int) -> None:
         self.size = size
         self.stride = 1
-        self._kept: dict[int, np.ndarray] = {}
+        self._kept: dict[int, T] = {}
 
-    def offer(self, index: int, make: Callable[[], np.ndarray]) -> None:
+    def offer(self, index: int, make: Callable[[], T]) -> None:
         """Consider item ``index`` (0, 1, 2, ... in order); ``make`` builds it only if it is kept."""
         if index % self.stride:
             return
@@ -84,13 +98,31 @@ class EvenSample:
             self.stride *= 2
             self._kept = {i: item for i, item in self._kept.items() if i % self.stride == 0}
 
-    def items(self) -> list[tuple[int, np.ndarray]]:
+    def items(self) -> list[tuple[int, T]]:
         """Up to ``size`` ``(index, item)`` pairs in index order."""
         indices = sorted(self._kept)
         if not indices:
             return []
         picks = np.unique(np.linspace(0, len(indices) - 1, min(self.size, len(indices))).round().astype(int))
         return [(indices[p], self._kept[indices[p]]) for p in picks]
+
+
+def frame_file_name(index: int, frame: Image.Image) -> str:
+    """The name (without extension) of frame ``index``'s mask files: the source file's name for a frame
+    read from a folder, ``<index:05d>_<time>s`` for a frame decoded from a video file, else ``<index:05d>``
+    (see :class:`~wavecl.inference.predictor.VideoSource`)."""
+    if frame.info.get("frame_name"):
+        return str(frame.info["frame_name"])
+    if frame.info.get("time") is not None:
+        return f"{index:05d}_{float(frame.info['time']):.3f}s"
+    return f"{index:05d}"
+
+
+def sheet_title(shown: int, total: int) -> str:
+    """The contact sheet's title: whether it shows every frame, or how many of them."""
+    if shown == total:
+        return f"all {total} frames"
+    return f"{shown} of {total} frames, evenly spaced (each tile names its frame)"
 
 
 def _thumbnail(image: np.ndarray, width: int) -> np.ndarray:
@@ -102,13 +134,25 @@ def _thumbnail(image: np.ndarray, width: int) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))
 
 
+def inference_size(
+    source: PretrainedSource, short_size: int | None = None, max_size: int | None = None
+) -> tuple[int, int | None]:
+    """``(short_size, max_size)`` to run a checkpoint at: each given value, else the one recorded with
+    the checkpoint (a run's ``data.eval_short_size``/``eval_max_size``), else 360 / 640."""
+    recorded_short, recorded_max = source.eval_size or (DEFAULT_SHORT_SIZE, DEFAULT_MAX_SIZE)
+    return (
+        short_size if short_size is not None else recorded_short,
+        max_size if max_size is not None else recorded_max,
+    )
+
+
 def predict_video(
     checkpoint: str | os.PathLike[str],
     video: VideoInput,
     sentences: Sequence[str],
     out_dir: str | os.PathLike[str],
     device: str = "cpu",
-    window: int = 8,
+    window: int | None = None,
     short_size: int | None = None,
     max_size: int | None = None,
     amp: AmpMode = DEFAULT_AMP,
@@ -125,55 +169,89 @@ def predict_video(
         sentences: ``N >= 1`` referring expressions.
         out_dir: output folder (created; files of a previous run with the same names are replaced).
         device: ``"auto"``, ``"cpu"`` or ``"cuda"`` (:func:`wavecl.device.resolve_device`).
-        window: frames per clip.
+        window: frames per clip; when ``None``, the checkpoint's (a run's ``data.window_size``), else 8.
         short_size, max_size: resize of the frames; when ``None``, the size recorded with the
             checkpoint (a run's ``data.eval_short_size``/``eval_max_size``), else 360 / 640.
         amp: ``"off"``, ``"bf16"`` or ``"fp16"`` autocast on CUDA (float32 on the CPU).
         fps: frame rate of the overlay video; the input video's when ``None`` (24 for frame folders).
-        progress: show a progress bar.
+        progress: show progress (a live bar on a terminal, a line every few seconds in a log).
 
     Returns:
         The paths written (:class:`PredictionPaths`).
     """
-    sentences = [sentences] if isinstance(sentences, str) else list(sentences)
     source = resolve_pretrained(checkpoint)
-    recorded_short, recorded_max = source.eval_size or (DEFAULT_SHORT_SIZE, DEFAULT_MAX_SIZE)
+    short_size, max_size = inference_size(source, short_size, max_size)
+    window = window if window is not None else source.window or DEFAULT_WINDOW
     predictor = VideoPredictor(
         build_pretrained(WaveCL, source),
-        short_size=short_size if short_size is not None else recorded_short,
-        max_size=max_size if max_size is not None else recorded_max,
+        short_size=short_size,
+        max_size=max_size,
         window=window,
         device=device,
         amp=amp,
         progress=progress,
     )
+    return write_predictions(predictor, video, sentences, out_dir, fps=fps)
+
+
+def write_predictions(
+    predictor: VideoPredictor,
+    video: VideoInput,
+    sentences: Sequence[str] | str,
+    out_dir: str | os.PathLike[str],
+    fps: float | None = None,
+    on_frame: Callable[[int], None] | None = None,
+    pad_to_even: bool = False,
+) -> PredictionPaths:
+    """Segment ``video`` with ``predictor`` and write the folder described in the module docstring.
+
+    Args:
+        predictor: the model with its resize, window and threshold.
+        video, sentences, out_dir, fps: as for :func:`predict_video`.
+        on_frame: called with the 0-based index of each frame once it is written (progress display);
+            an exception it raises stops the run and no overlay video is left behind.
+        pad_to_even: pad odd-sized overlay frames to even sizes, so the video is yuv420p H.264, the
+            form web browsers play (:class:`wavecl.data.video.VideoWriter`).
+
+    Returns:
+        The paths written (:class:`PredictionPaths`).
+
+    Raises:
+        FileNotFoundError / ValueError: as :meth:`VideoPredictor.predict_stream`.
+    """
+    sentences = [sentences] if isinstance(sentences, str) else list(sentences)
     if fps is None:
         fps = (open_video(video).fps if isinstance(video, (str, os.PathLike)) else None) or DEFAULT_FPS
 
     out_dir = Path(out_dir)
     mask_dirs = [out_dir / "masks" / f"{index}_{sentence_slug(text)}" for index, text in enumerate(sentences)]
     colors = sentence_colors(len(sentences))
-    sample = EvenSample(SHEET_FRAMES)
+    sample: EvenSample[tuple[str, np.ndarray]] = EvenSample(SHEET_FRAMES)
     num_frames = 0
-    with VideoWriter(out_dir / "overlay.mp4", fps) as writer:
+    with VideoWriter(out_dir / "overlay.mp4", fps, pad_to_even=pad_to_even) as writer:
         for index, frame, masks in predictor.predict_stream(video, sentences):
             pixels = np.asarray(frame)
             binary = masks.numpy()
+            name = frame_file_name(index, frame)
             for mask_dir, mask in zip(mask_dirs, binary):
-                save_png(mask_dir / f"{index:05d}.png", mask.astype(np.uint8) * 255)
+                save_png(mask_dir / f"{name}.png", mask.astype(np.uint8) * 255)
             overlay = overlay_masks(pixels, binary, colors)
             writer.write(overlay)
-            sample.offer(index, lambda overlay=overlay: _thumbnail(overlay, SHEET_TILE_WIDTH))
+            sample.offer(index, lambda overlay=overlay, name=name: (name, _thumbnail(overlay, SHEET_TILE_WIDTH)))
             num_frames += 1
+            if on_frame is not None:
+                on_frame(index)
 
-    sampled = sample.items()
+    sampled = [item for _, item in sample.items()]
     sheet = contact_sheet(
         [image for _, image in sampled],
         columns=min(SHEET_COLUMNS, len(sampled)),
         labels=sentences,
         colors=colors,
-        captions=[f"frame {index}" for index, _ in sampled],
+        captions=[name for name, _ in sampled],
+        title=sheet_title(len(sampled), num_frames),
     )
     sheet_path = out_dir / "contact_sheet.png"
     save_png(sheet_path, sheet)
-    return PredictionPaths(out_dir, mask_dirs, out_dir / "overlay.mp4", sheet_path, num_frames)
+    shown = [name for name, _ in sampled]
+    return PredictionPaths(out_dir, mask_dirs, out_dir / "overlay.mp4", sheet_path, num_frames, shown, predictor.window)

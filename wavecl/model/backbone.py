@@ -1,4 +1,4 @@
-"""Video-Swin backbone with per-frame multi-scale outputs (architecture.md §3.2, §7).
+"""Video-Swin backbone with per-frame multi-scale outputs (docs/architecture.md#backbone).
 
 The network is torchvision's :class:`~torchvision.models.video.swin_transformer.SwinTransformer3d` built with
 patch size ``[1, 4, 4]`` instead of the classification model's ``[2, 4, 4]``, so time is never downsampled:
@@ -11,17 +11,21 @@ kernel over its temporal axis, so a static clip gets the same patch response as 
 
 from __future__ import annotations
 
+import functools
 import os
-import pickle
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
-from torchvision.models.video.swin_transformer import SwinTransformer3d
+from torchvision.models.swin_transformer import SwinTransformerBlock
+from torchvision.models.video.swin_transformer import ShiftedWindowAttention3d, SwinTransformer3d
+
+from wavecl.checkpoint import load_weights_only
+from wavecl.original import swin_key
 
 VIDEO_SWIN_VARIANTS: dict[str, dict] = {
     "video-swin-t": {"embed_dim": 96, "depths": (2, 2, 6, 2), "num_heads": (3, 6, 12, 24)},
@@ -29,6 +33,147 @@ VIDEO_SWIN_VARIANTS: dict[str, dict] = {
     "video-swin-b": {"embed_dim": 128, "depths": (2, 2, 18, 2), "num_heads": (4, 8, 16, 32)},
 }
 """Constructor arguments of the published Video-Swin sizes (Liu et al., 2022), by name."""
+
+
+_SHIFT_MASK_VALUE = -100.0
+"""What torchvision adds to the scores of token pairs from different regions of a shifted window."""
+
+
+@dataclass(frozen=True)
+class WindowLayout:
+    """Where every token of a clip goes in the (padded, shifted) attention windows, for one input shape.
+
+    The windows are ordered by *group*: windows whose tokens fall into the same shift regions share one
+    shift mask (all interior windows have none; the last window along a shifted axis splits into two
+    regions there). Inside a group the order is clip, then window raster order; inside a window, the
+    token raster order ``(t, h, w)``, as torchvision's window partition.
+
+    Attributes:
+        gather: ``[B * nW * N]`` long, the row of ``[B * T * H * W (+ 1)]`` tokens read into every
+            window position; padding reads row ``B * T * H * W``, a zero row appended by the caller.
+        scatter: ``[B * T * H * W]`` long, the window position of every token (the inverse of ``gather``).
+        padded: whether any window position is padding (the zero row is needed).
+        groups: ``(first window, number of windows, shift mask [N, N] or None)`` per group; the mask is
+            0 within a region and ``-100`` across regions, as torchvision's.
+    """
+
+    gather: Tensor
+    scatter: Tensor
+    padded: bool
+    groups: tuple[tuple[int, int, Tensor | None], ...]
+
+
+@functools.lru_cache(maxsize=64)
+@torch.inference_mode(False)  # cached tensors must be usable (saved for backward) by later training steps
+def window_layout(
+    batch: int,
+    size: tuple[int, int, int],
+    window: tuple[int, int, int],
+    shift: tuple[int, int, int],
+    device: torch.device,
+) -> WindowLayout:
+    """The :class:`WindowLayout` of ``batch`` clips of ``size = (T, H, W)`` tokens (computed once per shape).
+
+    ``window`` and ``shift`` are the effective sizes (already shrunk to the input where it is smaller). The
+    clip is padded at the end to multiples of ``window`` and rolled by ``-shift``, then cut into windows,
+    which is what torchvision's ``shifted_window_attention_3d`` does with three copies of the tensor.
+    """
+    length = size[0] * size[1] * size[2]
+    counts = [-(-size[axis] // window[axis]) for axis in range(3)]
+    # source coordinate of every (window index, offset) position along each axis, after pad and roll
+    sources = []
+    for axis in range(3):
+        padded = counts[axis] * window[axis]
+        sources.append((torch.arange(padded) + shift[axis]) % padded)
+    t = sources[0].reshape(counts[0], 1, 1, window[0], 1, 1)
+    h = sources[1].reshape(1, counts[1], 1, 1, window[1], 1)
+    w = sources[2].reshape(1, 1, counts[2], 1, 1, window[2])
+    valid = (t < size[0]) & (h < size[1]) & (w < size[2])
+    flat = torch.where(valid, (t * size[1] + h) * size[2] + w, length)  # [nWt, nWh, nWw, wt, wh, ww]
+    flat = flat.reshape(-1, window[0] * window[1] * window[2])  # [nW, N], padding = length
+
+    # group windows by the regions their tokens belong to: (is last along t, h, w) for shifted axes
+    grid = torch.stack(torch.meshgrid(*(torch.arange(count) for count in counts), indexing="ij"), dim=-1).reshape(-1, 3)
+    keys = [tuple(shift[a] > 0 and index[a] == counts[a] - 1 for a in range(3)) for index in grid.tolist()]
+    offsets = torch.stack(torch.meshgrid(*(torch.arange(size) for size in window), indexing="ij"), dim=-1).reshape(
+        -1, 3
+    )
+    gathers, groups, start = [], [], 0
+    for key in sorted(set(keys)):
+        members = torch.tensor([index for index, other in enumerate(keys) if other == key])
+        rows = flat[members][None]  # [1, n, N]
+        clips = torch.where(rows == length, batch * length, torch.arange(batch)[:, None, None] * length + rows)
+        gathers.append(clips.reshape(-1))
+        mask = None
+        if any(key):
+            label = torch.zeros(offsets.shape[0], dtype=torch.long)
+            for axis in range(3):
+                if key[axis]:
+                    label = label * 2 + (offsets[:, axis] >= window[axis] - shift[axis]).long()
+            different = label[:, None] != label[None, :]
+            mask = torch.zeros(different.shape).masked_fill(different, _SHIFT_MASK_VALUE).to(device)
+        groups.append((start, batch * len(members), mask))
+        start += batch * len(members)
+    gather = torch.cat(gathers)
+    real = gather < batch * length
+    scatter = torch.empty(batch * length, dtype=torch.long)
+    scatter[gather[real]] = torch.arange(gather.numel())[real]
+    return WindowLayout(gather.to(device), scatter.to(device), bool((~real).any()), tuple(groups))
+
+
+class WindowAttention3d(ShiftedWindowAttention3d):
+    """torchvision's shifted-window attention computed with fused attention and one gather each way.
+
+    Same parameters, buffers, state-dict keys and function as
+    :class:`~torchvision.models.video.swin_transformer.ShiftedWindowAttention3d` (the torchvision quirks
+    included: padding tokens take part as zero vectors, the bias of a window shrunk to the input reads
+    the top-left block of the full window's index, regions of a shifted window are separated by
+    ``-100``). torchvision's version is not used as it is because, measured on one CPU thread at stage 0
+    of Video-Swin-T (8x90x160 tokens), it spends most of its time outside the matmuls: it materialises
+    the ``[windows, heads, N, N]`` scores (N = 392), adds the bias and the shift mask in two more passes,
+    runs softmax, and copies the tokens six times (pad, roll, partition and back). One such attention
+    took 1.7 to 2.8 s of CPU time (plain and shifted windows) against 0.65 s for this module; the
+    whole eval forward at 8x360x640 went from 29.1 to about 18.5 CPU seconds with this and the
+    deformable attention's gather.
+
+    Here the relative-position bias plus the group's shift mask is the additive mask of one fused
+    attention call per group of windows sharing a mask (the shift mask itself, the gather and scatter
+    indices are built once per input shape by :func:`window_layout`); pad, roll and partition are one
+    ``index_select``, and their inverse another.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x [B, T, H, W, C]`` (normalised tokens) → ``[B, T, H, W, C]``."""
+        b, t, h, w, c = x.shape
+        window, shift = list(self.window_size), list(self.shift_size)
+        for axis, extent in enumerate((t, h, w)):
+            if extent <= window[axis]:
+                window[axis], shift[axis] = extent, 0
+        layout = window_layout(b, (t, h, w), tuple(window), tuple(shift), x.device)
+        tokens = x.reshape(b * t * h * w, c)
+        if layout.padded:
+            tokens = F.pad(tokens, (0, 0, 0, 1))
+        windows = tokens.index_select(0, layout.gather)
+        size = window[0] * window[1] * window[2]
+        heads = self.num_heads
+        qkv = F.linear(windows, self.qkv.weight, self.qkv.bias).view(-1, size, 3, heads, c // heads)
+        bias = self.get_relative_position_bias(window)  # [1, heads, N, N]; a 4-D mask keeps the fused kernel
+        dropout = self.attention_dropout if self.training else 0.0
+        attended = qkv.new_empty(qkv.shape[0], size, heads, c // heads)
+        for start, count, shift_mask in layout.groups:
+            q, k, v = qkv[start : start + count].unbind(2)
+            mask = bias if shift_mask is None else bias + shift_mask
+            attended[start : start + count] = F.scaled_dot_product_attention(
+                q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask.to(q.dtype), dropout_p=dropout
+            ).transpose(1, 2)
+        out = attended.view(-1, c).index_select(0, layout.scatter)
+        out = F.dropout(F.linear(out, self.proj.weight, self.proj.bias), p=self.dropout, training=self.training)
+        return out.view(b, t, h, w, c)
+
+
+def _swin_block(*args: Any, attn_layer: type[nn.Module], **kwargs: Any) -> SwinTransformerBlock:
+    """torchvision's Swin block with :class:`WindowAttention3d` in place of the ``attn_layer`` it is given."""
+    return SwinTransformerBlock(*args, attn_layer=WindowAttention3d, **kwargs)
 
 
 class VideoSwinBackbone(nn.Module):
@@ -66,6 +211,7 @@ class VideoSwinBackbone(nn.Module):
             num_heads=list(num_heads),
             window_size=list(window_size),
             stochastic_depth_prob=drop_path,
+            block=_swin_block,
         )
         del self.body.norm, self.body.avgpool, self.body.head
         self.channels: tuple[int, int, int, int] = tuple(embed_dim * 2**i for i in range(4))
@@ -113,48 +259,6 @@ class KeyReport:
     unexpected: list[str] = field(default_factory=list)
 
 
-_STAGE_BLOCK = re.compile(r"^layers\.(\d+)\.blocks\.(\d+)\.(.+)$")
-_MERGING = re.compile(r"^(?:layers\.(\d+)\.downsample|downsamples\.(\d+))\.(.+)$")
-_MLP_RENAME = {"mlp.fc1.": "mlp.0.", "mlp.fc2.": "mlp.3."}
-
-
-def _official_to_torchvision_key(key: str) -> str:
-    """Map a Swin body key of the official module tree to torchvision's tree.
-
-    Handles both the official Video-Swin layout (``layers.{i}.blocks.{j}.*``, ``layers.{i}.downsample.*``)
-    and the WaveCL reference wrapper (``downsamples.{i}.*``): blocks go to ``features.{2i}.{j}.*`` with
-    ``mlp.fc1/fc2`` renamed to torchvision's ``mlp.0/mlp.3``; merging goes to ``features.{2i+1}.*``.
-    Other keys (``patch_embed.*``, ``norm.*``) have the same name in both trees.
-    """
-    block = _STAGE_BLOCK.match(key)
-    if block:
-        stage, index, rest = block.groups()
-        for official, torchvision_name in _MLP_RENAME.items():
-            if rest.startswith(official):
-                rest = torchvision_name + rest[len(official) :]
-        return f"features.{2 * int(stage)}.{index}.{rest}"
-    merging = _MERGING.match(key)
-    if merging:
-        stage = merging.group(1) if merging.group(1) is not None else merging.group(2)
-        return f"features.{2 * int(stage) + 1}.{merging.group(3)}"
-    return key
-
-
-_REFERENCE_PREFIX = "backbone.0.body."
-
-
-def reference_backbone_key(key: str) -> str:
-    """Map a backbone key of a checkpoint trained by the WaveCL reference to wavecl's name.
-
-    ``backbone.0.body.patch_embed.*`` → ``backbone.body.patch_embed.*``;
-    ``backbone.0.body.layers.{i}.blocks.{j}.*`` → ``backbone.body.features.{2i}.{j}.*`` (``mlp.fc1`` → ``mlp.0``,
-    ``mlp.fc2`` → ``mlp.3``); ``backbone.0.body.downsamples.{i}.*`` → ``backbone.body.features.{2i+1}.*``.
-    """
-    if not key.startswith(_REFERENCE_PREFIX):
-        raise ValueError(f"{key!r} is not a reference backbone key (expected the prefix {_REFERENCE_PREFIX!r})")
-    return "backbone.body." + _official_to_torchvision_key(key[len(_REFERENCE_PREFIX) :])
-
-
 _PATCH_KERNEL = "patch_embed.proj.weight"
 _CLASSIFIER_PREFIXES = ("norm.", "head.", "cls_head.")
 
@@ -163,10 +267,7 @@ def _read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
     """Load a checkpoint file safely and return its tensor dict (``state_dict`` entry when present)."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Video-Swin checkpoint not found: {os.fspath(path)}")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as error:
-        raise ValueError(f"cannot read Video-Swin checkpoint {os.fspath(path)}: {error}") from error
+    checkpoint = load_weights_only(path)
     if isinstance(checkpoint, dict) and isinstance(checkpoint.get("state_dict"), dict):
         checkpoint = checkpoint["state_dict"]
     if not isinstance(checkpoint, dict) or not all(isinstance(value, Tensor) for value in checkpoint.values()):
@@ -183,7 +284,7 @@ def _to_backbone_layout(state: dict[str, Tensor], path: str | os.PathLike) -> di
     official = any(key.startswith("backbone.") for key in state)
     converted: dict[str, tuple[str, Tensor]] = {}
     for key, value in state.items():
-        name = _official_to_torchvision_key(key.removeprefix("backbone.")) if official else key
+        name = swin_key(key.removeprefix("backbone.")) if official else key
         if name.startswith(_CLASSIFIER_PREFIXES):
             continue
         if name == _PATCH_KERNEL:
@@ -200,9 +301,9 @@ def _to_backbone_layout(state: dict[str, Tensor], path: str | os.PathLike) -> di
 def load_video_swin_weights(backbone: VideoSwinBackbone, path: str | os.PathLike, strict: bool = True) -> KeyReport:
     """Load Kinetics-pretrained Video-Swin weights into ``backbone``.
 
-    Accepted files (read with ``torch.load(weights_only=True)``):
+    Accepted files (read with :func:`wavecl.checkpoint.load_weights_only`):
       - the official Video-Swin checkpoint: ``{'state_dict': {'backbone.*': ..., 'cls_head.*': ...}}``,
-        converted with the key mapping of architecture.md §7.2;
+        converted with :func:`wavecl.original.swin_key`;
       - torchvision's swin3d weight file (``swin3d_t-7615ae03.pth``): a plain state dict in torchvision's key
         names.
     In both, the patch kernel ``[C, 3, 2, 4, 4]`` is summed over time to ``[C, 3, 1, 4, 4]`` and the

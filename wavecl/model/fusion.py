@@ -1,4 +1,4 @@
-"""MMF: the multiplicative multi-modal cross-attention fusion (architecture.md §3.6).
+"""MMF: the multiplicative multi-modal cross-attention fusion (docs/architecture.md#mmf).
 
 WaveCL uses one such module for vision-language fusion (``vlf``), one for language-vision fusion
 (``lvf``) and one for the sentence modulation of the wavelet low band (``wavelet_vlf_l``).
@@ -59,8 +59,8 @@ class MultimodalFusion(nn.Module):
 
         With a single key the softmax is identically 1, so every query receives the projected
         value ``out_proj(v_proj(memory))`` and ``forward(tgt, memory[None])`` equals
-        ``tgt * single_key_scale(memory)``: a per-sample, per-channel scale (architecture.md §8
-        item 2). The query and key projections play no part. Attention dropout is not applied
+        ``tgt * single_key_scale(memory)``: a per-sample, per-channel scale (docs/architecture.md#mmf).
+        The query and key projections play no part. Attention dropout is not applied
         (it would drop the single weight as a whole; WaveCL sets it to 0).
 
         Args:

@@ -1,4 +1,4 @@
-"""Prediction heads (architecture.md §3.10): box/controller MLPs, the FPN mask-feature decoder and the
+"""Prediction heads (docs/architecture.md#heads): box/controller MLPs, the FPN mask-feature decoder and the
 CondInst-style dynamic mask head."""
 
 from __future__ import annotations
@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import Tensor, nn
+
+from wavecl.model.deformable import coordinate_dtype
 
 
 class MLP(nn.Module):
@@ -149,6 +151,11 @@ def dynamic_mask_logits(
     ``(mask_stride·j + mask_stride//2, mask_stride·i + mask_stride//2)``. All instances run as one
     grouped convolution.
 
+    The coordinates and the dynamic convolutions run in at least float32 with autocast off, whatever the
+    dtype of the features: the relative coordinates reach several hundred pixels, where bf16 is spaced 2
+    to 4 pixels apart, and the convolutions are too small (``Cm + 2 → channels → … → 1`` per pixel) to
+    gain from lower precision.
+
     Args:
         mask_features: ``[B, T, Cm, h, w]`` at stride ``mask_stride``.
         dynamic_params: ``[B, T, Q, P]``, ``P = dynamic_param_count(Cm + 2·rel_coord, channels, num_layers)``.
@@ -160,7 +167,7 @@ def dynamic_mask_logits(
         num_layers: number of dynamic convs.
 
     Returns:
-        ``[B, T, Q, h, w]`` mask logits at stride ``mask_stride``.
+        ``[B, T, Q, h, w]`` mask logits at stride ``mask_stride``, in ``coordinate_dtype`` of the inputs.
     """
     b, t, cm, h, w = mask_features.shape
     q = dynamic_params.shape[2]
@@ -174,9 +181,10 @@ def dynamic_mask_logits(
     if image_sizes.shape != (b, 2):
         raise ValueError(f"image_sizes must be [{b}, 2] (H', W'), got {tuple(image_sizes.shape)}")
 
-    inputs = repeat(mask_features, "b t c h w -> b t q c h w", q=q)
+    dtype = coordinate_dtype(torch.promote_types(mask_features.dtype, dynamic_params.dtype))
+    device = mask_features.device
+    inputs = repeat(mask_features.to(dtype), "b t c h w -> b t q c h w", q=q)
     if rel_coord:
-        dtype, device = mask_features.dtype, mask_features.device
         xs = torch.arange(w, dtype=dtype, device=device) * mask_stride + mask_stride // 2
         ys = torch.arange(h, dtype=dtype, device=device) * mask_stride + mask_stride // 2
         centres = reference_points.to(dtype) * image_sizes.flip(-1).to(dtype)[:, None, None, :]  # pixels (x, y)
@@ -186,13 +194,14 @@ def dynamic_mask_logits(
         inputs = torch.cat([inputs, relative], dim=3)
 
     instances = b * t * q
-    params = dynamic_params.reshape(instances, num_params)
+    params = dynamic_params.to(dtype).reshape(instances, num_params)
     splits = params.split([n_in * n_out for n_in, n_out in layer_shapes] + [n_out for _, n_out in layer_shapes], dim=1)
     x = rearrange(inputs, "b t q c h w -> 1 (b t q c) h w")
-    for index, (n_in, n_out) in enumerate(layer_shapes):
-        weight = splits[index].reshape(instances * n_out, n_in, 1, 1)
-        bias = splits[len(layer_shapes) + index].reshape(instances * n_out)
-        x = F.conv2d(x, weight, bias, groups=instances)
-        if index < len(layer_shapes) - 1:
-            x = F.relu(x)
+    with torch.autocast(device.type, enabled=False):
+        for index, (n_in, n_out) in enumerate(layer_shapes):
+            weight = splits[index].reshape(instances * n_out, n_in, 1, 1)
+            bias = splits[len(layer_shapes) + index].reshape(instances * n_out)
+            x = F.conv2d(x, weight, bias, groups=instances)
+            if index < len(layer_shapes) - 1:
+                x = F.relu(x)
     return rearrange(x, "1 (b t q) h w -> b t q h w", b=b, t=t)

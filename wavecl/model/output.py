@@ -1,10 +1,15 @@
-"""The typed output of :class:`wavecl.model.wavecl.WaveCL` (architecture.md §3.11)."""
+"""The typed output of :class:`wavecl.model.wavecl.WaveCL` (docs/architecture.md#outputs)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
+import torch
 from torch import Tensor
+
+
+class NonFiniteOutputError(FloatingPointError):
+    """The model produced NaN or infinite values; the message names the tensors and where."""
 
 
 @dataclass
@@ -26,3 +31,30 @@ class WaveCLOutput:
     pred_logit: Tensor
     text_sentence_feature: Tensor
     aux_outputs: list[WaveCLOutput] = field(default_factory=list)
+
+    def nonfinite(self) -> list[str]:
+        """Names of the tensors holding a NaN or an infinity, e.g. ``["pred_boxes",
+        "aux_outputs[1].pred_masks"]`` (empty when all are finite); one host synchronisation."""
+        names, flags = [], []
+        layers = [("", self)] + [(f"aux_outputs[{i}].", aux) for i, aux in enumerate(self.aux_outputs)]
+        for prefix, layer in layers:
+            for item in fields(layer):
+                value = getattr(layer, item.name)
+                if isinstance(value, Tensor):
+                    names.append(prefix + item.name)
+                    flags.append(~torch.isfinite(value).all())
+        return [name for name, bad in zip(names, torch.stack(flags).tolist()) if bad]
+
+    def require_finite(self, where: str) -> None:
+        """Raise :class:`NonFiniteOutputError` naming the non-finite tensors and ``where`` (e.g. the
+        samples of the batch): thresholds and argmaxes of NaN give plausible-looking empty masks.
+
+        Args:
+            where: what the outputs were computed for, for the message.
+        """
+        bad = self.nonfinite()
+        if bad:
+            raise NonFiniteOutputError(
+                f"the model's outputs {bad} hold NaN or infinite values for {where} "
+                "(with amp fp16, try bf16 or off; otherwise the weights may have diverged)"
+            )

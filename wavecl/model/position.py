@@ -1,4 +1,4 @@
-"""Sine position encodings computed from padding masks (architecture.md §3.1 step 6, §3.2).
+"""Sine position encodings computed from padding masks (docs/architecture.md#input-projections-and-positions).
 
 Positions are cumulative counts of non-padded elements, normalised to ``(0, 2π]`` by the count at the last
 row/column, so an image or sentence gets the same encoding wherever it is padded. Channel ``2k`` is

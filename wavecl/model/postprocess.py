@@ -1,17 +1,17 @@
 """From raw model outputs to per-sample predictions at the original frame resolution.
 
 The model predicts mask logits at stride 4 of the zero-padded input (``[.., h, w]`` with
-``h = ceil(Hp / 4)``). Every protocol maps them back the same way (datasets_and_metrics.md §8):
+``h = ceil(Hp / 4)``). Every protocol maps them back the same way (docs/architecture.md#post-processing):
 bilinear upsampling of the logits, sigmoid > 0.5, crop of the padding (keep ``[:H', :W']``, the resized
 frame), then nearest resizing to the original ``(H, W)``. The protocols differ in how queries are
 scored and selected:
 
-* A2D / JHMDB (§8.1): every query is kept, scored by the sigmoid of its class-0 logit.
-* Ref-YouTube-VOS (§8.3): one query for the whole video, the argmax over queries of the time-averaged
+* A2D / JHMDB: every query is kept, scored by the sigmoid of its class-0 logit.
+* Ref-YouTube-VOS: one query for the whole video, the argmax over queries of the time-averaged
   sigmoid scores (max over classes).
-* RefCOCO (§8.2): every query, sorted by score, with absolute ``xyxy`` boxes; logits are upsampled by
+* RefCOCO: every query, sorted by score, with absolute ``xyxy`` boxes; logits are upsampled by
   exactly 4 rather than to the padded size.
-* Ref-DAVIS (§5.2): like Ref-YouTube-VOS but as probability maps, merged over objects by the writer in
+* Ref-DAVIS: like Ref-YouTube-VOS but as probability maps, merged over objects by the writer in
   :mod:`wavecl.evaluation.davis`.
 """
 
@@ -54,18 +54,23 @@ def _cropped_logits(mask_logits: Tensor, upsampled_size: tuple[int, int], size: 
 
 
 def _masks_at_original_size(
-    mask_logits: Tensor, upsampled_size: tuple[int, int], size: tuple[int, int], orig_size: tuple[int, int]
+    mask_logits: Tensor,
+    upsampled_size: tuple[int, int],
+    size: tuple[int, int],
+    orig_size: tuple[int, int],
+    threshold: float = MASK_THRESHOLD,
 ) -> Tensor:
     """Binarise stride-4 mask logits of one sample at its original resolution.
 
     Args:
         mask_logits, upsampled_size, size: see :func:`_cropped_logits`.
         orig_size: ``(H, W)`` of the original frame.
+        threshold: a pixel is in the mask when its sigmoid probability exceeds this.
 
     Returns:
         ``[N, H, W]`` bool masks.
     """
-    binary = (_cropped_logits(mask_logits, upsampled_size, size).sigmoid() > MASK_THRESHOLD).float()
+    binary = (_cropped_logits(mask_logits, upsampled_size, size).sigmoid() > threshold).float()
     resized = F.interpolate(binary, size=(int(orig_size[0]), int(orig_size[1])), mode="nearest")
     return resized[0] > 0.5
 
@@ -77,7 +82,7 @@ def a2d_postprocess(
     sizes: Sequence[tuple[int, int]],
     orig_sizes: Sequence[tuple[int, int]],
 ) -> list[dict[str, Tensor]]:
-    """A2D-Sentences / JHMDB-Sentences post-processing (§8.1): every query of the annotated frame.
+    """A2D-Sentences / JHMDB-Sentences post-processing: every query of the annotated frame.
 
     Args:
         pred_cls: ``[B, Q, K]`` class logits of the annotated frame (T = 1 after valid-frame selection).
@@ -106,7 +111,7 @@ def a2d_postprocess(
 
 
 def select_video_query(pred_cls: Tensor) -> int:
-    """The query that follows the referred object through a video (§8.3).
+    """The query that follows the referred object through a video.
 
     Args:
         pred_cls: ``[T, Q, K]`` class logits of one video (or one chunk of it).
@@ -137,8 +142,9 @@ def video_postprocess(
     padded_size: tuple[int, int],
     size: tuple[int, int],
     orig_size: tuple[int, int],
+    threshold: float = MASK_THRESHOLD,
 ) -> tuple[int, Tensor]:
-    """Ref-YouTube-VOS post-processing of one video (§8.3): one query, binary masks for every frame.
+    """Ref-YouTube-VOS post-processing of one video: one query, binary masks for every frame.
 
     Args:
         pred_cls: ``[T, Q, K]`` class logits.
@@ -146,12 +152,13 @@ def video_postprocess(
         padded_size: ``(Hp, Wp)`` of the padded input frames.
         size: ``(H', W')`` resized, unpadded frame size.
         orig_size: ``(H, W)`` original frame size.
+        threshold: mask probability above which a pixel is in the mask (0.5 in every protocol).
 
     Returns:
         The selected query index and its ``[T, H, W]`` bool masks.
     """
     query, logits = _video_query_logits(pred_cls, pred_masks)
-    return query, _masks_at_original_size(logits, padded_size, size, orig_size)
+    return query, _masks_at_original_size(logits, padded_size, size, orig_size, threshold)
 
 
 def video_probabilities(
@@ -161,7 +168,7 @@ def video_probabilities(
     size: tuple[int, int],
     orig_size: tuple[int, int],
 ) -> tuple[int, Tensor]:
-    """Ref-DAVIS post-processing of one video chunk (§5.2): one query, probability maps for every frame.
+    """Ref-DAVIS post-processing of one video chunk: one query, probability maps for every frame.
 
     The reference resizes the stride-4 logits straight to ``(H, W)``, which misaligns them by up to
     3 input pixels when ``H'`` or ``W'`` is not a multiple of 4. Here the logits go to the padded size
@@ -191,7 +198,7 @@ def refcoco_postprocess(
     sizes: Sequence[tuple[int, int]],
     orig_sizes: Sequence[tuple[int, int]],
 ) -> list[dict[str, Tensor]]:
-    """RefCOCO post-processing (§8.2): all queries sorted by score, absolute boxes, binary masks.
+    """RefCOCO post-processing: all queries sorted by score, absolute boxes, binary masks.
 
     As in the reference, the top ``Q`` entries of the flattened ``Q * K`` sigmoid scores are kept
     (with ``K = 1`` this is simply every query, best first), and the mask logits are upsampled by

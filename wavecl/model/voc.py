@@ -1,4 +1,4 @@
-"""VOC: the video-level object cluster (architecture.md §3.9).
+"""VOC: the video-level object cluster (docs/architecture.md#voc).
 
 The per-frame object queries of a clip attend to each other across time (encoder), then ``Q`` video
 queries, each starting as the sentence feature, gather them (decoder). Video query ``q`` is later added

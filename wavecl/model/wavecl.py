@@ -1,7 +1,7 @@
-"""WaveCL: the whole network, wired module by module (architecture.md §1-§3).
+"""WaveCL: the whole network, wired module by module (docs/architecture.md).
 
-Attribute names are those of the reference implementation, so that its checkpoints load with the
-renames of :func:`convert_reference_state_dict` only.
+Attribute names are those of the original implementation, so that its checkpoints load with the
+renames of :func:`wavecl.original.convert_state_dict` only (through :func:`wavecl.model.weights.load_weights`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from wavecl.config import ModelConfig
-from wavecl.model.backbone import VideoSwinBackbone, load_video_swin_weights, reference_backbone_key
+from wavecl.model.backbone import VideoSwinBackbone, load_video_swin_weights
 from wavecl.model.deformable import DeformableOutput, DeformableTransformer
 from wavecl.model.fusion import MultimodalFusion
 from wavecl.model.heads import MLP, FPNSpatialDecoder, dynamic_mask_logits, dynamic_param_count
@@ -107,7 +107,6 @@ class WaveCL(PretrainedMixin, nn.Module):
         self.query_embed = nn.Embedding(config.num_queries, d)
         self.class_embed = nn.ModuleList(nn.Linear(d, config.num_classes) for _ in range(config.dec_layers))
         self.bbox_embed = nn.ModuleList(MLP(d, d, 4, 3) for _ in range(config.dec_layers))
-        self.transformer.decoder.bbox_embed = self.bbox_embed
         self.voc = VideoObjectCluster(
             d_model=d,
             nhead=config.nheads,
@@ -226,7 +225,7 @@ class WaveCL(PretrainedMixin, nn.Module):
             masks.append(mask)
             positions.append(pos)
 
-        decoded = self.transformer(srcs, masks, positions, self.query_embed.weight)
+        decoded = self.transformer(srcs, masks, positions, self.query_embed.weight, self.bbox_embed)
         hs = rearrange(decoded.hs, "l (b t) q c -> l t b q c", b=B)
         video_queries = self.voc(hs, sentence)
         mask_features = self.spatial_decoder(decoded.memory[2], [decoded.memory[1], decoded.memory[0], features[0]])
@@ -301,18 +300,3 @@ def build_model(config: ModelConfig) -> WaveCL:
     if config.backbone_pretrained_path:
         load_video_swin_weights(model.backbone, config.backbone_pretrained_path)
     return model
-
-
-def convert_reference_state_dict(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Rename the keys of a checkpoint trained by the reference implementation to wavecl's.
-
-    Renames: the backbone (``backbone.0.body.*`` to ``backbone.body.features.*``, via
-    :func:`reference_backbone_key`); dropped: ``text_encoder.embeddings.position_ids`` (saved by old
-    transformers only). Every other key is identical.
-    """
-    converted = {}
-    for key, value in state_dict.items():
-        if key == "text_encoder.embeddings.position_ids":
-            continue
-        converted[reference_backbone_key(key) if key.startswith("backbone.") else key] = value
-    return converted

@@ -1,4 +1,4 @@
-"""Single-level 2-D Haar wavelet transform on tensors (architecture.md §3.5).
+"""Single-level 2-D Haar wavelet transform on tensors (docs/architecture.md#haar-transform).
 
 The transform is written in closed form instead of calling PyWavelets: ``pywt`` works on NumPy
 arrays on the CPU, so it can neither run on the GPU nor propagate gradients, and WIP needs both.

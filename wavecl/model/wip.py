@@ -1,4 +1,4 @@
-"""WIP: wavelet-guided integrity perception (architecture.md §3.5).
+"""WIP: wavelet-guided integrity perception (docs/architecture.md#wip).
 
 A two-level Haar decomposition of a feature map whose low band is scaled by the sentence and whose
 high bands attend to the (scaled) low band through focused linear attention. The reconstruction is
@@ -41,7 +41,7 @@ class FocusedLinearAttention(nn.Module):
             ``"reference"`` (``fla_order: reference``): reproduces the reference, which reads the
             ``(t h w)`` values as one ``h × (w·t)`` image and adds the result, repeated as
             ``(band, token)``, to queries ordered ``(t, band, h, w)``; frames and bands are
-            scrambled when T > 1 (architecture.md §8 item 3). Both orders agree for T = 1.
+            scrambled when T > 1 (docs/differences.md#wavelet-high-band-attention). Both orders agree for T = 1.
     """
 
     def __init__(
@@ -144,7 +144,7 @@ def wavelet_gate(
     low_fusion: MultimodalFusion,
     high_attention: FocusedLinearAttention,
 ) -> Tensor:
-    """The WIP gate map of one feature level (steps 1-8 of architecture.md §3.5).
+    """The WIP gate map of one feature level (docs/architecture.md#wip).
 
     Two Haar levels ``x → (A1, H1)``, ``A1 → (A2, H2)``. Coarse to fine, each level's low band is
     scaled per video and channel by the sentence (``low_fusion`` with the sentence as its single

@@ -1,4 +1,4 @@
-"""Training losses of WaveCL (training.md §4).
+"""Training losses of WaveCL (docs/training.md#losses).
 
 For every decoder layer (the final one and each auxiliary layer, matched independently) the criterion
 computes six unweighted terms over the matched (frame, query) pairs of every clip:
@@ -26,7 +26,13 @@ from wavecl.config import LossConfig
 from wavecl.data.types import FrameTarget
 from wavecl.distributed import all_reduce_mean
 from wavecl.model.output import WaveCLOutput
-from wavecl.training.matcher import HungarianMatcher, check_targets, pad_masks, padded_target_size
+from wavecl.training.matcher import (
+    HungarianMatcher,
+    NonFiniteCostError,
+    check_targets,
+    pad_masks,
+    padded_target_size,
+)
 
 # The six weighted terms; their weights are the fields of the same names of :class:`LossConfig`.
 LOSS_TERMS = ("con", "dice", "sigmoid_focal", "cls", "bbox", "giou")
@@ -116,6 +122,11 @@ class SetCriterion(nn.Module):
         Returns:
             Scalar tensors ``loss_con, loss_dice, loss_sigmoid_focal, loss_cls, loss_bbox, loss_giou``
             for the final layer and the same keys with suffix ``_i`` for auxiliary layer ``i``.
+
+        Raises:
+            NonFiniteCostError: a layer's matching costs hold NaN or inf; its ``terms`` carry the same
+                layer suffix as the loss keys (``cost_giou_0``). Collective work (``num_masks``) is
+                done before any layer is matched, so every process reaches the same collectives.
         """
         num_frames, batch_size, _, num_classes = outputs.pred_cls.shape
         if num_classes != self.num_classes:
@@ -127,9 +138,13 @@ class SetCriterion(nn.Module):
                 f"num_aux_layers={self.num_aux_layers}"
             )
         num_masks = self.num_masks(targets, outputs.pred_masks.device)
-        losses = self.layer_losses(outputs, targets, num_masks)
-        for i, aux in enumerate(outputs.aux_outputs):
-            losses.update({f"{key}_{i}": value for key, value in self.layer_losses(aux, targets, num_masks).items()})
+        losses = {}
+        for suffix, layer in [("", outputs), *((f"_{i}", aux) for i, aux in enumerate(outputs.aux_outputs))]:
+            try:
+                layer_losses = self.layer_losses(layer, targets, num_masks)
+            except NonFiniteCostError as error:
+                raise NonFiniteCostError([term + suffix for term in error.terms], error.clip) from error
+            losses.update({key + suffix: value for key, value in layer_losses.items()})
         return losses
 
     def weighted_total(self, loss_dict: dict[str, Tensor]) -> Tensor:

@@ -2,10 +2,11 @@
 
 1. Writes a synthetic referring-video dataset in the Ref-YouTube-VOS on-disk format (moving coloured
    shapes, sentences such as "the red circle moving to the left"): a training split and a held-out
-   split with ground truth.
-2. Trains a small WaveCL (reduced Video-Swin, the packaged all-MiniLM-L6-v2 sentence encoder) with
-   the same trainer, losses and checkpoints as the full recipes.
-3. Evaluates region similarity J and boundary F on the held-out clips.
+   split with ground truth. With ``data.root`` given (``wavecl demo --data-root``), one's own data in
+   that layout is used instead.
+2. Trains a small WaveCL with the recipe of ``configs/demo.yaml`` (reduced Video-Swin, the packaged
+   all-MiniLM-L6-v2 sentence encoder) with the same trainer, losses and checkpoints as the full recipes.
+3. Evaluates region similarity J and boundary F on the held-out clips (when they have ground truth).
 4. Writes pictures into the run directory: mask overlays of held-out clips (a contact-sheet PNG and
    an mp4 per clip) and the loss curve.
 """
@@ -14,9 +15,11 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -24,13 +27,14 @@ from rich.console import Console
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from wavecl.atomic import write_json
-from wavecl.config import Config, DataConfig, LossConfig, ModelConfig, TrainConfig
+from wavecl.config import Config, apply_overrides, load_config
 from wavecl.data.paths import read_json
 from wavecl.data.synthetic import write_synthetic_ytvos
-from wavecl.data.ytvos import read_expression_videos
+from wavecl.data.ytvos import YTVOSPaths, evaluated_videos
 from wavecl.device import resolve_device
 from wavecl.distributed import DistInfo
 from wavecl.inference.run import predict_video
+from wavecl.training.run_dir import RunLock
 from wavecl.training.trainer import Trainer
 
 log = logging.getLogger("wavecl.training.demo")
@@ -39,56 +43,48 @@ TRAIN_VIDEOS = 300
 HELD_OUT_VIDEOS = 24
 FRAMES_PER_VIDEO = 8
 FRAME_SIZE = (64, 96)
-# About 10 minutes on 2 CPU cores; --minutes scales the number of steps.
-STEPS_PER_EPOCH = 300
-EPOCHS = 6
+DEMO_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
+"""The demo's recipe (model, data sizes, schedule); about 10 minutes on 2 CPU cores."""
+RECIPE_MINUTES = 10
 OVERLAY_CLIPS = 3
 SMOOTHING = 50
 
 
-def demo_config(data_root: Path, output_dir: Path, seed: int, steps_per_epoch: int) -> Config:
-    """The demo's model and recipe: a reduced WaveCL trained from scratch on the synthetic shapes."""
-    model = ModelConfig(
-        backbone_embed_dim=32,
-        backbone_depths=[1, 1, 1, 1],
-        backbone_num_heads=[1, 2, 4, 8],
-        backbone_drop_path=0.1,
-        text_encoder="minilm",
-        freeze_text_encoder=True,
-        d_model=128,
-        num_queries=5,
-        enc_layers=1,
-        dec_layers=2,
-        dim_feedforward=256,
-        voc_enc_layers=1,
-        voc_dec_layers=1,
-        voc_dim_feedforward=256,
-    )
-    data = DataConfig(
-        dataset_name="synthetic",
-        root=str(data_root),
-        window_size=4,
-        train_short_size=FRAME_SIZE[0],
-        train_max_size=FRAME_SIZE[1],
-        eval_short_size=FRAME_SIZE[0],
-        eval_max_size=FRAME_SIZE[1],
-        num_workers=0,
-    )
-    train = TrainConfig(
-        epochs=EPOCHS,
-        batch_size=2,
-        lr=3e-4,
-        lr_backbone=3e-4,  # the backbone starts from random weights here, not from Kinetics
-        text_encoder_lr=0.0,
-        lr_drop=[EPOCHS - 1],
-        lr_gamma=0.1,
-        seed=seed,
-        eval_interval=EPOCHS,
-        output_dir=str(output_dir),
-        version="run",
-        max_steps_per_epoch=steps_per_epoch,
-    )
-    return Config(model=model, data=data, loss=LossConfig(), train=train)
+def demo_config(
+    out_dir: Path,
+    seed: int = 0,
+    minutes: float | None = None,
+    config_path: str | Path = DEMO_CONFIG,
+    overrides: dict[str, Any] | None = None,
+) -> Config:
+    """The demo's recipe (``configs/demo.yaml``) set up to write under ``out_dir``.
+
+    Args:
+        out_dir: the demo folder; the run directory is ``<out_dir>/runs/<dataset>/run``.
+        seed: training seed (and seed of the synthetic data).
+        minutes: approximate training budget on 2 CPU cores: scales ``train.max_steps_per_epoch`` of the
+            recipe, which takes :data:`RECIPE_MINUTES`; ``None`` keeps it.
+        config_path: the recipe file.
+        overrides: fields given explicitly (``--set``, ``--data-root``, ...), applied last. Without
+            ``data.root``, the demo trains on the synthetic data it writes to ``<out_dir>/data``.
+
+    Raises:
+        FileNotFoundError: no recipe file (a wavecl source checkout holds ``configs/demo.yaml``).
+    """
+    config = load_config(config_path)
+    overrides = dict(overrides or {})
+    steps = config.train.max_steps_per_epoch
+    if minutes is not None and steps is not None:
+        steps = max(1, round(steps * minutes / RECIPE_MINUTES))
+    settings: dict[str, Any] = {
+        "train.output_dir": str(out_dir / "runs"),
+        "train.version": "run",
+        "train.seed": seed,
+        "train.max_steps_per_epoch": steps,
+    }
+    if "data.root" not in overrides:
+        settings |= {"data.dataset_name": "synthetic", "data.root": str(out_dir / "data")}
+    return apply_overrides(config, settings | overrides)
 
 
 def write_dataset(root: Path, seed: int) -> None:
@@ -154,45 +150,64 @@ class DemoResult:
 
 
 def held_out_clips(data_root: Path, count: int) -> list[tuple[Path, list[str]]]:
-    """The first ``count`` held-out videos with their sentences."""
-    videos = read_expression_videos(data_root / "meta_expressions" / "valid" / "meta_expressions.json")
+    """The first ``count`` evaluated videos of the ``valid`` split that have frames, with up to 3 sentences each."""
+    paths = YTVOSPaths.find(data_root)
     clips = []
-    for video_id, video in list(videos.items())[:count]:
-        sentences = [e["exp"] for e in video["expressions"].values()][:3]
-        clips.append((data_root / "valid" / "JPEGImages" / video_id, sentences))
+    for video_id, video in evaluated_videos(paths, "valid").items():
+        frames_dir = paths.root / "valid" / "JPEGImages" / video_id
+        if frames_dir.is_dir() and len(clips) < count:
+            clips.append((frames_dir, [e["exp"] for e in video["expressions"].values()][:3]))
     return clips
 
 
 def run_demo(
-    out_dir: str | Path = "runs/demo", minutes: float | None = None, seed: int = 0, device: str = "cpu"
+    out_dir: str | Path = "runs/demo",
+    minutes: float | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+    config_path: str | Path = DEMO_CONFIG,
+    overrides: dict[str, Any] | None = None,
 ) -> DemoResult:
-    """Generate data, train, evaluate and draw; returns where everything is.
+    """Generate data (unless ``data.root`` is given), train, evaluate and draw; returns where everything is.
 
     Args:
-        out_dir: the demo folder (data, run directory, pictures).
-        minutes: approximate training budget on 2 CPU cores; 10 by default (scales the steps).
+        out_dir: the demo folder (synthetic data, run directory, pictures); the run of a previous demo in it is
+            replaced (unless a process still trains there).
+        minutes: approximate training budget on 2 CPU cores; the recipe's 10 by default (scales the steps).
         seed: seed of the data and of training.
         device: ``cpu``, ``cuda`` or ``auto`` (:func:`wavecl.device.resolve_device`).
+        config_path: the recipe, ``configs/demo.yaml`` by default.
+        overrides: explicit config fields (see :func:`demo_config`); ``data.root`` trains on one's own
+            Ref-YouTube-VOS-layout data instead of synthetic data, and J, F and J&F are reported when
+            its ``valid`` split has ``Annotations/``.
     """
     console = Console()
     out_dir = Path(out_dir)
-    data_root = out_dir / "data"
-    console.print(f"[bold]1/4[/bold] synthetic referring-video data → {data_root}")
-    write_dataset(data_root, seed)
+    config = demo_config(out_dir, seed, minutes, config_path, overrides)
+    data_root = Path(config.data.root)
+    if overrides and "data.root" in overrides:
+        console.print(f"[bold]1/4[/bold] your data: {data_root} ({config.data.dataset_name})")
+    else:
+        console.print(f"[bold]1/4[/bold] synthetic referring-video data → {data_root}")
+        write_dataset(data_root, seed)
 
-    steps = STEPS_PER_EPOCH if minutes is None else max(1, round(STEPS_PER_EPOCH * minutes / 10))
-    config = demo_config(data_root, out_dir / "runs", seed, steps)
+    steps = config.train.max_steps_per_epoch
     dist = DistInfo(rank=0, world_size=1, local_rank=0, device=resolve_device(device))
-    console.print(f"[bold]2/4[/bold] training a small WaveCL for {EPOCHS} × {steps} steps on {device}")
+    previous = config.run_directory()
+    if previous.is_dir():
+        RunLock(previous).release()  # refuses while another demo trains there
+        console.print(f"replacing the previous demo run in {previous}")
+        shutil.rmtree(previous)
+    console.print(f"[bold]2/4[/bold] training a small WaveCL for {config.train.epochs} × {steps} steps on {device}")
     started = time.perf_counter()
-    trainer = Trainer(config, dist)
+    trainer = Trainer(config, dist, explicit_overrides=overrides)
     metrics = trainer.fit()
     train_seconds = time.perf_counter() - started
     run_dir = trainer.run_dir
 
     console.print(
         "[bold]3/4[/bold] held-out evaluation: "
-        + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if k != "expressions")
+        + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if k in ("J", "F", "J&F", "windows"))
     )
     console.print("[bold]4/4[/bold] pictures")
     overlays = []
@@ -203,7 +218,6 @@ def run_demo(
             sentences,
             run_dir / "overlays" / frames_dir.name,
             device=dist.device,
-            window=config.data.window_size,
             progress=False,
             fps=4,
         )
@@ -213,10 +227,13 @@ def run_demo(
     write_json(run_dir / "demo_result.json", {"metrics": metrics, "train_seconds": train_seconds})
 
     console.print(f"\nrun directory: {run_dir}")
-    console.print(
-        f"  held-out J {metrics.get('J', float('nan')):.3f}, F {metrics.get('F', float('nan')):.3f}; "
-        f"trained in {train_seconds / 60:.1f} min"
-    )
+    if "J" in metrics:
+        console.print(
+            f"  held-out J {metrics['J']:.3f}, F {metrics['F']:.3f}, J&F {metrics['J&F']:.3f}; "
+            f"trained in {train_seconds / 60:.1f} min"
+        )
+    else:
+        console.print(f"  no held-out ground truth (valid/Annotations); trained in {train_seconds / 60:.1f} min")
     console.print(f"  loss curve:  {loss_curve}")
     for path in overlays:
         console.print(f"  overlay:     {path}")

@@ -1,19 +1,24 @@
-"""Hungarian matching of queries to the referred object, once per clip over all its frames (training.md §5).
+"""Hungarian matching of queries to the referred object, once per clip over all its frames (docs/training.md#matcher).
 
 Each clip ``b`` has ``M_b`` target instances (one, the referred object, in every dataset of the paper).
 The cost of assigning query ``q`` to instance ``m`` is averaged over the clip's frames, so a query keeps
 the same identity through time, and ``scipy.optimize.linear_sum_assignment`` solves the ``[Q, M_b]``
 problem per clip. With a single target this is the argmin over queries.
 
-Differences from the reference (decisions table): costs are computed clip by clip, so clips with
+Differences from the reference (docs/differences.md#matcher): costs are computed clip by clip, so clips with
 different numbers of visible frames can share a batch, and the class cost of a clip with no visible
 frame averages over all frames instead of producing NaN.
+
+A cost matrix holding NaN or inf (diverged predictions, or degenerate boxes whose GIoU is 0/0) is not
+handed to ``linear_sum_assignment``, which would fail without saying why: :class:`NonFiniteCostError`
+names the cost terms, so the trainer's ``train.nonfinite_loss`` policy can stop or skip the step.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from einops import einsum, rearrange
@@ -23,6 +28,21 @@ from torchvision.ops import box_convert, generalized_box_iou
 
 from wavecl.data.types import FrameTarget
 from wavecl.model.output import WaveCLOutput
+
+
+class NonFiniteCostError(FloatingPointError):
+    """A matching cost holds NaN or inf.
+
+    Attributes:
+        terms: the non-finite cost terms (``cost_class``, ``cost_dice``, ``cost_bbox``, ``cost_giou``,
+            ``cost_con``), suffixed by the caller with the decoder layer (e.g. ``cost_giou_0``).
+        clip: the clip of the batch whose costs are non-finite.
+    """
+
+    def __init__(self, terms: list[str], clip: int) -> None:
+        super().__init__(f"non-finite matching costs {terms} for clip {clip} of the batch")
+        self.terms = terms
+        self.clip = clip
 
 
 def check_targets(targets: list[list[FrameTarget]], num_frames: int, batch_size: int, num_classes: int) -> None:
@@ -144,22 +164,30 @@ class HungarianMatcher:
         similarity = einsum(outputs.pred_logit.float(), outputs.text_sentence_feature.float(), "b q c, b c -> b q")
         contrastive_cost = -similarity.softmax(dim=-1)
 
-        costs = [
-            self.clip_cost(outputs, b, [targets[t][b] for t in range(num_frames)], padded_size)
-            + self.cost_con * contrastive_cost[b, :, None]
-            for b in range(batch_size)
-        ]
+        terms = []
+        for b in range(batch_size):
+            clip_terms = self.clip_costs(outputs, b, [targets[t][b] for t in range(num_frames)], padded_size)
+            clip_terms["cost_con"] = self.cost_con * contrastive_cost[b, :, None]
+            terms.append(clip_terms)
+        costs = [sum(clip_terms.values()) for clip_terms in terms]
+        # One copy to the host for every clip's cost (one wait for the device per layer, not per clip).
         on_host = torch.cat([cost.flatten() for cost in costs]).cpu().split([cost.numel() for cost in costs])
         indices = []
-        for cost, values in zip(costs, on_host):
-            query_idx, target_idx = linear_sum_assignment(values.view(cost.shape).numpy())
+        for b, (cost, values) in enumerate(zip(costs, on_host)):
+            cost_matrix = values.view(cost.shape).numpy()
+            if not np.isfinite(cost_matrix).all():
+                raise NonFiniteCostError([name for name, term in terms[b].items() if not torch.isfinite(term).all()], b)
+            query_idx, target_idx = linear_sum_assignment(cost_matrix)
             indices.append(
                 (torch.as_tensor(query_idx, dtype=torch.long), torch.as_tensor(target_idx, dtype=torch.long))
             )
         return indices
 
-    def clip_cost(self, outputs: WaveCLOutput, b: int, clip: list[FrameTarget], padded_size: tuple[int, int]) -> Tensor:
-        """Frame-averaged class, dice, L1 and GIoU cost of clip ``b`` (without the contrastive term).
+    def clip_costs(
+        self, outputs: WaveCLOutput, b: int, clip: list[FrameTarget], padded_size: tuple[int, int]
+    ) -> dict[str, Tensor]:
+        """Weighted, frame-averaged class, dice, L1 and GIoU costs of clip ``b`` (the contrastive term,
+        computed for the whole batch at once, is added by :meth:`__call__`).
 
         Args:
             outputs: predictions of one layer (see :meth:`__call__`).
@@ -168,17 +196,17 @@ class HungarianMatcher:
             padded_size: ``(H, W)`` the predicted masks are upsampled to.
 
         Returns:
-            ``[Q, M_b]`` float32 cost.
+            ``{"cost_class", "cost_dice", "cost_bbox", "cost_giou"}``, each ``[Q, M_b]`` float32.
         """
         target_masks = pad_masks(torch.stack([target.masks for target in clip]), padded_size)  # [T, M, H, W]
         target_boxes = torch.stack([target.boxes for target in clip]).float()  # [T, M, 4]
         visible = [target.is_visible for target in clip]
-        return (
-            self.cost_class * self.class_cost(outputs.pred_cls[:, b].float(), clip[0].labels, visible)
-            + self.cost_dice * self.dice_cost(outputs.pred_masks[:, b].float(), target_masks)
-            + self.cost_bbox * self.l1_cost(outputs.pred_boxes[:, b].float(), target_boxes)
-            + self.cost_giou * self.giou_cost(outputs.pred_boxes[:, b].float(), target_boxes)
-        )
+        return {
+            "cost_class": self.cost_class * self.class_cost(outputs.pred_cls[:, b].float(), clip[0].labels, visible),
+            "cost_dice": self.cost_dice * self.dice_cost(outputs.pred_masks[:, b].float(), target_masks),
+            "cost_bbox": self.cost_bbox * self.l1_cost(outputs.pred_boxes[:, b].float(), target_boxes),
+            "cost_giou": self.cost_giou * self.giou_cost(outputs.pred_boxes[:, b].float(), target_boxes),
+        }
 
     def class_cost(self, logits: Tensor, labels: Tensor, visible: Sequence[bool]) -> Tensor:
         """Focal-style class cost averaged over the visible frames.

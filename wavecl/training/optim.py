@@ -1,4 +1,4 @@
-"""Optimiser and learning-rate schedule (training.md §2.6-2.7).
+"""Optimiser and learning-rate schedule (docs/training.md#optimizer-and-schedule).
 
 AdamW over three parameter groups selected by name: the Video-Swin backbone, the RoBERTa text encoder
 and everything else, each with its own learning rate and the same weight decay (applied to every
@@ -7,6 +7,7 @@ parameter, as in the reference). The schedule is a per-epoch ``MultiStepLR``.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from torch import nn
@@ -23,8 +24,8 @@ def build_param_groups(
 
     A parameter whose name contains ``"backbone"`` goes to the backbone group, else one whose name
     contains ``"text_encoder"`` to the text-encoder group, else to the first group. Frozen parameters
-    (``requires_grad=False``) are left out; a parameter registered under two names (the shared
-    ``bbox_embed``) appears once. Groups are always returned, even when empty (e.g. a frozen text
+    (``requires_grad=False``) are left out; a parameter registered under two names (tied weights)
+    appears once. Groups are always returned, even when empty (e.g. a frozen text
     encoder), so optimiser and scheduler states have the same layout in every run.
 
     Returns:
@@ -61,3 +62,34 @@ def build_scheduler(optimizer: Optimizer, milestones: list[int], gamma: float) -
     if sorted(milestones) != list(milestones):
         raise ValueError(f"lr milestones must be increasing, got {milestones}")
     return MultiStepLR(optimizer, milestones=milestones, gamma=gamma)
+
+
+def reschedule(
+    optimizer: Optimizer, learning_rates: list[float], milestones: list[int], gamma: float, epochs_done: int
+) -> MultiStepLR:
+    """A scheduler for a new schedule, at the point ``epochs_done`` epochs into it (e.g. after a resume
+    that changes the learning rates or milestones).
+
+    Every group's base rate becomes ``learning_rates[i]`` and its current rate what a run configured
+    this way from the start would use now (the same chain of multiplications, so equal bit for bit).
+
+    Args:
+        optimizer: the optimizer, with its state loaded; ``learning_rates`` has one rate per group.
+        learning_rates: base rate per parameter group, in the optimizer's group order.
+        milestones: increasing epochs at which the rates are multiplied by ``gamma``.
+        gamma: the decay factor.
+        epochs_done: scheduler steps already taken (the ``last_epoch`` of the loaded scheduler).
+
+    Raises:
+        ValueError: one rate per group is not given, or the milestones are not increasing.
+    """
+    if len(learning_rates) != len(optimizer.param_groups):
+        raise ValueError(f"{len(learning_rates)} learning rates for {len(optimizer.param_groups)} parameter groups")
+    for group, lr in zip(optimizer.param_groups, learning_rates):
+        group["lr"] = group["initial_lr"] = lr
+    scheduler = build_scheduler(optimizer, milestones, gamma)
+    with warnings.catch_warnings():  # "scheduler.step() before optimizer.step()": replaying, not training
+        warnings.simplefilter("ignore", UserWarning)
+        for _ in range(epochs_done):
+            scheduler.step()
+    return scheduler

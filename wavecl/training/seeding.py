@@ -2,10 +2,11 @@
 for what must not.
 
 The initial weights and the dataset's sample list are built under ``seed`` on every rank (DDP would
-broadcast rank 0's weights anyway, but a checkpoint-free run is then reproducible rank by rank). After
-that every rank draws from its own streams, seeded with ``seed + rank`` as in the original
-implementation: dropout, stochastic depth and augmentation differ between GPUs instead of repeating,
-and so do the DataLoader workers, which derive their seeds from :func:`loader_seed`.
+broadcast rank 0's weights anyway, but a run is then reproducible rank by rank). After that every
+rank draws from its own streams, seeded with ``seed + rank`` as in the original implementation, so
+dropout and stochastic depth differ between GPUs instead of repeating. Augmentation needs no rank:
+each sample's draws depend on ``(seed, epoch, index)`` (:class:`wavecl.training.resumable.SeededSamples`)
+and every rank loads other samples.
 """
 
 from __future__ import annotations
@@ -26,13 +27,3 @@ def seed_process(seed: int) -> None:
 def rank_seed(seed: int, rank: int) -> int:
     """The seed of rank ``rank``'s own streams: ``seed + rank``."""
     return seed + rank
-
-
-def loader_seed(seed: int, rank: int, epoch: int) -> int:
-    """The seed of rank ``rank``'s training DataLoader in ``epoch``.
-
-    The loader draws its workers' base seed from it (each worker then seeds torch, NumPy and Python
-    with ``base + worker_id``), so augmentation differs across ranks and epochs and repeats exactly
-    on resume.
-    """
-    return rank_seed(seed, rank) * 1000 + epoch

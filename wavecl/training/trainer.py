@@ -1,21 +1,27 @@
-"""The training loop: one process or many under ``torchrun`` (training.md §2, decisions table).
+"""The training loop: one process or many under ``torchrun`` (docs/training.md#the-training-loop).
 
 A run directory ``<output_dir>/<dataset_name>/<version>/`` holds:
 
-- ``config.yaml``: the resolved configuration, and ``run_info.json``: the flags given explicitly,
-  world size, git revision and command line;
-- ``log.jsonl``: one JSON line per epoch (training averages and evaluation metrics);
+- ``config.yaml``: the configuration that runs (updated when a resume changes a field), and
+  ``run_info.json``: the flags given explicitly, world size, git revision and command line of the
+  start, and one entry per resume;
+- ``log.jsonl``: one JSON line per epoch (training averages and evaluation metrics), appended to;
 - ``tensorboard/``: every loss term and learning rate per step, metrics per evaluation;
-- ``checkpoints/``: one folder per epoch (safetensors weights + training state), written atomically.
+- ``checkpoints/``: one folder per epoch, and optionally every ``train.checkpoint_every_steps`` steps
+  (:mod:`wavecl.checkpoint`), the frozen parameters once per run;
+- ``train.lock`` while a trainer writes into it (:mod:`wavecl.training.run_dir`).
+
+Epochs and steps are numbered from 0 everywhere: the progress bar (``epoch 3 [0-39]``), ``log.jsonl``,
+the log lines, the checkpoint and evaluation folders (``epoch_0003``) and the resume messages.
 
 Only rank 0 writes files. Checkpoints are written before evaluation, so a crash while evaluating
-loses nothing; ``resume`` continues exactly where the last checkpoint stopped.
+loses nothing: a resume first completes the evaluation and ``log.jsonl`` line of that epoch. ``resume``
+continues exactly where the last checkpoint stopped, mid-epoch included.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import logging
 import math
@@ -31,40 +37,70 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from torch.utils.tensorboard import SummaryWriter
-from tqdm import tqdm
 
 from wavecl.amp import decide_precision
 from wavecl.atomic import write_text
 from wavecl.checkpoint import (
+    CheckpointError,
     CheckpointPaths,
     latest_checkpoint,
-    load_model_weights,
     load_training_state,
+    prune_checkpoints,
     restore_rng_state,
     rng_state,
     save_checkpoint,
 )
-from wavecl.config import Config
+from wavecl.config import Config, load_config
 from wavecl.data.collate import collate_clips
 from wavecl.data.robust import SkipBadSamples
 from wavecl.data.types import Batch
 from wavecl.distributed import DistInfo, gather_objects, gather_to_main, on_main_process, reduce_loss_dict
 from wavecl.evaluation.datasets import build_dataset, evaluate_model
-from wavecl.model.wavecl import WaveCL, build_model
+from wavecl.model.wavecl import build_model
+from wavecl.model.weights import load_weights
+from wavecl.progress import progress_bar
 from wavecl.training.criterion import SetCriterion
-from wavecl.training.matcher import HungarianMatcher
-from wavecl.training.optim import build_optimizer, build_scheduler
-from wavecl.training.seeding import loader_seed, rank_seed, seed_process
+from wavecl.training.matcher import HungarianMatcher, NonFiniteCostError
+from wavecl.training.optim import build_optimizer, build_scheduler, reschedule
+from wavecl.training.resumable import EpochOrder, SeededSamples
+from wavecl.training.run_dir import (
+    CONFIG_FILENAME,
+    RunDirectoryError,
+    RunLock,
+    append_resume,
+    check_location_unchanged,
+    config_differences,
+    logged_epochs,
+    require_fresh_run_directory,
+    run_directory_of,
+    start_history,
+)
+from wavecl.training.seeding import rank_seed, seed_process
 
 log = logging.getLogger("wavecl.train")
 
 # Beside the ``best`` pointer: which metric chose it and its value (read back on resume, since the
 # epoch's checkpoint is written before its evaluation).
 BEST_METRIC_FILE = "best.json"
+# Fields a resume may change, applied to the loaded optimizer and scheduler.
+SCHEDULE_FIELDS = ("train.lr", "train.lr_backbone", "train.text_encoder_lr", "train.lr_drop", "train.lr_gamma")
+# Fields that fix the position inside an epoch: a mid-epoch resume cannot change them.
+EPOCH_POSITION_FIELDS = (
+    "train.batch_size",
+    "train.grad_accum_steps",
+    "train.seed",
+    "train.max_steps_per_epoch",
+    "data.dataset_name",
+    "data.window_size",
+)
+
+# Finetuning (``--pretrained``) starts from a checkpoint with these heads re-initialised:
+# the class heads of a pretraining run predict other classes. Every other weight must be in the file.
+FINETUNE_REINITIALISED = ("class_embed.",)
 
 
 class NonFiniteLossError(RuntimeError):
-    """A loss term became NaN or infinite and the run is configured to stop."""
+    """A model output, matching cost or loss term became NaN or infinite and the run is configured to stop."""
 
 
 def git_revision() -> str | None:
@@ -75,6 +111,15 @@ def git_revision() -> str | None:
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
+
+
+def parameters_without_gradient(model: nn.Module) -> list[str]:
+    """Names of the trainable parameters that the last backward pass gave no gradient.
+
+    Under DDP (built with ``find_unused_parameters=False``) every trainable parameter must receive a
+    gradient at every step; a parameter the configuration never uses must be frozen instead.
+    """
+    return [name for name, parameter in model.named_parameters() if parameter.requires_grad and parameter.grad is None]
 
 
 def build_criterion(config: Config) -> SetCriterion:
@@ -96,43 +141,50 @@ def build_criterion(config: Config) -> SetCriterion:
     )
 
 
-def parameters_without_gradient(model: nn.Module) -> list[str]:
-    """Names of the trainable parameters that the last backward pass gave no gradient.
-
-    Under DDP (built with ``find_unused_parameters=False``) every trainable parameter must receive a
-    gradient at every step; a parameter the configuration never uses must be frozen instead.
-    """
-    return [name for name, parameter in model.named_parameters() if parameter.requires_grad and parameter.grad is None]
-
-
-def load_finetune_weights(model: WaveCL, path: str | Path) -> tuple[list[str], list[str]]:
-    """Start a finetune from a pretraining checkpoint (training.md §2.12).
-
-    The class heads are re-initialised (their weights are not loaded), every other weight is loaded
-    non-strictly. Returns the missing and unexpected keys, which the caller logs.
-    """
-    state = {k: v for k, v in load_model_weights(path).items() if not k.startswith("class_embed.")}
-    result = model.load_state_dict(state, strict=False)
-    missing = [k for k in result.missing_keys if not k.startswith("class_embed.")]
-    return missing, list(result.unexpected_keys)
-
-
 @dataclass
 class EpochResult:
-    losses: dict[str, float]
+    """An epoch's training totals so far: per-term loss sums over ``count`` logged steps, skipped batches,
+    failed sample loads and seconds (:attr:`losses` gives the ``log.jsonl`` means). Saved in every
+    checkpoint (``epoch_totals``), so a mid-epoch resume finishes the same totals."""
+
+    sums: dict[str, float]
+    count: int
     skipped_batches: int
     bad_samples: int
     seconds: float
+
+    @property
+    def losses(self) -> dict[str, float]:
+        """Per-term mean over the logged steps."""
+        return {k: v / max(self.count, 1) for k, v in self.sums.items()}
+
+    def as_state(self) -> dict[str, Any]:
+        """The totals as plain types for a checkpoint's training state (``EpochResult(**state)`` reads them)."""
+        return {
+            "sums": dict(self.sums),
+            "count": self.count,
+            "skipped_batches": self.skipped_batches,
+            "bad_samples": self.bad_samples,
+            "seconds": self.seconds,
+        }
 
 
 class Trainer:
     """Trains WaveCL as configured, on this process's device, as one rank of ``dist``.
 
     Args:
-        config: the resolved configuration.
+        config: the resolved configuration. For a resume, the run's own ``config.yaml`` with any
+            explicit changes (:func:`wavecl.training.run_dir.resume_config`); the changes are applied
+            (learning rates and milestones to the loaded optimizer and scheduler) and recorded.
         dist: this process's place in the job (:func:`wavecl.distributed.init_distributed`).
         explicit_overrides: the configuration fields given on the command line (saved in the run).
-        resume: a checkpoint folder or run directory to continue from, or None.
+        resume: a run directory, checkpoint folder or pointer of the run to continue, or None. The run
+            continues in its own directory, whatever ``config.run_directory()`` says.
+
+    Raises:
+        RunDirectoryError: another process trains in the run directory; a new run's directory already
+            holds a run; a resume names another run directory or changes what a mid-epoch resume cannot.
+        ValueError: ``train.checkpoint_every_steps`` or ``train.keep_checkpoints`` is invalid.
     """
 
     def __init__(
@@ -145,19 +197,41 @@ class Trainer:
         self.config = config
         self.dist = dist
         self.device = dist.device
-        self.run_dir = config.run_directory()
-        train_cfg = config.train
+        _check_checkpoint_fields(config)
+        self.run_dir = config.run_directory() if resume is None else run_directory_of(resume)
+        self.changes: dict[str, tuple[Any, Any]] = {}
+        if resume is not None:
+            run_config = load_config(self.run_dir / CONFIG_FILENAME)
+            check_location_unchanged(run_config, config, self.run_dir)
+            self.changes = config_differences(run_config, config)
+            if "train.pretrained_weights" in self.changes:
+                raise RunDirectoryError(
+                    "train.pretrained_weights (--pretrained) sets the weights a new run starts from; a resume "
+                    f"continues {self.run_dir} from its own checkpoint: leave it out, or start a new run"
+                )
+        self.writer: SummaryWriter | None = None
+        self._lock = self._take_run_directory(fresh=resume is None)
+        try:
+            self._build(explicit_overrides or {}, resume)
+        except BaseException:
+            self.close()
+            raise
 
+    def _build(self, explicit_overrides: dict[str, Any], resume: str | Path | None) -> None:
+        config, dist, train_cfg = self.config, self.dist, self.config.train
         seed_process(train_cfg.seed)  # identical initial weights and sample list on every rank
         model = build_model(config.model).to(self.device)
         self.model = model
+        # Parameters that never change in this run: written once per run, not in every checkpoint.
+        self.frozen_names = [n for n, p in model.named_parameters(remove_duplicate=False) if not p.requires_grad]
         if train_cfg.pretrained_weights and resume is None:
-            missing, unexpected = load_finetune_weights(model, train_cfg.pretrained_weights)
+            report = load_weights(model, train_cfg.pretrained_weights, skip=FINETUNE_REINITIALISED)
             log.info(
-                "finetuning from %s; missing keys: %s; unexpected keys: %s",
+                "finetuning from %s: %d tensors loaded, %d re-initialised (%s)",
                 train_cfg.pretrained_weights,
-                missing,
-                unexpected,
+                len(report.loaded),
+                len(report.skipped),
+                ", ".join(FINETUNE_REINITIALISED),
             )
         self.ddp_model: nn.Module = (
             DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
@@ -180,18 +254,47 @@ class Trainer:
         )
         seed_process(rank_seed(train_cfg.seed, dist.rank))  # from here on, every rank draws its own numbers
         self.start_epoch = 0
+        self.start_step = 0  # steps of start_epoch already trained (a mid-epoch resume)
+        self.resumed_totals: EpochResult | None = None
+        self.unfinished_epoch: tuple[int, CheckpointPaths, EpochResult | None] | None = None
         self.best_metric: float | None = None
         if resume is not None:
             self._resume(resume)
 
-        self.writer: SummaryWriter | None = None
-        on_main_process(lambda: self._open_run_directory(explicit_overrides or {}), "creating the run directory")
+        on_main_process(lambda: self._open_run_directory(explicit_overrides, resume), "creating the run directory")
 
-    def _open_run_directory(self, explicit_overrides: dict[str, Any]) -> None:
+    def _open_run_directory(self, explicit_overrides: dict[str, Any], resume: str | Path | None) -> None:
         """Rank 0: create the run directory, write its config and run info, open TensorBoard."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._save_run_config(explicit_overrides)
+        self._save_run_config(explicit_overrides, resume)
         self.writer = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=self.global_step)
+
+    def _take_run_directory(self, fresh: bool) -> RunLock | None:
+        """Lock the run directory on rank 0 (and, for a new run, check it holds none); every rank raises
+        the same error when that fails."""
+        lock, error = None, None
+        if self.dist.is_main:
+            try:
+                lock = RunLock(self.run_dir)
+                if fresh:
+                    require_fresh_run_directory(self.run_dir)
+            except RunDirectoryError as failure:
+                if lock is not None:
+                    lock.release()
+                lock, error = None, str(failure)
+        error = gather_objects(error)[0]  # collective: rank 0's verdict for all
+        if error is not None:
+            raise RunDirectoryError(error)
+        return lock
+
+    def close(self) -> None:
+        """Close the TensorBoard writer and release the run directory (called by :meth:`fit`; idempotent)."""
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     @property
     def steps_per_epoch(self) -> int:
@@ -201,9 +304,10 @@ class Trainer:
 
     @property
     def global_step(self) -> int:
-        return self.start_epoch * self.steps_per_epoch
+        """Steps trained before this process started (the TensorBoard step of the next one)."""
+        return self.start_epoch * self.steps_per_epoch + self.start_step
 
-    def _save_run_config(self, explicit_overrides: dict[str, Any]) -> None:
+    def _save_run_config(self, explicit_overrides: dict[str, Any], resume: str | Path | None) -> None:
         write_text(self.run_dir / "config.yaml", self.config.to_yaml())
         info = {
             "explicit_overrides": explicit_overrides,
@@ -213,22 +317,59 @@ class Trainer:
             "torch": torch.__version__,
             "precision": self.precision.summary(),
         }
-        write_text(self.run_dir / "run_info.json", json.dumps(info, indent=2, default=str))
+        if resume is None:
+            start_history(self.run_dir, info)
+            return
+        info["time"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        info["checkpoint"] = str(latest_checkpoint(resume))
+        info["continues_at"] = {"epoch": self.start_epoch, "step": self.start_step}
+        info["changed"] = {key: [old, new] for key, (old, new) in self.changes.items()}
+        append_resume(self.run_dir, info)
 
     def _resume(self, resume: str | Path) -> None:
         path = latest_checkpoint(resume)
-        self.model.load_state_dict(load_model_weights(path), strict=True)
+        if load_weights(self.model, path).legacy_box_heads:
+            raise CheckpointError(
+                f"{path} was written before the box heads were registered once: its weights load (evaluate, "
+                f"predict, --pretrained) but its optimizer state follows the old parameter order and cannot be "
+                f"resumed; start a new run from it with --pretrained {path}"
+            )
         state = load_training_state(path)
-        self.optimizer.load_state_dict(state["optimizer"])
+        epoch, step = int(state["epoch"]), state.get("step")
+        rng = state["rng"]
+        if step is not None:
+            fixed = {k: v for k, v in self.changes.items() if k in EPOCH_POSITION_FIELDS}
+            if fixed or len(rng) != self.dist.world_size:
+                what = "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in fixed.items()) or (
+                    f"world size {len(rng)} -> {self.dist.world_size}"
+                )
+                raise RunDirectoryError(
+                    f"{path} stopped inside epoch {epoch} (after step {step}); the position there depends on "
+                    f"what this resume changes ({what}). Resume from an end-of-epoch checkpoint to change it"
+                )
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+        except ValueError as error:
+            changed = ", ".join(self.changes) or "none"
+            raise RunDirectoryError(
+                f"the optimizer state in {path} does not fit this model ({error}); fields changed by this resume: "
+                f"{changed}"
+            ) from None
         self.scheduler.load_state_dict(state["scheduler"])
         if state["scaler"] or not self.scaler.is_enabled():
             self.scaler.load_state_dict(state["scaler"])
         else:  # written without loss scaling (e.g. bf16 on another GPU): the scaler starts afresh
             log.warning("%s was written without loss scaling; the float16 loss scale starts afresh", path)
-        self.start_epoch = int(state["epoch"]) + 1
+        self._apply_schedule_changes()
+        totals = state.get("epoch_totals")
+        totals = EpochResult(**totals) if totals is not None else None
+        if step is None:
+            self.start_epoch = epoch + 1
+            self.unfinished_epoch = self._unrecorded(epoch, CheckpointPaths.of(path), totals)
+        else:
+            self.start_epoch, self.start_step, self.resumed_totals = epoch, int(step) + 1, totals
         best = self.run_dir / "checkpoints" / BEST_METRIC_FILE
         self.best_metric = json.loads(best.read_text())["value"] if best.is_file() else None
-        rng = state["rng"]
         if len(rng) == self.dist.world_size:
             restore_rng_state(rng[self.dist.rank])
         else:  # every rank keeps the streams of its own seed (set above) rather than sharing a saved one
@@ -237,15 +378,54 @@ class Trainer:
                 len(rng),
                 self.dist.world_size,
             )
-        log.info("resumed from %s at epoch %d", path, self.start_epoch)
+        log.info(
+            "resumed from %s: continuing with epoch %d, step %d (numbered from 0)",
+            path,
+            self.start_epoch,
+            self.start_step,
+        )
 
-    def _loader(self, epoch: int) -> DataLoader:
-        self.sampler.set_epoch(epoch)
-        generator = torch.Generator().manual_seed(loader_seed(self.config.train.seed, self.dist.rank, epoch))
+    def _apply_schedule_changes(self) -> None:
+        """Put changed learning rates, milestones or gamma into effect: what is recorded is what runs."""
+        changed = [key for key in SCHEDULE_FIELDS if key in self.changes]
+        if "train.weight_decay" in self.changes:
+            for group in self.optimizer.param_groups:
+                group["weight_decay"] = self.config.train.weight_decay
+        if not changed:
+            return
+        train = self.config.train
+        rates = {"rest": train.lr, "backbone": train.lr_backbone, "text_encoder": train.text_encoder_lr}
+        learning_rates = [rates[group["name"]] for group in self.optimizer.param_groups]
+        epochs_done = self.scheduler.last_epoch
+        self.scheduler = reschedule(self.optimizer, learning_rates, train.lr_drop, train.lr_gamma, epochs_done)
+        log.info(
+            "resume changes %s: learning rates now %s after %d epochs",
+            ", ".join(changed),
+            {group["name"]: group["lr"] for group in self.optimizer.param_groups},
+            epochs_done,
+        )
+
+    def _unrecorded(
+        self, epoch: int, checkpoint: CheckpointPaths, totals: EpochResult | None
+    ) -> tuple[int, CheckpointPaths, EpochResult | None] | None:
+        """The resumed epoch, when its ``log.jsonl`` line (and so its evaluation) is missing; earlier
+        gaps in the log are reported (their weights are no longer the model's)."""
+        logged = logged_epochs(self.run_dir)
+        gaps = [e for e in range(epoch) if e not in logged]
+        if gaps and self.dist.is_main:
+            log.warning(
+                "log.jsonl of %s has no line for epoch(s) %s (numbered from 0): they cannot be completed now",
+                self.run_dir,
+                gaps,
+            )
+        return None if epoch in logged else (epoch, checkpoint, totals)
+
+    def _loader(self, epoch: int, start_step: int = 0) -> DataLoader:
+        generator = torch.Generator().manual_seed(self.config.train.seed * 1000 + epoch)
         return DataLoader(
-            self.train_set,
+            SeededSamples(self.train_set, self.config.train.seed, epoch),
             batch_size=self.config.train.batch_size,
-            sampler=self.sampler,
+            sampler=EpochOrder(self.sampler, epoch, start_step * self.config.train.batch_size),
             collate_fn=collate_clips,
             num_workers=self.config.data.num_workers,
             pin_memory=self.device.type == "cuda",
@@ -253,56 +433,80 @@ class Trainer:
             persistent_workers=False,
         )
 
+    def _evaluation_due(self, epoch: int) -> bool:
+        return (epoch + 1) % self.config.train.eval_interval == 0 or epoch + 1 == self.config.train.epochs
+
     def fit(self) -> dict[str, float]:
-        """Train for the configured epochs; returns the last evaluation's metrics (may be empty)."""
+        """Train for the configured epochs; returns the last evaluation's metrics (may be empty).
+
+        A resumed epoch whose evaluation or ``log.jsonl`` line is missing (the run stopped after its
+        checkpoint) is completed first. The run directory is released at the end, also on error.
+        """
         metrics: dict[str, float] = {}
-        for epoch in range(self.start_epoch, self.config.train.epochs):
-            result = self.train_one_epoch(epoch)
-            self.scheduler.step()
-            self._broadcast_buffers()
-            checkpoint = self._save(epoch)
-            evaluate_now = (epoch + 1) % self.config.train.eval_interval == 0 or epoch + 1 == self.config.train.epochs
-            metrics, primary = self.evaluate(epoch) if evaluate_now else ({}, None)
-            record = functools.partial(self._record_epoch, epoch, result, metrics, primary, checkpoint)
-            on_main_process(record, f"recording epoch {epoch}")
-        if self.writer is not None:
-            self.writer.close()
+        try:
+            if self.unfinished_epoch is not None:
+                epoch, checkpoint, totals = self.unfinished_epoch
+                log.warning("completing epoch %d, whose evaluation or log.jsonl line is missing", epoch)
+                metrics = self._finish_epoch(epoch, totals, checkpoint)
+                self.unfinished_epoch = None
+            for epoch in range(self.start_epoch, self.config.train.epochs):
+                result = self.train_one_epoch(epoch)
+                self.scheduler.step()
+                self._broadcast_buffers()
+                metrics = self._finish_epoch(epoch, result, self._save(epoch, result))
+        finally:
+            self.close()
         return metrics
 
-    def _check_finite(
-        self, reduced: dict[str, float], loss_dict: dict[str, torch.Tensor], epoch: int, step: int
-    ) -> bool:
-        """Whether every loss term is finite on every rank; names the bad terms otherwise.
+    def _finish_epoch(self, epoch: int, result: EpochResult | None, checkpoint: CheckpointPaths | None) -> dict:
+        """Evaluate (when due), write the epoch's ``log.jsonl`` line, update ``best`` and prune."""
+        metrics, primary = self.evaluate(epoch) if self._evaluation_due(epoch) else ({}, None)
 
-        ``reduced`` holds the terms averaged over ranks (:func:`reduce_loss_dict`): a NaN or infinite
-        term on any rank makes its mean non-finite on every rank, so the ranks agree without another
-        collective and the check needs no device synchronisation of its own.
+        def record() -> None:
+            self._record_epoch(epoch, result, metrics, primary, checkpoint)
+            prune_checkpoints(self.run_dir / "checkpoints", self.config.train.keep_checkpoints)
+
+        on_main_process(record, f"recording epoch {epoch}")
+        return metrics
+
+    def _check_finite(self, bad: list[str], epoch: int, step: int) -> bool:
+        """Whether nothing went non-finite on any rank (a collective); applies ``train.nonfinite_loss`` otherwise.
+
+        Args:
+            bad: this rank's non-finite model outputs, matching costs and loss terms (:meth:`_forward_loss`).
+
+        Raises:
+            NonFiniteLossError: under ``stop``, naming ``bad``.
         """
-        if all(math.isfinite(value) for value in reduced.values()):
+        flag = torch.tensor(float(bool(bad)), device=self.device)
+        if self.dist.distributed:
+            torch.distributed.all_reduce(flag)
+        if flag.item() == 0:
             return True
-        bad = [k for k, v in loss_dict.items() if not torch.isfinite(v).all()]
-        message = f"non-finite loss at epoch {epoch} step {step}: {bad or 'on another rank'}"
+        message = f"non-finite values at epoch {epoch} step {step}: {bad or 'on another rank'}"
         if self.config.train.nonfinite_loss == "stop":
             raise NonFiniteLossError(message + " (nonfinite_loss: stop; no weights were written for this step)")
         log.warning("%s; skipping the batch and the gradients accumulated since the last optimizer step", message)
         return False
 
     def train_one_epoch(self, epoch: int) -> EpochResult:
+        """Train epoch ``epoch`` (from step ``start_step`` when it is the resumed one); returns its totals."""
         self.ddp_model.train()
         config = self.config.train
         accumulate = config.grad_accum_steps
-        sums: dict[str, float] = {}
-        count, skipped = 0, 0
+        first_step, resumed = (self.start_step, self.resumed_totals) if epoch == self.start_epoch else (0, None)
+        totals = resumed or EpochResult({}, 0, 0, 0, 0.0)
+        sums, count, skipped = dict(totals.sums), totals.count, totals.skipped_batches
         bad_before = self._bad_sample_count()
         started = time.perf_counter()
-        bar = tqdm(
+        bar = progress_bar(
             total=self.steps_per_epoch,
-            desc=f"epoch {epoch + 1}/{config.epochs}",
+            initial=first_step,
+            desc=f"epoch {epoch} [0-{config.epochs - 1}]",
             disable=not self.dist.is_main,
-            dynamic_ncols=True,
         )
         self.optimizer.zero_grad(set_to_none=True)
-        for step, batch in enumerate(self._loader(epoch)):
+        for step, batch in enumerate(self._loader(epoch, first_step), start=first_step):
             if step >= self.steps_per_epoch:
                 break
             batch = batch.to(self.device, non_blocking=True)
@@ -311,9 +515,8 @@ class Trainer:
                 contextlib.nullcontext() if last_micro_step or not self.dist.distributed else self.ddp_model.no_sync()
             )
             with sync:
-                loss_dict, total = self._forward_loss(batch)
-                reduced = reduce_loss_dict(loss_dict)  # the step's one copy to the host, before backward
-                if not self._check_finite(reduced, loss_dict, epoch, step):
+                loss_dict, total, bad = self._forward_loss(batch)
+                if not self._check_finite(bad, epoch, step):
                     skipped += 1
                     self.optimizer.zero_grad(set_to_none=True)
                     bar.update(1)
@@ -321,12 +524,13 @@ class Trainer:
                 self.scaler.scale(total / accumulate).backward()
             if last_micro_step:
                 self._optimizer_step()
+            reduced = reduce_loss_dict(loss_dict)  # one collective and one copy to the host for all terms
             reduced["loss"] = sum(reduced[k] * w for k, w in self.criterion.weight_dict.items() if k in reduced)
             for key, value in reduced.items():
                 sums[key] = sums.get(key, 0.0) + value
             count += 1
             lr = self.optimizer.param_groups[0]["lr"]
-            bar.set_postfix(loss=f"{reduced['loss']:.3f}", lr=f"{lr:.2e}")
+            bar.set_postfix(loss=f"{reduced['loss']:.3f}", lr=f"{lr:.2e}", refresh=False)
             bar.update(1)
             if self.writer is not None:
                 global_step = epoch * self.steps_per_epoch + step
@@ -334,22 +538,45 @@ class Trainer:
                     self.writer.add_scalar(f"train/{key}", value, global_step)
                 for index, group in enumerate(self.optimizer.param_groups):
                     self.writer.add_scalar(f"lr/{group.get('name', index)}", group["lr"], global_step)
+            every = config.checkpoint_every_steps
+            if every and (step + 1) % every == 0 and step + 1 < self.steps_per_epoch:
+                bad = sum(gather_objects(self._bad_sample_count() - bad_before))  # collective: all ranks
+                so_far = EpochResult(
+                    sums, count, skipped, totals.bad_samples + bad, totals.seconds + time.perf_counter() - started
+                )
+                self._save(epoch, so_far, step=step)
+                on_main_process(
+                    lambda: prune_checkpoints(self.run_dir / "checkpoints", config.keep_checkpoints),
+                    "pruning checkpoints",
+                )
         bar.close()
-        averages = {k: v / max(count, 1) for k, v in sums.items()}
-        bad_samples = sum(gather_objects(self._bad_sample_count() - bad_before))  # collective: all ranks
-        return EpochResult(averages, skipped, bad_samples, time.perf_counter() - started)
+        bad_samples = totals.bad_samples + sum(gather_objects(self._bad_sample_count() - bad_before))  # collective
+        return EpochResult(sums, count, skipped, bad_samples, totals.seconds + time.perf_counter() - started)
 
     def _bad_sample_count(self) -> int:
         """Training samples this rank failed to load so far (counted by :class:`SkipBadSamples`, workers included)."""
         return self.train_set.num_skipped if isinstance(self.train_set, SkipBadSamples) else 0
 
-    def _forward_loss(self, batch: Batch) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    def _forward_loss(self, batch: Batch) -> tuple[dict[str, torch.Tensor], torch.Tensor, list[str]]:
+        """Forward pass and losses of one batch.
+
+        Returns:
+            The unweighted loss terms, their weighted total, and the names of whatever holds NaN or inf:
+            model outputs (``pred_boxes``, ``aux_outputs[0].pred_masks``), matching costs
+            (``cost_giou_0``; the losses are then not computed and the first two are empty) and loss terms.
+        """
         valid_indices, targets = batch.valid_frames()
         with self.precision.autocast():
             outputs = self.ddp_model(batch.frames, batch.pad_mask, batch.texts, batch.image_sizes, valid_indices)
         outputs = outputs_to_float(outputs)
-        loss_dict = self.criterion(outputs, targets)
-        return loss_dict, self.criterion.weighted_total(loss_dict)
+        bad = outputs.nonfinite()
+        try:
+            loss_dict = self.criterion(outputs, targets)
+        except NonFiniteCostError as error:
+            return {}, torch.zeros((), device=self.device), bad + error.terms
+        finite = torch.stack([torch.isfinite(value).all() for value in loss_dict.values()]).tolist()
+        bad += [key for key, ok in zip(loss_dict, finite) if not ok]
+        return loss_dict, self.criterion.weighted_total(loss_dict), bad
 
     def _optimizer_step(self) -> None:
         if not self._gradients_checked:  # once: before the first update, on every rank
@@ -378,20 +605,25 @@ class Trainer:
             for buffer in self.model.buffers():
                 torch.distributed.broadcast(buffer, src=0)
 
-    def _save(self, epoch: int) -> CheckpointPaths:
-        """Rank 0 writes the checkpoint (every rank's random state included); every rank gets its paths."""
+    def _save(self, epoch: int, totals: EpochResult, step: int | None = None) -> CheckpointPaths:
+        """Checkpoint the end of ``epoch``, or the point after its 0-based ``step``; collective: rank 0
+        writes (every rank's random state included), every rank gets the paths."""
         rng_per_rank = gather_to_main(rng_state())  # collective: every rank takes part
 
         def write() -> CheckpointPaths:
             state = {
                 "epoch": epoch,
+                "step": step,
                 "total_epochs": self.config.train.epochs,
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict(),
                 "rng": rng_per_rank,
+                "epoch_totals": totals.as_state(),
             }
-            return save_checkpoint(self.run_dir / "checkpoints", epoch, self.model.state_dict(), state)
+            return save_checkpoint(
+                self.run_dir / "checkpoints", epoch, self.model.state_dict(), state, step=step, frozen=self.frozen_names
+            )
 
         return on_main_process(write, f"writing the checkpoint of epoch {epoch}")
 
@@ -403,7 +635,7 @@ class Trainer:
     def _record_epoch(
         self,
         epoch: int,
-        result: EpochResult,
+        result: EpochResult | None,
         metrics: dict[str, float],
         primary: str | None,
         checkpoint: CheckpointPaths | None,
@@ -415,14 +647,15 @@ class Trainer:
                 record = {"metric": primary, "value": self.best_metric, "epoch": epoch}
                 write_text(checkpoints / BEST_METRIC_FILE, json.dumps(record))
                 write_text(checkpoints / "best", checkpoint.directory.name + "\n")
-        record = {
-            "epoch": epoch,
-            **{f"train_{k}": v for k, v in result.losses.items()},
-            "train_skipped_batches": result.skipped_batches,
-            "train_bad_samples": result.bad_samples,
-            "train_seconds": result.seconds,
-            **{f"eval_{k}": v for k, v in metrics.items()},
-        }
+        training = {}
+        if result is not None:  # None: completing an epoch whose checkpoint predates stored totals
+            training = {
+                **{f"train_{k}": v for k, v in result.losses.items()},
+                "train_skipped_batches": result.skipped_batches,
+                "train_bad_samples": result.bad_samples,
+                "train_seconds": result.seconds,
+            }
+        record = {"epoch": epoch, **training, **{f"eval_{k}": v for k, v in metrics.items()}}
         with open(self.run_dir / "log.jsonl", "a") as handle:
             handle.write(json.dumps(record) + "\n")
         if self.writer is not None:
@@ -445,3 +678,16 @@ def outputs_to_float(outputs):
         text_sentence_feature=outputs.text_sentence_feature.float(),
         aux_outputs=[outputs_to_float(aux) for aux in outputs.aux_outputs],
     )
+
+
+def _check_checkpoint_fields(config: Config) -> None:
+    """Refuse checkpoint settings that cannot work, naming the field."""
+    train = config.train
+    every, keep = train.checkpoint_every_steps, train.keep_checkpoints
+    if every is not None and (every < 1 or every % train.grad_accum_steps):
+        raise ValueError(
+            f"train.checkpoint_every_steps must be a positive multiple of train.grad_accum_steps "
+            f"({train.grad_accum_steps}), so that a checkpoint falls on an optimizer step; got {every}"
+        )
+    if keep is not None and keep < 1:
+        raise ValueError(f"train.keep_checkpoints must be at least 1 (or null to keep all), got {keep}")

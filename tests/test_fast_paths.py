@@ -1,0 +1,201 @@
+"""The optimised network equals the plain computation, and keeps its coordinates in float32 under autocast.
+
+The plain network is the same model with torchvision's own ``ShiftedWindowAttention3d`` in every Swin
+block and multi-scale deformable attention computed by one ``grid_sample`` per level followed by the
+weighted sum (the formulation before the optimisation), written out here.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from unittest import mock
+
+import pytest
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch.utils._python_dispatch import TorchDispatchMode
+from torchvision.models.video.swin_transformer import ShiftedWindowAttention3d
+
+import wavecl.model.deformable as deformable
+from wavecl.config import load_config
+from wavecl.model.backbone import WindowAttention3d
+from wavecl.model.wavecl import WaveCL
+
+SWITCHES = {
+    "defaults": dict(eval_layer="last", fla_order="frame", sep_pooling="masked", sentence_pooling="mean"),
+    "reference": dict(
+        eval_layer="reference", fla_order="reference", sep_pooling="reference", sentence_pooling="pooler"
+    ),
+}
+"""Every parity switch of the model config, at its default and at its reference value."""
+
+
+def plain_ms_deform_attn(value, level_shapes, sampling_locations, attention_weights):
+    """Per level: grid_sample of every head's map at its points, times the attention weights, summed."""
+    n, _, heads, _ = value.shape
+    values = value.split([h * w for h, w in level_shapes], dim=1)
+    output = 0
+    for level, (h, w) in enumerate(level_shapes):
+        level_value = rearrange(values[level], "n (h w) m d -> (n m) d h w", h=h, w=w)
+        grid = rearrange(2 * sampling_locations[:, :, :, level] - 1, "n q m p xy -> (n m) q p xy")
+        samples = F.grid_sample(level_value, grid.to(value.dtype), mode="bilinear", align_corners=False)
+        weights = rearrange(attention_weights[:, :, :, level], "n q m p -> (n m) 1 q p")
+        output = output + (samples * weights).sum(dim=-1)
+    return rearrange(output, "(n m) d q -> n q (m d)", n=n, m=heads)
+
+
+def plain_copy(model: WaveCL) -> WaveCL:
+    """A deep copy of ``model`` whose Swin blocks use torchvision's window attention (same weights)."""
+    plain = copy.deepcopy(model)
+    for stage in plain.backbone.body.features[::2]:
+        for block in stage:
+            fast = block.attn
+            assert isinstance(fast, WindowAttention3d)
+            block.attn = ShiftedWindowAttention3d(
+                fast.qkv.in_features, list(fast.window_size), list(fast.shift_size), fast.num_heads
+            )
+            block.attn.load_state_dict(fast.state_dict())
+            block.attn.train(fast.training)
+    return plain
+
+
+def tiny_model(switches: str) -> WaveCL:
+    """The tiny config with windows of (2, 3, 3) tokens, so that 3 frames and every stage are shifted and
+    padded, perturbed away from the zero initialisations so that every path carries a signal."""
+    config = load_config("configs/tiny.yaml").model
+    config = dataclasses.replace(config, backbone_window_size=[2, 3, 3], **SWITCHES[switches])
+    torch.manual_seed(0)
+    model = WaveCL(config)
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.requires_grad:
+                parameter.add_(0.02 * torch.randn(parameter.shape, generator=generator))
+    return model
+
+
+@pytest.fixture(scope="module", params=sorted(SWITCHES))
+def models(request):
+    model = tiny_model(request.param)
+    return model, plain_copy(model)
+
+
+def make_inputs(T: int, B: int, H: int = 45, W: int = 61):
+    """Random clips of odd size; with two clips the second has 6 padded rows at the bottom."""
+    generator = torch.Generator().manual_seed(10 * T + B)
+    frames = torch.randn(T, B, 3, H, W, generator=generator)
+    pad_mask = torch.zeros(T, B, H, W, dtype=torch.bool)
+    sizes = torch.tensor([[H, W]] * B)
+    if B > 1:
+        pad_mask[:, 1, H - 6 :] = True
+        frames[:, 1, :, H - 6 :] = 0
+        sizes[1, 0] = H - 6
+    texts = ["the red circle on the left", "a small blue square moving up quickly"][:B]
+    return frames, pad_mask, texts, sizes
+
+
+def predictions(output) -> dict[str, torch.Tensor]:
+    """Every prediction of every returned layer, by name."""
+    tensors = {"pred_logit": output.pred_logit, "text_sentence_feature": output.text_sentence_feature}
+    for index, layer in enumerate([output, *output.aux_outputs]):
+        for name in ("pred_masks", "pred_cls", "pred_boxes"):
+            tensors[f"{index}.{name}"] = getattr(layer, name)
+    return tensors
+
+
+def run(model: WaveCL, inputs, train: bool, plain: bool, valid_indices=None):
+    """Outputs (and, in training, every parameter's gradient of a loss on all of them) of one forward."""
+    model.train(train)
+    model.zero_grad(set_to_none=True)
+    torch.manual_seed(5)  # the same dropout and stochastic-depth draws for both models
+    patch = mock.patch.object(deformable, "ms_deform_attn", plain_ms_deform_attn) if plain else mock.MagicMock()
+    with patch, torch.set_grad_enabled(train):
+        outputs = predictions(model(*inputs, valid_indices=valid_indices))
+    gradients = {}
+    if train:
+        generator = torch.Generator().manual_seed(2)
+        loss = sum((tensor * torch.randn(tensor.shape, generator=generator)).sum() for tensor in outputs.values())
+        loss.backward()
+        gradients = {name: p.grad for name, p in model.named_parameters() if p.grad is not None}
+    return outputs, gradients
+
+
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
+@pytest.mark.parametrize(
+    "T,B", [(1, 1), pytest.param(1, 2, marks=pytest.mark.slow), pytest.param(3, 1, marks=pytest.mark.slow), (3, 2)]
+)
+def test_optimised_network_equals_plain_computation(models, T, B, train):
+    fast, plain = models
+    inputs = make_inputs(T, B)
+    fast_outputs, fast_gradients = run(fast, inputs, train, plain=False)
+    plain_outputs, plain_gradients = run(plain, inputs, train, plain=True)
+    assert fast_outputs.keys() == plain_outputs.keys()
+    for name, expected in plain_outputs.items():
+        torch.testing.assert_close(fast_outputs[name], expected, rtol=1e-4, atol=1e-4, msg=name)
+    assert fast_gradients.keys() == plain_gradients.keys()
+    if train:
+        assert len(fast_gradients) > 100
+    for name, expected in plain_gradients.items():
+        scale = expected.abs().max().item()
+        torch.testing.assert_close(fast_gradients[name], expected, rtol=1e-3, atol=1e-4 * max(scale, 1.0), msg=name)
+
+
+def test_centre_frame_selection_equals_plain_computation(models):
+    fast, plain = models
+    inputs = make_inputs(3, 2)
+    valid = torch.tensor([1, 3 + 1])
+    fast_outputs, _ = run(fast, inputs, train=False, plain=False, valid_indices=valid)
+    plain_outputs, _ = run(plain, inputs, train=False, plain=True, valid_indices=valid)
+    for name, expected in plain_outputs.items():
+        torch.testing.assert_close(fast_outputs[name], expected, rtol=1e-4, atol=1e-4, msg=name)
+
+
+class DtypeRecorder(TorchDispatchMode):
+    """Records the dtypes of the coordinate inputs of the sampling and dynamic-mask operators."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: dict[str, list[torch.dtype]] = {"grid_sampler_2d": [], "embedding_bag": [], "dynamic_conv": []}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        named = {argument.name: value for argument, value in zip(func._schema.arguments, args)} | kwargs
+        name = func.overloadpacket.__name__
+        if name == "grid_sampler_2d":
+            self.seen["grid_sampler_2d"] += [named["input"].dtype, named["grid"].dtype]
+        elif name in ("_embedding_bag", "_embedding_bag_forward_only"):
+            self.seen["embedding_bag"] += [named["weight"].dtype, named["per_sample_weights"].dtype]
+        elif name == "convolution" and named["groups"] > 1 and named["weight"].shape[-2:] == (1, 1):
+            # the grouped 1x1 convs of the dynamic mask head (one group per instance)
+            self.seen["dynamic_conv"] += [named["input"].dtype, named["weight"].dtype]
+        return func(*args, **kwargs)
+
+
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
+def test_coordinates_stay_float32_under_bf16_autocast(train):
+    """Reference points, sampling locations and grids, the mask head's coordinates: float32 under CPU bf16
+    autocast, while the network's matmuls do run in bf16."""
+    model = tiny_model("defaults")
+    model.train(train)
+    reference_dtypes = []
+    for module in model.modules():
+        if isinstance(module, deformable.MSDeformAttn):
+            module.register_forward_pre_hook(lambda m, args: reference_dtypes.append(args[1].dtype))
+    decoded = {}
+    model.transformer.register_forward_hook(lambda m, i, o: decoded.__setitem__("out", o))
+    value_proj = model.transformer.encoder.layers[0].self_attn.value_proj
+    value_proj.register_forward_hook(lambda m, i, o: decoded.__setitem__("value", o))
+    recorder = DtypeRecorder()
+    with torch.autocast("cpu", dtype=torch.bfloat16), torch.set_grad_enabled(train), recorder:
+        output = model(*make_inputs(3, 2))
+    assert decoded["value"].dtype == torch.bfloat16  # autocast is really on
+    assert decoded["out"].init_reference.dtype == torch.float32
+    assert decoded["out"].inter_references.dtype == torch.float32
+    layers = model.config.enc_layers + model.config.dec_layers
+    assert reference_dtypes == [torch.float32] * layers
+    sampler = "grid_sampler_2d" if train else "embedding_bag"
+    assert recorder.seen[sampler] and set(recorder.seen[sampler]) == {torch.float32}
+    assert recorder.seen["dynamic_conv"] and set(recorder.seen["dynamic_conv"]) == {torch.float32}
+    assert output.pred_masks.dtype == torch.float32

@@ -1,0 +1,211 @@
+"""One's own data in the Ref-YouTube-VOS layout: J, F and J&F wherever the held-out split has
+``Annotations/`` (saved predictions and evaluation of a model), scored over the ground truth's full
+list; the real layout without ``Annotations/`` keeps its submission path."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from support import constant_prediction
+
+from wavecl.cli import main
+from wavecl.config import apply_overrides, load_config
+from wavecl.data.collate import collate_clips
+from wavecl.data.synthetic import write_synthetic_ytvos
+from wavecl.data.ytvos import YTVOSGroundTruth
+from wavecl.evaluation.datasets import build_evaluation
+from wavecl.evaluation.davis import db_eval_boundary
+from wavecl.evaluation.ytvos import write_ytvos_masks
+from wavecl.testing.datasets import write_ytvos_fixture
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = str(REPO / "configs" / "tiny.yaml")
+SIZE = (32, 48)
+
+
+def naive_j(truth: np.ndarray, predicted: np.ndarray) -> float:
+    """Mean over frames of |A and B| / |A or B|, 1 for a frame where both are empty."""
+    scores = []
+    for a, b in zip(truth, predicted):
+        union = np.logical_or(a, b).sum()
+        scores.append(1.0 if union == 0 else np.logical_and(a, b).sum() / union)
+    return float(np.mean(scores))
+
+
+def read_truth(root: Path, video: str, frames: list[str], obj_id: int) -> np.ndarray:
+    """``[T, H, W]`` bool masks of one object, read straight from the index PNGs."""
+    return np.stack(
+        [np.asarray(Image.open(root / "valid" / "Annotations" / video / f"{f}.png")) == obj_id for f in frames]
+    )
+
+
+@pytest.fixture()
+def own_data(tmp_path: Path) -> Path:
+    """Held-out data of one's own in the Ref-YouTube-VOS layout, with ``valid/Annotations``."""
+    root = tmp_path / "my_videos"
+    write_synthetic_ytvos(root, 3, num_frames=5, size=SIZE, seed=11, split="valid")
+    return root
+
+
+def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    try:
+        main(argv)
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 1
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_saved_predictions_with_missing_and_extra_masks_are_scored_on_the_full_list(own_data, tmp_path, capsys, caplog):
+    """The issue's case: predictions for only some videos. Every expression of the ground truth is
+    scored, a missing mask counting as an empty one, and the counts are reported."""
+    videos = json.loads((own_data / "meta_expressions" / "valid" / "meta_expressions.json").read_text())["videos"]
+    predictions = tmp_path / "predictions"
+    rng = np.random.default_rng(0)
+    expected_j, expected_f, missing = [], [], 0
+    for index, (video, entry) in enumerate(sorted(videos.items())):
+        frames = sorted(entry["frames"])
+        for exp_id, expression in entry["expressions"].items():
+            truth = read_truth(own_data, video, frames, int(expression["obj_id"]))
+            guess = truth ^ (rng.random(truth.shape) < 0.05)  # the truth with 5 % of the pixels flipped
+            if index == 1:
+                kept = np.zeros(len(frames), dtype=bool)  # the second video has no predictions at all
+            else:
+                kept = np.ones(len(frames), dtype=bool)
+                kept[2] = exp_id != "0"  # and the first expression of the others lacks its third frame
+            names = [name for name, keep in zip(frames, kept) if keep]
+            if names:
+                write_ytvos_masks(predictions, video, exp_id, names, torch.from_numpy(guess[kept]))
+            scored = np.where(kept[:, None, None], guess, False)
+            expected_j.append(naive_j(truth, scored))
+            expected_f.append(float(np.mean(db_eval_boundary(truth, scored))))
+            missing += int((~kept).sum())
+    write_ytvos_masks(predictions, "not_a_video", "0", ["00000"], torch.ones(1, *SIZE, dtype=torch.bool))
+
+    argv = ["evaluate", "-c", TINY, "--dataset", "ref_youtube_vos", "--data-root", str(own_data)]
+    with caplog.at_level(logging.WARNING, logger="wavecl.evaluation.ytvos"):
+        code, out, _ = run_cli([*argv, "--predictions", str(predictions), "--out-dir", str(tmp_path / "m")], capsys)
+    assert code == 0
+    metrics = json.loads((tmp_path / "m" / "metrics.json").read_text())["metrics"]
+    assert metrics["expressions"] == len(expected_j)
+    assert metrics["J"] == pytest.approx(np.mean(expected_j))
+    assert metrics["F"] == pytest.approx(np.mean(expected_f))
+    assert metrics["J&F"] == pytest.approx((np.mean(expected_j) + np.mean(expected_f)) / 2)
+    assert metrics["missing_masks"] == missing > 0 and metrics["extra_masks"] == 1
+    warnings = " ".join(record.getMessage() for record in caplog.records)
+    assert f"lacks {missing} of {int(metrics['frames'])} masks, scored as empty" in warnings
+    assert "Annotations/not_a_video/0/00000.png" in warnings
+    assert "per_expression.csv" in out
+    with open(tmp_path / "m" / "per_expression.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == len(expected_j)
+    assert [float(row["J"]) for row in rows] == pytest.approx(expected_j, abs=1e-6)
+    assert sum(int(row["missing"]) for row in rows) == missing
+    assert len((tmp_path / "m" / "missing_masks.txt").read_text().splitlines()) == missing
+    assert (tmp_path / "m" / "extra_masks.txt").read_text() == "Annotations/not_a_video/0/00000.png\n"
+
+
+def test_evaluation_of_a_model_on_own_data_reports_j_and_f(own_data, tmp_path):
+    """Evaluation during training and `wavecl evaluate --checkpoint` (both go through build_evaluation):
+    J and F of all-foreground masks, against the naive computation."""
+    config = load_config(TINY)
+    config = apply_overrides(
+        config,
+        {"data.dataset_name": "ref_youtube_vos", "data.root": str(own_data), "data.eval_short_size": SIZE[0]},
+    )
+    evaluation = build_evaluation(config, tmp_path / "eval")
+    for index in range(len(evaluation.dataset)):
+        batch = collate_clips([evaluation.dataset[index]])
+        evaluation.evaluator.update(constant_prediction(batch, 10.0), batch)
+    metrics = evaluation.evaluator.summarize()
+    ground_truth = YTVOSGroundTruth(own_data)
+    expected = [
+        naive_j(ground_truth.masks(e.video_id, e.exp_id), np.ones((5, *SIZE), bool)) for e in ground_truth.expressions
+    ]
+    assert evaluation.primary_metric == "J&F"
+    assert metrics["J"] == pytest.approx(np.mean(expected))
+    assert metrics["expressions"] == len(expected) and metrics["missing_masks"] == 0
+    assert (tmp_path / "eval" / "per_expression.csv").is_file()
+    assert not (tmp_path / "eval" / "submission.zip").exists()
+
+
+def test_the_real_layout_without_annotations_still_writes_a_submission(tmp_path):
+    write_ytvos_fixture(tmp_path / "refer_youtube_vos")
+    config = load_config(REPO / "configs" / "refer_youtube_vos_finetune.yaml")
+    config = apply_overrides(config, {"data.root": str(tmp_path), "model.num_classes": 1})
+    evaluation = build_evaluation(config, tmp_path / "eval")
+    for index in range(len(evaluation.dataset)):
+        batch = collate_clips([evaluation.dataset[index]])
+        evaluation.evaluator.update(constant_prediction(batch, -10.0), batch)
+    metrics = evaluation.evaluator.summarize()
+    assert set(metrics) == {"windows"}
+    with zipfile.ZipFile(tmp_path / "eval" / "submission.zip") as archive:
+        assert "Annotations/val_a/1/00030.png" in archive.namelist()
+
+
+def test_annotated_split_needs_an_object_id_per_expression(own_data):
+    meta_path = own_data / "meta_expressions" / "valid" / "meta_expressions.json"
+    meta = json.loads(meta_path.read_text())
+    video = sorted(meta["videos"])[0]
+    del meta["videos"][video]["expressions"]["0"]["obj_id"]
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=rf"{meta_path}: video '{video}' expression '0' needs an integer 'obj_id'"):
+        YTVOSGroundTruth(own_data)
+
+
+def tree_state(root: Path) -> dict[str, tuple[int, int, int]]:
+    """``{relative path: (size, mtime_ns, mode)}`` of every file and folder under ``root``."""
+    state = {}
+    for path in sorted(root.rglob("*")):
+        info = path.lstat()
+        state[path.relative_to(root).as_posix()] = (
+            info.st_size if path.is_file() else 0,
+            info.st_mtime_ns,
+            info.st_mode,
+        )
+    return state
+
+
+def set_writable(root: Path, writable: bool) -> None:
+    for path in [root, *root.rglob("*")]:
+        mode = path.stat().st_mode
+        path.chmod(mode | 0o200 if writable else mode & ~0o222)
+
+
+def test_demo_trains_on_a_read_only_folder_of_own_data(tmp_path, capsys):
+    """`wavecl demo --data-root`: the demo's recipe on one's own data, J&F on its held-out split, and
+    nothing written under the dataset folder (made read-only; as root the permissions do not stop a
+    write, so the folder's files, sizes, times and modes are compared before and after)."""
+    root = tmp_path / "my_videos"
+    write_synthetic_ytvos(root, 3, num_frames=4, size=SIZE, seed=21, split="train")
+    write_synthetic_ytvos(root, 2, num_frames=4, size=SIZE, seed=22, split="valid")
+    set_writable(root, False)
+    before = tree_state(root)
+    sizes = [
+        f"data.{kind}_{side}={value}"
+        for kind in ("train", "eval")
+        for side, value in zip(("short_size", "max_size"), SIZE)
+    ]
+    argv = ["demo", "--data-root", str(root), "--out-dir", str(tmp_path / "demo"), "--minutes", "0.01", "--epochs", "1"]
+    try:
+        code, out, err = run_cli([*argv, *(item for size in sizes for item in ("--set", size))], capsys)
+    finally:
+        after = tree_state(root)
+        set_writable(root, True)
+    assert code == 0, err
+    assert after == before
+    run_dir = tmp_path / "demo" / "runs" / "ref_youtube_vos" / "run"
+    metrics = json.loads((run_dir / "demo_result.json").read_text())["metrics"]
+    assert {"J", "F", "J&F"} <= set(metrics) and metrics["missing_masks"] == 0
+    assert (run_dir / "eval" / "epoch_0000" / "per_expression.csv").is_file()
+    assert not (tmp_path / "demo" / "data").exists(), "no synthetic data is written when --data-root is given"
+    assert "held-out J" in out
