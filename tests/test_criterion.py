@@ -7,13 +7,13 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from torchvision.ops import box_convert, generalized_box_iou, sigmoid_focal_loss
+from torchvision.ops import box_convert, generalized_box_iou, generalized_box_iou_loss, sigmoid_focal_loss
 
 from wavecl.config import LossConfig
 from wavecl.data.types import FrameTarget
 from wavecl.model.output import NonFiniteOutputError, WaveCLOutput
 from wavecl.training import criterion as criterion_module
-from wavecl.training.criterion import SetCriterion, dice_loss
+from wavecl.training.criterion import SetCriterion, dice_loss, giou_loss
 from wavecl.training.matcher import HungarianMatcher, NonFiniteCostError
 
 TERMS = ["loss_con", "loss_dice", "loss_sigmoid_focal", "loss_cls", "loss_bbox", "loss_giou"]
@@ -187,6 +187,25 @@ def test_layer_count_and_label_range_are_checked():
     targets[0][0].labels = torch.tensor([7])
     with pytest.raises(ValueError, match="out of range"):
         SetCriterion(HungarianMatcher(), num_classes=3)(outputs, targets)
+
+
+def test_giou_loss_equals_torchvision_values_and_gradients():
+    """Overlapping, touching, disjoint, nested, identical and degenerate (all-zero target) pairs."""
+    generator = torch.Generator().manual_seed(0)
+    corners = torch.rand(64, 2, 2, generator=generator)
+    boxes = torch.cat([corners.min(dim=1).values, corners.max(dim=1).values], dim=1)
+    targets = boxes.roll(1, dims=0).clone()
+    targets[:4] = boxes[:4]  # identical
+    targets[4] = 0  # an invisible frame's zero box
+    targets[5] = torch.tensor([boxes[5, 2], boxes[5, 1], boxes[5, 2] + 0.1, boxes[5, 3]])  # touching
+    ours_input = boxes.clone().requires_grad_()
+    reference_input = boxes.clone().requires_grad_()
+    ours = giou_loss(ours_input, targets)
+    reference = generalized_box_iou_loss(reference_input, targets, reduction="none")
+    torch.testing.assert_close(ours, reference)
+    ours.sum().backward()
+    reference.sum().backward()
+    torch.testing.assert_close(ours_input.grad, reference_input.grad)
 
 
 def test_nonfinite_matching_costs_name_their_decoder_layer():

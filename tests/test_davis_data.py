@@ -134,6 +134,7 @@ def test_samples_order_chunks_and_metadata(converted):
         assert metadata["chunk_index"] == chunk_index and metadata["num_chunks"] == 3
         assert metadata["original_frame_size"] == (HEIGHT, WIDTH)
         assert metadata["resized_frame_size"] == (HEIGHT, WIDTH)
+        assert dataset.clip_key(index) == (video, *chunks[chunk_index])
 
 
 def test_frames_masks_and_text_round_trip(converted):

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -20,9 +21,12 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from wavecl.checkpoint import load_model_weights
 from wavecl.config import apply_overrides, load_config
+from wavecl.data.collate import collate_clips
 from wavecl.data.synthetic import write_synthetic_ytvos
 from wavecl.distributed import DistInfo
-from wavecl.training.trainer import Trainer
+from wavecl.evaluation.datasets import build_dataset
+from wavecl.model.wavecl import build_model
+from wavecl.training.trainer import Trainer, build_criterion, parameters_without_gradient
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_CONFIG = REPO / "configs" / "tiny.yaml"
@@ -42,8 +46,11 @@ TOLERANCE = 1e-5  # float32 reduction order differs between the runs; one AdamW 
 
 LAUNCHER = textwrap.dedent(
     """
-    import hashlib, json, os, sys
+    import hashlib, json, os, random, sys
     from pathlib import Path
+
+    import numpy as np
+    import torch
 
     import wavecl.training.trainer as trainer_module
     from wavecl.cli import main
@@ -55,18 +62,75 @@ LAUNCHER = textwrap.dedent(
             sha.update(tensor.detach().cpu().contiguous().numpy().tobytes())
         return sha.hexdigest()
 
+    record = {}
+    build_model = trainer_module.build_model
+
+    def build_then_hash(config):
+        model = build_model(config)
+        record["initial"] = digest(model.named_parameters())
+        record["initial_text_encoder"] = digest(model.text_encoder.named_parameters())
+        return model
+
     fit = trainer_module.Trainer.fit
 
     def fit_then_hash(self):
+        record["draws"] = [torch.rand(2).tolist(), np.random.rand(2).tolist(), random.random()]
         metrics = fit(self)
-        hashes = {"parameters": digest(self.model.named_parameters()), "buffers": digest(self.model.named_buffers())}
-        Path(os.environ["HASH_DIR"], f"rank{self.dist.rank}.json").write_text(json.dumps(hashes))
+        record["parameters"] = digest(self.model.named_parameters())
+        record["buffers"] = digest(self.model.named_buffers())
+        record["text_encoder"] = digest(self.model.text_encoder.named_parameters())
+        Path(os.environ["HASH_DIR"], f"rank{self.dist.rank}.json").write_text(json.dumps(record))
         return metrics
 
+    trainer_module.build_model = build_then_hash
     trainer_module.Trainer.fit = fit_then_hash
     main(sys.argv[1:])
     """
 )
+
+
+def train_two_ranks(tmp_path: Path, data_root: Path, output_dir: Path, settings: dict) -> tuple[dict, dict]:
+    """``wavecl train`` on configs/tiny.yaml in two torchrun processes (gloo), batch 1 per rank, one
+    epoch; ``settings`` are ``--set`` overrides. Returns what the launcher recorded on rank 0 and 1."""
+    launcher = tmp_path / "launch_wavecl_train.py"
+    launcher.write_text(LAUNCHER)
+    hash_dir = tmp_path / "hashes"
+    hash_dir.mkdir()
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(launcher),
+        "train",
+        "-c",
+        str(TINY_CONFIG),
+        "--device",
+        "cpu",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "1",
+        "--output-dir",
+        str(output_dir),
+        "--data-root",
+        str(data_root),
+    ]
+    for key, value in settings.items():
+        command += ["--set", f"{key}={value}"]
+    env = {**os.environ, "HASH_DIR": str(hash_dir), "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return tuple(json.loads((hash_dir / f"rank{rank}.json").read_text()) for rank in (0, 1))
+
+
+def write_train_and_valid(data_root: Path) -> Path:
+    """6 training videos and 2 held-out videos of 4 frames, 32 x 48."""
+    write_synthetic_ytvos(data_root, 6, num_frames=4, size=(32, 48), seed=0, split="train")
+    write_synthetic_ytvos(data_root, 2, num_frames=4, size=(32, 48), seed=1, split="valid")
+    return data_root
 
 
 @pytest.fixture(autouse=True)
@@ -115,46 +179,11 @@ def test_two_ranks_agree_and_match_one_process_with_the_same_global_batch(tmp_pa
     - Per-step training losses agree too: the DDP log shows the mean over ranks, i.e. the mean of
       the two micro-step losses of the single process.
     """
-    data_root = tmp_path / "data"
-    write_synthetic_ytvos(data_root, 6, num_frames=4, size=(32, 48), seed=0, split="train")
-    write_synthetic_ytvos(data_root, 2, num_frames=4, size=(32, 48), seed=1, split="valid")
-    launcher = tmp_path / "launch_wavecl_train.py"
-    launcher.write_text(LAUNCHER)
-    hash_dir = tmp_path / "hashes"
-    hash_dir.mkdir()
+    data_root = write_train_and_valid(tmp_path / "data")
     ddp_output = tmp_path / "ddp"
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        str(launcher),
-        "train",
-        "-c",
-        str(TINY_CONFIG),
-        "--device",
-        "cpu",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "1",
-        "--output-dir",
-        str(ddp_output),
-        "--data-root",
-        str(data_root),
-        "--set",
-        "train.max_steps_per_epoch=2",
-    ]
-    for key, value in COMPARABLE.items():
-        command += ["--set", f"{key}={value}"]
-    env = {**os.environ, "HASH_DIR": str(hash_dir), "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-
-    rank0, rank1 = (json.loads((hash_dir / f"rank{rank}.json").read_text()) for rank in (0, 1))
-    assert rank0 == rank1
+    rank0, rank1 = train_two_ranks(tmp_path, data_root, ddp_output, {**COMPARABLE, "train.max_steps_per_epoch": 2})
+    for key in ("parameters", "buffers"):
+        assert rank0[key] == rank1[key], key
 
     run_dir = ddp_output / "synthetic" / "tiny"
     assert json.loads((run_dir / "run_info.json").read_text())["world_size"] == 2
@@ -189,3 +218,87 @@ def test_two_ranks_agree_and_match_one_process_with_the_same_global_batch(tmp_pa
         for name, parameter in batch_of_two.model.named_parameters()
     )
     assert difference > 10 * TOLERANCE
+
+
+# Every parity switch of the model and the data set to the reference's behaviour at once.
+PARITY = {
+    "model.eval_layer": "reference",
+    "model.fla_order": "reference",
+    "model.sep_pooling": "reference",
+    "model.sentence_pooling": "pooler",
+    "data.flip_mode": "reference",
+}
+
+
+@pytest.mark.parametrize("parity", [False, True], ids=["defaults", "reference parity switches"])
+def test_two_ranks_train_the_text_encoder_with_their_own_random_streams(tmp_path, parity):
+    """``model.freeze_text_encoder=false`` (configs/coco.yaml, the Ref-YouTube-VOS finetune) on two
+    gloo ranks for three steps and an evaluation, with dropout, stochastic depth and flips on.
+
+    - Both ranks build the same initial weights, and hold identical parameters and buffers after
+      training; the text encoder did train.
+    - Each rank draws its own random numbers (torch, NumPy, Python) after building the model.
+    """
+    data_root = write_train_and_valid(tmp_path / "data")
+    settings = {
+        **{key: COMPARABLE[key] for key in COMPARABLE if key.startswith("data.") and "size" in key},
+        "model.freeze_text_encoder": False,
+        "train.max_steps_per_epoch": 3,
+        **(PARITY if parity else {}),
+    }
+    rank0, rank1 = train_two_ranks(tmp_path, data_root, tmp_path / "ddp", settings)
+    for key in ("initial", "initial_text_encoder", "parameters", "buffers", "text_encoder"):
+        assert rank0[key] == rank1[key], key
+    assert rank0["text_encoder"] != rank0["initial_text_encoder"]
+    for draw0, draw1 in zip(rank0["draws"], rank1["draws"]):
+        assert draw0 != draw1
+
+
+# Every setting that changes which modules run in training: parity switches, the sentence feature,
+# the mask head's coordinates, the text encoder frozen or trained.
+SWITCHES = [
+    {"model.freeze_text_encoder": True},
+    {"model.sentence_pooling": "mean"},
+    {"model.sentence_pooling": "pooler"},
+    {"model.fla_order": "reference"},
+    {"model.sep_pooling": "reference"},
+    {"model.eval_layer": "reference"},
+    {"model.rel_coord": False},
+    {"model.dec_layers": 1},
+    {"valid frames": "one per clip"},  # A2D/JHMDB: only the annotated frame continues after the backbone
+]
+
+
+@pytest.fixture(scope="module")
+def train_batch(tmp_path_factory):
+    """Two synthetic clips of 4 frames, collated as the trainer collates them."""
+    root = tmp_path_factory.mktemp("synthetic")
+    write_synthetic_ytvos(root, 2, num_frames=4, size=(32, 48), seed=0, split="train")
+    config = apply_overrides(load_config(TINY_CONFIG), {**COMPARABLE, "data.root": str(root)})
+    dataset = build_dataset(config.data, "train")
+    return collate_clips([dataset[0], dataset[1]])
+
+
+@pytest.mark.parametrize("switch", SWITCHES, ids=lambda switch: ",".join(f"{k}={v}" for k, v in switch.items()))
+def test_every_trainable_parameter_receives_a_gradient(train_batch, switch):
+    """DDP (``find_unused_parameters=False``) needs a gradient for every trainable parameter at every
+    step: under each switch, with the text encoder trainable unless the switch freezes it, and with
+    valid-frame selection (A2D/JHMDB), one training step leaves no trainable parameter without one."""
+    settings = {key: value for key, value in switch.items() if key != "valid frames"}
+    config = apply_overrides(load_config(TINY_CONFIG), {**COMPARABLE, "model.freeze_text_encoder": False, **settings})
+    torch.manual_seed(0)
+    model = build_model(config.model).train()
+    batch = train_batch
+    if "valid frames" in switch:
+        batch = replace(
+            batch, targets=[[t if time == 1 else None for t in row] for time, row in enumerate(batch.targets)]
+        )
+    valid_indices, targets = batch.valid_frames()
+    outputs = model(batch.frames, batch.pad_mask, batch.texts, batch.image_sizes, valid_indices)
+    criterion = build_criterion(config)
+    criterion.weighted_total(criterion(outputs, targets)).backward()
+    assert parameters_without_gradient(model) == []
+    trainable_encoder = [name for name, p in model.text_encoder.named_parameters() if p.requires_grad]
+    assert bool(trainable_encoder) == (not config.model.freeze_text_encoder)
+    pooler_used = config.model.sentence_pooling == "pooler" and not config.model.freeze_text_encoder
+    assert any(name.startswith("pooler.") for name in trainable_encoder) == pooler_used

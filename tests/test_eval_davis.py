@@ -9,6 +9,7 @@ from PIL import Image
 
 from wavecl.data.palette import save_index_png
 from wavecl.evaluation.davis import (
+    ObjectMerge,
     boundary_tolerance,
     davis_labels,
     db_eval_boundary,
@@ -303,3 +304,36 @@ def test_write_davis_results_layout(tmp_path):
     np.testing.assert_array_equal(labels, expected)
     with pytest.raises(ValueError, match="frame names"):
         write_davis_results(tmp_path, 0, "x", ["00000"], probabilities)
+
+
+def naive_labels(probabilities: np.ndarray) -> np.ndarray:
+    """Pixel by pixel: the highest score among background 0.1 and objects at >= 0.5, lowest id on ties."""
+    num_objects, frames, height, width = probabilities.shape
+    labels = np.zeros((frames, height, width), dtype=np.uint8)
+    for t in range(frames):
+        for y in range(height):
+            for x in range(width):
+                best, best_id = 0.1, 0
+                for k in range(num_objects):
+                    value = float(probabilities[k, t, y, x])
+                    if value >= 0.5 and value > best:
+                        best, best_id = value, k + 1
+                labels[t, y, x] = best_id
+    return labels
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_object_merge_in_any_order_equals_the_pixelwise_argmax(seed):
+    """Probabilities on a coarse grid (many exact ties and values at the 0.5 threshold), objects added
+    in a random order: the running merge gives the argmax of all objects at once."""
+    rng = np.random.default_rng(seed)
+    probabilities = rng.integers(0, 9, size=(5, 2, 6, 7)) / 8  # 0, 0.125, ..., 1
+    merge = ObjectMerge(probabilities.shape[1:])
+    for k in rng.permutation(len(probabilities)):
+        merge.add(int(k), torch.from_numpy(probabilities[k]).to(torch.bfloat16 if seed == 2 else torch.float32))
+    expected = naive_labels(probabilities)
+    np.testing.assert_array_equal(merge.labels.numpy(), expected)
+    np.testing.assert_array_equal(davis_labels(torch.from_numpy(probabilities)).numpy(), expected)
+    assert merge.labels.dtype == torch.uint8 and merge.best.dtype == torch.float32
+    with pytest.raises(ValueError, match="differ from the chunk"):
+        merge.add(0, torch.zeros(2, 6, 8))

@@ -34,12 +34,19 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def naive_batches(keys, rank, world_size, batch_size, sentences_per_pass):
-    """The batching rule written out with explicit per-batch counters."""
+    """The batching rule written out with explicit per-batch counters: each clip, in order of first
+    appearance, goes to the rank holding the fewest samples so far (the lowest rank on a tie)."""
     order = []
     for key in keys:
         if key not in order:
             order.append(key)
-    mine = order[rank::world_size]
+    loads = {r: 0 for r in range(world_size)}
+    mine = []
+    for key in order:
+        owner = min(loads, key=lambda r: (loads[r], r))
+        loads[owner] += keys.count(key)
+        if owner == rank:
+            mine.append(key)
     capacity = max(batch_size, sentences_per_pass)
     batches, current, clips = [], [], set()
     for key in mine:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import io
 import json
-import warnings
 from pathlib import Path
 
 import av
@@ -485,13 +484,12 @@ def test_predictor_refuses_nonfinite_outputs_naming_the_frames(tiny_model: WaveC
         predictor(broken, window=4)(frames, SENTENCES)
 
 
-def test_cuda_request_without_cuda_falls_back_to_cpu(tiny_model: WaveCL, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cuda_request_without_cuda_is_an_error(tiny_model: WaveCL, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        model = VideoPredictor(tiny_model, device="cuda", amp="bf16", progress=False)
-    assert model.device == torch.device("cpu")
-    assert any("CUDA is not available" in str(w.message) for w in caught)
+    with pytest.raises(ValueError, match="device 'cuda' was requested but this process sees no GPU"):
+        VideoPredictor(tiny_model, device="cuda", amp="bf16", progress=False)
+    automatic = VideoPredictor(tiny_model, device="auto", amp="bf16", progress=False)
+    assert automatic.device == torch.device("cpu") and automatic.precision.autocast_dtype is None
 
 
 # ------------------------------------------------------------------------------------- wavecl predict

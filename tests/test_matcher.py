@@ -122,7 +122,7 @@ def test_hand_computed_costs_two_frames_one_invisible():
     torch.testing.assert_close(matcher.l1_cost(pred_boxes[:, 0], boxes), torch.tensor(l1)[:, None])
     torch.testing.assert_close(matcher.giou_cost(pred_boxes[:, 0], boxes), -torch.tensor(giou)[:, None])
     torch.testing.assert_close(
-        matcher.class_cost(pred_cls[:, 0], torch.tensor([0]), torch.tensor([True, False])), torch.tensor(cls)[:, None]
+        matcher.class_cost(pred_cls[:, 0], torch.tensor([0]), [True, False]), torch.tensor(cls)[:, None]
     )
     expected = [2 * cls[q] - 5 * dice[q] + 2 * l1[q] - 2 * giou[q] for q in range(2)]
     costs = matcher.clip_costs(outputs, 0, [t[0] for t in targets], (2, 2))

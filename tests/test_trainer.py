@@ -496,3 +496,17 @@ def test_unreadable_sample_is_skipped_logged_and_counted(tmp_path, monkeypatch, 
     assert math.isfinite(record["train_loss"])
     assert broken_video in caplog.text
     assert pointer(trainer.run_dir / "checkpoints" / "last") == "epoch_0000"
+
+
+@pytest.mark.parametrize(
+    "text,problem",
+    [("{not json", "JSONDecodeError"), ('{"metric": "mAP"}', "KeyError"), ('{"value": "high"}', "must be a number")],
+)
+def test_a_malformed_best_record_is_refused_naming_the_file(tmp_path, text, problem):
+    best = tmp_path / "best.json"
+    assert trainer_module.read_best_metric(best) is None
+    best.write_text('{"metric": "mAP", "value": 0.25, "epoch": 3}')
+    assert trainer_module.read_best_metric(best) == 0.25
+    best.write_text(text)
+    with pytest.raises(CheckpointError, match=re.escape(str(best)) + ".*" + problem):
+        trainer_module.read_best_metric(best)

@@ -1,25 +1,123 @@
-"""Mixed precision: one autocast policy for training, evaluation and prediction."""
+"""Mixed precision: one policy, decided once per run, for training, evaluation and prediction.
+
+:func:`decide_precision` turns the configured mode (``off``, ``bf16``, ``fp16``) and the device into a
+:class:`PrecisionPolicy`: the dtype autocast actually runs in, whether training scales the loss, and
+which tensors stay float32. The rules:
+
+- autocast runs on CUDA only; on the CPU everything is float32 (a request is noted, not obeyed);
+- ``bf16`` runs bfloat16 where the GPU computes it natively (compute capability 8.0 and later;
+  emulated bfloat16 on older GPUs is slower than float32 and does not count); elsewhere it runs
+  float16, with loss scaling;
+- a gradient scaler runs exactly when float16 does (float16's narrow range underflows small gradients;
+  bfloat16 has float32's range and needs none).
+"""
 
 from __future__ import annotations
 
 import contextlib
-from typing import Literal, get_args
+import inspect
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
-AmpMode = Literal["off", "bf16", "fp16"]
-"""Mixed precision everywhere (training, evaluation, prediction, the web app): float32, bf16 or fp16."""
-DEFAULT_AMP: AmpMode = "off"
-"""The one default of every ``amp`` setting: float32, as the published results were computed."""
-AMP_CHOICES: tuple[str, ...] = get_args(AmpMode)
+from wavecl.config import AmpMode
+
+FLOAT32_TENSORS = (
+    "parameters, gradients and optimizer state (autocast computes on low-precision copies)",
+    "the losses and the matcher's costs (the model's outputs are cast to float32 first)",
+    "deformable attention reference points and sampling grids, and the mask head's coordinates",
+)
+"""What stays float32 under autocast, whatever the policy (recorded with the policy)."""
+
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def autocast(device: torch.device, amp: AmpMode) -> contextlib.AbstractContextManager:
-    """bf16 or fp16 autocast on CUDA; a no-op elsewhere (CPU runs in fp32) or with ``amp="off"``.
+@dataclass(frozen=True)
+class PrecisionPolicy:
+    """The precision a run computes in.
 
-    ``bf16`` falls back to fp16 on GPUs without bfloat16 support.
+    Attributes:
+        requested: the configured mode.
+        device_type: ``"cuda"`` or ``"cpu"``.
+        autocast_dtype: ``torch.bfloat16`` or ``torch.float16`` under autocast; ``None`` for float32.
+        grad_scaler: whether training scales the loss (exactly when ``autocast_dtype`` is float16).
+        note: why the precision differs from the request (empty when it does not).
     """
-    if amp == "off" or device.type != "cuda":
-        return contextlib.nullcontext()
-    use_bf16 = amp == "bf16" and torch.cuda.is_bf16_supported()
-    return torch.autocast("cuda", dtype=torch.bfloat16 if use_bf16 else torch.float16)
+
+    requested: AmpMode
+    device_type: str
+    autocast_dtype: torch.dtype | None
+    grad_scaler: bool
+    note: str = ""
+
+    @property
+    def effective(self) -> AmpMode:
+        """The mode that runs: ``off``, ``bf16`` or ``fp16``."""
+        return {None: "off", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.autocast_dtype]
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The autocast context of this policy (a no-op for float32)."""
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device_type, dtype=self.autocast_dtype)
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-ready record: requested and effective mode, scaler, device, note and the float32 tensors."""
+        return {
+            "requested": self.requested,
+            "effective": self.effective,
+            "grad_scaler": self.grad_scaler,
+            "device": self.device_type,
+            "note": self.note,
+            "float32": list(FLOAT32_TENSORS),
+        }
+
+    def describe(self) -> str:
+        """One line for the log: ``precision: bf16 requested, fp16 runs with loss scaling (...)``."""
+        runs = "float32" if self.autocast_dtype is None else f"{self.effective} autocast"
+        scaler = " with loss scaling" if self.grad_scaler else ""
+        note = f" ({self.note})" if self.note else ""
+        return f"precision: {self.requested} requested, {runs}{scaler} on {self.device_type}{note}"
+
+
+def bf16_is_native(device: torch.device) -> bool:
+    """Whether the GPU ``device`` computes bfloat16 natively; emulated support does not count.
+
+    Uses ``torch.cuda.is_bf16_supported(including_emulation=False)``; torch releases without that
+    argument report native support only.
+    """
+    with torch.cuda.device(device):
+        if "including_emulation" in inspect.signature(torch.cuda.is_bf16_supported).parameters:
+            return torch.cuda.is_bf16_supported(including_emulation=False)
+        return torch.cuda.is_bf16_supported()
+
+
+def decide_precision(amp: AmpMode, device: torch.device) -> PrecisionPolicy:
+    """The precision policy of a run on ``device`` configured with ``amp``.
+
+    Args:
+        amp: ``off``, ``bf16`` or ``fp16``.
+        device: the device the model computes on.
+
+    Returns:
+        The :class:`PrecisionPolicy` (see the module's rules).
+
+    Raises:
+        ValueError: ``amp`` is not one of the three modes.
+    """
+    if amp not in ("off", *_DTYPES):
+        raise ValueError(f"amp must be 'off', 'bf16' or 'fp16', got {amp!r}")
+    if amp == "off":
+        return PrecisionPolicy(amp, device.type, None, False)
+    if device.type != "cuda":
+        return PrecisionPolicy(amp, device.type, None, False, f"autocast runs on CUDA only; {device.type} is float32")
+    if amp == "bf16" and not bf16_is_native(device):
+        major, minor = torch.cuda.get_device_capability(device)
+        note = (
+            f"{torch.cuda.get_device_name(device)} (compute capability {major}.{minor}) has no native bfloat16; "
+            "float16 runs instead"
+        )
+        return PrecisionPolicy(amp, "cuda", torch.float16, True, note)
+    dtype = _DTYPES[amp]
+    return PrecisionPolicy(amp, "cuda", dtype, dtype == torch.float16)

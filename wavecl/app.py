@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from wavecl.amp import DEFAULT_AMP, AmpMode
+from wavecl.config import DEFAULT_AMP, AmpMode
 from wavecl.data.synthetic import sample_synthetic_video
 from wavecl.data.video import write_video
 from wavecl.inference.overlay import sentence_colors
@@ -77,8 +77,8 @@ class AppConfig:
         max_sentences: most sentences per request (each is one clip of the batch).
         max_queue: most requests waiting; a request beyond it is refused with a message.
         cache_minutes: age after which Gradio's copies of uploads and results are deleted.
-        device: ``"cpu"`` or ``"cuda"``.
-        amp: autocast on CUDA.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"`` (:func:`wavecl.device.resolve_device`).
+        amp: ``"off"``, ``"bf16"`` or ``"fp16"`` autocast on CUDA (:func:`wavecl.amp.decide_precision`).
         temp_parent: folder in which the app makes its temporary folder (the system's when ``None``).
         examples: offer the generated example clips.
     """

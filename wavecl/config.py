@@ -20,11 +20,19 @@ import typing
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 
 from wavecl import original
+
+AmpMode = Literal["off", "bf16", "fp16"]
+"""Mixed precision everywhere (training, evaluation, prediction): ``off`` (float32), ``bf16`` or ``fp16``
+autocast on CUDA; :func:`wavecl.amp.decide_precision` turns it into what runs."""
+DEFAULT_AMP: AmpMode = "off"
+"""The one default of every ``amp`` setting: float32, as the published results were trained."""
+AMP_CHOICES: tuple[str, ...] = get_args(AmpMode)
+"""The ``amp`` values, for command-line choices."""
 
 
 @dataclass
@@ -203,8 +211,9 @@ class TrainConfig:
     """Gradient-norm clipping threshold; 0: no clipping."""
     grad_accum_steps: int = 1
     """Batches whose gradients are summed before each optimiser step."""
-    amp: Literal["off", "bf16", "fp16"] = "off"
-    """Mixed precision on CUDA: off, bf16 or fp16 (with a gradient scaler)."""
+    amp: AmpMode = DEFAULT_AMP
+    """Mixed precision on CUDA: off, bf16 (float16 with a gradient scaler where the GPU has no native
+    bfloat16) or fp16 (with a gradient scaler); float32 on the CPU. Recorded in run_info.json."""
     seed: int = 42
     """Seed of initialisation, sampling and augmentation."""
     eval_interval: int = 1
@@ -212,6 +221,9 @@ class TrainConfig:
     nonfinite_loss: Literal["skip", "stop"] = "stop"
     """A NaN/inf model output, matching cost or loss term: stop naming it, or skip the batch (its whole
     accumulation window: DDP has not synchronised its gradients yet)."""
+    dist_timeout_s: float = 1800.0
+    """Seconds a collective (gradient all-reduce, evaluation gathers, waiting while rank 0 computes the
+    metrics or writes a checkpoint) may wait for the other ranks before the job fails."""
     output_dir: str = "runs"
     """Root of run directories: <output_dir>/<dataset_name>/<version>."""
     version: str = "default"

@@ -10,7 +10,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from wavecl.config import Config, apply_overrides, load_config, parse_override
+from wavecl.config import AMP_CHOICES, DEFAULT_AMP, Config, apply_overrides, load_config, parse_override
+
+AMP_HELP = "mixed precision on CUDA: off (float32), bf16 (float16 with loss scaling where bf16 is not native) or fp16"
 
 console = Console(soft_wrap=True)  # long paths stay on one line, ready to copy
 error_console = Console(stderr=True, soft_wrap=True)
@@ -54,7 +56,7 @@ SHORTCUTS: dict[str, tuple[tuple[str, ...], str, dict[str, Any]]] = {
         "train.eval_interval",
         {"type": int, "help": "evaluate every N epochs (and after the last)"},
     ),
-    "amp": (("--amp",), "train.amp", {"choices": ["off", "bf16", "fp16"], "help": "autocast on CUDA"}),
+    "amp": (("--amp",), "train.amp", {"choices": AMP_CHOICES, "help": AMP_HELP}),
     "compile": (
         ("--compile",),
         "train.compile",
@@ -151,10 +153,14 @@ def subcommand(commands, name: str, summary: str, description: str, examples: st
     )
 
 
-def add_device_argument(parser: argparse.ArgumentParser, default: str | None = None) -> None:
-    """``--device cpu|cuda``; ``None`` means CUDA when available."""
-    where = "cuda when available" if default is None else default
-    parser.add_argument("--device", choices=["cpu", "cuda"], default=default, help=f"cpu or cuda (default: {where})")
+def add_device_argument(parser: argparse.ArgumentParser, default: str = "auto") -> None:
+    """``--device auto|cpu|cuda`` (see :func:`wavecl.device.resolve_device`; ``auto`` is CUDA when available)."""
+    parser.add_argument(
+        "--device",
+        choices=["auto", "cpu", "cuda"],
+        default=default,
+        help=f"auto (CUDA when available), cpu or cuda; asking for cuda without a GPU is an error (default {default})",
+    )
 
 
 def add_compile_argument(parser: argparse.ArgumentParser) -> None:
@@ -167,9 +173,5 @@ def add_compile_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def add_amp_argument(parser: argparse.ArgumentParser) -> None:
-    """``--amp off|bf16|fp16`` for commands without a config (the default is every amp setting's)."""
-    from wavecl.amp import AMP_CHOICES, DEFAULT_AMP
-
-    parser.add_argument(
-        "--amp", choices=AMP_CHOICES, default=DEFAULT_AMP, help=f"autocast on CUDA (default {DEFAULT_AMP})"
-    )
+    """``--amp off|bf16|fp16`` for commands without a config (default: the one default of every amp setting)."""
+    parser.add_argument("--amp", choices=AMP_CHOICES, default=DEFAULT_AMP, help=f"{AMP_HELP} (default {DEFAULT_AMP})")

@@ -98,6 +98,7 @@ def run(args: argparse.Namespace) -> None:
         print_metrics_table(f"{config.data.dataset_name} evaluation of saved predictions", metrics)
         return
 
+    from wavecl.amp import decide_precision
     from wavecl.distributed import cleanup, init_distributed
     from wavecl.evaluation.datasets import evaluate_model
     from wavecl.model.compile import compile_model
@@ -109,22 +110,24 @@ def run(args: argparse.Namespace) -> None:
         out_dir = run_dir / "evaluation"  # the run's own directory, wherever it is now
     else:
         out_dir = config.run_directory() / "evaluation"
-    dist = init_distributed(args.device)
+    dist = init_distributed(args.device, config.train.dist_timeout_s)
     try:
         model = WaveCL(config.model)
         source = load_evaluation_weights(model, args.checkpoint)
         model.to(dist.device)
         if config.train.compile:
             compile_model(model)
+        precision = decide_precision(config.train.amp, dist.device)
         if dist.is_main:
-            console.print(f"evaluating {escape(str(source))} on {config.data.dataset_name}")
-        metrics, _ = evaluate_model(model, config, out_dir, dist)
+            console.print(f"evaluating {escape(str(source))} on {config.data.dataset_name}; {precision.describe()}")
+        metrics, _ = evaluate_model(model, config, out_dir, dist, precision)
         if dist.is_main:
             record = {
                 "dataset": config.data.dataset_name,
                 "checkpoint": str(source.absolute()),
                 "config": str(args.config if args.config is not None else run_dir / "config.yaml"),
                 "world_size": dist.world_size,
+                "precision": precision.summary(),
                 "metrics": metrics,
             }
             write_json(out_dir / METRICS_FILENAME, record, indent=2)

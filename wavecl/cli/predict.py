@@ -12,21 +12,18 @@ from wavecl.cli.common import add_amp_argument, add_compile_argument, add_device
 
 def run(args: argparse.Namespace) -> None:
     """Segment the video and print where the masks, the overlay video and the contact sheet are."""
-    import torch
-
     from wavecl.inference.run import predict_video
 
     if (args.video is None) == (args.video_path is None):
         raise ValueError("give the video once: as the VIDEO argument or with --video")
     video = args.video or args.video_path
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     out_dir = Path(args.out_dir) if args.out_dir is not None else Path("predictions") / Path(video).stem
     paths = predict_video(
         args.checkpoint,
         video,
         args.text,
         out_dir,
-        device=device,
+        device=args.device,
         window=args.window,
         short_size=args.short_size,
         max_size=args.max_size,

@@ -13,14 +13,13 @@ LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 def run(args: argparse.Namespace) -> None:
     """Load the checkpoint and serve the page until Ctrl-C; a taken port is reported as a ValueError."""
-    import torch
-
     from wavecl.app import AppConfig, serve
+    from wavecl.device import resolve_device
     from wavecl.inference.run import inference_size
     from wavecl.model.pretrained import build_pretrained, resolve_pretrained
     from wavecl.model.wavecl import WaveCL
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = str(resolve_device(args.device))
     source = resolve_pretrained(args.checkpoint)
     short_size, max_size = inference_size(source, args.short_size, args.max_size)
     config = AppConfig(

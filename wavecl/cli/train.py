@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> None:
     from wavecl.training.trainer import Trainer
 
     config, overrides = train_config(args)
-    dist = init_distributed(args.device)
+    dist = init_distributed(args.device, config.train.dist_timeout_s)
     try:
         trainer = Trainer(config, dist, explicit_overrides=overrides, resume=args.resume)
         metrics = trainer.fit()

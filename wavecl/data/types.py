@@ -6,7 +6,8 @@ list of them into a time-major, zero-padded :class:`Batch`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
 import torch
@@ -39,13 +40,13 @@ class FrameTarget:
     size: tuple[int, int]
     image_id: str | None = None
 
-    def to(self, device: torch.device | str) -> FrameTarget:
-        return replace(
-            self,
-            masks=self.masks.to(device),
-            boxes=self.boxes.to(device),
-            labels=self.labels.to(device),
-        )
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> FrameTarget:
+        """A copy with every tensor on ``device`` (``non_blocking`` for copies from pinned memory)."""
+        return _map_tensors(self, lambda tensor: tensor.to(device, non_blocking=non_blocking))
+
+    def pin_memory(self) -> FrameTarget:
+        """A copy with every tensor in page-locked memory."""
+        return _map_tensors(self, Tensor.pin_memory)
 
 
 @dataclass
@@ -111,13 +112,20 @@ class Batch:
         return self.frames.shape[1]
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
-        return replace(
-            self,
-            frames=self.frames.to(device, non_blocking=non_blocking),
-            pad_mask=self.pad_mask.to(device, non_blocking=non_blocking),
-            targets=[[t.to(device) if t is not None else None for t in row] for row in self.targets],
-            image_sizes=self.image_sizes.to(device, non_blocking=non_blocking),
-        )
+        """A copy with every tensor (targets and metadata included) on ``device``.
+
+        With ``non_blocking=True`` and a pinned batch (:meth:`pin_memory`) the host-to-GPU copies do
+        not wait; the GPU orders them before any kernel that reads them.
+        """
+        return _map_tensors(self, lambda tensor: tensor.to(device, non_blocking=non_blocking))
+
+    def pin_memory(self) -> Batch:
+        """A copy with every tensor (targets and metadata included) in page-locked memory.
+
+        ``DataLoader(pin_memory=True)`` calls this on each batch in its pinning thread, so the copies to
+        the GPU can run asynchronously.
+        """
+        return _map_tensors(self, Tensor.pin_memory)
 
     def valid_frames(self) -> tuple[Tensor | None, list[list[FrameTarget]]]:
         """Select the annotated frames (A2D/JHMDB protocol).
@@ -195,3 +203,19 @@ class Batch:
 
 Split = Literal["train", "eval"]
 """Which side of a dataset a run reads: its training split, or the split its protocol evaluates."""
+
+
+def _map_tensors(value: Any, function: Callable[[Tensor], Tensor]) -> Any:
+    """``value`` with ``function`` applied to every tensor inside it: tensors, :class:`FrameTarget` and
+    :class:`Batch` fields, lists, tuples and dicts, at any depth; anything else is kept as is."""
+    if isinstance(value, Tensor):
+        return function(value)
+    if isinstance(value, (FrameTarget, Batch)):
+        return replace(value, **{f.name: _map_tensors(getattr(value, f.name), function) for f in fields(value)})
+    if isinstance(value, list):
+        return [_map_tensors(item, function) for item in value]
+    if isinstance(value, tuple):
+        return tuple(_map_tensors(item, function) for item in value)
+    if isinstance(value, dict):
+        return {key: _map_tensors(item, function) for key, item in value.items()}
+    return value

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from wavecl.atomic import write_json
 from wavecl.data.types import Batch
-from wavecl.distributed import gather_objects, is_main_process
+from wavecl.distributed import gather_to_main, on_main_process
 from wavecl.model.output import WaveCLOutput
 from wavecl.model.postprocess import a2d_postprocess
 
@@ -163,9 +163,11 @@ def deduplicate_results(results: Iterable[dict[str, Any]]) -> list[dict[str, Any
     return unique
 
 
-def gather_results(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """All ranks' results in rank order, without padding duplicates (this rank's list in one process)."""
-    return deduplicate_results(r for rank_results in gather_objects(results) for r in rank_results)
+def gather_results(results: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+    """On rank 0, all ranks' results in rank order without duplicates (this rank's list in one process);
+    ``None`` on the other ranks, which are not sent the others' predictions."""
+    parts = gather_to_main(results)
+    return None if parts is None else deduplicate_results(r for rank_results in parts for r in rank_results)
 
 
 def top_scoring(results: Iterable[dict[str, Any]]) -> dict[Any, dict[str, Any]]:
@@ -330,12 +332,13 @@ class A2DEvaluator:
         then shared so that every rank returns the same dict, :func:`a2d_metrics`.
         """
         results = gather_results(self.results)
-        metrics: dict[str, float] = {}
-        if is_main_process():
+
+        def score() -> dict[str, float]:
             if self.results_path is not None:
                 write_json(self.results_path, results)
-            metrics = a2d_metrics(self.ground_truth, results, self.precision_metrics)
-        return gather_objects(metrics)[0]
+            return a2d_metrics(self.ground_truth, results, self.precision_metrics)
+
+        return on_main_process(score, "computing the A2D / JHMDB metrics")
 
 
 __all__ = [

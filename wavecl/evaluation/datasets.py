@@ -15,6 +15,7 @@ from pathlib import Path
 from torch import nn
 from torch.utils.data import Dataset
 
+from wavecl.amp import PrecisionPolicy, decide_precision
 from wavecl.config import Config, DataConfig
 from wavecl.data.a2d import build_a2d
 from wavecl.data.davis import build_davis, find_davis_folder
@@ -202,9 +203,12 @@ def build_evaluation(config: Config, out_dir: str | Path) -> Evaluation:
 
 
 def evaluate_model(
-    model: nn.Module, config: Config, out_dir: str | Path, dist: DistInfo
+    model: nn.Module, config: Config, out_dir: str | Path, dist: DistInfo, precision: PrecisionPolicy | None = None
 ) -> tuple[dict[str, float], str | None]:
     """Evaluate ``model`` with the protocol of ``config.data``, writing predictions under ``out_dir``.
+
+    Args:
+        precision: the run's precision policy; decided from ``config.train.amp`` when ``None``.
 
     Returns the metrics (complete on every rank) and the name of the metric that selects the best
     checkpoint (``None`` where the protocol has no local metric).
@@ -217,7 +221,7 @@ def evaluate_model(
         dist,
         batch_size=config.data.eval_batch_size,
         num_workers=config.data.num_workers,
-        amp=config.train.amp,
+        precision=precision if precision is not None else decide_precision(config.train.amp, dist.device),
         sentences_per_pass=config.data.eval_sentences_per_pass,
     )
     return metrics, evaluation.primary_metric

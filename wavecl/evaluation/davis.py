@@ -413,6 +413,42 @@ def evaluate_ref_davis(
     return summary
 
 
+class ObjectMerge:
+    """The merge of :func:`davis_labels`, one object at a time and in any order.
+
+    Instead of every object's probabilities it holds one id map and the winning probability of each
+    pixel, so a chunk waiting for its last objects keeps one float map whatever its object count.
+    Adding an object: where its probability is at least 0.5 and beats the current winner (or ties
+    with a higher id), it becomes the winner; the background (id 0) scores a constant 0.1. The
+    result is exactly the argmax of :func:`davis_labels`, ties to the lower id.
+
+    Args:
+        shape: ``(T, H, W)`` of the chunk.
+        device: where the maps live (the probabilities' device).
+    """
+
+    def __init__(self, shape: Sequence[int], device: torch.device | str = "cpu") -> None:
+        self.labels = torch.zeros(tuple(shape), dtype=torch.uint8, device=device)
+        self.best = torch.full(tuple(shape), BACKGROUND_SCORE, dtype=torch.float32, device=device)
+
+    def add(self, object_index: int, probabilities: Tensor) -> None:
+        """Merge object ``object_index`` (id ``object_index + 1``), probabilities ``[T, H, W]``."""
+        if probabilities.shape != self.labels.shape:
+            raise ValueError(
+                f"object {object_index}: probabilities {tuple(probabilities.shape)} differ from the chunk's "
+                f"{tuple(self.labels.shape)}"
+            )
+        if not 0 <= object_index < VOID_LABEL - 1:
+            raise ValueError(f"at most {VOID_LABEL - 1} objects fit an index PNG, got object index {object_index}")
+        score = probabilities.float()
+        object_id = object_index + 1
+        wins = (score >= PROBABILITY_THRESHOLD) & (
+            (score > self.best) | ((score == self.best) & (object_id < self.labels))
+        )
+        self.labels = torch.where(wins, torch.tensor(object_id, dtype=torch.uint8, device=wins.device), self.labels)
+        self.best = torch.where(wins, score, self.best)
+
+
 def davis_labels(probabilities: Tensor) -> Tensor:
     """Merge per-object probability maps into one id map per frame.
 
@@ -427,9 +463,41 @@ def davis_labels(probabilities: Tensor) -> Tensor:
         raise ValueError(f"probabilities must be [N, T, H, W], got shape {tuple(probabilities.shape)}")
     if probabilities.shape[0] >= VOID_LABEL:
         raise ValueError(f"at most {VOID_LABEL - 1} objects fit an index PNG, got {probabilities.shape[0]}")
-    objects = probabilities.float().masked_fill(probabilities < PROBABILITY_THRESHOLD, 0.0)
-    background = torch.full_like(objects[:1], BACKGROUND_SCORE)
-    return torch.cat([background, objects]).argmax(dim=0).to(torch.uint8)
+    merge = ObjectMerge(probabilities.shape[1:], probabilities.device)
+    for object_index, object_probabilities in enumerate(probabilities):
+        merge.add(object_index, object_probabilities)
+    return merge.labels
+
+
+def write_davis_labels(
+    output_root: str | os.PathLike[str],
+    annotator: int,
+    video: str,
+    frame_names: Sequence[str],
+    labels: Tensor,
+    palette: list[int] | None = None,
+) -> list[Path]:
+    """Write one annotator slot's merged ids of one video (or a chunk of it) as index PNGs.
+
+    Args:
+        output_root: run folder; files go to ``<output_root>/anno_<annotator>/<video>/<frame>.png``.
+        annotator: expression slot, 0..3.
+        video: DAVIS sequence name.
+        frame_names: ``T`` frame names without extension (``00000``, ...).
+        labels: ``[T, H, W]`` uint8 ids (:func:`davis_labels`, :class:`ObjectMerge`), on any device.
+        palette: flat 768-int palette; the DAVIS colour map when ``None``.
+
+    Returns:
+        The written paths, in frame order.
+    """
+    if labels.ndim != 3 or labels.shape[0] != len(frame_names):
+        raise ValueError(f"labels {tuple(labels.shape)} must be [T, H, W] with T = {len(frame_names)} frame names")
+    paths = []
+    for name, frame_labels in zip(frame_names, labels.cpu().numpy()):
+        path = davis_result_path(output_root, annotator, video, name)
+        save_index_png(frame_labels, path, palette)
+        paths.append(path)
+    return paths
 
 
 def write_davis_results(
@@ -440,28 +508,16 @@ def write_davis_results(
     probabilities: Tensor,
     palette: list[int] | None = None,
 ) -> list[Path]:
-    """Write one annotator slot's predictions of one video as index PNGs.
+    """Merge per-object probabilities (:func:`davis_labels`) and write them (:func:`write_davis_labels`).
 
     Args:
-        output_root: run folder; files go to ``<output_root>/anno_<annotator>/<video>/<frame>.png``.
-        annotator: expression slot, 0..3.
-        video: DAVIS sequence name.
-        frame_names: ``T`` frame names without extension (``00000``, ...).
-        probabilities: ``[N, T, H, W]`` per-object probabilities at the original resolution
-            (see :func:`davis_labels`); any chunk of a video's frames may be written separately.
-        palette: flat 768-int palette; the DAVIS colour map when ``None``.
+        probabilities: ``[N, T, H, W]`` per-object probabilities at the original resolution; any chunk
+            of a video's frames may be written separately.
 
-    Returns:
-        The written paths, in frame order.
+    Other arguments and the return value as in :func:`write_davis_labels`.
     """
     if probabilities.ndim != 4 or probabilities.shape[1] != len(frame_names):
         raise ValueError(
             f"probabilities {tuple(probabilities.shape)} must be [N, T, H, W] with T = {len(frame_names)} frame names"
         )
-    labels = davis_labels(probabilities).cpu().numpy()
-    paths = []
-    for name, frame_labels in zip(frame_names, labels):
-        path = davis_result_path(output_root, annotator, video, name)
-        save_index_png(frame_labels, path, palette)
-        paths.append(path)
-    return paths
+    return write_davis_labels(output_root, annotator, video, frame_names, davis_labels(probabilities), palette)

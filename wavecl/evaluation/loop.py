@@ -2,7 +2,8 @@
 
 Evaluation data is split across ranks without padding (:class:`~wavecl.evaluation.sharing.SharedClipBatchSampler`),
 so no prediction is counted twice (the reference's DistributedSampler padded with duplicates,
-docs/differences.md#evaluation).
+docs/differences.md#evaluation), and the samples of one clip (among them the objects of a Ref-DAVIS17
+chunk, whose masks are merged) stay on one rank, in consecutive batches, so no rank holds another's.
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from wavecl.amp import AmpMode, autocast
+from wavecl.amp import PrecisionPolicy, decide_precision
 from wavecl.data.collate import collate_clips
 from wavecl.data.types import Batch
-from wavecl.distributed import DistInfo
+from wavecl.distributed import DistInfo, on_every_process
 from wavecl.evaluation.sharing import SharedClipBatchSampler, VisualFeatureCache, clip_keys
 from wavecl.model.features import VisualFeatures
 from wavecl.model.output import WaveCLOutput
@@ -44,10 +45,10 @@ def run_evaluation(
     dist: DistInfo,
     batch_size: int = 1,
     num_workers: int = 0,
-    amp: AmpMode = "off",
+    precision: PrecisionPolicy | None = None,
     sentences_per_pass: int = 1,
 ) -> dict[str, float]:
-    """Run ``model`` (unwrapped, eval mode, autocast ``amp`` on CUDA) over this rank's shard of ``dataset``.
+    """Run ``model`` (unwrapped, eval mode) over this rank's shard of ``dataset``.
 
     The sentences about one clip share one backbone pass (:mod:`wavecl.evaluation.sharing`): each
     distinct clip goes through :meth:`~wavecl.model.wavecl.WaveCL.encode_video` once, and its
@@ -55,7 +56,14 @@ def run_evaluation(
     ``max(batch_size, sentences_per_pass)`` at a time. Each sentence's output is the one it gets
     alone in its batch.
 
-    Returns the evaluator's metrics (complete on rank 0; evaluators gather across ranks).
+    Batches are pinned and copied to the device without blocking; the evaluator receives the batch as
+    the loader produced it (on the host), so nothing is copied back. When the loop fails on one rank,
+    every rank raises once its own shard is done, with that rank's message.
+
+    Args:
+        precision: the run's precision policy; float32 when ``None``.
+
+    Returns the evaluator's metrics (complete on every rank; evaluators gather across ranks).
 
     Raises:
         NonFiniteOutputError: the model's outputs for a batch hold NaN or inf (thresholded they would
@@ -64,32 +72,43 @@ def run_evaluation(
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
+    precision = precision if precision is not None else decide_precision("off", device)
     sampler = SharedClipBatchSampler(
         clip_keys(dataset), dist.rank, dist.world_size, batch_size=batch_size, sentences_per_pass=sentences_per_pass
     )
     loader = DataLoader(
-        dataset, batch_sampler=sampler, collate_fn=collate_clips, num_workers=num_workers, generator=torch.Generator()
+        dataset,
+        batch_sampler=sampler,
+        collate_fn=collate_clips,
+        num_workers=num_workers,
+        pin_memory=device.type == "cuda",
+        generator=torch.Generator(),
     )
     cache = VisualFeatureCache()
 
     def encode(frames: Tensor, pad_mask: Tensor, valid_indices: Tensor | None) -> VisualFeatures:
-        valid_indices = None if valid_indices is None else valid_indices.to(device)
-        return model.encode_video(frames.to(device), pad_mask.to(device), valid_indices)
+        valid_indices = None if valid_indices is None else valid_indices.to(device, non_blocking=True)
+        return model.encode_video(
+            frames.to(device, non_blocking=True), pad_mask.to(device, non_blocking=True), valid_indices
+        )
 
-    for batch in progress_bar(loader, desc="evaluate", disable=not dist.is_main):
-        shared = batch.shared_clips()
-        with autocast(device, amp):
-            visual = cache.get(
-                encode, batch.frames[:, shared.clips], batch.pad_mask[:, shared.clips], shared.valid_indices
-            )
-            outputs = model.segment(
-                visual,
-                model.encode_sentences(batch.texts, device),
-                batch.image_sizes.to(device),
-                shared.clip_index.to(device),
-            )
-        outputs.require_finite(f"the samples {batch.metadata} (amp {amp})")
-        evaluator.update(outputs, batch)
+    def predict_shard() -> None:
+        for batch in progress_bar(loader, desc="evaluate", disable=not dist.is_main):
+            shared = batch.shared_clips()
+            with precision.autocast():
+                visual = cache.get(
+                    encode, batch.frames[:, shared.clips], batch.pad_mask[:, shared.clips], shared.valid_indices
+                )
+                outputs = model.segment(
+                    visual,
+                    model.encode_sentences(batch.texts, device),
+                    batch.image_sizes.to(device, non_blocking=True),
+                    shared.clip_index.to(device, non_blocking=True),
+                )
+            outputs.require_finite(f"the samples {batch.metadata} (amp {precision.effective})")
+            evaluator.update(outputs, batch)
+
+    on_every_process(predict_shard, "evaluating its shard")
     metrics = evaluator.summarize()
     model.train(was_training)
     return metrics

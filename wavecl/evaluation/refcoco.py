@@ -25,7 +25,7 @@ from torchvision.ops import box_convert
 from wavecl.atomic import write_json
 from wavecl.data.refcoco import build_refcoco_gt
 from wavecl.data.types import Batch
-from wavecl.distributed import gather_objects, is_main_process
+from wavecl.distributed import on_main_process
 from wavecl.evaluation.a2d import (
     COCO_SUMMARY_KEYS,
     coco_stats,
@@ -183,14 +183,15 @@ class RefCOCOEvaluator:
             )
 
     def summarize(self) -> dict[str, float]:
-        metrics: dict[str, float] = {}
-        gathered = {name: gather_results(results) for name, results in self.results.items()}
-        if is_main_process():
+        gathered = {name: gather_results(results) for name, results in self.results.items()}  # on rank 0 only
+
+        def score() -> dict[str, float]:
             if self.results_dir is not None:
                 for name, results in gathered.items():
                     write_json(os.path.join(self.results_dir, f"{name}_predictions.json"), results)
-            metrics = evaluate_refcoco_sets(self.ground_truth, gathered)
-        return gather_objects(metrics)[0]
+            return evaluate_refcoco_sets(self.ground_truth, gathered)
+
+        return on_main_process(score, "computing the RefCOCO metrics")
 
 
 __all__ = [

@@ -39,11 +39,26 @@ def group_by_clip(keys: list[Hashable]) -> list[list[int]]:
     return list(groups.values())
 
 
+def deal_groups(groups: list[list[int]], rank: int, world_size: int) -> list[list[int]]:
+    """Rank ``rank``'s share of ``groups``: each group, in order, goes whole to the rank with the fewest
+    samples so far (the lowest such rank on a tie). Groups of one sample are dealt round-robin, rank ``r``
+    getting samples ``r, r + W, ...``; larger groups are balanced by samples, not by groups."""
+    loads = [0] * world_size
+    share: list[list[int]] = []
+    for group in groups:
+        owner = loads.index(min(loads))
+        loads[owner] += len(group)
+        if owner == rank:
+            share.append(group)
+    return share
+
+
 class SharedClipBatchSampler(Sampler[list[int]]):
     """This rank's evaluation batches, the samples of one clip kept together.
 
-    Groups of samples with one clip (:func:`group_by_clip`) are dealt to the ranks in turn (no sample
-    on two ranks, none left out). A batch holds at most ``batch_size`` distinct clips and at most
+    Groups of samples with one clip (:func:`group_by_clip`) are dealt whole to the ranks
+    (:func:`deal_groups`: no sample on two ranks, none left out, samples balanced) and visited one
+    after another. A batch holds at most ``batch_size`` distinct clips and at most
     ``max(batch_size, sentences_per_pass)`` sentences; a group with more sentences than that fills
     consecutive batches of its own, which :class:`VisualFeatureCache` serves from one backbone pass.
     Without shared clips this is the plain sharding of every ``world_size``-th sample, in batches of
@@ -64,7 +79,7 @@ class SharedClipBatchSampler(Sampler[list[int]]):
             raise ValueError(
                 f"batch_size and sentences_per_pass must be positive, got {batch_size} and {sentences_per_pass}"
             )
-        groups = group_by_clip(keys)[rank::world_size]
+        groups = deal_groups(group_by_clip(keys), rank, world_size)
         capacity = max(batch_size, sentences_per_pass)
         self.batches: list[list[int]] = []
         current: list[int] = []

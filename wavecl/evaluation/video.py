@@ -12,16 +12,15 @@ so memory stays bounded; each window picks its own query, as Ref-DAVIS17's 36-fr
 
 from __future__ import annotations
 
-from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 from torch import Tensor
 
 from wavecl.data.types import Batch
 from wavecl.data.ytvos import YTVOSGroundTruth
-from wavecl.distributed import barrier, gather_objects, is_main_process
-from wavecl.evaluation.davis import evaluate_ref_davis, write_davis_results
+from wavecl.distributed import gather_objects, on_every_process, on_main_process
+from wavecl.evaluation.davis import ObjectMerge, evaluate_ref_davis, write_davis_labels
 from wavecl.evaluation.ytvos import (
     ANNOTATIONS_FOLDER,
     PER_EXPRESSION_FILENAME,
@@ -71,37 +70,55 @@ class YTVOSEvaluator:
             self.num_windows += 1
 
     def summarize(self) -> dict[str, float]:
-        windows = sum(gather_objects(self.num_windows))
-        barrier()  # every rank's PNGs are on disk before rank 0 reads them
-        metrics: dict[str, float] = {}
-        if is_main_process():
+        windows = sum(gather_objects(self.num_windows))  # a collective: every rank's PNGs are on disk
+
+        def finish() -> dict[str, float]:
             if self.ground_truth is None:
                 zip_submission(self.out_dir / ANNOTATIONS_FOLDER, self.out_dir / "submission.zip")
-                metrics = {"windows": float(windows)}
-            else:
-                per_expression = self.out_dir / PER_EXPRESSION_FILENAME
-                metrics = score_ytvos_predictions(self.out_dir, self.ground_truth, per_expression)
-        return gather_objects(metrics)[0]
+                return {"windows": float(windows)}
+            per_expression = self.out_dir / PER_EXPRESSION_FILENAME
+            return score_ytvos_predictions(self.out_dir, self.ground_truth, per_expression)
+
+        what = "zipping the submission" if self.ground_truth is None else "scoring J&F"
+        return on_main_process(finish, what)
+
+
+@dataclass
+class _OpenChunk:
+    """A (video, annotator, chunk) whose objects are still arriving: their merge so far."""
+
+    merge: ObjectMerge
+    frame_names: list[str]
+    num_objects: int
+    seen: set[int] = field(default_factory=set)
 
 
 class RefDAVISEvaluator:
     """Ref-DAVIS17 inference and J&F (docs/datasets.md#ref-davis17).
 
-    Probability maps of every object of one (video, annotator, chunk) are merged into one index PNG
-    per frame; at the end every annotator's folder is scored against the DAVIS ground truth and the
-    four are averaged.
+    The probability maps of the objects of one (video, annotator, chunk) are merged as they arrive
+    (:class:`~wavecl.evaluation.davis.ObjectMerge`: one id map and one probability map per chunk,
+    on the device of the predictions) and written as one index PNG per frame when the chunk's last
+    object arrives. Evaluation keeps each chunk's objects on one rank and in a row (the chunk's frames
+    are the clip of every annotator's objects, :meth:`wavecl.data.davis.RefDAVIS17.clip_key`), so a
+    rank holds at most one open chunk whatever the world size, and nothing but a status is exchanged
+    between ranks. At the end rank 0
+    scores every annotator's folder against the DAVIS ground truth and averages the four.
 
     Args:
         out_dir: receives ``anno_<k>/<video>/<frame>.png`` and the CSV tables.
         davis_root: the raw ``DAVIS`` folder (``Annotations_unsupervised/480p``, ``ImageSets/2017``).
+
+    Attributes:
+        open_chunks: the chunks still waiting for objects, by ``(video, annotator, chunk_index)``.
+        peak_open_chunks: the most chunks that were open at once.
     """
 
     def __init__(self, out_dir: str | Path, davis_root: str | Path) -> None:
         self.out_dir = Path(out_dir)
         self.davis_root = Path(davis_root)
-        self.pending: dict[tuple[str, int, int], dict[int, Tensor]] = defaultdict(dict)
-        self.frame_names: dict[tuple[str, int, int], list[str]] = {}
-        self.num_objects: dict[tuple[str, int, int], int] = {}
+        self.open_chunks: dict[tuple[str, int, int], _OpenChunk] = {}
+        self.peak_open_chunks = 0
 
     def update(self, outputs: WaveCLOutput, batch: Batch) -> None:
         for b, meta in enumerate(batch.metadata):
@@ -115,31 +132,43 @@ class RefDAVISEvaluator:
                 tuple(meta["original_frame_size"]),
             )
             key = (meta["video_id"], int(meta["annotator"]), int(meta["chunk_index"]))
-            self.pending[key][int(meta["object_index"])] = probabilities.cpu()
-            self.frame_names[key] = list(meta["frame_names"])
-            self.num_objects[key] = int(meta["num_objects"])
-            self._write_complete(key)
+            self.add_object(
+                key, int(meta["object_index"]), int(meta["num_objects"]), meta["frame_names"], probabilities
+            )
 
-    def _write_complete(self, key: tuple[str, int, int]) -> None:
-        if len(self.pending[key]) == self.num_objects[key]:
-            objects = self.pending.pop(key)
-            stacked = torch.stack([objects[k] for k in sorted(objects)])
-            write_davis_results(self.out_dir, key[1], key[0], self.frame_names[key], stacked)
+    def add_object(
+        self,
+        key: tuple[str, int, int],
+        object_index: int,
+        num_objects: int,
+        frame_names: list[str],
+        probabilities: Tensor,
+    ) -> None:
+        """Merge one object's ``[T, H, W]`` probabilities into chunk ``key`` (video, annotator, chunk
+        index); the chunk's PNGs are written when all ``num_objects`` objects are in."""
+        chunk = self.open_chunks.get(key)
+        if chunk is None:
+            chunk = _OpenChunk(ObjectMerge(probabilities.shape, probabilities.device), list(frame_names), num_objects)
+            self.open_chunks[key] = chunk
+            self.peak_open_chunks = max(self.peak_open_chunks, len(self.open_chunks))
+        if object_index in chunk.seen:
+            raise ValueError(f"Ref-DAVIS chunk {key}: object {object_index} was predicted twice")
+        chunk.merge.add(object_index, probabilities)
+        chunk.seen.add(object_index)
+        if len(chunk.seen) == chunk.num_objects:
+            del self.open_chunks[key]
+            write_davis_labels(self.out_dir, key[1], key[0], chunk.frame_names, chunk.merge.labels)
+
+    def _check_complete(self) -> None:
+        if self.open_chunks:
+            missing = {key: sorted(set(range(c.num_objects)) - c.seen) for key, c in self.open_chunks.items()}
+            raise RuntimeError(f"Ref-DAVIS chunks miss objects (chunk: missing object indices): {missing}")
 
     def summarize(self) -> dict[str, float]:
-        # Under DDP the objects of one chunk can land on different ranks: rank 0 completes them.
-        leftovers = gather_objects(({k: dict(v) for k, v in self.pending.items()}, self.frame_names, self.num_objects))
-        metrics: dict[str, float] = {}
-        if is_main_process():
-            for pending, frame_names, num_objects in leftovers:
-                self.frame_names.update(frame_names)
-                self.num_objects.update(num_objects)
-                for key, objects in pending.items():
-                    self.pending[key].update(objects)
-            for key in list(self.pending):
-                if len(self.pending[key]) != self.num_objects[key]:
-                    raise RuntimeError(f"Ref-DAVIS chunk {key} is missing objects")
-                self._write_complete(key)
+        on_every_process(self._check_complete, "writing the Ref-DAVIS17 predictions")  # every PNG is on disk
+
+        def score() -> dict[str, float]:
             summary = evaluate_ref_davis(self.out_dir, self.davis_root)
-            metrics = {key: float(value) for key, value in summary["mean"].items()}
-        return gather_objects(metrics)[0]
+            return {key: float(value) for key, value in summary["mean"].items()}
+
+        return on_main_process(score, "scoring Ref-DAVIS17")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import re
-import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,10 +24,12 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from wavecl.amp import DEFAULT_AMP, AmpMode, autocast
+from wavecl.amp import decide_precision
+from wavecl.config import DEFAULT_AMP, AmpMode
 from wavecl.data.paths import read_image
 from wavecl.data.transforms import ClipTransform, clean_expression
 from wavecl.data.video import iter_video_frames, probe_video
+from wavecl.device import resolve_device
 from wavecl.model.compile import compile_model
 from wavecl.model.output import NonFiniteOutputError
 from wavecl.model.postprocess import MASK_THRESHOLD, video_postprocess
@@ -123,15 +124,6 @@ def open_video(video: VideoInput) -> VideoSource:
     return VideoSource((frame.convert("RGB") for frame in video), len(video), None, "frame list")
 
 
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``device`` as a :class:`torch.device`; a CUDA request without CUDA falls back to the CPU with a warning."""
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        warnings.warn(f"device {device} requested but CUDA is not available; running on the CPU", stacklevel=3)
-        return torch.device("cpu")
-    return device
-
-
 def _check_sentences(sentences: Sequence[str] | str) -> list[str]:
     """The sentences, cleaned as the datasets clean them (lower case, single spaces)."""
     if isinstance(sentences, str):
@@ -148,8 +140,10 @@ class VideoPredictor:
         model: the network; it is moved to ``device`` and put in eval mode.
         short_size, max_size: DETR resize of every frame (short side, cap on the long side).
         window: frames per clip. Each window is segmented independently, with its own query choice.
-        device: ``"cpu"`` or ``"cuda"`` (falls back to the CPU with a warning when CUDA is missing).
-        amp: autocast on CUDA (bfloat16 where supported, else float16); ignored on the CPU.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:<index>"`` (:func:`wavecl.device.resolve_device`;
+            asking for CUDA without CUDA is an error).
+        amp: ``"off"``, ``"bf16"`` or ``"fp16"`` autocast on CUDA (:func:`wavecl.amp.decide_precision`:
+            float16 where bfloat16 is not native; float32 on the CPU).
         progress: show progress over frames (a live bar on a terminal, a line every few seconds in a log).
         threshold: mask probability above which a pixel is in the mask, in ``(0, 1)``.
         sentences_per_pass: at most this many sentences go through the text-conditioned part of the
@@ -189,7 +183,7 @@ class VideoPredictor:
         self.sentences_per_pass = sentences_per_pass
         self.transform = ClipTransform(train=False, short_size=short_size, max_size=max_size)
         self.window = window
-        self.amp = amp
+        self.precision = decide_precision(amp, self.device)
         self.progress = progress
         self.threshold = threshold
 
@@ -212,7 +206,7 @@ class VideoPredictor:
         inputs = clip.to(self.device)[:, None]
         pad_mask = torch.zeros(num_frames, 1, resized_h, resized_w, dtype=torch.bool, device=self.device)
         masks = []
-        with torch.inference_mode(), autocast(self.device, self.amp):
+        with torch.inference_mode(), self.precision.autocast():
             visual = self.model.encode_video(inputs, pad_mask)
             for start in range(0, len(sentences), self.sentences_per_pass):
                 chunk = list(sentences[start : start + self.sentences_per_pass])
@@ -231,10 +225,10 @@ class VideoPredictor:
                         size=(resized_h, resized_w),
                         orig_size=(height, width),
                         threshold=self.threshold,
-                    )[1].cpu()
+                    )[1]
                     for index in range(len(chunk))
                 )
-        return torch.stack(masks)
+        return torch.stack(masks).cpu()
 
     def predict_stream(
         self, video: VideoInput, sentences: Sequence[str] | str

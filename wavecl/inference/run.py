@@ -30,7 +30,7 @@ from typing import Generic, TypeVar
 import numpy as np
 from PIL import Image
 
-from wavecl.amp import DEFAULT_AMP, AmpMode
+from wavecl.config import DEFAULT_AMP, AmpMode
 from wavecl.data.video import VideoWriter
 from wavecl.inference.overlay import contact_sheet, overlay_masks, save_png, sentence_colors
 from wavecl.inference.predictor import VideoInput, VideoPredictor, open_video
@@ -170,11 +170,11 @@ def predict_video(
             and frame lists work too, see :data:`wavecl.inference.predictor.VideoInput`).
         sentences: ``N >= 1`` referring expressions.
         out_dir: output folder (created; files of a previous run with the same names are replaced).
-        device: ``"cpu"`` or ``"cuda"``.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"`` (:func:`wavecl.device.resolve_device`).
         window: frames per clip; when ``None``, the checkpoint's (a run's ``data.window_size``), else 8.
         short_size, max_size: resize of the frames; when ``None``, the size recorded with the
             checkpoint (a run's ``data.eval_short_size``/``eval_max_size``), else 360 / 640.
-        amp: autocast on CUDA (ignored on the CPU).
+        amp: ``"off"``, ``"bf16"`` or ``"fp16"`` autocast on CUDA (float32 on the CPU).
         fps: frame rate of the overlay video; the input video's when ``None`` (24 for frame folders).
         progress: show progress (a live bar on a terminal, a line every few seconds in a log).
         sentences_per_pass: sentences segmented together; every window runs the backbone once for all.

@@ -261,8 +261,9 @@ def encode_text(
             f"texts[{index}] has {int(lengths[index])} tokens, more than the {limit} the text encoder accepts: "
             f"{texts[index][:80]!r}..."
         )
-    attention_mask = tokens["attention_mask"].to(device)
-    outputs = encoder(input_ids=tokens["input_ids"].to(device), attention_mask=attention_mask)
+    # Copies that do not wait for the device (a blocking copy would stall until queued kernels finish).
+    attention_mask = tokens["attention_mask"].to(device, non_blocking=True)
+    outputs = encoder(input_ids=tokens["input_ids"].to(device, non_blocking=True), attention_mask=attention_mask)
     words = outputs.last_hidden_state
     pad_mask = attention_mask == 0
     if pooling == "pooler":

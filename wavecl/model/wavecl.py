@@ -86,6 +86,10 @@ class WaveCL(PretrainedMixin, nn.Module):
         self.tokenizer = tokenizer
         if config.freeze_text_encoder:
             self.text_encoder.requires_grad_(False)
+        elif config.sentence_pooling == "mean" and getattr(self.text_encoder, "pooler", None) is not None:
+            # The masked mean never reads the pooler: it gets no gradient, so it is frozen (its weights
+            # stay in the state dict). A trainable parameter without a gradient stops DDP.
+            self.text_encoder.pooler.requires_grad_(False)
         text_dim = self.text_encoder.config.hidden_size
         self.txt_proj = FeatureResizer(text_dim, d, dropout=config.text_proj_dropout)
 

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from einops import einsum, rearrange
 from torch import Tensor, nn
-from torchvision.ops import box_convert, generalized_box_iou_loss, sigmoid_focal_loss
+from torchvision.ops import box_convert, sigmoid_focal_loss
 
 from wavecl.config import LossConfig
 from wavecl.data.types import FrameTarget
@@ -54,6 +54,29 @@ def dice_loss(mask_logits: Tensor, target_masks: Tensor, num_masks: float | Tens
     prob = mask_logits.sigmoid()
     dice = (2 * (prob * target_masks).sum(-1) + 1) / (prob.sum(-1) + target_masks.sum(-1) + 1)
     return (1 - dice).sum() / num_masks
+
+
+def giou_loss(boxes: Tensor, target_boxes: Tensor, eps: float = 1e-7) -> Tensor:
+    """``1 - GIoU`` of paired boxes, as ``torchvision.ops.generalized_box_iou_loss`` computes it.
+
+    torchvision finds the overlapping pairs with boolean indexing, which waits for the GPU four times
+    per call; clamping the overlap at zero gives the same values and gradients without waiting.
+
+    Args:
+        boxes, target_boxes: ``[N, 4]`` ``(x1, y1, x2, y2)`` boxes, paired row by row.
+        eps: added to the union and the enclosing area (torchvision's default).
+
+    Returns:
+        ``[N]`` losses.
+    """
+    x1, y1, x2, y2 = boxes.unbind(-1)
+    tx1, ty1, tx2, ty2 = target_boxes.unbind(-1)
+    intersection = (torch.min(x2, tx2) - torch.max(x1, tx1)).clamp(min=0) * (
+        torch.min(y2, ty2) - torch.max(y1, ty1)
+    ).clamp(min=0)
+    union = (x2 - x1) * (y2 - y1) + (tx2 - tx1) * (ty2 - ty1) - intersection
+    enclosing = (torch.max(x2, tx2) - torch.min(x1, tx1)) * (torch.max(y2, ty2) - torch.min(y1, ty1))
+    return 1 - (intersection / (union + eps) - (enclosing - union) / (enclosing + eps))
 
 
 class SetCriterion(nn.Module):
@@ -143,20 +166,26 @@ class SetCriterion(nn.Module):
         """Number of target masks of the batch (``T·B`` with one instance per clip), averaged over
         processes and clamped at 1: a float scalar tensor."""
         count = sum(target.masks.shape[0] for row in targets for target in row)
-        return all_reduce_mean(torch.tensor(float(count), device=device)).clamp(min=1.0)
+        return all_reduce_mean(torch.tensor(float(count)).to(device, non_blocking=True)).clamp(min=1.0)
 
     def layer_losses(
         self, outputs: WaveCLOutput, targets: list[list[FrameTarget]], num_masks: Tensor
     ) -> dict[str, Tensor]:
         """Match one layer and compute its six terms (keys without layer suffix)."""
-        indices = self.matcher(outputs, targets)
+        host_indices = self.matcher(outputs, targets)
+        # The matches are known on the host; one copy each, without waiting for the device.
+        device = outputs.pred_masks.device
+        indices = [
+            (query.to(device, non_blocking=True), instance.to(device, non_blocking=True))
+            for query, instance in host_indices
+        ]
         clip_idx = torch.cat([torch.full_like(query, b) for b, (query, _) in enumerate(indices)])
         query_idx = torch.cat([query for query, _ in indices])
-        instance_idx = [instance.tolist() for _, instance in indices]
+        instance_idx = [instance for _, instance in indices]
         mask_losses = self.mask_losses(outputs, targets, clip_idx, query_idx, instance_idx, num_masks)
         box_losses = self.box_losses(outputs, targets, clip_idx, query_idx, instance_idx, num_masks)
         return {
-            "loss_con": self.contrastive_loss(outputs, indices),
+            "loss_con": self.contrastive_loss(outputs, host_indices),
             "loss_dice": mask_losses["loss_dice"],
             "loss_sigmoid_focal": mask_losses["loss_sigmoid_focal"],
             "loss_cls": self.classification_loss(outputs, targets, indices, num_masks),
@@ -170,7 +199,7 @@ class SetCriterion(nn.Module):
         targets: list[list[FrameTarget]],
         clip_idx: Tensor,
         query_idx: Tensor,
-        instance_idx: list[list[int]],
+        instance_idx: list[Tensor],
         num_masks: Tensor,
     ) -> dict[str, Tensor]:
         """Sigmoid focal (mean over padded pixels) and dice over all matched (frame, query) pairs.
@@ -179,7 +208,8 @@ class SetCriterion(nn.Module):
             outputs: ``pred_masks [T, B, Q, h, w]``.
             targets: ``targets[t][b].masks [M_b, H', W']``.
             clip_idx, query_idx: ``[N]`` clip and query of each matched pair (``N = Σ_b min(Q, M_b)``).
-            instance_idx: per clip, the matched target instances in the order of ``query_idx``.
+            instance_idx: per clip, the matched target instances in the order of ``query_idx`` (on the
+                targets' device).
             num_masks: normaliser.
         """
         padded_size = padded_target_size(targets)
@@ -205,7 +235,7 @@ class SetCriterion(nn.Module):
         targets: list[list[FrameTarget]],
         clip_idx: Tensor,
         query_idx: Tensor,
-        instance_idx: list[list[int]],
+        instance_idx: list[Tensor],
         num_masks: Tensor,
     ) -> dict[str, Tensor]:
         """L1 and ``1 - GIoU`` over all matched (frame, query) pairs, zero boxes of invisible frames included.
@@ -217,9 +247,7 @@ class SetCriterion(nn.Module):
         target = torch.cat(
             [row[b].boxes[instances].float() for row in targets for b, instances in enumerate(instance_idx)]
         )  # [T*N, 4]
-        giou = generalized_box_iou_loss(
-            box_convert(pred, "cxcywh", "xyxy"), box_convert(target, "cxcywh", "xyxy"), reduction="sum"
-        )
+        giou = giou_loss(box_convert(pred, "cxcywh", "xyxy"), box_convert(target, "cxcywh", "xyxy")).sum()
         return {
             "loss_bbox": F.l1_loss(pred, target, reduction="sum") / num_masks,
             "loss_giou": giou / num_masks,
@@ -263,8 +291,8 @@ class SetCriterion(nn.Module):
 
         Args:
             outputs: ``pred_logit [B, Q, C]`` video queries and ``text_sentence_feature [B, C]``.
-            indices: the matcher's ``(query_idx, instance_idx)`` per clip; the target of clip ``b`` is
-                the query matched to instance 0, the referred object.
+            indices: the matcher's ``(query_idx, instance_idx)`` per clip, on the host; the target of
+                clip ``b`` is the query matched to instance 0, the referred object.
 
         Returns:
             Scalar ``-(1/B) Σ_b log softmax_q(⟨V_{b,q}, s_b⟩ / C)[q*_b]``.
@@ -280,4 +308,4 @@ class SetCriterion(nn.Module):
                     f"clip {b}: the referred instance 0 is matched to {matched.numel()} queries, expected 1"
                 )
             referred.append(matched)
-        return F.cross_entropy(logits, torch.cat(referred))
+        return F.cross_entropy(logits, torch.cat(referred).to(logits.device, non_blocking=True))

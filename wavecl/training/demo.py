@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from matplotlib.figure import Figure
 from rich.console import Console
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -32,6 +31,7 @@ from wavecl.config import Config, apply_overrides, load_config
 from wavecl.data.paths import read_json
 from wavecl.data.synthetic import write_synthetic_ytvos
 from wavecl.data.ytvos import YTVOSPaths, evaluated_videos
+from wavecl.device import resolve_device
 from wavecl.distributed import DistInfo
 from wavecl.inference.run import predict_video
 from wavecl.training.run_dir import RunLock
@@ -175,7 +175,7 @@ def run_demo(
             replaced (unless a process still trains there).
         minutes: approximate training budget on 2 CPU cores; the recipe's 10 by default (scales the steps).
         seed: seed of the data and of training.
-        device: ``cpu`` or ``cuda``.
+        device: ``cpu``, ``cuda`` or ``auto`` (:func:`wavecl.device.resolve_device`).
         config_path: the recipe, ``configs/demo.yaml`` by default.
         overrides: explicit config fields (see :func:`demo_config`); ``data.root`` trains on one's own
             Ref-YouTube-VOS-layout data instead of synthetic data, and J, F and J&F are reported when
@@ -192,7 +192,7 @@ def run_demo(
         write_dataset(data_root, seed)
 
     steps = config.train.max_steps_per_epoch
-    dist = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device(device))
+    dist = DistInfo(rank=0, world_size=1, local_rank=0, device=resolve_device(device))
     previous = config.run_directory()
     if previous.is_dir():
         RunLock(previous).release()  # refuses while another demo trains there
@@ -217,7 +217,7 @@ def run_demo(
             frames_dir,
             sentences,
             run_dir / "overlays" / frames_dir.name,
-            device=device,
+            device=dist.device,
             progress=False,
             fps=4,
         )

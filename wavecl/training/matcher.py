@@ -16,6 +16,8 @@ names the cost terms, so the trainer's ``train.nonfinite_loss`` policy can stop 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -152,8 +154,9 @@ class HungarianMatcher:
                 ``labels [M_b]`` and ``is_visible``.
 
         Returns:
-            One ``(query_indices, target_indices)`` pair of int64 tensors per clip, each of length
-            ``min(Q, M_b)``, on the device of the predictions.
+            One ``(query_indices, target_indices)`` pair of int64 CPU tensors per clip, each of length
+            ``min(Q, M_b)`` (the assignment is solved on the host; the costs of all clips come back in
+            one copy).
         """
         num_frames, batch_size, _, num_classes = outputs.pred_cls.shape
         check_targets(targets, num_frames, batch_size, num_classes)
@@ -161,21 +164,22 @@ class HungarianMatcher:
         similarity = einsum(outputs.pred_logit.float(), outputs.text_sentence_feature.float(), "b q c, b c -> b q")
         contrastive_cost = -similarity.softmax(dim=-1)
 
-        device = outputs.pred_cls.device
-        indices = []
+        terms = []
         for b in range(batch_size):
-            clip = [targets[t][b] for t in range(num_frames)]
-            terms = self.clip_costs(outputs, b, clip, padded_size)
-            terms["cost_con"] = self.cost_con * contrastive_cost[b, :, None]
-            cost = sum(terms.values()).cpu().numpy()
-            if not np.isfinite(cost).all():
-                raise NonFiniteCostError([name for name, term in terms.items() if not torch.isfinite(term).all()], b)
-            query_idx, target_idx = linear_sum_assignment(cost)
+            clip_terms = self.clip_costs(outputs, b, [targets[t][b] for t in range(num_frames)], padded_size)
+            clip_terms["cost_con"] = self.cost_con * contrastive_cost[b, :, None]
+            terms.append(clip_terms)
+        costs = [sum(clip_terms.values()) for clip_terms in terms]
+        # One copy to the host for every clip's cost (one wait for the device per layer, not per clip).
+        on_host = torch.cat([cost.flatten() for cost in costs]).cpu().split([cost.numel() for cost in costs])
+        indices = []
+        for b, (cost, values) in enumerate(zip(costs, on_host)):
+            cost_matrix = values.view(cost.shape).numpy()
+            if not np.isfinite(cost_matrix).all():
+                raise NonFiniteCostError([name for name, term in terms[b].items() if not torch.isfinite(term).all()], b)
+            query_idx, target_idx = linear_sum_assignment(cost_matrix)
             indices.append(
-                (
-                    torch.as_tensor(query_idx, dtype=torch.long, device=device),
-                    torch.as_tensor(target_idx, dtype=torch.long, device=device),
-                )
+                (torch.as_tensor(query_idx, dtype=torch.long), torch.as_tensor(target_idx, dtype=torch.long))
             )
         return indices
 
@@ -196,7 +200,7 @@ class HungarianMatcher:
         """
         target_masks = pad_masks(torch.stack([target.masks for target in clip]), padded_size)  # [T, M, H, W]
         target_boxes = torch.stack([target.boxes for target in clip]).float()  # [T, M, 4]
-        visible = torch.tensor([target.is_visible for target in clip], device=target_boxes.device)
+        visible = [target.is_visible for target in clip]
         return {
             "cost_class": self.cost_class * self.class_cost(outputs.pred_cls[:, b].float(), clip[0].labels, visible),
             "cost_dice": self.cost_dice * self.dice_cost(outputs.pred_masks[:, b].float(), target_masks),
@@ -204,13 +208,13 @@ class HungarianMatcher:
             "cost_giou": self.cost_giou * self.giou_cost(outputs.pred_boxes[:, b].float(), target_boxes),
         }
 
-    def class_cost(self, logits: Tensor, labels: Tensor, visible: Tensor) -> Tensor:
+    def class_cost(self, logits: Tensor, labels: Tensor, visible: Sequence[bool]) -> Tensor:
         """Focal-style class cost averaged over the visible frames.
 
         Args:
             logits: ``[T, Q, K]`` class logits of one clip.
             labels: ``[M]`` class of each instance (ignored when ``K == 1``: column 0 is "referred").
-            visible: ``[T]`` bool; when no frame is visible, every frame is used.
+            visible: ``T`` flags (known on the host); when no frame is visible, every frame is used.
 
         Returns:
             ``[Q, M]``.
@@ -220,8 +224,9 @@ class HungarianMatcher:
         prob = logits[..., columns].sigmoid()  # [T, Q, M]
         positive = self.focal_alpha * (1 - prob) ** self.focal_gamma * -(prob + 1e-8).log()
         negative = (1 - self.focal_alpha) * prob**self.focal_gamma * -(1 - prob + 1e-8).log()
-        frames = visible if visible.any() else torch.ones_like(visible)
-        return (positive - negative)[frames].mean(dim=0)
+        frames = [t for t, seen in enumerate(visible) if seen] or list(range(len(visible)))
+        index = torch.tensor(frames).to(logits.device, non_blocking=True)  # no wait for the device
+        return (positive - negative).index_select(0, index).mean(dim=0)
 
     @staticmethod
     def dice_cost(mask_logits: Tensor, target_masks: Tensor) -> Tensor:

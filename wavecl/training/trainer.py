@@ -38,7 +38,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from torch.utils.tensorboard import SummaryWriter
 
-from wavecl.amp import autocast
+from wavecl.amp import decide_precision
 from wavecl.atomic import write_text
 from wavecl.checkpoint import (
     CheckpointError,
@@ -54,7 +54,7 @@ from wavecl.config import Config, load_config
 from wavecl.data.collate import collate_clips
 from wavecl.data.robust import SkipBadSamples
 from wavecl.data.types import Batch
-from wavecl.distributed import DistInfo, barrier, gather_objects, reduce_loss_dict
+from wavecl.distributed import DistInfo, gather_objects, gather_to_main, on_main_process, reduce_loss_dict
 from wavecl.evaluation.datasets import build_dataset, evaluate_model
 from wavecl.model.compile import compile_model
 from wavecl.model.wavecl import build_model
@@ -77,6 +77,7 @@ from wavecl.training.run_dir import (
     run_directory_of,
     start_history,
 )
+from wavecl.training.seeding import rank_seed, seed_process
 
 log = logging.getLogger("wavecl.train")
 
@@ -112,6 +113,35 @@ def git_revision() -> str | None:
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
+
+
+def parameters_without_gradient(model: nn.Module) -> list[str]:
+    """Names of the trainable parameters that the last backward pass gave no gradient.
+
+    Under DDP (built with ``find_unused_parameters=False``) every trainable parameter must receive a
+    gradient at every step; a parameter the configuration never uses must be frozen instead.
+    """
+    return [name for name, parameter in model.named_parameters() if parameter.requires_grad and parameter.grad is None]
+
+
+def read_best_metric(path: Path) -> float | None:
+    """The value of the best checkpoint's metric recorded in ``path`` (``best.json``); ``None`` without one.
+
+    Raises:
+        CheckpointError: ``path`` is not JSON holding a numeric ``"value"`` (named with the file).
+    """
+    if not path.is_file():
+        return None
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))["value"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as error:
+        raise CheckpointError(
+            f"{path} is not a readable record of the best checkpoint ({type(error).__name__}: {error}); "
+            "fix or delete it (the next evaluation writes it again)"
+        ) from None
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise CheckpointError(f"{path}: 'value' must be a number, got {value!r}")
+    return float(value)
 
 
 def build_criterion(config: Config) -> SetCriterion:
@@ -213,7 +243,7 @@ class Trainer:
 
     def _build(self, explicit_overrides: dict[str, Any], resume: str | Path | None) -> None:
         config, dist, train_cfg = self.config, self.dist, self.config.train
-        torch.manual_seed(train_cfg.seed)  # identical initialisation on every rank
+        seed_process(train_cfg.seed)  # identical initial weights and sample list on every rank
         model = build_model(config.model).to(self.device)
         self.model = model
         # Parameters that never change in this run: written once per run, not in every checkpoint.
@@ -239,15 +269,16 @@ class Trainer:
             model, train_cfg.lr, train_cfg.lr_backbone, train_cfg.text_encoder_lr, train_cfg.weight_decay
         )
         self.scheduler = build_scheduler(self.optimizer, train_cfg.lr_drop, train_cfg.lr_gamma)
-        use_scaler = train_cfg.amp == "fp16" and self.device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
-        if train_cfg.amp != "off" and self.device.type != "cuda":
-            log.warning("amp=%s needs CUDA; training in fp32 on %s", train_cfg.amp, self.device)
+        self._gradients_checked = False
+        self.precision = decide_precision(train_cfg.amp, self.device)
+        log.info(self.precision.describe())
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision.grad_scaler)
 
         self.train_set: Dataset = build_dataset(config.data, "train")
         self.sampler = DistributedSampler(
             self.train_set, num_replicas=dist.world_size, rank=dist.rank, shuffle=True, seed=train_cfg.seed
         )
+        seed_process(rank_seed(train_cfg.seed, dist.rank))  # from here on, every rank draws its own numbers
         self.start_epoch = 0
         self.start_step = 0  # steps of start_epoch already trained (a mid-epoch resume)
         self.resumed_totals: EpochResult | None = None
@@ -256,10 +287,13 @@ class Trainer:
         if resume is not None:
             self._resume(resume)
 
-        if dist.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            self._save_run_config(explicit_overrides, resume)
-            self.writer = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=self.global_step)
+        on_main_process(lambda: self._open_run_directory(explicit_overrides, resume), "creating the run directory")
+
+    def _open_run_directory(self, explicit_overrides: dict[str, Any], resume: str | Path | None) -> None:
+        """Rank 0: create the run directory, write its config and run info, open TensorBoard."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._save_run_config(explicit_overrides, resume)
+        self.writer = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=self.global_step)
 
     def _take_run_directory(self, fresh: bool) -> RunLock | None:
         """Lock the run directory on rank 0 (and, for a new run, check it holds none); every rank raises
@@ -307,6 +341,7 @@ class Trainer:
             "git_revision": git_revision(),
             "command": sys.argv,
             "torch": torch.__version__,
+            "precision": self.precision.summary(),
         }
         if resume is None:
             start_history(self.run_dir, info)
@@ -347,7 +382,10 @@ class Trainer:
                 f"{changed}"
             ) from None
         self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
+        if state["scaler"] or not self.scaler.is_enabled():
+            self.scaler.load_state_dict(state["scaler"])
+        else:  # written without loss scaling (e.g. bf16 on another GPU): the scaler starts afresh
+            log.warning("%s was written without loss scaling; the float16 loss scale starts afresh", path)
         self._apply_schedule_changes()
         totals = state.get("epoch_totals")
         totals = EpochResult(**totals) if totals is not None else None
@@ -356,15 +394,15 @@ class Trainer:
             self.unfinished_epoch = self._unrecorded(epoch, CheckpointPaths.of(path), totals)
         else:
             self.start_epoch, self.start_step, self.resumed_totals = epoch, int(step) + 1, totals
-        best = self.run_dir / "checkpoints" / BEST_METRIC_FILE
-        self.best_metric = json.loads(best.read_text())["value"] if best.is_file() else None
-        if len(rng) != self.dist.world_size:
+        self.best_metric = read_best_metric(self.run_dir / "checkpoints" / BEST_METRIC_FILE)
+        if len(rng) == self.dist.world_size:
+            restore_rng_state(rng[self.dist.rank])
+        else:  # every rank keeps the streams of its own seed (set above) rather than sharing a saved one
             log.warning(
-                "checkpoint was written by %d processes, resuming with %d: random streams restart",
+                "checkpoint was written by %d processes, resuming with %d: random streams restart per rank",
                 len(rng),
                 self.dist.world_size,
             )
-        restore_rng_state(rng[self.dist.rank % len(rng)])
         log.info(
             "resumed from %s: continuing with epoch %d, step %d (numbered from 0)",
             path,
@@ -448,10 +486,12 @@ class Trainer:
     def _finish_epoch(self, epoch: int, result: EpochResult | None, checkpoint: CheckpointPaths | None) -> dict:
         """Evaluate (when due), write the epoch's ``log.jsonl`` line, update ``best`` and prune."""
         metrics, primary = self.evaluate(epoch) if self._evaluation_due(epoch) else ({}, None)
-        if self.dist.is_main:
+
+        def record() -> None:
             self._record_epoch(epoch, result, metrics, primary, checkpoint)
             prune_checkpoints(self.run_dir / "checkpoints", self.config.train.keep_checkpoints)
-        barrier()
+
+        on_main_process(record, f"recording epoch {epoch}")
         return metrics
 
     def _check_finite(self, bad: list[str], epoch: int, step: int) -> bool:
@@ -474,6 +514,37 @@ class Trainer:
         log.warning("%s; skipping the batch and the gradients accumulated since the last optimizer step", message)
         return False
 
+    def train_step(self, batch: Batch, epoch: int, step: int, last_micro_step: bool) -> dict[str, float] | None:
+        """Train on one batch: forward, losses, backward and, after the last micro-step of an accumulation
+        window, the optimizer step (DDP synchronises gradients only then).
+
+        Args:
+            batch: the loader's batch (on the host; copied to the device without blocking when pinned).
+            epoch, step: where it is, for messages.
+            last_micro_step: whether the optimizer steps after this batch.
+
+        Returns:
+            Every loss term and the weighted ``loss``, averaged over ranks, as host floats; ``None`` when a
+            non-finite value skipped the batch (``train.nonfinite_loss: skip``; accumulated gradients are
+            dropped too).
+
+        Raises:
+            NonFiniteLossError: a non-finite value under ``train.nonfinite_loss: stop``.
+        """
+        batch = batch.to(self.device, non_blocking=True)
+        distributed_sync = last_micro_step or not self.dist.distributed
+        with contextlib.nullcontext() if distributed_sync else self.ddp_model.no_sync():
+            loss_dict, total, bad = self._forward_loss(batch)
+            if not self._check_finite(bad, epoch, step):
+                self.optimizer.zero_grad(set_to_none=True)
+                return None
+            self.scaler.scale(total / self.config.train.grad_accum_steps).backward()
+        if last_micro_step:
+            self._optimizer_step()
+        reduced = reduce_loss_dict(loss_dict)  # one collective and one copy to the host for all terms
+        reduced["loss"] = sum(reduced[k] * w for k, w in self.criterion.weight_dict.items() if k in reduced)
+        return reduced
+
     def train_one_epoch(self, epoch: int) -> EpochResult:
         """Train epoch ``epoch`` (from step ``start_step`` when it is the resumed one); returns its totals."""
         self.ddp_model.train()
@@ -494,23 +565,12 @@ class Trainer:
         for step, batch in enumerate(self._loader(epoch, first_step), start=first_step):
             if step >= self.steps_per_epoch:
                 break
-            batch = batch.to(self.device, non_blocking=True)
             last_micro_step = (step + 1) % accumulate == 0 or step + 1 == self.steps_per_epoch
-            sync = (
-                contextlib.nullcontext() if last_micro_step or not self.dist.distributed else self.ddp_model.no_sync()
-            )
-            with sync:
-                loss_dict, total, bad = self._forward_loss(batch)
-                if not self._check_finite(bad, epoch, step):
-                    skipped += 1
-                    self.optimizer.zero_grad(set_to_none=True)
-                    bar.update(1)
-                    continue
-                self.scaler.scale(total / accumulate).backward()
-            if last_micro_step:
-                self._optimizer_step()
-            reduced = {k: v.item() for k, v in reduce_loss_dict({k: v.detach() for k, v in loss_dict.items()}).items()}
-            reduced["loss"] = sum(reduced[k] * w for k, w in self.criterion.weight_dict.items() if k in reduced)
+            reduced = self.train_step(batch, epoch, step, last_micro_step)
+            if reduced is None:
+                skipped += 1
+                bar.update(1)
+                continue
             for key, value in reduced.items():
                 sums[key] = sums.get(key, 0.0) + value
             count += 1
@@ -530,8 +590,10 @@ class Trainer:
                     sums, count, skipped, totals.bad_samples + bad, totals.seconds + time.perf_counter() - started
                 )
                 self._save(epoch, so_far, step=step)
-                if self.dist.is_main:
-                    prune_checkpoints(self.run_dir / "checkpoints", config.keep_checkpoints)
+                on_main_process(
+                    lambda: prune_checkpoints(self.run_dir / "checkpoints", config.keep_checkpoints),
+                    "pruning checkpoints",
+                )
         bar.close()
         bad_samples = totals.bad_samples + sum(gather_objects(self._bad_sample_count() - bad_before))  # collective
         return EpochResult(sums, count, skipped, bad_samples, totals.seconds + time.perf_counter() - started)
@@ -549,7 +611,7 @@ class Trainer:
             (``cost_giou_0``; the losses are then not computed and the first two are empty) and loss terms.
         """
         valid_indices, targets = batch.valid_frames()
-        with autocast(self.device, self.config.train.amp):
+        with self.precision.autocast():
             outputs = self.ddp_model(batch.frames, batch.pad_mask, batch.texts, batch.image_sizes, valid_indices)
         outputs = outputs_to_float(outputs)
         bad = outputs.nonfinite()
@@ -562,6 +624,14 @@ class Trainer:
         return loss_dict, self.criterion.weighted_total(loss_dict), bad
 
     def _optimizer_step(self) -> None:
+        if not self._gradients_checked:  # once: before the first update, on every rank
+            unused = parameters_without_gradient(self.model)
+            if unused:
+                raise RuntimeError(
+                    f"trainable parameters received no gradient: {unused}; freeze what this configuration does "
+                    "not use (DDP cannot synchronise them)"
+                )
+            self._gradients_checked = True
         if self.config.train.clip_max_norm > 0:
             self.scaler.unscale_(self.optimizer)
             nn.utils.clip_grad_norm_(self.model.parameters(), self.config.train.clip_max_norm)
@@ -580,28 +650,32 @@ class Trainer:
             for buffer in self.model.buffers():
                 torch.distributed.broadcast(buffer, src=0)
 
-    def _save(self, epoch: int, totals: EpochResult, step: int | None = None) -> CheckpointPaths | None:
-        """Checkpoint the end of ``epoch``, or the point after its 0-based ``step``; collective."""
-        rng_per_rank = gather_objects(rng_state())  # collective: every rank takes part
-        if not self.dist.is_main:
-            return None
-        state = {
-            "epoch": epoch,
-            "step": step,
-            "total_epochs": self.config.train.epochs,
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "rng": rng_per_rank,
-            "epoch_totals": totals.as_state(),
-        }
-        return save_checkpoint(
-            self.run_dir / "checkpoints", epoch, self.model.state_dict(), state, step=step, frozen=self.frozen_names
-        )
+    def _save(self, epoch: int, totals: EpochResult, step: int | None = None) -> CheckpointPaths:
+        """Checkpoint the end of ``epoch``, or the point after its 0-based ``step``; collective: rank 0
+        writes (every rank's random state included), every rank gets the paths."""
+        rng_per_rank = gather_to_main(rng_state())  # collective: every rank takes part
+
+        def write() -> CheckpointPaths:
+            state = {
+                "epoch": epoch,
+                "step": step,
+                "total_epochs": self.config.train.epochs,
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict(),
+                "rng": rng_per_rank,
+                "epoch_totals": totals.as_state(),
+            }
+            return save_checkpoint(
+                self.run_dir / "checkpoints", epoch, self.model.state_dict(), state, step=step, frozen=self.frozen_names
+            )
+
+        return on_main_process(write, f"writing the checkpoint of epoch {epoch}")
 
     def evaluate(self, epoch: int) -> tuple[dict[str, float], str | None]:
         """Evaluate with the dataset's protocol; returns the metrics and the one that picks "best"."""
-        return evaluate_model(self.model, self.config, self.run_dir / "eval" / f"epoch_{epoch:04d}", self.dist)
+        out_dir = self.run_dir / "eval" / f"epoch_{epoch:04d}"
+        return evaluate_model(self.model, self.config, out_dir, self.dist, self.precision)
 
     def _record_epoch(
         self,
