@@ -149,7 +149,9 @@ class WindowAttention3d(ShiftedWindowAttention3d):
         for axis, extent in enumerate((t, h, w)):
             if extent <= window[axis]:
                 window[axis], shift[axis] = extent, 0
-        layout = window_layout(b, (t, h, w), tuple(window), tuple(shift), x.device)
+        # torch.compile traces the layout into the graph (its cache means nothing to a trace, and dynamo warns)
+        layout_of = window_layout.__wrapped__ if torch.compiler.is_compiling() else window_layout
+        layout = layout_of(b, (t, h, w), tuple(window), tuple(shift), x.device)
         tokens = x.reshape(b * t * h * w, c)
         if layout.padded:
             tokens = F.pad(tokens, (0, 0, 0, 1))
