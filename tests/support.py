@@ -1,11 +1,14 @@
 """Small helpers shared by several test modules (independent computations, not library code)."""
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
 from wavecl.model.output import WaveCLOutput
 from wavecl.testing.datasets import frame_level
 
+TINY_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
 MEAN = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
 STD = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
 
@@ -40,3 +43,13 @@ def constant_prediction(batch, logit: float) -> WaveCLOutput:
         pred_logit=torch.zeros(B, Q, 8),
         text_sentence_feature=torch.zeros(B, 8),
     )
+
+
+def tiny_train_arguments(epochs: int, output_dir: Path, data_root: Path, settings: dict) -> list[str]:
+    """``wavecl train`` arguments (after the command name) for configs/tiny.yaml on the CPU, with
+    ``settings`` as ``--set key=value`` overrides."""
+    arguments = ["-c", str(TINY_CONFIG), "--device", "cpu", "--epochs", str(epochs)]
+    arguments += ["--output-dir", str(output_dir), "--data-root", str(data_root)]
+    for key, value in settings.items():
+        arguments += ["--set", f"{key}={value}"]
+    return arguments

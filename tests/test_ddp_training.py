@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from support import TINY_CONFIG, tiny_train_arguments
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from wavecl.checkpoint import load_model_weights
@@ -29,7 +30,6 @@ from wavecl.model.wavecl import build_model
 from wavecl.training.trainer import Trainer, build_criterion, parameters_without_gradient
 
 REPO = Path(__file__).resolve().parents[1]
-TINY_CONFIG = REPO / "configs" / "tiny.yaml"
 # Deterministic forward passes, so the two runs can be compared: no dropout, no drop path, no flips.
 COMPARABLE = {
     "data.train_short_size": 32,
@@ -105,21 +105,8 @@ def train_two_ranks(tmp_path: Path, data_root: Path, output_dir: Path, settings:
         "2",
         str(launcher),
         "train",
-        "-c",
-        str(TINY_CONFIG),
-        "--device",
-        "cpu",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "1",
-        "--output-dir",
-        str(output_dir),
-        "--data-root",
-        str(data_root),
+        *tiny_train_arguments(1, output_dir, data_root, {"train.batch_size": 1, **settings}),
     ]
-    for key, value in settings.items():
-        command += ["--set", f"{key}={value}"]
     env = {**os.environ, "HASH_DIR": str(hash_dir), "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

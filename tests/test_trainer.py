@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from support import TINY_CONFIG, tiny_train_arguments
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import wavecl.evaluation.datasets as evaluation_datasets
@@ -44,7 +45,6 @@ from wavecl.model.weights import CheckpointMismatchError
 from wavecl.testing.checkpoints import original_state_dict, with_box_head_copies
 from wavecl.training.trainer import NonFiniteLossError, Trainer, build_criterion
 
-TINY_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
 FRAME_SIZE = (32, 48)
 SINGLE_CPU = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
 SIZE_OVERRIDES = {
@@ -266,22 +266,7 @@ def test_cli_run_directory_contents(data_root, tmp_path):
     """``wavecl train`` writes config, run info, log, TensorBoard scalars and checkpoints; no temporaries."""
     output_dir = tmp_path / "runs"
     sets = {**SIZE_OVERRIDES, "train.max_steps_per_epoch": 2}
-    argv = [
-        "train",
-        "-c",
-        str(TINY_CONFIG),
-        "--device",
-        "cpu",
-        "--epochs",
-        "2",
-        "--output-dir",
-        str(output_dir),
-        "--data-root",
-        str(data_root),
-    ]
-    for key, value in sets.items():
-        argv += ["--set", f"{key}={value}"]
-    cli_main(argv)
+    cli_main(["train", *tiny_train_arguments(2, output_dir, data_root, sets)])
 
     explicit = {"train.epochs": 2, "train.output_dir": str(output_dir), "data.root": str(data_root), **sets}
     expected_config = apply_overrides(load_config(TINY_CONFIG), explicit)
