@@ -22,8 +22,9 @@ Workloads (one clip, ``B = 1``, 8 frames for ``full``, 4 frames at 64x96 for ``t
 Each workload runs in a fresh child process, so that the resident-set high-water mark
 (``ru_maxrss``) of one measurement does not mix with another's. The child builds the model, runs
 ``warmup`` untimed and ``repeats`` timed steps and reports the median. Around the timed steps it
-measures the **matmul ceiling**: the GFLOP/s of a 2048x2048 fp32 matmul on the same threads (median
-of 5 before and 5 after the workload), so the ratio achieved / ceiling is comparable between runs on
+measures the **matmul ceiling** (``benchmarks/ceiling.py``): the GFLOP/s of a 2048x2048 matmul on the
+same threads (8192x8192 on a GPU), in the dtype the workload's matmuls run in (median of 5 before and 5
+after the workload), so the ratio achieved / ceiling is comparable between runs on
 a machine shared with other work. After the timing, one more step under
 ``torch.utils.flop_counter.FlopCounterMode`` gives the FLOPs: 2 x multiply-accumulates of matmul,
 convolution and attention kernels (CPU fused attention included); grid_sample and element-wise
@@ -51,14 +52,13 @@ import resource
 import statistics
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from ceiling import describe_ceiling, matmul_gflops, synchronize, timed
+
 REPO = Path(__file__).resolve().parents[1]
 SENTENCE = "the man in a red shirt riding a bicycle on the left"
-CEILING_SIZE = 2048
-"""Side of the square fp32 matmul whose speed is the ceiling the workloads are compared with."""
 
 MODEL_CONFIGS = {
     "tiny": ("configs/tiny.yaml", {}),
@@ -169,35 +169,6 @@ def register_cpu_attention_flops() -> None:
         return flop_counter.sdpa_backward_flop_count(grad_out.shape, query.shape, key.shape, value.shape)
 
 
-def timed(function) -> tuple[float, float]:
-    """Run ``function()`` and return its wall-clock and process CPU seconds."""
-    wall, cpu = time.perf_counter(), time.process_time()
-    function()
-    return time.perf_counter() - wall, time.process_time() - cpu
-
-
-def matmul_gflops(device, repeats: int = 5) -> list[tuple[float, float]]:
-    """``(wall, CPU)`` GFLOP/s of ``repeats`` timed ``CEILING_SIZE``-square fp32 matmuls (after one untimed)."""
-    import torch
-
-    a = torch.randn(CEILING_SIZE, CEILING_SIZE, device=device)
-    b = torch.randn(CEILING_SIZE, CEILING_SIZE, device=device)
-
-    def multiply() -> None:
-        torch.mm(a, b)
-        synchronize(device)
-
-    multiply()
-    return [tuple(2 * CEILING_SIZE**3 / seconds / 1e9 for seconds in timed(multiply)) for _ in range(repeats)]
-
-
-def synchronize(device) -> None:
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def child(workload: Workload, args: argparse.Namespace) -> None:
     """One measurement in this (fresh) process; prints its figures as one JSON line."""
     import torch
@@ -241,10 +212,10 @@ def child(workload: Workload, args: argparse.Namespace) -> None:
         step()
         synchronize(device)
 
-    ceiling = matmul_gflops(device)
+    ceiling = matmul_gflops(device, args.amp)
     synchronize(device)
     times = [timed(synchronised_step) for _ in range(args.repeats)]
-    ceiling += matmul_gflops(device)
+    ceiling += matmul_gflops(device, args.amp)
     figures = {
         "params": total_params,
         "trainable": trainable_params,
@@ -347,8 +318,8 @@ def print_summary(results: dict[str, dict], args: argparse.Namespace, console) -
     console.print(table)
     memory = "torch.cuda.max_memory_allocated" if on_cuda else "peak RSS (ru_maxrss) of the measuring child process"
     console.print(
-        f"ceiling: GFLOP/s of a {CEILING_SIZE}x{CEILING_SIZE} fp32 matmul on the same threads, median of 10 "
-        "around the workload's steps; CPU s and CPU ceiling: the same in process CPU time, which on a machine "
+        f"ceiling: GFLOP/s of a {describe_ceiling(args.device, args.amp)} on the same threads, median of 10 around"
+        " the workload's steps; CPU s and CPU ceiling: the same in process CPU time, which on a machine "
         "shared with other work leaves out the time other processes held the cores (with one thread, the "
         f"fairer ratio); GFLOPs: one step (matmul, convolution and attention FLOPs); peak MiB: {memory}"
     )

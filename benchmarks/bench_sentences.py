@@ -10,10 +10,11 @@ By default only the annotated centre frame continues after the backbone (the A2D
 ``valid_indices``); ``--every-frame`` keeps all 8 (Ref-YouTube-VOS). ``--baseline`` also times the
 per-sentence path (``forward`` on the clip repeated once per sentence: N backbone passes).
 
-The same run measures the machine's fp32 matmul ceiling (a 2048x2048 matmul with the same thread
-count) and reports each row's achieved GFLOP/s against it. FLOPs are counted once per row with
-``torch.utils.flop_counter.FlopCounterMode`` (2 x multiply-accumulates of matmul, convolution and
-attention; grid_sample and element-wise operations are not counted).
+The same run measures the machine's float32 matmul ceiling (``benchmarks/ceiling.py``: a 2048x2048
+matmul with the same thread count, 8192x8192 on a GPU) and reports each row's achieved GFLOP/s
+against it. FLOPs are counted once per row with ``torch.utils.flop_counter.FlopCounterMode``
+(2 x multiply-accumulates of matmul, convolution and attention; grid_sample and element-wise
+operations are not counted).
 
 Usage::
 
@@ -32,6 +33,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from ceiling import describe_ceiling, matmul_gflops, synchronize
+
 REPO = Path(__file__).resolve().parents[1]
 SENTENCES = (
     "the man in a red shirt riding a bicycle on the left",
@@ -40,30 +43,7 @@ SENTENCES = (
     "a small white bird flying",
 )
 FRAMES, HEIGHT, WIDTH = 8, 320, 576
-CEILING_SIZE = 2048
 TARGET_RATIO = 1.6
-
-
-def matmul_ceiling(device, repeats: int = 5) -> float:
-    """GFLOP/s of a ``2048 x 2048`` fp32 matmul (best of ``repeats``), the machine's practical ceiling."""
-    import torch
-
-    a, b = (torch.randn(CEILING_SIZE, CEILING_SIZE, device=device) for _ in range(2))
-    best = float("inf")
-    for _ in range(repeats + 1):
-        synchronize(device)
-        start = time.perf_counter()
-        torch.mm(a, b)
-        synchronize(device)
-        best = min(best, time.perf_counter() - start)
-    return 2 * CEILING_SIZE**3 / best / 1e9
-
-
-def synchronize(device) -> None:
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def build_model(device):
@@ -105,7 +85,7 @@ def main() -> None:
     console = Console()
     if not console.is_terminal:
         console.width = 140
-    ceiling = matmul_ceiling(device)
+    ceiling = max(wall for wall, _ in matmul_gflops(device))  # the best of 5
     model = build_model(device)
     generator = torch.Generator().manual_seed(0)
     frames = torch.randn(FRAMES, 1, 3, HEIGHT, WIDTH, generator=generator).to(device)
@@ -174,7 +154,8 @@ def main() -> None:
         )
     console.print(table)
     console.print(
-        f"matmul ceiling ({CEILING_SIZE}x{CEILING_SIZE} fp32, same run, {threads} thread(s)): {ceiling:,.1f} GFLOP/s; "
+        f"matmul ceiling ({describe_ceiling(device.type, 'off')}, same run, {threads} thread(s)): "
+        f"{ceiling:,.1f} GFLOP/s; "
         f"torch {torch.__version__}; {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f} at the end"
     )
     if "shared backbone" in single and 4 in args.sentences and 1 in args.sentences:

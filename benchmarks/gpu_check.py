@@ -9,9 +9,11 @@ criterion, autocast and gradient scaler; :func:`~wavecl.evaluation.datasets.eval
   evaluation and prediction windows of 8 frames at 360x640 (the Ref-YouTube-VOS sizes);
 * ``--size tiny``: ``configs/tiny.yaml`` at 64x96, so that the same paths run in seconds on a CPU.
 
-Columns: ``clips/s`` counts (sentence, clip) pairs, each a training sample, an evaluated window of one
-expression, or a predicted window of one sentence; ``frames/s`` counts their frames; ``peak`` is
-``torch.cuda.max_memory_allocated`` of the row on CUDA, the process's resident-set peak so far on CPU.
+Columns: ``runs in`` is the precision the row really ran in (the run's precision policy: float32 on
+the CPU, float16 with loss scaling where bfloat16 is not native); ``clips/s`` counts (sentence, clip)
+pairs, each a training sample, an evaluated window of one expression, or a predicted window of one
+sentence; ``frames/s`` counts their frames; ``peak`` is ``torch.cuda.max_memory_allocated`` of the row
+on CUDA, the process's resident-set peak so far on CPU.
 Timed runs follow an untimed warm-up (which, for ``--compile`` rows, includes the compilation).
 
 Usage::
@@ -61,6 +63,7 @@ class Row:
     frames: int
     seconds: float
     peak_bytes: int
+    precision: str
     note: str = ""
 
 
@@ -119,8 +122,18 @@ def train_row(name: str, config, dist, steps: int, warmup: int, meter: Meter):
     result = trainer.train_one_epoch(1)
     clips = steps * config.train.batch_size
     note = f"mean loss {result.losses['loss']:.3g}" if "loss" in result.losses else "no finite loss"
-    row = Row(name, clips, clips * config.data.window_size, result.seconds, meter.peak(), note)
+    row = Row(
+        name, clips, clips * config.data.window_size, result.seconds, meter.peak(), runs_in(trainer.precision), note
+    )
     return row, trainer
+
+
+def runs_in(precision) -> str:
+    """The precision a row really ran in (:class:`wavecl.amp.PrecisionPolicy`): ``bf16``, ``fp16 + scaler``
+    or ``float32``."""
+    if precision.autocast_dtype is None:
+        return "float32"
+    return precision.effective + (" + scaler" if precision.grad_scaler else "")
 
 
 def main() -> None:
@@ -137,6 +150,7 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from wavecl.amp import decide_precision
     from wavecl.data.synthetic import write_synthetic_ytvos
     from wavecl.distributed import DistInfo
     from wavecl.evaluation.datasets import build_dataset, evaluate_model
@@ -196,6 +210,7 @@ def main() -> None:
             frames,
             time.perf_counter() - start,
             meter.peak(),
+            runs_in(decide_precision(config.train.amp, device)),
             f"J&F {metrics.get('J&F', float('nan')):.3f} (random weights)",
         )
     )
@@ -224,15 +239,17 @@ def main() -> None:
         seconds = time.perf_counter() - start
         windows = -(-len(video) // size.frames)
         note = f"first call {first:.1f} s; masks {list(masks.shape)}"
-        rows.append(Row(name, windows * len(SENTENCES), len(video) * len(SENTENCES), seconds, meter.peak(), note))
+        clips, frames = windows * len(SENTENCES), len(video) * len(SENTENCES)
+        rows.append(Row(name, clips, frames, seconds, meter.peak(), runs_in(predictor.precision), note))
 
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     table = Table(title=f"gpu_check: {args.size} configuration on {where}")
-    for column in ("path", "clips", "seconds", "clips/s", "frames/s", "peak GiB", "note"):
-        table.add_column(column, justify="left" if column in ("path", "note") else "right")
+    for column in ("path", "runs in", "clips", "seconds", "clips/s", "frames/s", "peak GiB", "note"):
+        table.add_column(column, justify="left" if column in ("path", "runs in", "note") else "right")
     for row in rows:
         table.add_row(
             row.name,
+            row.precision,
             str(row.clips),
             f"{row.seconds:.2f}",
             f"{row.clips / row.seconds:.2f}",

@@ -8,8 +8,10 @@
 #   train with bf16 autocast, with fp16 autocast and the gradient scaler, with the text encoder trainable
 #   (--set model.freeze_text_encoder=false) and with --compile; torchrun with NCCL on one GPU (and on 2
 #   processes when 2 GPUs exist); evaluate and predict with autocast, and with --compile.
-# Then benchmarks/gpu_check.py prints the table (clips/s, frames/s, peak memory) of training steps,
-# evaluation and prediction at the full A2D configuration with random weights (random roberta-base).
+# Then benchmarks/bench_model.py prints the network's speed as a share of the GPU's bf16 matmul ceiling
+# measured in the same run (full configuration: eval, A2D eval, training step), and
+# benchmarks/gpu_check.py the table (precision that ran, clips/s, frames/s, peak memory) of training
+# steps, evaluation and prediction at the full A2D configuration with random weights (random roberta-base).
 #
 # Without a GPU the same commands run on the CPU (autocast is then off, torchrun uses gloo) and the
 # table uses the tiny configuration; the --compile steps are skipped there (inductor's C++ build takes
@@ -90,8 +92,17 @@ if [ "$COMPILE" = 1 ]; then
     fi
 fi
 
+if [ "$DEVICE" = cuda ]; then
+    SPEED_ARGS=(--full --device cuda --amp bf16 --workloads eval a2d train --repeats 3)
+else
+    SPEED_ARGS=(--device cpu)
+fi
+run "network speed against the matmul ceiling ($SIZE)" "$PYTHON" benchmarks/bench_model.py "${SPEED_ARGS[@]}"
+SPEED_LOG="$WORK/step_$(printf %02d "$STEP").log"
+
 TABLE_ARGS=(--work "$WORK/table" --device "$DEVICE" --size "$SIZE" --steps "$STEPS")
 [ "$COMPILE" = 1 ] && TABLE_ARGS+=(--compile)
 run "throughput table ($SIZE configuration)" "$PYTHON" benchmarks/gpu_check.py "${TABLE_ARGS[@]}"
+sed -n '/WaveCL speed/,$p' "$SPEED_LOG"
 sed -n '/gpu_check:/,$p' "$WORK/step_$(printf %02d "$STEP").log"
 echo "all $STEP steps passed in $((SECONDS - START)) s; logs in $WORK"

@@ -1,0 +1,59 @@
+"""The machine's matmul ceiling, measured in the same run as the workload it is compared with.
+
+A benchmark reports its achieved GFLOP/s as a share of what one large square matmul reaches right then
+on the same device, threads and dtype: on a machine shared with other work both slow down together,
+so the share stays comparable between runs. The matmul is ``2048 x 2048`` on the CPU and
+``8192 x 8192`` on a GPU (a 2048 matmul is too short to keep a large GPU busy), in the dtype of the
+workload's matmuls: float32, or bfloat16 / float16 under autocast.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+AMP_DTYPES = {"off": "float32", "bf16": "bfloat16", "fp16": "float16"}
+"""The dtype of the workload's matmuls for each ``--amp`` value (torch attribute names)."""
+
+
+def ceiling_size(device_type: str) -> int:
+    """Side of the square matmul: 2048 on the CPU (``"cpu"``), 8192 on a GPU (``"cuda"``)."""
+    return 8192 if device_type == "cuda" else 2048
+
+
+def describe_ceiling(device_type: str, amp: str) -> str:
+    """``"2048x2048 float32 matmul"``: what the ceiling on ``device_type`` under ``amp`` multiplies."""
+    size = ceiling_size(device_type)
+    return f"{size}x{size} {AMP_DTYPES[amp]} matmul"
+
+
+def synchronize(device) -> None:
+    """Wait for the GPU's queued work (nothing to wait for on the CPU)."""
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(function: Callable[[], None]) -> tuple[float, float]:
+    """Run ``function()`` and return its wall-clock and process CPU seconds."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    function()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def matmul_gflops(device, amp: str = "off", repeats: int = 5) -> list[tuple[float, float]]:
+    """``(wall, CPU)`` GFLOP/s of each of ``repeats`` timed square matmuls (after one untimed), on ``device``
+    in the dtype of ``amp`` (:data:`AMP_DTYPES`)."""
+    import torch
+
+    size = ceiling_size(device.type)
+    dtype = getattr(torch, AMP_DTYPES[amp])
+    a, b = (torch.randn(size, size, device=device, dtype=dtype) for _ in range(2))
+
+    def multiply() -> None:
+        torch.mm(a, b)
+        synchronize(device)
+
+    multiply()
+    return [tuple(2 * size**3 / seconds / 1e9 for seconds in timed(multiply)) for _ in range(repeats)]
