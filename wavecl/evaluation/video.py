@@ -102,8 +102,8 @@ class RefDAVISEvaluator:
     object arrives. Evaluation keeps each chunk's objects on one rank and in a row (the chunk's frames
     are the clip of every annotator's objects, :meth:`wavecl.data.davis.RefDAVIS17.clip_key`), so a
     rank holds at most one open chunk whatever the world size, and nothing but a status is exchanged
-    between ranks. At the end rank 0
-    scores every annotator's folder against the DAVIS ground truth and averages the four.
+    between ranks. At the end rank 0 scores every annotator's folder against the DAVIS ground truth
+    and averages the four.
 
     Args:
         out_dir: receives ``anno_<k>/<video>/<frame>.png`` and the CSV tables.
