@@ -59,6 +59,8 @@ def test_policy_on_gpus(monkeypatch, gpu, amp, dtype, scaler):
     assert (policy.autocast_dtype, policy.grad_scaler) == (dtype, scaler)
     assert policy.grad_scaler == (policy.autocast_dtype == torch.float16)  # the scaler runs exactly with fp16
     assert policy.effective == {None: "off", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+    kept = list(FLOAT32_TENSORS) if dtype is not None else ["everything (no autocast)"]
+    assert policy.summary()["float32"] == kept
     if amp == "bf16":
         assert calls == [{"including_emulation": False}]
     if amp == "bf16" and dtype == torch.float16:
@@ -115,6 +117,6 @@ def test_trainer_logs_and_records_the_policy(tmp_path, caplog):
         "grad_scaler": False,
         "device": "cpu",
         "note": "autocast runs on CUDA only; cpu is float32",
-        "float32": list(FLOAT32_TENSORS),
+        "float32": ["everything (no autocast)"],
     }
     assert not trainer.scaler.is_enabled()

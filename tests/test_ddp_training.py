@@ -110,6 +110,9 @@ def train_two_ranks(tmp_path: Path, data_root: Path, output_dir: Path, settings:
     env = {**os.environ, "HASH_DIR": str(hash_dir), "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert output.count("wavecl.train INFO: precision: ") == 1, output[-3000:]  # logged by rank 0 only
+    assert "Loading weights" not in output  # no progress bar per rank for loading the text encoder
     return tuple(json.loads((hash_dir / f"rank{rank}.json").read_text()) for rank in (0, 1))
 
 

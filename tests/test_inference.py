@@ -492,6 +492,14 @@ def test_cuda_request_without_cuda_is_an_error(tiny_model: WaveCL, monkeypatch: 
     assert automatic.device == torch.device("cpu") and automatic.precision.autocast_dtype is None
 
 
+def test_predict_video_refuses_cuda_before_reading_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    missing = tmp_path / "no_such_checkpoint"  # the device is checked first, so this is never opened
+    with pytest.raises(ValueError, match="device 'cuda' was requested"):
+        predict_video(missing, tmp_path / "clip.mp4", ["a dog"], tmp_path / "out", device="cuda", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
 # ------------------------------------------------------------------------------------- wavecl predict
 
 

@@ -63,14 +63,15 @@ class PrecisionPolicy:
         return torch.autocast(self.device_type, dtype=self.autocast_dtype)
 
     def summary(self) -> dict[str, Any]:
-        """A JSON-ready record: requested and effective mode, scaler, device, note and the float32 tensors."""
+        """A JSON-ready record: requested and effective mode, scaler, device, note and what stays float32
+        (:data:`FLOAT32_TENSORS` under autocast; everything without it)."""
         return {
             "requested": self.requested,
             "effective": self.effective,
             "grad_scaler": self.grad_scaler,
             "device": self.device_type,
             "note": self.note,
-            "float32": list(FLOAT32_TENSORS),
+            "float32": list(FLOAT32_TENSORS) if self.autocast_dtype is not None else ["everything (no autocast)"],
         }
 
     def describe(self) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from rich.markup import escape
@@ -45,7 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     """Parse ``argv`` and run the command; a missing file or bad value exits 2 with one line."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    level = logging.getLevelName(args.log_level.upper())
+    if os.environ.get("RANK", "0") not in ("0", ""):  # under torchrun rank 0 tells the story; the others warn
+        level = max(level, logging.WARNING)
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    logging.getLogger("tensorboard").setLevel(max(level, logging.WARNING))  # its INFO lines read like errors
     try:
         args.handler(args)
     except (FileNotFoundError, ValueError) as error:

@@ -32,6 +32,7 @@ from PIL import Image
 
 from wavecl.config import DEFAULT_AMP, AmpMode
 from wavecl.data.video import VideoWriter
+from wavecl.device import resolve_device
 from wavecl.inference.overlay import contact_sheet, overlay_masks, save_png, sentence_colors
 from wavecl.inference.predictor import VideoInput, VideoPredictor, open_video
 from wavecl.model.pretrained import PretrainedSource, build_pretrained, resolve_pretrained
@@ -183,6 +184,7 @@ def predict_video(
     Returns:
         The paths written (:class:`PredictionPaths`).
     """
+    compute_device = resolve_device(device)  # an impossible request fails before the weights are read
     source = resolve_pretrained(checkpoint)
     short_size, max_size = inference_size(source, short_size, max_size)
     window = window if window is not None else source.window or DEFAULT_WINDOW
@@ -191,7 +193,7 @@ def predict_video(
         short_size=short_size,
         max_size=max_size,
         window=window,
-        device=device,
+        device=compute_device,
         amp=amp,
         progress=progress,
         sentences_per_pass=sentences_per_pass,

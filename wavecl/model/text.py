@@ -45,11 +45,16 @@ def _from_folder(
     """Load an encoder (with its pooler, where the architecture has one) and its tokenizer, offline."""
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"text encoder folder not found: {os.fspath(folder)} (expected {_SPEC_HELP})")
+    bars = transformers.utils.logging.is_progress_bar_enabled()
+    transformers.utils.logging.disable_progress_bar()  # a bar per load (and per rank) of a local folder is noise
     try:
         encoder = transformers.AutoModel.from_pretrained(folder, local_files_only=True)
         tokenizer = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
     except (OSError, ValueError) as error:
         raise ValueError(f"cannot load a text encoder from {os.fspath(folder)}: {error}") from error
+    finally:
+        if bars:
+            transformers.utils.logging.enable_progress_bar()
     return encoder, tokenizer
 
 

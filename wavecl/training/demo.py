@@ -181,7 +181,7 @@ def run_demo(
             Ref-YouTube-VOS-layout data instead of synthetic data, and J, F and J&F are reported when
             its ``valid`` split has ``Annotations/``.
     """
-    console = Console()
+    console = Console(soft_wrap=True)  # paths stay on one line, ready to copy
     out_dir = Path(out_dir)
     config = demo_config(out_dir, seed, minutes, config_path, overrides)
     data_root = Path(config.data.root)
