@@ -208,3 +208,20 @@ def test_bad_arguments(tmp_path):
         write_synthetic_ytvos(tmp_path, num_videos=1, size=(16, 96))
     single = write_synthetic_ytvos(tmp_path, num_videos=1, num_frames=1, size=(32, 32))
     assert single.videos[0].frame_names == ("00000",)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_long_clips_keep_every_centre_inside_the_frame(seed):
+    """48 frames at 240x320 drive fast movers to the speed cap, where the range of start positions is
+    empty up to rounding (it used to raise): every clip is drawn, and every centre stays at least a
+    radius inside the frame in every frame."""
+    height, width = 240, 320
+    for index in range(20):
+        video = sample_synthetic_video(seed, "valid", index, 48, (height, width))
+        for obj in video.objects:
+            x, y = obj.start
+            dx, dy = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}[obj.direction]
+            for t in range(48):
+                cx, cy = x + dx * obj.speed * t, y + dy * obj.speed * t
+                assert obj.radius - 1e-6 <= cx <= width - obj.radius + 1e-6
+                assert obj.radius - 1e-6 <= cy <= height - obj.radius + 1e-6

@@ -223,7 +223,9 @@ def _sample_object(
     speed = min(float(rng.uniform(0.02, 0.04) * along), (along - 2 * radius) / steps)
     travel = speed * (num_frames - 1)
     forward = direction in ("right", "down")
-    start_along = float(rng.uniform(radius, along - radius - travel)) + (0.0 if forward else travel)
+    # at the speed cap the range is empty up to rounding (travel = along - 2 * radius): start at the edge
+    latest = max(radius, along - radius - travel)
+    start_along = float(rng.uniform(radius, latest)) + (0.0 if forward else travel)
     low, high = (radius, across / 2 - 2) if position in ("top", "left") else (across / 2 + 2, across - radius)
     start_across = float(rng.uniform(low, high))
     start = (start_along, start_across) if axis == "horizontal" else (start_across, start_along)
