@@ -5,7 +5,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from wavecl.config import ModelConfig
 from wavecl.model.output import WaveCLOutput
+from wavecl.model.wavecl import WaveCL
 from wavecl.testing.datasets import frame_level
 
 TINY_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
@@ -53,3 +55,29 @@ def tiny_train_arguments(epochs: int, output_dir: Path, data_root: Path, setting
     for key, value in settings.items():
         arguments += ["--set", f"{key}={value}"]
     return arguments
+
+
+def perturbed_model(config: ModelConfig) -> WaveCL:
+    """``WaveCL(config)`` (seed 0) with every trainable parameter moved by 0.02 x N(0, 1) noise (seed 1),
+    away from the zero initialisations, so that every path of the network carries a signal."""
+    torch.manual_seed(0)
+    model = WaveCL(config)
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.requires_grad:
+                parameter.add_(0.02 * torch.randn(parameter.shape, generator=generator))
+    return model
+
+
+def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    """Run ``wavecl argv`` in this process; returns the exit code (0 if it returned) and the output."""
+    from wavecl.cli import main
+
+    try:
+        main(argv)
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 1
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err

@@ -25,18 +25,22 @@ def small_backbone() -> VideoSwinBackbone:
     return VideoSwinBackbone(**SMALL, drop_path=0.0).eval()
 
 
-def kinetics_model() -> SwinTransformer3d:
-    """The classification model of the checkpoints: same sizes, patch [2, 4, 4], with norm and head."""
-    torch.manual_seed(0)
-    model = SwinTransformer3d(
-        patch_size=[2, 4, 4],
+def torchvision_swin(patch_size: list[int], **options) -> SwinTransformer3d:
+    """torchvision's Video-Swin with the SMALL sizes."""
+    return SwinTransformer3d(
+        patch_size=patch_size,
         embed_dim=SMALL["embed_dim"],
         depths=list(SMALL["depths"]),
         num_heads=list(SMALL["num_heads"]),
         window_size=list(SMALL["window_size"]),
-        stochastic_depth_prob=0.0,
-        num_classes=5,
+        **options,
     )
+
+
+def kinetics_model() -> SwinTransformer3d:
+    """The classification model of the checkpoints: same sizes, patch [2, 4, 4], with norm and head."""
+    torch.manual_seed(0)
+    model = torchvision_swin([2, 4, 4], stochastic_depth_prob=0.0, num_classes=5)
     with torch.no_grad():  # make the two temporal taps of the patch kernel clearly different
         model.patch_embed.proj.weight[:, :, 1].mul_(-0.5).add_(0.01)
     return model.eval()
@@ -258,13 +262,7 @@ def test_every_block_uses_the_fast_attention_with_torchvision_keys() -> None:
     blocks = [block for stage in backbone.body.features[::2] for block in stage]
     assert len(blocks) == sum(SMALL["depths"])
     assert all(type(block.attn) is WindowAttention3d for block in blocks)
-    plain = SwinTransformer3d(
-        patch_size=[1, 4, 4],
-        embed_dim=SMALL["embed_dim"],
-        depths=list(SMALL["depths"]),
-        num_heads=list(SMALL["num_heads"]),
-        window_size=list(SMALL["window_size"]),
-    )
+    plain = torchvision_swin([1, 4, 4])
     expected = {key: value.shape for key, value in plain.state_dict().items() if not key.startswith(("norm.", "head."))}
     assert {key: value.shape for key, value in backbone.body.state_dict().items()} == expected
 

@@ -14,9 +14,9 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
+from support import run_cli
 
 from wavecl.checkpoint import load_model_weights
-from wavecl.cli import main
 from wavecl.config import apply_overrides, load_config
 from wavecl.data.ytvos import YTVOSGroundTruth, train_samples_cache_path
 from wavecl.evaluation.ytvos import write_ytvos_masks, zip_submission
@@ -27,17 +27,6 @@ from wavecl.testing.datasets import write_a2d_fixture, write_jhmdb_fixture, writ
 REPO = Path(__file__).resolve().parents[1]
 TINY = str(REPO / "configs" / "tiny.yaml")
 A2D_CONFIG = str(REPO / "configs" / "a2d_sentences.yaml")
-
-
-def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
-    """Run ``wavecl argv`` in this process; returns the exit code (0 if it returned) and the output."""
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code if isinstance(exit_.code, int) else 1
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def prepare_synthetic(root: Path, videos: int, valid_videos: int, frames: int, size: tuple[int, int], capsys):

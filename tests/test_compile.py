@@ -8,6 +8,7 @@ import logging
 
 import pytest
 import torch
+from support import perturbed_model
 
 from wavecl.config import load_config
 from wavecl.model.compile import COMPILED_PARTS, compile_model, compile_unavailable
@@ -21,25 +22,15 @@ QUICK_PARTS = ("backbone", "voc", "spatial_decoder")
 
 
 @pytest.fixture(autouse=True)
-def fresh_dynamo():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def fresh_dynamo(single_thread):
     torch._dynamo.reset()
     yield
     torch._dynamo.reset()
-    torch.set_num_threads(threads)
 
 
 def tiny_model() -> WaveCL:
     config = dataclasses.replace(load_config(TINY).model, dropout=0.0, voc_dropout=0.0, text_proj_dropout=0.0)
-    torch.manual_seed(0)
-    model = WaveCL(dataclasses.replace(config, backbone_drop_path=0.0))
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            if parameter.requires_grad:
-                parameter.add_(0.02 * torch.randn(parameter.shape, generator=generator))
-    return model
+    return perturbed_model(dataclasses.replace(config, backbone_drop_path=0.0))
 
 
 def inputs(T=2, B=2, H=37, W=53):

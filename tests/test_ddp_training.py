@@ -123,12 +123,7 @@ def write_train_and_valid(data_root: Path) -> Path:
     return data_root
 
 
-@pytest.fixture(autouse=True)
-def one_cpu_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def train_loss_per_step(run_dir: Path) -> dict[int, float]:

@@ -17,6 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from einops import rearrange
+from support import perturbed_model
 from torch.utils._python_dispatch import TorchDispatchMode
 from torchvision.models.video.swin_transformer import ShiftedWindowAttention3d
 
@@ -67,15 +68,7 @@ def tiny_model(switches: str) -> WaveCL:
     """The tiny config with windows of (2, 3, 3) tokens, so that 3 frames and every stage are shifted and
     padded, perturbed away from the zero initialisations so that every path carries a signal."""
     config = load_config("configs/tiny.yaml").model
-    config = dataclasses.replace(config, backbone_window_size=[2, 3, 3], **SWITCHES[switches])
-    torch.manual_seed(0)
-    model = WaveCL(config)
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            if parameter.requires_grad:
-                parameter.add_(0.02 * torch.randn(parameter.shape, generator=generator))
-    return model
+    return perturbed_model(dataclasses.replace(config, backbone_window_size=[2, 3, 3], **SWITCHES[switches]))
 
 
 @pytest.fixture(scope="module", params=sorted(SWITCHES))

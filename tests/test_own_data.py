@@ -14,9 +14,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from support import constant_prediction
+from support import constant_prediction, run_cli
 
-from wavecl.cli import main
 from wavecl.config import apply_overrides, load_config
 from wavecl.data.collate import collate_clips
 from wavecl.data.synthetic import write_synthetic_ytvos
@@ -53,16 +52,6 @@ def own_data(tmp_path: Path) -> Path:
     root = tmp_path / "my_videos"
     write_synthetic_ytvos(root, 3, num_frames=5, size=SIZE, seed=11, split="valid")
     return root
-
-
-def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code if isinstance(exit_.code, int) else 1
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def test_saved_predictions_with_missing_and_extra_masks_are_scored_on_the_full_list(own_data, tmp_path, capsys, caplog):
