@@ -376,7 +376,7 @@ def test_serve_command_passes_its_flags_and_the_checkpoint_size(
     from wavecl.cli import main
     from wavecl.model import pretrained
 
-    source = pretrained.PretrainedSource(tmp_path / "model.safetensors", tiny_config, None, (64, 96))
+    source = pretrained.PretrainedSource(tmp_path / "model.safetensors", tiny_config, None, (64, 96), window=6)
     monkeypatch.setattr(pretrained, "resolve_pretrained", lambda path: source)
     monkeypatch.setattr(pretrained, "build_pretrained", lambda model_class, found, device: tiny_model)
     served = []
@@ -385,12 +385,15 @@ def test_serve_command_passes_its_flags_and_the_checkpoint_size(
     main(["serve", "--checkpoint", "run", "--device", "cpu", "--max-frames", "50", "--max-upload-mb", "2"])
     (model, config), options = served[0]
     assert model is tiny_model and options == {"host": "127.0.0.1", "port": 7860}
-    assert (config.short_size, config.max_size, config.max_frames, config.max_upload_mb) == (64, 96, 50, 2.0)
+    assert (config.short_size, config.max_size, config.window) == (64, 96, 6)  # the checkpoint's
+    assert (config.max_frames, config.max_upload_mb) == (50, 2.0)
     assert capsys.readouterr().err == ""
 
-    main(["serve", "--checkpoint", "run", "--device", "cpu", "--short-size", "80", "--host", "0.0.0.0"])
+    main(
+        ["serve", "--checkpoint", "run", "--device", "cpu", "--short-size", "80", "--window", "3", "--host", "0.0.0.0"]
+    )
     (_, config), options = served[1]
-    assert (config.short_size, config.max_size, options["host"]) == (80, 96, "0.0.0.0")
+    assert (config.short_size, config.max_size, config.window, options["host"]) == (80, 96, 3, "0.0.0.0")
     assert "reachable from other machines" in capsys.readouterr().err
 
     with pytest.raises(SystemExit) as stopped:

@@ -45,7 +45,13 @@ from wavecl.data.synthetic import sample_synthetic_video
 from wavecl.data.video import write_video
 from wavecl.inference.overlay import sentence_colors
 from wavecl.inference.predictor import FRAME_SUFFIXES, VideoPredictor, open_video
-from wavecl.inference.run import DEFAULT_MAX_SIZE, DEFAULT_SHORT_SIZE, PredictionPaths, write_predictions
+from wavecl.inference.run import (
+    DEFAULT_MAX_SIZE,
+    DEFAULT_SHORT_SIZE,
+    DEFAULT_WINDOW,
+    PredictionPaths,
+    write_predictions,
+)
 from wavecl.model.postprocess import MASK_THRESHOLD
 from wavecl.model.wavecl import WaveCL
 
@@ -85,7 +91,7 @@ class AppConfig:
 
     short_size: int = DEFAULT_SHORT_SIZE
     max_size: int | None = DEFAULT_MAX_SIZE
-    window: int = 8
+    window: int = DEFAULT_WINDOW
     threshold: float = MASK_THRESHOLD
     max_frames: int = 300
     max_upload_mb: float = 100.0

@@ -15,17 +15,17 @@ def run(args: argparse.Namespace) -> None:
     """Load the checkpoint and serve the page until Ctrl-C; a taken port is reported as a ValueError."""
     from wavecl.app import AppConfig, serve
     from wavecl.device import resolve_device
-    from wavecl.inference.run import inference_size
+    from wavecl.inference.run import inference_settings
     from wavecl.model.pretrained import build_pretrained, resolve_pretrained
     from wavecl.model.wavecl import WaveCL
 
     device = str(resolve_device(args.device))
     source = resolve_pretrained(args.checkpoint)
-    short_size, max_size = inference_size(source, args.short_size, args.max_size)
+    short_size, max_size, window = inference_settings(source, args.short_size, args.max_size, args.window)
     config = AppConfig(
         short_size=short_size,
         max_size=max_size,
-        window=args.window,
+        window=window,
         max_frames=args.max_frames,
         max_upload_mb=args.max_upload_mb,
         max_queue=args.max_queue,
@@ -61,7 +61,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     add_device_argument(parser)
-    parser.add_argument("--window", type=int, default=8, help="default frames per clip (default 8)")
+    parser.add_argument(
+        "--window", type=int, default=None, help="default frames per clip (default: the checkpoint's, else 8)"
+    )
     parser.add_argument(
         "--short-size", type=int, default=None, help="default resize: short side (default: the checkpoint's, else 360)"
     )

@@ -56,8 +56,9 @@ def run_evaluation(
     ``max(batch_size, sentences_per_pass)`` at a time. Each sentence's output is the one it gets
     alone in its batch.
 
-    Batches are pinned and copied to the device without blocking; the evaluator receives the batch as
-    the loader produced it (on the host), so nothing is copied back. When the loop fails on one rank,
+    Only the distinct clips of a batch and its sentences go to the device (pinning the whole batch would
+    be wasted: the clips are selected into a new tensor); the evaluator receives the batch as the
+    loader produced it (on the host), so nothing is copied back. When the loop fails on one rank,
     every rank raises once its own shard is done, with that rank's message.
 
     Args:
@@ -81,16 +82,13 @@ def run_evaluation(
         batch_sampler=sampler,
         collate_fn=collate_clips,
         num_workers=num_workers,
-        pin_memory=device.type == "cuda",
         generator=torch.Generator(),
     )
     cache = VisualFeatureCache()
 
     def encode(frames: Tensor, pad_mask: Tensor, valid_indices: Tensor | None) -> VisualFeatures:
-        valid_indices = None if valid_indices is None else valid_indices.to(device, non_blocking=True)
-        return model.encode_video(
-            frames.to(device, non_blocking=True), pad_mask.to(device, non_blocking=True), valid_indices
-        )
+        valid_indices = None if valid_indices is None else valid_indices.to(device)
+        return model.encode_video(frames.to(device), pad_mask.to(device), valid_indices)
 
     def predict_shard() -> None:
         for batch in progress_bar(loader, desc="evaluate", disable=not dist.is_main):
@@ -102,8 +100,8 @@ def run_evaluation(
                 outputs = model.segment(
                     visual,
                     model.encode_sentences(batch.texts, device),
-                    batch.image_sizes.to(device, non_blocking=True),
-                    shared.clip_index.to(device, non_blocking=True),
+                    batch.image_sizes.to(device),
+                    shared.clip_index.to(device),
                 )
             outputs.require_finite(f"the samples {batch.metadata} (amp {precision.effective})")
             evaluator.update(outputs, batch)

@@ -135,15 +135,17 @@ def _thumbnail(image: np.ndarray, width: int) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))
 
 
-def inference_size(
-    source: PretrainedSource, short_size: int | None = None, max_size: int | None = None
-) -> tuple[int, int | None]:
-    """``(short_size, max_size)`` to run a checkpoint at: each given value, else the one recorded with
-    the checkpoint (a run's ``data.eval_short_size``/``eval_max_size``), else 360 / 640."""
+def inference_settings(
+    source: PretrainedSource, short_size: int | None = None, max_size: int | None = None, window: int | None = None
+) -> tuple[int, int | None, int]:
+    """``(short_size, max_size, window)`` to run a checkpoint with: each given value, else the one
+    recorded with the checkpoint (a run's ``data.eval_short_size``/``eval_max_size`` and
+    ``data.window_size``), else 360 / 640 and 8 frames."""
     recorded_short, recorded_max = source.eval_size or (DEFAULT_SHORT_SIZE, DEFAULT_MAX_SIZE)
     return (
         short_size if short_size is not None else recorded_short,
         max_size if max_size is not None else recorded_max,
+        window if window is not None else source.window or DEFAULT_WINDOW,
     )
 
 
@@ -186,8 +188,7 @@ def predict_video(
     """
     compute_device = resolve_device(device)  # an impossible request fails before the weights are read
     source = resolve_pretrained(checkpoint)
-    short_size, max_size = inference_size(source, short_size, max_size)
-    window = window if window is not None else source.window or DEFAULT_WINDOW
+    short_size, max_size, window = inference_settings(source, short_size, max_size, window)
     predictor = VideoPredictor(
         build_pretrained(WaveCL, source),
         short_size=short_size,
