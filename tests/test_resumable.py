@@ -71,3 +71,17 @@ def test_sample_seed_is_deterministic_and_spread():
     assert len(seeds) == 1000 and all(0 <= seed < 2**63 for seed in seeds)
     assert sample_seed(42, 1, 7) == sample_seed(42, 1, 7)
     assert sample_seed(-1, 0, 0) != sample_seed(1, 0, 0)  # negative seeds are valid and distinct
+
+
+def test_seeded_samples_leave_the_gpu_generators_alone(monkeypatch):
+    """Loading in the main process must not reseed CUDA (dropout and drop-path draw there): only the CPU
+    generator is seeded and restored. ``torch.manual_seed`` would call ``torch.cuda.manual_seed_all``."""
+    calls = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda seed: calls.append(seed))
+    monkeypatch.setattr(torch.cuda, "manual_seed", lambda seed: calls.append(seed))
+    torch.manual_seed(123)  # the test's own seeding reaches the stand-in: it can observe a reseed
+    assert calls == [123]
+    before = torch.random.get_rng_state()
+    item = SeededSamples(RandomDraws(), seed=7, epoch=2)[3]
+    assert calls == [123] and torch.equal(torch.random.get_rng_state(), before)
+    assert item == SeededSamples(RandomDraws(), seed=7, epoch=2)[3]

@@ -140,7 +140,7 @@ def _tensor_digest(tensors: dict[str, Tensor]) -> str:
     for name in sorted(tensors):
         tensor = tensors[name]
         digest.update(f"{name}|{tensor.dtype}|{list(tensor.shape)}|".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy() if tensor.numel() else b"")  # no copy
     return digest.hexdigest()[:16]
 
 
@@ -198,7 +198,7 @@ def save_checkpoint(
     def write_state(tmp: Path) -> None:
         torch.save(training_state, tmp)
         try:
-            load_weights_only(tmp)
+            load_weights_only(tmp, mmap=True)  # the check needs the pickle, not the tensors in memory
         except CheckpointError as error:
             raise TypeError(
                 f"training state for {paths.state} holds objects that torch.load(weights_only=True) "
@@ -309,7 +309,10 @@ def _checkpoint_order(folder: Path) -> tuple[int, float, float]:
 
 
 def load_weights_only(
-    path: str | os.PathLike[str], map_location: str | torch.device = "cpu", extra_safe_globals: list[Any] | None = None
+    path: str | os.PathLike[str],
+    map_location: str | torch.device = "cpu",
+    extra_safe_globals: list[Any] | None = None,
+    mmap: bool = False,
 ) -> Any:
     """``torch.load(path, weights_only=True)``, the package's only ``torch.load``, with errors that name the file.
 
@@ -318,6 +321,7 @@ def load_weights_only(
         map_location: device of the loaded tensors.
         extra_safe_globals: further classes or functions the unpickler may rebuild (e.g.
             :data:`wavecl.original.NUMPY_SCALAR_GLOBALS`); none of them may run code.
+        mmap: map the tensors' storage from the file instead of reading it (zip-format files only).
 
     Raises:
         FileNotFoundError: nothing at ``path``.
@@ -328,7 +332,7 @@ def load_weights_only(
         raise FileNotFoundError(f"checkpoint file not found: {path}")
     try:
         with torch.serialization.safe_globals(extra_safe_globals or []):
-            return torch.load(path, map_location=map_location, weights_only=True)
+            return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as error:
         raise CheckpointError(
             f"refused to load {path}: it is corrupt or holds pickled objects other than tensors and plain "

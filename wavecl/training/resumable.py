@@ -83,8 +83,8 @@ class SeededSamples(Dataset[SampleT], Generic[SampleT]):
         seed = sample_seed(self.seed, self.epoch, index)
         python_state, numpy_state = random.getstate(), np.random.get_state()
         try:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
+            with torch.random.fork_rng(devices=[]):  # saves and restores the CPU generator only
+                torch.default_generator.manual_seed(seed)  # so seed nothing else (torch.manual_seed would reseed CUDA)
                 random.seed(seed)
                 np.random.seed(seed & 0xFFFFFFFF)
                 return self.dataset[index]
