@@ -11,7 +11,6 @@ kernel over its temporal axis, so a static clip gets the same patch response as 
 
 from __future__ import annotations
 
-import functools
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from torchvision.models.swin_transformer import SwinTransformerBlock
 from torchvision.models.video.swin_transformer import ShiftedWindowAttention3d, SwinTransformer3d
 
 from wavecl.checkpoint import load_weights_only
+from wavecl.model.shape_cache import cached_per_shape
 from wavecl.original import swin_key
 
 VIDEO_SWIN_VARIANTS: dict[str, dict] = {
@@ -63,8 +63,7 @@ class WindowLayout:
     groups: tuple[tuple[int, int, Tensor | None], ...]
 
 
-@functools.lru_cache(maxsize=64)
-@torch.inference_mode(False)  # cached tensors must be usable (saved for backward) by later training steps
+@cached_per_shape
 def window_layout(
     batch: int,
     size: tuple[int, int, int],
@@ -149,9 +148,7 @@ class WindowAttention3d(ShiftedWindowAttention3d):
         for axis, extent in enumerate((t, h, w)):
             if extent <= window[axis]:
                 window[axis], shift[axis] = extent, 0
-        # torch.compile traces the layout into the graph (its cache means nothing to a trace, and dynamo warns)
-        layout_of = window_layout.__wrapped__ if torch.compiler.is_compiling() else window_layout
-        layout = layout_of(b, (t, h, w), tuple(window), tuple(shift), x.device)
+        layout = window_layout(b, (t, h, w), tuple(window), tuple(shift), x.device)
         tokens = x.reshape(b * t * h * w, c)
         if layout.padded:
             tokens = F.pad(tokens, (0, 0, 0, 1))

@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from wavecl.model.shape_cache import cached_per_shape
+
 
 def coordinate_dtype(dtype: torch.dtype) -> torch.dtype:
     """The dtype in which reference points, sampling locations and the samples are computed: ``dtype``
@@ -98,6 +100,27 @@ def _sample_by_grid(
     return rearrange(output, "(n m) d q -> n q (m d)", n=n, m=heads)
 
 
+@dataclass(frozen=True)
+class LevelTables:
+    """The level shapes as tensors on one device.
+
+    Attributes:
+        sizes: ``[L, 2]`` long, ``(H, W)`` of each level.
+        starts: ``[L]`` long, the first row of each level in the flattened ``value``.
+    """
+
+    sizes: Tensor
+    starts: Tensor
+
+
+@cached_per_shape
+def level_tables(level_shapes: LevelShapes, device: torch.device) -> LevelTables:
+    """:class:`LevelTables` of ``level_shapes`` on ``device`` (built once per shapes and device)."""
+    sizes = torch.tensor(level_shapes, device=device)
+    starts = torch.tensor([0] + [h * w for h, w in level_shapes[:-1]], device=device).cumsum(dim=0)
+    return LevelTables(sizes, starts)
+
+
 def _sample_by_gather(
     value: Tensor, level_shapes: LevelShapes, sampling_locations: Tensor, attention_weights: Tensor
 ) -> Tensor:
@@ -107,10 +130,10 @@ def _sample_by_gather(
     n, length, heads, dim = value.shape
     _, queries, _, levels, points, _ = sampling_locations.shape
     device = value.device
-    sizes = torch.tensor(level_shapes, device=device)  # [L, 2] (H, W)
-    heights, widths = sizes[:, 0, None], sizes[:, 1, None]  # [L, 1], broadcast over points
-    starts = torch.tensor([0] + [h * w for h, w in level_shapes[:-1]], device=device).cumsum(dim=0)
-    pixels = sampling_locations * sizes.flip(-1)[:, None, :].to(sampling_locations.dtype) - 0.5
+    tables = level_tables(level_shapes, device)
+    heights, widths = tables.sizes[:, 0, None], tables.sizes[:, 1, None]  # [L, 1], broadcast over points
+    starts = tables.starts
+    pixels = sampling_locations * tables.sizes.flip(-1)[:, None, :].to(sampling_locations.dtype) - 0.5
     corners = pixels.floor()
     fx, fy = (pixels - corners).unbind(-1)  # [N, Lq, M, L, P]
     x0, y0 = corners.long().unbind(-1)
@@ -211,7 +234,7 @@ class MSDeformAttn(nn.Module):
         weights = rearrange(self.attention_weights(query).to(dtype), "n q (m lp) -> n q m lp", m=self.n_heads)
         weights = rearrange(weights.softmax(dim=-1), "n q m (l p) -> n q m l p", l=self.n_levels)
         if reference_points.shape[-1] == 2:
-            size_wh = offsets.new_tensor([(w, h) for h, w in level_shapes])  # [L, 2]
+            size_wh = level_tables(level_shapes, offsets.device).sizes.flip(-1).to(dtype)  # [L, 2] (W, H)
             locations = reference_points[:, :, None, :, None, :] + offsets / size_wh[None, None, None, :, None, :]
         elif reference_points.shape[-1] == 4:
             centres = reference_points[:, :, None, :, None, :2]

@@ -282,8 +282,9 @@ class WaveCL(PretrainedMixin, nn.Module):
             visual: :class:`VisualFeatures` of ``B`` clips (from :meth:`encode_video`).
             sentences: ``N`` encoded sentences (from :meth:`encode_sentences`).
             image_sizes: ``[N, 2]`` unpadded ``(H', W')`` of each sentence's clip.
-            clip_index: ``[N]`` long, the clip of each sentence; ``None`` pairs sentence ``n`` with
-                clip ``n`` (then ``N`` must equal ``B``).
+            clip_index: ``[N]`` long, the clip of each sentence, on any device (on the host its range
+                check reads nothing back from a GPU); ``None`` pairs sentence ``n`` with clip ``n`` (then
+                ``N`` must equal ``B``).
             pool_text_padding: see above; ignored with ``sep_pooling="masked"``.
 
         Returns:
