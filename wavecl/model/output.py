@@ -32,9 +32,10 @@ class WaveCLOutput:
     text_sentence_feature: Tensor
     aux_outputs: list[WaveCLOutput] = field(default_factory=list)
 
-    def nonfinite(self) -> list[str]:
-        """Names of the tensors holding a NaN or an infinity, e.g. ``["pred_boxes",
-        "aux_outputs[1].pred_masks"]`` (empty when all are finite); one host synchronisation."""
+    def nonfinite_flags(self) -> tuple[list[str], Tensor]:
+        """The name of every output tensor (``"pred_boxes"``, ``"aux_outputs[1].pred_masks"``, ...) and a
+        ``[K]`` bool tensor on their device, True where that tensor holds a NaN or an infinity; nothing
+        is read back to the host, so a caller can add its own flags and read them all at once."""
         names, flags = [], []
         layers = [("", self)] + [(f"aux_outputs[{i}].", aux) for i, aux in enumerate(self.aux_outputs)]
         for prefix, layer in layers:
@@ -43,7 +44,13 @@ class WaveCLOutput:
                 if isinstance(value, Tensor):
                     names.append(prefix + item.name)
                     flags.append(~torch.isfinite(value).all())
-        return [name for name, bad in zip(names, torch.stack(flags).tolist()) if bad]
+        return names, torch.stack(flags)
+
+    def nonfinite(self) -> list[str]:
+        """Names of the tensors holding a NaN or an infinity (empty when all are finite); one host
+        synchronisation."""
+        names, flags = self.nonfinite_flags()
+        return [name for name, bad in zip(names, flags.tolist()) if bad]
 
     def require_finite(self, where: str) -> None:
         """Raise :class:`NonFiniteOutputError` naming the non-finite tensors and ``where`` (e.g. the

@@ -494,20 +494,23 @@ class Trainer:
         on_main_process(record, f"recording epoch {epoch}")
         return metrics
 
-    def _check_finite(self, bad: list[str], epoch: int, step: int) -> bool:
-        """Whether nothing went non-finite on any rank (a collective); applies ``train.nonfinite_loss`` otherwise.
+    def _check_finite(self, names: list[str], flags: torch.Tensor, epoch: int, step: int) -> bool:
+        """Whether nothing went non-finite on any rank (a collective and one read from the device);
+        applies ``train.nonfinite_loss`` otherwise.
 
         Args:
-            bad: this rank's non-finite model outputs, matching costs and loss terms (:meth:`_forward_loss`).
+            names, flags: this rank's model outputs, loss terms or matching costs and whether each holds
+                NaN or inf (:meth:`_forward_loss`).
 
         Raises:
-            NonFiniteLossError: under ``stop``, naming ``bad``.
+            NonFiniteLossError: under ``stop``, naming the non-finite ones.
         """
-        flag = torch.tensor(float(bool(bad)), device=self.device)
+        flag = flags.any().float()
         if self.dist.distributed:
             torch.distributed.all_reduce(flag)
         if flag.item() == 0:
             return True
+        bad = [name for name, nonfinite in zip(names, flags.tolist()) if nonfinite]
         message = f"non-finite values at epoch {epoch} step {step}: {bad or 'on another rank'}"
         if self.config.train.nonfinite_loss == "stop":
             raise NonFiniteLossError(message + " (nonfinite_loss: stop; no weights were written for this step)")
@@ -534,8 +537,8 @@ class Trainer:
         batch = batch.to(self.device, non_blocking=True)
         distributed_sync = last_micro_step or not self.dist.distributed
         with contextlib.nullcontext() if distributed_sync else self.ddp_model.no_sync():
-            loss_dict, total, bad = self._forward_loss(batch)
-            if not self._check_finite(bad, epoch, step):
+            loss_dict, total, names, flags = self._forward_loss(batch)
+            if not self._check_finite(names, flags, epoch, step):
                 self.optimizer.zero_grad(set_to_none=True)
                 return None
             self.scaler.scale(total / self.config.train.grad_accum_steps).backward()
@@ -602,26 +605,28 @@ class Trainer:
         """Training samples this rank failed to load so far (counted by :class:`SkipBadSamples`, workers included)."""
         return self.train_set.num_skipped if isinstance(self.train_set, SkipBadSamples) else 0
 
-    def _forward_loss(self, batch: Batch) -> tuple[dict[str, torch.Tensor], torch.Tensor, list[str]]:
+    def _forward_loss(self, batch: Batch) -> tuple[dict[str, torch.Tensor], torch.Tensor, list[str], torch.Tensor]:
         """Forward pass and losses of one batch.
 
         Returns:
-            The unweighted loss terms, their weighted total, and the names of whatever holds NaN or inf:
-            model outputs (``pred_boxes``, ``aux_outputs[0].pred_masks``), matching costs
-            (``cost_giou_0``; the losses are then not computed and the first two are empty) and loss terms.
+            The unweighted loss terms, their weighted total, and what may hold NaN or inf: names and a
+            bool tensor on the device, True where that one does (read by :meth:`_check_finite`). The names
+            are the model outputs (``pred_boxes``, ``aux_outputs[0].pred_masks``) and loss terms, or, when
+            a matching cost is non-finite (``cost_giou_0``; the losses are then not computed and the first
+            two are empty), the outputs and those costs.
         """
         valid_indices, targets = batch.valid_frames()
         with self.precision.autocast():
             outputs = self.ddp_model(batch.frames, batch.pad_mask, batch.texts, batch.image_sizes, valid_indices)
         outputs = outputs_to_float(outputs)
-        bad = outputs.nonfinite()
+        names, flags = outputs.nonfinite_flags()
         try:
             loss_dict = self.criterion(outputs, targets)
         except NonFiniteCostError as error:
-            return {}, torch.zeros((), device=self.device), bad + error.terms
-        finite = torch.stack([torch.isfinite(value).all() for value in loss_dict.values()]).tolist()
-        bad += [key for key, ok in zip(loss_dict, finite) if not ok]
-        return loss_dict, self.criterion.weighted_total(loss_dict), bad
+            costs = torch.ones(len(error.terms), dtype=torch.bool, device=flags.device)
+            return {}, torch.zeros((), device=self.device), names + error.terms, torch.cat([flags, costs])
+        losses = torch.stack([~torch.isfinite(value).all() for value in loss_dict.values()])
+        return loss_dict, self.criterion.weighted_total(loss_dict), names + list(loss_dict), torch.cat([flags, losses])
 
     def _optimizer_step(self) -> None:
         if not self._gradients_checked:  # once: before the first update, on every rank
