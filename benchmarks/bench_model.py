@@ -21,12 +21,12 @@ Workloads (one clip, ``B = 1``, 8 frames for ``full``, 4 frames at 64x96 for ``t
 
 Each workload runs in a fresh child process, so that the resident-set high-water mark
 (``ru_maxrss``) of one measurement does not mix with another's. The child builds the model, runs
-``warmup`` untimed and ``repeats`` timed steps and reports the median. Around the timed steps it
-measures the **matmul ceiling** (``benchmarks/ceiling.py``): the GFLOP/s of a 2048x2048 matmul on the
-same threads (8192x8192 on a GPU), in the dtype the workload's matmuls run in (median of 5 before and 5
-after the workload), so the ratio achieved / ceiling is comparable between runs on
-a machine shared with other work. After the timing, one more step under
-``torch.utils.flop_counter.FlopCounterMode`` gives the FLOPs: 2 x multiply-accumulates of matmul,
+``warmup`` untimed and ``repeats`` timed steps and reports the median. Around them it measures the
+**matmul ceiling** (``benchmarks/measure.py``): the GFLOP/s of a 2048x2048 matmul on the same threads
+(8192x8192 on a GPU), in the dtype the workload's matmuls run in (median of 5 before the model is built
+and 5 after the timed steps; the memory peak is read before the second), so the ratio achieved /
+ceiling is comparable between runs on a machine shared with other work. After the timing, one more
+step under ``torch.utils.flop_counter.FlopCounterMode`` gives the FLOPs: 2 x multiply-accumulates of matmul,
 convolution and attention kernels (CPU fused attention included); grid_sample and element-wise
 operations are not counted.
 
@@ -55,7 +55,7 @@ import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ceiling import describe_ceiling, matmul_gflops, synchronize, timed
+from measure import AMP_DTYPES, describe_ceiling, matmul_gflops, register_cpu_attention_flops, synchronize, timed
 
 REPO = Path(__file__).resolve().parents[1]
 SENTENCE = "the man in a red shirt riding a bicycle on the left"
@@ -148,27 +148,6 @@ def surrogate_loss(output):
     return loss
 
 
-def register_cpu_attention_flops() -> None:
-    """Teach FlopCounterMode the CPU fused attention kernel (torch counts only the CUDA ones), with
-    torch's own formulas for scaled-dot-product attention."""
-    import torch
-    from torch.utils import flop_counter
-
-    ops = torch.ops.aten
-    forward_op = ops._scaled_dot_product_flash_attention_for_cpu
-    backward_op = ops._scaled_dot_product_flash_attention_for_cpu_backward
-    if forward_op in flop_counter.flop_registry:
-        return
-
-    @flop_counter.register_flop_formula(forward_op, get_raw=True)
-    def _forward(query, key, value, *args, out_val=None, **kwargs) -> int:
-        return flop_counter.sdpa_flop_count(query.shape, key.shape, value.shape)
-
-    @flop_counter.register_flop_formula(backward_op, get_raw=True)
-    def _backward(grad_out, query, key, value, *args, out_val=None, **kwargs) -> int:
-        return flop_counter.sdpa_backward_flop_count(grad_out.shape, query.shape, key.shape, value.shape)
-
-
 def child(workload: Workload, args: argparse.Namespace) -> None:
     """One measurement in this (fresh) process; prints its figures as one JSON line."""
     import torch
@@ -180,13 +159,11 @@ def child(workload: Workload, args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
     register_cpu_attention_flops()
     device = torch.device(args.device)
+    ceiling = matmul_gflops(device, args.amp)  # before the model: its matrices stay out of the memory peak
     model = build_model(workload.config).to(device)
     total_params, trainable_params = count_parameters(model)
     inputs = synthetic_inputs(workload, device)
-    rss_after_build_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    autocast = torch.autocast(
-        device.type, dtype={"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.amp), enabled=args.amp != "off"
-    )
+    autocast = torch.autocast(device.type, dtype=getattr(torch, AMP_DTYPES[args.amp]), enabled=args.amp != "off")
 
     def step() -> None:
         if workload.mode == "eval":
@@ -212,9 +189,10 @@ def child(workload: Workload, args: argparse.Namespace) -> None:
         step()
         synchronize(device)
 
-    ceiling = matmul_gflops(device, args.amp)
     synchronize(device)
     times = [timed(synchronised_step) for _ in range(args.repeats)]
+    peak_rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    cuda_peak_bytes = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
     ceiling += matmul_gflops(device, args.amp)
     figures = {
         "params": total_params,
@@ -224,9 +202,8 @@ def child(workload: Workload, args: argparse.Namespace) -> None:
         "cpu_seconds": [cpu for _, cpu in times],
         "ceiling_gflops": statistics.median(wall for wall, _ in ceiling),
         "ceiling_cpu_gflops": statistics.median(cpu for _, cpu in ceiling),
-        "rss_after_build_kib": rss_after_build_kib,
-        "peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-        "cuda_peak_bytes": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None,
+        "peak_rss_kib": peak_rss_kib,
+        "cuda_peak_bytes": cuda_peak_bytes,
     }
     with FlopCounterMode(display=False) as counter:
         step()
@@ -360,7 +337,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed steps per workload (median reported)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps first")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--amp", choices=("off", "bf16", "fp16"), default="off", help="torch.autocast dtype")
+    parser.add_argument("--amp", choices=tuple(AMP_DTYPES), default="off", help="torch.autocast dtype")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads in the children")
     parser.add_argument("--breakdown", action="store_true", help="FLOPs per module of the eval workloads")
     parser.add_argument("--child", metavar="WORKLOAD", help=argparse.SUPPRESS)

@@ -10,7 +10,7 @@ By default only the annotated centre frame continues after the backbone (the A2D
 ``valid_indices``); ``--every-frame`` keeps all 8 (Ref-YouTube-VOS). ``--baseline`` also times the
 per-sentence path (``forward`` on the clip repeated once per sentence: N backbone passes).
 
-The same run measures the machine's float32 matmul ceiling (``benchmarks/ceiling.py``: a 2048x2048
+The same run measures the machine's float32 matmul ceiling (``benchmarks/measure.py``: a 2048x2048
 matmul with the same thread count, 8192x8192 on a GPU) and reports each row's achieved GFLOP/s
 against it. FLOPs are counted once per row with ``torch.utils.flop_counter.FlopCounterMode``
 (2 x multiply-accumulates of matmul, convolution and attention; grid_sample and element-wise
@@ -29,13 +29,10 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import time
-from dataclasses import replace
-from pathlib import Path
 
-from ceiling import describe_ceiling, matmul_gflops, synchronize
+from bench_model import build_model
+from measure import describe_ceiling, matmul_gflops, register_cpu_attention_flops, synchronize, timed
 
-REPO = Path(__file__).resolve().parents[1]
 SENTENCES = (
     "the man in a red shirt riding a bicycle on the left",
     "a dog running",
@@ -44,19 +41,6 @@ SENTENCES = (
 )
 FRAMES, HEIGHT, WIDTH = 8, 320, 576
 TARGET_RATIO = 1.6
-
-
-def build_model(device):
-    """The full A2D WaveCL, randomly initialised (seed 0), in eval mode."""
-    import torch
-
-    from wavecl.config import load_config
-    from wavecl.model.wavecl import WaveCL
-
-    config = load_config(REPO / "configs" / "a2d_sentences.yaml").model
-    config = replace(config, text_encoder="random:roberta-base", backbone_pretrained_path=None)
-    torch.manual_seed(0)
-    return WaveCL(config).to(device).eval().requires_grad_(False)
 
 
 def main() -> None:
@@ -85,8 +69,9 @@ def main() -> None:
     console = Console()
     if not console.is_terminal:
         console.width = 140
+    register_cpu_attention_flops()
     ceiling = max(wall for wall, _ in matmul_gflops(device))  # the best of 5
-    model = build_model(device)
+    model = build_model("full").to(device).eval().requires_grad_(False)
     generator = torch.Generator().manual_seed(0)
     frames = torch.randn(FRAMES, 1, 3, HEIGHT, WIDTH, generator=generator).to(device)
     pad_mask = torch.zeros(FRAMES, 1, HEIGHT, WIDTH, dtype=torch.bool, device=device)
@@ -110,13 +95,8 @@ def main() -> None:
         with torch.inference_mode():
             for _ in range(args.warmup):
                 run(n)
-            seconds = []
-            for _ in range(args.repeats):
-                synchronize(device)
-                start = time.perf_counter()
-                run(n)
-                synchronize(device)
-                seconds.append(time.perf_counter() - start)
+            synchronize(device)
+            seconds = [timed(lambda: (run(n), synchronize(device)))[0] for _ in range(args.repeats)]
             with FlopCounterMode(display=False) as counter:
                 run(n)
         return seconds, counter.get_total_flops()

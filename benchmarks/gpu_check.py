@@ -29,6 +29,8 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from bench_model import MODEL_CONFIGS
+
 REPO = Path(__file__).resolve().parents[1]
 SENTENCES = ("the red circle moving to the left", "a blue square", "the green triangle at the top", "a yellow ball")
 
@@ -44,15 +46,8 @@ class Size:
 
 
 SIZES = {
-    "full": Size(
-        "configs/a2d_sentences.yaml",
-        {"text_encoder": "random:roberta-base", "backbone_pretrained_path": None},
-        train_size=(320, 576),
-        eval_size=(360, 640),
-        frames=8,
-        batch=2,
-    ),
-    "tiny": Size("configs/tiny.yaml", {}, train_size=(64, 96), eval_size=(64, 96), frames=4, batch=2),
+    "full": Size(*MODEL_CONFIGS["full"], train_size=(320, 576), eval_size=(360, 640), frames=8, batch=2),
+    "tiny": Size(*MODEL_CONFIGS["tiny"], train_size=(64, 96), eval_size=(64, 96), frames=4, batch=2),
 }
 
 
@@ -90,7 +85,7 @@ class Meter:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def make_config(size: Size, work: Path, amp: str, steps: int, version: str = "check", **model_overrides):
+def make_config(size: Size, work: Path, amp: str, version: str = "check", **model_overrides):
     from wavecl.config import Config, DataConfig, TrainConfig, load_config
 
     model = replace(load_config(REPO / size.config).model, **size.model_overrides, **model_overrides)
@@ -104,9 +99,7 @@ def make_config(size: Size, work: Path, amp: str, steps: int, version: str = "ch
         eval_max_size=size.eval_size[1],
         num_workers=2,
     )
-    train = TrainConfig(
-        batch_size=size.batch, amp=amp, output_dir=str(work / "runs"), version=version, max_steps_per_epoch=steps
-    )
+    train = TrainConfig(batch_size=size.batch, amp=amp, output_dir=str(work / "runs"), version=version)
     return Config(model=model, data=data, train=train)
 
 
@@ -184,18 +177,18 @@ def main() -> None:
         ]
     ):
         console.print(f"[dim]{name} ...[/dim]")
-        config = make_config(size, work, amp, args.steps, f"check_{index}", **overrides)
+        config = make_config(size, work, amp, f"check_{index}", **overrides)
         row, trainer = train_row(name, config, dist, args.steps, warmup, meter)
         rows.append(row)
     if args.compile:
         console.print("[dim]train, bf16, torch.compile ...[/dim]")
-        config = make_config(size, work, "bf16", args.steps, "check_compile")
+        config = make_config(size, work, "bf16", "check_compile")
         config.train.compile = True
         row, _ = train_row("train, bf16, --compile", config, dist, args.steps, warmup, meter)
         rows.append(row)
 
     model = trainer.model
-    config = make_config(size, work, "bf16", args.steps)
+    config = make_config(size, work, "bf16")
     dataset = build_dataset(config.data, "eval")
     frames = sum(len(sample.frame_names) for sample in dataset.samples)
     console.print("[dim]evaluate, bf16 autocast ...[/dim]")

@@ -29,7 +29,7 @@ from rich.console import Console
 from rich.table import Table
 from torch.overrides import TorchFunctionMode
 
-from wavecl.config import apply_overrides, load_config
+from wavecl.config import AMP_CHOICES, apply_overrides, load_config
 from wavecl.data.synthetic import write_synthetic_ytvos
 from wavecl.device import resolve_device
 from wavecl.distributed import DistInfo
@@ -69,7 +69,7 @@ class HostReads(TorchFunctionMode):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--amp", default="off", choices=["off", "bf16", "fp16"])
+    parser.add_argument("--amp", default="off", choices=AMP_CHOICES)
     args = parser.parse_args()
     device = resolve_device(args.device)
     with tempfile.TemporaryDirectory() as folder:

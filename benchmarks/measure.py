@@ -1,4 +1,4 @@
-"""The machine's matmul ceiling, measured in the same run as the workload it is compared with.
+"""What the benchmarks measure with: the machine's matmul ceiling, timing, and FLOP counting.
 
 A benchmark reports its achieved GFLOP/s as a share of what one large square matmul reaches right then
 on the same device, threads and dtype: on a machine shared with other work both slow down together,
@@ -57,3 +57,24 @@ def matmul_gflops(device, amp: str = "off", repeats: int = 5) -> list[tuple[floa
 
     multiply()
     return [tuple(2 * size**3 / seconds / 1e9 for seconds in timed(multiply)) for _ in range(repeats)]
+
+
+def register_cpu_attention_flops() -> None:
+    """Teach ``FlopCounterMode`` the CPU fused attention kernel (torch counts only the CUDA ones), with
+    torch's own formulas for scaled-dot-product attention; call it before counting any FLOPs on the CPU."""
+    import torch
+    from torch.utils import flop_counter
+
+    ops = torch.ops.aten
+    forward_op = ops._scaled_dot_product_flash_attention_for_cpu
+    backward_op = ops._scaled_dot_product_flash_attention_for_cpu_backward
+    if forward_op in flop_counter.flop_registry:
+        return
+
+    @flop_counter.register_flop_formula(forward_op, get_raw=True)
+    def _forward(query, key, value, *args, out_val=None, **kwargs) -> int:
+        return flop_counter.sdpa_flop_count(query.shape, key.shape, value.shape)
+
+    @flop_counter.register_flop_formula(backward_op, get_raw=True)
+    def _backward(grad_out, query, key, value, *args, out_val=None, **kwargs) -> int:
+        return flop_counter.sdpa_backward_flop_count(grad_out.shape, query.shape, key.shape, value.shape)
