@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from wavecl.config import AmpMode
+from wavecl.config import AMP_CHOICES, AmpMode
 
 FLOAT32_TENSORS = (
     "parameters, gradients and optimizer state (autocast computes on low-precision copies)",
@@ -41,15 +41,19 @@ class PrecisionPolicy:
         requested: the configured mode.
         device_type: ``"cuda"`` or ``"cpu"``.
         autocast_dtype: ``torch.bfloat16`` or ``torch.float16`` under autocast; ``None`` for float32.
-        grad_scaler: whether training scales the loss (exactly when ``autocast_dtype`` is float16).
         note: why the precision differs from the request (empty when it does not).
     """
 
     requested: AmpMode
     device_type: str
     autocast_dtype: torch.dtype | None
-    grad_scaler: bool
     note: str = ""
+
+    @property
+    def grad_scaler(self) -> bool:
+        """Whether training scales the loss: exactly when float16 runs (its narrow range underflows small
+        gradients; bfloat16 has float32's range)."""
+        return self.autocast_dtype == torch.float16
 
     @property
     def effective(self) -> AmpMode:
@@ -107,18 +111,17 @@ def decide_precision(amp: AmpMode, device: torch.device) -> PrecisionPolicy:
     Raises:
         ValueError: ``amp`` is not one of the three modes.
     """
-    if amp not in ("off", *_DTYPES):
+    if amp not in AMP_CHOICES:
         raise ValueError(f"amp must be 'off', 'bf16' or 'fp16', got {amp!r}")
     if amp == "off":
-        return PrecisionPolicy(amp, device.type, None, False)
+        return PrecisionPolicy(amp, device.type, None)
     if device.type != "cuda":
-        return PrecisionPolicy(amp, device.type, None, False, f"autocast runs on CUDA only; {device.type} is float32")
+        return PrecisionPolicy(amp, device.type, None, f"autocast runs on CUDA only; {device.type} is float32")
     if amp == "bf16" and not bf16_is_native(device):
         major, minor = torch.cuda.get_device_capability(device)
         note = (
             f"{torch.cuda.get_device_name(device)} (compute capability {major}.{minor}) has no native bfloat16; "
             "float16 runs instead"
         )
-        return PrecisionPolicy(amp, "cuda", torch.float16, True, note)
-    dtype = _DTYPES[amp]
-    return PrecisionPolicy(amp, "cuda", dtype, dtype == torch.float16)
+        return PrecisionPolicy(amp, "cuda", torch.float16, note)
+    return PrecisionPolicy(amp, "cuda", _DTYPES[amp])

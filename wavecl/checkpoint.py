@@ -96,11 +96,6 @@ def parse_checkpoint_folder_name(name: str) -> tuple[int, int | None] | None:
     return int(match[1]), None if match[2] is None else int(match[2])
 
 
-def epoch_checkpoint_dir(checkpoints_dir: str | Path, epoch: int) -> Path:
-    """``<checkpoints_dir>/epoch_<epoch:04d>``: the folder :func:`save_checkpoint` writes for an epoch."""
-    return Path(checkpoints_dir) / checkpoint_folder_name(epoch)
-
-
 def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
     """Call ``write(tmp)`` on a temporary file next to ``path``, flush it to disk, then move it onto ``path``."""
     with atomic_path(path) as temporary:

@@ -169,13 +169,9 @@ def find_run_directory(checkpoint: str | os.PathLike[str]) -> Path | None:
     pretrained folder, a reference ``.pth``, a loose checkpoint, nothing at all)."""
     path = Path(checkpoint)
     try:
-        folder = path.parent if path.is_file() and path.suffix == ".safetensors" else latest_checkpoint(path)
-    except (OSError, ValueError):
+        return run_directory_of(path.parent if path.is_file() and path.suffix == ".safetensors" else path)
+    except (OSError, ValueError):  # RunDirectoryError is a ValueError
         return None
-    run_dir = folder.parent.parent
-    if folder.parent.name != CHECKPOINTS_DIRNAME or not (run_dir / CONFIG_FILENAME).is_file():
-        return None
-    return run_dir
 
 
 def run_directory_of(resume: str | os.PathLike[str]) -> Path:
@@ -229,7 +225,8 @@ def config_differences(old: Config, new: Config) -> dict[str, tuple[Any, Any]]:
     return {key: (before[key], after[key]) for key in before if before[key] != after[key]}
 
 
-def _listing(differences: dict[str, tuple[Any, Any]]) -> str:
+def differences_listing(differences: dict[str, tuple[Any, Any]]) -> str:
+    """``"section.field: old -> new; ..."`` of :func:`config_differences`."""
     return "; ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in differences.items())
 
 
@@ -245,8 +242,8 @@ def _require_agreement(
     if disagree:
         raise RunDirectoryError(
             f"{source} disagrees with the run's own {run_dir / CONFIG_FILENAME}, which governs its checkpoints: "
-            f"{_listing(disagree)} (run's value -> file's value). Leave out -c to use the run's config, or change "
-            f"a field explicitly with --set SECTION.FIELD=VALUE (it is then applied and recorded)"
+            f"{differences_listing(disagree)} (run's value -> file's value). Leave out -c to use the run's config, "
+            f"or change a field explicitly with --set SECTION.FIELD=VALUE (it is then applied and recorded)"
         )
 
 
@@ -259,7 +256,8 @@ def check_location_unchanged(run_config: Config, config: Config, run_dir: Path) 
     moved = {k: v for k, v in config_differences(run_config, config).items() if k in LOCATION_FIELDS}
     if moved:
         raise RunDirectoryError(
-            f"a resume writes into its own run directory {run_dir}; these fields name another one: {_listing(moved)}"
+            f"a resume writes into its own run directory {run_dir}; these fields name another one: "
+            f"{differences_listing(moved)}"
         )
 
 

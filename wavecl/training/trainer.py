@@ -43,6 +43,7 @@ from wavecl.atomic import write_text
 from wavecl.checkpoint import (
     CheckpointError,
     CheckpointPaths,
+    checkpoint_folder_name,
     latest_checkpoint,
     load_training_state,
     prune_checkpoints,
@@ -54,7 +55,14 @@ from wavecl.config import Config, load_config
 from wavecl.data.collate import collate_clips
 from wavecl.data.robust import SkipBadSamples
 from wavecl.data.types import Batch
-from wavecl.distributed import DistInfo, gather_objects, gather_to_main, on_main_process, reduce_loss_dict
+from wavecl.distributed import (
+    DistInfo,
+    broadcast_from_main,
+    gather_objects,
+    gather_to_main,
+    on_main_process,
+    reduce_loss_dict,
+)
 from wavecl.evaluation.datasets import build_dataset, evaluate_model
 from wavecl.model.compile import compile_model
 from wavecl.model.wavecl import build_model
@@ -65,12 +73,14 @@ from wavecl.training.matcher import HungarianMatcher, NonFiniteCostError
 from wavecl.training.optim import build_optimizer, build_scheduler, reschedule
 from wavecl.training.resumable import EpochOrder, SeededSamples
 from wavecl.training.run_dir import (
+    CHECKPOINTS_DIRNAME,
     CONFIG_FILENAME,
     RunDirectoryError,
     RunLock,
     append_resume,
     check_location_unchanged,
     config_differences,
+    differences_listing,
     logged_epochs,
     remove_empty_folders,
     require_fresh_run_directory,
@@ -295,6 +305,11 @@ class Trainer:
         self._save_run_config(explicit_overrides, resume)
         self.writer = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=self.global_step)
 
+    @property
+    def checkpoints_dir(self) -> Path:
+        """``<run>/checkpoints``: checkpoint folders, pointers, ``best.json`` and the frozen weights."""
+        return self.run_dir / CHECKPOINTS_DIRNAME
+
     def _take_run_directory(self, fresh: bool) -> RunLock | None:
         """Lock the run directory on rank 0 (and, for a new run, check it holds none); every rank raises
         the same error when that fails."""
@@ -308,7 +323,7 @@ class Trainer:
                 if lock is not None:
                     lock.release()
                 lock, error = None, str(failure)
-        error = gather_objects(error)[0]  # collective: rank 0's verdict for all
+        error = broadcast_from_main(error)  # collective: rank 0's verdict for all
         if error is not None:
             raise RunDirectoryError(error)
         return lock
@@ -366,9 +381,7 @@ class Trainer:
         if step is not None:
             fixed = {k: v for k, v in self.changes.items() if k in EPOCH_POSITION_FIELDS}
             if fixed or len(rng) != self.dist.world_size:
-                what = "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in fixed.items()) or (
-                    f"world size {len(rng)} -> {self.dist.world_size}"
-                )
+                what = differences_listing(fixed) or (f"world size {len(rng)} -> {self.dist.world_size}")
                 raise RunDirectoryError(
                     f"{path} stopped inside epoch {epoch} (after step {step}); the position there depends on "
                     f"what this resume changes ({what}). Resume from an end-of-epoch checkpoint to change it"
@@ -394,7 +407,7 @@ class Trainer:
             self.unfinished_epoch = self._unrecorded(epoch, CheckpointPaths.of(path), totals)
         else:
             self.start_epoch, self.start_step, self.resumed_totals = epoch, int(step) + 1, totals
-        self.best_metric = read_best_metric(self.run_dir / "checkpoints" / BEST_METRIC_FILE)
+        self.best_metric = read_best_metric(self.checkpoints_dir / BEST_METRIC_FILE)
         if len(rng) == self.dist.world_size:
             restore_rng_state(rng[self.dist.rank])
         else:  # every rank keeps the streams of its own seed (set above) rather than sharing a saved one
@@ -489,7 +502,7 @@ class Trainer:
 
         def record() -> None:
             self._record_epoch(epoch, result, metrics, primary, checkpoint)
-            prune_checkpoints(self.run_dir / "checkpoints", self.config.train.keep_checkpoints)
+            prune_checkpoints(self.checkpoints_dir, self.config.train.keep_checkpoints)
 
         on_main_process(record, f"recording epoch {epoch}")
         return metrics
@@ -594,7 +607,7 @@ class Trainer:
                 )
                 self._save(epoch, so_far, step=step)
                 on_main_process(
-                    lambda: prune_checkpoints(self.run_dir / "checkpoints", config.keep_checkpoints),
+                    lambda: prune_checkpoints(self.checkpoints_dir, config.keep_checkpoints),
                     "pruning checkpoints",
                 )
         bar.close()
@@ -672,14 +685,14 @@ class Trainer:
                 "epoch_totals": totals.as_state(),
             }
             return save_checkpoint(
-                self.run_dir / "checkpoints", epoch, self.model.state_dict(), state, step=step, frozen=self.frozen_names
+                self.checkpoints_dir, epoch, self.model.state_dict(), state, step=step, frozen=self.frozen_names
             )
 
         return on_main_process(write, f"writing the checkpoint of epoch {epoch}")
 
     def evaluate(self, epoch: int) -> tuple[dict[str, float], str | None]:
         """Evaluate with the dataset's protocol; returns the metrics and the one that picks "best"."""
-        out_dir = self.run_dir / "eval" / f"epoch_{epoch:04d}"
+        out_dir = self.run_dir / "eval" / checkpoint_folder_name(epoch)
         return evaluate_model(self.model, self.config, out_dir, self.dist, self.precision)
 
     def _record_epoch(
@@ -693,7 +706,7 @@ class Trainer:
         if primary is not None and primary in metrics and checkpoint is not None:
             if self.best_metric is None or metrics[primary] > self.best_metric:
                 self.best_metric = metrics[primary]
-                checkpoints = self.run_dir / "checkpoints"
+                checkpoints = self.checkpoints_dir
                 record = {"metric": primary, "value": self.best_metric, "epoch": epoch}
                 write_text(checkpoints / BEST_METRIC_FILE, json.dumps(record))
                 write_text(checkpoints / "best", checkpoint.directory.name + "\n")
