@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import socket
 import threading
 import time
 import zipfile
@@ -31,6 +30,7 @@ from wavecl.inference.overlay import sentence_colors
 from wavecl.inference.predictor import VideoPredictor, VideoSource
 from wavecl.inference.run import sentence_slug
 from wavecl.model.wavecl import WaveCL
+from wavecl.testing.serve import free_port
 
 HEIGHT, WIDTH = 45, 63  # odd: the overlay video is padded to 46 x 64
 NUM_FRAMES = 7
@@ -313,12 +313,6 @@ def test_build_app_keeps_gradio_files_in_its_folder(
 
 
 # ------------------------------------------------------------------------------------------- queue
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_second_request_waits_in_the_queue_with_its_position(

@@ -20,7 +20,7 @@ from wavecl.evaluation.davis import (
     evaluate_ref_davis,
     evaluate_sequence,
     seg2bmap,
-    write_davis_results,
+    write_davis_labels,
 )
 
 
@@ -225,7 +225,8 @@ def test_evaluate_davis_folder_end_to_end(tmp_path):
     # seq-a: found in frames 0-1, missed in 2-3 -> J = F = (1, 1, 0, 0): mean 0.5, recall 0.5, decay 1.
     # seq-b: found everywhere (the prediction also covers void pixels, which are ignored).
     for name, keep in (("seq-a", 2), ("seq-b", 4)):
-        write_davis_results(run, 0, name, [f"{t:05d}" for t in range(4)], probabilities_for(sequences[name], keep))
+        frames = [f"{t:05d}" for t in range(4)]
+        write_davis_labels(run, 0, name, frames, davis_labels(probabilities_for(sequences[name], keep)))
     result = evaluate_davis_folder(run / "anno_0", gt_dir)
 
     assert result.per_object["seq-a_1"] == pytest.approx(
@@ -271,7 +272,7 @@ def test_evaluate_ref_davis_averages_the_four_annotators(tmp_path):
     for annotator in range(4):
         keep = 4 if annotator % 2 == 0 else 0  # slots 0 and 2 perfect, 1 and 3 empty
         for name, labels in sequences.items():
-            write_davis_results(run, annotator, name, frames, probabilities_for(labels, keep))
+            write_davis_labels(run, annotator, name, frames, davis_labels(probabilities_for(labels, keep)))
     summary = evaluate_ref_davis(run, davis_root)
     assert summary["anno_0"]["J&F-Mean"] == 1.0 and summary["anno_1"]["J&F-Mean"] == 0.0
     assert summary["mean"]["J&F-Mean"] == pytest.approx(0.5)
@@ -289,11 +290,11 @@ def test_davis_labels_threshold_background_and_ties():
     assert labels.tolist() == [[[0, 2, 1, 1]]]
 
 
-def test_write_davis_results_layout(tmp_path):
+def test_write_davis_labels_layout(tmp_path):
     probabilities = torch.zeros(2, 3, 5, 6)
     probabilities[0, :, :2] = 0.8
     probabilities[1, :, 3:] = 0.9
-    paths = write_davis_results(tmp_path, 2, "bike-packing", ["00000", "00001", "00002"], probabilities)
+    paths = write_davis_labels(tmp_path, 2, "bike-packing", ["00000", "00001", "00002"], davis_labels(probabilities))
     assert [p.relative_to(tmp_path).as_posix() for p in paths] == [f"anno_2/bike-packing/{t:05d}.png" for t in range(3)]
     with Image.open(paths[1]) as image:
         assert image.mode == "P" and image.size == (6, 5)
@@ -303,7 +304,7 @@ def test_write_davis_results_layout(tmp_path):
     expected[3:] = 2
     np.testing.assert_array_equal(labels, expected)
     with pytest.raises(ValueError, match="frame names"):
-        write_davis_results(tmp_path, 0, "x", ["00000"], probabilities)
+        write_davis_labels(tmp_path, 0, "x", ["00000"], davis_labels(probabilities))
 
 
 def naive_labels(probabilities: np.ndarray) -> np.ndarray:

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from wavecl.data.ytvos import read_index_mask
-from wavecl.evaluation.davis import davis_result_path, write_davis_results
+from wavecl.evaluation.davis import davis_labels, davis_result_path, write_davis_labels
 from wavecl.evaluation.sharing import SharedClipBatchSampler
 from wavecl.evaluation.video import RefDAVISEvaluator
 
@@ -88,7 +88,7 @@ def test_ref_davis_chunks_stay_on_one_rank_and_memory_stays_bounded(tmp_path, wo
     for key in dict.fromkeys(groups):
         members = [item for item in items if item["key"] == key]
         stacked = torch.stack([probabilities(item) for item in sorted(members, key=lambda i: i["object_index"])])
-        write_davis_results(expected_dir, key[1], key[0], members[0]["frame_names"], stacked)
+        write_davis_labels(expected_dir, key[1], key[0], members[0]["frame_names"], davis_labels(stacked))
         for name in members[0]["frame_names"]:
             written = read_index_mask(davis_result_path(tmp_path / "sharded", key[1], key[0], name))
             reference = read_index_mask(davis_result_path(expected_dir, key[1], key[0], name))

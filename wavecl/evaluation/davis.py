@@ -300,13 +300,13 @@ class DavisResult:
     per_object: dict[str, dict[str, float]]
 
 
-def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
-    """Write a CSV file atomically; floats with 5 decimals, as the toolkit prints them."""
+def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[object]], decimals: int = 5) -> None:
+    """Write a CSV file atomically; floats with ``decimals`` decimals (5, as the DAVIS toolkit prints them)."""
     with atomic_path(path) as temporary, open(temporary, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(header)
         for row in rows:
-            writer.writerow([f"{v:.5f}" if isinstance(v, float) else v for v in row])
+            writer.writerow([f"{v:.{decimals}f}" if isinstance(v, float) else v for v in row])
 
 
 def evaluate_davis_folder(
@@ -358,10 +358,10 @@ def evaluate_davis_folder(
         raise ValueError(f"no ground-truth objects found in {gt_dir} for sequences {list(sequences)[:5]}")
     means = {name: float(np.mean([o[name] for o in per_object.values()])) for name in OBJECT_COLUMNS}
     global_metrics = {"J&F-Mean": (means["J-Mean"] + means["F-Mean"]) / 2, **means}
-    _write_csv(
+    write_csv(
         results_dir / f"global_results-{subset}.csv", GLOBAL_COLUMNS, [[global_metrics[c] for c in GLOBAL_COLUMNS]]
     )
-    _write_csv(
+    write_csv(
         results_dir / f"per-sequence_results-{subset}.csv",
         ("Sequence", "J-Mean", "F-Mean"),
         [[name, o["J-Mean"], o["F-Mean"]] for name, o in per_object.items()],
@@ -405,7 +405,7 @@ def evaluate_ref_davis(
     }
     summary = dict(per_annotator)
     summary["mean"] = {c: float(np.mean([m[c] for m in per_annotator.values()])) for c in GLOBAL_COLUMNS}
-    _write_csv(
+    write_csv(
         results_root / f"global_results-{subset}.csv",
         ("annotator", *GLOBAL_COLUMNS),
         [[name, *(metrics[c] for c in GLOBAL_COLUMNS)] for name, metrics in summary.items()],
@@ -445,7 +445,7 @@ class ObjectMerge:
         wins = (score >= PROBABILITY_THRESHOLD) & (
             (score > self.best) | ((score == self.best) & (object_id < self.labels))
         )
-        self.labels = torch.where(wins, torch.tensor(object_id, dtype=torch.uint8, device=wins.device), self.labels)
+        self.labels = self.labels.masked_fill(wins, object_id)
         self.best = torch.where(wins, score, self.best)
 
 
@@ -498,26 +498,3 @@ def write_davis_labels(
         save_index_png(frame_labels, path, palette)
         paths.append(path)
     return paths
-
-
-def write_davis_results(
-    output_root: str | os.PathLike[str],
-    annotator: int,
-    video: str,
-    frame_names: Sequence[str],
-    probabilities: Tensor,
-    palette: list[int] | None = None,
-) -> list[Path]:
-    """Merge per-object probabilities (:func:`davis_labels`) and write them (:func:`write_davis_labels`).
-
-    Args:
-        probabilities: ``[N, T, H, W]`` per-object probabilities at the original resolution; any chunk
-            of a video's frames may be written separately.
-
-    Other arguments and the return value as in :func:`write_davis_labels`.
-    """
-    if probabilities.ndim != 4 or probabilities.shape[1] != len(frame_names):
-        raise ValueError(
-            f"probabilities {tuple(probabilities.shape)} must be [N, T, H, W] with T = {len(frame_names)} frame names"
-        )
-    return write_davis_labels(output_root, annotator, video, frame_names, davis_labels(probabilities), palette)

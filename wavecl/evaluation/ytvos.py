@@ -15,7 +15,6 @@ frame size), in a folder or a zip whose top-level folder is ``Annotations/``.
 
 from __future__ import annotations
 
-import csv
 import logging
 import os
 import zipfile
@@ -29,7 +28,7 @@ from torch import Tensor
 
 from wavecl.atomic import atomic_path, save_image, write_text
 from wavecl.data.ytvos import YTVOSGroundTruth, read_index_mask
-from wavecl.evaluation.davis import db_eval_boundary, db_eval_iou
+from wavecl.evaluation.davis import db_eval_boundary, db_eval_iou, write_csv
 
 logger = logging.getLogger(__name__)
 
@@ -188,12 +187,7 @@ def jf_summary(per_expression: Sequence[tuple[float, float]]) -> dict[str, float
     return {"J": j, "F": f, "J&F": (j + f) / 2, "expressions": float(len(per_expression))}
 
 
-def _write_per_expression(path: Path, rows: list[dict[str, object]]) -> None:
-    columns = ["video", "exp_id", "expression", "frames", "missing", "J", "F", "J&F"]
-    with atomic_path(path) as temporary, open(temporary, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
+PER_EXPRESSION_COLUMNS = ("video", "exp_id", "expression", "frames", "missing", "J", "F", "J&F")
 
 
 def score_ytvos_predictions(
@@ -227,7 +221,7 @@ def score_ytvos_predictions(
     for expression in ground_truth.expressions:
         by_video[expression.video_id].append(expression)
     per_expression: list[tuple[float, float]] = []
-    rows: list[dict[str, object]] = []
+    rows: list[tuple[object, ...]] = []
     missing: list[str] = []
     expected: set[str] = set()
     with SavedMasks(path) as saved:
@@ -256,21 +250,12 @@ def score_ytvos_predictions(
                 f = float(np.mean(db_eval_boundary(truth, predicted)))
                 per_expression.append((j, f))
                 rows.append(
-                    {
-                        "video": video_id,
-                        "exp_id": expression.exp_id,
-                        "expression": expression.text,
-                        "frames": len(expression.frames),
-                        "missing": absent,
-                        "J": f"{j:.6f}",
-                        "F": f"{f:.6f}",
-                        "J&F": f"{(j + f) / 2:.6f}",
-                    }
+                    (video_id, expression.exp_id, expression.text, len(expression.frames), absent, j, f, (j + f) / 2)
                 )
         extra = sorted(saved.members - expected)
     folder = None if per_expression_path is None else Path(per_expression_path).parent
     if per_expression_path is not None:
-        _write_per_expression(Path(per_expression_path), rows)
+        write_csv(Path(per_expression_path), PER_EXPRESSION_COLUMNS, rows, decimals=6)
     problems = (
         (MISSING_FILENAME, missing, f"lacks {len(missing)} of {len(expected)} masks, scored as empty masks"),
         (EXTRA_FILENAME, extra, f"holds {len(extra)} masks that the ground truth does not ask for, ignored"),

@@ -252,15 +252,15 @@ def write_predictions(
                 on_frame(index)
 
     sampled = [item for _, item in sample.items()]
+    shown = [name for name, _ in sampled]
     sheet = contact_sheet(
         [image for _, image in sampled],
         columns=min(SHEET_COLUMNS, len(sampled)),
         labels=sentences,
         colors=colors,
-        captions=[name for name, _ in sampled],
+        captions=shown,
         title=sheet_title(len(sampled), num_frames),
     )
     sheet_path = out_dir / "contact_sheet.png"
     save_png(sheet_path, sheet)
-    shown = [name for name, _ in sampled]
     return PredictionPaths(out_dir, mask_dirs, out_dir / "overlay.mp4", sheet_path, num_frames, shown, predictor.window)
