@@ -104,7 +104,7 @@ def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
             os.fsync(handle.fileno())
 
 
-def _unshared_cpu_tensors(model_state: dict[str, Tensor]) -> dict[str, Tensor]:
+def unshared_cpu_tensors(model_state: dict[str, Tensor]) -> dict[str, Tensor]:
     """Copy a state dict to contiguous CPU tensors that share no storage (safetensors refuses tensors
     that share memory, e.g. tied weights or views); every name is kept."""
     seen_storages: set[tuple[torch.device, int]] = set()
@@ -180,7 +180,7 @@ def save_checkpoint(
     """
     checkpoints_dir = Path(checkpoints_dir)
     paths = CheckpointPaths.of(checkpoints_dir / checkpoint_folder_name(epoch, step))
-    tensors = _unshared_cpu_tensors(model_state)
+    tensors = unshared_cpu_tensors(model_state)
     unknown = sorted(set(frozen) - set(tensors))
     if unknown:
         raise KeyError(f"frozen names not in the model state: {unknown[:5]}")

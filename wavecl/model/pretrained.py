@@ -30,14 +30,15 @@ from typing import TYPE_CHECKING, TypeVar
 import torch
 import transformers
 from safetensors.torch import save_file
-from torch import Tensor, nn
+from torch import nn
 
 if TYPE_CHECKING:
     from typing_extensions import Self
 
 from wavecl.atomic import atomic_path, temporary_directory
-from wavecl.checkpoint import MODEL_FILENAME, latest_checkpoint
+from wavecl.checkpoint import MODEL_FILENAME, latest_checkpoint, unshared_cpu_tensors
 from wavecl.config import ModelConfig, from_dict, load_config
+from wavecl.model.text import encoder_from_config
 from wavecl.model.weights import load_weights
 
 CONFIG_FILENAME = "config.json"
@@ -143,12 +144,12 @@ def resolve_pretrained(path: str | os.PathLike[str]) -> PretrainedSource:
 
 def _build_text_encoder(folder: Path) -> tuple[transformers.PreTrainedModel, transformers.PreTrainedTokenizerBase]:
     """A randomly initialised encoder from a saved Hugging Face config, and the saved tokenizer."""
+    encoder = encoder_from_config(folder)
     try:
-        encoder_config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True)
         tokenizer = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
     except (OSError, ValueError) as error:
-        raise ValueError(f"cannot read the text encoder config or tokenizer in {folder}: {error}") from error
-    return transformers.AutoModel.from_config(encoder_config).eval(), tokenizer
+        raise ValueError(f"cannot read the text encoder tokenizer in {folder}: {error}") from error
+    return encoder, tokenizer
 
 
 def build_pretrained(model_class: type[ModelT], source: PretrainedSource, device: str | torch.device = "cpu") -> ModelT:
@@ -171,14 +172,6 @@ def build_pretrained(model_class: type[ModelT], source: PretrainedSource, device
         model = model_class(source.config)
     load_weights(model, source.weights)
     return model.to(device).eval()
-
-
-def _cpu_tensors(model: nn.Module) -> dict[str, Tensor]:
-    """Every tensor of the state dict as its own contiguous CPU copy (safetensors stores no shared memory)."""
-    return {
-        name: tensor.detach().to("cpu", memory_format=torch.contiguous_format, copy=True)
-        for name, tensor in model.state_dict().items()
-    }
 
 
 def _replace_directory(staging: Path, directory: Path) -> None:
@@ -232,7 +225,7 @@ def save_pretrained(
             json.dumps(dataclasses.asdict(model.config), indent=2) + "\n", encoding="utf-8"
         )
         with atomic_path(staging / MODEL_FILENAME) as temporary:  # safetensors itself writes mode 0600
-            save_file(_cpu_tensors(model), str(temporary), metadata={"format": "pt"})
+            save_file(unshared_cpu_tensors(model.state_dict()), str(temporary), metadata={"format": "pt"})
         if eval_size is not None:
             values = {"short_size": int(eval_size[0]), "max_size": None if eval_size[1] is None else int(eval_size[1])}
             if window is not None:

@@ -58,6 +58,20 @@ def _from_folder(
     return encoder, tokenizer
 
 
+def encoder_from_config(folder: str | os.PathLike) -> transformers.PreTrainedModel:
+    """A randomly initialised encoder (eval mode) of the architecture in ``folder/config.json``; no
+    weights are read.
+
+    Raises:
+        ValueError: the config is missing or unreadable (named with the folder).
+    """
+    try:
+        encoder_config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"cannot read the text encoder config in {os.fspath(folder)}: {error}") from error
+    return transformers.AutoModel.from_config(encoder_config).eval()
+
+
 def _minilm_tokenizer() -> transformers.PreTrainedTokenizerBase:
     """The MiniLM (uncased BERT WordPiece, 30,522 ids) tokenizer, paired with the random encoders."""
     return transformers.AutoTokenizer.from_pretrained(minilm_folder(), local_files_only=True)
@@ -153,8 +167,7 @@ def text_encoder_of_shape(
         return load_text_encoder(spec)
     folder = Path(spec)
     if (folder / "config.json").is_file():
-        encoder_config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True)
-        return transformers.AutoModel.from_config(encoder_config).eval(), _minilm_tokenizer()
+        return encoder_from_config(folder), _minilm_tokenizer()
     if folder.name in _PUBLISHED_SHAPES:
         return load_text_encoder(_PUBLISHED_SHAPES[folder.name])
     raise FileNotFoundError(

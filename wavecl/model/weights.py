@@ -22,7 +22,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 from torch import Tensor, nn
 
 from wavecl import original
@@ -152,10 +151,10 @@ def load_weights(
         name, state = os.fspath(source), load_model_weights(Path(source))
     state, conversions, legacy = _normalised_state(state, name)
     expected = model.state_dict()
-    skip = tuple(skip)
-    skipped = [key for key in expected if key.startswith(skip)] if skip else []
-    state = {key: value for key, value in state.items() if not (skip and key.startswith(skip))}
-    missing = [key for key in expected if key not in state and key not in skipped]
+    skip = tuple(skip)  # str.startswith(()) is False: nothing skipped
+    skipped = [key for key in expected if key.startswith(skip)]
+    state = {key: value for key, value in state.items() if not key.startswith(skip)}
+    missing = [key for key in expected if key not in state and not key.startswith(skip)]
     unexpected = sorted(key for key in state if key not in expected)
     mismatched = [
         f"{key}: file {list(state[key].shape)}, model {list(tensor.shape)}"
@@ -166,8 +165,7 @@ def load_weights(
         cause = _likely_cause(missing, unexpected, mismatched, expected)
         raise CheckpointMismatchError(_mismatch_message(name, missing, unexpected, mismatched, cause))
     loadable = {key: value for key, value in state.items() if key in expected}
-    with torch.no_grad():
-        model.load_state_dict(loadable, strict=False)
+    model.load_state_dict(loadable, strict=False)
     for conversion in conversions:
         log.info("%s: %s", name, conversion)
     return LoadReport(sorted(loadable), skipped, missing, unexpected, conversions, legacy)
