@@ -14,6 +14,8 @@ from wavecl.config import AMP_CHOICES, DEFAULT_AMP, Config, apply_overrides, loa
 
 AMP_HELP = "mixed precision on CUDA: off (float32), bf16 (float16 with loss scaling where bf16 is not native) or fp16"
 
+COMPILE_HELP = "torch.compile the network's heavy parts (falls back to eager mode, with a warning, if it cannot)"
+
 console = Console(soft_wrap=True)  # long paths stay on one line, ready to copy
 error_console = Console(stderr=True, soft_wrap=True)
 
@@ -60,7 +62,7 @@ SHORTCUTS: dict[str, tuple[tuple[str, ...], str, dict[str, Any]]] = {
     "compile": (
         ("--compile",),
         "train.compile",
-        {"action": "store_true", "help": "torch.compile the network (eager, with a warning, where it cannot)"},
+        {"action": "store_true", "help": COMPILE_HELP},
     ),
     "window_size": (("--window-size", "-ws"), "data.window_size", {"type": int, "help": "frames per clip"}),
     "data_root": (("--data-root",), "data.root", {"type": str, "help": "dataset root folder"}),
@@ -168,7 +170,7 @@ def add_compile_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--compile",
         action="store_true",
-        help="torch.compile the network's heavy parts (falls back to eager mode, with a warning, if it cannot)",
+        help=COMPILE_HELP,
     )
 
 

@@ -103,10 +103,11 @@ def run(args: argparse.Namespace) -> None:
     from wavecl.evaluation.datasets import evaluate_model
     from wavecl.model.compile import compile_model
     from wavecl.model.wavecl import WaveCL
+    from wavecl.training.run_dir import CONFIG_FILENAME
 
     if args.out_dir is not None:
         out_dir = Path(args.out_dir)
-    elif run_dir is not None and config.data.dataset_name == load_config(run_dir / "config.yaml").data.dataset_name:
+    elif run_dir is not None and config.data.dataset_name == load_config(run_dir / CONFIG_FILENAME).data.dataset_name:
         out_dir = run_dir / "evaluation"  # the run's own directory, wherever it is now
     else:
         out_dir = config.run_directory() / "evaluation"
@@ -125,7 +126,7 @@ def run(args: argparse.Namespace) -> None:
             record = {
                 "dataset": config.data.dataset_name,
                 "checkpoint": str(source.absolute()),
-                "config": str(args.config if args.config is not None else run_dir / "config.yaml"),
+                "config": str(args.config if args.config is not None else run_dir / CONFIG_FILENAME),
                 "world_size": dist.world_size,
                 "precision": precision.summary(),
                 "metrics": metrics,
