@@ -384,8 +384,7 @@ def load_config(path: str | Path) -> Config:
         values = {}
     if not isinstance(values, dict):
         raise ValueError(f"{path}: top level must be a mapping")
-    original_keys = {*original.CONFIG_KEYS, "DeformTransformer", "VOC"}
-    if set(values) <= set(SECTIONS) or not set(values) & original_keys:
+    if not set(values) & original.ORIGINAL_CONFIG_KEYS:  # no section name is an original key
         return from_dict(values, str(path))
     return from_reference_dict(values, str(path))
 
@@ -400,7 +399,7 @@ def apply_overrides(config: Config, overrides: dict[str, Any]) -> Config:
     for dotted, value in overrides.items():
         section, _, name = dotted.partition(".")
         if section not in values or name not in values[section]:
-            if section in values:
+            if section in values:  # match the field name alone: the shared section prefix would match anything
                 close = difflib.get_close_matches(name, list(values[section]), n=1)
                 hint = f" (did you mean {section + '.' + close[0]!r}?)" if close else ""
             else:

@@ -88,6 +88,10 @@ CONFIG_KEYS: dict[str, tuple[str, str] | None] = {
     "img_folder": None,
     "ann_file": None,
 }
+NESTED_CONFIG_KEYS = ("DeformTransformer", "VOC")
+"""The original config's nested blocks, mapped onto :class:`~wavecl.config.ModelConfig`."""
+ORIGINAL_CONFIG_KEYS = frozenset({*CONFIG_KEYS, *NESTED_CONFIG_KEYS})
+"""Every top-level key an original WaveCL config may hold."""
 TRANSFORMER_KEYS = {
     "enc_layers": "enc_layers",
     "dec_layers": "dec_layers",
@@ -143,7 +147,7 @@ def nested_config(values: dict[str, Any], source: str = "config") -> dict[str, d
                 raise ValueError(f"{source}: VOC.window_size must be 0 (full temporal attention)")
             continue
         if key not in CONFIG_KEYS:
-            close = difflib.get_close_matches(key, [*CONFIG_KEYS, "DeformTransformer", "VOC"], n=1)
+            close = difflib.get_close_matches(key, sorted(ORIGINAL_CONFIG_KEYS), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ValueError(f"{source}: unknown key {key!r} in an original WaveCL config{hint}")
         target = CONFIG_KEYS[key]
