@@ -165,6 +165,20 @@ def add_device_argument(parser: argparse.ArgumentParser, default: str = "auto") 
     )
 
 
+def add_inference_settings_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--window``, ``--short-size`` and ``--max-size``, each defaulting to the checkpoint's
+    (:func:`wavecl.inference.run.inference_settings`)."""
+    parser.add_argument(
+        "--window", type=int, default=None, help="frames per clip (default: the checkpoint's data.window_size, else 8)"
+    )
+    parser.add_argument(
+        "--short-size", type=int, default=None, help="resize: short side (default: the checkpoint's, else 360)"
+    )
+    parser.add_argument(
+        "--max-size", type=int, default=None, help="resize: cap on the long side (default: the checkpoint's, else 640)"
+    )
+
+
 def add_compile_argument(parser: argparse.ArgumentParser) -> None:
     """``--compile``: ``torch.compile`` the network (eager, with one warning line, where unavailable)."""
     parser.add_argument(

@@ -7,7 +7,14 @@ from pathlib import Path
 
 from rich.markup import escape
 
-from wavecl.cli.common import add_amp_argument, add_compile_argument, add_device_argument, console, subcommand
+from wavecl.cli.common import (
+    add_amp_argument,
+    add_compile_argument,
+    add_device_argument,
+    add_inference_settings_arguments,
+    console,
+    subcommand,
+)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -63,15 +70,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--out-dir", "--output", dest="out_dir", default=None, help="output folder (default predictions/<video name>)"
     )
     add_device_argument(parser)
-    parser.add_argument(
-        "--window", type=int, default=None, help="frames per clip (default: the checkpoint's data.window_size, else 8)"
-    )
-    parser.add_argument(
-        "--short-size", type=int, default=None, help="resize: short side (default: the checkpoint's, else 360)"
-    )
-    parser.add_argument(
-        "--max-size", type=int, default=None, help="resize: cap on the long side (default: the checkpoint's, else 640)"
-    )
+    add_inference_settings_arguments(parser)
     add_amp_argument(parser)
     parser.add_argument(
         "--sentences-per-pass",

@@ -6,7 +6,13 @@ import argparse
 
 from rich.markup import escape
 
-from wavecl.cli.common import add_amp_argument, add_device_argument, error_console, subcommand
+from wavecl.cli.common import (
+    add_amp_argument,
+    add_device_argument,
+    add_inference_settings_arguments,
+    error_console,
+    subcommand,
+)
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
@@ -61,15 +67,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     add_device_argument(parser)
-    parser.add_argument(
-        "--window", type=int, default=None, help="default frames per clip (default: the checkpoint's, else 8)"
-    )
-    parser.add_argument(
-        "--short-size", type=int, default=None, help="default resize: short side (default: the checkpoint's, else 360)"
-    )
-    parser.add_argument(
-        "--max-size", type=int, default=None, help="resize: cap on the long side (default: the checkpoint's, else 640)"
-    )
+    add_inference_settings_arguments(parser)
     parser.add_argument("--max-frames", type=int, default=300, help="longest video accepted, in frames (default 300)")
     parser.add_argument(
         "--max-upload-mb", type=float, default=100.0, help="largest upload accepted, in MB of 2^20 bytes (default 100)"
