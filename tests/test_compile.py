@@ -1,5 +1,6 @@
-"""``torch.compile`` of the network: compiled outputs equal eager outputs, and compilation that is
-unavailable or fails falls back to eager mode with one warning line."""
+"""``torch.compile`` of the network: compiled outputs equal eager outputs, each part compiles to one
+graph per clip shape, and compilation that is unavailable or fails falls back to eager mode with one
+warning line."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ def tiny_model() -> WaveCL:
 
 
 def inputs(T=2, B=2, H=37, W=53):
-    generator = torch.Generator().manual_seed(0)
+    generator = torch.Generator().manual_seed(T * H * W)
     frames = torch.randn(T, B, 3, H, W, generator=generator)
     pad_mask = torch.zeros(T, B, H, W, dtype=torch.bool)
     pad_mask[:, 1, H - 5 :] = True
@@ -42,12 +43,12 @@ def inputs(T=2, B=2, H=37, W=53):
     return frames, pad_mask, TEXTS[:B], sizes
 
 
-def outputs(model, train: bool):
+def outputs(model, train: bool, **shape):
     """Every prediction of every layer, and in training mode the gradient of a loss over all of them."""
     model.train(train)
     model.zero_grad(set_to_none=True)
     with torch.set_grad_enabled(train):
-        output = model(*inputs())
+        output = model(*inputs(**shape))
     layers = [output, *output.aux_outputs]
     values = {
         f"{index}.{name}": getattr(layer, name).detach()
@@ -78,6 +79,45 @@ def test_compiled_outputs_equal_eager_outputs(caplog):
     assert all(isinstance(model.get_submodule(name).forward, type(guards[0])) for name in QUICK_PARTS)
     assert model.state_dict().keys() == tiny_model().state_dict().keys()
     assert_same(actual, expected)
+
+
+class GraphCounter:
+    """A backend that runs the captured graphs as they are and counts them (one per compilation)."""
+
+    def __init__(self) -> None:
+        self.graphs = 0
+
+    def __call__(self, graph_module, example_inputs):
+        self.graphs += 1
+        return graph_module.forward
+
+
+CLIP_SHAPES = ({"T": 2, "H": 37, "W": 53}, {"T": 3, "H": 48, "W": 64}, {"T": 4, "H": 64, "W": 40})
+
+
+def test_each_part_compiles_one_graph_per_clip_shape():
+    """No graph break (a break splits a call into several graphs) and one compilation per clip shape:
+    three shapes give three graphs per part, and a shape seen before compiles nothing."""
+    model = tiny_model()
+    expected = [outputs(model, train=False, **shape) for shape in CLIP_SHAPES]
+    counters = {name: GraphCounter() for name in COMPILED_PARTS}
+    for name, counter in counters.items():
+        compile_model(model, backend=counter, parts=(name,))
+    for shape, eager in zip(CLIP_SHAPES, expected):
+        assert_same(outputs(model, train=False, **shape), eager)
+    assert_same(outputs(model, train=False, **CLIP_SHAPES[0]), expected[0])
+    assert {name: counter.graphs for name, counter in counters.items()} == dict.fromkeys(COMPILED_PARTS, 3)
+    assert not torch._dynamo.utils.counters["graph_break"]
+
+
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
+def test_backbone_traces_without_graph_breaks(train):
+    """``torch._dynamo.explain`` of the backbone: its window layouts are graph constants, not traced."""
+    model = tiny_model().train(train)
+    frames = inputs()[0].transpose(0, 1)  # [B, T, 3, H, W]
+    with torch.set_grad_enabled(train):
+        explanation = torch._dynamo.explain(model.backbone.forward)(frames)
+    assert (explanation.graph_count, explanation.graph_break_count) == (1, 0), explanation.break_reasons
 
 
 @pytest.mark.slow

@@ -6,6 +6,13 @@ dicts, forward hooks and every entry point (``forward``, ``encode_video``, ``seg
 they are. The text encoder and the tokenizer stay eager (Python string handling, one shape per
 sentence length).
 
+Shapes are static: each part compiles once per input shape (frames, height and width of the clip), and
+the window layouts and level tables of that shape are constants of its graph
+(:mod:`wavecl.model.shape_cache`), so the backbone and the deformable attention compile to one graph each
+with no break. Clips resized to a fixed short side come in a handful of shapes (one per aspect ratio, plus
+a shorter last window); past TorchDynamo's recompile limit (:data:`RECOMPILE_LIMIT` here) a further shape
+runs eagerly, with dynamo's own warning.
+
 Compilation can be unavailable (an old torch, a Python version TorchDynamo does not support, an
 unknown backend) or fail when it first runs (no C++ compiler for inductor on the CPU, an
 unsupported operator). Either way the model runs eagerly and one warning line names why.
@@ -25,6 +32,9 @@ log = logging.getLogger(__name__)
 
 COMPILED_PARTS = ("backbone", "transformer", "voc", "spatial_decoder")
 """The submodules of :class:`wavecl.model.wavecl.WaveCL` that :func:`compile_model` compiles."""
+
+RECOMPILE_LIMIT = 16
+"""Compiled shapes kept per part (TorchDynamo's ``recompile_limit``, raised from its default of 8 when lower)."""
 
 Backend = str | Callable[..., Any]
 
@@ -98,7 +108,8 @@ def compile_model(
         backend: a ``torch.compile`` backend name (``"inductor"``; ``"aot_eager"`` traces without
             generating code) or a backend callable.
         parts: dotted names of the submodules to compile.
-        options: further ``torch.compile`` keywords (``mode``, ``dynamic``, ...).
+        options: further ``torch.compile`` keywords (``mode``, ...); ``dynamic`` is ``False`` unless given
+            (the shape caches need static shapes, see the module docstring).
 
     Returns:
         The guarded ``forward`` of each compiled part (empty when compilation is unavailable: then one
@@ -112,6 +123,10 @@ def compile_model(
     if reason is not None:
         log.warning("torch.compile unavailable (%s); running eagerly", reason)
         return []
+    import torch._dynamo as dynamo
+
+    dynamo.config.recompile_limit = max(dynamo.config.recompile_limit, RECOMPILE_LIMIT)
+    options = {"dynamic": False, **options}
     guards = []
     for name, module in modules:
         eager = module.forward

@@ -21,15 +21,18 @@ def cached_per_shape(function: Callable[P, R]) -> Callable[P, R]:
     """Decorate a pure function of hashable shape arguments (and a device) whose result holds tensors.
 
     Results are kept (the 64 most recent argument sets) and built outside ``torch.inference_mode``, so
-    a result first built during inference can be saved for backward by a later training step. Under
-    ``torch.compile`` the function is traced instead: a cache means nothing to a trace (and dynamo warns
-    about ``functools.lru_cache``).
+    a result first built during inference can be saved for backward by a later training step.
+
+    Under ``torch.compile`` the function is not traced: TorchDynamo calls it while tracing and puts its
+    tensors into the graph as constants (:func:`torch.compiler.assume_constant_result`). Its Python loops
+    and host reads therefore break no graph, and the compiled code reads the tensors instead of building
+    them on every call. That needs arguments dynamo knows as Python constants, i.e. static shapes, which
+    is how :func:`wavecl.model.compile.compile_model` compiles.
     """
-    build = torch.inference_mode(False)(function)
-    cached = functools.lru_cache(maxsize=64)(build)
+    cached = functools.lru_cache(maxsize=64)(torch.inference_mode(False)(function))
 
     @functools.wraps(function)
     def shape_cached(*args: P.args, **kwargs: P.kwargs) -> R:
-        return build(*args, **kwargs) if torch.compiler.is_compiling() else cached(*args, **kwargs)
+        return cached(*args, **kwargs)
 
-    return shape_cached
+    return torch.compiler.assume_constant_result(shape_cached)
