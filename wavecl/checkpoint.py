@@ -143,12 +143,9 @@ def _tensor_digest(tensors: dict[str, Tensor]) -> str:
     return digest.hexdigest()[:16]
 
 
-def _write_frozen(checkpoints_dir: Path, tensors: dict[str, Tensor]) -> str:
-    """Write the frozen tensors once (``frozen-<digest>.safetensors``); returns the file name."""
-    name = f"{FROZEN_PREFIX}{_tensor_digest(tensors)}.safetensors"
-    if not (checkpoints_dir / name).is_file():
-        _write_atomically(checkpoints_dir / name, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
-    return name
+def _frozen_name(tensors: dict[str, Tensor]) -> str:
+    """The file name of the frozen tensors: ``frozen-<digest>.safetensors``."""
+    return f"{FROZEN_PREFIX}{_tensor_digest(tensors)}.safetensors"
 
 
 def save_checkpoint(
@@ -191,9 +188,17 @@ def save_checkpoint(
     if unknown:
         raise KeyError(f"frozen names not in the model state: {unknown[:5]}")
     checkpoints_dir.mkdir(parents=True, exist_ok=True)
-    needed = _tensor_bytes(tensors) + _tensor_bytes(training_state)
+    frozen_tensors = {name: tensors.pop(name) for name in sorted(frozen)}
+    frozen_file = checkpoints_dir / _frozen_name(frozen_tensors) if frozen_tensors else None
+    new_frozen = {} if frozen_file is None or frozen_file.is_file() else frozen_tensors
+    needed = _tensor_bytes(tensors) + _tensor_bytes(training_state) + _tensor_bytes(new_frozen)
+    metadata = {"format": "pt"}
+    if frozen_file is not None:
+        metadata[FROZEN_METADATA_KEY] = f"../{frozen_file.name}"
     try:
-        _write_folder(checkpoints_dir, paths, tensors, training_state, frozen)
+        if new_frozen:
+            _write_atomically(frozen_file, lambda tmp: save_file(new_frozen, str(tmp), metadata={"format": "pt"}))
+        _write_folder(paths, tensors, metadata, training_state)
         _write_atomically(checkpoints_dir / LAST_POINTER, lambda tmp: tmp.write_text(paths.directory.name + "\n"))
     except OSError as error:
         if error.errno not in NO_SPACE_ERRNOS:
@@ -215,18 +220,10 @@ def _tensor_bytes(value: Any) -> int:
 
 
 def _write_folder(
-    checkpoints_dir: Path,
-    paths: CheckpointPaths,
-    tensors: dict[str, Tensor],
-    training_state: dict[str, Any],
-    frozen: Collection[str],
+    paths: CheckpointPaths, tensors: dict[str, Tensor], metadata: dict[str, str], training_state: dict[str, Any]
 ) -> None:
-    """Write the frozen file (when new) and the folder ``paths.directory`` under a temporary name, then
-    rename it into place; the temporary folder is removed whatever happens."""
-    metadata = {"format": "pt"}
-    if frozen:
-        frozen_tensors = {name: tensors.pop(name) for name in sorted(frozen)}
-        metadata[FROZEN_METADATA_KEY] = f"../{_write_frozen(checkpoints_dir, frozen_tensors)}"
+    """Write the folder ``paths.directory`` under a temporary name beside it, then rename it into place;
+    the temporary folder is removed whatever happens."""
     staging = temporary_directory(paths.directory)
     written = CheckpointPaths.of(staging)
 
