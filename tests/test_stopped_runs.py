@@ -51,15 +51,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
-# Runs `wavecl` with the safetensors writer of checkpoints replaced: once it has written a file inside a
-# checkpoint folder still being assembled, it touches $WRITER_STARTED and then either waits to be
-# signalled (WRITER_ACTION=wait) or kills its own process (WRITER_ACTION=kill).
+# Runs `wavecl` with the safetensors writer of checkpoints replaced: once it has written the weights of
+# a checkpoint folder, before the folder is complete, it touches $WRITER_STARTED and then either waits
+# to be signalled (WRITER_ACTION=wait) or kills its own process (WRITER_ACTION=kill).
 DRIVER = """
 import os, signal, sys, time
 from pathlib import Path
 
 import wavecl.checkpoint as checkpoint
-from wavecl.atomic import is_temporary
 from wavecl.cli import main
 
 write = checkpoint.save_file
@@ -67,7 +66,7 @@ write = checkpoint.save_file
 
 def stalled(tensors, filename, metadata=None):
     write(tensors, filename, metadata=metadata)
-    if is_temporary(Path(filename).parent):
+    if Path(filename).parent.name.lstrip(".").startswith("epoch_"):
         Path(os.environ["WRITER_STARTED"]).touch()
         if os.environ["WRITER_ACTION"] == "kill":
             os.kill(os.getpid(), signal.SIGKILL)
@@ -148,9 +147,11 @@ def test_leftovers_of_a_killed_checkpoint_writer_are_removed_by_the_next_start(d
     run_dir = output / "synthetic" / "tiny"
     killed = stop_in_checkpoint_writer(tmp_path, train_arguments(output, data_root), "kill")
     assert killed.returncode == -signal.SIGKILL
-    (leftover,) = temporaries(run_dir)  # the checkpoint folder being assembled, with its weights file
+    # the checkpoint folder being assembled, holding the temporary file of its weights
+    (leftover, weights) = temporaries(run_dir)
     assert leftover.parent == run_dir / "checkpoints" and leftover.name.startswith(".epoch_0000.")
-    assert any(path.stat().st_size > 0 for path in leftover.iterdir())
+    assert weights.parent == leftover and weights.name.startswith(".model.safetensors.")
+    assert weights.stat().st_size > 0
 
     config = tiny_config(data_root, output, "tiny", train__epochs=1)
     with caplog.at_level(logging.WARNING, logger="wavecl.train"):
@@ -182,7 +183,7 @@ def test_disk_full_while_writing_a_checkpoint(data_root, tmp_path, monkeypatch, 
     write, calls = checkpoint_module.save_file, []
 
     def fill_the_disk(tensors, filename, metadata=None):
-        if is_temporary(Path(filename).parent):  # a checkpoint folder being assembled
+        if Path(filename).parent.name.lstrip(".").startswith("epoch_"):  # a checkpoint folder's weights
             calls.append(filename)
             if len(calls) == 2:
                 Path(filename).write_bytes(b"\0" * 4096)
