@@ -202,8 +202,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--out-dir",
         default=None,
-        help="where predictions, metrics.json and per-item tables (per_expression.csv) go; with --predictions, "
-        "nothing is written without it",
+        help="where predictions, metrics.json and per-item tables (per_expression.csv) go, replacing the folder "
+        "whole when the evaluation is complete (a folder holding files but no metrics.json is refused); with "
+        "--predictions, only the tables and metrics.json are written (metrics.json last), nothing without it",
     )
     add_device_argument(parser)
     parser.set_defaults(handler=run)
