@@ -217,7 +217,8 @@ class Trainer:
         dist: this process's place in the job (:func:`wavecl.distributed.init_distributed`).
         explicit_overrides: the configuration fields given on the command line (saved in the run).
         resume: a run directory, checkpoint folder or pointer of the run to continue, or None. The run
-            continues in its own directory, whatever ``config.run_directory()`` says.
+            continues in its own directory, whatever ``config.run_directory()`` says; a run directory
+            stopped before its first checkpoint starts again from the beginning there.
 
     Raises:
         RunDirectoryError: another process trains in the run directory; a new run's directory already
