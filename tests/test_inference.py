@@ -16,6 +16,7 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+import wavecl.inference.run as run_module
 from wavecl.checkpoint import save_checkpoint
 from wavecl.config import apply_overrides, load_config
 from wavecl.data.synthetic import sample_synthetic_video
@@ -531,6 +532,42 @@ def test_predict_video_writes_masks_overlay_video_and_contact_sheet(
     assert sheet.shape == (title_height("x") + 2 * HEIGHT + legend_height(2), 4 * WIDTH, 3)
     assert paths.sheet_frames == [f.stem for f in files] and paths.window == 4
     assert sorted(p.name for p in paths.out_dir.iterdir()) == ["contact_sheet.png", "masks", "overlay.mp4"]
+
+
+def test_interrupted_predict_leaves_the_previous_output_whole(
+    pretrained_dir: Path, frames: np.ndarray, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A prediction stopped half-way changes nothing; a finished one replaces the previous masks whole
+    (no sentence of the earlier prediction is left beside the new one) and leaves other files alone."""
+    write_video(tmp_path / "clip.mp4", list(frames), fps=8)
+    out = tmp_path / "out"
+    predict_video(pretrained_dir, tmp_path / "clip.mp4", SENTENCES, out, window=4, progress=False)
+    (out / "notes.txt").write_text("mine")
+
+    def files() -> dict[str, bytes]:
+        return {str(path.relative_to(out)): path.read_bytes() for path in sorted(out.rglob("*")) if path.is_file()}
+
+    before = files()
+    write, calls = run_module.save_png, []
+
+    def interrupt_midway(path, image):
+        calls.append(path)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        write(path, image)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(run_module, "save_png", interrupt_midway)
+        with pytest.raises(KeyboardInterrupt):
+            predict_video(pretrained_dir, tmp_path / "clip.mp4", ["a green ball"], out, window=4, progress=False)
+    assert files() == before  # hidden temporaries included
+
+    paths = predict_video(pretrained_dir, tmp_path / "clip.mp4", ["a green ball"], out, window=4, progress=False)
+    assert [path.name for path in (out / "masks").iterdir()] == ["0_a_green_ball"] == [p.name for p in paths.mask_dirs]
+    assert len(list(paths.mask_dirs[0].iterdir())) == len(frames)
+    assert sorted(path.name for path in out.iterdir()) == ["contact_sheet.png", "masks", "notes.txt", "overlay.mp4"]
+    assert (out / "notes.txt").read_text() == "mine"
+    assert files()["overlay.mp4"] != before["overlay.mp4"]
 
 
 def test_predict_video_on_a_turned_phone_video_writes_upright_masks_and_overlay(

@@ -24,7 +24,9 @@ from wavecl.training.run_dir import (
     append_resume,
     config_differences,
     logged_epochs,
+    open_run_directory,
     require_fresh_run_directory,
+    resume_checkpoint,
     resume_config,
     run_directory_of,
     start_history,
@@ -153,3 +155,35 @@ def test_history_only_grows_and_fresh_runs_refuse_an_existing_run(tmp_path):
     (run / "log.jsonl").write_text('{"epoch": 0}\nnot json\n')
     with pytest.raises(RunDirectoryError, match=r"log\.jsonl line 2"):
         logged_epochs(run)
+
+
+def test_a_run_stopped_before_its_first_checkpoint_resumes_from_the_beginning_or_starts_afresh(tmp_path, caplog):
+    """What such a run holds (its config, history, the frozen weights and a killed writer's temporary
+    folder) is no checkpoint: --resume finds the run and no checkpoint, a new run may take its place,
+    and opening it removes the temporaries, naming them."""
+    run = tmp_path / "runs" / "synthetic" / "v1"
+    write_text(run / "config.yaml", Config().to_yaml())
+    start_history(run, {"command": ["wavecl", "train"]})
+    write_text(run / "checkpoints" / "frozen-0123456789abcdef.safetensors", "weights")
+    unfinished = run / "checkpoints" / ".epoch_0000.0123456789ab.tmp"
+    write_text(unfinished / ".model.safetensors.ba9876543210.tmp", "half")
+    half_config = run / ".config.yaml.00112233aabb.tmp"
+    write_text(half_config, "half")
+    evaluation = run / ".evaluation.445566778899.tmp"  # `wavecl evaluate` may be writing it now
+    evaluation.mkdir()
+
+    assert resume_checkpoint(run) is None and run_directory_of(run) == run
+    with caplog.at_level(logging.WARNING, logger="wavecl.train"):
+        lock = open_run_directory(run, fresh=True)
+    lock.release()
+    assert "holds a run stopped before its first checkpoint: starting a new run in its place" in caplog.text
+    for leftover in (unfinished, half_config):
+        assert f"removed {leftover}, left unfinished by an interrupted process" in caplog.text
+        assert not leftover.exists()
+    assert evaluation.is_dir() and (run / "checkpoints" / "frozen-0123456789abcdef.safetensors").is_file()
+
+    save_checkpoint(run / "checkpoints", 0, {}, {"epoch": 0})
+    assert resume_checkpoint(run) == run / "checkpoints" / "epoch_0000"
+    with pytest.raises(RunDirectoryError, match=r"already holds a run \(checkpoints/\)"):
+        open_run_directory(run, fresh=True)
+    assert not (run / LOCK_FILENAME).exists()

@@ -17,12 +17,16 @@ by a digest of their contents, shared by every checkpoint folder of the run; eac
 without it fails with a message naming the missing file (``wavecl export`` writes a self-contained
 folder).
 
-Every file is written to a temporary file in the same folder and moved into place with ``os.replace``
-(:func:`wavecl.atomic.atomic_path`), and ``last`` is updated only after both files of an epoch exist,
-so a crash never leaves a pointer to a partial checkpoint. Nothing is ever unpickled with the full
-pickle machinery: every ``torch.load`` of the package goes through :func:`load_weights_only`, which
-refuses any object that would run code; ``.pth``/``.pth.tar`` checkpoints (the original repository's,
-:mod:`wavecl.original`) are read the same way.
+A checkpoint folder is written whole under a temporary name beside its final one and then renamed
+into place (:func:`wavecl.atomic.replace_directory`), and ``last`` is updated only after that, so a
+folder named ``epoch_*`` is always complete and a crash never leaves a pointer to a partial checkpoint.
+A failed write (an exception, ``KeyboardInterrupt``, a full disk) removes its temporary folder and
+leaves the previous checkpoints and ``last`` as they were; what a killed process leaves is named as a
+temporary (:func:`wavecl.atomic.is_temporary`) and removed by the next trainer of the run.
+
+Nothing is ever unpickled with the full pickle machinery: every ``torch.load`` of the package goes
+through :func:`load_weights_only`, which refuses any object that would run code; ``.pth``/``.pth.tar``
+checkpoints (the original repository's, :mod:`wavecl.original`) are read the same way.
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from wavecl import original
-from wavecl.atomic import atomic_path
+from wavecl.atomic import NO_SPACE_ERRNOS, atomic_path, disk_full_error, replace_directory, temporary_directory
 
 MODEL_FILENAME = "model.safetensors"
 STATE_FILENAME = "state.pt"
@@ -139,12 +143,9 @@ def _tensor_digest(tensors: dict[str, Tensor]) -> str:
     return digest.hexdigest()[:16]
 
 
-def _write_frozen(checkpoints_dir: Path, tensors: dict[str, Tensor]) -> str:
-    """Write the frozen tensors once (``frozen-<digest>.safetensors``); returns the file name."""
-    name = f"{FROZEN_PREFIX}{_tensor_digest(tensors)}.safetensors"
-    if not (checkpoints_dir / name).is_file():
-        _write_atomically(checkpoints_dir / name, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
-    return name
+def _frozen_name(tensors: dict[str, Tensor]) -> str:
+    """The file name of the frozen tensors: ``frozen-<digest>.safetensors``."""
+    return f"{FROZEN_PREFIX}{_tensor_digest(tensors)}.safetensors"
 
 
 def save_checkpoint(
@@ -155,7 +156,7 @@ def save_checkpoint(
     step: int | None = None,
     frozen: Collection[str] = (),
 ) -> CheckpointPaths:
-    """Write ``<folder>/{model.safetensors, state.pt}`` atomically, then point ``last`` at it.
+    """Write ``<folder>/{model.safetensors, state.pt}`` as a whole, then point ``last`` at it.
 
     Args:
         checkpoints_dir: the run's ``checkpoints`` folder; created if needed.
@@ -176,7 +177,9 @@ def save_checkpoint(
     Raises:
         KeyError: a ``frozen`` name is not in ``model_state``.
         TypeError: ``training_state`` holds an object the weights-only loader would refuse (checked
-            before the file is moved into place, so nothing unloadable is ever written).
+            before the folder is moved into place, so nothing unloadable is ever written).
+        DiskFullError: the disk or quota is full (the message names the folder, the space needed and
+            free); no part of this checkpoint is left and ``last`` still names the previous one.
     """
     checkpoints_dir = Path(checkpoints_dir)
     paths = CheckpointPaths.of(checkpoints_dir / checkpoint_folder_name(epoch, step))
@@ -184,11 +187,45 @@ def save_checkpoint(
     unknown = sorted(set(frozen) - set(tensors))
     if unknown:
         raise KeyError(f"frozen names not in the model state: {unknown[:5]}")
+    checkpoints_dir.mkdir(parents=True, exist_ok=True)
+    frozen_tensors = {name: tensors.pop(name) for name in sorted(frozen)}
+    frozen_file = checkpoints_dir / _frozen_name(frozen_tensors) if frozen_tensors else None
+    new_frozen = {} if frozen_file is None or frozen_file.is_file() else frozen_tensors
+    needed = _tensor_bytes(tensors) + _tensor_bytes(training_state) + _tensor_bytes(new_frozen)
     metadata = {"format": "pt"}
-    if frozen:
-        frozen_tensors = {name: tensors.pop(name) for name in sorted(frozen)}
-        metadata[FROZEN_METADATA_KEY] = f"../{_write_frozen(checkpoints_dir, frozen_tensors)}"
-    _write_atomically(paths.model, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    if frozen_file is not None:
+        metadata[FROZEN_METADATA_KEY] = f"../{frozen_file.name}"
+    try:
+        if new_frozen:
+            _write_atomically(frozen_file, lambda tmp: save_file(new_frozen, str(tmp), metadata={"format": "pt"}))
+        _write_folder(paths, tensors, metadata, training_state)
+        _write_atomically(checkpoints_dir / LAST_POINTER, lambda tmp: tmp.write_text(paths.directory.name + "\n"))
+    except OSError as error:
+        if error.errno not in NO_SPACE_ERRNOS:
+            raise
+        raise disk_full_error(checkpoints_dir, f"checkpoint {paths.directory.name}", needed) from None
+    return paths
+
+
+def _tensor_bytes(value: Any) -> int:
+    """Bytes of the tensors in ``value`` (a tensor, or dicts/lists/tuples holding them): the bulk of a
+    checkpoint's size."""
+    if isinstance(value, Tensor):
+        return value.nbytes
+    if isinstance(value, dict):
+        return sum(_tensor_bytes(item) for item in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(_tensor_bytes(item) for item in value)
+    return 0
+
+
+def _write_folder(
+    paths: CheckpointPaths, tensors: dict[str, Tensor], metadata: dict[str, str], training_state: dict[str, Any]
+) -> None:
+    """Write the folder ``paths.directory`` under a temporary name beside it, then rename it into place;
+    the temporary folder is removed whatever happens."""
+    staging = temporary_directory(paths.directory)
+    written = CheckpointPaths.of(staging)
 
     def write_state(tmp: Path) -> None:
         torch.save(training_state, tmp)
@@ -200,9 +237,24 @@ def save_checkpoint(
                 f"refuses; convert them to tensors or plain types: {error}"
             ) from None
 
-    _write_atomically(paths.state, write_state)
-    _write_atomically(checkpoints_dir / LAST_POINTER, lambda tmp: tmp.write_text(paths.directory.name + "\n"))
-    return paths
+    try:
+        _write_atomically(written.model, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+        _write_atomically(written.state, write_state)
+        replace_directory(staging, paths.directory)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def has_checkpoint(checkpoints_dir: str | Path) -> bool:
+    """Whether ``checkpoints_dir`` holds a complete checkpoint folder (named by
+    :func:`checkpoint_folder_name`, with both files); temporaries and frozen files do not count."""
+    checkpoints_dir = Path(checkpoints_dir)
+    return checkpoints_dir.is_dir() and any(
+        parse_checkpoint_folder_name(folder.name) is not None
+        and (folder / MODEL_FILENAME).is_file()
+        and (folder / STATE_FILENAME).is_file()
+        for folder in checkpoints_dir.iterdir()
+    )
 
 
 def _frozen_file(weights_file: Path) -> Path | None:

@@ -1,9 +1,13 @@
 """What the ``wavecl`` commands share: the config flags and their shortcuts, the consoles, the
-metrics table and the sub-parser layout."""
+metrics table, the sub-parser layout and the handling of SIGTERM and Ctrl-C."""
 
 from __future__ import annotations
 
 import argparse
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
@@ -191,3 +195,30 @@ def add_compile_argument(parser: argparse.ArgumentParser) -> None:
 def add_amp_argument(parser: argparse.ArgumentParser) -> None:
     """``--amp off|bf16|fp16`` for commands without a config (default: the one default of every amp setting)."""
     parser.add_argument("--amp", choices=AMP_CHOICES, default=DEFAULT_AMP, help=f"{AMP_HELP} (default {DEFAULT_AMP})")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread as Ctrl-C raises ``KeyboardInterrupt``, so that ``finally``
+    blocks and context managers (temporary files, the run's lock) clean up before the process ends."""
+
+
+@contextmanager
+def stop_cleanly_on_signals() -> Iterator[None]:
+    """Within the block, SIGTERM raises :class:`Terminated` (a second one is ignored while cleaning up);
+    Ctrl-C or SIGTERM then ends the process with one line on stderr and exit status 130 or 143 (128 +
+    the signal's number) instead of a traceback. The previous SIGTERM handler is restored on the way out.
+    Main thread only (where Python runs signal handlers)."""
+
+    def terminate(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    except KeyboardInterrupt as interrupt:
+        received = signal.SIGTERM if isinstance(interrupt, Terminated) else signal.SIGINT
+        error_console.print(f"[red]stopped by {received.name}[/red]")
+        sys.exit(128 + received)
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -17,11 +17,10 @@ from wavecl.cli.common import (
     explicit_overrides,
     print_metrics_table,
     resolve_config,
+    stop_cleanly_on_signals,
     subcommand,
 )
 from wavecl.config import Config, load_config
-
-METRICS_FILENAME = "metrics.json"
 
 
 def load_evaluation_weights(model, checkpoint: str | Path) -> Path:
@@ -79,9 +78,26 @@ def print_tables_written(out_dir: Path) -> None:
         console.print(f"J, F and J&F per expression: {escape(str(out_dir / PER_EXPRESSION_FILENAME))}")
 
 
+def require_replaceable(out_dir: Path) -> None:
+    """Refuse an ``--out-dir`` that holds files but no ``metrics.json``: the evaluation replaces the folder
+    whole, and such a folder is not an earlier evaluation's.
+
+    Raises:
+        ValueError: naming the folder.
+    """
+    from wavecl.evaluation.datasets import METRICS_FILENAME
+
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / METRICS_FILENAME).is_file():
+        raise ValueError(
+            f"--out-dir {out_dir} holds files but no {METRICS_FILENAME}, so it is not the output of an earlier "
+            f"evaluation, and an evaluation replaces its folder whole: choose another folder, or empty this one"
+        )
+
+
 def run(args: argparse.Namespace) -> None:
     """Run the model over the config's evaluation split, or score ``--predictions``; print the metrics."""
     from wavecl.atomic import write_json
+    from wavecl.evaluation.datasets import METRICS_FILENAME
 
     if (args.checkpoint is None) == (args.predictions is None):
         raise ValueError("give exactly one of --checkpoint (run the model) and --predictions (score saved predictions)")
@@ -89,6 +105,8 @@ def run(args: argparse.Namespace) -> None:
     if args.predictions is not None:
         from wavecl.evaluation.datasets import evaluate_saved_predictions
 
+        if args.out_dir is not None:  # metrics.json marks a finished scoring: gone until this one is
+            (Path(args.out_dir) / METRICS_FILENAME).unlink(missing_ok=True)
         metrics = evaluate_saved_predictions(config, args.predictions, args.out_dir)
         record = {"dataset": config.data.dataset_name, "predictions": str(args.predictions), "metrics": metrics}
         if args.out_dir is not None:
@@ -98,19 +116,29 @@ def run(args: argparse.Namespace) -> None:
         print_metrics_table(f"{config.data.dataset_name} evaluation of saved predictions", metrics)
         return
 
-    from wavecl.amp import decide_precision
-    from wavecl.distributed import cleanup, init_distributed
-    from wavecl.evaluation.datasets import evaluate_model
-    from wavecl.model.compile import compile_model
-    from wavecl.model.wavecl import WaveCL
     from wavecl.training.run_dir import CONFIG_FILENAME
 
     if args.out_dir is not None:
         out_dir = Path(args.out_dir)
+        require_replaceable(out_dir)
     elif run_dir is not None and config.data.dataset_name == load_config(run_dir / CONFIG_FILENAME).data.dataset_name:
         out_dir = run_dir / "evaluation"  # the run's own directory, wherever it is now
     else:
         out_dir = config.run_directory() / "evaluation"
+    with stop_cleanly_on_signals():  # SIGTERM, like Ctrl-C, removes the unfinished folder beside out_dir
+        evaluate_checkpoint(args, config, run_dir, out_dir)
+
+
+def evaluate_checkpoint(args: argparse.Namespace, config: Config, run_dir: Path | None, out_dir: Path) -> None:
+    """Evaluate ``--checkpoint`` with ``config`` into ``out_dir`` (replaced whole at the end, with its
+    ``metrics.json``) and print the metrics, on rank 0."""
+    from wavecl.amp import decide_precision
+    from wavecl.distributed import cleanup, init_distributed
+    from wavecl.evaluation.datasets import METRICS_FILENAME, evaluate_model
+    from wavecl.model.compile import compile_model
+    from wavecl.model.wavecl import WaveCL
+    from wavecl.training.run_dir import CONFIG_FILENAME
+
     dist = init_distributed(args.device, config.train.dist_timeout_s)
     try:
         model = WaveCL(config.model)
@@ -121,17 +149,15 @@ def run(args: argparse.Namespace) -> None:
         precision = decide_precision(config.train.amp, dist.device)
         if dist.is_main:
             console.print(f"evaluating {escape(str(source))} on {config.data.dataset_name}; {precision.describe()}")
-        metrics, _ = evaluate_model(model, config, out_dir, dist, precision)
+        record = {
+            "dataset": config.data.dataset_name,
+            "checkpoint": str(source.absolute()),
+            "config": str(args.config if args.config is not None else run_dir / CONFIG_FILENAME),
+            "world_size": dist.world_size,
+            "precision": precision.summary(),
+        }
+        metrics, _ = evaluate_model(model, config, out_dir, dist, precision, record)
         if dist.is_main:
-            record = {
-                "dataset": config.data.dataset_name,
-                "checkpoint": str(source.absolute()),
-                "config": str(args.config if args.config is not None else run_dir / CONFIG_FILENAME),
-                "world_size": dist.world_size,
-                "precision": precision.summary(),
-                "metrics": metrics,
-            }
-            write_json(out_dir / METRICS_FILENAME, record, indent=2)
             print_metrics_table(f"{config.data.dataset_name} evaluation", metrics)
             console.print(f"outputs in {escape(str(out_dir))} (metrics: {METRICS_FILENAME})")
             print_tables_written(out_dir)
@@ -176,8 +202,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--out-dir",
         default=None,
-        help="where predictions, metrics.json and per-item tables (per_expression.csv) go; with --predictions, "
-        "nothing is written without it",
+        help="where predictions, metrics.json and per-item tables (per_expression.csv) go, replacing the folder "
+        "whole when the evaluation is complete (a folder holding files but no metrics.json is refused); with "
+        "--predictions, only the tables and metrics.json are written (metrics.json last), nothing without it",
     )
     add_device_argument(parser)
     parser.set_defaults(handler=run)

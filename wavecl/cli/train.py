@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from rich.markup import escape
@@ -13,9 +14,11 @@ from wavecl.cli.common import (
     add_device_argument,
     add_shortcut_arguments,
     console,
+    error_console,
     explicit_overrides,
     print_metrics_table,
     resolve_config,
+    stop_cleanly_on_signals,
     subcommand,
 )
 from wavecl.config import Config, load_config
@@ -42,21 +45,31 @@ def train_config(args: argparse.Namespace) -> tuple[Config, dict[str, Any]]:
 
 
 def run(args: argparse.Namespace) -> None:
-    """Train with the resolved config; prints the run directory and the last evaluation."""
+    """Train with the resolved config; prints the run directory and the last evaluation.
+
+    Whatever stops the run (Ctrl-C, SIGTERM, an error) leaves no temporary files and a run that
+    ``--resume`` continues; the trainer logs how. Non-finite values (a loss under
+    ``train.nonfinite_loss: stop``, or the model's outputs in an evaluation) end it with exit status 1
+    and one line naming the step or samples and the tensors, without a traceback.
+    """
     from wavecl.distributed import cleanup, init_distributed
     from wavecl.training.trainer import Trainer
 
     config, overrides = train_config(args)
-    dist = init_distributed(args.device, config.train.dist_timeout_s)
-    try:
-        trainer = Trainer(config, dist, explicit_overrides=overrides, resume=args.resume)
-        metrics = trainer.fit()
-        if dist.is_main:
-            console.print(f"run directory: {escape(str(trainer.run_dir))}")
-            if metrics:
-                print_metrics_table(f"last evaluation ({config.data.dataset_name})", metrics)
-    finally:
-        cleanup()
+    with stop_cleanly_on_signals():
+        dist = init_distributed(args.device, config.train.dist_timeout_s)
+        try:
+            trainer = Trainer(config, dist, explicit_overrides=overrides, resume=args.resume)
+            metrics = trainer.fit()
+        except FloatingPointError as error:  # NonFiniteLossError, NonFiniteOutputError
+            error_console.print(f"[red]training stopped:[/red] {escape(str(error))}")
+            sys.exit(1)
+        finally:
+            cleanup()
+    if dist.is_main:
+        console.print(f"run directory: {escape(str(trainer.run_dir))}")
+        if metrics:
+            print_metrics_table(f"last evaluation ({config.data.dataset_name})", metrics)
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -72,7 +85,9 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--resume RUN continues RUN in RUN itself with RUN's own config.yaml: -c may be left out, and a\n"
         "-c that disagrees with it is refused unless the differing fields are set explicitly (--set or a\n"
         "flag), which are then applied and recorded in run_info.json. One trainer at a time per run\n"
-        "directory (train.lock); a new run refuses a directory that already holds one.",
+        "directory (train.lock); a new run refuses a directory that already holds one. A run stopped\n"
+        "(Ctrl-C, SIGTERM, an error, a full disk) resumes with --resume RUN from its last complete\n"
+        "checkpoint, or from the beginning when none was complete.",
         "  wavecl train -c configs/a2d_sentences.yaml --device cpu --set train.max_steps_per_epoch=2\n"
         "  torchrun --nproc_per_node 8 -m wavecl train -c configs/coco.yaml -bpp pretrained/swin_tiny.pth\n"
         "  wavecl train -c configs/a2d_sentences_finetune.yaml --pretrained runs/coco/coco_pretrain_tiny\n"

@@ -8,14 +8,17 @@ training, ``wavecl evaluate`` and its ``--help`` read the row. ``docs/datasets.m
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from torch import nn
 from torch.utils.data import Dataset
 
 from wavecl.amp import PrecisionPolicy, decide_precision
+from wavecl.atomic import replace_directory, temporary_directory, write_json
 from wavecl.config import Config, DataConfig
 from wavecl.data.a2d import build_a2d
 from wavecl.data.davis import build_davis, find_davis_folder
@@ -25,7 +28,7 @@ from wavecl.data.robust import SkipBadSamples
 from wavecl.data.transforms import ClipTransform, build_transform
 from wavecl.data.types import ClipSample, Split
 from wavecl.data.ytvos import YTVOSGroundTruth, build_ytvos
-from wavecl.distributed import DistInfo
+from wavecl.distributed import DistInfo, on_main_process
 from wavecl.evaluation.a2d import A2DEvaluator
 from wavecl.evaluation.loop import Evaluator, run_evaluation
 from wavecl.evaluation.refcoco import PRIMARY_METRIC as REFCOCO_PRIMARY_METRIC
@@ -42,6 +45,10 @@ from wavecl.evaluation.ytvos import PER_EXPRESSION_FILENAME
 DatasetBuilder = Callable[[DataConfig, Split, ClipTransform, int], Dataset[ClipSample]]
 EvaluatorBuilder = Callable[[Config, Dataset[ClipSample], Path], Evaluator]
 SavedScorer = Callable[[Config, Path, Path | None], dict[str, float]]
+
+# Written last into an evaluation's folder: the metrics and what they were computed from. A folder
+# without it is not a finished evaluation.
+METRICS_FILENAME = "metrics.json"
 
 
 @dataclass(frozen=True)
@@ -203,27 +210,51 @@ def build_evaluation(config: Config, out_dir: str | Path) -> Evaluation:
 
 
 def evaluate_model(
-    model: nn.Module, config: Config, out_dir: str | Path, dist: DistInfo, precision: PrecisionPolicy | None = None
+    model: nn.Module,
+    config: Config,
+    out_dir: str | Path,
+    dist: DistInfo,
+    precision: PrecisionPolicy | None = None,
+    record: dict[str, Any] | None = None,
 ) -> tuple[dict[str, float], str | None]:
     """Evaluate ``model`` with the protocol of ``config.data``, writing predictions under ``out_dir``.
 
+    Everything is written into a temporary folder beside ``out_dir`` (``.<name>.<hex>.tmp``, shared by
+    every rank), ``metrics.json`` last, and that folder then replaces ``out_dir`` whole: a reader finds
+    the previous complete evaluation or the new one, never a mix of the two. An evaluation that fails or
+    is interrupted removes its temporary folder and leaves ``out_dir`` as it was; one killed outright
+    leaves the hidden temporary folder, which no reader takes for a result.
+
     Args:
         precision: the run's precision policy; decided from ``config.train.amp`` when ``None``.
+        record: what ``metrics.json`` states besides the metrics (dataset, checkpoint, epoch...).
 
     Returns the metrics (complete on every rank) and the name of the metric that selects the best
     checkpoint (``None`` where the protocol has no local metric).
     """
-    evaluation = build_evaluation(config, out_dir)
-    metrics = run_evaluation(
-        model,
-        evaluation.dataset,
-        evaluation.evaluator,
-        dist,
-        batch_size=config.data.eval_batch_size,
-        num_workers=config.data.num_workers,
-        precision=precision if precision is not None else decide_precision(config.train.amp, dist.device),
-        sentences_per_pass=config.data.eval_sentences_per_pass,
-    )
+    out_dir = Path(out_dir)
+    staging = on_main_process(lambda: temporary_directory(out_dir), f"creating a folder beside {out_dir}")
+    try:
+        evaluation = build_evaluation(config, staging)
+        metrics = run_evaluation(
+            model,
+            evaluation.dataset,
+            evaluation.evaluator,
+            dist,
+            batch_size=config.data.eval_batch_size,
+            num_workers=config.data.num_workers,
+            precision=precision if precision is not None else decide_precision(config.train.amp, dist.device),
+            sentences_per_pass=config.data.eval_sentences_per_pass,
+        )
+
+        def publish() -> None:
+            write_json(staging / METRICS_FILENAME, {**(record or {}), "metrics": metrics}, indent=2)
+            replace_directory(staging, out_dir)
+
+        on_main_process(publish, f"writing {out_dir}")
+    finally:
+        if dist.is_main:
+            shutil.rmtree(staging, ignore_errors=True)
     return metrics, evaluation.primary_metric
 
 

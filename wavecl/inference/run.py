@@ -8,6 +8,12 @@ Output folder::
         contact_sheet.png              up to 8 evenly spaced overlay frames, each captioned with its
                                        name, a title saying which frames it shows, and a legend
 
+Everything is written into a hidden folder inside ``<out_dir>`` (``.predictions.<hex>.tmp``) and moved
+into place once the video is done, ``contact_sheet.png`` last (it is removed first): a folder without
+it is unfinished, and a prediction that fails or is interrupted leaves the previous one whole. Other
+files in ``<out_dir>`` are left alone; the previous ``masks/`` is replaced whole, so no sentence of an
+earlier prediction stays beside the new ones.
+
 Mask files are named after the source frames: a folder's frame files keep their names
 (``img_0042.jpg`` -> ``img_0042.png``); a video file's frames are named by index and presentation
 time (``00012_0.480s.png``); arrays and frame lists by index (``00012.png``).
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +37,7 @@ from typing import Generic, TypeVar
 import numpy as np
 from PIL import Image
 
+from wavecl.atomic import replace_directory, temporary_directory
 from wavecl.config import DEFAULT_AMP, AmpMode
 from wavecl.data.video import VideoWriter
 from wavecl.device import resolve_device
@@ -46,6 +54,9 @@ DEFAULT_FPS = 24.0
 SHEET_FRAMES = 8
 SHEET_COLUMNS = 4
 SHEET_TILE_WIDTH = 320
+MASKS_DIRNAME = "masks"
+OVERLAY_FILENAME = "overlay.mp4"
+SHEET_FILENAME = "contact_sheet.png"  # written last: the mark of a finished prediction
 
 
 @dataclass
@@ -172,7 +183,8 @@ def predict_video(
         video: an mp4 (or other FFmpeg-readable) file or a folder of ``.jpg``/``.png`` frames (arrays
             and frame lists work too, see :data:`wavecl.inference.predictor.VideoInput`).
         sentences: ``N >= 1`` referring expressions.
-        out_dir: output folder (created; files of a previous run with the same names are replaced).
+        out_dir: output folder (created; the ``masks/``, overlay and contact sheet of a previous
+            prediction are replaced once this one is complete, other files are left alone).
         device: ``"auto"``, ``"cpu"`` or ``"cuda"`` (:func:`wavecl.device.resolve_device`).
         window: frames per clip; when ``None``, the checkpoint's (a run's ``data.window_size``), else 8.
         short_size, max_size: resize of the frames; when ``None``, the size recorded with the
@@ -231,13 +243,43 @@ def write_predictions(
     sentences = [sentences] if isinstance(sentences, str) else list(sentences)
     if fps is None:
         fps = (open_video(video).fps if isinstance(video, (str, os.PathLike)) else None) or DEFAULT_FPS
-
     out_dir = Path(out_dir)
-    mask_dirs = [out_dir / "masks" / f"{index}_{sentence_slug(text)}" for index, text in enumerate(sentences)]
+    mask_names = [f"{index}_{sentence_slug(text)}" for index, text in enumerate(sentences)]
+    staging = temporary_directory(out_dir / ".predictions")
+    try:
+        num_frames, shown = _write_into(staging, predictor, video, sentences, mask_names, fps, on_frame, pad_to_even)
+        _publish(staging, out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return PredictionPaths(
+        out_dir,
+        [out_dir / MASKS_DIRNAME / name for name in mask_names],
+        out_dir / OVERLAY_FILENAME,
+        out_dir / SHEET_FILENAME,
+        num_frames,
+        shown,
+        predictor.window,
+    )
+
+
+def _write_into(
+    folder: Path,
+    predictor: VideoPredictor,
+    video: VideoInput,
+    sentences: list[str],
+    mask_names: list[str],
+    fps: float,
+    on_frame: Callable[[int], None] | None,
+    pad_to_even: bool,
+) -> tuple[int, list[str]]:
+    """Write the masks, overlay video and contact sheet of :func:`write_predictions` into ``folder``;
+    returns the number of frames and the names of those the contact sheet shows."""
+    mask_dirs = [folder / MASKS_DIRNAME / name for name in mask_names]
+    (folder / MASKS_DIRNAME).mkdir()
     colors = sentence_colors(len(sentences))
     sample: EvenSample[tuple[str, np.ndarray]] = EvenSample(SHEET_FRAMES)
     num_frames = 0
-    with VideoWriter(out_dir / "overlay.mp4", fps, pad_to_even=pad_to_even) as writer:
+    with VideoWriter(folder / OVERLAY_FILENAME, fps, pad_to_even=pad_to_even) as writer:
         for index, frame, masks in predictor.predict_stream(video, sentences):
             pixels = np.asarray(frame)
             binary = masks.numpy()
@@ -261,6 +303,14 @@ def write_predictions(
         captions=shown,
         title=sheet_title(len(sampled), num_frames),
     )
-    sheet_path = out_dir / "contact_sheet.png"
-    save_png(sheet_path, sheet)
-    return PredictionPaths(out_dir, mask_dirs, out_dir / "overlay.mp4", sheet_path, num_frames, shown, predictor.window)
+    save_png(folder / SHEET_FILENAME, sheet)
+    return num_frames, shown
+
+
+def _publish(staging: Path, out_dir: Path) -> None:
+    """Move a finished prediction from ``staging`` into ``out_dir``: the contact sheet, which marks a
+    finished folder, is removed first and comes back last."""
+    (out_dir / SHEET_FILENAME).unlink(missing_ok=True)
+    replace_directory(staging / MASKS_DIRNAME, out_dir / MASKS_DIRNAME)
+    os.replace(staging / OVERLAY_FILENAME, out_dir / OVERLAY_FILENAME)
+    os.replace(staging / SHEET_FILENAME, out_dir / SHEET_FILENAME)

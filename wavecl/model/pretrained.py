@@ -35,7 +35,7 @@ from torch import nn
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-from wavecl.atomic import atomic_path, temporary_directory
+from wavecl.atomic import atomic_path, replace_directory, temporary_directory
 from wavecl.checkpoint import MODEL_FILENAME, latest_checkpoint, unshared_cpu_tensors
 from wavecl.config import ModelConfig, from_dict, load_config
 from wavecl.model.text import encoder_from_config
@@ -174,18 +174,6 @@ def build_pretrained(model_class: type[ModelT], source: PretrainedSource, device
     return model.to(device).eval()
 
 
-def _replace_directory(staging: Path, directory: Path) -> None:
-    """Move the finished ``staging`` folder to ``directory``, replacing a previous pretrained folder."""
-    if not directory.exists():
-        os.replace(staging, directory)
-        return
-    previous = temporary_directory(directory)
-    os.rmdir(previous)
-    os.replace(directory, previous)
-    os.replace(staging, directory)
-    shutil.rmtree(previous)
-
-
 def save_pretrained(
     model: nn.Module,
     directory: str | os.PathLike[str],
@@ -233,7 +221,7 @@ def save_pretrained(
             (staging / PREPROCESSOR_FILENAME).write_text(json.dumps(values, indent=2) + "\n", encoding="utf-8")
         model.text_encoder.config.save_pretrained(staging / TEXT_ENCODER_DIRNAME)
         model.tokenizer.save_pretrained(staging / TEXT_ENCODER_DIRNAME)
-        _replace_directory(staging, directory)
+        replace_directory(staging, directory)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return directory

@@ -12,6 +12,11 @@
 - **A growing history.** ``run_info.json`` keeps the command that started the run and gains one entry
   per resume (command, checkpoint, changed fields); ``log.jsonl`` is appended to, never rewritten. A fresh
   run refuses a directory that already holds a run.
+- **Always resumable.** A run stopped before its first checkpoint was complete holds nothing worth
+  keeping: ``--resume`` starts it again from the beginning with its own config, and a fresh start may
+  reuse its directory. Whoever opens the run (:func:`open_run_directory`) first removes the temporary
+  files a killed process left (:func:`wavecl.atomic.remove_temporaries`), saying so in the log, and
+  refuses an output folder it cannot write into before anything trains.
 """
 
 from __future__ import annotations
@@ -27,8 +32,8 @@ import weakref
 from pathlib import Path
 from typing import Any
 
-from wavecl.atomic import write_json
-from wavecl.checkpoint import latest_checkpoint
+from wavecl.atomic import remove_temporaries, temporary_directory, write_json
+from wavecl.checkpoint import has_checkpoint, latest_checkpoint
 from wavecl.config import Config, apply_overrides, load_config
 
 log = logging.getLogger("wavecl.train")
@@ -38,6 +43,7 @@ RUN_INFO_FILENAME = "run_info.json"
 LOG_FILENAME = "log.jsonl"
 LOCK_FILENAME = "train.lock"
 CHECKPOINTS_DIRNAME = "checkpoints"
+EVALUATIONS_DIRNAME = "eval"
 # Fields that name the run directory (<output_dir>/<dataset_name>/<version>); a resume cannot change them.
 LOCATION_FIELDS = ("train.output_dir", "data.dataset_name", "train.version")
 
@@ -174,6 +180,29 @@ def find_run_directory(checkpoint: str | os.PathLike[str]) -> Path | None:
         return None
 
 
+def stopped_before_first_checkpoint(run_dir: str | os.PathLike[str]) -> bool:
+    """Whether ``run_dir`` holds a run's ``config.yaml`` but no complete checkpoint and no ``log.jsonl``:
+    a run stopped (interrupted, failed, out of disk space) before its first checkpoint was written whole.
+    """
+    run_dir = Path(run_dir)
+    return (
+        (run_dir / CONFIG_FILENAME).is_file()
+        and not (run_dir / LOG_FILENAME).exists()
+        and not has_checkpoint(run_dir / CHECKPOINTS_DIRNAME)
+    )
+
+
+def resume_checkpoint(resume: str | os.PathLike[str]) -> Path | None:
+    """The checkpoint folder a ``--resume`` argument continues from; None for a run directory stopped
+    before its first checkpoint (:func:`stopped_before_first_checkpoint`), which starts again from the
+    beginning.
+
+    Raises:
+        FileNotFoundError: nothing to resume at ``resume``.
+    """
+    return None if stopped_before_first_checkpoint(resume) else latest_checkpoint(resume)
+
+
 def run_directory_of(resume: str | os.PathLike[str]) -> Path:
     """The run directory a ``--resume`` argument belongs to.
 
@@ -184,7 +213,9 @@ def run_directory_of(resume: str | os.PathLike[str]) -> Path:
         FileNotFoundError: nothing to resume at ``resume``.
         RunDirectoryError: the checkpoint is not inside a run directory holding ``config.yaml``.
     """
-    checkpoint = latest_checkpoint(resume)
+    checkpoint = resume_checkpoint(resume)
+    if checkpoint is None:
+        return Path(resume)
     run_dir = checkpoint.parent.parent  # <run>/checkpoints/<folder>
     if checkpoint.parent.name != CHECKPOINTS_DIRNAME or not (run_dir / CONFIG_FILENAME).is_file():
         raise RunDirectoryError(
@@ -197,18 +228,79 @@ def run_directory_of(resume: str | os.PathLike[str]) -> Path:
 def require_fresh_run_directory(run_dir: Path) -> None:
     """Refuse to start a new run in a directory that already holds one.
 
+    A directory whose run stopped before its first checkpoint (:func:`stopped_before_first_checkpoint`)
+    is taken over with a warning: its ``config.yaml`` and ``run_info.json`` are replaced.
+
     Raises:
-        RunDirectoryError: ``run_dir`` has a ``log.jsonl`` or checkpoints (the message says how to resume).
+        RunDirectoryError: ``run_dir`` has a ``log.jsonl`` or a complete checkpoint (the message says how
+            to resume).
     """
-    checkpoints = run_dir / CHECKPOINTS_DIRNAME
     held = [name for name in (LOG_FILENAME,) if (run_dir / name).exists()]
-    if checkpoints.is_dir() and any(checkpoints.iterdir()):
+    if has_checkpoint(run_dir / CHECKPOINTS_DIRNAME):
         held.append(f"{CHECKPOINTS_DIRNAME}/")
     if held:
         raise RunDirectoryError(
             f"run directory {run_dir} already holds a run ({', '.join(held)}): continue it with --resume {run_dir}, "
             f"or start a new one under another train.version (--version) or train.output_dir"
         )
+    if stopped_before_first_checkpoint(run_dir):
+        log.warning("%s holds a run stopped before its first checkpoint: starting a new run in its place", run_dir)
+
+
+def _require_writable(run_dir: Path) -> None:
+    """Create and remove a temporary folder in the run directory and each of its folders that a run
+    writes into (a folder may be read-only while the directory is not).
+
+    Raises:
+        RunDirectoryError: one of them cannot be written into (named, with the system's reason).
+    """
+    for folder in (run_dir, *(path for path in run_dir.iterdir() if path.is_dir() and not path.is_symlink())):
+        try:
+            os.rmdir(temporary_directory(folder / "write-test"))
+        except OSError as error:
+            raise RunDirectoryError(
+                f"cannot write into {folder} ({error.strerror or error}): a run needs a writable output folder; "
+                f"make it writable or choose another train.output_dir (--output-dir)"
+            ) from None
+
+
+def open_run_directory(run_dir: Path, fresh: bool) -> RunLock:
+    """Take the run directory for a trainer: lock it, check a new run may start there, check it can be
+    written into, and remove the temporary files and folders an interrupted process left in it, its
+    ``checkpoints`` and its ``eval`` folder (one warning line each).
+
+    Args:
+        run_dir: the run directory (created if needed).
+        fresh: a new run (:func:`require_fresh_run_directory` applies), not a resume.
+
+    Returns:
+        The lock, held until released.
+
+    Raises:
+        RunDirectoryError: another process holds the run; a new run's directory already holds one; the
+            output folder cannot be written into (no traceback, nothing trained or written).
+    """
+    try:
+        lock = RunLock(run_dir)
+    except OSError as error:
+        raise RunDirectoryError(
+            f"cannot write the run directory {run_dir}: {error.strerror or error} ({error.filename}); make the "
+            f"output folder writable or choose another train.output_dir (--output-dir)"
+        ) from None
+    try:
+        if fresh:
+            require_fresh_run_directory(run_dir)
+        _require_writable(run_dir)
+        # In the run directory itself only the trainer's own files: `wavecl evaluate` may be writing beside them.
+        leftovers = remove_temporaries(run_dir, (CONFIG_FILENAME, RUN_INFO_FILENAME))
+        for folder in (run_dir / CHECKPOINTS_DIRNAME, run_dir / EVALUATIONS_DIRNAME):
+            leftovers += remove_temporaries(folder)
+        for leftover in leftovers:
+            log.warning("removed %s, left unfinished by an interrupted process", leftover)
+    except BaseException:
+        lock.release()
+        raise
+    return lock
 
 
 # ------------------------------------------------------------------------------------ configuration

@@ -16,7 +16,10 @@ the log lines, the checkpoint and evaluation folders (``epoch_0003``) and the re
 
 Only rank 0 writes files. Checkpoints are written before evaluation, so a crash while evaluating
 loses nothing: a resume first completes the evaluation and ``log.jsonl`` line of that epoch. ``resume``
-continues exactly where the last checkpoint stopped, mid-epoch included.
+continues exactly where the last checkpoint stopped, mid-epoch included; a run stopped before its first
+checkpoint starts again from the beginning in its own directory. Whatever stops :meth:`Trainer.fit` (an
+error, Ctrl-C, SIGTERM turned into an exception by the command line, a full disk, a non-finite loss
+under ``nonfinite_loss: stop``) leaves a resumable run, and one warning line says how to continue it.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from wavecl.checkpoint import (
     CheckpointError,
     CheckpointPaths,
     checkpoint_folder_name,
+    has_checkpoint,
     latest_checkpoint,
     load_training_state,
     prune_checkpoints,
@@ -75,6 +79,7 @@ from wavecl.training.resumable import EpochOrder, SeededSamples
 from wavecl.training.run_dir import (
     CHECKPOINTS_DIRNAME,
     CONFIG_FILENAME,
+    EVALUATIONS_DIRNAME,
     RunDirectoryError,
     RunLock,
     append_resume,
@@ -82,8 +87,9 @@ from wavecl.training.run_dir import (
     config_differences,
     differences_listing,
     logged_epochs,
+    open_run_directory,
     remove_empty_folders,
-    require_fresh_run_directory,
+    resume_checkpoint,
     run_directory_of,
     start_history,
 )
@@ -111,7 +117,7 @@ EPOCH_POSITION_FIELDS = (
 FINETUNE_REINITIALISED = ("class_embed.",)
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(FloatingPointError):
     """A model output, matching cost or loss term became NaN or infinite and the run is configured to stop."""
 
 
@@ -211,7 +217,8 @@ class Trainer:
         dist: this process's place in the job (:func:`wavecl.distributed.init_distributed`).
         explicit_overrides: the configuration fields given on the command line (saved in the run).
         resume: a run directory, checkpoint folder or pointer of the run to continue, or None. The run
-            continues in its own directory, whatever ``config.run_directory()`` says.
+            continues in its own directory, whatever ``config.run_directory()`` says; a run directory
+            stopped before its first checkpoint starts again from the beginning there.
 
     Raises:
         RunDirectoryError: another process trains in the run directory; a new run's directory already
@@ -231,6 +238,8 @@ class Trainer:
         self.device = dist.device
         _check_checkpoint_fields(config)
         self.run_dir = config.run_directory() if resume is None else run_directory_of(resume)
+        # the checkpoint a resume continues from; None for a new run and for a run stopped before its first one
+        self.resume_from = None if resume is None else resume_checkpoint(resume)
         self.changes: dict[str, tuple[Any, Any]] = {}
         if resume is not None:
             run_config = load_config(self.run_dir / CONFIG_FILENAME)
@@ -244,21 +253,21 @@ class Trainer:
         self.writer: SummaryWriter | None = None
         self._lock = self._take_run_directory(fresh=resume is None)
         try:
-            self._build(explicit_overrides or {}, resume)
+            self._build(explicit_overrides or {}, resume is not None)
         except BaseException:
             self.close()
             if resume is None and dist.is_main:
                 remove_empty_folders(self.run_dir, up_to=Path(config.train.output_dir))
             raise
 
-    def _build(self, explicit_overrides: dict[str, Any], resume: str | Path | None) -> None:
+    def _build(self, explicit_overrides: dict[str, Any], resume: bool) -> None:
         config, dist, train_cfg = self.config, self.dist, self.config.train
         seed_process(train_cfg.seed)  # identical initial weights and sample list on every rank
         model = build_model(config.model).to(self.device)
         self.model = model
         # Parameters that never change in this run: written once per run, not in every checkpoint.
         self.frozen_names = [n for n, p in model.named_parameters(remove_duplicate=False) if not p.requires_grad]
-        if train_cfg.pretrained_weights and resume is None:
+        if train_cfg.pretrained_weights and self.resume_from is None:
             report = load_weights(model, train_cfg.pretrained_weights, skip=FINETUNE_REINITIALISED)
             log.info(
                 "finetuning from %s: %d tensors loaded, %d re-initialised (%s)",
@@ -294,12 +303,14 @@ class Trainer:
         self.resumed_totals: EpochResult | None = None
         self.unfinished_epoch: tuple[int, CheckpointPaths, EpochResult | None] | None = None
         self.best_metric: float | None = None
-        if resume is not None:
-            self._resume(resume)
+        if self.resume_from is not None:
+            self._resume(self.resume_from)
+        elif resume:
+            log.warning("%s stopped before its first checkpoint: starting it again from the beginning", self.run_dir)
 
         on_main_process(lambda: self._open_run_directory(explicit_overrides, resume), "creating the run directory")
 
-    def _open_run_directory(self, explicit_overrides: dict[str, Any], resume: str | Path | None) -> None:
+    def _open_run_directory(self, explicit_overrides: dict[str, Any], resume: bool) -> None:
         """Rank 0: create the run directory, write its config and run info, open TensorBoard."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._save_run_config(explicit_overrides, resume)
@@ -311,18 +322,14 @@ class Trainer:
         return self.run_dir / CHECKPOINTS_DIRNAME
 
     def _take_run_directory(self, fresh: bool) -> RunLock | None:
-        """Lock the run directory on rank 0 (and, for a new run, check it holds none); every rank raises
-        the same error when that fails."""
+        """Open the run directory on rank 0 (:func:`~wavecl.training.run_dir.open_run_directory`: lock,
+        checks, leftovers removed); every rank raises the same error when that fails."""
         lock, error = None, None
         if self.dist.is_main:
             try:
-                lock = RunLock(self.run_dir)
-                if fresh:
-                    require_fresh_run_directory(self.run_dir)
+                lock = open_run_directory(self.run_dir, fresh)
             except RunDirectoryError as failure:
-                if lock is not None:
-                    lock.release()
-                lock, error = None, str(failure)
+                error = str(failure)
         error = broadcast_from_main(error)  # collective: rank 0's verdict for all
         if error is not None:
             raise RunDirectoryError(error)
@@ -348,7 +355,7 @@ class Trainer:
         """Steps trained before this process started (the TensorBoard step of the next one)."""
         return self.start_epoch * self.steps_per_epoch + self.start_step
 
-    def _save_run_config(self, explicit_overrides: dict[str, Any], resume: str | Path | None) -> None:
+    def _save_run_config(self, explicit_overrides: dict[str, Any], resume: bool) -> None:
         write_text(self.run_dir / "config.yaml", self.config.to_yaml())
         info = {
             "explicit_overrides": explicit_overrides,
@@ -358,17 +365,17 @@ class Trainer:
             "torch": torch.__version__,
             "precision": self.precision.summary(),
         }
-        if resume is None:
+        if not resume:
             start_history(self.run_dir, info)
             return
         info["time"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        info["checkpoint"] = str(latest_checkpoint(resume))
+        info["checkpoint"] = None if self.resume_from is None else str(self.resume_from)
         info["continues_at"] = {"epoch": self.start_epoch, "step": self.start_step}
         info["changed"] = {key: [old, new] for key, (old, new) in self.changes.items()}
         append_resume(self.run_dir, info)
 
-    def _resume(self, resume: str | Path) -> None:
-        path = latest_checkpoint(resume)
+    def _resume(self, path: Path) -> None:
+        """Load the model, optimizer, scheduler, scaler, position and random streams of checkpoint ``path``."""
         if load_weights(self.model, path).legacy_box_heads:
             raise CheckpointError(
                 f"{path} was written before the box heads were registered once: its weights load (evaluate, "
@@ -492,9 +499,29 @@ class Trainer:
                 self.scheduler.step()
                 self._broadcast_buffers()
                 metrics = self._finish_epoch(epoch, result, self._save(epoch, result))
+        except BaseException:
+            if self.dist.is_main:
+                log.warning(self.how_to_continue())
+            raise
         finally:
             self.close()
         return metrics
+
+    def how_to_continue(self) -> str:
+        """One line on what a stopped run left and the command that continues it."""
+        run = self.run_dir
+        if not has_checkpoint(self.checkpoints_dir):
+            return (
+                f"training stopped before its first checkpoint was complete; `wavecl train --resume {run}` starts "
+                f"it again from the beginning in the same folder (or delete {run})"
+            )
+        try:
+            checkpoint = latest_checkpoint(run).name
+        except (OSError, ValueError) as error:
+            return f"training stopped; the checkpoints of {run} cannot be resumed as they are: {error}"
+        return (
+            f"training stopped; `wavecl train --resume {run}` continues from its last complete checkpoint {checkpoint}"
+        )
 
     def _finish_epoch(self, epoch: int, result: EpochResult | None, checkpoint: CheckpointPaths | None) -> dict:
         """Evaluate (when due), write the epoch's ``log.jsonl`` line, update ``best`` and prune."""
@@ -526,7 +553,10 @@ class Trainer:
         bad = [name for name, nonfinite in zip(names, flags.tolist()) if nonfinite]
         message = f"non-finite values at epoch {epoch} step {step}: {bad or 'on another rank'}"
         if self.config.train.nonfinite_loss == "stop":
-            raise NonFiniteLossError(message + " (nonfinite_loss: stop; no weights were written for this step)")
+            raise NonFiniteLossError(
+                f"{message} (train.nonfinite_loss: stop; no weights were written for this step). A resume repeats "
+                "the step unless something changes, e.g. a lower --lr, or --set train.nonfinite_loss=skip"
+            )
         log.warning("%s; skipping the batch and the gradients accumulated since the last optimizer step", message)
         return False
 
@@ -692,8 +722,9 @@ class Trainer:
 
     def evaluate(self, epoch: int) -> tuple[dict[str, float], str | None]:
         """Evaluate with the dataset's protocol; returns the metrics and the one that picks "best"."""
-        out_dir = self.run_dir / "eval" / checkpoint_folder_name(epoch)
-        return evaluate_model(self.model, self.config, out_dir, self.dist, self.precision)
+        out_dir = self.run_dir / EVALUATIONS_DIRNAME / checkpoint_folder_name(epoch)
+        record = {"dataset": self.config.data.dataset_name, "epoch": epoch}
+        return evaluate_model(self.model, self.config, out_dir, self.dist, self.precision, record)
 
     def _record_epoch(
         self,
