@@ -56,6 +56,9 @@ class ModelConfig:
     """Override of the variant's attention heads per stage (reduced models); none: the variant's."""
     backbone_window_size: list[int] = field(default_factory=lambda: [8, 7, 7])
     """Backbone attention window (frames, height, width) in patches."""
+    activation_checkpointing: bool = False
+    """Training keeps only the inputs of every Video-Swin block and deformable encoder layer and recomputes
+    the rest in the backward pass: less memory (benchmarks/memory_estimate.py), about a third more compute."""
     text_encoder: str = "roberta-base"
     """Hugging Face encoder folder (or name in the local cache), or 'minilm' for the packaged MiniLM."""
     freeze_text_encoder: bool = True
