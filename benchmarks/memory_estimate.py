@@ -156,10 +156,12 @@ def _fake_module(module: nn.Module, mode: FakeTensorMode, device: torch.device) 
         for sub in module.modules():
             for name, parameter in sub._parameters.items():
                 if parameter is not None:
-                    sub._parameters[name] = nn.Parameter(parameter.to(device), parameter.requires_grad)
+                    sub._parameters[name] = nn.Parameter(
+                        mode.from_tensor(parameter).to(device), parameter.requires_grad
+                    )
             for name, buffer in sub._buffers.items():
                 if buffer is not None:
-                    sub._buffers[name] = buffer.to(device)
+                    sub._buffers[name] = mode.from_tensor(buffer).to(device)
 
 
 def _fake_tensors(value, mode: FakeTensorMode, device: torch.device):
@@ -167,7 +169,7 @@ def _fake_tensors(value, mode: FakeTensorMode, device: torch.device):
     (grad flags kept)."""
     if isinstance(value, Tensor):
         with mode:
-            fake = value.detach().to(device)
+            fake = mode.from_tensor(value.detach()).to(device)
         return fake.requires_grad_(value.requires_grad)
     if isinstance(value, tuple | list):
         return type(value)(_fake_tensors(item, mode, device) for item in value)
