@@ -8,18 +8,20 @@ frames at ``data.train_short_size x data.train_max_size`` (the landscape frame o
 the autocast the config's ``train.amp`` runs on a GPU with native bfloat16, with the recipe's
 ``model.activation_checkpointing``. Counted, in GiB per GPU:
 
-* **activations**: the storages of every tensor autograd saves for the backward pass
+* **network**: the storages of every tensor autograd saves for the backward pass
   (``torch.autograd.graph.saved_tensors_hooks``), each storage once, parameters excluded; with
   activation checkpointing, the inputs each checkpointed segment keeps plus the saved tensors of the
   largest segment, which the backward pass recomputes (one at a time);
+* **losses**: the same for the criterion's mask losses (sigmoid focal and dice at full frame size) of
+  every decoder layer, with each clip's object matched to one query;
 * **states**: float32 weights (frozen ones included), gradients and the two AdamW moments of the
   trainable parameters.
 
 The sentences are encoded on the CPU (their activations are counted there: a few MiB); attention runs
 the memory-efficient kernel a GPU would pick (``q, k, v``, the output and the log-sum-exp are saved,
-not the ``L x S`` scores). Not counted: the criterion (its full-resolution mask losses hold about
-``12 x T x B x H x W`` floats per decoder layer), the backward pass's transient buffers, CUDA's
-workspace and the allocator's fragmentation: keep 10 GiB of headroom on top of the total.
+not the ``L x S`` scores). Not counted: the box, class and contrastive losses (a few KiB), the
+backward pass's transient buffers, CUDA's workspace and the allocator's fragmentation: keep 10 GiB of
+headroom on top of the total.
 
 Usage::
 
@@ -63,7 +65,8 @@ class Estimate:
         batch, frames, size: clips, frames per clip and ``(H, W)`` pixels of the batch.
         amp: the autocast mode counted (``off``, ``bf16``, ``fp16``).
         checkpointing: whether activation checkpointing was on.
-        activations: bytes saved for the backward pass (see the module docstring).
+        activations: bytes the network saves for the backward pass (see the module docstring).
+        loss_activations: bytes the mask losses save for the backward pass.
         weights, gradients, optimizer: bytes of the float32 states.
     """
 
@@ -74,6 +77,7 @@ class Estimate:
     amp: str
     checkpointing: bool
     activations: int = 0
+    loss_activations: int = 0
     weights: int = 0
     gradients: int = 0
     optimizer: int = 0
@@ -81,7 +85,7 @@ class Estimate:
     @property
     def total(self) -> int:
         """Activations plus states, bytes."""
-        return self.activations + self.weights + self.gradients + self.optimizer
+        return self.activations + self.loss_activations + self.weights + self.gradients + self.optimizer
 
 
 @dataclass
@@ -238,6 +242,7 @@ def estimate(
     from wavecl.model import backbone, deformable
     from wavecl.model.text import text_encoder_of_shape
     from wavecl.model.wavecl import WaveCL
+    from wavecl.training.trainer import outputs_to_float
 
     config = apply_overrides(load_config(config_path), overrides or {})
     amp = config.train.amp if amp is None else amp
@@ -291,12 +296,38 @@ def estimate(
         else:
             autocast = torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None)
         stack.enter_context(mock.patch.object(torch.utils.checkpoint, "checkpoint", _probing_checkpoint(counter)))
-        stack.enter_context(counter.counting())
-        stack.enter_context(autocast)
-        visual = model.encode_video(clips, pad_mask, valid_indices)
-        model.segment(visual, sentences, image_sizes, pool_text_padding=True)
-    result.activations = counter.bytes
+        with counter.counting(), autocast:
+            visual = model.encode_video(clips, pad_mask, valid_indices)
+            output = model.segment(visual, sentences, image_sizes, pool_text_padding=True)
+        result.activations = counter.bytes
+        losses = SavedTensorCounter(counter.excluded | set(counter.storages))
+        with losses.counting():
+            _mask_losses(config, outputs_to_float(output), (height, width), target)
+        result.loss_activations = losses.bytes
     return result
+
+
+def _mask_losses(config, output, size: tuple[int, int], device: torch.device) -> None:
+    """The criterion's mask losses (sigmoid focal and dice at the padded frame size) of every decoder layer,
+    each clip's referred object matched to query 0 (the matching itself saves nothing for backward)."""
+    from wavecl.data.types import FrameTarget
+    from wavecl.training.trainer import build_criterion
+
+    frames, batch = output.pred_masks.shape[:2]
+    target = FrameTarget(
+        masks=torch.ones(1, *size, dtype=torch.bool, device=device),
+        boxes=torch.full((1, 4), 0.5, device=device),
+        labels=torch.zeros(1, dtype=torch.long, device=device),
+        is_visible=True,
+        orig_size=size,
+        size=size,
+    )
+    targets = [[target] * batch for _ in range(frames)]
+    clips, queries = torch.arange(batch, device=device), torch.zeros(batch, dtype=torch.long, device=device)
+    instances = [torch.zeros(1, dtype=torch.long, device=device)] * batch
+    criterion = build_criterion(config)
+    for layer in [output, *output.aux_outputs]:
+        criterion.mask_losses(layer, targets, clips, queries, instances, torch.ones((), device=device))
 
 
 def gib(value: int) -> str:
@@ -315,7 +346,18 @@ def main(argv: list[str] | None = None) -> list[Estimate]:
     checkpointing = None if args.checkpointing is None else args.checkpointing == "on"
     estimates = [estimate(path, args.amp, checkpointing) for path in configs]
 
-    header = ("config", "clips x frames x HxW", "amp", "ckpt", "activations", "weights", "grads", "AdamW", "total")
+    header = (
+        "config",
+        "clips x frames x HxW",
+        "amp",
+        "ckpt",
+        "network",
+        "losses",
+        "weights",
+        "grads",
+        "AdamW",
+        "total",
+    )
     rows = [
         (
             e.name,
@@ -323,6 +365,7 @@ def main(argv: list[str] | None = None) -> list[Estimate]:
             e.amp,
             "on" if e.checkpointing else "off",
             gib(e.activations),
+            gib(e.loss_activations),
             gib(e.weights),
             gib(e.gradients),
             gib(e.optimizer),
