@@ -58,7 +58,7 @@ class ModelConfig:
     """Backbone attention window (frames, height, width) in patches."""
     activation_checkpointing: bool = False
     """Training keeps only the inputs of every Video-Swin block and deformable encoder layer and recomputes
-    the rest in the backward pass: less memory (benchmarks/memory_estimate.py), about a third more compute."""
+    the rest in the backward pass: less memory (benchmarks/memory_estimate.py), a second forward of those."""
     text_encoder: str = "roberta-base"
     """Hugging Face encoder folder (or name in the local cache), or 'minilm' for the packaged MiniLM."""
     freeze_text_encoder: bool = True
