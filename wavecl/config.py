@@ -216,7 +216,8 @@ class TrainConfig:
     """Batches whose gradients are summed before each optimiser step."""
     amp: AmpMode = DEFAULT_AMP
     """Mixed precision on CUDA: off, bf16 (float16 with a gradient scaler where the GPU has no native
-    bfloat16) or fp16 (with a gradient scaler); float32 on the CPU. Recorded in run_info.json."""
+    bfloat16) or fp16 (with a gradient scaler); float32 on the CPU. On CUDA float32 matmuls and convolutions
+    run in TF32 in every mode. Recorded in run_info.json."""
     seed: int = 42
     """Seed of initialisation, sampling and augmentation."""
     eval_interval: int = 1
