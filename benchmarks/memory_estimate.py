@@ -66,6 +66,8 @@ class Estimate:
         amp: the autocast mode counted (``off``, ``bf16``, ``fp16``).
         checkpointing: whether activation checkpointing was on.
         activations: bytes the network saves for the backward pass (see the module docstring).
+        recomputed: the part of ``activations`` that the largest checkpointed segment saves again while the
+            backward pass recomputes it (0 without checkpointing).
         loss_activations: bytes the mask losses save for the backward pass.
         weights, gradients, optimizer: bytes of the float32 states.
     """
@@ -77,6 +79,7 @@ class Estimate:
     amp: str
     checkpointing: bool
     activations: int = 0
+    recomputed: int = 0
     loss_activations: int = 0
     weights: int = 0
     gradients: int = 0
@@ -300,6 +303,7 @@ def estimate(
             visual = model.encode_video(clips, pad_mask, valid_indices)
             output = model.segment(visual, sentences, image_sizes, pool_text_padding=True)
         result.activations = counter.bytes
+        result.recomputed = max(counter.segments, default=0)
         losses = SavedTensorCounter(counter.excluded | set(counter.storages))
         with losses.counting():
             _mask_losses(config, outputs_to_float(output), (height, width), target)
