@@ -189,7 +189,7 @@ def _fake_tensors(value, mode: FakeTensorMode, device: torch.device):
 def _built_on_the_host(function: Callable, mode: FakeTensorMode, device: torch.device) -> Callable:
     """``function`` (a :func:`wavecl.model.shape_cache.cached_per_shape` table builder, which reads its own
     index tensors back) run on real CPU tensors, its result then made fake on ``device``."""
-    build = function.__wrapped__
+    build = getattr(function, "__wrapped__", function)  # past the per-shape cache: fake results are not kept
 
     def on_the_host(*args, **kwargs):
         args = [torch.device("cpu") if isinstance(value, torch.device) else value for value in args]
