@@ -38,7 +38,14 @@ def fake_gpu(monkeypatch: pytest.MonkeyPatch, gpu: tuple) -> list[dict]:
     monkeypatch.setattr(torch.cuda, "device", lambda device: contextlib.nullcontext())
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
+    untouched_tf32_flags(monkeypatch)
     return calls
+
+
+def untouched_tf32_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Set torch's TF32 flags off for the test (the monkeypatch restores them after it)."""
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
 
 
 @pytest.mark.parametrize(
@@ -61,11 +68,18 @@ def test_policy_on_gpus(monkeypatch, gpu, amp, dtype, scaler):
     assert policy.effective == {None: "off", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
     kept = list(FLOAT32_TENSORS) if dtype is not None else ["everything (no autocast)"]
     assert policy.summary()["float32"] == kept
+    # float32 matmuls and convolutions run TF32 on CUDA whatever the mode, and the record says so
+    assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    assert policy.tf32 and policy.summary()["tf32"] is True
+    assert "float32 matmuls and convolutions in TF32" in policy.describe()
     if amp == "bf16":
         assert calls == [{"including_emulation": False}]
     if amp == "bf16" and dtype == torch.float16:
         assert f"{gpu[0]} (compute capability {gpu[1][0]}.{gpu[1][1]}) has no native bfloat16" in policy.note
-        assert policy.describe().startswith("precision: bf16 requested, fp16 autocast with loss scaling on cuda")
+        assert policy.describe().startswith(
+            "precision: bf16 requested, fp16 autocast with loss scaling on cuda, "
+            "float32 matmuls and convolutions in TF32 ("
+        )
     else:
         assert policy.note == ""
 
@@ -79,9 +93,12 @@ def test_capability_check_without_the_emulation_argument(monkeypatch):
 
 
 @pytest.mark.parametrize("amp", ["off", "bf16", "fp16"])
-def test_cpu_runs_float32_and_says_why(amp):
+def test_cpu_runs_float32_and_says_why(amp, monkeypatch):
+    untouched_tf32_flags(monkeypatch)
     policy = decide_precision(amp, CPU)
     assert policy.autocast_dtype is None and not policy.grad_scaler and policy.effective == "off"
+    assert not policy.tf32 and "TF32" not in policy.describe()
+    assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
     assert ("CUDA only" in policy.note) == (amp != "off")
     with policy.autocast():
         assert torch.mm(torch.ones(2, 2), torch.ones(2, 2)).dtype == torch.float32
@@ -115,6 +132,7 @@ def test_trainer_logs_and_records_the_policy(tmp_path, caplog):
         "requested": "bf16",
         "effective": "off",
         "grad_scaler": False,
+        "tf32": False,
         "device": "cpu",
         "note": "autocast runs on CUDA only; cpu is float32",
         "float32": ["everything (no autocast)"],

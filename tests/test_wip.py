@@ -277,3 +277,22 @@ def test_focusing_survives_half_precision() -> None:
     with torch.no_grad():
         out = fla(x, memory, 1, (2, 2))
     assert out.dtype == torch.float16 and torch.isfinite(out).all()
+
+
+def test_sums_stay_finite_under_float16_autocast() -> None:
+    """Features scaled 100x (a trained network's can be): the linear attention's sums over 480 memory tokens
+    overflow float16, so they run in float32; the output equals the float32 computation to float16 rounding."""
+    torch.manual_seed(0)
+    fla = FocusedLinearAttention(64, 4)
+    frames, size = 2, (12, 20)
+    generator = torch.Generator().manual_seed(3)
+    pixels = frames * size[0] * size[1]
+    x = 100 * torch.randn(1, 3 * pixels, 64, generator=generator)
+    memory = 100 * torch.randn(1, pixels, 64, generator=generator)
+    with torch.no_grad():
+        expected = fla(x, memory, frames, size)
+        with torch.autocast("cpu", dtype=torch.float16):
+            out = fla(x, memory, frames, size)
+            assert fla.v(memory).dtype == torch.float16  # autocast is really on
+    assert out.dtype == torch.float16 and torch.isfinite(out).all()
+    torch.testing.assert_close(out.float(), expected, rtol=0, atol=5e-3 * expected.abs().max().item())

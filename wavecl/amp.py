@@ -9,7 +9,11 @@ which tensors stay float32. The rules:
   emulated bfloat16 on older GPUs is slower than float32 and does not count); elsewhere it runs
   float16, with loss scaling;
 - a gradient scaler runs exactly when float16 does (float16's narrow range underflows small gradients;
-  bfloat16 has float32's range and needs none).
+  bfloat16 has float32's range and needs none);
+- on CUDA, whatever the mode, float32 matmuls and cuDNN convolutions run in TF32 on the tensor cores
+  (float32's range with float16's 10-bit mantissa, finer than bfloat16's 7 bits; several times faster
+  than full float32 on Ampere and later GPUs, a no-op on older ones). :func:`decide_precision` sets torch's
+  process-wide flags for it, and nothing else in wavecl touches them.
 """
 
 from __future__ import annotations
@@ -56,6 +60,11 @@ class PrecisionPolicy:
         return self.autocast_dtype == torch.float16
 
     @property
+    def tf32(self) -> bool:
+        """Whether float32 matmuls and convolutions run in TF32: on CUDA (see the module's rules)."""
+        return self.device_type == "cuda"
+
+    @property
     def effective(self) -> AmpMode:
         """The mode that runs: ``off``, ``bf16`` or ``fp16``."""
         return {None: "off", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.autocast_dtype]
@@ -67,23 +76,26 @@ class PrecisionPolicy:
         return torch.autocast(self.device_type, dtype=self.autocast_dtype)
 
     def summary(self) -> dict[str, Any]:
-        """A JSON-ready record: requested and effective mode, scaler, device, note and what stays float32
-        (:data:`FLOAT32_TENSORS` under autocast; everything without it)."""
+        """A JSON-ready record: requested and effective mode, scaler, TF32, device, note and what stays
+        float32 (:data:`FLOAT32_TENSORS` under autocast; everything without it)."""
         return {
             "requested": self.requested,
             "effective": self.effective,
             "grad_scaler": self.grad_scaler,
+            "tf32": self.tf32,
             "device": self.device_type,
             "note": self.note,
             "float32": list(FLOAT32_TENSORS) if self.autocast_dtype is not None else ["everything (no autocast)"],
         }
 
     def describe(self) -> str:
-        """One line for the log: ``precision: bf16 requested, fp16 runs with loss scaling (...)``."""
+        """One line for the log: ``precision: bf16 requested, fp16 autocast with loss scaling on cuda, float32
+        matmuls in TF32 (...)``."""
         runs = "float32" if self.autocast_dtype is None else f"{self.effective} autocast"
         scaler = " with loss scaling" if self.grad_scaler else ""
+        tf32 = ", float32 matmuls and convolutions in TF32" if self.tf32 else ""
         note = f" ({self.note})" if self.note else ""
-        return f"precision: {self.requested} requested, {runs}{scaler} on {self.device_type}{note}"
+        return f"precision: {self.requested} requested, {runs}{scaler} on {self.device_type}{tf32}{note}"
 
 
 def bf16_is_native(device: torch.device) -> bool:
@@ -98,8 +110,19 @@ def bf16_is_native(device: torch.device) -> bool:
         return torch.cuda.is_bf16_supported()
 
 
+def enable_tf32() -> None:
+    """Let CUDA run float32 matmuls (cuBLAS) and convolutions (cuDNN) in TF32, process-wide.
+
+    The CUDA flags only (``torch.backends.cuda.matmul.allow_tf32``, ``torch.backends.cudnn.allow_tf32``):
+    the CPU's float32 matmuls stay exact.
+    """
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+
+
 def decide_precision(amp: AmpMode, device: torch.device) -> PrecisionPolicy:
-    """The precision policy of a run on ``device`` configured with ``amp``.
+    """The precision policy of a run on ``device`` configured with ``amp``; on CUDA it also turns TF32 on
+    (:func:`enable_tf32`), so the policy the run records is the one that runs.
 
     Args:
         amp: ``off``, ``bf16`` or ``fp16``.
@@ -113,6 +136,8 @@ def decide_precision(amp: AmpMode, device: torch.device) -> PrecisionPolicy:
     """
     if amp not in AMP_CHOICES:
         raise ValueError(f"amp must be 'off', 'bf16' or 'fp16', got {amp!r}")
+    if device.type == "cuda":
+        enable_tf32()
     if amp == "off":
         return PrecisionPolicy(amp, device.type, None)
     if device.type != "cuda":

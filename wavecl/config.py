@@ -56,6 +56,9 @@ class ModelConfig:
     """Override of the variant's attention heads per stage (reduced models); none: the variant's."""
     backbone_window_size: list[int] = field(default_factory=lambda: [8, 7, 7])
     """Backbone attention window (frames, height, width) in patches."""
+    activation_checkpointing: bool = False
+    """Training keeps only the inputs of every Video-Swin block and deformable encoder layer and recomputes
+    the rest in the backward pass: less memory (benchmarks/memory_estimate.py), a second forward of those."""
     text_encoder: str = "roberta-base"
     """Hugging Face encoder folder (or name in the local cache), or 'minilm' for the packaged MiniLM."""
     freeze_text_encoder: bool = True
@@ -213,7 +216,8 @@ class TrainConfig:
     """Batches whose gradients are summed before each optimiser step."""
     amp: AmpMode = DEFAULT_AMP
     """Mixed precision on CUDA: off, bf16 (float16 with a gradient scaler where the GPU has no native
-    bfloat16) or fp16 (with a gradient scaler); float32 on the CPU. Recorded in run_info.json."""
+    bfloat16) or fp16 (with a gradient scaler); float32 on the CPU. On CUDA float32 matmuls and convolutions
+    run in TF32 in every mode. Recorded in run_info.json."""
     seed: int = 42
     """Seed of initialisation, sampling and augmentation."""
     eval_interval: int = 1

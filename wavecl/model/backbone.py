@@ -24,6 +24,7 @@ from torchvision.models.swin_transformer import SwinTransformerBlock
 from torchvision.models.video.swin_transformer import ShiftedWindowAttention3d, SwinTransformer3d
 
 from wavecl.checkpoint import load_weights_only
+from wavecl.model.recompute import run_block
 from wavecl.model.shape_cache import cached_per_shape
 from wavecl.original import swin_key
 
@@ -185,6 +186,8 @@ class VideoSwinBackbone(nn.Module):
         window_size: attention window ``(time, height, width)`` in tokens; it shrinks to the input where the
             input is smaller (torchvision's rule, identical to the official one).
         drop_path: stochastic-depth rate of the last block, increasing linearly from 0 at the first.
+        activation_checkpointing: in training, keep only the input of every Swin block and patch merging
+            and recompute the rest in the backward pass (:func:`wavecl.model.recompute.run_block`).
 
     Attributes:
         body: the torchvision ``SwinTransformer3d`` without ``norm``, ``avgpool`` and ``head``;
@@ -199,8 +202,10 @@ class VideoSwinBackbone(nn.Module):
         num_heads: Sequence[int] = (3, 6, 12, 24),
         window_size: Sequence[int] = (8, 7, 7),
         drop_path: float = 0.2,
+        activation_checkpointing: bool = False,
     ) -> None:
         super().__init__()
+        self.activation_checkpointing = activation_checkpointing
         if len(depths) != 4 or len(num_heads) != 4:
             raise ValueError(f"depths and num_heads need 4 stages, got depths={depths}, num_heads={num_heads}")
         self.body = SwinTransformer3d(
@@ -219,7 +224,7 @@ class VideoSwinBackbone(nn.Module):
     def from_name(cls, name: str, drop_path: float = 0.2, **overrides: Any) -> VideoSwinBackbone:
         """Build a published size by name (a key of :data:`VIDEO_SWIN_VARIANTS`), optionally with some
         constructor arguments replaced (``embed_dim``, ``depths``, ``num_heads``, ``window_size``), e.g.
-        for the reduced models of the tests and the demo."""
+        for the reduced models of the tests and the demo, or set (``activation_checkpointing``)."""
         if name not in VIDEO_SWIN_VARIANTS:
             raise ValueError(f"unknown Video-Swin variant {name!r}; choose one of {sorted(VIDEO_SWIN_VARIANTS)}")
         return cls(**{**VIDEO_SWIN_VARIANTS[name], **overrides}, drop_path=drop_path)
@@ -238,8 +243,10 @@ class VideoSwinBackbone(nn.Module):
             raise ValueError(f"frames must be [B, T, 3, H, W], got shape {tuple(frames.shape)}")
         tokens = self.body.pos_drop(self.body.patch_embed(rearrange(frames, "b t c h w -> b c t h w")))
         stage_outputs = []
+        checkpointing = self.activation_checkpointing and self.training
         for index, layer in enumerate(self.body.features):
-            tokens = layer(tokens)
+            for block in layer if index % 2 == 0 else [layer]:  # a stage's Swin blocks, or a patch merging
+                tokens = run_block(block, checkpointing, tokens)
             if index % 2 == 0:
                 stage_outputs.append(rearrange(tokens, "b t h w c -> (b t) c h w"))
         return stage_outputs

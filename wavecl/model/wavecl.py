@@ -74,6 +74,7 @@ class WaveCL(PretrainedMixin, nn.Module):
         self.backbone = VideoSwinBackbone.from_name(
             config.backbone,
             drop_path=config.backbone_drop_path,
+            activation_checkpointing=config.activation_checkpointing,
             **{
                 key: tuple(value) if isinstance(value, list) else value
                 for key, value in overrides.items()
@@ -118,6 +119,7 @@ class WaveCL(PretrainedMixin, nn.Module):
             num_feature_levels=config.num_feature_levels,
             enc_n_points=config.enc_n_points,
             dec_n_points=config.dec_n_points,
+            activation_checkpointing=config.activation_checkpointing,
         )
         self.query_embed = nn.Embedding(config.num_queries, d)
         self.class_embed = nn.ModuleList(nn.Linear(d, config.num_classes) for _ in range(config.dec_layers))

@@ -94,14 +94,11 @@ class FocusedLinearAttention(nn.Module):
         query, key, value = (
             rearrange(t, "b n (heads d) -> b heads n d", heads=self.num_heads) for t in (query, key, value)
         )
-        key_value = torch.einsum("bhmd,bhme->bhde", key, value) / num_memory
-        normaliser = torch.einsum("bhnd,bhd->bhn", query, key.mean(dim=2)) + 1e-6
-        attended = torch.einsum("bhnd,bhde->bhne", query, key_value) / normaliser[..., None]
-        attended = rearrange(attended, "b heads n e -> b n (heads e)")
-        return self.proj(attended + self._local_term(value, num_frames, size))
+        attended = rearrange(_linear_attention(query, key, value), "b heads n e -> b n (heads e)")
+        return self.proj(attended.to(value.dtype) + self._local_term(value, num_frames, size))
 
     def _focus(self, features: Tensor) -> Tensor:
-        """The focusing map on ``[B, N, C]`` features.
+        """The focusing map on ``[B, N, C]`` features, returned in at least float32.
 
         Computed in at least float32: the cube of ``1e-6``-sized entries underflows in half
         precision and would turn ``‖z³‖`` into 0.
@@ -109,8 +106,7 @@ class FocusedLinearAttention(nn.Module):
         dtype = torch.promote_types(features.dtype, torch.float32)
         z = (F.relu(features.to(dtype)) + 1e-6) / F.softplus(self.scale.to(dtype))
         z_focused = z**self.focusing_factor
-        z_focused = z_focused * (z.norm(dim=-1, keepdim=True) / z_focused.norm(dim=-1, keepdim=True))
-        return z_focused.to(features.dtype)
+        return z_focused * (z.norm(dim=-1, keepdim=True) / z_focused.norm(dim=-1, keepdim=True))
 
     def _local_term(self, value: Tensor, num_frames: int, size: tuple[int, int]) -> Tensor:
         """Depthwise convolution of the per-head values, laid out over the query tokens.
@@ -135,6 +131,31 @@ class FocusedLinearAttention(nn.Module):
         return repeat(
             self.dwc(images), "(b heads) d y wt -> b (band y wt) (heads d)", heads=self.num_heads, band=NUM_HIGH_BANDS
         )
+
+
+def _linear_attention(query: Tensor, key: Tensor, value: Tensor) -> Tensor:
+    """``out_i = q_iᵀ mean_j(k_j v_jᵀ) / (q_iᵀ mean_j(k_j) + 1e-6)`` per head, in at least float32 with
+    autocast off.
+
+    The sums run over every memory token of a clip (7,360 at 8 frames of 23x40 tokens) before the
+    mean divides them: in float16 they overflow (``inf``, then NaN) once the features reach a few
+    dozen, which autocast would otherwise allow. The result is a weighted mean of the values, so it
+    fits the values' dtype again.
+
+    Args:
+        query: ``[B, heads, N, d]`` focused queries.
+        key: ``[B, heads, M, d]`` focused keys.
+        value: ``[B, heads, M, e]``.
+
+    Returns:
+        ``[B, heads, N, e]`` in ``float32`` (``float64`` for float64 inputs).
+    """
+    dtype = torch.promote_types(value.dtype, torch.float32)
+    with torch.autocast(value.device.type, enabled=False):
+        query, key, value = (tensor.to(dtype) for tensor in (query, key, value))
+        key_value = torch.einsum("bhmd,bhme->bhde", key, value) / key.shape[2]
+        normaliser = torch.einsum("bhnd,bhd->bhn", query, key.mean(dim=2)) + 1e-6
+        return torch.einsum("bhnd,bhde->bhne", query, key_value) / normaliser[..., None]
 
 
 def wavelet_gate(
