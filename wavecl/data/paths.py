@@ -152,12 +152,54 @@ def _format_of(prefix: bytes) -> str:
     return "no image format wavecl knows" if prefix else "an empty file"
 
 
+def _file_start(file: Path | IO[bytes]) -> bytes:
+    """The first :data:`_SNIFF_BYTES` bytes of ``file``; a file object is left at its start."""
+    if isinstance(file, Path):
+        with open(file, "rb") as handle:
+            return handle.read(_SNIFF_BYTES)
+    file.seek(0)
+    prefix = file.read(_SNIFF_BYTES)
+    file.seek(0)
+    return prefix
+
+
+def _header_size(file: Path | IO[bytes]) -> tuple[int, int]:
+    """``(width, height)`` of a JPEG or PNG file from its header alone, read by the format's own Pillow
+    parser: for a file that ``Image.open`` refuses as a decompression bomb before giving its size."""
+    Image.init()
+    prefix = _file_start(file)
+    factory = next(Image.OPEN[name][0] for name in IMAGE_FORMATS if Image.OPEN[name][1](prefix))
+    with factory(file, None) as image:
+        return image.size
+
+
+def _too_large(width: int, height: int, what: str) -> UnsupportedImageError:
+    return UnsupportedImageError(
+        f"{what} is {width}x{height} pixels ({width * height / 1e6:.1f} megapixels); wavecl reads at most "
+        f"{MAX_IMAGE_PIXELS / 1e6:g} megapixels (wavecl.data.paths.MAX_IMAGE_PIXELS)"
+    )
+
+
+def check_pixel_count(width: int, height: int, what: str) -> None:
+    """Refuse a picture of more than :data:`MAX_IMAGE_PIXELS` pixels.
+
+    Args:
+        width, height: its size in pixels.
+        what: the picture in words, e.g. ``"image frames/0001.png"`` or ``"the frames of video clip.mp4"``.
+
+    Raises:
+        UnsupportedImageError: naming ``what``, its size in pixels and megapixels, and the limit.
+    """
+    if width * height > MAX_IMAGE_PIXELS:
+        raise _too_large(width, height, what)
+
+
 @contextmanager
 def open_image(file: Path | IO[bytes], name: str | os.PathLike[str] | None = None) -> Iterator[Image.Image]:
     """Open an image whose header has been read and checked, its pixels not yet decoded.
 
     Args:
-        file: the path, or a binary file object positioned at the image's start (a zip member).
+        file: the path, or a seekable binary file object holding the image from its start (a zip member).
         name: what the messages call the image (default: ``file`` itself, for a path).
 
     Yields:
@@ -171,46 +213,22 @@ def open_image(file: Path | IO[bytes], name: str | os.PathLike[str] | None = Non
         ValueError: the file is damaged (named).
     """
     name = file if name is None else name
-    allowed = " or ".join(IMAGE_FORMATS)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused below, with our limit
             image = Image.open(file, formats=IMAGE_FORMATS)
     except UnidentifiedImageError as error:
-        if isinstance(file, Path):
-            with open(file, "rb") as handle:
-                prefix = handle.read(_SNIFF_BYTES)
-        else:
-            file.seek(0)
-            prefix = file.read(_SNIFF_BYTES)
-        raise UnsupportedImageError(f"image {name} holds {_format_of(prefix)}; wavecl reads {allowed} only") from error
-    except Image.DecompressionBombError as error:
+        found = _format_of(_file_start(file))
         raise UnsupportedImageError(
-            f"image {name} is too large to read: {error}; wavecl reads images of at most {MAX_IMAGE_PIXELS} pixels "
-            "(MAX_IMAGE_PIXELS)"
+            f"image {name} holds {found}; wavecl reads {' or '.join(IMAGE_FORMATS)} only"
         ) from error
+    except Image.DecompressionBombError as error:
+        raise _too_large(*_header_size(file), f"image {name}") from error
     except OSError as error:
         raise ValueError(f"cannot read image {name}: {error}") from error
     with image:
         check_pixel_count(image.width, image.height, f"image {name}")
         yield image
-
-
-def check_pixel_count(width: int, height: int, what: str) -> None:
-    """Refuse a picture of more than :data:`MAX_IMAGE_PIXELS` pixels.
-
-    Args:
-        width, height: its size in pixels.
-        what: the picture in words, e.g. ``"image frames/0001.png"`` or ``"frames of video clip.mp4"``.
-
-    Raises:
-        UnsupportedImageError: naming ``what``, its size in pixels and megapixels, and the limit.
-    """
-    if width * height > MAX_IMAGE_PIXELS:
-        raise UnsupportedImageError(
-            f"{what} is {width}x{height} pixels ({width * height / 1e6:.1f} megapixels); wavecl reads at most "
-            f"{MAX_IMAGE_PIXELS / 1e6:g} megapixels (MAX_IMAGE_PIXELS)"
-        )
 
 
 def read_image(path: Path, mode: str | None = "RGB", exif_orientation: bool = False) -> Image.Image:
