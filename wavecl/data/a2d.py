@@ -169,8 +169,9 @@ def _read_videoset(path: Path) -> dict[str, int]:
     for line, row in read_csv_rows(path, header=None):
         if len(row) != VIDEOSET_COLUMNS:
             raise ValueError(f"{path}:{line}: expected {VIDEOSET_COLUMNS} columns, found {len(row)}")
+        video_id = check_identifier(row[0], f"{path}:{line}", "video id")
         try:
-            subsets[check_identifier(row[0], f"{path}:{line}", "video id")] = int(float(row[8]))
+            subsets[video_id] = int(float(row[8]))
         except ValueError as error:
             raise ValueError(f"{path}:{line}: subset column is not a number: {row[8]!r}") from error
     return subsets

@@ -145,11 +145,14 @@ def _format_of(prefix: bytes) -> str:
 
     Only each format's signature check runs, on these bytes; no decoder sees the file.
     """
+    if not prefix:
+        return "an empty file"
     Image.init()
+    padded = prefix.ljust(_SNIFF_BYTES, b"\0")  # some checks unpack a fixed number of bytes
     for name, (_, accept) in Image.OPEN.items():
-        if accept is not None and accept(prefix):
+        if accept is not None and accept(padded):
             return f"{name} data"
-    return "no image format wavecl knows" if prefix else "an empty file"
+    return "no image format wavecl knows"
 
 
 def _file_start(file: Path | IO[bytes]) -> bytes:
