@@ -29,6 +29,7 @@ from wavecl.data.jhmdb import build_jhmdb_samples
 from wavecl.data.paths import DuplicateKeyError, UnsupportedImageError, open_image, read_image, read_json
 from wavecl.data.refcoco import read_refcoco_json, refcoco_annotation_path
 from wavecl.data.video import iter_video_frames, read_video_frames, write_video
+from wavecl.evaluation.davis import read_sequence_list
 from wavecl.evaluation.ytvos import write_ytvos_masks
 from wavecl.model.pretrained import resolve_pretrained, save_pretrained
 from wavecl.testing.coco_davis import write_davis_fixture, write_refcoco_fixture
@@ -165,6 +166,8 @@ def test_davis_conversion_refuses_a_video_name_with_a_separator(tmp_path) -> Non
     with pytest.raises(UnsafeIdentifierError, match=r"val\.txt:\d+: video '\.\./\.\./\.\./escaped' holds a path"):
         convert_davis(tmp_path / "refer-davis", tmp_path / "out")
     assert changes_outside(before, tree_state(tmp_path), "out") == {}
+    with pytest.raises(UnsafeIdentifierError, match=r"val\.txt:\d+: video '\.\./\.\./\.\./escaped'"):
+        read_sequence_list(tmp_path / "refer-davis" / "DAVIS", "val")
     expression_file = tmp_path / "refer-davis" / "davis_text_annotations" / "Davis17_annot1.txt"
     expression_file.write_text('/tmp/x 1 "a dog"\n')
     with pytest.raises(UnsafeIdentifierError, match=r"Davis17_annot1\.txt:1: video '/tmp/x'"):

@@ -115,8 +115,13 @@ def read_davis_expression_file(path: str | Path, encoding: str) -> dict[str, lis
     return {video: sorted(entries, key=lambda entry: entry.obj_id) for video, entries in videos.items()}
 
 
-def _read_split_list(path: Path) -> list[str]:
-    """The video names of an ImageSets list, one per non-blank line, each a file name (:func:`check_identifier`)."""
+def read_split_list(path: Path) -> list[str]:
+    """The video names of a DAVIS ``ImageSets`` list, one per non-blank line.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        UnsafeIdentifierError: a name is no file name (:func:`check_identifier`); file and line are named.
+    """
     require_file(path)
     lines = enumerate(path.read_text(encoding="utf-8").splitlines(), start=1)
     return [check_identifier(line.strip(), f"{path}:{number}", "video") for number, line in lines if line.strip()]
@@ -180,7 +185,7 @@ def convert_davis(
     num_expressions: dict[str, int] = {}
     meta_paths: dict[str, Path] = {}
     for image_set, split in SPLIT_FOLDERS.items():
-        videos = _read_split_list(davis / "ImageSets" / "2017" / f"{image_set}.txt")
+        videos = read_split_list(davis / "ImageSets" / "2017" / f"{image_set}.txt")
         expressions_meta: dict[str, Any] = {}
         objects_meta: dict[str, Any] = {}
         for video in videos:
