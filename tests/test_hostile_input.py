@@ -29,6 +29,7 @@ from wavecl.data.jhmdb import build_jhmdb_samples
 from wavecl.data.paths import DuplicateKeyError, UnsupportedImageError, open_image, read_image, read_json
 from wavecl.data.refcoco import read_refcoco_json, refcoco_annotation_path
 from wavecl.data.video import iter_video_frames, read_video_frames, write_video
+from wavecl.evaluation.a2d import load_coco_ground_truth
 from wavecl.evaluation.davis import read_sequence_list
 from wavecl.evaluation.ytvos import write_ytvos_masks
 from wavecl.model.pretrained import resolve_pretrained, save_pretrained
@@ -308,6 +309,15 @@ def test_a_repeated_json_key_is_refused_naming_file_and_key(tmp_path) -> None:
         read_json(path)
     path.write_text('{"videos": {"v1": {"frames": ["0"]}, "v2": {}}}')
     assert read_json(path) == {"videos": {"v1": {"frames": ["0"]}, "v2": {}}}
+
+
+def test_a_coco_ground_truth_with_a_repeated_key_is_refused(tmp_path) -> None:
+    path = tmp_path / "gt.json"
+    path.write_text('{"images": [{"id": 1}], "annotations": [], "categories": [], "images": []}')
+    with pytest.raises(DuplicateKeyError, match=rf"{path}: key 'images' appears twice"):
+        load_coco_ground_truth(path)
+    path.write_text('{"images": [{"id": 1}], "annotations": [], "categories": []}')
+    assert load_coco_ground_truth(path).getImgIds() == [1]
 
 
 def test_evaluate_refuses_a_repeated_expression_id(pretrained, tmp_path, capsys) -> None:
