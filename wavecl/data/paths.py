@@ -152,7 +152,7 @@ def _format_of(prefix: bytes) -> str:
     for name, (_, accept) in Image.OPEN.items():
         if accept is not None and accept(padded):
             return f"{name} data"
-    return "no image format wavecl knows"
+    return "data of no known image format"
 
 
 def _file_start(file: Path | IO[bytes]) -> bytes:
@@ -227,6 +227,8 @@ def open_image(file: Path | IO[bytes], name: str | os.PathLike[str] | None = Non
         ) from error
     except Image.DecompressionBombError as error:
         raise _too_large(*_header_size(file), f"image {name}") from error
+    except FileNotFoundError:
+        raise
     except OSError as error:
         raise ValueError(f"cannot read image {name}: {error}") from error
     with image:
