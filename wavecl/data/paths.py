@@ -188,7 +188,7 @@ def check_pixel_count(width: int, height: int, what: str) -> None:
 
     Args:
         width, height: its size in pixels.
-        what: the picture in words, e.g. ``"image frames/0001.png"`` or ``"the frames of video clip.mp4"``.
+        what: the picture in words, e.g. ``"image frames/0001.png"`` or ``"a frame of video clip.mp4"``.
 
     Raises:
         UnsupportedImageError: naming ``what``, its size in pixels and megapixels, and the limit.

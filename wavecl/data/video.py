@@ -62,7 +62,7 @@ def _open_input(path: Path) -> av.container.InputContainer:
         raise ValueError(f"no video stream in {path}")
     stream = container.streams.video[0]
     try:
-        check_pixel_count(stream.width, stream.height, f"the frames of video {path}")
+        check_pixel_count(stream.width, stream.height, f"a frame of video {path}")
     except ValueError:
         container.close()
         raise
@@ -101,7 +101,7 @@ def _presented_frames(path: Path) -> Iterator[av.VideoFrame]:
     try:
         with container:
             for frame in container.decode(video=0):
-                check_pixel_count(frame.width, frame.height, f"frame at {frame.time} s of video {path}")
+                check_pixel_count(frame.width, frame.height, f"the frame at {frame.time} s of video {path}")
                 if frame.pts is not None and frame.pts >= 0:
                     yield frame
     except av.FFmpegError as error:
