@@ -1,5 +1,5 @@
 """Image files read as a viewer shows them: 16-bit grey frames scaled to 8 bits, EXIF orientation for user
-frames, and files whose range is unknown refused by name."""
+frames, and files in formats other than JPEG and PNG refused by name."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from wavecl.data.paths import read_image
+from wavecl.data.paths import UnsupportedImageError, read_image
 from wavecl.data.ytvos import read_index_mask
 from wavecl.inference.predictor import open_video
 
@@ -47,11 +47,11 @@ def test_sixteen_bit_masks_are_refused_not_scaled(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("mode", ["F", "I"])
-def test_images_of_unknown_range_are_refused_by_name(tmp_path: Path, mode: str) -> None:
+def test_deep_tiff_images_are_refused_by_name_and_format(tmp_path: Path, mode: str) -> None:
     Image.fromarray(np.full((4, 4), 1000, dtype=np.float32 if mode == "F" else np.int32), mode=mode).save(
         tmp_path / "deep.tif"
     )
-    with pytest.raises(ValueError, match=rf"deep\.tif.*mode {mode}"):
+    with pytest.raises(UnsupportedImageError, match=r"deep\.tif holds TIFF data; wavecl reads JPEG or PNG only"):
         read_image(tmp_path / "deep.tif")
 
 

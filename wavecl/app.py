@@ -13,8 +13,10 @@ sentence and a zip of the masks (a PNG per frame and sentence, named as ``wavecl
 
 Bad input is reported on the page, never by a dead server: an unreadable or empty video, a video
 longer than :attr:`AppConfig.max_frames`, an empty sentence, an upload over
-:attr:`AppConfig.max_upload_mb`. One request runs at a time; later ones wait in a queue (of at most
-:attr:`AppConfig.max_queue`) whose position the page shows.
+:attr:`AppConfig.max_upload_mb` (a zip: its frames unpacked), a frame that is not JPEG or PNG or has
+more than :data:`~wavecl.data.paths.MAX_IMAGE_PIXELS` pixels (checked from its header). One request
+runs at a time; later ones wait in a queue (of at most :attr:`AppConfig.max_queue`) whose position the
+page shows.
 
 Files: everything the app writes lies in one temporary folder, created per app under the system's
 temporary folder (or :attr:`AppConfig.temp_parent`) and removed when the app is closed or garbage

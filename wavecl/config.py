@@ -369,21 +369,76 @@ def from_reference_dict(values: dict[str, Any], source: str = "config") -> Confi
     return from_dict(original.nested_config(values, source), source)
 
 
+class _ConfigLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing what a config never needs and a hostile file uses.
+
+    A mapping that gives one key twice is refused (PyYAML keeps the last value silently). Aliases
+    (``*name``) are refused: each can repeat a whole earlier node, so a few hundred bytes of nested
+    aliases expand to billions of values (the "billion laughs" file); a config has no need of them.
+    """
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None,
+                None,
+                f"alias *{event.anchor} found: aliases are not accepted, write the value out",
+                event.start_mark,
+            )
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        self.flatten_mapping(node)
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, typing.Hashable):
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key!r} appears twice in one mapping", key_node.start_mark
+                    )
+                seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """Parse YAML as configs are parsed: safe types only, no repeated key, no alias (:class:`_ConfigLoader`).
+
+    Args:
+        text: the YAML document.
+        source: what the message calls it (a file, a ``--set`` override).
+
+    Raises:
+        ValueError: malformed YAML, a repeated key, an alias or a tag of no safe type (``!!python/...``);
+            the message names ``source``, the line and the key or tag.
+    """
+    loader = _ConfigLoader(text)
+    loader.name = source  # the name the error marks give
+    try:
+        return loader.get_single_data()
+    except yaml.YAMLError as error:
+        raise ValueError(f"{source}: malformed YAML: {error}") from None
+    finally:
+        loader.dispose()
+
+
 def load_config(path: str | Path) -> Config:
     """Load a config file, nested wavecl YAML or an original ``{desc, value}`` WaveCL file.
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: the YAML is malformed or a field is unknown or of the wrong type; the message
-            names the file and the field.
+        ValueError: the YAML is malformed (:func:`parse_yaml`: also a repeated key or an alias) or a field
+            is unknown or of the wrong type; the message names the file and the field.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
     try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
         raise ValueError(f"{path}: malformed YAML: {error}") from None
+    values = parse_yaml(text, str(path))
     if values is None:
         values = {}
     if not isinstance(values, dict):
@@ -414,8 +469,12 @@ def apply_overrides(config: Config, overrides: dict[str, Any]) -> Config:
 
 
 def parse_override(text: str) -> tuple[str, Any]:
-    """Parse ``section.field=value`` (value read as YAML) for ``--set`` command-line overrides."""
+    """Parse ``section.field=value`` (value read by :func:`parse_yaml`) for ``--set`` command-line overrides.
+
+    Raises:
+        ValueError: no ``section.field=`` part, or a value :func:`parse_yaml` refuses (the override is named).
+    """
     key, sep, raw = text.partition("=")
     if not sep or "." not in key:
         raise ValueError(f"override {text!r} must look like section.field=value")
-    return key.strip(), yaml.safe_load(raw)
+    return key.strip(), parse_yaml(raw, f"override {text!r}")

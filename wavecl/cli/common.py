@@ -119,13 +119,21 @@ def add_shortcut_arguments(parser: argparse.ArgumentParser, names: tuple[str, ..
 
 
 def explicit_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """The config fields given explicitly on the command line (shortcut flags, then ``--set``)."""
+    """The config fields given explicitly on the command line (shortcut flags, then ``--set``).
+
+    Raises:
+        ValueError: a malformed ``--set``, or two ``--set`` of one field (both are named).
+    """
     overrides: dict[str, Any] = {}
     for destination, (_, field, _) in SHORTCUTS.items():
         if hasattr(args, destination):
             overrides[field] = getattr(args, destination)
+    given: dict[str, str] = {}
     for text in args.overrides:
         key, value = parse_override(text)
+        if key in given:
+            raise ValueError(f"--set {given[key]!r} and --set {text!r} both set {key}; give each field once")
+        given[key] = text
         overrides[key] = value
     return overrides
 

@@ -26,6 +26,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from wavecl.config import DataConfig
+from wavecl.data.identifiers import check_identifier
 from wavecl.data.matlab import open_hdf5, read_hdf5_dataset
 from wavecl.data.paths import first_existing, read_csv_rows, require_file, resolve_dataset_root
 from wavecl.data.sample_cache import dataset_cache_dir, file_fingerprint, load_or_build
@@ -163,13 +164,14 @@ def read_referred_instance(path: Path, instance_id: int) -> tuple[np.ndarray, np
 
 
 def _read_videoset(path: Path) -> dict[str, int]:
-    """``{video id: subset code}`` from ``videoset.csv``."""
+    """``{video id: subset code}`` from ``videoset.csv``; each id is a file name (:func:`check_identifier`)."""
     subsets: dict[str, int] = {}
     for line, row in read_csv_rows(path, header=None):
         if len(row) != VIDEOSET_COLUMNS:
             raise ValueError(f"{path}:{line}: expected {VIDEOSET_COLUMNS} columns, found {len(row)}")
+        video_id = check_identifier(row[0], f"{path}:{line}", "video id")
         try:
-            subsets[row[0]] = int(float(row[8]))
+            subsets[video_id] = int(float(row[8]))
         except ValueError as error:
             raise ValueError(f"{path}:{line}: subset column is not a number: {row[8]!r}") from error
     return subsets
@@ -223,6 +225,7 @@ def _parse_samples(rows: list[Any]) -> list[A2DSample]:
     for query, video_id, frame, instance_id in rows:
         if not isinstance(query, str) or not isinstance(video_id, str):
             raise ValueError(f"malformed A2D sample {[query, video_id, frame, instance_id]!r}")
+        check_identifier(video_id, "the cached A2D samples", "video id")
         samples.append(A2DSample(query, video_id, int(frame), int(instance_id)))
     return samples
 

@@ -39,6 +39,7 @@ from torch.utils.data import Dataset
 
 from wavecl.atomic import temporary_directory, write_json
 from wavecl.config import DataConfig
+from wavecl.data.identifiers import check_identifier
 from wavecl.data.paths import read_image, read_json, require_file, resolve_dataset_root
 from wavecl.data.transforms import ClipTransform, FrameAnnotation, clean_expression
 from wavecl.data.types import ClipSample, Split
@@ -98,7 +99,8 @@ def read_davis_expression_file(path: str | Path, encoding: str) -> dict[str, lis
 
     Raises:
         FileNotFoundError: the file is missing.
-        ValueError: a line has fewer than three tokens; the message names the file and line.
+        ValueError: a line has fewer than three tokens, or its video name is no file name
+            (:func:`check_identifier`); the message names the file and line.
     """
     path = require_file(Path(path))
     videos: dict[str, list[DavisExpression]] = {}
@@ -108,14 +110,21 @@ def read_davis_expression_file(path: str | Path, encoding: str) -> dict[str, lis
             continue
         if len(tokens) < 3:
             raise ValueError(f"{path}:{number}: expected '<video> <obj_id> \"<sentence>\"', got {line!r}")
-        video = VIDEO_NAME_FIXES.get(tokens[0], tokens[0])
+        video = check_identifier(VIDEO_NAME_FIXES.get(tokens[0], tokens[0]), f"{path}:{number}", "video")
         videos.setdefault(video, []).append(DavisExpression(obj_id=tokens[1], text=" ".join(tokens[2:])[1:-1]))
     return {video: sorted(entries, key=lambda entry: entry.obj_id) for video, entries in videos.items()}
 
 
-def _read_split_list(path: Path) -> list[str]:
+def read_split_list(path: Path) -> list[str]:
+    """The video names of a DAVIS ``ImageSets`` list, one per non-blank line.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        UnsafeIdentifierError: a name is no file name (:func:`check_identifier`); file and line are named.
+    """
     require_file(path)
-    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    lines = enumerate(path.read_text(encoding="utf-8").splitlines(), start=1)
+    return [check_identifier(line.strip(), f"{path}:{number}", "video") for number, line in lines if line.strip()]
 
 
 def _frame_names(folder: Path, suffix: str) -> list[str]:
@@ -176,7 +185,7 @@ def convert_davis(
     num_expressions: dict[str, int] = {}
     meta_paths: dict[str, Path] = {}
     for image_set, split in SPLIT_FOLDERS.items():
-        videos = _read_split_list(davis / "ImageSets" / "2017" / f"{image_set}.txt")
+        videos = read_split_list(davis / "ImageSets" / "2017" / f"{image_set}.txt")
         expressions_meta: dict[str, Any] = {}
         objects_meta: dict[str, Any] = {}
         for video in videos:
@@ -211,7 +220,13 @@ def convert_davis(
 
 def davis_result_path(results_root: str | Path, annotator: int, video: str, frame_name: str) -> Path:
     """Where the merged prediction of annotator slot ``annotator`` for one frame goes:
-    ``<results_root>/anno_<annotator>/<video>/<frame_name>.png`` (a palette PNG of object labels)."""
+    ``<results_root>/anno_<annotator>/<video>/<frame_name>.png`` (a palette PNG of object labels).
+
+    Raises:
+        UnsafeIdentifierError: ``video`` or ``frame_name`` is no file name (:func:`check_identifier`).
+    """
+    check_identifier(video, f"predictions in {results_root}", "video")
+    check_identifier(frame_name, f"predictions in {results_root}", f"video {video!r} frame name")
     return Path(results_root) / f"anno_{annotator}" / video / f"{frame_name}.png"
 
 

@@ -24,6 +24,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from wavecl.config import DataConfig
+from wavecl.data.identifiers import check_identifier
 from wavecl.data.matlab import read_mat_variable
 from wavecl.data.paths import read_csv_rows, read_image, read_json, resolve_dataset_root
 from wavecl.data.transforms import ClipTransform, FrameAnnotation, clean_expression
@@ -110,10 +111,12 @@ def _samples_from_metadata(paths: JHMDBPaths, metadata_path: Path) -> list[JHMDB
         if not (isinstance(entry, list) and len(entry) == 5):
             raise ValueError(f"{metadata_path}: entry {number} is not [video_id, png, mat, num_frames, query]")
         video_id, png, _, num_frames, query = entry
+        check_identifier(video_id, metadata_path, f"entry {number} video id")
         png_path = Path(png)
         if png_path.parent.name != video_id or not png_path.stem.isdigit():
             raise ValueError(f"{metadata_path}: entry {number} has frame path {png!r} not of video {video_id!r}")
-        samples.append(JHMDBSample(video_id, png_path.parent.parent.name, int(png_path.stem), int(num_frames), query))
+        action = check_identifier(png_path.parent.parent.name, metadata_path, f"entry {number} action folder")
+        samples.append(JHMDBSample(video_id, action, int(png_path.stem), int(num_frames), query))
     return samples
 
 
@@ -137,6 +140,7 @@ def build_jhmdb_samples(
             if len(row) != 2:
                 raise ValueError(f"{paths.annotations}:{line}: expected 2 columns, found {len(row)}")
             video_id, query = row
+            check_identifier(video_id, f"{paths.annotations}:{line}", "video id")
             if video_id not in actions:
                 raise FileNotFoundError(f"{paths.annotations}:{line}: no frame folder Rename_Images/*/{video_id}")
             action = actions[video_id]

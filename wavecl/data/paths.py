@@ -1,16 +1,41 @@
-"""Locating a dataset folder and reading its files (text, JSON, CSV, images) with errors that name the file."""
+"""Locating a dataset folder and reading its files (text, JSON, CSV, images) with errors that name the file.
+
+Files are not trusted: a JSON object that repeats a key is refused (the JSON standard leaves its meaning
+open; Python keeps the last value), and images are decoded only from the formats of
+:data:`IMAGE_FORMATS` and up to :data:`MAX_IMAGE_PIXELS` pixels, read from the header before any pixel
+is decoded.
+"""
 
 from __future__ import annotations
 
 import csv
 import json
 import os
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+IMAGE_FORMATS = ("JPEG", "PNG")
+"""The Pillow formats images are decoded from (frames, masks, uploads); a file in any other format is
+refused whatever its name, so no other decoder (PostScript, TIFF, ...) ever sees it."""
+MAX_IMAGE_PIXELS = 50_000_000
+"""Most pixels (width x height) of an image or video frame that is decoded: 50 megapixels, about
+8660x5773; a 4K frame has 8.3. Larger files are refused before their pixels are decoded."""
+_SNIFF_BYTES = 16
+"""Bytes of a file's start that Pillow's format checks look at (as ``Image.open`` does)."""
+
+
+class DuplicateKeyError(ValueError):
+    """A JSON object or YAML mapping of a data or config file gives one key twice."""
+
+
+class UnsupportedImageError(ValueError):
+    """An image (or video frame) is in a format that is not read, or has more than :data:`MAX_IMAGE_PIXELS`."""
 
 
 def resolve_dataset_root(root: str | os.PathLike, names: Sequence[str], marker: str) -> Path:
@@ -46,12 +71,32 @@ def require_file(path: Path) -> Path:
     return path
 
 
+def _unique_keys(source: str | os.PathLike[str]) -> Callable[[list[tuple[str, Any]]], dict[str, Any]]:
+    """A ``json`` ``object_pairs_hook`` that builds each object as a dict and refuses a repeated key."""
+
+    def build(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in values:
+                raise DuplicateKeyError(f"{source}: key {key!r} appears twice in one JSON object")
+            values[key] = value
+        return values
+
+    return build
+
+
 def read_json(path: Path) -> Any:
-    """Parse a JSON file; a missing or malformed file raises an error naming it."""
+    """Parse a JSON file.
+
+    Raises:
+        FileNotFoundError: the file is missing.
+        ValueError: malformed JSON or text (the file is named); :class:`DuplicateKeyError` naming the
+            file and the key when an object repeats a key.
+    """
     require_file(path)
     try:
         with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
+            return json.load(handle, object_pairs_hook=_unique_keys(path))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ValueError(f"malformed JSON in {path}: {error}") from error
 
@@ -81,25 +126,114 @@ def read_csv_rows(path: Path, header: Sequence[str] | None) -> list[tuple[int, l
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 
 
-def _eight_bit(image: Image.Image, path: Path) -> Image.Image:
+def _eight_bit(image: Image.Image) -> Image.Image:
     """``image`` with 16-bit grey pixels scaled to 8 bits (``round(v * 255 / 65535)``), as a viewer shows
     them; 8-bit modes are returned unchanged.
 
-    Pillow opens 16-bit grey PNG and TIFF files in an ``I;16`` mode (older versions: ``I``), whose plain
+    Pillow opens 16-bit grey PNG files in an ``I;16`` mode (older versions: ``I``), whose plain
     conversion to ``RGB``/``L`` clips every value above 255. 16-bit colour PNGs already open as 8-bit
     ``RGB``/``RGBA``.
-
-    Raises:
-        ValueError: 32-bit integer or float pixels (modes ``I`` and ``F`` outside a PNG), whose range is
-            unknown; the message names the file.
     """
-    if image.mode in _SIXTEEN_BIT_MODES or (image.mode == "I" and image.format == "PNG"):
+    if image.mode in (*_SIXTEEN_BIT_MODES, "I"):
         pixels = np.asarray(image, dtype=np.uint32)
         return Image.fromarray(((pixels + 128) // 257).astype(np.uint8), mode="L")
-    if image.mode in ("I", "F"):
-        kind = "32-bit integer" if image.mode == "I" else "floating-point"
-        raise ValueError(f"cannot read image {path}: {kind} pixels (mode {image.mode}); save it with 8 or 16 bits")
     return image
+
+
+def _format_of(prefix: bytes) -> str:
+    """The Pillow format whose signature ``prefix`` (a file's first bytes) carries, as words for a message.
+
+    Only each format's signature check runs, on these bytes; no decoder sees the file.
+    """
+    if not prefix:
+        return "an empty file"
+    Image.init()
+    padded = prefix.ljust(_SNIFF_BYTES, b"\0")  # some checks unpack a fixed number of bytes
+    for name, (_, accept) in Image.OPEN.items():
+        if accept is not None and accept(padded):
+            return f"{name} data"
+    return "data of no known image format"
+
+
+def _file_start(file: Path | IO[bytes]) -> bytes:
+    """The first :data:`_SNIFF_BYTES` bytes of ``file``; a file object is left at its start."""
+    if isinstance(file, Path):
+        with open(file, "rb") as handle:
+            return handle.read(_SNIFF_BYTES)
+    file.seek(0)
+    prefix = file.read(_SNIFF_BYTES)
+    file.seek(0)
+    return prefix
+
+
+def _header_size(file: Path | IO[bytes]) -> tuple[int, int]:
+    """``(width, height)`` of a JPEG or PNG file from its header alone, read by the format's own Pillow
+    parser: for a file that ``Image.open`` refuses as a decompression bomb before giving its size."""
+    Image.init()
+    prefix = _file_start(file)
+    factory = next(Image.OPEN[name][0] for name in IMAGE_FORMATS if Image.OPEN[name][1](prefix))
+    with factory(file, None) as image:
+        return image.size
+
+
+def _too_large(width: int, height: int, what: str) -> UnsupportedImageError:
+    return UnsupportedImageError(
+        f"{what} is {width}x{height} pixels ({width * height / 1e6:.1f} megapixels); wavecl reads at most "
+        f"{MAX_IMAGE_PIXELS / 1e6:g} megapixels (wavecl.data.paths.MAX_IMAGE_PIXELS)"
+    )
+
+
+def check_pixel_count(width: int, height: int, what: str) -> None:
+    """Refuse a picture of more than :data:`MAX_IMAGE_PIXELS` pixels.
+
+    Args:
+        width, height: its size in pixels.
+        what: the picture in words, e.g. ``"image frames/0001.png"`` or ``"a frame of video clip.mp4"``.
+
+    Raises:
+        UnsupportedImageError: naming ``what``, its size in pixels and megapixels, and the limit.
+    """
+    if width * height > MAX_IMAGE_PIXELS:
+        raise _too_large(width, height, what)
+
+
+@contextmanager
+def open_image(file: Path | IO[bytes], name: str | os.PathLike[str] | None = None) -> Iterator[Image.Image]:
+    """Open an image whose header has been read and checked, its pixels not yet decoded.
+
+    Args:
+        file: the path, or a seekable binary file object holding the image from its start (a zip member).
+        name: what the messages call the image (default: ``file`` itself, for a path).
+
+    Yields:
+        The Pillow image, closed when the block ends.
+
+    Raises:
+        FileNotFoundError: ``file`` is a path that does not exist.
+        UnsupportedImageError: the file is not one of :data:`IMAGE_FORMATS` (the message names the file,
+            the format its first bytes carry and the formats read), or it has more than
+            :data:`MAX_IMAGE_PIXELS` pixels (the message names the file, its size and the limit).
+        ValueError: the file is damaged (named).
+    """
+    name = file if name is None else name
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused below, with our limit
+            image = Image.open(file, formats=IMAGE_FORMATS)
+    except UnidentifiedImageError as error:
+        found = _format_of(_file_start(file))
+        raise UnsupportedImageError(
+            f"image {name} holds {found}; wavecl reads {' or '.join(IMAGE_FORMATS)} only"
+        ) from error
+    except Image.DecompressionBombError as error:
+        raise _too_large(*_header_size(file), f"image {name}") from error
+    except FileNotFoundError:
+        raise
+    except OSError as error:
+        raise ValueError(f"cannot read image {name}: {error}") from error
+    with image:
+        check_pixel_count(image.width, image.height, f"image {name}")
+        yield image
 
 
 def read_image(path: Path, mode: str | None = "RGB", exif_orientation: bool = False) -> Image.Image:
@@ -116,14 +250,15 @@ def read_image(path: Path, mode: str | None = "RGB", exif_orientation: bool = Fa
             with ``False``).
 
     Raises:
-        FileNotFoundError / ValueError naming the file when it is missing or undecodable.
+        FileNotFoundError / ValueError naming the file when it is missing or undecodable;
+        :class:`UnsupportedImageError` for a file :func:`open_image` refuses.
     """
     require_file(path)
-    try:
-        with Image.open(path) as image:
+    with open_image(path) as image:
+        try:
             image.load()
-            if exif_orientation:
-                image = ImageOps.exif_transpose(image)
-            return _eight_bit(image, path).convert(mode) if mode is not None else image.copy()
-    except (UnidentifiedImageError, OSError) as error:
-        raise ValueError(f"cannot read image {path}: {error}") from error
+        except OSError as error:
+            raise ValueError(f"cannot read image {path}: {error}") from error
+        if exif_orientation:
+            image = ImageOps.exif_transpose(image)
+        return _eight_bit(image).convert(mode) if mode is not None else image.copy()

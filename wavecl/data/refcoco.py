@@ -47,6 +47,7 @@ from pycocotools.coco import COCO
 from torch.utils.data import ConcatDataset, Dataset
 
 from wavecl.config import DataConfig
+from wavecl.data.identifiers import check_identifier
 from wavecl.data.image_to_clip import ImageToClipAugmenter
 from wavecl.data.paths import read_image, read_json, resolve_dataset_root
 from wavecl.data.transforms import ClipTransform, FrameAnnotation, clean_expression
@@ -157,7 +158,7 @@ def read_refcoco_json(path: str | Path) -> tuple[list[RefExpression], dict[str, 
             RefExpression(
                 image_id=int(image_id),
                 original_image_id=image.get("original_id"),
-                file_name=str(_require(image, "file_name", where)),
+                file_name=check_identifier(_require(image, "file_name", where), path, f"images[{index}] file_name"),
                 height=height,
                 width=width,
                 caption=caption,

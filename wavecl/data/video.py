@@ -35,6 +35,7 @@ import numpy as np
 from PIL import Image
 
 from wavecl.atomic import atomic_path
+from wavecl.data.paths import check_pixel_count
 from wavecl.data.windows import centred_window
 
 _ENCODERS = ("h264", "libx264", "mpeg4")
@@ -43,6 +44,13 @@ _QUARTER_TURNS = {1: Image.Transpose.ROTATE_90, 2: Image.Transpose.ROTATE_180, 3
 
 
 def _open_input(path: Path) -> av.container.InputContainer:
+    """The opened container, its first video stream's frame size (from the header) checked against
+    :data:`~wavecl.data.paths.MAX_IMAGE_PIXELS`.
+
+    Raises:
+        FileNotFoundError / ValueError naming the file (:class:`~wavecl.data.paths.UnsupportedImageError`
+        for too large frames).
+    """
     if not path.is_file():
         raise FileNotFoundError(f"video file not found: {path}")
     try:
@@ -52,6 +60,12 @@ def _open_input(path: Path) -> av.container.InputContainer:
     if not container.streams.video:
         container.close()
         raise ValueError(f"no video stream in {path}")
+    stream = container.streams.video[0]
+    try:
+        check_pixel_count(stream.width, stream.height, f"a frame of video {path}")
+    except ValueError:
+        container.close()
+        raise
     return container
 
 
@@ -80,12 +94,14 @@ def _presented_frames(path: Path) -> Iterator[av.VideoFrame]:
     """Frames of the first video stream of ``path`` in decoder output order, those without a timestamp
     or with a negative one dropped; the single decoding loop behind every reader of this module.
 
-    Raises (when iterated): FileNotFoundError / ValueError naming the file.
+    Raises (when iterated): FileNotFoundError / ValueError naming the file, also for a frame whose size
+    exceeds :data:`~wavecl.data.paths.MAX_IMAGE_PIXELS` (a stream may change size after its header).
     """
     container = _open_input(path)
     try:
         with container:
             for frame in container.decode(video=0):
+                check_pixel_count(frame.width, frame.height, f"the frame at {frame.time} s of video {path}")
                 if frame.pts is not None and frame.pts >= 0:
                     yield frame
     except av.FFmpegError as error:

@@ -38,6 +38,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from wavecl.config import DataConfig
+from wavecl.data.identifiers import check_identifier
 from wavecl.data.paths import read_image, read_json, resolve_dataset_root
 from wavecl.data.sample_cache import dataset_cache_dir, file_fingerprint, load_or_build
 from wavecl.data.transforms import ClipTransform, FrameAnnotation, clean_expression
@@ -150,19 +151,27 @@ def read_expression_videos(path: Path) -> dict[str, Any]:
     """``videos`` of a meta_expressions file (Ref-YouTube-VOS, or Ref-DAVIS17 converted to its layout).
 
     Every video is checked to have an ``expressions`` dict and a non-empty ``frames`` list, every
-    expression an ``exp`` string that is not empty after :func:`clean_expression`.
+    expression an ``exp`` string that is not empty after :func:`clean_expression`. Video ids, expression
+    ids and frame names become path components, so each must pass :func:`check_identifier`.
 
     Raises:
-        FileNotFoundError / ValueError naming the file, video and expression at fault.
+        FileNotFoundError / ValueError naming the file, video and expression at fault
+        (:class:`~wavecl.data.identifiers.UnsafeIdentifierError` for an id that is no file name).
     """
     content = read_json(path)
     videos = content.get("videos") if isinstance(content, dict) else None
     if not isinstance(videos, dict):
         raise ValueError(f"{path}: expected {{'videos': {{...}}}}")
     for video_id, video in videos.items():
+        check_identifier(video_id, path, "video id")
         if not isinstance(video, dict) or not isinstance(video.get("expressions"), dict) or not video.get("frames"):
             raise ValueError(f"{path}: video {video_id!r} needs 'expressions' and a non-empty 'frames' list")
+        if not isinstance(video["frames"], list):
+            raise ValueError(f"{path}: video {video_id!r} 'frames' must be a list of frame names")
+        for frame in video["frames"]:
+            check_identifier(frame, path, f"video {video_id!r} frame name")
         for exp_id, expression in video["expressions"].items():
+            check_identifier(exp_id, path, f"video {video_id!r} expression id")
             if not isinstance(expression, dict) or not isinstance(expression.get("exp"), str):
                 raise ValueError(f"{path}: video {video_id!r} expression {exp_id!r} has no 'exp' string")
             clean_expression(expression["exp"], f"{path} (video {video_id!r}, expression {exp_id!r})")
@@ -374,11 +383,16 @@ def build_ytvos_train_samples(
 
 
 def _parse_train_samples(rows: list[Any]) -> list[list[Any]]:
-    """Check cached training windows: ``[video_id, [frame names], {"exp", "obj_id", "exp_id"}]`` each."""
+    """Check cached training windows: ``[video_id, [frame names], {"exp", "obj_id", "exp_id"}]`` each,
+    whose ids and frame names are file names (:func:`check_identifier`)."""
     for video_id, frames, entry in rows:
         if not isinstance(video_id, str) or not isinstance(frames, list) or not frames:
             raise ValueError(f"malformed training window {[video_id, frames, entry]!r}")
-        str(entry["exp"]), int(entry["obj_id"]), str(entry["exp_id"])
+        str(entry["exp"]), int(entry["obj_id"])
+        check_identifier(video_id, "the cached training windows", "video id")
+        check_identifier(entry["exp_id"], "the cached training windows", f"video {video_id!r} expression id")
+        for frame in frames:
+            check_identifier(frame, "the cached training windows", f"video {video_id!r} frame name")
     return rows
 
 

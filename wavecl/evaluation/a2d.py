@@ -28,6 +28,7 @@ from pycocotools.cocoeval import COCOeval
 from torch import Tensor
 
 from wavecl.atomic import write_json
+from wavecl.data.paths import read_json
 from wavecl.data.types import Batch
 from wavecl.distributed import gather_to_main, on_main_process
 from wavecl.model.output import WaveCLOutput
@@ -43,14 +44,18 @@ def load_coco_ground_truth(ground_truth: str | os.PathLike[str] | COCO) -> COCO:
 
     Raises:
         FileNotFoundError: the json file does not exist.
+        ValueError: malformed JSON, or an object repeating a key (:func:`~wavecl.data.paths.read_json`).
     """
     if isinstance(ground_truth, COCO):
         return ground_truth
     path = Path(ground_truth)
     if not path.is_file():
         raise FileNotFoundError(f"COCO-format ground-truth file not found: {path}")
+    coco = COCO()
+    coco.dataset = read_json(path)
     with contextlib.redirect_stdout(io.StringIO()):
-        return COCO(str(path))
+        coco.createIndex()
+    return coco
 
 
 def _check_image_ids(coco_gt: COCO, results: Sequence[dict[str, Any]]) -> None:

@@ -38,7 +38,7 @@ from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
 from wavecl.atomic import atomic_path
-from wavecl.data.davis import davis_result_path
+from wavecl.data.davis import davis_result_path, read_split_list
 from wavecl.data.palette import save_index_png
 from wavecl.data.ytvos import read_index_mask
 
@@ -370,11 +370,11 @@ def evaluate_davis_folder(
 
 
 def read_sequence_list(davis_root: str | os.PathLike[str], subset: str = "val") -> list[str]:
-    """Sequence names listed in ``<davis_root>/ImageSets/2017/<subset>.txt``."""
+    """Sequence names listed in ``<davis_root>/ImageSets/2017/<subset>.txt`` (:func:`read_split_list`)."""
     path = Path(davis_root) / "ImageSets" / "2017" / f"{subset}.txt"
     if not path.is_file():
         raise FileNotFoundError(f"DAVIS sequence list not found: {path}")
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    return read_split_list(path)
 
 
 def evaluate_ref_davis(

@@ -27,6 +27,8 @@ from PIL import Image
 from torch import Tensor
 
 from wavecl.atomic import atomic_path, save_image, write_text
+from wavecl.data.identifiers import check_identifier
+from wavecl.data.paths import open_image
 from wavecl.data.ytvos import YTVOSGroundTruth, read_index_mask
 from wavecl.evaluation.davis import db_eval_boundary, db_eval_iou, write_csv
 
@@ -58,10 +60,19 @@ def write_ytvos_masks(
 
     Returns:
         The written paths ``<output_root>/Annotations/<video_id>/<exp_id>/<frame>.png``, in frame order.
+
+    Raises:
+        ValueError: ``masks`` does not match ``frame_names``; an id or frame name is no file name
+            (:class:`~wavecl.data.identifiers.UnsafeIdentifierError`), checked before anything is written.
     """
+    source = f"predictions in {output_root}"
+    check_identifier(video_id, source, "video id")
+    check_identifier(exp_id, source, f"video {video_id!r} expression id")
+    for name in frame_names:
+        check_identifier(name, source, f"video {video_id!r} frame name")
     if masks.ndim != 3 or masks.shape[0] != len(frame_names):
         raise ValueError(f"masks {tuple(masks.shape)} must be [T, H, W] with T = {len(frame_names)} frame names")
-    folder = Path(output_root) / ANNOTATIONS_FOLDER / str(video_id) / str(exp_id)
+    folder = Path(output_root) / ANNOTATIONS_FOLDER / video_id / exp_id
     pixels = masks.detach().cpu().numpy().astype(np.uint8) * 255
     paths = []
     for name, frame in zip(frame_names, pixels):
@@ -134,7 +145,7 @@ class SavedMasks:
         """
         if self.archive is None:
             return read_index_mask(self.path / member) > 127
-        with self.archive.open(member) as handle, Image.open(handle) as image:
+        with self.archive.open(member) as handle, open_image(handle, f"{self.path}: {member}") as image:
             if image.mode not in ("P", "L"):
                 raise ValueError(f"{self.path}: {member} must be a single-channel PNG, got mode {image.mode}")
             return np.asarray(image) > 127

@@ -27,7 +27,7 @@ from torch import Tensor
 from wavecl.amp import decide_precision
 from wavecl.config import DEFAULT_AMP, AmpMode
 from wavecl.data.paths import read_image
-from wavecl.data.transforms import ClipTransform, clean_expression
+from wavecl.data.transforms import ClipTransform, clean_expression, resize_shape
 from wavecl.data.video import iter_video_frames, probe_video
 from wavecl.device import resolve_device
 from wavecl.model.compile import compile_model
@@ -245,7 +245,8 @@ class VideoPredictor:
 
         Raises:
             FileNotFoundError / ValueError: missing or unreadable video (the message names it), an empty
-                video or sentence, frames of different sizes.
+                video or sentence, frames of different sizes or of a shape the resize cannot keep (1x5000);
+                a refused image or video (:class:`~wavecl.data.paths.UnsupportedImageError`).
         """
         texts = _check_sentences(sentences)
         source = open_video(video)
@@ -257,6 +258,11 @@ class VideoPredictor:
             for index, frame in enumerate(source.frames):
                 if first_size is None:
                     first_size = frame.size
+                    try:
+                        resize_shape(frame.height, frame.width, self.transform.short_size, self.transform.max_size)
+                    except ValueError as error:
+                        named = f" ({frame.info['frame_name']})" if frame.info.get("frame_name") else ""
+                        raise ValueError(f"frame {index}{named} of {source.name}: {error}") from error
                 elif frame.size != first_size:
                     raise ValueError(
                         f"frame {index} of {source.name} is {frame.size[0]}x{frame.size[1]}, "

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 from wavecl.atomic import atomic_path, replace_directory, temporary_directory
 from wavecl.checkpoint import MODEL_FILENAME, latest_checkpoint, unshared_cpu_tensors
 from wavecl.config import ModelConfig, from_dict, load_config
+from wavecl.data.paths import read_json
 from wavecl.model.text import encoder_from_config
 from wavecl.model.weights import load_weights
 
@@ -92,10 +93,7 @@ def _read_window(values: Mapping, source: Path) -> int | None:
 
 
 def _read_json(path: Path) -> dict:
-    try:
-        values = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as error:
-        raise ValueError(f"cannot read {path}: {error}") from error
+    values = read_json(path)
     if not isinstance(values, dict):
         raise ValueError(f"{path}: expected a JSON object")
     return values
