@@ -40,7 +40,7 @@ from torch.utils.data import Dataset
 from wavecl.atomic import temporary_directory, write_json
 from wavecl.config import DataConfig
 from wavecl.data.identifiers import check_identifier
-from wavecl.data.paths import read_image, read_json, require_file, resolve_dataset_root
+from wavecl.data.paths import natural_sorted, read_image, read_json, require_file, resolve_dataset_root
 from wavecl.data.transforms import ClipTransform, FrameAnnotation, clean_expression
 from wavecl.data.types import ClipSample, Split
 from wavecl.data.windows import covering_windows
@@ -128,10 +128,10 @@ def read_split_list(path: Path) -> list[str]:
 
 
 def _frame_names(folder: Path, suffix: str) -> list[str]:
-    """Sorted file names (without extension) of the ``suffix`` files in ``folder``."""
+    """File names (without extension), in natural order, of the ``suffix`` files in ``folder``."""
     if not folder.is_dir():
         raise FileNotFoundError(f"DAVIS folder not found: {folder}")
-    names = sorted(entry.stem for entry in folder.iterdir() if entry.suffix.lower() == suffix)
+    names = natural_sorted(entry.stem for entry in folder.iterdir() if entry.suffix.lower() == suffix)
     if not names:
         raise ValueError(f"no {suffix} files in {folder}")
     return names

@@ -11,8 +11,9 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -36,6 +37,19 @@ class DuplicateKeyError(ValueError):
 
 class UnsupportedImageError(ValueError):
     """An image (or video frame) is in a format that is not read, or has more than :data:`MAX_IMAGE_PIXELS`."""
+
+
+def natural_sort_key(name: str) -> tuple[list[int | str], str]:
+    """Sort key of a file or frame name in natural order: runs of digits compare as numbers, so
+    ``frame_2`` comes before ``frame_10`` (text order puts ``frame_10`` first). Zero-padded names of equal
+    width (``00005``, ``00010``) keep their text order; the name itself breaks ties (``f01`` / ``f1``)."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)], name
+
+
+def natural_sorted(names: Iterable[str]) -> list[str]:
+    """``names`` in :func:`natural_sort_key` order: how every list of frames built from names is ordered
+    (dataset readers, evaluation, ``predict``)."""
+    return sorted(names, key=natural_sort_key)
 
 
 def resolve_dataset_root(root: str | os.PathLike, names: Sequence[str], marker: str) -> Path:

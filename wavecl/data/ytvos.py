@@ -39,7 +39,7 @@ from torch.utils.data import Dataset
 
 from wavecl.config import DataConfig
 from wavecl.data.identifiers import check_identifier
-from wavecl.data.paths import read_image, read_json, resolve_dataset_root
+from wavecl.data.paths import natural_sorted, read_image, read_json, resolve_dataset_root
 from wavecl.data.sample_cache import dataset_cache_dir, file_fingerprint, load_or_build
 from wavecl.data.transforms import ClipTransform, FrameAnnotation, clean_expression
 from wavecl.data.types import ClipSample, Split
@@ -220,7 +220,8 @@ class ReferredExpression:
     Attributes:
         video_id, exp_id, text: identify the expression.
         obj_id: pixel value of the referred object in the split's ``Annotations`` PNGs.
-        frames: every frame of the video, sorted (the frames that are predicted and scored).
+        frames: every frame of the video in natural order (:func:`~wavecl.data.paths.natural_sorted`),
+            the frames that are predicted and scored.
     """
 
     video_id: str
@@ -258,7 +259,7 @@ class YTVOSGroundTruth:
         source = self.paths.expressions(subset)
         self.expressions: list[ReferredExpression] = []
         for video_id, video in evaluated_videos(self.paths, subset).items():
-            frames = tuple(sorted(video["frames"]))
+            frames = tuple(natural_sorted(video["frames"]))
             for exp_id, expression in video["expressions"].items():
                 try:
                     obj_id = int(expression["obj_id"])
@@ -312,7 +313,7 @@ def _objects_per_frame(paths: YTVOSPaths, video_id: str, frames: list[str]) -> d
 
 
 def _video_train_samples(paths: YTVOSPaths, video_id: str, video: dict[str, Any], window_size: int) -> list[list[Any]]:
-    frames = sorted(video["frames"])
+    frames = natural_sorted(video["frames"])
     present = _objects_per_frame(paths, video_id, frames)
     windows = training_windows(frames, window_size)
     samples = []
@@ -329,7 +330,7 @@ def _video_train_samples(paths: YTVOSPaths, video_id: str, video: dict[str, Any]
 
 def _train_cache_key(paths: YTVOSPaths, window_size: int) -> dict[str, Any]:
     return {
-        "format": "wavecl.ytvos_train_samples.v1",
+        "format": "wavecl.ytvos_train_samples.v2",
         "window_size": window_size,
         "sources": file_fingerprint([paths.expressions("train")]),
     }
@@ -486,7 +487,7 @@ class RefYouTubeVOS(Dataset[ClipSample]):
                 raise FileNotFoundError(f"frame folder not found: {folder}")
         samples = []
         for video_id in video_ids:
-            frames = sorted(videos[video_id]["frames"])
+            frames = natural_sorted(videos[video_id]["frames"])
             for exp_id, expression in videos[video_id]["expressions"].items():
                 samples.extend(
                     YTVOSSample(

@@ -40,6 +40,7 @@ from torch import Tensor
 from wavecl.atomic import atomic_path
 from wavecl.data.davis import davis_result_path, read_split_list
 from wavecl.data.palette import save_index_png
+from wavecl.data.paths import natural_sort_key
 from wavecl.data.ytvos import read_index_mask
 
 BOUNDARY_THRESHOLD = 0.008
@@ -340,7 +341,7 @@ def evaluate_davis_folder(
         sequences = sorted(p.name for p in gt_dir.iterdir() if p.is_dir())
     per_object: dict[str, dict[str, float]] = {}
     for sequence in sequences:
-        gt_paths = sorted((gt_dir / sequence).glob("*.png"))
+        gt_paths = sorted((gt_dir / sequence).glob("*.png"), key=lambda path: natural_sort_key(path.name))
         if not gt_paths:
             raise FileNotFoundError(f"no ground-truth PNGs in {gt_dir / sequence}")
         gt_labels = np.stack([read_index_mask(p) for p in gt_paths])

@@ -23,7 +23,7 @@ from typing import Any
 from torch.utils.data import Dataset
 
 from wavecl.data.davis import find_davis_folder
-from wavecl.data.paths import read_json
+from wavecl.data.paths import natural_sorted, read_json
 from wavecl.data.types import ClipSample
 from wavecl.data.ytvos import YTVOSGroundTruth, YTVOSPaths, evaluated_videos
 from wavecl.evaluation.a2d import a2d_metrics
@@ -112,7 +112,7 @@ def evaluate_ytvos_predictions(
         return score_ytvos_predictions(path, ground_truth, per_expression_path)
     videos = evaluated_videos(YTVOSPaths.find(root), "valid")
     expected = {
-        (video_id, exp_id): sorted(video["frames"])
+        (video_id, exp_id): natural_sorted(video["frames"])
         for video_id, video in videos.items()
         for exp_id in video["expressions"]
     }

@@ -14,7 +14,6 @@ share its visual features, ``sentences_per_pass`` at a time (so memory stays bou
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ from torch import Tensor
 
 from wavecl.amp import decide_precision
 from wavecl.config import DEFAULT_AMP, AmpMode
-from wavecl.data.paths import read_image
+from wavecl.data.paths import natural_sorted, read_image
 from wavecl.data.transforms import ClipTransform, clean_expression, resize_shape
 from wavecl.data.video import iter_video_frames, probe_video
 from wavecl.device import resolve_device
@@ -61,11 +60,6 @@ class VideoSource:
     name: str
 
 
-def _natural_key(path: Path) -> list:
-    """Sort key putting ``frame2.jpg`` before ``frame10.jpg``."""
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
-
-
 def frame_files(folder: Path) -> list[Path]:
     """The ``.jpg``/``.jpeg``/``.png`` files of ``folder`` in natural name order (``frame2`` before ``frame10``).
 
@@ -73,7 +67,8 @@ def frame_files(folder: Path) -> list[Path]:
         ValueError: the folder holds no frame, or two frames share a name without extension
             (``a.jpg`` and ``a.png``), which would give their masks one file name.
     """
-    files = sorted((p for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES), key=_natural_key)
+    names = natural_sorted(p.name for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES)
+    files = [folder / name for name in names]
     if not files:
         raise ValueError(f"no frames ({', '.join(FRAME_SUFFIXES)}) in folder {folder}")
     seen: dict[str, Path] = {}
