@@ -8,6 +8,7 @@ training, ``wavecl evaluate`` and its ``--help`` read the row. ``docs/datasets.m
 
 from __future__ import annotations
 
+import logging
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -21,6 +22,7 @@ from wavecl.amp import PrecisionPolicy, decide_precision
 from wavecl.atomic import replace_directory, temporary_directory, write_json
 from wavecl.config import Config, DataConfig
 from wavecl.data.a2d import build_a2d
+from wavecl.data.check import DatasetReport, check_ytvos_dataset
 from wavecl.data.davis import build_davis, find_davis_folder
 from wavecl.data.jhmdb import build_jhmdb
 from wavecl.data.refcoco import build_refcoco
@@ -50,6 +52,8 @@ SavedScorer = Callable[[Config, Path, Path | None], dict[str, float]]
 # without it is not a finished evaluation.
 METRICS_FILENAME = "metrics.json"
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class DatasetRow:
@@ -66,6 +70,8 @@ class DatasetRow:
             the evaluation reports it; ``None`` where no local metric exists.
         protocol: one line for ``wavecl evaluate --help``: what is reported.
         saved_predictions: one line for ``--help``: what ``--predictions`` takes.
+        check: checks the dataset of the run's data config whole (its training and evaluation splits)
+            before a model is built (:mod:`wavecl.data.check`); ``None`` where no such check exists yet.
     """
 
     build: DatasetBuilder
@@ -75,6 +81,7 @@ class DatasetRow:
     primary_metric: str | None
     protocol: str
     saved_predictions: str
+    check: Callable[[DataConfig], DatasetReport] | None = None
 
 
 def _coco_ground_truth(config: Config) -> str:
@@ -126,6 +133,7 @@ _YTVOS_ROW = DatasetRow(
     "submission.zip for the evaluation server",
     saved_predictions="the folder holding Annotations/ or its zip (scored against valid/Annotations when the "
     "split has them; else a completeness check)",
+    check=lambda config: check_ytvos_dataset(config.root),
 )
 
 DATASETS: dict[str, DatasetRow] = {
@@ -167,6 +175,26 @@ def dataset_row(name: str) -> DatasetRow:
     if name not in DATASETS:
         raise ValueError(f"unknown data.dataset_name {name!r}; known datasets: {sorted(DATASETS)}")
     return DATASETS[name]
+
+
+def check_dataset(config: DataConfig) -> DatasetReport | None:
+    """Check the dataset of ``config`` whole (its row's ``check``) and log the summary.
+
+    Returns:
+        The report, or ``None`` for a dataset without a check.
+
+    Raises:
+        DatasetCheckError: problems were found; the message has the counts and lists the first problems
+            (file, video and key of each) with their total.
+        FileNotFoundError: the dataset folder is not found.
+    """
+    row = dataset_row(config.dataset_name)
+    if row.check is None:
+        return None
+    report = row.check(config)
+    report.raise_for_problems()
+    log.info("dataset checked:\n%s", report.summary())
+    return report
 
 
 def build_dataset(config: DataConfig, split: Split, num_classes: int = 1) -> Dataset[ClipSample]:

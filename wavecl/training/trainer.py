@@ -67,7 +67,7 @@ from wavecl.distributed import (
     on_main_process,
     reduce_loss_dict,
 )
-from wavecl.evaluation.datasets import build_dataset, evaluate_model
+from wavecl.evaluation.datasets import build_dataset, check_dataset, evaluate_model
 from wavecl.model.compile import compile_model
 from wavecl.model.wavecl import build_model
 from wavecl.model.weights import load_weights
@@ -224,6 +224,8 @@ class Trainer:
         RunDirectoryError: another process trains in the run directory; a new run's directory already
             holds a run; a resume names another run directory or changes what a mid-epoch resume cannot.
         ValueError: ``train.checkpoint_every_steps`` or ``train.keep_checkpoints`` is invalid.
+        DatasetCheckError: the dataset's check (:func:`~wavecl.evaluation.datasets.check_dataset`, run
+            before the model is built) found problems; they are listed with their files, videos and keys.
     """
 
     def __init__(
@@ -262,6 +264,7 @@ class Trainer:
 
     def _build(self, explicit_overrides: dict[str, Any], resume: bool) -> None:
         config, dist, train_cfg = self.config, self.dist, self.config.train
+        check_dataset(config.data)  # seconds, so a broken dataset stops the run before the model is built
         seed_process(train_cfg.seed)  # identical initial weights and sample list on every rank
         model = build_model(config.model).to(self.device)
         self.model = model
