@@ -55,6 +55,15 @@ def prepare_davis(args: argparse.Namespace) -> None:
         )
 
 
+def prepare_check(args: argparse.Namespace) -> None:
+    """``wavecl prepare check``: the summary on success; problems exit 2 with the summary (``wavecl.cli.main``)."""
+    from wavecl.data.check import check_ytvos_dataset
+
+    report = check_ytvos_dataset(args.root, args.splits)
+    report.raise_for_problems()
+    console.print(escape(report.summary()))
+
+
 def prepare_synthetic(args: argparse.Namespace) -> None:
     """``wavecl prepare synthetic``."""
     from wavecl.data.synthetic import write_synthetic_ytvos
@@ -78,7 +87,8 @@ def register(commands: argparse._SubParsersAction) -> None:
         "  wavecl prepare jhmdb-gt --root data/jhmdb_sentences\n"
         "  wavecl prepare ytvos-samples --root data/refer_youtube_vos --window-size 8 --workers 8\n"
         "  wavecl prepare davis --root data/refer-davis\n"
-        "  wavecl prepare synthetic --root data/synthetic --videos 64 --valid-videos 16 --seed 0\n",
+        "  wavecl prepare synthetic --root data/synthetic --videos 64 --valid-videos 16 --seed 0\n"
+        "  wavecl prepare check --root data/my_videos\n",
     )
     tasks = prepare.add_subparsers(dest="task", required=True, metavar="TASK")
 
@@ -168,6 +178,28 @@ def register(commands: argparse._SubParsersAction) -> None:
     davis.add_argument("--out", default=None, help="output root (default: the Ref-DAVIS root itself)")
     davis.add_argument("--copy", action="store_true", help="copy frame and mask folders instead of symlinking them")
     davis.set_defaults(handler=prepare_davis)
+
+    check = subcommand(
+        tasks,
+        "check",
+        "check a Ref-YouTube-VOS-layout dataset whole, as training does before it starts",
+        "Check layout, ids, sentences, that every listed frame exists, that masks (where a split has\n"
+        "Annotations/) exist, are palette or grey PNGs of their frame's size, and that every expression's\n"
+        "obj_id appears in at least one of its video's masks. Headers only, except the few masks needed\n"
+        "to find the objects. Prints what was found per split; problems exit with status 2 and are listed\n"
+        "(file, video and key). Covers Ref-YouTube-VOS, one's own data in its layout and the synthetic set.",
+        "  wavecl prepare check --root data/my_videos\n"
+        "  wavecl prepare check --root data/refer_youtube_vos --splits train\n",
+    )
+    check.add_argument("--root", required=True, help="dataset folder (Ref-YouTube-VOS layout) or its parent")
+    check.add_argument(
+        "--splits",
+        nargs="+",
+        choices=("train", "valid"),
+        default=["train", "valid"],
+        help="splits to check (default: train valid)",
+    )
+    check.set_defaults(handler=prepare_check)
 
     synthetic = subcommand(
         tasks,
