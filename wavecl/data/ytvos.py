@@ -432,6 +432,13 @@ class RefYouTubeVOS(Dataset[ClipSample]):
         num_classes: 65 gives each target its category index (:data:`YTVOS_CATEGORIES`, from
             ``train/meta.json``); 1 gives label 0 and does not read ``meta.json``.
 
+    Attributes:
+        windowless: ``(video, exp_id)`` of the training expressions left out because they yield no window
+            (logged as a warning with their count; no window at all is an error).
+
+    Raises:
+        ValueError: the training split yields no window at all.
+
     Train items: ``frames [window_size, 3, H', W']``, one target per frame, metadata
     ``{video_id, exp_id, frame_names}``. Valid items: ``frames [T, 3, H', W']`` with ``T <= window_size``,
     no targets, metadata ``{video_id, exp_id, frame_names, orig_size, window_start, num_video_frames}``.
@@ -458,6 +465,7 @@ class RefYouTubeVOS(Dataset[ClipSample]):
         self.window_size = window_size
         self.transform = transform
         self.num_classes = num_classes
+        self.windowless: list[tuple[str, str]] = []
         if subset == "valid":
             self.samples = self._valid_samples()
         elif window_size is None:
@@ -473,10 +481,43 @@ class RefYouTubeVOS(Dataset[ClipSample]):
             lambda: _build_train_samples(self.paths, window_size, num_workers=0),
             _parse_train_samples,
         )
+        self.windowless = self._windowless_expressions(rows)
         return [
             YTVOSSample(video_id, entry["exp_id"], entry["exp"], tuple(frames), obj_id=int(entry["obj_id"]))
             for video_id, frames, entry in rows
         ]
+
+    def _windowless_expressions(self, rows: list[list[Any]]) -> list[tuple[str, str]]:
+        """``(video, exp_id)`` of the training expressions that yield no window (their object is in none of
+        their video's masks), with a warning counting them and the videos left without any window.
+
+        Raises:
+            ValueError: no expression yields a window (the file and the counts are named).
+        """
+        source = self.paths.expressions("train")
+        videos = read_expression_videos(source)
+        kept = {(video_id, entry["exp_id"]) for video_id, _, entry in rows}
+        listed = [(video_id, exp_id) for video_id, video in videos.items() for exp_id in video["expressions"]]
+        windowless = [key for key in listed if key not in kept]
+        if not rows:
+            raise ValueError(
+                f"{source}: none of the {len(listed)} expressions of {len(videos)} videos yields a training "
+                f"window: no referred object appears in the masks of {self.paths.annotations('train')} "
+                "(`wavecl prepare check` lists them)"
+            )
+        if windowless:
+            empty_videos = {video_id for video_id, _ in listed} - {video_id for video_id, _ in kept}
+            logger.warning(
+                "%s: %d of %d expressions yield no training window and are left out (%d of %d videos have none); "
+                "their objects appear in none of their frames' masks: %s",
+                source,
+                len(windowless),
+                len(listed),
+                len(empty_videos),
+                len(videos),
+                ", ".join(f"video {video_id!r} expression {exp_id!r}" for video_id, exp_id in windowless[:5]),
+            )
+        return windowless
 
     def _valid_samples(self) -> list[YTVOSSample]:
         videos = evaluated_videos(self.paths, "valid")
