@@ -134,11 +134,12 @@ def evaluate_checkpoint(args: argparse.Namespace, config: Config, run_dir: Path 
     ``metrics.json``) and print the metrics, on rank 0."""
     from wavecl.amp import decide_precision
     from wavecl.distributed import cleanup, init_distributed
-    from wavecl.evaluation.datasets import METRICS_FILENAME, evaluate_model
+    from wavecl.evaluation.datasets import METRICS_FILENAME, check_dataset, evaluate_model
     from wavecl.model.compile import compile_model
     from wavecl.model.wavecl import WaveCL
     from wavecl.training.run_dir import CONFIG_FILENAME
 
+    check_dataset(config.data, ("eval",))  # before the model is built and loaded
     dist = init_distributed(args.device, config.train.dist_timeout_s)
     try:
         model = WaveCL(config.model)

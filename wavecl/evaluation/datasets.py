@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,8 @@ SavedScorer = Callable[[Config, Path, Path | None], dict[str, float]]
 # Written last into an evaluation's folder: the metrics and what they were computed from. A folder
 # without it is not a finished evaluation.
 METRICS_FILENAME = "metrics.json"
+YTVOS_SPLITS: dict[Split, str] = {"train": "train", "eval": "valid"}
+"""The Ref-YouTube-VOS-layout folder each split of a run reads."""
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +72,7 @@ class DatasetRow:
             the evaluation reports it; ``None`` where no local metric exists.
         protocol: one line for ``wavecl evaluate --help``: what is reported.
         saved_predictions: one line for ``--help``: what ``--predictions`` takes.
-        check: checks the dataset of the run's data config whole (its training and evaluation splits)
+        check: checks the given splits (``"train"``, ``"eval"``) of the dataset of a data config whole,
             before a model is built (:mod:`wavecl.data.check`); ``None`` where no such check exists yet.
     """
 
@@ -81,7 +83,7 @@ class DatasetRow:
     primary_metric: str | None
     protocol: str
     saved_predictions: str
-    check: Callable[[DataConfig], DatasetReport] | None = None
+    check: Callable[[DataConfig, Sequence[Split]], DatasetReport] | None = None
 
 
 def _coco_ground_truth(config: Config) -> str:
@@ -133,7 +135,7 @@ _YTVOS_ROW = DatasetRow(
     "submission.zip for the evaluation server",
     saved_predictions="the folder holding Annotations/ or its zip (scored against valid/Annotations when the "
     "split has them; else a completeness check)",
-    check=lambda config: check_ytvos_dataset(config.root),
+    check=lambda config, splits: check_ytvos_dataset(config.root, [YTVOS_SPLITS[split] for split in splits]),
 )
 
 DATASETS: dict[str, DatasetRow] = {
@@ -177,8 +179,8 @@ def dataset_row(name: str) -> DatasetRow:
     return DATASETS[name]
 
 
-def check_dataset(config: DataConfig) -> DatasetReport | None:
-    """Check the dataset of ``config`` whole (its row's ``check``) and log the summary.
+def check_dataset(config: DataConfig, splits: Sequence[Split] = ("train", "eval")) -> DatasetReport | None:
+    """Check ``splits`` of the dataset of ``config`` whole (its row's ``check``) and log the summary.
 
     Returns:
         The report, or ``None`` for a dataset without a check.
@@ -191,7 +193,7 @@ def check_dataset(config: DataConfig) -> DatasetReport | None:
     row = dataset_row(config.dataset_name)
     if row.check is None:
         return None
-    report = row.check(config)
+    report = row.check(config, splits)
     report.raise_for_problems()
     log.info("dataset checked:\n%s", report.summary())
     return report

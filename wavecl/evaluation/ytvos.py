@@ -224,9 +224,14 @@ def score_ytvos_predictions(
     Returns:
         ``J``, ``F``, ``J&F``, ``expressions``, ``frames`` (scored), ``missing_masks`` and ``extra_masks``.
 
+    An expression whose object appears in none of its video's ground-truth masks is a data error, not a
+    score: a frame where ground truth and prediction are both empty scores 1 (the DAVIS convention), so an
+    empty prediction would get J = F = 1 for it. Such an expression stops the scoring.
+
     Raises:
         FileNotFoundError: no predictions at ``path``, or a ground-truth PNG is missing.
-        ValueError: a predicted mask is not single-channel or has another size than its ground truth.
+        ValueError: a predicted mask is not single-channel or has another size than its ground truth; an
+            expression's object is absent from every frame (file, video, expression and obj_id named).
     """
     by_video: dict[str, list] = defaultdict(list)
     for expression in ground_truth.expressions:
@@ -240,6 +245,14 @@ def score_ytvos_predictions(
             labels = ground_truth.video_labels(video_id, expressions[0].frames)
             for expression in expressions:
                 truth = labels == expression.obj_id
+                if not truth.any():
+                    raise ValueError(
+                        f"{ground_truth.paths.expressions(ground_truth.subset)}: video {video_id!r} expression "
+                        f"{expression.exp_id!r} obj_id {expression.obj_id} appears in none of the "
+                        f"{len(expression.frames)} masks of {ground_truth.paths.annotations(ground_truth.subset)}"
+                        f"/{video_id}: it cannot be scored (an empty prediction would get J = F = 1); fix its obj_id "
+                        "or remove the expression (`wavecl prepare check` lists every such expression)"
+                    )
                 predicted = np.zeros_like(truth)
                 absent = 0
                 for t, frame in enumerate(expression.frames):
