@@ -147,12 +147,15 @@ def resolve_config(args: argparse.Namespace) -> tuple[Config, dict[str, Any]]:
 
 
 def print_metrics_table(title: str, metrics: dict[str, float]) -> None:
-    """Print ``metrics`` as a two-column table (the one metrics table of every command)."""
+    """Print ``metrics`` as a two-column table (the one metrics table of every command); counts
+    (:func:`~wavecl.evaluation.counts.is_count`) are shown as integers."""
+    from wavecl.evaluation.counts import is_count
+
     table = Table(title=escape(title))
     table.add_column("metric")
     table.add_column("value", justify="right")
     for name, value in metrics.items():
-        table.add_row(escape(name), f"{value:.4f}")
+        table.add_row(escape(name), f"{int(value)}" if is_count(name) else f"{value:.4f}")
     console.print(table)
 
 

@@ -97,7 +97,7 @@ def require_replaceable(out_dir: Path) -> None:
 def run(args: argparse.Namespace) -> None:
     """Run the model over the config's evaluation split, or score ``--predictions``; print the metrics."""
     from wavecl.atomic import write_json
-    from wavecl.evaluation.datasets import METRICS_FILENAME
+    from wavecl.evaluation.datasets import METRICS_FILENAME, metrics_record
 
     if (args.checkpoint is None) == (args.predictions is None):
         raise ValueError("give exactly one of --checkpoint (run the model) and --predictions (score saved predictions)")
@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> None:
         if args.out_dir is not None:  # metrics.json marks a finished scoring: gone until this one is
             (Path(args.out_dir) / METRICS_FILENAME).unlink(missing_ok=True)
         metrics = evaluate_saved_predictions(config, args.predictions, args.out_dir)
-        record = {"dataset": config.data.dataset_name, "predictions": str(args.predictions), "metrics": metrics}
+        record = metrics_record({"dataset": config.data.dataset_name, "predictions": str(args.predictions)}, metrics)
         if args.out_dir is not None:
             write_json(Path(args.out_dir) / METRICS_FILENAME, record, indent=2)
             console.print(f"metrics written to {escape(str(Path(args.out_dir) / METRICS_FILENAME))}")

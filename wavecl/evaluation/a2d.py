@@ -65,6 +65,14 @@ def _check_image_ids(coco_gt: COCO, results: Sequence[dict[str, Any]]) -> None:
         raise ValueError(f"{len(unknown)} predicted image_ids are not in the ground truth, e.g. {examples}")
 
 
+def sample_counts(coco_gt: COCO, results: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """The counts behind COCO-style numbers (:mod:`wavecl.evaluation.counts`): ``samples``, the
+    ground-truth images scored, and ``unpredicted_samples``, those without any result (scored as misses)."""
+    samples = set(coco_gt.getImgIds())
+    unpredicted = samples - {result["image_id"] for result in results}
+    return {"samples": float(len(samples)), "unpredicted_samples": float(len(unpredicted))}
+
+
 def coco_stats(
     ground_truth: str | os.PathLike[str] | COCO, results: Sequence[dict[str, Any]], iou_type: str
 ) -> np.ndarray:
@@ -263,7 +271,8 @@ def precision_and_iou(
 def a2d_metrics(
     ground_truth: str | os.PathLike[str] | COCO, results: Sequence[dict[str, Any]], precision_metrics: bool = True
 ) -> dict[str, float]:
-    """All A2D/JHMDB numbers: :func:`coco_segm_map`, plus :func:`precision_and_iou` if ``precision_metrics``.
+    """All A2D/JHMDB numbers: :func:`coco_segm_map`, plus :func:`precision_and_iou` if ``precision_metrics``,
+    and the :func:`sample_counts`.
 
     Args:
         ground_truth: COCO-format ground truth (path or ``COCO``), one annotation per image.
@@ -274,7 +283,7 @@ def a2d_metrics(
     metrics = coco_segm_map(coco_gt, results)
     if precision_metrics:
         metrics |= precision_and_iou(results, coco_gt)
-    return metrics
+    return metrics | sample_counts(coco_gt, results)
 
 
 class A2DEvaluator:

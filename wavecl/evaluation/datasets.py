@@ -32,6 +32,7 @@ from wavecl.data.types import ClipSample, Split
 from wavecl.data.ytvos import YTVOSGroundTruth, build_ytvos
 from wavecl.distributed import DistInfo, on_main_process
 from wavecl.evaluation.a2d import A2DEvaluator
+from wavecl.evaluation.counts import metric_counts
 from wavecl.evaluation.loop import Evaluator, run_evaluation
 from wavecl.evaluation.refcoco import PRIMARY_METRIC as REFCOCO_PRIMARY_METRIC
 from wavecl.evaluation.refcoco import RefCOCOEvaluator
@@ -239,6 +240,12 @@ def build_evaluation(config: Config, out_dir: str | Path) -> Evaluation:
     return Evaluation(dataset, row.evaluator(config, dataset, Path(out_dir)), row.primary_metric)
 
 
+def metrics_record(record: dict[str, Any], metrics: dict[str, float]) -> dict[str, Any]:
+    """What ``metrics.json`` holds: ``record`` (dataset, checkpoint...), ``metrics``, and ``counts``, the
+    counts among the metrics as integers (:func:`~wavecl.evaluation.counts.metric_counts`)."""
+    return {**record, "metrics": metrics, "counts": metric_counts(metrics)}
+
+
 def evaluate_model(
     model: nn.Module,
     config: Config,
@@ -278,7 +285,7 @@ def evaluate_model(
         )
 
         def publish() -> None:
-            write_json(staging / METRICS_FILENAME, {**(record or {}), "metrics": metrics}, indent=2)
+            write_json(staging / METRICS_FILENAME, metrics_record(record or {}, metrics), indent=2)
             replace_directory(staging, out_dir)
 
         on_main_process(publish, f"writing {out_dir}")

@@ -414,6 +414,15 @@ def evaluate_ref_davis(
     return summary
 
 
+def ref_davis_metrics(results_root: str | os.PathLike[str], davis_root: str | os.PathLike[str]) -> dict[str, float]:
+    """The reported Ref-DAVIS17 numbers: the ``mean`` of :func:`evaluate_ref_davis` over the annotators
+    (``J&F-Mean``, ``J-Mean``, ...), and the counts behind them (:mod:`wavecl.evaluation.counts`):
+    ``videos`` scored (every sequence of the ``val`` list) and ``annotators`` averaged."""
+    summary = evaluate_ref_davis(results_root, davis_root)
+    counts = {"videos": float(len(read_sequence_list(davis_root, "val"))), "annotators": float(NUM_ANNOTATORS)}
+    return {key: float(value) for key, value in summary["mean"].items()} | counts
+
+
 class ObjectMerge:
     """The merge of :func:`davis_labels`, one object at a time and in any order.
 

@@ -33,6 +33,7 @@ from wavecl.evaluation.a2d import (
     load_coco_ground_truth,
     masks_to_coco_results,
     precision_and_iou,
+    sample_counts,
     single_annotation,
     summarize_ious,
     top_predictions_per_image,
@@ -110,7 +111,8 @@ def evaluate_refcoco(
 
     Returns:
         ``segm <k>`` and ``bbox <k>`` for ``k`` in ``mAP 0.5:0.95``, ``AP 0.5``, ``AP 0.75``,
-        ``AP 0.5:0.95 S/M/L``, and for ``k`` in ``P@0.5`` .. ``P@0.9``, ``overall_iou``, ``mean_iou``.
+        ``AP 0.5:0.95 S/M/L``, and for ``k`` in ``P@0.5`` .. ``P@0.9``, ``overall_iou``, ``mean_iou``; the
+        counts ``samples`` and ``unpredicted_samples`` (:func:`~wavecl.evaluation.a2d.sample_counts`).
         Checkpoints are selected on ``segm mAP 0.5:0.95`` averaged over the three sets.
     """
     coco_gt = load_coco_ground_truth(ground_truth)
@@ -122,7 +124,7 @@ def evaluate_refcoco(
         metrics.update({f"{prefix} {key}": float(v) for key, v in zip(COCO_SUMMARY_KEYS, stats[:6])})
     metrics.update({f"segm {k}": v for k, v in precision_and_iou(mask_results, coco_gt).items()})
     metrics.update({f"bbox {k}": v for k, v in box_precision_and_iou(box_results, coco_gt).items()})
-    return metrics
+    return metrics | sample_counts(coco_gt, results)
 
 
 def refcoco_ground_truth(datasets: Any) -> dict[str, COCO]:

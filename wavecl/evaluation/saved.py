@@ -27,7 +27,7 @@ from wavecl.data.paths import natural_sorted, read_json
 from wavecl.data.types import ClipSample
 from wavecl.data.ytvos import YTVOSGroundTruth, YTVOSPaths, evaluated_videos
 from wavecl.evaluation.a2d import a2d_metrics
-from wavecl.evaluation.davis import evaluate_ref_davis
+from wavecl.evaluation.davis import ref_davis_metrics
 from wavecl.evaluation.refcoco import evaluate_refcoco_sets, refcoco_ground_truth
 from wavecl.evaluation.ytvos import check_ytvos_submission, score_ytvos_predictions
 
@@ -87,10 +87,10 @@ def evaluate_davis_predictions(results_dir: str | Path, davis_root: str | Path) 
 
     Returns:
         The mean over the annotators of ``J&F-Mean``, ``J-Mean``, ``J-Recall``, ``J-Decay``, ``F-Mean``,
-        ``F-Recall``, ``F-Decay`` (the keys of :class:`~wavecl.evaluation.video.RefDAVISEvaluator`).
+        ``F-Recall``, ``F-Decay``, with the ``videos`` and ``annotators`` counts (the keys of
+        :class:`~wavecl.evaluation.video.RefDAVISEvaluator`).
     """
-    summary = evaluate_ref_davis(results_dir, find_davis_folder(davis_root))
-    return {key: float(value) for key, value in summary["mean"].items()}
+    return ref_davis_metrics(results_dir, find_davis_folder(davis_root))
 
 
 def evaluate_ytvos_predictions(

@@ -20,7 +20,7 @@ from torch import Tensor
 from wavecl.data.types import Batch
 from wavecl.data.ytvos import YTVOSGroundTruth
 from wavecl.distributed import gather_objects, on_every_process, on_main_process
-from wavecl.evaluation.davis import ObjectMerge, evaluate_ref_davis, write_davis_labels
+from wavecl.evaluation.davis import ObjectMerge, ref_davis_metrics, write_davis_labels
 from wavecl.evaluation.ytvos import (
     ANNOTATIONS_FOLDER,
     PER_EXPRESSION_FILENAME,
@@ -53,29 +53,43 @@ class YTVOSEvaluator:
             valid split, which has no local ground truth.
 
     With ground truth, :meth:`summarize` returns what
-    :func:`~wavecl.evaluation.ytvos.score_ytvos_predictions` returns (J, F, J&F, expressions, frames,
+    :func:`~wavecl.evaluation.ytvos.score_ytvos_predictions` returns (J, F, J&F, expressions, videos, frames,
     missing_masks, extra_masks), scored from the PNGs on disk against the ground truth's full list, the
-    same computation as ``wavecl evaluate --predictions``; without, ``{"windows"}``.
+    same computation as ``wavecl evaluate --predictions``; without, the counts of what was written:
+    ``{"windows", "videos", "expressions", "frames"}`` (over every rank).
     """
 
     def __init__(self, out_dir: str | Path, ground_truth: YTVOSGroundTruth | None = None) -> None:
         self.out_dir = Path(out_dir)
         self.ground_truth = ground_truth
         self.num_windows = 0
+        self.num_frames = 0
+        self.expressions: set[tuple[str, str]] = set()
 
     def update(self, outputs: WaveCLOutput, batch: Batch) -> None:
         for b, meta in enumerate(batch.metadata):
             masks = clip_masks(outputs, batch, b, tuple(meta["orig_size"]))
             write_ytvos_masks(self.out_dir, meta["video_id"], meta["exp_id"], meta["frame_names"], masks)
             self.num_windows += 1
+            self.num_frames += len(meta["frame_names"])
+            self.expressions.add((meta["video_id"], meta["exp_id"]))
 
     def summarize(self) -> dict[str, float]:
-        windows = sum(gather_objects(self.num_windows))  # a collective: every rank's PNGs are on disk
+        # a collective: every rank's PNGs are on disk
+        shards = gather_objects((self.num_windows, self.num_frames, self.expressions))
+        windows = sum(windows for windows, _, _ in shards)
+        expressions = set().union(*(expressions for _, _, expressions in shards))
+        written = {
+            "windows": float(windows),
+            "videos": float(len({video_id for video_id, _ in expressions})),
+            "expressions": float(len(expressions)),
+            "frames": float(sum(frames for _, frames, _ in shards)),
+        }
 
         def finish() -> dict[str, float]:
             if self.ground_truth is None:
                 zip_submission(self.out_dir / ANNOTATIONS_FOLDER, self.out_dir / "submission.zip")
-                return {"windows": float(windows)}
+                return written
             per_expression = self.out_dir / PER_EXPRESSION_FILENAME
             return score_ytvos_predictions(self.out_dir, self.ground_truth, per_expression)
 
@@ -168,7 +182,6 @@ class RefDAVISEvaluator:
         on_every_process(self._check_complete, "writing the Ref-DAVIS17 predictions")  # every PNG is on disk
 
         def score() -> dict[str, float]:
-            summary = evaluate_ref_davis(self.out_dir, self.davis_root)
-            return {key: float(value) for key, value in summary["mean"].items()}
+            return ref_davis_metrics(self.out_dir, self.davis_root)
 
         return on_main_process(score, "scoring Ref-DAVIS17")

@@ -222,7 +222,8 @@ def score_ytvos_predictions(
             extra masks (``missing_masks.txt``, ``extra_masks.txt``, one path per line) when there are any.
 
     Returns:
-        ``J``, ``F``, ``J&F``, ``expressions``, ``frames`` (scored), ``missing_masks`` and ``extra_masks``.
+        ``J``, ``F``, ``J&F``, and the counts (:mod:`wavecl.evaluation.counts`): ``expressions``, ``videos``,
+        ``frames`` (scored), ``missing_masks`` (scored as empty) and ``extra_masks`` (ignored).
 
     An expression whose object appears in none of its video's ground-truth masks is a data error, not a
     score: a frame where ground truth and prediction are both empty scores 1 (the DAVIS convention), so an
@@ -293,6 +294,7 @@ def score_ytvos_predictions(
         if members:
             logger.warning("%s %s: %s%s", path, summary, _listed(members), listing)
     return jf_summary(per_expression) | {
+        "videos": float(len(by_video)),
         "frames": float(len(expected)),
         "missing_masks": float(len(missing)),
         "extra_masks": float(len(extra)),
