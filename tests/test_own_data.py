@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import re
 import zipfile
 from pathlib import Path
 
@@ -84,8 +85,19 @@ def test_saved_predictions_with_missing_and_extra_masks_are_scored_on_the_full_l
     with caplog.at_level(logging.WARNING, logger="wavecl.evaluation.ytvos"):
         code, out, _ = run_cli([*argv, "--predictions", str(predictions), "--out-dir", str(tmp_path / "m")], capsys)
     assert code == 0
-    metrics = json.loads((tmp_path / "m" / "metrics.json").read_text())["metrics"]
+    record = json.loads((tmp_path / "m" / "metrics.json").read_text())
+    metrics = record["metrics"]
     assert metrics["expressions"] == len(expected_j)
+    # the counts behind the numbers, against the expression file and the masks on disk
+    listed_frames = sum(len(entry["frames"]) * len(entry["expressions"]) for entry in videos.values())
+    assert record["counts"] == {
+        "expressions": len(expected_j),
+        "videos": len(videos),
+        "frames": listed_frames,
+        "missing_masks": missing,
+        "extra_masks": len(list((predictions / "Annotations").rglob("*.png"))) - (listed_frames - missing),
+    }
+    assert re.search(rf"frames\s+│\s+{listed_frames}\s+│", out)  # the table prints counts as integers
     assert metrics["J"] == pytest.approx(np.mean(expected_j))
     assert metrics["F"] == pytest.approx(np.mean(expected_f))
     assert metrics["J&F"] == pytest.approx((np.mean(expected_j) + np.mean(expected_f)) / 2)
@@ -128,7 +140,7 @@ def test_evaluation_of_a_model_on_own_data_reports_j_and_f(own_data, tmp_path):
 
 
 def test_the_real_layout_without_annotations_still_writes_a_submission(tmp_path):
-    write_ytvos_fixture(tmp_path / "refer_youtube_vos")
+    fixture = write_ytvos_fixture(tmp_path / "refer_youtube_vos")
     config = load_config(REPO / "configs" / "refer_youtube_vos_finetune.yaml")
     config = apply_overrides(config, {"data.root": str(tmp_path), "model.num_classes": 1})
     evaluation = build_evaluation(config, tmp_path / "eval")
@@ -136,9 +148,38 @@ def test_the_real_layout_without_annotations_still_writes_a_submission(tmp_path)
         batch = collate_clips([evaluation.dataset[index]])
         evaluation.evaluator.update(constant_prediction(batch, -10.0), batch)
     metrics = evaluation.evaluator.summarize()
-    assert set(metrics) == {"windows"}
     with zipfile.ZipFile(tmp_path / "eval" / "submission.zip") as archive:
         assert "Annotations/val_a/1/00030.png" in archive.namelist()
+        written = [name for name in archive.namelist() if name.endswith(".png")]
+    # the counts of what was written, against the fixture's own lists (the test video has no frames)
+    assert metrics == {
+        "windows": len(evaluation.dataset),
+        "videos": len(fixture.valid),
+        "expressions": sum(len(video.expressions) for video in fixture.valid.values()),
+        "frames": sum(len(video.expressions) * len(video.frame_names) for video in fixture.valid.values()),
+    }
+    assert metrics["frames"] == len(written)
+
+
+def test_an_object_absent_from_every_mask_is_not_scored(own_data, tmp_path, capsys):
+    """An obj_id that is in none of its video's masks would score J = F = 1 with empty predictions (both
+    empty in every frame): scoring refuses it, naming the file, video, expression and obj_id."""
+    meta_path = own_data / "meta_expressions" / "valid" / "meta_expressions.json"
+    meta = json.loads(meta_path.read_text())
+    video = sorted(meta["videos"])[1]
+    meta["videos"][video]["expressions"]["0"]["obj_id"] = 99
+    meta_path.write_text(json.dumps(meta))
+    predictions = tmp_path / "predictions"
+    for video_id, entry in meta["videos"].items():
+        for exp_id in entry["expressions"]:
+            empty = torch.zeros(len(entry["frames"]), *SIZE, dtype=torch.bool)
+            write_ytvos_masks(predictions, video_id, exp_id, entry["frames"], empty)
+    argv = ["evaluate", "-c", TINY, "--dataset", "ref_youtube_vos", "--data-root", str(own_data)]
+    code, _, err = run_cli([*argv, "--predictions", str(predictions), "--out-dir", str(tmp_path / "m")], capsys)
+    message = " ".join(err.split())
+    assert code == 2 and "Traceback" not in err
+    assert f"{meta_path}: video '{video}' expression '0' obj_id 99 appears in none of the 5 masks" in message
+    assert not (tmp_path / "m" / "metrics.json").exists()
 
 
 def test_annotated_split_needs_an_object_id_per_expression(own_data):
