@@ -214,3 +214,69 @@ def test_errors_name_the_file(fresh: YTVOSFixture, tmp_path: Path) -> None:
     jpeg.unlink()
     with pytest.raises(FileNotFoundError, match="vid_short/00000.jpg"):
         dataset[len(dataset) - 1]
+
+
+def unpad_frame_names(fixture: YTVOSFixture) -> dict[str, list[str]]:
+    """Rename every frame (JPEG, mask, expression files) of the fixture ``frame_<position + 1>``, listed
+    in text order; returns ``{video: new names in frame order}``."""
+    renamed: dict[str, list[str]] = {}
+    for split, videos in (("train", fixture.train), ("valid", fixture.valid)):
+        for video, spec in videos.items():
+            renamed[video] = [f"frame_{position + 1}" for position in range(len(spec.frame_names))]
+            for old, new in zip(spec.frame_names, renamed[video]):
+                for folder, suffix in (("JPEGImages", ".jpg"), ("Annotations", ".png")):
+                    path = fixture.root / split / folder / video / f"{old}{suffix}"
+                    if path.exists():
+                        path.rename(path.with_name(f"{new}{suffix}"))
+    for split in ("train", "valid", "test"):
+        path = fixture.root / "meta_expressions" / split / "meta_expressions.json"
+        content = json.loads(path.read_text())
+        for video, entry in content["videos"].items():
+            entry["frames"] = sorted(renamed.get(video, entry["frames"]))  # text order: frame_1, frame_10, ...
+        path.write_text(json.dumps(content))
+    return renamed
+
+
+def test_frames_are_ordered_naturally_like_predict(fresh: YTVOSFixture, tmp_path: Path) -> None:
+    """Zero-padded names (the official ``00000``) sort the same in text and natural order; unpadded
+    ``frame_1 .. frame_11`` differ, and windows, clips and ``predict`` all follow the natural order."""
+    from wavecl.data.paths import natural_sorted
+    from wavecl.inference.predictor import frame_files
+
+    padded = fresh.train["vid_long"].frame_names
+    assert sorted(padded) == natural_sorted(padded) == padded
+    renamed = unpad_frame_names(fresh)
+    names = renamed["vid_long"]
+    assert natural_sorted(names) == names != sorted(names)
+
+    train = RefYouTubeVOS(fresh.root, "train", 4, transform=native(24), cache_dir=tmp_path)
+    windows = [s.frame_names for s in train.samples if (s.video_id, s.exp_id) == ("vid_long", "0")]
+    assert windows == [tuple(names[0:4]), tuple(names[4:8]), tuple(names[7:11])]
+    first = next(i for i, s in enumerate(train.samples) if s.video_id == "vid_long")
+    assert frame_indices(train[first].frames) == [0, 1, 2, 3]  # the frames shown, by their grey level
+
+    valid = RefYouTubeVOS(fresh.root, "valid", None, transform=native(24))
+    clip = next(s for s in valid.samples if s.video_id == "val_a")
+    folder = fresh.root / "valid" / "JPEGImages" / "val_a"
+    assert list(clip.frame_names) == renamed["val_a"] == [path.stem for path in frame_files(folder)]
+    assert frame_indices(valid[valid.samples.index(clip)].frames) == list(range(len(renamed["val_a"])))
+
+
+def test_expressions_without_a_window_are_counted(fresh: YTVOSFixture, tmp_path: Path, caplog) -> None:
+    path = fresh.root / "meta_expressions" / "train" / "meta_expressions.json"
+    content = json.loads(path.read_text())
+    content["videos"]["vid_short"]["expressions"]["0"]["obj_id"] = "5"  # in none of its masks
+    path.write_text(json.dumps(content))
+    dataset = RefYouTubeVOS(fresh.root, "train", 4, transform=NATIVE, num_classes=1, cache_dir=tmp_path / "a")
+    listed = sum(len(spec.expressions) for spec in fresh.train.values())
+    assert dataset.windowless == [("vid_short", "0")]
+    assert {s.video_id for s in dataset.samples} == {"vid_long"}
+    assert f"1 of {listed} expressions yield no training window" in caplog.text
+    assert f"(1 of {len(fresh.train)} videos have none)" in caplog.text
+
+    for video in content["videos"].values():
+        for expression in video["expressions"].values():
+            expression["obj_id"] = "9"
+    path.write_text(json.dumps(content))
+    with pytest.raises(ValueError, match=rf"none of the {listed} expressions of {len(fresh.train)} videos yields"):
+        RefYouTubeVOS(fresh.root, "train", 4, transform=NATIVE, num_classes=1, cache_dir=tmp_path / "b")
