@@ -5,6 +5,7 @@ weights, and ``predict`` on a small run."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -315,7 +316,7 @@ def test_evaluate_checks_a_ytvos_submission(tmp_path, capsys):
     zip_submission(submission / "Annotations", tmp_path / "submission.zip")
     for path in (submission, tmp_path / "submission.zip"):
         code, out, _ = run_cli(["evaluate", *config, "--predictions", str(path)], capsys)
-        assert code == 0 and "expressions" in out and "17.0000" in out  # 2 x 7 + 1 x 3 frames
+        assert code == 0 and re.search(r"frames\s+│\s+17\s+│", out)  # 2 x 7 + 1 x 3 frames, printed as a count
     (submission / "Annotations" / "val_b" / "0" / "00010.png").unlink()
     code, _, err = run_cli(["evaluate", *config, "--predictions", str(submission)], capsys)
     assert code == 2 and "lacks 1 of 17 masks" in err and "Annotations/val_b/0/00010.png" in err
@@ -362,7 +363,8 @@ def test_evaluate_a_run_and_the_same_weights_as_a_reference_checkpoint(tiny_run,
     assert code == 0, out
     from_run = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert Path(from_run["checkpoint"]) == tiny_run / "checkpoints" / "epoch_0000"
-    assert set(from_run["metrics"]) == {"J", "F", "J&F", "expressions", "frames", "missing_masks", "extra_masks"}
+    counts = {"expressions", "videos", "frames", "missing_masks", "extra_masks"}
+    assert set(from_run["metrics"]) == {"J", "F", "J&F", *counts} and set(from_run["counts"]) == counts
     assert from_run["metrics"]["missing_masks"] == 0 and from_run["world_size"] == 1
     # The saved masks rescore to the same numbers.
     saved = ["--predictions", str(tmp_path / "run"), "--out-dir", str(tmp_path / "again")]

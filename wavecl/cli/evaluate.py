@@ -139,11 +139,11 @@ def evaluate_checkpoint(args: argparse.Namespace, config: Config, run_dir: Path 
     from wavecl.model.wavecl import WaveCL
     from wavecl.training.run_dir import CONFIG_FILENAME
 
-    check_dataset(config.data, ("eval",))  # before the model is built and loaded
     dist = init_distributed(args.device, config.train.dist_timeout_s)
     try:
         model = WaveCL(config.model)
         source = load_evaluation_weights(model, args.checkpoint)
+        check_dataset(config.data, ("eval",))  # before the first forward pass
         model.to(dist.device)
         if config.train.compile:
             compile_model(model)
