@@ -32,51 +32,43 @@ def main() -> None:
     parser.add_argument("--videos", type=int, default=200, help="training videos (valid: a quarter as many)")
     parser.add_argument("--frames", type=int, default=24, help="frames per video")
     parser.add_argument("--size", type=int, nargs=2, default=(360, 640), metavar=("H", "W"), help="frame size")
+    parser.add_argument("--workers", type=int, default=2, help="processes of the second check row (default 2)")
     args = parser.parse_args()
-
-    with tempfile.TemporaryDirectory(prefix="bench_dataset_check_") as folder:
-        root = Path(folder)
-        size = (args.size[0], args.size[1])
-        write_synthetic_ytvos(root, args.videos, args.frames, size, seed=0, split="train")
-        write_synthetic_ytvos(root, max(args.videos // 4, 1), args.frames, size, seed=1, split="valid")
-
-        decoded = []
-        read = check_module.read_image
-        check_module.read_image = lambda path, *a, **k: decoded.append(path) or read(path, *a, **k)
-        started = time.perf_counter()
-        report = check_ytvos_dataset(root)
-        check_seconds = time.perf_counter() - started
-        check_module.read_image = read
-        frames = sum(split.frames for split in report.splits)
-        masks = sum(split.masks for split in report.splits)
-
-        started = time.perf_counter()
-        build_ytvos_train_samples(root, 8, root / "windows.json")
-        windows_seconds = time.perf_counter() - started
-        train = report.splits[0]
-
+    size = (args.size[0], args.size[1])
+    valid_videos = max(args.videos // 4, 1)
     table = Table(
-        title=f"dataset check, {args.videos} + {max(args.videos // 4, 1)} videos of {args.frames} frames "
-        f"at {size[0]}x{size[1]} (page cache warm)"
+        title=f"dataset check, {args.videos} + {valid_videos} videos of {args.frames} frames at {size[0]}x{size[1]} "
+        "(page cache warm)"
     )
     for column in ("task", "frames", "masks", "masks decoded", "seconds", "µs per frame"):
         table.add_column(column, justify="left" if column == "task" else "right")
-    table.add_row(
-        "check (train + valid)",
-        str(frames),
-        str(masks),
-        str(len(decoded)),
-        f"{check_seconds:.2f}",
-        f"{1e6 * check_seconds / frames:.0f}",
-    )
-    table.add_row(
-        "training windows (train)",
-        str(train.frames),
-        str(train.masks),
-        str(train.masks),
-        f"{windows_seconds:.2f}",
-        f"{1e6 * windows_seconds / train.frames:.0f}",
-    )
+
+    with tempfile.TemporaryDirectory(prefix="bench_dataset_check_") as folder:
+        root = Path(folder)
+        write_synthetic_ytvos(root, args.videos, args.frames, size, seed=0, split="train")
+        write_synthetic_ytvos(root, valid_videos, args.frames, size, seed=1, split="valid")
+        check_ytvos_dataset(root)  # the page cache is warm for every row
+
+        decoded: list[Path] = []
+        read = check_module.read_image
+        check_module.read_image = lambda path, *a, **k: decoded.append(path) or read(path, *a, **k)
+        for workers in (0, args.workers):
+            started = time.perf_counter()
+            report = check_ytvos_dataset(root, workers=workers)
+            seconds = time.perf_counter() - started
+            frames = sum(split.frames for split in report.splits)
+            masks = sum(split.masks for split in report.splits)
+            shown = str(len(decoded)) if workers == 0 else "(in workers)"
+            row = (f"check, train + valid, {workers} workers", str(frames), str(masks), shown)
+            table.add_row(*row, f"{seconds:.2f}", f"{1e6 * seconds / frames:.0f}")
+        check_module.read_image = read
+
+        started = time.perf_counter()
+        build_ytvos_train_samples(root, 8, root / "windows.json")
+        seconds = time.perf_counter() - started
+        train = report.splits[0]
+        row = ("training windows, train", str(train.frames), str(train.masks), str(train.masks))
+        table.add_row(*row, f"{seconds:.2f}", f"{1e6 * seconds / train.frames:.0f}")
     Console().print(table)
 
 

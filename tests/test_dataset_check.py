@@ -267,6 +267,8 @@ def test_prepare_check_lists_the_first_problems_and_counts_them_all(data_root, c
     assert sum(str(path) in " ".join(err.split()) for path in removed) == SHOWN_PROBLEMS
     frames = sum(len(v["frames"]) for v in read_meta(data_root, "train")["videos"].values())
     assert f"{frames - len(removed)} frames" in err
+    in_workers = check_ytvos_dataset(data_root, ["train"], workers=2)
+    assert in_workers == check_ytvos_dataset(data_root, ["train"]) and len(in_workers.problems) == len(removed)
 
 
 def test_masks_are_decoded_only_until_every_referred_object_is_seen(data_root, monkeypatch):

@@ -59,7 +59,7 @@ def prepare_check(args: argparse.Namespace) -> None:
     """``wavecl prepare check``: the summary on success; problems exit 2 with the summary (``wavecl.cli.main``)."""
     from wavecl.data.check import check_ytvos_dataset
 
-    report = check_ytvos_dataset(args.root, args.splits)
+    report = check_ytvos_dataset(args.root, args.splits, workers=args.workers)
     report.raise_for_problems()
     console.print(escape(report.summary()))
 
@@ -199,6 +199,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         default=["train", "valid"],
         help="splits to check (default: train valid)",
     )
+    check.add_argument("--workers", type=int, default=0, help="processes checking videos (default 0: this process)")
     check.set_defaults(handler=prepare_check)
 
     synthetic = subcommand(

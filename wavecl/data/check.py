@@ -20,9 +20,9 @@ give no training window and a J = F = 1 from empty predictions.
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,8 +30,6 @@ import numpy as np
 
 from wavecl.data.paths import natural_sorted, open_image, read_image
 from wavecl.data.ytvos import YTVOSPaths, evaluated_videos, read_expression_videos
-
-logger = logging.getLogger(__name__)
 
 SHOWN_PROBLEMS = 10
 """How many problems a report lists (their number is always complete)."""
@@ -86,6 +84,11 @@ class SplitSummary:
     objects: int = 0
     annotated: bool = False
 
+    def add(self, other: SplitSummary) -> None:
+        """Add the counts of ``other`` (one video's) to these."""
+        for name in ("videos", "expressions", "frames", "masks", "objects"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
     def describe(self) -> str:
         text = f"{self.split}: {self.videos} videos, {self.expressions} expressions, {self.frames} frames"
         if self.annotated:
@@ -135,8 +138,9 @@ def _image_header(path: Path) -> tuple[tuple[int, int], str]:
         return image.size, image.mode
 
 
-def _check_split(paths: YTVOSPaths, split: str, report: DatasetReport) -> None:
-    """Add ``split``'s summary and problems to ``report``."""
+def _check_split(paths: YTVOSPaths, split: str, report: DatasetReport, workers: int) -> None:
+    """Add ``split``'s summary and problems to ``report``, its videos checked in ``workers`` processes
+    (0: in this one)."""
     summary = SplitSummary(split)
     report.splits.append(summary)
     problems = report.problems
@@ -153,26 +157,40 @@ def _check_split(paths: YTVOSPaths, split: str, report: DatasetReport) -> None:
     if not frame_root.is_dir():
         problems.append(DatasetProblem(frame_root, None, None, "missing: the frame folder of this split"))
         return
-    annotations = paths.annotations(split)
-    summary.annotated = annotations.is_dir()
-    summary.videos = len(videos)
-    for video_id, video in videos.items():
-        summary.expressions += len(video["expressions"])
-        frames = natural_sorted(video["frames"])
-        frame_files = _file_names(frame_root / video_id)
-        sizes: dict[str, tuple[int, int]] = {}
-        for frame in frames:
-            path = paths.frame_file(split, video_id, frame)
-            if path.name not in frame_files:
-                problems.append(DatasetProblem(path, video_id, f"frame {frame!r}", "missing: listed frame"))
-                continue
-            try:
-                sizes[frame] = _image_header(path)[0]
-                summary.frames += 1
-            except ValueError as error:
-                problems.append(DatasetProblem(path, video_id, f"frame {frame!r}", str(error)))
-        if summary.annotated:
-            _check_masks(paths, split, video_id, video, frames, sizes, summary, problems)
+    summary.annotated = paths.annotations(split).is_dir()
+    arguments = [(paths, split, video_id, video, summary.annotated) for video_id, video in videos.items()]
+    if workers > 0 and arguments:
+        with ProcessPoolExecutor(workers) as pool:
+            per_video = list(pool.map(_check_video, *zip(*arguments), chunksize=8))
+    else:
+        per_video = [_check_video(*argument) for argument in arguments]
+    for counts, found in per_video:
+        summary.add(counts)
+        problems.extend(found)
+
+
+def _check_video(
+    paths: YTVOSPaths, split: str, video_id: str, video: dict, annotated: bool
+) -> tuple[SplitSummary, list[DatasetProblem]]:
+    """One video's counts and problems: its frames, and its masks and objects when ``annotated``."""
+    summary = SplitSummary(split, videos=1, expressions=len(video["expressions"]), annotated=annotated)
+    problems: list[DatasetProblem] = []
+    frames = natural_sorted(video["frames"])
+    frame_files = _file_names(paths.root / split / "JPEGImages" / video_id)
+    sizes: dict[str, tuple[int, int]] = {}
+    for frame in frames:
+        path = paths.frame_file(split, video_id, frame)
+        if path.name not in frame_files:
+            problems.append(DatasetProblem(path, video_id, f"frame {frame!r}", "missing: listed frame"))
+            continue
+        try:
+            sizes[frame] = _image_header(path)[0]
+            summary.frames += 1
+        except ValueError as error:
+            problems.append(DatasetProblem(path, video_id, f"frame {frame!r}", str(error)))
+    if annotated:
+        _check_masks(paths, split, video_id, video, frames, sizes, summary, problems)
+    return summary, problems
 
 
 def _check_masks(
@@ -261,13 +279,16 @@ def _objects_never_seen(
     return unseen
 
 
-def check_ytvos_dataset(root: str | os.PathLike, splits: Iterable[str] = CHECKED_SPLITS) -> DatasetReport:
+def check_ytvos_dataset(
+    root: str | os.PathLike, splits: Iterable[str] = CHECKED_SPLITS, workers: int = 0
+) -> DatasetReport:
     """Check a Ref-YouTube-VOS-layout dataset (Ref-YouTube-VOS, one's own data, the synthetic set) whole.
 
     Args:
         root: the dataset folder or its parent.
         splits: the splits to check; ``valid`` is checked as evaluated (the valid expression file minus
             the test file, see :func:`~wavecl.data.ytvos.evaluated_videos`).
+        workers: processes checking videos (0: this process); the report is the same, in the same order.
 
     Returns:
         The counts of each split and every problem found (call :meth:`DatasetReport.raise_for_problems`).
@@ -278,5 +299,5 @@ def check_ytvos_dataset(root: str | os.PathLike, splits: Iterable[str] = CHECKED
     paths = YTVOSPaths.find(root)
     report = DatasetReport(paths.root)
     for split in splits:
-        _check_split(paths, split, report)
+        _check_split(paths, split, report, workers)
     return report

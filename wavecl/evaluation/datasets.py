@@ -74,7 +74,8 @@ class DatasetRow:
         protocol: one line for ``wavecl evaluate --help``: what is reported.
         saved_predictions: one line for ``--help``: what ``--predictions`` takes.
         check: checks the given splits (``"train"``, ``"eval"``) of the dataset of a data config whole,
-            before a model is built (:mod:`wavecl.data.check`); ``None`` where no such check exists yet.
+            before a model is built (:mod:`wavecl.data.check`, in ``data.num_workers`` processes);
+            ``None`` where no such check exists yet.
     """
 
     build: DatasetBuilder
@@ -136,7 +137,9 @@ _YTVOS_ROW = DatasetRow(
     "submission.zip for the evaluation server",
     saved_predictions="the folder holding Annotations/ or its zip (scored against valid/Annotations when the "
     "split has them; else a completeness check)",
-    check=lambda config, splits: check_ytvos_dataset(config.root, [YTVOS_SPLITS[split] for split in splits]),
+    check=lambda config, splits: check_ytvos_dataset(
+        config.root, [YTVOS_SPLITS[split] for split in splits], workers=config.num_workers
+    ),
 )
 
 DATASETS: dict[str, DatasetRow] = {
