@@ -269,6 +269,13 @@ def test_a2d_evaluator_end_to_end(tmp_path):
 
     assert metrics["mAP 0.5:0.95"] == 1.0
     assert metrics["P@0.9"] == 1.0 and metrics["mean_iou"] == 1.0 and metrics["overall_iou"] == 1.0
+    assert metrics["samples"] == len(masks) and metrics["unpredicted_samples"] == 0
+
+    # a sample without any prediction is counted (mAP scores it as a miss; P@K and IoU refuse it)
+    alone = A2DEvaluator(gt_path, precision_metrics=False)
+    alone.update(make_outputs(1), make_batch(list(masks)[:1], [(8, 8)]))
+    counted = alone.summarize()
+    assert counted["samples"] == len(masks) and counted["unpredicted_samples"] == len(masks) - 1
     saved = json.loads(results_path.read_text())
     assert len(saved) == 2 * 3
     assert sorted((r["image_id"], r["query"]) for r in saved) == sorted((i, q) for i in masks for q in range(3))

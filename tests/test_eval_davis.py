@@ -19,6 +19,7 @@ from wavecl.evaluation.davis import (
     evaluate_davis_folder,
     evaluate_ref_davis,
     evaluate_sequence,
+    ref_davis_metrics,
     seg2bmap,
     write_davis_labels,
 )
@@ -280,6 +281,8 @@ def test_evaluate_ref_davis_averages_the_four_annotators(tmp_path):
     rows = read_csv(run / "global_results-val.csv")
     assert [row[0] for row in rows] == ["annotator", "anno_0", "anno_1", "anno_2", "anno_3", "mean"]
     assert rows[-1][1] == "0.50000"
+    reported = ref_davis_metrics(run, davis_root)
+    assert reported == summary["mean"] | {"videos": len(sequences), "annotators": 4}
 
 
 def test_davis_labels_threshold_background_and_ties():

@@ -194,6 +194,10 @@ def test_evaluate_refcoco_sets_prefixes_each_set_and_averages_the_primary_metric
     for name, set_metrics in separately.items():
         for key, value in set_metrics.items():
             assert metrics[f"{name} {key}"] == value
+    for name in results:
+        assert metrics[f"{name} samples"] == len(coco.getImgIds())
+        predicted = {result["image_id"] for result in results[name]}
+        assert metrics[f"{name} unpredicted_samples"] == len(set(coco.getImgIds()) - predicted)
     primary = [separately[name]["segm mAP 0.5:0.95"] for name in results]
     assert primary[0] != primary[1]
     assert metrics["segm mAP 0.5:0.95"] == pytest.approx(sum(primary) / 2)
