@@ -61,7 +61,7 @@ REPO = Path(__file__).resolve().parents[1]
 SENTENCE = "the man in a red shirt riding a bicycle on the left"
 
 MODEL_CONFIGS = {
-    "tiny": ("configs/tiny.yaml", {}),
+    "tiny": ("configs/tiny.yaml", {"text_encoder": "bytes:tiny"}),
     "full": (
         "configs/a2d_sentences.yaml",
         {"text_encoder": "bytes:roberta-base", "backbone_pretrained_path": None},
