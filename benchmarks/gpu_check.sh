@@ -120,6 +120,7 @@ done
 printf '  estimated total: %d s (%d min %02d s)\n\n' "$TOTAL" "$((TOTAL / 60))" "$((TOTAL % 60))"
 
 RESULTS=() SECONDS_TAKEN=() LOGS=()
+FAILED=0
 START=$SECONDS
 for i in "${!NAMES[@]}"; do
     slug=$(printf '%s' "${NAMES[$i]}" | tr -c 'a-zA-Z0-9' '_' | tr -s '_' | cut -c1-40)
@@ -140,19 +141,18 @@ for i in "${!NAMES[@]}"; do
     fi
     echo "$result, ${taken} s"
     if [ "$code" != 0 ]; then
+        FAILED=$((FAILED + 1))
         tail -n 15 "$log" | sed 's/^/      | /'
     fi
     RESULTS+=("$result") SECONDS_TAKEN+=("$taken") LOGS+=("$log")
 done
 
-FAILED=0
 {
     printf '\ngpu_check summary (%s, %d s in all; estimate %d s)\n' "$DEVICE" "$((SECONDS - START))" "$TOTAL"
     printf '  %2s  %-58s %-20s %7s %9s  %s\n' "#" "step" "result" "seconds" "estimate" "log"
     for i in "${!NAMES[@]}"; do
         printf '  %2d  %-58s %-20s %7d %9d  %s\n' "$((i + 1))" "${NAMES[$i]}" "${RESULTS[$i]}" \
             "${SECONDS_TAKEN[$i]}" "${ESTIMATES[$i]}" "logs/$(basename "${LOGS[$i]}")"
-        [ "${RESULTS[$i]}" = pass ] || FAILED=$((FAILED + 1))
     done
     printf '  %d of %d steps passed\n' "$(( ${#NAMES[@]} - FAILED ))" "${#NAMES[@]}"
 } | tee "$OUT_DIR/summary.txt"
