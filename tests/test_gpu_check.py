@@ -51,7 +51,19 @@ def test_every_step_runs_after_failures_and_the_summary_lists_them(tmp_path):
     assert summary_file.startswith("gpu_check summary") and summary_file in result.stdout
     for _, _, log in summary:
         assert (out / log).read_text().startswith("$ false ")
-    assert "--amp" in (out / summary[-3][2]).read_text()  # a table row asks its precision explicitly
+    asking = [
+        log
+        for name, _, log in summary
+        if name.startswith(("row:", "wavecl train", "wavecl evaluate", "wavecl predict"))
+    ]
+    assert len(asking) >= 10 and all(" --amp " in (out / log).read_text() for log in asking)
+
+
+def test_a_spent_budget_still_ends_with_the_summary(tmp_path):
+    result = run_check(["--dry-run", "--out", str(tmp_path), "--budget", "1"], {"PYTHON": "sleep"}, timeout=120)
+    plan, summary = plan_and_summary(result.stdout)
+    assert result.returncode == 1 and len(summary) == len(plan) >= 14
+    assert {outcome for _, outcome, _ in summary} == {"FAIL (budget spent)"}
 
 
 @pytest.mark.slow  # 16 fresh Python processes (each imports torch and transformers): about 3 minutes on 2 cores
