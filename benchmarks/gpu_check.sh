@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Check every GPU path of wavecl in one call (under 8 minutes on one H100), then print a pass/fail summary
+# Check every GPU path of wavecl in one call (estimated at 7-8 minutes on one H100), then print a pass/fail summary
 # and the throughput / peak-memory table. docs/gpu.md says what each line means.
 #
 #   benchmarks/gpu_check.sh [--out DIR] [--dry-run] [--compile] [--budget SECONDS]
