@@ -34,13 +34,6 @@ while [ $# -gt 0 ]; do
         *) echo "gpu_check.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
-OUT_DIR="${OUT_DIR:-runs/gpu_check/$(date +%Y%m%d-%H%M%S)}"
-mkdir -p "$OUT_DIR/logs"
-OUT_DIR="$(cd "$OUT_DIR" && pwd)"
-# What an earlier check left in this folder (its own files only).
-rm -rf "$OUT_DIR/data" "$OUT_DIR/runs" "$OUT_DIR/cli_evaluate" "$OUT_DIR/cli_predict" "$OUT_DIR"/logs/*.log
-rm -f "$OUT_DIR/rows.jsonl" "$OUT_DIR/probe.json" "$OUT_DIR/table.txt" "$OUT_DIR/summary.txt" "$OUT_DIR/env.json"
-
 if [ "$DRY_RUN" = 1 ]; then
     DEVICE=cpu SIZE=tiny STEPS=2 GPUS=0 PROBE_CLIPS=2 BUDGET="${BUDGET:-0}"
     export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
@@ -52,6 +45,13 @@ else
     fi
     DEVICE=cuda SIZE=full STEPS=10 PROBE_CLIPS=3 BUDGET="${BUDGET:-560}"
 fi
+OUT_DIR="${OUT_DIR:-runs/gpu_check/$(date +%Y%m%d-%H%M%S)}"
+mkdir -p "$OUT_DIR/logs"
+OUT_DIR="$(cd "$OUT_DIR" && pwd)"
+# What an earlier check left in this folder (its own files only).
+rm -rf "$OUT_DIR/data" "$OUT_DIR/runs" "$OUT_DIR/cli_evaluate" "$OUT_DIR/cli_predict" "$OUT_DIR"/logs/*.log
+rm -f "$OUT_DIR/rows.jsonl" "$OUT_DIR/probe.json" "$OUT_DIR/table.txt" "$OUT_DIR/summary.txt" "$OUT_DIR/env.json"
+
 AMP=bf16  # asked of every step but the fp16 ones; rows report the precision that really ran (float32 on the CPU)
 
 CLI_DATA="$OUT_DIR/data/cli"
