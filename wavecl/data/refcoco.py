@@ -38,12 +38,10 @@ import copy
 import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import numpy as np
 from PIL import Image
-from pycocotools import mask as coco_mask
-from pycocotools.coco import COCO
 from torch.utils.data import ConcatDataset, Dataset
 
 from wavecl.config import DataConfig
@@ -52,6 +50,10 @@ from wavecl.data.image_to_clip import ImageToClipAugmenter
 from wavecl.data.paths import read_image, read_json, resolve_dataset_root
 from wavecl.data.transforms import ClipTransform, FrameAnnotation, clean_expression
 from wavecl.data.types import ClipSample, Split
+from wavecl.optional import require_package
+
+if TYPE_CHECKING:
+    from pycocotools.coco import COCO
 
 DATASET_FOLDER_NAMES = ("coco",)
 """Folder name of the COCO root under a data folder (``data/coco``)."""
@@ -176,6 +178,7 @@ def decode_segmentation(segmentation: Any, height: int, width: int, source: str)
     Returns:
         ``[height, width]`` bool mask.
     """
+    coco_mask = require_package("pycocotools.mask", "reading RefCOCO's masks")
     try:
         if isinstance(segmentation, list):
             rle = coco_mask.merge(coco_mask.frPyObjects(segmentation, height, width))
@@ -333,7 +336,7 @@ def build_refcoco_gt(dataset: RefCOCO) -> COCO:
         {"id": category_id, "name": str(category_id)}
         for category_id in sorted({expression.category_id for expression in dataset.expressions})
     ]
-    coco = COCO()
+    coco = require_package("pycocotools.coco", "RefCOCO's ground truth").COCO()
     coco.dataset = {
         "info": dataset.info or {"description": f"{dataset.dataset_name} {dataset.split} (wavecl ground truth)"},
         "licenses": dataset.licenses,

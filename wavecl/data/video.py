@@ -1,4 +1,5 @@
-"""Video decoding and encoding with PyAV.
+"""Video decoding and encoding with PyAV (imported when a video file is first read or written; the
+error of a missing PyAV names the package, see :mod:`wavecl.optional`).
 
 The reference decodes A2D clips with ``torchvision.io.read_video(path, pts_unit="sec")``, which is a thin
 layer over PyAV. :func:`read_video_frames` reproduces its frame selection exactly, so that the 1-based
@@ -28,19 +29,28 @@ from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
 from fractions import Fraction
 from pathlib import Path
-from types import TracebackType
+from types import ModuleType, TracebackType
+from typing import TYPE_CHECKING
 
-import av
 import numpy as np
 from PIL import Image
 
 from wavecl.atomic import atomic_path
 from wavecl.data.paths import check_pixel_count
 from wavecl.data.windows import centred_window
+from wavecl.optional import require_package
+
+if TYPE_CHECKING:
+    import av
 
 _ENCODERS = ("h264", "libx264", "mpeg4")
 # PIL's ROTATE_* turn counter-clockwise, as ``VideoFrame.rotation`` counts.
 _QUARTER_TURNS = {1: Image.Transpose.ROTATE_90, 2: Image.Transpose.ROTATE_180, 3: Image.Transpose.ROTATE_270}
+
+
+def _pyav() -> ModuleType:
+    """The ``av`` module (PyAV), which every video-file reader and writer needs."""
+    return require_package("av", "reading and writing video files")
 
 
 def _open_input(path: Path) -> av.container.InputContainer:
@@ -53,6 +63,7 @@ def _open_input(path: Path) -> av.container.InputContainer:
     """
     if not path.is_file():
         raise FileNotFoundError(f"video file not found: {path}")
+    av = _pyav()
     try:
         container = av.open(str(path))
     except av.FFmpegError as error:
@@ -98,6 +109,7 @@ def _presented_frames(path: Path) -> Iterator[av.VideoFrame]:
     exceeds :data:`~wavecl.data.paths.MAX_IMAGE_PIXELS` (a stream may change size after its header).
     """
     container = _open_input(path)
+    av = _pyav()
     try:
         with container:
             for frame in container.decode(video=0):
@@ -254,6 +266,7 @@ class VideoWriter:
         return self
 
     def _open(self, height: int, width: int) -> None:
+        av = _pyav()
         codec = next((name for name in _ENCODERS if name in av.codecs_available), None)
         if codec is None:
             raise RuntimeError(f"no mp4 video encoder available for {self.path} (tried {', '.join(_ENCODERS)})")
@@ -282,7 +295,7 @@ class VideoWriter:
         if self._stream is None:
             self._open(frame.shape[0], frame.shape[1])
         assert self._stream is not None and self._container is not None
-        for packet in self._stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+        for packet in self._stream.encode(_pyav().VideoFrame.from_ndarray(frame, format="rgb24")):
             self._container.mux(packet)
         self.num_frames += 1
 
