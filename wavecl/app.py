@@ -43,10 +43,11 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from wavecl.config import DEFAULT_AMP, AmpMode
+from wavecl.data.paths import FRAME_SUFFIXES, is_hidden, is_listed_name
 from wavecl.data.synthetic import sample_synthetic_video
 from wavecl.data.video import write_video
 from wavecl.inference.overlay import sentence_colors
-from wavecl.inference.predictor import FRAME_SUFFIXES, VideoPredictor, open_video
+from wavecl.inference.predictor import VideoPredictor, open_video
 from wavecl.inference.run import (
     DEFAULT_MAX_SIZE,
     DEFAULT_SHORT_SIZE,
@@ -199,11 +200,10 @@ def legend_html(sentences: Sequence[str]) -> str:
 
 def _frame_name(path: str) -> str | None:
     """The file name of a frame inside an archive or folder, ``None`` for other files (and for the
-    hidden copies archivers add, ``__MACOSX/`` and ``._name``)."""
+    hidden copies archivers add, ``__MACOSX/`` and ``._name``): the rule of
+    :func:`wavecl.data.paths.is_listed_name`, applied to every folder of the path."""
     parts = PurePosixPath(path.replace("\\", "/")).parts
-    if not parts or Path(parts[-1]).suffix.lower() not in FRAME_SUFFIXES:
-        return None
-    if any(part.startswith(".") or part == "__MACOSX" for part in parts):
+    if not parts or not is_listed_name(parts[-1], FRAME_SUFFIXES) or any(is_hidden(part) for part in parts):
         return None
     return parts[-1]
 

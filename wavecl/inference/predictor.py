@@ -26,7 +26,7 @@ from torch import Tensor
 
 from wavecl.amp import decide_precision
 from wavecl.config import DEFAULT_AMP, AmpMode
-from wavecl.data.paths import read_image
+from wavecl.data.paths import FRAME_SUFFIXES, listed_files, read_image
 from wavecl.data.transforms import ClipTransform, clean_expression, resize_shape
 from wavecl.data.video import iter_video_frames, probe_video
 from wavecl.device import resolve_device
@@ -38,8 +38,6 @@ from wavecl.progress import progress_bar
 
 VideoInput = str | os.PathLike | Sequence[Image.Image] | np.ndarray
 """An mp4 (or any FFmpeg-readable) file, a folder of frames, a list of PIL images or a ``[T, H, W, 3]`` uint8 array."""
-
-FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
 @dataclass
@@ -67,13 +65,14 @@ def _natural_key(path: Path) -> list:
 
 
 def frame_files(folder: Path) -> list[Path]:
-    """The ``.jpg``/``.jpeg``/``.png`` files of ``folder`` in natural name order (``frame2`` before ``frame10``).
+    """The ``.jpg``/``.jpeg``/``.png`` files of ``folder`` in natural name order (``frame2`` before ``frame10``);
+    hidden files, macOS's ``._name`` copies among them, are not frames (:func:`wavecl.data.paths.listed_files`).
 
     Raises:
         ValueError: the folder holds no frame, or two frames share a name without extension
             (``a.jpg`` and ``a.png``), which would give their masks one file name.
     """
-    files = sorted((p for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES), key=_natural_key)
+    files = sorted(listed_files(folder, FRAME_SUFFIXES), key=_natural_key)
     if not files:
         raise ValueError(f"no frames ({', '.join(FRAME_SUFFIXES)}) in folder {folder}")
     seen: dict[str, Path] = {}

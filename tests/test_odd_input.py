@@ -1,0 +1,170 @@
+"""Odd but honest input (issue 20, item 5): macOS copies in frame folders, MPEG-TS timestamps, damaged
+video packets and over-long sentences; each is accepted or refused before anything is written, and the
+message names the file, frame or sentence."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+from support import run_cli
+
+from wavecl.app import collect_frames
+from wavecl.data.davis import convert_davis
+from wavecl.data.video import iter_video_frames, read_video_frames, write_video
+from wavecl.inference.predictor import frame_files
+from wavecl.model.pretrained import save_pretrained
+from wavecl.testing.coco_davis import write_davis_fixture
+
+APPLE_DOUBLE = b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        " + bytes(64)
+"""The start of a macOS AppleDouble file (the ``._name`` copy a Mac writes beside ``name`` on foreign disks)."""
+
+
+@pytest.fixture(scope="module")
+def pretrained(tiny_model, tmp_path_factory) -> Path:
+    """A pretrained folder of the tiny model (untrained weights, evaluation resize 32 / 48, window 2)."""
+    return save_pretrained(tiny_model, tmp_path_factory.mktemp("pretrained") / "tiny", eval_size=(32, 48), window=2)
+
+
+def frame_folder_with_mac_copies(folder: Path) -> list[str]:
+    """Three frames, each with its AppleDouble copy, and a hidden PNG; returns the frame names."""
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    names = ["f1", "f2", "f10"]
+    for name in names:
+        Image.fromarray(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)).save(folder / f"{name}.jpg")
+        (folder / f"._{name}.jpg").write_bytes(APPLE_DOUBLE)
+    Image.new("RGB", (8, 8)).save(folder / ".thumbnail.png")
+    return names
+
+
+def test_predict_ignores_macos_copies_and_hidden_files_as_the_web_page_does(pretrained, tmp_path, capsys) -> None:
+    frames = tmp_path / "frames"
+    names = frame_folder_with_mac_copies(frames)
+    assert [path.stem for path in frame_files(frames)] == names  # natural order: f10 last
+    uploaded = sorted(str(path) for path in frames.iterdir())
+    (tmp_path / "page").mkdir()
+    collected = collect_frames(uploaded, tmp_path / "page", max_frames=10)
+    assert sorted(path.stem for path in collected.iterdir()) == sorted(names)
+    out = tmp_path / "out"
+    argv = ["predict", str(frames), "--checkpoint", str(pretrained), "--text", "a dog", "--device", "cpu"]
+    code, _, err = run_cli([*argv, "--out-dir", str(out)], capsys)
+    assert code == 0, err
+    assert sorted(path.stem for path in (out / "masks" / "0_a_dog").iterdir()) == sorted(names)
+
+
+def test_davis_conversion_ignores_macos_copies_of_frames(tmp_path) -> None:
+    write_davis_fixture(tmp_path / "refer-davis", num_frames=3)
+    frames = tmp_path / "refer-davis" / "DAVIS" / "JPEGImages" / "480p" / "blackswan"
+    (frames / "._00000.jpg").write_bytes(APPLE_DOUBLE)
+    (frames / ".DS_Store.jpg").write_bytes(b"")
+    conversion = convert_davis(tmp_path / "refer-davis", tmp_path / "out", mode="copy")
+    meta = json.loads(conversion.meta_expressions["valid"].read_text())
+    assert meta["videos"]["blackswan"]["frames"] == ["00000", "00001", "00002"]
+
+
+# ------------------------------------------------------------------------------------------ videos
+
+FPS = 8
+
+
+def gradient_frames(count: int) -> list[np.ndarray]:
+    """``count`` 48x64 RGB frames of rising brightness (frame ``i`` has value ``10 i``)."""
+    return [np.full((48, 64, 3), 10 * i, np.uint8) for i in range(count)]
+
+
+def damage_packets(path: Path, which: list[int]) -> list[int]:
+    """Overwrite the payload of the ``which``-th packets (decoding order) of ``path`` with 0xFF bytes, which
+    the H.264 decoder refuses; returns the presentation-order indices of the frames they carried."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        packets = [(packet.pts, packet.pos, packet.size) for packet in container.demux(stream) if packet.size]
+    data = bytearray(path.read_bytes())
+    for k in which:
+        _, position, size = packets[k]
+        data[position + 4 : position + size] = b"\xff" * (size - 4)  # keep the 4-byte NAL length
+    path.write_bytes(bytes(data))
+    order = sorted(pts for pts, _, _ in packets)
+    return sorted(order.index(packets[k][0]) for k in which)
+
+
+@pytest.fixture
+def damaged_video(tmp_path) -> tuple[Path, int]:
+    """A 24-frame H.264 mp4 at 8 fps whose 13th packet is damaged; returns its path and the damaged frame."""
+    path = tmp_path / "damaged.mp4"
+    write_video(path, gradient_frames(24), FPS)
+    (index,) = damage_packets(path, [12])
+    return path, index
+
+
+def test_a_damaged_packet_repeats_the_frame_before_it_with_a_warning(damaged_video, caplog) -> None:
+    path, damaged = damaged_video
+    with caplog.at_level(logging.WARNING, logger="wavecl.data.video"):
+        frames = list(iter_video_frames(path))
+    assert len(frames) == 24
+    assert [frame.info["time"] for frame in frames] == pytest.approx([i / FPS for i in range(24)])
+    assert [i for i, frame in enumerate(frames) if frame.info.get("damaged")] == [damaged]
+    assert np.array_equal(np.asarray(frames[damaged]), np.asarray(frames[damaged - 1]))
+    (record,) = caplog.records
+    assert str(path) in record.getMessage()
+    assert f"frames {damaged} ({damaged / FPS:.3f} s)" in record.getMessage()
+    with pytest.raises(ValueError, match=rf"cannot decode video {re.escape(str(path))}"):
+        read_video_frames(path)  # the dataset readers stay strict: frame numbers must not shift
+
+
+def test_predict_segments_a_video_with_a_damaged_packet(pretrained, damaged_video, tmp_path, capsys) -> None:
+    path, damaged = damaged_video
+    out = tmp_path / "out"
+    argv = ["predict", str(path), "--checkpoint", str(pretrained), "--text", "a dog", "--device", "cpu"]
+    code, _, err = run_cli([*argv, "--out-dir", str(out)], capsys)
+    assert code == 0, err
+    names = sorted(file.stem for file in (out / "masks" / "0_a_dog").iterdir())
+    assert names == [f"{i:05d}_{i / FPS:.3f}s" for i in range(24)]
+    assert f"{damaged:05d}_{damaged / FPS:.3f}s" in names
+
+
+def test_too_many_damaged_frames_refuse_the_video_naming_them(pretrained, tmp_path, capsys) -> None:
+    path = tmp_path / "broken.mp4"
+    write_video(path, gradient_frames(24), FPS)
+    damaged = damage_packets(path, [6, 12, 18])  # 3 of 24: more than 10 %
+    out = tmp_path / "out"
+    argv = ["predict", str(path), "--checkpoint", str(pretrained), "--text", "a dog", "--device", "cpu"]
+    code, _, err = run_cli([*argv, "--out-dir", str(out)], capsys)
+    assert code == 2
+    message = " ".join(err.split())
+    assert f"3 of the 24 frames of video {path} do not decode" in message
+    for index in damaged:
+        assert f"{index} ({index / FPS:.3f} s)" in message
+    assert not (out / "masks").exists()
+
+
+def write_mpegts(path: Path, frames: list[np.ndarray], fps: int) -> None:
+    """An MPEG-TS file of H.264 frames, as PyAV's muxer writes it (its clock does not start at 0)."""
+    with av.open(str(path), "w", format="mpegts") as container:
+        stream = container.add_stream("h264", rate=Fraction(fps))
+        stream.width, stream.height, stream.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+
+
+def test_mpegts_frame_times_start_at_zero(pretrained, tmp_path, capsys) -> None:
+    path = tmp_path / "clip.ts"
+    write_mpegts(path, gradient_frames(6), 25)
+    with av.open(str(path)) as container:
+        raw = [frame.time for frame in container.decode(video=0)]
+    assert raw[0] > 0  # the transport stream's clock: what the mask names used to carry
+    assert [frame.info["time"] for frame in iter_video_frames(path)] == pytest.approx([i / 25 for i in range(6)])
+    out = tmp_path / "out"
+    argv = ["predict", str(path), "--checkpoint", str(pretrained), "--text", "a dog", "--device", "cpu"]
+    code, _, err = run_cli([*argv, "--out-dir", str(out)], capsys)
+    assert code == 0, err
+    names = sorted(file.stem for file in (out / "masks" / "0_a_dog").iterdir())
+    assert names == [f"{i:05d}_{i / 25:.3f}s" for i in range(6)]
