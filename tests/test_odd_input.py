@@ -14,14 +14,17 @@ import av
 import numpy as np
 import pytest
 from PIL import Image
-from support import run_cli
+from support import TINY_CONFIG, run_cli
 
-from wavecl.app import collect_frames
+from wavecl.app import AppConfig, InputError, Segmenter, collect_frames
 from wavecl.data.davis import convert_davis
 from wavecl.data.video import iter_video_frames, read_video_frames, write_video
 from wavecl.inference.predictor import frame_files
 from wavecl.model.pretrained import save_pretrained
+from wavecl.model.text import max_text_tokens
+from wavecl.model.wavecl import WaveCL
 from wavecl.testing.coco_davis import write_davis_fixture
+from wavecl.testing.datasets import write_ytvos_fixture
 
 APPLE_DOUBLE = b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        " + bytes(64)
 """The start of a macOS AppleDouble file (the ``._name`` copy a Mac writes beside ``name`` on foreign disks)."""
@@ -168,3 +171,63 @@ def test_mpegts_frame_times_start_at_zero(pretrained, tmp_path, capsys) -> None:
     assert code == 0, err
     names = sorted(file.stem for file in (out / "masks" / "0_a_dog").iterdir())
     assert names == [f"{i:05d}_{i / 25:.3f}s" for i in range(6)]
+
+
+# ------------------------------------------------------------------------------------------ sentences
+
+LONG = " ".join(["the small brown dog that runs after the red ball"] * 60)  # 600 words
+"""A 600-word expression: more tokens than any text encoder of the package accepts."""
+
+
+def token_count(pretrained: Path, text: str) -> tuple[int, int]:
+    """``(tokens of text, most the encoder accepts)`` for the pretrained model, counted here."""
+    model = WaveCL.from_pretrained(pretrained)
+    return len(model.tokenizer(text)["input_ids"]), max_text_tokens(model.text_encoder)
+
+
+def test_predict_refuses_a_long_sentence_by_its_text_flag_before_writing(pretrained, tmp_path, capsys) -> None:
+    count, limit = token_count(pretrained, LONG.lower())
+    assert count > limit
+    frames = tmp_path / "frames"
+    frame_folder_with_mac_copies(frames)
+    out = tmp_path / "out"
+    argv = ["predict", str(frames), "--checkpoint", str(pretrained), "--device", "cpu", "--out-dir", str(out)]
+    code, _, err = run_cli([*argv, "--text", "a dog", "--text", LONG], capsys)
+    assert code == 2
+    message = " ".join(err.split())
+    assert f"--text #2 has {count} tokens, more than the {limit} the text encoder accepts" in message
+    assert repr(LONG.lower()[:60]) in message
+    assert not out.exists()
+
+
+def test_the_web_page_refuses_a_long_sentence_by_its_line(tiny_model, tmp_path) -> None:
+    segmenter = Segmenter(
+        tiny_model.eval(), AppConfig(short_size=32, max_size=48, temp_parent=tmp_path, examples=False)
+    )
+    try:
+        with pytest.raises(InputError, match=r"Sentence 3 has \d+ tokens, more than the \d+ the text encoder"):
+            segmenter.segment(None, None, f"a dog\n\na cat\n{LONG}")
+        assert list(segmenter.requests.iterdir()) == []
+    finally:
+        segmenter.close()
+
+
+def test_evaluate_refuses_a_long_expression_by_file_and_id_before_writing(pretrained, tmp_path, capsys) -> None:
+    root = tmp_path / "ref-youtube-vos"
+    write_ytvos_fixture(root)
+    meta = root / "meta_expressions" / "valid" / "meta_expressions.json"
+    content = json.loads(meta.read_text())
+    video_id, video = next(iter(content["videos"].items()))
+    exp_id = sorted(video["expressions"])[-1]
+    video["expressions"][exp_id]["exp"] = LONG
+    meta.write_text(json.dumps(content))
+    out = tmp_path / "out"
+    argv = ["evaluate", "-c", str(TINY_CONFIG), "--dataset", "ref_youtube_vos", "--data-root", str(tmp_path)]
+    argv += ["--checkpoint", str(pretrained), "--out-dir", str(out), "--device", "cpu"]
+    argv += ["--set", "data.window_size=2", "--set", "data.eval_short_size=32", "--set", "data.eval_max_size=48"]
+    code, _, err = run_cli(argv, capsys)
+    assert code == 2
+    message = " ".join(err.split())
+    count, limit = token_count(pretrained, LONG.lower())
+    assert f"{meta}: video {video_id}, expression {exp_id} has {count} tokens, more than the {limit}" in message
+    assert not out.exists() and not any(path.name.startswith(".out") for path in tmp_path.iterdir())

@@ -406,6 +406,11 @@ class Segmenter:
                 f"Window ({window}) and resize ({short_size}) must be positive and the threshold "
                 f"({threshold}) between 0 and 1."
             )
+        predictor = self.predictor(window, short_size, threshold)
+        try:
+            predictor.check_sentences(sentences, [f"Sentence {line}" for line in range(1, len(sentences) + 1)])
+        except ValueError as error:
+            raise InputError(str(error)) from error
         self._clear_finished_requests()
         work = Path(tempfile.mkdtemp(dir=self.requests))
         try:
@@ -423,7 +428,7 @@ class Segmenter:
                 progress((0, total), desc="Segmenting", unit="frames")
             try:
                 paths = write_predictions(
-                    self.predictor(window, short_size, threshold),
+                    predictor,
                     video,
                     sentences,
                     work / "result",

@@ -284,6 +284,12 @@ class A2DSentences(Dataset[ClipSample]):
         sample = self.samples[index]
         return (sample.video_id, sample.frame)
 
+    def sentence(self, index: int) -> tuple[str, str]:
+        """``(text, where)`` of sample ``index``'s sentence, ``where`` naming the file and the expression
+        (read without loading any frame, so every sentence can be checked before a run starts)."""
+        sample = self.samples[index]
+        return sample.query, f"{self.paths.annotations}: video {sample.video_id}, instance {sample.instance_id}"
+
     def sample_name(self, index: int) -> str:
         """Human-readable identity of sample ``index`` (for warnings and errors)."""
         sample = self.samples[index]

@@ -315,6 +315,12 @@ class RefDAVIS17(Dataset[ClipSample]):
     def __len__(self) -> int:
         return len(self.samples)
 
+    def sentence(self, index: int) -> tuple[str, str]:
+        """``(text, where)`` of sample ``index``'s sentence, ``where`` naming the file and the expression
+        (read without loading any frame, so every sentence can be checked before a run starts)."""
+        sample = self.samples[index]
+        return sample.text, f"{self.meta_path}: video {sample.video}, expression {sample.exp_id}"
+
     def clip_key(self, index: int) -> tuple[str, ...]:
         """The clip that sample ``index`` shows, ``(video, *frame names)``: every annotator's expression of
         every object of one chunk holds equal frames, so they can share one backbone pass."""

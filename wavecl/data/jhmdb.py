@@ -193,6 +193,12 @@ class JHMDBSentences(Dataset[ClipSample]):
     def __len__(self) -> int:
         return len(self.samples)
 
+    def sentence(self, index: int) -> tuple[str, str]:
+        """``(text, where)`` of sample ``index``'s sentence, ``where`` naming the file and the expression
+        (read without loading any frame, so every sentence can be checked before a run starts)."""
+        sample = self.samples[index]
+        return sample.query, f"{self.paths.annotations}: video {sample.video_id}"
+
     def sample_name(self, index: int) -> str:
         """Human-readable identity of sample ``index``."""
         sample = self.samples[index]
