@@ -17,14 +17,17 @@ from PIL import Image
 from support import TINY_CONFIG, run_cli
 
 from wavecl.app import AppConfig, InputError, Segmenter, collect_frames
+from wavecl.config import DataConfig
 from wavecl.data.davis import convert_davis
 from wavecl.data.video import iter_video_frames, read_video_frames, write_video
+from wavecl.evaluation.datasets import build_dataset
+from wavecl.evaluation.loop import dataset_sentences
 from wavecl.inference.predictor import frame_files
 from wavecl.model.pretrained import save_pretrained
 from wavecl.model.text import max_text_tokens
 from wavecl.model.wavecl import WaveCL
-from wavecl.testing.coco_davis import write_davis_fixture
-from wavecl.testing.datasets import write_ytvos_fixture
+from wavecl.testing.coco_davis import write_davis_fixture, write_refcoco_fixture
+from wavecl.testing.datasets import write_a2d_fixture, write_jhmdb_fixture, write_ytvos_fixture
 
 APPLE_DOUBLE = b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        " + bytes(64)
 """The start of a macOS AppleDouble file (the ``._name`` copy a Mac writes beside ``name`` on foreign disks)."""
@@ -231,3 +234,29 @@ def test_evaluate_refuses_a_long_expression_by_file_and_id_before_writing(pretra
     count, limit = token_count(pretrained, LONG.lower())
     assert f"{meta}: video {video_id}, expression {exp_id} has {count} tokens, more than the {limit}" in message
     assert not out.exists() and not any(path.name.startswith(".out") for path in tmp_path.iterdir())
+
+
+def every_evaluation_dataset(root: Path) -> dict[str, DataConfig]:
+    """The fixtures of every dataset kind with an evaluation, and the config that evaluates each."""
+    write_a2d_fixture(root / "a2d_sentences")
+    write_jhmdb_fixture(root / "jhmdb_sentences")
+    write_ytvos_fixture(root / "ref-youtube-vos")
+    write_davis_fixture(root / "refer-davis")
+    convert_davis(root / "refer-davis", root / "refer-davis")
+    write_refcoco_fixture(root / "coco")
+    names = ["a2d_sentences", "jhmdb_sentences", "ref_youtube_vos", "davis", "coco"]
+    configs = {name: DataConfig(dataset_name=name, root=str(root), window_size=2) for name in names}
+    configs["coco"].root, configs["coco"].coco_datasets = str(root / "coco"), ["refcoco"]
+    return configs
+
+
+def test_every_evaluation_dataset_names_each_sentence_by_file_and_expression(tmp_path) -> None:
+    """The check before an evaluation sees every sentence, each with the file it comes from."""
+    for name, config in every_evaluation_dataset(tmp_path).items():
+        dataset = build_dataset(config, "eval")
+        sentences = list(dataset_sentences(dataset))
+        assert len(sentences) == len(dataset), name
+        for index in (0, len(dataset) - 1):
+            text, where = sentences[index]
+            assert " ".join(text.lower().split()) == dataset[index].text, name
+            assert Path(where.split(": ")[0]).is_file(), (name, where)
