@@ -203,6 +203,9 @@ class LossConfig:
     """Alpha of the focal losses and class cost."""
     focal_gamma: float = 2.0
     """Gamma of the focal losses and class cost."""
+    giou_form: Literal["torchvision", "reference"] = "torchvision"
+    """GIoU of the box loss and the matching cost: torchvision's form, or the reference's with 1e-6 added to
+    numerators and denominators (parity switch; they differ for tiny and empty boxes, docs/differences.md)."""
 
 
 @dataclass

@@ -37,6 +37,7 @@ def run(args: argparse.Namespace) -> None:
         amp=args.amp,
         sentences_per_pass=args.sentences_per_pass,
         compile=args.compile,
+        sentence_names=[f"--text #{number}" for number in range(1, len(args.text) + 1)],
     )
     console.print(f"{paths.num_frames} frames segmented for {len(args.text)} sentence(s), {paths.window} per window")
     for sentence, folder in zip(args.text, paths.mask_dirs):

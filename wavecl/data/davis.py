@@ -40,7 +40,7 @@ from torch.utils.data import Dataset
 from wavecl.atomic import temporary_directory, write_json
 from wavecl.config import DataConfig
 from wavecl.data.identifiers import check_identifier
-from wavecl.data.paths import read_image, read_json, require_file, resolve_dataset_root
+from wavecl.data.paths import listed_files, read_image, read_json, require_file, resolve_dataset_root
 from wavecl.data.transforms import ClipTransform, FrameAnnotation, clean_expression
 from wavecl.data.types import ClipSample, Split
 from wavecl.data.windows import covering_windows
@@ -128,10 +128,10 @@ def read_split_list(path: Path) -> list[str]:
 
 
 def _frame_names(folder: Path, suffix: str) -> list[str]:
-    """Sorted file names (without extension) of the ``suffix`` files in ``folder``."""
+    """Sorted file names (without extension) of the ``suffix`` files in ``folder``, hidden ones skipped."""
     if not folder.is_dir():
         raise FileNotFoundError(f"DAVIS folder not found: {folder}")
-    names = sorted(entry.stem for entry in folder.iterdir() if entry.suffix.lower() == suffix)
+    names = [entry.stem for entry in listed_files(folder, (suffix,))]
     if not names:
         raise ValueError(f"no {suffix} files in {folder}")
     return names
@@ -314,6 +314,12 @@ class RefDAVIS17(Dataset[ClipSample]):
 
     def __len__(self) -> int:
         return len(self.samples)
+
+    def sentence(self, index: int) -> tuple[str, str]:
+        """``(text, where)`` of sample ``index``'s sentence, ``where`` naming the file and the expression
+        (read without loading any frame, so every sentence can be checked before a run starts)."""
+        sample = self.samples[index]
+        return sample.text, f"{self.meta_path}: video {sample.video}, expression {sample.exp_id}"
 
     def clip_key(self, index: int) -> tuple[str, ...]:
         """The clip that sample ``index`` shows, ``(video, *frame names)``: every annotator's expression of

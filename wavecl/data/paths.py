@@ -1,5 +1,9 @@
 """Locating a dataset folder and reading its files (text, JSON, CSV, images) with errors that name the file.
 
+Which files of a folder count (:func:`listed_files`, :func:`is_hidden`) is decided here for every reader:
+hidden names, among them the ``._name`` copies macOS writes beside each file on foreign disks and in
+archives (AppleDouble), are never frames, masks or annotations.
+
 Files are not trusted: a JSON object that repeats a key is refused (the JSON standard leaves its meaning
 open; Python keeps the last value), and images are decoded only from the formats of
 :data:`IMAGE_FORMATS` and up to :data:`MAX_IMAGE_PIXELS` pixels, read from the header before any pixel
@@ -26,6 +30,8 @@ refused whatever its name, so no other decoder (PostScript, TIFF, ...) ever sees
 MAX_IMAGE_PIXELS = 50_000_000
 """Most pixels (width x height) of an image or video frame that is decoded: 50 megapixels, about
 8660x5773; a 4K frame has 8.3. Larger files are refused before their pixels are decoded."""
+FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
+"""Extensions (any case) of the files of a frame folder that are frames (``predict``, the web page)."""
 _SNIFF_BYTES = 16
 """Bytes of a file's start that Pillow's format checks look at (as ``Image.open`` does)."""
 
@@ -62,6 +68,30 @@ def first_existing(folder: Path, names: Sequence[str]) -> Path:
         if (folder / name).exists():
             return folder / name
     raise FileNotFoundError(f"none of {', '.join(str(folder / name) for name in names)} exists")
+
+
+def is_hidden(name: str) -> bool:
+    """Whether a file or folder name is hidden (starts with ``.``, so also macOS's ``._name`` copies) or is
+    ``__MACOSX``, the folder where macOS archivers put those copies. Such entries are skipped by every listing."""
+    return name.startswith(".") or name == "__MACOSX"
+
+
+def is_listed_name(name: str, suffixes: Sequence[str]) -> bool:
+    """Whether a file name counts in a listing of ``suffixes`` files: its extension is one of them (any case)
+    and it is not hidden (:func:`is_hidden`)."""
+    return not is_hidden(name) and Path(name).suffix.lower() in suffixes
+
+
+def listed_files(folder: Path, suffixes: Sequence[str]) -> list[Path]:
+    """The files of ``folder`` with one of ``suffixes`` (lowercase, with the dot), hidden names skipped
+    (:func:`is_listed_name`), sorted by name; sub-folders are not entered.
+
+    Raises:
+        FileNotFoundError: ``folder`` is not a folder (the message names it).
+    """
+    if not folder.is_dir():
+        raise FileNotFoundError(f"folder not found: {folder}")
+    return sorted(entry for entry in folder.iterdir() if is_listed_name(entry.name, suffixes) and not entry.is_dir())
 
 
 def require_file(path: Path) -> Path:

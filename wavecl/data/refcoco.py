@@ -250,6 +250,12 @@ class RefCOCO(Dataset[ClipSample]):
     def __len__(self) -> int:
         return len(self.expressions)
 
+    def sentence(self, index: int) -> tuple[str, str]:
+        """``(text, where)`` of sample ``index``'s sentence, ``where`` naming the file and the expression
+        (read without loading any frame, so every sentence can be checked before a run starts)."""
+        expression = self.expressions[index]
+        return expression.caption, f"{self.annotation_path}: image {expression.image_id}"
+
     def clip_key(self, index: int) -> tuple[str, int | str]:
         """The clip that sample ``index`` shows: ``(dataset, image file)`` for single-image clips, whose
         expressions can share one backbone pass; ``(dataset, index)`` for randomly augmented pseudo-videos."""

@@ -533,6 +533,13 @@ class RefYouTubeVOS(Dataset[ClipSample]):
         sample = self.samples[index]
         return (sample.video_id, *sample.frame_names)
 
+    def sentence(self, index: int) -> tuple[str, str]:
+        """``(text, where)`` of sample ``index``'s sentence, ``where`` naming the file and the expression
+        (read without loading any frame, so every sentence can be checked before a run starts)."""
+        sample = self.samples[index]
+        where = f"{self.paths.expressions(self.subset)}: video {sample.video_id}, expression {sample.exp_id}"
+        return sample.expression, where
+
     def sample_name(self, index: int) -> str:
         """Human-readable identity of sample ``index``."""
         sample = self.samples[index]

@@ -179,6 +179,7 @@ def predict_video(
     progress: bool = True,
     sentences_per_pass: int = 8,
     compile: bool = False,
+    sentence_names: Sequence[str] | None = None,
 ) -> PredictionPaths:
     """Segment ``video`` for every sentence and write masks, an overlay video and a contact sheet.
 
@@ -199,6 +200,8 @@ def predict_video(
         progress: show progress (a live bar on a terminal, a line every few seconds in a log).
         sentences_per_pass: sentences segmented together; every window runs the backbone once for all.
         compile: ``torch.compile`` the network (eager, with one warning, where that is unavailable).
+        sentence_names: how error messages name each sentence's source (``--text #2``); ``sentence i``
+            when ``None``.
 
     Returns:
         The paths written (:class:`PredictionPaths`).
@@ -217,7 +220,7 @@ def predict_video(
         sentences_per_pass=sentences_per_pass,
         compile=compile,
     )
-    return write_predictions(predictor, video, sentences, out_dir, fps=fps)
+    return write_predictions(predictor, video, sentences, out_dir, fps=fps, sentence_names=sentence_names)
 
 
 def write_predictions(
@@ -228,6 +231,7 @@ def write_predictions(
     fps: float | None = None,
     on_frame: Callable[[int], None] | None = None,
     pad_to_even: bool = False,
+    sentence_names: Sequence[str] | None = None,
 ) -> PredictionPaths:
     """Segment ``video`` with ``predictor`` and write the folder described in the module docstring.
 
@@ -238,14 +242,17 @@ def write_predictions(
             an exception it raises stops the run and no overlay video is left behind.
         pad_to_even: pad odd-sized overlay frames to even sizes, so the video is yuv420p H.264, the
             form web browsers play (:class:`wavecl.data.video.VideoWriter`).
+        sentence_names: how error messages name each sentence (:meth:`VideoPredictor.check_sentences`).
 
     Returns:
         The paths written (:class:`PredictionPaths`).
 
     Raises:
-        FileNotFoundError / ValueError: as :meth:`VideoPredictor.predict_stream`.
+        FileNotFoundError / ValueError: as :meth:`VideoPredictor.predict_stream`; the sentences are
+            checked (:meth:`VideoPredictor.check_sentences`) before anything is written.
     """
     sentences = [sentences] if isinstance(sentences, str) else list(sentences)
+    predictor.check_sentences(sentences, sentence_names)
     if fps is None:
         fps = (open_video(video).fps if isinstance(video, (str, os.PathLike)) else None) or DEFAULT_FPS
     out_dir = Path(out_dir)

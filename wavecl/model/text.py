@@ -233,6 +233,42 @@ def max_text_tokens(encoder: transformers.PreTrainedModel) -> int:
     return encoder.config.max_position_embeddings - offset
 
 
+def sentence_start(text: str, length: int = 60) -> str:
+    """The first ``length`` characters of a sentence, quoted, with ``...`` when cut: how messages name it."""
+    return repr(text[:length]) + ("..." if len(text) > length else "")
+
+
+def check_sentence_lengths(
+    tokenizer: transformers.PreTrainedTokenizerBase, limit: int, texts: Sequence[str], names: Sequence[str]
+) -> None:
+    """Refuse a sentence longer than the text encoder accepts, before anything runs.
+
+    The original does not truncate sentences either (its encoder fails on one over its length); wavecl
+    refuses it up front, naming where it comes from.
+
+    Args:
+        tokenizer: the text encoder's tokenizer.
+        limit: most tokens, special tokens included (:func:`max_text_tokens`).
+        texts: the sentences.
+        names: how messages name each sentence's source (``--text 2``, a dataset sample and its expression id).
+
+    Raises:
+        ValueError: ``"<name> has N tokens, more than the <limit> the text encoder accepts: '<start>...'"``
+            for the first sentence that is too long.
+    """
+    if len(texts) != len(names):
+        raise ValueError(f"{len(texts)} sentences but {len(names)} names")
+    for start in range(0, len(texts), 256):  # bounded memory for a whole dataset's sentences
+        chunk = list(texts[start : start + 256])
+        counts = [len(ids) for ids in tokenizer(chunk, add_special_tokens=True, truncation=False)["input_ids"]]
+        for offset, count in enumerate(counts):
+            if count > limit:
+                raise ValueError(
+                    f"{names[start + offset]} has {count} tokens, more than the {limit} the text encoder accepts: "
+                    f"{sentence_start(chunk[offset])}"
+                )
+
+
 def _check_texts(texts: Sequence[str]) -> None:
     if isinstance(texts, str) or not isinstance(texts, Sequence):
         raise TypeError(f"texts must be a sequence of strings, got {type(texts).__name__}")
@@ -283,7 +319,7 @@ def encode_text(
         index = int(lengths.argmax())
         raise ValueError(
             f"texts[{index}] has {int(lengths[index])} tokens, more than the {limit} the text encoder accepts: "
-            f"{texts[index][:80]!r}..."
+            f"{sentence_start(texts[index])}"
         )
     # Copies that do not wait for the device (a blocking copy would stall until queued kernels finish).
     attention_mask = tokens["attention_mask"].to(device, non_blocking=True)

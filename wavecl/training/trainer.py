@@ -176,6 +176,7 @@ def build_criterion(config: Config) -> SetCriterion:
         cost_con=loss.cost_con,
         focal_alpha=loss.focal_alpha,
         focal_gamma=loss.focal_gamma,
+        giou_form=loss.giou_form,
     )
     return SetCriterion(
         matcher,
