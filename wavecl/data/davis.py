@@ -40,11 +40,12 @@ from torch.utils.data import Dataset
 from wavecl.atomic import temporary_directory, write_json
 from wavecl.config import DataConfig
 from wavecl.data.identifiers import check_identifier
-from wavecl.data.paths import listed_files, read_image, read_json, require_file, resolve_dataset_root
+from wavecl.data.paths import listed_files, read_image, require_file, resolve_dataset_root
 from wavecl.data.transforms import ClipTransform, FrameAnnotation, clean_expression
 from wavecl.data.types import ClipSample, Split
 from wavecl.data.windows import covering_windows
 from wavecl.data.ytvos import read_expression_videos, read_index_mask
+from wavecl.jsonio import read_json
 
 ANNOTATION_FILES: tuple[tuple[str, str], ...] = (
     ("Davis17_annot1.txt", "utf-8"),

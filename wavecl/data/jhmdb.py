@@ -26,10 +26,11 @@ from torch.utils.data import Dataset
 from wavecl.config import DataConfig
 from wavecl.data.identifiers import check_identifier
 from wavecl.data.matlab import read_mat_variable
-from wavecl.data.paths import is_hidden, listed_files, read_csv_rows, read_image, read_json, resolve_dataset_root
+from wavecl.data.paths import is_hidden, listed_files, read_csv_rows, read_image, resolve_dataset_root
 from wavecl.data.transforms import ClipTransform, FrameAnnotation, clean_expression
 from wavecl.data.types import ClipSample, Split
 from wavecl.data.windows import at_window_centre, centred_window
+from wavecl.jsonio import read_json
 
 DATASET_FOLDER_NAMES = ("jhmdb_sentences", "data/jhmdb_sentences")
 FRAMES_PER_VIDEO = 3

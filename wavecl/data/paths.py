@@ -13,13 +13,12 @@ is decoded.
 from __future__ import annotations
 
 import csv
-import json
 import os
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -34,10 +33,6 @@ FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
 """Extensions (any case) of the files of a frame folder that are frames (``predict``, the web page)."""
 _SNIFF_BYTES = 16
 """Bytes of a file's start that Pillow's format checks look at (as ``Image.open`` does)."""
-
-
-class DuplicateKeyError(ValueError):
-    """A JSON object or YAML mapping of a data or config file gives one key twice."""
 
 
 class UnsupportedImageError(ValueError):
@@ -99,36 +94,6 @@ def require_file(path: Path) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"required file not found: {path}")
     return path
-
-
-def _unique_keys(source: str | os.PathLike[str]) -> Callable[[list[tuple[str, Any]]], dict[str, Any]]:
-    """A ``json`` ``object_pairs_hook`` that builds each object as a dict and refuses a repeated key."""
-
-    def build(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        values: dict[str, Any] = {}
-        for key, value in pairs:
-            if key in values:
-                raise DuplicateKeyError(f"{source}: key {key!r} appears twice in one JSON object")
-            values[key] = value
-        return values
-
-    return build
-
-
-def read_json(path: Path) -> Any:
-    """Parse a JSON file.
-
-    Raises:
-        FileNotFoundError: the file is missing.
-        ValueError: malformed JSON or text (the file is named); :class:`DuplicateKeyError` naming the
-            file and the key when an object repeats a key.
-    """
-    require_file(path)
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle, object_pairs_hook=_unique_keys(path))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"malformed JSON in {path}: {error}") from error
 
 
 def read_csv_rows(path: Path, header: Sequence[str] | None) -> list[tuple[int, list[str]]]:

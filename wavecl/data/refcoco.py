@@ -47,9 +47,10 @@ from torch.utils.data import ConcatDataset, Dataset
 from wavecl.config import DataConfig
 from wavecl.data.identifiers import check_identifier
 from wavecl.data.image_to_clip import ImageToClipAugmenter
-from wavecl.data.paths import read_image, read_json, resolve_dataset_root
+from wavecl.data.paths import read_image, resolve_dataset_root
 from wavecl.data.transforms import ClipTransform, FrameAnnotation, clean_expression
 from wavecl.data.types import ClipSample, Split
+from wavecl.jsonio import read_json
 from wavecl.optional import require_package
 
 if TYPE_CHECKING:

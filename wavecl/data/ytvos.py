@@ -39,11 +39,12 @@ from torch.utils.data import Dataset
 
 from wavecl.config import DataConfig
 from wavecl.data.identifiers import check_identifier
-from wavecl.data.paths import read_image, read_json, resolve_dataset_root
+from wavecl.data.paths import read_image, resolve_dataset_root
 from wavecl.data.sample_cache import dataset_cache_dir, file_fingerprint, load_or_build
 from wavecl.data.transforms import ClipTransform, FrameAnnotation, clean_expression
 from wavecl.data.types import ClipSample, Split
 from wavecl.data.windows import covering_windows, training_windows
+from wavecl.jsonio import read_json
 
 logger = logging.getLogger(__name__)
 

@@ -25,9 +25,9 @@ import numpy as np
 from torch import Tensor
 
 from wavecl.atomic import write_json
-from wavecl.data.paths import read_json
 from wavecl.data.types import Batch
 from wavecl.distributed import gather_to_main, on_main_process
+from wavecl.jsonio import read_json
 from wavecl.model.output import WaveCLOutput
 from wavecl.model.postprocess import a2d_postprocess
 from wavecl.optional import require_package
