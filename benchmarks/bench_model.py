@@ -6,7 +6,7 @@ tokenizer/encoder shipped as a package):
 
 * ``tiny``: ``configs/tiny.yaml``;
 * ``full``: ``configs/a2d_sentences.yaml`` (Video-Swin-T, d_model 256, 3+3 deformable layers) with
-  ``text_encoder = "random:roberta-base"`` and no backbone checkpoint.
+  ``text_encoder = "bytes:roberta-base"`` and no backbone checkpoint.
 
 Workloads (one clip, ``B = 1``, 8 frames for ``full``, 4 frames at 64x96 for ``tiny``):
 
@@ -55,16 +55,16 @@ import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from measure import AMP_DTYPES, describe_ceiling, matmul_gflops, register_cpu_attention_flops, synchronize, timed
+from measure import AMP_DTYPES, describe_ceiling, matmul_gflops, register_flop_formulas, synchronize, timed
 
 REPO = Path(__file__).resolve().parents[1]
 SENTENCE = "the man in a red shirt riding a bicycle on the left"
 
 MODEL_CONFIGS = {
-    "tiny": ("configs/tiny.yaml", {}),
+    "tiny": ("configs/tiny.yaml", {"text_encoder": "bytes:tiny"}),
     "full": (
         "configs/a2d_sentences.yaml",
-        {"text_encoder": "random:roberta-base", "backbone_pretrained_path": None},
+        {"text_encoder": "bytes:roberta-base", "backbone_pretrained_path": None},
     ),
 }
 """Config file and model overrides of each benchmarked configuration."""
@@ -157,7 +157,7 @@ def child(workload: Workload, args: argparse.Namespace) -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    register_cpu_attention_flops()
+    register_flop_formulas()
     device = torch.device(args.device)
     ceiling = matmul_gflops(device, args.amp)  # before the model: its matrices stay out of the memory peak
     model = build_model(workload.config).to(device)

@@ -31,7 +31,7 @@ import os
 import statistics
 
 from bench_model import build_model
-from measure import describe_ceiling, matmul_gflops, register_cpu_attention_flops, synchronize, timed
+from measure import describe_ceiling, matmul_gflops, register_flop_formulas, synchronize, timed
 
 SENTENCES = (
     "the man in a red shirt riding a bicycle on the left",
@@ -69,7 +69,7 @@ def main() -> None:
     console = Console()
     if not console.is_terminal:
         console.width = 140
-    register_cpu_attention_flops()
+    register_flop_formulas()
     ceiling = max(wall for wall, _ in matmul_gflops(device))  # the best of 5
     model = build_model("full").to(device).eval().requires_grad_(False)
     generator = torch.Generator().manual_seed(0)

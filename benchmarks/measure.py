@@ -59,9 +59,17 @@ def matmul_gflops(device, amp: str = "off", repeats: int = 5) -> list[tuple[floa
     return [tuple(2 * size**3 / seconds / 1e9 for seconds in timed(multiply)) for _ in range(repeats)]
 
 
-def register_cpu_attention_flops() -> None:
-    """Teach ``FlopCounterMode`` the CPU fused attention kernel (torch counts only the CUDA ones), with
-    torch's own formulas for scaled-dot-product attention; call it before counting any FLOPs on the CPU."""
+def register_flop_formulas() -> None:
+    """Correct and complete ``FlopCounterMode``'s formulas; call it before counting any FLOPs.
+
+    - The CPU fused attention kernel is counted with torch's scaled-dot-product formulas (torch counts
+      only the CUDA kernels).
+    - A convolution's backward is counted as one forward's FLOPs per gradient asked for: every product
+      ``x * w`` of the forward has exactly one counterpart ``grad_out * w`` in the input gradient and
+      one ``grad_out * x`` in the weight gradient, whatever the stride, padding or groups. torch's own
+      formula counts the weight gradient of a convolution with ``groups = g`` as ``g`` times too large
+      (WIP's depthwise convolution has ``g`` = its channels).
+    """
     import torch
     from torch.utils import flop_counter
 
@@ -78,3 +86,11 @@ def register_cpu_attention_flops() -> None:
     @flop_counter.register_flop_formula(backward_op, get_raw=True)
     def _backward(grad_out, query, key, value, *args, out_val=None, **kwargs) -> int:
         return flop_counter.sdpa_backward_flop_count(grad_out.shape, query.shape, key.shape, value.shape)
+
+    def convolution_backward(grad_out_shape, x_shape, w_shape, *args, out_shape=None) -> int:
+        # args: bias_sizes, stride, padding, dilation, transposed, output_padding, groups, output_mask
+        transposed, output_mask = args[4], args[7]
+        forward = flop_counter.conv_flop_count(x_shape, w_shape, grad_out_shape, transposed=transposed)
+        return forward * (int(output_mask[0]) + int(output_mask[1]))
+
+    flop_counter.flop_registry[ops.convolution_backward] = flop_counter.shape_wrapper(convolution_backward)

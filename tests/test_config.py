@@ -1,4 +1,5 @@
 import dataclasses
+import logging
 from pathlib import Path
 
 import pytest
@@ -117,6 +118,42 @@ def test_reference_desc_value_file_loads(tmp_path):
     assert (config.model.enc_layers, config.model.num_queries, config.model.voc_dec_layers) == (3, 20, 3)
     assert config.loss.cost_dice == 5 and config.loss.cls == 2
     assert config.data.coco_gt_path.endswith("a2d_sentences_test_annotations_in_coco_format.json")
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "instead"),
+    [
+        ("aux_loss", "false", "losses of every decoder layer"),
+        ("with_box_refine", "False", "refines the boxes"),
+        ("random_color", "true", "no colour augmentation"),
+        ("resize_and_crop_augmentations", "false", "always resizes frames"),
+    ],
+)
+def test_unimplemented_original_switch_is_named_in_a_warning(tmp_path, caplog, key, value, instead):
+    path = tmp_path / "original.yaml"
+    implemented = {"aux_loss": "true", "with_box_refine": "true", "random_color": "false"}
+    path.write_text(f"lr:\n  value: 1e-4\n{key}:\n  value: {implemented.get(key, 'true')}\n")
+    with caplog.at_level(logging.WARNING, logger="wavecl.original"):
+        load_config(path)
+    assert not caplog.records  # the value wavecl implements says nothing
+    path.write_text(f"lr:\n  value: 1e-4\n{key}:\n  value: {value}\n")
+    with caplog.at_level(logging.WARNING, logger="wavecl.original"):
+        config = load_config(path)
+    (record,) = caplog.records
+    message = record.getMessage()
+    assert str(path) in message and f"{key}: {value.lower()} is" in message
+    assert "not implemented" in message and instead in message
+    assert config.train.lr == pytest.approx(1e-4)
+
+
+def test_original_enable_amp_maps_to_train_amp(tmp_path):
+    path = tmp_path / "original.yaml"
+    for value, amp in [("true", "fp16"), ("false", "off")]:
+        path.write_text(f"seed:\n  value: 1\nenable_amp:\n  value: {value}\n")
+        assert load_config(path).train.amp == amp
+    path.write_text("seed:\n  value: 1\nenable_amp:\n  value: sometimes\n")
+    with pytest.raises(ValueError, match=r"original.yaml: enable_amp: expected true or false, got 'sometimes'"):
+        load_config(path)
 
 
 def test_errors_name_the_file_and_field(tmp_path):

@@ -26,12 +26,13 @@ from wavecl.data.a2d import build_a2d_samples
 from wavecl.data.davis import convert_davis, davis_result_path
 from wavecl.data.identifiers import UnsafeIdentifierError, check_identifier
 from wavecl.data.jhmdb import build_jhmdb_samples
-from wavecl.data.paths import DuplicateKeyError, UnsupportedImageError, open_image, read_image, read_json
+from wavecl.data.paths import UnsupportedImageError, open_image, read_image
 from wavecl.data.refcoco import read_refcoco_json, refcoco_annotation_path
 from wavecl.data.video import iter_video_frames, read_video_frames, write_video
 from wavecl.evaluation.a2d import load_coco_ground_truth
 from wavecl.evaluation.davis import read_sequence_list
 from wavecl.evaluation.ytvos import write_ytvos_masks
+from wavecl.jsonio import DuplicateKeyError, read_json
 from wavecl.model.pretrained import resolve_pretrained, save_pretrained
 from wavecl.testing.coco_davis import write_davis_fixture, write_refcoco_fixture
 from wavecl.testing.datasets import write_a2d_fixture, write_jhmdb_fixture, write_ytvos_fixture

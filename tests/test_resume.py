@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import logging
@@ -190,7 +191,7 @@ def test_resume_writes_into_the_run_with_its_config_and_applies_explicit_changes
     alone (refused: the flags' fields differ), then with no -c and a new --epochs and --lr-drop: the
     resumed epoch lands in the run, and its learning rate is the new schedule's."""
     monkeypatch.chdir(tmp_path)
-    script_evaluation(monkeypatch, [0.1, 0.2, 0.3, 0.4])
+    script_evaluation(monkeypatch, [0.1, 0.2, 0.3, 0.4, 0.5])
     output_dir = tmp_path / "elsewhere"
     argv = ["train", "-c", str(TINY_CONFIG), "--device", "cpu", "--data-root", str(data_root)]
     argv += ["--output-dir", str(output_dir), "--set", "train.max_steps_per_epoch=2"]
@@ -241,6 +242,14 @@ def test_resume_writes_into_the_run_with_its_config_and_applies_explicit_changes
     with pytest.raises(SystemExit):
         cli_main(["evaluate", "-c", str(other), "--checkpoint", str(run_dir), "--device", "cpu"])
     assert "model.num_queries: 5 -> 7" in capsys.readouterr().err.replace("\n", "")
+    # Fields that shape training only may differ (a Ref-DAVIS17 config evaluating a finetune that trained
+    # its text encoder): the run's network is evaluated.
+    training_only = dataclasses.replace(
+        config.model, freeze_text_encoder=not config.model.freeze_text_encoder, dropout=0.3, backbone_drop_path=0.0
+    )
+    other.write_text(dataclasses.replace(config, model=training_only).to_yaml())
+    cli_main(["evaluate", "-c", str(other), "--checkpoint", str(run_dir), "--device", "cpu"])
+    assert json.loads((run_dir / "evaluation" / "metrics.json").read_text())["metrics"] == {"J&F": 0.5}
 
 
 def test_mid_epoch_resume_refuses_a_change_of_position(data_root, tmp_path, monkeypatch):

@@ -9,6 +9,7 @@ import torch
 import transformers
 from torch.nn import functional as F
 
+from wavecl.model.byte_tokenizer import BYTE_OFFSET, byte_tokenizer
 from wavecl.model.text import (
     FeatureResizer,
     TextFeatures,
@@ -133,6 +134,38 @@ def test_random_roberta_base_shape_and_tokenizer_pairing(no_network) -> None:
     assert max_text_tokens(encoder) == 512
     ids = tokenizer([LONG])["input_ids"][0]
     assert len(tokenizer) <= encoder.config.vocab_size and max(ids) < encoder.config.vocab_size
+
+
+def test_byte_tokenizer_ids_are_the_utf8_bytes_and_survive_save_pretrained(tmp_path) -> None:
+    tokenizer = byte_tokenizer()
+    sentences = ["a dog", "the café's  Zebra\t"]
+    tokens = tokenizer(sentences, padding="longest", add_special_tokens=True, return_tensors="pt")
+    bos, pad, eos = tokenizer.bos_token_id, tokenizer.pad_token_id, tokenizer.eos_token_id
+    expected = [[bos, *(BYTE_OFFSET + b for b in text.encode("utf-8")), eos] for text in sentences]
+    longest = max(map(len, expected))
+    assert tokens["input_ids"].tolist() == [ids + [pad] * (longest - len(ids)) for ids in expected]
+    assert tokens["attention_mask"].tolist() == [[1] * len(ids) + [0] * (longest - len(ids)) for ids in expected]
+    assert len(tokenizer) == BYTE_OFFSET + 256 and (bos, pad, eos) == (0, 1, 2)
+    tokenizer.save_pretrained(tmp_path)
+    reloaded = transformers.AutoTokenizer.from_pretrained(tmp_path, local_files_only=True)
+    assert reloaded(sentences, padding="longest")["input_ids"] == tokens["input_ids"].tolist()
+
+
+@pytest.mark.parametrize(
+    ("spec", "architecture", "width"), [("bytes:tiny", "bert", 32), ("bytes:roberta-base", "roberta", 768)]
+)
+def test_byte_encoders_need_no_package_file(spec, architecture, width, no_network, monkeypatch) -> None:
+    import wavecl.model.text as text
+
+    monkeypatch.setattr(text, "minilm_folder", lambda: pytest.fail("the MiniLM package was asked for"))
+    encoder, tokenizer = load_text_encoder(spec)
+    assert encoder.config.model_type == architecture and encoder.config.hidden_size == width
+    assert encoder.config.pad_token_id == tokenizer.pad_token_id
+    with torch.no_grad():
+        features = encode_text(encoder, tokenizer, [SHORT, LONG], CPU)
+    assert features.words.shape == (2, len(LONG) + 2, width)
+    assert features.pad_mask.sum().item() == len(LONG) - len(SHORT)
+    assert torch.isfinite(features.sentence).all()
 
 
 def test_local_folder_and_unknown_specs(tmp_path, no_network) -> None:

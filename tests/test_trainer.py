@@ -313,6 +313,28 @@ def test_cli_run_directory_contents(data_root, tmp_path):
     assert modes == dict.fromkeys(modes, 0o666 & ~umask)
 
 
+def test_tensorboard_continues_when_a_resume_changes_the_steps_per_epoch(data_root, tmp_path, monkeypatch):
+    """A resume on another number of GPUs changes the steps per epoch, as ``train.max_steps_per_epoch``
+    does here (3 steps in epoch 0, then 2): the resumed steps follow the 3 logged ones (steps 3-4), and
+    the steps logged before the resume keep their values (none purged, none overwritten)."""
+    skip_evaluation(monkeypatch)
+    first = Trainer(tiny_config(data_root, tmp_path, "run", train__epochs=1, train__max_steps_per_epoch=3), SINGLE_CPU)
+    first.fit()
+    before = read_scalars(first.run_dir / "tensorboard")["train/loss"]
+    assert sorted(before) == [0, 1, 2]
+
+    resumed = Trainer(
+        tiny_config(data_root, tmp_path, "run", train__max_steps_per_epoch=2), SINGLE_CPU, resume=first.run_dir
+    )
+    assert resumed.start_epoch == 1 and resumed.steps_per_epoch == 2
+    resumed.fit()
+    after = read_scalars(first.run_dir / "tensorboard")["train/loss"]
+    assert sorted(after) == [0, 1, 2, 3, 4]
+    assert {step: after[step] for step in before} == before
+    epoch_1 = read_log(first.run_dir)[1]["train_loss"]
+    assert math.isclose((after[3] + after[4]) / 2, epoch_1, rel_tol=1e-5)
+
+
 def test_best_follows_the_primary_metric_across_a_resume(data_root, tmp_path, monkeypatch):
     """``best`` is the epoch with the highest evaluator primary metric (J&F for synthetic data), not the
     lowest training loss and not the last epoch, and a resumed run still knows the best so far.

@@ -43,10 +43,11 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from wavecl.config import DEFAULT_AMP, AmpMode
+from wavecl.data.paths import FRAME_SUFFIXES, is_hidden, is_listed_name
 from wavecl.data.synthetic import sample_synthetic_video
 from wavecl.data.video import write_video
 from wavecl.inference.overlay import sentence_colors
-from wavecl.inference.predictor import FRAME_SUFFIXES, VideoPredictor, open_video
+from wavecl.inference.predictor import VideoPredictor, open_video
 from wavecl.inference.run import (
     DEFAULT_MAX_SIZE,
     DEFAULT_SHORT_SIZE,
@@ -199,11 +200,10 @@ def legend_html(sentences: Sequence[str]) -> str:
 
 def _frame_name(path: str) -> str | None:
     """The file name of a frame inside an archive or folder, ``None`` for other files (and for the
-    hidden copies archivers add, ``__MACOSX/`` and ``._name``)."""
+    hidden copies archivers add, ``__MACOSX/`` and ``._name``): the rule of
+    :func:`wavecl.data.paths.is_listed_name`, applied to every folder of the path."""
     parts = PurePosixPath(path.replace("\\", "/")).parts
-    if not parts or Path(parts[-1]).suffix.lower() not in FRAME_SUFFIXES:
-        return None
-    if any(part.startswith(".") or part == "__MACOSX" for part in parts):
+    if not parts or not is_listed_name(parts[-1], FRAME_SUFFIXES) or any(is_hidden(part) for part in parts):
         return None
     return parts[-1]
 
@@ -406,6 +406,11 @@ class Segmenter:
                 f"Window ({window}) and resize ({short_size}) must be positive and the threshold "
                 f"({threshold}) between 0 and 1."
             )
+        predictor = self.predictor(window, short_size, threshold)
+        try:
+            predictor.check_sentences(sentences, [f"Sentence {line}" for line in range(1, len(sentences) + 1)])
+        except ValueError as error:
+            raise InputError(str(error)) from error
         self._clear_finished_requests()
         work = Path(tempfile.mkdtemp(dir=self.requests))
         try:
@@ -423,7 +428,7 @@ class Segmenter:
                 progress((0, total), desc="Segmenting", unit="frames")
             try:
                 paths = write_predictions(
-                    self.predictor(window, short_size, threshold),
+                    predictor,
                     video,
                     sentences,
                     work / "result",

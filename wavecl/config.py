@@ -113,6 +113,21 @@ class ModelConfig:
     """SEP pooling: over real tokens and pixels only, or the reference's over padding too (parity switch)."""
 
 
+TRAINING_ONLY_MODEL_FIELDS = frozenset(
+    {
+        "backbone_pretrained_path",
+        "backbone_drop_path",
+        "activation_checkpointing",
+        "freeze_text_encoder",
+        "dropout",
+        "voc_dropout",
+        "text_proj_dropout",
+    }
+)
+""":class:`ModelConfig` fields that shape training but not the evaluated network (its weights come from
+the checkpoint), so an evaluation config may differ from the run's on them."""
+
+
 @dataclass
 class DataConfig:
     """Dataset, sampling and transforms (docs/datasets.md)."""
@@ -188,6 +203,9 @@ class LossConfig:
     """Alpha of the focal losses and class cost."""
     focal_gamma: float = 2.0
     """Gamma of the focal losses and class cost."""
+    giou_form: Literal["torchvision", "reference"] = "torchvision"
+    """GIoU of the box loss and the matching cost: torchvision's form, or the reference's with 1e-6 added to
+    numerators and denominators (parity switch; they differ for tiny and empty boxes, docs/differences.md)."""
 
 
 @dataclass

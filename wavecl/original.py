@@ -16,6 +16,7 @@ This module imports nothing from wavecl, so every layer may use it.
 from __future__ import annotations
 
 import difflib
+import logging
 import re
 from collections import defaultdict
 from collections.abc import Mapping
@@ -25,8 +26,10 @@ import numpy as np
 
 T = TypeVar("T")
 
+logger = logging.getLogger(__name__)
+
 # Original flat key -> (section, field). Keys mapped to None are read and ignored: they have no
-# effect in the original either or concern tools wavecl does not use (wandb).
+# effect in the original either, concern tools wavecl does not use (wandb), or are FIXED_SWITCHES.
 CONFIG_KEYS: dict[str, tuple[str, str] | None] = {
     "lr": ("train", "lr"),
     "lr_backbone": ("train", "lr_backbone"),
@@ -68,7 +71,7 @@ CONFIG_KEYS: dict[str, tuple[str, str] | None] = {
     "dataset_coco_gt_format_path": ("data", "coco_gt_path"),
     "window_size": ("data", "window_size"),
     "davis_path": ("data", "root"),
-    "enable_amp": None,
+    "enable_amp": ("train", "amp"),
     "backbone_pretrained": None,
     "train_backbone": None,
     "use_checkpoint": None,
@@ -88,6 +91,20 @@ CONFIG_KEYS: dict[str, tuple[str, str] | None] = {
     "img_folder": None,
     "ann_file": None,
 }
+# Original switches wavecl implements one way only: key -> (the value wavecl implements, what it does).
+# Another value is read with a warning that names the key, its value and what wavecl does instead.
+FIXED_SWITCHES: dict[str, tuple[bool, str]] = {
+    "aux_loss": (True, "wavecl always adds the losses of every decoder layer (auxiliary losses)"),
+    "with_box_refine": (True, "wavecl's decoder always refines the boxes layer by layer"),
+    "random_color": (False, "wavecl has no colour augmentation"),
+    "resize_and_crop_augmentations": (
+        True,
+        "wavecl always resizes frames to data.train_short_size / data.eval_short_size (capped by *_max_size)",
+    ),
+}
+AMP_MODES = {True: "fp16", False: "off"}
+"""``enable_amp`` -> ``train.amp``: the original's mixed precision is float16 autocast with a gradient scaler."""
+
 NESTED_CONFIG_KEYS = ("DeformTransformer", "VOC")
 """The original config's nested blocks, mapped onto :class:`~wavecl.config.ModelConfig`."""
 ORIGINAL_CONFIG_KEYS = frozenset({*CONFIG_KEYS, *NESTED_CONFIG_KEYS})
@@ -116,12 +133,27 @@ def _value(entry: Any) -> Any:
     return entry["value"] if isinstance(entry, dict) and "value" in entry else entry
 
 
+def _switch(value: Any, key: str, source: str) -> bool:
+    """An original on/off value (YAML bool or the strings true/false) as a bool; ``ValueError`` naming the key."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise ValueError(f"{source}: {key}: expected true or false, got {value!r}")
+
+
 def nested_config(values: dict[str, Any], source: str = "config") -> dict[str, dict[str, Any]]:
     """The nested ``{section: {field: value}}`` form of an original config file's ``key: {desc, value}`` entries.
 
     The nested ``DeformTransformer`` and ``VOC`` values are mapped onto :class:`ModelConfig`. The
     learning-rate decay gamma, hard-coded by dataset name in the reference (0.2 for A2D, else 0.1),
-    becomes the explicit ``train.lr_gamma``.
+    becomes the explicit ``train.lr_gamma``; ``enable_amp`` becomes ``train.amp`` (:data:`AMP_MODES`).
+    A switch of :data:`FIXED_SWITCHES` set to the value wavecl does not implement is logged as a warning
+    naming ``source``, the key, its value and what wavecl does instead.
+
+    Raises:
+        ValueError: an unknown key, a switch that is not true or false, or nested values wavecl cannot
+            represent; the message names ``source`` and the key.
     """
     nested: defaultdict[str, dict[str, Any]] = defaultdict(dict)
     for key, entry in values.items():
@@ -150,6 +182,13 @@ def nested_config(values: dict[str, Any], source: str = "config") -> dict[str, d
             close = difflib.get_close_matches(key, sorted(ORIGINAL_CONFIG_KEYS), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ValueError(f"{source}: unknown key {key!r} in an original WaveCL config{hint}")
+        if key in FIXED_SWITCHES:
+            implemented, instead = FIXED_SWITCHES[key]
+            if _switch(value, key, source) != implemented:
+                logger.warning("%s: %s: %s is not implemented; %s", source, key, str(not implemented).lower(), instead)
+            continue
+        if key == "enable_amp":
+            value = AMP_MODES[_switch(value, key, source)]
         target = CONFIG_KEYS[key]
         if target is not None:
             section, name = target

@@ -16,6 +16,7 @@ from rich.markup import escape
 
 from wavecl.cli import config, demo, evaluate, export, info, predict, prepare, serve, train
 from wavecl.cli.common import error_console
+from wavecl.optional import MissingPackageError
 
 COMMANDS = (info, config, train, evaluate, predict, serve, export, prepare, demo)
 
@@ -44,8 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Parse ``argv`` and run the command; a bad value or a failed file operation (missing file, no
-    permission, disk full) exits 2 with one line."""
+    """Parse ``argv`` and run the command; a bad value, a failed file operation (missing file, no
+    permission, disk full) or a missing optional package exits 2 with one line."""
     args = build_parser().parse_args(argv)
     level = logging.getLevelName(args.log_level.upper())
     if os.environ.get("RANK", "0") not in ("0", ""):  # under torchrun rank 0 tells the story; the others warn
@@ -54,6 +55,6 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("tensorboard").setLevel(max(level, logging.WARNING))  # its INFO lines read like errors
     try:
         args.handler(args)
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, MissingPackageError) as error:
         error_console.print(f"[red]error:[/red] {escape(str(error))}")
         sys.exit(2)

@@ -37,11 +37,13 @@ def run(args: argparse.Namespace) -> None:
         amp=args.amp,
         sentences_per_pass=args.sentences_per_pass,
         compile=args.compile,
+        sentence_names=[f"--text #{number}" for number in range(1, len(args.text) + 1)],
     )
     console.print(f"{paths.num_frames} frames segmented for {len(args.text)} sentence(s), {paths.window} per window")
     for sentence, folder in zip(args.text, paths.mask_dirs):
         console.print(f"  masks of {escape(repr(sentence))}: {escape(str(folder))}")
-    console.print(f"  overlay video: {escape(str(paths.overlay_video))}")
+    overlay = "not written (needs PyAV: pip install av)" if paths.overlay_video is None else str(paths.overlay_video)
+    console.print(f"  overlay video: {escape(overlay)}")
     shown = "all frames" if len(paths.sheet_frames) == paths.num_frames else f"frames {', '.join(paths.sheet_frames)}"
     console.print(f"  contact sheet: {escape(str(paths.contact_sheet))} ({escape(shown)})")
 

@@ -28,7 +28,7 @@ from torch.utils.data import Dataset
 from wavecl.config import DataConfig
 from wavecl.data.identifiers import check_identifier
 from wavecl.data.matlab import open_hdf5, read_hdf5_dataset
-from wavecl.data.paths import first_existing, read_csv_rows, require_file, resolve_dataset_root
+from wavecl.data.paths import first_existing, listed_files, read_csv_rows, require_file, resolve_dataset_root
 from wavecl.data.sample_cache import dataset_cache_dir, file_fingerprint, load_or_build
 from wavecl.data.transforms import ClipTransform, FrameAnnotation, clean_expression
 from wavecl.data.types import ClipSample, Split
@@ -209,7 +209,7 @@ def build_a2d_samples(root: str | os.PathLike, subset: Literal["train", "test"])
             if not folder.is_dir():
                 raise FileNotFoundError(f"instance-mask folder not found: {folder}")
             frame_instances[video_id] = [
-                (int(file.stem), read_instance_ids(file)) for file in sorted(folder.glob("*.h5"))
+                (int(file.stem), read_instance_ids(file)) for file in listed_files(folder, (".h5",))
             ]
         samples.extend(
             A2DSample(query.lower(), video_id, frame, instance_id)
@@ -283,6 +283,12 @@ class A2DSentences(Dataset[ClipSample]):
         (the instances referred to in one frame) hold equal frames and can share one backbone pass."""
         sample = self.samples[index]
         return (sample.video_id, sample.frame)
+
+    def sentence(self, index: int) -> tuple[str, str]:
+        """``(text, where)`` of sample ``index``'s sentence, ``where`` naming the file and the expression
+        (read without loading any frame, so every sentence can be checked before a run starts)."""
+        sample = self.samples[index]
+        return sample.query, f"{self.paths.annotations}: video {sample.video_id}, instance {sample.instance_id}"
 
     def sample_name(self, index: int) -> str:
         """Human-readable identity of sample ``index`` (for warnings and errors)."""

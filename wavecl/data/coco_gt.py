@@ -12,17 +12,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pycocotools import mask as mask_utils
 
 from wavecl.atomic import write_json
 from wavecl.data.a2d import A2DPaths, build_a2d_samples, read_referred_instance
 from wavecl.data.jhmdb import JHMDBPaths, build_jhmdb_samples, read_puppet_masks
+from wavecl.optional import require_package
 
 CATEGORY_ID = 1
 
 
 def _encode(mask: np.ndarray) -> tuple[dict[str, Any], float]:
     """Compressed RLE of an ``[H, W]`` mask (``counts`` as ASCII) and its area."""
+    mask_utils = require_package("pycocotools.mask", "writing COCO-format ground truth")
     rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
     area = float(mask_utils.area(rle))
     rle["counts"] = rle["counts"].decode("ascii")

@@ -40,11 +40,12 @@ from torch.utils.data import Dataset
 from wavecl.atomic import temporary_directory, write_json
 from wavecl.config import DataConfig
 from wavecl.data.identifiers import check_identifier
-from wavecl.data.paths import natural_sorted, read_image, read_json, require_file, resolve_dataset_root
+from wavecl.data.paths import listed_files, read_image, require_file, resolve_dataset_root
 from wavecl.data.transforms import ClipTransform, FrameAnnotation, clean_expression
 from wavecl.data.types import ClipSample, Split
 from wavecl.data.windows import covering_windows
 from wavecl.data.ytvos import read_expression_videos, read_index_mask
+from wavecl.jsonio import read_json
 
 ANNOTATION_FILES: tuple[tuple[str, str], ...] = (
     ("Davis17_annot1.txt", "utf-8"),
@@ -128,10 +129,11 @@ def read_split_list(path: Path) -> list[str]:
 
 
 def _frame_names(folder: Path, suffix: str) -> list[str]:
-    """File names (without extension), in natural order, of the ``suffix`` files in ``folder``."""
+    """File names (without extension), in natural order (:func:`~wavecl.data.paths.listed_files`), of the
+    ``suffix`` files in ``folder``, hidden ones skipped."""
     if not folder.is_dir():
         raise FileNotFoundError(f"DAVIS folder not found: {folder}")
-    names = natural_sorted(entry.stem for entry in folder.iterdir() if entry.suffix.lower() == suffix)
+    names = [entry.stem for entry in listed_files(folder, (suffix,))]
     if not names:
         raise ValueError(f"no {suffix} files in {folder}")
     return names
@@ -314,6 +316,12 @@ class RefDAVIS17(Dataset[ClipSample]):
 
     def __len__(self) -> int:
         return len(self.samples)
+
+    def sentence(self, index: int) -> tuple[str, str]:
+        """``(text, where)`` of sample ``index``'s sentence, ``where`` naming the file and the expression
+        (read without loading any frame, so every sentence can be checked before a run starts)."""
+        sample = self.samples[index]
+        return sample.text, f"{self.meta_path}: video {sample.video}, expression {sample.exp_id}"
 
     def clip_key(self, index: int) -> tuple[str, ...]:
         """The clip that sample ``index`` shows, ``(video, *frame names)``: every annotator's expression of

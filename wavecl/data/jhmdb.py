@@ -26,10 +26,11 @@ from torch.utils.data import Dataset
 from wavecl.config import DataConfig
 from wavecl.data.identifiers import check_identifier
 from wavecl.data.matlab import read_mat_variable
-from wavecl.data.paths import read_csv_rows, read_image, read_json, resolve_dataset_root
+from wavecl.data.paths import is_hidden, listed_files, read_csv_rows, read_image, resolve_dataset_root
 from wavecl.data.transforms import ClipTransform, FrameAnnotation, clean_expression
 from wavecl.data.types import ClipSample, Split
 from wavecl.data.windows import at_window_centre, centred_window
+from wavecl.jsonio import read_json
 
 DATASET_FOLDER_NAMES = ("jhmdb_sentences", "data/jhmdb_sentences")
 FRAMES_PER_VIDEO = 3
@@ -97,8 +98,13 @@ def _video_actions(paths: JHMDBPaths) -> dict[str, str]:
     frames_root = paths.root / "Rename_Images"
     if not frames_root.is_dir():
         raise FileNotFoundError(f"frame folder not found: {frames_root}")
-    actions = [action for action in frames_root.iterdir() if action.is_dir()]
-    return {video.name: action.name for action in actions for video in action.iterdir() if video.is_dir()}
+    actions = [action for action in frames_root.iterdir() if action.is_dir() and not is_hidden(action.name)]
+    return {
+        video.name: action.name
+        for action in actions
+        for video in action.iterdir()
+        if video.is_dir() and not is_hidden(video.name)
+    }
 
 
 def _samples_from_metadata(paths: JHMDBPaths, metadata_path: Path) -> list[JHMDBSample]:
@@ -144,7 +150,7 @@ def build_jhmdb_samples(
             if video_id not in actions:
                 raise FileNotFoundError(f"{paths.annotations}:{line}: no frame folder Rename_Images/*/{video_id}")
             action = actions[video_id]
-            num_pngs = len(list((paths.root / "Rename_Images" / action / video_id).glob("*.png")))
+            num_pngs = len(listed_files(paths.root / "Rename_Images" / action / video_id, (".png",)))
             num_frames = min(num_pngs, len(read_puppet_masks(paths.mask_file(action, video_id))))
             if num_frames < FRAMES_PER_VIDEO:
                 raise ValueError(f"video {video_id} has {num_frames} frames with a mask, fewer than {FRAMES_PER_VIDEO}")
@@ -187,6 +193,12 @@ class JHMDBSentences(Dataset[ClipSample]):
 
     def __len__(self) -> int:
         return len(self.samples)
+
+    def sentence(self, index: int) -> tuple[str, str]:
+        """``(text, where)`` of sample ``index``'s sentence, ``where`` naming the file and the expression
+        (read without loading any frame, so every sentence can be checked before a run starts)."""
+        sample = self.samples[index]
+        return sample.query, f"{self.paths.annotations}: video {sample.video_id}"
 
     def sample_name(self, index: int) -> str:
         """Human-readable identity of sample ``index``."""

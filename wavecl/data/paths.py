@@ -1,5 +1,9 @@
 """Locating a dataset folder and reading its files (text, JSON, CSV, images) with errors that name the file.
 
+Which files of a folder count (:func:`listed_files`, :func:`is_hidden`) is decided here for every reader:
+hidden names, among them the ``._name`` copies macOS writes beside each file on foreign disks and in
+archives (AppleDouble), are never frames, masks or annotations.
+
 Files are not trusted: a JSON object that repeats a key is refused (the JSON standard leaves its meaning
 open; Python keeps the last value), and images are decoded only from the formats of
 :data:`IMAGE_FORMATS` and up to :data:`MAX_IMAGE_PIXELS` pixels, read from the header before any pixel
@@ -9,14 +13,13 @@ is decoded.
 from __future__ import annotations
 
 import csv
-import json
 import os
 import re
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -27,12 +30,10 @@ refused whatever its name, so no other decoder (PostScript, TIFF, ...) ever sees
 MAX_IMAGE_PIXELS = 50_000_000
 """Most pixels (width x height) of an image or video frame that is decoded: 50 megapixels, about
 8660x5773; a 4K frame has 8.3. Larger files are refused before their pixels are decoded."""
+FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
+"""Extensions (any case) of the files of a frame folder that are frames (``predict``, the web page)."""
 _SNIFF_BYTES = 16
 """Bytes of a file's start that Pillow's format checks look at (as ``Image.open`` does)."""
-
-
-class DuplicateKeyError(ValueError):
-    """A JSON object or YAML mapping of a data or config file gives one key twice."""
 
 
 class UnsupportedImageError(ValueError):
@@ -78,41 +79,36 @@ def first_existing(folder: Path, names: Sequence[str]) -> Path:
     raise FileNotFoundError(f"none of {', '.join(str(folder / name) for name in names)} exists")
 
 
+def is_hidden(name: str) -> bool:
+    """Whether a file or folder name is hidden (starts with ``.``, so also macOS's ``._name`` copies) or is
+    ``__MACOSX``, the folder where macOS archivers put those copies. Such entries are skipped by every listing."""
+    return name.startswith(".") or name == "__MACOSX"
+
+
+def is_listed_name(name: str, suffixes: Sequence[str]) -> bool:
+    """Whether a file name counts in a listing of ``suffixes`` files: its extension is one of them (any case)
+    and it is not hidden (:func:`is_hidden`)."""
+    return not is_hidden(name) and Path(name).suffix.lower() in suffixes
+
+
+def listed_files(folder: Path, suffixes: Sequence[str]) -> list[Path]:
+    """The files of ``folder`` with one of ``suffixes`` (lowercase, with the dot), hidden names skipped
+    (:func:`is_listed_name`), in natural name order (:func:`natural_sort_key`); sub-folders are not entered.
+
+    Raises:
+        FileNotFoundError: ``folder`` is not a folder (the message names it).
+    """
+    if not folder.is_dir():
+        raise FileNotFoundError(f"folder not found: {folder}")
+    entries = (entry for entry in folder.iterdir() if is_listed_name(entry.name, suffixes) and not entry.is_dir())
+    return sorted(entries, key=lambda entry: natural_sort_key(entry.name))
+
+
 def require_file(path: Path) -> Path:
     """Return ``path`` if it is a file, else raise ``FileNotFoundError`` naming it."""
     if not path.is_file():
         raise FileNotFoundError(f"required file not found: {path}")
     return path
-
-
-def _unique_keys(source: str | os.PathLike[str]) -> Callable[[list[tuple[str, Any]]], dict[str, Any]]:
-    """A ``json`` ``object_pairs_hook`` that builds each object as a dict and refuses a repeated key."""
-
-    def build(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        values: dict[str, Any] = {}
-        for key, value in pairs:
-            if key in values:
-                raise DuplicateKeyError(f"{source}: key {key!r} appears twice in one JSON object")
-            values[key] = value
-        return values
-
-    return build
-
-
-def read_json(path: Path) -> Any:
-    """Parse a JSON file.
-
-    Raises:
-        FileNotFoundError: the file is missing.
-        ValueError: malformed JSON or text (the file is named); :class:`DuplicateKeyError` naming the
-            file and the key when an object repeats a key.
-    """
-    require_file(path)
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle, object_pairs_hook=_unique_keys(path))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"malformed JSON in {path}: {error}") from error
 
 
 def read_csv_rows(path: Path, header: Sequence[str] | None) -> list[tuple[int, list[str]]]:

@@ -38,20 +38,23 @@ import copy
 import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import numpy as np
 from PIL import Image
-from pycocotools import mask as coco_mask
-from pycocotools.coco import COCO
 from torch.utils.data import ConcatDataset, Dataset
 
 from wavecl.config import DataConfig
 from wavecl.data.identifiers import check_identifier
 from wavecl.data.image_to_clip import ImageToClipAugmenter
-from wavecl.data.paths import read_image, read_json, resolve_dataset_root
+from wavecl.data.paths import read_image, resolve_dataset_root
 from wavecl.data.transforms import ClipTransform, FrameAnnotation, clean_expression
 from wavecl.data.types import ClipSample, Split
+from wavecl.jsonio import read_json
+from wavecl.optional import require_package
+
+if TYPE_CHECKING:
+    from pycocotools.coco import COCO
 
 DATASET_FOLDER_NAMES = ("coco",)
 """Folder name of the COCO root under a data folder (``data/coco``)."""
@@ -176,6 +179,7 @@ def decode_segmentation(segmentation: Any, height: int, width: int, source: str)
     Returns:
         ``[height, width]`` bool mask.
     """
+    coco_mask = require_package("pycocotools.mask", "reading RefCOCO's masks")
     try:
         if isinstance(segmentation, list):
             rle = coco_mask.merge(coco_mask.frPyObjects(segmentation, height, width))
@@ -246,6 +250,12 @@ class RefCOCO(Dataset[ClipSample]):
 
     def __len__(self) -> int:
         return len(self.expressions)
+
+    def sentence(self, index: int) -> tuple[str, str]:
+        """``(text, where)`` of sample ``index``'s sentence, ``where`` naming the file and the expression
+        (read without loading any frame, so every sentence can be checked before a run starts)."""
+        expression = self.expressions[index]
+        return expression.caption, f"{self.annotation_path}: image {expression.image_id}"
 
     def clip_key(self, index: int) -> tuple[str, int | str]:
         """The clip that sample ``index`` shows: ``(dataset, image file)`` for single-image clips, whose
@@ -333,7 +343,7 @@ def build_refcoco_gt(dataset: RefCOCO) -> COCO:
         {"id": category_id, "name": str(category_id)}
         for category_id in sorted({expression.category_id for expression in dataset.expressions})
     ]
-    coco = COCO()
+    coco = require_package("pycocotools.coco", "RefCOCO's ground truth").COCO()
     coco.dataset = {
         "info": dataset.info or {"description": f"{dataset.dataset_name} {dataset.split} (wavecl ground truth)"},
         "licenses": dataset.licenses,

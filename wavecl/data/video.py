@@ -1,4 +1,5 @@
-"""Video decoding and encoding with PyAV.
+"""Video decoding and encoding with PyAV (imported when a video file is first read or written; the
+error of a missing PyAV names the package, see :mod:`wavecl.optional`).
 
 The reference decodes A2D clips with ``torchvision.io.read_video(path, pts_unit="sec")``, which is a thin
 layer over PyAV. :func:`read_video_frames` reproduces its frame selection exactly, so that the 1-based
@@ -16,31 +17,54 @@ changes nothing there. Written files carry no display matrix: their pixels are a
 Inference on videos of any length uses the streaming forms, in memory bounded by one frame:
 :func:`iter_video_frames` yields the same frames, in the same order, as :func:`read_video_frames` for
 every stream whose decoded timestamps increase (all ordinary files), and :class:`VideoWriter` encodes
-frames as they arrive. Encoding uses the first available of h264, libx264 and mpeg4; even frame sizes
-are stored as yuv420p (what every player reads), odd sizes as yuv444p with H.264 (mpeg4 refuses them)
-unless the writer pads them to even sizes (``pad_to_even``, for web browsers).
+frames as they arrive. :func:`iter_video_frames` also tolerates damage: a packet that does not decode
+stands for one frame, which repeats the frame before it (the first decoded frame when none came before),
+with one warning naming the frames, unless more than :data:`MAX_DAMAGED_SHARE` of the frames are damaged.
+Its presentation times count from the stream's start (MPEG-TS streams start at an arbitrary clock
+value), so the first frame is at 0 s. The dataset readers (:func:`read_video_frames`) stay strict: a
+damaged packet there is an error, since a missing frame would shift the annotated frame numbers.
+
+Encoding uses the first available of h264, libx264 and mpeg4; even frame sizes are stored as yuv420p
+(what every player reads), odd sizes as yuv444p with H.264 (mpeg4 refuses them) unless the writer pads
+them to even sizes (``pad_to_even``, for web browsers).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from types import TracebackType
+from types import ModuleType, TracebackType
+from typing import TYPE_CHECKING
 
-import av
 import numpy as np
 from PIL import Image
 
 from wavecl.atomic import atomic_path
 from wavecl.data.paths import check_pixel_count
 from wavecl.data.windows import centred_window
+from wavecl.optional import require_package
 
+if TYPE_CHECKING:
+    import av
+
+logger = logging.getLogger(__name__)
+
+MAX_DAMAGED_SHARE = 0.1
+"""Most share of a video's frames that may fail to decode in :func:`iter_video_frames` (each then repeats
+the frame before it); more is an error naming the frames."""
 _ENCODERS = ("h264", "libx264", "mpeg4")
 # PIL's ROTATE_* turn counter-clockwise, as ``VideoFrame.rotation`` counts.
 _QUARTER_TURNS = {1: Image.Transpose.ROTATE_90, 2: Image.Transpose.ROTATE_180, 3: Image.Transpose.ROTATE_270}
+
+
+def _pyav() -> ModuleType:
+    """The ``av`` module (PyAV), which every video-file reader and writer needs."""
+    return require_package("av", "reading and writing video files")
 
 
 def _open_input(path: Path) -> av.container.InputContainer:
@@ -53,6 +77,7 @@ def _open_input(path: Path) -> av.container.InputContainer:
     """
     if not path.is_file():
         raise FileNotFoundError(f"video file not found: {path}")
+    av = _pyav()
     try:
         container = av.open(str(path))
     except av.FFmpegError as error:
@@ -90,20 +115,58 @@ def upright_image(frame: av.VideoFrame, path: Path) -> Image.Image:
     return image.transpose(_QUARTER_TURNS[quarter_turns % 4]) if quarter_turns % 4 else image
 
 
-def _presented_frames(path: Path) -> Iterator[av.VideoFrame]:
+@dataclass
+class DecodeReport:
+    """What a tolerant pass of :func:`_presented_frames` found besides the frames.
+
+    Attributes:
+        start_pts: the stream's start time in ``time_base`` units (0 when the container records none).
+        time_base: seconds per timestamp unit.
+        damaged: timestamps of the packets that failed to decode, in decoding order.
+    """
+
+    start_pts: int = 0
+    time_base: Fraction = Fraction(1)
+    damaged: list[int] = field(default_factory=list)
+
+    def seconds(self, pts: int) -> float:
+        """Presentation time of ``pts`` in seconds from the stream's start."""
+        return float((pts - self.start_pts) * self.time_base)
+
+
+def _presented_frames(path: Path, report: DecodeReport | None = None) -> Iterator[av.VideoFrame]:
     """Frames of the first video stream of ``path`` in decoder output order, those without a timestamp
     or with a negative one dropped; the single decoding loop behind every reader of this module.
+
+    Args:
+        path: the video file.
+        report: ``None``: a packet that fails to decode is an error. Otherwise decoding goes on after such
+            a packet, whose timestamp is added to ``report.damaged``; the stream's start and time base are
+            filled in when the file is opened.
 
     Raises (when iterated): FileNotFoundError / ValueError naming the file, also for a frame whose size
     exceeds :data:`~wavecl.data.paths.MAX_IMAGE_PIXELS` (a stream may change size after its header).
     """
     container = _open_input(path)
+    av = _pyav()
     try:
         with container:
-            for frame in container.decode(video=0):
-                check_pixel_count(frame.width, frame.height, f"the frame at {frame.time} s of video {path}")
-                if frame.pts is not None and frame.pts >= 0:
-                    yield frame
+            stream = container.streams.video[0]
+            if report is not None:
+                report.start_pts = stream.start_time or 0
+                report.time_base = stream.time_base or Fraction(1)
+            for packet in container.demux(stream):
+                try:
+                    frames = packet.decode()
+                except av.FFmpegError:
+                    if report is None or packet.pts is None:
+                        raise
+                    report.damaged.append(packet.pts)
+                    continue
+                for frame in frames:
+                    check_pixel_count(frame.width, frame.height, f"the frame at {frame.time} s of video {path}")
+                    if frame.pts is not None and frame.pts >= 0:
+                        yield frame
     except av.FFmpegError as error:
         raise ValueError(f"cannot decode video {path}: {error}") from error
 
@@ -180,28 +243,69 @@ def write_video(path: str | os.PathLike, frames: Sequence[np.ndarray], fps: floa
 def iter_video_frames(path: str | os.PathLike[str]) -> Iterator[Image.Image]:
     """Decode the first video stream of ``path`` one frame at a time, as RGB PIL images.
 
-    Each image's ``info["time"]`` is its presentation time in seconds.
+    Each image's ``info["time"]`` is its presentation time in seconds from the stream's start (the first
+    frame of an MPEG-TS file is at 0 s, not at the transport clock's value). A packet that fails to decode
+    is a damaged frame: it is yielded, at its place in time, as a copy of the frame before it (of the first
+    decoded frame when it comes first), with ``info["damaged"] = True``; once the video is done, one
+    warning names the damaged frames by index and time.
 
     Raises (when iterated):
         FileNotFoundError: the file does not exist.
-        ValueError: the file cannot be decoded or holds no frame; the message names the file.
+        ValueError: the file cannot be opened or holds no decodable frame, or more than
+            :data:`MAX_DAMAGED_SHARE` of its frames are damaged (after the others were yielded); the
+            message names the file and the damaged frames.
     """
     path = Path(path)
+    report = DecodeReport()
+    damaged: list[str] = []
+    previous: Image.Image | None = None
+    index = 0
+
+    def emit(frame: av.VideoFrame) -> Iterator[Image.Image]:
+        nonlocal previous, index
+        image = upright_image(frame, path)
+        image.info["time"] = report.seconds(frame.pts)
+        for pts in sorted(pts for pts in report.damaged if pts < frame.pts):
+            report.damaged.remove(pts)
+            yield from fill(pts, previous if previous is not None else image)
+        previous = image
+        index += 1
+        yield image
+
+    def fill(pts: int, source: Image.Image) -> Iterator[Image.Image]:
+        nonlocal index
+        copy = source.copy()
+        copy.info.update(time=report.seconds(pts), damaged=True)
+        damaged.append(f"{index} ({copy.info['time']:.3f} s)")
+        index += 1
+        yield copy
+
     pending: av.VideoFrame | None = None
-    for frame in _presented_frames(path):
+    for frame in _presented_frames(path, report):
         if pending is not None and frame.pts != pending.pts:
-            yield _timed_image(pending, path)
+            yield from emit(pending)
         pending = frame
     if pending is None:
         raise ValueError(f"video {path} has no decodable frames")
-    yield _timed_image(pending, path)
-
-
-def _timed_image(frame: av.VideoFrame, path: Path) -> Image.Image:
-    """:func:`upright_image` of ``frame`` with its presentation time, in seconds, as ``info["time"]``."""
-    image = upright_image(frame, path)
-    image.info["time"] = float(frame.time) if frame.time is not None else None
-    return image
+    yield from emit(pending)
+    assert previous is not None
+    for pts in sorted(report.damaged):
+        yield from fill(pts, previous)
+    if not damaged:
+        return
+    listed = ", ".join(damaged)
+    if len(damaged) > MAX_DAMAGED_SHARE * index:
+        raise ValueError(
+            f"{len(damaged)} of the {index} frames of video {path} do not decode (frames {listed}); "
+            f"at most {MAX_DAMAGED_SHARE:.0%} may be damaged"
+        )
+    logger.warning(
+        "%d of the %d frames of video %s do not decode and repeat the frame before them: frames %s",
+        len(damaged),
+        index,
+        path,
+        listed,
+    )
 
 
 def probe_video(path: str | os.PathLike[str]) -> tuple[int | None, float | None]:
@@ -254,6 +358,7 @@ class VideoWriter:
         return self
 
     def _open(self, height: int, width: int) -> None:
+        av = _pyav()
         codec = next((name for name in _ENCODERS if name in av.codecs_available), None)
         if codec is None:
             raise RuntimeError(f"no mp4 video encoder available for {self.path} (tried {', '.join(_ENCODERS)})")
@@ -282,7 +387,7 @@ class VideoWriter:
         if self._stream is None:
             self._open(frame.shape[0], frame.shape[1])
         assert self._stream is not None and self._container is not None
-        for packet in self._stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+        for packet in self._stream.encode(_pyav().VideoFrame.from_ndarray(frame, format="rgb24")):
             self._container.mux(packet)
         self.num_frames += 1
 

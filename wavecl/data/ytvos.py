@@ -39,11 +39,12 @@ from torch.utils.data import Dataset
 
 from wavecl.config import DataConfig
 from wavecl.data.identifiers import check_identifier
-from wavecl.data.paths import natural_sorted, read_image, read_json, resolve_dataset_root
+from wavecl.data.paths import natural_sorted, read_image, resolve_dataset_root
 from wavecl.data.sample_cache import dataset_cache_dir, file_fingerprint, load_or_build
 from wavecl.data.transforms import ClipTransform, FrameAnnotation, clean_expression
 from wavecl.data.types import ClipSample, Split
 from wavecl.data.windows import covering_windows, training_windows
+from wavecl.jsonio import read_json
 
 logger = logging.getLogger(__name__)
 
@@ -574,6 +575,13 @@ class RefYouTubeVOS(Dataset[ClipSample]):
         (the expressions of one window) hold equal frames and can share one backbone pass."""
         sample = self.samples[index]
         return (sample.video_id, *sample.frame_names)
+
+    def sentence(self, index: int) -> tuple[str, str]:
+        """``(text, where)`` of sample ``index``'s sentence, ``where`` naming the file and the expression
+        (read without loading any frame, so every sentence can be checked before a run starts)."""
+        sample = self.samples[index]
+        where = f"{self.paths.expressions(self.subset)}: video {sample.video_id}, expression {sample.exp_id}"
+        return sample.expression, where
 
     def sample_name(self, index: int) -> str:
         """Human-readable identity of sample ``index``."""

@@ -19,20 +19,21 @@ import io
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from pycocotools import mask as mask_utils
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
 from torch import Tensor
 
 from wavecl.atomic import write_json
-from wavecl.data.paths import read_json
 from wavecl.data.types import Batch
 from wavecl.distributed import gather_to_main, on_main_process
+from wavecl.jsonio import read_json
 from wavecl.model.output import WaveCLOutput
 from wavecl.model.postprocess import a2d_postprocess
+from wavecl.optional import require_package
+
+if TYPE_CHECKING:
+    from pycocotools.coco import COCO
 
 PRECISION_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
 IOU_SMOOTHING = 1e-6
@@ -46,12 +47,13 @@ def load_coco_ground_truth(ground_truth: str | os.PathLike[str] | COCO) -> COCO:
         FileNotFoundError: the json file does not exist.
         ValueError: malformed JSON, or an object repeating a key (:func:`~wavecl.data.paths.read_json`).
     """
-    if isinstance(ground_truth, COCO):
+    coco_class = require_package("pycocotools.coco", "COCO-format evaluation").COCO
+    if isinstance(ground_truth, coco_class):
         return ground_truth
     path = Path(ground_truth)
     if not path.is_file():
         raise FileNotFoundError(f"COCO-format ground-truth file not found: {path}")
-    coco = COCO()
+    coco = coco_class()
     coco.dataset = read_json(path)
     with contextlib.redirect_stdout(io.StringIO()):
         coco.createIndex()
@@ -97,7 +99,8 @@ def coco_stats(
     _check_image_ids(coco_gt, results)
     with contextlib.redirect_stdout(io.StringIO()):
         coco_dt = coco_gt.loadRes([dict(r) for r in results])
-        evaluator = COCOeval(coco_gt, coco_dt, iouType=iou_type)
+        cocoeval = require_package("pycocotools.cocoeval", "COCO-format evaluation")
+        evaluator = cocoeval.COCOeval(coco_gt, coco_dt, iouType=iou_type)
         evaluator.params.useCats = 0
         # Even with useCats=0, pycocotools collects detections only under the ground truth's category ids;
         # results are labelled 1, which RefCOCO sets need not contain, so every label is listed.
@@ -144,7 +147,7 @@ def masks_to_coco_results(
     if len(queries) != len(scores):
         raise ValueError(f"got {len(queries)} query indices for {len(scores)} scores")
     array = np.asfortranarray(masks.detach().cpu().numpy().astype(np.uint8).transpose(1, 2, 0))
-    rles = mask_utils.encode(array)
+    rles = require_package("pycocotools.mask", "COCO-format evaluation").encode(array)
     results = []
     for query, score, rle in zip(queries, scores.detach().cpu().tolist(), rles):
         segmentation = {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
@@ -255,6 +258,7 @@ def precision_and_iou(
         ``P@0.5`` .. ``P@0.9``, ``overall_iou``, ``mean_iou`` (see :func:`summarize_ious`).
     """
     coco_gt = load_coco_ground_truth(ground_truth)
+    mask_utils = require_package("pycocotools.mask", "COCO-format evaluation")
     intersections, unions = [], []
     for image_id, prediction in top_predictions_per_image(coco_gt, predictions):
         gt_rle = coco_gt.annToRLE(single_annotation(coco_gt, image_id))

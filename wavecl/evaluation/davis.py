@@ -40,7 +40,7 @@ from torch import Tensor
 from wavecl.atomic import atomic_path
 from wavecl.data.davis import davis_result_path, read_split_list
 from wavecl.data.palette import save_index_png
-from wavecl.data.paths import natural_sort_key
+from wavecl.data.paths import is_hidden, listed_files
 from wavecl.data.ytvos import read_index_mask
 
 BOUNDARY_THRESHOLD = 0.008
@@ -338,10 +338,10 @@ def evaluate_davis_folder(
     if not results_dir.is_dir():
         raise FileNotFoundError(f"results folder not found: {results_dir}")
     if sequences is None:
-        sequences = sorted(p.name for p in gt_dir.iterdir() if p.is_dir())
+        sequences = sorted(p.name for p in gt_dir.iterdir() if p.is_dir() and not is_hidden(p.name))
     per_object: dict[str, dict[str, float]] = {}
     for sequence in sequences:
-        gt_paths = sorted((gt_dir / sequence).glob("*.png"), key=lambda path: natural_sort_key(path.name))
+        gt_paths = listed_files(gt_dir / sequence, (".png",))
         if not gt_paths:
             raise FileNotFoundError(f"no ground-truth PNGs in {gt_dir / sequence}")
         gt_labels = np.stack([read_index_mask(p) for p in gt_paths])

@@ -8,11 +8,12 @@ chunk, whose masks are merged) stay on one rank, in consecutive batches, so no r
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Protocol
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from wavecl.amp import PrecisionPolicy, decide_precision
 from wavecl.data.collate import collate_clips
@@ -35,6 +36,31 @@ class Evaluator(Protocol):
     def update(self, outputs: WaveCLOutput, batch: Batch) -> None: ...
 
     def summarize(self) -> dict[str, float]: ...
+
+
+def dataset_sentences(dataset: Dataset) -> Iterator[tuple[str, str]]:
+    """``(text, where)`` of every sample's sentence, from each dataset's ``sentence(index)`` (through a
+    :class:`~torch.utils.data.ConcatDataset` too); a dataset without that method yields nothing, and its
+    sentences are checked as they are encoded."""
+    if isinstance(dataset, ConcatDataset):
+        for child in dataset.datasets:
+            yield from dataset_sentences(child)
+    elif hasattr(dataset, "sentence"):
+        for index in range(len(dataset)):
+            yield dataset.sentence(index)
+
+
+def check_dataset_sentences(model: WaveCL, dataset: Dataset) -> None:
+    """Refuse, before any sample is read or any prediction written, a dataset whose sentences the text
+    encoder cannot take (:meth:`~wavecl.model.wavecl.WaveCL.check_sentences`, each distinct text once).
+
+    Raises:
+        ValueError: naming the file and the expression of the first sentence that is too long.
+    """
+    first_source: dict[str, str] = {}
+    for text, where in dataset_sentences(dataset):
+        first_source.setdefault(text, where)
+    model.check_sentences(list(first_source), [f"the expression at {where}" for where in first_source.values()])
 
 
 @torch.inference_mode()
@@ -69,7 +95,10 @@ def run_evaluation(
     Raises:
         NonFiniteOutputError: the model's outputs for a batch hold NaN or inf (thresholded they would
             pass for empty masks); the message names the tensors and the batch's samples.
+        ValueError: a sentence longer than the text encoder accepts, before any batch
+            (:func:`check_dataset_sentences`).
     """
+    check_dataset_sentences(model, dataset)
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device

@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pycocotools.coco import COCO
 from torch import Tensor
 from torchvision.ops import box_convert
 
@@ -40,6 +39,9 @@ from wavecl.evaluation.a2d import (
 )
 from wavecl.model.output import WaveCLOutput
 from wavecl.model.postprocess import refcoco_postprocess
+
+if TYPE_CHECKING:
+    from pycocotools.coco import COCO
 
 PRIMARY_METRIC = "segm mAP 0.5:0.95"
 

@@ -23,13 +23,14 @@ from typing import Any
 from torch.utils.data import Dataset
 
 from wavecl.data.davis import find_davis_folder
-from wavecl.data.paths import natural_sorted, read_json
+from wavecl.data.paths import natural_sorted
 from wavecl.data.types import ClipSample
 from wavecl.data.ytvos import YTVOSGroundTruth, YTVOSPaths, evaluated_videos
 from wavecl.evaluation.a2d import a2d_metrics
 from wavecl.evaluation.davis import ref_davis_metrics
 from wavecl.evaluation.refcoco import evaluate_refcoco_sets, refcoco_ground_truth
 from wavecl.evaluation.ytvos import check_ytvos_submission, score_ytvos_predictions
+from wavecl.jsonio import read_json
 
 RESULT_KEYS = ("image_id", "category_id", "segmentation", "score")
 

@@ -28,7 +28,7 @@ from torch import Tensor
 
 from wavecl.atomic import atomic_path, save_image, write_text
 from wavecl.data.identifiers import check_identifier
-from wavecl.data.paths import open_image
+from wavecl.data.paths import is_hidden, open_image
 from wavecl.data.ytvos import YTVOSGroundTruth, read_index_mask
 from wavecl.evaluation.davis import db_eval_boundary, db_eval_iou, write_csv
 
@@ -101,7 +101,7 @@ def zip_submission(annotations_root: str | os.PathLike[str], zip_path: str | os.
     with atomic_path(zip_path) as temporary, zipfile.ZipFile(temporary, "w", compression=zipfile.ZIP_STORED) as archive:
         archive.write(root, ANNOTATIONS_FOLDER)
         for path in sorted(root.rglob("*")):
-            if path.name.startswith("."):
+            if any(is_hidden(part) for part in path.relative_to(root).parts):
                 continue
             archive.write(path, f"{ANNOTATIONS_FOLDER}/{path.relative_to(root).as_posix()}")
     return zip_path

@@ -25,20 +25,19 @@ from torch import Tensor
 
 from wavecl.amp import decide_precision
 from wavecl.config import DEFAULT_AMP, AmpMode
-from wavecl.data.paths import natural_sorted, read_image
+from wavecl.data.paths import FRAME_SUFFIXES, listed_files, read_image
 from wavecl.data.transforms import ClipTransform, clean_expression, resize_shape
 from wavecl.data.video import iter_video_frames, probe_video
 from wavecl.device import resolve_device
 from wavecl.model.compile import compile_model
 from wavecl.model.output import NonFiniteOutputError
 from wavecl.model.postprocess import MASK_THRESHOLD, video_postprocess
+from wavecl.model.text import sentence_start
 from wavecl.model.wavecl import WaveCL
 from wavecl.progress import progress_bar
 
 VideoInput = str | os.PathLike | Sequence[Image.Image] | np.ndarray
 """An mp4 (or any FFmpeg-readable) file, a folder of frames, a list of PIL images or a ``[T, H, W, 3]`` uint8 array."""
-
-FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
 @dataclass
@@ -61,14 +60,14 @@ class VideoSource:
 
 
 def frame_files(folder: Path) -> list[Path]:
-    """The ``.jpg``/``.jpeg``/``.png`` files of ``folder`` in natural name order (``frame2`` before ``frame10``).
+    """The ``.jpg``/``.jpeg``/``.png`` files of ``folder`` in natural name order (``frame2`` before ``frame10``);
+    hidden files, macOS's ``._name`` copies among them, are not frames (:func:`wavecl.data.paths.listed_files`).
 
     Raises:
         ValueError: the folder holds no frame, or two frames share a name without extension
             (``a.jpg`` and ``a.png``), which would give their masks one file name.
     """
-    names = natural_sorted(p.name for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES)
-    files = [folder / name for name in names]
+    files = listed_files(folder, FRAME_SUFFIXES)
     if not files:
         raise ValueError(f"no frames ({', '.join(FRAME_SUFFIXES)}) in folder {folder}")
     seen: dict[str, Path] = {}
@@ -117,15 +116,6 @@ def open_video(video: VideoInput) -> VideoSource:
     if len(video) == 0:
         raise ValueError("the video has no frames")
     return VideoSource((frame.convert("RGB") for frame in video), len(video), None, "frame list")
-
-
-def _check_sentences(sentences: Sequence[str] | str) -> list[str]:
-    """The sentences, cleaned as the datasets clean them (lower case, single spaces)."""
-    if isinstance(sentences, str):
-        sentences = [sentences]
-    if len(sentences) == 0:
-        raise ValueError("no sentences given: at least one referring expression is needed")
-    return [clean_expression(text, f"sentence {index} ({text!r})") for index, text in enumerate(sentences)]
 
 
 class VideoPredictor:
@@ -181,6 +171,30 @@ class VideoPredictor:
         self.precision = decide_precision(amp, self.device)
         self.progress = progress
         self.threshold = threshold
+
+    def check_sentences(self, sentences: Sequence[str] | str, names: Sequence[str] | None = None) -> list[str]:
+        """The sentences cleaned as the datasets clean them (lower case, single spaces), each checked
+        before any frame is read: not empty, and not longer than the text encoder accepts.
+
+        Args:
+            sentences: ``N`` referring expressions (a single string counts as one).
+            names: how messages name each sentence's source (``--text 2``, ``line 2``); ``sentence i``
+                (0-based) when ``None``.
+
+        Raises:
+            ValueError: no sentence, an empty one, or one with more tokens than the text encoder accepts;
+                the message names it and quotes its start.
+        """
+        if isinstance(sentences, str):
+            sentences = [sentences]
+        if len(sentences) == 0:
+            raise ValueError("no sentences given: at least one referring expression is needed")
+        names = [f"sentence {index}" for index in range(len(sentences))] if names is None else list(names)
+        if len(names) != len(sentences):
+            raise ValueError(f"{len(sentences)} sentences but {len(names)} names")
+        texts = [clean_expression(text, f"{name} ({sentence_start(text)})") for name, text in zip(names, sentences)]
+        self.model.check_sentences(texts, names)
+        return texts
 
     def predict_window(self, frames: Sequence[Image.Image], sentences: Sequence[str]) -> Tensor:
         """Segment one clip: one backbone pass, then the sentences ``sentences_per_pass`` at a time.
@@ -240,10 +254,11 @@ class VideoPredictor:
 
         Raises:
             FileNotFoundError / ValueError: missing or unreadable video (the message names it), an empty
-                video or sentence, frames of different sizes or of a shape the resize cannot keep (1x5000);
+                video, a sentence :meth:`check_sentences` refuses (before any frame is read), frames of
+                different sizes or of a shape the resize cannot keep (1x5000);
                 a refused image or video (:class:`~wavecl.data.paths.UnsupportedImageError`).
         """
-        texts = _check_sentences(sentences)
+        texts = self.check_sentences(sentences)
         source = open_video(video)
         first_size: tuple[int, int] | None = None
         window: list[Image.Image] = []

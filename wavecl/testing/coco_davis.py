@@ -11,10 +11,10 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-from pycocotools import mask as coco_mask
 
 from wavecl.atomic import save_image, write_json, write_text
 from wavecl.data.palette import save_index_png
+from wavecl.optional import require_package
 
 # ----------------------------------------------------------------------------------------- RefCOCO
 
@@ -83,6 +83,7 @@ def write_refcoco_fixture(
       sentence has capitals and extra spaces;
     * a pseudo-image whose only annotation is a crowd region, and one whose box has zero width.
     """
+    coco_mask = require_package("pycocotools.mask", "writing the RefCOCO fixture")
     rng = np.random.default_rng(seed)
     root = Path(root)
     image_dir = root / "train2014"

@@ -26,6 +26,7 @@ from wavecl.config import LossConfig
 from wavecl.data.types import FrameTarget
 from wavecl.distributed import all_reduce_mean
 from wavecl.model.output import WaveCLOutput
+from wavecl.training.giou import reference_generalized_iou
 from wavecl.training.matcher import (
     HungarianMatcher,
     NonFiniteCostError,
@@ -85,8 +86,10 @@ class SetCriterion(nn.Module):
     Args:
         matcher: assigns queries to target instances per clip.
         num_classes: ``K`` of ``pred_cls`` (1: "is the referred object"; 65 for Ref-YouTube-VOS).
-        loss: loss weights (used by :meth:`weighted_total` and :attr:`weight_dict`) and the focal
-            ``focal_alpha``, ``focal_gamma`` of both focal losses; the published values by default.
+        loss: loss weights (used by :meth:`weighted_total` and :attr:`weight_dict`), the focal
+            ``focal_alpha``, ``focal_gamma`` of both focal losses and the ``giou_form`` of the box loss
+            (:func:`giou_loss`, or the original's :func:`~wavecl.training.giou.reference_generalized_iou`);
+            the published values by default.
         num_aux_layers: number of auxiliary decoder layers in the outputs (decoder layers - 1).
     """
 
@@ -104,6 +107,7 @@ class SetCriterion(nn.Module):
         self.weights = {term: getattr(loss, term) for term in LOSS_TERMS}
         self.focal_alpha = loss.focal_alpha
         self.focal_gamma = loss.focal_gamma
+        self.giou_form = loss.giou_form
         self.num_aux_layers = num_aux_layers
 
     @property
@@ -247,7 +251,11 @@ class SetCriterion(nn.Module):
         target = torch.cat(
             [row[b].boxes[instances].float() for row in targets for b, instances in enumerate(instance_idx)]
         )  # [T*N, 4]
-        giou = giou_loss(box_convert(pred, "cxcywh", "xyxy"), box_convert(target, "cxcywh", "xyxy")).sum()
+        pred_xyxy, target_xyxy = box_convert(pred, "cxcywh", "xyxy"), box_convert(target, "cxcywh", "xyxy")
+        if self.giou_form == "reference":
+            giou = (1 - reference_generalized_iou(pred_xyxy, target_xyxy)).sum()
+        else:
+            giou = giou_loss(pred_xyxy, target_xyxy).sum()
         return {
             "loss_bbox": F.l1_loss(pred, target, reduction="sum") / num_masks,
             "loss_giou": giou / num_masks,

@@ -28,12 +28,12 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from wavecl.atomic import write_json
 from wavecl.config import Config, apply_overrides, load_config
-from wavecl.data.paths import read_json
 from wavecl.data.synthetic import write_synthetic_ytvos
 from wavecl.data.ytvos import YTVOSPaths, evaluated_videos
 from wavecl.device import resolve_device
 from wavecl.distributed import DistInfo
 from wavecl.inference.run import predict_video
+from wavecl.jsonio import read_json
 from wavecl.training.run_dir import RunLock
 from wavecl.training.trainer import Trainer
 

@@ -17,6 +17,7 @@ names the cost terms, so the trainer's ``train.nonfinite_loss`` policy can stop 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 import torch
@@ -28,6 +29,7 @@ from torchvision.ops import box_convert, generalized_box_iou
 
 from wavecl.data.types import FrameTarget
 from wavecl.model.output import WaveCLOutput
+from wavecl.training.giou import reference_generalized_iou
 
 
 class NonFiniteCostError(FloatingPointError):
@@ -123,6 +125,8 @@ class HungarianMatcher:
     Args:
         cost_class, cost_dice, cost_bbox, cost_giou, cost_con: weights of the cost terms.
         focal_alpha, focal_gamma: parameters of the class cost.
+        giou_form: ``"torchvision"`` (``torchvision.ops.generalized_box_iou``, 0/0 for two empty boxes) or
+            ``"reference"`` (:func:`~wavecl.training.giou.reference_generalized_iou`, the original's form).
     """
 
     def __init__(
@@ -134,7 +138,10 @@ class HungarianMatcher:
         cost_con: float = 0.0,
         focal_alpha: float = 0.25,
         focal_gamma: float = 2.0,
+        giou_form: Literal["torchvision", "reference"] = "torchvision",
     ) -> None:
+        if giou_form not in ("torchvision", "reference"):
+            raise ValueError(f"giou_form must be 'torchvision' or 'reference', got {giou_form!r}")
         self.cost_class = cost_class
         self.cost_dice = cost_dice
         self.cost_bbox = cost_bbox
@@ -142,6 +149,7 @@ class HungarianMatcher:
         self.cost_con = cost_con
         self.focal_alpha = focal_alpha
         self.focal_gamma = focal_gamma
+        self.giou_form = giou_form
 
     @torch.no_grad()
     def __call__(self, outputs: WaveCLOutput, targets: list[list[FrameTarget]]) -> list[tuple[Tensor, Tensor]]:
@@ -251,10 +259,20 @@ class HungarianMatcher:
         """L1 distance of cxcywh boxes, averaged over frames: ``[T, Q, 4]``, ``[T, M, 4]`` -> ``[Q, M]``."""
         return torch.cdist(pred_boxes, target_boxes, p=1).mean(dim=0)
 
-    @staticmethod
-    def giou_cost(pred_boxes: Tensor, target_boxes: Tensor) -> Tensor:
-        """Negative generalised IoU, averaged over frames: ``[T, Q, 4]``, ``[T, M, 4]`` (cxcywh) -> ``[Q, M]``."""
+    def giou_cost(self, pred_boxes: Tensor, target_boxes: Tensor) -> Tensor:
+        """Negative generalised IoU in :attr:`giou_form`, averaged over frames.
+
+        Args:
+            pred_boxes: ``[T, Q, 4]`` cxcywh.
+            target_boxes: ``[T, M, 4]`` cxcywh.
+
+        Returns:
+            ``[Q, M]``.
+        """
         pred_xyxy = box_convert(pred_boxes, "cxcywh", "xyxy")
         target_xyxy = box_convert(target_boxes, "cxcywh", "xyxy")
-        giou = torch.stack([generalized_box_iou(p, t) for p, t in zip(pred_xyxy, target_xyxy)])
+        if self.giou_form == "reference":
+            giou = reference_generalized_iou(pred_xyxy[:, :, None], target_xyxy[:, None])
+        else:
+            giou = torch.stack([generalized_box_iou(p, t) for p, t in zip(pred_xyxy, target_xyxy)])
         return -giou.mean(dim=0)

@@ -34,7 +34,7 @@ from typing import Any
 
 from wavecl.atomic import remove_temporaries, temporary_directory, write_json
 from wavecl.checkpoint import has_checkpoint, latest_checkpoint
-from wavecl.config import Config, apply_overrides, load_config
+from wavecl.config import TRAINING_ONLY_MODEL_FIELDS, Config, apply_overrides, load_config
 
 log = logging.getLogger("wavecl.train")
 
@@ -323,13 +323,20 @@ def differences_listing(differences: dict[str, tuple[Any, Any]]) -> str:
 
 
 def _require_agreement(
-    run_dir: Path, run_config: Config, config_file: Config, overrides: dict[str, Any], source: str, sections: tuple
+    run_dir: Path,
+    run_config: Config,
+    config_file: Config,
+    overrides: dict[str, Any],
+    source: str,
+    sections: tuple,
+    ignored: frozenset[str] = frozenset(),
 ) -> None:
-    """Raise when ``config_file`` differs from the run's config in ``sections`` on a field not overridden."""
+    """Raise when ``config_file`` differs from the run's config in ``sections`` on a field not overridden
+    (``ignored`` holds dotted field names that may differ)."""
     disagree = {
         key: values
         for key, values in config_differences(run_config, config_file).items()
-        if key.partition(".")[0] in sections and key not in overrides
+        if key.partition(".")[0] in sections and key not in overrides and key not in ignored
     }
     if disagree:
         raise RunDirectoryError(
@@ -383,7 +390,9 @@ def evaluation_config(
 
     Without ``config_file``: the run's ``config.yaml``. With it: the file (its dataset, sizes, output
     folder), but the network of the run: the file's ``model`` section must agree with the run's on every
-    field not set explicitly. ``overrides`` are applied last.
+    field not set explicitly, except the training-only ones (:data:`~wavecl.config.TRAINING_ONLY_MODEL_FIELDS`,
+    e.g. a Ref-DAVIS17 config evaluating a finetune that trained its text encoder). ``overrides`` are
+    applied last.
 
     Raises:
         RunDirectoryError: the file's ``model`` section disagrees with the run's (fields named).
@@ -391,7 +400,8 @@ def evaluation_config(
     run_config = load_config(run_dir / CONFIG_FILENAME)
     if config_file is None:
         return apply_overrides(run_config, overrides)
-    _require_agreement(run_dir, run_config, config_file, overrides, source, ("model",))
+    training_only = frozenset(f"model.{name}" for name in TRAINING_ONLY_MODEL_FIELDS)
+    _require_agreement(run_dir, run_config, config_file, overrides, source, ("model",), training_only)
     return apply_overrides(dataclasses.replace(config_file, model=run_config.model), overrides)
 
 

@@ -6,7 +6,10 @@ A run directory ``<output_dir>/<dataset_name>/<version>/`` holds:
   ``run_info.json``: the flags given explicitly, world size, git revision and command line of the
   start, and one entry per resume;
 - ``log.jsonl``: one JSON line per epoch (training averages and evaluation metrics), appended to;
-- ``tensorboard/``: every loss term and learning rate per step, metrics per evaluation;
+- ``tensorboard/``: every loss term and learning rate per step, metrics per evaluation (when the
+  ``tensorboard`` package is installed); the step axis counts the steps the run has trained, so it
+  continues without a gap or an overlap when a resume changes the steps per epoch (another number of
+  GPUs, batch size or ``train.max_steps_per_epoch``);
 - ``checkpoints/``: one folder per epoch, and optionally every ``train.checkpoint_every_steps`` steps
   (:mod:`wavecl.checkpoint`), the frozen parameters once per run;
 - ``train.lock`` while a trainer writes into it (:mod:`wavecl.training.run_dir`).
@@ -33,13 +36,12 @@ import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
-from torch.utils.tensorboard import SummaryWriter
 
 from wavecl.amp import decide_precision
 from wavecl.atomic import write_text
@@ -71,6 +73,7 @@ from wavecl.evaluation.datasets import build_dataset, check_dataset, evaluate_mo
 from wavecl.model.compile import compile_model
 from wavecl.model.wavecl import build_model
 from wavecl.model.weights import load_weights
+from wavecl.optional import package_available
 from wavecl.progress import progress_bar
 from wavecl.training.criterion import SetCriterion
 from wavecl.training.matcher import HungarianMatcher, NonFiniteCostError
@@ -94,6 +97,9 @@ from wavecl.training.run_dir import (
     start_history,
 )
 from wavecl.training.seeding import rank_seed, seed_process
+
+if TYPE_CHECKING:
+    from torch.utils.tensorboard import SummaryWriter
 
 log = logging.getLogger("wavecl.train")
 
@@ -170,6 +176,7 @@ def build_criterion(config: Config) -> SetCriterion:
         cost_con=loss.cost_con,
         focal_alpha=loss.focal_alpha,
         focal_gamma=loss.focal_gamma,
+        giou_form=loss.giou_form,
     )
     return SetCriterion(
         matcher,
@@ -303,6 +310,7 @@ class Trainer:
         seed_process(rank_seed(train_cfg.seed, dist.rank))  # from here on, every rank draws its own numbers
         self.start_epoch = 0
         self.start_step = 0  # steps of start_epoch already trained (a mid-epoch resume)
+        self.global_step = 0  # steps the run has trained, whatever the steps per epoch were then
         self.resumed_totals: EpochResult | None = None
         self.unfinished_epoch: tuple[int, CheckpointPaths, EpochResult | None] | None = None
         self.best_metric: float | None = None
@@ -317,6 +325,15 @@ class Trainer:
         """Rank 0: create the run directory, write its config and run info, open TensorBoard."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._save_run_config(explicit_overrides, resume)
+        if not package_available("tensorboard"):
+            log.warning(
+                "TensorBoard is not installed (pip install tensorboard): no tensorboard/ curves for this run; "
+                "log.jsonl has every epoch's losses and metrics"
+            )
+            return
+        from torch.utils.tensorboard import SummaryWriter
+
+        # Steps from global_step on belong to an interrupted stretch of the run that is trained again.
         self.writer = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=self.global_step)
 
     @property
@@ -352,11 +369,6 @@ class Trainer:
         batches = math.ceil(len(self.sampler) / self.config.train.batch_size)
         limit = self.config.train.max_steps_per_epoch
         return min(batches, limit) if limit else batches
-
-    @property
-    def global_step(self) -> int:
-        """Steps trained before this process started (the TensorBoard step of the next one)."""
-        return self.start_epoch * self.steps_per_epoch + self.start_step
 
     def _save_run_config(self, explicit_overrides: dict[str, Any], resume: bool) -> None:
         write_text(self.run_dir / "config.yaml", self.config.to_yaml())
@@ -412,6 +424,9 @@ class Trainer:
         self._apply_schedule_changes()
         totals = state.get("epoch_totals")
         totals = EpochResult(**totals) if totals is not None else None
+        # Checkpoints written before "global_step" was saved: the steps per epoch are taken as today's.
+        last_step = self.steps_per_epoch - 1 if step is None else int(step)
+        self.global_step = int(state.get("global_step", epoch * self.steps_per_epoch + last_step + 1))
         if step is None:
             self.start_epoch = epoch + 1
             self.unfinished_epoch = self._unrecorded(epoch, CheckpointPaths.of(path), totals)
@@ -614,6 +629,8 @@ class Trainer:
         for step, batch in enumerate(self._loader(epoch, first_step), start=first_step):
             if step >= self.steps_per_epoch:
                 break
+            tensorboard_step = self.global_step
+            self.global_step += 1
             last_micro_step = (step + 1) % accumulate == 0 or step + 1 == self.steps_per_epoch
             reduced = self.train_step(batch, epoch, step, last_micro_step)
             if reduced is None:
@@ -627,11 +644,10 @@ class Trainer:
             bar.set_postfix(loss=f"{reduced['loss']:.3f}", lr=f"{lr:.2e}", refresh=False)
             bar.update(1)
             if self.writer is not None:
-                global_step = epoch * self.steps_per_epoch + step
                 for key, value in reduced.items():
-                    self.writer.add_scalar(f"train/{key}", value, global_step)
+                    self.writer.add_scalar(f"train/{key}", value, tensorboard_step)
                 for index, group in enumerate(self.optimizer.param_groups):
-                    self.writer.add_scalar(f"lr/{group.get('name', index)}", group["lr"], global_step)
+                    self.writer.add_scalar(f"lr/{group.get('name', index)}", group["lr"], tensorboard_step)
             every = config.checkpoint_every_steps
             if every and (step + 1) % every == 0 and step + 1 < self.steps_per_epoch:
                 bad = sum(gather_objects(self._bad_sample_count() - bad_before))  # collective: all ranks
@@ -716,6 +732,7 @@ class Trainer:
                 "scaler": self.scaler.state_dict(),
                 "rng": rng_per_rank,
                 "epoch_totals": totals.as_state(),
+                "global_step": self.global_step,
             }
             return save_checkpoint(
                 self.checkpoints_dir, epoch, self.model.state_dict(), state, step=step, frozen=self.frozen_names
