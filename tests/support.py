@@ -81,3 +81,22 @@ def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
         code = exit_.code if isinstance(exit_.code, int) else 1
     captured = capsys.readouterr()
     return code, captured.out, captured.err
+
+
+def tree_state(root: Path) -> dict[str, tuple[int, int, int]]:
+    """``{relative path: (size, mtime_ns, mode)}`` of every file and folder under ``root``."""
+    state = {}
+    for path in sorted(root.rglob("*")):
+        info = path.lstat()
+        state[path.relative_to(root).as_posix()] = (
+            info.st_size if path.is_file() else 0,
+            info.st_mtime_ns,
+            info.st_mode,
+        )
+    return state
+
+
+def set_writable(root: Path, writable: bool) -> None:
+    for path in [root, *root.rglob("*")]:
+        mode = path.stat().st_mode
+        path.chmod(mode | 0o200 if writable else mode & ~0o222)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from support import constant_prediction, run_cli
+from support import constant_prediction, run_cli, set_writable, tree_state
 
 from wavecl.config import apply_overrides, load_config
 from wavecl.data.collate import collate_clips
@@ -190,25 +190,6 @@ def test_annotated_split_needs_an_object_id_per_expression(own_data):
     meta_path.write_text(json.dumps(meta))
     with pytest.raises(ValueError, match=rf"{meta_path}: video '{video}' expression '0' needs an integer 'obj_id'"):
         YTVOSGroundTruth(own_data)
-
-
-def tree_state(root: Path) -> dict[str, tuple[int, int, int]]:
-    """``{relative path: (size, mtime_ns, mode)}`` of every file and folder under ``root``."""
-    state = {}
-    for path in sorted(root.rglob("*")):
-        info = path.lstat()
-        state[path.relative_to(root).as_posix()] = (
-            info.st_size if path.is_file() else 0,
-            info.st_mtime_ns,
-            info.st_mode,
-        )
-    return state
-
-
-def set_writable(root: Path, writable: bool) -> None:
-    for path in [root, *root.rglob("*")]:
-        mode = path.stat().st_mode
-        path.chmod(mode | 0o200 if writable else mode & ~0o222)
 
 
 def test_demo_trains_on_a_read_only_folder_of_own_data(tmp_path, capsys):

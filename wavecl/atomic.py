@@ -22,7 +22,7 @@ import shutil
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from PIL import Image
 
@@ -127,6 +127,29 @@ def replace_directory(staging: str | os.PathLike[str], directory: str | os.PathL
     os.replace(directory, previous)
     os.replace(staging, directory)
     shutil.rmtree(previous)
+
+
+def place_folder(source: Path, destination: Path, mode: Literal["symlink", "copy"]) -> None:
+    """Make ``destination`` show ``source``'s files, replacing what was there: an absolute symbolic link to
+    the folder (``"symlink"``) or a copy of it (``"copy"``), each put in place with one rename.
+
+    Raises:
+        OSError: the link or copy cannot be made (e.g. symbolic links not permitted on this system).
+    """
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    if destination.is_symlink() or destination.is_file():
+        destination.unlink()
+    elif destination.is_dir():
+        shutil.rmtree(destination)
+    if mode == "symlink":
+        temporary = destination.parent / f".{destination.name}.{os.getpid()}.link"
+        temporary.unlink(missing_ok=True)
+        temporary.symlink_to(source.resolve(), target_is_directory=True)
+        os.replace(temporary, destination)
+    else:
+        temporary = temporary_directory(destination)
+        shutil.copytree(source, temporary, dirs_exist_ok=True)
+        os.replace(temporary, destination)
 
 
 @contextmanager

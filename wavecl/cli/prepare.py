@@ -42,6 +42,24 @@ def prepare_ytvos_samples(args: argparse.Namespace) -> None:
     console.print(f"Ref-YouTube-VOS training windows (size {args.window_size}): {len(samples)} -> {escape(str(out))}")
 
 
+def prepare_ytvos_holdout(args: argparse.Namespace) -> None:
+    """``wavecl prepare ytvos-holdout``."""
+    from wavecl.data.holdout import default_holdout_dir, write_ytvos_holdout
+
+    out = Path(args.out) if args.out else default_holdout_dir(args.cache_dir, args.root, args.videos, args.seed)
+    holdout = write_ytvos_holdout(args.root, out, args.videos, args.seed, mode="copy" if args.copy else "symlink")
+    console.print(
+        f"Ref-YouTube-VOS hold-out (seed {holdout.seed}): {len(holdout.train_videos)} training videos, "
+        f"{len(holdout.held_out_videos)} held out -> {escape(str(holdout.root))}"
+    )
+    if holdout.left_out_expressions or holdout.kept_in_training:
+        console.print(
+            f"left out: {len(holdout.left_out_expressions)} held-out expressions whose object is in none of the "
+            f"masks; {len(holdout.kept_in_training)} drawn videos with none to score stay in training"
+        )
+    console.print(f"train and score with --data-root {escape(str(holdout.root))}")
+
+
 def prepare_davis(args: argparse.Namespace) -> None:
     """``wavecl prepare davis``."""
     from wavecl.data.davis import convert_davis, find_davis_folder
@@ -86,6 +104,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "  wavecl prepare a2d-gt --root data/a2d_sentences\n"
         "  wavecl prepare jhmdb-gt --root data/jhmdb_sentences\n"
         "  wavecl prepare ytvos-samples --root data/refer_youtube_vos --window-size 8 --workers 8\n"
+        "  wavecl prepare ytvos-holdout --root data/refer_youtube_vos --videos 200 --seed 0\n"
         "  wavecl prepare davis --root data/refer-davis\n"
         "  wavecl prepare synthetic --root data/synthetic --videos 64 --valid-videos 16 --seed 0\n"
         "  wavecl prepare check --root data/my_videos\n",
@@ -161,6 +180,38 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     ytvos.add_argument("--out", default=None, help="output json (default: the training cache file under --cache-dir)")
     ytvos.set_defaults(handler=prepare_ytvos_samples)
+
+    holdout = subcommand(
+        tasks,
+        "ytvos-holdout",
+        "hold out Ref-YouTube-VOS training videos for local J&F",
+        "Draw --videos training videos with --seed and write a Ref-YouTube-VOS-layout view whose valid\n"
+        "split is those videos, with their masks, and whose train split is the others (video folders\n"
+        "linked, or copied with --copy). Train and evaluate with --data-root <view>: J and F are computed\n"
+        "locally. The dataset folder is only read; a previous view at the output is replaced.\n"
+        "Not comparable with the server's valid numbers (docs/datasets.md, 'Local validation').",
+        "  wavecl prepare ytvos-holdout --root data/refer_youtube_vos --videos 200 --seed 0\n"
+        "  wavecl prepare ytvos-holdout --root data/refer_youtube_vos --videos 200 --seed 0 --out runs/holdout\n",
+    )
+    holdout.add_argument(
+        "--root",
+        default="data/refer_youtube_vos",
+        help="Ref-YouTube-VOS folder or its parent (default data/refer_youtube_vos)",
+    )
+    holdout.add_argument("--videos", type=int, required=True, help="training videos to hold out")
+    holdout.add_argument("--seed", type=int, default=0, help="seed of the draw (default 0)")
+    holdout.add_argument(
+        "--cache-dir",
+        default=None,
+        help="cache root of the default output (default $WAVECL_CACHE_DIR or ~/.cache/wavecl)",
+    )
+    holdout.add_argument(
+        "--out",
+        default=None,
+        help="view folder (default <cache>/<dataset>-<hash>/ytvos_holdout_n<videos>_seed<seed>)",
+    )
+    holdout.add_argument("--copy", action="store_true", help="copy video folders instead of symlinking them")
+    holdout.set_defaults(handler=prepare_ytvos_holdout)
 
     davis = subcommand(
         tasks,

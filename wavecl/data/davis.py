@@ -26,8 +26,6 @@ written to ``anno_<a>/<video>/<frame>.png`` (:func:`davis_result_path`).
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +35,7 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
-from wavecl.atomic import temporary_directory, write_json
+from wavecl.atomic import place_folder, write_json
 from wavecl.config import DataConfig
 from wavecl.data.identifiers import check_identifier
 from wavecl.data.paths import listed_files, read_image, require_file, resolve_dataset_root
@@ -139,24 +137,6 @@ def _frame_names(folder: Path, suffix: str) -> list[str]:
     return names
 
 
-def _place_folder(source: Path, destination: Path, mode: Literal["symlink", "copy"]) -> None:
-    """Make ``destination`` show ``source``'s files (absolute symlink or copy), replacing what was there."""
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    if destination.is_symlink() or destination.is_file():
-        destination.unlink()
-    elif destination.is_dir():
-        shutil.rmtree(destination)
-    if mode == "symlink":
-        temporary = destination.parent / f".{destination.name}.{os.getpid()}.link"
-        temporary.unlink(missing_ok=True)
-        temporary.symlink_to(source.resolve(), target_is_directory=True)
-        os.replace(temporary, destination)
-    else:
-        temporary = temporary_directory(destination)
-        shutil.copytree(source, temporary, dirs_exist_ok=True)
-        os.replace(temporary, destination)
-
-
 def convert_davis(
     root: str | Path, out_dir: str | Path, mode: Literal["symlink", "copy"] = "symlink"
 ) -> DavisConversion:
@@ -210,8 +190,8 @@ def convert_davis(
             objects_meta[video] = {
                 "objects": {str(obj): {"category": categories[str(obj)]} for obj in range(1, len(categories) + 1)}
             }
-            _place_folder(frames_folder, out_dir / split / "JPEGImages" / video, mode)
-            _place_folder(masks_folder, out_dir / split / "Annotations" / video, mode)
+            place_folder(frames_folder, out_dir / split / "JPEGImages" / video, mode)
+            place_folder(masks_folder, out_dir / split / "Annotations" / video, mode)
         meta_paths[split] = out_dir / "meta_expressions" / split / "meta_expressions.json"
         write_json(meta_paths[split], {"videos": expressions_meta})
         write_json(out_dir / split / "meta.json", {"videos": objects_meta})
