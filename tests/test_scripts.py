@@ -11,6 +11,7 @@ all) are marked slow: ``pytest -m slow tests/test_scripts.py``.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from support import tree_state
 
 from wavecl.config import load_config
 from wavecl.data.ytvos import train_samples_cache_path
@@ -63,8 +65,9 @@ def pointer_target(pointer: Path) -> Path:
     return pointer.parent / pointer.read_text().strip()
 
 
-def check_training_run(run_dir: Path, config: str) -> tuple[dict, dict]:
-    """A finished one-epoch smoke run of ``configs/<config>``: its checkpoint, log and recorded config.
+def check_training_run(run_dir: Path, config: str, version: str | None = None) -> tuple[dict, dict]:
+    """A finished one-epoch smoke run of ``configs/<config>`` (named ``version``, by default the config's):
+    its checkpoint, log and recorded config.
 
     Returns the saved config (as a dict) and the epoch's log record.
     """
@@ -75,8 +78,9 @@ def check_training_run(run_dir: Path, config: str) -> tuple[dict, dict]:
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
     stage = load_config(REPO / "configs" / config)
     # The stage's optimisation hyper-parameters are kept; the model is the reduced one of configs/tiny.yaml.
-    for field in ("lr", "lr_backbone", "text_encoder_lr", "lr_drop", "lr_gamma", "version"):
+    for field in ("lr", "lr_backbone", "text_encoder_lr", "lr_drop", "lr_gamma"):
         assert saved["train"][field] == getattr(stage.train, field), field
+    assert saved["train"]["version"] == (version or stage.train.version)
     assert saved["model"]["num_classes"] == stage.model.num_classes
     assert saved["model"]["freeze_text_encoder"] == stage.model.freeze_text_encoder
     assert saved["model"]["d_model"] == 128 and saved["model"]["text_encoder"] == "minilm"
@@ -242,6 +246,32 @@ def test_train_ytvos_scratch(workspace):
     assert train_samples_cache_path(workspace / "runs" / "cache", root, 8).is_file()
     assert not (root / "wavecl_ytvos_train_samples_ws8.json").exists(), "the dataset folder is only read"
     assert (run_dir / "eval" / "epoch_0000" / "submission.zip").is_file()
+
+
+@pytest.mark.slow
+def test_holdout_ytvos_trains_on_the_rest_and_scores_the_held_out_video(workspace):
+    """One of the fixture's two training videos held out in $CACHE_DIR: the run trains on the other, scores
+    the held-out one after the epoch (J&F, best) and leaves the dataset folder as it was."""
+    root = workspace / "data" / "refer_youtube_vos"
+    before = tree_state(root)
+    output = run_script("holdout_ytvos", workspace, HOLDOUT_VIDEOS="1", HOLDOUT_SEED="3")
+    view = workspace / "runs" / "cache" / "ytvos_holdout_n1_seed3"
+    record = json.loads((view / "holdout.json").read_text())
+    assert tree_state(root) == before
+    assert record["seed"] == 3 and len(record["held_out_videos"]) == 1 and len(record["train_videos"]) == 1
+    run_dir = workspace / "runs" / "ref_youtube_vos" / "ytb_holdout"
+    assert "runs/ref_youtube_vos/ytb_holdout" in output
+    saved, log = check_training_run(run_dir, "refer_youtube_vos.yaml", "ytb_holdout")
+    assert workspace / saved["data"]["root"] == view
+    windows = json.loads(train_samples_cache_path(workspace / "runs" / "cache", view, 8).read_text())["samples"]
+    assert {video for video, _, _ in windows} == set(record["train_videos"])
+    assert log["eval_J&F"] == pytest.approx((log["eval_J"] + log["eval_F"]) / 2)
+    assert pointer_target(run_dir / "checkpoints" / "best") == run_dir / "checkpoints" / "epoch_0000"
+    with open(run_dir / "eval" / "epoch_0000" / "per_expression.csv", newline="") as handle:
+        scored = {(row["video"], row["exp_id"]) for row in csv.DictReader(handle)}
+    (held_out,) = record["held_out_videos"]
+    valid = json.loads((view / "meta_expressions" / "valid" / "meta_expressions.json").read_text())["videos"]
+    assert scored == {(held_out, exp_id) for exp_id in valid[held_out]["expressions"]}
 
 
 @pytest.mark.slow

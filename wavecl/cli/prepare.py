@@ -49,8 +49,8 @@ def prepare_ytvos_holdout(args: argparse.Namespace) -> None:
     out = Path(args.out) if args.out else default_holdout_dir(args.cache_dir, args.root, args.videos, args.seed)
     holdout = write_ytvos_holdout(args.root, out, args.videos, args.seed, mode="copy" if args.copy else "symlink")
     console.print(
-        f"Ref-YouTube-VOS hold-out (seed {holdout.seed}): {len(holdout.train_videos)} training videos, "
-        f"{len(holdout.held_out_videos)} held out -> {escape(str(holdout.root))}"
+        f"Ref-YouTube-VOS hold-out (seed {holdout.seed}): {len(holdout.held_out_videos)} videos held out, "
+        f"{len(holdout.train_videos)} to train on -> {escape(str(holdout.root))}"
     )
     if holdout.left_out_expressions or holdout.kept_in_training:
         console.print(
