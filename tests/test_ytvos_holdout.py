@@ -200,3 +200,25 @@ def test_training_on_the_view_and_scoring_its_held_out_videos(tmp_path, capsys):
     assert 0 <= metrics["J"] <= 1 and 0 <= metrics["F"] <= 1
     assert metrics["J&F"] == pytest.approx((metrics["J"] + metrics["F"]) / 2)
     assert "J&F" in out and not (tmp_path / "eval" / "submission.zip").exists()
+
+
+def test_copies_instead_of_links(dataset, tmp_path):
+    holdout = write_ytvos_holdout(dataset, tmp_path / "view", 2, seed=0, mode="copy")
+    for split, videos in (("train", holdout.train_videos), ("valid", holdout.held_out_videos)):
+        for video in videos:
+            for kind in ("JPEGImages", "Annotations"):
+                copied, source = tmp_path / "view" / split / kind / video, dataset / "train" / kind / video
+                assert not copied.is_symlink() and copied.is_dir()
+                assert {path.name: path.read_bytes() for path in copied.iterdir()} == {
+                    path.name: path.read_bytes() for path in source.iterdir()
+                }
+
+
+def test_refused_symbolic_links_are_reported_with_the_remedy(dataset, tmp_path, monkeypatch):
+    def refuse(self, target, target_is_directory=False):
+        raise OSError(1, "Operation not permitted")
+
+    monkeypatch.setattr(Path, "symlink_to", refuse)
+    with pytest.raises(OSError, match=r"symbolic links refused here\? use copies: --copy"):
+        write_ytvos_holdout(dataset, tmp_path / "view", 2, seed=0)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["refer_youtube_vos"]  # no view, no staging
