@@ -91,13 +91,14 @@ def test_a_seed_gives_one_split_and_another_seed_another(dataset, tmp_path):
 
 
 def test_expressions_whose_object_is_never_seen_are_not_scored(dataset, tmp_path):
-    """Expression '0' of every video refers to an absent object (99), and one video has nothing else:
-    the held-out videos lose expression '0', that video is never held out, and the valid split checks clean."""
+    """Expression '0' of every video refers to an absent object (99) or to the background (0), and one video
+    has nothing else: the held-out videos lose expression '0', that video is never held out, and the valid
+    split checks clean."""
     meta_path = dataset / "meta_expressions" / "train" / "meta_expressions.json"
     meta = json.loads(meta_path.read_text())
     unscored = sorted(meta["videos"])[0]
-    for video_id, video in meta["videos"].items():
-        video["expressions"]["0"]["obj_id"] = 99
+    for index, (video_id, video) in enumerate(sorted(meta["videos"].items())):
+        video["expressions"]["0"]["obj_id"] = 99 if index % 2 else 0
         if video_id == unscored:
             video["expressions"] = {"0": video["expressions"]["0"]}
     meta_path.write_text(json.dumps(meta))

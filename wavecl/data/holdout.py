@@ -22,7 +22,8 @@ The draw is a permutation of the sorted training video ids by ``numpy.random.def
 walked in order: a drawn video joins the held-out split when at least one of its expressions refers to
 an object present in one of its masks (an expression whose object is in none is left out of the view's
 valid file, since an empty prediction would score J = F = 1 on it); a drawn video with no such
-expression stays in training. Only the drawn videos' masks are read.
+expression stays in training. Only the drawn videos' masks are read, each until its referred objects
+have all been seen.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ import numpy as np
 from wavecl.atomic import place_folder, replace_directory, temporary_directory, write_json
 from wavecl.data.paths import natural_sorted
 from wavecl.data.sample_cache import dataset_cache_dir
-from wavecl.data.ytvos import YTVOSPaths, objects_per_frame, read_expression_videos
+from wavecl.data.ytvos import YTVOSPaths, read_expression_videos, read_index_mask
 from wavecl.jsonio import read_json
 
 HOLDOUT_RECORD = "holdout.json"
@@ -80,24 +81,30 @@ def default_holdout_dir(
 
 
 def _scored_expressions(paths: YTVOSPaths, video_id: str, video: dict[str, Any]) -> dict[str, Any]:
-    """The expressions of one training video whose ``obj_id`` is present in at least one of its masks.
+    """The expressions of one training video whose ``obj_id`` is present in at least one of its masks
+    (pixel value 0 is the background, never an object).
+
+    Masks are decoded in frame order until every referred object has been seen (usually the first).
 
     Raises:
         ValueError: an expression has no integer ``obj_id`` (file, video and expression named).
+        FileNotFoundError / ValueError: a mask that is decoded is missing or not a palette or grey PNG.
     """
-    frames = natural_sorted(video["frames"])
-    present = {obj for objects in objects_per_frame(paths, video_id, frames).values() for obj in objects}
-    scored = {}
+    referred: dict[str, int] = {}
     for exp_id, expression in video["expressions"].items():
         try:
-            obj_id = int(expression["obj_id"])
+            referred[exp_id] = int(expression["obj_id"])
         except (KeyError, TypeError, ValueError):
             raise ValueError(
                 f"{paths.expressions('train')}: video {video_id!r} expression {exp_id!r} needs an integer 'obj_id'"
             ) from None
-        if obj_id in present:
-            scored[exp_id] = expression
-    return scored
+    present: set[int] = set()
+    for frame in natural_sorted(video["frames"]):
+        if set(referred.values()) <= present:
+            break
+        present.update(np.unique(read_index_mask(paths.mask_file(video_id, frame))).tolist())
+    present.discard(0)  # background
+    return {exp_id: video["expressions"][exp_id] for exp_id, obj_id in referred.items() if obj_id in present}
 
 
 def _draw(

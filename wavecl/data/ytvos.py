@@ -304,12 +304,8 @@ class YTVOSGroundTruth:
         raise KeyError(f"{self.paths.expressions(self.subset)} has no expression {exp_id!r} of video {video_id!r}")
 
 
-def objects_per_frame(paths: YTVOSPaths, video_id: str, frames: list[str]) -> dict[str, list[int]]:
-    """``{frame: object ids present, ascending}`` of one training video, from its ``train/Annotations`` PNGs.
-
-    Raises:
-        FileNotFoundError / ValueError: a mask is missing or not a palette or grey PNG (named).
-    """
+def _objects_per_frame(paths: YTVOSPaths, video_id: str, frames: list[str]) -> dict[str, list[int]]:
+    """``{frame: object ids present}`` of one training video."""
     present = {}
     for frame in frames:
         counts = np.bincount(read_index_mask(paths.mask_file(video_id, frame)).ravel(), minlength=256)
@@ -319,7 +315,7 @@ def objects_per_frame(paths: YTVOSPaths, video_id: str, frames: list[str]) -> di
 
 def _video_train_samples(paths: YTVOSPaths, video_id: str, video: dict[str, Any], window_size: int) -> list[list[Any]]:
     frames = natural_sorted(video["frames"])
-    present = objects_per_frame(paths, video_id, frames)
+    present = _objects_per_frame(paths, video_id, frames)
     windows = training_windows(frames, window_size)
     samples = []
     for exp_id, expression in video["expressions"].items():
