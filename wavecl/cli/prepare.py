@@ -189,7 +189,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "split is those videos, with their masks, and whose train split is the others (video folders\n"
         "linked, or copied with --copy). Train and evaluate with --data-root <view>: J and F are computed\n"
         "locally. The dataset folder is only read; a previous view at the output is replaced.\n"
-        "Not comparable with the server's valid numbers (docs/datasets.md, 'Local validation').",
+        "Not comparable with the server's numbers (docs/datasets.md#local-validation-on-ref-youtube-vos).",
         "  wavecl prepare ytvos-holdout --root data/refer_youtube_vos --videos 200 --seed 0\n"
         "  wavecl prepare ytvos-holdout --root data/refer_youtube_vos --videos 200 --seed 0 --out runs/holdout\n",
     )
