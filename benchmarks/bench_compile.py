@@ -27,7 +27,7 @@ import tempfile
 from dataclasses import replace
 
 from bench_model import WORKLOADS, build_model, surrogate_loss, synthetic_inputs
-from measure import describe_ceiling, matmul_gflops, register_cpu_attention_flops, synchronize, timed
+from measure import describe_ceiling, start_table_benchmark, synchronize, timed
 
 
 def parse_shape(text: str) -> tuple[int, int, int]:
@@ -57,20 +57,12 @@ def main() -> None:
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="bench_compile_inductor_"))
     import torch
     import torch._dynamo as dynamo
-    from rich.console import Console
     from rich.table import Table
     from torch.utils.flop_counter import FlopCounterMode
 
     from wavecl.model.compile import compile_model
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    console = Console()
-    if not console.is_terminal:
-        console.width = 150
-    register_cpu_attention_flops()
-    ceiling = max(wall for wall, _ in matmul_gflops(device))
+    device, console, ceiling = start_table_benchmark(args.threads, args.device, console_width=150)
 
     def step_of(model, workload):
         inputs = synthetic_inputs(workload, device)

@@ -31,7 +31,7 @@ import os
 import statistics
 
 from bench_model import build_model
-from measure import describe_ceiling, matmul_gflops, register_flop_formulas, synchronize, timed
+from measure import describe_ceiling, start_table_benchmark, synchronize, timed
 
 SENTENCES = (
     "the man in a red shirt riding a bicycle on the left",
@@ -59,18 +59,10 @@ def main() -> None:
         parser.error(f"--sentences must lie in 1..{len(SENTENCES)}")
 
     import torch
-    from rich.console import Console
     from rich.table import Table
     from torch.utils.flop_counter import FlopCounterMode
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    console = Console()
-    if not console.is_terminal:
-        console.width = 140
-    register_flop_formulas()
-    ceiling = max(wall for wall, _ in matmul_gflops(device))  # the best of 5
+    device, console, ceiling = start_table_benchmark(args.threads, args.device, console_width=140)
     model = build_model("full").to(device).eval().requires_grad_(False)
     generator = torch.Generator().manual_seed(0)
     frames = torch.randn(FRAMES, 1, 3, HEIGHT, WIDTH, generator=generator).to(device)

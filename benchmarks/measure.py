@@ -94,3 +94,24 @@ def register_flop_formulas() -> None:
         return forward * (int(output_mask[0]) + int(output_mask[1]))
 
     flop_counter.flop_registry[ops.convolution_backward] = flop_counter.shape_wrapper(convolution_backward)
+
+
+def start_table_benchmark(threads: int | None, device_name: str, console_width: int):
+    """The common start of an in-process benchmark that prints a rich table: pin torch's intra-op
+    ``threads`` (when given), register the FLOP formulas, and measure the float32 matmul ceiling.
+
+    Returns:
+        ``(device, console, ceiling)``: the ``torch.device``, a ``rich`` console (``console_width``
+        columns when the output is not a terminal) and the best wall-clock GFLOP/s of 5 matmuls.
+    """
+    import torch
+    from rich.console import Console
+
+    if threads:
+        torch.set_num_threads(threads)
+    device = torch.device(device_name)
+    console = Console()
+    if not console.is_terminal:
+        console.width = console_width
+    register_flop_formulas()
+    return device, console, max(wall for wall, _ in matmul_gflops(device))
