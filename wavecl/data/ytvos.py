@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import defaultdict
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -232,6 +234,25 @@ class ReferredExpression:
     frames: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class ExpressionTruth:
+    """The ground truth of one scored expression, whatever the dataset's mask format.
+
+    Attributes:
+        video_id, exp_id, text: identify the expression.
+        frames: the scored frames, in order.
+        masks: ``[T, H, W]`` bool masks of what the expression refers to, one per frame of ``frames``.
+        source: where the masks come from (a folder or file, named in errors).
+    """
+
+    video_id: str
+    exp_id: str
+    text: str
+    frames: tuple[str, ...]
+    masks: np.ndarray
+    source: str
+
+
 class YTVOSGroundTruth:
     """The referred objects' masks of a Ref-YouTube-VOS-layout split that has ``Annotations/``.
 
@@ -291,6 +312,37 @@ class YTVOSGroundTruth:
                     f"{labels[0].shape[0]}x{labels[0].shape[1]}"
                 )
         return np.stack(labels)
+
+    def truths(self) -> Iterator[ExpressionTruth]:
+        """Every expression's masks, video by video (each video's PNGs are read once).
+
+        An expression whose object appears in none of its video's masks is a data error, not a score: a
+        frame where ground truth and prediction are both empty scores 1 (the DAVIS convention), so an
+        empty prediction would get J = F = 1 for it.
+
+        Raises:
+            FileNotFoundError / ValueError: as :meth:`video_labels`; an expression's object is absent from
+                every frame (file, video, expression and obj_id named).
+        """
+        by_video: dict[str, list[ReferredExpression]] = defaultdict(list)
+        for expression in self.expressions:
+            by_video[expression.video_id].append(expression)
+        for video_id, expressions in by_video.items():
+            labels = self.video_labels(video_id, expressions[0].frames)
+            folder = self.paths.annotations(self.subset) / video_id
+            for expression in expressions:
+                masks = labels == expression.obj_id
+                if not masks.any():
+                    raise ValueError(
+                        f"{self.paths.expressions(self.subset)}: video {video_id!r} expression "
+                        f"{expression.exp_id!r} obj_id {expression.obj_id} appears in none of the "
+                        f"{len(expression.frames)} masks of {folder}: it cannot be scored (an empty prediction "
+                        "would get J = F = 1); fix its obj_id or remove the expression (`wavecl prepare check` "
+                        "lists every such expression)"
+                    )
+                yield ExpressionTruth(
+                    video_id, expression.exp_id, expression.text, expression.frames, masks, str(folder)
+                )
 
     def masks(self, video_id: str, exp_id: str) -> np.ndarray:
         """``[T, H, W]`` bool masks of the object that expression ``exp_id`` of ``video_id`` refers to.
