@@ -6,8 +6,7 @@ must leave its checkpoints, metrics files or submission zip where the README say
 run one epoch of one step of the reduced model of ``configs/tiny.yaml``.
 
 ``test_train_a2d_then_eval_a2d`` and ``test_train_mevis_then_eval_mevis_on_valid_u_and_valid`` run in the
-default suite; the other scripts (several minutes in
-all) are marked slow: ``pytest -m slow tests/test_scripts.py``.
+default suite; the other scripts (several minutes in all) are marked slow: ``pytest -m slow tests/test_scripts.py``.
 """
 
 from __future__ import annotations
