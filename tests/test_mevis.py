@@ -13,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
+from wavecl.data.check import check_mevis_dataset
 from wavecl.data.mevis import MeViS, write_mevis_png
 from wavecl.data.transforms import ClipTransform
 from wavecl.data.windows import training_windows
@@ -216,3 +217,27 @@ def test_png_converter_later_anno_id_wins(fixture: MeViSFixture, tmp_path: Path)
     assert not list(fixture.root.rglob("*.png")), "the dataset folder is only read"
     with pytest.raises(ValueError, match="inside the dataset folder"):
         write_mevis_png(fixture.root, "valid_u", fixture.root / "png")
+
+
+def test_dataset_check_counts_and_names_each_problem(tmp_path: Path) -> None:
+    fixture = write_mevis_fixture(tmp_path / "mevis")
+    report = check_mevis_dataset(tmp_path, ["train", "valid_u", "valid"])
+    assert not report.problems
+    counts = {summary.split: summary for summary in report.splits}
+    for split, videos in fixture.splits.items():
+        assert counts[split].videos == len(videos)
+        assert counts[split].frames == sum(len(video.frame_names) for video in videos.values())
+        rles = sum(int(masks.any(axis=(1, 2)).sum()) for video in videos.values() for masks in video.objects.values())
+        assert counts[split].masks == (rles if split != "valid" else 0)
+    path = fixture.root / "valid_u" / "mask_dict.json"
+    masks = json.loads(path.read_text())
+    masks["30"][2]["size"] = [5, 5]
+    del masks["40"]
+    path.write_text(json.dumps(masks))
+    (fixture.root / "valid_u" / "JPEGImages" / "vu_a" / "00005.jpg").unlink()
+    report = check_mevis_dataset(tmp_path, ["valid_u"])
+    messages = [str(problem) for problem in report.problems]
+    assert len(messages) == 3, messages
+    assert any("video 'vu_a' frame '00005' missing: listed frame" in message for message in messages)
+    assert any("video 'vu_a' anno_id 30 frame '00010' RLE size [5, 5]" in message for message in messages)
+    assert any("video 'vu_b' anno_id 40 no masks for anno_id 40" in message for message in messages)

@@ -22,7 +22,7 @@ from wavecl.amp import PrecisionPolicy, decide_precision
 from wavecl.atomic import replace_directory, temporary_directory, write_json
 from wavecl.config import Config, DataConfig
 from wavecl.data.a2d import build_a2d
-from wavecl.data.check import DatasetReport, check_ytvos_dataset
+from wavecl.data.check import DatasetReport, check_mevis_dataset, check_ytvos_dataset
 from wavecl.data.davis import build_davis, find_davis_folder
 from wavecl.data.jhmdb import build_jhmdb
 from wavecl.data.mevis import MeViSGroundTruth, build_mevis
@@ -169,6 +169,9 @@ DATASETS: dict[str, DatasetRow] = {
         "(per_expression.csv) and overall, as the official scorer; valid: Annotations/ PNGs and submission.zip "
         "(<video>/<exp_id>/<frame>.png) for the evaluation server",
         saved_predictions="the folder holding Annotations/ or a zip of it (valid_u: scored; valid: completeness check)",
+        check=lambda config, splits: check_mevis_dataset(
+            config.root, ["train" if split == "train" else config.mevis_eval_split for split in splits]
+        ),
     ),
     "coco": DatasetRow(
         build=build_refcoco,
