@@ -87,14 +87,20 @@ def _check_split(split: str) -> None:
 
 
 def anno_ids(expression: dict[str, Any], source: Path, video_id: str, exp_id: str) -> tuple[str, ...]:
-    """The ``anno_id`` list of one expression as ``mask_dict.json`` keys (strings).
+    """The ``anno_id`` list of one expression as ``mask_dict.json`` keys (strings; integers or strings are read).
 
     Raises:
-        ValueError: ``anno_id`` is missing or not a list of integers (file, video and expression named).
+        ValueError: ``anno_id`` is missing or not a list of integers or non-empty strings (file, video and
+            expression named).
     """
     ids = expression.get("anno_id")
-    if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
-        raise ValueError(f"{source}: video {video_id!r} expression {exp_id!r} needs an 'anno_id' list of integers")
+    if not isinstance(ids, list) or not all(
+        (isinstance(i, int) and not isinstance(i, bool)) or (isinstance(i, str) and i) for i in ids
+    ):
+        raise ValueError(
+            f"{source}: video {video_id!r} expression {exp_id!r} needs an 'anno_id' list of integers "
+            "(the keys of mask_dict.json)"
+        )
     return tuple(str(i) for i in ids)
 
 
@@ -316,8 +322,9 @@ def write_mevis_png(root: str | os.PathLike, split: str, out: str | os.PathLike)
     """Convert a split's ``mask_dict.json`` into index PNGs ``<out>/Annotations/<video>/<frame>.png``.
 
     In each video the objects its expressions refer to get the pixel values 1, 2, ... in increasing
-    ``anno_id`` order (0 is background); where objects overlap, the later one (larger ``anno_id``) wins.
-    ``<out>/objects.json`` maps each video's ``anno_id`` to its pixel value. The dataset is only read.
+    ``anno_id`` order (numeric: :func:`~wavecl.data.paths.natural_sorted`; 0 is background); where objects
+    overlap, the later one (larger ``anno_id``) wins. ``<out>/objects.json`` maps each video's ``anno_id`` to
+    its pixel value. The dataset is only read.
 
     Raises:
         ValueError: ``split`` has no masks; ``out`` is inside the dataset folder; a video refers to more than
