@@ -35,7 +35,7 @@ from pycocotools import mask as mask_utils
 from wavecl.atomic import write_json
 from wavecl.config import DataConfig
 from wavecl.data.palette import save_index_png
-from wavecl.data.paths import natural_sorted, read_image, resolve_dataset_root
+from wavecl.data.paths import natural_sorted, open_image, resolve_dataset_root
 from wavecl.data.transforms import ClipTransform, FrameAnnotation
 from wavecl.data.types import Split
 from wavecl.data.windows import training_windows
@@ -175,7 +175,9 @@ def read_mevis_videos(paths: MeViSPaths, split: str) -> dict[str, Any]:
 
 
 def _frame_size(path: Path) -> tuple[int, int]:
-    width, height = read_image(path).size
+    """``(H, W)`` of a frame, from its header."""
+    with open_image(path) as image:
+        width, height = image.size
     return height, width
 
 
