@@ -3,7 +3,7 @@
 #   NUM_GPUS          processes (one per GPU); > 1 launches through torchrun (each script has its own default)
 #   DEVICE            cpu or cuda (default: cuda when available; cpu with WAVECL_TINY=1)
 #   DATA_ROOT         folder holding the datasets (default data); per dataset: A2D_ROOT, JHMDB_ROOT,
-#                     YTVOS_ROOT, COCO_ROOT, DAVIS_ROOT
+#                     YTVOS_ROOT, COCO_ROOT, DAVIS_ROOT, MEVIS_ROOT
 #   OUTPUT_DIR        root of the run directories (default runs)
 #   CACHE_DIR         derived files: sample lists, COCO-format ground truth (default $OUTPUT_DIR/cache);
 #                     the dataset folders are only read
@@ -57,6 +57,7 @@ JHMDB_ROOT="${JHMDB_ROOT:-$(dataset_dir jhmdb_sentences)}"
 YTVOS_ROOT="${YTVOS_ROOT:-$(dataset_dir refer_youtube_vos ref-youtube-vos)}"
 COCO_ROOT="${COCO_ROOT:-$(dataset_dir coco)}"
 DAVIS_ROOT="${DAVIS_ROOT:-$(dataset_dir refer-davis ref-davis)}"
+MEVIS_ROOT="${MEVIS_ROOT:-$(dataset_dir mevis MeViS MeViS_release)}"
 # derived_file NAME ROOT: ROOT/NAME when it was prepared there by hand, else $CACHE_DIR/NAME.
 derived_file() {
     if [[ -f "$2/$1" ]]; then echo "$2/$1"; else echo "$CACHE_DIR/$1"; fi

@@ -5,8 +5,8 @@ The fixture writers lay out ``data/`` as the README describes; each script runs 
 must leave its checkpoints, metrics files or submission zip where the README says. Training scripts
 run one epoch of one step of the reduced model of ``configs/tiny.yaml``.
 
-``test_train_a2d_then_eval_a2d`` runs in the default suite; the other scripts (several minutes in
-all) are marked slow: ``pytest -m slow tests/test_scripts.py``.
+``test_train_a2d_then_eval_a2d`` and ``test_train_mevis_then_eval_mevis_on_valid_u_and_valid`` run in the
+default suite; the other scripts (several minutes in all) are marked slow: ``pytest -m slow tests/test_scripts.py``.
 """
 
 from __future__ import annotations
@@ -25,9 +25,15 @@ from support import tree_state
 
 from wavecl.config import load_config
 from wavecl.data.ytvos import train_samples_cache_path
-from wavecl.evaluation.saved import evaluate_a2d_predictions, evaluate_davis_predictions, evaluate_ytvos_predictions
+from wavecl.evaluation.saved import (
+    evaluate_a2d_predictions,
+    evaluate_davis_predictions,
+    evaluate_mevis_predictions,
+    evaluate_ytvos_predictions,
+)
 from wavecl.testing.coco_davis import write_davis_fixture, write_refcoco_fixture
 from wavecl.testing.datasets import write_a2d_fixture, write_jhmdb_fixture, write_ytvos_fixture
+from wavecl.testing.mevis import write_mevis_fixture
 
 REPO = Path(__file__).resolve().parents[1]
 A2D_GT = "a2d_sentences_test_annotations_in_coco_format.json"
@@ -294,3 +300,50 @@ def test_eval_a2d_under_torchrun_matches_one_process(workspace, tmp_path):
     for key, result in one.items():
         assert two[key]["segmentation"] == result["segmentation"]
         assert two[key]["score"] == pytest.approx(result["score"], rel=1e-5)
+
+
+def test_train_mevis_then_eval_mevis_on_valid_u_and_valid(tmp_path):
+    """train_mevis.sh trains on MeViS train and scores valid_u each epoch; eval_mevis.sh re-scores the best
+    checkpoint on valid_u (same numbers, rescored from its PNGs) and writes the valid submission zip."""
+    fixture = write_mevis_fixture(tmp_path / "data" / "mevis")
+    output = run_script("train_mevis", tmp_path)
+    run_dir = tmp_path / "runs" / "mevis" / "mevis"
+    assert str(Path("runs/mevis/mevis")) in output
+    saved, record = check_training_run(run_dir, "mevis.yaml")
+    assert saved["data"]["dataset_name"] == "mevis"
+    assert pointer_target(run_dir / "checkpoints" / "best") == run_dir / "checkpoints" / "epoch_0000"
+    assert (run_dir / "eval" / "epoch_0000" / "per_expression.csv").is_file()
+
+    run_script("eval_mevis", tmp_path)
+    evaluation = run_dir / "evaluation_valid_u"
+    result = json.loads((evaluation / "metrics.json").read_text())
+    valid_u = fixture.splits["valid_u"]
+    frames = sum(len(video.frame_names) * len(video.expressions) for video in valid_u.values())
+    expressions = sum(len(video.expressions) for video in valid_u.values())
+    assert result["counts"] == {
+        "expressions": expressions,
+        "videos": len(valid_u),
+        "frames": frames,
+        "missing_masks": 0,
+        "extra_masks": 0,
+    }
+    for key in ("J", "F", "J&F"):
+        assert result["metrics"][key] == pytest.approx(record[f"eval_{key}"], abs=1e-9), key
+    assert evaluate_mevis_predictions(evaluation, tmp_path / "data") == pytest.approx(result["metrics"])
+
+    output = run_script("eval_mevis", tmp_path, MEVIS_SPLIT="valid")
+    zip_path = run_dir / "evaluation_valid" / "submission.zip"
+    assert str(Path("runs/mevis/mevis/evaluation_valid/submission.zip")) in output
+    with zipfile.ZipFile(zip_path) as archive:
+        pngs = {name for name in archive.namelist() if name.endswith(".png")}
+    expected = {
+        f"{video_id}/{exp_id}/{frame}.png"
+        for video_id, video in fixture.splits["valid"].items()
+        for exp_id in video.expressions
+        for frame in video.frame_names
+    }
+    assert pngs == expected
+    assert evaluate_mevis_predictions(zip_path, tmp_path / "data", "valid") == {
+        "expressions": 2.0,
+        "frames": float(len(expected)),
+    }

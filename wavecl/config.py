@@ -132,9 +132,9 @@ the checkpoint), so an evaluation config may differ from the run's on them."""
 class DataConfig:
     """Dataset, sampling and transforms (docs/datasets.md)."""
 
-    dataset_name: Literal["a2d_sentences", "jhmdb_sentences", "ref_youtube_vos", "coco", "davis", "synthetic"] = (
-        "a2d_sentences"
-    )
+    dataset_name: Literal[
+        "a2d_sentences", "jhmdb_sentences", "ref_youtube_vos", "coco", "davis", "synthetic", "mevis"
+    ] = "a2d_sentences"
     """Dataset and evaluation protocol; ref_youtube_vos also reads one's own data in that layout."""
     root: str = "data"
     """Dataset folder (or its parent); only read, never written."""
@@ -171,6 +171,8 @@ class DataConfig:
     """RefCOCO sets trained and evaluated on."""
     davis_annotators: list[int] = field(default_factory=lambda: [0, 1, 2, 3])
     """Ref-DAVIS17 annotator slots predicted and averaged."""
+    mevis_eval_split: Literal["valid_u", "valid"] = "valid_u"
+    """MeViS split evaluated: valid_u (has masks: J, F, J&F here) or valid (submission zip for the server)."""
 
 
 @dataclass

@@ -94,6 +94,18 @@ def prepare_synthetic(args: argparse.Namespace) -> None:
         console.print(f"synthetic {split}: {count} videos, {expressions} expressions -> {where}")
 
 
+def prepare_mevis_png(args: argparse.Namespace) -> None:
+    """``wavecl prepare mevis-png``."""
+    from wavecl.data.mevis import write_mevis_png
+
+    conversion = write_mevis_png(args.root, args.split, args.out)
+    objects = sum(len(video) for video in conversion.objects.values())
+    console.print(
+        f"MeViS {args.split}: {len(conversion.objects)} videos, {objects} objects, {conversion.frames} index PNGs "
+        f"-> {escape(str(conversion.annotations))}"
+    )
+
+
 def register(commands: argparse._SubParsersAction) -> None:
     """Add ``prepare`` and its tasks to the ``wavecl`` sub-commands."""
     prepare = subcommand(
@@ -107,7 +119,8 @@ def register(commands: argparse._SubParsersAction) -> None:
         "  wavecl prepare ytvos-holdout --root data/refer_youtube_vos --videos 200 --seed 0\n"
         "  wavecl prepare davis --root data/refer-davis\n"
         "  wavecl prepare synthetic --root data/synthetic --videos 64 --valid-videos 16 --seed 0\n"
-        "  wavecl prepare check --root data/my_videos\n",
+        "  wavecl prepare check --root data/my_videos\n"
+        "  wavecl prepare mevis-png --root data/mevis --split valid_u --out runs/mevis_png\n",
     )
     tasks = prepare.add_subparsers(dest="task", required=True, metavar="TASK")
 
@@ -275,3 +288,21 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     synthetic.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     synthetic.set_defaults(handler=prepare_synthetic)
+
+    mevis_png = subcommand(
+        tasks,
+        "mevis-png",
+        "MeViS mask_dict.json to index PNG Annotations/",
+        "Convert the COCO RLE masks of a MeViS split (mask_dict.json) into index PNGs\n"
+        "<out>/Annotations/<video>/<frame>.png. In each video the objects its expressions refer to get the\n"
+        "pixel values 1, 2, ... in increasing anno_id order (0 is background); where objects overlap, the\n"
+        "larger anno_id wins. <out>/objects.json maps every video's anno_id to its pixel value. The dataset\n"
+        "folder is only read (--out must lie outside it).",
+        "  wavecl prepare mevis-png --root data/mevis --split valid_u --out runs/mevis_png/valid_u\n",
+    )
+    mevis_png.add_argument("--root", default="data/mevis", help="MeViS folder or its parent (default data/mevis)")
+    mevis_png.add_argument(
+        "--split", choices=("train", "valid_u"), default="valid_u", help="split with masks (default valid_u)"
+    )
+    mevis_png.add_argument("--out", required=True, help="output folder (receives Annotations/ and objects.json)")
+    mevis_png.set_defaults(handler=prepare_mevis_png)

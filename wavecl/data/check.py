@@ -1,4 +1,5 @@
-"""A Ref-YouTube-VOS-layout dataset checked whole before anything trains on it (docs/datasets.md#checking-a-dataset).
+"""A Ref-YouTube-VOS-layout dataset checked whole before anything trains on it (docs/datasets.md#checking-a-dataset);
+MeViS is checked likewise by :func:`check_mevis_dataset`.
 
 What a run would otherwise find late (a missing frame at step 10 000, an empty ``valid/Annotations`` at the
 first evaluation) is looked for first, in every split the run reads:
@@ -28,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from wavecl.data.mevis import ANNOTATED_SPLITS, MaskDict, MeViSPaths, read_mevis_videos
 from wavecl.data.paths import natural_sorted, open_image, read_image
 from wavecl.data.ytvos import YTVOSPaths, evaluated_videos, read_expression_videos
 
@@ -176,7 +178,23 @@ def _check_video(
     summary = SplitSummary(split, videos=1, expressions=len(video["expressions"]), annotated=annotated)
     problems: list[DatasetProblem] = []
     frames = natural_sorted(video["frames"])
-    frame_files = _file_names(paths.root / split / "JPEGImages" / video_id)
+    sizes = _check_frames(paths, split, video_id, frames, summary, problems)
+    if annotated:
+        _check_masks(paths, split, video_id, video, frames, sizes, summary, problems)
+    return summary, problems
+
+
+def _check_frames(
+    paths: YTVOSPaths | MeViSPaths,
+    split: str,
+    video_id: str,
+    frames: list[str],
+    summary: SplitSummary,
+    problems: list[DatasetProblem],
+) -> dict[str, tuple[int, int]]:
+    """``{frame: (width, height)}`` of the readable listed frames of one video (headers only); missing and
+    unreadable frames are added to ``problems``, found ones counted in ``summary``."""
+    frame_files = _file_names(paths.frame_file(split, video_id, frames[0]).parent)
     sizes: dict[str, tuple[int, int]] = {}
     for frame in frames:
         path = paths.frame_file(split, video_id, frame)
@@ -188,9 +206,7 @@ def _check_video(
             summary.frames += 1
         except ValueError as error:
             problems.append(DatasetProblem(path, video_id, f"frame {frame!r}", str(error)))
-    if annotated:
-        _check_masks(paths, split, video_id, video, frames, sizes, summary, problems)
-    return summary, problems
+    return sizes
 
 
 def _check_masks(
@@ -300,4 +316,80 @@ def check_ytvos_dataset(
     report = DatasetReport(paths.root)
     for split in splits:
         _check_split(paths, split, report, workers)
+    return report
+
+
+def _check_mevis_rles(
+    mask_dict: MaskDict,
+    video_id: str,
+    video: dict,
+    sizes: dict[str, tuple[int, int]],
+    summary: SplitSummary,
+    problems: list[DatasetProblem],
+) -> None:
+    """The RLE lists of the objects one MeViS video's expressions refer to: present, one entry per listed
+    frame, each ``null`` or an RLE of its frame's size (not decoded). Objects that never appear are no
+    problem: the official scorer scores their expressions."""
+    referred = {anno_id for expression in video["expressions"].values() for anno_id in expression["anno_id"]}
+    summary.objects += len(referred)
+    frames = video["frames"]
+    for anno_id in sorted(str(i) for i in referred):
+        key = f"anno_id {anno_id}"
+        try:
+            rles = mask_dict.rles(anno_id, len(frames), video_id)
+        except ValueError as error:
+            problems.append(
+                DatasetProblem(mask_dict.path, video_id, key, str(error).removeprefix(f"{mask_dict.path}: "))
+            )
+            continue
+        for frame, rle in zip(frames, rles):
+            if rle is None:
+                continue
+            if not isinstance(rle, dict) or not isinstance(rle.get("counts"), str) or "size" not in rle:
+                problems.append(DatasetProblem(mask_dict.path, video_id, f"{key} frame {frame!r}", "not a COCO RLE"))
+                continue
+            summary.masks += 1
+            if frame in sizes and list(rle["size"]) != [sizes[frame][1], sizes[frame][0]]:
+                width, height = sizes[frame]
+                problems.append(
+                    DatasetProblem(
+                        mask_dict.path,
+                        video_id,
+                        f"{key} frame {frame!r}",
+                        f"RLE size {rle['size']} (height, width), its frame {[height, width]}",
+                    )
+                )
+
+
+def check_mevis_dataset(root: str | os.PathLike, splits: Iterable[str] = ("train", "valid_u")) -> DatasetReport:
+    """Check MeViS splits whole: the expression file (ids, sentences, ``anno_id`` lists where the split has
+    masks), every listed frame (header only), and in ``train`` / ``valid_u`` the RLE lists of every referred
+    object (present, one per frame, of the frame's size; not decoded). In this process.
+
+    Returns:
+        The counts of each split (``masks``: non-null RLEs, ``objects``: referred ``anno_id``) and every
+        problem found (call :meth:`DatasetReport.raise_for_problems`).
+
+    Raises:
+        FileNotFoundError: no MeViS folder at ``root`` holding the first split.
+    """
+    splits = list(splits)
+    paths = MeViSPaths.find(root, splits[0])
+    report = DatasetReport(paths.root)
+    for split in splits:
+        summary = SplitSummary(split, annotated=split in ANNOTATED_SPLITS)
+        report.splits.append(summary)
+        source = paths.expressions(split)
+        try:
+            videos = read_mevis_videos(paths, split)
+            mask_dict = MaskDict(paths.mask_dict(split)) if summary.annotated else None
+        except (FileNotFoundError, ValueError) as error:
+            report.problems.append(DatasetProblem(source, None, None, str(error)))
+            continue
+        for video_id, video in videos.items():
+            counts = SplitSummary(split, videos=1, expressions=len(video["expressions"]))
+            sizes = _check_frames(paths, split, video_id, natural_sorted(video["frames"]), counts, report.problems)
+            if mask_dict is not None:
+                _check_mevis_rles(mask_dict, video_id, video, sizes, counts, report.problems)
+            summary.add(counts)
     return report

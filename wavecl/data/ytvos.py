@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import defaultdict
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -232,6 +234,25 @@ class ReferredExpression:
     frames: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class ExpressionTruth:
+    """The ground truth of one scored expression, whatever the dataset's mask format.
+
+    Attributes:
+        video_id, exp_id, text: identify the expression.
+        frames: the scored frames, in order.
+        masks: ``[T, H, W]`` bool masks of what the expression refers to, one per frame of ``frames``.
+        source: where the masks come from (a folder or file, named in errors).
+    """
+
+    video_id: str
+    exp_id: str
+    text: str
+    frames: tuple[str, ...]
+    masks: np.ndarray
+    source: str
+
+
 class YTVOSGroundTruth:
     """The referred objects' masks of a Ref-YouTube-VOS-layout split that has ``Annotations/``.
 
@@ -291,6 +312,37 @@ class YTVOSGroundTruth:
                     f"{labels[0].shape[0]}x{labels[0].shape[1]}"
                 )
         return np.stack(labels)
+
+    def truths(self) -> Iterator[ExpressionTruth]:
+        """Every expression's masks, video by video (each video's PNGs are read once).
+
+        An expression whose object appears in none of its video's masks is a data error, not a score: a
+        frame where ground truth and prediction are both empty scores 1 (the DAVIS convention), so an
+        empty prediction would get J = F = 1 for it.
+
+        Raises:
+            FileNotFoundError / ValueError: as :meth:`video_labels`; an expression's object is absent from
+                every frame (file, video, expression and obj_id named).
+        """
+        by_video: dict[str, list[ReferredExpression]] = defaultdict(list)
+        for expression in self.expressions:
+            by_video[expression.video_id].append(expression)
+        for video_id, expressions in by_video.items():
+            labels = self.video_labels(video_id, expressions[0].frames)
+            folder = self.paths.annotations(self.subset) / video_id
+            for expression in expressions:
+                masks = labels == expression.obj_id
+                if not masks.any():
+                    raise ValueError(
+                        f"{self.paths.expressions(self.subset)}: video {video_id!r} expression "
+                        f"{expression.exp_id!r} obj_id {expression.obj_id} appears in none of the "
+                        f"{len(expression.frames)} masks of {folder}: it cannot be scored (an empty prediction "
+                        "would get J = F = 1); fix its obj_id or remove the expression (`wavecl prepare check` "
+                        "lists every such expression)"
+                    )
+                yield ExpressionTruth(
+                    video_id, expression.exp_id, expression.text, expression.frames, masks, str(folder)
+                )
 
     def masks(self, video_id: str, exp_id: str) -> np.ndarray:
         """``[T, H, W]`` bool masks of the object that expression ``exp_id`` of ``video_id`` refers to.
@@ -419,6 +471,42 @@ class YTVOSSample:
     num_video_frames: int = 0
 
 
+def expression_clips(videos: dict[str, Any], frames_folder: Path, window_size: int | None) -> list[YTVOSSample]:
+    """Evaluation clips: every frame of every expression of ``videos`` in consecutive windows.
+
+    Args:
+        videos: ``{video_id: {"expressions", "frames"}}`` (:func:`read_expression_videos`), in the order
+            to evaluate.
+        frames_folder: the split's ``JPEGImages`` folder.
+        window_size: frames per clip (:func:`~wavecl.data.windows.covering_windows`); ``None`` for whole videos.
+
+    Returns:
+        one :class:`YTVOSSample` per (video, expression, window), frames in natural order.
+
+    Raises:
+        FileNotFoundError: a video has no frame folder (checked before any sample is built).
+    """
+    for video_id in videos:
+        if not (frames_folder / video_id).is_dir():
+            raise FileNotFoundError(f"frame folder not found: {frames_folder / video_id}")
+    samples = []
+    for video_id, video in videos.items():
+        frames = natural_sorted(video["frames"])
+        for exp_id, expression in video["expressions"].items():
+            samples.extend(
+                YTVOSSample(
+                    video_id,
+                    exp_id,
+                    expression["exp"],
+                    tuple(frames[window.start : window.stop]),
+                    window_start=window.start,
+                    num_video_frames=len(frames),
+                )
+                for window in covering_windows(len(frames), window_size)
+            )
+    return samples
+
+
 class RefYouTubeVOS(Dataset[ClipSample]):
     """Ref-YouTube-VOS training windows or validation clips.
 
@@ -444,6 +532,9 @@ class RefYouTubeVOS(Dataset[ClipSample]):
     ``{video_id, exp_id, frame_names}``. Valid items: ``frames [T, 3, H', W']`` with ``T <= window_size``,
     no targets, metadata ``{video_id, exp_id, frame_names, orig_size, window_start, num_video_frames}``.
     """
+
+    NAME = "Ref-YouTube-VOS"
+    """The dataset named in :meth:`sample_name`."""
 
     def __init__(
         self,
@@ -522,27 +613,7 @@ class RefYouTubeVOS(Dataset[ClipSample]):
 
     def _valid_samples(self) -> list[YTVOSSample]:
         videos = evaluated_videos(self.paths, "valid")
-        video_ids = list(videos)
-        for video_id in video_ids:
-            folder = self.paths.root / "valid" / "JPEGImages" / video_id
-            if not folder.is_dir():
-                raise FileNotFoundError(f"frame folder not found: {folder}")
-        samples = []
-        for video_id in video_ids:
-            frames = natural_sorted(videos[video_id]["frames"])
-            for exp_id, expression in videos[video_id]["expressions"].items():
-                samples.extend(
-                    YTVOSSample(
-                        video_id,
-                        exp_id,
-                        expression["exp"],
-                        tuple(frames[window.start : window.stop]),
-                        window_start=window.start,
-                        num_video_frames=len(frames),
-                    )
-                    for window in covering_windows(len(frames), self.window_size)
-                )
-        return samples
+        return expression_clips(videos, self.paths.root / "valid" / "JPEGImages", self.window_size)
 
     def _read_categories(self) -> dict[tuple[str, int], int]:
         """``{(video, object id): class index}`` for every referred object, from ``train/meta.json``."""
@@ -588,9 +659,28 @@ class RefYouTubeVOS(Dataset[ClipSample]):
         sample = self.samples[index]
         frames = f"{sample.frame_names[0]}..{sample.frame_names[-1]}"
         return (
-            f"Ref-YouTube-VOS {self.subset} sample {index} "
+            f"{self.NAME} {self.subset} sample {index} "
             f"(video {sample.video_id}, expression {sample.exp_id}, frames {frames})"
         )
+
+    def _annotations(self, sample: YTVOSSample, height: int, width: int) -> list[FrameAnnotation | None]:
+        """The referred object in each frame of training ``sample`` (``height`` x ``width`` frames).
+
+        Raises:
+            ValueError: a mask is of another size than its frame (both files named).
+        """
+        label = self.categories[sample.video_id, sample.obj_id] if self.num_classes == 65 else 0
+        annotations: list[FrameAnnotation | None] = []
+        for name in sample.frame_names:
+            mask_path = self.paths.mask_file(sample.video_id, name)
+            ids = read_index_mask(mask_path)
+            if ids.shape != (height, width):
+                raise ValueError(
+                    f"{mask_path} is {ids.shape[0]}x{ids.shape[1]} but "
+                    f"{self.paths.frame_file(self.subset, sample.video_id, name)} is {height}x{width}"
+                )
+            annotations.append(FrameAnnotation(mask=ids == sample.obj_id, label=label))
+        return annotations
 
     def __getitem__(self, index: int) -> ClipSample:
         sample = self.samples[index]
@@ -603,7 +693,7 @@ class RefYouTubeVOS(Dataset[ClipSample]):
             "exp_id": sample.exp_id,
             "frame_names": list(sample.frame_names),
         }
-        if self.subset == "valid":
+        if self.subset != "train":
             clip, targets, text = self.transform(frames, [None] * len(frames), text)
             metadata |= {
                 "orig_size": (height, width),
@@ -612,17 +702,7 @@ class RefYouTubeVOS(Dataset[ClipSample]):
             }
             return ClipSample(frames=clip, targets=targets, text=text, metadata=metadata)
 
-        label = self.categories[sample.video_id, sample.obj_id] if self.num_classes == 65 else 0
-        annotations: list[FrameAnnotation | None] = []
-        for name in sample.frame_names:
-            mask_path = self.paths.mask_file(sample.video_id, name)
-            ids = read_index_mask(mask_path)
-            if ids.shape != (height, width):
-                raise ValueError(
-                    f"{mask_path} is {ids.shape[0]}x{ids.shape[1]} but "
-                    f"{self.paths.frame_file(self.subset, sample.video_id, name)} is {height}x{width}"
-                )
-            annotations.append(FrameAnnotation(mask=ids == sample.obj_id, label=label))
+        annotations = self._annotations(sample, height, width)
         clip, targets, text = self.transform(frames, annotations, text)
         return ClipSample(frames=clip, targets=targets, text=text, metadata=metadata)
 

@@ -22,9 +22,10 @@ from wavecl.amp import PrecisionPolicy, decide_precision
 from wavecl.atomic import replace_directory, temporary_directory, write_json
 from wavecl.config import Config, DataConfig
 from wavecl.data.a2d import build_a2d
-from wavecl.data.check import DatasetReport, check_ytvos_dataset
+from wavecl.data.check import DatasetReport, check_mevis_dataset, check_ytvos_dataset
 from wavecl.data.davis import build_davis, find_davis_folder
 from wavecl.data.jhmdb import build_jhmdb
+from wavecl.data.mevis import MeViSGroundTruth, build_mevis
 from wavecl.data.refcoco import build_refcoco
 from wavecl.data.robust import SkipBadSamples
 from wavecl.data.transforms import ClipTransform, build_transform
@@ -39,6 +40,7 @@ from wavecl.evaluation.refcoco import RefCOCOEvaluator
 from wavecl.evaluation.saved import (
     evaluate_a2d_predictions,
     evaluate_davis_predictions,
+    evaluate_mevis_predictions,
     evaluate_refcoco_predictions,
     evaluate_ytvos_predictions,
 )
@@ -117,6 +119,17 @@ def _ytvos_saved(config: Config, path: Path, out_dir: Path | None) -> dict[str, 
     return evaluate_ytvos_predictions(path, config.data.root, per_expression)
 
 
+def _mevis_evaluator(config: Config, dataset: Dataset[ClipSample], out_dir: Path) -> Evaluator:
+    split = config.data.mevis_eval_split
+    ground_truth = MeViSGroundTruth(config.data.root, split) if split == "valid_u" else None
+    return YTVOSEvaluator(out_dir, ground_truth, zip_folder=None)
+
+
+def _mevis_saved(config: Config, path: Path, out_dir: Path | None) -> dict[str, float]:
+    per_expression = None if out_dir is None else out_dir / PER_EXPRESSION_FILENAME
+    return evaluate_mevis_predictions(path, config.data.root, config.data.mevis_eval_split, per_expression)
+
+
 _A2D_ROW = DatasetRow(
     build=build_a2d,
     trains=True,
@@ -146,6 +159,20 @@ DATASETS: dict[str, DatasetRow] = {
     "a2d_sentences": _A2D_ROW,
     "jhmdb_sentences": replace(_A2D_ROW, build=build_jhmdb, trains=False),  # A2D's protocol, evaluation only
     "ref_youtube_vos": _YTVOS_ROW,
+    "mevis": DatasetRow(
+        build=build_mevis,
+        trains=True,
+        evaluator=_mevis_evaluator,
+        score_saved=_mevis_saved,
+        primary_metric="J&F",
+        protocol="data.mevis_eval_split valid_u: J, F and J&F of the union masks of each expression's objects "
+        "(per_expression.csv) and overall, as the official scorer; valid: Annotations/ PNGs and submission.zip "
+        "(<video>/<exp_id>/<frame>.png) for the evaluation server",
+        saved_predictions="the folder holding Annotations/ or a zip of it (valid_u: scored; valid: completeness check)",
+        check=lambda config, splits: check_mevis_dataset(
+            config.root, ["train" if split == "train" else config.mevis_eval_split for split in splits]
+        ),
+    ),
     "coco": DatasetRow(
         build=build_refcoco,
         trains=True,

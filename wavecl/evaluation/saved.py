@@ -12,7 +12,9 @@ wrote and recomputes their metrics:
   ``Annotations/<video>/<exp_id>/<frame>.png`` (0/255 masks) or its zip -> J, F, J&F against the
   ``valid/Annotations`` masks, over every expression and frame of the ground truth; where the split
   has no ``Annotations`` (the real Ref-YouTube-VOS valid), a completeness check (every valid frame of
-  every expression has a mask), the scores themselves coming from the evaluation server.
+  every expression has a mask), the scores themselves coming from the evaluation server;
+- MeViS: the same folder or zip (with or without the top-level ``Annotations/``) -> J, F, J&F against the
+  union masks of ``valid_u``; for ``valid`` (no masks) a completeness check of the submission.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 from torch.utils.data import Dataset
 
 from wavecl.data.davis import find_davis_folder
+from wavecl.data.mevis import MeViSGroundTruth, MeViSPaths, read_mevis_videos
 from wavecl.data.paths import natural_sorted
 from wavecl.data.types import ClipSample
 from wavecl.data.ytvos import YTVOSGroundTruth, YTVOSPaths, evaluated_videos
@@ -112,6 +115,34 @@ def evaluate_ytvos_predictions(
     if ground_truth is not None:
         return score_ytvos_predictions(path, ground_truth, per_expression_path)
     videos = evaluated_videos(YTVOSPaths.find(root), "valid")
+    expected = {
+        (video_id, exp_id): natural_sorted(video["frames"])
+        for video_id, video in videos.items()
+        for exp_id in video["expressions"]
+    }
+    return check_ytvos_submission(path, expected)
+
+
+def evaluate_mevis_predictions(
+    path: str | Path, root: str | Path, split: str = "valid_u", per_expression_path: str | Path | None = None
+) -> dict[str, float]:
+    """Score MeViS predictions on ``valid_u``, or check a ``valid`` submission for completeness.
+
+    Args:
+        path: a folder holding ``Annotations/<video>/<exp_id>/<frame>.png``, or a zip of it (the submission
+            zip's ``<video>/<exp_id>/<frame>.png`` at the top is read too).
+        root: the MeViS folder or its parent.
+        split: ``valid_u`` (J, F, J&F against the union masks of every expression,
+            :class:`~wavecl.data.mevis.MeViSGroundTruth`) or ``valid`` (completeness check).
+        per_expression_path: for ``valid_u``, where to write the per-expression CSV.
+
+    Returns:
+        As :func:`~wavecl.evaluation.ytvos.score_ytvos_predictions` (``valid_u``) or
+        :func:`~wavecl.evaluation.ytvos.check_ytvos_submission` (``valid``).
+    """
+    if split == "valid_u":
+        return score_ytvos_predictions(path, MeViSGroundTruth(root, split), per_expression_path)
+    videos = read_mevis_videos(MeViSPaths.find(root, split), split)
     expected = {
         (video_id, exp_id): natural_sorted(video["frames"])
         for video_id, video in videos.items()

@@ -18,12 +18,12 @@ from pathlib import Path
 from torch import Tensor
 
 from wavecl.data.types import Batch
-from wavecl.data.ytvos import YTVOSGroundTruth
 from wavecl.distributed import gather_objects, on_every_process, on_main_process
 from wavecl.evaluation.davis import ObjectMerge, ref_davis_metrics, write_davis_labels
 from wavecl.evaluation.ytvos import (
     ANNOTATIONS_FOLDER,
     PER_EXPRESSION_FILENAME,
+    ExpressionGroundTruth,
     score_ytvos_predictions,
     write_ytvos_masks,
     zip_submission,
@@ -49,8 +49,10 @@ class YTVOSEvaluator:
     Args:
         out_dir: receives ``Annotations/`` and, with ground truth, ``per_expression.csv`` (J, F, J&F of
             every expression); without, ``submission.zip``.
-        ground_truth: the annotated split (one's own data, the synthetic set), or ``None`` for the real
-            valid split, which has no local ground truth.
+        ground_truth: the annotated split (one's own data, the synthetic set, MeViS ``valid_u``), or ``None``
+            for a split without local ground truth (the real Ref-YouTube-VOS valid split, MeViS ``valid``).
+        zip_folder: the top-level folder of ``submission.zip`` (:func:`~wavecl.evaluation.ytvos.zip_submission`):
+            ``Annotations`` for Ref-YouTube-VOS, ``None`` for MeViS (``<video>/<exp_id>/<frame>.png`` at the top).
 
     With ground truth, :meth:`summarize` returns what
     :func:`~wavecl.evaluation.ytvos.score_ytvos_predictions` returns (J, F, J&F, expressions, videos, frames,
@@ -59,9 +61,15 @@ class YTVOSEvaluator:
     ``{"windows", "videos", "expressions", "frames"}`` (over every rank).
     """
 
-    def __init__(self, out_dir: str | Path, ground_truth: YTVOSGroundTruth | None = None) -> None:
+    def __init__(
+        self,
+        out_dir: str | Path,
+        ground_truth: ExpressionGroundTruth | None = None,
+        zip_folder: str | None = ANNOTATIONS_FOLDER,
+    ) -> None:
         self.out_dir = Path(out_dir)
         self.ground_truth = ground_truth
+        self.zip_folder = zip_folder
         self.num_windows = 0
         self.num_frames = 0
         self.expressions: set[tuple[str, str]] = set()
@@ -88,7 +96,7 @@ class YTVOSEvaluator:
 
         def finish() -> dict[str, float]:
             if self.ground_truth is None:
-                zip_submission(self.out_dir / ANNOTATIONS_FOLDER, self.out_dir / "submission.zip")
+                zip_submission(self.out_dir / ANNOTATIONS_FOLDER, self.out_dir / "submission.zip", self.zip_folder)
                 return written
             per_expression = self.out_dir / PER_EXPRESSION_FILENAME
             return score_ytvos_predictions(self.out_dir, self.ground_truth, per_expression)

@@ -18,9 +18,9 @@ from __future__ import annotations
 import logging
 import os
 import zipfile
-from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 from PIL import Image
@@ -29,7 +29,7 @@ from torch import Tensor
 from wavecl.atomic import atomic_path, save_image, write_text
 from wavecl.data.identifiers import check_identifier
 from wavecl.data.paths import is_hidden, open_image
-from wavecl.data.ytvos import YTVOSGroundTruth, read_index_mask
+from wavecl.data.ytvos import ExpressionTruth, read_index_mask
 from wavecl.evaluation.davis import db_eval_boundary, db_eval_iou, write_csv
 
 logger = logging.getLogger(__name__)
@@ -82,28 +82,38 @@ def write_ytvos_masks(
     return paths
 
 
-def zip_submission(annotations_root: str | os.PathLike[str], zip_path: str | os.PathLike[str]) -> Path:
+def zip_submission(
+    annotations_root: str | os.PathLike[str], zip_path: str | os.PathLike[str], folder: str | None = ANNOTATIONS_FOLDER
+) -> Path:
     """Zip an ``Annotations`` folder for the evaluation server, atomically.
 
     Args:
         annotations_root: the folder holding ``<video_id>/<exp_id>/<frame>.png`` (normally
             ``<output_root>/Annotations``).
         zip_path: the archive to write.
+        folder: the archive's top-level folder: ``Annotations`` (Ref-YouTube-VOS), or ``None`` for members
+            at the top, ``<video_id>/<exp_id>/<frame>.png`` (MeViS).
 
     Returns:
-        ``zip_path``. Members are ``Annotations/`` and every folder and file below it as
-        ``Annotations/<relative path>``, in sorted order; PNGs are stored without recompression.
+        ``zip_path``. Members are ``folder/`` and every folder and file below it as
+        ``folder/<relative path>`` (or the relative paths alone), in sorted order; PNGs are stored without
+        recompression. Hidden files are left out.
+
+    Raises:
+        FileNotFoundError: ``annotations_root`` is not a folder.
     """
     root = Path(annotations_root)
     if not root.is_dir():
         raise FileNotFoundError(f"annotations folder not found: {root}")
     zip_path = Path(zip_path)
+    prefix = "" if folder is None else f"{folder}/"
     with atomic_path(zip_path) as temporary, zipfile.ZipFile(temporary, "w", compression=zipfile.ZIP_STORED) as archive:
-        archive.write(root, ANNOTATIONS_FOLDER)
+        if folder is not None:
+            archive.write(root, folder)
         for path in sorted(root.rglob("*")):
             if any(is_hidden(part) for part in path.relative_to(root).parts):
                 continue
-            archive.write(path, f"{ANNOTATIONS_FOLDER}/{path.relative_to(root).as_posix()}")
+            archive.write(path, prefix + path.relative_to(root).as_posix())
     return zip_path
 
 
@@ -113,7 +123,9 @@ def mask_member(video_id: str, exp_id: str, frame: str) -> str:
 
 
 class SavedMasks:
-    """The PNG masks of saved predictions: a folder holding ``Annotations/``, or a zip of it.
+    """The PNG masks of saved predictions: a folder holding ``Annotations/``, or a zip of it, with or without
+    the top-level ``Annotations/`` (a zip none of whose PNGs is under ``Annotations/`` is read as
+    ``<video>/<exp_id>/<frame>.png`` at the top, the MeViS submission layout).
 
     Attributes:
         path: the folder or zip.
@@ -128,7 +140,11 @@ class SavedMasks:
         self.archive: zipfile.ZipFile | None = None
         if self.path.is_file() and zipfile.is_zipfile(self.path):
             self.archive = zipfile.ZipFile(self.path)
-            self.members = {name for name in self.archive.namelist() if name.endswith(".png")}
+            names = [name for name in self.archive.namelist() if name.endswith(".png")]
+            top = f"{ANNOTATIONS_FOLDER}/"
+            prefix = "" if any(name.startswith(top) for name in names) else top
+            self.archive_names = {prefix + name: name for name in names}
+            self.members = set(self.archive_names)
         elif (self.path / ANNOTATIONS_FOLDER).is_dir():
             folder = self.path / ANNOTATIONS_FOLDER
             self.members = {p.relative_to(self.path).as_posix() for p in folder.rglob("*.png")}
@@ -145,7 +161,8 @@ class SavedMasks:
         """
         if self.archive is None:
             return read_index_mask(self.path / member) > 127
-        with self.archive.open(member) as handle, open_image(handle, f"{self.path}: {member}") as image:
+        name = self.archive_names[member]
+        with self.archive.open(name) as handle, open_image(handle, f"{self.path}: {member}") as image:
             if image.mode not in ("P", "L"):
                 raise ValueError(f"{self.path}: {member} must be a single-channel PNG, got mode {image.mode}")
             return np.asarray(image) > 127
@@ -201,9 +218,18 @@ def jf_summary(per_expression: Sequence[tuple[float, float]]) -> dict[str, float
 PER_EXPRESSION_COLUMNS = ("video", "exp_id", "expression", "frames", "missing", "J", "F", "J&F")
 
 
+class ExpressionGroundTruth(Protocol):
+    """An annotated split that :func:`score_expression_predictions` scores against: Ref-YouTube-VOS layout
+    (:class:`~wavecl.data.ytvos.YTVOSGroundTruth`) or MeViS (:class:`~wavecl.data.mevis.MeViSGroundTruth`)."""
+
+    def truths(self) -> Iterable[ExpressionTruth]:
+        """Every scored expression with its ``[T, H, W]`` masks."""
+        ...
+
+
 def score_ytvos_predictions(
     path: str | os.PathLike[str],
-    ground_truth: YTVOSGroundTruth,
+    ground_truth: ExpressionGroundTruth,
     per_expression_path: str | os.PathLike[str] | None = None,
 ) -> dict[str, float]:
     """J, F and J&F of saved predictions against an annotated split, over the ground truth's full list.
@@ -215,8 +241,11 @@ def score_ytvos_predictions(
     and logged as warnings naming the first few.
 
     Args:
-        path: a folder holding ``Annotations/<video>/<exp_id>/<frame>.png``, or its zip.
-        ground_truth: the annotated split (:class:`~wavecl.data.ytvos.YTVOSGroundTruth`).
+        path: a folder holding ``Annotations/<video>/<exp_id>/<frame>.png``, or its zip (with or without
+            the top-level ``Annotations/``).
+        ground_truth: the annotated split (:class:`~wavecl.data.ytvos.YTVOSGroundTruth`,
+            :class:`~wavecl.data.mevis.MeViSGroundTruth`); it decides which expressions are scored and
+            refuses those it cannot score.
         per_expression_path: if given, a CSV with one row per expression (video, exp_id, expression,
             frames, missing, J, F, J&F) is written there, and beside it the full lists of missing and
             extra masks (``missing_masks.txt``, ``extra_masks.txt``, one path per line) when there are any.
@@ -225,58 +254,39 @@ def score_ytvos_predictions(
         ``J``, ``F``, ``J&F``, and the counts (:mod:`wavecl.evaluation.counts`): ``expressions``, ``videos``,
         ``frames`` (scored), ``missing_masks`` (scored as empty) and ``extra_masks`` (ignored).
 
-    An expression whose object appears in none of its video's ground-truth masks is a data error, not a
-    score: a frame where ground truth and prediction are both empty scores 1 (the DAVIS convention), so an
-    empty prediction would get J = F = 1 for it. Such an expression stops the scoring.
-
     Raises:
-        FileNotFoundError: no predictions at ``path``, or a ground-truth PNG is missing.
-        ValueError: a predicted mask is not single-channel or has another size than its ground truth; an
-            expression's object is absent from every frame (file, video, expression and obj_id named).
+        FileNotFoundError: no predictions at ``path``, or a ground-truth file is missing.
+        ValueError: a predicted mask is not single-channel or has another size than its ground truth;
+            the ground truth refuses an expression (see its ``truths``).
     """
-    by_video: dict[str, list] = defaultdict(list)
-    for expression in ground_truth.expressions:
-        by_video[expression.video_id].append(expression)
     per_expression: list[tuple[float, float]] = []
     rows: list[tuple[object, ...]] = []
     missing: list[str] = []
     expected: set[str] = set()
+    videos: set[str] = set()
     with SavedMasks(path) as saved:
-        for video_id, expressions in by_video.items():
-            labels = ground_truth.video_labels(video_id, expressions[0].frames)
-            for expression in expressions:
-                truth = labels == expression.obj_id
-                if not truth.any():
+        for truth in ground_truth.truths():
+            videos.add(truth.video_id)
+            predicted = np.zeros_like(truth.masks)
+            absent = 0
+            for t, frame in enumerate(truth.frames):
+                member = mask_member(truth.video_id, truth.exp_id, frame)
+                expected.add(member)
+                if member not in saved.members:
+                    missing.append(member)
+                    absent += 1
+                    continue
+                mask = saved.read(member)
+                if mask.shape != truth.masks.shape[1:]:
                     raise ValueError(
-                        f"{ground_truth.paths.expressions(ground_truth.subset)}: video {video_id!r} expression "
-                        f"{expression.exp_id!r} obj_id {expression.obj_id} appears in none of the "
-                        f"{len(expression.frames)} masks of {ground_truth.paths.annotations(ground_truth.subset)}"
-                        f"/{video_id}: it cannot be scored (an empty prediction would get J = F = 1); fix its obj_id "
-                        "or remove the expression (`wavecl prepare check` lists every such expression)"
+                        f"{path}: {member} is {mask.shape[0]}x{mask.shape[1]}, its ground truth (frame {frame!r} "
+                        f"of {truth.source}) is {truth.masks.shape[1]}x{truth.masks.shape[2]}"
                     )
-                predicted = np.zeros_like(truth)
-                absent = 0
-                for t, frame in enumerate(expression.frames):
-                    member = mask_member(video_id, expression.exp_id, frame)
-                    expected.add(member)
-                    if member not in saved.members:
-                        missing.append(member)
-                        absent += 1
-                        continue
-                    mask = saved.read(member)
-                    if mask.shape != truth.shape[1:]:
-                        raise ValueError(
-                            f"{path}: {member} is {mask.shape[0]}x{mask.shape[1]}, its ground truth "
-                            f"{ground_truth.paths.mask_file(video_id, frame, ground_truth.subset)} is "
-                            f"{truth.shape[1]}x{truth.shape[2]}"
-                        )
-                    predicted[t] = mask
-                j = float(np.mean(db_eval_iou(truth, predicted)))
-                f = float(np.mean(db_eval_boundary(truth, predicted)))
-                per_expression.append((j, f))
-                rows.append(
-                    (video_id, expression.exp_id, expression.text, len(expression.frames), absent, j, f, (j + f) / 2)
-                )
+                predicted[t] = mask
+            j = float(np.mean(db_eval_iou(truth.masks, predicted)))
+            f = float(np.mean(db_eval_boundary(truth.masks, predicted)))
+            per_expression.append((j, f))
+            rows.append((truth.video_id, truth.exp_id, truth.text, len(truth.frames), absent, j, f, (j + f) / 2))
         extra = sorted(saved.members - expected)
     folder = None if per_expression_path is None else Path(per_expression_path).parent
     if per_expression_path is not None:
@@ -294,7 +304,7 @@ def score_ytvos_predictions(
         if members:
             logger.warning("%s %s: %s%s", path, summary, _listed(members), listing)
     return jf_summary(per_expression) | {
-        "videos": float(len(by_video)),
+        "videos": float(len(videos)),
         "frames": float(len(expected)),
         "missing_masks": float(len(missing)),
         "extra_masks": float(len(extra)),
