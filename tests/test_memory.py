@@ -110,7 +110,7 @@ def test_the_default_configs_are_those_the_training_scripts_launch():
         for line in script.read_text().splitlines():
             if line.startswith("launch train"):
                 launched.add(line.split('"$CONFIGS/')[1].split('"')[0])
-    assert len(launched) == 5
+    assert len(launched) == 6
     assert [path.name for path in load_estimator().recipe_configs()] == sorted(launched)
 
 

@@ -210,7 +210,8 @@ def test_infer_davis_converts_and_scores(workspace, ytvos_finetune_run):
     assert (davis / "meta_expressions" / "valid" / "meta_expressions.json").is_file()
     evaluation = workspace / "runs" / "davis" / "davis" / "evaluation"
     result = json.loads((evaluation / "metrics.json").read_text())
-    assert set(result["metrics"]) == DAVIS_METRICS
+    assert set(result["metrics"]) == DAVIS_METRICS | {"videos", "annotators"}
+    assert result["counts"] == {"videos": 2, "annotators": 4}
     assert (evaluation / "global_results-val.csv").is_file()
     for annotator in range(4):
         videos = sorted(p.name for p in (evaluation / f"anno_{annotator}").iterdir() if p.is_dir())
