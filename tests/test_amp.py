@@ -116,7 +116,8 @@ def test_autocast_context_runs_the_decided_dtype():
 
 
 def test_trainer_logs_and_records_the_policy(tmp_path, caplog):
-    write_synthetic_ytvos(tmp_path / "data", 2, num_frames=4, size=(32, 48), seed=0, split="train")
+    for split in ("train", "valid"):  # training checks both splits it reads before it starts
+        write_synthetic_ytvos(tmp_path / "data", 2, num_frames=4, size=(32, 48), seed=0, split=split)
     values = {
         **SIZE_OVERRIDES,
         "data.root": str(tmp_path / "data"),

@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pycocotools import mask as mask_utils
 
 from wavecl.atomic import write_json
 from wavecl.config import DataConfig
@@ -47,6 +46,7 @@ from wavecl.data.ytvos import (
     read_expression_videos,
 )
 from wavecl.jsonio import read_json
+from wavecl.optional import require_package
 
 logger = logging.getLogger(__name__)
 
@@ -148,6 +148,7 @@ class MaskDict:
             ValueError: an RLE of another size or a malformed one (file, anno_id and frame index named).
         """
         union = np.zeros(size, dtype=bool)
+        mask_utils = require_package("pycocotools.mask", "reading MeViS masks (COCO RLE)")
         for anno_id in ids:
             rle = self.rles(anno_id, num_frames, video_id)[frame_index]
             if rle is None:
