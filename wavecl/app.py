@@ -86,7 +86,8 @@ class AppConfig:
         max_queue: most requests waiting; a request beyond it is refused with a message.
         cache_minutes: age after which Gradio's copies of uploads and results are deleted.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"`` (:func:`wavecl.device.resolve_device`).
-        amp: ``"off"``, ``"bf16"`` or ``"fp16"`` autocast on CUDA (:func:`wavecl.amp.decide_precision`).
+        amp: ``"off"``, ``"bf16"`` or ``"fp16"`` autocast (:func:`wavecl.amp.decide_precision`; on the
+            CPU bf16 only where native).
         temp_parent: folder in which the app makes its temporary folder (the system's when ``None``).
         examples: offer the generated example clips.
     """

@@ -142,8 +142,8 @@ class VideoPredictor:
         window: frames per clip. Each window is segmented independently, with its own query choice.
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:<index>"`` (:func:`wavecl.device.resolve_device`;
             asking for CUDA without CUDA is an error).
-        amp: ``"off"``, ``"bf16"`` or ``"fp16"`` autocast on CUDA (:func:`wavecl.amp.decide_precision`:
-            float16 where bfloat16 is not native; float32 on the CPU).
+        amp: ``"off"``, ``"bf16"`` or ``"fp16"`` autocast (:func:`wavecl.amp.decide_precision`: on CUDA
+            float16 where bfloat16 is not native; on the CPU bfloat16 where native, else float32).
         progress: show progress over frames (a live bar on a terminal, a line every few seconds in a log).
         threshold: mask probability above which a pixel is in the mask, in ``(0, 1)``.
         sentences_per_pass: at most this many sentences go through the text-conditioned part of the

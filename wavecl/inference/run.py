@@ -189,7 +189,8 @@ def predict_video(
         window: frames per clip; when ``None``, the checkpoint's (a run's ``data.window_size``), else 8.
         short_size, max_size: resize of the frames; when ``None``, the size recorded with the
             checkpoint (a run's ``data.eval_short_size``/``eval_max_size``), else 360 / 640.
-        amp: ``"off"``, ``"bf16"`` or ``"fp16"`` autocast on CUDA (float32 on the CPU).
+        amp: ``"off"``, ``"bf16"`` or ``"fp16"`` autocast (:func:`wavecl.amp.decide_precision`; on the CPU
+            bf16 runs where the CPU has bfloat16 instructions, anything else float32).
         fps: frame rate of the overlay video; the input video's when ``None`` (24 for frame folders).
         progress: show progress (a live bar on a terminal, a line every few seconds in a log).
         sentences_per_pass: sentences segmented together; every window runs the backbone once for all.
