@@ -42,8 +42,9 @@ from wavecl.config import DEFAULT_AMP, AmpMode
 from wavecl.data.video import VideoWriter
 from wavecl.device import resolve_device
 from wavecl.inference.overlay import contact_sheet, overlay_masks, save_png, sentence_colors
-from wavecl.inference.predictor import VideoInput, VideoPredictor, open_video
-from wavecl.model.pretrained import PretrainedSource, build_pretrained, resolve_pretrained
+from wavecl.inference.predictor import Runtime, VideoInput, VideoPredictor, open_video
+from wavecl.model.onnx_export import ONNX_MANIFEST
+from wavecl.model.pretrained import ONNX_DIRNAME, PretrainedSource, build_pretrained, resolve_pretrained
 from wavecl.model.wavecl import WaveCL
 
 T = TypeVar("T")
@@ -174,6 +175,7 @@ def predict_video(
     progress: bool = True,
     sentences_per_pass: int = 8,
     compile: bool = False,
+    runtime: Runtime = "torch",
 ) -> PredictionPaths:
     """Segment ``video`` for every sentence and write masks, an overlay video and a contact sheet.
 
@@ -195,6 +197,8 @@ def predict_video(
         progress: show progress (a live bar on a terminal, a line every few seconds in a log).
         sentences_per_pass: sentences segmented together; every window runs the backbone once for all.
         compile: ``torch.compile`` the network (eager, with one warning, where that is unavailable).
+        runtime: ``"torch"`` or ``"onnxruntime"`` (:class:`~wavecl.inference.predictor.VideoPredictor`); ONNX
+            Runtime runs the ``onnx/`` parts of a pretrained folder when it has them, else exports the model.
 
     Returns:
         The paths written (:class:`PredictionPaths`).
@@ -212,8 +216,16 @@ def predict_video(
         progress=progress,
         sentences_per_pass=sentences_per_pass,
         compile=compile,
+        runtime=runtime,
+        onnx_dir=onnx_parts(checkpoint) if runtime == "onnxruntime" else None,
     )
     return write_predictions(predictor, video, sentences, out_dir, fps=fps)
+
+
+def onnx_parts(checkpoint: str | os.PathLike[str]) -> Path | None:
+    """The ONNX parts ``wavecl export --onnx`` wrote into the pretrained folder ``checkpoint``, or ``None``."""
+    folder = Path(checkpoint) / ONNX_DIRNAME
+    return folder if (folder / ONNX_MANIFEST).is_file() else None
 
 
 def write_predictions(

@@ -33,6 +33,8 @@ def cached_per_shape(function: Callable[P, R]) -> Callable[P, R]:
 
     @functools.wraps(function)
     def shape_cached(*args: P.args, **kwargs: P.kwargs) -> R:
+        if torch.compiler.is_exporting():
+            return function(*args, **kwargs)
         return cached(*args, **kwargs)
 
     return torch.compiler.assume_constant_result(shape_cached)
