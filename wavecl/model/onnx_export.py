@@ -134,7 +134,11 @@ class SegmentPart(nn.Module):
 
 
 def export_onnx(
-    model: nn.Module, directory: str | os.PathLike[str], frame_size: tuple[int, int] | None = None, frames: int = 3
+    model: nn.Module,
+    directory: str | os.PathLike[str],
+    frame_size: tuple[int, int] | None = None,
+    frames: int = 3,
+    int8: bool = False,
 ) -> Path:
     """Write ``model`` as the three ONNX parts of this module's docstring, and ``onnx.json``, into ``directory``.
 
@@ -146,6 +150,8 @@ def export_onnx(
         directory: the folder to write (created; existing part files are replaced).
         frame_size: ``(H, W)`` of the example frames; the smallest allowed side by default.
         frames: ``T`` of the example clip.
+        int8: quantize the weights of the matmuls to int8 after the export (ONNX Runtime's
+            ``quantize_dynamic``: int8 weights, activations quantized on the fly per call).
 
     Returns:
         ``directory``.
@@ -218,8 +224,12 @@ def export_onnx(
         list(SEGMENT_OUTPUTS),
         (specs,),  # one entry: SegmentPart.forward takes *tensors
     )
+    if int8:
+        for name in PART_FILES.values():
+            quantize_int8(directory / name)
     manifest = {
         "opset": ONNX_OPSET,
+        "int8": int8,
         "parts": PART_FILES,
         "num_feature_levels": num_levels,
         "min_frame_side": min_side,
@@ -232,6 +242,18 @@ def export_onnx(
     with atomic_path(directory / ONNX_MANIFEST) as temporary:
         temporary.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return directory
+
+
+def quantize_int8(path: Path) -> None:
+    """Replace the ONNX graph at ``path`` by its dynamically quantized version (int8 matmul weights).
+
+    Raises:
+        ImportError: onnxruntime is not installed.
+    """
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with atomic_path(path) as temporary:
+        quantize_dynamic(path, temporary, weight_type=QuantType.QInt8)
 
 
 def _export(
