@@ -5,15 +5,20 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
+from pathlib import Path
 
 import pytest
 import torch
-from test_trainer import SIZE_OVERRIDES, TINY_CONFIG
+from support import perturbed_model
+from test_trainer import SIZE_OVERRIDES, TINY_CONFIG, read_log, skip_evaluation
 
-from wavecl.amp import FLOAT32_TENSORS, bf16_is_native, decide_precision
+from wavecl import amp
+from wavecl.amp import FLOAT32_TENSORS, bf16_is_native, cpu_bf16_is_native, decide_precision
 from wavecl.config import apply_overrides, load_config
-from wavecl.data.synthetic import write_synthetic_ytvos
+from wavecl.data.synthetic import sample_synthetic_video, write_synthetic_ytvos
 from wavecl.distributed import DistInfo
+from wavecl.inference.predictor import VideoPredictor
 from wavecl.training.trainer import Trainer
 
 CUDA = torch.device("cuda", 0)
@@ -92,17 +97,51 @@ def test_capability_check_without_the_emulation_argument(monkeypatch):
     assert decide_precision("bf16", CUDA).autocast_dtype == torch.float16
 
 
-@pytest.mark.parametrize("amp", ["off", "bf16", "fp16"])
-def test_cpu_runs_float32_and_says_why(amp, monkeypatch):
+def fake_cpu(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, native: bool) -> None:
+    """Make :func:`cpu_bf16_is_native` read a two-core ``/proc/cpuinfo`` with or without ``avx512_bf16``."""
+    flags = "fpu sse2 avx2 avx512f avx512bw" + (" avx512_bf16" if native else " avx512_vnni")
+    core = f"processor\t: {{}}\nmodel name\t: Some CPU\nflags\t\t: {flags}\nbugs\t\t: spectre_v1\n\n"
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(core.format(0) + core.format(1))
+    monkeypatch.setattr(amp, "CPUINFO", cpuinfo)
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["avx512_bf16", "no_bf16"])
+@pytest.mark.parametrize("mode", ["off", "bf16", "fp16"])
+def test_cpu_policy(mode, native, monkeypatch, tmp_path):
+    """bf16 autocast on a CPU with bfloat16 instructions; float32 otherwise, with the reason noted."""
     untouched_tf32_flags(monkeypatch)
-    policy = decide_precision(amp, CPU)
-    assert policy.autocast_dtype is None and not policy.grad_scaler and policy.effective == "off"
+    fake_cpu(monkeypatch, tmp_path, native)
+    assert cpu_bf16_is_native() == native
+    policy = decide_precision(mode, CPU)
+    runs_bf16 = mode == "bf16" and native
+    assert policy.autocast_dtype == (torch.bfloat16 if runs_bf16 else None)
+    assert policy.effective == ("bf16" if runs_bf16 else "off") and not policy.grad_scaler
     assert not policy.tf32 and "TF32" not in policy.describe()
     assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
-    assert ("CUDA only" in policy.note) == (amp != "off")
+    expected_note = {
+        "off": "",
+        "bf16": "" if native else "this CPU has no bfloat16 instructions (AVX512-BF16 or AMX-BF16); cpu is float32",
+        "fp16": "float16 autocast runs on CUDA only; cpu is float32",
+    }[mode]
+    assert policy.note == expected_note
     with policy.autocast():
-        assert torch.mm(torch.ones(2, 2), torch.ones(2, 2)).dtype == torch.float32
-        assert not torch.is_autocast_enabled("cpu")
+        product = torch.mm(torch.ones(2, 2), torch.ones(2, 2))
+        assert product.dtype == (torch.bfloat16 if runs_bf16 else torch.float32)
+        assert torch.is_autocast_enabled("cpu") == runs_bf16
+
+
+def test_cpu_without_cpuinfo_is_not_native(monkeypatch, tmp_path):
+    monkeypatch.setattr(amp, "CPUINFO", tmp_path / "missing")
+    assert not cpu_bf16_is_native()
+    assert decide_precision("bf16", CPU).autocast_dtype is None
+
+
+def test_amx_counts_as_native(monkeypatch, tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: avx2 amx_tile amx_bf16 amx_int8\n")
+    monkeypatch.setattr(amp, "CPUINFO", cpuinfo)
+    assert decide_precision("bf16", CPU).autocast_dtype == torch.bfloat16
 
 
 def test_autocast_context_runs_the_decided_dtype():
@@ -115,7 +154,12 @@ def test_autocast_context_runs_the_decided_dtype():
         decide_precision("true", CPU)  # type: ignore[arg-type]
 
 
-def test_trainer_logs_and_records_the_policy(tmp_path, caplog):
+@pytest.mark.parametrize("native", [True, False], ids=["avx512_bf16", "no_bf16"])
+def test_trainer_logs_records_and_runs_the_policy(tmp_path, caplog, monkeypatch, native):
+    """A CPU training step under the policy: bf16 autocast where native (finite loss, gradients reach the
+    weights), float32 elsewhere; logged and recorded in run_info.json either way."""
+    fake_cpu(monkeypatch, tmp_path, native)
+    skip_evaluation(monkeypatch)
     for split in ("train", "valid"):  # training checks both splits it reads before it starts
         write_synthetic_ytvos(tmp_path / "data", 2, num_frames=4, size=(32, 48), seed=0, split=split)
     values = {
@@ -123,19 +167,66 @@ def test_trainer_logs_and_records_the_policy(tmp_path, caplog):
         "data.root": str(tmp_path / "data"),
         "train.output_dir": str(tmp_path / "runs"),
         "train.amp": "bf16",
+        "train.epochs": 1,
+        "train.max_steps_per_epoch": 1,
     }
     config = apply_overrides(load_config(TINY_CONFIG), values)
     with caplog.at_level(logging.INFO, logger="wavecl.train"):
         trainer = Trainer(config, DistInfo(0, 1, 0, CPU))
-    assert "precision: bf16 requested, float32 on cpu (autocast runs on CUDA only" in caplog.text
+    if native:
+        assert "precision: bf16 requested, bf16 autocast on cpu\n" in caplog.text + "\n"
+    else:
+        assert "precision: bf16 requested, float32 on cpu (this CPU has no bfloat16 instructions" in caplog.text
     info = json.loads((trainer.run_dir / "run_info.json").read_text())
     assert info["precision"] == {
         "requested": "bf16",
-        "effective": "off",
+        "effective": "bf16" if native else "off",
         "grad_scaler": False,
         "tf32": False,
         "device": "cpu",
-        "note": "autocast runs on CUDA only; cpu is float32",
-        "float32": ["everything (no autocast)"],
+        "note": "" if native else "this CPU has no bfloat16 instructions (AVX512-BF16 or AMX-BF16); cpu is float32",
+        "float32": list(FLOAT32_TENSORS) if native else ["everything (no autocast)"],
     }
     assert not trainer.scaler.is_enabled()
+    projected = []
+    value_proj = trainer.model.transformer.encoder.layers[0].self_attn.value_proj
+    value_proj.register_forward_hook(lambda module, inputs, output: projected.append(output.dtype))
+    before = {name: p.detach().clone() for name, p in trainer.model.named_parameters() if p.requires_grad}
+    trainer.fit()
+    assert projected == [torch.bfloat16 if native else torch.float32]
+    (record,) = read_log(trainer.run_dir)
+    assert math.isfinite(record["train_loss"]) and record["train_skipped_batches"] == 0
+    after = dict(trainer.model.named_parameters())
+    assert all(after[name].dtype == torch.float32 and torch.isfinite(after[name]).all() for name in before)
+    assert any(not torch.equal(after[name], value) for name, value in before.items())
+
+
+def test_bf16_prediction_agrees_with_float32(monkeypatch, tmp_path, tiny_config):
+    """The tiny model (every path carrying a signal) predicts nearly the same masks under CPU bf16 autocast
+    as in float32; its mask logits differ by bf16 rounding (so bf16 really ran), not more."""
+    fake_cpu(monkeypatch, tmp_path, native=True)
+    model = perturbed_model(tiny_config).eval()
+    video, _ = sample_synthetic_video(seed=3, split="test", index=0, num_frames=5, size=(48, 64)).render()
+    sentences = ["the red circle moving to the left", "a blue square", "the green triangle"]
+    segment = model.segment
+    logits: list[torch.Tensor] = []
+
+    def recording_segment(*args, **kwargs):
+        output = segment(*args, **kwargs)
+        logits.append(output.pred_masks.float().flatten())
+        return output
+
+    monkeypatch.setattr(model, "segment", recording_segment)
+    results = {}
+    for mode in ("off", "bf16"):
+        predictor = VideoPredictor(model, short_size=40, max_size=64, window=5, amp=mode, progress=False)
+        assert predictor.precision.effective == mode
+        masks = predictor(video, sentences)
+        results[mode] = (masks, torch.cat(logits))
+        logits.clear()
+    (masks32, logits32), (masks16, logits16) = results["off"], results["bf16"]
+    assert masks32.shape == masks16.shape == (3, 5, 48, 64)
+    assert 0.02 < masks32.float().mean() < 0.98  # neither empty nor full: the comparison means something
+    assert (masks32 == masks16).float().mean() >= 0.98
+    error = (logits16 - logits32).abs().max() / logits32.abs().max()
+    assert 0 < error < 0.05

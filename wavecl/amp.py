@@ -4,10 +4,13 @@
 :class:`PrecisionPolicy`: the dtype autocast actually runs in, whether training scales the loss, and
 which tensors stay float32. The rules:
 
-- autocast runs on CUDA only; on the CPU everything is float32 (a request is noted, not obeyed);
 - ``bf16`` runs bfloat16 where the GPU computes it natively (compute capability 8.0 and later;
   emulated bfloat16 on older GPUs is slower than float32 and does not count); elsewhere it runs
   float16, with loss scaling;
+- on the CPU, ``bf16`` runs bfloat16 autocast where the CPU has bfloat16 instructions (AVX512-BF16 or
+  AMX-BF16, :func:`cpu_bf16_is_native`; oneDNN emulates it elsewhere, slower than float32) and float32
+  elsewhere; ``fp16`` runs float32 (no CPU has float16 matmuls worth using); a request that does not run
+  is noted, not obeyed; other devices run float32;
 - a gradient scaler runs exactly when float16 does (float16's narrow range underflows small gradients;
   bfloat16 has float32's range and needs none);
 - on CUDA, whatever the mode, float32 matmuls and cuDNN convolutions run in TF32 on the tensor cores
@@ -21,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -35,6 +39,12 @@ FLOAT32_TENSORS = (
 """What stays float32 under autocast, whatever the policy (recorded with the policy)."""
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+CPUINFO = Path("/proc/cpuinfo")
+"""Where Linux lists the CPU's instruction-set flags (read by :func:`cpu_bf16_is_native`)."""
+
+CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+"""The x86 flags of bfloat16 arithmetic in hardware: either one makes CPU bf16 autocast pay."""
 
 
 @dataclass(frozen=True)
@@ -110,6 +120,22 @@ def bf16_is_native(device: torch.device) -> bool:
         return torch.cuda.is_bf16_supported()
 
 
+def cpu_bf16_is_native() -> bool:
+    """Whether this CPU computes bfloat16 in hardware: ``avx512_bf16`` or ``amx_bf16`` among the flags of
+    :data:`CPUINFO`.
+
+    torch exposes no such check (``torch.backends.cpu.get_cpu_capability()`` names the vector width
+    only, and oneDNN's bf16 check also accepts plain AVX512, where bfloat16 is emulated). Where
+    :data:`CPUINFO` does not exist (macOS, Windows) or cannot be read, the answer is False.
+    """
+    try:
+        text = CPUINFO.read_text()
+    except OSError:
+        return False
+    flags = {flag for line in text.splitlines() if line.startswith("flags") for flag in line.split(":", 1)[-1].split()}
+    return any(flag in flags for flag in CPU_BF16_FLAGS)
+
+
 def enable_tf32() -> None:
     """Let CUDA run float32 matmuls (cuBLAS) and convolutions (cuDNN) in TF32, process-wide.
 
@@ -140,8 +166,10 @@ def decide_precision(amp: AmpMode, device: torch.device) -> PrecisionPolicy:
         enable_tf32()
     if amp == "off":
         return PrecisionPolicy(amp, device.type, None)
+    if device.type == "cpu":
+        return _cpu_policy(amp)
     if device.type != "cuda":
-        return PrecisionPolicy(amp, device.type, None, f"autocast runs on CUDA only; {device.type} is float32")
+        return PrecisionPolicy(amp, device.type, None, f"autocast runs on CUDA and CPUs only; {device.type} is float32")
     if amp == "bf16" and not bf16_is_native(device):
         major, minor = torch.cuda.get_device_capability(device)
         note = (
@@ -150,3 +178,13 @@ def decide_precision(amp: AmpMode, device: torch.device) -> PrecisionPolicy:
         )
         return PrecisionPolicy(amp, "cuda", torch.float16, note)
     return PrecisionPolicy(amp, "cuda", _DTYPES[amp])
+
+
+def _cpu_policy(amp: AmpMode) -> PrecisionPolicy:
+    """The CPU's policy for ``bf16`` or ``fp16`` (see the module's rules)."""
+    if amp == "fp16":
+        return PrecisionPolicy(amp, "cpu", None, "float16 autocast runs on CUDA only; cpu is float32")
+    if not cpu_bf16_is_native():
+        note = "this CPU has no bfloat16 instructions (AVX512-BF16 or AMX-BF16); cpu is float32"
+        return PrecisionPolicy(amp, "cpu", None, note)
+    return PrecisionPolicy(amp, "cpu", torch.bfloat16)

@@ -47,7 +47,7 @@ from wavecl.data.paths import FRAME_SUFFIXES, is_hidden, is_listed_name
 from wavecl.data.synthetic import sample_synthetic_video
 from wavecl.data.video import write_video
 from wavecl.inference.overlay import sentence_colors
-from wavecl.inference.predictor import VideoPredictor, open_video
+from wavecl.inference.predictor import Runtime, VideoPredictor, open_video
 from wavecl.inference.run import (
     DEFAULT_MAX_SIZE,
     DEFAULT_SHORT_SIZE,
@@ -87,9 +87,13 @@ class AppConfig:
         max_queue: most requests waiting; a request beyond it is refused with a message.
         cache_minutes: age after which Gradio's copies of uploads and results are deleted.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"`` (:func:`wavecl.device.resolve_device`).
-        amp: ``"off"``, ``"bf16"`` or ``"fp16"`` autocast on CUDA (:func:`wavecl.amp.decide_precision`).
+        amp: ``"off"``, ``"bf16"`` or ``"fp16"`` autocast (:func:`wavecl.amp.decide_precision`; on the
+            CPU bf16 only where native).
         temp_parent: folder in which the app makes its temporary folder (the system's when ``None``).
         examples: offer the generated example clips.
+        runtime: ``"torch"`` or ``"onnxruntime"`` (:class:`~wavecl.inference.predictor.VideoPredictor`).
+        onnx_dir: the exported ONNX parts ONNX Runtime runs (``wavecl export --onnx``); needed with
+            ``runtime="onnxruntime"``.
     """
 
     short_size: int = DEFAULT_SHORT_SIZE
@@ -105,11 +109,17 @@ class AppConfig:
     amp: AmpMode = DEFAULT_AMP
     temp_parent: str | os.PathLike[str] | None = None
     examples: bool = True
+    runtime: Runtime = "torch"
+    onnx_dir: str | os.PathLike[str] | None = None
 
     def __post_init__(self) -> None:
         for name in ("short_size", "window", "max_frames", "max_sentences", "max_queue"):
             if getattr(self, name) < 1:
                 raise ValueError(f"AppConfig.{name} must be at least 1, got {getattr(self, name)}")
+        if self.runtime == "onnxruntime" and self.onnx_dir is None:
+            raise ValueError(
+                "AppConfig.onnx_dir is needed with runtime='onnxruntime': export the model with `wavecl export --onnx`"
+            )
         if self.max_size is not None and self.max_size < self.short_size:
             raise ValueError(f"AppConfig.max_size ({self.max_size}) is smaller than short_size ({self.short_size})")
         if not 0.0 < self.threshold < 1.0:
@@ -322,6 +332,8 @@ class Segmenter:
             amp=config.amp,
             progress=False,
             threshold=threshold,
+            runtime=config.runtime,
+            onnx_dir=config.onnx_dir,
         )
 
     def _video_input(self, upload: str | None, folder: Sequence[str] | None, work: Path) -> tuple[Path, str]:

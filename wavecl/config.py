@@ -28,7 +28,8 @@ from wavecl import original
 
 AmpMode = Literal["off", "bf16", "fp16"]
 """Mixed precision everywhere (training, evaluation, prediction): ``off`` (float32), ``bf16`` or ``fp16``
-autocast on CUDA; :func:`wavecl.amp.decide_precision` turns it into what runs."""
+autocast on CUDA, ``bf16`` on CPUs with bfloat16 instructions; :func:`wavecl.amp.decide_precision` turns it
+into what runs."""
 DEFAULT_AMP: AmpMode = "off"
 """The one default of every ``amp`` setting: float32, as the published results were trained."""
 AMP_CHOICES: tuple[str, ...] = get_args(AmpMode)
@@ -236,8 +237,9 @@ class TrainConfig:
     """Batches whose gradients are summed before each optimiser step."""
     amp: AmpMode = DEFAULT_AMP
     """Mixed precision on CUDA: off, bf16 (float16 with a gradient scaler where the GPU has no native
-    bfloat16) or fp16 (with a gradient scaler); float32 on the CPU. On CUDA float32 matmuls and convolutions
-    run in TF32 in every mode. Recorded in run_info.json."""
+    bfloat16) or fp16 (with a gradient scaler); on the CPU bf16 runs bfloat16 where the CPU has AVX512-BF16 or
+    AMX-BF16, anything else float32. On CUDA float32 matmuls and convolutions run in TF32 in every mode.
+    Recorded in run_info.json."""
     seed: int = 42
     """Seed of initialisation, sampling and augmentation."""
     eval_interval: int = 1

@@ -38,6 +38,7 @@ def run(args: argparse.Namespace) -> None:
         sentences_per_pass=args.sentences_per_pass,
         compile=args.compile,
         sentence_names=[f"--text #{number}" for number in range(1, len(args.text) + 1)],
+        runtime=args.runtime,
     )
     console.print(f"{paths.num_frames} frames segmented for {len(args.text)} sentence(s), {paths.window} per window")
     for sentence, folder in zip(args.text, paths.mask_dirs):
@@ -81,4 +82,11 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="sentences segmented together (each window runs the backbone once for all; default 8)",
     )
     add_compile_argument(parser)
+    parser.add_argument(
+        "--runtime",
+        choices=["torch", "onnxruntime"],
+        default="torch",
+        help="what runs the network: torch (default), or onnxruntime (float32 on the CPU; uses the checkpoint "
+        "folder's onnx/ from `wavecl export --onnx`, else exports the model first)",
+    )
     parser.set_defaults(handler=run)

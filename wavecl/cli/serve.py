@@ -21,7 +21,7 @@ def run(args: argparse.Namespace) -> None:
     """Load the checkpoint and serve the page until Ctrl-C; a taken port is reported as a ValueError."""
     from wavecl.app import AppConfig, serve
     from wavecl.device import resolve_device
-    from wavecl.inference.run import inference_settings
+    from wavecl.inference.run import inference_settings, onnx_parts
     from wavecl.model.pretrained import build_pretrained, resolve_pretrained
     from wavecl.model.wavecl import WaveCL
 
@@ -37,6 +37,8 @@ def run(args: argparse.Namespace) -> None:
         max_queue=args.max_queue,
         device=device,
         amp=args.amp,
+        runtime=args.runtime,
+        onnx_dir=onnx_parts(args.checkpoint) if args.runtime == "onnxruntime" else None,
     )
     if args.host not in LOOPBACK_HOSTS:
         error_console.print(
@@ -74,4 +76,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--max-queue", type=int, default=16, help="most requests waiting their turn (default 16)")
     add_amp_argument(parser)
+    parser.add_argument(
+        "--runtime",
+        choices=["torch", "onnxruntime"],
+        default="torch",
+        help="what runs the network: torch (default), or onnxruntime (float32 on the CPU; the checkpoint must be a "
+        "pretrained folder written by `wavecl export --onnx`)",
+    )
     parser.set_defaults(handler=run)

@@ -14,9 +14,11 @@ share its visual features, ``sentences_per_pass`` at a time (so memory stays bou
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -29,12 +31,17 @@ from wavecl.data.paths import FRAME_SUFFIXES, listed_files, read_image
 from wavecl.data.transforms import ClipTransform, clean_expression, resize_shape
 from wavecl.data.video import iter_video_frames, probe_video
 from wavecl.device import resolve_device
+from wavecl.inference.onnx_runtime import OnnxNetwork
 from wavecl.model.compile import compile_model
+from wavecl.model.onnx_export import export_onnx
 from wavecl.model.output import NonFiniteOutputError
 from wavecl.model.postprocess import MASK_THRESHOLD, video_postprocess
 from wavecl.model.text import sentence_start
 from wavecl.model.wavecl import WaveCL
 from wavecl.progress import progress_bar
+
+Runtime = Literal["torch", "onnxruntime"]
+"""What runs the network: PyTorch, or ONNX Runtime on the CPU (:class:`wavecl.inference.onnx_runtime.OnnxNetwork`)."""
 
 VideoInput = str | os.PathLike | Sequence[Image.Image] | np.ndarray
 """An mp4 (or any FFmpeg-readable) file, a folder of frames, a list of PIL images or a ``[T, H, W, 3]`` uint8 array."""
@@ -127,14 +134,22 @@ class VideoPredictor:
         window: frames per clip. Each window is segmented independently, with its own query choice.
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:<index>"`` (:func:`wavecl.device.resolve_device`;
             asking for CUDA without CUDA is an error).
-        amp: ``"off"``, ``"bf16"`` or ``"fp16"`` autocast on CUDA (:func:`wavecl.amp.decide_precision`:
-            float16 where bfloat16 is not native; float32 on the CPU).
+        amp: ``"off"``, ``"bf16"`` or ``"fp16"`` autocast (:func:`wavecl.amp.decide_precision`: on CUDA
+            float16 where bfloat16 is not native; on the CPU bfloat16 where native, else float32).
         progress: show progress over frames (a live bar on a terminal, a line every few seconds in a log).
         threshold: mask probability above which a pixel is in the mask, in ``(0, 1)``.
         sentences_per_pass: at most this many sentences go through the text-conditioned part of the
             network at once (they all share one backbone pass per window).
         compile: ``torch.compile`` the network's heavy parts (:func:`wavecl.model.compile.compile_model`;
             eager with one warning where compilation is unavailable or fails).
+        runtime: ``"torch"``, or ``"onnxruntime"``: the network's three ONNX parts run by ONNX Runtime in
+            float32 on the CPU (needs ``device="cpu"``, ``amp="off"``, no ``compile``, and frames whose
+            resized sides lie in the export's range, :mod:`wavecl.model.onnx_export`).
+        onnx_dir: the folder ``wavecl export --onnx`` wrote (a pretrained folder's ``onnx/``); with
+            ``runtime="onnxruntime"`` and ``None``, ``model`` is exported into a temporary folder first.
+
+    Raises:
+        ValueError: a setting out of range, or ``onnxruntime`` with CUDA, autocast or compilation.
 
     Example::
 
@@ -154,7 +169,11 @@ class VideoPredictor:
         threshold: float = MASK_THRESHOLD,
         sentences_per_pass: int = 8,
         compile: bool = False,
+        runtime: Runtime = "torch",
+        onnx_dir: str | os.PathLike[str] | None = None,
     ) -> None:
+        if runtime not in ("torch", "onnxruntime"):
+            raise ValueError(f"runtime must be 'torch' or 'onnxruntime', got {runtime!r}")
         if window < 1:
             raise ValueError(f"window must be a positive number of frames, got {window}")
         if not 0.0 < threshold < 1.0:
@@ -163,6 +182,10 @@ class VideoPredictor:
             raise ValueError(f"sentences_per_pass must be positive, got {sentences_per_pass}")
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
+        if runtime == "onnxruntime":
+            self.network = self._onnx_network(model, amp, compile, onnx_dir)
+        else:
+            self.network = self.model
         if compile:
             compile_model(self.model)
         self.sentences_per_pass = sentences_per_pass
@@ -196,6 +219,20 @@ class VideoPredictor:
         self.model.check_sentences(texts, names)
         return texts
 
+    def _onnx_network(
+        self, model: WaveCL, amp: AmpMode, compile: bool, onnx_dir: str | os.PathLike[str] | None
+    ) -> OnnxNetwork:
+        """The ONNX Runtime network of ``onnx_dir``, or of ``model`` exported into a temporary folder."""
+        if self.device.type != "cpu" or amp != "off" or compile:
+            raise ValueError(
+                "runtime='onnxruntime' runs float32 on the CPU: it needs device='cpu', amp='off' and no compile "
+                f"(got device={str(self.device)!r}, amp={amp!r}, compile={compile})"
+            )
+        if onnx_dir is None:
+            self._exported = tempfile.TemporaryDirectory(prefix="wavecl-onnx-")
+            onnx_dir = export_onnx(model, self._exported.name)
+        return OnnxNetwork(onnx_dir, model.tokenizer, model.text_encoder)
+
     def predict_window(self, frames: Sequence[Image.Image], sentences: Sequence[str]) -> Tensor:
         """Segment one clip: one backbone pass, then the sentences ``sentences_per_pass`` at a time.
 
@@ -216,12 +253,12 @@ class VideoPredictor:
         pad_mask = torch.zeros(num_frames, 1, resized_h, resized_w, dtype=torch.bool, device=self.device)
         masks = []
         with torch.inference_mode(), self.precision.autocast():
-            visual = self.model.encode_video(inputs, pad_mask)
+            visual = self.network.encode_video(inputs, pad_mask)
             for start in range(0, len(sentences), self.sentences_per_pass):
                 chunk = list(sentences[start : start + self.sentences_per_pass])
-                output = self.model.segment(
+                output = self.network.segment(
                     visual,
-                    self.model.encode_sentences(chunk, self.device),
+                    self.network.encode_sentences(chunk, self.device),
                     torch.tensor([[resized_h, resized_w]] * len(chunk), device=self.device),
                     clip_index=torch.zeros(len(chunk), dtype=torch.long),  # host: its range check is free
                 )

@@ -45,8 +45,9 @@ from wavecl.config import DEFAULT_AMP, AmpMode
 from wavecl.data.video import VideoWriter
 from wavecl.device import resolve_device
 from wavecl.inference.overlay import contact_sheet, overlay_masks, save_png, sentence_colors
-from wavecl.inference.predictor import VideoInput, VideoPredictor, open_video
-from wavecl.model.pretrained import PretrainedSource, build_pretrained, resolve_pretrained
+from wavecl.inference.predictor import Runtime, VideoInput, VideoPredictor, open_video
+from wavecl.model.onnx_export import ONNX_MANIFEST
+from wavecl.model.pretrained import ONNX_DIRNAME, PretrainedSource, build_pretrained, resolve_pretrained
 from wavecl.model.wavecl import WaveCL
 from wavecl.optional import package_available
 
@@ -180,6 +181,7 @@ def predict_video(
     sentences_per_pass: int = 8,
     compile: bool = False,
     sentence_names: Sequence[str] | None = None,
+    runtime: Runtime = "torch",
 ) -> PredictionPaths:
     """Segment ``video`` for every sentence and write masks, an overlay video and a contact sheet.
 
@@ -195,13 +197,16 @@ def predict_video(
         window: frames per clip; when ``None``, the checkpoint's (a run's ``data.window_size``), else 8.
         short_size, max_size: resize of the frames; when ``None``, the size recorded with the
             checkpoint (a run's ``data.eval_short_size``/``eval_max_size``), else 360 / 640.
-        amp: ``"off"``, ``"bf16"`` or ``"fp16"`` autocast on CUDA (float32 on the CPU).
+        amp: ``"off"``, ``"bf16"`` or ``"fp16"`` autocast (:func:`wavecl.amp.decide_precision`; on the CPU
+            bf16 runs where the CPU has bfloat16 instructions, anything else float32).
         fps: frame rate of the overlay video; the input video's when ``None`` (24 for frame folders).
         progress: show progress (a live bar on a terminal, a line every few seconds in a log).
         sentences_per_pass: sentences segmented together; every window runs the backbone once for all.
         compile: ``torch.compile`` the network (eager, with one warning, where that is unavailable).
         sentence_names: how error messages name each sentence's source (``--text #2``); ``sentence i``
             when ``None``.
+        runtime: ``"torch"`` or ``"onnxruntime"`` (:class:`~wavecl.inference.predictor.VideoPredictor`); ONNX
+            Runtime runs the ``onnx/`` parts of a pretrained folder when it has them, else exports the model.
 
     Returns:
         The paths written (:class:`PredictionPaths`).
@@ -219,8 +224,16 @@ def predict_video(
         progress=progress,
         sentences_per_pass=sentences_per_pass,
         compile=compile,
+        runtime=runtime,
+        onnx_dir=onnx_parts(checkpoint) if runtime == "onnxruntime" else None,
     )
     return write_predictions(predictor, video, sentences, out_dir, fps=fps, sentence_names=sentence_names)
+
+
+def onnx_parts(checkpoint: str | os.PathLike[str]) -> Path | None:
+    """The ONNX parts ``wavecl export --onnx`` wrote into the pretrained folder ``checkpoint``, or ``None``."""
+    folder = Path(checkpoint) / ONNX_DIRNAME
+    return folder if (folder / ONNX_MANIFEST).is_file() else None
 
 
 def write_predictions(

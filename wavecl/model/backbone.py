@@ -144,6 +144,8 @@ class WindowAttention3d(ShiftedWindowAttention3d):
 
     def forward(self, x: Tensor) -> Tensor:
         """``x [B, T, H, W, C]`` (normalised tokens) → ``[B, T, H, W, C]``."""
+        if torch.compiler.is_exporting():
+            return super().forward(x)
         b, t, h, w, c = x.shape
         window, shift = list(self.window_size), list(self.shift_size)
         for axis, extent in enumerate((t, h, w)):

@@ -78,7 +78,7 @@ def ms_deform_attn(
     needs_grad = torch.is_grad_enabled() and any(
         tensor.requires_grad for tensor in (value, sampling_locations, attention_weights)
     )
-    if needs_grad:
+    if needs_grad or torch.compiler.is_exporting():
         return _sample_by_grid(value, level_shapes, sampling_locations, attention_weights)
     return _sample_by_gather(value, level_shapes, sampling_locations, attention_weights)
 

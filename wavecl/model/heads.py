@@ -196,6 +196,15 @@ def dynamic_mask_logits(
     instances = b * t * q
     params = dynamic_params.to(dtype).reshape(instances, num_params)
     splits = params.split([n_in * n_out for n_in, n_out in layer_shapes] + [n_out for _, n_out in layer_shapes], dim=1)
+    if torch.compiler.is_exporting():
+        # ONNX's Conv needs a constant group count: the same 1x1 convs as one batched matmul per layer
+        x = rearrange(inputs, "b t q c h w -> (b t q) c (h w)")
+        for index, (n_in, n_out) in enumerate(layer_shapes):
+            weight = splits[index].reshape(instances, n_out, n_in)
+            x = torch.baddbmm(splits[len(layer_shapes) + index][:, :, None], weight, x)
+            if index < len(layer_shapes) - 1:
+                x = F.relu(x)
+        return rearrange(x, "(b t q) 1 (h w) -> b t q h w", b=b, t=t, h=h)
     x = rearrange(inputs, "b t q c h w -> 1 (b t q c) h w")
     with torch.autocast(device.type, enabled=False):
         for index, (n_in, n_out) in enumerate(layer_shapes):

@@ -46,7 +46,12 @@ CONFIG_FILENAME = "config.json"
 PREPROCESSOR_FILENAME = "preprocessor_config.json"
 TEXT_ENCODER_DIRNAME = "text_encoder"
 RUN_CONFIG_FILENAME = "config.yaml"
-PRETRAINED_ENTRIES = frozenset({CONFIG_FILENAME, MODEL_FILENAME, PREPROCESSOR_FILENAME, TEXT_ENCODER_DIRNAME})
+ONNX_DIRNAME = "onnx"
+"""The subfolder of a pretrained folder that ``wavecl export --onnx`` writes (:mod:`wavecl.model.onnx_export`)."""
+
+PRETRAINED_ENTRIES = frozenset(
+    {CONFIG_FILENAME, MODEL_FILENAME, PREPROCESSOR_FILENAME, TEXT_ENCODER_DIRNAME, ONNX_DIRNAME}
+)
 
 ModelT = TypeVar("ModelT", bound=nn.Module)
 

@@ -27,12 +27,15 @@ def cached_per_shape(function: Callable[P, R]) -> Callable[P, R]:
     tensors into the graph as constants (:func:`torch.compiler.assume_constant_result`). Its Python loops
     and host reads therefore break no graph, and the compiled code reads the tensors instead of building
     them on every call. That needs arguments dynamo knows as Python constants, i.e. static shapes, which
-    is how :func:`wavecl.model.compile.compile_model` compiles.
+    is how :func:`wavecl.model.compile.compile_model` compiles. ``torch.export`` (the ONNX export) traces
+    the function itself instead, so the exported graph builds the tensors from its symbolic shapes.
     """
     cached = functools.lru_cache(maxsize=64)(torch.inference_mode(False)(function))
 
     @functools.wraps(function)
     def shape_cached(*args: P.args, **kwargs: P.kwargs) -> R:
+        if torch.compiler.is_exporting():
+            return function(*args, **kwargs)
         return cached(*args, **kwargs)
 
     return torch.compiler.assume_constant_result(shape_cached)

@@ -281,37 +281,24 @@ def _check_texts(texts: Sequence[str]) -> None:
             raise ValueError(f"texts[{index}] is empty or whitespace only: {text!r}")
 
 
-def encode_text(
-    encoder: transformers.PreTrainedModel,
-    tokenizer: transformers.PreTrainedTokenizerBase,
-    texts: Sequence[str],
-    device: torch.device,
-    pooling: Literal["mean", "pooler"] = "mean",
-) -> TextFeatures:
-    """Tokenise and encode a batch of sentences.
-
-    Sentences are padded to the longest one, special tokens included, and never truncated. Gradients follow
-    the caller's grad mode (wrap in ``torch.no_grad()`` for a frozen encoder).
+def tokenize_texts(
+    tokenizer: transformers.PreTrainedTokenizerBase, encoder: transformers.PreTrainedModel, texts: Sequence[str]
+) -> tuple[Tensor, Tensor]:
+    """Token ids of a batch of sentences, padded to the longest one, special tokens included, never truncated.
 
     Args:
-        encoder: a Hugging Face encoder (for example from :func:`load_text_encoder`), already on ``device``.
-        tokenizer: its tokenizer.
+        tokenizer: the text encoder's tokenizer.
+        encoder: the text encoder (its position table bounds the length, :func:`max_text_tokens`).
         texts: B non-empty sentences.
-        device: where the token ids go.
-        pooling: ``"mean"`` (wavecl default) averages the last hidden state over non-pad tokens;
-            ``"pooler"`` (reference parity) takes the model's pooler output, tanh(Linear(h_first)).
 
     Returns:
-        :class:`TextFeatures` with words ``[B, S, D_text]``, pad_mask ``[B, S]`` and sentence ``[B, D_text]``.
+        ``input_ids [B, S]`` long and ``attention_mask [B, S]`` long (1 on tokens, 0 on padding), on the CPU.
 
     Raises:
         TypeError / ValueError: texts is not a non-empty sequence of non-blank strings (the message names the
-            offending index and text), a sentence is longer than :func:`max_text_tokens`, the pooling mode is
-            unknown, or ``"pooler"`` is asked of a model without a pooler.
+            offending index and text), or a sentence is longer than :func:`max_text_tokens`.
     """
     _check_texts(texts)
-    if pooling not in ("mean", "pooler"):
-        raise ValueError(f"pooling must be 'mean' or 'pooler', got {pooling!r}")
     tokens = tokenizer(list(texts), padding="longest", truncation=False, add_special_tokens=True, return_tensors="pt")
     lengths = tokens["attention_mask"].sum(dim=1)
     limit = max_text_tokens(encoder)
@@ -321,9 +308,33 @@ def encode_text(
             f"texts[{index}] has {int(lengths[index])} tokens, more than the {limit} the text encoder accepts: "
             f"{sentence_start(texts[index])}"
         )
-    # Copies that do not wait for the device (a blocking copy would stall until queued kernels finish).
-    attention_mask = tokens["attention_mask"].to(device, non_blocking=True)
-    outputs = encoder(input_ids=tokens["input_ids"].to(device, non_blocking=True), attention_mask=attention_mask)
+    return tokens["input_ids"], tokens["attention_mask"]
+
+
+def encode_tokens(
+    encoder: transformers.PreTrainedModel,
+    input_ids: Tensor,
+    attention_mask: Tensor,
+    pooling: Literal["mean", "pooler"] = "mean",
+) -> TextFeatures:
+    """Encode tokenised sentences (from :func:`tokenize_texts`, on the encoder's device).
+
+    Args:
+        encoder: a Hugging Face encoder.
+        input_ids: ``[B, S]`` long token ids.
+        attention_mask: ``[B, S]`` 1 on tokens, 0 on padding.
+        pooling: ``"mean"`` (wavecl default) averages the last hidden state over non-pad tokens;
+            ``"pooler"`` (reference parity) takes the model's pooler output, tanh(Linear(h_first)).
+
+    Returns:
+        :class:`TextFeatures` with words ``[B, S, D_text]``, pad_mask ``[B, S]`` and sentence ``[B, D_text]``.
+
+    Raises:
+        ValueError: the pooling mode is unknown, or ``"pooler"`` is asked of a model without a pooler.
+    """
+    if pooling not in ("mean", "pooler"):
+        raise ValueError(f"pooling must be 'mean' or 'pooler', got {pooling!r}")
+    outputs = encoder(input_ids=input_ids, attention_mask=attention_mask)
     words = outputs.last_hidden_state
     pad_mask = attention_mask == 0
     if pooling == "pooler":
@@ -333,3 +344,24 @@ def encode_text(
     else:
         sentence = masked_mean(words, pad_mask)
     return TextFeatures(words=words, pad_mask=pad_mask, sentence=sentence)
+
+
+def encode_text(
+    encoder: transformers.PreTrainedModel,
+    tokenizer: transformers.PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    device: torch.device,
+    pooling: Literal["mean", "pooler"] = "mean",
+) -> TextFeatures:
+    """Tokenise (:func:`tokenize_texts`) and encode (:func:`encode_tokens`) a batch of sentences on ``device``.
+
+    Gradients follow the caller's grad mode (wrap in ``torch.no_grad()`` for a frozen encoder).
+
+    Raises:
+        TypeError / ValueError: as :func:`tokenize_texts` and :func:`encode_tokens`.
+    """
+    input_ids, attention_mask = tokenize_texts(tokenizer, encoder, texts)
+    # Copies that do not wait for the device (a blocking copy would stall until queued kernels finish).
+    return encode_tokens(
+        encoder, input_ids.to(device, non_blocking=True), attention_mask.to(device, non_blocking=True), pooling
+    )

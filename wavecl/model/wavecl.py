@@ -32,10 +32,11 @@ from wavecl.model.sep import SemanticEntityPerception
 from wavecl.model.text import (
     FeatureResizer,
     check_sentence_lengths,
-    encode_text,
+    encode_tokens,
     load_text_encoder,
     masked_mean,
     max_text_tokens,
+    tokenize_texts,
 )
 from wavecl.model.voc import VideoObjectCluster
 from wavecl.model.wip import FocusedLinearAttention, wavelet_gate
@@ -230,13 +231,27 @@ class WaveCL(PretrainedMixin, nn.Module):
         check_sentence_lengths(self.tokenizer, max_text_tokens(self.text_encoder), texts, names)
 
     def encode_sentences(self, texts: Sequence[str], device: torch.device) -> EncodedSentences:
-        """Encode ``N`` referring expressions (the text encoder and the sentence projection).
+        """Encode ``N`` referring expressions: :func:`~wavecl.model.text.tokenize_texts`, then
+        :meth:`encode_tokens` on ``device``.
 
-        The text encoder runs without gradients when it is frozen. Raises ``TypeError`` /
-        ``ValueError`` for an empty or non-string sentence (see :func:`wavecl.model.text.encode_text`).
+        Raises ``TypeError`` / ``ValueError`` for an empty or non-string sentence, or one too long for
+        the text encoder.
+        """
+        input_ids, attention_mask = tokenize_texts(self.tokenizer, self.text_encoder, texts)
+        # Copies that do not wait for the device (a blocking copy would stall until queued kernels finish).
+        return self.encode_tokens(input_ids.to(device, non_blocking=True), attention_mask.to(device, non_blocking=True))
+
+    def encode_tokens(self, input_ids: Tensor, attention_mask: Tensor) -> EncodedSentences:
+        """The sentence part of the network on tokenised sentences: the text encoder and the sentence projection.
+
+        The text encoder runs without gradients when it is frozen.
+
+        Args:
+            input_ids: ``[N, S]`` long token ids (:func:`~wavecl.model.text.tokenize_texts`).
+            attention_mask: ``[N, S]`` 1 on tokens, 0 on padding.
         """
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_text_encoder):
-            text = encode_text(self.text_encoder, self.tokenizer, texts, device, self.config.sentence_pooling)
+            text = encode_tokens(self.text_encoder, input_ids, attention_mask, self.config.sentence_pooling)
         return EncodedSentences(
             text=text,
             sentence=self.txt_proj(text.sentence),
@@ -315,7 +330,7 @@ class WaveCL(PretrainedMixin, nn.Module):
         Raises:
             ValueError: ``clip_index`` or ``image_sizes`` do not fit ``N`` sentences and ``B`` clips.
         """
-        N = len(sentences)
+        N = sentences.sentence.shape[0]  # not len(): a symbolic size when exported to ONNX
         if clip_index is not None:
             visual = visual.select(clip_index)
         if visual.num_clips != N:
