@@ -25,6 +25,18 @@ def pytest_configure(config) -> None:
     os.environ[CACHE_ENVIRONMENT_VARIABLE] = tempfile.mkdtemp(prefix="wavecl-test-cache-")
 
 
+@pytest.fixture(autouse=True)
+def tf32_flags_off():
+    """TF32 off during every test, as torch starts, and the flags put back after it. The precision policy
+    sets them on CUDA, which tests fake; they are torch properties, which ``monkeypatch`` cannot always
+    restore (pytest 9.2 fails to, leaving the test's other patches in place too)."""
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    saved = matmul.allow_tf32, cudnn.allow_tf32
+    matmul.allow_tf32 = cudnn.allow_tf32 = False
+    yield
+    matmul.allow_tf32, cudnn.allow_tf32 = saved
+
+
 @pytest.fixture(scope="module")
 def tiny_config() -> ModelConfig:
     """The network part of ``configs/tiny.yaml`` (reduced Video-Swin, the packaged MiniLM encoder)."""

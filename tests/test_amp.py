@@ -43,14 +43,7 @@ def fake_gpu(monkeypatch: pytest.MonkeyPatch, gpu: tuple) -> list[dict]:
     monkeypatch.setattr(torch.cuda, "device", lambda device: contextlib.nullcontext())
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
-    untouched_tf32_flags(monkeypatch)
     return calls
-
-
-def untouched_tf32_flags(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Set torch's TF32 flags off for the test (the monkeypatch restores them after it)."""
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
 
 
 @pytest.mark.parametrize(
@@ -110,7 +103,6 @@ def fake_cpu(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, native: bool) -> N
 @pytest.mark.parametrize("mode", ["off", "bf16", "fp16"])
 def test_cpu_policy(mode, native, monkeypatch, tmp_path):
     """bf16 autocast on a CPU with bfloat16 instructions; float32 otherwise, with the reason noted."""
-    untouched_tf32_flags(monkeypatch)
     fake_cpu(monkeypatch, tmp_path, native)
     assert cpu_bf16_is_native() == native
     policy = decide_precision(mode, CPU)
