@@ -91,3 +91,17 @@ def test_demo_learns_and_its_checkpoint_predicts(tmp_path):
         for i, exp_id in enumerate(exp_ids)
     ]
     assert np.mean(scores) >= 0.5, scores
+
+
+def test_interrupted_demo_ends_with_one_line(tmp_path, monkeypatch, capsys):
+    import wavecl.training.demo as demo_module
+    from wavecl.cli import main as cli_main
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(demo_module, "run_demo", interrupted)
+    with pytest.raises(SystemExit) as exit_:
+        cli_main(["demo", "--out-dir", str(tmp_path / "demo")])
+    assert exit_.value.code == 130
+    assert "stopped by SIGINT" in capsys.readouterr().err

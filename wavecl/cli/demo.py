@@ -9,22 +9,25 @@ from wavecl.cli.common import (
     add_device_argument,
     add_shortcut_arguments,
     explicit_overrides,
+    stop_cleanly_on_signals,
     subcommand,
 )
 
 
 def run(args: argparse.Namespace) -> None:
-    """Run :func:`wavecl.training.demo.run_demo`, which prints where everything is."""
+    """Run :func:`wavecl.training.demo.run_demo`, which prints where everything is; Ctrl-C or SIGTERM
+    ends it with one line (:func:`~wavecl.cli.common.stop_cleanly_on_signals`)."""
     from wavecl.training.demo import DEMO_CONFIG, run_demo
 
-    run_demo(
-        args.out_dir,
-        minutes=args.minutes,
-        seed=args.seed,
-        device=args.device,
-        config_path=args.config or DEMO_CONFIG,
-        overrides=explicit_overrides(args),
-    )
+    with stop_cleanly_on_signals():
+        run_demo(
+            args.out_dir,
+            minutes=args.minutes,
+            seed=args.seed,
+            device=args.device,
+            config_path=args.config or DEMO_CONFIG,
+            overrides=explicit_overrides(args),
+        )
 
 
 def register(commands: argparse._SubParsersAction) -> None:
