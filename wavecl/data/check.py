@@ -117,7 +117,7 @@ class DatasetReport:
         lines = [f"dataset {self.root}"] + [f"  {split.describe()}" for split in self.splits]
         if not self.problems:
             return "\n".join([*lines, "  no problems found"])
-        lines.append(f"  {len(self.problems)} problems:")
+        lines.append(f"  {len(self.problems)} problem{'s' if len(self.problems) > 1 else ''}:")
         lines += [f"    {problem}" for problem in self.problems[:shown]]
         if len(self.problems) > shown:
             lines.append(f"    ... and {len(self.problems) - shown} more")
