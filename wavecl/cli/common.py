@@ -17,8 +17,8 @@ from rich.table import Table
 from wavecl.config import AMP_CHOICES, DEFAULT_AMP, Config, apply_overrides, load_config, parse_override
 
 AMP_HELP = (
-    "mixed precision: off (float32), bf16 (on CUDA float16 with loss scaling where bf16 is not native; on the CPU "
-    "bfloat16 where it has AVX512-BF16 or AMX-BF16, else float32) or fp16 (CUDA only)"
+    "mixed precision: off (float32), bf16 (on CUDA float16 where bf16 is not native, with loss scaling in "
+    "training; on the CPU bfloat16 where it has AVX512-BF16 or AMX-BF16, else float32) or fp16 (CUDA only)"
 )
 
 COMPILE_HELP = "torch.compile the network's heavy parts (falls back to eager mode, with a warning, if it cannot)"
