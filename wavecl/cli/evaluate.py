@@ -133,7 +133,7 @@ def evaluate_checkpoint(args: argparse.Namespace, config: Config, run_dir: Path 
     """Evaluate ``--checkpoint`` with ``config`` into ``out_dir`` (replaced whole at the end, with its
     ``metrics.json``) and print the metrics, on rank 0."""
     from wavecl.amp import decide_precision
-    from wavecl.distributed import cleanup, init_distributed
+    from wavecl.distributed import cleanup, init_distributed, on_main_process
     from wavecl.evaluation.datasets import METRICS_FILENAME, check_dataset, evaluate_model
     from wavecl.model.compile import compile_model
     from wavecl.model.wavecl import WaveCL
@@ -143,7 +143,7 @@ def evaluate_checkpoint(args: argparse.Namespace, config: Config, run_dir: Path 
     try:
         model = WaveCL(config.model)
         source = load_evaluation_weights(model, args.checkpoint)
-        check_dataset(config.data, ("eval",))  # before the first forward pass
+        on_main_process(lambda: check_dataset(config.data, ("eval",)), "checking the dataset")  # before any forward
         model.to(dist.device)
         if config.train.compile:
             compile_model(model)

@@ -1,13 +1,12 @@
-"""Locating a dataset folder and reading its files (text, JSON, CSV, images) with errors that name the file.
+"""Locating a dataset folder and reading its files (text, CSV, images) with errors that name the file
+(JSON: :mod:`wavecl.jsonio`).
 
 Which files of a folder count (:func:`listed_files`, :func:`is_hidden`) is decided here for every reader:
 hidden names, among them the ``._name`` copies macOS writes beside each file on foreign disks and in
 archives (AppleDouble), are never frames, masks or annotations.
 
-Files are not trusted: a JSON object that repeats a key is refused (the JSON standard leaves its meaning
-open; Python keeps the last value), and images are decoded only from the formats of
-:data:`IMAGE_FORMATS` and up to :data:`MAX_IMAGE_PIXELS` pixels, read from the header before any pixel
-is decoded.
+Files are not trusted: images are decoded only from the formats of :data:`IMAGE_FORMATS` and up to
+:data:`MAX_IMAGE_PIXELS` pixels, read from the header before any pixel is decoded.
 """
 
 from __future__ import annotations

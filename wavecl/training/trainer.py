@@ -271,7 +271,8 @@ class Trainer:
 
     def _build(self, explicit_overrides: dict[str, Any], resume: bool) -> None:
         config, dist, train_cfg = self.config, self.dist, self.config.train
-        check_dataset(config.data)  # seconds, so a broken dataset stops the run before the model is built
+        # seconds, so a broken dataset stops the run before the model is built; rank 0 reads the files for all
+        on_main_process(lambda: check_dataset(config.data), "checking the dataset")
         seed_process(train_cfg.seed)  # identical initial weights and sample list on every rank
         model = build_model(config.model).to(self.device)
         self.model = model
