@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wavecl.data.mevis import ANNOTATED_SPLITS, MaskDict, MeViSPaths, read_mevis_videos
+from wavecl.data.mevis import ANNOTATED_SPLITS, MaskDict, MeViSPaths, read_mevis_videos, rle_problem
 from wavecl.data.paths import natural_sorted, open_image, read_image
 from wavecl.data.ytvos import YTVOSPaths, evaluated_videos, read_expression_videos
 
@@ -345,20 +345,12 @@ def _check_mevis_rles(
         for frame, rle in zip(frames, rles):
             if rle is None:
                 continue
-            if not isinstance(rle, dict) or not isinstance(rle.get("counts"), str) or "size" not in rle:
-                problems.append(DatasetProblem(mask_dict.path, video_id, f"{key} frame {frame!r}", "not a COCO RLE"))
-                continue
-            summary.masks += 1
-            if frame in sizes and list(rle["size"]) != [sizes[frame][1], sizes[frame][0]]:
-                width, height = sizes[frame]
-                problems.append(
-                    DatasetProblem(
-                        mask_dict.path,
-                        video_id,
-                        f"{key} frame {frame!r}",
-                        f"RLE size {rle['size']} (height, width), its frame {[height, width]}",
-                    )
-                )
+            size = sizes.get(frame)  # (width, height); a missing frame is reported by the frame check
+            problem = rle_problem(rle, None if size is None else (size[1], size[0]))
+            if problem is None:
+                summary.masks += 1
+            else:
+                problems.append(DatasetProblem(mask_dict.path, video_id, f"{key} frame {frame!r}", problem))
 
 
 def check_mevis_dataset(root: str | os.PathLike, splits: Iterable[str] = ("train", "valid_u")) -> DatasetReport:

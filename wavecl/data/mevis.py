@@ -104,6 +104,19 @@ def anno_ids(expression: dict[str, Any], source: Path, video_id: str, exp_id: st
     return tuple(str(i) for i in ids)
 
 
+def rle_problem(rle: Any, size: tuple[int, int] | None) -> str | None:
+    """What is wrong with one ``mask_dict.json`` entry of a frame of ``size = (H, W)`` (``None``: size not
+    checked), or ``None`` for a COCO RLE (``{"size": [H, W], "counts": ...}``) of that size or a ``null``
+    entry (object absent)."""
+    if rle is None:
+        return None
+    if not isinstance(rle, dict) or not isinstance(rle.get("counts"), str | bytes) or "size" not in rle:
+        return "not a COCO RLE {'size', 'counts'} or null"
+    if size is not None and tuple(rle["size"]) != tuple(size):
+        return f"RLE size {rle['size']} (height, width), its frame {list(size)}"
+    return None
+
+
 class MaskDict:
     """The per-frame COCO RLE masks of a MeViS split's ``mask_dict.json``.
 
@@ -151,14 +164,11 @@ class MaskDict:
         mask_utils = require_package("pycocotools.mask", "reading MeViS masks (COCO RLE)")
         for anno_id in ids:
             rle = self.rles(anno_id, num_frames, video_id)[frame_index]
-            if rle is None:
-                continue
-            where = f"{self.path}: anno_id {anno_id} frame {frame_index} of video {video_id!r}"
-            if not isinstance(rle, dict) or not isinstance(rle.get("counts"), str | bytes):
-                raise ValueError(f"{where}: expected a COCO RLE {{'size', 'counts'}} or null")
-            if tuple(rle.get("size", ())) != size:
-                raise ValueError(f"{where}: RLE size {rle.get('size')} is not the frame's {list(size)}")
-            union |= mask_utils.decode(rle).astype(bool)
+            problem = rle_problem(rle, size)
+            if problem is not None:
+                raise ValueError(f"{self.path}: anno_id {anno_id} frame {frame_index} of video {video_id!r}: {problem}")
+            if rle is not None:
+                union |= mask_utils.decode(rle).astype(bool)
         return union
 
 

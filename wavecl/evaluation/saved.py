@@ -97,6 +97,16 @@ def evaluate_davis_predictions(results_dir: str | Path, davis_root: str | Path) 
     return ref_davis_metrics(results_dir, find_davis_folder(davis_root))
 
 
+def expected_frames(videos: dict[str, dict]) -> dict[tuple[str, str], list[str]]:
+    """``{(video, exp_id): frame names in natural order}``: what a submission for ``videos`` (as the
+    expression readers return them) must hold."""
+    return {
+        (video_id, exp_id): natural_sorted(video["frames"])
+        for video_id, video in videos.items()
+        for exp_id in video["expressions"]
+    }
+
+
 def evaluate_ytvos_predictions(
     path: str | Path, root: str | Path, per_expression_path: str | Path | None = None
 ) -> dict[str, float]:
@@ -115,12 +125,7 @@ def evaluate_ytvos_predictions(
     if ground_truth is not None:
         return score_ytvos_predictions(path, ground_truth, per_expression_path)
     videos = evaluated_videos(YTVOSPaths.find(root), "valid")
-    expected = {
-        (video_id, exp_id): natural_sorted(video["frames"])
-        for video_id, video in videos.items()
-        for exp_id in video["expressions"]
-    }
-    return check_ytvos_submission(path, expected)
+    return check_ytvos_submission(path, expected_frames(videos))
 
 
 def evaluate_mevis_predictions(
@@ -143,9 +148,4 @@ def evaluate_mevis_predictions(
     if split == "valid_u":
         return score_ytvos_predictions(path, MeViSGroundTruth(root, split), per_expression_path)
     videos = read_mevis_videos(MeViSPaths.find(root, split), split)
-    expected = {
-        (video_id, exp_id): natural_sorted(video["frames"])
-        for video_id, video in videos.items()
-        for exp_id in video["expressions"]
-    }
-    return check_ytvos_submission(path, expected)
+    return check_ytvos_submission(path, expected_frames(videos))
