@@ -191,7 +191,6 @@ def save_checkpoint(
     frozen_tensors = {name: tensors.pop(name) for name in sorted(frozen)}
     frozen_file = checkpoints_dir / _frozen_name(frozen_tensors) if frozen_tensors else None
     new_frozen = {} if frozen_file is None or frozen_file.is_file() else frozen_tensors
-    needed = _tensor_bytes(tensors) + _tensor_bytes(training_state) + _tensor_bytes(new_frozen)
     metadata = {"format": "pt"}
     if frozen_file is not None:
         metadata[FROZEN_METADATA_KEY] = f"../{frozen_file.name}"
@@ -203,6 +202,7 @@ def save_checkpoint(
     except OSError as error:
         if error.errno not in NO_SPACE_ERRNOS:
             raise
+        needed = _tensor_bytes(tensors) + _tensor_bytes(training_state) + _tensor_bytes(new_frozen)
         raise disk_full_error(checkpoints_dir, f"checkpoint {paths.directory.name}", needed) from None
     return paths
 

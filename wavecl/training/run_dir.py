@@ -213,7 +213,15 @@ def run_directory_of(resume: str | os.PathLike[str]) -> Path:
         FileNotFoundError: nothing to resume at ``resume``.
         RunDirectoryError: the checkpoint is not inside a run directory holding ``config.yaml``.
     """
-    checkpoint = resume_checkpoint(resume)
+    return run_directory_holding(resume, resume_checkpoint(resume))
+
+
+def run_directory_holding(resume: str | os.PathLike[str], checkpoint: Path | None) -> Path:
+    """:func:`run_directory_of` for a caller that already has ``checkpoint = resume_checkpoint(resume)``.
+
+    Raises:
+        RunDirectoryError: ``checkpoint`` is not inside a run directory holding ``config.yaml``.
+    """
     if checkpoint is None:
         return Path(resume)
     run_dir = checkpoint.parent.parent  # <run>/checkpoints/<folder>

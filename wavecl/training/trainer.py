@@ -93,7 +93,7 @@ from wavecl.training.run_dir import (
     open_run_directory,
     remove_empty_folders,
     resume_checkpoint,
-    run_directory_of,
+    run_directory_holding,
     start_history,
 )
 from wavecl.training.seeding import rank_seed, seed_process
@@ -246,9 +246,9 @@ class Trainer:
         self.dist = dist
         self.device = dist.device
         _check_checkpoint_fields(config)
-        self.run_dir = config.run_directory() if resume is None else run_directory_of(resume)
         # the checkpoint a resume continues from; None for a new run and for a run stopped before its first one
         self.resume_from = None if resume is None else resume_checkpoint(resume)
+        self.run_dir = config.run_directory() if resume is None else run_directory_holding(resume, self.resume_from)
         self.changes: dict[str, tuple[Any, Any]] = {}
         if resume is not None:
             run_config = load_config(self.run_dir / CONFIG_FILENAME)
