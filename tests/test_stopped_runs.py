@@ -293,7 +293,7 @@ def test_nonfinite_stop_ends_with_a_message_and_the_run_resumes(data_root, tmp_p
         code, _, err = run_cli(diverging_arguments(output, data_root, "stop"), capsys)
     assert code == 1 and "Traceback" not in err
     message = " ".join(err.split())
-    assert "training stopped: non-finite values at epoch 0 step 1: ['pred_masks'," in message
+    assert "stopped: non-finite values at epoch 0 step 1: ['pred_masks'," in message
     assert "'cost_giou'" in message and "train.nonfinite_loss: stop" in message
     assert f"`wavecl train --resume {run_dir}` starts it again from the beginning" in caplog.text
     assert not (run_dir / LOCK_FILENAME).exists()
@@ -315,7 +315,7 @@ def test_nonfinite_skip_counts_the_skips_and_ends_without_a_traceback(data_root,
     for step in (1, 2):
         assert f"non-finite values at epoch 0 step {step}: ['pred_masks'" in caplog.text
     assert caplog.text.count("skipping the batch") == 2
-    assert "training stopped:" in err and "hold NaN" in " ".join(err.split())
+    assert "stopped:" in err and "hold NaN" in " ".join(err.split())
     assert load_training_state(run_dir)["epoch_totals"]["skipped_batches"] == 2
     assert "continues from its last complete checkpoint epoch_0000" in caplog.text
 

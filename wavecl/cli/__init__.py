@@ -46,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     """Parse ``argv`` and run the command; a bad value, a failed file operation (missing file, no
-    permission, disk full) or a missing optional package exits 2 with one line."""
+    permission, disk full) or a missing optional package exits 2 with one line; non-finite values (a
+    training loss, a model's outputs in evaluation or prediction) exit 1 with one line."""
     args = build_parser().parse_args(argv)
     level = logging.getLevelName(args.log_level.upper())
     if os.environ.get("RANK", "0") not in ("0", ""):  # under torchrun rank 0 tells the story; the others warn
@@ -55,6 +56,9 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("tensorboard").setLevel(max(level, logging.WARNING))  # its INFO lines read like errors
     try:
         args.handler(args)
+    except FloatingPointError as error:  # NonFiniteLossError, NonFiniteOutputError, NonFiniteCostError
+        error_console.print(f"[red]stopped:[/red] {escape(str(error))}")
+        sys.exit(1)
     except (OSError, ValueError, MissingPackageError) as error:
         error_console.print(f"[red]error:[/red] {escape(str(error))}")
         sys.exit(2)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
 from rich.markup import escape
@@ -14,7 +13,6 @@ from wavecl.cli.common import (
     add_device_argument,
     add_shortcut_arguments,
     console,
-    error_console,
     explicit_overrides,
     print_metrics_table,
     resolve_config,
@@ -61,9 +59,6 @@ def run(args: argparse.Namespace) -> None:
         try:
             trainer = Trainer(config, dist, explicit_overrides=overrides, resume=args.resume)
             metrics = trainer.fit()
-        except FloatingPointError as error:  # NonFiniteLossError, NonFiniteOutputError
-            error_console.print(f"[red]training stopped:[/red] {escape(str(error))}")
-            sys.exit(1)
         finally:
             cleanup()
     if dist.is_main:
