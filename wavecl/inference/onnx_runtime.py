@@ -7,7 +7,6 @@ inputs and outputs, so the predictor runs either one. The tokenizer stays in Pyt
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,9 +15,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from wavecl.jsonio import read_json
 from wavecl.model.onnx_export import ONNX_MANIFEST
 from wavecl.model.output import WaveCLOutput
 from wavecl.model.text import tokenize_texts
+from wavecl.optional import require_package
 
 
 class OnnxNetwork:
@@ -32,19 +33,16 @@ class OnnxNetwork:
 
     Raises:
         FileNotFoundError: ``directory`` lacks ``onnx.json`` or a part (the message names it).
-        ImportError: onnxruntime is not installed (``pip install 'wavecl[onnx]'``).
+        MissingPackageError: onnxruntime is not installed (the message names the package).
     """
 
     def __init__(self, directory: str | os.PathLike[str], tokenizer, text_encoder, threads: int | None = None) -> None:
-        try:
-            import onnxruntime
-        except ImportError as error:
-            raise ImportError("the onnxruntime runtime needs onnxruntime: pip install 'wavecl[onnx]'") from error
+        onnxruntime = require_package("onnxruntime", "the onnxruntime runtime")
         directory = Path(directory)
         manifest_path = directory / ONNX_MANIFEST
         if not manifest_path.is_file():
             raise FileNotFoundError(f"{manifest_path} does not exist: export the model with `wavecl export --onnx`")
-        self.manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        self.manifest = read_json(manifest_path)
         options = onnxruntime.SessionOptions()
         if threads is not None:
             options.intra_op_num_threads = threads

@@ -39,6 +39,7 @@ from torch import Tensor, nn
 from wavecl.atomic import atomic_path
 from wavecl.model.features import EncodedSentences, VisualFeatures
 from wavecl.model.text import TextFeatures, tokenize_texts
+from wavecl.optional import require_package
 
 ONNX_OPSET = 18
 """The ONNX opset the parts are written in (GridSample needs 16 or later)."""
@@ -248,12 +249,11 @@ def quantize_int8(path: Path) -> None:
     """Replace the ONNX graph at ``path`` by its dynamically quantized version (int8 matmul weights).
 
     Raises:
-        ImportError: onnxruntime is not installed.
+        MissingPackageError: onnxruntime is not installed (the message names the package).
     """
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
+    quantization = require_package("onnxruntime.quantization", "int8 quantization")
     with atomic_path(path) as temporary:
-        quantize_dynamic(path, temporary, weight_type=QuantType.QInt8)
+        quantization.quantize_dynamic(path, temporary, weight_type=quantization.QuantType.QInt8)
 
 
 def _export(
