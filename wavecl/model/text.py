@@ -360,8 +360,20 @@ def encode_text(
     Raises:
         TypeError / ValueError: as :func:`tokenize_texts` and :func:`encode_tokens`.
     """
+    return encode_tokens(encoder, *tokens_on(tokenizer, encoder, texts, device), pooling)
+
+
+def tokens_on(
+    tokenizer: transformers.PreTrainedTokenizerBase,
+    encoder: transformers.PreTrainedModel,
+    texts: Sequence[str],
+    device: torch.device,
+) -> tuple[Tensor, Tensor]:
+    """:func:`tokenize_texts`, with ``input_ids`` and ``attention_mask`` (``[N, L]``) copied to ``device``
+    without waiting for it (a blocking copy would stall until the device's queued kernels finish).
+
+    Raises:
+        TypeError / ValueError: as :func:`tokenize_texts`.
+    """
     input_ids, attention_mask = tokenize_texts(tokenizer, encoder, texts)
-    # Copies that do not wait for the device (a blocking copy would stall until queued kernels finish).
-    return encode_tokens(
-        encoder, input_ids.to(device, non_blocking=True), attention_mask.to(device, non_blocking=True), pooling
-    )
+    return input_ids.to(device, non_blocking=True), attention_mask.to(device, non_blocking=True)

@@ -36,7 +36,7 @@ from wavecl.model.text import (
     load_text_encoder,
     masked_mean,
     max_text_tokens,
-    tokenize_texts,
+    tokens_on,
 )
 from wavecl.model.voc import VideoObjectCluster
 from wavecl.model.wip import FocusedLinearAttention, wavelet_gate
@@ -237,9 +237,7 @@ class WaveCL(PretrainedMixin, nn.Module):
         Raises ``TypeError`` / ``ValueError`` for an empty or non-string sentence, or one too long for
         the text encoder.
         """
-        input_ids, attention_mask = tokenize_texts(self.tokenizer, self.text_encoder, texts)
-        # Copies that do not wait for the device (a blocking copy would stall until queued kernels finish).
-        return self.encode_tokens(input_ids.to(device, non_blocking=True), attention_mask.to(device, non_blocking=True))
+        return self.encode_tokens(*tokens_on(self.tokenizer, self.text_encoder, texts, device))
 
     def encode_tokens(self, input_ids: Tensor, attention_mask: Tensor) -> EncodedSentences:
         """The sentence part of the network on tokenised sentences: the text encoder and the sentence projection.
