@@ -251,7 +251,7 @@ def require_fresh_run_directory(run_dir: Path) -> None:
             f"run directory {run_dir} already holds a run ({', '.join(held)}): continue it with --resume {run_dir}, "
             f"or start a new one under another train.version (--version) or train.output_dir"
         )
-    if stopped_before_first_checkpoint(run_dir):
+    if (run_dir / CONFIG_FILENAME).is_file():  # no log and no checkpoint: stopped before its first checkpoint
         log.warning("%s holds a run stopped before its first checkpoint: starting a new run in its place", run_dir)
 
 
