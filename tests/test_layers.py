@@ -3,7 +3,8 @@
 Layers, bottom to top (siblings on one row never import each other, except on the bottom row of
 small foundation modules)::
 
-    config, device, distributed, checkpoint, amp, atomic, jsonio, original, progress, optional
+    config, device, distributed, checkpoint, amp, atomic, jsonio, original, progress, optional,
+    inference_settings
     model | data
     evaluation | inference | testing
     training | app
@@ -22,7 +23,19 @@ import pytest
 
 PACKAGE = Path(__file__).parents[1] / "wavecl"
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("config", "device", "distributed", "checkpoint", "amp", "atomic", "jsonio", "original", "progress", "optional"),
+    (
+        "config",
+        "device",
+        "distributed",
+        "checkpoint",
+        "amp",
+        "atomic",
+        "jsonio",
+        "original",
+        "progress",
+        "optional",
+        "inference_settings",
+    ),
     ("model", "data"),
     ("evaluation", "inference", "testing"),
     ("training", "app"),
