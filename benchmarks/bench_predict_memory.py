@@ -117,7 +117,7 @@ def main() -> None:
     import torch
 
     from wavecl.config import load_config
-    from wavecl.data.video import write_video
+    from wavecl.data.video_files import write_video
     from wavecl.model.pretrained import save_pretrained
     from wavecl.model.wavecl import WaveCL
 

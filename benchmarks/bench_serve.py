@@ -32,7 +32,7 @@ from playwright.sync_api import sync_playwright
 
 from wavecl.config import load_config
 from wavecl.data.synthetic import sample_synthetic_video
-from wavecl.data.video import write_video
+from wavecl.data.video_files import write_video
 from wavecl.model.pretrained import save_pretrained
 from wavecl.model.wavecl import WaveCL
 from wavecl.testing.serve import CHROMIUM, choose_file, serve_process, wait_for_result

@@ -9,7 +9,7 @@ Sub-commands (every one takes ``--out DIR``, the check's output folder):
 * ``table``: the table of every row and the probe, printed and written to ``DIR/table.txt``.
 
 Rows run the real code paths with random weights: the :class:`~wavecl.training.trainer.Trainer`'s
-epoch loop (criterion, autocast, gradient scaler, DDP), :func:`~wavecl.evaluation.datasets.evaluate_model`
+epoch loop (criterion, autocast, gradient scaler, DDP), :func:`~wavecl.evaluation.protocols.evaluate_model`
 and :class:`~wavecl.inference.predictor.VideoPredictor`. Each row is its own process, so its peak
 memory holds nothing of another row's (``torch.cuda.reset_peak_memory_stats`` after the warm-up; on the
 CPU the process's resident-set peak). Sizes:
@@ -210,8 +210,9 @@ def evaluate_row(size: str, out: Path, device, amp: str, meter: Meter) -> Row:
     import torch
 
     from wavecl.amp import decide_precision
+    from wavecl.data.datasets import build_dataset
     from wavecl.distributed import DistInfo
-    from wavecl.evaluation.datasets import build_dataset, evaluate_model
+    from wavecl.evaluation.protocols import evaluate_model
     from wavecl.model.wavecl import build_model
 
     config = make_config(size, out, amp, "evaluate")

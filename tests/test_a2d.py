@@ -19,7 +19,7 @@ from wavecl.data.collate import collate_clips
 from wavecl.data.robust import SkipBadSamples
 from wavecl.data.sample_cache import dataset_cache_dir
 from wavecl.data.transforms import ClipTransform
-from wavecl.data.video import count_video_frames, read_video_frames, read_video_window, write_video
+from wavecl.data.video_files import count_video_frames, read_video_frames, read_video_window, write_video
 from wavecl.data.windows import centred_window
 from wavecl.testing.datasets import A2DFixture, frame_level, write_a2d_fixture, write_matlab_h5_masks
 

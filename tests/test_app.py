@@ -25,7 +25,7 @@ from wavecl.app import (
     parse_sentences,
 )
 from wavecl.data.synthetic import sample_synthetic_video
-from wavecl.data.video import read_video_frames, write_video
+from wavecl.data.video_files import read_video_frames, write_video
 from wavecl.inference.overlay import sentence_colors
 from wavecl.inference.predictor import VideoPredictor, VideoSource
 from wavecl.inference.run import sentence_slug

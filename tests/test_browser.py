@@ -23,7 +23,7 @@ from PIL import Image
 from playwright.sync_api import sync_playwright
 
 from wavecl.data.synthetic import sample_synthetic_video
-from wavecl.data.video import write_video
+from wavecl.data.video_files import write_video
 from wavecl.inference.run import sentence_slug
 from wavecl.model.pretrained import save_pretrained
 from wavecl.model.wavecl import WaveCL

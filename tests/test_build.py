@@ -1,9 +1,9 @@
 """The dataset factory: Ref-YouTube-VOS-format evaluation in windows or whole videos."""
 
 from wavecl.config import DataConfig
+from wavecl.data.datasets import build_dataset
 from wavecl.data.robust import SkipBadSamples
 from wavecl.data.synthetic import write_synthetic_ytvos
-from wavecl.evaluation.datasets import build_dataset
 
 
 def test_evaluation_windows_or_whole_videos(tmp_path):

@@ -23,9 +23,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from wavecl.checkpoint import load_model_weights
 from wavecl.config import apply_overrides, load_config
 from wavecl.data.collate import collate_clips
+from wavecl.data.datasets import build_dataset
 from wavecl.data.synthetic import write_synthetic_ytvos
 from wavecl.distributed import DistInfo
-from wavecl.evaluation.datasets import build_dataset
 from wavecl.model.wavecl import build_model
 from wavecl.training.trainer import Trainer, build_criterion, parameters_without_gradient
 

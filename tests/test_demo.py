@@ -12,8 +12,8 @@ from wavecl.data.collate import collate_clips
 from wavecl.data.synthetic import write_synthetic_ytvos
 from wavecl.data.transforms import ClipTransform
 from wavecl.data.ytvos import RefYouTubeVOS, YTVOSGroundTruth
-from wavecl.evaluation.davis import db_eval_iou
-from wavecl.evaluation.video import YTVOSEvaluator
+from wavecl.evaluation.jf import db_eval_iou
+from wavecl.evaluation.ytvos import YTVOSEvaluator
 from wavecl.inference import VideoPredictor
 from wavecl.model.wavecl import WaveCL
 from wavecl.training.demo import DEMO_CONFIG, demo_config, run_demo

@@ -13,8 +13,8 @@ from pycocotools.cocoeval import COCOeval
 from torch.utils.data import DistributedSampler
 
 from wavecl.data.types import Batch, FrameTarget
-from wavecl.evaluation.a2d import (
-    A2DEvaluator,
+from wavecl.evaluation.a2d import A2DEvaluator
+from wavecl.evaluation.coco import (
     coco_segm_map,
     deduplicate_results,
     masks_to_coco_results,

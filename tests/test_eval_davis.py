@@ -7,22 +7,17 @@ import pytest
 import torch
 from PIL import Image
 
-from wavecl.data.palette import save_index_png
+from wavecl.data.index_png import save_index_png
 from wavecl.evaluation.davis import (
     ObjectMerge,
-    boundary_tolerance,
     davis_labels,
-    db_eval_boundary,
-    db_eval_iou,
-    db_statistics,
-    disk,
     evaluate_davis_folder,
     evaluate_ref_davis,
     evaluate_sequence,
     ref_davis_metrics,
-    seg2bmap,
     write_davis_labels,
 )
+from wavecl.evaluation.jf import boundary_tolerance, db_eval_boundary, db_eval_iou, db_statistics, disk, seg2bmap
 
 
 def rect(height: int, width: int, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:

@@ -14,10 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from wavecl.data.ytvos import read_index_mask
-from wavecl.evaluation.davis import davis_labels, davis_result_path, write_davis_labels
+from wavecl.data.index_png import read_index_mask
+from wavecl.evaluation.davis import RefDAVISEvaluator, davis_labels, davis_result_path, write_davis_labels
 from wavecl.evaluation.sharing import SharedClipBatchSampler
-from wavecl.evaluation.video import RefDAVISEvaluator
 
 CHUNK = 3
 # video -> (objects, frames): chunks of 3 frames, the last one shorter.

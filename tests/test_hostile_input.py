@@ -28,8 +28,8 @@ from wavecl.data.identifiers import UnsafeIdentifierError, check_identifier
 from wavecl.data.jhmdb import build_jhmdb_samples
 from wavecl.data.paths import UnsupportedImageError, open_image, read_image
 from wavecl.data.refcoco import read_refcoco_json, refcoco_annotation_path
-from wavecl.data.video import iter_video_frames, read_video_frames, write_video
-from wavecl.evaluation.a2d import load_coco_ground_truth
+from wavecl.data.video_files import iter_video_frames, read_video_frames, write_video
+from wavecl.evaluation.coco import load_coco_ground_truth
 from wavecl.evaluation.davis import read_sequence_list
 from wavecl.evaluation.ytvos import write_ytvos_masks
 from wavecl.jsonio import DuplicateKeyError, read_json

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from wavecl.data.index_png import read_index_mask
 from wavecl.data.paths import UnsupportedImageError, read_image
-from wavecl.data.ytvos import read_index_mask
 from wavecl.inference.predictor import open_video
 
 

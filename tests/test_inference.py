@@ -21,7 +21,7 @@ from wavecl.amp import decide_precision
 from wavecl.checkpoint import save_checkpoint
 from wavecl.config import apply_overrides, load_config
 from wavecl.data.synthetic import sample_synthetic_video
-from wavecl.data.video import VideoWriter, iter_video_frames, read_video_frames, write_video
+from wavecl.data.video_files import VideoWriter, iter_video_frames, read_video_frames, write_video
 from wavecl.inference.overlay import (
     contact_sheet,
     legend_height,

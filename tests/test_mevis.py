@@ -17,8 +17,8 @@ from wavecl.data.check import check_mevis_dataset
 from wavecl.data.mevis import MeViS, write_mevis_png
 from wavecl.data.transforms import ClipTransform
 from wavecl.data.windows import training_windows
-from wavecl.evaluation.davis import db_eval_boundary
-from wavecl.evaluation.saved import evaluate_mevis_predictions
+from wavecl.evaluation.jf import db_eval_boundary
+from wavecl.evaluation.mevis import evaluate_mevis_predictions
 from wavecl.evaluation.ytvos import ANNOTATIONS_FOLDER, write_ytvos_masks, zip_submission
 from wavecl.testing.mevis import MeViSFixture, MeViSFixtureVideo, write_mevis_fixture
 

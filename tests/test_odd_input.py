@@ -18,9 +18,9 @@ from support import TINY_CONFIG, run_cli
 
 from wavecl.app import AppConfig, InputError, Segmenter, collect_frames
 from wavecl.config import DataConfig
+from wavecl.data.datasets import build_dataset
 from wavecl.data.davis import convert_davis
-from wavecl.data.video import iter_video_frames, read_video_frames, write_video
-from wavecl.evaluation.datasets import build_dataset
+from wavecl.data.video_files import iter_video_frames, read_video_frames, write_video
 from wavecl.evaluation.loop import dataset_sentences
 from wavecl.inference.predictor import frame_files
 from wavecl.model.pretrained import save_pretrained
@@ -112,7 +112,7 @@ def damaged_video(tmp_path) -> tuple[Path, int]:
 
 def test_a_damaged_packet_repeats_the_frame_before_it_with_a_warning(damaged_video, caplog) -> None:
     path, damaged = damaged_video
-    with caplog.at_level(logging.WARNING, logger="wavecl.data.video"):
+    with caplog.at_level(logging.WARNING, logger="wavecl.data.video_files"):
         frames = list(iter_video_frames(path))
     assert len(frames) == 24
     assert [frame.info["time"] for frame in frames] == pytest.approx([i / FPS for i in range(24)])

@@ -21,8 +21,8 @@ from wavecl.config import apply_overrides, load_config
 from wavecl.data.collate import collate_clips
 from wavecl.data.synthetic import write_synthetic_ytvos
 from wavecl.data.ytvos import YTVOSGroundTruth
-from wavecl.evaluation.datasets import build_evaluation
-from wavecl.evaluation.davis import db_eval_boundary
+from wavecl.evaluation.jf import db_eval_boundary
+from wavecl.evaluation.protocols import build_evaluation
 from wavecl.evaluation.ytvos import write_ytvos_masks
 from wavecl.testing.datasets import write_ytvos_fixture
 

@@ -28,7 +28,7 @@ import pytest
 import torch
 from test_trainer import SINGLE_CPU, SIZE_OVERRIDES, TINY_CONFIG, read_log, read_scalars, tiny_config, write_dataset
 
-import wavecl.evaluation.datasets as evaluation_datasets
+import wavecl.evaluation.protocols as evaluation_protocols
 from wavecl.checkpoint import load_model_weights, load_training_state
 from wavecl.cli import main as cli_main
 from wavecl.config import Config, apply_overrides, load_config
@@ -59,7 +59,7 @@ def script_evaluation(monkeypatch, values) -> list[int]:
             raise value
         return {"J&F": value}
 
-    monkeypatch.setattr(evaluation_datasets, "run_evaluation", run_evaluation)
+    monkeypatch.setattr(evaluation_protocols, "run_evaluation", run_evaluation)
     return calls
 
 

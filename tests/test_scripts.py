@@ -25,12 +25,10 @@ from support import tree_state
 
 from wavecl.config import load_config
 from wavecl.data.ytvos import train_samples_cache_path
-from wavecl.evaluation.saved import (
-    evaluate_a2d_predictions,
-    evaluate_davis_predictions,
-    evaluate_mevis_predictions,
-    evaluate_ytvos_predictions,
-)
+from wavecl.evaluation.a2d import evaluate_a2d_predictions
+from wavecl.evaluation.davis import evaluate_davis_predictions
+from wavecl.evaluation.mevis import evaluate_mevis_predictions
+from wavecl.evaluation.ytvos import evaluate_ytvos_predictions
 from wavecl.testing.coco_davis import write_davis_fixture, write_refcoco_fixture
 from wavecl.testing.datasets import write_a2d_fixture, write_jhmdb_fixture, write_ytvos_fixture
 from wavecl.testing.mevis import write_mevis_fixture

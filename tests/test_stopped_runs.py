@@ -37,12 +37,12 @@ from test_resume import assert_same_run
 from test_trainer import SINGLE_CPU, SIZE_OVERRIDES, skip_evaluation, tiny_config, write_dataset
 
 import wavecl.checkpoint as checkpoint_module
-import wavecl.evaluation.datasets as evaluation_datasets
-import wavecl.evaluation.video as evaluation_video
+import wavecl.evaluation.protocols as evaluation_protocols
+import wavecl.evaluation.ytvos as evaluation_ytvos
 from wavecl.atomic import is_temporary
 from wavecl.checkpoint import load_training_state
 from wavecl.cli import main as cli_main
-from wavecl.evaluation.datasets import evaluate_model
+from wavecl.evaluation.protocols import evaluate_model
 from wavecl.model.wavecl import build_model
 from wavecl.training.run_dir import LOCK_FILENAME, resume_checkpoint
 from wavecl.training.trainer import Trainer
@@ -348,7 +348,7 @@ def test_interrupted_evaluation_leaves_the_previous_output_whole(data_root, tmp_
     with torch.no_grad():  # other weights: other masks
         for parameter in model.parameters():
             parameter.add_(0.05)
-    write, calls = evaluation_video.write_ytvos_masks, []
+    write, calls = evaluation_ytvos.write_ytvos_masks, []
 
     def interrupt_midway(*args, **kwargs):
         calls.append(args)
@@ -357,7 +357,7 @@ def test_interrupted_evaluation_leaves_the_previous_output_whole(data_root, tmp_
         write(*args, **kwargs)
 
     with monkeypatch.context() as patch:
-        patch.setattr(evaluation_video, "write_ytvos_masks", interrupt_midway)
+        patch.setattr(evaluation_ytvos, "write_ytvos_masks", interrupt_midway)
         with pytest.raises(KeyboardInterrupt):
             evaluate_model(model, config, out_dir, SINGLE_CPU, record={"run": 2})
     assert snapshot(out_dir) == before
@@ -392,7 +392,7 @@ def test_scoring_saved_predictions_removes_the_old_metrics_first(tmp_path, monke
         (Path(out_dir) / "per_expression.csv").write_text("video,expression\n")
         raise ValueError("scoring interrupted")
 
-    monkeypatch.setattr(evaluation_datasets, "evaluate_saved_predictions", interrupted)
+    monkeypatch.setattr(evaluation_protocols, "evaluate_saved_predictions", interrupted)
     argv = ["evaluate", "-c", str(REPO / "configs" / "tiny.yaml"), "--predictions", str(tmp_path)]
     code, _, err = run_cli([*argv, "--out-dir", str(out_dir)], capsys)
     assert code == 2 and "scoring interrupted" in err

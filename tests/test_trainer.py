@@ -30,7 +30,7 @@ import torch
 from support import TINY_CONFIG, tiny_train_arguments
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-import wavecl.evaluation.datasets as evaluation_datasets
+import wavecl.evaluation.protocols as evaluation_protocols
 import wavecl.training.trainer as trainer_module
 from wavecl.atomic import write_text
 from wavecl.checkpoint import CheckpointError, save_checkpoint
@@ -38,7 +38,7 @@ from wavecl.cli import main as cli_main
 from wavecl.config import Config, apply_overrides, load_config
 from wavecl.data.synthetic import write_synthetic_ytvos
 from wavecl.distributed import DistInfo
-from wavecl.evaluation.datasets import evaluate_model
+from wavecl.evaluation.protocols import evaluate_model
 from wavecl.model.output import NonFiniteOutputError
 from wavecl.model.wavecl import build_model
 from wavecl.model.weights import CheckpointMismatchError
@@ -343,7 +343,7 @@ def test_best_follows_the_primary_metric_across_a_resume(data_root, tmp_path, mo
     a new Trainer resumes for epoch 2, whose 0.4 beats epoch 0 but not epoch 1.
     """
     scripted = iter([0.2, 0.6, 0.4])
-    monkeypatch.setattr(evaluation_datasets, "run_evaluation", lambda *args, **kwargs: {"J&F": next(scripted)})
+    monkeypatch.setattr(evaluation_protocols, "run_evaluation", lambda *args, **kwargs: {"J&F": next(scripted)})
 
     def config(epochs: int) -> Config:
         return tiny_config(data_root, tmp_path, "best", train__epochs=epochs, train__max_steps_per_epoch=1)

@@ -8,7 +8,7 @@ import av
 import numpy as np
 import pytest
 
-from wavecl.data.video import iter_video_frames, read_video_frames, read_video_window, write_video
+from wavecl.data.video_files import iter_video_frames, read_video_frames, read_video_window, write_video
 
 HEIGHT, WIDTH = 32, 48
 

@@ -11,7 +11,7 @@ from PIL import Image
 from support import box_cxcywh, frame_indices
 
 from wavecl.data import ytvos as ytvos_module
-from wavecl.data.palette import save_index_png
+from wavecl.data.index_png import save_index_png
 from wavecl.data.synthetic import write_synthetic_ytvos
 from wavecl.data.transforms import ClipTransform
 from wavecl.data.windows import covering_windows, training_windows

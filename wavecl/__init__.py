@@ -29,9 +29,9 @@ _EXPORTS = {
     "build_model": "wavecl.model.wavecl",
     "VideoPredictor": "wavecl.inference.predictor",
     "predict_video": "wavecl.inference.run",
-    "build_dataset": "wavecl.evaluation.datasets",
-    "evaluate_model": "wavecl.evaluation.datasets",
-    "DATASETS": "wavecl.evaluation.datasets",
+    "build_dataset": "wavecl.data.datasets",
+    "evaluate_model": "wavecl.evaluation.protocols",
+    "DATASETS": "wavecl.data.datasets",
     "Trainer": "wavecl.training.trainer",
 }
 
@@ -65,7 +65,8 @@ if TYPE_CHECKING:
         apply_overrides,
         load_config,
     )
-    from wavecl.evaluation.datasets import DATASETS, build_dataset, evaluate_model
+    from wavecl.data.datasets import DATASETS, build_dataset
+    from wavecl.evaluation.protocols import evaluate_model
     from wavecl.inference.predictor import VideoPredictor
     from wavecl.inference.run import predict_video
     from wavecl.model.output import WaveCLOutput

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 from wavecl.config import DEFAULT_AMP, AmpMode
 from wavecl.data.paths import FRAME_SUFFIXES, is_hidden, is_listed_name
 from wavecl.data.synthetic import sample_synthetic_video
-from wavecl.data.video import write_video
+from wavecl.data.video_files import write_video
 from wavecl.inference.overlay import sentence_colors
 from wavecl.inference.predictor import Runtime, VideoPredictor, open_video
 from wavecl.inference.run import (

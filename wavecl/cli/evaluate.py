@@ -85,7 +85,7 @@ def require_replaceable(out_dir: Path) -> None:
     Raises:
         ValueError: naming the folder.
     """
-    from wavecl.evaluation.datasets import METRICS_FILENAME
+    from wavecl.evaluation.protocols import METRICS_FILENAME
 
     if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / METRICS_FILENAME).is_file():
         raise ValueError(
@@ -97,13 +97,13 @@ def require_replaceable(out_dir: Path) -> None:
 def run(args: argparse.Namespace) -> None:
     """Run the model over the config's evaluation split, or score ``--predictions``; print the metrics."""
     from wavecl.atomic import write_json
-    from wavecl.evaluation.datasets import METRICS_FILENAME, metrics_record
+    from wavecl.evaluation.protocols import METRICS_FILENAME, metrics_record
 
     if (args.checkpoint is None) == (args.predictions is None):
         raise ValueError("give exactly one of --checkpoint (run the model) and --predictions (score saved predictions)")
     config, run_dir = evaluate_config(args)
     if args.predictions is not None:
-        from wavecl.evaluation.datasets import evaluate_saved_predictions
+        from wavecl.evaluation.protocols import evaluate_saved_predictions
 
         if args.out_dir is not None:  # metrics.json marks a finished scoring: gone until this one is
             (Path(args.out_dir) / METRICS_FILENAME).unlink(missing_ok=True)
@@ -133,8 +133,9 @@ def evaluate_checkpoint(args: argparse.Namespace, config: Config, run_dir: Path 
     """Evaluate ``--checkpoint`` with ``config`` into ``out_dir`` (replaced whole at the end, with its
     ``metrics.json``) and print the metrics, on rank 0."""
     from wavecl.amp import decide_precision
+    from wavecl.data.datasets import check_dataset
     from wavecl.distributed import cleanup, init_distributed, on_main_process
-    from wavecl.evaluation.datasets import METRICS_FILENAME, check_dataset, evaluate_model
+    from wavecl.evaluation.protocols import METRICS_FILENAME, evaluate_model
     from wavecl.model.compile import compile_model
     from wavecl.model.wavecl import WaveCL
     from wavecl.training.run_dir import CONFIG_FILENAME
@@ -214,7 +215,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     def format_help() -> str:
         """The help with each dataset's protocol, read from the dataset table only when help is shown
         (the table imports torch and every dataset, which ``wavecl --help`` should not wait for)."""
-        from wavecl.evaluation.datasets import protocols_help
+        from wavecl.evaluation.protocols import protocols_help
 
         return plain_format_help() + "\n" + protocols_help() + "\n"
 

@@ -32,7 +32,7 @@ from wavecl.data.paths import first_existing, listed_files, read_csv_rows, requi
 from wavecl.data.sample_cache import dataset_cache_dir, file_fingerprint, load_or_build
 from wavecl.data.transforms import ClipTransform, FrameAnnotation, clean_expression
 from wavecl.data.types import ClipSample, Split
-from wavecl.data.video import read_video_window
+from wavecl.data.video_files import read_video_window
 from wavecl.data.windows import at_window_centre
 
 DATASET_FOLDER_NAMES = ("a2d_sentences",)

@@ -38,11 +38,12 @@ from torch.utils.data import Dataset
 from wavecl.atomic import place_folder, write_json
 from wavecl.config import DataConfig
 from wavecl.data.identifiers import check_identifier
+from wavecl.data.index_png import read_index_mask
 from wavecl.data.paths import listed_files, read_image, require_file, resolve_dataset_root
 from wavecl.data.transforms import ClipTransform, FrameAnnotation, clean_expression
 from wavecl.data.types import ClipSample, Split
 from wavecl.data.windows import covering_windows
-from wavecl.data.ytvos import read_expression_videos, read_index_mask
+from wavecl.data.ytvos import read_expression_videos
 from wavecl.jsonio import read_json
 
 ANNOTATION_FILES: tuple[tuple[str, str], ...] = (

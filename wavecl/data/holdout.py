@@ -37,9 +37,10 @@ from typing import Any, Literal
 import numpy as np
 
 from wavecl.atomic import place_folder, replace_directory, temporary_directory, write_json
+from wavecl.data.index_png import read_index_mask
 from wavecl.data.paths import natural_sorted
 from wavecl.data.sample_cache import dataset_cache_dir
-from wavecl.data.ytvos import YTVOSPaths, read_expression_videos, read_index_mask
+from wavecl.data.ytvos import YTVOSPaths, read_expression_videos
 from wavecl.jsonio import read_json
 
 HOLDOUT_RECORD = "holdout.json"

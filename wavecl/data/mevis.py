@@ -33,7 +33,7 @@ import numpy as np
 
 from wavecl.atomic import write_json
 from wavecl.config import DataConfig
-from wavecl.data.palette import save_index_png
+from wavecl.data.index_png import save_index_png
 from wavecl.data.paths import natural_sorted, open_image, resolve_dataset_root
 from wavecl.data.transforms import ClipTransform, FrameAnnotation
 from wavecl.data.types import Split

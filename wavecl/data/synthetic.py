@@ -35,7 +35,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from wavecl.atomic import save_image, write_json
-from wavecl.data.palette import save_index_png
+from wavecl.data.index_png import save_index_png
 
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (215, 35, 35),

@@ -41,6 +41,7 @@ from torch.utils.data import Dataset
 
 from wavecl.config import DataConfig
 from wavecl.data.identifiers import check_identifier
+from wavecl.data.index_png import read_index_mask
 from wavecl.data.paths import natural_sorted, read_image, resolve_dataset_root
 from wavecl.data.sample_cache import dataset_cache_dir, file_fingerprint, load_or_build
 from wavecl.data.transforms import ClipTransform, FrameAnnotation, clean_expression
@@ -179,14 +180,6 @@ def read_expression_videos(path: Path) -> dict[str, Any]:
                 raise ValueError(f"{path}: video {video_id!r} expression {exp_id!r} has no 'exp' string")
             clean_expression(expression["exp"], f"{path} (video {video_id!r}, expression {exp_id!r})")
     return videos
-
-
-def read_index_mask(path: Path) -> np.ndarray:
-    """``[H, W]`` uint8 object ids of a palette ("P") or grey ("L") annotation PNG."""
-    image = read_image(path, mode=None)
-    if image.mode not in ("P", "L"):
-        raise ValueError(f"{path}: annotation must be a palette or grey PNG of object ids, found mode {image.mode}")
-    return np.asarray(image, dtype=np.uint8)
 
 
 def evaluated_videos(paths: YTVOSPaths, subset: str = "valid") -> dict[str, Any]:

@@ -1,9 +1,10 @@
-"""Ref-DAVIS17: writing predictions and scoring them with J&F (docs/datasets.md#j-f-and-jf).
+"""Ref-DAVIS17: the evaluator, which writes predictions and scores them with J&F, and the scorer of saved
+predictions (docs/datasets.md#j-f-and-jf).
 
 Scoring follows the definitions of the official DAVIS-2017 evaluation toolkit, unsupervised task:
 
 * J (region similarity) is the IoU of the two masks outside the void (255) pixels, 1 if both are empty.
-* F (boundary measure) compares 1-pixel boundary maps (:func:`seg2bmap`) within a tolerance of
+* F (boundary measure) compares 1-pixel boundary maps (:func:`~wavecl.evaluation.jf.seg2bmap`) within a tolerance of
   ``ceil(0.008 * image diagonal)`` pixels, by dilating each map with a disk.
 * Predicted objects are matched to the ground-truth objects of a sequence by a Hungarian assignment
   on the mean over frames of ``(J + F) / 2``; the number of ground-truth objects is the largest id of the
@@ -23,27 +24,28 @@ indices are not cast to uint8 (which only matters beyond 256 frames).
 
 from __future__ import annotations
 
-import csv
-import math
 import os
-import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.ndimage import binary_dilation
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
+from torch.utils.data import Dataset
 
-from wavecl.atomic import atomic_path
-from wavecl.data.davis import davis_result_path, read_split_list
-from wavecl.data.palette import save_index_png
+from wavecl.config import Config
+from wavecl.data.davis import davis_result_path, find_davis_folder, read_split_list
+from wavecl.data.index_png import read_index_mask, save_index_png
 from wavecl.data.paths import is_hidden, listed_files
-from wavecl.data.ytvos import read_index_mask
+from wavecl.data.types import Batch, ClipSample
+from wavecl.distributed import on_every_process, on_main_process
+from wavecl.evaluation.jf import BOUNDARY_THRESHOLD, db_eval_iou, db_statistics, f_measure_matrix
+from wavecl.evaluation.tables import write_csv
+from wavecl.model.output import WaveCLOutput
+from wavecl.model.postprocess import video_probabilities
 
-BOUNDARY_THRESHOLD = 0.008
 MAX_PROPOSALS = 20
 VOID_LABEL = 255
 BACKGROUND_SCORE = 0.1
@@ -51,190 +53,6 @@ PROBABILITY_THRESHOLD = 0.5
 NUM_ANNOTATORS = 4
 GLOBAL_COLUMNS = ("J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay")
 OBJECT_COLUMNS = ("J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay")
-
-
-def db_eval_iou(annotation: np.ndarray, segmentation: np.ndarray, void_pixels: np.ndarray | None = None) -> np.ndarray:
-    """Region similarity J between ground-truth and predicted masks.
-
-    Args:
-        annotation: ``[..., H, W]`` ground-truth masks (cast to bool).
-        segmentation: ``[..., H, W]`` predicted masks, broadcastable against ``annotation``.
-        void_pixels: ``[..., H, W]`` pixels to ignore, broadcastable; ``None`` for none.
-
-    Returns:
-        ``[...]`` float array of ``|A ∧ S| / |A ∨ S|`` over the non-void pixels; 1 where the union is
-        empty (a 0-d array for single masks).
-    """
-    annotation = np.asarray(annotation, dtype=bool)
-    segmentation = np.asarray(segmentation, dtype=bool)
-    valid = np.ones((1, 1), dtype=bool) if void_pixels is None else ~np.asarray(void_pixels, dtype=bool)
-    inter = np.sum(annotation & segmentation & valid, axis=(-2, -1))
-    union = np.sum((annotation | segmentation) & valid, axis=(-2, -1))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        j = inter / union
-    return np.where(union == 0, 1.0, j)
-
-
-def seg2bmap(mask: np.ndarray) -> np.ndarray:
-    """The 1-pixel-wide boundary map of a binary mask, as in the DAVIS toolkit.
-
-    A pixel is on the boundary if it differs from its right, lower or lower-right neighbour (pixels
-    beyond the image count as 0); on the last row only the right neighbour counts, on the last column
-    only the lower one, and the bottom-right pixel is never a boundary.
-
-    Args:
-        mask: ``[H, W]`` binary mask.
-
-    Returns:
-        ``[H, W]`` bool boundary map.
-    """
-    m = np.asarray(mask, dtype=bool)
-    if m.ndim != 2:
-        raise ValueError(f"seg2bmap expects an [H, W] mask, got shape {m.shape}")
-    east = np.zeros_like(m)
-    south = np.zeros_like(m)
-    south_east = np.zeros_like(m)
-    east[:, :-1] = m[:, 1:]
-    south[:-1, :] = m[1:, :]
-    south_east[:-1, :-1] = m[1:, 1:]
-    boundary = (m ^ east) | (m ^ south) | (m ^ south_east)
-    boundary[-1, :] = m[-1, :] ^ east[-1, :]
-    boundary[:, -1] = m[:, -1] ^ south[:, -1]
-    boundary[-1, -1] = False
-    return boundary
-
-
-def disk(radius: int) -> np.ndarray:
-    """``[2r+1, 2r+1]`` bool disk: the offsets ``(y, x)`` with ``x² + y² <= r²`` (197 pixels for r = 8)."""
-    offsets = np.arange(-radius, radius + 1)
-    return offsets[:, None] ** 2 + offsets[None, :] ** 2 <= radius**2
-
-
-def boundary_tolerance(bound_th: float, height: int, width: int) -> int:
-    """Boundary matching tolerance in pixels: ``bound_th`` itself if >= 1, else ``ceil(bound_th * diagonal)``.
-
-    8 pixels for 480x854 frames at the default 0.008, 7 for 480x640.
-    """
-    return int(bound_th) if bound_th >= 1 else int(math.ceil(bound_th * math.hypot(height, width)))
-
-
-def _dilate_with_disk(boundary: np.ndarray, radius: int) -> np.ndarray:
-    """Dilate an ``[H, W]`` bool map with :func:`disk`; only the bounding box of its pixels grown by
-    ``radius`` can change, so the dilation runs on that window."""
-    dilated = np.zeros_like(boundary)
-    rows = np.flatnonzero(boundary.any(axis=1))
-    if rows.size == 0:
-        return dilated
-    cols = np.flatnonzero(boundary.any(axis=0))
-    y0, y1 = max(rows[0] - radius, 0), min(rows[-1] + radius + 1, boundary.shape[0])
-    x0, x1 = max(cols[0] - radius, 0), min(cols[-1] + radius + 1, boundary.shape[1])
-    dilated[y0:y1, x0:x1] = binary_dilation(boundary[y0:y1, x0:x1], structure=disk(radius))
-    return dilated
-
-
-def _boundaries(masks: np.ndarray, void: np.ndarray | None, radius: int) -> tuple[np.ndarray, np.ndarray]:
-    """Boundary maps and their disk dilations of ``[N, H, W]`` masks of one frame (void zeroed first).
-
-    Returns:
-        ``boundaries`` and ``dilated``, both ``[N, H*W]`` float32 (0/1) ready for counting by matmul.
-    """
-    boundaries = []
-    dilated = []
-    for mask in masks:
-        mask = mask if void is None else mask & ~void
-        boundary = seg2bmap(mask)
-        boundaries.append(boundary.ravel())
-        dilated.append(_dilate_with_disk(boundary, radius).ravel())
-    return np.asarray(boundaries, dtype=np.float32), np.asarray(dilated, dtype=np.float32)
-
-
-def _f_measure_matrix(
-    gt_masks: np.ndarray, pred_masks: np.ndarray, void: np.ndarray | None, bound_th: float
-) -> np.ndarray:
-    """Boundary F of every (prediction, ground truth) pair in one frame.
-
-    Args:
-        gt_masks: ``[G, H, W]`` bool.
-        pred_masks: ``[P, H, W]`` bool.
-        void: ``[H, W]`` bool or ``None``.
-        bound_th: tolerance, see :func:`boundary_tolerance`.
-
-    Returns:
-        ``[P, G]`` F values. Precision/recall conventions: no predicted boundary and some ground-truth
-        boundary gives P = 1, R = 0; the reverse P = 0, R = 1; both empty P = R = 1; F = 0 if P + R = 0.
-    """
-    radius = boundary_tolerance(bound_th, *gt_masks.shape[-2:])
-    gt_boundary, gt_dilated = _boundaries(gt_masks, void, radius)
-    pred_boundary, pred_dilated = _boundaries(pred_masks, void, radius)
-    pred_matched = pred_boundary @ gt_dilated.T  # [P, G]: predicted boundary pixels near the GT boundary
-    gt_matched = (gt_boundary @ pred_dilated.T).T  # [P, G]: GT boundary pixels near the predicted boundary
-    n_pred = pred_boundary.sum(axis=1)[:, None]
-    n_gt = gt_boundary.sum(axis=1)[None, :]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        precision = np.where(n_pred > 0, pred_matched / n_pred, 1.0)
-        recall = np.where(n_gt > 0, gt_matched / n_gt, 1.0)
-        precision = np.where((n_pred > 0) & (n_gt == 0), 0.0, precision)
-        recall = np.where((n_pred == 0) & (n_gt > 0), 0.0, recall)
-        f = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
-    return f.astype(np.float64)
-
-
-def db_eval_boundary(
-    annotation: np.ndarray,
-    segmentation: np.ndarray,
-    void_pixels: np.ndarray | None = None,
-    bound_th: float = BOUNDARY_THRESHOLD,
-) -> np.ndarray:
-    """Boundary measure F between ground-truth and predicted masks.
-
-    Args:
-        annotation: ``[H, W]`` or ``[T, H, W]`` ground-truth masks.
-        segmentation: same shape, predicted masks.
-        void_pixels: same shape, pixels zeroed in both masks before extracting boundaries; ``None`` for none.
-        bound_th: tolerance as a fraction of the image diagonal (or pixels if >= 1).
-
-    Returns:
-        F per frame: ``[T]``, or a 0-d array for ``[H, W]`` inputs.
-    """
-    annotation = np.asarray(annotation, dtype=bool)
-    segmentation = np.asarray(segmentation, dtype=bool)
-    if annotation.shape != segmentation.shape or annotation.ndim not in (2, 3):
-        raise ValueError(
-            f"expected two [H, W] or [T, H, W] masks of one shape, got {annotation.shape} and {segmentation.shape}"
-        )
-    void = None if void_pixels is None else np.broadcast_to(np.asarray(void_pixels, dtype=bool), annotation.shape)
-    frames = annotation.reshape(-1, *annotation.shape[-2:])
-    predictions = segmentation.reshape(frames.shape)
-    voids = [None] * len(frames) if void is None else void.reshape(frames.shape)
-    values = [
-        _f_measure_matrix(gt[None], pred[None], v, bound_th)[0, 0] for gt, pred, v in zip(frames, predictions, voids)
-    ]
-    return np.asarray(values).reshape(annotation.shape[:-2])
-
-
-def db_statistics(per_frame: np.ndarray) -> tuple[float, float, float]:
-    """Mean, recall and decay of one object's per-frame J or F values.
-
-    Args:
-        per_frame: ``[n]`` values; NaN frames are left out of the means.
-
-    Returns:
-        ``(M, O, D)``: ``M = nanmean(v)``; ``O = mean(v > 0.5)`` where NaN counts as a miss;
-        ``D = nanmean(bin 0) - nanmean(bin 3)`` over 4 bins cut at ``ids = round(linspace(1, n, 5)) - 1``,
-        bin ``i`` being ``v[ids[i] : ids[i+1] + 1]`` so that neighbouring bins share a frame
-        (n = 50 gives ids 0, 12, 25, 37, 49).
-    """
-    values = np.asarray(per_frame, dtype=np.float64)
-    if values.ndim != 1 or values.size == 0:
-        raise ValueError(f"expected a non-empty 1-D series, got shape {values.shape}")
-    ids = (np.round(np.linspace(1, values.size, 5) + 1e-10) - 1).astype(np.int64)
-    bins = [values[ids[i] : ids[i + 1] + 1] for i in range(4)]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", category=RuntimeWarning)
-        mean = float(np.nanmean(values))
-        decay = float(np.nanmean(bins[0]) - np.nanmean(bins[3]))
-    recall = float(np.mean(values > 0.5))
-    return mean, recall, decay
 
 
 def evaluate_sequence(
@@ -249,7 +67,7 @@ def evaluate_sequence(
         gt_labels: ``[T, H, W]`` ground-truth ids (0 background, 255 void); the number of objects is the
             largest id in frame 0, larger ids are ignored.
         result_labels: ``[T, H, W]`` predicted ids (0 background); ids 1..max are the proposals.
-        bound_th: boundary tolerance, see :func:`boundary_tolerance`.
+        bound_th: boundary tolerance, see :func:`~wavecl.evaluation.jf.boundary_tolerance`.
         max_proposals: more predicted ids than this is an error (20 in the toolkit).
 
     Returns:
@@ -280,7 +98,7 @@ def evaluate_sequence(
         gt_masks = gt_clean[t][None] == gt_ids
         pred_masks = result_labels[t][None] == proposal_ids
         j[:, :, t] = db_eval_iou(gt_masks[None], pred_masks[:, None], void[t])
-        f[:, :, t] = _f_measure_matrix(gt_masks, pred_masks, void[t], bound_th)
+        f[:, :, t] = f_measure_matrix(gt_masks, pred_masks, void[t], bound_th)
     proposal_index, object_index = linear_sum_assignment(-(j.mean(axis=2) + f.mean(axis=2)) / 2)
     by_object = np.argsort(object_index)
     rows, cols = proposal_index[by_object], object_index[by_object]
@@ -301,15 +119,6 @@ class DavisResult:
     per_object: dict[str, dict[str, float]]
 
 
-def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[object]], decimals: int = 5) -> None:
-    """Write a CSV file atomically; floats with ``decimals`` decimals (5, as the DAVIS toolkit prints them)."""
-    with atomic_path(path) as temporary, open(temporary, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        for row in rows:
-            writer.writerow([f"{v:.{decimals}f}" if isinstance(v, float) else v for v in row])
-
-
 def evaluate_davis_folder(
     results_dir: str | os.PathLike[str],
     gt_dir: str | os.PathLike[str],
@@ -326,7 +135,7 @@ def evaluate_davis_folder(
             (``DAVIS/Annotations_unsupervised/480p``).
         sequences: sequences to score; ``None`` for every sub-folder of ``gt_dir``.
         subset: only names the CSV files.
-        bound_th: boundary tolerance, see :func:`boundary_tolerance`.
+        bound_th: boundary tolerance, see :func:`~wavecl.evaluation.jf.boundary_tolerance`.
         max_proposals: see :func:`evaluate_sequence`.
 
     Writes ``global_results-<subset>.csv`` (columns :data:`GLOBAL_COLUMNS`) and
@@ -508,3 +317,118 @@ def write_davis_labels(
         save_index_png(frame_labels, path, palette)
         paths.append(path)
     return paths
+
+
+def evaluate_davis_predictions(results_dir: str | Path, davis_root: str | Path) -> dict[str, float]:
+    """Ref-DAVIS17 J&F of a results folder (``anno_<k>/<video>/<frame>.png``), averaged over the annotators.
+
+    Args:
+        results_dir: the folder holding ``anno_0`` .. ``anno_3``.
+        davis_root: the Ref-DAVIS root (holding ``DAVIS/``) or its parent.
+
+    Returns:
+        The mean over the annotators of ``J&F-Mean``, ``J-Mean``, ``J-Recall``, ``J-Decay``, ``F-Mean``,
+        ``F-Recall``, ``F-Decay``, with the ``videos`` and ``annotators`` counts (the keys of
+        :class:`RefDAVISEvaluator`).
+    """
+    return ref_davis_metrics(results_dir, find_davis_folder(davis_root))
+
+
+@dataclass
+class _OpenChunk:
+    """A (video, annotator, chunk) whose objects are still arriving: their merge so far."""
+
+    merge: ObjectMerge
+    frame_names: list[str]
+    num_objects: int
+    seen: set[int] = field(default_factory=set)
+
+
+class RefDAVISEvaluator:
+    """Ref-DAVIS17 inference and J&F (docs/datasets.md#ref-davis17).
+
+    The probability maps of the objects of one (video, annotator, chunk) are merged as they arrive
+    (:class:`~wavecl.evaluation.davis.ObjectMerge`: one id map and one probability map per chunk,
+    on the device of the predictions) and written as one index PNG per frame when the chunk's last
+    object arrives. Evaluation keeps each chunk's objects on one rank and in a row (the chunk's frames
+    are the clip of every annotator's objects, :meth:`wavecl.data.davis.RefDAVIS17.clip_key`), so a
+    rank holds at most one open chunk whatever the world size, and nothing but a status is exchanged
+    between ranks. At the end rank 0 scores every annotator's folder against the DAVIS ground truth
+    and averages the four.
+
+    Args:
+        out_dir: receives ``anno_<k>/<video>/<frame>.png`` and the CSV tables.
+        davis_root: the raw ``DAVIS`` folder (``Annotations_unsupervised/480p``, ``ImageSets/2017``).
+
+    Attributes:
+        open_chunks: the chunks still waiting for objects, by ``(video, annotator, chunk_index)``.
+        peak_open_chunks: the most chunks that were open at once.
+    """
+
+    def __init__(self, out_dir: str | Path, davis_root: str | Path) -> None:
+        self.out_dir = Path(out_dir)
+        self.davis_root = Path(davis_root)
+        self.open_chunks: dict[tuple[str, int, int], _OpenChunk] = {}
+        self.peak_open_chunks = 0
+
+    def update(self, outputs: WaveCLOutput, batch: Batch) -> None:
+        for b, meta in enumerate(batch.metadata):
+            T = len(meta["frame_names"])
+            size = tuple(int(v) for v in batch.image_sizes[b])
+            _, probabilities = video_probabilities(
+                outputs.pred_cls[:T, b],
+                outputs.pred_masks[:T, b],
+                tuple(batch.frames.shape[-2:]),
+                size,
+                tuple(meta["original_frame_size"]),
+            )
+            key = (meta["video_id"], int(meta["annotator"]), int(meta["chunk_index"]))
+            self.add_object(
+                key, int(meta["object_index"]), int(meta["num_objects"]), meta["frame_names"], probabilities
+            )
+
+    def add_object(
+        self,
+        key: tuple[str, int, int],
+        object_index: int,
+        num_objects: int,
+        frame_names: list[str],
+        probabilities: Tensor,
+    ) -> None:
+        """Merge one object's ``[T, H, W]`` probabilities into chunk ``key`` (video, annotator, chunk
+        index); the chunk's PNGs are written when all ``num_objects`` objects are in."""
+        chunk = self.open_chunks.get(key)
+        if chunk is None:
+            chunk = _OpenChunk(ObjectMerge(probabilities.shape, probabilities.device), list(frame_names), num_objects)
+            self.open_chunks[key] = chunk
+            self.peak_open_chunks = max(self.peak_open_chunks, len(self.open_chunks))
+        if object_index in chunk.seen:
+            raise ValueError(f"Ref-DAVIS chunk {key}: object {object_index} was predicted twice")
+        chunk.merge.add(object_index, probabilities)
+        chunk.seen.add(object_index)
+        if len(chunk.seen) == chunk.num_objects:
+            del self.open_chunks[key]
+            write_davis_labels(self.out_dir, key[1], key[0], chunk.frame_names, chunk.merge.labels)
+
+    def _check_complete(self) -> None:
+        if self.open_chunks:
+            missing = {key: sorted(set(range(c.num_objects)) - c.seen) for key, c in self.open_chunks.items()}
+            raise RuntimeError(f"Ref-DAVIS chunks miss objects (chunk: missing object indices): {missing}")
+
+    def summarize(self) -> dict[str, float]:
+        on_every_process(self._check_complete, "writing the Ref-DAVIS17 predictions")  # every PNG is on disk
+
+        def score() -> dict[str, float]:
+            return ref_davis_metrics(self.out_dir, self.davis_root)
+
+        return on_main_process(score, "scoring Ref-DAVIS17")
+
+
+def build_davis_evaluator(config: Config, dataset: Dataset[ClipSample], out_dir: Path) -> RefDAVISEvaluator:
+    """The Ref-DAVIS17 evaluator of a run: writes into ``out_dir``, scores against ``data.root``'s ``DAVIS``."""
+    return RefDAVISEvaluator(out_dir, find_davis_folder(config.data.root))
+
+
+def score_saved_davis(config: Config, path: Path, out_dir: Path | None) -> dict[str, float]:
+    """:func:`evaluate_davis_predictions` of the folder ``path`` against ``data.root``."""
+    return evaluate_davis_predictions(path, config.data.root)

@@ -30,7 +30,7 @@ class Evaluator(Protocol):
     """Accumulates predictions batch by batch and computes a protocol's metrics.
 
     The metric that selects the best checkpoint is the dataset's, in
-    :data:`wavecl.evaluation.datasets.DATASETS`.
+    :data:`wavecl.evaluation.protocols.PROTOCOLS`.
     """
 
     def update(self, outputs: WaveCLOutput, batch: Batch) -> None: ...

@@ -16,22 +16,27 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from torch import Tensor
+from torch.utils.data import Dataset
 from torchvision.ops import box_convert
 
 from wavecl.atomic import write_json
+from wavecl.config import Config
+from wavecl.data.datasets import build_dataset
 from wavecl.data.refcoco import build_refcoco_gt
-from wavecl.data.types import Batch
+from wavecl.data.types import Batch, ClipSample
 from wavecl.distributed import on_main_process
-from wavecl.evaluation.a2d import (
+from wavecl.evaluation.coco import (
     COCO_SUMMARY_KEYS,
     coco_stats,
     gather_results,
     load_coco_ground_truth,
     masks_to_coco_results,
     precision_and_iou,
+    read_coco_results,
     sample_counts,
     single_annotation,
     summarize_ious,
@@ -89,7 +94,7 @@ def box_precision_and_iou(
         ground_truth: RefCOCO json (path or ``COCO``), one annotation with an ``xywh`` ``bbox`` per image.
 
     Returns:
-        ``P@0.5`` .. ``P@0.9``, ``overall_iou``, ``mean_iou`` (see :func:`wavecl.evaluation.a2d.summarize_ious`).
+        ``P@0.5`` .. ``P@0.9``, ``overall_iou``, ``mean_iou`` (see :func:`wavecl.evaluation.coco.summarize_ious`).
     """
     coco_gt = load_coco_ground_truth(ground_truth)
     intersections, unions = [], []
@@ -114,7 +119,7 @@ def evaluate_refcoco(
     Returns:
         ``segm <k>`` and ``bbox <k>`` for ``k`` in ``mAP 0.5:0.95``, ``AP 0.5``, ``AP 0.75``,
         ``AP 0.5:0.95 S/M/L``, and for ``k`` in ``P@0.5`` .. ``P@0.9``, ``overall_iou``, ``mean_iou``; the
-        counts ``samples`` and ``unpredicted_samples`` (:func:`~wavecl.evaluation.a2d.sample_counts`).
+        counts ``samples`` and ``unpredicted_samples`` (:func:`~wavecl.evaluation.coco.sample_counts`).
         Checkpoints are selected on ``segm mAP 0.5:0.95`` averaged over the three sets.
     """
     coco_gt = load_coco_ground_truth(ground_truth)
@@ -207,3 +212,25 @@ __all__ = [
     "refcoco_ground_truth",
     "refcoco_results",
 ]
+
+
+def evaluate_refcoco_predictions(predictions_dir: str | Path, dataset: Dataset[ClipSample]) -> dict[str, float]:
+    """RefCOCO/+/g metrics of the ``<set>_predictions.json`` files in ``predictions_dir``.
+
+    The ground truth of every set of ``dataset`` (the run's RefCOCO/+/g ``val`` sets) is rebuilt, as
+    during training. Keys as :class:`~wavecl.evaluation.refcoco.RefCOCOEvaluator` returns them.
+    """
+    predictions_dir = Path(predictions_dir)
+    ground_truth = refcoco_ground_truth(dataset)
+    results = {name: read_coco_results(predictions_dir / f"{name}_predictions.json") for name in ground_truth}
+    return evaluate_refcoco_sets(ground_truth, results)
+
+
+def build_refcoco_evaluator(config: Config, dataset: Dataset[ClipSample], out_dir: Path) -> RefCOCOEvaluator:
+    """The evaluator of a RefCOCO/+/g run over ``dataset`` (its ``val`` sets), writing into ``out_dir``."""
+    return RefCOCOEvaluator(dataset, results_dir=out_dir)
+
+
+def score_saved_refcoco(config: Config, path: Path, out_dir: Path | None) -> dict[str, float]:
+    """:func:`evaluate_refcoco_predictions` of the folder ``path``, against the run's ``val`` sets rebuilt."""
+    return evaluate_refcoco_predictions(path, build_dataset(config.data, "eval", config.model.num_classes))

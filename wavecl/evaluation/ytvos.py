@@ -1,5 +1,9 @@
-"""Predictions in the Ref-YouTube-VOS format: written, zipped, read back, checked and scored
-(docs/datasets.md#ref-youtube-vos).
+"""Ref-YouTube-VOS evaluation: the evaluator, and predictions in the Ref-YouTube-VOS format written,
+zipped, read back, checked and scored (docs/datasets.md#ref-youtube-vos).
+
+:class:`YTVOSEvaluator` runs window by window over whole videos (the datasets split them into windows
+of ``window_size`` frames, so memory stays bounded; each window picks its own query) and writes the
+PNGs, which :func:`evaluate_ytvos_predictions` scores again from disk for ``--predictions``.
 
 Predictions are ``Annotations/<video_id>/<exp_id>/<frame>.png`` (single-channel, 0 or 255, original
 frame size), in a folder or a zip whose top-level folder is ``Annotations/``.
@@ -25,12 +29,20 @@ from typing import Protocol
 import numpy as np
 from PIL import Image
 from torch import Tensor
+from torch.utils.data import Dataset
 
 from wavecl.atomic import atomic_path, save_image, write_text
+from wavecl.config import Config
 from wavecl.data.identifiers import check_identifier
-from wavecl.data.paths import is_hidden, open_image
-from wavecl.data.ytvos import ExpressionTruth, read_index_mask
-from wavecl.evaluation.davis import db_eval_boundary, db_eval_iou, write_csv
+from wavecl.data.index_png import read_index_mask
+from wavecl.data.paths import is_hidden, natural_sorted, open_image
+from wavecl.data.types import Batch, ClipSample
+from wavecl.data.ytvos import ExpressionTruth, YTVOSGroundTruth, YTVOSPaths, evaluated_videos
+from wavecl.distributed import gather_objects, on_main_process
+from wavecl.evaluation.jf import db_eval_boundary, db_eval_iou
+from wavecl.evaluation.tables import write_csv
+from wavecl.model.output import WaveCLOutput
+from wavecl.model.postprocess import video_postprocess
 
 logger = logging.getLogger(__name__)
 
@@ -235,7 +247,7 @@ def score_ytvos_predictions(
     """J, F and J&F of saved predictions against an annotated split, over the ground truth's full list.
 
     Per expression, J (region similarity) and F (boundary measure), with the DAVIS-2017 definitions
-    of :mod:`wavecl.evaluation.davis`, are averaged over every frame of its video; the results
+    of :mod:`wavecl.evaluation.jf`, are averaged over every frame of its video; the results
     average over the expressions (:func:`jf_summary`). A mask the predictions lack is scored as an
     empty mask; masks that no expression of the ground truth asks for are ignored. Both are counted
     and logged as warnings naming the first few.
@@ -309,3 +321,118 @@ def score_ytvos_predictions(
         "missing_masks": float(len(missing)),
         "extra_masks": float(len(extra)),
     }
+
+
+def expected_frames(videos: dict[str, dict]) -> dict[tuple[str, str], list[str]]:
+    """``{(video, exp_id): frame names in natural order}``: what a submission for ``videos`` (as the
+    expression readers return them) must hold."""
+    return {
+        (video_id, exp_id): natural_sorted(video["frames"])
+        for video_id, video in videos.items()
+        for exp_id in video["expressions"]
+    }
+
+
+def evaluate_ytvos_predictions(
+    path: str | Path, root: str | Path, per_expression_path: str | Path | None = None
+) -> dict[str, float]:
+    """Score Ref-YouTube-VOS-format predictions, or check a submission where there is no ground truth.
+
+    Args:
+        path: a folder holding ``Annotations/<video>/<exp_id>/<frame>.png``, or its zip.
+        root: the dataset (``data.root``). When its ``valid`` split has ``Annotations/`` (one's own
+            data, the synthetic set), J, F and J&F are computed against every expression and frame of
+            the ground truth (:func:`~wavecl.evaluation.ytvos.score_ytvos_predictions`: missing masks
+            count as empty and are counted); otherwise (the real valid split) the submission is checked
+            for completeness (:func:`~wavecl.evaluation.ytvos.check_ytvos_submission`).
+        per_expression_path: with ground truth, where to write the per-expression CSV.
+    """
+    ground_truth = YTVOSGroundTruth.find(root)
+    if ground_truth is not None:
+        return score_ytvos_predictions(path, ground_truth, per_expression_path)
+    videos = evaluated_videos(YTVOSPaths.find(root), "valid")
+    return check_ytvos_submission(path, expected_frames(videos))
+
+
+def clip_masks(outputs: WaveCLOutput, batch: Batch, b: int, orig_size: tuple[int, int]) -> Tensor:
+    """Binary masks ``[T, H, W]`` of clip ``b`` at its original size (one query for the window)."""
+    T = len(batch.metadata[b]["frame_names"])
+    size = tuple(int(v) for v in batch.image_sizes[b])
+    _, masks = video_postprocess(
+        outputs.pred_cls[:T, b], outputs.pred_masks[:T, b], tuple(batch.frames.shape[-2:]), size, orig_size
+    )
+    return masks
+
+
+class YTVOSEvaluator:
+    """Ref-YouTube-VOS-layout evaluation: writes ``<out_dir>/Annotations/<video>/<exp_id>/<frame>.png``,
+    then scores them when the split has ground truth, or zips them for the evaluation server.
+
+    Args:
+        out_dir: receives ``Annotations/`` and, with ground truth, ``per_expression.csv`` (J, F, J&F of
+            every expression); without, ``submission.zip``.
+        ground_truth: the annotated split (one's own data, the synthetic set, MeViS ``valid_u``), or ``None``
+            for a split without local ground truth (the real Ref-YouTube-VOS valid split, MeViS ``valid``).
+        zip_folder: the top-level folder of ``submission.zip`` (:func:`~wavecl.evaluation.ytvos.zip_submission`):
+            ``Annotations`` for Ref-YouTube-VOS, ``None`` for MeViS (``<video>/<exp_id>/<frame>.png`` at the top).
+
+    With ground truth, :meth:`summarize` returns what
+    :func:`~wavecl.evaluation.ytvos.score_ytvos_predictions` returns (J, F, J&F, expressions, videos, frames,
+    missing_masks, extra_masks), scored from the PNGs on disk against the ground truth's full list, the
+    same computation as ``wavecl evaluate --predictions``; without, the counts of what was written:
+    ``{"windows", "videos", "expressions", "frames"}`` (over every rank).
+    """
+
+    def __init__(
+        self,
+        out_dir: str | Path,
+        ground_truth: ExpressionGroundTruth | None = None,
+        zip_folder: str | None = ANNOTATIONS_FOLDER,
+    ) -> None:
+        self.out_dir = Path(out_dir)
+        self.ground_truth = ground_truth
+        self.zip_folder = zip_folder
+        self.num_windows = 0
+        self.num_frames = 0
+        self.expressions: set[tuple[str, str]] = set()
+
+    def update(self, outputs: WaveCLOutput, batch: Batch) -> None:
+        for b, meta in enumerate(batch.metadata):
+            masks = clip_masks(outputs, batch, b, tuple(meta["orig_size"]))
+            write_ytvos_masks(self.out_dir, meta["video_id"], meta["exp_id"], meta["frame_names"], masks)
+            self.num_windows += 1
+            self.num_frames += len(meta["frame_names"])
+            self.expressions.add((meta["video_id"], meta["exp_id"]))
+
+    def summarize(self) -> dict[str, float]:
+        # a collective: every rank's PNGs are on disk
+        shards = gather_objects((self.num_windows, self.num_frames, self.expressions))
+        windows = sum(windows for windows, _, _ in shards)
+        expressions = set().union(*(expressions for _, _, expressions in shards))
+        written = {
+            "windows": float(windows),
+            "videos": float(len({video_id for video_id, _ in expressions})),
+            "expressions": float(len(expressions)),
+            "frames": float(sum(frames for _, frames, _ in shards)),
+        }
+
+        def finish() -> dict[str, float]:
+            if self.ground_truth is None:
+                zip_submission(self.out_dir / ANNOTATIONS_FOLDER, self.out_dir / "submission.zip", self.zip_folder)
+                return written
+            per_expression = self.out_dir / PER_EXPRESSION_FILENAME
+            return score_ytvos_predictions(self.out_dir, self.ground_truth, per_expression)
+
+        what = "zipping the submission" if self.ground_truth is None else "scoring J&F"
+        return on_main_process(finish, what)
+
+
+def build_ytvos_evaluator(config: Config, dataset: Dataset[ClipSample], out_dir: Path) -> YTVOSEvaluator:
+    """The evaluator of a Ref-YouTube-VOS-layout run: scored where ``valid/Annotations`` exist, else zipped."""
+    return YTVOSEvaluator(out_dir, YTVOSGroundTruth.find(config.data.root))
+
+
+def score_saved_ytvos(config: Config, path: Path, out_dir: Path | None) -> dict[str, float]:
+    """:func:`evaluate_ytvos_predictions` against ``data.root``; the per-expression CSV goes to ``out_dir``."""
+    per_expression = None if out_dir is None else out_dir / PER_EXPRESSION_FILENAME
+    return evaluate_ytvos_predictions(path, config.data.root, per_expression)

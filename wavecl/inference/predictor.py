@@ -29,7 +29,7 @@ from wavecl.amp import decide_precision
 from wavecl.config import DEFAULT_AMP, AmpMode
 from wavecl.data.paths import FRAME_SUFFIXES, listed_files, read_image
 from wavecl.data.transforms import ClipTransform, clean_expression, resize_shape
-from wavecl.data.video import iter_video_frames, probe_video
+from wavecl.data.video_files import iter_video_frames, probe_video
 from wavecl.device import resolve_device
 from wavecl.inference.onnx_runtime import OnnxNetwork
 from wavecl.model.compile import compile_model
@@ -99,7 +99,7 @@ def open_video(video: VideoInput) -> VideoSource:
 
     A folder's frames are its ``.jpg``/``.jpeg``/``.png`` files in natural name order
     (:func:`frame_files`), turned as their EXIF orientation says; a video file's frames are turned as
-    its display matrix says (:func:`wavecl.data.video.upright_image`): frames are segmented as a
+    its display matrix says (:func:`wavecl.data.video_files.upright_image`): frames are segmented as a
     viewer sees them.
 
     Raises:

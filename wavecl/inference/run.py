@@ -42,7 +42,7 @@ from PIL import Image
 
 from wavecl.atomic import replace_directory, temporary_directory
 from wavecl.config import DEFAULT_AMP, AmpMode
-from wavecl.data.video import VideoWriter
+from wavecl.data.video_files import VideoWriter
 from wavecl.device import resolve_device
 from wavecl.inference.overlay import contact_sheet, overlay_masks, save_png, sentence_colors
 from wavecl.inference.predictor import Runtime, VideoInput, VideoPredictor, open_video
@@ -254,7 +254,7 @@ def write_predictions(
         on_frame: called with the 0-based index of each frame once it is written (progress display);
             an exception it raises stops the run and no overlay video is left behind.
         pad_to_even: pad odd-sized overlay frames to even sizes, so the video is yuv420p H.264, the
-            form web browsers play (:class:`wavecl.data.video.VideoWriter`).
+            form web browsers play (:class:`wavecl.data.video_files.VideoWriter`).
         sentence_names: how error messages name each sentence (:meth:`VideoPredictor.check_sentences`).
 
     Returns:

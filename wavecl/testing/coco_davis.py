@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image
 
 from wavecl.atomic import save_image, write_json, write_text
-from wavecl.data.palette import save_index_png
+from wavecl.data.index_png import save_index_png
 from wavecl.optional import require_package
 
 # ----------------------------------------------------------------------------------------- RefCOCO

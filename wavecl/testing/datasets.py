@@ -20,8 +20,8 @@ import scipy.io
 from PIL import Image
 
 from wavecl.atomic import atomic_path, save_image, write_json, write_text
-from wavecl.data.palette import save_index_png
-from wavecl.data.video import write_video
+from wavecl.data.index_png import save_index_png
+from wavecl.data.video_files import write_video
 
 _MATLAB_HEADER = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Mon Jan  1 00:00:00 2018 HDF5 schema 1.00 ."
 

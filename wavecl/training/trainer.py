@@ -59,6 +59,7 @@ from wavecl.checkpoint import (
 )
 from wavecl.config import Config, load_config
 from wavecl.data.collate import collate_clips
+from wavecl.data.datasets import build_dataset, check_dataset
 from wavecl.data.robust import SkipBadSamples
 from wavecl.data.types import Batch
 from wavecl.distributed import (
@@ -69,7 +70,7 @@ from wavecl.distributed import (
     on_main_process,
     reduce_loss_dict,
 )
-from wavecl.evaluation.datasets import build_dataset, check_dataset, evaluate_model
+from wavecl.evaluation.protocols import evaluate_model
 from wavecl.model.compile import compile_model
 from wavecl.model.wavecl import build_model
 from wavecl.model.weights import load_weights
@@ -231,7 +232,7 @@ class Trainer:
         RunDirectoryError: another process trains in the run directory; a new run's directory already
             holds a run; a resume names another run directory or changes what a mid-epoch resume cannot.
         ValueError: ``train.checkpoint_every_steps`` or ``train.keep_checkpoints`` is invalid.
-        DatasetCheckError: the dataset's check (:func:`~wavecl.evaluation.datasets.check_dataset`, run
+        DatasetCheckError: the dataset's check (:func:`~wavecl.data.datasets.check_dataset`, run
             before the model is built) found problems; they are listed with their files, videos and keys.
     """
 

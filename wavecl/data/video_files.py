@@ -324,7 +324,7 @@ def probe_video(path: str | os.PathLike[str]) -> tuple[int | None, float | None]
 class VideoWriter:
     """Encode RGB frames into an mp4 file as they arrive; the file appears atomically on close.
 
-    The encoder and pixel format follow :func:`wavecl.data.video.write_video` (the first available of
+    The encoder and pixel format follow :func:`wavecl.data.video_files.write_video` (the first available of
     h264, libx264, mpeg4; yuv420p for even sizes, yuv444p with H.264 for odd sizes); the file is
     written through :func:`wavecl.atomic.atomic_path`. The frame size is fixed by the first frame.
 

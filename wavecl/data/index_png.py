@@ -1,17 +1,20 @@
-"""Index ("P" mode) PNG masks as used by DAVIS and Ref-YouTube-VOS annotations.
+"""Index PNGs: ``[H, W]`` uint8 object-id masks stored as palette ("P") PNGs, read and written.
 
+The DAVIS and Ref-YouTube-VOS annotations and the predictions written for their protocols use them.
 Pixel values are object ids (0 = background, 255 = void in DAVIS); the palette only colours them for
-viewing. Reading such a PNG with ``np.asarray(Image.open(path))`` yields the id array directly.
+viewing.
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from wavecl.atomic import save_image
+from wavecl.data.paths import read_image
 
 
 def index_palette() -> list[int]:
@@ -45,3 +48,11 @@ def save_index_png(labels: np.ndarray, path: str | os.PathLike[str], palette: li
     image = Image.fromarray(labels)  # mode "L"; putpalette turns it into "P" keeping the values
     image.putpalette(palette if palette is not None else index_palette())
     save_image(image, path, format="PNG")
+
+
+def read_index_mask(path: Path) -> np.ndarray:
+    """``[H, W]`` uint8 object ids of a palette ("P") or grey ("L") annotation PNG."""
+    image = read_image(path, mode=None)
+    if image.mode not in ("P", "L"):
+        raise ValueError(f"{path}: annotation must be a palette or grey PNG of object ids, found mode {image.mode}")
+    return np.asarray(image, dtype=np.uint8)
