@@ -119,7 +119,7 @@ def test_round_trip_every_sample(fixture: A2DFixture, tmp_path: Path) -> None:
             np.testing.assert_array_equal(target.masks[0].numpy(), mask)
             np.testing.assert_allclose(target.boxes[0].tolist(), box_cxcywh(mask), rtol=1e-6)
             image_id = f"v_{expected.video_id}_f_{expected.frame}_i_{expected.instance_id}"
-            assert target.image_id == image_id and sample.metadata["image_id"] == image_id
+            assert target.image_id == image_id and sample.metadata.image_id == image_id
             assert target.labels.tolist() == [0] and target.is_visible
             assert target.orig_size == (32, 48) and target.size == (32, 48)
 
@@ -259,7 +259,7 @@ def test_skip_bad_samples_counts_and_substitutes(fresh: A2DFixture, caplog: pyte
     first_good = min(set(range(len(dataset))) - bad)
     with caplog.at_level(logging.WARNING):
         sample = robust[0]
-    assert sample.metadata["image_id"] == dataset.samples[first_good].image_id
+    assert sample.metadata.image_id == dataset.samples[first_good].image_id
     assert robust.num_skipped == first_good == len(bad)
     assert "vidTrainA.mp4" in caplog.text and "A2D train sample 0" in caplog.text
 

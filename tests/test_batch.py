@@ -1,4 +1,4 @@
-"""The collated Batch: pinning and device copies reach every tensor (targets and metadata included)."""
+"""The collated Batch: pinning and device copies reach every tensor (targets included); metadata is typed."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 from wavecl.data.collate import collate_clips
-from wavecl.data.types import Batch, ClipSample, FrameTarget
+from wavecl.data.types import Batch, ClipSample, DavisMetadata, ExpressionMetadata, FrameTarget
 
 
 def clip(num_frames: int, height: int, width: int, seed: int) -> ClipSample:
@@ -25,7 +25,7 @@ def clip(num_frames: int, height: int, width: int, seed: int) -> ClipSample:
         else None
         for t in range(num_frames)
     ]
-    metadata = {"video_id": f"v{seed}", "scores": torch.rand(3, generator=generator), "sizes": [(height, width)]}
+    metadata = ExpressionMetadata(f"v{seed}", "0", tuple(f"{t:05d}" for t in range(num_frames)), (height, width))
     return ClipSample(torch.randn(num_frames, 3, height, width, generator=generator), targets, f"clip {seed}", metadata)
 
 
@@ -36,8 +36,6 @@ def tensors_of(batch: Batch) -> list[Tensor]:
         for target in row:
             if target is not None:
                 found += [target.masks, target.boxes, target.labels]
-    for metadata in batch.metadata:
-        found.append(metadata["scores"])
     return found
 
 
@@ -58,13 +56,13 @@ def test_pin_memory_pins_every_tensor(batch, monkeypatch):
     monkeypatch.setattr(Tensor, "pin_memory", fake_pin_memory)
     result = batch.pin_memory()
     before, after = tensors_of(batch), tensors_of(result)
-    assert len(after) == len(before) == 3 + 3 * 3 + 2
+    assert len(after) == len(before) == 3 + 3 * 3
     for original, copy in zip(before, after):
         assert id(copy) in pinned and copy is not original
         assert torch.equal(copy, original)
-    assert result.texts == batch.texts and result.metadata[0]["video_id"] == "v1"
+    assert result.texts == batch.texts and result.metadata == batch.metadata
     assert [[t is None for t in row] for row in result.targets] == [[t is None for t in row] for row in batch.targets]
-    assert result.metadata[1]["sizes"] == [(6, 12)]
+    assert result.metadata[1] == ExpressionMetadata("v2", "0", ("00000", "00001"), (6, 12))
 
 
 def test_to_copies_every_tensor_without_blocking_when_asked(batch, monkeypatch):
@@ -80,3 +78,9 @@ def test_to_copies_every_tensor_without_blocking_when_asked(batch, monkeypatch):
     assert len(calls) == len(tensors_of(batch)) and all(non_blocking for _, non_blocking in calls)
     for original, copy in zip(tensors_of(batch), tensors_of(moved)):
         assert copy is not original and torch.equal(copy, original)
+
+
+def test_metadata_as_checks_every_clip_has_the_expected_kind(batch):
+    assert batch.metadata_as(ExpressionMetadata) == batch.metadata
+    with pytest.raises(TypeError, match=r"clip 0 \('clip 1'\) has metadata ExpressionMetadata.*expected DavisMetadata"):
+        batch.metadata_as(DavisMetadata)

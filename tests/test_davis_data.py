@@ -126,14 +126,14 @@ def test_samples_order_chunks_and_metadata(converted):
     for index, (video, annotator, k, chunk_index) in enumerate(expected):
         metadata = dataset[index].metadata
         obj = raw.objects[video][k]
-        assert metadata["video_id"] == video and metadata["annotator"] == annotator
-        assert metadata["object_index"] == k and metadata["obj_id"] == obj.obj_id
-        assert metadata["exp_id"] == str(4 * k + annotator)
-        assert metadata["num_objects"] == len(raw.objects[video])
-        assert metadata["frame_names"] == chunks[chunk_index]
-        assert metadata["chunk_index"] == chunk_index and metadata["num_chunks"] == 3
-        assert metadata["original_frame_size"] == (HEIGHT, WIDTH)
-        assert metadata["resized_frame_size"] == (HEIGHT, WIDTH)
+        assert metadata.video_id == video and metadata.annotator == annotator
+        assert metadata.object_index == k and metadata.obj_id == obj.obj_id
+        assert metadata.exp_id == str(4 * k + annotator)
+        assert metadata.num_objects == len(raw.objects[video])
+        assert list(metadata.frame_names) == chunks[chunk_index]
+        assert metadata.chunk_index == chunk_index and metadata.num_chunks == 3
+        assert metadata.orig_size == (HEIGHT, WIDTH)
+        assert metadata.size == (HEIGHT, WIDTH)
         assert dataset.clip_key(index) == (video, *chunks[chunk_index])
 
 
@@ -144,9 +144,9 @@ def test_frames_masks_and_text_round_trip(converted):
     std = torch.tensor(IMAGENET_STD)[:, None, None]
     for index in range(len(dataset)):
         sample = dataset[index]
-        video, obj_id = sample.metadata["video_id"], sample.metadata["obj_id"]
+        video, obj_id = sample.metadata.video_id, sample.metadata.obj_id
         obj = next(o for o in raw.objects[video] if o.obj_id == obj_id)
-        assert sample.text == " ".join(obj.sentences[sample.metadata["annotator"]].split())
+        assert sample.text == " ".join(obj.sentences[sample.metadata.annotator].split())
         assert sample.frames.shape == (5, 3, HEIGHT, WIDTH)
         for t, target in enumerate(sample.targets):
             expected_mask = raw.labels[video][t] == int(obj_id)  # void (255) is not the object
@@ -156,10 +156,7 @@ def test_frames_masks_and_text_round_trip(converted):
             pixels = ((sample.frames[t] * std + mean) * 255).round().permute(1, 2, 0).numpy()
             assert np.abs(pixels - jpeg).max() <= 1
     invisible = [
-        t.is_visible
-        for s in (dataset[i] for i in range(len(dataset)))
-        if s.metadata["obj_id"] == "2"
-        for t in s.targets
+        t.is_visible for s in (dataset[i] for i in range(len(dataset))) if s.metadata.obj_id == "2" for t in s.targets
     ]
     assert False in invisible  # object 2 leaves the scene in the last frame
 
@@ -170,7 +167,7 @@ def test_without_masks_and_with_resize(converted):
     sample = dataset[0]
     assert sample.targets == [None] * 5
     assert sample.frames.shape == (5, 3, 12, 20)
-    assert sample.metadata["resized_frame_size"] == (12, 20) and sample.metadata["original_frame_size"] == (
+    assert sample.metadata.size == (12, 20) and sample.metadata.orig_size == (
         HEIGHT,
         WIDTH,
     )
@@ -179,7 +176,7 @@ def test_without_masks_and_with_resize(converted):
 def test_annotator_subset_and_parent_root(converted, tmp_path):
     raw, out, _ = converted
     dataset = RefDAVIS17(out, _eval_transform(), annotators=[2], load_masks=False)
-    assert [s.metadata["exp_id"] for s in (dataset[i] for i in range(len(dataset)))] == ["2", "6", "2", "6", "10"]
+    assert [s.metadata.exp_id for s in (dataset[i] for i in range(len(dataset)))] == ["2", "6", "2", "6", "10"]
     with pytest.raises(ValueError, match="annotators must be slots"):
         RefDAVIS17(out, _eval_transform(), annotators=[4])
     (tmp_path / "refer-davis").symlink_to(out)

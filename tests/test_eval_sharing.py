@@ -228,7 +228,7 @@ def ytvos(tmp_path_factory):
 
 
 def ytvos_identity(meta):
-    return meta["video_id"], meta["exp_id"], meta["window_start"]
+    return meta.video_id, meta.exp_id, meta.window_start
 
 
 @pytest.mark.parametrize("per_pass", [1, 2, 4])
@@ -264,7 +264,7 @@ def test_davis_inference_runs_the_backbone_once_per_chunk(model, tmp_path):
     assert len(dataset) == 4 * (2 + 3) * 3  # annotators x objects x chunks of 2, 2, 1 frames
 
     def identity(meta):
-        return meta["video_id"], meta["annotator"], meta["object_index"], meta["chunk_index"]
+        return meta.video_id, meta.annotator, meta.object_index, meta.chunk_index
 
     outputs, calls = evaluate(model, dataset, identity, sentences_per_pass=8)
     assert calls == [(1, 2), (1, 2), (1, 1)] * 2  # two videos of 3 chunks: 6 passes for 60 sentences
@@ -282,6 +282,6 @@ def test_a2d_instances_of_one_frame_share_the_backbone(model, tmp_path):
     keys = clip_keys(dataset)
     distinct = len(set(keys))
     assert distinct < len(dataset), "the fixture refers to several instances in one frame"
-    outputs, calls = evaluate(model, dataset, lambda meta: meta["image_id"], sentences_per_pass=4)
+    outputs, calls = evaluate(model, dataset, lambda meta: meta.image_id, sentences_per_pass=4)
     assert len(calls) == distinct and all(b == 1 for b, _ in calls)
-    assert_same_outputs(outputs, one_by_one(model, dataset, lambda meta: meta["image_id"]))
+    assert_same_outputs(outputs, one_by_one(model, dataset, lambda meta: meta.image_id))

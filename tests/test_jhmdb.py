@@ -66,7 +66,7 @@ def test_round_trip_every_sample(fixture: JHMDBFixture) -> None:
         target = item.targets[4]
         assert target is not None
         np.testing.assert_array_equal(target.masks[0].numpy(), spec.masks[sample.frame - 1])
-        assert target.image_id == f"v_{sample.video_id}_f_{sample.frame}" == item.metadata["image_id"]
+        assert target.image_id == f"v_{sample.video_id}_f_{sample.frame}" == item.metadata.image_id
         assert target.labels.tolist() == [0]
 
 

@@ -60,8 +60,8 @@ def test_round_trip_masks_boxes_sentences_pixels(fixture):
         torch.testing.assert_close(target.boxes, torch.tensor([[cx, cy, w, h]], dtype=torch.float32))
         decoded = np.asarray(Image.open(fixture.root / "train2014" / expected.file_name).convert("RGB"))
         assert np.abs(_denormalise(sample.frames)[0].astype(int) - decoded.astype(int)).max() <= 1
-        assert sample.metadata["original_image_id"] == expected.original_image_id
-        assert sample.metadata["orig_size"] == (height, width)
+        assert sample.metadata.original_image_id == expected.original_image_id
+        assert sample.metadata.orig_size == (height, width)
 
 
 def test_segmentation_kinds_are_all_covered(fixture):

@@ -167,13 +167,13 @@ def test_ref_youtube_vos_loader_reads_the_training_split(written, tmp_path):
     seen = set()
     for index in range(len(dataset)):
         sample = dataset[index]
-        video = videos[sample.metadata["video_id"]]
-        expression = next(e for e in video.expressions if e.exp_id == sample.metadata["exp_id"])
+        video = videos[sample.metadata.video_id]
+        expression = next(e for e in video.expressions if e.exp_id == sample.metadata.exp_id)
         seen.add((video.video_id, expression.exp_id))
         assert sample.text == expression.text
         assert sample.frames.shape == (4, 3, *SIZE)
         frames, labels = rendered[video.video_id]
-        for name, target, clip_frame in zip(sample.metadata["frame_names"], sample.targets, sample.frames):
+        for name, target, clip_frame in zip(sample.metadata.frame_names, sample.targets, sample.frames):
             t = video.frame_names.index(name)
             assert torch.equal(target.masks[0], torch.from_numpy(labels[t] == expression.obj_id))
             assert target.labels.tolist() == [36]  # "others"
@@ -187,7 +187,7 @@ def test_ref_youtube_vos_loader_reads_the_held_out_split(written):
     transform = ClipTransform(train=False, short_size=SIZE[0], max_size=None)
     dataset = RefYouTubeVOS(root, "valid", window_size=None, transform=transform)
     assert len(dataset) == valid.num_expressions
-    assert {(s.metadata["video_id"], s.metadata["exp_id"]) for s in (dataset[i] for i in range(len(dataset)))} == {
+    assert {(s.metadata.video_id, s.metadata.exp_id) for s in (dataset[i] for i in range(len(dataset)))} == {
         (v.video_id, e.exp_id) for v in valid.videos for e in v.expressions
     }
     ground_truth = YTVOSGroundTruth(root, "valid")

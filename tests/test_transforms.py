@@ -16,7 +16,7 @@ from wavecl.data.transforms import (
     swap_left_right,
     swap_left_right_reference,
 )
-from wavecl.data.types import ClipSample, FrameTarget
+from wavecl.data.types import A2DMetadata, ClipSample, FrameTarget
 
 MEAN = np.array([0.485, 0.456, 0.406])
 STD = np.array([0.229, 0.224, 0.225])
@@ -208,19 +208,19 @@ def test_collate_pads_and_makes_time_major() -> None:
         frames=torch.randn(3, 3, 5, 7),
         targets=[None, make_target(5, 7, 1), None],
         text="a",
-        metadata={"video_id": "v1"},
+        metadata=A2DMetadata("v1", 2, "v_v1_f_2"),
     )
     second = ClipSample(
         frames=torch.randn(2, 3, 6, 4),
         targets=[make_target(6, 4, 2), make_target(6, 4, 3)],
         text="b",
-        metadata={"video_id": "v2"},
+        metadata=A2DMetadata("v2", 1, "v_v2_f_1"),
     )
     batch = collate_clips([first, second])
 
     assert batch.frames.shape == (3, 2, 3, 6, 7) and batch.pad_mask.shape == (3, 2, 6, 7)
     assert batch.image_sizes.tolist() == [[5, 7], [6, 4]]
-    assert batch.texts == ["a", "b"] and batch.metadata == [{"video_id": "v1"}, {"video_id": "v2"}]
+    assert batch.texts == ["a", "b"] and batch.metadata == [first.metadata, second.metadata]
     for b, sample in enumerate((first, second)):
         t_b, _, h_b, w_b = sample.frames.shape
         for t in range(3):

@@ -14,6 +14,7 @@ from wavecl.data import ytvos as ytvos_module
 from wavecl.data.index_png import save_index_png
 from wavecl.data.synthetic import write_synthetic_ytvos
 from wavecl.data.transforms import ClipTransform
+from wavecl.data.types import ExpressionMetadata
 from wavecl.data.windows import covering_windows, training_windows
 from wavecl.data.ytvos import (
     YTVOS_CATEGORIES,
@@ -84,8 +85,9 @@ def test_train_round_trip(fixture: YTVOSFixture, tmp_path: Path) -> None:
         assert item.frames.shape[2:] == spec.frames.shape[1:3]
         sentence, obj = spec.expressions[sample.exp_id]
         assert item.text == " ".join(sentence.lower().split())
-        names = list(sample.frame_names)
-        assert item.metadata == {"video_id": sample.video_id, "exp_id": sample.exp_id, "frame_names": names}
+        assert item.metadata == ExpressionMetadata(
+            sample.video_id, sample.exp_id, tuple(sample.frame_names), spec.frames.shape[1:3]
+        )
         label = categories[spec.categories[obj]]
         for position, target in zip(positions, item.targets):
             assert target is not None
@@ -134,16 +136,16 @@ def test_valid_windows_cover_every_frame(fixture: YTVOSFixture) -> None:
             for index, sample in clips:
                 item = dataset[index]
                 assert item.targets == [None] * len(sample.frame_names)
-                start = item.metadata["window_start"]
+                start = item.metadata.window_start
                 assert frame_indices(item.frames) == list(range(start, start + len(sample.frame_names)))
-                assert item.metadata == {
-                    "video_id": video,
-                    "exp_id": exp_id,
-                    "frame_names": list(sample.frame_names),
-                    "orig_size": spec.frames.shape[1:3],
-                    "window_start": start,
-                    "num_video_frames": len(spec.frame_names),
-                }
+                assert item.metadata == ExpressionMetadata(
+                    video_id=video,
+                    exp_id=exp_id,
+                    frame_names=tuple(sample.frame_names),
+                    orig_size=spec.frames.shape[1:3],
+                    window_start=start,
+                    num_video_frames=len(spec.frame_names),
+                )
                 assert item.text == spec.expressions[exp_id][0]
     whole = RefYouTubeVOS(fixture.root, "valid", None, transform=NATIVE)
     assert [(s.video_id, len(s.frame_names)) for s in whole.samples] == [("val_a", 7), ("val_a", 7), ("val_b", 3)]

@@ -31,7 +31,7 @@ from wavecl.data.matlab import open_hdf5, read_hdf5_dataset
 from wavecl.data.paths import first_existing, listed_files, read_csv_rows, require_file, resolve_dataset_root
 from wavecl.data.sample_cache import dataset_cache_dir, file_fingerprint, load_or_build
 from wavecl.data.transforms import ClipTransform, FrameAnnotation, clean_expression
-from wavecl.data.types import ClipSample, Split
+from wavecl.data.types import A2DMetadata, ClipSample, Split
 from wavecl.data.video_files import read_video_window
 from wavecl.data.windows import at_window_centre
 
@@ -243,8 +243,8 @@ class A2DSentences(Dataset[ClipSample]):
             :func:`~wavecl.data.sample_cache.dataset_cache_dir`. The dataset folder is only read.
 
     Each item is a :class:`ClipSample` with ``frames [window_size, 3, H', W']``, the target at position
-    ``window_size // 2`` (label 0, image id ``v_<vid>_f_<frame>_i_<inst>``) and metadata
-    ``{video_id, frame, instance_id, image_id}``.
+    ``window_size // 2`` (label 0, image id ``v_<vid>_f_<frame>_i_<inst>``) and
+    :class:`~wavecl.data.types.A2DMetadata`.
     """
 
     def __init__(
@@ -310,12 +310,7 @@ class A2DSentences(Dataset[ClipSample]):
         annotations = at_window_centre(FrameAnnotation(mask=mask, label=0, image_id=sample.image_id), self.window_size)
         text = clean_expression(sample.query, f"{self.paths.annotations} ({sample.image_id})")
         clip, targets, text = self.transform(frames, annotations, text)
-        metadata = {
-            "video_id": sample.video_id,
-            "frame": sample.frame,
-            "instance_id": sample.instance_id,
-            "image_id": sample.image_id,
-        }
+        metadata = A2DMetadata(sample.video_id, sample.frame, sample.image_id, sample.instance_id)
         return ClipSample(frames=clip, targets=targets, text=text, metadata=metadata)
 
 

@@ -41,7 +41,7 @@ from wavecl.data.identifiers import check_identifier
 from wavecl.data.index_png import read_index_mask
 from wavecl.data.paths import listed_files, read_image, require_file, resolve_dataset_root
 from wavecl.data.transforms import ClipTransform, FrameAnnotation, clean_expression
-from wavecl.data.types import ClipSample, Split
+from wavecl.data.types import ClipSample, DavisMetadata, Split
 from wavecl.data.windows import covering_windows
 from wavecl.data.ytvos import read_expression_videos
 from wavecl.jsonio import read_json
@@ -243,9 +243,8 @@ class RefDAVIS17(Dataset[ClipSample]):
             obj_id; void is background) as targets with label 0; otherwise targets are ``None``.
         annotators: the annotator slots to predict (config ``davis_annotators``).
 
-    Each item is a :class:`ClipSample` with ``frames [T, 3, H', W']`` and metadata
-    ``{"video_id", "exp_id", "obj_id", "annotator", "object_index", "num_objects", "frame_names",
-    "chunk_index", "num_chunks", "original_frame_size" (H, W), "resized_frame_size" (H', W')}``.
+    Each item is a :class:`ClipSample` with ``frames [T, 3, H', W']`` and
+    :class:`~wavecl.data.types.DavisMetadata`.
     The inference loop gathers the ``num_objects`` probability maps of one (video, annotator, chunk),
     merges them and writes :func:`davis_result_path` files.
     """
@@ -330,19 +329,19 @@ class RefDAVIS17(Dataset[ClipSample]):
         ]
         video, targets, text = self.transform(frames, annotations, sample.text)
         width, height = frames[0].size
-        metadata = {
-            "video_id": sample.video,
-            "exp_id": sample.exp_id,
-            "obj_id": sample.obj_id,
-            "annotator": sample.annotator,
-            "object_index": sample.object_index,
-            "num_objects": sample.num_objects,
-            "frame_names": list(sample.frame_names),
-            "chunk_index": sample.chunk_index,
-            "num_chunks": sample.num_chunks,
-            "original_frame_size": (height, width),
-            "resized_frame_size": tuple(video.shape[-2:]),
-        }
+        metadata = DavisMetadata(
+            video_id=sample.video,
+            exp_id=sample.exp_id,
+            obj_id=sample.obj_id,
+            annotator=sample.annotator,
+            object_index=sample.object_index,
+            num_objects=sample.num_objects,
+            frame_names=tuple(sample.frame_names),
+            chunk_index=sample.chunk_index,
+            num_chunks=sample.num_chunks,
+            orig_size=(height, width),
+            size=(int(video.shape[-2]), int(video.shape[-1])),
+        )
         return ClipSample(frames=video, targets=targets, text=text, metadata=metadata)
 
 

@@ -28,7 +28,7 @@ from wavecl.data.identifiers import check_identifier
 from wavecl.data.matlab import read_mat_variable
 from wavecl.data.paths import is_hidden, listed_files, read_csv_rows, read_image, resolve_dataset_root
 from wavecl.data.transforms import ClipTransform, FrameAnnotation, clean_expression
-from wavecl.data.types import ClipSample, Split
+from wavecl.data.types import A2DMetadata, ClipSample, Split
 from wavecl.data.windows import at_window_centre, centred_window
 from wavecl.jsonio import read_json
 
@@ -172,7 +172,7 @@ class JHMDBSentences(Dataset[ClipSample]):
         seed: seed of the draw.
 
     Each item: ``frames [window_size, 3, H', W']``, one target at position ``window_size // 2``
-    (label 0, image id ``v_<vid>_f_<frame>``), metadata ``{video_id, frame, image_id}``.
+    (label 0, image id ``v_<vid>_f_<frame>``), :class:`~wavecl.data.types.A2DMetadata`.
     """
 
     def __init__(
@@ -223,7 +223,7 @@ class JHMDBSentences(Dataset[ClipSample]):
         annotations = at_window_centre(annotation, self.window_size)
         text = clean_expression(sample.query, f"{self.paths.annotations} (video {sample.video_id})")
         clip, targets, text = self.transform(frames, annotations, text)
-        metadata = {"video_id": sample.video_id, "frame": sample.frame, "image_id": sample.image_id}
+        metadata = A2DMetadata(sample.video_id, sample.frame, sample.image_id)
         return ClipSample(frames=clip, targets=targets, text=text, metadata=metadata)
 
 

@@ -49,7 +49,7 @@ from wavecl.data.identifiers import check_identifier
 from wavecl.data.image_to_clip import ImageToClipAugmenter
 from wavecl.data.paths import read_image, resolve_dataset_root
 from wavecl.data.transforms import ClipTransform, FrameAnnotation, clean_expression
-from wavecl.data.types import ClipSample, Split
+from wavecl.data.types import ClipSample, RefCOCOMetadata, Split
 from wavecl.jsonio import read_json
 from wavecl.optional import require_package
 
@@ -213,8 +213,8 @@ class RefCOCO(Dataset[ClipSample]):
         augmenter: pseudo-video augmenter for ``num_frames > 1``; the published parameters by default.
 
     Each item is a :class:`ClipSample` with ``frames [T, 3, H', W']``, ``T`` targets whose ``labels`` is
-    the COCO category id and ``image_id`` the pseudo-image id as a string, the sentence, and metadata
-    ``{"dataset", "image_id", "original_image_id", "file_name", "orig_size"}``.
+    the COCO category id and ``image_id`` the pseudo-image id as a string, the sentence, and
+    :class:`~wavecl.data.types.RefCOCOMetadata`.
     Random draws (flip, augmentation) use the global torch generator, which the DataLoader seeds per worker.
     """
 
@@ -289,13 +289,13 @@ class RefCOCO(Dataset[ClipSample]):
         ]
         text = clean_expression(expression.caption, source)
         video, targets, text = self.transform(frames, annotations, text)
-        metadata = {
-            "dataset": self.dataset_name,
-            "image_id": image_id,
-            "original_image_id": expression.original_image_id,
-            "file_name": expression.file_name,
-            "orig_size": (expression.height, expression.width),
-        }
+        metadata = RefCOCOMetadata(
+            dataset=self.dataset_name,
+            image_id=image_id,
+            original_image_id=expression.original_image_id,
+            file_name=expression.file_name,
+            orig_size=(expression.height, expression.width),
+        )
         return ClipSample(frames=video, targets=targets, text=text, metadata=metadata)
 
 

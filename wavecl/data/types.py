@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import torch
 from torch import Tensor
@@ -49,6 +49,95 @@ class FrameTarget:
         return _map_tensors(self, Tensor.pin_memory)
 
 
+@dataclass(frozen=True)
+class A2DMetadata:
+    """An A2D-Sentences or JHMDB-Sentences clip: one referred actor in the annotated frame at its centre.
+
+    Attributes:
+        video_id: the video.
+        frame: 1-based number of the annotated frame.
+        image_id: the annotated frame's key in the COCO-format ground truth.
+        instance_id: the referred instance in A2D's masks; ``None`` for JHMDB (one actor per video).
+    """
+
+    video_id: str
+    frame: int
+    image_id: str
+    instance_id: int | None = None
+
+
+@dataclass(frozen=True)
+class RefCOCOMetadata:
+    """A RefCOCO/+/g pseudo-video: one referred object of one image.
+
+    Attributes:
+        dataset: ``"refcoco"``, ``"refcoco+"`` or ``"refcocog"``.
+        image_id: the pseudo-image id (one per expression) of the rebuilt COCO ground truth, as a string.
+        original_image_id: the COCO image id (``None`` where the annotation file lacks it).
+        file_name: the image file under the image folder.
+        orig_size: ``(H, W)`` of the image.
+    """
+
+    dataset: str
+    image_id: str
+    original_image_id: int | None
+    file_name: str
+    orig_size: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class ExpressionMetadata:
+    """A Ref-YouTube-VOS-layout (or MeViS) clip: one expression over a window of a video.
+
+    Attributes:
+        video_id, exp_id: the expression, as named in ``Annotations/<video_id>/<exp_id>/`` predictions.
+        frame_names: the clip's frames (training windows may repeat a frame).
+        orig_size: ``(H, W)`` of the frames.
+        window_start: position of the clip's first frame among the video's frames (evaluation only).
+        num_video_frames: frames of the whole video (evaluation only).
+    """
+
+    video_id: str
+    exp_id: str
+    frame_names: tuple[str, ...]
+    orig_size: tuple[int, int]
+    window_start: int | None = None
+    num_video_frames: int | None = None
+
+
+@dataclass(frozen=True)
+class DavisMetadata:
+    """A Ref-DAVIS17 clip: one annotator's sentence for one object over one chunk of a video.
+
+    Attributes:
+        video_id, exp_id, obj_id: the video, the expression id and the object's pixel value.
+        annotator: the annotator slot (0..3).
+        object_index, num_objects: the object's position among the video's objects, and their number.
+        frame_names: the chunk's frames.
+        chunk_index, num_chunks: the chunk's position among the video's chunks, and their number.
+        orig_size: ``(H, W)`` of the frames.
+        size: ``(H', W')`` after resizing, without padding.
+    """
+
+    video_id: str
+    exp_id: str
+    obj_id: str
+    annotator: int
+    object_index: int
+    num_objects: int
+    frame_names: tuple[str, ...]
+    chunk_index: int
+    num_chunks: int
+    orig_size: tuple[int, int]
+    size: tuple[int, int]
+
+
+ClipMetadata = A2DMetadata | RefCOCOMetadata | ExpressionMetadata | DavisMetadata
+"""What a dataset states about a clip so that an evaluator can write its predictions back."""
+
+M = TypeVar("M", A2DMetadata, RefCOCOMetadata, ExpressionMetadata, DavisMetadata)
+
+
 @dataclass
 class ClipSample:
     """One referring expression over one clip.
@@ -57,14 +146,13 @@ class ClipSample:
         frames: ``[T, 3, H', W']`` float, ImageNet-normalised.
         targets: length ``T``; ``None`` for frames without annotation (A2D/JHMDB keep only the centre frame).
         text: the expression after cleaning and flip augmentation.
-        metadata: dataset-specific information needed to write predictions back (video id,
-            expression id, frame names, original size, ...); ``{}`` where unused.
+        metadata: what its dataset states about the clip (:data:`ClipMetadata`); ``None`` where unused.
     """
 
     frames: Tensor
     targets: list[FrameTarget | None]
     text: str
-    metadata: dict[str, Any] = field(default_factory=dict)
+    metadata: ClipMetadata | None = None
 
 
 @dataclass
@@ -93,7 +181,7 @@ class Batch:
         targets: ``targets[t][b]`` is the :class:`FrameTarget` of clip ``b`` at time ``t`` or ``None``.
         texts: ``B`` expressions.
         image_sizes: ``[B, 2]`` long, unpadded ``(H', W')`` of each clip (read by the mask head).
-        metadata: ``B`` metadata dicts.
+        metadata: the ``B`` clips' :data:`ClipMetadata` (``None`` where unused).
     """
 
     frames: Tensor
@@ -101,7 +189,19 @@ class Batch:
     targets: list[list[FrameTarget | None]]
     texts: list[str]
     image_sizes: Tensor
-    metadata: list[dict[str, Any]] = field(default_factory=list)
+    metadata: list[ClipMetadata | None] = field(default_factory=list)
+
+    def metadata_as(self, kind: type[M]) -> list[M]:
+        """The metadata of every clip, each a ``kind``.
+
+        Raises:
+            TypeError: a clip carries other metadata (an evaluator given another dataset's clips); the
+                message names what was found.
+        """
+        for b, metadata in enumerate(self.metadata):
+            if not isinstance(metadata, kind):
+                raise TypeError(f"clip {b} ({self.texts[b]!r}) has metadata {metadata!r}; expected {kind.__name__}")
+        return self.metadata  # type: ignore[return-value]
 
     @property
     def num_frames(self) -> int:
@@ -112,7 +212,7 @@ class Batch:
         return self.frames.shape[1]
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
-        """A copy with every tensor (targets and metadata included) on ``device``.
+        """A copy with every tensor (targets included) on ``device``.
 
         With ``non_blocking=True`` and a pinned batch (:meth:`pin_memory`) the host-to-GPU copies do
         not wait; the GPU orders them before any kernel that reads them.
@@ -120,7 +220,7 @@ class Batch:
         return _map_tensors(self, lambda tensor: tensor.to(device, non_blocking=non_blocking))
 
     def pin_memory(self) -> Batch:
-        """A copy with every tensor (targets and metadata included) in page-locked memory.
+        """A copy with every tensor (targets included) in page-locked memory.
 
         ``DataLoader(pin_memory=True)`` calls this on each batch in its pinning thread, so the copies to
         the GPU can run asynchronously.

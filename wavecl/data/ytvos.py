@@ -32,7 +32,7 @@ import os
 from collections import defaultdict
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -45,7 +45,7 @@ from wavecl.data.index_png import read_index_mask
 from wavecl.data.paths import natural_sorted, read_image, resolve_dataset_root
 from wavecl.data.sample_cache import dataset_cache_dir, file_fingerprint, load_or_build
 from wavecl.data.transforms import ClipTransform, FrameAnnotation, clean_expression
-from wavecl.data.types import ClipSample, Split
+from wavecl.data.types import ClipSample, ExpressionMetadata, Split
 from wavecl.data.windows import covering_windows, training_windows
 from wavecl.jsonio import read_json
 
@@ -521,9 +521,9 @@ class RefYouTubeVOS(Dataset[ClipSample]):
     Raises:
         ValueError: the training split yields no window at all.
 
-    Train items: ``frames [window_size, 3, H', W']``, one target per frame, metadata
-    ``{video_id, exp_id, frame_names}``. Valid items: ``frames [T, 3, H', W']`` with ``T <= window_size``,
-    no targets, metadata ``{video_id, exp_id, frame_names, orig_size, window_start, num_video_frames}``.
+    Train items: ``frames [window_size, 3, H', W']``, one target per frame. Valid items:
+    ``frames [T, 3, H', W']`` with ``T <= window_size``, no targets, and ``window_start`` and
+    ``num_video_frames`` in their :class:`~wavecl.data.types.ExpressionMetadata`.
     """
 
     NAME = "Ref-YouTube-VOS"
@@ -681,18 +681,10 @@ class RefYouTubeVOS(Dataset[ClipSample]):
         source = f"{self.paths.expressions(self.subset)} (video {sample.video_id!r}, expression {sample.exp_id!r})"
         text = clean_expression(sample.expression, source)
         width, height = frames[0].size
-        metadata: dict[str, Any] = {
-            "video_id": sample.video_id,
-            "exp_id": sample.exp_id,
-            "frame_names": list(sample.frame_names),
-        }
+        metadata = ExpressionMetadata(sample.video_id, sample.exp_id, tuple(sample.frame_names), (height, width))
         if self.subset != "train":
             clip, targets, text = self.transform(frames, [None] * len(frames), text)
-            metadata |= {
-                "orig_size": (height, width),
-                "window_start": sample.window_start,
-                "num_video_frames": sample.num_video_frames,
-            }
+            metadata = replace(metadata, window_start=sample.window_start, num_video_frames=sample.num_video_frames)
             return ClipSample(frames=clip, targets=targets, text=text, metadata=metadata)
 
         annotations = self._annotations(sample, height, width)

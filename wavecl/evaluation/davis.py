@@ -39,7 +39,7 @@ from wavecl.config import Config
 from wavecl.data.davis import davis_result_path, find_davis_folder, read_split_list
 from wavecl.data.index_png import read_index_mask, save_index_png
 from wavecl.data.paths import is_hidden, listed_files
-from wavecl.data.types import Batch, ClipSample
+from wavecl.data.types import Batch, ClipSample, DavisMetadata
 from wavecl.distributed import on_every_process, on_main_process
 from wavecl.evaluation.jf import BOUNDARY_THRESHOLD, db_eval_iou, db_statistics, f_measure_matrix
 from wavecl.evaluation.tables import write_csv
@@ -372,20 +372,15 @@ class RefDAVISEvaluator:
         self.peak_open_chunks = 0
 
     def update(self, outputs: WaveCLOutput, batch: Batch) -> None:
-        for b, meta in enumerate(batch.metadata):
-            T = len(meta["frame_names"])
-            size = tuple(int(v) for v in batch.image_sizes[b])
+        padded_size = (batch.frames.shape[-2], batch.frames.shape[-1])
+        for b, meta in enumerate(batch.metadata_as(DavisMetadata)):
+            T = len(meta.frame_names)
+            size = (int(batch.image_sizes[b, 0]), int(batch.image_sizes[b, 1]))
             _, probabilities = video_probabilities(
-                outputs.pred_cls[:T, b],
-                outputs.pred_masks[:T, b],
-                tuple(batch.frames.shape[-2:]),
-                size,
-                tuple(meta["original_frame_size"]),
+                outputs.pred_cls[:T, b], outputs.pred_masks[:T, b], padded_size, size, meta.orig_size
             )
-            key = (meta["video_id"], int(meta["annotator"]), int(meta["chunk_index"]))
-            self.add_object(
-                key, int(meta["object_index"]), int(meta["num_objects"]), meta["frame_names"], probabilities
-            )
+            key = (meta.video_id, meta.annotator, meta.chunk_index)
+            self.add_object(key, meta.object_index, meta.num_objects, list(meta.frame_names), probabilities)
 
     def add_object(
         self,

@@ -27,7 +27,7 @@ from wavecl.atomic import write_json
 from wavecl.config import Config
 from wavecl.data.datasets import build_dataset
 from wavecl.data.refcoco import build_refcoco_gt
-from wavecl.data.types import Batch, ClipSample
+from wavecl.data.types import Batch, ClipSample, RefCOCOMetadata
 from wavecl.distributed import on_main_process
 from wavecl.evaluation.coco import (
     COCO_SUMMARY_KEYS,
@@ -174,7 +174,8 @@ class RefCOCOEvaluator:
         self.results: dict[str, list[dict[str, Any]]] = {name: [] for name in self.ground_truth}
 
     def update(self, outputs: WaveCLOutput, batch: Batch) -> None:
-        """Add one batch: ``outputs`` of single-frame clips (``T = 1``), ``batch.metadata[b]["dataset"]``."""
+        """Add one batch: ``outputs`` of single-frame clips (``T = 1``); each clip's
+        :class:`~wavecl.data.types.RefCOCOMetadata` names its set and pseudo-image."""
         _, targets = batch.valid_frames()
         row = targets[0]
         processed = refcoco_postprocess(
@@ -184,10 +185,10 @@ class RefCOCOEvaluator:
             [t.size for t in row],
             [t.orig_size for t in row],
         )
-        for meta, target, sample in zip(batch.metadata, row, processed):
-            self.results[meta["dataset"]].extend(
+        for meta, sample in zip(batch.metadata_as(RefCOCOMetadata), processed):
+            self.results[meta.dataset].extend(
                 refcoco_results(
-                    int(target.image_id), sample["scores"], sample["queries"], sample["boxes"], sample["masks"]
+                    int(meta.image_id), sample["scores"], sample["queries"], sample["boxes"], sample["masks"]
                 )
             )
 

@@ -36,7 +36,7 @@ from wavecl.config import Config
 from wavecl.data.identifiers import check_identifier
 from wavecl.data.index_png import read_index_mask
 from wavecl.data.paths import is_hidden, natural_sorted, open_image
-from wavecl.data.types import Batch, ClipSample
+from wavecl.data.types import Batch, ClipSample, ExpressionMetadata
 from wavecl.data.ytvos import ExpressionTruth, YTVOSGroundTruth, YTVOSPaths, evaluated_videos
 from wavecl.distributed import gather_objects, on_main_process
 from wavecl.evaluation.jf import db_eval_boundary, db_eval_iou
@@ -354,12 +354,14 @@ def evaluate_ytvos_predictions(
     return check_ytvos_submission(path, expected_frames(videos))
 
 
-def clip_masks(outputs: WaveCLOutput, batch: Batch, b: int, orig_size: tuple[int, int]) -> Tensor:
-    """Binary masks ``[T, H, W]`` of clip ``b`` at its original size (one query for the window)."""
-    T = len(batch.metadata[b]["frame_names"])
-    size = tuple(int(v) for v in batch.image_sizes[b])
+def clip_masks(outputs: WaveCLOutput, batch: Batch, b: int, metadata: ExpressionMetadata) -> Tensor:
+    """Binary masks ``[T, H, W]`` of clip ``b`` (described by ``metadata``) at its original size, one query
+    for the window."""
+    T = len(metadata.frame_names)
+    size = (int(batch.image_sizes[b, 0]), int(batch.image_sizes[b, 1]))
+    padded_size = (batch.frames.shape[-2], batch.frames.shape[-1])
     _, masks = video_postprocess(
-        outputs.pred_cls[:T, b], outputs.pred_masks[:T, b], tuple(batch.frames.shape[-2:]), size, orig_size
+        outputs.pred_cls[:T, b], outputs.pred_masks[:T, b], padded_size, size, metadata.orig_size
     )
     return masks
 
@@ -397,12 +399,12 @@ class YTVOSEvaluator:
         self.expressions: set[tuple[str, str]] = set()
 
     def update(self, outputs: WaveCLOutput, batch: Batch) -> None:
-        for b, meta in enumerate(batch.metadata):
-            masks = clip_masks(outputs, batch, b, tuple(meta["orig_size"]))
-            write_ytvos_masks(self.out_dir, meta["video_id"], meta["exp_id"], meta["frame_names"], masks)
+        for b, meta in enumerate(batch.metadata_as(ExpressionMetadata)):
+            masks = clip_masks(outputs, batch, b, meta)
+            write_ytvos_masks(self.out_dir, meta.video_id, meta.exp_id, meta.frame_names, masks)
             self.num_windows += 1
-            self.num_frames += len(meta["frame_names"])
-            self.expressions.add((meta["video_id"], meta["exp_id"]))
+            self.num_frames += len(meta.frame_names)
+            self.expressions.add((meta.video_id, meta.exp_id))
 
     def summarize(self) -> dict[str, float]:
         # a collective: every rank's PNGs are on disk
