@@ -25,7 +25,9 @@ from wavecl.data.synthetic import write_synthetic_ytvos
 from wavecl.data.transforms import ClipTransform
 from wavecl.data.types import ClipSample
 from wavecl.data.ytvos import RefYouTubeVOS
-from wavecl.testing.datasets import write_a2d_fixture, write_jhmdb_fixture, write_ytvos_fixture
+from wavecl.testing.a2d import write_a2d_fixture
+from wavecl.testing.jhmdb import write_jhmdb_fixture
+from wavecl.testing.ytvos import write_ytvos_fixture
 
 A2D_TRAIN = ClipTransform(train=True, short_size=320, max_size=576)
 A2D_EVAL = ClipTransform(train=False, short_size=320, max_size=576)

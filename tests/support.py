@@ -8,7 +8,7 @@ import torch
 from wavecl.config import ModelConfig
 from wavecl.model.output import WaveCLOutput
 from wavecl.model.wavecl import WaveCL
-from wavecl.testing.datasets import frame_level
+from wavecl.testing.frames import frame_level
 
 TINY_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
 MEAN = torch.tensor([0.485, 0.456, 0.406])[:, None, None]

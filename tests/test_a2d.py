@@ -21,7 +21,8 @@ from wavecl.data.sample_cache import dataset_cache_dir
 from wavecl.data.transforms import ClipTransform
 from wavecl.data.video_files import count_video_frames, read_video_frames, read_video_window, write_video
 from wavecl.data.windows import centred_window
-from wavecl.testing.datasets import A2DFixture, frame_level, write_a2d_fixture, write_matlab_h5_masks
+from wavecl.testing.a2d import A2DFixture, write_a2d_fixture, write_matlab_h5_masks
+from wavecl.testing.frames import frame_level
 
 IDENTITY = ClipTransform(train=False, short_size=32, max_size=None)  # fixture frames are 32 x 48
 

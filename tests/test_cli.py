@@ -21,9 +21,11 @@ from wavecl.checkpoint import load_model_weights
 from wavecl.config import apply_overrides, load_config
 from wavecl.data.ytvos import YTVOSGroundTruth, train_samples_cache_path
 from wavecl.evaluation.ytvos import write_ytvos_masks, zip_submission
+from wavecl.testing.a2d import write_a2d_fixture
 from wavecl.testing.checkpoints import original_state_dict
-from wavecl.testing.coco_davis import write_davis_fixture
-from wavecl.testing.datasets import write_a2d_fixture, write_jhmdb_fixture, write_ytvos_fixture
+from wavecl.testing.davis import write_davis_fixture
+from wavecl.testing.jhmdb import write_jhmdb_fixture
+from wavecl.testing.ytvos import write_ytvos_fixture
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = str(REPO / "configs" / "tiny.yaml")

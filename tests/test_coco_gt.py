@@ -17,7 +17,9 @@ from wavecl.data.a2d import A2DSentences
 from wavecl.data.coco_gt import build_a2d_coco_gt, build_jhmdb_coco_gt
 from wavecl.data.jhmdb import JHMDBSentences
 from wavecl.data.transforms import ClipTransform
-from wavecl.testing.datasets import mask_box_xyxy, write_a2d_fixture, write_jhmdb_fixture
+from wavecl.testing.a2d import write_a2d_fixture
+from wavecl.testing.frames import mask_box_xyxy
+from wavecl.testing.jhmdb import write_jhmdb_fixture
 
 
 def self_evaluation_ap(gt_path: Path) -> float:

@@ -26,7 +26,7 @@ from test_trainer import write_dataset
 import wavecl.training.trainer as trainer_module
 from wavecl.data.check import SHOWN_PROBLEMS, check_ytvos_dataset
 from wavecl.data.paths import natural_sorted
-from wavecl.testing.datasets import write_ytvos_fixture
+from wavecl.testing.ytvos import write_ytvos_fixture
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

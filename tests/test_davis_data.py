@@ -16,7 +16,7 @@ from wavecl.data.davis import (
     read_davis_expression_file,
 )
 from wavecl.data.transforms import IMAGENET_MEAN, IMAGENET_STD, ClipTransform
-from wavecl.testing.coco_davis import write_davis_fixture
+from wavecl.testing.davis import write_davis_fixture
 
 HEIGHT, WIDTH = 24, 40
 

@@ -21,8 +21,9 @@ from wavecl.distributed import DistInfo
 from wavecl.evaluation.loop import run_evaluation
 from wavecl.evaluation.sharing import SharedClipBatchSampler, VisualFeatureCache, clip_keys, group_by_clip
 from wavecl.model.wavecl import WaveCL
-from wavecl.testing.coco_davis import write_davis_fixture
-from wavecl.testing.datasets import write_a2d_fixture, write_ytvos_fixture
+from wavecl.testing.a2d import write_a2d_fixture
+from wavecl.testing.davis import write_davis_fixture
+from wavecl.testing.ytvos import write_ytvos_fixture
 
 TINY = "configs/tiny.yaml"
 

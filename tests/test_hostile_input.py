@@ -34,8 +34,11 @@ from wavecl.evaluation.davis import read_sequence_list
 from wavecl.evaluation.ytvos import write_ytvos_masks
 from wavecl.jsonio import DuplicateKeyError, read_json
 from wavecl.model.pretrained import resolve_pretrained, save_pretrained
-from wavecl.testing.coco_davis import write_davis_fixture, write_refcoco_fixture
-from wavecl.testing.datasets import write_a2d_fixture, write_jhmdb_fixture, write_ytvos_fixture
+from wavecl.testing.a2d import write_a2d_fixture
+from wavecl.testing.davis import write_davis_fixture
+from wavecl.testing.jhmdb import write_jhmdb_fixture
+from wavecl.testing.refcoco import write_refcoco_fixture
+from wavecl.testing.ytvos import write_ytvos_fixture
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

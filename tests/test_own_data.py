@@ -24,7 +24,7 @@ from wavecl.data.ytvos import YTVOSGroundTruth
 from wavecl.evaluation.jf import db_eval_boundary
 from wavecl.evaluation.protocols import build_evaluation
 from wavecl.evaluation.ytvos import write_ytvos_masks
-from wavecl.testing.datasets import write_ytvos_fixture
+from wavecl.testing.ytvos import write_ytvos_fixture
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = str(REPO / "configs" / "tiny.yaml")

@@ -18,7 +18,7 @@ from wavecl.data.collate import collate_clips
 from wavecl.data.image_to_clip import ImageToClipAugmenter, motion_blur_kernel
 from wavecl.data.refcoco import RefCOCO, build_refcoco_gt, refcoco_annotation_path
 from wavecl.data.transforms import IMAGENET_MEAN, IMAGENET_STD, ClipTransform
-from wavecl.testing.coco_davis import write_refcoco_fixture
+from wavecl.testing.refcoco import write_refcoco_fixture
 
 
 @pytest.fixture(scope="module")

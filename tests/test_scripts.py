@@ -29,9 +29,12 @@ from wavecl.evaluation.a2d import evaluate_a2d_predictions
 from wavecl.evaluation.davis import evaluate_davis_predictions
 from wavecl.evaluation.mevis import evaluate_mevis_predictions
 from wavecl.evaluation.ytvos import evaluate_ytvos_predictions
-from wavecl.testing.coco_davis import write_davis_fixture, write_refcoco_fixture
-from wavecl.testing.datasets import write_a2d_fixture, write_jhmdb_fixture, write_ytvos_fixture
+from wavecl.testing.a2d import write_a2d_fixture
+from wavecl.testing.davis import write_davis_fixture
+from wavecl.testing.jhmdb import write_jhmdb_fixture
 from wavecl.testing.mevis import write_mevis_fixture
+from wavecl.testing.refcoco import write_refcoco_fixture
+from wavecl.testing.ytvos import write_ytvos_fixture
 
 REPO = Path(__file__).resolve().parents[1]
 A2D_GT = "a2d_sentences_test_annotations_in_coco_format.json"

@@ -22,7 +22,7 @@ from wavecl.data.ytvos import (
     build_ytvos_train_samples,
     train_samples_cache_path,
 )
-from wavecl.testing.datasets import YTVOSFixture, write_ytvos_fixture
+from wavecl.testing.ytvos import YTVOSFixture, write_ytvos_fixture
 
 NATIVE = ClipTransform(train=False, short_size=20, max_size=None)
 

@@ -14,7 +14,7 @@ from wavecl.data.holdout import default_holdout_dir, write_ytvos_holdout
 from wavecl.data.identifiers import UnsafeIdentifierError
 from wavecl.data.synthetic import write_synthetic_ytvos
 from wavecl.data.ytvos import YTVOSPaths, evaluated_videos, train_samples_cache_path
-from wavecl.testing.datasets import write_ytvos_fixture
+from wavecl.testing.ytvos import write_ytvos_fixture
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = str(REPO / "configs" / "tiny.yaml")

@@ -213,7 +213,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     plain_format_help = parser.format_help
 
     def format_help() -> str:
-        """The help with each dataset's protocol, read from the dataset table only when help is shown
+        """The help with each dataset's protocol, read from the table of protocols only when help is shown
         (the table imports torch and every dataset, which ``wavecl --help`` should not wait for)."""
         from wavecl.evaluation.protocols import protocols_help
 
