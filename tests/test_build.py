@@ -1,9 +1,15 @@
-"""The dataset factory: Ref-YouTube-VOS-format evaluation in windows or whole videos."""
+"""The dataset factory: Ref-YouTube-VOS-format evaluation in windows or whole videos; the data and protocol tables."""
+
+import dataclasses
+import typing
+
+import pytest
 
 from wavecl.config import DataConfig
-from wavecl.data.datasets import build_dataset
+from wavecl.data.datasets import DATASETS, build_dataset, dataset_row
 from wavecl.data.robust import SkipBadSamples
 from wavecl.data.synthetic import write_synthetic_ytvos
+from wavecl.evaluation.protocols import PROTOCOLS, protocol_row
 
 
 def test_evaluation_windows_or_whole_videos(tmp_path):
@@ -22,3 +28,17 @@ def test_evaluation_windows_or_whole_videos(tmp_path):
     assert all(len(whole[i].frames) == 6 for i in range(len(whole)))
 
     assert isinstance(build_dataset(config, "train"), SkipBadSamples)
+
+
+def test_every_configurable_dataset_has_a_data_row_and_a_protocol_row():
+    field = next(f for f in dataclasses.fields(DataConfig) if f.name == "dataset_name")
+    names = set(typing.get_args(typing.get_type_hints(DataConfig)[field.name]))
+    assert set(DATASETS) == set(PROTOCOLS) == names
+
+
+def test_unknown_and_evaluation_only_datasets_are_refused_by_name():
+    for lookup in (dataset_row, protocol_row):
+        with pytest.raises(ValueError, match="unknown data.dataset_name 'nope'.*'a2d_sentences'"):
+            lookup("nope")
+    with pytest.raises(ValueError, match="'davis' is evaluation-only; trainable datasets: .*'a2d_sentences'"):
+        build_dataset(DataConfig(dataset_name="davis"), "train")
