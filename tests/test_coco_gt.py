@@ -13,9 +13,8 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from wavecl.data.a2d import A2DSentences
-from wavecl.data.coco_gt import build_a2d_coco_gt, build_jhmdb_coco_gt
-from wavecl.data.jhmdb import JHMDBSentences
+from wavecl.data.a2d import A2DSentences, build_a2d_coco_gt
+from wavecl.data.jhmdb import JHMDBSentences, build_jhmdb_coco_gt
 from wavecl.data.transforms import ClipTransform
 from wavecl.testing.a2d import write_a2d_fixture
 from wavecl.testing.frames import mask_box_xyxy

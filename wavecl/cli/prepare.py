@@ -15,8 +15,7 @@ JHMDB_GT_FILENAME = "jhmdb_sentences_gt_annotations_in_coco_format.json"
 
 def prepare_a2d_gt(args: argparse.Namespace) -> None:
     """``wavecl prepare a2d-gt``."""
-    from wavecl.data.a2d import A2DPaths
-    from wavecl.data.coco_gt import build_a2d_coco_gt
+    from wavecl.data.a2d import A2DPaths, build_a2d_coco_gt
 
     out = Path(args.out) if args.out else A2DPaths.find(args.root).root / A2D_GT_FILENAME
     document = build_a2d_coco_gt(args.root, out)
@@ -25,8 +24,7 @@ def prepare_a2d_gt(args: argparse.Namespace) -> None:
 
 def prepare_jhmdb_gt(args: argparse.Namespace) -> None:
     """``wavecl prepare jhmdb-gt``."""
-    from wavecl.data.coco_gt import build_jhmdb_coco_gt
-    from wavecl.data.jhmdb import JHMDBPaths
+    from wavecl.data.jhmdb import JHMDBPaths, build_jhmdb_coco_gt
 
     out = Path(args.out) if args.out else JHMDBPaths.find(args.root).root / JHMDB_GT_FILENAME
     document = build_jhmdb_coco_gt(args.root, out, args.samples_metadata, args.seed)

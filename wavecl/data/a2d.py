@@ -25,7 +25,9 @@ from typing import Any, Literal
 import numpy as np
 from torch.utils.data import Dataset
 
+from wavecl.atomic import write_json
 from wavecl.config import DataConfig
+from wavecl.data.coco_gt import coco_document
 from wavecl.data.identifiers import check_identifier
 from wavecl.data.matlab import open_hdf5, read_hdf5_dataset
 from wavecl.data.paths import first_existing, listed_files, read_csv_rows, require_file, resolve_dataset_root
@@ -323,3 +325,20 @@ def build_a2d(config: DataConfig, split: Split, transform: ClipTransform, num_cl
         transform=transform,
         cache_dir=config.cache_dir,
     )
+
+
+def build_a2d_coco_gt(dataset_root: str | os.PathLike, out_path: str | os.PathLike) -> dict[str, Any]:
+    """Write the A2D-Sentences test ground truth to ``out_path`` (atomically) and return it.
+
+    Samples are those of :func:`wavecl.data.a2d.build_a2d_samples` for ``"test"``; ``bbox`` is the
+    file's ``reBBox`` as ``[x1, y1, x2 - x1, y2 - y1]``.
+    """
+    paths = A2DPaths.find(dataset_root)
+    entries = []
+    for sample in build_a2d_samples(paths.root, "test"):
+        mask, box = read_referred_instance(paths.mask_file(sample.video_id, sample.frame), sample.instance_id)
+        x1, y1, x2, y2 = (float(value) for value in box)
+        entries.append((sample.image_id, mask, [x1, y1, x2 - x1, y2 - y1]))
+    document = coco_document("A2D-Sentences test ground truth (wavecl)", entries)
+    write_json(Path(out_path), document)
+    return document

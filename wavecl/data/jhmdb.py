@@ -19,11 +19,14 @@ import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from torch.utils.data import Dataset
 
+from wavecl.atomic import write_json
 from wavecl.config import DataConfig
+from wavecl.data.coco_gt import coco_document
 from wavecl.data.identifiers import check_identifier
 from wavecl.data.matlab import read_mat_variable
 from wavecl.data.paths import is_hidden, listed_files, read_csv_rows, read_image, resolve_dataset_root
@@ -232,3 +235,27 @@ def build_jhmdb(config: DataConfig, split: Split, transform: ClipTransform, num_
     return JHMDBSentences(
         config.root, config.window_size, transform=transform, samples_metadata=config.jhmdb_samples_metadata
     )
+
+
+def build_jhmdb_coco_gt(
+    dataset_root: str | os.PathLike,
+    out_path: str | os.PathLike,
+    samples_metadata: str | os.PathLike | None = None,
+    seed: int = 42,
+) -> dict[str, Any]:
+    """Write the JHMDB-Sentences ground truth of the evaluated frames to ``out_path`` and return it.
+
+    Pass the same ``samples_metadata`` and ``seed`` as to :class:`wavecl.data.jhmdb.JHMDBSentences`,
+    so that image ids match the predictions. Annotations have no ``bbox`` (as in the reference).
+    """
+    paths = JHMDBPaths.find(dataset_root)
+    entries = []
+    for sample in build_jhmdb_samples(paths.root, samples_metadata, seed):
+        mask_file = paths.mask_file(sample.action, sample.video_id)
+        masks = read_puppet_masks(mask_file)
+        if not 1 <= sample.frame <= len(masks):
+            raise ValueError(f"{mask_file} has {len(masks)} masks; frame {sample.frame} has none")
+        entries.append((sample.image_id, masks[sample.frame - 1], None))
+    document = coco_document("JHMDB-Sentences ground truth (wavecl)", entries)
+    write_json(Path(out_path), document)
+    return document
