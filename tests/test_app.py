@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import threading
 import time
 import zipfile
@@ -14,21 +15,18 @@ import pytest
 import torch
 from PIL import Image
 
-from wavecl import app as app_module
-from wavecl.app import (
-    AppConfig,
-    InputError,
-    Segmenter,
-    build_app,
-    launch_options,
-    legend_html,
-    parse_sentences,
-)
+from wavecl.app import AppConfig, InputError, Segmenter, build_app, launch_options
+from wavecl.app import page as page_module
+from wavecl.app import segmenter as segmenter_module
+from wavecl.app import uploads as uploads_module
+from wavecl.app.results import legend_html
+from wavecl.app.uploads import parse_sentences
 from wavecl.data.synthetic import sample_synthetic_video
 from wavecl.data.video import read_video_frames, write_video
 from wavecl.inference.overlay import sentence_colors
 from wavecl.inference.predictor import VideoPredictor, VideoSource
 from wavecl.inference.run import sentence_slug
+from wavecl.inference_settings import InferenceSettings
 from wavecl.model.wavecl import WaveCL
 from wavecl.testing.serve import free_port
 
@@ -57,7 +55,9 @@ def frames() -> np.ndarray:
 
 @pytest.fixture()
 def config(tmp_path: Path) -> AppConfig:
-    return AppConfig(short_size=40, max_size=64, window=4, max_frames=20, temp_parent=tmp_path, examples=False)
+    return AppConfig(
+        InferenceSettings(short_size=40, max_size=64, window=4), max_frames=20, temp_parent=tmp_path, examples=False
+    )
 
 
 @pytest.fixture()
@@ -90,7 +90,7 @@ def expected_names(frame_names: list[str]) -> list[str]:
 
 
 def request_folders(segmenter: Segmenter) -> list[Path]:
-    return list(segmenter.requests.iterdir())
+    return list(segmenter.workspace.requests.iterdir())
 
 
 # ------------------------------------------------------------------------------------------- helpers
@@ -117,10 +117,10 @@ def test_legend_lists_each_sentence_in_its_overlay_colour_escaped() -> None:
 def test_app_config_rejects_bad_values() -> None:
     with pytest.raises(ValueError, match="max_frames"):
         AppConfig(max_frames=0)
-    with pytest.raises(ValueError, match="threshold"):
-        AppConfig(threshold=1.5)
-    with pytest.raises(ValueError, match="max_size"):
-        AppConfig(short_size=400, max_size=300)
+    with pytest.raises(ValueError, match="max_queue"):
+        AppConfig(max_queue=0)
+    with pytest.raises(ValueError, match="max_upload_mb"):
+        AppConfig(max_upload_mb=0)
     assert AppConfig(max_upload_mb=2.5).max_upload_bytes == 2_621_440
 
 
@@ -190,7 +190,7 @@ def test_frames_from_zip_and_folder_give_the_masks_of_the_frames(
 
 
 def test_controls_change_the_threshold(segmenter: Segmenter, tiny_model: WaveCL, frames: np.ndarray) -> None:
-    video = segmenter.root / "clip.mp4"
+    video = segmenter.workspace.root / "clip.mp4"
     write_video(video, list(frames), fps=8)
     result = segmenter.segment(str(video), None, "\n".join(SENTENCES), window=4, short_size=40, threshold=0.3)
     masks = zipped_masks(result.masks_zip)
@@ -267,7 +267,7 @@ def test_frame_limit_holds_when_the_file_does_not_record_its_length(
     def without_count(path):
         return VideoSource(iter([]), None, None, str(path))
 
-    monkeypatch.setattr(app_module, "open_video", without_count)
+    monkeypatch.setattr(uploads_module, "open_video", without_count)
     with pytest.raises(InputError, match="stream.mp4 is longer than 20 frames"):
         segmenter.segment(str(video), None, "a dog")
     assert request_folders(segmenter) == []
@@ -283,10 +283,12 @@ def test_requests_clean_up_after_themselves_and_close_removes_everything(
     parent.mkdir()
     video = tmp_path / "clip.mp4"
     write_video(video, list(frames[:3]), fps=8)
-    segmenter = Segmenter(tiny_model, AppConfig(short_size=40, max_size=64, temp_parent=parent, examples=False))
-    assert [p.name for p in parent.iterdir()] == [segmenter.root.name]
+    segmenter = Segmenter(
+        tiny_model, AppConfig(InferenceSettings(short_size=40, max_size=64), temp_parent=parent, examples=False)
+    )
+    assert [p.name for p in parent.iterdir()] == [segmenter.workspace.root.name]
     first = segmenter.segment(str(video), None, "a dog")
-    assert first.overlay_video.is_relative_to(segmenter.root)
+    assert first.overlay_video.is_relative_to(segmenter.workspace.root)
     second = segmenter.segment(str(video), None, "a dog")
     assert request_folders(segmenter) == [second.overlay_video.parents[1]], "the finished request is deleted"
     assert not first.overlay_video.exists()
@@ -299,12 +301,12 @@ def test_build_app_keeps_gradio_files_in_its_folder(
 ) -> None:
     monkeypatch.delenv("GRADIO_TEMP_DIR", raising=False)
     app = build_app(tiny_model, AppConfig(temp_parent=tmp_path, max_upload_mb=3))
-    root = app.segmenter.root
+    root = app.segmenter.workspace.root
     try:
         assert root.parent == tmp_path
-        assert Path(app_module.os.environ["GRADIO_TEMP_DIR"]) == root / "gradio"
+        assert Path(os.environ["GRADIO_TEMP_DIR"]) == root / "gradio"
         assert sorted(p.name for p in (root / "examples").iterdir()) == ["shapes_0.mp4", "shapes_1.mp4"]
-        assert len(read_video_frames(root / "examples" / "shapes_0.mp4")) == app_module.EXAMPLE_FRAMES
+        assert len(read_video_frames(root / "examples" / "shapes_0.mp4")) == page_module.EXAMPLE_FRAMES
         options = launch_options(app.segmenter.config)
         assert options["server_name"] == "127.0.0.1" and options["max_file_size"] == 3 << 20
     finally:
@@ -323,17 +325,17 @@ def test_second_request_waits_in_the_queue_with_its_position(
 
     monkeypatch.delenv("GRADIO_TEMP_DIR", raising=False)
     started, release = threading.Event(), threading.Event()
-    write = app_module.write_predictions
+    write = segmenter_module.write_predictions
 
     def held_write(*args, **kwargs):
         started.set()
         assert release.wait(60), "the test never released the first request"
         return write(*args, **kwargs)
 
-    monkeypatch.setattr(app_module, "write_predictions", held_write)
+    monkeypatch.setattr(segmenter_module, "write_predictions", held_write)
     video = tmp_path / "clip.mp4"
     write_video(video, list(frames[:2]), fps=8)
-    config = AppConfig(short_size=40, max_size=64, max_queue=1, temp_parent=tmp_path, examples=False)
+    config = AppConfig(InferenceSettings(short_size=40, max_size=64), max_queue=1, temp_parent=tmp_path, examples=False)
     app = build_app(tiny_model, config)
     port = free_port()
     app.launch(**launch_options(config, port=port), prevent_thread_lock=True, quiet=True)
@@ -379,7 +381,11 @@ def test_serve_command_passes_its_flags_and_the_checkpoint_size(
     main(["serve", "--checkpoint", "run", "--device", "cpu", "--max-frames", "50", "--max-upload-mb", "2"])
     (model, config), options = served[0]
     assert model is tiny_model and options == {"host": "127.0.0.1", "port": 7860}
-    assert (config.short_size, config.max_size, config.window) == (64, 96, 6)  # the checkpoint's
+    assert (config.inference.short_size, config.inference.max_size, config.inference.window) == (
+        64,
+        96,
+        6,
+    )  # the checkpoint's
     assert (config.max_frames, config.max_upload_mb) == (50, 2.0)
     assert capsys.readouterr().err == ""
 
@@ -387,7 +393,8 @@ def test_serve_command_passes_its_flags_and_the_checkpoint_size(
         ["serve", "--checkpoint", "run", "--device", "cpu", "--short-size", "80", "--window", "3", "--host", "0.0.0.0"]
     )
     (_, config), options = served[1]
-    assert (config.short_size, config.max_size, config.window, options["host"]) == (80, 96, 3, "0.0.0.0")
+    settings = config.inference
+    assert (settings.short_size, settings.max_size, settings.window, options["host"]) == (80, 96, 3, "0.0.0.0")
     assert "reachable from other machines" in capsys.readouterr().err
 
     with pytest.raises(SystemExit) as stopped:
