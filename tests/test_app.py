@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import threading
 import time
 import zipfile
@@ -30,7 +31,7 @@ from wavecl.inference_settings import InferenceSettings
 from wavecl.model.wavecl import WaveCL
 from wavecl.testing.serve import free_port
 
-HEIGHT, WIDTH = 45, 63  # odd: the overlay video is padded to 46 x 64
+HEIGHT, WIDTH = 45, 63  # odd: the enlarged overlay video is padded to even sizes
 NUM_FRAMES = 7
 SENTENCES = ["the red circle moving to the left", "a blue square"]
 
@@ -106,8 +107,8 @@ def test_parse_sentences_one_per_non_blank_line() -> None:
 
 
 def test_legend_lists_each_sentence_in_its_overlay_colour_escaped() -> None:
-    legend = legend_html(["the <b>dog</b>", "a cat"])
     colors = sentence_colors(2)
+    legend = legend_html(["the <b>dog</b>", "a cat"], colors)
     assert "the &lt;b&gt;dog&lt;/b&gt;" in legend and "<b>" not in legend
     assert legend.index("0: the") < legend.index("1: a cat")
     for red, green, blue in colors:
@@ -139,7 +140,8 @@ def test_segment_video_gives_playable_overlay_contact_sheet_and_masks_zip(
     with av.open(str(result.overlay_video)) as container:
         stream = container.streams.video[0]
         assert (stream.codec_context.name, stream.codec_context.pix_fmt) == ("h264", "yuv420p")
-        assert (stream.width, stream.height) == (WIDTH + 1, HEIGHT + 1)
+        enlarged = 480 // WIDTH  # a small video is enlarged by a whole factor, its legend under it, even sizes
+        assert stream.width == enlarged * WIDTH + 1 and stream.height > enlarged * HEIGHT and stream.height % 2 == 0
     assert len(read_video_frames(result.overlay_video)) == NUM_FRAMES
 
     masks = zipped_masks(result.masks_zip)
@@ -155,7 +157,10 @@ def test_segment_video_gives_playable_overlay_contact_sheet_and_masks_zip(
     sheet = Image.open(result.contact_sheet)
     assert sheet.format == "PNG" and sheet.width > WIDTH
     assert result.masks_zip.name == "clip_masks.zip"
-    assert result.legend == legend_html(SENTENCES)
+    swatches = re.findall(r"rgb\((\d+),(\d+),(\d+)\)", result.legend)
+    assert len(swatches) == 2 and "0: the red circle" in result.legend and "1: a blue square" in result.legend
+    for swatch in swatches:  # the page's legend shows the colours of the pictures
+        assert (np.asarray(sheet) == tuple(map(int, swatch))).all(axis=-1).sum() >= 12 * 12
     assert result.summary.startswith(f"{NUM_FRAMES} frames × 2 sentences")
     assert not (result.overlay_video.parent / "masks").exists(), "the PNGs are only kept in the zip"
 

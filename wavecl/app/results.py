@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from wavecl.inference.overlay import sentence_colors
+import numpy as np
 
 
 @dataclass
@@ -53,10 +53,11 @@ def zip_masks(masks_root: Path, archive: Path) -> Path:
     return archive
 
 
-def legend_html(sentences: Sequence[str]) -> str:
-    """HTML listing ``i: sentence`` beside the colour its masks have in the overlay and contact sheet."""
+def legend_html(sentences: Sequence[str], colors: np.ndarray) -> str:
+    """HTML listing ``i: sentence`` beside its colour (``[N, 3]`` uint8 RGB ``colors``, those of the
+    overlay and contact sheet)."""
     items = []
-    for index, (sentence, color) in enumerate(zip(sentences, sentence_colors(len(sentences)))):
+    for index, (sentence, color) in enumerate(zip(sentences, colors)):
         red, green, blue = (int(c) for c in color)
         items.append(
             f'<li style="list-style:none;margin:0.2em 0"><span style="display:inline-block;width:1em;'

@@ -142,4 +142,6 @@ class Segmenter:
         archive = zip_masks(masks_root, paths.out_dir / f"{stem}_masks.zip")
         shutil.rmtree(masks_root)
         summary = summary_line(paths.num_frames, len(sentences), seconds)
-        return SegmentResult(paths.overlay_video, paths.contact_sheet, legend_html(sentences), archive, summary)
+        return SegmentResult(
+            paths.overlay_video, paths.contact_sheet, legend_html(sentences, paths.colors), archive, summary
+        )
