@@ -232,7 +232,10 @@ def test_bad_input_is_explained_and_leaves_no_files(
         ((str(video), None, "\n".join("abcdefghi")), "9 sentences given; this server segments at most 8"),
         ((None, None, "a dog"), "Upload a video"),
         ((str(video), [str(video)], "a dog"), "either a video .* or a folder"),
-        ((str(garbage), None, "a dog"), r"Cannot read holiday.mp4 as a video"),
+        (
+            (str(garbage), None, "a dog"),
+            r"^Cannot read holiday.mp4 as a video: Invalid data found when processing input$",
+        ),
         ((str(empty), None, "a dog"), r"empty.mp4 is empty"),
         ((str(long_video), None, "a dog"), r"long.mp4 has 21 frames \(2.1 s at 10 fps\); .* at most 20 frames"),
         ((str(not_zip), None, "a dog"), "frames.zip is not a readable zip"),

@@ -1,7 +1,9 @@
 """The Gradio page: :func:`build_app`, :func:`launch_options` and :func:`serve`.
 
 One request runs at a time; later ones wait in a queue (of at most
-:attr:`~wavecl.app.config.AppConfig.max_queue`) whose position the page shows. Gradio reads the location
+:attr:`~wavecl.app.config.AppConfig.max_queue`) whose position the page shows, on the overlay video
+as is the progress bar. A new request first clears the previous results; bad input ends it with one
+message on the page (the results stay empty) and one line in the server's log. Gradio reads the location
 of its cache from the environment variable ``GRADIO_TEMP_DIR``, which :func:`build_app` sets to the
 app's workspace before importing Gradio; a folder or two that Gradio fixes at import time follow the
 first app of a process only (``wavecl serve`` runs one).
@@ -9,6 +11,7 @@ first app of a process only (``wavecl serve`` runs one).
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,10 +26,14 @@ from wavecl.model.wavecl import WaveCL
 if TYPE_CHECKING:
     import gradio as gr
 
+log = logging.getLogger("wavecl.serve")
 EXAMPLE_CLIPS = 2
 EXAMPLE_FRAMES = 16
 EXAMPLE_SIZE = (128, 192)
 EXAMPLE_FPS = 8.0
+RESULT_HEIGHT = 420
+"""Most pixels the overlay video and the contact sheet take on the page, whatever their shape (a portrait
+video is shown narrower, not taller)."""
 
 
 def write_example_clips(folder: Path) -> list[list[str]]:
@@ -92,7 +99,11 @@ def segmenter_page(segmenter: Segmenter) -> gr.Blocks:
         try:
             return segmenter.segment(upload, folder, sentences, window, short_size, threshold, progress).as_outputs()
         except InputError as error:
-            raise gr.Error(str(error), duration=None) from error
+            log.warning("request refused: %s", error)
+            raise gr.Error(str(error), duration=None, print_exception=False) from error
+
+    def clear() -> tuple[None, None, str, None, str]:
+        return None, None, "", None, ""
 
     inference = config.inference
     cache_seconds = int(config.cache_minutes * 60)
@@ -140,15 +151,26 @@ def segmenter_page(segmenter: Segmenter) -> gr.Blocks:
                     examples.mkdir()
                     gr.Examples(write_example_clips(examples), inputs=[upload, sentences], label="Example clips")
             with gr.Column(scale=2):
-                overlay = gr.Video(label="Overlay", format=None, loop=True, interactive=False, elem_id="overlay")
+                overlay = gr.Video(
+                    label="Overlay",
+                    format=None,
+                    loop=True,
+                    interactive=False,
+                    height=RESULT_HEIGHT,
+                    elem_id="overlay",
+                )
                 legend = gr.HTML(label="Colours", elem_id="legend")
                 summary = gr.Markdown(elem_id="summary")
-                sheet = gr.Image(label="Contact sheet", type="filepath", interactive=False, elem_id="sheet")
+                sheet = gr.Image(
+                    label="Contact sheet", type="filepath", interactive=False, height=RESULT_HEIGHT, elem_id="sheet"
+                )
                 masks = gr.File(label="Masks (zip of PNGs)", interactive=False, elem_id="masks")
-        button.click(
+        results = [overlay, sheet, legend, masks, summary]
+        button.click(clear, outputs=results, queue=False, show_progress="hidden", api_visibility="private").then(
             run,
             inputs=[upload, folder, sentences, window, short_size, threshold],
-            outputs=[overlay, sheet, legend, masks, summary],
+            outputs=results,
+            show_progress_on=[overlay],
             concurrency_limit=1,
             api_name="segment",
         )

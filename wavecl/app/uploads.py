@@ -118,8 +118,17 @@ def megabytes(count: float) -> str:
 
 
 def public_message(error: Exception, path: Path) -> str:
-    """The error's message with the server-side path of the upload replaced by its file name."""
-    return str(error).replace(str(path), path.name)
+    """The error's message for the user, the server-side path of the upload replaced by its file name.
+
+    When the error was caused by a system or FFmpeg error, only that error's text is kept: PyAV's
+    ``[Errno 1094995529] Invalid data found when processing input: '/tmp/.../clip.mp4'`` reads
+    ``Invalid data found when processing input``.
+    """
+    cause: BaseException = error
+    while cause.__cause__ is not None:
+        cause = cause.__cause__
+    reason = getattr(cause, "strerror", None) or str(error)  # OSError's and PyAV's FFmpegError's text
+    return reason.replace(str(path), path.name)
 
 
 def video_input(upload: str | None, folder: Sequence[str] | None, work: Path, config: AppConfig) -> tuple[Path, str]:
