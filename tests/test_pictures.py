@@ -127,3 +127,17 @@ def test_page_legend_shows_the_colours_of_the_pictures(written) -> None:
     for index, (sentence, (red, green, blue)) in enumerate(zip(SENTENCES, paths.colors)):
         assert f"rgb({red},{green},{blue})" in legend and f"{index}: {sentence}" in legend
         assert (sheet == (red, green, blue)).all(axis=-1).sum() >= 12 * 12, "the same colour in the sheet's legend"
+
+
+def test_small_frames_are_enlarged_in_whole_blocks_large_ones_keep_their_size_in_the_video() -> None:
+    from wavecl.inference.overlay import paint, sheet_tile
+
+    rng = np.random.default_rng(0)
+    small = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    no_mask = np.zeros((1, 30, 40), dtype=bool)
+    color = np.array([[255, 0, 0]], dtype=np.uint8)
+    assert (paint(small, no_mask, color, 480) == small.repeat(12, axis=0).repeat(12, axis=1)).all()
+    assert (sheet_tile(small, no_mask, color) == small.repeat(8, axis=0).repeat(8, axis=1)).all()
+    large = rng.integers(0, 256, (500, 700, 3), dtype=np.uint8)
+    assert paint(large, np.zeros((1, 500, 700), dtype=bool), color, 480).shape == (500, 700, 3)
+    assert sheet_tile(large, np.zeros((1, 500, 700), dtype=bool), color).shape == (229, 320, 3)

@@ -9,7 +9,8 @@ Readable at a glance:
   fill and outline alternate between their colours in diagonal stripes; the union of the masks gets a
   one-pixel halo outside it, black over light pixels and white over dark ones;
 - small frames are enlarged by a whole factor (every pixel a square block: no blur) so a video frame's
-  long side reaches :data:`VIDEO_LONG_SIDE` and a contact-sheet tile's :data:`TILE_LONG_SIDE`;
+  long side nears :data:`VIDEO_LONG_SIDE` and a contact-sheet tile's :data:`TILE_LONG_SIDE` (larger
+  videos keep their size, larger tiles are shrunk to it);
 - text never covers a frame: the video frame has its legend (colour swatch, ``i: sentence``) in a band
   under the picture, the contact sheet its title above, each tile's caption in a band above the tile
   and the legend under the grid.
@@ -40,7 +41,7 @@ PALETTE = np.round(
 """``[12, 3]`` uint8 RGB: twelve saturated hues 30 degrees apart, red first."""
 COLOR_MARGIN = 60.0
 """Least CIELAB distance (delta E 1976) between a sentence's colour and its object's mean colour; every
-colour has a palette colour at least this far, so it always holds for the first sentences."""
+sRGB colour has at least 7 of the 12 palette colours this far, so up to 7 sentences always keep it."""
 VIDEO_LONG_SIDE = 480
 TILE_LONG_SIDE = 320
 FONT_SIZE = 14
@@ -183,9 +184,9 @@ def overlay_masks(
         )
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-    if len(masks) and colors is None:
+    if colors is None:
         colors = sentence_colors(len(masks), object_colors([frame], [masks]))
-    colors = np.asarray(colors if colors is not None else np.zeros((0, 3)), dtype=np.uint8)
+    colors = np.asarray(colors, dtype=np.uint8)
     if colors.shape != (len(masks), 3):
         raise ValueError(f"colors must be [{len(masks)}, 3], got {list(colors.shape)}")
     image = frame.copy()
@@ -227,8 +228,9 @@ def outline_width(height: int, width: int) -> int:
 
 
 def paint(frame: np.ndarray, masks: np.ndarray, colors: np.ndarray, long_side: int) -> np.ndarray:
-    """:func:`overlay_masks` at display size: frames smaller than ``long_side`` are enlarged by a whole
-    factor (:func:`enlarge`) first, larger ones shrunk to it after (bilinear).
+    """:func:`overlay_masks` on the frame enlarged by :func:`enlargement` (a whole factor, so a frame
+    shorter than ``long_side`` gets close to it; larger frames keep their size), outlines as wide as
+    :func:`outline_width` of the result.
 
     Args:
         frame: ``[H, W, 3]`` uint8 RGB.
@@ -237,15 +239,25 @@ def paint(frame: np.ndarray, masks: np.ndarray, colors: np.ndarray, long_side: i
         long_side: the long side wanted, pixels.
 
     Returns:
-        ``[k * H, k * W, 3]`` uint8 with ``k = enlargement(H, W, long_side)`` when the frame is at most
-        ``long_side`` long, else ``[h, w, 3]`` with ``max(h, w) == long_side`` and the frame's aspect ratio.
+        ``[k * H, k * W, 3]`` uint8 with ``k = enlargement(H, W, long_side)``.
     """
     height, width = frame.shape[:2]
     big_frame, big_masks = enlarge(frame, np.asarray(masks, dtype=bool), enlargement(height, width, long_side))
-    image = overlay_masks(big_frame, big_masks, colors, outline=outline_width(*big_frame.shape[:2]))
-    if max(height, width) <= long_side:
+    return overlay_masks(big_frame, big_masks, colors, outline=outline_width(*big_frame.shape[:2]))
+
+
+def sheet_tile(frame: np.ndarray, masks: np.ndarray, colors: np.ndarray) -> np.ndarray:
+    """A contact-sheet tile: :func:`paint` to :data:`TILE_LONG_SIDE`, then shrunk to it (bilinear) when
+    the frame is larger.
+
+    Returns:
+        ``[h, w, 3]`` uint8 with the frame's aspect ratio and ``max(h, w) <= TILE_LONG_SIDE``.
+    """
+    image = paint(frame, masks, colors, TILE_LONG_SIDE)
+    height, width = image.shape[:2]
+    if max(height, width) <= TILE_LONG_SIDE:
         return image
-    scale = long_side / max(height, width)
+    scale = TILE_LONG_SIDE / max(height, width)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))
 
@@ -333,7 +345,7 @@ def contact_sheet(
     :data:`PADDING` apart and from the edges; no text is drawn on a tile.
 
     Args:
-        tiles: ``F`` uint8 RGB images ``[h, w, 3]`` of one size (typically :func:`paint` output).
+        tiles: ``F`` uint8 RGB images ``[h, w, 3]`` of one size (typically :func:`sheet_tile` output).
         columns: tiles per row; the grid has ``ceil(F / columns)`` rows, unused cells stay black.
         labels: the sentences, listed under the grid each beside a swatch of its colour; none when omitted.
         colors: ``[len(labels), 3]`` uint8 swatch colours; :func:`sentence_colors` when omitted.

@@ -52,7 +52,6 @@ from wavecl.data.video import VideoWriter
 from wavecl.device import resolve_device
 from wavecl.inference.overlay import (
     LEGEND_MIN_WIDTH,
-    TILE_LONG_SIDE,
     VIDEO_LONG_SIDE,
     contact_sheet,
     legend_band,
@@ -60,6 +59,7 @@ from wavecl.inference.overlay import (
     paint,
     save_png,
     sentence_colors,
+    sheet_tile,
     video_frame,
 )
 from wavecl.inference.predictor import Runtime, VideoInput, VideoPredictor, open_video
@@ -336,7 +336,7 @@ def _write_into(
                 if legend is None:
                     legend = legend_band(sentences, colors, max(picture.shape[1], LEGEND_MIN_WIDTH))
                 writer.write(video_frame(picture, legend))
-            sample.offer(index, functools.partial(_sheet_tile, name, pixels, binary, colors))
+            sample.offer(index, functools.partial(_named_tile, name, pixels, binary, colors))
             num_frames += 1
             if on_frame is not None:
                 on_frame(index)
@@ -355,9 +355,9 @@ def _write_into(
     return num_frames, shown, colors
 
 
-def _sheet_tile(name: str, frame: np.ndarray, masks: np.ndarray, colors: np.ndarray) -> tuple[str, np.ndarray]:
-    """``(name, tile)``: a frame painted at the contact sheet's tile size."""
-    return name, paint(frame, masks, colors, TILE_LONG_SIDE)
+def _named_tile(name: str, frame: np.ndarray, masks: np.ndarray, colors: np.ndarray) -> tuple[str, np.ndarray]:
+    """``(name, tile)``: a frame painted as a contact-sheet tile."""
+    return name, sheet_tile(frame, masks, colors)
 
 
 def _peek(stream: Iterator[T], count: int) -> tuple[list[T], Iterator[T]]:
