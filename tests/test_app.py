@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+import re
 import threading
 import time
 import zipfile
@@ -14,25 +16,22 @@ import pytest
 import torch
 from PIL import Image
 
-from wavecl import app as app_module
-from wavecl.app import (
-    AppConfig,
-    InputError,
-    Segmenter,
-    build_app,
-    launch_options,
-    legend_html,
-    parse_sentences,
-)
+from wavecl.app import AppConfig, InputError, Segmenter, build_app, launch_options
+from wavecl.app import page as page_module
+from wavecl.app import segmenter as segmenter_module
+from wavecl.app import uploads as uploads_module
+from wavecl.app.results import legend_html
+from wavecl.app.uploads import parse_sentences
 from wavecl.data.synthetic import sample_synthetic_video
 from wavecl.data.video_files import read_video_frames, write_video
 from wavecl.inference.overlay import sentence_colors
 from wavecl.inference.predictor import VideoPredictor, VideoSource
 from wavecl.inference.run import sentence_slug
+from wavecl.inference_settings import InferenceSettings
 from wavecl.model.wavecl import WaveCL
 from wavecl.testing.serve import free_port
 
-HEIGHT, WIDTH = 45, 63  # odd: the overlay video is padded to 46 x 64
+HEIGHT, WIDTH = 45, 63  # odd: the enlarged overlay video is padded to even sizes
 NUM_FRAMES = 7
 SENTENCES = ["the red circle moving to the left", "a blue square"]
 
@@ -57,7 +56,9 @@ def frames() -> np.ndarray:
 
 @pytest.fixture()
 def config(tmp_path: Path) -> AppConfig:
-    return AppConfig(short_size=40, max_size=64, window=4, max_frames=20, temp_parent=tmp_path, examples=False)
+    return AppConfig(
+        InferenceSettings(short_size=40, max_size=64, window=4), max_frames=20, temp_parent=tmp_path, examples=False
+    )
 
 
 @pytest.fixture()
@@ -90,7 +91,7 @@ def expected_names(frame_names: list[str]) -> list[str]:
 
 
 def request_folders(segmenter: Segmenter) -> list[Path]:
-    return list(segmenter.requests.iterdir())
+    return list(segmenter.workspace.requests.iterdir())
 
 
 # ------------------------------------------------------------------------------------------- helpers
@@ -106,8 +107,8 @@ def test_parse_sentences_one_per_non_blank_line() -> None:
 
 
 def test_legend_lists_each_sentence_in_its_overlay_colour_escaped() -> None:
-    legend = legend_html(["the <b>dog</b>", "a cat"])
     colors = sentence_colors(2)
+    legend = legend_html(["the <b>dog</b>", "a cat"], colors)
     assert "the &lt;b&gt;dog&lt;/b&gt;" in legend and "<b>" not in legend
     assert legend.index("0: the") < legend.index("1: a cat")
     for red, green, blue in colors:
@@ -117,10 +118,10 @@ def test_legend_lists_each_sentence_in_its_overlay_colour_escaped() -> None:
 def test_app_config_rejects_bad_values() -> None:
     with pytest.raises(ValueError, match="max_frames"):
         AppConfig(max_frames=0)
-    with pytest.raises(ValueError, match="threshold"):
-        AppConfig(threshold=1.5)
-    with pytest.raises(ValueError, match="max_size"):
-        AppConfig(short_size=400, max_size=300)
+    with pytest.raises(ValueError, match="max_queue"):
+        AppConfig(max_queue=0)
+    with pytest.raises(ValueError, match="max_upload_mb"):
+        AppConfig(max_upload_mb=0)
     assert AppConfig(max_upload_mb=2.5).max_upload_bytes == 2_621_440
 
 
@@ -139,7 +140,8 @@ def test_segment_video_gives_playable_overlay_contact_sheet_and_masks_zip(
     with av.open(str(result.overlay_video)) as container:
         stream = container.streams.video[0]
         assert (stream.codec_context.name, stream.codec_context.pix_fmt) == ("h264", "yuv420p")
-        assert (stream.width, stream.height) == (WIDTH + 1, HEIGHT + 1)
+        enlarged = 480 // WIDTH  # a small video is enlarged by a whole factor, its legend under it, even sizes
+        assert stream.width == enlarged * WIDTH + 1 and stream.height > enlarged * HEIGHT and stream.height % 2 == 0
     assert len(read_video_frames(result.overlay_video)) == NUM_FRAMES
 
     masks = zipped_masks(result.masks_zip)
@@ -155,7 +157,10 @@ def test_segment_video_gives_playable_overlay_contact_sheet_and_masks_zip(
     sheet = Image.open(result.contact_sheet)
     assert sheet.format == "PNG" and sheet.width > WIDTH
     assert result.masks_zip.name == "clip_masks.zip"
-    assert result.legend == legend_html(SENTENCES)
+    swatches = re.findall(r"rgb\((\d+),(\d+),(\d+)\)", result.legend)
+    assert len(swatches) == 2 and "0: the red circle" in result.legend and "1: a blue square" in result.legend
+    for swatch in swatches:  # the page's legend shows the colours of the pictures
+        assert (np.asarray(sheet) == tuple(map(int, swatch))).all(axis=-1).sum() >= 12 * 12
     assert result.summary.startswith(f"{NUM_FRAMES} frames × 2 sentences")
     assert not (result.overlay_video.parent / "masks").exists(), "the PNGs are only kept in the zip"
 
@@ -190,7 +195,7 @@ def test_frames_from_zip_and_folder_give_the_masks_of_the_frames(
 
 
 def test_controls_change_the_threshold(segmenter: Segmenter, tiny_model: WaveCL, frames: np.ndarray) -> None:
-    video = segmenter.root / "clip.mp4"
+    video = segmenter.workspace.root / "clip.mp4"
     write_video(video, list(frames), fps=8)
     result = segmenter.segment(str(video), None, "\n".join(SENTENCES), window=4, short_size=40, threshold=0.3)
     masks = zipped_masks(result.masks_zip)
@@ -227,7 +232,10 @@ def test_bad_input_is_explained_and_leaves_no_files(
         ((str(video), None, "\n".join("abcdefghi")), "9 sentences given; this server segments at most 8"),
         ((None, None, "a dog"), "Upload a video"),
         ((str(video), [str(video)], "a dog"), "either a video .* or a folder"),
-        ((str(garbage), None, "a dog"), r"Cannot read holiday.mp4 as a video"),
+        (
+            (str(garbage), None, "a dog"),
+            r"^Cannot read holiday.mp4 as a video: Invalid data found when processing input$",
+        ),
         ((str(empty), None, "a dog"), r"empty.mp4 is empty"),
         ((str(long_video), None, "a dog"), r"long.mp4 has 21 frames \(2.1 s at 10 fps\); .* at most 20 frames"),
         ((str(not_zip), None, "a dog"), "frames.zip is not a readable zip"),
@@ -267,7 +275,7 @@ def test_frame_limit_holds_when_the_file_does_not_record_its_length(
     def without_count(path):
         return VideoSource(iter([]), None, None, str(path))
 
-    monkeypatch.setattr(app_module, "open_video", without_count)
+    monkeypatch.setattr(uploads_module, "open_video", without_count)
     with pytest.raises(InputError, match="stream.mp4 is longer than 20 frames"):
         segmenter.segment(str(video), None, "a dog")
     assert request_folders(segmenter) == []
@@ -283,10 +291,12 @@ def test_requests_clean_up_after_themselves_and_close_removes_everything(
     parent.mkdir()
     video = tmp_path / "clip.mp4"
     write_video(video, list(frames[:3]), fps=8)
-    segmenter = Segmenter(tiny_model, AppConfig(short_size=40, max_size=64, temp_parent=parent, examples=False))
-    assert [p.name for p in parent.iterdir()] == [segmenter.root.name]
+    segmenter = Segmenter(
+        tiny_model, AppConfig(InferenceSettings(short_size=40, max_size=64), temp_parent=parent, examples=False)
+    )
+    assert [p.name for p in parent.iterdir()] == [segmenter.workspace.root.name]
     first = segmenter.segment(str(video), None, "a dog")
-    assert first.overlay_video.is_relative_to(segmenter.root)
+    assert first.overlay_video.is_relative_to(segmenter.workspace.root)
     second = segmenter.segment(str(video), None, "a dog")
     assert request_folders(segmenter) == [second.overlay_video.parents[1]], "the finished request is deleted"
     assert not first.overlay_video.exists()
@@ -299,12 +309,12 @@ def test_build_app_keeps_gradio_files_in_its_folder(
 ) -> None:
     monkeypatch.delenv("GRADIO_TEMP_DIR", raising=False)
     app = build_app(tiny_model, AppConfig(temp_parent=tmp_path, max_upload_mb=3))
-    root = app.segmenter.root
+    root = app.segmenter.workspace.root
     try:
         assert root.parent == tmp_path
-        assert Path(app_module.os.environ["GRADIO_TEMP_DIR"]) == root / "gradio"
+        assert Path(os.environ["GRADIO_TEMP_DIR"]) == root / "gradio"
         assert sorted(p.name for p in (root / "examples").iterdir()) == ["shapes_0.mp4", "shapes_1.mp4"]
-        assert len(read_video_frames(root / "examples" / "shapes_0.mp4")) == app_module.EXAMPLE_FRAMES
+        assert len(read_video_frames(root / "examples" / "shapes_0.mp4")) == page_module.EXAMPLE_FRAMES
         options = launch_options(app.segmenter.config)
         assert options["server_name"] == "127.0.0.1" and options["max_file_size"] == 3 << 20
     finally:
@@ -323,17 +333,17 @@ def test_second_request_waits_in_the_queue_with_its_position(
 
     monkeypatch.delenv("GRADIO_TEMP_DIR", raising=False)
     started, release = threading.Event(), threading.Event()
-    write = app_module.write_predictions
+    write = segmenter_module.write_predictions
 
     def held_write(*args, **kwargs):
         started.set()
         assert release.wait(60), "the test never released the first request"
         return write(*args, **kwargs)
 
-    monkeypatch.setattr(app_module, "write_predictions", held_write)
+    monkeypatch.setattr(segmenter_module, "write_predictions", held_write)
     video = tmp_path / "clip.mp4"
     write_video(video, list(frames[:2]), fps=8)
-    config = AppConfig(short_size=40, max_size=64, max_queue=1, temp_parent=tmp_path, examples=False)
+    config = AppConfig(InferenceSettings(short_size=40, max_size=64), max_queue=1, temp_parent=tmp_path, examples=False)
     app = build_app(tiny_model, config)
     port = free_port()
     app.launch(**launch_options(config, port=port), prevent_thread_lock=True, quiet=True)
@@ -379,7 +389,11 @@ def test_serve_command_passes_its_flags_and_the_checkpoint_size(
     main(["serve", "--checkpoint", "run", "--device", "cpu", "--max-frames", "50", "--max-upload-mb", "2"])
     (model, config), options = served[0]
     assert model is tiny_model and options == {"host": "127.0.0.1", "port": 7860}
-    assert (config.short_size, config.max_size, config.window) == (64, 96, 6)  # the checkpoint's
+    assert (config.inference.short_size, config.inference.max_size, config.inference.window) == (
+        64,
+        96,
+        6,
+    )  # the checkpoint's
     assert (config.max_frames, config.max_upload_mb) == (50, 2.0)
     assert capsys.readouterr().err == ""
 
@@ -387,7 +401,8 @@ def test_serve_command_passes_its_flags_and_the_checkpoint_size(
         ["serve", "--checkpoint", "run", "--device", "cpu", "--short-size", "80", "--window", "3", "--host", "0.0.0.0"]
     )
     (_, config), options = served[1]
-    assert (config.short_size, config.max_size, config.window, options["host"]) == (80, 96, 3, "0.0.0.0")
+    settings = config.inference
+    assert (settings.short_size, settings.max_size, settings.window, options["host"]) == (80, 96, 3, "0.0.0.0")
     assert "reachable from other machines" in capsys.readouterr().err
 
     with pytest.raises(SystemExit) as stopped:

@@ -2,7 +2,9 @@
 
 One server (a tiny random model saved with ``save_pretrained``) and one browser serve every check:
 a two-sentence request whose overlay video, contact sheet and masks zip are fetched and decoded, the
-error messages of an empty sentence and an unreadable file, and the temporary files. Set
+error messages of an empty sentence and an unreadable file (one message, earlier results cleared, one
+line and no traceback in the server's log), one progress bar, a portrait video that keeps the page
+short, and the temporary files. Set
 ``WAVECL_SCREENSHOT=docs/images/serve.png`` to refresh the README's screenshot.
 
 Deselect with ``pytest -m "not slow and not browser"``.
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import time
 import zipfile
 from pathlib import Path
@@ -31,10 +34,12 @@ from wavecl.testing.serve import CHROMIUM, choose_file, http_get, serve_process,
 
 pytestmark = pytest.mark.browser
 
-HEIGHT, WIDTH, NUM_FRAMES = 95, 127, 12  # odd sizes: the overlay is padded to 96 x 128
+HEIGHT, WIDTH, NUM_FRAMES = 95, 127, 12  # odd sizes: the enlarged overlay is padded to even sizes
+ENLARGED = 480 // WIDTH  # the overlay video enlarges small videos by a whole factor, its legend under them
 SENTENCES = ["the red circle moving down", "the orange triangle"]
 RESULT_TIMEOUT_MS = 120_000
-SCREENSHOT_MAX_BYTES = 200_000
+SCREENSHOT_MAX_BYTES = 300_000  # the README's screenshot: the page with its full-size pictures
+RESULT_HEIGHT = 420  # the most pixels the overlay video and the contact sheet may take on the page
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +55,7 @@ def server(tiny_model: WaveCL, tmp_path_factory: pytest.TempPathFactory):
     env.pop("GRADIO_TEMP_DIR", None)
     arguments = ["--max-frames", "40", "--max-upload-mb", "1", "--window", "4", "--device", "cpu"]
     with serve_process(checkpoint, arguments, log=base / "server.log", env=env, cwd=cwd) as served:
-        yield {"url": served.url, "process": served.process, "temp": temp, "cwd": cwd}
+        yield {"url": served.url, "process": served.process, "temp": temp, "cwd": cwd, "log": served.log}
     assert list(temp.iterdir()) == [], "the server removes its temporary folder when it stops"
 
 
@@ -88,7 +93,7 @@ def test_segment_a_video_in_the_browser(server: dict, page, tmp_path: Path) -> N
     size = page.evaluate(
         "() => { const v = document.querySelector('#overlay video'); return [v.videoWidth, v.videoHeight]; }"
     )
-    assert size == [WIDTH + 1, HEIGHT + 1], "Chromium decodes the overlay video"
+    assert size[0] == ENLARGED * WIDTH + 1 and size[1] > ENLARGED * HEIGHT, "Chromium decodes the overlay video"
 
     overlay = tmp_path / "overlay.mp4"
     overlay.write_bytes(http_get(page.locator("#overlay video").get_attribute("src")))
@@ -96,7 +101,7 @@ def test_segment_a_video_in_the_browser(server: dict, page, tmp_path: Path) -> N
         stream = container.streams.video[0]
         assert (stream.codec_context.name, stream.codec_context.pix_fmt) == ("h264", "yuv420p")
         decoded = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
-    assert len(decoded) == NUM_FRAMES and decoded[0].shape == (HEIGHT + 1, WIDTH + 1, 3)
+    assert len(decoded) == NUM_FRAMES and decoded[0].shape == (size[1], size[0], 3)
 
     sheet = Image.open(io.BytesIO(http_get(page.locator("#sheet img").get_attribute("src"))))
     assert sheet.format == "PNG" and sheet.width >= 4 * WIDTH
@@ -139,7 +144,13 @@ def shows_text(page, selector: str, text: str) -> None:
 
 
 def error_shown(page, message: str) -> None:
+    """Wait for the one message ``message``, check the results are empty and unmarked, close the message."""
     page.locator(".toast-body").filter(has_text=message).wait_for(timeout=RESULT_TIMEOUT_MS)
+    messages = page.locator(".toast-body").all_inner_texts()
+    assert len(messages) == 1 and "Errno" not in messages[0], f"one readable message: {messages}"
+    for result in ("#legend", "#summary", "#sheet", "#masks"):
+        assert page.locator(result).get_by_text("Error", exact=True).count() == 0, f"no error badge on {result}"
+    assert page.locator("#legend").inner_text().strip() == "" and page.locator("#summary").inner_text().strip() == ""
     for close in page.locator(".toast-body button").all():
         close.click()
 
@@ -158,7 +169,10 @@ def test_bad_input_shows_a_message_and_the_server_keeps_answering(server: dict, 
     choose_file(page, broken)
     page.locator("#sentences textarea").fill("a dog")
     page.locator("#segment").click()
-    error_shown(page, "Cannot read broken.mp4 as a video")
+    error_shown(page, "Cannot read broken.mp4 as a video: Invalid data found when processing input")
+    log = server["log"].read_text()
+    assert "Traceback" not in log, "bad input is no server error"
+    assert len([line for line in log.splitlines() if "broken.mp4" in line]) == 1, "one line in the server's log"
 
     huge = tmp_path / "huge.mp4"
     huge.write_bytes(b"\0" * (3 << 19))  # 1.5 MB, over the server's 1 MB
@@ -189,6 +203,8 @@ def test_progress_bar_and_queue_position_are_shown(server: dict, page, tmp_path:
     shows_text(second, "#overlay", "queue: 1/1")  # the waiting request's place and the queue's length
     shows_text(page, "#overlay", "/40 frames")  # the running request's progress bar
     assert "Segmenting" in page.locator("#overlay").inner_text()
+    assert page.get_by_text(re.compile("Segmenting")).count() == 1, "one progress bar on the page"
+    assert page.get_by_text(re.compile("/40 frames")).count() == 1
     second.locator("#summary").get_by_text("40 frames × 2 sentences").wait_for(timeout=RESULT_TIMEOUT_MS)
     second.close()
 
@@ -197,3 +213,22 @@ def test_progress_bar_and_queue_position_are_shown(server: dict, page, tmp_path:
     choose_file(page, too_long)
     page.locator("#segment").click()
     error_shown(page, "too_long.mp4 has 48 frames (6.0 s at 8 fps); this server accepts at most 40 frames")
+
+
+def test_portrait_video_keeps_the_page_short(server: dict, page, tmp_path: Path) -> None:
+    frames, _ = sample_synthetic_video(seed=9, split="test", index=0, num_frames=4, size=(640, 360)).render()
+    video = tmp_path / "portrait.mp4"
+    write_video(video, list(frames), fps=8)
+    choose_file(page, video)
+    page.locator("#sentences textarea").fill("the red circle")
+    page.locator("#segment").click()
+    page.locator("#summary").get_by_text("4 frames × 1 sentence").wait_for(timeout=RESULT_TIMEOUT_MS)
+    page.wait_for_function(
+        "() => { const v = document.querySelector('#overlay video'); return v && v.readyState >= 2; }",
+        timeout=30_000,
+    )
+    for shown in ("#overlay video", "#sheet img"):
+        box = page.locator(shown).bounding_box()
+        assert box is not None and box["height"] <= RESULT_HEIGHT, f"{shown} is at most {RESULT_HEIGHT} px tall"
+    height = page.evaluate("document.documentElement.scrollHeight")
+    assert height < 800 + 2 * RESULT_HEIGHT, f"the page is {height} px tall"

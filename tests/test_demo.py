@@ -5,6 +5,7 @@ import json
 import av
 import numpy as np
 import pytest
+from PIL import Image
 from support import constant_prediction
 
 from wavecl.config import load_config
@@ -67,7 +68,11 @@ def test_demo_runs_end_to_end_and_writes_pictures(tmp_path):
     assert len(videos) == len(sheets) == 3
     with av.open(str(videos[0])) as container:
         frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
-    assert len(frames) == 8 and frames[0].shape == (64, 96, 3)
+    enlarged = 480 // 96  # the 64x96 clips are enlarged by a whole factor, the legend under the picture
+    assert len(frames) == 8 and frames[0].shape[1:] == (enlarged * 96, 3) and frames[0].shape[0] > enlarged * 64
+    with Image.open(sheets[0]) as sheet:
+        tile = 320 // 96
+        assert sheet.width > 4 * tile * 96 and sheet.height > 2 * tile * 64, "tiles readable without zooming"
 
 
 @pytest.mark.slow

@@ -32,6 +32,7 @@ from wavecl.data.video_files import iter_video_frames, read_video_frames, write_
 from wavecl.evaluation.coco import load_coco_ground_truth
 from wavecl.evaluation.davis import read_sequence_list
 from wavecl.evaluation.ytvos import write_ytvos_masks
+from wavecl.inference_settings import InferenceSettings
 from wavecl.jsonio import DuplicateKeyError, read_json
 from wavecl.model.pretrained import resolve_pretrained, save_pretrained
 from wavecl.testing.a2d import write_a2d_fixture
@@ -292,13 +293,14 @@ def test_the_web_page_refuses_a_pixel_bomb_in_a_zip(tiny_model, tmp_path) -> Non
     with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as bundle:
         bundle.writestr("0.png", png_header(20000, 20000))
     segmenter = Segmenter(
-        tiny_model.eval(), AppConfig(short_size=32, max_size=48, temp_parent=tmp_path, examples=False)
+        tiny_model.eval(),
+        AppConfig(InferenceSettings(short_size=32, max_size=48), temp_parent=tmp_path, examples=False),
     )
     try:
         with pytest.raises(InputError, match=r"0\.png is 20000x20000 pixels .* at most 50 megapixels") as caught:
             segmenter.segment(str(archive), None, "a dog")
         assert str(tmp_path) not in str(caught.value)
-        assert list(segmenter.requests.iterdir()) == []
+        assert list(segmenter.workspace.requests.iterdir()) == []
     finally:
         segmenter.close()
 

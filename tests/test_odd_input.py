@@ -16,13 +16,15 @@ import pytest
 from PIL import Image
 from support import TINY_CONFIG, run_cli
 
-from wavecl.app import AppConfig, InputError, Segmenter, collect_frames
+from wavecl.app import AppConfig, InputError, Segmenter
+from wavecl.app.uploads import collect_frames
 from wavecl.config import DataConfig
 from wavecl.data.datasets import build_dataset
 from wavecl.data.davis import convert_davis
 from wavecl.data.video_files import iter_video_frames, read_video_frames, write_video
 from wavecl.evaluation.loop import dataset_sentences
 from wavecl.inference.predictor import frame_files
+from wavecl.inference_settings import InferenceSettings
 from wavecl.model.pretrained import save_pretrained
 from wavecl.model.text import max_text_tokens
 from wavecl.model.wavecl import WaveCL
@@ -208,12 +210,13 @@ def test_predict_refuses_a_long_sentence_by_its_text_flag_before_writing(pretrai
 
 def test_the_web_page_refuses_a_long_sentence_by_its_line(tiny_model, tmp_path) -> None:
     segmenter = Segmenter(
-        tiny_model.eval(), AppConfig(short_size=32, max_size=48, temp_parent=tmp_path, examples=False)
+        tiny_model.eval(),
+        AppConfig(InferenceSettings(short_size=32, max_size=48), temp_parent=tmp_path, examples=False),
     )
     try:
         with pytest.raises(InputError, match=r"Sentence 3 has \d+ tokens, more than the \d+ the text encoder"):
             segmenter.segment(None, None, f"a dog\n\na cat\n{LONG}")
-        assert list(segmenter.requests.iterdir()) == []
+        assert list(segmenter.workspace.requests.iterdir()) == []
     finally:
         segmenter.close()
 

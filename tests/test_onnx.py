@@ -19,6 +19,7 @@ from wavecl.app import AppConfig
 from wavecl.data.synthetic import sample_synthetic_video
 from wavecl.inference.onnx_runtime import OnnxNetwork
 from wavecl.inference.predictor import VideoPredictor
+from wavecl.inference_settings import InferenceSettings
 from wavecl.model.heads import dynamic_mask_logits
 from wavecl.model.onnx_export import ONNX_MANIFEST, ONNX_OPSET, PART_FILES, export_onnx, min_frame_side, quantize_int8
 from wavecl.model.wavecl import WaveCL
@@ -172,4 +173,4 @@ def test_int8_needs_onnx_and_serve_needs_the_parts(tmp_path, capsys):
     assert code != 0 and "--int8 quantizes the ONNX export: give --onnx too" in err
     assert not (tmp_path / "out").exists()
     with pytest.raises(ValueError, match="AppConfig.onnx_dir is needed with runtime='onnxruntime'"):
-        AppConfig(runtime="onnxruntime")
+        AppConfig(InferenceSettings(runtime="onnxruntime"))

@@ -22,6 +22,7 @@ def run(args: argparse.Namespace) -> None:
     from wavecl.app import AppConfig, serve
     from wavecl.device import resolve_device
     from wavecl.inference.run import inference_settings, onnx_parts
+    from wavecl.inference_settings import InferenceSettings
     from wavecl.model.pretrained import build_pretrained, resolve_pretrained
     from wavecl.model.wavecl import WaveCL
 
@@ -29,15 +30,12 @@ def run(args: argparse.Namespace) -> None:
     source = resolve_pretrained(args.checkpoint)
     short_size, max_size, window = inference_settings(source, args.short_size, args.max_size, args.window)
     config = AppConfig(
-        short_size=short_size,
-        max_size=max_size,
-        window=window,
+        InferenceSettings(
+            short_size=short_size, max_size=max_size, window=window, device=device, amp=args.amp, runtime=args.runtime
+        ),
         max_frames=args.max_frames,
         max_upload_mb=args.max_upload_mb,
         max_queue=args.max_queue,
-        device=device,
-        amp=args.amp,
-        runtime=args.runtime,
         onnx_dir=onnx_parts(args.checkpoint) if args.runtime == "onnxruntime" else None,
     )
     if args.host not in LOOPBACK_HOSTS:

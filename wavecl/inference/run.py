@@ -4,10 +4,14 @@ Output folder::
 
     <out_dir>/
         masks/<i>_<slug>/<frame>.png   per sentence i and frame, 0/255 grey PNG at the original size
-        overlay.mp4                    the video with every sentence's mask in its colour, outlined
+        overlay.mp4                    the video with every sentence's mask in its colour, outlined,
+                                       a legend under the picture; small videos enlarged
                                        (written when PyAV is installed: pip install av)
-        contact_sheet.png              up to 8 evenly spaced overlay frames, each captioned with its
-                                       name, a title saying which frames it shows, and a legend
+        contact_sheet.png              up to 8 evenly spaced overlay frames, each under a caption
+                                       naming it, a title saying which frames it shows, and a legend
+
+Each sentence's colour contrasts with its object: it is chosen from the masked pixels of the first
+window (:func:`wavecl.inference.overlay.sentence_colors`), which is held until then.
 
 Everything is written into a hidden folder inside ``<out_dir>`` (``.predictions.<hex>.tmp``) and moved
 into place once the video is done, ``contact_sheet.png`` last (it is removed first): a folder without
@@ -28,11 +32,13 @@ video's length.
 from __future__ import annotations
 
 import contextlib
+import functools
+import itertools
 import logging
 import os
 import re
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Generic, TypeVar
@@ -44,7 +50,18 @@ from wavecl.atomic import replace_directory, temporary_directory
 from wavecl.config import DEFAULT_AMP, AmpMode
 from wavecl.data.video_files import VideoWriter
 from wavecl.device import resolve_device
-from wavecl.inference.overlay import contact_sheet, overlay_masks, save_png, sentence_colors
+from wavecl.inference.overlay import (
+    LEGEND_MIN_WIDTH,
+    VIDEO_LONG_SIDE,
+    contact_sheet,
+    legend_band,
+    object_colors,
+    paint,
+    save_png,
+    sentence_colors,
+    sheet_tile,
+    video_frame,
+)
 from wavecl.inference.predictor import Runtime, VideoInput, VideoPredictor, open_video
 from wavecl.model.onnx_export import ONNX_MANIFEST
 from wavecl.model.pretrained import ONNX_DIRNAME, PretrainedSource, build_pretrained, resolve_pretrained
@@ -59,7 +76,6 @@ DEFAULT_WINDOW = 8
 DEFAULT_FPS = 24.0
 SHEET_FRAMES = 8
 SHEET_COLUMNS = 4
-SHEET_TILE_WIDTH = 320
 MASKS_DIRNAME = "masks"
 OVERLAY_FILENAME = "overlay.mp4"
 SHEET_FILENAME = "contact_sheet.png"  # written last: the mark of a finished prediction
@@ -75,6 +91,7 @@ class PredictionPaths:
         overlay_video: the overlay mp4; ``None`` when PyAV is not installed.
         contact_sheet: the contact-sheet PNG.
         num_frames: frames segmented.
+        colors: ``[N, 3]`` uint8 RGB, each sentence's colour in the overlay video and contact sheet.
         sheet_frames: names of the frames the contact sheet shows, in order.
         window: frames per clip used.
     """
@@ -84,6 +101,7 @@ class PredictionPaths:
     overlay_video: Path | None
     contact_sheet: Path
     num_frames: int
+    colors: np.ndarray
     sheet_frames: list[str] = field(default_factory=list)
     window: int = DEFAULT_WINDOW
 
@@ -141,15 +159,6 @@ def sheet_title(shown: int, total: int) -> str:
     if shown == total:
         return f"all {total} frames"
     return f"{shown} of {total} frames, evenly spaced (each tile names its frame)"
-
-
-def _thumbnail(image: np.ndarray, width: int) -> np.ndarray:
-    """``image`` scaled down (bilinear) to at most ``width`` pixels wide, keeping its aspect ratio."""
-    height, original_width = image.shape[:2]
-    if original_width <= width:
-        return image
-    size = (width, max(1, round(height * width / original_width)))
-    return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))
 
 
 def inference_settings(
@@ -272,7 +281,9 @@ def write_predictions(
     mask_names = [f"{index}_{sentence_slug(text)}" for index, text in enumerate(sentences)]
     staging = temporary_directory(out_dir / ".predictions")
     try:
-        num_frames, shown = _write_into(staging, predictor, video, sentences, mask_names, fps, on_frame, pad_to_even)
+        num_frames, shown, colors = _write_into(
+            staging, predictor, video, sentences, mask_names, fps, on_frame, pad_to_even
+        )
         _publish(staging, out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -283,6 +294,7 @@ def write_predictions(
         overlay if overlay.is_file() else None,
         out_dir / SHEET_FILENAME,
         num_frames,
+        colors,
         shown,
         predictor.window,
     )
@@ -297,12 +309,15 @@ def _write_into(
     fps: float,
     on_frame: Callable[[int], None] | None,
     pad_to_even: bool,
-) -> tuple[int, list[str]]:
+) -> tuple[int, list[str], np.ndarray]:
     """Write the masks, overlay video and contact sheet of :func:`write_predictions` into ``folder``;
-    returns the number of frames and the names of those the contact sheet shows."""
+    returns the number of frames, the names of those the contact sheet shows and the sentences' colours."""
     mask_dirs = [folder / MASKS_DIRNAME / name for name in mask_names]
     (folder / MASKS_DIRNAME).mkdir()
-    colors = sentence_colors(len(sentences))
+    head, stream = _peek(predictor.predict_stream(video, sentences), predictor.window)
+    seen = object_colors([np.asarray(frame) for _, frame, _ in head], [masks.numpy() for _, _, masks in head])
+    colors = sentence_colors(len(sentences), seen)
+    legend: np.ndarray | None = None
     sample: EvenSample[tuple[str, np.ndarray]] = EvenSample(SHEET_FRAMES)
     num_frames = 0
     overlay_path = folder / OVERLAY_FILENAME if package_available("av") else None
@@ -310,16 +325,18 @@ def _write_into(
         log.warning("PyAV is not installed (pip install av): no overlay.mp4; masks and contact sheet are written")
     writer_context = contextlib.nullcontext() if overlay_path is None else VideoWriter(overlay_path, fps, pad_to_even)
     with writer_context as writer:
-        for index, frame, masks in predictor.predict_stream(video, sentences):
+        for index, frame, masks in stream:
             pixels = np.asarray(frame)
             binary = masks.numpy()
             name = frame_file_name(index, frame)
             for mask_dir, mask in zip(mask_dirs, binary):
                 save_png(mask_dir / f"{name}.png", mask.astype(np.uint8) * 255)
-            overlay = overlay_masks(pixels, binary, colors)
             if writer is not None:
-                writer.write(overlay)
-            sample.offer(index, lambda overlay=overlay, name=name: (name, _thumbnail(overlay, SHEET_TILE_WIDTH)))
+                picture = paint(pixels, binary, colors, VIDEO_LONG_SIDE)
+                if legend is None:
+                    legend = legend_band(sentences, colors, max(picture.shape[1], LEGEND_MIN_WIDTH))
+                writer.write(video_frame(picture, legend))
+            sample.offer(index, functools.partial(_named_tile, name, pixels, binary, colors))
             num_frames += 1
             if on_frame is not None:
                 on_frame(index)
@@ -335,7 +352,18 @@ def _write_into(
         title=sheet_title(len(sampled), num_frames),
     )
     save_png(folder / SHEET_FILENAME, sheet)
-    return num_frames, shown
+    return num_frames, shown, colors
+
+
+def _named_tile(name: str, frame: np.ndarray, masks: np.ndarray, colors: np.ndarray) -> tuple[str, np.ndarray]:
+    """``(name, tile)``: a frame painted as a contact-sheet tile."""
+    return name, sheet_tile(frame, masks, colors)
+
+
+def _peek(stream: Iterator[T], count: int) -> tuple[list[T], Iterator[T]]:
+    """The first ``count`` items of ``stream`` (fewer if it ends), and an iterator over all of them."""
+    head = list(itertools.islice(stream, count))
+    return head, itertools.chain(head, stream)
 
 
 def _publish(staging: Path, out_dir: Path) -> None:
