@@ -111,12 +111,12 @@ def _eval_dataset(config: Config) -> Dataset[ClipSample]:
 
 
 def _ytvos_evaluator(config: Config, dataset: Dataset[ClipSample], out_dir: Path) -> Evaluator:
-    return YTVOSEvaluator(out_dir, YTVOSGroundTruth.find(config.data.root))
+    return YTVOSEvaluator(out_dir, YTVOSGroundTruth.find(config.data.root), window=config.data.window_size)
 
 
 def _ytvos_saved(config: Config, path: Path, out_dir: Path | None) -> dict[str, float]:
     per_expression = None if out_dir is None else out_dir / PER_EXPRESSION_FILENAME
-    return evaluate_ytvos_predictions(path, config.data.root, per_expression)
+    return evaluate_ytvos_predictions(path, config.data.root, per_expression, window=config.data.window_size)
 
 
 def _mevis_evaluator(config: Config, dataset: Dataset[ClipSample], out_dir: Path) -> Evaluator:

@@ -108,7 +108,11 @@ def expected_frames(videos: dict[str, dict]) -> dict[tuple[str, str], list[str]]
 
 
 def evaluate_ytvos_predictions(
-    path: str | Path, root: str | Path, per_expression_path: str | Path | None = None
+    path: str | Path,
+    root: str | Path,
+    per_expression_path: str | Path | None = None,
+    window: int | None = None,
+    overlap: int = 0,
 ) -> dict[str, float]:
     """Score Ref-YouTube-VOS-format predictions, or check a submission where there is no ground truth.
 
@@ -120,10 +124,11 @@ def evaluate_ytvos_predictions(
             count as empty and are counted); otherwise (the real valid split) the submission is checked
             for completeness (:func:`~wavecl.evaluation.ytvos.check_ytvos_submission`).
         per_expression_path: with ground truth, where to write the per-expression CSV.
+        window, overlap: with ground truth, the windows whose starts identity switches are counted at.
     """
     ground_truth = YTVOSGroundTruth.find(root)
     if ground_truth is not None:
-        return score_ytvos_predictions(path, ground_truth, per_expression_path)
+        return score_ytvos_predictions(path, ground_truth, per_expression_path, window, overlap)
     videos = evaluated_videos(YTVOSPaths.find(root), "valid")
     return check_ytvos_submission(path, expected_frames(videos))
 

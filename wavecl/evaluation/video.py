@@ -53,6 +53,8 @@ class YTVOSEvaluator:
             for a split without local ground truth (the real Ref-YouTube-VOS valid split, MeViS ``valid``).
         zip_folder: the top-level folder of ``submission.zip`` (:func:`~wavecl.evaluation.ytvos.zip_submission`):
             ``Annotations`` for Ref-YouTube-VOS, ``None`` for MeViS (``<video>/<exp_id>/<frame>.png`` at the top).
+        window, overlap: the windows whose starts identity switches are counted at
+            (:mod:`wavecl.evaluation.identity`); ``window=None``: whole videos.
 
     With ground truth, :meth:`summarize` returns what
     :func:`~wavecl.evaluation.ytvos.score_ytvos_predictions` returns (J, F, J&F, expressions, videos, frames,
@@ -66,10 +68,14 @@ class YTVOSEvaluator:
         out_dir: str | Path,
         ground_truth: ExpressionGroundTruth | None = None,
         zip_folder: str | None = ANNOTATIONS_FOLDER,
+        window: int | None = None,
+        overlap: int = 0,
     ) -> None:
         self.out_dir = Path(out_dir)
         self.ground_truth = ground_truth
         self.zip_folder = zip_folder
+        self.window = window
+        self.overlap = overlap
         self.num_windows = 0
         self.num_frames = 0
         self.expressions: set[tuple[str, str]] = set()
@@ -99,7 +105,7 @@ class YTVOSEvaluator:
                 zip_submission(self.out_dir / ANNOTATIONS_FOLDER, self.out_dir / "submission.zip", self.zip_folder)
                 return written
             per_expression = self.out_dir / PER_EXPRESSION_FILENAME
-            return score_ytvos_predictions(self.out_dir, self.ground_truth, per_expression)
+            return score_ytvos_predictions(self.out_dir, self.ground_truth, per_expression, self.window, self.overlap)
 
         what = "zipping the submission" if self.ground_truth is None else "scoring J&F"
         return on_main_process(finish, what)

@@ -31,6 +31,7 @@ from wavecl.data.identifiers import check_identifier
 from wavecl.data.paths import is_hidden, open_image
 from wavecl.data.ytvos import ExpressionTruth, read_index_mask
 from wavecl.evaluation.davis import db_eval_boundary, db_eval_iou, write_csv
+from wavecl.evaluation.identity import IDENTITY_COLUMNS, IdentityScore, identity_score, identity_summary
 
 logger = logging.getLogger(__name__)
 
@@ -215,7 +216,7 @@ def jf_summary(per_expression: Sequence[tuple[float, float]]) -> dict[str, float
     return {"J": j, "F": f, "J&F": (j + f) / 2, "expressions": float(len(per_expression))}
 
 
-PER_EXPRESSION_COLUMNS = ("video", "exp_id", "expression", "frames", "missing", "J", "F", "J&F")
+PER_EXPRESSION_COLUMNS = ("video", "exp_id", "expression", "frames", "missing", "J", "F", "J&F", *IDENTITY_COLUMNS)
 
 
 class ExpressionGroundTruth(Protocol):
@@ -231,6 +232,8 @@ def score_ytvos_predictions(
     path: str | os.PathLike[str],
     ground_truth: ExpressionGroundTruth,
     per_expression_path: str | os.PathLike[str] | None = None,
+    window: int | None = None,
+    overlap: int = 0,
 ) -> dict[str, float]:
     """J, F and J&F of saved predictions against an annotated split, over the ground truth's full list.
 
@@ -238,7 +241,9 @@ def score_ytvos_predictions(
     of :mod:`wavecl.evaluation.davis`, are averaged over every frame of its video; the results
     average over the expressions (:func:`jf_summary`). A mask the predictions lack is scored as an
     empty mask; masks that no expression of the ground truth asks for are ignored. Both are counted
-    and logged as warnings naming the first few.
+    and logged as warnings naming the first few. Where the ground truth has every object's ids (the
+    Ref-YouTube-VOS layout), identity switches at the starts of windows of ``window`` frames overlapping
+    by ``overlap`` and temporal stability are measured too (:mod:`wavecl.evaluation.identity`).
 
     Args:
         path: a folder holding ``Annotations/<video>/<exp_id>/<frame>.png``, or its zip (with or without
@@ -247,12 +252,16 @@ def score_ytvos_predictions(
             :class:`~wavecl.data.mevis.MeViSGroundTruth`); it decides which expressions are scored and
             refuses those it cannot score.
         per_expression_path: if given, a CSV with one row per expression (video, exp_id, expression,
-            frames, missing, J, F, J&F) is written there, and beside it the full lists of missing and
-            extra masks (``missing_masks.txt``, ``extra_masks.txt``, one path per line) when there are any.
+            frames, missing, J, F, J&F, switches, stability; the last two empty without object ids) is written
+            there, and beside it the full lists of missing and extra masks (``missing_masks.txt``,
+            ``extra_masks.txt``, one path per line) when there are any.
+        window: frames per window of the identity switches; ``None``: the whole video.
+        overlap: frames shared by consecutive windows, in ``[0, window)``.
 
     Returns:
         ``J``, ``F``, ``J&F``, and the counts (:mod:`wavecl.evaluation.counts`): ``expressions``, ``videos``,
-        ``frames`` (scored), ``missing_masks`` (scored as empty) and ``extra_masks`` (ignored).
+        ``frames`` (scored), ``missing_masks`` (scored as empty) and ``extra_masks`` (ignored); with object
+        ids also ``identity_switches`` (total) and ``temporal_stability`` (mean over expressions).
 
     Raises:
         FileNotFoundError: no predictions at ``path``, or a ground-truth file is missing.
@@ -260,6 +269,7 @@ def score_ytvos_predictions(
             the ground truth refuses an expression (see its ``truths``).
     """
     per_expression: list[tuple[float, float]] = []
+    identities: list[IdentityScore] = []
     rows: list[tuple[object, ...]] = []
     missing: list[str] = []
     expected: set[str] = set()
@@ -286,7 +296,13 @@ def score_ytvos_predictions(
             j = float(np.mean(db_eval_iou(truth.masks, predicted)))
             f = float(np.mean(db_eval_boundary(truth.masks, predicted)))
             per_expression.append((j, f))
-            rows.append((truth.video_id, truth.exp_id, truth.text, len(truth.frames), absent, j, f, (j + f) / 2))
+            identity: tuple[object, ...] = ("", "")
+            if truth.labels is not None:
+                identities.append(identity_score(predicted, truth.masks, truth.labels, window, overlap))
+                identity = (identities[-1].switches, identities[-1].stability)
+            rows.append(
+                (truth.video_id, truth.exp_id, truth.text, len(truth.frames), absent, j, f, (j + f) / 2, *identity)
+            )
         extra = sorted(saved.members - expected)
     folder = None if per_expression_path is None else Path(per_expression_path).parent
     if per_expression_path is not None:
@@ -303,7 +319,8 @@ def score_ytvos_predictions(
             (folder / filename).unlink(missing_ok=True)  # a list left by an earlier scoring no longer holds
         if members:
             logger.warning("%s %s: %s%s", path, summary, _listed(members), listing)
-    return jf_summary(per_expression) | {
+    summary = jf_summary(per_expression) | identity_summary(identities)
+    return summary | {
         "videos": float(len(videos)),
         "frames": float(len(expected)),
         "missing_masks": float(len(missing)),
