@@ -319,8 +319,8 @@ def score_ytvos_predictions(
             (folder / filename).unlink(missing_ok=True)  # a list left by an earlier scoring no longer holds
         if members:
             logger.warning("%s %s: %s%s", path, summary, _listed(members), listing)
-    summary = jf_summary(per_expression) | identity_summary(identities)
-    return summary | {
+    scores = jf_summary(per_expression) | identity_summary(identities)
+    return scores | {
         "videos": float(len(videos)),
         "frames": float(len(expected)),
         "missing_masks": float(len(missing)),
