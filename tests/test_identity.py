@@ -10,10 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from support import run_cli
+from support import constant_prediction, run_cli
 
+from wavecl.config import apply_overrides, load_config
+from wavecl.data.collate import collate_clips
 from wavecl.data.synthetic import write_synthetic_ytvos
 from wavecl.data.ytvos import YTVOSGroundTruth
+from wavecl.evaluation.datasets import build_evaluation
 from wavecl.evaluation.identity import (
     consecutive_iou,
     count_switches,
@@ -212,3 +215,26 @@ def test_own_data_report_lists_switches_and_stability(tmp_path, capsys):
     assert [float(rows[key]["stability"]) for key in expected] == pytest.approx(
         [s for _, s in expected.values()], abs=1e-6
     )
+
+
+def test_evaluation_of_a_model_reports_them_at_its_windows(tmp_path):
+    """Evaluation during training and `wavecl evaluate --checkpoint` (build_evaluation): all-foreground masks,
+    windows of `data.window_size` frames; stability is 1 minus the truth's consecutive IoU."""
+    root = tmp_path / "my_videos"
+    write_synthetic_ytvos(root, 3, num_frames=7, size=(32, 48), seed=0, split="valid")
+    settings = {"data.dataset_name": "ref_youtube_vos", "data.root": str(root), "data.eval_short_size": 32}
+    config = apply_overrides(load_config(TINY), settings | {"data.window_size": 3})
+    evaluation = build_evaluation(config, tmp_path / "eval")
+    for index in range(len(evaluation.dataset)):
+        batch = collate_clips([evaluation.dataset[index]])
+        evaluation.evaluator.update(constant_prediction(batch, 10.0), batch)
+    metrics = evaluation.evaluator.summarize()
+    ground_truth = YTVOSGroundTruth(root)
+    switches, stabilities = 0, []
+    for expression in ground_truth.expressions:
+        labels = ground_truth.video_labels(expression.video_id, expression.frames)
+        everything = np.ones(labels.shape, dtype=bool)
+        switches += naive_switches(naive_objects(everything, labels, naive_starts(len(labels), 3, 0)))
+        stabilities.append(1.0 - naive_consecutive_iou(labels == expression.obj_id))
+    assert metrics["identity_switches"] == switches > 0  # the largest object changes between windows
+    assert metrics["temporal_stability"] == pytest.approx(np.mean(stabilities))
