@@ -11,7 +11,6 @@ from wavecl.cli.common import console, subcommand
 
 A2D_GT_FILENAME = "a2d_sentences_test_annotations_in_coco_format.json"
 JHMDB_GT_FILENAME = "jhmdb_sentences_gt_annotations_in_coco_format.json"
-SYNTHETIC_FRAMES = 8
 
 
 def prepare_a2d_gt(args: argparse.Namespace) -> None:
@@ -85,7 +84,7 @@ def prepare_check(args: argparse.Namespace) -> None:
 
 def prepare_synthetic(args: argparse.Namespace) -> None:
     """``wavecl prepare synthetic``, with ``--lookalike`` the look-alike clips of :mod:`wavecl.testing.lookalike`."""
-    from wavecl.data.synthetic import write_synthetic_ytvos
+    from wavecl.data.synthetic import SYNTHETIC_FRAMES, write_synthetic_ytvos
     from wavecl.testing.lookalike import LOOKALIKE_FRAMES, write_lookalike_ytvos
 
     write = write_lookalike_ytvos if args.lookalike else write_synthetic_ytvos

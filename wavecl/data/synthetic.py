@@ -63,6 +63,8 @@ SYNTHETIC_CATEGORY = "others"
 """Category written to ``meta.json`` for every object: a Ref-YouTube-VOS class, so 65-class training reads it."""
 FRAME_STRIDE = 5
 """Real Ref-YouTube-VOS annotations exist for every 5th raw frame; names follow that numbering."""
+SYNTHETIC_FRAMES = 8
+"""Default frames per synthetic clip (``wavecl prepare synthetic --frames``)."""
 
 _TWIN_PROBABILITY = 0.3
 _MIN_VISIBLE_FRACTION = 0.4
@@ -353,7 +355,7 @@ def sample_synthetic_video(seed: int, split: str, index: int, num_frames: int, s
 def write_synthetic_ytvos(
     root: str | Path,
     num_videos: int,
-    num_frames: int = 8,
+    num_frames: int = SYNTHETIC_FRAMES,
     size: tuple[int, int] = (64, 96),
     seed: int = 0,
     split: str = "train",
