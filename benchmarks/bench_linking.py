@@ -5,8 +5,9 @@
    ``--train-videos`` training clips of ``--train-frames`` frames and ``--videos`` held-out clips of
    ``--frames`` frames.
 2. Trains the demo recipe (``configs/demo.yaml``, :func:`wavecl.training.demo.demo_config`, windows of
-   ``data.window_size`` = 4 frames) on it for about ``--minutes`` (the recipe's steps scaled), or loads
-   ``--checkpoint``.
+   ``data.window_size`` = 4 frames) on it for about ``--minutes`` (the recipe's steps scaled) into
+   ``<out>/runs/ref_youtube_vos/run``, or loads ``--checkpoint`` (a second run into the same ``--out`` is
+   refused: pass that run as ``--checkpoint`` to score it again).
 3. Segments every held-out clip with :class:`~wavecl.inference.predictor.VideoPredictor` three ways:
    ``window-only`` (windows of ``data.window_size``, each picking its own query: today's behaviour),
    ``linked`` (the same windows overlapping by ``--overlap`` frames, each choice tied to the previous one
@@ -27,6 +28,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import shutil
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -114,6 +116,7 @@ def main() -> None:
         if cuda:
             torch.cuda.reset_peak_memory_stats()
         masks_dir = args.out / "predictions" / name.replace(" ", "_")
+        shutil.rmtree(masks_dir, ignore_errors=True)  # masks of an earlier run would count as extra masks
         seconds = predict_all(predictor, ground_truth, masks_dir)
         peak = f"{torch.cuda.max_memory_allocated() / 2**30:.2f}" if cuda else "-"
         metrics = score_ytvos_predictions(masks_dir, ground_truth, masks_dir / "per_expression.csv", window)
