@@ -81,15 +81,19 @@ def prepare_check(args: argparse.Namespace) -> None:
 
 
 def prepare_synthetic(args: argparse.Namespace) -> None:
-    """``wavecl prepare synthetic``."""
-    from wavecl.data.synthetic import write_synthetic_ytvos
+    """``wavecl prepare synthetic``, with ``--lookalike`` the look-alike clips of :mod:`wavecl.testing.lookalike`."""
+    from wavecl.data.synthetic import SYNTHETIC_FRAMES, write_synthetic_ytvos
+    from wavecl.testing.lookalike import LOOKALIKE_FRAMES, write_lookalike_ytvos
 
+    write = write_lookalike_ytvos if args.lookalike else write_synthetic_ytvos
+    frames = args.frames if args.frames is not None else LOOKALIKE_FRAMES if args.lookalike else SYNTHETIC_FRAMES
     size = (args.size[0], args.size[1])
     for split, count in (("train", args.videos), ("valid", args.valid_videos)):
-        info = write_synthetic_ytvos(args.root, count, num_frames=args.frames, size=size, seed=args.seed, split=split)
+        info = write(args.root, count, num_frames=frames, size=size, seed=args.seed, split=split)
         expressions = sum(len(video.expressions) for video in info.videos)
         where = escape(str(Path(args.root) / split))
-        console.print(f"synthetic {split}: {count} videos, {expressions} expressions -> {where}")
+        kind = "look-alike" if args.lookalike else "synthetic"
+        console.print(f"{kind} {split}: {count} videos of {frames} frames, {expressions} expressions -> {where}")
 
 
 def prepare_mevis_png(args: argparse.Namespace) -> None:
@@ -117,6 +121,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "  wavecl prepare ytvos-holdout --root data/refer_youtube_vos --videos 200 --seed 0\n"
         "  wavecl prepare davis --root data/refer-davis\n"
         "  wavecl prepare synthetic --root data/synthetic --videos 64 --valid-videos 16 --seed 0\n"
+        "  wavecl prepare synthetic --lookalike --root data/lookalike --videos 64 --valid-videos 8\n"
         "  wavecl prepare check --root data/my_videos\n"
         "  wavecl prepare mevis-png --root data/mevis --split valid_u --out runs/mevis_png\n",
     )
@@ -269,13 +274,19 @@ def register(commands: argparse._SubParsersAction) -> None:
         "synthetic",
         "write the synthetic referring-video dataset",
         "Write a synthetic dataset of moving shapes in the Ref-YouTube-VOS layout, with a held-out\n"
-        "valid split that has ground truth (for local J&F).",
-        "  wavecl prepare synthetic --root data/synthetic --videos 64 --valid-videos 16 --seed 0\n",
+        "valid split that has ground truth (for local J&F). With --lookalike, every clip holds two shapes\n"
+        "of one colour, kind and size that cross and swap places, told apart only by the motion or half\n"
+        "of the frame in their sentences: long clips for identity switches between windows.",
+        "  wavecl prepare synthetic --root data/synthetic --videos 64 --valid-videos 16 --seed 0\n"
+        "  wavecl prepare synthetic --lookalike --root data/lookalike --videos 64 --valid-videos 8\n",
     )
     synthetic.add_argument("--root", default="data/synthetic", help="output root (default data/synthetic)")
     synthetic.add_argument("--videos", type=int, default=64, help="training videos (default 64)")
     synthetic.add_argument("--valid-videos", type=int, default=16, help="held-out videos (default 16)")
-    synthetic.add_argument("--frames", type=int, default=8, help="frames per video (default 8)")
+    synthetic.add_argument("--frames", type=int, default=None, help="frames per video (default 8; 48 with --lookalike)")
+    synthetic.add_argument(
+        "--lookalike", action="store_true", help="clips of two look-alike shapes that cross (see above)"
+    )
     synthetic.add_argument(
         "--size",
         type=int,

@@ -28,6 +28,7 @@ by the real protocol to subtract test videos from the valid file, is written emp
 from __future__ import annotations
 
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,6 +63,8 @@ SYNTHETIC_CATEGORY = "others"
 """Category written to ``meta.json`` for every object: a Ref-YouTube-VOS class, so 65-class training reads it."""
 FRAME_STRIDE = 5
 """Real Ref-YouTube-VOS annotations exist for every 5th raw frame; names follow that numbering."""
+SYNTHETIC_FRAMES = 8
+"""Default frames per synthetic clip (``wavecl prepare synthetic --frames``)."""
 
 _TWIN_PROBABILITY = 0.3
 _MIN_VISIBLE_FRACTION = 0.4
@@ -154,7 +157,7 @@ class SyntheticVideo:
         frames = np.empty((len(self.frame_names), height, width, 3), dtype=np.uint8)
         labels = np.empty((len(self.frame_names), height, width), dtype=np.uint8)
         for t in range(len(self.frame_names)):
-            labels[t] = _draw_labels(self.objects, t, self.size)
+            labels[t] = draw_labels(self.objects, t, self.size)
             frames[t] = np.where(labels[t, :, :, None] > 0, palette[labels[t]], background)
         return frames, labels
 
@@ -184,8 +187,8 @@ class SyntheticInfo:
         return sum(len(video.expressions) for video in self.videos)
 
 
-def _draw_labels(objects: tuple[SyntheticObject, ...], t: int, size: tuple[int, int]) -> np.ndarray:
-    """``[H, W]`` uint8 id map of frame ``t``; objects drawn in order, later ones on top."""
+def draw_labels(objects: tuple[SyntheticObject, ...], t: int, size: tuple[int, int]) -> np.ndarray:
+    """``[H, W]`` uint8 id map of frame ``t`` of ``size`` ``(H, W)``; objects drawn in order, later ones on top."""
     height, width = size
     canvas = Image.new("L", (width, height), 0)
     draw = ImageDraw.Draw(canvas)
@@ -200,7 +203,7 @@ def _draw_labels(objects: tuple[SyntheticObject, ...], t: int, size: tuple[int, 
     return np.asarray(canvas)
 
 
-def _sample_object(
+def sample_object(
     rng: np.random.Generator,
     obj_id: int,
     colour: str,
@@ -210,7 +213,11 @@ def _sample_object(
     size: tuple[int, int],
     num_frames: int,
 ) -> SyntheticObject:
-    """Place one shape so that its centre stays inside the frame and inside its half for the whole clip."""
+    """Place one shape so that its centre stays inside the frame and inside its half for the whole clip.
+
+    ``axis`` is ``horizontal`` or ``vertical``, ``direction`` one of :data:`MOTION_PHRASES` along it; the
+    position (the half of the frame), radius, start and speed are drawn from ``rng``.
+    """
     height, width = size
     radius = float(rng.uniform(0.10, 0.15) * min(height, width))
     steps = max(num_frames - 1, 1)
@@ -251,16 +258,19 @@ def _sample_objects(rng: np.random.Generator, size: tuple[int, int], num_frames:
         directions.append(opposite[directions[0]])
     drawing_order = rng.permutation(num_objects)
     return tuple(
-        _sample_object(rng, obj_id, *chosen[i], axes[i], directions[i], size, num_frames)
+        sample_object(rng, obj_id, *chosen[i], axes[i], directions[i], size, num_frames)
         for obj_id, i in enumerate(drawing_order, start=1)
     )
 
 
-def _is_visible_enough(objects: tuple[SyntheticObject, ...], labels: np.ndarray, size: tuple[int, int]) -> bool:
-    """Whether every object keeps at least 40 % of its own area, unoccluded, in at least half of the frames."""
+def is_visible_enough(objects: tuple[SyntheticObject, ...], labels: np.ndarray, size: tuple[int, int]) -> bool:
+    """Whether every object keeps at least 40 % of its own area, unoccluded, in at least half of the frames.
+
+    ``labels`` is the clip's ``[T, H, W]`` id map (:func:`draw_labels` of every frame).
+    """
     num_frames = labels.shape[0]
     for obj in objects:
-        alone_areas = np.array([(_draw_labels((obj,), t, size) > 0).sum() for t in range(num_frames)])
+        alone_areas = np.array([(draw_labels((obj,), t, size) > 0).sum() for t in range(num_frames)])
         visible_areas = (labels == obj.obj_id).sum(axis=(1, 2))
         if 2 * np.count_nonzero(visible_areas >= _MIN_VISIBLE_FRACTION * alone_areas) < num_frames:
             return False
@@ -284,10 +294,11 @@ def _sentence(obj: SyntheticObject, used: tuple[str, ...], variant: int) -> str:
     return f"{subject} {POSITION_PHRASES[obj.position]} {MOTION_PHRASES[obj.direction]}"
 
 
-def _sample_expressions(
+def sample_expressions(
     rng: np.random.Generator, objects: tuple[SyntheticObject, ...]
 ) -> tuple[SyntheticExpression, ...]:
-    """1-3 distinct sentences per object, each matching exactly one object of the clip."""
+    """1-3 distinct sentences per object, each matching exactly one object of the clip; ``exp_id`` ``0``,
+    ``1``, ... in object order."""
     templates: list[tuple[tuple[str, ...], int]] = [
         ((), 0),
         (("direction",), 0),
@@ -325,8 +336,8 @@ def sample_synthetic_video(seed: int, split: str, index: int, num_frames: int, s
     rng = np.random.default_rng([seed, zlib.crc32(split.encode()), index])
     for _ in range(_MAX_LAYOUT_TRIES):
         objects = _sample_objects(rng, size, num_frames)
-        labels = np.stack([_draw_labels(objects, t, size) for t in range(num_frames)])
-        if _is_visible_enough(objects, labels, size):
+        labels = np.stack([draw_labels(objects, t, size) for t in range(num_frames)])
+        if is_visible_enough(objects, labels, size):
             break
     else:
         raise RuntimeError(f"no layout with visible objects found for clip {index} of {split!r} (seed {seed})")
@@ -337,14 +348,14 @@ def sample_synthetic_video(seed: int, split: str, index: int, num_frames: int, s
         background=tuple(int(v) for v in rng.integers(170, 236, size=3)),  # type: ignore[arg-type]
         texture_seed=int(rng.integers(2**31)),
         objects=objects,
-        expressions=_sample_expressions(rng, objects),
+        expressions=sample_expressions(rng, objects),
     )
 
 
 def write_synthetic_ytvos(
     root: str | Path,
     num_videos: int,
-    num_frames: int = 8,
+    num_frames: int = SYNTHETIC_FRAMES,
     size: tuple[int, int] = (64, 96),
     seed: int = 0,
     split: str = "train",
@@ -364,8 +375,21 @@ def write_synthetic_ytvos(
     Returns:
         A :class:`SyntheticInfo` listing every clip, object and expression written.
     """
-    root = Path(root)
     videos = tuple(sample_synthetic_video(seed, split, index, num_frames, size) for index in range(num_videos))
+    write_synthetic_videos(root, split, videos, jpeg_quality)
+    return SyntheticInfo(Path(root), split, seed, (size[0], size[1]), num_frames, videos)
+
+
+def write_synthetic_videos(
+    root: str | Path, split: str, videos: Sequence[SyntheticVideo], jpeg_quality: int = 95
+) -> None:
+    """Render ``videos`` and write them as split ``split`` under ``root`` in the Ref-YouTube-VOS layout
+    (the module docstring), with masks; ``<split>/`` and ``meta_expressions/<split>/`` are (over)written.
+
+    Every video keeps its own frame names and length, so clips drawn by other samplers (look-alike clips of
+    :mod:`wavecl.testing`) are written the same way.
+    """
+    root = Path(root)
     meta_videos: dict[str, dict] = {}
     expression_videos: dict[str, dict] = {}
     for video in videos:
@@ -396,4 +420,3 @@ def write_synthetic_ytvos(
     test_meta = root / "meta_expressions" / "test" / "meta_expressions.json"
     if split != "train" and not test_meta.exists():
         write_json(test_meta, {"videos": {}})
-    return SyntheticInfo(root, split, seed, (size[0], size[1]), num_frames, videos)

@@ -236,6 +236,9 @@ class ExpressionTruth:
         frames: the scored frames, in order.
         masks: ``[T, H, W]`` bool masks of what the expression refers to, one per frame of ``frames``.
         source: where the masks come from (a folder or file, named in errors).
+        labels: ``[T, H, W]`` ids of every object of the video (0 = background) where the dataset has index
+            masks (the Ref-YouTube-VOS layout; shared by the video's expressions), else ``None``; identity
+            switches are measured against them (:mod:`wavecl.evaluation.identity`).
     """
 
     video_id: str
@@ -244,6 +247,7 @@ class ExpressionTruth:
     frames: tuple[str, ...]
     masks: np.ndarray
     source: str
+    labels: np.ndarray | None = None
 
 
 class YTVOSGroundTruth:
@@ -334,7 +338,7 @@ class YTVOSGroundTruth:
                         "lists every such expression)"
                     )
                 yield ExpressionTruth(
-                    video_id, expression.exp_id, expression.text, expression.frames, masks, str(folder)
+                    video_id, expression.exp_id, expression.text, expression.frames, masks, str(folder), labels
                 )
 
     def masks(self, video_id: str, exp_id: str) -> np.ndarray:

@@ -39,6 +39,7 @@ from wavecl.data.paths import is_hidden, natural_sorted, open_image
 from wavecl.data.types import Batch, ClipSample, ExpressionMetadata
 from wavecl.data.ytvos import ExpressionTruth, YTVOSGroundTruth, YTVOSPaths, evaluated_videos
 from wavecl.distributed import gather_objects, on_main_process
+from wavecl.evaluation.identity import IDENTITY_COLUMNS, IdentityScore, identity_score, identity_summary
 from wavecl.evaluation.jf import db_eval_boundary, db_eval_iou
 from wavecl.evaluation.tables import write_csv
 from wavecl.model.output import WaveCLOutput
@@ -227,7 +228,7 @@ def jf_summary(per_expression: Sequence[tuple[float, float]]) -> dict[str, float
     return {"J": j, "F": f, "J&F": (j + f) / 2, "expressions": float(len(per_expression))}
 
 
-PER_EXPRESSION_COLUMNS = ("video", "exp_id", "expression", "frames", "missing", "J", "F", "J&F")
+PER_EXPRESSION_COLUMNS = ("video", "exp_id", "expression", "frames", "missing", "J", "F", "J&F", *IDENTITY_COLUMNS)
 
 
 class ExpressionGroundTruth(Protocol):
@@ -243,6 +244,8 @@ def score_ytvos_predictions(
     path: str | os.PathLike[str],
     ground_truth: ExpressionGroundTruth,
     per_expression_path: str | os.PathLike[str] | None = None,
+    window: int | None = None,
+    overlap: int = 0,
 ) -> dict[str, float]:
     """J, F and J&F of saved predictions against an annotated split, over the ground truth's full list.
 
@@ -250,7 +253,9 @@ def score_ytvos_predictions(
     of :mod:`wavecl.evaluation.jf`, are averaged over every frame of its video; the results
     average over the expressions (:func:`jf_summary`). A mask the predictions lack is scored as an
     empty mask; masks that no expression of the ground truth asks for are ignored. Both are counted
-    and logged as warnings naming the first few.
+    and logged as warnings naming the first few. Where the ground truth has every object's ids (the
+    Ref-YouTube-VOS layout), identity switches at the starts of windows of ``window`` frames overlapping
+    by ``overlap`` and temporal stability are measured too (:mod:`wavecl.evaluation.identity`).
 
     Args:
         path: a folder holding ``Annotations/<video>/<exp_id>/<frame>.png``, or its zip (with or without
@@ -259,12 +264,16 @@ def score_ytvos_predictions(
             :class:`~wavecl.data.mevis.MeViSGroundTruth`); it decides which expressions are scored and
             refuses those it cannot score.
         per_expression_path: if given, a CSV with one row per expression (video, exp_id, expression,
-            frames, missing, J, F, J&F) is written there, and beside it the full lists of missing and
-            extra masks (``missing_masks.txt``, ``extra_masks.txt``, one path per line) when there are any.
+            frames, missing, J, F, J&F, switches, stability; the last two empty without object ids) is written
+            there, and beside it the full lists of missing and extra masks (``missing_masks.txt``,
+            ``extra_masks.txt``, one path per line) when there are any.
+        window: frames per window of the identity switches; ``None``: the whole video.
+        overlap: frames shared by consecutive windows, in ``[0, window)``.
 
     Returns:
         ``J``, ``F``, ``J&F``, and the counts (:mod:`wavecl.evaluation.counts`): ``expressions``, ``videos``,
-        ``frames`` (scored), ``missing_masks`` (scored as empty) and ``extra_masks`` (ignored).
+        ``frames`` (scored), ``missing_masks`` (scored as empty) and ``extra_masks`` (ignored); with object
+        ids also ``identity_switches`` (total) and ``temporal_stability`` (mean over expressions).
 
     Raises:
         FileNotFoundError: no predictions at ``path``, or a ground-truth file is missing.
@@ -272,6 +281,7 @@ def score_ytvos_predictions(
             the ground truth refuses an expression (see its ``truths``).
     """
     per_expression: list[tuple[float, float]] = []
+    identities: list[IdentityScore] = []
     rows: list[tuple[object, ...]] = []
     missing: list[str] = []
     expected: set[str] = set()
@@ -298,7 +308,13 @@ def score_ytvos_predictions(
             j = float(np.mean(db_eval_iou(truth.masks, predicted)))
             f = float(np.mean(db_eval_boundary(truth.masks, predicted)))
             per_expression.append((j, f))
-            rows.append((truth.video_id, truth.exp_id, truth.text, len(truth.frames), absent, j, f, (j + f) / 2))
+            identity: tuple[object, ...] = ("", "")
+            if truth.labels is not None:
+                identities.append(identity_score(predicted, truth.masks, truth.labels, window, overlap))
+                identity = (identities[-1].switches, identities[-1].stability)
+            rows.append(
+                (truth.video_id, truth.exp_id, truth.text, len(truth.frames), absent, j, f, (j + f) / 2, *identity)
+            )
         extra = sorted(saved.members - expected)
     folder = None if per_expression_path is None else Path(per_expression_path).parent
     if per_expression_path is not None:
@@ -315,7 +331,8 @@ def score_ytvos_predictions(
             (folder / filename).unlink(missing_ok=True)  # a list left by an earlier scoring no longer holds
         if members:
             logger.warning("%s %s: %s%s", path, summary, _listed(members), listing)
-    return jf_summary(per_expression) | {
+    scores = jf_summary(per_expression) | identity_summary(identities)
+    return scores | {
         "videos": float(len(videos)),
         "frames": float(len(expected)),
         "missing_masks": float(len(missing)),
@@ -334,7 +351,11 @@ def expected_frames(videos: dict[str, dict]) -> dict[tuple[str, str], list[str]]
 
 
 def evaluate_ytvos_predictions(
-    path: str | Path, root: str | Path, per_expression_path: str | Path | None = None
+    path: str | Path,
+    root: str | Path,
+    per_expression_path: str | Path | None = None,
+    window: int | None = None,
+    overlap: int = 0,
 ) -> dict[str, float]:
     """Score Ref-YouTube-VOS-format predictions, or check a submission where there is no ground truth.
 
@@ -346,10 +367,11 @@ def evaluate_ytvos_predictions(
             count as empty and are counted); otherwise (the real valid split) the submission is checked
             for completeness (:func:`~wavecl.evaluation.ytvos.check_ytvos_submission`).
         per_expression_path: with ground truth, where to write the per-expression CSV.
+        window, overlap: with ground truth, the windows whose starts identity switches are counted at.
     """
     ground_truth = YTVOSGroundTruth.find(root)
     if ground_truth is not None:
-        return score_ytvos_predictions(path, ground_truth, per_expression_path)
+        return score_ytvos_predictions(path, ground_truth, per_expression_path, window, overlap)
     videos = evaluated_videos(YTVOSPaths.find(root), "valid")
     return check_ytvos_submission(path, expected_frames(videos))
 
@@ -377,6 +399,8 @@ class YTVOSEvaluator:
             for a split without local ground truth (the real Ref-YouTube-VOS valid split, MeViS ``valid``).
         zip_folder: the top-level folder of ``submission.zip`` (:func:`~wavecl.evaluation.ytvos.zip_submission`):
             ``Annotations`` for Ref-YouTube-VOS, ``None`` for MeViS (``<video>/<exp_id>/<frame>.png`` at the top).
+        window, overlap: the windows whose starts identity switches are counted at
+            (:mod:`wavecl.evaluation.identity`); ``window=None``: whole videos.
 
     With ground truth, :meth:`summarize` returns what
     :func:`~wavecl.evaluation.ytvos.score_ytvos_predictions` returns (J, F, J&F, expressions, videos, frames,
@@ -390,10 +414,14 @@ class YTVOSEvaluator:
         out_dir: str | Path,
         ground_truth: ExpressionGroundTruth | None = None,
         zip_folder: str | None = ANNOTATIONS_FOLDER,
+        window: int | None = None,
+        overlap: int = 0,
     ) -> None:
         self.out_dir = Path(out_dir)
         self.ground_truth = ground_truth
         self.zip_folder = zip_folder
+        self.window = window
+        self.overlap = overlap
         self.num_windows = 0
         self.num_frames = 0
         self.expressions: set[tuple[str, str]] = set()
@@ -423,7 +451,7 @@ class YTVOSEvaluator:
                 zip_submission(self.out_dir / ANNOTATIONS_FOLDER, self.out_dir / "submission.zip", self.zip_folder)
                 return written
             per_expression = self.out_dir / PER_EXPRESSION_FILENAME
-            return score_ytvos_predictions(self.out_dir, self.ground_truth, per_expression)
+            return score_ytvos_predictions(self.out_dir, self.ground_truth, per_expression, self.window, self.overlap)
 
         what = "zipping the submission" if self.ground_truth is None else "scoring J&F"
         return on_main_process(finish, what)
@@ -431,10 +459,10 @@ class YTVOSEvaluator:
 
 def build_ytvos_evaluator(config: Config, dataset: Dataset[ClipSample], out_dir: Path) -> YTVOSEvaluator:
     """The evaluator of a Ref-YouTube-VOS-layout run: scored where ``valid/Annotations`` exist, else zipped."""
-    return YTVOSEvaluator(out_dir, YTVOSGroundTruth.find(config.data.root))
+    return YTVOSEvaluator(out_dir, YTVOSGroundTruth.find(config.data.root), window=config.data.window_size)
 
 
 def score_saved_ytvos(config: Config, path: Path, out_dir: Path | None) -> dict[str, float]:
     """:func:`evaluate_ytvos_predictions` against ``data.root``; the per-expression CSV goes to ``out_dir``."""
     per_expression = None if out_dir is None else out_dir / PER_EXPRESSION_FILENAME
-    return evaluate_ytvos_predictions(path, config.data.root, per_expression)
+    return evaluate_ytvos_predictions(path, config.data.root, per_expression, window=config.data.window_size)
