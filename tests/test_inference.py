@@ -30,9 +30,9 @@ from wavecl.inference.overlay import (
     sentence_colors,
     title_height,
 )
+from wavecl.inference.prediction_folder import EvenSample, predict_video, sentence_slug, sheet_title
 from wavecl.inference.predictor import VideoPredictor
 from wavecl.inference_settings import InferenceSettings
-from wavecl.inference.prediction_folder import EvenSample, predict_video, sentence_slug, sheet_title
 from wavecl.model.output import NonFiniteOutputError
 from wavecl.model.pretrained import resolve_pretrained, save_pretrained
 from wavecl.model.wavecl import WaveCL
