@@ -3,9 +3,11 @@ windows, scores the wrong one higher; linking keeps the object, weight 0 chooses
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import weakref
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +15,10 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
+from wavecl.config import Config, DataConfig
+from wavecl.data.synthetic import write_synthetic_ytvos
+from wavecl.distributed import DistInfo
+from wavecl.evaluation.datasets import evaluate_model
 from wavecl.inference.predictor import VideoPredictor
 from wavecl.inference_settings import InferenceSettings
 from wavecl.model.linking import LinkedQueries, mask_agreement
@@ -20,7 +26,8 @@ from wavecl.model.output import WaveCLOutput
 
 HEIGHT, WIDTH = 32, 48
 SETTINGS = InferenceSettings(short_size=HEIGHT, max_size=WIDTH, window=4, overlap=1, link_weight=1.0)
-IMAGENET_MEAN, IMAGENET_STD = 0.485, 0.229  # red channel: the stub reads each frame's index from it
+IMAGENET_MEAN, IMAGENET_STD = 0.485, 0.229  # red channel
+LEVELS = 32  # frame i is uniform grey of level 8 * (i % 32), which survives JPEG: the stub reads i from it
 # stride-4 boxes (rows, columns) of the two look-alikes and of a third, unlikely query
 BOXES = {"A": (slice(2, 6), slice(1, 5)), "B": (slice(2, 6), slice(7, 11)), "C": (slice(7, 8), slice(0, 12))}
 TRAPS = frozenset(range(6, 13))  # frames where the stub scores B, the wrong look-alike, higher than A
@@ -32,11 +39,10 @@ def frame_scores(frame: int) -> dict[str, float]:
 
 
 class LookAlikeStub(nn.Module):
-    """The three steps of :class:`VideoPredictor`'s network with chosen outputs.
+    """The steps of :class:`VideoPredictor`'s and evaluation's network, with chosen outputs.
 
-    Frame ``i`` of the video is a uniform image of red level ``i``, so each clip tells its frames. Query
-    slots do not follow objects: in clips starting at an odd multiple of 3 the slots of A and B swap, as
-    a real network's slots do between clips.
+    Each clip tells its frames by their grey level. Query slots do not follow objects: in clips starting at
+    an odd multiple of 3 the slots of A and B swap, as a real network's slots do between clips.
 
     Args:
         objects: the objects the queries see (``"A"``, ``"B"``, ``"C"``), in slot order.
@@ -52,11 +58,12 @@ class LookAlikeStub(nn.Module):
     def check_sentences(self, texts: Sequence[str], names: Sequence[str]) -> None:
         """Every sentence is accepted."""
 
-    def encode_video(self, inputs: Tensor, pad_mask: Tensor) -> Tensor:
-        red = inputs[:, 0, 0, 0, 0].float() * IMAGENET_STD + IMAGENET_MEAN
-        frames = [round(value) for value in (red * 255).tolist()]
-        self.clips.append(frames)
-        return torch.tensor(frames)
+    def encode_video(self, inputs: Tensor, pad_mask: Tensor, valid_indices: Tensor | None = None) -> Tensor:
+        """``[T, U]`` frame indices of the ``U`` clips of ``inputs [T, U, 3, H, W]``."""
+        level = (inputs[:, :, 0, 0, 0].float() * IMAGENET_STD + IMAGENET_MEAN) * 255
+        frames = (level / 8).round().long()
+        self.clips += frames.T.tolist()
+        return frames
 
     def encode_sentences(self, texts: Sequence[str], device: torch.device) -> int:
         return len(texts)
@@ -66,25 +73,25 @@ class LookAlikeStub(nn.Module):
         return [{"A": "B", "B": "A"}.get(name, name) if swapped else name for name in self.objects]
 
     def segment(self, frames: Tensor, sentences: int, sizes: Tensor, clip_index: Tensor) -> WaveCLOutput:
-        slots = self.slots(int(frames[0]))
-        T, Q = len(frames), len(slots)
+        T, Q = len(frames), len(self.objects)
         h, w = math.ceil(HEIGHT / 4), math.ceil(WIDTH / 4)
         masks = torch.full((T, sentences, Q, h, w), -8.0)
         scores = torch.empty(T, sentences, Q, 1)
-        for q, name in enumerate(slots):
-            masks[:, :, q][(..., *BOXES[name])] = 8.0
-            for t, frame in enumerate(frames.tolist()):
-                scores[t, :, q] = math.log(frame_scores(frame)[name] / (1 - frame_scores(frame)[name]))
+        for b in range(sentences):
+            clip = frames[:, int(clip_index[b])].tolist()
+            for q, name in enumerate(self.slots(clip[0])):
+                masks[:, b, q][(..., *BOXES[name])] = 8.0
+                for t, frame in enumerate(clip):
+                    scores[t, b, q] = math.log(frame_scores(frame)[name] / (1 - frame_scores(frame)[name]))
         return WaveCLOutput(
             masks, scores, torch.zeros(T, sentences, Q, 4), torch.zeros(sentences, Q, 8), torch.zeros(sentences, 8)
         )
 
 
 def video(num_frames: int) -> np.ndarray:
-    """``[T, H, W, 3]`` uint8: frame ``i`` is uniform with red level ``i``."""
-    frames = np.zeros((num_frames, HEIGHT, WIDTH, 3), dtype=np.uint8)
-    frames[..., 0] = np.arange(num_frames, dtype=np.uint8)[:, None, None]
-    return frames
+    """``[T, H, W, 3]`` uint8: frame ``i`` is uniform grey of level ``8 * (i % 32)``."""
+    levels = 8 * (np.arange(num_frames) % LEVELS)
+    return np.broadcast_to(levels[:, None, None, None], (num_frames, HEIGHT, WIDTH, 3)).astype(np.uint8)
 
 
 def object_masks(name: str, num_frames: int) -> Tensor:
@@ -180,9 +187,43 @@ def test_mask_agreement_is_the_iou_over_the_shared_frames() -> None:
 def test_linked_queries_hold_only_the_shared_frames() -> None:
     stub = LookAlikeStub()
     link = LinkedQueries(overlap=2, link_weight=1.0)
-    output = stub.segment(torch.arange(6), 1, torch.tensor([[HEIGHT, WIDTH]]), torch.zeros(1))
+    output = stub.segment(torch.arange(6)[:, None], 1, torch.tensor([[HEIGHT, WIDTH]]), torch.zeros(1))
     query = link.choose(output.pred_cls[:, 0], output.pred_masks[:, 0], (HEIGHT, WIDTH), (HEIGHT, WIDTH))
     assert stub.slots(0)[query] == "A"
     assert link.previous is not None and link.previous.shape == (2, HEIGHT, WIDTH)
     link.reset()
     assert link.previous is None
+
+
+@pytest.mark.parametrize("linked", [True, False], ids=["linked", "parity"])
+def test_windowed_evaluation_writes_the_predictors_masks(tmp_path: Path, linked: bool) -> None:
+    """Ref-YouTube-VOS-layout evaluation with ``data.eval_overlap`` / ``eval_link_weight`` writes, for
+    every expression, the masks the predictor gives with the same settings; the defaults are disjoint
+    windows choosing on their own (the published protocols)."""
+    num_frames = 22
+    info = write_synthetic_ytvos(tmp_path / "data", 1, num_frames=num_frames, size=(HEIGHT, WIDTH), split="valid")
+    clip = info.videos[0]
+    frames_dir = tmp_path / "data" / "valid" / "JPEGImages" / clip.video_id
+    for name, frame in zip(clip.frame_names, video(num_frames)):
+        Image.fromarray(frame).save(frames_dir / f"{name}.jpg", quality=95)
+    linking = {"eval_overlap": 1, "eval_link_weight": 1.0} if linked else {}
+    data = dataclasses.replace(
+        DataConfig(),
+        dataset_name="ref_youtube_vos",
+        root=str(tmp_path / "data"),
+        window_size=4,
+        eval_short_size=HEIGHT,
+        eval_max_size=WIDTH,
+        num_workers=0,
+        **linking,
+    )
+    evaluate_model(LookAlikeStub(), Config(data=data), tmp_path / "eval", DistInfo(0, 1, 0, torch.device("cpu")))
+
+    settings = {} if linked else {"overlap": 0, "link_weight": 0.0}
+    expected = VideoPredictor(LookAlikeStub(), progress=False, **settings)(frames_dir, "x")[0]
+    owners = ["A"] * num_frames if linked else window_by_window(num_frames, 4, 0)
+    assert torch.equal(expected, expected_masks(owners, num_frames)), "the stub's frames survive JPEG"
+    for expression in clip.expressions:
+        folder = tmp_path / "eval" / "Annotations" / clip.video_id / expression.exp_id
+        written = [np.asarray(Image.open(folder / f"{name}.png")) > 0 for name in clip.frame_names]
+        assert torch.equal(torch.from_numpy(np.stack(written)), expected), expression.exp_id

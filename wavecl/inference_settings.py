@@ -126,3 +126,20 @@ class InferenceSettings:
         """The settings a training run's model runs at: its evaluation resize (``data.eval_short_size``,
         ``data.eval_max_size``) and window (``data.window_size``); every other setting at its default."""
         return cls(short_size=data.eval_short_size, max_size=data.eval_max_size, window=data.window_size)
+
+    @classmethod
+    def of_evaluation(cls, data: DataConfig) -> InferenceSettings:
+        """The settings of windowed Ref-YouTube-VOS-layout evaluation: the run's (:meth:`of_run`) with
+        ``data.eval_overlap`` and ``data.eval_link_weight`` (0 and 0 by default: disjoint windows choosing
+        on their own, the published protocols).
+
+        Raises:
+            ValueError: ``data.eval_overlap`` or ``data.eval_link_weight`` out of range.
+        """
+        try:
+            return dataclasses.replace(cls.of_run(data), overlap=data.eval_overlap, link_weight=data.eval_link_weight)
+        except ValueError as error:
+            raise ValueError(
+                f"data.window_size {data.window_size}, data.eval_overlap {data.eval_overlap}, "
+                f"data.eval_link_weight {data.eval_link_weight}: {error}"
+            ) from error

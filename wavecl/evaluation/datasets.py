@@ -46,6 +46,7 @@ from wavecl.evaluation.saved import (
 )
 from wavecl.evaluation.video import RefDAVISEvaluator, YTVOSEvaluator
 from wavecl.evaluation.ytvos import PER_EXPRESSION_FILENAME
+from wavecl.inference_settings import InferenceSettings
 
 DatasetBuilder = Callable[[DataConfig, Split, ClipTransform, int], Dataset[ClipSample]]
 EvaluatorBuilder = Callable[[Config, Dataset[ClipSample], Path], Evaluator]
@@ -111,7 +112,8 @@ def _eval_dataset(config: Config) -> Dataset[ClipSample]:
 
 
 def _ytvos_evaluator(config: Config, dataset: Dataset[ClipSample], out_dir: Path) -> Evaluator:
-    return YTVOSEvaluator(out_dir, YTVOSGroundTruth.find(config.data.root))
+    settings = None if config.data.eval_whole_video else InferenceSettings.of_evaluation(config.data)
+    return YTVOSEvaluator(out_dir, YTVOSGroundTruth.find(config.data.root), settings=settings)
 
 
 def _ytvos_saved(config: Config, path: Path, out_dir: Path | None) -> dict[str, float]:

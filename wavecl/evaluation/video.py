@@ -1,7 +1,9 @@
 """Evaluators of the video protocols that run window by window over whole videos.
 
 Videos of any length are evaluated in windows of ``window_size`` frames (the datasets split them),
-so memory stays bounded; each window picks its own query, as Ref-DAVIS17's 36-frame chunks do.
+so memory stays bounded; each window picks its own query, as Ref-DAVIS17's 36-frame chunks do, or, in
+the Ref-YouTube-VOS layout with ``data.eval_overlap`` and ``data.eval_link_weight``, a query linked to
+the previous window's choice (:mod:`wavecl.model.linking`).
 
 - :class:`YTVOSEvaluator`: a Ref-YouTube-VOS-layout ``valid`` split; writes the PNGs, then scores
   them with J, F and J&F when the split has ``Annotations/`` (one's own data, the synthetic set), or
@@ -28,18 +30,32 @@ from wavecl.evaluation.ytvos import (
     write_ytvos_masks,
     zip_submission,
 )
+from wavecl.inference_settings import InferenceSettings
+from wavecl.model.linking import LinkedQueries
 from wavecl.model.output import WaveCLOutput
 from wavecl.model.postprocess import video_postprocess, video_probabilities
 
 
-def clip_masks(outputs: WaveCLOutput, batch: Batch, b: int, orig_size: tuple[int, int]) -> Tensor:
-    """Binary masks ``[T, H, W]`` of clip ``b`` at its original size (one query for the window)."""
+def clip_masks(
+    outputs: WaveCLOutput, batch: Batch, b: int, orig_size: tuple[int, int], link: LinkedQueries | None = None
+) -> Tensor:
+    """Binary masks ``[T, H, W]`` of clip ``b`` at its original size: one query for the window, the best-scoring
+    one, or the one ``link`` chooses (which it then remembers)."""
     T = len(batch.metadata[b]["frame_names"])
-    size = tuple(int(v) for v in batch.image_sizes[b])
-    _, masks = video_postprocess(
-        outputs.pred_cls[:T, b], outputs.pred_masks[:T, b], tuple(batch.frames.shape[-2:]), size, orig_size
-    )
+    size = (int(batch.image_sizes[b][0]), int(batch.image_sizes[b][1]))
+    padded_size = (int(batch.frames.shape[-2]), int(batch.frames.shape[-1]))
+    pred_cls, pred_masks = outputs.pred_cls[:T, b], outputs.pred_masks[:T, b]
+    query = None if link is None else link.choose(pred_cls, pred_masks, padded_size, size)
+    _, masks = video_postprocess(pred_cls, pred_masks, padded_size, size, orig_size, query=query)
     return masks
+
+
+@dataclass
+class _OpenExpression:
+    """An expression whose next window is still to come: its choices so far and where that window starts."""
+
+    link: LinkedQueries
+    next_start: int
 
 
 class YTVOSEvaluator:
@@ -53,6 +69,13 @@ class YTVOSEvaluator:
             for a split without local ground truth (the real Ref-YouTube-VOS valid split, MeViS ``valid``).
         zip_folder: the top-level folder of ``submission.zip`` (:func:`~wavecl.evaluation.ytvos.zip_submission`):
             ``Annotations`` for Ref-YouTube-VOS, ``None`` for MeViS (``<video>/<exp_id>/<frame>.png`` at the top).
+        settings: the windows' ``overlap`` and ``link_weight`` (:meth:`InferenceSettings.of_evaluation`), as
+            the dataset's windows were cut; ``None``: disjoint windows, each choosing its own query.
+
+    Linked windows: an expression's windows must arrive in order, as evaluation batches them in one process
+    (:mod:`wavecl.evaluation.sharing`); a window whose predecessor went to another process chooses on its
+    own. Frames a window shares with the previous one keep the masks the previous one wrote. One expression
+    is open (its last choice held) per expression of the videos being evaluated.
 
     With ground truth, :meth:`summarize` returns what
     :func:`~wavecl.evaluation.ytvos.score_ytvos_predictions` returns (J, F, J&F, expressions, videos, frames,
@@ -66,21 +89,40 @@ class YTVOSEvaluator:
         out_dir: str | Path,
         ground_truth: ExpressionGroundTruth | None = None,
         zip_folder: str | None = ANNOTATIONS_FOLDER,
+        settings: InferenceSettings | None = None,
     ) -> None:
         self.out_dir = Path(out_dir)
         self.ground_truth = ground_truth
         self.zip_folder = zip_folder
+        self.overlap = 0 if settings is None else settings.overlap
+        self.link_weight = 0.0 if settings is None else settings.link_weight
+        self.open: dict[tuple[str, str], _OpenExpression] = {}
         self.num_windows = 0
         self.num_frames = 0
         self.expressions: set[tuple[str, str]] = set()
 
     def update(self, outputs: WaveCLOutput, batch: Batch) -> None:
         for b, meta in enumerate(batch.metadata):
-            masks = clip_masks(outputs, batch, b, tuple(meta["orig_size"]))
-            write_ytvos_masks(self.out_dir, meta["video_id"], meta["exp_id"], meta["frame_names"], masks)
+            key = (meta["video_id"], meta["exp_id"])
+            start, frames = int(meta["window_start"]), meta["frame_names"]
+            link = self._link(key, start)
+            masks = clip_masks(outputs, batch, b, tuple(meta["orig_size"]), link)
+            shared = self.overlap if start > 0 else 0  # written with the previous window
+            write_ytvos_masks(self.out_dir, *key, frames[shared:], masks[shared:])
+            end = start + len(frames)
+            if end < int(meta["num_video_frames"]):
+                self.open[key] = _OpenExpression(link, end - self.overlap)
             self.num_windows += 1
-            self.num_frames += len(meta["frame_names"])
-            self.expressions.add((meta["video_id"], meta["exp_id"]))
+            self.num_frames += len(frames) - shared
+            self.expressions.add(key)
+
+    def _link(self, key: tuple[str, str], start: int) -> LinkedQueries:
+        """The choices of expression ``key`` so far when its window starting at ``start`` follows them,
+        else fresh ones."""
+        opened = self.open.pop(key, None)
+        if opened is not None and opened.next_start == start:
+            return opened.link
+        return LinkedQueries(self.overlap, self.link_weight)
 
     def summarize(self) -> dict[str, float]:
         # a collective: every rank's PNGs are on disk
