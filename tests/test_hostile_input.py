@@ -32,6 +32,7 @@ from wavecl.data.video import iter_video_frames, read_video_frames, write_video
 from wavecl.evaluation.a2d import load_coco_ground_truth
 from wavecl.evaluation.davis import read_sequence_list
 from wavecl.evaluation.ytvos import write_ytvos_masks
+from wavecl.inference_settings import InferenceSettings
 from wavecl.jsonio import DuplicateKeyError, read_json
 from wavecl.model.pretrained import resolve_pretrained, save_pretrained
 from wavecl.testing.coco_davis import write_davis_fixture, write_refcoco_fixture
@@ -76,7 +77,11 @@ def png_header(width: int, height: int) -> bytes:
 @pytest.fixture(scope="module")
 def pretrained(tiny_model, tmp_path_factory) -> Path:
     """A pretrained folder of the tiny model (untrained weights, evaluation resize 32 / 48)."""
-    return save_pretrained(tiny_model, tmp_path_factory.mktemp("pretrained") / "tiny", eval_size=(32, 48), window=2)
+    return save_pretrained(
+        tiny_model,
+        tmp_path_factory.mktemp("pretrained") / "tiny",
+        InferenceSettings(short_size=32, max_size=48, window=2),
+    )
 
 
 # ------------------------------------------------------------------------------------------ identifiers

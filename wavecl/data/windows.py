@@ -74,5 +74,5 @@ def covering_windows(num_frames: int, window_size: int | None, overlap: int = 0)
     if not 0 <= overlap < window_size:
         raise ValueError(f"overlap must be in [0, window_size={window_size}), got {overlap}")
     step = window_size - overlap
-    starts = range(0, max(num_frames - overlap, 0), step)
+    starts = range(0, max(num_frames - overlap, 1), step) if num_frames else range(0)
     return [range(start, min(start + window_size, num_frames)) for start in starts]
