@@ -718,6 +718,7 @@ def build_ytvos(config: DataConfig, split: Split, transform: ClipTransform, num_
     """Ref-YouTube-VOS-layout ``train`` windows, or ``valid`` in the windows of
     :meth:`~wavecl.inference_settings.InferenceSettings.of_evaluation` (whole videos with
     ``eval_whole_video``); category ids are kept with ``num_classes == 65``."""
+    window_size: int | None
     if split == "train":
         window_size, overlap = config.window_size, 0
     else:

@@ -33,10 +33,11 @@ from typing import TYPE_CHECKING, TypeVar
 import torch
 import transformers
 from safetensors.torch import save_file
-from torch import nn
 
 if TYPE_CHECKING:
     from typing_extensions import Self
+
+    from wavecl.model.wavecl import WaveCL
 
 from wavecl.atomic import atomic_path, replace_directory, temporary_directory
 from wavecl.checkpoint import MODEL_FILENAME, latest_checkpoint, unshared_cpu_tensors
@@ -57,7 +58,7 @@ PRETRAINED_ENTRIES = frozenset(
     {CONFIG_FILENAME, MODEL_FILENAME, PREPROCESSOR_FILENAME, TEXT_ENCODER_DIRNAME, ONNX_DIRNAME}
 )
 
-ModelT = TypeVar("ModelT", bound=nn.Module)
+ModelT = TypeVar("ModelT", bound="WaveCL")
 
 
 @dataclass
@@ -116,12 +117,12 @@ def resolve_pretrained(path: str | os.PathLike[str]) -> PretrainedSource:
             f"no {run_config} for checkpoint {checkpoint_dir}; a training run keeps it in the run directory, "
             f"a pretrained folder has {CONFIG_FILENAME} beside {MODEL_FILENAME}"
         )
-    config = load_config(run_config)
+    run = load_config(run_config)
     try:
-        settings = InferenceSettings.of_run(config.data)
+        settings = InferenceSettings.of_run(run.data)
     except ValueError as error:
         raise ValueError(f"{run_config}: {error}") from error
-    return PretrainedSource(weights_file or checkpoint_dir / MODEL_FILENAME, config.model, None, settings)
+    return PretrainedSource(weights_file or checkpoint_dir / MODEL_FILENAME, run.model, None, settings)
 
 
 def _build_text_encoder(folder: Path) -> tuple[transformers.PreTrainedModel, transformers.PreTrainedTokenizerBase]:
@@ -158,7 +159,7 @@ def build_pretrained(model_class: type[ModelT], source: PretrainedSource, device
 
 
 def save_pretrained(
-    model: nn.Module, directory: str | os.PathLike[str], settings: InferenceSettings | None = None
+    model: WaveCL, directory: str | os.PathLike[str], settings: InferenceSettings | None = None
 ) -> Path:
     """Write ``model`` as a self-contained pretrained folder (layout in the module docstring).
 
