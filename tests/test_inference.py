@@ -301,8 +301,8 @@ def test_save_then_load_pretrained_gives_identical_outputs(
 
 def test_save_pretrained_replaces_its_own_folder_but_not_foreign_files(tiny_model: WaveCL, tmp_path: Path) -> None:
     target = tmp_path / "model"
-    save_pretrained(tiny_model, target)
-    save_pretrained(tiny_model, target)
+    save_pretrained(tiny_model, target, SETTINGS)
+    tiny_model.save_pretrained(target)  # the model's own settings
     assert sorted(p.name for p in target.iterdir()) == [
         "config.json",
         "model.safetensors",
@@ -312,7 +312,7 @@ def test_save_pretrained_replaces_its_own_folder_but_not_foreign_files(tiny_mode
     assert [p.name for p in tmp_path.iterdir()] == ["model"], "no temporary folder is left behind"
     (target / "notes.txt").write_text("mine")
     with pytest.raises(ValueError, match=r"refusing to overwrite .*notes\.txt"):
-        save_pretrained(tiny_model, target)
+        save_pretrained(tiny_model, target, SETTINGS)
     assert (target / "notes.txt").read_text() == "mine"
 
 

@@ -39,8 +39,7 @@ def run(args: argparse.Namespace) -> None:
     settings = paths.settings
     console.print(
         f"{paths.num_frames} frames segmented for {len(args.text)} sentence(s), {settings.window} per window "
-        f"sharing {settings.overlap} (link weight {settings.link_weight:g}), resized to {settings.short_size} px "
-        f"short side (at most {settings.max_size} long)"
+        f"sharing {settings.overlap} (link weight {settings.link_weight:g})"
     )
     for sentence, folder in zip(args.text, paths.mask_dirs):
         console.print(f"  masks of {escape(repr(sentence))}: {escape(str(folder))}")

@@ -33,11 +33,10 @@ from typing import TYPE_CHECKING, TypeVar
 import torch
 import transformers
 from safetensors.torch import save_file
+from torch import nn
 
 if TYPE_CHECKING:
     from typing_extensions import Self
-
-    from wavecl.model.wavecl import WaveCL
 
 from wavecl.atomic import atomic_path, replace_directory, temporary_directory
 from wavecl.checkpoint import MODEL_FILENAME, latest_checkpoint, unshared_cpu_tensors
@@ -58,7 +57,7 @@ PRETRAINED_ENTRIES = frozenset(
     {CONFIG_FILENAME, MODEL_FILENAME, PREPROCESSOR_FILENAME, TEXT_ENCODER_DIRNAME, ONNX_DIRNAME}
 )
 
-ModelT = TypeVar("ModelT", bound="WaveCL")
+ModelT = TypeVar("ModelT", bound=nn.Module)
 
 
 @dataclass
@@ -148,19 +147,17 @@ def build_pretrained(model_class: type[ModelT], source: PretrainedSource, device
             (:class:`~wavecl.checkpoint.CheckpointError`) or does not fit the config
             (:class:`~wavecl.model.weights.CheckpointMismatchError`); messages name the file.
     """
+    settings = source.inference_settings
     if source.text_encoder_dir is not None:
         text_encoder, tokenizer = _build_text_encoder(source.text_encoder_dir)
-        model = model_class(source.config, text_encoder=text_encoder, tokenizer=tokenizer)
+        model = model_class(source.config, text_encoder=text_encoder, tokenizer=tokenizer, inference_settings=settings)
     else:
-        model = model_class(source.config)
+        model = model_class(source.config, inference_settings=settings)
     load_weights(model, source.weights)
-    model.inference_settings = source.inference_settings
     return model.to(device).eval()
 
 
-def save_pretrained(
-    model: WaveCL, directory: str | os.PathLike[str], settings: InferenceSettings | None = None
-) -> Path:
+def save_pretrained(model: nn.Module, directory: str | os.PathLike[str], settings: InferenceSettings) -> Path:
     """Write ``model`` as a self-contained pretrained folder (layout in the module docstring).
 
     Everything is written into a temporary folder beside ``directory`` that then replaces it, so a
@@ -171,13 +168,13 @@ def save_pretrained(
         model: the network (any device; weights are copied to the CPU).
         directory: the folder to (over)write.
         settings: whose resize and window to record (:data:`~wavecl.inference_settings.RECORDED_SETTINGS`,
-            in ``preprocessor_config.json``); ``model.inference_settings`` when ``None``.
+            in ``preprocessor_config.json``): the model's own, ``model.inference_settings``, or others.
 
     Returns:
         ``directory``.
     """
     directory = Path(directory)
-    recorded = (model.inference_settings if settings is None else settings).recorded()
+    recorded = settings.recorded()
     if directory.exists():
         if not directory.is_dir():
             raise ValueError(f"cannot save a pretrained model to {directory}: it is a file")
@@ -205,8 +202,11 @@ def save_pretrained(
 
 class PretrainedMixin:
     """``from_pretrained`` / ``save_pretrained`` / ``export_pretrained`` for a model class built as
-    ``cls(config, text_encoder=None, tokenizer=None)`` (the way Hugging Face's ``PreTrainedModel`` builds
-    ``cls(config)``); :class:`~wavecl.model.wavecl.WaveCL` inherits them."""
+    ``cls(config, text_encoder=None, tokenizer=None, inference_settings=None)`` (the way Hugging Face's
+    ``PreTrainedModel`` builds ``cls(config)``); :class:`~wavecl.model.wavecl.WaveCL` inherits them."""
+
+    inference_settings: InferenceSettings
+    """How the model runs unless told otherwise; recorded by :meth:`save_pretrained`."""
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike[str], device: str | torch.device = "cpu") -> Self:
@@ -227,8 +227,9 @@ class PretrainedMixin:
         return build_pretrained(cls, resolve_pretrained(path), device)
 
     def save_pretrained(self, directory: str | os.PathLike[str], settings: InferenceSettings | None = None) -> Path:
-        """Write a self-contained pretrained folder; see :func:`save_pretrained`."""
-        return save_pretrained(self, directory, settings)
+        """Write a self-contained pretrained folder (:func:`save_pretrained`) recording ``settings``, the
+        model's own when ``None``."""
+        return save_pretrained(self, directory, self.inference_settings if settings is None else settings)
 
     @classmethod
     def export_pretrained(cls, checkpoint: str | os.PathLike[str], directory: str | os.PathLike[str]) -> Path:
@@ -242,4 +243,5 @@ class PretrainedMixin:
         Returns:
             ``directory``.
         """
-        return save_pretrained(build_pretrained(cls, resolve_pretrained(checkpoint)), directory)
+        source = resolve_pretrained(checkpoint)
+        return save_pretrained(build_pretrained(cls, source), directory, source.inference_settings)

@@ -68,18 +68,22 @@ class WaveCL(PretrainedMixin, nn.Module):
         config: the network configuration.
         text_encoder, tokenizer: a prebuilt Hugging Face encoder and its tokenizer; loaded from
             ``config.text_encoder`` when omitted.
-
-    Attributes:
         inference_settings: how :class:`~wavecl.inference.predictor.VideoPredictor` runs this model unless
-            told otherwise: the defaults, with the resize and window recorded with the weights when loaded
-            by :meth:`from_pretrained` (:data:`~wavecl.inference_settings.RECORDED_SETTINGS`), and written
-            by :meth:`save_pretrained`.
+            told otherwise (the defaults when ``None``); :meth:`from_pretrained` gives those recorded with
+            the weights (:data:`~wavecl.inference_settings.RECORDED_SETTINGS`), :meth:`save_pretrained`
+            records them.
     """
 
-    def __init__(self, config: ModelConfig, text_encoder: nn.Module | None = None, tokenizer=None) -> None:
+    def __init__(
+        self,
+        config: ModelConfig,
+        text_encoder: nn.Module | None = None,
+        tokenizer=None,
+        inference_settings: InferenceSettings | None = None,
+    ) -> None:
         super().__init__()
         self.config = config
-        self.inference_settings = InferenceSettings()
+        self.inference_settings = InferenceSettings() if inference_settings is None else inference_settings
         d = config.d_model
         overrides = {
             "embed_dim": config.backbone_embed_dim,
