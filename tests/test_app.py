@@ -27,8 +27,8 @@ from wavecl.app import (
 from wavecl.data.synthetic import sample_synthetic_video
 from wavecl.data.video import read_video_frames, write_video
 from wavecl.inference.overlay import sentence_colors
+from wavecl.inference.prediction_folder import sentence_slug
 from wavecl.inference.predictor import VideoPredictor, VideoSource
-from wavecl.inference.run import sentence_slug
 from wavecl.model.wavecl import WaveCL
 from wavecl.testing.serve import free_port
 
