@@ -24,11 +24,13 @@ def run(args: argparse.Namespace) -> None:
     from wavecl.app import AppConfig, serve
     from wavecl.device import resolve_device
     from wavecl.inference.prediction_folder import onnx_parts
+    from wavecl.model.pretrained import build_pretrained, resolve_pretrained
     from wavecl.model.wavecl import WaveCL
 
     device = str(resolve_device(args.device))  # an impossible request fails before the weights are read
-    model = WaveCL.from_pretrained(args.checkpoint, device)
-    settings = model.inference_settings.with_given(**(inference_changes(args) | {"device": device}))
+    source = resolve_pretrained(args.checkpoint)
+    settings = source.inference_settings.with_given(**(inference_changes(args) | {"device": device}))
+    model = build_pretrained(WaveCL, source, device)
     config = AppConfig(
         settings,
         max_frames=args.max_frames,
