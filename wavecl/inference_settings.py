@@ -112,10 +112,10 @@ class InferenceSettings:
         """
         changes = {name: values[name] for name in RECORDED_SETTINGS if name in values}
         for name, value in changes.items():
-            if isinstance(value, bool) or not (isinstance(value, int) or (value is None and name == "max_size")):
-                raise ValueError(
-                    f"{source}: {name!r} must be an integer{' or null' * (name == 'max_size')}, got {value!r}"
-                )
+            nullable = name == "max_size"
+            if isinstance(value, bool) or not (isinstance(value, int) or (nullable and value is None)):
+                expected = "an integer or null" if nullable else "an integer"
+                raise ValueError(f"{source}: {name!r} must be {expected}, got {value!r}")
         try:
             return dataclasses.replace(self, **changes)
         except ValueError as error:
