@@ -1,6 +1,6 @@
 """Peak memory of `wavecl predict` on a video ten times longer than one window, versus one window.
 
-Each case runs :func:`wavecl.inference.run.predict_video` (decode, segment, write mask PNGs, overlay
+Each case runs :func:`wavecl.inference.prediction_folder.predict_video` (decode, segment, write mask PNGs, overlay
 video and contact sheet) in a fresh child process, so the peaks do not mix. Two measures per case:
 
 * RSS: the child's resident-set peak (``VmHWM`` in ``/proc/self/status``) and its growth over the
@@ -63,7 +63,7 @@ def child(checkpoint: str, video: str, out_dir: str, window: int, threads: int |
     """Run one prediction and print its memory figures as JSON (tracemalloc's peak when ``trace``)."""
     import torch
 
-    from wavecl.inference.run import predict_video
+    from wavecl.inference.prediction_folder import predict_video
 
     if threads:
         torch.set_num_threads(threads)
@@ -118,6 +118,7 @@ def main() -> None:
 
     from wavecl.config import load_config
     from wavecl.data.video_files import write_video
+    from wavecl.inference_settings import InferenceSettings
     from wavecl.model.pretrained import save_pretrained
     from wavecl.model.wavecl import WaveCL
 
@@ -125,9 +126,8 @@ def main() -> None:
         scratch = Path(scratch)
         torch.manual_seed(0)
         model = WaveCL(load_config(REPO / "configs" / "tiny.yaml").model)
-        checkpoint = save_pretrained(
-            model, scratch / "tiny", eval_size=(min(args.height, args.width), max(args.height, args.width))
-        )
+        size = InferenceSettings(short_size=min(args.height, args.width), max_size=max(args.height, args.width))
+        checkpoint = save_pretrained(model, scratch / "tiny", size)
         del model
         frames = synthetic_frames(args.window * args.repeat, args.height, args.width)
         cases = {}

@@ -33,6 +33,7 @@ from playwright.sync_api import sync_playwright
 from wavecl.config import load_config
 from wavecl.data.synthetic import sample_synthetic_video
 from wavecl.data.video_files import write_video
+from wavecl.inference_settings import InferenceSettings
 from wavecl.model.pretrained import save_pretrained
 from wavecl.model.wavecl import WaveCL
 from wavecl.testing.serve import CHROMIUM, choose_file, serve_process, wait_for_result
@@ -78,7 +79,9 @@ def main() -> None:
         if checkpoint is None:
             torch.manual_seed(0)
             checkpoint = save_pretrained(
-                WaveCL(load_config(REPO / "configs" / "tiny.yaml").model), scratch / "tiny", eval_size=(64, 96)
+                WaveCL(load_config(REPO / "configs" / "tiny.yaml").model),
+                scratch / "tiny",
+                InferenceSettings(short_size=64, max_size=96),
             )
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "TMPDIR": str(scratch)}
         with serve_process(checkpoint, ["--device", "cpu"], log=scratch / "server.log", env=env) as served:

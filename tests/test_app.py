@@ -25,8 +25,8 @@ from wavecl.app.uploads import parse_sentences
 from wavecl.data.synthetic import sample_synthetic_video
 from wavecl.data.video_files import read_video_frames, write_video
 from wavecl.inference.overlay import sentence_colors
+from wavecl.inference.prediction_folder import sentence_slug
 from wavecl.inference.predictor import VideoPredictor, VideoSource
-from wavecl.inference.run import sentence_slug
 from wavecl.inference_settings import InferenceSettings
 from wavecl.model.wavecl import WaveCL
 from wavecl.testing.serve import free_port
@@ -380,7 +380,8 @@ def test_serve_command_passes_its_flags_and_the_checkpoint_size(
     from wavecl.cli import main
     from wavecl.model import pretrained
 
-    source = pretrained.PretrainedSource(tmp_path / "model.safetensors", tiny_config, None, (64, 96), window=6)
+    recorded = InferenceSettings(short_size=64, max_size=96, window=6)
+    source = pretrained.PretrainedSource(tmp_path / "model.safetensors", tiny_config, None, recorded)
     monkeypatch.setattr(pretrained, "resolve_pretrained", lambda path: source)
     monkeypatch.setattr(pretrained, "build_pretrained", lambda model_class, found, device: tiny_model)
     served = []

@@ -27,7 +27,8 @@ from playwright.sync_api import sync_playwright
 
 from wavecl.data.synthetic import sample_synthetic_video
 from wavecl.data.video_files import write_video
-from wavecl.inference.run import sentence_slug
+from wavecl.inference.prediction_folder import sentence_slug
+from wavecl.inference_settings import InferenceSettings
 from wavecl.model.pretrained import save_pretrained
 from wavecl.model.wavecl import WaveCL
 from wavecl.testing.serve import CHROMIUM, choose_file, http_get, serve_process, wait_for_result
@@ -47,7 +48,7 @@ def server(tiny_model: WaveCL, tmp_path_factory: pytest.TempPathFactory):
     """``wavecl serve`` of the tiny random model in a subprocess whose temporary folder and working
     folder are empty folders."""
     base = tmp_path_factory.mktemp("serve")
-    checkpoint = save_pretrained(tiny_model, base / "tiny", eval_size=(64, 96))
+    checkpoint = save_pretrained(tiny_model, base / "tiny", InferenceSettings(short_size=64, max_size=96))
     temp, cwd = base / "tmp", base / "cwd"
     temp.mkdir()
     cwd.mkdir()

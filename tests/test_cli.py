@@ -366,7 +366,8 @@ def test_evaluate_a_run_and_the_same_weights_as_a_reference_checkpoint(tiny_run,
     from_run = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert Path(from_run["checkpoint"]) == tiny_run / "checkpoints" / "epoch_0000"
     counts = {"expressions", "videos", "frames", "missing_masks", "extra_masks"}
-    assert set(from_run["metrics"]) == {"J", "F", "J&F", *counts} and set(from_run["counts"]) == counts
+    identity = {"identity_switches", "temporal_stability"}
+    assert set(from_run["metrics"]) == {"J", "F", "J&F", *identity, *counts} and set(from_run["counts"]) == counts
     assert from_run["metrics"]["missing_masks"] == 0 and from_run["world_size"] == 1
     # The saved masks rescore to the same numbers.
     saved = ["--predictions", str(tmp_path / "run"), "--out-dir", str(tmp_path / "again")]
@@ -431,8 +432,10 @@ def test_predict_writes_masks_overlay_and_sheet(tiny_run, tmp_path, capsys):
     out = tmp_path / "out"
     argv = ["predict", "--checkpoint", str(tiny_run), "--video", str(frames), "--text", "a red circle"]
     argv += ["--text", "the square", "--out-dir", str(out), "--device", "cpu", "--window", "2"]
-    code, printed, _ = run_cli(argv, capsys)
-    assert code == 0 and "3 frames segmented for 2 sentence(s), 2 per window" in printed
+    code, printed, _ = run_cli([*argv, "--link-weight", "0.5"], capsys)
+    assert code == 0 and "3 frames segmented for 2 sentence(s), 2 per window sharing 1 (link weight 0.5)" in printed
+    code, _, err = run_cli([*argv, "--overlap", "2"], capsys)
+    assert code == 2 and "overlap must be in [0, window=2), got 2" in err
     for folder in ("0_a_red_circle", "1_the_square"):
         masks = sorted((out / "masks" / folder).glob("*.png"))
         assert [m.name for m in masks] == [f"frame{i}.png" for i in range(3)]  # named after the frames

@@ -80,7 +80,11 @@ def png_header(width: int, height: int) -> bytes:
 @pytest.fixture(scope="module")
 def pretrained(tiny_model, tmp_path_factory) -> Path:
     """A pretrained folder of the tiny model (untrained weights, evaluation resize 32 / 48)."""
-    return save_pretrained(tiny_model, tmp_path_factory.mktemp("pretrained") / "tiny", eval_size=(32, 48), window=2)
+    return save_pretrained(
+        tiny_model,
+        tmp_path_factory.mktemp("pretrained") / "tiny",
+        InferenceSettings(short_size=32, max_size=48, window=2),
+    )
 
 
 # ------------------------------------------------------------------------------------------ identifiers

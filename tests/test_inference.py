@@ -17,7 +17,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from scipy import ndimage
 
-import wavecl.inference.run as run_module
+import wavecl.inference.prediction_folder as folder_module
 from wavecl.amp import decide_precision
 from wavecl.checkpoint import save_checkpoint
 from wavecl.config import apply_overrides, load_config
@@ -31,8 +31,9 @@ from wavecl.inference.overlay import (
     sentence_colors,
     title_height,
 )
+from wavecl.inference.prediction_folder import EvenSample, predict_video, sentence_slug, sheet_title
 from wavecl.inference.predictor import VideoPredictor
-from wavecl.inference.run import EvenSample, predict_video, sentence_slug, sheet_title
+from wavecl.inference_settings import InferenceSettings
 from wavecl.model.output import NonFiniteOutputError
 from wavecl.model.pretrained import resolve_pretrained, save_pretrained
 from wavecl.model.wavecl import WaveCL
@@ -43,6 +44,7 @@ TINY_CONFIG = Path(__file__).parents[1] / "configs" / "tiny.yaml"
 HEIGHT, WIDTH = 48, 64
 SHORT_SIZE, MAX_SIZE = 40, 64  # resizes 48x64 frames to 40x53: the resize and the way back are exercised
 SENTENCES = ["the red circle moving to the left", "a blue square"]
+SETTINGS = InferenceSettings(short_size=SHORT_SIZE, max_size=MAX_SIZE)  # recorded in pretrained_dir; linked windows
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406])
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225])
 
@@ -65,11 +67,11 @@ def frames() -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def pretrained_dir(tiny_model: WaveCL, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_pretrained(tiny_model, tmp_path_factory.mktemp("pretrained") / "tiny", eval_size=(SHORT_SIZE, MAX_SIZE))
+    return save_pretrained(tiny_model, tmp_path_factory.mktemp("pretrained") / "tiny", SETTINGS)
 
 
-def predictor(model: WaveCL, window: int) -> VideoPredictor:
-    return VideoPredictor(model, short_size=SHORT_SIZE, max_size=MAX_SIZE, window=window, progress=False)
+def predictor(model: WaveCL, window: int, **changes: object) -> VideoPredictor:
+    return VideoPredictor(model, SETTINGS, progress=False, window=window, **changes)
 
 
 def model_outputs(model: WaveCL, frames: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -306,13 +308,18 @@ def test_save_then_load_pretrained_gives_identical_outputs(
 
 def test_save_pretrained_replaces_its_own_folder_but_not_foreign_files(tiny_model: WaveCL, tmp_path: Path) -> None:
     target = tmp_path / "model"
-    save_pretrained(tiny_model, target)
-    save_pretrained(tiny_model, target)
-    assert sorted(p.name for p in target.iterdir()) == ["config.json", "model.safetensors", "text_encoder"]
+    save_pretrained(tiny_model, target, SETTINGS)
+    tiny_model.save_pretrained(target)  # the model's own settings
+    assert sorted(p.name for p in target.iterdir()) == [
+        "config.json",
+        "model.safetensors",
+        "preprocessor_config.json",
+        "text_encoder",
+    ]
     assert [p.name for p in tmp_path.iterdir()] == ["model"], "no temporary folder is left behind"
     (target / "notes.txt").write_text("mine")
     with pytest.raises(ValueError, match=r"refusing to overwrite .*notes\.txt"):
-        save_pretrained(tiny_model, target)
+        save_pretrained(tiny_model, target, SETTINGS)
     assert (target / "notes.txt").read_text() == "mine"
 
 
@@ -338,8 +345,10 @@ def test_load_from_training_run_resolves_last_or_newest_checkpoint(
     assert torch.equal(from_file.query_embed.weight, older["query_embed.weight"])
 
     exported = WaveCL.export_pretrained(run, tmp_path / "exported")
-    assert resolve_pretrained(exported).eval_size == (64, 96), "the run's eval resize travels with the weights"
-    assert resolve_pretrained(exported).window == resolve_pretrained(run).window == 4, "and its window"
+    recorded = resolve_pretrained(exported).inference_settings
+    assert (recorded.short_size, recorded.max_size) == (64, 96), "the run's eval resize travels with the weights"
+    assert recorded.window == resolve_pretrained(run).inference_settings.window == 4, "and its window"
+    assert WaveCL.from_pretrained(exported).inference_settings == recorded, "the loaded model remembers them"
     for expected, actual in zip(
         model_outputs(tiny_model, frames), model_outputs(WaveCL.from_pretrained(exported), frames)
     ):
@@ -376,6 +385,44 @@ def test_mismatched_checkpoint_lists_keys_and_names_the_file(pretrained_dir: Pat
         WaveCL.from_pretrained(edited)
 
 
+def test_a_loaded_model_runs_at_its_recorded_size_unless_told_otherwise(
+    tiny_model: WaveCL, tmp_path: Path, frames: np.ndarray
+) -> None:
+    """A model saved with small sizes is run at those sizes by ``VideoPredictor(model)`` (README's route)."""
+    small = InferenceSettings(short_size=24, max_size=40, window=5)
+    folder = save_pretrained(tiny_model, tmp_path / "small", small)
+    assert json.loads((folder / "preprocessor_config.json").read_text()) == {
+        "short_size": 24,
+        "max_size": 40,
+        "window": 5,
+    }
+    loaded = WaveCL.from_pretrained(folder)
+    assert loaded.inference_settings == small
+    clips = []
+    hook = loaded.backbone.register_forward_hook(lambda module, inputs, output: clips.append(inputs[0].shape))
+    try:
+        own = VideoPredictor(loaded, progress=False)
+        own(frames, SENTENCES)
+        VideoPredictor(loaded, progress=False, short_size=32, overlap=0)(frames, SENTENCES)
+    finally:
+        hook.remove()
+    assert own.settings == small
+    # [B, T, 3, H, W]: 48x64 frames at short side 24 are 24x32 (32 asked: 30x40 under the recorded cap of 40);
+    # windows of 5 sharing 1 frame cover frames 0-4 and 4-6, disjoint ones 0-4 and 5-6
+    assert [tuple(shape[1:2]) + tuple(shape[-2:]) for shape in clips] == [
+        (5, 24, 32),
+        (3, 24, 32),
+        (5, 30, 40),
+        (2, 30, 40),
+    ]
+    (folder / "preprocessor_config.json").write_text(json.dumps({"short_size": 24, "max_size": "wide"}))
+    with pytest.raises(ValueError, match=r"preprocessor_config\.json: 'max_size' must be an integer or null"):
+        WaveCL.from_pretrained(folder)
+    (folder / "preprocessor_config.json").write_text(json.dumps({"short_size": 24, "max_size": 16}))
+    with pytest.raises(ValueError, match=r"preprocessor_config\.json: .*max_size must be None or >= short_size"):
+        WaveCL.from_pretrained(folder)
+
+
 def test_load_pretrained_errors_name_the_path(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="nowhere"):
         WaveCL.from_pretrained(tmp_path / "nowhere")
@@ -403,8 +450,12 @@ def test_predictor_on_mp4_and_frame_folder_gives_original_size_masks(
     assert torch.equal(from_folder, from_array), "PNG frames are lossless"
 
 
-def test_windowed_prediction_equals_window_by_window_reference(tiny_model: WaveCL, frames: np.ndarray) -> None:
-    masks = predictor(tiny_model, window=3)(frames, SENTENCES)
+@pytest.mark.parametrize("link_weight", [0.0, 1.0])
+def test_disjoint_windows_equal_the_window_by_window_reference(
+    tiny_model: WaveCL, frames: np.ndarray, link_weight: float
+) -> None:
+    """Without overlap nothing links the windows, whatever the weight: each picks its own best query."""
+    masks = predictor(tiny_model, window=3, overlap=0, link_weight=link_weight)(frames, SENTENCES)
     reference = torch.cat([reference_window_masks(tiny_model, frames[s : s + 3], SENTENCES) for s in (0, 3, 6)], dim=1)
     assert 0 < reference.float().mean() < 1, "the reference masks are not trivially constant"
     assert torch.equal(masks, reference)
@@ -414,10 +465,7 @@ def test_windowed_prediction_equals_window_by_window_reference(tiny_model: WaveC
 
 def test_predictor_threshold_matches_the_reference(tiny_model: WaveCL, frames: np.ndarray) -> None:
     low, high = (
-        VideoPredictor(tiny_model, short_size=SHORT_SIZE, max_size=MAX_SIZE, window=8, progress=False, threshold=t)(
-            frames, SENTENCES
-        )
-        for t in (0.3, 0.7)
+        VideoPredictor(tiny_model, SETTINGS, progress=False, threshold=t)(frames, SENTENCES) for t in (0.3, 0.7)
     )
     assert torch.equal(low, reference_window_masks(tiny_model, frames, SENTENCES, threshold=0.3))
     assert torch.equal(high, reference_window_masks(tiny_model, frames, SENTENCES, threshold=0.7))
@@ -435,9 +483,9 @@ def test_predictor_runs_the_backbone_once_per_window_whatever_the_sentences(
     calls = []
     hook = tiny_model.backbone.register_forward_hook(lambda module, inputs, output: calls.append(inputs[0].shape))
     try:
-        chunked = VideoPredictor(
-            tiny_model, short_size=SHORT_SIZE, max_size=MAX_SIZE, window=3, progress=False, sentences_per_pass=2
-        )(frames, sentences)
+        chunked = VideoPredictor(tiny_model, SETTINGS, progress=False, window=3, overlap=0, sentences_per_pass=2)(
+            frames, sentences
+        )
     finally:
         hook.remove()
     assert [tuple(shape[:2]) for shape in calls] == [(1, 3), (1, 3), (1, 1)]  # [B, T]: one clip per window
@@ -446,7 +494,7 @@ def test_predictor_runs_the_backbone_once_per_window_whatever_the_sentences(
         for text in sentences
     ]
     assert torch.equal(chunked, torch.cat(alone))
-    with pytest.raises(ValueError, match="sentences_per_pass must be positive"):
+    with pytest.raises(ValueError, match="sentences_per_pass must be a positive integer"):
         VideoPredictor(tiny_model, sentences_per_pass=0)
 
 
@@ -482,6 +530,10 @@ def test_predictor_errors_name_the_problem(tiny_model: WaveCL, frames: np.ndarra
         model(mixed, SENTENCES)
     with pytest.raises(ValueError, match="window"):
         VideoPredictor(tiny_model, window=0)
+    with pytest.raises(ValueError, match=r"overlap must be in \[0, window=4\), got 4"):
+        VideoPredictor(tiny_model, window=4, overlap=4)
+    with pytest.raises(TypeError, match="unknown inference settings: windows"):
+        VideoPredictor(tiny_model, windows=4)
 
 
 def test_predictor_refuses_nonfinite_outputs_naming_the_frames(tiny_model: WaveCL, frames: np.ndarray) -> None:
@@ -544,7 +596,7 @@ def test_predict_video_writes_masks_overlay_video_and_contact_sheet(
     assert sheet.shape[1] > 4 * tile * WIDTH and sheet.shape[0] > 2 * tile * HEIGHT + title_height("x") + legend_height(
         2
     )
-    assert paths.sheet_frames == [f.stem for f in files] and paths.window == 4
+    assert paths.sheet_frames == [f.stem for f in files] and paths.settings.window == 4
     assert sorted(p.name for p in paths.out_dir.iterdir()) == ["contact_sheet.png", "masks", "overlay.mp4"]
 
 
@@ -562,7 +614,7 @@ def test_interrupted_predict_leaves_the_previous_output_whole(
         return {str(path.relative_to(out)): path.read_bytes() for path in sorted(out.rglob("*")) if path.is_file()}
 
     before = files()
-    write, calls = run_module.save_png, []
+    write, calls = folder_module.save_png, []
 
     def interrupt_midway(path, image):
         calls.append(path)
@@ -571,7 +623,7 @@ def test_interrupted_predict_leaves_the_previous_output_whole(
         write(path, image)
 
     with monkeypatch.context() as patch:
-        patch.setattr(run_module, "save_png", interrupt_midway)
+        patch.setattr(folder_module, "save_png", interrupt_midway)
         with pytest.raises(KeyboardInterrupt):
             predict_video(pretrained_dir, tmp_path / "clip.mp4", ["a green ball"], out, window=4, progress=False)
     assert files() == before  # hidden temporaries included
@@ -640,7 +692,7 @@ def test_predict_names_masks_after_the_frames_of_a_folder(
     (run / "config.yaml").write_text(config.to_yaml())
 
     paths = predict_video(run, folder, SENTENCES, tmp_path / "out", progress=False)
-    assert paths.window == 3 and paths.num_frames == len(names)
+    assert paths.settings.window == 3 and paths.num_frames == len(names)
     expected = predictor(tiny_model, window=3)(frames[: len(names)], SENTENCES)
     for sentence, mask_dir in enumerate(paths.mask_dirs):
         assert sorted(p.name for p in mask_dir.iterdir()) == sorted(f"{name}.png" for name in names)

@@ -148,6 +148,6 @@ def test_the_checker_sees_violations(tmp_path: Path) -> None:
     assert upward_imports("wavecl.model.wavecl", {"wavecl.training.trainer", "wavecl.config"}) == [
         "wavecl.training.trainer"
     ]
-    assert upward_imports("wavecl.evaluation.loop", {"wavecl.inference.run", "wavecl.data.types"}) == [
-        "wavecl.inference.run"
+    assert upward_imports("wavecl.evaluation.loop", {"wavecl.inference.predictor", "wavecl.data.types"}) == [
+        "wavecl.inference.predictor"
     ]

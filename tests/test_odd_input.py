@@ -41,7 +41,11 @@ APPLE_DOUBLE = b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        " + bytes(64)
 @pytest.fixture(scope="module")
 def pretrained(tiny_model, tmp_path_factory) -> Path:
     """A pretrained folder of the tiny model (untrained weights, evaluation resize 32 / 48, window 2)."""
-    return save_pretrained(tiny_model, tmp_path_factory.mktemp("pretrained") / "tiny", eval_size=(32, 48), window=2)
+    return save_pretrained(
+        tiny_model,
+        tmp_path_factory.mktemp("pretrained") / "tiny",
+        InferenceSettings(short_size=32, max_size=48, window=2),
+    )
 
 
 def frame_folder_with_mac_copies(folder: Path) -> list[str]:

@@ -131,7 +131,7 @@ def test_grouped_convs_equal_the_exported_matmuls(monkeypatch):
 def test_cli_export_onnx_and_predict(model, tmp_path, capsys):
     """``wavecl export --onnx`` writes OUT/onnx beside the pretrained files; ``predict --runtime onnxruntime``
     uses it and writes the eager predictor's masks."""
-    model.save_pretrained(tmp_path / "run", eval_size=(232, 320), window=3)
+    model.save_pretrained(tmp_path / "run", InferenceSettings(short_size=232, max_size=320, window=3))
     code, out, _ = run_cli(["export", str(tmp_path / "run"), str(tmp_path / "out"), "--onnx"], capsys)
     assert code == 0 and "ONNX parts" in out
     assert (tmp_path / "out" / "onnx" / ONNX_MANIFEST).is_file() and (tmp_path / "out" / "model.safetensors").is_file()

@@ -12,7 +12,8 @@ from PIL import Image
 from wavecl.data.synthetic import COLOURS
 from wavecl.data.video_files import read_video_frames
 from wavecl.inference.overlay import sentence_colors
-from wavecl.inference.run import write_predictions
+from wavecl.inference.prediction_folder import write_predictions
+from wavecl.inference_settings import InferenceSettings
 
 HEIGHT, WIDTH, NUM_FRAMES = 48, 64, 10
 SENTENCES = ["the yellow triangle", "the blue square"]
@@ -40,7 +41,7 @@ def clip() -> tuple[np.ndarray, np.ndarray]:
 class TrueMasks:
     """Stands in for :class:`~wavecl.inference.predictor.VideoPredictor`: yields the given masks."""
 
-    window = 4
+    settings = InferenceSettings(window=4)
 
     def __init__(self, masks: np.ndarray) -> None:
         self.masks = masks

@@ -58,6 +58,18 @@ def test_training_windows_rule() -> None:
     assert covering_windows(7, None) == [range(0, 7)]
 
 
+@pytest.mark.parametrize("num_frames", [1, 3, 4, 5, 10, 11, 23])
+@pytest.mark.parametrize(("size", "overlap"), [(4, 0), (4, 1), (4, 3), (1, 0), (5, 2)])
+def test_overlapping_windows_cover_every_frame_and_share_overlap(num_frames: int, size: int, overlap: int) -> None:
+    windows = covering_windows(num_frames, size, overlap)
+    assert windows[0].start == 0 and windows[-1].stop == num_frames
+    assert all(len(window) <= size for window in windows) and len(windows[-1]) > (overlap if len(windows) > 1 else 0)
+    for previous, window in zip(windows, windows[1:]):
+        assert len(previous) == size and window.start == previous.stop - overlap
+    with pytest.raises(ValueError, match="overlap"):
+        covering_windows(num_frames, size, size)
+
+
 def test_train_samples_match_fixture(fixture: YTVOSFixture, tmp_path: Path) -> None:
     dataset = RefYouTubeVOS(fixture.root, "train", 4, transform=NATIVE, cache_dir=tmp_path)
     names = fixture.train["vid_long"].frame_names

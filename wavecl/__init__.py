@@ -28,7 +28,8 @@ _EXPORTS = {
     "WaveCLOutput": "wavecl.model.output",
     "build_model": "wavecl.model.wavecl",
     "VideoPredictor": "wavecl.inference.predictor",
-    "predict_video": "wavecl.inference.run",
+    "InferenceSettings": "wavecl.inference_settings",
+    "predict_video": "wavecl.inference.prediction_folder",
     "build_dataset": "wavecl.data.datasets",
     "evaluate_model": "wavecl.evaluation.protocols",
     "DATASETS": "wavecl.data.datasets",
@@ -39,6 +40,7 @@ __all__ = [
     "DATASETS",
     "Config",
     "DataConfig",
+    "InferenceSettings",
     "LossConfig",
     "ModelConfig",
     "TrainConfig",
@@ -67,8 +69,9 @@ if TYPE_CHECKING:
     )
     from wavecl.data.datasets import DATASETS, build_dataset
     from wavecl.evaluation.protocols import evaluate_model
+    from wavecl.inference.prediction_folder import predict_video
     from wavecl.inference.predictor import VideoPredictor
-    from wavecl.inference.run import predict_video
+    from wavecl.inference_settings import InferenceSettings
     from wavecl.model.output import WaveCLOutput
     from wavecl.model.wavecl import WaveCL, build_model
     from wavecl.training.trainer import Trainer

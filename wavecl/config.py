@@ -164,6 +164,12 @@ class DataConfig:
     text-conditioned part at most max(eval_batch_size, eval_sentences_per_pass) at a time (a memory bound)."""
     eval_whole_video: bool = False
     """Ref-YouTube-VOS-layout evaluation of each video whole (reference, memory grows) instead of in windows."""
+    eval_overlap: int = 0
+    """Ref-YouTube-VOS-layout evaluation in windows: frames shared by consecutive windows (0: disjoint windows,
+    the published protocols' parity)."""
+    eval_link_weight: float = 0.0
+    """Weight of the agreement with the previous window's choice of query (mask IoU on the shared frames;
+    0: each window chooses on its own)."""
     coco_gt_path: str | None = None
     """COCO-format ground truth of A2D/JHMDB evaluation (made by `wavecl prepare a2d-gt` / `jhmdb-gt`)."""
     jhmdb_samples_metadata: str | None = None

@@ -7,7 +7,7 @@ notebook or in another ASGI server.
 The page takes a video file (mp4, webm, mov, ...), a zip of frames or a folder of frames (or one of
 a few generated example clips) and one or more sentences, one per line. It runs
 :class:`wavecl.inference.VideoPredictor` (every sentence in one batch) through
-:func:`wavecl.inference.run.write_predictions`, the writer of ``wavecl predict``, and shows the overlay
+:func:`wavecl.inference.prediction_folder.write_predictions`, the writer of ``wavecl predict``, and shows the overlay
 video (H.264 yuv420p, even size, which browsers play), the contact sheet, a colour legend per
 sentence and a zip of the masks (a PNG per frame and sentence, named as ``wavecl predict`` names them).
 

@@ -37,7 +37,7 @@ class SegmentResult:
 
 def mask_archive_name(mask_file: Path, masks_root: Path) -> str:
     """Name of a mask PNG inside the download zip: its path under the ``masks/`` folder that
-    :func:`wavecl.inference.run.write_predictions` wrote (``<i>_<sentence>/<frame>.png``)."""
+    :func:`wavecl.inference.prediction_folder.write_predictions` wrote (``<i>_<sentence>/<frame>.png``)."""
     return mask_file.relative_to(masks_root).as_posix()
 
 

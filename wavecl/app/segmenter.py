@@ -12,8 +12,8 @@ from wavecl.app.config import AppConfig
 from wavecl.app.results import SegmentResult, legend_html, summary_line, zip_masks
 from wavecl.app.uploads import InputError, check_length, parse_sentences, public_message, video_input
 from wavecl.app.workspace import Workspace
+from wavecl.inference.prediction_folder import PredictionPaths, write_predictions
 from wavecl.inference.predictor import VideoPredictor
-from wavecl.inference.run import PredictionPaths, write_predictions
 from wavecl.inference_settings import InferenceSettings
 from wavecl.model.wavecl import WaveCL
 
@@ -39,7 +39,7 @@ class Segmenter:
 
     def settings(self, window: int, short_size: int, threshold: float) -> InferenceSettings:
         """The app's inference settings with the page's controls; ``max_size`` keeps the configured
-        long/short ratio.
+        long/short ratio, and the overlap shrinks to fit a shorter window (a window of 1 frame shares none).
 
         Raises:
             InputError: a control out of its range.
@@ -47,7 +47,10 @@ class Segmenter:
         default = self.config.inference
         max_size = None if default.max_size is None else round(short_size * default.max_size / default.short_size)
         try:
-            return default.with_given(window=window, short_size=short_size, threshold=threshold, max_size=max_size)
+            overlap = min(default.overlap, max(window - 1, 0))
+            return default.with_given(
+                window=window, overlap=overlap, short_size=short_size, threshold=threshold, max_size=max_size
+            )
         except ValueError as error:
             raise InputError(
                 f"Window ({window}) and resize ({short_size}) must be positive and the threshold "
@@ -56,20 +59,7 @@ class Segmenter:
 
     def predictor(self, settings: InferenceSettings) -> VideoPredictor:
         """A predictor of the model with ``settings``, without a progress display."""
-        return VideoPredictor(
-            self.model,
-            short_size=settings.short_size,
-            max_size=settings.max_size,
-            window=settings.window,
-            device=settings.device,
-            amp=settings.amp,
-            progress=False,
-            sentences_per_pass=settings.sentences_per_pass,
-            compile=settings.compile,
-            threshold=settings.threshold,
-            runtime=settings.runtime,
-            onnx_dir=self.config.onnx_dir,
-        )
+        return VideoPredictor(self.model, settings, progress=False, onnx_dir=self.config.onnx_dir)
 
     def segment(
         self,

@@ -15,6 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from wavecl.config import AMP_CHOICES, DEFAULT_AMP, Config, apply_overrides, load_config, parse_override
+from wavecl.inference_settings import RUNTIMES, InferenceSettings
 
 AMP_HELP = (
     "mixed precision: off (float32), bf16 (on CUDA float16 where bf16 is not native, with loss scaling in "
@@ -184,17 +185,64 @@ def add_device_argument(parser: argparse.ArgumentParser, default: str = "auto") 
 
 
 def add_inference_settings_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--window``, ``--short-size`` and ``--max-size``, each defaulting to the checkpoint's
-    (:func:`wavecl.inference.run.inference_settings`)."""
+    """``--window``, ``--short-size``, ``--max-size``, ``--overlap`` and ``--link-weight``
+    (:class:`~wavecl.inference_settings.InferenceSettings`), each defaulting to the checkpoint's own;
+    :func:`inference_changes` collects them."""
+    default = InferenceSettings()
     parser.add_argument(
-        "--window", type=int, default=None, help="frames per clip (default: the checkpoint's data.window_size, else 8)"
+        "--window",
+        type=int,
+        default=None,
+        help=f"frames per clip (default: the checkpoint's data.window_size, else {default.window})",
     )
     parser.add_argument(
-        "--short-size", type=int, default=None, help="resize: short side (default: the checkpoint's, else 360)"
+        "--short-size",
+        type=int,
+        default=None,
+        help=f"resize: short side (default: the checkpoint's, else {default.short_size})",
     )
     parser.add_argument(
-        "--max-size", type=int, default=None, help="resize: cap on the long side (default: the checkpoint's, else 640)"
+        "--max-size",
+        type=int,
+        default=None,
+        help=f"resize: cap on the long side (default: the checkpoint's, else {default.max_size})",
     )
+    parser.add_argument(
+        "--overlap",
+        type=int,
+        default=None,
+        help=f"frames shared by consecutive windows, linking their choices (default {default.overlap}; 0: "
+        "disjoint windows)",
+    )
+    parser.add_argument(
+        "--link-weight",
+        type=float,
+        default=None,
+        help="weight of the agreement (mask IoU on the shared frames) with the previous window's choice of "
+        f"object, against the query's score in [0, 1] (default {default.link_weight}; 0: each window on its own)",
+    )
+
+
+INFERENCE_OPTIONS = (
+    "window",
+    "short_size",
+    "max_size",
+    "overlap",
+    "link_weight",
+    "device",
+    "amp",
+    "runtime",
+    "sentences_per_pass",
+    "compile",
+)
+"""The parsed options that are :class:`~wavecl.inference_settings.InferenceSettings` fields."""
+
+
+def inference_changes(args: argparse.Namespace) -> dict[str, Any]:
+    """The inference settings given on the command line (:data:`INFERENCE_OPTIONS` the command has), for
+    :meth:`~wavecl.inference_settings.InferenceSettings.with_given` over the checkpoint's own; an option
+    left unset is ``None``."""
+    return {name: getattr(args, name) for name in INFERENCE_OPTIONS if hasattr(args, name)}
 
 
 def add_compile_argument(parser: argparse.ArgumentParser) -> None:
@@ -204,6 +252,11 @@ def add_compile_argument(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help=COMPILE_HELP,
     )
+
+
+def add_runtime_argument(parser: argparse.ArgumentParser, description: str) -> None:
+    """``--runtime torch|onnxruntime``: what runs the network (``description`` says how each command uses it)."""
+    parser.add_argument("--runtime", choices=RUNTIMES, default=InferenceSettings().runtime, help=description)
 
 
 def add_amp_argument(parser: argparse.ArgumentParser) -> None:

@@ -12,14 +12,17 @@ from wavecl.cli.common import (
     add_compile_argument,
     add_device_argument,
     add_inference_settings_arguments,
+    add_runtime_argument,
     console,
+    inference_changes,
     subcommand,
 )
+from wavecl.inference_settings import InferenceSettings
 
 
 def run(args: argparse.Namespace) -> None:
     """Segment the video and print where the masks, the overlay video and the contact sheet are."""
-    from wavecl.inference.run import predict_video
+    from wavecl.inference.prediction_folder import predict_video
 
     if (args.video is None) == (args.video_path is None):
         raise ValueError("give the video once: as the VIDEO argument or with --video")
@@ -30,17 +33,14 @@ def run(args: argparse.Namespace) -> None:
         video,
         args.text,
         out_dir,
-        device=args.device,
-        window=args.window,
-        short_size=args.short_size,
-        max_size=args.max_size,
-        amp=args.amp,
-        sentences_per_pass=args.sentences_per_pass,
-        compile=args.compile,
         sentence_names=[f"--text #{number}" for number in range(1, len(args.text) + 1)],
-        runtime=args.runtime,
+        **inference_changes(args),
     )
-    console.print(f"{paths.num_frames} frames segmented for {len(args.text)} sentence(s), {paths.window} per window")
+    settings = paths.settings
+    console.print(
+        f"{paths.num_frames} frames segmented for {len(args.text)} sentence(s), {settings.window} per window "
+        f"sharing {settings.overlap} (link weight {settings.link_weight:g})"
+    )
     for sentence, folder in zip(args.text, paths.mask_dirs):
         console.print(f"  masks of {escape(repr(sentence))}: {escape(str(folder))}")
     overlay = "not written (needs PyAV: pip install av)" if paths.overlay_video is None else str(paths.overlay_video)
@@ -58,7 +58,8 @@ def register(commands: argparse._SubParsersAction) -> None:
         "Segment the objects that the sentences refer to in a video (mp4 or a folder of frames), window\n"
         "by window. Writes masks/<i>_<sentence>/<frame>.png (named after the source frames: a folder's file\n"
         "names, or index and time for a video file), overlay.mp4 and contact_sheet.png. The window and the\n"
-        "resize default to the checkpoint's.",
+        "resize default to the checkpoint's. Consecutive windows share --overlap frames, on which each\n"
+        "window's choice of object is linked to the previous one's (--link-weight).",
         "  wavecl predict --checkpoint runs/ref_youtube_vos/finetuneytb_tiny --video dog.mp4 --text 'a dog jumping'\n"
         "  wavecl predict frames/ --checkpoint pretrained/wavecl-ytvos --text 'a man' --text 'the red car' \\\n"
         "      --output out/ --device cuda\n",
@@ -78,15 +79,14 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--sentences-per-pass",
         type=int,
-        default=8,
-        help="sentences segmented together (each window runs the backbone once for all; default 8)",
+        default=None,
+        help="sentences segmented together (each window runs the backbone once for all; "
+        f"default {InferenceSettings().sentences_per_pass})",
     )
     add_compile_argument(parser)
-    parser.add_argument(
-        "--runtime",
-        choices=["torch", "onnxruntime"],
-        default="torch",
-        help="what runs the network: torch (default), or onnxruntime (float32 on the CPU; uses the checkpoint "
+    add_runtime_argument(
+        parser,
+        "what runs the network: torch (default), or onnxruntime (float32 on the CPU; uses the checkpoint "
         "folder's onnx/ from `wavecl export --onnx`, else exports the model first)",
     )
     parser.set_defaults(handler=run)

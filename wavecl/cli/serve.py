@@ -10,7 +10,9 @@ from wavecl.cli.common import (
     add_amp_argument,
     add_device_argument,
     add_inference_settings_arguments,
+    add_runtime_argument,
     error_console,
+    inference_changes,
     subcommand,
 )
 
@@ -21,28 +23,25 @@ def run(args: argparse.Namespace) -> None:
     """Load the checkpoint and serve the page until Ctrl-C; a taken port is reported as a ValueError."""
     from wavecl.app import AppConfig, serve
     from wavecl.device import resolve_device
-    from wavecl.inference.run import inference_settings, onnx_parts
-    from wavecl.inference_settings import InferenceSettings
+    from wavecl.inference.prediction_folder import onnx_parts
     from wavecl.model.pretrained import build_pretrained, resolve_pretrained
     from wavecl.model.wavecl import WaveCL
 
-    device = str(resolve_device(args.device))
+    device = str(resolve_device(args.device))  # an impossible request fails before the weights are read
     source = resolve_pretrained(args.checkpoint)
-    short_size, max_size, window = inference_settings(source, args.short_size, args.max_size, args.window)
+    settings = source.inference_settings.with_given(**(inference_changes(args) | {"device": device}))
+    model = build_pretrained(WaveCL, source, device)
     config = AppConfig(
-        InferenceSettings(
-            short_size=short_size, max_size=max_size, window=window, device=device, amp=args.amp, runtime=args.runtime
-        ),
+        settings,
         max_frames=args.max_frames,
         max_upload_mb=args.max_upload_mb,
         max_queue=args.max_queue,
-        onnx_dir=onnx_parts(args.checkpoint) if args.runtime == "onnxruntime" else None,
+        onnx_dir=onnx_parts(args.checkpoint) if settings.runtime == "onnxruntime" else None,
     )
     if args.host not in LOOPBACK_HOSTS:
         error_console.print(
             f"[yellow]warning:[/yellow] --host {escape(args.host)}: the page is reachable from other machines"
         )
-    model = build_pretrained(WaveCL, source, device)
     try:
         serve(model, config, host=args.host, port=args.port)
     except OSError as error:
@@ -74,11 +73,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--max-queue", type=int, default=16, help="most requests waiting their turn (default 16)")
     add_amp_argument(parser)
-    parser.add_argument(
-        "--runtime",
-        choices=["torch", "onnxruntime"],
-        default="torch",
-        help="what runs the network: torch (default), or onnxruntime (float32 on the CPU; the checkpoint must be a "
+    add_runtime_argument(
+        parser,
+        "what runs the network: torch (default), or onnxruntime (float32 on the CPU; the checkpoint must be a "
         "pretrained folder written by `wavecl export --onnx`)",
     )
     parser.set_defaults(handler=run)

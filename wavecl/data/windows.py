@@ -55,15 +55,24 @@ def training_windows(frames: Sequence[Item], window_size: int) -> list[list[Item
     return windows
 
 
-def covering_windows(num_frames: int, window_size: int | None) -> list[range]:
-    """Consecutive non-overlapping windows covering every frame once, the last one possibly shorter.
+def covering_windows(num_frames: int, window_size: int | None, overlap: int = 0) -> list[range]:
+    """Consecutive windows covering every frame, each sharing its first ``overlap`` frames with the
+    previous one, the last one possibly shorter.
 
     ``window_size=None`` gives one window with the whole video (the reference's validation protocol).
 
-    Example: ``covering_windows(10, 4) == [range(0, 4), range(4, 8), range(8, 10)]``.
+    Example: ``covering_windows(10, 4) == [range(0, 4), range(4, 8), range(8, 10)]``;
+    ``covering_windows(10, 4, overlap=1) == [range(0, 4), range(3, 7), range(6, 10)]``.
+
+    Raises:
+        ValueError: ``window_size < 1`` or ``overlap`` outside ``[0, window_size)``.
     """
     if window_size is None:
         return [range(num_frames)] if num_frames else []
     if window_size < 1:
         raise ValueError(f"window_size must be positive, got {window_size}")
-    return [range(start, min(start + window_size, num_frames)) for start in range(0, num_frames, window_size)]
+    if not 0 <= overlap < window_size:
+        raise ValueError(f"overlap must be in [0, window_size={window_size}), got {overlap}")
+    step = window_size - overlap
+    starts = range(0, max(num_frames - overlap, 1), step) if num_frames else range(0)
+    return [range(start, min(start + window_size, num_frames)) for start in starts]

@@ -47,6 +47,7 @@ from wavecl.data.sample_cache import dataset_cache_dir, file_fingerprint, load_o
 from wavecl.data.transforms import ClipTransform, FrameAnnotation, clean_expression
 from wavecl.data.types import ClipSample, ExpressionMetadata, Split
 from wavecl.data.windows import covering_windows, training_windows
+from wavecl.inference_settings import InferenceSettings
 from wavecl.jsonio import read_json
 
 logger = logging.getLogger(__name__)
@@ -468,7 +469,9 @@ class YTVOSSample:
     num_video_frames: int = 0
 
 
-def expression_clips(videos: dict[str, Any], frames_folder: Path, window_size: int | None) -> list[YTVOSSample]:
+def expression_clips(
+    videos: dict[str, Any], frames_folder: Path, window_size: int | None, overlap: int = 0
+) -> list[YTVOSSample]:
     """Evaluation clips: every frame of every expression of ``videos`` in consecutive windows.
 
     Args:
@@ -476,6 +479,7 @@ def expression_clips(videos: dict[str, Any], frames_folder: Path, window_size: i
             to evaluate.
         frames_folder: the split's ``JPEGImages`` folder.
         window_size: frames per clip (:func:`~wavecl.data.windows.covering_windows`); ``None`` for whole videos.
+        overlap: frames each window shares with the previous one.
 
     Returns:
         one :class:`YTVOSSample` per (video, expression, window), frames in natural order.
@@ -499,7 +503,7 @@ def expression_clips(videos: dict[str, Any], frames_folder: Path, window_size: i
                     window_start=window.start,
                     num_video_frames=len(frames),
                 )
-                for window in covering_windows(len(frames), window_size)
+                for window in covering_windows(len(frames), window_size, overlap)
             )
     return samples
 
@@ -511,6 +515,7 @@ class RefYouTubeVOS(Dataset[ClipSample]):
         root: the dataset folder or its parent.
         subset: ``"train"`` or ``"valid"``.
         window_size: frames per clip; for ``"valid"``, ``None`` puts each whole video in one clip.
+        overlap: ``"valid"``: frames each window shares with the previous one (linked windows).
         transform: train: flip, 360 / 640; valid: 360 / 640.
         cache_dir: root of the cache of training windows (``data.cache_dir``; default ``$WAVECL_CACHE_DIR``
             or ``~/.cache/wavecl``); the file is :func:`train_samples_cache_path`. The dataset folder
@@ -542,6 +547,7 @@ class RefYouTubeVOS(Dataset[ClipSample]):
         transform: ClipTransform,
         cache_dir: str | os.PathLike | None = None,
         num_classes: Literal[1, 65] = 65,
+        overlap: int = 0,
     ) -> None:
         if subset not in ("train", "valid"):
             raise ValueError(f"Ref-YouTube-VOS subset must be 'train' or 'valid', got {subset!r}")
@@ -552,6 +558,7 @@ class RefYouTubeVOS(Dataset[ClipSample]):
         self.paths = YTVOSPaths.find(root)
         self.subset = subset
         self.window_size = window_size
+        self.overlap = overlap
         self.transform = transform
         self.num_classes = num_classes
         self.windowless: list[tuple[str, str]] = []
@@ -610,7 +617,7 @@ class RefYouTubeVOS(Dataset[ClipSample]):
 
     def _valid_samples(self) -> list[YTVOSSample]:
         videos = evaluated_videos(self.paths, "valid")
-        return expression_clips(videos, self.paths.root / "valid" / "JPEGImages", self.window_size)
+        return expression_clips(videos, self.paths.root / "valid" / "JPEGImages", self.window_size, self.overlap)
 
     def _read_categories(self) -> dict[tuple[str, int], int]:
         """``{(video, object id): class index}`` for every referred object, from ``train/meta.json``."""
@@ -697,14 +704,21 @@ class RefYouTubeVOS(Dataset[ClipSample]):
 
 
 def build_ytvos(config: DataConfig, split: Split, transform: ClipTransform, num_classes: int) -> RefYouTubeVOS:
-    """Ref-YouTube-VOS-layout ``train`` windows, or ``valid`` in windows of ``window_size`` frames (whole
-    videos with ``eval_whole_video``); category ids are kept with ``num_classes == 65``."""
-    whole_video = split == "eval" and config.eval_whole_video
+    """Ref-YouTube-VOS-layout ``train`` windows, or ``valid`` in the windows of
+    :meth:`~wavecl.inference_settings.InferenceSettings.of_evaluation` (whole videos with
+    ``eval_whole_video``); category ids are kept with ``num_classes == 65``."""
+    window_size: int | None
+    if split == "train":
+        window_size, overlap = config.window_size, 0
+    else:
+        settings = InferenceSettings.of_evaluation(config)
+        window_size, overlap = (None, 0) if config.eval_whole_video else (settings.window, settings.overlap)
     return RefYouTubeVOS(
         config.root,
         "train" if split == "train" else "valid",
-        None if whole_video else config.window_size,
+        window_size,
         transform=transform,
         cache_dir=config.cache_dir,
         num_classes=65 if num_classes == 65 else 1,
+        overlap=overlap,
     )

@@ -23,6 +23,7 @@ import logging
 import os
 import zipfile
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -42,6 +43,8 @@ from wavecl.distributed import gather_objects, on_main_process
 from wavecl.evaluation.identity import IDENTITY_COLUMNS, IdentityScore, identity_score, identity_summary
 from wavecl.evaluation.jf import db_eval_boundary, db_eval_iou
 from wavecl.evaluation.tables import write_csv
+from wavecl.inference_settings import InferenceSettings
+from wavecl.model.linking import LinkedQueries
 from wavecl.model.output import WaveCLOutput
 from wavecl.model.postprocess import video_postprocess
 
@@ -376,16 +379,26 @@ def evaluate_ytvos_predictions(
     return check_ytvos_submission(path, expected_frames(videos))
 
 
-def clip_masks(outputs: WaveCLOutput, batch: Batch, b: int, metadata: ExpressionMetadata) -> Tensor:
-    """Binary masks ``[T, H, W]`` of clip ``b`` (described by ``metadata``) at its original size, one query
-    for the window."""
+def clip_masks(
+    outputs: WaveCLOutput, batch: Batch, b: int, metadata: ExpressionMetadata, link: LinkedQueries | None = None
+) -> Tensor:
+    """Binary masks ``[T, H, W]`` of clip ``b`` (described by ``metadata``) at its original size: one query for
+    the window, the best-scoring one, or the one ``link`` chooses (which it then remembers)."""
     T = len(metadata.frame_names)
     size = (int(batch.image_sizes[b, 0]), int(batch.image_sizes[b, 1]))
-    padded_size = (batch.frames.shape[-2], batch.frames.shape[-1])
-    _, masks = video_postprocess(
-        outputs.pred_cls[:T, b], outputs.pred_masks[:T, b], padded_size, size, metadata.orig_size
-    )
+    padded_size = (int(batch.frames.shape[-2]), int(batch.frames.shape[-1]))
+    pred_cls, pred_masks = outputs.pred_cls[:T, b], outputs.pred_masks[:T, b]
+    query = None if link is None else link.choose(pred_cls, pred_masks, padded_size, size)
+    _, masks = video_postprocess(pred_cls, pred_masks, padded_size, size, metadata.orig_size, query=query)
     return masks
+
+
+@dataclass
+class _OpenExpression:
+    """An expression whose next window is still to come: its choices so far and where that window starts."""
+
+    link: LinkedQueries
+    next_start: int
 
 
 class YTVOSEvaluator:
@@ -399,8 +412,15 @@ class YTVOSEvaluator:
             for a split without local ground truth (the real Ref-YouTube-VOS valid split, MeViS ``valid``).
         zip_folder: the top-level folder of ``submission.zip`` (:func:`~wavecl.evaluation.ytvos.zip_submission`):
             ``Annotations`` for Ref-YouTube-VOS, ``None`` for MeViS (``<video>/<exp_id>/<frame>.png`` at the top).
-        window, overlap: the windows whose starts identity switches are counted at
-            (:mod:`wavecl.evaluation.identity`); ``window=None``: whole videos.
+        window: frames per window, the windows whose starts identity switches are counted at
+            (:mod:`wavecl.evaluation.identity`); ``None``: whole videos.
+        settings: the windows' ``overlap`` and ``link_weight`` (:meth:`InferenceSettings.of_evaluation`), as
+            the dataset's windows were cut; ``None``: disjoint windows, each choosing its own query.
+
+    Linked windows: an expression's windows must arrive in order, as evaluation batches them in one process
+    (:mod:`wavecl.evaluation.sharing`); a window whose predecessor went to another process chooses on its
+    own. Frames a window shares with the previous one keep the masks the previous one wrote. One expression
+    is open (its last choice held) per expression of the videos being evaluated.
 
     With ground truth, :meth:`summarize` returns what
     :func:`~wavecl.evaluation.ytvos.score_ytvos_predictions` returns (J, F, J&F, expressions, videos, frames,
@@ -415,24 +435,41 @@ class YTVOSEvaluator:
         ground_truth: ExpressionGroundTruth | None = None,
         zip_folder: str | None = ANNOTATIONS_FOLDER,
         window: int | None = None,
-        overlap: int = 0,
+        settings: InferenceSettings | None = None,
     ) -> None:
         self.out_dir = Path(out_dir)
         self.ground_truth = ground_truth
         self.zip_folder = zip_folder
         self.window = window
-        self.overlap = overlap
+        self.overlap = 0 if settings is None else settings.overlap
+        self.link_weight = 0.0 if settings is None else settings.link_weight
+        self.open: dict[tuple[str, str], _OpenExpression] = {}
         self.num_windows = 0
         self.num_frames = 0
         self.expressions: set[tuple[str, str]] = set()
 
     def update(self, outputs: WaveCLOutput, batch: Batch) -> None:
         for b, meta in enumerate(batch.metadata_as(ExpressionMetadata)):
-            masks = clip_masks(outputs, batch, b, meta)
-            write_ytvos_masks(self.out_dir, meta.video_id, meta.exp_id, meta.frame_names, masks)
+            key = (meta.video_id, meta.exp_id)
+            start = meta.window_start or 0
+            link = self._link(key, start)
+            masks = clip_masks(outputs, batch, b, meta, link)
+            shared = self.overlap if start > 0 else 0  # written with the previous window
+            write_ytvos_masks(self.out_dir, *key, meta.frame_names[shared:], masks[shared:])
+            end = start + len(meta.frame_names)
+            if meta.num_video_frames is not None and end < meta.num_video_frames:
+                self.open[key] = _OpenExpression(link, end - self.overlap)
             self.num_windows += 1
-            self.num_frames += len(meta.frame_names)
-            self.expressions.add((meta.video_id, meta.exp_id))
+            self.num_frames += len(meta.frame_names) - shared
+            self.expressions.add(key)
+
+    def _link(self, key: tuple[str, str], start: int) -> LinkedQueries:
+        """The choices of expression ``key`` so far when its window starting at ``start`` follows them,
+        else fresh ones."""
+        opened = self.open.pop(key, None)
+        if opened is not None and opened.next_start == start:
+            return opened.link
+        return LinkedQueries(self.overlap, self.link_weight)
 
     def summarize(self) -> dict[str, float]:
         # a collective: every rank's PNGs are on disk
@@ -459,10 +496,15 @@ class YTVOSEvaluator:
 
 def build_ytvos_evaluator(config: Config, dataset: Dataset[ClipSample], out_dir: Path) -> YTVOSEvaluator:
     """The evaluator of a Ref-YouTube-VOS-layout run: scored where ``valid/Annotations`` exist, else zipped."""
-    return YTVOSEvaluator(out_dir, YTVOSGroundTruth.find(config.data.root), window=config.data.window_size)
+    settings = None if config.data.eval_whole_video else InferenceSettings.of_evaluation(config.data)
+    return YTVOSEvaluator(
+        out_dir, YTVOSGroundTruth.find(config.data.root), window=config.data.window_size, settings=settings
+    )
 
 
 def score_saved_ytvos(config: Config, path: Path, out_dir: Path | None) -> dict[str, float]:
     """:func:`evaluate_ytvos_predictions` against ``data.root``; the per-expression CSV goes to ``out_dir``."""
     per_expression = None if out_dir is None else out_dir / PER_EXPRESSION_FILENAME
-    return evaluate_ytvos_predictions(path, config.data.root, per_expression, window=config.data.window_size)
+    return evaluate_ytvos_predictions(
+        path, config.data.root, per_expression, window=config.data.window_size, overlap=config.data.eval_overlap
+    )

@@ -1,11 +1,13 @@
 """Segment the objects that sentences refer to in a video of any length.
 
-A video is cut into consecutive windows of ``window`` frames (the last one may be shorter), decoded
-window by window, so memory does not grow with the video's length. Each window is one clip for the
-model, prepared as in evaluation (DETR resize, ImageNet normalisation, docs/datasets.md#transforms)
-and post-processed as Ref-YouTube-VOS (docs/architecture.md#post-processing): per sentence, the query
-with the highest time-averaged score in that window, its masks thresholded at 0.5 and brought back to
-the original resolution.
+A video is cut into windows of ``window`` frames, consecutive windows sharing ``overlap`` frames (the last
+window may be shorter), decoded window by window, so memory does not grow with the video's length. Each
+window is one clip for the model, prepared as in evaluation (DETR resize, ImageNet normalisation,
+docs/datasets.md#transforms) and post-processed as Ref-YouTube-VOS (docs/architecture.md#post-processing):
+per sentence, one query for the window, its masks thresholded and brought back to the original
+resolution. The query is the window's best-scoring one plus ``link_weight`` times its agreement with the
+previous window's choice on the shared frames; shared frames keep the earlier window's masks
+(:mod:`wavecl.model.linking`).
 
 Each window runs through the backbone once, whatever the number of sentences; the sentences then
 share its visual features, ``sentences_per_pass`` at a time (so memory stays bounded with many).
@@ -18,7 +20,7 @@ import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,22 +28,20 @@ from PIL import Image
 from torch import Tensor
 
 from wavecl.amp import decide_precision
-from wavecl.config import DEFAULT_AMP, AmpMode
 from wavecl.data.paths import FRAME_SUFFIXES, listed_files, read_image
 from wavecl.data.transforms import ClipTransform, clean_expression, resize_shape
 from wavecl.data.video_files import iter_video_frames, probe_video
 from wavecl.device import resolve_device
 from wavecl.inference.onnx_runtime import OnnxNetwork
+from wavecl.inference_settings import InferenceSettings
 from wavecl.model.compile import compile_model
+from wavecl.model.linking import LinkedQueries
 from wavecl.model.onnx_export import export_onnx
 from wavecl.model.output import NonFiniteOutputError
-from wavecl.model.postprocess import MASK_THRESHOLD, video_postprocess
+from wavecl.model.postprocess import video_postprocess
 from wavecl.model.text import sentence_start
 from wavecl.model.wavecl import WaveCL
 from wavecl.progress import progress_bar
-
-Runtime = Literal["torch", "onnxruntime"]
-"""What runs the network: PyTorch, or ONNX Runtime on the CPU (:class:`wavecl.inference.onnx_runtime.OnnxNetwork`)."""
 
 VideoInput = str | os.PathLike | Sequence[Image.Image] | np.ndarray
 """An mp4 (or any FFmpeg-readable) file, a folder of frames, a list of PIL images or a ``[T, H, W, 3]`` uint8 array."""
@@ -129,26 +129,24 @@ class VideoPredictor:
     """Referring segmentation of whole videos with a trained :class:`WaveCL`.
 
     Args:
-        model: the network; it is moved to ``device`` and put in eval mode.
-        short_size, max_size: DETR resize of every frame (short side, cap on the long side).
-        window: frames per clip. Each window is segmented independently, with its own query choice.
-        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:<index>"`` (:func:`wavecl.device.resolve_device`;
-            asking for CUDA without CUDA is an error).
-        amp: ``"off"``, ``"bf16"`` or ``"fp16"`` autocast (:func:`wavecl.amp.decide_precision`: on CUDA
-            float16 where bfloat16 is not native; on the CPU bfloat16 where native, else float32).
+        model: the network; it is moved to ``settings.device`` and put in eval mode.
+        settings: how to run it; ``model.inference_settings`` when ``None``: the resize and window the
+            model was trained at (recorded with its weights) and the defaults of everything else.
         progress: show progress over frames (a live bar on a terminal, a line every few seconds in a log).
-        threshold: mask probability above which a pixel is in the mask, in ``(0, 1)``.
-        sentences_per_pass: at most this many sentences go through the text-conditioned part of the
-            network at once (they all share one backbone pass per window).
-        compile: ``torch.compile`` the network's heavy parts (:func:`wavecl.model.compile.compile_model`;
-            eager with one warning where compilation is unavailable or fails).
-        runtime: ``"torch"``, or ``"onnxruntime"``: the network's three ONNX parts run by ONNX Runtime in
-            float32 on the CPU (needs ``device="cpu"``, ``amp="off"``, no ``compile``, and frames whose
-            resized sides lie in the export's range, :mod:`wavecl.model.onnx_export`).
         onnx_dir: the folder ``wavecl export --onnx`` wrote (a pretrained folder's ``onnx/``); with
             ``runtime="onnxruntime"`` and ``None``, ``model`` is exported into a temporary folder first.
+        **changes: settings that replace those of ``settings`` (:meth:`InferenceSettings.with_given`;
+            ``None`` leaves one as it is).
+
+    The settings (:class:`~wavecl.inference_settings.InferenceSettings`): ``device`` ``"auto"``, ``"cpu"``,
+    ``"cuda"`` or ``"cuda:<index>"`` (asking for CUDA without CUDA is an error); ``amp`` autocast as
+    :func:`wavecl.amp.decide_precision` decides; ``compile`` with :func:`wavecl.model.compile.compile_model`
+    (eager with one warning where unavailable); ``runtime="onnxruntime"`` runs the network's three ONNX
+    parts in float32 on the CPU (needs ``device="cpu"``, ``amp="off"``, no ``compile``, and frames whose
+    resized sides lie in the export's range, :mod:`wavecl.model.onnx_export`).
 
     Raises:
+        TypeError: an unknown setting name.
         ValueError: a setting out of range, or ``onnxruntime`` with CUDA, autocast or compilation.
 
     Example::
@@ -160,40 +158,25 @@ class VideoPredictor:
     def __init__(
         self,
         model: WaveCL,
-        short_size: int = 360,
-        max_size: int | None = 640,
-        window: int = 8,
-        device: str | torch.device = "cpu",
-        amp: AmpMode = DEFAULT_AMP,
+        settings: InferenceSettings | None = None,
         progress: bool = True,
-        threshold: float = MASK_THRESHOLD,
-        sentences_per_pass: int = 8,
-        compile: bool = False,
-        runtime: Runtime = "torch",
         onnx_dir: str | os.PathLike[str] | None = None,
+        **changes: Any,
     ) -> None:
-        if runtime not in ("torch", "onnxruntime"):
-            raise ValueError(f"runtime must be 'torch' or 'onnxruntime', got {runtime!r}")
-        if window < 1:
-            raise ValueError(f"window must be a positive number of frames, got {window}")
-        if not 0.0 < threshold < 1.0:
-            raise ValueError(f"threshold must be a probability in (0, 1), got {threshold}")
-        if sentences_per_pass < 1:
-            raise ValueError(f"sentences_per_pass must be positive, got {sentences_per_pass}")
-        self.device = resolve_device(device)
+        self.settings = (model.inference_settings if settings is None else settings).with_given(**changes)
+        self.device = resolve_device(self.settings.device)
         self.model = model.to(self.device).eval()
-        if runtime == "onnxruntime":
-            self.network = self._onnx_network(model, amp, compile, onnx_dir)
+        if self.settings.runtime == "onnxruntime":
+            self.network = self._onnx_network(model, onnx_dir)
         else:
             self.network = self.model
-        if compile:
+        if self.settings.compile:
             compile_model(self.model)
-        self.sentences_per_pass = sentences_per_pass
-        self.transform = ClipTransform(train=False, short_size=short_size, max_size=max_size)
-        self.window = window
-        self.precision = decide_precision(amp, self.device)
+        self.transform = ClipTransform(
+            train=False, short_size=self.settings.short_size, max_size=self.settings.max_size
+        )
+        self.precision = decide_precision(self.settings.amp, self.device)
         self.progress = progress
-        self.threshold = threshold
 
     def check_sentences(self, sentences: Sequence[str] | str, names: Sequence[str] | None = None) -> list[str]:
         """The sentences cleaned as the datasets clean them (lower case, single spaces), each checked
@@ -219,10 +202,9 @@ class VideoPredictor:
         self.model.check_sentences(texts, names)
         return texts
 
-    def _onnx_network(
-        self, model: WaveCL, amp: AmpMode, compile: bool, onnx_dir: str | os.PathLike[str] | None
-    ) -> OnnxNetwork:
+    def _onnx_network(self, model: WaveCL, onnx_dir: str | os.PathLike[str] | None) -> OnnxNetwork:
         """The ONNX Runtime network of ``onnx_dir``, or of ``model`` exported into a temporary folder."""
+        amp, compile = self.settings.amp, self.settings.compile
         if self.device.type != "cpu" or amp != "off" or compile:
             raise ValueError(
                 "runtime='onnxruntime' runs float32 on the CPU: it needs device='cpu', amp='off' and no compile "
@@ -233,12 +215,16 @@ class VideoPredictor:
             onnx_dir = export_onnx(model, self._exported.name)
         return OnnxNetwork(onnx_dir, model.tokenizer, model.text_encoder)
 
-    def predict_window(self, frames: Sequence[Image.Image], sentences: Sequence[str]) -> Tensor:
+    def predict_window(
+        self, frames: Sequence[Image.Image], sentences: Sequence[str], links: Sequence[LinkedQueries] | None = None
+    ) -> Tensor:
         """Segment one clip: one backbone pass, then the sentences ``sentences_per_pass`` at a time.
 
         Args:
             frames: ``T`` RGB images of one size ``W x H``.
             sentences: ``N`` cleaned, non-empty sentences.
+            links: each sentence's choices over the previous windows (:mod:`wavecl.model.linking`), which
+                choose its query and are updated; ``None``: each sentence's best-scoring query.
 
         Returns:
             ``[N, T, H, W]`` bool masks on the CPU.
@@ -249,37 +235,39 @@ class VideoPredictor:
         width, height = frames[0].size
         clip, _, _ = self.transform(list(frames), [None] * len(frames), "")
         num_frames, _, resized_h, resized_w = clip.shape
+        resized = (resized_h, resized_w)
         inputs = clip.to(self.device)[:, None]
         pad_mask = torch.zeros(num_frames, 1, resized_h, resized_w, dtype=torch.bool, device=self.device)
+        per_pass = self.settings.sentences_per_pass
         masks = []
         with torch.inference_mode(), self.precision.autocast():
             visual = self.network.encode_video(inputs, pad_mask)
-            for start in range(0, len(sentences), self.sentences_per_pass):
-                chunk = list(sentences[start : start + self.sentences_per_pass])
+            for start in range(0, len(sentences), per_pass):
+                chunk = list(sentences[start : start + per_pass])
                 output = self.network.segment(
                     visual,
                     self.network.encode_sentences(chunk, self.device),
-                    torch.tensor([[resized_h, resized_w]] * len(chunk), device=self.device),
+                    torch.tensor([resized] * len(chunk), device=self.device),
                     clip_index=torch.zeros(len(chunk), dtype=torch.long),  # host: its range check is free
                 )
                 output.require_finite(f"a clip of {num_frames} frames")
-                masks.extend(
-                    video_postprocess(
-                        output.pred_cls[:, index],
-                        output.pred_masks[:, index],
-                        padded_size=(resized_h, resized_w),
-                        size=(resized_h, resized_w),
-                        orig_size=(height, width),
-                        threshold=self.threshold,
-                    )[1]
-                    for index in range(len(chunk))
-                )
+                for index in range(len(chunk)):
+                    pred_cls, pred_masks = output.pred_cls[:, index], output.pred_masks[:, index]
+                    link = None if links is None else links[start + index]
+                    query = None if link is None else link.choose(pred_cls, pred_masks, resized, resized)
+                    _, sentence_masks = video_postprocess(
+                        pred_cls, pred_masks, resized, resized, (height, width), self.settings.threshold, query
+                    )
+                    masks.append(sentence_masks)
         return torch.stack(masks).cpu()
 
     def predict_stream(
         self, video: VideoInput, sentences: Sequence[str] | str
     ) -> Iterator[tuple[int, Image.Image, Tensor]]:
-        """Segment ``video`` window by window, yielding each frame as soon as its window is done.
+        """Segment ``video`` window by window, yielding each frame as soon as its first window is done.
+
+        At most one window of frames is held: the window being filled begins with the previous window's
+        last ``overlap`` frames, already given out.
 
         Args:
             video: see :data:`VideoInput`.
@@ -297,9 +285,12 @@ class VideoPredictor:
         """
         texts = self.check_sentences(sentences)
         source = open_video(video)
+        settings = self.settings
+        links = [LinkedQueries(settings.overlap, settings.link_weight, settings.threshold) for _ in texts]
         first_size: tuple[int, int] | None = None
         window: list[Image.Image] = []
-        start = 0
+        start = 0  # index of window[0] in the video
+        given = 0  # frames of ``window`` already given out (the previous window's shared ones)
         name = Path(source.name).name
         with progress_bar(total=source.num_frames, unit="frame", desc=name, disable=not self.progress) as bar:
             for index, frame in enumerate(source.frames):
@@ -316,26 +307,33 @@ class VideoPredictor:
                         f"frame 0 is {first_size[0]}x{first_size[1]}; all frames must have one size"
                     )
                 window.append(frame)
-                if len(window) == self.window:
-                    yield from self._segment(window, texts, start, source.name)
-                    bar.update(len(window))
-                    start += len(window)
-                    window = []
-            if window:
-                yield from self._segment(window, texts, start, source.name)
-                bar.update(len(window))
+                if len(window) == settings.window:
+                    yield from self._segment(window, texts, links, start, given, source.name)
+                    bar.update(len(window) - given)
+                    step = settings.window - settings.overlap
+                    window, start, given = window[step:], start + step, settings.overlap
+            if len(window) > given:
+                yield from self._segment(window, texts, links, start, given, source.name)
+                bar.update(len(window) - given)
         if first_size is None:
             raise ValueError(f"video {source.name} has no frames")
 
     def _segment(
-        self, frames: list[Image.Image], texts: list[str], start: int, name: str
+        self,
+        frames: list[Image.Image],
+        texts: list[str],
+        links: list[LinkedQueries],
+        start: int,
+        given: int,
+        name: str,
     ) -> Iterator[tuple[int, Image.Image, Tensor]]:
+        """Segment the window of frames ``start, ...`` and yield those after the first ``given``."""
         try:
-            masks = self.predict_window(frames, texts)
+            masks = self.predict_window(frames, texts, links)
         except NonFiniteOutputError as error:
             raise NonFiniteOutputError(f"{error}; frames {start} to {start + len(frames) - 1} of {name}") from error
-        for offset, frame in enumerate(frames):
-            yield start + offset, frame, masks[:, offset]
+        for offset in range(given, len(frames)):
+            yield start + offset, frames[offset], masks[:, offset]
 
     def __call__(self, video: VideoInput, sentences: Sequence[str] | str) -> Tensor:
         """Segment a whole video and return every mask at once.

@@ -70,7 +70,7 @@ def _masks_at_original_size(
     Returns:
         ``[N, H, W]`` bool masks.
     """
-    binary = (_cropped_logits(mask_logits, upsampled_size, size).sigmoid() > threshold).float()
+    binary = resized_masks(mask_logits, upsampled_size, size, threshold)[None].float()
     resized = F.interpolate(binary, size=(int(orig_size[0]), int(orig_size[1])), mode="nearest")
     return resized[0] > 0.5
 
@@ -110,30 +110,52 @@ def a2d_postprocess(
     ]
 
 
-def select_video_query(pred_cls: Tensor) -> int:
-    """The query that follows the referred object through a video.
+def video_query_scores(pred_cls: Tensor) -> Tensor:
+    """How well each query fits the sentence over a video (or one window of it).
 
     Args:
-        pred_cls: ``[T, Q, K]`` class logits of one video (or one chunk of it).
+        pred_cls: ``[T, Q, K]`` class logits.
 
     Returns:
-        ``argmax_q max_k mean_t sigmoid(pred_cls[t, q, k])``; ties go to the lowest query index.
+        ``[Q]`` float32 ``max_k mean_t sigmoid(pred_cls[t, q, k])``, in ``[0, 1]``.
     """
     if pred_cls.ndim != 3:
         raise ValueError(f"pred_cls must be [T, Q, K], got shape {tuple(pred_cls.shape)}")
-    scores = pred_cls.float().sigmoid().mean(dim=0).amax(dim=-1)
-    return int(scores.argmax())
+    return pred_cls.float().sigmoid().mean(dim=0).amax(dim=-1)
 
 
-def _video_query_logits(pred_cls: Tensor, pred_masks: Tensor) -> tuple[int, Tensor]:
-    """The query chosen for a video (:func:`select_video_query`) and its mask logits ``[T, h, w]``."""
+def select_video_query(pred_cls: Tensor) -> int:
+    """The query that follows the referred object through a video: the argmax of
+    :func:`video_query_scores` over ``pred_cls [T, Q, K]``; ties go to the lowest query index."""
+    return int(video_query_scores(pred_cls).argmax())
+
+
+def _video_query_logits(pred_cls: Tensor, pred_masks: Tensor, query: int | None) -> tuple[int, Tensor]:
+    """``query`` (:func:`select_video_query`'s when ``None``) and its mask logits ``[T, h, w]``."""
     _check_mask_logits(pred_masks, "pred_masks")
     if pred_cls.shape[:2] != pred_masks.shape[:2]:
         raise ValueError(
             f"pred_cls {tuple(pred_cls.shape)} and pred_masks {tuple(pred_masks.shape)} disagree on [T, Q]"
         )
-    query = select_video_query(pred_cls)
+    if query is None:
+        query = select_video_query(pred_cls)
     return query, pred_masks[:, query]
+
+
+def resized_masks(
+    mask_logits: Tensor, padded_size: tuple[int, int], size: tuple[int, int], threshold: float = MASK_THRESHOLD
+) -> Tensor:
+    """Binary masks at the resized frame size, before the way back to the original size.
+
+    Args:
+        mask_logits: ``[N, h, w]`` stride-4 logits of ``N`` masks of one clip.
+        padded_size, size: see :func:`_cropped_logits`.
+        threshold: mask probability above which a pixel is in the mask.
+
+    Returns:
+        ``[N, H', W']`` bool.
+    """
+    return _cropped_logits(mask_logits, padded_size, size)[0].sigmoid() > threshold
 
 
 def video_postprocess(
@@ -143,6 +165,7 @@ def video_postprocess(
     size: tuple[int, int],
     orig_size: tuple[int, int],
     threshold: float = MASK_THRESHOLD,
+    query: int | None = None,
 ) -> tuple[int, Tensor]:
     """Ref-YouTube-VOS post-processing of one video: one query, binary masks for every frame.
 
@@ -153,11 +176,13 @@ def video_postprocess(
         size: ``(H', W')`` resized, unpadded frame size.
         orig_size: ``(H, W)`` original frame size.
         threshold: mask probability above which a pixel is in the mask (0.5 in every protocol).
+        query: the query to keep; :func:`select_video_query`'s when ``None`` (a linked window's choice,
+            :mod:`wavecl.model.linking`, otherwise).
 
     Returns:
         The selected query index and its ``[T, H, W]`` bool masks.
     """
-    query, logits = _video_query_logits(pred_cls, pred_masks)
+    query, logits = _video_query_logits(pred_cls, pred_masks, query)
     return query, _masks_at_original_size(logits, padded_size, size, orig_size, threshold)
 
 
@@ -185,7 +210,7 @@ def video_probabilities(
     Returns:
         The selected query index and its ``[T, H, W]`` float probabilities.
     """
-    query, logits = _video_query_logits(pred_cls, pred_masks)
+    query, logits = _video_query_logits(pred_cls, pred_masks, None)
     cropped = _cropped_logits(logits, padded_size, size)
     resized = F.interpolate(cropped, size=(int(orig_size[0]), int(orig_size[1])), mode="bilinear", align_corners=False)
     return query, resized[0].sigmoid()

@@ -5,7 +5,8 @@ A pretrained folder loads offline, with no other file and no network::
     <directory>/
         config.json                 the ModelConfig as JSON
         model.safetensors           every weight once (text encoder included)
-        preprocessor_config.json    optional: {"short_size", "max_size", "window"} the model is meant to run at
+        preprocessor_config.json    {"short_size", "max_size", "window"} the model runs at (recorded inference
+                                    settings, wavecl.inference_settings); without it, the defaults
         text_encoder/               the Hugging Face encoder's config.json and tokenizer files (no weights)
 
 Weights are read by :func:`wavecl.model.weights.load_weights`, the loader of every other path too.
@@ -13,7 +14,10 @@ Weights are read by :func:`wavecl.model.weights.load_weights`, the loader of eve
 :meth:`PretrainedMixin.from_pretrained` also accepts what a training run writes (:mod:`wavecl.checkpoint`): a
 run directory (its ``checkpoints/last`` checkpoint, or the newest epoch folder when that pointer is
 missing), a checkpoint folder or pointer, or a ``model.safetensors`` file inside one. The network is
-then described by ``<run>/config.yaml`` and the text encoder is built from ``model.text_encoder``.
+then described by ``<run>/config.yaml`` and the text encoder is built from ``model.text_encoder``; the
+model runs at the run's ``data.eval_short_size`` / ``eval_max_size`` and ``data.window_size``.
+
+A loaded model remembers those settings as ``model.inference_settings``, which ``save_pretrained`` writes.
 """
 
 from __future__ import annotations
@@ -22,7 +26,6 @@ import dataclasses
 import json
 import os
 import shutil
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -38,6 +41,7 @@ if TYPE_CHECKING:
 from wavecl.atomic import atomic_path, replace_directory, temporary_directory
 from wavecl.checkpoint import MODEL_FILENAME, latest_checkpoint, unshared_cpu_tensors
 from wavecl.config import ModelConfig, from_dict, load_config
+from wavecl.inference_settings import InferenceSettings
 from wavecl.jsonio import read_json
 from wavecl.model.text import encoder_from_config
 from wavecl.model.weights import load_weights
@@ -65,36 +69,13 @@ class PretrainedSource:
         config: the network configuration.
         text_encoder_dir: the saved encoder config and tokenizer (pretrained folders), or ``None`` when
             the encoder is built from ``config.text_encoder`` (training runs).
-        eval_size: ``(short_size, max_size)`` the model is meant to run at, when recorded.
-        window: frames per clip the model was trained and evaluated with (a run's ``data.window_size``),
-            when recorded.
+        inference_settings: how the model runs: the defaults, with the recorded resize and window.
     """
 
     weights: Path
     config: ModelConfig
     text_encoder_dir: Path | None
-    eval_size: tuple[int, int | None] | None
-    window: int | None = None
-
-
-def _read_eval_size(values: Mapping, source: Path) -> tuple[int, int | None]:
-    try:
-        short_size = int(values["short_size"])
-        max_size = values.get("max_size")
-        return short_size, None if max_size is None else int(max_size)
-    except (KeyError, TypeError, ValueError) as error:
-        raise ValueError(
-            f"{source}: expected {{'short_size': int, 'max_size': int or null}}, got {values!r}"
-        ) from error
-
-
-def _read_window(values: Mapping, source: Path) -> int | None:
-    window = values.get("window")
-    if window is None:
-        return None
-    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
-        raise ValueError(f"{source}: 'window' must be a positive number of frames, got {window!r}")
-    return window
+    inference_settings: InferenceSettings
 
 
 def _read_json(path: Path) -> dict:
@@ -122,10 +103,10 @@ def resolve_pretrained(path: str | os.PathLike[str]) -> PretrainedSource:
         if not (text_encoder_dir / CONFIG_FILENAME).is_file():
             raise FileNotFoundError(f"pretrained folder {folder} has no {TEXT_ENCODER_DIRNAME}/{CONFIG_FILENAME}")
         preprocessor = folder / PREPROCESSOR_FILENAME
-        values = _read_json(preprocessor) if preprocessor.is_file() else None
-        eval_size = None if values is None else _read_eval_size(values, preprocessor)
-        window = None if values is None else _read_window(values, preprocessor)
-        return PretrainedSource(weights_file or folder / MODEL_FILENAME, config, text_encoder_dir, eval_size, window)
+        settings = InferenceSettings()
+        if preprocessor.is_file():
+            settings = settings.with_recorded(_read_json(preprocessor), str(preprocessor))
+        return PretrainedSource(weights_file or folder / MODEL_FILENAME, config, text_encoder_dir, settings)
 
     checkpoint_dir = latest_checkpoint(folder)
     run_dir = checkpoint_dir.parent.parent  # <run>/checkpoints/<epoch folder>
@@ -135,14 +116,12 @@ def resolve_pretrained(path: str | os.PathLike[str]) -> PretrainedSource:
             f"no {run_config} for checkpoint {checkpoint_dir}; a training run keeps it in the run directory, "
             f"a pretrained folder has {CONFIG_FILENAME} beside {MODEL_FILENAME}"
         )
-    config = load_config(run_config)
-    return PretrainedSource(
-        weights_file or checkpoint_dir / MODEL_FILENAME,
-        config.model,
-        None,
-        (config.data.eval_short_size, config.data.eval_max_size),
-        config.data.window_size,
-    )
+    run = load_config(run_config)
+    try:
+        settings = InferenceSettings.of_run(run.data)
+    except ValueError as error:
+        raise ValueError(f"{run_config}: {error}") from error
+    return PretrainedSource(weights_file or checkpoint_dir / MODEL_FILENAME, run.model, None, settings)
 
 
 def _build_text_encoder(folder: Path) -> tuple[transformers.PreTrainedModel, transformers.PreTrainedTokenizerBase]:
@@ -156,11 +135,11 @@ def _build_text_encoder(folder: Path) -> tuple[transformers.PreTrainedModel, tra
 
 
 def build_pretrained(model_class: type[ModelT], source: PretrainedSource, device: str | torch.device = "cpu") -> ModelT:
-    """Build ``model_class`` from the parts :func:`resolve_pretrained` found (for callers that also need
-    ``source.eval_size``).
+    """Build ``model_class`` from the parts :func:`resolve_pretrained` found.
 
     Returns:
-        The model, in eval mode, on ``device``.
+        The model, in eval mode, on ``device``, with ``source.inference_settings`` as its
+        ``inference_settings``.
 
     Raises:
         FileNotFoundError: nothing usable at ``path``.
@@ -168,21 +147,17 @@ def build_pretrained(model_class: type[ModelT], source: PretrainedSource, device
             (:class:`~wavecl.checkpoint.CheckpointError`) or does not fit the config
             (:class:`~wavecl.model.weights.CheckpointMismatchError`); messages name the file.
     """
+    settings = source.inference_settings
     if source.text_encoder_dir is not None:
         text_encoder, tokenizer = _build_text_encoder(source.text_encoder_dir)
-        model = model_class(source.config, text_encoder=text_encoder, tokenizer=tokenizer)
+        model = model_class(source.config, text_encoder=text_encoder, tokenizer=tokenizer, inference_settings=settings)
     else:
-        model = model_class(source.config)
+        model = model_class(source.config, inference_settings=settings)
     load_weights(model, source.weights)
     return model.to(device).eval()
 
 
-def save_pretrained(
-    model: nn.Module,
-    directory: str | os.PathLike[str],
-    eval_size: tuple[int, int | None] | None = None,
-    window: int | None = None,
-) -> Path:
+def save_pretrained(model: nn.Module, directory: str | os.PathLike[str], settings: InferenceSettings) -> Path:
     """Write ``model`` as a self-contained pretrained folder (layout in the module docstring).
 
     Everything is written into a temporary folder beside ``directory`` that then replaces it, so a
@@ -192,15 +167,14 @@ def save_pretrained(
     Args:
         model: the network (any device; weights are copied to the CPU).
         directory: the folder to (over)write.
-        eval_size: ``(short_size, max_size)`` to record as the model's inference resolution.
-        window: frames per clip to record (needs ``eval_size``).
+        settings: whose resize and window to record (:data:`~wavecl.inference_settings.RECORDED_SETTINGS`,
+            in ``preprocessor_config.json``): the model's own, ``model.inference_settings``, or others.
 
     Returns:
         ``directory``.
     """
     directory = Path(directory)
-    if window is not None and eval_size is None:
-        raise ValueError("save_pretrained records a window only together with eval_size")
+    recorded = settings.recorded()
     if directory.exists():
         if not directory.is_dir():
             raise ValueError(f"cannot save a pretrained model to {directory}: it is a file")
@@ -217,11 +191,7 @@ def save_pretrained(
         )
         with atomic_path(staging / MODEL_FILENAME) as temporary:  # safetensors itself writes mode 0600
             save_file(unshared_cpu_tensors(model.state_dict()), str(temporary), metadata={"format": "pt"})
-        if eval_size is not None:
-            values = {"short_size": int(eval_size[0]), "max_size": None if eval_size[1] is None else int(eval_size[1])}
-            if window is not None:
-                values["window"] = int(window)
-            (staging / PREPROCESSOR_FILENAME).write_text(json.dumps(values, indent=2) + "\n", encoding="utf-8")
+        (staging / PREPROCESSOR_FILENAME).write_text(json.dumps(recorded, indent=2) + "\n", encoding="utf-8")
         model.text_encoder.config.save_pretrained(staging / TEXT_ENCODER_DIRNAME)
         model.tokenizer.save_pretrained(staging / TEXT_ENCODER_DIRNAME)
         replace_directory(staging, directory)
@@ -232,8 +202,11 @@ def save_pretrained(
 
 class PretrainedMixin:
     """``from_pretrained`` / ``save_pretrained`` / ``export_pretrained`` for a model class built as
-    ``cls(config, text_encoder=None, tokenizer=None)`` (the way Hugging Face's ``PreTrainedModel`` builds
-    ``cls(config)``); :class:`~wavecl.model.wavecl.WaveCL` inherits them."""
+    ``cls(config, text_encoder=None, tokenizer=None, inference_settings=None)`` (the way Hugging Face's
+    ``PreTrainedModel`` builds ``cls(config)``); :class:`~wavecl.model.wavecl.WaveCL` inherits them."""
+
+    inference_settings: InferenceSettings
+    """How the model runs unless told otherwise; recorded by :meth:`save_pretrained`."""
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike[str], device: str | torch.device = "cpu") -> Self:
@@ -253,14 +226,10 @@ class PretrainedMixin:
         """
         return build_pretrained(cls, resolve_pretrained(path), device)
 
-    def save_pretrained(
-        self,
-        directory: str | os.PathLike[str],
-        eval_size: tuple[int, int | None] | None = None,
-        window: int | None = None,
-    ) -> Path:
-        """Write a self-contained pretrained folder; see :func:`save_pretrained`."""
-        return save_pretrained(self, directory, eval_size, window)
+    def save_pretrained(self, directory: str | os.PathLike[str], settings: InferenceSettings | None = None) -> Path:
+        """Write a self-contained pretrained folder (:func:`save_pretrained`) recording ``settings``, the
+        model's own when ``None``."""
+        return save_pretrained(self, directory, self.inference_settings if settings is None else settings)
 
     @classmethod
     def export_pretrained(cls, checkpoint: str | os.PathLike[str], directory: str | os.PathLike[str]) -> Path:
@@ -275,5 +244,4 @@ class PretrainedMixin:
             ``directory``.
         """
         source = resolve_pretrained(checkpoint)
-        model = build_pretrained(cls, source)
-        return save_pretrained(model, directory, eval_size=source.eval_size, window=source.window)
+        return save_pretrained(build_pretrained(cls, source), directory, source.inference_settings)

@@ -20,6 +20,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from wavecl.config import ModelConfig
+from wavecl.inference_settings import InferenceSettings
 from wavecl.model.backbone import VideoSwinBackbone, load_video_swin_weights
 from wavecl.model.deformable import DeformableOutput, DeformableTransformer
 from wavecl.model.features import EncodedSentences, VisualFeatures
@@ -67,11 +68,22 @@ class WaveCL(PretrainedMixin, nn.Module):
         config: the network configuration.
         text_encoder, tokenizer: a prebuilt Hugging Face encoder and its tokenizer; loaded from
             ``config.text_encoder`` when omitted.
+        inference_settings: how :class:`~wavecl.inference.predictor.VideoPredictor` runs this model unless
+            told otherwise (the defaults when ``None``); :meth:`from_pretrained` gives those recorded with
+            the weights (:data:`~wavecl.inference_settings.RECORDED_SETTINGS`), :meth:`save_pretrained`
+            records them.
     """
 
-    def __init__(self, config: ModelConfig, text_encoder: nn.Module | None = None, tokenizer=None) -> None:
+    def __init__(
+        self,
+        config: ModelConfig,
+        text_encoder: nn.Module | None = None,
+        tokenizer=None,
+        inference_settings: InferenceSettings | None = None,
+    ) -> None:
         super().__init__()
         self.config = config
+        self.inference_settings = InferenceSettings() if inference_settings is None else inference_settings
         d = config.d_model
         overrides = {
             "embed_dim": config.backbone_embed_dim,

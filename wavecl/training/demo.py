@@ -32,7 +32,7 @@ from wavecl.data.synthetic import write_synthetic_ytvos
 from wavecl.data.ytvos import YTVOSPaths, evaluated_videos
 from wavecl.device import resolve_device
 from wavecl.distributed import DistInfo
-from wavecl.inference.run import predict_video
+from wavecl.inference.prediction_folder import predict_video
 from wavecl.jsonio import read_json
 from wavecl.training.run_dir import RunLock
 from wavecl.training.trainer import Trainer
@@ -217,7 +217,7 @@ def run_demo(
             frames_dir,
             sentences,
             run_dir / "overlays" / frames_dir.name,
-            device=dist.device,
+            device=str(dist.device),
             progress=False,
             fps=4,
         )

@@ -1,4 +1,4 @@
-"""``wavecl predict``: segment one video for one or several sentences and write masks and pictures.
+"""Segment one video for one or several sentences and write the prediction folder of ``wavecl predict``.
 
 Output folder::
 
@@ -23,10 +23,10 @@ Mask files are named after the source frames: a folder's frame files keep their 
 (``img_0042.jpg`` -> ``img_0042.png``); a video file's frames are named by index and presentation
 time (``00012_0.480s.png``); arrays and frame lists by index (``00012.png``).
 
-The window and the resize default to the checkpoint's (a run's ``data.window_size`` and
-``data.eval_short_size``/``eval_max_size``, or a pretrained folder's ``preprocessor_config.json``).
-Frames are written as soon as their window is segmented, so memory stays bounded whatever the
-video's length.
+The settings default to the model's own (:attr:`wavecl.model.wavecl.WaveCL.inference_settings`: a run's
+``data.window_size`` and ``data.eval_short_size``/``eval_max_size``, or a pretrained folder's
+``preprocessor_config.json``). Frames are written as soon as their window is segmented, so memory stays
+bounded whatever the video's length.
 """
 
 from __future__ import annotations
@@ -41,13 +41,12 @@ import shutil
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 from PIL import Image
 
 from wavecl.atomic import replace_directory, temporary_directory
-from wavecl.config import DEFAULT_AMP, AmpMode
 from wavecl.data.video_files import VideoWriter
 from wavecl.device import resolve_device
 from wavecl.inference.overlay import (
@@ -62,17 +61,15 @@ from wavecl.inference.overlay import (
     sheet_tile,
     video_frame,
 )
-from wavecl.inference.predictor import Runtime, VideoInput, VideoPredictor, open_video
+from wavecl.inference.predictor import VideoInput, VideoPredictor, open_video
+from wavecl.inference_settings import InferenceSettings
 from wavecl.model.onnx_export import ONNX_MANIFEST
-from wavecl.model.pretrained import ONNX_DIRNAME, PretrainedSource, build_pretrained, resolve_pretrained
+from wavecl.model.pretrained import ONNX_DIRNAME
 from wavecl.model.wavecl import WaveCL
 from wavecl.optional import package_available
 
 T = TypeVar("T")
 log = logging.getLogger("wavecl.predict")
-DEFAULT_SHORT_SIZE = 360
-DEFAULT_MAX_SIZE = 640
-DEFAULT_WINDOW = 8
 DEFAULT_FPS = 24.0
 SHEET_FRAMES = 8
 SHEET_COLUMNS = 4
@@ -93,7 +90,7 @@ class PredictionPaths:
         num_frames: frames segmented.
         colors: ``[N, 3]`` uint8 RGB, each sentence's colour in the overlay video and contact sheet.
         sheet_frames: names of the frames the contact sheet shows, in order.
-        window: frames per clip used.
+        settings: the settings the video was segmented with.
     """
 
     out_dir: Path
@@ -102,8 +99,8 @@ class PredictionPaths:
     contact_sheet: Path
     num_frames: int
     colors: np.ndarray
+    settings: InferenceSettings
     sheet_frames: list[str] = field(default_factory=list)
-    window: int = DEFAULT_WINDOW
 
 
 def sentence_slug(sentence: str, max_length: int = 40) -> str:
@@ -161,36 +158,16 @@ def sheet_title(shown: int, total: int) -> str:
     return f"{shown} of {total} frames, evenly spaced (each tile names its frame)"
 
 
-def inference_settings(
-    source: PretrainedSource, short_size: int | None = None, max_size: int | None = None, window: int | None = None
-) -> tuple[int, int | None, int]:
-    """``(short_size, max_size, window)`` to run a checkpoint with: each given value, else the one
-    recorded with the checkpoint (a run's ``data.eval_short_size``/``eval_max_size`` and
-    ``data.window_size``), else 360 / 640 and 8 frames."""
-    recorded_short, recorded_max = source.eval_size or (DEFAULT_SHORT_SIZE, DEFAULT_MAX_SIZE)
-    return (
-        short_size if short_size is not None else recorded_short,
-        max_size if max_size is not None else recorded_max,
-        window if window is not None else source.window or DEFAULT_WINDOW,
-    )
-
-
 def predict_video(
     checkpoint: str | os.PathLike[str],
     video: VideoInput,
     sentences: Sequence[str],
     out_dir: str | os.PathLike[str],
-    device: str = "cpu",
-    window: int | None = None,
-    short_size: int | None = None,
-    max_size: int | None = None,
-    amp: AmpMode = DEFAULT_AMP,
+    settings: InferenceSettings | None = None,
     fps: float | None = None,
     progress: bool = True,
-    sentences_per_pass: int = 8,
-    compile: bool = False,
     sentence_names: Sequence[str] | None = None,
-    runtime: Runtime = "torch",
+    **changes: Any,
 ) -> PredictionPaths:
     """Segment ``video`` for every sentence and write masks, an overlay video and a contact sheet.
 
@@ -202,40 +179,29 @@ def predict_video(
         sentences: ``N >= 1`` referring expressions.
         out_dir: output folder (created; the ``masks/``, overlay and contact sheet of a previous
             prediction are replaced once this one is complete, other files are left alone).
-        device: ``"auto"``, ``"cpu"`` or ``"cuda"`` (:func:`wavecl.device.resolve_device`).
-        window: frames per clip; when ``None``, the checkpoint's (a run's ``data.window_size``), else 8.
-        short_size, max_size: resize of the frames; when ``None``, the size recorded with the
-            checkpoint (a run's ``data.eval_short_size``/``eval_max_size``), else 360 / 640.
-        amp: ``"off"``, ``"bf16"`` or ``"fp16"`` autocast (:func:`wavecl.amp.decide_precision`; on the CPU
-            bf16 runs where the CPU has bfloat16 instructions, anything else float32).
+        settings: how to run the model (:class:`~wavecl.inference_settings.InferenceSettings`); the
+            checkpoint's own when ``None`` (its recorded resize and window, the defaults of the rest).
         fps: frame rate of the overlay video; the input video's when ``None`` (24 for frame folders).
         progress: show progress (a live bar on a terminal, a line every few seconds in a log).
-        sentences_per_pass: sentences segmented together; every window runs the backbone once for all.
-        compile: ``torch.compile`` the network (eager, with one warning, where that is unavailable).
         sentence_names: how error messages name each sentence's source (``--text #2``); ``sentence i``
             when ``None``.
-        runtime: ``"torch"`` or ``"onnxruntime"`` (:class:`~wavecl.inference.predictor.VideoPredictor`); ONNX
-            Runtime runs the ``onnx/`` parts of a pretrained folder when it has them, else exports the model.
+        **changes: settings that replace those of ``settings`` (``None`` leaves one as it is). With
+            ``runtime="onnxruntime"``, ONNX Runtime runs the ``onnx/`` parts of a pretrained folder when it
+            has them, else exports the model.
 
     Returns:
         The paths written (:class:`PredictionPaths`).
+
+    Raises:
+        TypeError: an unknown setting name.
+        ValueError: a setting out of range.
     """
-    compute_device = resolve_device(device)  # an impossible request fails before the weights are read
-    source = resolve_pretrained(checkpoint)
-    short_size, max_size, window = inference_settings(source, short_size, max_size, window)
-    predictor = VideoPredictor(
-        build_pretrained(WaveCL, source),
-        short_size=short_size,
-        max_size=max_size,
-        window=window,
-        device=compute_device,
-        amp=amp,
-        progress=progress,
-        sentences_per_pass=sentences_per_pass,
-        compile=compile,
-        runtime=runtime,
-        onnx_dir=onnx_parts(checkpoint) if runtime == "onnxruntime" else None,
-    )
+    # an impossible device fails before the weights are read
+    resolve_device(changes.get("device") or (settings or InferenceSettings()).device)
+    model = WaveCL.from_pretrained(checkpoint)
+    settings = (settings or model.inference_settings).with_given(**changes)
+    onnx_dir = onnx_parts(checkpoint) if settings.runtime == "onnxruntime" else None
+    predictor = VideoPredictor(model, settings, progress=progress, onnx_dir=onnx_dir)
     return write_predictions(predictor, video, sentences, out_dir, fps=fps, sentence_names=sentence_names)
 
 
@@ -258,7 +224,7 @@ def write_predictions(
     """Segment ``video`` with ``predictor`` and write the folder described in the module docstring.
 
     Args:
-        predictor: the model with its resize, window and threshold.
+        predictor: the model with its settings.
         video, sentences, out_dir, fps: as for :func:`predict_video`.
         on_frame: called with the 0-based index of each frame once it is written (progress display);
             an exception it raises stops the run and no overlay video is left behind.
@@ -295,8 +261,8 @@ def write_predictions(
         out_dir / SHEET_FILENAME,
         num_frames,
         colors,
+        predictor.settings,
         shown,
-        predictor.window,
     )
 
 
@@ -314,7 +280,7 @@ def _write_into(
     returns the number of frames, the names of those the contact sheet shows and the sentences' colours."""
     mask_dirs = [folder / MASKS_DIRNAME / name for name in mask_names]
     (folder / MASKS_DIRNAME).mkdir()
-    head, stream = _peek(predictor.predict_stream(video, sentences), predictor.window)
+    head, stream = _peek(predictor.predict_stream(video, sentences), predictor.settings.window)
     seen = object_colors([np.asarray(frame) for _, frame, _ in head], [masks.numpy() for _, _, masks in head])
     colors = sentence_colors(len(sentences), seen)
     legend: np.ndarray | None = None
