@@ -124,7 +124,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         torch.manual_seed(0)
-        model = WaveCL(load_config(REPO / "configs" / "tiny.yaml").model)
+        model = WaveCL(load_config("tiny").model)
         checkpoint = save_pretrained(
             model, scratch / "tiny", eval_size=(min(args.height, args.width), max(args.height, args.width))
         )

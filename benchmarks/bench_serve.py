@@ -6,7 +6,7 @@ video, the contact sheet and the masks zip are on the page. The clock starts whe
 (before its upload) and stops when the last result is shown. The page's own summary gives the
 server's share (decode, segment, write); the rest is upload, queue, result transfer and display.
 
-The model is a checkpoint given with ``--checkpoint``, else the tiny config of ``configs/tiny.yaml``
+The model is a checkpoint given with ``--checkpoint``, else the tiny config of ``tiny``
 randomly initialised (apart from its packaged text encoder) and saved with ``save_pretrained`` at the
 demo's resolution (short side 64, long side at most 96): speed does not depend on the weights' values.
 
@@ -37,7 +37,6 @@ from wavecl.model.pretrained import save_pretrained
 from wavecl.model.wavecl import WaveCL
 from wavecl.testing.serve import CHROMIUM, choose_file, serve_process, wait_for_result
 
-REPO = Path(__file__).resolve().parents[1]
 CASES = ((16, 128, 192), (48, 128, 192), (48, 240, 320))  # frames, height, width
 SENTENCES = "the red circle moving down\nthe orange triangle"
 RESULT_TIMEOUT_MS = 600_000
@@ -77,9 +76,7 @@ def main() -> None:
         checkpoint = args.checkpoint
         if checkpoint is None:
             torch.manual_seed(0)
-            checkpoint = save_pretrained(
-                WaveCL(load_config(REPO / "configs" / "tiny.yaml").model), scratch / "tiny", eval_size=(64, 96)
-            )
+            checkpoint = save_pretrained(WaveCL(load_config("tiny").model), scratch / "tiny", eval_size=(64, 96))
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "TMPDIR": str(scratch)}
         with serve_process(checkpoint, ["--device", "cpu"], log=scratch / "server.log", env=env) as served:
             with sync_playwright() as playwright:

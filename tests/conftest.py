@@ -1,14 +1,13 @@
 """Test-session setup and fixtures shared by the test modules.
 
 Derived files (sample-list caches) go to a temporary folder, not ``~/.cache``; the reduced model of
-``configs/tiny.yaml`` is one fixture.
+the packaged recipe ``tiny`` is one fixture.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
-from pathlib import Path
 
 import pytest
 import torch
@@ -16,8 +15,6 @@ import torch
 from wavecl.config import ModelConfig, load_config
 from wavecl.data.sample_cache import CACHE_ENVIRONMENT_VARIABLE
 from wavecl.model.wavecl import WaveCL
-
-TINY_CONFIG_PATH = Path(__file__).parents[1] / "configs" / "tiny.yaml"
 
 
 def pytest_configure(config) -> None:
@@ -39,8 +36,8 @@ def tf32_flags_off():
 
 @pytest.fixture(scope="module")
 def tiny_config() -> ModelConfig:
-    """The network part of ``configs/tiny.yaml`` (reduced Video-Swin, the packaged MiniLM encoder)."""
-    return load_config(TINY_CONFIG_PATH).model
+    """The network part of the packaged recipe ``tiny`` (reduced Video-Swin, the packaged MiniLM encoder)."""
+    return load_config("tiny").model
 
 
 @pytest.fixture(scope="module")

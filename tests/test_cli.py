@@ -26,8 +26,8 @@ from wavecl.testing.coco_davis import write_davis_fixture
 from wavecl.testing.datasets import write_a2d_fixture, write_jhmdb_fixture, write_ytvos_fixture
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = str(REPO / "configs" / "tiny.yaml")
-A2D_CONFIG = str(REPO / "configs" / "a2d_sentences.yaml")
+TINY = "tiny"
+A2D_CONFIG = "a2d_sentences"
 
 
 def prepare_synthetic(root: Path, videos: int, valid_videos: int, frames: int, size: tuple[int, int], capsys):
@@ -306,7 +306,7 @@ def test_evaluate_saved_synthetic_predictions(tmp_path, capsys):
 
 def test_evaluate_checks_a_ytvos_submission(tmp_path, capsys):
     fixture = write_ytvos_fixture(tmp_path / "refer_youtube_vos")
-    config = ["-c", str(REPO / "configs" / "refer_youtube_vos_finetune.yaml"), "--set", f"data.root={tmp_path}"]
+    config = ["-c", "refer_youtube_vos_finetune", "--set", f"data.root={tmp_path}"]
     submission = tmp_path / "submission"
     for video, spec in fixture.valid.items():
         height, width = spec.frames.shape[1:3]
@@ -324,7 +324,7 @@ def test_evaluate_checks_a_ytvos_submission(tmp_path, capsys):
 
 def test_evaluate_saved_davis_predictions(tmp_path, capsys):
     fixture = write_davis_fixture(tmp_path / "refer-davis")
-    config = ["-c", str(REPO / "configs" / "davis.yaml"), "--set", f"data.root={tmp_path}"]
+    config = ["-c", "davis", "--set", f"data.root={tmp_path}"]
     results = tmp_path / "results"
     for annotator in range(4):
         for video in fixture.splits["val"]:

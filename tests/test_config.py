@@ -6,10 +6,10 @@ import pytest
 import yaml
 
 from wavecl.cli import main
-from wavecl.config import SECTIONS, Config, apply_overrides, field_help, load_config, parse_override
+from wavecl.config import SECTIONS, Config, apply_overrides, field_help, load_config, packaged_configs, parse_override
 
 REPO = Path(__file__).parents[1]
-CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+CONFIGS = sorted(packaged_configs().values())
 
 # An excerpt of the original repository's configs/a2d_sentences.yaml ({desc, value} entries,
 # PyYAML-unfriendly exponents, nested DeformTransformer and VOC values).
@@ -93,7 +93,7 @@ def test_every_shipped_config_loads_and_round_trips(path, tmp_path):
 
 
 def test_published_a2d_hyper_parameters():
-    config = load_config(Path(__file__).parents[1] / "configs" / "a2d_sentences.yaml")
+    config = load_config("a2d_sentences")
     assert (config.train.lr, config.train.lr_backbone, config.train.batch_size) == (5e-5, 5e-6, 2)
     assert (config.train.epochs, config.train.lr_drop, config.train.lr_gamma) == (40, [15], 0.2)
 
@@ -197,12 +197,12 @@ def test_a_misspelt_field_gets_a_suggestion(tmp_path, capsys):
         apply_overrides(Config(), {"train.zzzz": 4})
     assert "did you mean" not in str(error.value)
     with pytest.raises(SystemExit):
-        main(["info", "-c", str(REPO / "configs" / "tiny.yaml"), "--set", "train.max_step_per_epoch=3"])
+        main(["info", "-c", "tiny", "--set", "train.max_step_per_epoch=3"])
     assert "did you mean 'train.max_steps_per_epoch'?" in capsys.readouterr().err
 
 
 def test_config_show_lists_every_field_with_type_default_value_and_meaning(capsys):
-    main(["config", "show", "-c", str(REPO / "configs" / "demo.yaml"), "--set", "train.lr=1e-3", "--dataset", "coco"])
+    main(["config", "show", "-c", "demo", "--set", "train.lr=1e-3", "--dataset", "coco"])
     lines = capsys.readouterr().out.splitlines()
     entries = {}
     for line, meaning in zip(lines, lines[1:]):

@@ -24,7 +24,7 @@ from wavecl.model.wavecl import WaveCL
 from wavecl.testing.coco_davis import write_davis_fixture
 from wavecl.testing.datasets import write_a2d_fixture, write_ytvos_fixture
 
-TINY = "configs/tiny.yaml"
+TINY = "tiny"
 
 
 pytestmark = pytest.mark.usefixtures("single_thread")

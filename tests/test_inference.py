@@ -38,7 +38,7 @@ from wavecl.model.wavecl import WaveCL
 from wavecl.model.weights import CheckpointMismatchError
 from wavecl.progress import progress_bar
 
-TINY_CONFIG = Path(__file__).parents[1] / "configs" / "tiny.yaml"
+TINY_CONFIG = "tiny"
 HEIGHT, WIDTH = 48, 64
 SHORT_SIZE, MAX_SIZE = 40, 64  # resizes 48x64 frames to 40x53: the resize and the way back are exercised
 SENTENCES = ["the red circle moving to the left", "a blue square"]

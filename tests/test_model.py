@@ -10,8 +10,6 @@ from wavecl.model.wavecl import WaveCL
 from wavecl.original import convert_state_dict
 from wavecl.testing.checkpoints import original_state_dict
 
-CONFIGS = "configs"
-
 
 def mha(prefix):
     return {
@@ -121,7 +119,7 @@ def expected_head_shapes(num_classes):
 
 @pytest.fixture(scope="module")
 def full_a2d_model():
-    config = load_config(f"{CONFIGS}/a2d_sentences.yaml").model
+    config = load_config("a2d_sentences").model
     config.text_encoder = "random:roberta-base"
     config.backbone_pretrained_path = None
     return WaveCL(config)

@@ -180,13 +180,13 @@ def register(commands: argparse._SubParsersAction) -> None:
         "disagrees with the run's is refused unless set explicitly with --set. The protocol of each\n"
         "dataset is listed below.",
         "  wavecl evaluate --checkpoint runs/a2d_sentences/a2d/checkpoints/best\n"
-        "  wavecl evaluate -c configs/a2d_sentences.yaml --checkpoint reference_a2d.pth.tar\n"
-        "  torchrun --nproc_per_node 2 -m wavecl evaluate -c configs/jhmdb_sentences.yaml \\\n"
+        "  wavecl evaluate -c a2d_sentences --checkpoint reference_a2d.pth.tar\n"
+        "  torchrun --nproc_per_node 2 -m wavecl evaluate -c jhmdb_sentences \\\n"
         "      --checkpoint runs/a2d_sentences/a2d\n"
-        "  wavecl evaluate -c configs/a2d_sentences.yaml \\\n"
+        "  wavecl evaluate -c a2d_sentences \\\n"
         "      --predictions runs/a2d_sentences/a2d/evaluation/predictions.json\n"
         "  wavecl evaluate -c runs/ref_youtube_vos/demo/config.yaml --checkpoint runs/ref_youtube_vos/demo\n"
-        "  wavecl evaluate -c configs/demo.yaml --data-root data/my_videos --predictions masks/ --out-dir out/\n\n"
+        "  wavecl evaluate -c demo --data-root data/my_videos --predictions masks/ --out-dir out/\n\n"
         + CONFIG_HELP_EPILOG,
     )
     add_config_arguments(parser, required=False)
