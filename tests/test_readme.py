@@ -1,6 +1,6 @@
 """The commands the README shows: every ``wavecl`` line parses, ``wavecl info`` runs as written on a
 fresh install (no weights anywhere), and the train / resume / evaluate block runs in its tiny variant
-(``configs/tiny.yaml`` on a synthetic dataset instead of A2D)."""
+(the recipe ``tiny`` on a synthetic dataset instead of A2D)."""
 
 from __future__ import annotations
 
