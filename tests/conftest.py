@@ -7,6 +7,7 @@ the packaged recipe ``tiny`` is one fixture.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 
 import pytest
@@ -16,10 +17,17 @@ from wavecl.config import ModelConfig, load_config
 from wavecl.data.sample_cache import CACHE_ENVIRONMENT_VARIABLE
 from wavecl.model.wavecl import WaveCL
 
+CACHE_FOLDER = pytest.StashKey[str]()
 
-def pytest_configure(config) -> None:
+
+def pytest_configure(config: pytest.Config) -> None:
     """Point ``$WAVECL_CACHE_DIR`` (inherited by the subprocesses tests start) at a fresh folder."""
-    os.environ[CACHE_ENVIRONMENT_VARIABLE] = tempfile.mkdtemp(prefix="wavecl-test-cache-")
+    config.stash[CACHE_FOLDER] = os.environ[CACHE_ENVIRONMENT_VARIABLE] = tempfile.mkdtemp(prefix="wavecl-test-cache-")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Remove the cache folder of :func:`pytest_configure`: a test run leaves nothing in the temp directory."""
+    shutil.rmtree(config.stash[CACHE_FOLDER], ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

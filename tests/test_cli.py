@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +54,7 @@ def read_metrics(folder: Path) -> dict[str, float]:
             ["train"],
             ["--config", "--resume", "--pretrained", "--device", "checkpoints/epoch_XXXX", "torchrun", "--compile"],
         ),
-        (["evaluate"], ["--checkpoint", "--predictions", "--out-dir", "--device", "J&F", "metrics.json", "--compile"]),
+        (["evaluate"], ["--checkpoint", "--predictions", "--out-dir", "--device", "--protocols", "metrics.json"]),
         (["predict"], ["--checkpoint", "--video", "--text", "--out-dir", "--window", "--device", "--compile"]),
         (["prepare"], ["a2d-gt", "jhmdb-gt", "ytvos-samples", "davis", "synthetic"]),
         (["prepare", "a2d-gt"], ["--root", "--out", "a2d_sentences_test_annotations_in_coco_format.json"]),
@@ -71,6 +73,44 @@ def test_help(argv, expected, capsys):
         assert text in out, text
     if argv:
         assert "examples:" in out
+
+
+HELP_PROBE = """
+import argparse, contextlib, io, json, sys
+from wavecl.cli import build_parser, main
+
+def commands(parser, prefix):
+    yield prefix
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from commands(sub, [*prefix, name])
+
+loaded = {}
+for argv in commands(build_parser(), []):
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):
+        main([*argv, "--help"])
+    loaded[" ".join(argv)] = sorted(name for name in ("torch", "transformers", "gradio") if name in sys.modules)
+print(json.dumps(loaded))
+"""
+
+
+def test_every_help_is_answered_without_loading_torch():
+    """``--help`` of every command and action, in one process in turn: none loads torch, transformers or
+    gradio (seconds each), so the first that would is named."""
+    result = subprocess.run([sys.executable, "-c", HELP_PROBE], capture_output=True, text=True, check=True)
+    loaded = json.loads(result.stdout)
+    assert {"", "evaluate", "train", "predict", "serve", "config list", "prepare a2d-gt", "demo"} <= set(loaded)
+    assert {argv: names for argv, names in loaded.items() if names} == {}
+
+
+def test_evaluate_protocols_lists_every_dataset_of_the_table(capsys):
+    from wavecl.evaluation.datasets import DATASETS
+
+    code, out, _ = run_cli(["evaluate", "--protocols"], capsys)
+    assert code == 0
+    for name, row in DATASETS.items():
+        assert f"{name}: {row.protocol}." in out and f"{name}: {row.saved_predictions}." in out
 
 
 # ------------------------------------------------------------------------------------------- info
