@@ -274,6 +274,7 @@ def test_save_then_load_pretrained_gives_identical_outputs(
     tiny_model: WaveCL, pretrained_dir: Path, frames: np.ndarray
 ) -> None:
     assert sorted(p.name for p in pretrained_dir.iterdir()) == [
+        "README.md",
         "config.json",
         "model.safetensors",
         "preprocessor_config.json",
@@ -301,7 +302,7 @@ def test_save_pretrained_replaces_its_own_folder_but_not_foreign_files(tiny_mode
     target = tmp_path / "model"
     save_pretrained(tiny_model, target)
     save_pretrained(tiny_model, target)
-    assert sorted(p.name for p in target.iterdir()) == ["config.json", "model.safetensors", "text_encoder"]
+    assert sorted(p.name for p in target.iterdir()) == ["README.md", "config.json", "model.safetensors", "text_encoder"]
     assert [p.name for p in tmp_path.iterdir()] == ["model"], "no temporary folder is left behind"
     (target / "notes.txt").write_text("mine")
     with pytest.raises(ValueError, match=r"refusing to overwrite .*notes\.txt"):

@@ -7,13 +7,16 @@ A pretrained folder loads offline, with no other file and no network::
         model.safetensors           every weight once (text encoder included)
         preprocessor_config.json    optional: {"short_size", "max_size", "window"} the model is meant to run at
         text_encoder/               the Hugging Face encoder's config.json and tokenizer files (no weights)
+        README.md                   the model card (:func:`wavecl.model.hub.model_card`)
 
 Weights are read by :func:`wavecl.model.weights.load_weights`, the loader of every other path too.
 
 :meth:`PretrainedMixin.from_pretrained` also accepts what a training run writes (:mod:`wavecl.checkpoint`): a
 run directory (its ``checkpoints/last`` checkpoint, or the newest epoch folder when that pointer is
 missing), a checkpoint folder or pointer, or a ``model.safetensors`` file inside one. The network is
-then described by ``<run>/config.yaml`` and the text encoder is built from ``model.text_encoder``.
+then described by ``<run>/config.yaml`` and the text encoder is built from ``model.text_encoder``. Where
+no local path exists, an ``owner/name`` is a Hugging Face Hub repository holding a pretrained folder
+(:func:`wavecl.model.hub.download_pretrained`).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, TypeVar, cast
 
 import torch
 import transformers
@@ -39,6 +42,8 @@ from wavecl.atomic import atomic_path, replace_directory, temporary_directory
 from wavecl.checkpoint import MODEL_FILENAME, latest_checkpoint, unshared_cpu_tensors
 from wavecl.config import ModelConfig, from_dict, load_config
 from wavecl.jsonio import read_json
+from wavecl.model.hub import MODEL_CARD_FILENAME, TrainingRecord, download_pretrained, is_repository_id, model_card
+from wavecl.model.parameters import count_parameters
 from wavecl.model.text import encoder_from_config
 from wavecl.model.weights import load_weights
 
@@ -50,8 +55,10 @@ ONNX_DIRNAME = "onnx"
 """The subfolder of a pretrained folder that ``wavecl export --onnx`` writes (:mod:`wavecl.model.onnx_export`)."""
 
 PRETRAINED_ENTRIES = frozenset(
-    {CONFIG_FILENAME, MODEL_FILENAME, PREPROCESSOR_FILENAME, TEXT_ENCODER_DIRNAME, ONNX_DIRNAME}
+    {CONFIG_FILENAME, MODEL_FILENAME, PREPROCESSOR_FILENAME, TEXT_ENCODER_DIRNAME, ONNX_DIRNAME, MODEL_CARD_FILENAME}
 )
+HUB_FILES = [CONFIG_FILENAME, MODEL_FILENAME, PREPROCESSOR_FILENAME, f"{TEXT_ENCODER_DIRNAME}/*", MODEL_CARD_FILENAME]
+"""What is fetched of a Hub repository: the files a pretrained folder loads from, and its card."""
 
 ModelT = TypeVar("ModelT", bound=nn.Module)
 
@@ -105,15 +112,19 @@ def _read_json(path: Path) -> dict:
 
 
 def resolve_pretrained(path: str | os.PathLike[str]) -> PretrainedSource:
-    """Find weights, config and text encoder for a pretrained folder, training run or checkpoint.
+    """Find weights, config and text encoder for a pretrained folder, training run or checkpoint, or a
+    Hub repository id (``owner/name``, where no such local path exists) holding a pretrained folder.
 
     Raises:
         FileNotFoundError: nothing usable at ``path`` (the message says what was looked for).
+        MissingPackageError: a repository id, without ``huggingface_hub`` installed.
         ValueError: a config file is malformed.
     """
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        if not is_repository_id(path.as_posix()):
+            raise FileNotFoundError(f"checkpoint not found: {path}")
+        path = download_pretrained(path.as_posix(), HUB_FILES)
     weights_file = path if path.is_file() and path.suffix == ".safetensors" else None
     folder = path.parent if weights_file is not None else path
     if (folder / CONFIG_FILENAME).is_file() and (weights_file or folder / MODEL_FILENAME).is_file():
@@ -182,6 +193,7 @@ def save_pretrained(
     directory: str | os.PathLike[str],
     eval_size: tuple[int, int | None] | None = None,
     window: int | None = None,
+    training: TrainingRecord | None = None,
 ) -> Path:
     """Write ``model`` as a self-contained pretrained folder (layout in the module docstring).
 
@@ -194,6 +206,7 @@ def save_pretrained(
         directory: the folder to (over)write.
         eval_size: ``(short_size, max_size)`` to record as the model's inference resolution.
         window: frames per clip to record (needs ``eval_size``).
+        training: the training run the weights come from, for the model card.
 
     Returns:
         ``directory``.
@@ -224,6 +237,10 @@ def save_pretrained(
             (staging / PREPROCESSOR_FILENAME).write_text(json.dumps(values, indent=2) + "\n", encoding="utf-8")
         model.text_encoder.config.save_pretrained(staging / TEXT_ENCODER_DIRNAME)
         model.tokenizer.save_pretrained(staging / TEXT_ENCODER_DIRNAME)
+        config = cast(ModelConfig, model.config)
+        encoder = cast(transformers.PretrainedConfig, model.text_encoder.config)
+        card = model_card(config, encoder, count_parameters(model), eval_size, window, training)
+        (staging / MODEL_CARD_FILENAME).write_text(card, encoding="utf-8")
         replace_directory(staging, directory)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -237,7 +254,8 @@ class PretrainedMixin:
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike[str], device: str | torch.device = "cpu") -> Self:
-        """Load a pretrained folder, a training run directory or a checkpoint, offline.
+        """Load a pretrained folder, a training run directory or a checkpoint, offline; or a pretrained folder
+        from the Hugging Face Hub by repository id.
 
         Args:
             path: see :func:`resolve_pretrained`.
@@ -248,6 +266,7 @@ class PretrainedMixin:
 
         Raises:
             FileNotFoundError: nothing usable at ``path``.
+            MissingPackageError: a repository id, without ``huggingface_hub`` installed.
             ValueError: a config is malformed, or the weights are unreadable or do not fit the config;
                 the message names the file.
         """
@@ -258,22 +277,29 @@ class PretrainedMixin:
         directory: str | os.PathLike[str],
         eval_size: tuple[int, int | None] | None = None,
         window: int | None = None,
+        training: TrainingRecord | None = None,
     ) -> Path:
         """Write a self-contained pretrained folder; see :func:`save_pretrained`."""
-        return save_pretrained(self, directory, eval_size, window)
+        return save_pretrained(self, directory, eval_size, window, training)
 
     @classmethod
-    def export_pretrained(cls, checkpoint: str | os.PathLike[str], directory: str | os.PathLike[str]) -> Path:
+    def export_pretrained(
+        cls,
+        checkpoint: str | os.PathLike[str],
+        directory: str | os.PathLike[str],
+        training: TrainingRecord | None = None,
+    ) -> Path:
         """Turn a training run or checkpoint into a self-contained pretrained folder.
 
         The run's evaluation resize (``data.eval_short_size`` / ``eval_max_size``) and window
         (``data.window_size``) are recorded as the folder's ``preprocessor_config.json``, and the text
         encoder's config and tokenizer are copied in, so the folder no longer needs the run, its config
-        or the encoder's original files.
+        or the encoder's original files. ``training`` (what ``wavecl export`` reads from the run) goes
+        into the model card.
 
         Returns:
             ``directory``.
         """
         source = resolve_pretrained(checkpoint)
         model = build_pretrained(cls, source)
-        return save_pretrained(model, directory, eval_size=source.eval_size, window=source.window)
+        return save_pretrained(model, directory, eval_size=source.eval_size, window=source.window, training=training)
