@@ -4,8 +4,8 @@ matmul ceiling, per workload.
 Two model configurations, both randomly initialised (nothing is downloaded or read besides the MiniLM
 tokenizer/encoder shipped as a package):
 
-* ``tiny``: ``tiny``;
-* ``full``: ``a2d_sentences`` (Video-Swin-T, d_model 256, 3+3 deformable layers) with
+* ``tiny``: the packaged config ``tiny``;
+* ``full``: the packaged config ``a2d_sentences`` (Video-Swin-T, d_model 256, 3+3 deformable layers) with
   ``text_encoder = "bytes:roberta-base"`` and no backbone checkpoint.
 
 Workloads (one clip, ``B = 1``, 8 frames for ``full``, 4 frames at 64x96 for ``tiny``):

@@ -6,7 +6,7 @@ video, the contact sheet and the masks zip are on the page. The clock starts whe
 (before its upload) and stops when the last result is shown. The page's own summary gives the
 server's share (decode, segment, write); the rest is upload, queue, result transfer and display.
 
-The model is a checkpoint given with ``--checkpoint``, else the tiny config of ``tiny``
+The model is a checkpoint given with ``--checkpoint``, else the packaged config ``tiny``
 randomly initialised (apart from its packaged text encoder) and saved with ``save_pretrained`` at the
 demo's resolution (short side 64, long side at most 96): speed does not depend on the weights' values.
 

@@ -9,9 +9,9 @@ so every frame of a window reaches the heads), written once into a temporary fol
 
 Settings:
 
-* ``tiny``: ``tiny``, windows of 4 frames at 64x96, batch 2 per process.
-* ``full``: ``a2d_sentences`` (Video-Swin-T, d_model 256, 3+3 deformable layers) with
-  ``model.text_encoder = random:roberta-base`` and no backbone checkpoint, windows of 8 frames at
+* ``tiny``: the packaged config ``tiny``, windows of 4 frames at 64x96, batch 2 per process.
+* ``full``: the packaged config ``a2d_sentences`` (Video-Swin-T, d_model 256, 3+3 deformable layers) with
+  ``model.text_encoder = bytes:roberta-base`` and no backbone checkpoint, windows of 8 frames at
   320x576, batch 1 per process. A step takes minutes on a CPU and about 16 GiB: run it with ``--full``.
 
 A layout is skipped (and said so) when its processes would need more memory than is available.
@@ -75,7 +75,7 @@ SETTINGS = {
     "full": Setting(
         "full",
         "a2d_sentences",
-        {"model.text_encoder": "random:roberta-base", "model.backbone_pretrained_path": None},
+        {"model.text_encoder": "bytes:roberta-base", "model.backbone_pretrained_path": None},
         frames=8,
         height=320,
         width=576,

@@ -17,7 +17,7 @@ CPU the process's resident-set peak). Sizes:
 * ``full``: the A2D network (``a2d_sentences``: Video-Swin-T, d_model 256) with a random
   roberta-base over the byte-level tokenizer (``bytes:roberta-base``, no package or download); training
   clips of 8 frames at 320x576, batch 2; evaluation and prediction windows of 8 frames at 360x640;
-* ``tiny``: ``tiny`` with ``bytes:tiny`` at 64x96, so the same paths run in seconds on a CPU.
+* ``tiny``: the packaged config ``tiny`` with ``bytes:tiny`` at 64x96, so the same paths run in seconds on a CPU.
 
 Rows (``ROWS``): ``train-bf16``, ``train-fp16``, ``train-text`` (text encoder trained), ``train-compile``,
 ``evaluate``, ``predict`` and ``ddp`` (two processes under ``torchrun``, always the tiny network: NCCL

@@ -1,6 +1,6 @@
 """Where a training step reads values back from the device: a table of host reads per source line.
 
-One training step of ``tiny`` on synthetic clips (forward, criterion with matching, the
+One training step of the packaged config ``tiny`` on synthetic clips (forward, criterion with matching, the
 logged and checked loss values, backward, optimizer step) runs under a torch function mode that
 records every call that needs a tensor's values on the host (``item``, ``tolist``, ``bool``/``int``/
 ``float`` of a tensor, ``cpu``, ``numpy``, indexing with a boolean mask or a list), attributed to
