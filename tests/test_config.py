@@ -223,3 +223,28 @@ def test_every_field_has_a_docstring():
     for cls in SECTIONS.values():
         meanings = field_help(cls)
         assert sorted(meanings) == sorted(field.name for field in dataclasses.fields(cls)), cls.__name__
+
+
+def test_a_packaged_config_is_named_from_any_folder_and_a_path_still_loads(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no configs folder here
+    tiny_file = Path(__file__).parents[1] / "wavecl" / "configs" / "tiny.yaml"
+    assert load_config("tiny") == load_config(tiny_file)
+    (tmp_path / "tiny.yaml").write_text("train:\n  lr: 0.5\n")  # a file of the same name is a path only
+    assert load_config("tiny.yaml").train.lr == 0.5 and load_config("./tiny.yaml").train.lr == 0.5
+    assert load_config("tiny").train.lr == yaml.safe_load(tiny_file.read_text())["train"]["lr"]
+    with pytest.raises(FileNotFoundError, match=r"no packaged config named 'tinny' \(did you mean 'tiny'\?\).*demo"):
+        load_config("tinny")
+    with pytest.raises(FileNotFoundError, match=r"configs/demo\.yaml \(the packaged recipe is named 'demo': -c demo\)"):
+        load_config("configs/demo.yaml")
+
+
+def test_config_list_names_each_packaged_recipe_with_its_first_comment_line(capsys):
+    main(["config", "list"])
+    lines = [line for line in capsys.readouterr().out.splitlines() if not line.startswith("#")]
+    folder = Path(__file__).parents[1] / "wavecl" / "configs"
+    expected = {}
+    for path in sorted(folder.glob("*.yaml")):
+        first = path.read_text(encoding="utf-8").splitlines()[0]
+        assert first.startswith("# ") and len(first) > 20, f"{path.name} has no one-line description"
+        expected[path.stem] = first[2:]
+    assert {line.split(maxsplit=1)[0]: line.split(maxsplit=1)[1] for line in lines} == expected
