@@ -91,7 +91,7 @@ def test_export_puts_the_runs_data_settings_and_scores_in_the_card(tiny_model: W
         _, body = card_parts(tmp_path / folder)
         assert table_value(body, "checkpoint") == f"`{checkpoint}`"
         assert table_value(body, "epochs trained") == str(int(checkpoint[-1]) + 1)
-        assert "synthetic moving shapes" in table_value(body, "data")
+        assert table_value(body, "data.dataset_name") == f"`{config.data.dataset_name}`"
         assert table_value(body, "train.lr") == f"`{config.train.lr}`"
         assert table_value(body, "data.window_size") == f"`{config.data.window_size}`"
         assert (table_value(body, "processes"), table_value(body, "precision")) == ("2", "bf16")

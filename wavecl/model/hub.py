@@ -29,16 +29,6 @@ LICENSE = "mit"
 """The licence of wavecl's code, stated in every card; the weights also carry their training data's terms."""
 REPOSITORY_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
 """``owner/name`` as the Hub spells repository ids (no ``..``, no leading dot, one slash)."""
-DATASET_NAMES = {
-    "a2d_sentences": "A2D-Sentences",
-    "jhmdb_sentences": "JHMDB-Sentences",
-    "ref_youtube_vos": "Ref-YouTube-VOS (or data in its layout)",
-    "coco": "RefCOCO/+/g",
-    "davis": "Ref-DAVIS17",
-    "synthetic": "wavecl's synthetic moving shapes (`wavecl prepare synthetic`)",
-    "mevis": "MeViS",
-}
-"""How a card names each ``data.dataset_name``."""
 
 
 @dataclass
@@ -92,10 +82,6 @@ def download_pretrained(repository_id: str, files: list[str]) -> Path:
         ) from error
 
 
-def _dataset_name(dataset: str) -> str:
-    return DATASET_NAMES.get(dataset, dataset)
-
-
 def _markdown_table(rows: list[tuple[str, str]]) -> list[str]:
     return ["| | |", "|---|---|", *(f"| {name} | {value} |" for name, value in rows)]
 
@@ -122,7 +108,7 @@ def _training_lines(training: TrainingRecord | None) -> list[str]:
         return ["Not recorded: this folder was saved from a model in memory, not exported from a training run."]
     info = training.run_info
     rows = [
-        ("data", _dataset_name(training.dataset)),
+        ("data.dataset_name", f"`{training.dataset}`"),
         ("checkpoint", f"`{training.checkpoint}`"),
         *([("epochs trained", str(training.epochs_trained))] if training.epochs_trained is not None else []),
         *((name, f"`{value}`") for name, value in training.recipe.items()),
@@ -137,7 +123,7 @@ def _training_lines(training: TrainingRecord | None) -> list[str]:
         rows.append(("wavecl revision", f"`{info['git_revision']}`"))
     lines = _markdown_table(rows)
     if training.metrics:
-        lines += ["", f"Evaluation on the held-out split of {_dataset_name(training.dataset)} at this checkpoint:"]
+        lines += ["", f"Scores on the held-out split of `{training.dataset}` logged for this checkpoint's epoch:"]
         lines += ["", "| metric | value |", "|---|---:|"]
         lines += [f"| {name} | {value:.4f} |" for name, value in training.metrics.items()]
     return lines
