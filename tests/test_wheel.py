@@ -2,7 +2,7 @@
 environment where no source tree is importable, runs from an empty folder (the packaged recipes by name,
 the demo end to end).
 
-The environment sees the system's site-packages, so torch and the other dependencies are not
+The environment sees the test interpreter's packages, so torch and the other dependencies are not
 downloaded; nothing is (``--no-index``). Marked ``slow``; ``.ci/run`` runs it.
 """
 
@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 import zipfile
 from pathlib import Path
 
@@ -66,14 +67,19 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def environment(wheel: Path) -> Path:
-    """The ``bin`` folder of a fresh virtual environment (system site-packages visible) holding the wheel."""
+    """The ``bin`` folder of a fresh virtual environment holding the wheel, which sees this interpreter's
+    packages (torch and the rest) through a ``.pth`` file: like ``--system-site-packages``, but also when
+    this interpreter is itself a virtual environment's. Directories listed in a ``.pth`` file get none of
+    their own ``.pth`` files run, so an editable install of the checkout stays out."""
     venv = wheel.parents[1] / "venv"
-    run([sys.executable, "-m", "venv", "--system-site-packages", venv], cwd=wheel.parent)
+    # Without pip of its own (no ensurepip needed): this interpreter's pip installs into it.
+    run([sys.executable, "-m", "venv", "--without-pip", venv], cwd=wheel.parent)
+    (site_packages,) = (venv / "lib").glob("python3*/site-packages")
+    outer = dict.fromkeys(sysconfig.get_paths()[name] for name in ("purelib", "platlib"))
+    (site_packages / "outer_packages.pth").write_text("".join(f"{folder}\n" for folder in outer))
     # --ignore-installed: an editable install of the checkout in the system site-packages must not count.
-    run(
-        [venv / "bin" / "python", "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--ignore-installed", wheel],
-        cwd=wheel.parent,
-    )
+    install = ["install", "-q", "--no-deps", "--no-index", "--ignore-installed", wheel]
+    run([sys.executable, "-m", "pip", "--python", venv / "bin" / "python", *install], cwd=wheel.parent)
     return venv / "bin"
 
 
