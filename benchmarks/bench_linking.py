@@ -4,7 +4,7 @@
    cross and swap places, told apart only by motion or position words) under ``<out>/data``:
    ``--train-videos`` training clips of ``--train-frames`` frames and ``--videos`` held-out clips of
    ``--frames`` frames.
-2. Trains the demo recipe (``configs/demo.yaml``, :func:`wavecl.training.demo.demo_config`, windows of
+2. Trains the demo recipe (the packaged ``demo`` recipe, :func:`wavecl.training.demo.demo_config`, windows of
    ``data.window_size`` = 4 frames) on it for about ``--minutes`` (the recipe's steps scaled) into
    ``<out>/runs/ref_youtube_vos/run``, or loads ``--checkpoint`` (a second run into the same ``--out`` is
    refused: pass that run as ``--checkpoint`` to score it again).

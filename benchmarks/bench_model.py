@@ -4,8 +4,8 @@ matmul ceiling, per workload.
 Two model configurations, both randomly initialised (nothing is downloaded or read besides the MiniLM
 tokenizer/encoder shipped as a package):
 
-* ``tiny``: ``configs/tiny.yaml``;
-* ``full``: ``configs/a2d_sentences.yaml`` (Video-Swin-T, d_model 256, 3+3 deformable layers) with
+* ``tiny``: the packaged config ``tiny``;
+* ``full``: the packaged config ``a2d_sentences`` (Video-Swin-T, d_model 256, 3+3 deformable layers) with
   ``text_encoder = "bytes:roberta-base"`` and no backbone checkpoint.
 
 Workloads (one clip, ``B = 1``, 8 frames for ``full``, 4 frames at 64x96 for ``tiny``):
@@ -61,9 +61,9 @@ REPO = Path(__file__).resolve().parents[1]
 SENTENCE = "the man in a red shirt riding a bicycle on the left"
 
 MODEL_CONFIGS = {
-    "tiny": ("configs/tiny.yaml", {"text_encoder": "bytes:tiny"}),
+    "tiny": ("tiny", {"text_encoder": "bytes:tiny"}),
     "full": (
-        "configs/a2d_sentences.yaml",
+        "a2d_sentences",
         {"text_encoder": "bytes:roberta-base", "backbone_pretrained_path": None},
     ),
 }
@@ -116,7 +116,7 @@ def build_model(config_name: str):
     from wavecl.model.wavecl import WaveCL
 
     config_file, overrides = MODEL_CONFIGS[config_name]
-    config = load_config(REPO / config_file).model
+    config = load_config(config_file).model
     torch.manual_seed(0)
     return WaveCL(replace(config, **overrides))
 

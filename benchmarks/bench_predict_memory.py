@@ -125,7 +125,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         torch.manual_seed(0)
-        model = WaveCL(load_config(REPO / "configs" / "tiny.yaml").model)
+        model = WaveCL(load_config("tiny").model)
         size = InferenceSettings(short_size=min(args.height, args.width), max_size=max(args.height, args.width))
         checkpoint = save_pretrained(model, scratch / "tiny", size)
         del model

@@ -1,7 +1,7 @@
 """Time of 1, 2 and 4 sentences on one clip: the backbone runs once, only the text-conditioned part per sentence.
 
-The full A2D configuration (``configs/a2d_sentences.yaml``: Video-Swin-T, d_model 256, 3+3 deformable
-layers) with ``text_encoder = "random:roberta-base"`` and random weights, on one clip of 8 frames at
+The full A2D configuration (the packaged config ``a2d_sentences``: Video-Swin-T, d_model 256, 3+3 deformable
+layers) with ``text_encoder = "bytes:roberta-base"`` and random weights, on one clip of 8 frames at
 320x576, in eval mode under ``torch.inference_mode()``. Each measurement is one
 ``encode_video`` of the clip plus one ``segment`` of the N sentences (what ``VideoPredictor`` and the
 evaluation loop do), the median of ``--repeats`` runs after ``--warmup`` untimed ones.

@@ -6,7 +6,7 @@ video, the contact sheet and the masks zip are on the page. The clock starts whe
 (before its upload) and stops when the last result is shown. The page's own summary gives the
 server's share (decode, segment, write); the rest is upload, queue, result transfer and display.
 
-The model is a checkpoint given with ``--checkpoint``, else the tiny config of ``configs/tiny.yaml``
+The model is a checkpoint given with ``--checkpoint``, else the packaged config ``tiny``
 randomly initialised (apart from its packaged text encoder) and saved with ``save_pretrained`` at the
 demo's resolution (short side 64, long side at most 96): speed does not depend on the weights' values.
 
@@ -38,7 +38,6 @@ from wavecl.model.pretrained import save_pretrained
 from wavecl.model.wavecl import WaveCL
 from wavecl.testing.serve import CHROMIUM, choose_file, serve_process, wait_for_result
 
-REPO = Path(__file__).resolve().parents[1]
 CASES = ((16, 128, 192), (48, 128, 192), (48, 240, 320))  # frames, height, width
 SENTENCES = "the red circle moving down\nthe orange triangle"
 RESULT_TIMEOUT_MS = 600_000
@@ -79,7 +78,7 @@ def main() -> None:
         if checkpoint is None:
             torch.manual_seed(0)
             checkpoint = save_pretrained(
-                WaveCL(load_config(REPO / "configs" / "tiny.yaml").model),
+                WaveCL(load_config("tiny").model),
                 scratch / "tiny",
                 InferenceSettings(short_size=64, max_size=96),
             )

@@ -9,9 +9,9 @@ so every frame of a window reaches the heads), written once into a temporary fol
 
 Settings:
 
-* ``tiny``: ``configs/tiny.yaml``, windows of 4 frames at 64x96, batch 2 per process.
-* ``full``: ``configs/a2d_sentences.yaml`` (Video-Swin-T, d_model 256, 3+3 deformable layers) with
-  ``model.text_encoder = random:roberta-base`` and no backbone checkpoint, windows of 8 frames at
+* ``tiny``: the packaged config ``tiny``, windows of 4 frames at 64x96, batch 2 per process.
+* ``full``: the packaged config ``a2d_sentences`` (Video-Swin-T, d_model 256, 3+3 deformable layers) with
+  ``model.text_encoder = bytes:roberta-base`` and no backbone checkpoint, windows of 8 frames at
   320x576, batch 1 per process. A step takes minutes on a CPU and about 16 GiB: run it with ``--full``.
 
 A layout is skipped (and said so) when its processes would need more memory than is available.
@@ -61,7 +61,7 @@ class Setting:
 SETTINGS = {
     "tiny": Setting(
         "tiny",
-        "configs/tiny.yaml",
+        "tiny",
         {},
         frames=4,
         height=64,
@@ -74,8 +74,8 @@ SETTINGS = {
     ),
     "full": Setting(
         "full",
-        "configs/a2d_sentences.yaml",
-        {"model.text_encoder": "random:roberta-base", "model.backbone_pretrained_path": None},
+        "a2d_sentences",
+        {"model.text_encoder": "bytes:roberta-base", "model.backbone_pretrained_path": None},
         frames=8,
         height=320,
         width=576,
@@ -116,7 +116,7 @@ def training_config(setting: Setting, data_root: Path, output_dir: Path):
         "train.output_dir": str(output_dir),
         "train.version": "bench",
     }
-    return apply_overrides(load_config(REPO / setting.config_file), overrides)
+    return apply_overrides(load_config(setting.config_file), overrides)
 
 
 def child(args: argparse.Namespace) -> None:

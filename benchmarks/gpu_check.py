@@ -14,10 +14,10 @@ and :class:`~wavecl.inference.predictor.VideoPredictor`. Each row is its own pro
 memory holds nothing of another row's (``torch.cuda.reset_peak_memory_stats`` after the warm-up; on the
 CPU the process's resident-set peak). Sizes:
 
-* ``full``: the A2D network (``configs/a2d_sentences.yaml``: Video-Swin-T, d_model 256) with a random
+* ``full``: the A2D network (``a2d_sentences``: Video-Swin-T, d_model 256) with a random
   roberta-base over the byte-level tokenizer (``bytes:roberta-base``, no package or download); training
   clips of 8 frames at 320x576, batch 2; evaluation and prediction windows of 8 frames at 360x640;
-* ``tiny``: ``configs/tiny.yaml`` with ``bytes:tiny`` at 64x96, so the same paths run in seconds on a CPU.
+* ``tiny``: the packaged config ``tiny`` with ``bytes:tiny`` at 64x96, so the same paths run in seconds on a CPU.
 
 Rows (``ROWS``): ``train-bf16``, ``train-fp16``, ``train-text`` (text encoder trained), ``train-compile``,
 ``evaluate``, ``predict`` and ``ddp`` (two processes under ``torchrun``, always the tiny network: NCCL
@@ -50,7 +50,6 @@ from pathlib import Path
 
 from bench_model import MODEL_CONFIGS
 
-REPO = Path(__file__).resolve().parents[1]
 SENTENCES = ("the red circle moving to the left", "a blue square", "the green triangle at the top", "a yellow ball")
 ROWS = ("train-bf16", "train-fp16", "train-text", "train-compile", "evaluate", "predict", "ddp")
 PROBE_SIZES = ((4, 64, 96), (4, 96, 128), (6, 80, 112))
@@ -121,7 +120,7 @@ def make_config(size_name: str, out: Path, amp: str, version: str, **model_overr
     from wavecl.config import Config, DataConfig, TrainConfig, load_config
 
     size = SIZES[size_name]
-    model = replace(load_config(REPO / size.config).model, **size.model_overrides, **model_overrides)
+    model = replace(load_config(size.config).model, **size.model_overrides, **model_overrides)
     data = DataConfig(
         dataset_name="synthetic",
         root=str(data_root(out, size_name)),

@@ -56,7 +56,7 @@ AMP=bf16  # asked of every step but the fp16 ones; rows report the precision tha
 
 CLI_DATA="$OUT_DIR/data/cli"
 CLI_RUNS="$OUT_DIR/runs/cli"
-TINY=(-c configs/tiny.yaml --device "$DEVICE" --data-root "$CLI_DATA" --output-dir "$CLI_RUNS" --epochs 1
+TINY=(-c tiny --device "$DEVICE" --data-root "$CLI_DATA" --output-dir "$CLI_RUNS" --epochs 1
       --set model.text_encoder=bytes:tiny --set train.max_steps_per_epoch=2 --set data.num_workers=2)
 ROW=("$PYTHON" benchmarks/gpu_check.py row --out "$OUT_DIR" --size "$SIZE" --device "$DEVICE" --steps "$STEPS")
 if [ "$GPUS" -ge 2 ]; then

@@ -1,6 +1,6 @@
 """Where a training step reads values back from the device: a table of host reads per source line.
 
-One training step of ``configs/tiny.yaml`` on synthetic clips (forward, criterion with matching, the
+One training step of the packaged config ``tiny`` on synthetic clips (forward, criterion with matching, the
 logged and checked loss values, backward, optimizer step) runs under a torch function mode that
 records every call that needs a tensor's values on the host (``item``, ``tolist``, ``bool``/``int``/
 ``float`` of a tensor, ``cpu``, ``numpy``, indexing with a boolean mask or a list), attributed to
@@ -35,7 +35,6 @@ from wavecl.device import resolve_device
 from wavecl.distributed import DistInfo
 from wavecl.training.trainer import Trainer
 
-REPO = Path(__file__).resolve().parents[1]
 HOST_READS = {"item", "tolist", "__bool__", "__int__", "__float__", "__index__", "cpu", "numpy", "nonzero"}
 
 
@@ -75,7 +74,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         write_synthetic_ytvos(Path(folder) / "data", 2, num_frames=4, size=(64, 96), seed=0, split="train")
         values = {"data.root": str(Path(folder) / "data"), "train.output_dir": str(Path(folder) / "runs")}
-        config = apply_overrides(load_config(REPO / "configs" / "tiny.yaml"), {**values, "train.amp": args.amp})
+        config = apply_overrides(load_config("tiny"), {**values, "train.amp": args.amp})
         trainer = Trainer(config, DistInfo(0, 1, 0, device))
         batch = next(iter(trainer._loader(0)))
         trainer.ddp_model.train()
@@ -89,7 +88,7 @@ def main() -> None:
                 if device.type == "cuda":
                     torch.cuda.set_sync_debug_mode(0)
     console = Console()
-    table = Table(title=f"host reads in one training step (configs/tiny.yaml, {device}, amp {args.amp})")
+    table = Table(title=f"host reads in one training step (tiny, {device}, amp {args.amp})")
     table.add_column("reads", justify="right")
     table.add_column("call: where")
     for where, count in reads.counts.most_common():

@@ -150,11 +150,13 @@ def efficient_attention(
 
 
 def recipe_configs() -> list[Path]:
-    """The configs that the training scripts of ``scripts/`` launch (``launch train -c "$CONFIGS/X.yaml"``)."""
+    """The packaged configs that the training scripts of ``scripts/`` launch (``launch train -c NAME``)."""
+    from wavecl.config import config_file
+
     names = set()
     for script in sorted((REPO / "scripts").glob("*.sh")):
-        names.update(re.findall(r'launch train -c "\$CONFIGS/([\w.-]+\.yaml)"', script.read_text()))
-    return [REPO / "configs" / name for name in sorted(names)]
+        names.update(re.findall(r"launch train -c ([\w-]+)", script.read_text()))
+    return [config_file(name) for name in sorted(names)]
 
 
 def _fake_module(module: nn.Module, mode: FakeTensorMode, device: torch.device) -> None:
@@ -222,7 +224,7 @@ def _probing_checkpoint(counter: SavedTensorCounter) -> Callable:
 
 
 def estimate(
-    config_path: Path,
+    config_path: str | Path,
     amp: str | None = None,
     checkpointing: bool | None = None,
     device: str = "cuda",
@@ -231,7 +233,7 @@ def estimate(
     """Count the memory of one training step of the config at ``config_path`` (see the module docstring).
 
     Args:
-        config_path: a YAML config.
+        config_path: a packaged config's name or a YAML file (:func:`wavecl.config.config_file`).
         amp: the autocast mode; ``None``: the config's ``train.amp``.
         checkpointing: activation checkpointing; ``None``: the config's ``model.activation_checkpointing``.
         device: ``"cuda"`` (fake CUDA tensors, the GPU's attention kernel) or ``"cpu"`` (fake CPU tensors,
@@ -241,7 +243,7 @@ def estimate(
     Returns:
         The :class:`Estimate`.
     """
-    from wavecl.config import apply_overrides, load_config
+    from wavecl.config import apply_overrides, config_file, load_config
     from wavecl.model import backbone, deformable
     from wavecl.model.text import text_encoder_of_shape
     from wavecl.model.wavecl import WaveCL
@@ -254,7 +256,9 @@ def estimate(
     batch, frames = config.train.batch_size, config.data.window_size
     height = config.data.train_short_size
     width = config.data.train_max_size or round(height * 16 / 9)
-    result = Estimate(config_path.name, batch, frames, (height, width), amp, config.model.activation_checkpointing)
+    result = Estimate(
+        config_file(config_path).name, batch, frames, (height, width), amp, config.model.activation_checkpointing
+    )
 
     torch.manual_seed(0)
     model = WaveCL(config.model, *text_encoder_of_shape(config.model.text_encoder)).train()
@@ -342,7 +346,7 @@ def gib(value: int) -> str:
 def main(argv: list[str] | None = None) -> list[Estimate]:
     """Print the table and the ``max`` line; returns the estimates."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("-c", "--config", action="append", type=Path, help="a config file (repeatable)")
+    parser.add_argument("-c", "--config", action="append", help="a packaged config's name or a file (repeatable)")
     parser.add_argument("--amp", choices=tuple(AUTOCAST_DTYPES), help="override train.amp")
     parser.add_argument("--checkpointing", choices=("on", "off"), help="override model.activation_checkpointing")
     args = parser.parse_args(argv)

@@ -10,12 +10,11 @@
 #   SWIN_CHECKPOINT   Kinetics Video-Swin-T .pth (training from scratch and pretraining)
 #   TEXT_ENCODER      Hugging Face RoBERTa folder (default: the config's pretrained/roberta-base)
 #   CHECKPOINT        input checkpoint of finetune / eval / infer scripts (run dir, checkpoint folder or pointer)
-#   WAVECL_TINY=1     smoke run: the reduced model of configs/tiny.yaml, 1 epoch of TINY_STEPS (2) steps on the CPU
+#   WAVECL_TINY=1     smoke run: the reduced model of the packaged recipe tiny, 1 epoch of TINY_STEPS (2) steps on the CPU
 #   PYTHON            interpreter where wavecl is installed (default: the active virtual environment's,
 #                     else .venv/bin/python of the repository when it exists, else python3 from PATH)
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-CONFIGS="$REPO_ROOT/configs"
 export PYTHONPATH="$REPO_ROOT${PYTHONPATH:+:$PYTHONPATH}"
 if [[ -z "${PYTHON:-}" ]]; then
     if [[ -n "${VIRTUAL_ENV:-}" && -x "$VIRTUAL_ENV/bin/python" ]]; then
@@ -79,12 +78,13 @@ setup_args() {
         TRAIN_ARGS+=(--set "model.backbone_pretrained_path=$SWIN_CHECKPOINT")
     fi
     if [[ "$WAVECL_TINY" == 1 ]]; then
-        # The model section of configs/tiny.yaml (except the stage's num_classes and text-encoder
+        # The model section of the packaged recipe tiny (except the stage's num_classes and text-encoder
         # freezing) and its frame sizes; no Kinetics weights (they do not fit the reduced backbone).
         local line
-        while IFS= read -r line; do COMMON_ARGS+=(--set "$line"); done < <("$PYTHON" - "$CONFIGS/tiny.yaml" <<'EOF'
-import sys, yaml
-tiny = yaml.safe_load(open(sys.argv[1]))
+        while IFS= read -r line; do COMMON_ARGS+=(--set "$line"); done < <("$PYTHON" - <<'EOF'
+import yaml
+from wavecl.config import config_file
+tiny = yaml.safe_load(config_file("tiny").read_text())
 for key, value in tiny["model"].items():
     if key not in ("num_classes", "freeze_text_encoder"):
         print(f"model.{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}")

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# JHMDB-Sentences evaluation (configs/jhmdb_sentences.yaml) of an A2D checkpoint, CHECKPOINT (default:
+# JHMDB-Sentences evaluation (recipe jhmdb_sentences) of an A2D checkpoint, CHECKPOINT (default:
 # the best epoch of finetune_a2d.sh, as the reference evaluated its A2D finetune), on 2 GPUs.
 # JHMDB_SAMPLES=<MTTR sample list> evaluates MTTR's frames instead of drawing 3 per video (seed 42).
 set -euo pipefail
@@ -18,6 +18,6 @@ setup_args
 
 # The ground truth lists exactly the evaluated frames, so it is rebuilt every time (a few seconds).
 prepare jhmdb-gt --root "$JHMDB_ROOT" --out "$JHMDB_GT" "${SAMPLES_ARGS[@]}"
-launch evaluate -c "$CONFIGS/jhmdb_sentences.yaml" --checkpoint "$CHECKPOINT" --out-dir "$EVAL_DIR" \
+launch evaluate -c jhmdb_sentences --checkpoint "$CHECKPOINT" --out-dir "$EVAL_DIR" \
     --set "data.root=$JHMDB_ROOT" --set "data.coco_gt_path=$JHMDB_GT" "${CONFIG_SAMPLES[@]}" "${COMMON_ARGS[@]}" "$@"
 echo "metrics: $EVAL_DIR/metrics.json, predictions: $EVAL_DIR/predictions.json"

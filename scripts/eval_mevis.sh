@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# MeViS evaluation (configs/mevis.yaml) of CHECKPOINT (default: the best epoch of train_mevis.sh) on
+# MeViS evaluation (recipe mevis) of CHECKPOINT (default: the best epoch of train_mevis.sh) on
 # MEVIS_SPLIT (default valid_u: J, F, J&F and per_expression.csv; valid: Annotations/ and submission.zip
 # of <video>/<exp_id>/<frame>.png for the evaluation server), on 1 GPU.
 set -euo pipefail
@@ -10,7 +10,7 @@ CHECKPOINT="${CHECKPOINT:-$OUTPUT_DIR/mevis/mevis/checkpoints/best}"
 EVAL_DIR="${EVAL_DIR:-$OUTPUT_DIR/mevis/mevis/evaluation_$MEVIS_SPLIT}"
 setup_args
 
-launch evaluate -c "$CONFIGS/mevis.yaml" --checkpoint "$CHECKPOINT" --out-dir "$EVAL_DIR" \
+launch evaluate -c mevis --checkpoint "$CHECKPOINT" --out-dir "$EVAL_DIR" \
     --set "data.root=$MEVIS_ROOT" --set "data.mevis_eval_split=$MEVIS_SPLIT" "${COMMON_ARGS[@]}" "$@"
 if [[ "$MEVIS_SPLIT" == valid ]]; then
     echo "submission: $EVAL_DIR/submission.zip (masks in $EVAL_DIR/Annotations)"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Ref-YouTube-VOS finetune of the RefCOCO pretraining (configs/refer_youtube_vos_finetune.yaml): trained
+# Ref-YouTube-VOS finetune of the RefCOCO pretraining (recipe refer_youtube_vos_finetune): trained
 # text encoder, lr 1e-4, backbone lr 1e-5, text encoder lr 5e-6, 8 clips per GPU on 8 GPUs, 25 epochs,
 # lr x0.1 after epoch 10. A fresh run from CHECKPOINT (class heads re-initialised), not a resume.
 set -euo pipefail
@@ -9,6 +9,6 @@ CHECKPOINT="${CHECKPOINT:-$OUTPUT_DIR/coco/coco_pretrain_tiny}"
 setup_args
 
 prepare_ytvos_samples
-launch train -c "$CONFIGS/refer_youtube_vos_finetune.yaml" --set "data.root=$YTVOS_ROOT" --pretrained "$CHECKPOINT" \
+launch train -c refer_youtube_vos_finetune --set "data.root=$YTVOS_ROOT" --pretrained "$CHECKPOINT" \
     "${COMMON_ARGS[@]}" "${TRAIN_ARGS[@]}" "$@"
 echo "run directory: $OUTPUT_DIR/ref_youtube_vos/finetuneytb_tiny (checkpoints/, eval/epoch_*/submission.zip)"

@@ -17,6 +17,6 @@ setup_args
 [[ -f "$HOLDOUT_DIR/holdout.json" ]] || prepare ytvos-holdout --root "$YTVOS_ROOT" --videos "$HOLDOUT_VIDEOS" \
     --seed "$HOLDOUT_SEED" --out "$HOLDOUT_DIR"
 prepare ytvos-samples --root "$HOLDOUT_DIR" --window-size 8 --workers "${PREPARE_WORKERS:-8}" --cache-dir "$CACHE_DIR"
-launch train -c "$CONFIGS/refer_youtube_vos.yaml" --set "data.root=$HOLDOUT_DIR" --version ytb_holdout \
+launch train -c refer_youtube_vos --set "data.root=$HOLDOUT_DIR" --version ytb_holdout \
     "${COMMON_ARGS[@]}" "${TRAIN_ARGS[@]}" "$@"
 echo "run directory: $OUTPUT_DIR/ref_youtube_vos/ytb_holdout (eval/epoch_*/per_expression.csv; held out: $HOLDOUT_DIR/holdout.json)"

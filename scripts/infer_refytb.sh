@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Ref-YouTube-VOS valid inference (configs/refer_youtube_vos_finetune.yaml) of CHECKPOINT (default: the
+# Ref-YouTube-VOS valid inference (recipe refer_youtube_vos_finetune) of CHECKPOINT (default: the
 # last epoch of finetune_ytb.sh) on 2 GPUs: Annotations/<video>/<exp_id>/<frame>.png and the zip to
 # upload to the evaluation server.
 set -euo pipefail
@@ -9,6 +9,6 @@ CHECKPOINT="${CHECKPOINT:-$OUTPUT_DIR/ref_youtube_vos/finetuneytb_tiny}"
 EVAL_DIR="${EVAL_DIR:-$OUTPUT_DIR/ref_youtube_vos/finetuneytb_tiny/evaluation}"
 setup_args
 
-launch evaluate -c "$CONFIGS/refer_youtube_vos_finetune.yaml" --checkpoint "$CHECKPOINT" --out-dir "$EVAL_DIR" \
+launch evaluate -c refer_youtube_vos_finetune --checkpoint "$CHECKPOINT" --out-dir "$EVAL_DIR" \
     --set "data.root=$YTVOS_ROOT" "${COMMON_ARGS[@]}" "$@"
 echo "submission: $EVAL_DIR/submission.zip (masks in $EVAL_DIR/Annotations)"

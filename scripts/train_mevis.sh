@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# MeViS from scratch (configs/mevis.yaml): Video-Swin-T, one class, frozen text encoder, lr 1e-4, backbone
+# MeViS from scratch (recipe mevis): Video-Swin-T, one class, frozen text encoder, lr 1e-4, backbone
 # lr 1e-5, 1 clip per GPU on 8 GPUs, 30 epochs, lr x0.1 after epoch 20. After every epoch valid_u is
 # segmented and scored (J, F, J&F; the best epoch becomes checkpoints/best).
 set -euo pipefail
@@ -7,5 +7,5 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 NUM_GPUS="${NUM_GPUS:-$(default_gpus 8)}"
 setup_args
 
-launch train -c "$CONFIGS/mevis.yaml" --set "data.root=$MEVIS_ROOT" "${COMMON_ARGS[@]}" "${TRAIN_ARGS[@]}" "$@"
+launch train -c mevis --set "data.root=$MEVIS_ROOT" "${COMMON_ARGS[@]}" "${TRAIN_ARGS[@]}" "$@"
 echo "run directory: $OUTPUT_DIR/mevis/mevis (checkpoints/, eval/epoch_*/per_expression.csv)"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Ref-YouTube-VOS from scratch (configs/refer_youtube_vos.yaml): Video-Swin-T, 65 classes, frozen text
+# Ref-YouTube-VOS from scratch (recipe refer_youtube_vos): Video-Swin-T, 65 classes, frozen text
 # encoder, lr 1e-4, backbone lr 1e-5, 1 clip per GPU on 8 GPUs, 30 epochs, lr x0.1 after epoch 20.
 # After every epoch the valid split is segmented into a submission zip (scored by the server).
 set -euo pipefail
@@ -8,6 +8,6 @@ NUM_GPUS="${NUM_GPUS:-$(default_gpus 8)}"
 setup_args
 
 prepare_ytvos_samples
-launch train -c "$CONFIGS/refer_youtube_vos.yaml" --set "data.root=$YTVOS_ROOT" \
+launch train -c refer_youtube_vos --set "data.root=$YTVOS_ROOT" \
     "${COMMON_ARGS[@]}" "${TRAIN_ARGS[@]}" "$@"
 echo "run directory: $OUTPUT_DIR/ref_youtube_vos/ytb_from_scratch (checkpoints/, eval/epoch_*/submission.zip)"

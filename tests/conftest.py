@@ -1,14 +1,14 @@
 """Test-session setup and fixtures shared by the test modules.
 
 Derived files (sample-list caches) go to a temporary folder, not ``~/.cache``; the reduced model of
-``configs/tiny.yaml`` is one fixture.
+the packaged recipe ``tiny`` is one fixture.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
-from pathlib import Path
 
 import pytest
 import torch
@@ -17,12 +17,17 @@ from wavecl.config import ModelConfig, load_config
 from wavecl.data.sample_cache import CACHE_ENVIRONMENT_VARIABLE
 from wavecl.model.wavecl import WaveCL
 
-TINY_CONFIG_PATH = Path(__file__).parents[1] / "configs" / "tiny.yaml"
+CACHE_FOLDER = pytest.StashKey[str]()
 
 
-def pytest_configure(config) -> None:
+def pytest_configure(config: pytest.Config) -> None:
     """Point ``$WAVECL_CACHE_DIR`` (inherited by the subprocesses tests start) at a fresh folder."""
-    os.environ[CACHE_ENVIRONMENT_VARIABLE] = tempfile.mkdtemp(prefix="wavecl-test-cache-")
+    config.stash[CACHE_FOLDER] = os.environ[CACHE_ENVIRONMENT_VARIABLE] = tempfile.mkdtemp(prefix="wavecl-test-cache-")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Remove the cache folder of :func:`pytest_configure`: a test run leaves nothing in the temp directory."""
+    shutil.rmtree(config.stash[CACHE_FOLDER], ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
@@ -39,8 +44,8 @@ def tf32_flags_off():
 
 @pytest.fixture(scope="module")
 def tiny_config() -> ModelConfig:
-    """The network part of ``configs/tiny.yaml`` (reduced Video-Swin, the packaged MiniLM encoder)."""
-    return load_config(TINY_CONFIG_PATH).model
+    """The network part of the packaged recipe ``tiny`` (reduced Video-Swin, the packaged MiniLM encoder)."""
+    return load_config("tiny").model
 
 
 @pytest.fixture(scope="module")

@@ -5,12 +5,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from wavecl.config import ModelConfig
+from wavecl.config import ModelConfig, config_file
 from wavecl.model.output import WaveCLOutput
 from wavecl.model.wavecl import WaveCL
 from wavecl.testing.frames import frame_level
 
-TINY_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
+TINY_CONFIG = config_file("tiny")
 MEAN = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
 STD = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
 
@@ -48,7 +48,7 @@ def constant_prediction(batch, logit: float) -> WaveCLOutput:
 
 
 def tiny_train_arguments(epochs: int, output_dir: Path, data_root: Path, settings: dict) -> list[str]:
-    """``wavecl train`` arguments (after the command name) for configs/tiny.yaml on the CPU, with
+    """``wavecl train`` arguments (after the command name) for the recipe tiny on the CPU, with
     ``settings`` as ``--set key=value`` overrides."""
     arguments = ["-c", str(TINY_CONFIG), "--device", "cpu", "--epochs", str(epochs)]
     arguments += ["--output-dir", str(output_dir), "--data-root", str(data_root)]

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -28,8 +30,8 @@ from wavecl.testing.jhmdb import write_jhmdb_fixture
 from wavecl.testing.ytvos import write_ytvos_fixture
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = str(REPO / "configs" / "tiny.yaml")
-A2D_CONFIG = str(REPO / "configs" / "a2d_sentences.yaml")
+TINY = "tiny"
+A2D_CONFIG = "a2d_sentences"
 
 
 def prepare_synthetic(root: Path, videos: int, valid_videos: int, frames: int, size: tuple[int, int], capsys):
@@ -54,7 +56,7 @@ def read_metrics(folder: Path) -> dict[str, float]:
             ["train"],
             ["--config", "--resume", "--pretrained", "--device", "checkpoints/epoch_XXXX", "torchrun", "--compile"],
         ),
-        (["evaluate"], ["--checkpoint", "--predictions", "--out-dir", "--device", "J&F", "metrics.json", "--compile"]),
+        (["evaluate"], ["--checkpoint", "--predictions", "--out-dir", "--device", "--protocols", "metrics.json"]),
         (["predict"], ["--checkpoint", "--video", "--text", "--out-dir", "--window", "--device", "--compile"]),
         (["prepare"], ["a2d-gt", "jhmdb-gt", "ytvos-samples", "davis", "synthetic"]),
         (["prepare", "a2d-gt"], ["--root", "--out", "a2d_sentences_test_annotations_in_coco_format.json"]),
@@ -73,6 +75,44 @@ def test_help(argv, expected, capsys):
         assert text in out, text
     if argv:
         assert "examples:" in out
+
+
+HELP_PROBE = """
+import argparse, contextlib, io, json, sys
+from wavecl.cli import build_parser, main
+
+def commands(parser, prefix):
+    yield prefix
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from commands(sub, [*prefix, name])
+
+loaded = {}
+for argv in commands(build_parser(), []):
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):
+        main([*argv, "--help"])
+    loaded[" ".join(argv)] = sorted(name for name in ("torch", "transformers", "gradio") if name in sys.modules)
+print(json.dumps(loaded))
+"""
+
+
+def test_every_help_is_answered_without_loading_torch():
+    """``--help`` of every command and action, in one process in turn: none loads torch, transformers or
+    gradio (seconds each), so the first that would is named."""
+    result = subprocess.run([sys.executable, "-c", HELP_PROBE], capture_output=True, text=True, check=True)
+    loaded = json.loads(result.stdout)
+    assert {"", "evaluate", "train", "predict", "serve", "config list", "prepare a2d-gt", "demo"} <= set(loaded)
+    assert {argv: names for argv, names in loaded.items() if names} == {}
+
+
+def test_evaluate_protocols_lists_every_protocol_of_the_table(capsys):
+    from wavecl.evaluation.protocols import PROTOCOLS
+
+    code, out, _ = run_cli(["evaluate", "--protocols"], capsys)
+    assert code == 0
+    for name, row in PROTOCOLS.items():
+        assert f"{name}: {row.protocol}." in out and f"{name}: {row.saved_predictions}." in out
 
 
 # ------------------------------------------------------------------------------------------- info
@@ -308,7 +348,7 @@ def test_evaluate_saved_synthetic_predictions(tmp_path, capsys):
 
 def test_evaluate_checks_a_ytvos_submission(tmp_path, capsys):
     fixture = write_ytvos_fixture(tmp_path / "refer_youtube_vos")
-    config = ["-c", str(REPO / "configs" / "refer_youtube_vos_finetune.yaml"), "--set", f"data.root={tmp_path}"]
+    config = ["-c", "refer_youtube_vos_finetune", "--set", f"data.root={tmp_path}"]
     submission = tmp_path / "submission"
     for video, spec in fixture.valid.items():
         height, width = spec.frames.shape[1:3]
@@ -326,7 +366,7 @@ def test_evaluate_checks_a_ytvos_submission(tmp_path, capsys):
 
 def test_evaluate_saved_davis_predictions(tmp_path, capsys):
     fixture = write_davis_fixture(tmp_path / "refer-davis")
-    config = ["-c", str(REPO / "configs" / "davis.yaml"), "--set", f"data.root={tmp_path}"]
+    config = ["-c", "davis", "--set", f"data.root={tmp_path}"]
     results = tmp_path / "results"
     for annotator in range(4):
         for video in fixture.splits["val"]:

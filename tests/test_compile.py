@@ -15,7 +15,7 @@ from wavecl.config import load_config
 from wavecl.model.compile import COMPILED_PARTS, compile_model, compile_unavailable
 from wavecl.model.wavecl import WaveCL
 
-TINY = "configs/tiny.yaml"
+TINY = "tiny"
 TEXTS = ["the red circle on the left", "a small blue square"]
 # Tracing is the slow part on a CPU: the default test compiles the parts that trace quickly, with a
 # backend that traces (TorchDynamo + AOTAutograd) but generates no code; the slow test runs inductor.

@@ -6,10 +6,10 @@ import pytest
 import yaml
 
 from wavecl.cli import main
-from wavecl.config import SECTIONS, Config, apply_overrides, field_help, load_config, parse_override
+from wavecl.config import SECTIONS, Config, apply_overrides, field_help, load_config, packaged_configs, parse_override
 
 REPO = Path(__file__).parents[1]
-CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+CONFIGS = sorted(packaged_configs().values())
 
 # An excerpt of the original repository's configs/a2d_sentences.yaml ({desc, value} entries,
 # PyYAML-unfriendly exponents, nested DeformTransformer and VOC values).
@@ -93,7 +93,7 @@ def test_every_shipped_config_loads_and_round_trips(path, tmp_path):
 
 
 def test_published_a2d_hyper_parameters():
-    config = load_config(Path(__file__).parents[1] / "configs" / "a2d_sentences.yaml")
+    config = load_config("a2d_sentences")
     assert (config.train.lr, config.train.lr_backbone, config.train.batch_size) == (5e-5, 5e-6, 2)
     assert (config.train.epochs, config.train.lr_drop, config.train.lr_gamma) == (40, [15], 0.2)
 
@@ -197,12 +197,12 @@ def test_a_misspelt_field_gets_a_suggestion(tmp_path, capsys):
         apply_overrides(Config(), {"train.zzzz": 4})
     assert "did you mean" not in str(error.value)
     with pytest.raises(SystemExit):
-        main(["info", "-c", str(REPO / "configs" / "tiny.yaml"), "--set", "train.max_step_per_epoch=3"])
+        main(["info", "-c", "tiny", "--set", "train.max_step_per_epoch=3"])
     assert "did you mean 'train.max_steps_per_epoch'?" in capsys.readouterr().err
 
 
 def test_config_show_lists_every_field_with_type_default_value_and_meaning(capsys):
-    main(["config", "show", "-c", str(REPO / "configs" / "demo.yaml"), "--set", "train.lr=1e-3", "--dataset", "coco"])
+    main(["config", "show", "-c", "demo", "--set", "train.lr=1e-3", "--dataset", "coco"])
     lines = capsys.readouterr().out.splitlines()
     entries = {}
     for line, meaning in zip(lines, lines[1:]):
@@ -223,3 +223,28 @@ def test_every_field_has_a_docstring():
     for cls in SECTIONS.values():
         meanings = field_help(cls)
         assert sorted(meanings) == sorted(field.name for field in dataclasses.fields(cls)), cls.__name__
+
+
+def test_a_packaged_config_is_named_from_any_folder_and_a_path_still_loads(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no configs folder here
+    tiny_file = Path(__file__).parents[1] / "wavecl" / "configs" / "tiny.yaml"
+    assert load_config("tiny") == load_config(tiny_file)
+    (tmp_path / "tiny.yaml").write_text("train:\n  lr: 0.5\n")  # a file of the same name is a path only
+    assert load_config("tiny.yaml").train.lr == 0.5 and load_config("./tiny.yaml").train.lr == 0.5
+    assert load_config("tiny").train.lr == yaml.safe_load(tiny_file.read_text())["train"]["lr"]
+    with pytest.raises(FileNotFoundError, match=r"no packaged config named 'tinny' \(did you mean 'tiny'\?\).*demo"):
+        load_config("tinny")
+    with pytest.raises(FileNotFoundError, match=r"configs/demo\.yaml \(the packaged recipe is named 'demo': -c demo\)"):
+        load_config("configs/demo.yaml")
+
+
+def test_config_list_names_each_packaged_recipe_with_its_first_comment_line(capsys):
+    main(["config", "list"])
+    lines = [line for line in capsys.readouterr().out.splitlines() if not line.startswith("#")]
+    folder = Path(__file__).parents[1] / "wavecl" / "configs"
+    expected = {}
+    for path in sorted(folder.glob("*.yaml")):
+        first = path.read_text(encoding="utf-8").splitlines()[0]
+        assert first.startswith("# ") and len(first) > 20, f"{path.name} has no one-line description"
+        expected[path.stem] = first[2:]
+    assert {line.split(maxsplit=1)[0]: line.split(maxsplit=1)[1] for line in lines} == expected

@@ -187,7 +187,7 @@ DAMAGES = [
 def test_train_refuses_a_damaged_dataset_before_building_the_model(damage, data_root, tmp_path, capsys, models_built):
     expected = damage(data_root)
     output = tmp_path / "runs"
-    argv = ["train", "-c", str(REPO / "configs" / "tiny.yaml"), "--device", "cpu", "--output-dir", str(output)]
+    argv = ["train", "-c", "tiny", "--device", "cpu", "--output-dir", str(output)]
     code, _, err = run_cli([*argv, "--data-root", str(data_root)], capsys)
     message = " ".join(err.split())
     assert code == 2 and "Traceback" not in err

@@ -34,7 +34,7 @@ def test_trivial_predictions_score_low(tmp_path, logit):
     assert metrics["J"] < 0.15
 
 
-def test_the_demo_recipe_is_configs_demo_yaml(tmp_path):
+def test_the_demo_recipe_is_the_packaged_demo_config(tmp_path):
     recipe = load_config(DEMO_CONFIG)
     config = demo_config(tmp_path, seed=3, minutes=5)
     assert config.model == recipe.model and config.loss == recipe.loss

@@ -16,7 +16,7 @@ import pytest
 
 ROOT = Path(__file__).parents[1]
 DOCS = ROOT / "docs"
-SCANNED = ("README.md", "pyproject.toml", ".ci", "wavecl", "tests", "benchmarks", "scripts", "configs", "docs")
+SCANNED = ("README.md", "pyproject.toml", ".ci", "wavecl", "tests", "benchmarks", "scripts", "docs")
 TEXT_SUFFIXES = {".py", ".md", ".yaml", ".yml", ".sh", ".toml", ".txt", ".cfg", ".ini", ""}
 
 SECTION_SIGN = "\N{SECTION SIGN}"

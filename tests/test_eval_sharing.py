@@ -25,7 +25,7 @@ from wavecl.testing.a2d import write_a2d_fixture
 from wavecl.testing.davis import write_davis_fixture
 from wavecl.testing.ytvos import write_ytvos_fixture
 
-TINY = "configs/tiny.yaml"
+TINY = "tiny"
 
 
 pytestmark = pytest.mark.usefixtures("single_thread")

@@ -67,7 +67,7 @@ def plain_copy(model: WaveCL) -> WaveCL:
 def tiny_model(switches: str) -> WaveCL:
     """The tiny config with windows of (2, 3, 3) tokens, so that 3 frames and every stage are shifted and
     padded, perturbed away from the zero initialisations so that every path carries a signal."""
-    config = load_config("configs/tiny.yaml").model
+    config = load_config("tiny").model
     return perturbed_model(dataclasses.replace(config, backbone_window_size=[2, 3, 3], **SWITCHES[switches]))
 
 

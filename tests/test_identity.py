@@ -28,7 +28,7 @@ from wavecl.evaluation.protocols import build_evaluation
 from wavecl.evaluation.ytvos import write_ytvos_masks
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = str(REPO / "configs" / "tiny.yaml")
+TINY = "tiny"
 
 
 def naive_starts(num_frames: int, window: int, overlap: int) -> list[int]:

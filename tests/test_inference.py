@@ -40,7 +40,7 @@ from wavecl.model.wavecl import WaveCL
 from wavecl.model.weights import CheckpointMismatchError
 from wavecl.progress import progress_bar
 
-TINY_CONFIG = Path(__file__).parents[1] / "configs" / "tiny.yaml"
+TINY_CONFIG = "tiny"
 HEIGHT, WIDTH = 48, 64
 SHORT_SIZE, MAX_SIZE = 40, 64  # resizes 48x64 frames to 40x53: the resize and the way back are exercised
 SENTENCES = ["the red circle moving to the left", "a blue square"]
@@ -283,6 +283,7 @@ def test_save_then_load_pretrained_gives_identical_outputs(
     tiny_model: WaveCL, pretrained_dir: Path, frames: np.ndarray
 ) -> None:
     assert sorted(p.name for p in pretrained_dir.iterdir()) == [
+        "README.md",
         "config.json",
         "model.safetensors",
         "preprocessor_config.json",
@@ -311,6 +312,7 @@ def test_save_pretrained_replaces_its_own_folder_but_not_foreign_files(tiny_mode
     save_pretrained(tiny_model, target, SETTINGS)
     tiny_model.save_pretrained(target)  # the model's own settings
     assert sorted(p.name for p in target.iterdir()) == [
+        "README.md",
         "config.json",
         "model.safetensors",
         "preprocessor_config.json",

@@ -9,8 +9,7 @@ from wavecl.config import load_config
 from wavecl.model.wavecl import WaveCL
 from wavecl.original import convert_state_dict
 from wavecl.testing.checkpoints import original_state_dict
-
-CONFIGS = "configs"
+from wavecl.testing.text_encoders import random_text_encoder
 
 
 def mha(prefix):
@@ -121,10 +120,9 @@ def expected_head_shapes(num_classes):
 
 @pytest.fixture(scope="module")
 def full_a2d_model():
-    config = load_config(f"{CONFIGS}/a2d_sentences.yaml").model
-    config.text_encoder = "random:roberta-base"
+    config = load_config("a2d_sentences").model
     config.backbone_pretrained_path = None
-    return WaveCL(config)
+    return WaveCL(config, *random_text_encoder("roberta-base"))
 
 
 def test_full_a2d_parameter_counts(full_a2d_model):

@@ -27,7 +27,7 @@ from wavecl.evaluation.ytvos import write_ytvos_masks
 from wavecl.testing.ytvos import write_ytvos_fixture
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = str(REPO / "configs" / "tiny.yaml")
+TINY = "tiny"
 SIZE = (32, 48)
 
 
@@ -141,7 +141,7 @@ def test_evaluation_of_a_model_on_own_data_reports_j_and_f(own_data, tmp_path):
 
 def test_the_real_layout_without_annotations_still_writes_a_submission(tmp_path):
     fixture = write_ytvos_fixture(tmp_path / "refer_youtube_vos")
-    config = load_config(REPO / "configs" / "refer_youtube_vos_finetune.yaml")
+    config = load_config("refer_youtube_vos_finetune")
     config = apply_overrides(config, {"data.root": str(tmp_path), "model.num_classes": 1})
     evaluation = build_evaluation(config, tmp_path / "eval")
     for index in range(len(evaluation.dataset)):

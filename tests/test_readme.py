@@ -1,6 +1,6 @@
 """The commands the README shows: every ``wavecl`` line parses, ``wavecl info`` runs as written on a
 fresh install (no weights anywhere), and the train / resume / evaluate block runs in its tiny variant
-(``configs/tiny.yaml`` on a synthetic dataset instead of A2D)."""
+(the recipe ``tiny`` on a synthetic dataset instead of A2D)."""
 
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ def test_wavecl_info_runs_as_written_without_any_weights(tmp_path: Path) -> None
 def tiny_variant(command: str, root: Path, runs: Path) -> list[str]:
     """A README command with the tiny model on the synthetic dataset, one short epoch, on the CPU."""
     argv = shlex.split(command)[1:]
-    argv = [("configs/tiny.yaml" if arg == "configs/a2d_sentences.yaml" else arg) for arg in argv]
+    argv = [("tiny" if arg == "a2d_sentences" else arg) for arg in argv]
     if "--data-root" in argv:
         argv[argv.index("--data-root") + 1] = str(root)
     else:

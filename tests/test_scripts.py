@@ -73,7 +73,7 @@ def pointer_target(pointer: Path) -> Path:
 
 
 def check_training_run(run_dir: Path, config: str, version: str | None = None) -> tuple[dict, dict]:
-    """A finished one-epoch smoke run of ``configs/<config>`` (named ``version``, by default the config's):
+    """A finished one-epoch smoke run of the packaged recipe ``config`` (named ``version``, by default the config's):
     its checkpoint, log and recorded config.
 
     Returns the saved config (as a dict) and the epoch's log record.
@@ -83,8 +83,8 @@ def check_training_run(run_dir: Path, config: str, version: str | None = None) -
     (record,) = log_records(run_dir)
     assert record["epoch"] == 0 and record["train_loss"] > 0
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
-    stage = load_config(REPO / "configs" / config)
-    # The stage's optimisation hyper-parameters are kept; the model is the reduced one of configs/tiny.yaml.
+    stage = load_config(config)
+    # The stage's optimisation hyper-parameters are kept; the model is the reduced one of the recipe tiny.
     for field in ("lr", "lr_backbone", "text_encoder_lr", "lr_drop", "lr_gamma"):
         assert saved["train"][field] == getattr(stage.train, field), field
     assert saved["train"]["version"] == (version or stage.train.version)
@@ -130,7 +130,7 @@ def test_train_a2d_then_eval_a2d(tmp_path):
     assert str(run_dir) in output
     gt = runs / "cache" / A2D_GT  # derived files go to $CACHE_DIR (default $OUTPUT_DIR/cache)
     assert gt.is_file() and not (data / "a2d_sentences" / A2D_GT).exists()
-    saved, record = check_training_run(run_dir, "a2d_sentences.yaml")
+    saved, record = check_training_run(run_dir, "a2d_sentences")
     assert saved["data"]["coco_gt_path"] == str(gt)
     assert pointer_target(run_dir / "checkpoints" / "best") == run_dir / "checkpoints" / "epoch_0000"
     assert (run_dir / "eval" / "epoch_0000" / "predictions.json").is_file()
@@ -168,7 +168,7 @@ def a2d_finetune_run(workspace, pretrain_run) -> tuple[Path, str]:
 @pytest.mark.slow
 def test_pretrain(pretrain_run):
     run_dir, _ = pretrain_run
-    saved, record = check_training_run(run_dir, "coco.yaml")
+    saved, record = check_training_run(run_dir, "coco")
     assert saved["data"]["window_size"] == 1
     assert pointer_target(run_dir / "checkpoints" / "best") == run_dir / "checkpoints" / "epoch_0000"
     for dataset in ("refcoco", "refcoco+", "refcocog"):
@@ -180,7 +180,7 @@ def test_pretrain(pretrain_run):
 @pytest.mark.slow
 def test_finetune_ytb_starts_fresh_from_the_pretraining(pretrain_run, ytvos_finetune_run):
     run_dir, output = ytvos_finetune_run
-    saved, _ = check_training_run(run_dir, "refer_youtube_vos_finetune.yaml")
+    saved, _ = check_training_run(run_dir, "refer_youtube_vos_finetune")
     assert saved["train"]["pretrained_weights"] == "runs/coco/coco_pretrain_tiny"
     assert "finetuning from runs/coco/coco_pretrain_tiny" in output
     info = json.loads((run_dir / "run_info.json").read_text())
@@ -223,7 +223,7 @@ def test_infer_davis_converts_and_scores(workspace, ytvos_finetune_run):
 @pytest.mark.slow
 def test_finetune_a2d_starts_fresh_from_the_pretraining(a2d_finetune_run):
     run_dir, output = a2d_finetune_run
-    saved, record = check_training_run(run_dir, "a2d_sentences_finetune.yaml")
+    saved, record = check_training_run(run_dir, "a2d_sentences_finetune")
     assert saved["train"]["pretrained_weights"] == "runs/coco/coco_pretrain_tiny"
     assert "finetuning from runs/coco/coco_pretrain_tiny" in output
     assert "eval_mAP 0.5:0.95" in record
@@ -248,7 +248,7 @@ def test_eval_jhd_evaluates_the_a2d_finetune_on_jhmdb(workspace, a2d_finetune_ru
 def test_train_ytvos_scratch(workspace):
     run_script("train_ytvos_scratch", workspace)
     run_dir = workspace / "runs" / "ref_youtube_vos" / "ytb_from_scratch"
-    saved, _ = check_training_run(run_dir, "refer_youtube_vos.yaml")
+    saved, _ = check_training_run(run_dir, "refer_youtube_vos")
     assert saved["model"]["num_classes"] == 65
     root = workspace / "data" / "refer_youtube_vos"
     assert train_samples_cache_path(workspace / "runs" / "cache", root, 8).is_file()
@@ -269,7 +269,7 @@ def test_holdout_ytvos_trains_on_the_rest_and_scores_the_held_out_video(workspac
     assert record["seed"] == 3 and len(record["held_out_videos"]) == 1 and len(record["train_videos"]) == 1
     run_dir = workspace / "runs" / "ref_youtube_vos" / "ytb_holdout"
     assert "runs/ref_youtube_vos/ytb_holdout" in output
-    saved, log = check_training_run(run_dir, "refer_youtube_vos.yaml", "ytb_holdout")
+    saved, log = check_training_run(run_dir, "refer_youtube_vos", "ytb_holdout")
     assert workspace / saved["data"]["root"] == view
     windows = json.loads(train_samples_cache_path(workspace / "runs" / "cache", view, 8).read_text())["samples"]
     assert {video for video, _, _ in windows} == set(record["train_videos"])
@@ -311,7 +311,7 @@ def test_train_mevis_then_eval_mevis_on_valid_u_and_valid(tmp_path):
     output = run_script("train_mevis", tmp_path)
     run_dir = tmp_path / "runs" / "mevis" / "mevis"
     assert str(Path("runs/mevis/mevis")) in output
-    saved, record = check_training_run(run_dir, "mevis.yaml")
+    saved, record = check_training_run(run_dir, "mevis")
     assert saved["data"]["dataset_name"] == "mevis"
     assert pointer_target(run_dir / "checkpoints" / "best") == run_dir / "checkpoints" / "epoch_0000"
     assert (run_dir / "eval" / "epoch_0000" / "per_expression.csv").is_file()

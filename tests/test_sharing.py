@@ -12,7 +12,7 @@ import torch
 from wavecl.config import load_config
 from wavecl.model.wavecl import WaveCL
 
-TINY = "configs/tiny.yaml"
+TINY = "tiny"
 SENTENCES = [
     "the red circle on the left",
     "a small blue square moving up quickly",

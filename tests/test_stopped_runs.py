@@ -376,7 +376,7 @@ def test_evaluate_refuses_an_out_dir_that_is_not_an_evaluation(tmp_path, capsys)
     out_dir = tmp_path / "notes"
     out_dir.mkdir()
     (out_dir / "mine.txt").write_text("keep me")
-    argv = ["evaluate", "-c", str(REPO / "configs" / "tiny.yaml"), "--checkpoint", str(tmp_path / "missing")]
+    argv = ["evaluate", "-c", "tiny", "--checkpoint", str(tmp_path / "missing")]
     code, _, err = run_cli([*argv, "--out-dir", str(out_dir)], capsys)
     assert code == 2 and "holds files but no metrics.json" in " ".join(err.split())
     assert (out_dir / "mine.txt").read_text() == "keep me"
@@ -393,7 +393,7 @@ def test_scoring_saved_predictions_removes_the_old_metrics_first(tmp_path, monke
         raise ValueError("scoring interrupted")
 
     monkeypatch.setattr(evaluation_protocols, "evaluate_saved_predictions", interrupted)
-    argv = ["evaluate", "-c", str(REPO / "configs" / "tiny.yaml"), "--predictions", str(tmp_path)]
+    argv = ["evaluate", "-c", "tiny", "--predictions", str(tmp_path)]
     code, _, err = run_cli([*argv, "--out-dir", str(out_dir)], capsys)
     assert code == 2 and "scoring interrupted" in err
     assert sorted(path.name for path in out_dir.iterdir()) == ["per_expression.csv"]

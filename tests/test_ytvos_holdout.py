@@ -17,7 +17,7 @@ from wavecl.data.ytvos import YTVOSPaths, evaluated_videos, train_samples_cache_
 from wavecl.testing.ytvos import write_ytvos_fixture
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = str(REPO / "configs" / "tiny.yaml")
+TINY = "tiny"
 SIZE = (32, 48)
 NUM_VIDEOS = 10
 

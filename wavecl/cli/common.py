@@ -104,7 +104,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, required: bool = True)
         "--config",
         "-c",
         required=required,
-        help="YAML config (wavecl or original {desc, value} format), e.g. configs/a2d_sentences.yaml",
+        help="a packaged recipe's name (wavecl config list), e.g. a2d_sentences, or a YAML file's path "
+        "(wavecl or original {desc, value} format)",
     )
     parser.add_argument(
         "--set",

@@ -1,4 +1,5 @@
-"""``wavecl config show``: every config field with its type, default, value and meaning."""
+"""``wavecl config show``: every config field with its type, default, value and meaning; ``wavecl config list``:
+the packaged recipes."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from wavecl.cli.common import (
     resolve_config,
     subcommand,
 )
-from wavecl.config import SECTIONS, Config, field_help
+from wavecl.config import PACKAGED_CONFIG_DIR, SECTIONS, Config, config_description, field_help, packaged_configs
 
 
 def format_value(value: Any) -> str:
@@ -63,17 +64,27 @@ def run(args: argparse.Namespace) -> None:
         console.print(f"    {escape(meaning)}", highlight=False)
 
 
+def run_list(args: argparse.Namespace) -> None:
+    """Print each packaged recipe's name (what ``-c`` takes) and its one-line description."""
+    configs = packaged_configs()
+    width = max(map(len, configs))
+    for name, path in configs.items():
+        console.print(f"{escape(name):<{width}}  {escape(config_description(path))}", highlight=False)
+    console.print(f"# files in {escape(str(PACKAGED_CONFIG_DIR))}; -c also takes a YAML file's path", highlight=False)
+
+
 def register(commands: argparse._SubParsersAction) -> None:
-    """Add ``config`` (with its ``show`` action) to the ``wavecl`` sub-commands."""
+    """Add ``config`` (with its ``show`` and ``list`` actions) to the ``wavecl`` sub-commands."""
     parser = subcommand(
         commands,
         "config",
-        "list every config field: type, default, value and meaning",
-        "Print every configuration field with its type, default, the value it takes from -c FILE (and any\n"
-        "--set or shortcut flags) and a one-line meaning.",
+        "list the packaged recipes, or every config field: type, default, value and meaning",
+        "list: the recipes shipped with wavecl, which -c takes by name, each with a one-line description.\n"
+        "show: every configuration field with its type, default, the value it takes from -c NAME or FILE (and\n"
+        "any --set or shortcut flags) and a one-line meaning.",
+        "  wavecl config list\n"
         "  wavecl config show\n"
-        "  wavecl config show -c configs/demo.yaml --data-root data/my_videos --dataset ref_youtube_vos\n\n"
-        + CONFIG_HELP_EPILOG,
+        "  wavecl config show -c demo --data-root data/my_videos --dataset ref_youtube_vos\n\n" + CONFIG_HELP_EPILOG,
     )
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     show = subcommand(
@@ -81,8 +92,16 @@ def register(commands: argparse._SubParsersAction) -> None:
         "show",
         "print every field with its type, default, value and meaning",
         "Print every configuration field with its type, default, value and meaning.",
-        "  wavecl config show -c configs/demo.yaml\n",
+        "  wavecl config show -c demo\n",
     )
     add_config_arguments(show, required=False)
     add_shortcut_arguments(show)
     show.set_defaults(handler=run)
+    listing = subcommand(
+        actions,
+        "list",
+        "list the packaged recipes (names for -c) with a one-line description each",
+        "List the recipes shipped with wavecl: the names -c takes, each with a one-line description.",
+        "  wavecl config list\n",
+    )
+    listing.set_defaults(handler=run_list)

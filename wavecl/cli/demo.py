@@ -36,7 +36,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         commands,
         "demo",
         "train and evaluate a small model on synthetic data (or your own), end to end",
-        "Write a synthetic dataset, train a reduced WaveCL on it with the recipe of configs/demo.yaml,\n"
+        "Write a synthetic dataset, train a reduced WaveCL on it with the recipe 'demo',\n"
         "evaluate it (J, F, J&F on held-out clips) and segment a few held-out videos. With --data-root,\n"
         "train on your own data in the Ref-YouTube-VOS layout instead (README: 'Train on your own videos').",
         "  wavecl demo --out-dir runs/demo --minutes 5\n"

@@ -167,6 +167,20 @@ def evaluate_checkpoint(args: argparse.Namespace, config: Config, run_dir: Path 
         cleanup()
 
 
+class PrintProtocols(argparse.Action):
+    """``--protocols``: print each dataset's protocol from the dataset table and exit. Not part of ``--help``:
+    the table imports torch and every dataset reader, seconds that ``--help`` should not cost."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace, values, option_string=None) -> None:
+        from wavecl.evaluation.protocols import protocols_help
+
+        console.print(escape(protocols_help()), highlight=False)
+        parser.exit()
+
+
 def register(commands: argparse._SubParsersAction) -> None:
     """Add ``evaluate`` to the ``wavecl`` sub-commands."""
     parser = subcommand(
@@ -178,16 +192,16 @@ def register(commands: argparse._SubParsersAction) -> None:
         "the run's own directory for a checkpoint of a run evaluated on its dataset), or recompute the\n"
         "metrics from saved predictions (--predictions). A checkpoint of a training run is built from the\n"
         "run's config.yaml: -c may be left out, or name the data to evaluate on, but a model field that\n"
-        "disagrees with the run's is refused unless set explicitly with --set. The protocol of each\n"
-        "dataset is listed below.",
+        "disagrees with the run's is refused unless set explicitly with --set. --protocols lists what is\n"
+        "reported for each dataset and what --predictions takes.",
         "  wavecl evaluate --checkpoint runs/a2d_sentences/a2d/checkpoints/best\n"
-        "  wavecl evaluate -c configs/a2d_sentences.yaml --checkpoint reference_a2d.pth.tar\n"
-        "  torchrun --nproc_per_node 2 -m wavecl evaluate -c configs/jhmdb_sentences.yaml \\\n"
+        "  wavecl evaluate -c a2d_sentences --checkpoint reference_a2d.pth.tar\n"
+        "  torchrun --nproc_per_node 2 -m wavecl evaluate -c jhmdb_sentences \\\n"
         "      --checkpoint runs/a2d_sentences/a2d\n"
-        "  wavecl evaluate -c configs/a2d_sentences.yaml \\\n"
+        "  wavecl evaluate -c a2d_sentences \\\n"
         "      --predictions runs/a2d_sentences/a2d/evaluation/predictions.json\n"
         "  wavecl evaluate -c runs/ref_youtube_vos/demo/config.yaml --checkpoint runs/ref_youtube_vos/demo\n"
-        "  wavecl evaluate -c configs/demo.yaml --data-root data/my_videos --predictions masks/ --out-dir out/\n\n"
+        "  wavecl evaluate -c demo --data-root data/my_videos --predictions masks/ --out-dir out/\n\n"
         + CONFIG_HELP_EPILOG,
     )
     add_config_arguments(parser, required=False)
@@ -209,14 +223,9 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--predictions, only the tables and metrics.json are written (metrics.json last), nothing without it",
     )
     add_device_argument(parser)
+    parser.add_argument(
+        "--protocols",
+        action=PrintProtocols,
+        help="print what is reported for each dataset and what --predictions takes, then exit",
+    )
     parser.set_defaults(handler=run)
-    plain_format_help = parser.format_help
-
-    def format_help() -> str:
-        """The help with each dataset's protocol, read from the table of protocols only when help is shown
-        (the table imports torch and every dataset, which ``wavecl --help`` should not wait for)."""
-        from wavecl.evaluation.protocols import protocols_help
-
-        return plain_format_help() + "\n" + protocols_help() + "\n"
-
-    parser.format_help = format_help

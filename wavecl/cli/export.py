@@ -3,10 +3,66 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.markup import escape
 
 from wavecl.cli.common import console, subcommand
+
+if TYPE_CHECKING:
+    from wavecl.model.hub import TrainingRecord
+
+RECIPE_FIELDS = (
+    "data.window_size",
+    "data.train_short_size",
+    "data.train_max_size",
+    "train.epochs",
+    "train.batch_size",
+    "train.lr",
+    "train.lr_backbone",
+    "train.text_encoder_lr",
+    "train.amp",
+)
+"""The run's settings a model card shows."""
+
+
+def training_record(checkpoint: str) -> TrainingRecord | None:
+    """What the model card says of the run that ``checkpoint`` belongs to: its dataset and settings
+    (``config.yaml``), ``run_info.json``, and the scores logged for the checkpoint's epoch (``log.jsonl``,
+    counts left out); None when ``checkpoint`` is not part of a training run.
+
+    Raises:
+        ValueError: a file of the run is malformed (named).
+    """
+    from wavecl.checkpoint import latest_checkpoint, parse_checkpoint_folder_name
+    from wavecl.config import load_config
+    from wavecl.evaluation.counts import is_count
+    from wavecl.jsonio import read_json
+    from wavecl.model.hub import TrainingRecord
+    from wavecl.training.run_dir import CONFIG_FILENAME, RUN_INFO_FILENAME, find_run_directory, logged_epochs
+
+    run_dir = find_run_directory(checkpoint)
+    if run_dir is None:
+        return None
+    path = Path(checkpoint)
+    folder = latest_checkpoint(path.parent if path.suffix == ".safetensors" else path)
+    epoch, step = parse_checkpoint_folder_name(folder.name) or (None, None)
+    config = load_config(run_dir / CONFIG_FILENAME).to_dict()
+    logged = logged_epochs(run_dir).get(epoch, {}) if epoch is not None and step is None else {}
+    run_info = run_dir / RUN_INFO_FILENAME
+    return TrainingRecord(
+        dataset=config["data"]["dataset_name"],
+        checkpoint=folder.name,
+        epochs_trained=None if epoch is None else epoch + (step is None),
+        recipe={name: config[name.split(".")[0]][name.split(".")[1]] for name in RECIPE_FIELDS},
+        run_info=read_json(run_info) if run_info.is_file() else {},
+        metrics={
+            name.removeprefix("eval_"): float(value)
+            for name, value in logged.items()
+            if name.startswith("eval_") and not is_count(name.removeprefix("eval_"))
+        },
+    )
 
 
 def run(args: argparse.Namespace) -> None:
@@ -17,7 +73,7 @@ def run(args: argparse.Namespace) -> None:
 
     if args.int8 and not args.onnx:
         raise ValueError("--int8 quantizes the ONNX export: give --onnx too")
-    directory = WaveCL.export_pretrained(args.checkpoint, args.out)
+    directory = WaveCL.export_pretrained(args.checkpoint, args.out, training_record(args.checkpoint))
     console.print(f"pretrained folder: {escape(str(directory))} (load it with WaveCL.from_pretrained)")
     if args.onnx:
         onnx_dir = export_onnx(WaveCL.from_pretrained(directory), directory / ONNX_DIRNAME, int8=args.int8)
@@ -30,8 +86,10 @@ def register(commands: argparse._SubParsersAction) -> None:
         commands,
         "export",
         "write a run or checkpoint as a self-contained pretrained folder",
-        "Write config.json, model.safetensors, the text encoder's config and tokenizer, and the run's\n"
-        "evaluation resize into OUT, which then loads offline with no other file.",
+        "Write config.json, model.safetensors, the text encoder's config and tokenizer, the run's\n"
+        "evaluation resize and a model card (README.md: architecture, configuration, training data and\n"
+        "scores of the run) into OUT, which then loads offline with no other file, or from the Hugging\n"
+        "Face Hub once uploaded there (WaveCL.from_pretrained('OWNER/NAME')).",
         "  wavecl export runs/ref_youtube_vos/finetuneytb_tiny pretrained/wavecl-ytvos\n"
         "  wavecl export runs/ref_youtube_vos/finetuneytb_tiny pretrained/wavecl-ytvos --onnx [--int8]\n",
     )

@@ -46,8 +46,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "parameter counts per component of a configured model",
         "Build the configured model and print its parameter counts. No weights are read: the text encoder\n"
         "is built from its config.json, or from its published shape for pretrained/roberta-base.",
-        "  wavecl info -c configs/a2d_sentences.yaml --text-encoder minilm\n"
-        "  wavecl info -c configs/tiny.yaml\n\n" + CONFIG_HELP_EPILOG,
+        "  wavecl info -c a2d_sentences --text-encoder minilm\n  wavecl info -c tiny\n\n" + CONFIG_HELP_EPILOG,
     )
     add_config_arguments(parser)
     add_shortcut_arguments(parser)

@@ -83,9 +83,9 @@ def register(commands: argparse._SubParsersAction) -> None:
         "directory (train.lock); a new run refuses a directory that already holds one. A run stopped\n"
         "(Ctrl-C, SIGTERM, an error, a full disk) resumes with --resume RUN from its last complete\n"
         "checkpoint, or from the beginning when none was complete.",
-        "  wavecl train -c configs/a2d_sentences.yaml --device cpu --set train.max_steps_per_epoch=2\n"
-        "  torchrun --nproc_per_node 8 -m wavecl train -c configs/coco.yaml -bpp pretrained/swin_tiny.pth\n"
-        "  wavecl train -c configs/a2d_sentences_finetune.yaml --pretrained runs/coco/coco_pretrain_tiny\n"
+        "  wavecl train -c a2d_sentences --device cpu --set train.max_steps_per_epoch=2\n"
+        "  torchrun --nproc_per_node 8 -m wavecl train -c coco -bpp pretrained/swin_tiny.pth\n"
+        "  wavecl train -c a2d_sentences_finetune --pretrained runs/coco/coco_pretrain_tiny\n"
         "  wavecl train --resume runs/a2d_sentences/a2d\n"
         "  wavecl train --resume runs/a2d_sentences/a2d --epochs 50 --lr-drop 40\n\n" + CONFIG_HELP_EPILOG,
     )

@@ -52,7 +52,7 @@ class ProtocolRow:
             given the run's config, the predictions and, optionally, a folder for per-item tables.
         primary_metric: the metric that selects the ``best`` checkpoint (higher is better), used when
             the evaluation reports it; ``None`` where no local metric exists.
-        protocol: one line for ``wavecl evaluate --help``: what is reported.
+        protocol: one line for ``wavecl evaluate --protocols``: what is reported.
         saved_predictions: one line for ``--help``: what ``--predictions`` takes.
     """
 
@@ -222,7 +222,7 @@ def evaluate_saved_predictions(config: Config, path: str | Path, out_dir: str | 
 
 
 def protocols_help() -> str:
-    """The per-dataset lines of ``wavecl evaluate --help``."""
+    """The per-dataset lines of ``wavecl evaluate --protocols``."""
     lines = ["Evaluate with the protocol of the config's dataset (data.dataset_name):"]
     for name, row in PROTOCOLS.items():
         lines.append(f"  {name}: {row.protocol}.")

