@@ -29,7 +29,7 @@ import torch
 from test_trainer import SINGLE_CPU, SIZE_OVERRIDES, TINY_CONFIG, read_log, read_scalars, tiny_config, write_dataset
 
 import wavecl.evaluation.datasets as evaluation_datasets
-from wavecl.checkpoint import load_model_weights, load_training_state
+from wavecl.checkpoint import load_training_state, read_state_dict
 from wavecl.cli import main as cli_main
 from wavecl.config import Config, apply_overrides, load_config
 from wavecl.model.wavecl import WaveCL
@@ -74,7 +74,7 @@ def assert_same_run(actual: Path, expected: Path, steps: int) -> None:
         assert actual_scalars[tag] == expected_scalars[tag], tag
     untimed = [{k: v for k, v in record.items() if k != "train_seconds"} for record in read_log(expected)]
     assert [{k: v for k, v in record.items() if k != "train_seconds"} for record in read_log(actual)] == untimed
-    expected_weights, actual_weights = load_model_weights(expected), load_model_weights(actual)
+    expected_weights, actual_weights = read_state_dict(expected), read_state_dict(actual)
     assert expected_weights.keys() == actual_weights.keys()
     for name, tensor in expected_weights.items():
         assert torch.equal(actual_weights[name], tensor), name
@@ -365,7 +365,7 @@ def test_frozen_text_encoder_is_stored_once_and_every_reader_loads_it(data_root,
     assert total < frozen_bytes + 2 * (other_bytes + optimizer_bytes + slack)
 
     # Readers: the weights as files, from_pretrained, evaluate, --pretrained, resume.
-    for name, tensor in load_model_weights(checkpoints / "epoch_0002" / "model.safetensors").items():
+    for name, tensor in read_state_dict(checkpoints / "epoch_0002" / "model.safetensors").items():
         assert torch.equal(tensor, state[name]), name
     loaded = WaveCL.from_pretrained(trainer.run_dir).state_dict()
     assert all(torch.equal(loaded[name], state[name]) for name in frozen)

@@ -42,7 +42,7 @@ from wavecl.evaluation.datasets import evaluate_model
 from wavecl.model.output import NonFiniteOutputError
 from wavecl.model.wavecl import build_model
 from wavecl.model.weights import CheckpointMismatchError
-from wavecl.testing.checkpoints import original_state_dict, with_box_head_copies
+from wavecl.testing.checkpoints import original_state_dict
 from wavecl.training.trainer import NonFiniteLossError, Trainer, build_criterion
 
 FRAME_SIZE = (32, 48)
@@ -421,18 +421,6 @@ def test_pretrained_refuses_weights_that_do_not_fit_naming_keys_and_cause(data_r
     finetune = apply_overrides(config, {"train.pretrained_weights": str(tmp_path / "wrapped.pt")})
     with pytest.raises(CheckpointMismatchError, match="likely cause: all unexpected keys carry the prefix 'model.'"):
         Trainer(finetune, SINGLE_CPU)
-
-
-def test_resume_of_a_checkpoint_with_the_second_box_head_copy_is_refused_by_name(data_root, tmp_path):
-    """Such checkpoints (written before the box heads were registered once) load everywhere else; their
-    optimizer state follows the old parameter order, so resuming would pair moments with wrong tensors."""
-    config = tiny_config(data_root, tmp_path, "legacy")
-    state = with_box_head_copies(build_model(config.model).state_dict())
-    run = config.run_directory()
-    save_checkpoint(run / "checkpoints", 0, state, {"epoch": 0})
-    (run / "config.yaml").write_text(config.to_yaml(), encoding="utf-8")
-    with pytest.raises(CheckpointError, match=r"legacy.*optimizer state .* --pretrained"):
-        Trainer(config, SINGLE_CPU, resume=run)
 
 
 # ------------------------------------------------------------------------------ unsafe checkpoints

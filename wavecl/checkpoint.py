@@ -13,7 +13,7 @@ Layout of a run's ``checkpoints/`` folder::
 Parameters that never change during a run (``requires_grad=False``) are written once into a file named
 by a digest of their contents, shared by every checkpoint folder of the run; each folder's
 ``model.safetensors`` names that file in its metadata (``frozen_weights``), and
-:func:`load_model_weights` merges it back, so every reader sees the full state dict. A folder copied
+:func:`read_state_dict` merges it back, so every reader sees the full state dict. A folder copied
 without it fails with a message naming the missing file (``wavecl export`` writes a self-contained
 folder).
 
@@ -25,7 +25,7 @@ leaves the previous checkpoints and ``last`` as they were; what a killed process
 temporary (:func:`wavecl.atomic.is_temporary`) and removed by the next trainer of the run.
 
 Nothing is ever unpickled with the full pickle machinery: every ``torch.load`` of the package goes
-through :func:`load_weights_only`, which refuses any object that would run code; ``.pth``/``.pth.tar``
+through :func:`safe_torch_load`, which refuses any object that would run code; ``.pth``/``.pth.tar``
 checkpoints (the original repository's, :mod:`wavecl.original`) are read the same way.
 """
 
@@ -230,7 +230,7 @@ def _write_folder(
     def write_state(tmp: Path) -> None:
         torch.save(training_state, tmp)
         try:
-            load_weights_only(tmp, mmap=True)  # the check needs the pickle, not the tensors in memory
+            safe_torch_load(tmp, mmap=True)  # the check needs the pickle, not the tensors in memory
         except CheckpointError as error:
             raise TypeError(
                 f"training state for {paths.state} holds objects that torch.load(weights_only=True) "
@@ -355,7 +355,7 @@ def _checkpoint_order(folder: Path) -> tuple[int, float, float]:
     return (epoch, math.inf if step is None else step, model.stat().st_mtime if model.is_file() else 0.0)
 
 
-def load_weights_only(
+def safe_torch_load(
     path: str | os.PathLike[str],
     map_location: str | torch.device = "cpu",
     extra_safe_globals: list[Any] | None = None,
@@ -389,13 +389,13 @@ def load_weights_only(
         raise CheckpointError(f"cannot read checkpoint {path} (unreadable or truncated): {error}") from None
 
 
-def load_model_weights(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Tensor]:
+def read_state_dict(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Tensor]:
     """Read model weights from a wavecl checkpoint or a reference checkpoint.
 
     Args:
         path: a ``.safetensors`` file (with the run's frozen weights merged in when its metadata names
             them); a checkpoint folder, pointer or run directory (see :func:`latest_checkpoint`); or a
-            ``torch.save`` file (``.pth``, ``.pth.tar``, ...), read with :func:`load_weights_only`, whose
+            ``torch.save`` file (``.pth``, ``.pth.tar``, ...), read with :func:`safe_torch_load`, whose
             ``model_state_dict`` entry is taken when present.
         map_location: device of the returned tensors.
 
@@ -409,7 +409,7 @@ def load_model_weights(path: str | Path, map_location: str | torch.device = "cpu
     """
     path = Path(path)
     if path.name.endswith(original.CHECKPOINT_SUFFIXES):
-        loaded = load_weights_only(path, map_location, original.NUMPY_SCALAR_GLOBALS)
+        loaded = safe_torch_load(path, map_location, original.NUMPY_SCALAR_GLOBALS)
         if isinstance(loaded, dict) and original.STATE_DICT_KEY in loaded:
             loaded = loaded[original.STATE_DICT_KEY]
         if not isinstance(loaded, dict) or not all(isinstance(v, Tensor) for v in loaded.values()):
@@ -453,7 +453,7 @@ def load_training_state(path: str | Path, map_location: str | torch.device = "cp
     """
     path = Path(path)
     state_file = path if path.is_file() and path.suffix == ".pt" else latest_checkpoint(path) / STATE_FILENAME
-    state = load_weights_only(state_file, map_location)
+    state = safe_torch_load(state_file, map_location)
     if not isinstance(state, dict):
         raise CheckpointError(f"{state_file} holds a {type(state).__name__}, expected a training-state dict")
     return state

@@ -422,9 +422,11 @@ def start_history(run_dir: Path, info: dict[str, Any]) -> None:
 
 
 def append_resume(run_dir: Path, entry: dict[str, Any]) -> None:
-    """Add ``entry`` to the ``resumes`` list of ``run_info.json``, keeping everything else as it was.
+    """Add ``entry`` to the ``resumes`` list of ``run_info.json``, keeping everything else as it was (a
+    missing ``run_info.json`` is started with this entry).
 
-    A run written before resumes were recorded (or with a missing ``run_info.json``) gets the list added.
+    Raises:
+        RunDirectoryError: ``run_info.json`` is not valid JSON (named).
     """
     path = run_dir / RUN_INFO_FILENAME
     info: dict[str, Any] = {}

@@ -392,12 +392,7 @@ class Trainer:
 
     def _resume(self, path: Path) -> None:
         """Load the model, optimizer, scheduler, scaler, position and random streams of checkpoint ``path``."""
-        if load_weights(self.model, path).legacy_box_heads:
-            raise CheckpointError(
-                f"{path} was written before the box heads were registered once: its weights load (evaluate, "
-                f"predict, --pretrained) but its optimizer state follows the old parameter order and cannot be "
-                f"resumed; start a new run from it with --pretrained {path}"
-            )
+        load_weights(self.model, path)
         state = load_training_state(path)
         epoch, step = int(state["epoch"]), state.get("step")
         rng = state["rng"]
@@ -423,11 +418,8 @@ class Trainer:
         else:  # written without loss scaling (e.g. bf16 on another GPU): the scaler starts afresh
             log.warning("%s was written without loss scaling; the float16 loss scale starts afresh", path)
         self._apply_schedule_changes()
-        totals = state.get("epoch_totals")
-        totals = EpochResult(**totals) if totals is not None else None
-        # Checkpoints written before "global_step" was saved: the steps per epoch are taken as today's.
-        last_step = self.steps_per_epoch - 1 if step is None else int(step)
-        self.global_step = int(state.get("global_step", epoch * self.steps_per_epoch + last_step + 1))
+        totals = EpochResult(**state["epoch_totals"])
+        self.global_step = int(state["global_step"])
         if step is None:
             self.start_epoch = epoch + 1
             self.unfinished_epoch = self._unrecorded(epoch, CheckpointPaths.of(path), totals)
