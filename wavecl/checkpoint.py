@@ -1,14 +1,13 @@
 """Checkpoints: safetensors weights plus a weights-only training state (docs/training.md#checkpoints).
 
-Layout of a run's ``checkpoints/`` folder::
+A run's ``checkpoints/`` folder (:class:`wavecl.run_directory.RunDirectory`) holds one folder per
+checkpoint, named by :func:`checkpoint_folder_name`::
 
-    checkpoints/
-        epoch_0003/                 written at the end of epoch 3 (epochs are numbered from 0)
-            model.safetensors       the weights that train (tensors only; each under its state-dict name)
-            state.pt                training state: optimizer, scheduler, scaler, epoch, RNG, epoch totals
-        epoch_0004_step_000119/     written mid-epoch after step 119 of epoch 4 (``train.checkpoint_every_steps``)
-        frozen-<digest>.safetensors the frozen parameters (e.g. a frozen text encoder), stored once per run
-        last                        text file holding the folder name of the newest complete checkpoint
+    epoch_0003/                 written at the end of epoch 3 (epochs are numbered from 0)
+        model.safetensors       the weights that train (tensors only; each under its state-dict name)
+        state.pt                training state: optimizer, scheduler, scaler, epoch, RNG, epoch totals
+    epoch_0004_step_000119/     written mid-epoch after step 119 of epoch 4 (``train.checkpoint_every_steps``)
+    frozen-<digest>.safetensors the frozen parameters (e.g. a frozen text encoder), stored once per run
 
 Parameters that never change during a run (``requires_grad=False``) are written once into a file named
 by a digest of their contents, shared by every checkpoint folder of the run; each folder's
@@ -51,11 +50,10 @@ from torch import Tensor
 
 from wavecl import original
 from wavecl.atomic import NO_SPACE_ERRNOS, atomic_path, disk_full_error, replace_directory, temporary_directory
+from wavecl.run_directory import RunDirectory
 
 MODEL_FILENAME = "model.safetensors"
 STATE_FILENAME = "state.pt"
-LAST_POINTER = "last"
-BEST_POINTER = "best"
 FROZEN_PREFIX = "frozen-"
 FROZEN_METADATA_KEY = "frozen_weights"
 _FOLDER_NAME = re.compile(r"epoch_(\d+)(?:_step_(\d+))?")
@@ -198,7 +196,7 @@ def save_checkpoint(
         if new_frozen:
             _write_atomically(frozen_file, lambda tmp: save_file(new_frozen, str(tmp), metadata={"format": "pt"}))
         _write_folder(paths, tensors, metadata, training_state)
-        _write_atomically(checkpoints_dir / LAST_POINTER, lambda tmp: tmp.write_text(paths.directory.name + "\n"))
+        _write_atomically(checkpoints_dir / RunDirectory.LAST, lambda tmp: tmp.write_text(paths.directory.name + "\n"))
     except OSError as error:
         if error.errno not in NO_SPACE_ERRNOS:
             raise
@@ -289,7 +287,7 @@ def prune_checkpoints(checkpoints_dir: str | Path, keep_last: int | None) -> lis
     )
     protected = {
         (checkpoints_dir / pointer.read_text().strip()).name
-        for pointer in (checkpoints_dir / LAST_POINTER, checkpoints_dir / BEST_POINTER)
+        for pointer in (checkpoints_dir / RunDirectory.LAST, checkpoints_dir / RunDirectory.BEST)
         if pointer.is_file()
     }
     epoch_folders = [f for f in folders if parse_checkpoint_folder_name(f.name)[1] is None]
@@ -332,14 +330,15 @@ def latest_checkpoint(path: str | Path) -> Path:
         return folder
     if (path / MODEL_FILENAME).is_file():
         return path
-    for pointer in (path / LAST_POINTER, path / "checkpoints" / LAST_POINTER):
+    folders = (path, RunDirectory(path).checkpoints)
+    for pointer in (folder / RunDirectory.LAST for folder in folders):
         if pointer.is_file():
             return latest_checkpoint(pointer)
     # No pointer (e.g. a run copied without it): the highest-numbered epoch folder, then the newest file.
-    candidates = [w.parent for folder in (path, path / "checkpoints") for w in folder.glob(f"*/{MODEL_FILENAME}")]
+    candidates = [weights.parent for folder in folders for weights in folder.glob(f"*/{MODEL_FILENAME}")]
     if candidates:
         return max(candidates, key=_checkpoint_order)
-    raise FileNotFoundError(f"{path} holds no {MODEL_FILENAME} and no '{LAST_POINTER}' checkpoint pointer")
+    raise FileNotFoundError(f"{path} holds no {MODEL_FILENAME} and no '{RunDirectory.LAST}' checkpoint pointer")
 
 
 def _checkpoint_order(folder: Path) -> tuple[int, float, float]:

@@ -41,11 +41,11 @@ from wavecl.config import ModelConfig, from_dict, load_config
 from wavecl.jsonio import read_json
 from wavecl.model.text import encoder_from_config
 from wavecl.model.weights import load_weights
+from wavecl.run_directory import RunDirectory
 
 CONFIG_FILENAME = "config.json"
 PREPROCESSOR_FILENAME = "preprocessor_config.json"
 TEXT_ENCODER_DIRNAME = "text_encoder"
-RUN_CONFIG_FILENAME = "config.yaml"
 ONNX_DIRNAME = "onnx"
 """The subfolder of a pretrained folder that ``wavecl export --onnx`` writes (:mod:`wavecl.model.onnx_export`)."""
 
@@ -128,14 +128,14 @@ def resolve_pretrained(path: str | os.PathLike[str]) -> PretrainedSource:
         return PretrainedSource(weights_file or folder / MODEL_FILENAME, config, text_encoder_dir, eval_size, window)
 
     checkpoint_dir = latest_checkpoint(folder)
-    run_dir = checkpoint_dir.parent.parent  # <run>/checkpoints/<epoch folder>
-    run_config = run_dir / RUN_CONFIG_FILENAME
-    if not run_config.is_file():
+    run = RunDirectory.of_checkpoint(checkpoint_dir)
+    if run is None:
         raise FileNotFoundError(
-            f"no {run_config} for checkpoint {checkpoint_dir}; a training run keeps it in the run directory, "
-            f"a pretrained folder has {CONFIG_FILENAME} beside {MODEL_FILENAME}"
+            f"no configuration for checkpoint {checkpoint_dir}: a training run keeps its {RunDirectory.CONFIG} two "
+            f"folders up (<run>/{RunDirectory.CHECKPOINTS}/<folder>), a pretrained folder has {CONFIG_FILENAME} "
+            f"beside {MODEL_FILENAME}"
         )
-    config = load_config(run_config)
+    config = load_config(run.config)
     return PretrainedSource(
         weights_file or checkpoint_dir / MODEL_FILENAME,
         config.model,

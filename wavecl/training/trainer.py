@@ -1,18 +1,6 @@
 """The training loop: one process or many under ``torchrun`` (docs/training.md#the-training-loop).
 
-A run directory ``<output_dir>/<dataset_name>/<version>/`` holds:
-
-- ``config.yaml``: the configuration that runs (updated when a resume changes a field), and
-  ``run_info.json``: the flags given explicitly, world size, git revision and command line of the
-  start, and one entry per resume;
-- ``log.jsonl``: one JSON line per epoch (training averages and evaluation metrics), appended to;
-- ``tensorboard/``: every loss term and learning rate per step, metrics per evaluation (when the
-  ``tensorboard`` package is installed); the step axis counts the steps the run has trained, so it
-  continues without a gap or an overlap when a resume changes the steps per epoch (another number of
-  GPUs, batch size or ``train.max_steps_per_epoch``);
-- ``checkpoints/``: one folder per epoch, and optionally every ``train.checkpoint_every_steps`` steps
-  (:mod:`wavecl.checkpoint`), the frozen parameters once per run;
-- ``train.lock`` while a trainer writes into it (:mod:`wavecl.training.run_dir`).
+A run writes into its run directory (:class:`wavecl.run_directory.RunDirectory`, which names every file).
 
 Epochs and steps are numbered from 0 everywhere: the progress bar (``epoch 3 [0-39]``), ``log.jsonl``,
 the log lines, the checkpoint and evaluation folders (``epoch_0003``) and the resume messages.
@@ -75,26 +63,19 @@ from wavecl.model.wavecl import build_model
 from wavecl.model.weights import load_weights
 from wavecl.optional import package_available
 from wavecl.progress import progress_bar
+from wavecl.run_directory import RunDirectory, RunDirectoryError, RunLock
 from wavecl.training.criterion import SetCriterion
 from wavecl.training.matcher import HungarianMatcher, NonFiniteCostError
 from wavecl.training.optim import build_optimizer, build_scheduler, reschedule
 from wavecl.training.resumable import EpochOrder, SeededSamples
-from wavecl.training.run_dir import (
-    CHECKPOINTS_DIRNAME,
-    CONFIG_FILENAME,
-    EVALUATIONS_DIRNAME,
-    RunDirectoryError,
-    RunLock,
-    append_resume,
+from wavecl.training.run_rules import (
     check_location_unchanged,
     config_differences,
     differences_listing,
-    logged_epochs,
     open_run_directory,
     remove_empty_folders,
     resume_checkpoint,
     run_directory_holding,
-    start_history,
 )
 from wavecl.training.seeding import rank_seed, seed_process
 
@@ -103,9 +84,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("wavecl.train")
 
-# Beside the ``best`` pointer: which metric chose it and its value (read back on resume, since the
-# epoch's checkpoint is written before its evaluation).
-BEST_METRIC_FILE = "best.json"
 # Fields a resume may change, applied to the loaded optimizer and scheduler.
 SCHEDULE_FIELDS = ("train.lr", "train.lr_backbone", "train.text_encoder_lr", "train.lr_drop", "train.lr_gamma")
 # Fields that fix the position inside an epoch: a mid-epoch resume cannot change them.
@@ -219,7 +197,7 @@ class Trainer:
 
     Args:
         config: the resolved configuration. For a resume, the run's own ``config.yaml`` with any
-            explicit changes (:func:`wavecl.training.run_dir.resume_config`); the changes are applied
+            explicit changes (:func:`wavecl.training.run_rules.resume_config`); the changes are applied
             (learning rates and milestones to the loaded optimizer and scheduler) and recorded.
         dist: this process's place in the job (:func:`wavecl.distributed.init_distributed`).
         explicit_overrides: the configuration fields given on the command line (saved in the run).
@@ -249,9 +227,10 @@ class Trainer:
         # the checkpoint a resume continues from; None for a new run and for a run stopped before its first one
         self.resume_from = None if resume is None else resume_checkpoint(resume)
         self.run_dir = config.run_directory() if resume is None else run_directory_holding(resume, self.resume_from)
+        self.run = RunDirectory(self.run_dir)
         self.changes: dict[str, tuple[Any, Any]] = {}
         if resume is not None:
-            run_config = load_config(self.run_dir / CONFIG_FILENAME)
+            run_config = load_config(self.run.config)
             check_location_unchanged(run_config, config, self.run_dir)
             self.changes = config_differences(run_config, config)
             if "train.pretrained_weights" in self.changes:
@@ -335,15 +314,15 @@ class Trainer:
         from torch.utils.tensorboard import SummaryWriter
 
         # Steps from global_step on belong to an interrupted stretch of the run that is trained again.
-        self.writer = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=self.global_step)
+        self.writer = SummaryWriter(str(self.run.tensorboard), purge_step=self.global_step)
 
     @property
     def checkpoints_dir(self) -> Path:
         """``<run>/checkpoints``: checkpoint folders, pointers, ``best.json`` and the frozen weights."""
-        return self.run_dir / CHECKPOINTS_DIRNAME
+        return self.run.checkpoints
 
     def _take_run_directory(self, fresh: bool) -> RunLock | None:
-        """Open the run directory on rank 0 (:func:`~wavecl.training.run_dir.open_run_directory`: lock,
+        """Open the run directory on rank 0 (:func:`~wavecl.training.run_rules.open_run_directory`: lock,
         checks, leftovers removed); every rank raises the same error when that fails."""
         lock, error = None, None
         if self.dist.is_main:
@@ -372,7 +351,7 @@ class Trainer:
         return min(batches, limit) if limit else batches
 
     def _save_run_config(self, explicit_overrides: dict[str, Any], resume: bool) -> None:
-        write_text(self.run_dir / "config.yaml", self.config.to_yaml())
+        write_text(self.run.config, self.config.to_yaml())
         info = {
             "explicit_overrides": explicit_overrides,
             "world_size": self.dist.world_size,
@@ -382,13 +361,13 @@ class Trainer:
             "precision": self.precision.summary(),
         }
         if not resume:
-            start_history(self.run_dir, info)
+            self.run.start_history(info)
             return
         info["time"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         info["checkpoint"] = None if self.resume_from is None else str(self.resume_from)
         info["continues_at"] = {"epoch": self.start_epoch, "step": self.start_step}
         info["changed"] = {key: [old, new] for key, (old, new) in self.changes.items()}
-        append_resume(self.run_dir, info)
+        self.run.append_resume(info)
 
     def _resume(self, path: Path) -> None:
         """Load the model, optimizer, scheduler, scaler, position and random streams of checkpoint ``path``."""
@@ -425,7 +404,7 @@ class Trainer:
             self.unfinished_epoch = self._unrecorded(epoch, CheckpointPaths.of(path), totals)
         else:
             self.start_epoch, self.start_step, self.resumed_totals = epoch, int(step) + 1, totals
-        self.best_metric = read_best_metric(self.checkpoints_dir / BEST_METRIC_FILE)
+        self.best_metric = read_best_metric(self.run.best_record)
         if len(rng) == self.dist.world_size:
             restore_rng_state(rng[self.dist.rank])
         else:  # every rank keeps the streams of its own seed (set above) rather than sharing a saved one
@@ -466,7 +445,7 @@ class Trainer:
     ) -> tuple[int, CheckpointPaths, EpochResult | None] | None:
         """The resumed epoch, when its ``log.jsonl`` line (and so its evaluation) is missing; earlier
         gaps in the log are reported (their weights are no longer the model's)."""
-        logged = logged_epochs(self.run_dir)
+        logged = self.run.logged_epochs()
         gaps = [e for e in range(epoch) if e not in logged]
         if gaps and self.dist.is_main:
             log.warning(
@@ -735,7 +714,7 @@ class Trainer:
 
     def evaluate(self, epoch: int) -> tuple[dict[str, float], str | None]:
         """Evaluate with the dataset's protocol; returns the metrics and the one that picks "best"."""
-        out_dir = self.run_dir / EVALUATIONS_DIRNAME / checkpoint_folder_name(epoch)
+        out_dir = self.run.evaluation(checkpoint_folder_name(epoch))
         record = {"dataset": self.config.data.dataset_name, "epoch": epoch}
         return evaluate_model(self.model, self.config, out_dir, self.dist, self.precision, record)
 
@@ -750,10 +729,9 @@ class Trainer:
         if primary is not None and primary in metrics and checkpoint is not None:
             if self.best_metric is None or metrics[primary] > self.best_metric:
                 self.best_metric = metrics[primary]
-                checkpoints = self.checkpoints_dir
                 record = {"metric": primary, "value": self.best_metric, "epoch": epoch}
-                write_text(checkpoints / BEST_METRIC_FILE, json.dumps(record))
-                write_text(checkpoints / "best", checkpoint.directory.name + "\n")
+                write_text(self.run.best_record, json.dumps(record))
+                write_text(self.run.best_pointer, checkpoint.directory.name + "\n")
         training = {}
         if result is not None:  # None: completing an epoch whose checkpoint predates stored totals
             training = {
@@ -763,8 +741,7 @@ class Trainer:
                 "train_seconds": result.seconds,
             }
         record = {"epoch": epoch, **training, **{f"eval_{k}": v for k, v in metrics.items()}}
-        with open(self.run_dir / "log.jsonl", "a") as handle:
-            handle.write(json.dumps(record) + "\n")
+        self.run.append_log(record)
         if self.writer is not None:
             for key, value in metrics.items():
                 self.writer.add_scalar(f"eval/{key}", value, epoch)
