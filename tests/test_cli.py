@@ -50,7 +50,7 @@ def read_metrics(folder: Path) -> dict[str, float]:
         (["info"], ["--config", "--set", "examples:"]),
         (
             ["train"],
-            ["--config", "--resume", "--pretrained", "--device", "training.md#run-directory", "torchrun", "--compile"],
+            ["--config", "--resume", "--pretrained", "--device", "docs/training.md#run-directory", "torchrun", "--compile"],
         ),
         (["evaluate"], ["--checkpoint", "--predictions", "--out-dir", "--device", "J&F", "metrics.json", "--compile"]),
         (["predict"], ["--checkpoint", "--video", "--text", "--out-dir", "--window", "--device", "--compile"]),

@@ -31,7 +31,7 @@ from support import TINY_CONFIG, tiny_train_arguments
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import wavecl.evaluation.datasets as evaluation_datasets
-import wavecl.training.trainer as trainer_module
+import wavecl.training.restore as restore_module
 from wavecl.atomic import write_text
 from wavecl.checkpoint import CheckpointError, save_checkpoint
 from wavecl.cli import main as cli_main
@@ -43,6 +43,7 @@ from wavecl.model.output import NonFiniteOutputError
 from wavecl.model.wavecl import build_model
 from wavecl.model.weights import CheckpointMismatchError
 from wavecl.testing.checkpoints import original_state_dict
+from wavecl.training.recorder import read_best_metric
 from wavecl.training.trainer import NonFiniteLossError, Trainer, build_criterion
 
 FRAME_SIZE = (32, 48)
@@ -143,7 +144,7 @@ def test_resume_reproduces_the_uninterrupted_run(data_root, tmp_path, monkeypatc
     for name, tensor in straight_weights.items():
         assert torch.equal(resumed_weights[name], tensor), name
 
-    monkeypatch.setattr(trainer_module, "restore_rng_state", lambda state: None)
+    monkeypatch.setattr(restore_module, "restore_rng_state", lambda state: None)
     control = Trainer(config("resumed", 2), SINGLE_CPU, resume=copy / "checkpoints" / "epoch_0000")
     assert control.run_dir == copy  # a resume writes into the run it continues, wherever that is
     control.fit()
@@ -494,9 +495,9 @@ def test_unreadable_sample_is_skipped_logged_and_counted(tmp_path, monkeypatch, 
 )
 def test_a_malformed_best_record_is_refused_naming_the_file(tmp_path, text, problem):
     best = tmp_path / "best.json"
-    assert trainer_module.read_best_metric(best) is None
+    assert read_best_metric(best) is None
     best.write_text('{"metric": "mAP", "value": 0.25, "epoch": 3}')
-    assert trainer_module.read_best_metric(best) == 0.25
+    assert read_best_metric(best) == 0.25
     best.write_text(text)
     with pytest.raises(CheckpointError, match=re.escape(str(best)) + ".*" + problem):
-        trainer_module.read_best_metric(best)
+        read_best_metric(best)

@@ -309,7 +309,7 @@ def prune_checkpoints(checkpoints_dir: str | Path, keep_last: int | None) -> lis
     return deleted
 
 
-def latest_checkpoint(path: str | Path) -> Path:
+def latest_checkpoint(path: str | os.PathLike[str]) -> Path:
     """Find the checkpoint folder meant by ``path``.
 
     Args:

@@ -236,14 +236,14 @@ class RunLock:
     def __init__(self, run_dir: str | os.PathLike[str]) -> None:
         self.path = RunDirectory(run_dir).lock
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        pid = os.getpid()
+        pid, token = os.getpid(), os.urandom(8).hex()
         self.record = {
             "pid": pid,
             "host": socket.gethostname(),
             "process_start": _process_start_time(pid),
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "command": list(sys.argv),
-            "token": os.urandom(8).hex(),
+            "token": token,
         }
         while not self._try_create():
             try:
@@ -258,13 +258,13 @@ class RunLock:
                 )
             what = "an unreadable lock" if owner is None else f"the lock of {_describe(owner)}, which no longer runs"
             log.warning("taking over %s: %s", what, self.path)
-            stale = self.path.with_name(f".{self.path.name}.{self.record['token']}.stale")
+            stale = self.path.with_name(f".{self.path.name}.{token}.stale")
             try:
                 os.rename(self.path, stale)  # atomic: of two processes taking over, one wins, the other retries
             except FileNotFoundError:
                 continue
             stale.unlink(missing_ok=True)
-        self._finalizer = weakref.finalize(self, _release, self.path, self.record["token"])
+        self._finalizer = weakref.finalize(self, _release, self.path, token)
 
     def _try_create(self) -> bool:
         try:

@@ -169,7 +169,7 @@ def evaluate_checkpoint(
         record = {
             "dataset": config.data.dataset_name,
             "checkpoint": str(source.absolute()),
-            "config": str(args.config if args.config is not None else RunDirectory(run_dir).config),
+            "config": str(args.config if args.config is not None or run_dir is None else RunDirectory(run_dir).config),
             "world_size": dist.world_size,
             "precision": precision.summary(),
         }

@@ -135,13 +135,13 @@ def resolve_pretrained(path: str | os.PathLike[str]) -> PretrainedSource:
             f"folders up (<run>/{RunDirectory.CHECKPOINTS}/<folder>), a pretrained folder has {CONFIG_FILENAME} "
             f"beside {MODEL_FILENAME}"
         )
-    config = load_config(run.config)
+    run_config = load_config(run.config)
     return PretrainedSource(
         weights_file or checkpoint_dir / MODEL_FILENAME,
-        config.model,
+        run_config.model,
         None,
-        (config.data.eval_short_size, config.data.eval_max_size),
-        config.data.window_size,
+        (run_config.data.eval_short_size, run_config.data.eval_max_size),
+        run_config.data.window_size,
     )
 
 
