@@ -42,6 +42,7 @@ from wavecl.evaluation.datasets import evaluate_model
 from wavecl.model.output import NonFiniteOutputError
 from wavecl.model.wavecl import build_model
 from wavecl.model.weights import CheckpointMismatchError
+from wavecl.run_directory import RunDirectory
 from wavecl.testing.checkpoints import original_state_dict
 from wavecl.training.recorder import read_best_metric
 from wavecl.training.trainer import NonFiniteLossError, Trainer, build_criterion
@@ -307,6 +308,20 @@ def test_cli_run_directory_contents(data_root, tmp_path):
     leftovers = [p for p in run_dir.rglob("*") if p.name.startswith(".") or p.suffix == ".tmp"]
     assert leftovers == []
     assert not (run_dir / "train.lock").exists()
+    # What the run holds is what RunDirectory names, and nothing else.
+    top = {"config.yaml", "run_info.json", "log.jsonl", "tensorboard", "checkpoints", "evaluation"}
+    assert {p.name for p in run_dir.iterdir()} == top
+    run = RunDirectory(run_dir)
+    assert {run.config, run.run_info, run.log, run.tensorboard, run.checkpoints, run.evaluations} == {
+        run_dir / name for name in top
+    }
+    assert (run.last_pointer, run.best_pointer, run.best_record) == (
+        checkpoints / "last",
+        checkpoints / "best",
+        checkpoints / "best.json",
+    )
+    assert sorted(p.name for p in run.evaluations.iterdir()) == ["epoch_0000", "epoch_0001"]
+    assert (run.evaluation("epoch_0001") / "metrics.json").is_file()
     # Every file has the mode of a new file (safetensors alone would write 0600).
     umask = os.umask(0)
     os.umask(umask)

@@ -19,6 +19,7 @@ only rank 0 writes into it::
                            metrics.json last
     train.lock             while a trainer writes: owner's PID, host, process start time and command
 
+``wavecl demo`` adds its pictures beside them (``overlays/``, ``loss_curve.png``, ``demo_result.json``).
 Epochs and steps are numbered from 0 in every name. Whoever needs one of these paths asks
 :class:`RunDirectory`; the rules a run keeps (one writer, its own config, a history that only grows,
 always resumable) are enforced by :mod:`wavecl.training.run_rules`.
