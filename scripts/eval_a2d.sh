@@ -5,7 +5,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 NUM_GPUS="${NUM_GPUS:-$(default_gpus 2)}"
 CHECKPOINT="${CHECKPOINT:-$OUTPUT_DIR/a2d_sentences/a2d/checkpoints/best}"
-EVAL_DIR="${EVAL_DIR:-$OUTPUT_DIR/a2d_sentences/a2d/evaluation}"
+EVAL_DIR="${EVAL_DIR:-$OUTPUT_DIR/a2d_sentences/a2d/evaluation/best}"
 setup_args
 
 prepare_a2d_gt

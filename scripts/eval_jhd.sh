@@ -7,7 +7,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 NUM_GPUS="${NUM_GPUS:-$(default_gpus 2)}"
 JHMDB_GT="${JHMDB_GT:-$CACHE_DIR/jhmdb_sentences_gt_annotations_in_coco_format.json}"
 CHECKPOINT="${CHECKPOINT:-$OUTPUT_DIR/a2d_sentences/finetune_a2d/checkpoints/best}"
-EVAL_DIR="${EVAL_DIR:-$OUTPUT_DIR/jhmdb_sentences/jhmdb_eval/evaluation}"
+EVAL_DIR="${EVAL_DIR:-$OUTPUT_DIR/jhmdb_sentences/jhmdb_eval/evaluation/best}"
 SAMPLES_ARGS=()
 CONFIG_SAMPLES=(--set data.jhmdb_samples_metadata=null)
 if [[ -n "${JHMDB_SAMPLES:-}" ]]; then

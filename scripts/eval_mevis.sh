@@ -7,7 +7,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 NUM_GPUS="${NUM_GPUS:-$(default_gpus 1)}"
 MEVIS_SPLIT="${MEVIS_SPLIT:-valid_u}"
 CHECKPOINT="${CHECKPOINT:-$OUTPUT_DIR/mevis/mevis/checkpoints/best}"
-EVAL_DIR="${EVAL_DIR:-$OUTPUT_DIR/mevis/mevis/evaluation_$MEVIS_SPLIT}"
+EVAL_DIR="${EVAL_DIR:-$OUTPUT_DIR/mevis/mevis/evaluation/best_$MEVIS_SPLIT}"
 setup_args
 
 launch evaluate -c mevis --checkpoint "$CHECKPOINT" --out-dir "$EVAL_DIR" \

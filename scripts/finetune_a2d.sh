@@ -11,4 +11,4 @@ setup_args
 prepare_a2d_gt
 launch train -c a2d_sentences_finetune --set "data.root=$A2D_ROOT" --set "data.coco_gt_path=$A2D_GT" \
     --pretrained "$CHECKPOINT" "${COMMON_ARGS[@]}" "${TRAIN_ARGS[@]}" "$@"
-echo "run directory: $OUTPUT_DIR/a2d_sentences/finetune_a2d (checkpoints/{last,best}, log.jsonl, eval/epoch_*/)"
+echo "run directory: $OUTPUT_DIR/a2d_sentences/finetune_a2d (checkpoints/{last,best}, log.jsonl, evaluation/epoch_*/)"

@@ -11,4 +11,4 @@ setup_args
 prepare_ytvos_samples
 launch train -c refer_youtube_vos_finetune --set "data.root=$YTVOS_ROOT" --pretrained "$CHECKPOINT" \
     "${COMMON_ARGS[@]}" "${TRAIN_ARGS[@]}" "$@"
-echo "run directory: $OUTPUT_DIR/ref_youtube_vos/finetuneytb_tiny (checkpoints/, eval/epoch_*/submission.zip)"
+echo "run directory: $OUTPUT_DIR/ref_youtube_vos/finetuneytb_tiny (checkpoints/, evaluation/epoch_*/submission.zip)"

@@ -19,4 +19,4 @@ setup_args
 prepare ytvos-samples --root "$HOLDOUT_DIR" --window-size 8 --workers "${PREPARE_WORKERS:-8}" --cache-dir "$CACHE_DIR"
 launch train -c refer_youtube_vos --set "data.root=$HOLDOUT_DIR" --version ytb_holdout \
     "${COMMON_ARGS[@]}" "${TRAIN_ARGS[@]}" "$@"
-echo "run directory: $OUTPUT_DIR/ref_youtube_vos/ytb_holdout (eval/epoch_*/per_expression.csv; held out: $HOLDOUT_DIR/holdout.json)"
+echo "run directory: $OUTPUT_DIR/ref_youtube_vos/ytb_holdout (evaluation/epoch_*/per_expression.csv; held out: $HOLDOUT_DIR/holdout.json)"

@@ -6,7 +6,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 NUM_GPUS="${NUM_GPUS:-$(default_gpus 8)}"
 CHECKPOINT="${CHECKPOINT:-$OUTPUT_DIR/ref_youtube_vos/finetuneytb_tiny}"
-EVAL_DIR="${EVAL_DIR:-$OUTPUT_DIR/davis/davis/evaluation}"
+EVAL_DIR="${EVAL_DIR:-$OUTPUT_DIR/davis/davis/evaluation/last}"
 setup_args
 
 [[ -f "$DAVIS_ROOT/meta_expressions/valid/meta_expressions.json" ]] || prepare davis --root "$DAVIS_ROOT"

@@ -6,7 +6,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 NUM_GPUS="${NUM_GPUS:-$(default_gpus 2)}"
 CHECKPOINT="${CHECKPOINT:-$OUTPUT_DIR/ref_youtube_vos/finetuneytb_tiny}"
-EVAL_DIR="${EVAL_DIR:-$OUTPUT_DIR/ref_youtube_vos/finetuneytb_tiny/evaluation}"
+EVAL_DIR="${EVAL_DIR:-$OUTPUT_DIR/ref_youtube_vos/finetuneytb_tiny/evaluation/last}"
 setup_args
 
 launch evaluate -c refer_youtube_vos_finetune --checkpoint "$CHECKPOINT" --out-dir "$EVAL_DIR" \

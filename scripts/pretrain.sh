@@ -8,4 +8,4 @@ NUM_GPUS="${NUM_GPUS:-$(default_gpus 8)}"
 setup_args
 
 launch train -c coco --set "data.root=$COCO_ROOT" "${COMMON_ARGS[@]}" "${TRAIN_ARGS[@]}" "$@"
-echo "run directory: $OUTPUT_DIR/coco/coco_pretrain_tiny (checkpoints/{last,best}, eval/epoch_*/<set>_predictions.json)"
+echo "run directory: $OUTPUT_DIR/coco/coco_pretrain_tiny (checkpoints/{last,best}, evaluation/epoch_*/<set>_predictions.json)"

@@ -10,4 +10,4 @@ setup_args
 prepare_a2d_gt
 launch train -c a2d_sentences --set "data.root=$A2D_ROOT" --set "data.coco_gt_path=$A2D_GT" \
     "${COMMON_ARGS[@]}" "${TRAIN_ARGS[@]}" "$@"
-echo "run directory: $OUTPUT_DIR/a2d_sentences/a2d (checkpoints/{last,best}, log.jsonl, eval/epoch_*/predictions.json)"
+echo "run directory: $OUTPUT_DIR/a2d_sentences/a2d (checkpoints/{last,best}, log.jsonl, evaluation/epoch_*/predictions.json)"

@@ -8,4 +8,4 @@ NUM_GPUS="${NUM_GPUS:-$(default_gpus 8)}"
 setup_args
 
 launch train -c mevis --set "data.root=$MEVIS_ROOT" "${COMMON_ARGS[@]}" "${TRAIN_ARGS[@]}" "$@"
-echo "run directory: $OUTPUT_DIR/mevis/mevis (checkpoints/, eval/epoch_*/per_expression.csv)"
+echo "run directory: $OUTPUT_DIR/mevis/mevis (checkpoints/, evaluation/epoch_*/per_expression.csv)"

@@ -10,4 +10,4 @@ setup_args
 prepare_ytvos_samples
 launch train -c refer_youtube_vos --set "data.root=$YTVOS_ROOT" \
     "${COMMON_ARGS[@]}" "${TRAIN_ARGS[@]}" "$@"
-echo "run directory: $OUTPUT_DIR/ref_youtube_vos/ytb_from_scratch (checkpoints/, eval/epoch_*/submission.zip)"
+echo "run directory: $OUTPUT_DIR/ref_youtube_vos/ytb_from_scratch (checkpoints/, evaluation/epoch_*/submission.zip)"

@@ -19,10 +19,10 @@ from wavecl.checkpoint import (
     CheckpointPaths,
     checkpoint_folder_name,
     latest_checkpoint,
-    load_model_weights,
     load_training_state,
     parse_checkpoint_folder_name,
     prune_checkpoints,
+    read_state_dict,
     restore_rng_state,
     rng_state,
     save_checkpoint,
@@ -77,7 +77,7 @@ def test_round_trip_is_exact(tmp_path):
     assert sorted(p.name for p in paths.directory.iterdir()) == ["model.safetensors", "state.pt"]
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["epoch_0003", "last"]
 
-    weights = load_model_weights(tmp_path)  # run directory -> checkpoints/last -> epoch_0003
+    weights = read_state_dict(tmp_path)  # run directory -> checkpoints/last -> epoch_0003
     original = model.state_dict()
     assert weights.keys() == original.keys()
     assert {"bbox_embed.weight", "decoder.bbox_embed.weight"} <= weights.keys()
@@ -159,7 +159,7 @@ def test_code_running_pickles_are_refused(tmp_path):
     reference_file = tmp_path / "evil.pth.tar"
     reference_file.write_bytes(payload)
     with pytest.raises(CheckpointError, match=r"evil\.pth\.tar.*GLOBAL \w+\.system"):
-        load_model_weights(reference_file)
+        read_state_dict(reference_file)
 
     folder = tmp_path / "checkpoints" / "epoch_0000"
     model, _, _ = trained_state()
@@ -176,11 +176,11 @@ def test_truncated_and_missing_files_name_the_file(tmp_path):
     for path in (paths.model, paths.state):
         path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with pytest.raises(CheckpointError, match="model.safetensors"):
-        load_model_weights(paths.directory)
+        read_state_dict(paths.directory)
     with pytest.raises(CheckpointError, match="state.pt"):
         load_training_state(paths.directory)
     with pytest.raises(FileNotFoundError, match="missing.pth"):
-        load_model_weights(tmp_path / "missing.pth")
+        read_state_dict(tmp_path / "missing.pth")
 
 
 def test_reference_pth_tar_checkpoint_loads_model_state_dict(tmp_path):
@@ -194,16 +194,16 @@ def test_reference_pth_tar_checkpoint_loads_model_state_dict(tmp_path):
         "best_mAP": np.float64(0.4),  # what COCOeval's stats give the reference trainer
     }
     torch.save(reference, tmp_path / "14.pth.tar")
-    weights = load_model_weights(tmp_path / "14.pth.tar")
+    weights = read_state_dict(tmp_path / "14.pth.tar")
     assert weights.keys() == model.state_dict().keys()
     assert all(torch.equal(weights[k], v) for k, v in model.state_dict().items())
 
     torch.save(model.state_dict(), tmp_path / "bare.pth")
-    assert load_model_weights(tmp_path / "bare.pth").keys() == model.state_dict().keys()
+    assert read_state_dict(tmp_path / "bare.pth").keys() == model.state_dict().keys()
 
     torch.save({"epoch": 1}, tmp_path / "no_weights.pth")
     with pytest.raises(CheckpointError, match="no_weights.pth"):
-        load_model_weights(tmp_path / "no_weights.pth")
+        read_state_dict(tmp_path / "no_weights.pth")
 
 
 # ------------------------------------------------------------------ frozen weights, steps, pruning
@@ -234,7 +234,7 @@ def test_frozen_weights_are_stored_once_per_run_and_merged_back(tmp_path):
         with torch.no_grad():
             model.head.weight.add_(1.0)  # training changes the head only
         save_checkpoint(checkpoints, epoch, model.state_dict(), {"epoch": epoch}, frozen=model.frozen_names())
-        weights = load_model_weights(checkpoints / f"epoch_{epoch:04d}")
+        weights = read_state_dict(checkpoints / f"epoch_{epoch:04d}")
         assert weights.keys() == model.state_dict().keys()
         for name, tensor in model.state_dict().items():
             assert torch.equal(weights[name], tensor), name
@@ -252,13 +252,13 @@ def test_frozen_weights_are_stored_once_per_run_and_merged_back(tmp_path):
     assert folder_bytes(checkpoints) < encoder_bytes + 3 * head_bytes + 3 * 4096
 
     # The file alone (as a reader given model.safetensors gets it) also merges the frozen weights.
-    assert load_model_weights(checkpoints / "epoch_0001" / "model.safetensors").keys() == model.state_dict().keys()
+    assert read_state_dict(checkpoints / "epoch_0001" / "model.safetensors").keys() == model.state_dict().keys()
 
     # A folder copied without the shared file says which file to bring along.
     copied = tmp_path / "elsewhere" / "epoch_0002"
     shutil.copytree(checkpoints / "epoch_0002", copied)
     with pytest.raises(FileNotFoundError, match=frozen_file.name):
-        load_model_weights(copied)
+        read_state_dict(copied)
 
 
 def load_file_names(path) -> list[str]:
@@ -274,12 +274,12 @@ def test_changed_frozen_values_get_a_new_file_and_pruning_drops_the_unreferenced
         model.encoder.weight.mul_(2.0)
     save_checkpoint(checkpoints, 1, model.state_dict(), {"epoch": 1}, frozen=model.frozen_names())
     assert len(list(checkpoints.glob("frozen-*.safetensors"))) == 2
-    old = load_model_weights(checkpoints / "epoch_0000")["encoder.weight"]
-    assert torch.equal(load_model_weights(checkpoints / "epoch_0001")["encoder.weight"], 2 * old)
+    old = read_state_dict(checkpoints / "epoch_0000")["encoder.weight"]
+    assert torch.equal(read_state_dict(checkpoints / "epoch_0001")["encoder.weight"], 2 * old)
     deleted = prune_checkpoints(checkpoints, keep_last=1)
     assert sorted(p.name for p in deleted)[0] == "epoch_0000"
     assert len(list(checkpoints.glob("frozen-*.safetensors"))) == 1
-    assert torch.equal(load_model_weights(checkpoints)["encoder.weight"], 2 * old)
+    assert torch.equal(read_state_dict(checkpoints)["encoder.weight"], 2 * old)
     with pytest.raises(KeyError, match="nonexistent"):
         save_checkpoint(checkpoints, 2, model.state_dict(), {"epoch": 2}, frozen=["nonexistent"])
 

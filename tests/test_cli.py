@@ -19,7 +19,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from support import run_cli
 
-from wavecl.checkpoint import load_model_weights
+from wavecl.checkpoint import read_state_dict
 from wavecl.config import apply_overrides, load_config
 from wavecl.data.ytvos import YTVOSGroundTruth, train_samples_cache_path
 from wavecl.evaluation.ytvos import write_ytvos_masks, zip_submission
@@ -54,7 +54,15 @@ def read_metrics(folder: Path) -> dict[str, float]:
         (["info"], ["--config", "--set", "examples:"]),
         (
             ["train"],
-            ["--config", "--resume", "--pretrained", "--device", "checkpoints/epoch_XXXX", "torchrun", "--compile"],
+            [
+                "--config",
+                "--resume",
+                "--pretrained",
+                "--device",
+                "docs/training.md#run-directory",
+                "torchrun",
+                "--compile",
+            ],
         ),
         (["evaluate"], ["--checkpoint", "--predictions", "--out-dir", "--device", "--protocols", "metrics.json"]),
         (["predict"], ["--checkpoint", "--video", "--text", "--out-dir", "--window", "--device", "--compile"]),
@@ -414,7 +422,7 @@ def test_evaluate_a_run_and_the_same_weights_as_a_reference_checkpoint(tiny_run,
     code, _, _ = run_cli(["evaluate", *config, *saved], capsys)
     assert code == 0 and read_metrics(tmp_path / "again") == pytest.approx(from_run["metrics"])
 
-    state = load_model_weights(tiny_run)
+    state = read_state_dict(tiny_run)
     reference = original_state_dict(state)
     assert "backbone.0.body.layers.0.blocks.0.mlp.fc1.weight" in reference
     checkpoint = tmp_path / "reference.pth.tar"

@@ -20,7 +20,7 @@ import torch
 from support import TINY_CONFIG, tiny_train_arguments
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from wavecl.checkpoint import load_model_weights
+from wavecl.checkpoint import read_state_dict
 from wavecl.config import apply_overrides, load_config
 from wavecl.data.collate import collate_clips
 from wavecl.data.datasets import build_dataset
@@ -177,7 +177,7 @@ def test_two_ranks_agree_and_match_one_process_with_the_same_global_batch(tmp_pa
     checkpoints = sorted(p.name for p in (run_dir / "checkpoints").iterdir() if not p.name.startswith("frozen-"))
     assert checkpoints == ["best", "best.json", "epoch_0000", "last"]
     assert not (run_dir / "train.lock").exists()  # rank 0 took it (the only rank that does) and released it
-    ddp_weights = load_model_weights(run_dir / "checkpoints" / "epoch_0000")
+    ddp_weights = read_state_dict(run_dir / "checkpoints" / "epoch_0000")
 
     accumulated = run_single_process(
         data_root,

@@ -217,6 +217,6 @@ def test_demo_trains_on_a_read_only_folder_of_own_data(tmp_path, capsys):
     run_dir = tmp_path / "demo" / "runs" / "ref_youtube_vos" / "run"
     metrics = json.loads((run_dir / "demo_result.json").read_text())["metrics"]
     assert {"J", "F", "J&F"} <= set(metrics) and metrics["missing_masks"] == 0
-    assert (run_dir / "eval" / "epoch_0000" / "per_expression.csv").is_file()
+    assert (run_dir / "evaluation" / "epoch_0000" / "per_expression.csv").is_file()
     assert not (tmp_path / "demo" / "data").exists(), "no synthetic data is written when --data-root is given"
     assert "held-out J" in out

@@ -92,4 +92,4 @@ def test_the_train_resume_evaluate_block_runs_in_its_tiny_variant(tmp_path: Path
         main(tiny_variant(command, root, runs))
     run_dir = runs / "synthetic" / "tiny"
     assert [json.loads(line)["epoch"] for line in (run_dir / "log.jsonl").read_text().splitlines()] == [0, 1]
-    assert (run_dir / "evaluation" / "metrics.json").is_file()
+    assert (run_dir / "evaluation" / "epoch_0001" / "metrics.json").is_file()  # named after the last checkpoint

@@ -29,11 +29,11 @@ import torch
 from test_trainer import SINGLE_CPU, SIZE_OVERRIDES, TINY_CONFIG, read_log, read_scalars, tiny_config, write_dataset
 
 import wavecl.evaluation.protocols as evaluation_protocols
-from wavecl.checkpoint import load_model_weights, load_training_state
+from wavecl.checkpoint import latest_checkpoint, load_training_state, read_state_dict
 from wavecl.cli import main as cli_main
 from wavecl.config import Config, apply_overrides, load_config
 from wavecl.model.wavecl import WaveCL
-from wavecl.training.run_dir import LOCK_FILENAME, RunDirectoryError
+from wavecl.run_directory import RunDirectory, RunDirectoryError
 from wavecl.training.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -74,7 +74,7 @@ def assert_same_run(actual: Path, expected: Path, steps: int) -> None:
         assert actual_scalars[tag] == expected_scalars[tag], tag
     untimed = [{k: v for k, v in record.items() if k != "train_seconds"} for record in read_log(expected)]
     assert [{k: v for k, v in record.items() if k != "train_seconds"} for record in read_log(actual)] == untimed
-    expected_weights, actual_weights = load_model_weights(expected), load_model_weights(actual)
+    expected_weights, actual_weights = read_state_dict(expected), read_state_dict(actual)
     assert expected_weights.keys() == actual_weights.keys()
     for name, tensor in expected_weights.items():
         assert torch.equal(actual_weights[name], tensor), name
@@ -130,7 +130,7 @@ def test_mid_epoch_resume_is_exact(data_root, tmp_path, monkeypatch, num_workers
     checkpoints = run_dir / "checkpoints"
     assert (checkpoints / "last").read_text().strip() == "epoch_0001_step_000003"
     assert sorted(p.name for p in checkpoints.iterdir() if p.is_dir()) == ["epoch_0000", "epoch_0001_step_000003"]
-    assert not (run_dir / LOCK_FILENAME).exists()  # released on the way out
+    assert not (run_dir / RunDirectory.LOCK).exists()  # released on the way out
     assert [record["epoch"] for record in read_log(run_dir)] == [0]
 
     resumed = Trainer(config("interrupted"), SINGLE_CPU, resume=run_dir)
@@ -168,7 +168,7 @@ def test_killed_training_process_resumes_exactly(data_root, tmp_path, caplog):
         process.wait()
     stopped_at = (run_dir / "checkpoints" / "last").read_text().strip()
     assert stopped_at.startswith("epoch_0000_step_"), f"the run was not killed mid-epoch: {stopped_at}"
-    assert (run_dir / LOCK_FILENAME).is_file()  # SIGKILL left it behind
+    assert (run_dir / RunDirectory.LOCK).is_file()  # SIGKILL left it behind
 
     with caplog.at_level(logging.INFO, logger="wavecl.train"):
         cli_main(["train", "--resume", str(run_dir), "--device", "cpu"])
@@ -235,7 +235,8 @@ def test_resume_writes_into_the_run_with_its_config_and_applies_explicit_changes
 
     # Evaluating the run: its own config when no -c is given; a -c with another network is refused.
     cli_main(["evaluate", "--checkpoint", str(run_dir), "--device", "cpu"])
-    result = json.loads((run_dir / "evaluation" / "metrics.json").read_text())
+    evaluation = run_dir / "evaluation" / latest_checkpoint(run_dir).name  # named after the checkpoint evaluated
+    result = json.loads((evaluation / "metrics.json").read_text())
     assert result["metrics"] == {"J&F": 0.4} and result["config"] == str(run_dir / "config.yaml")
     other = tmp_path / "other.yaml"
     other.write_text(config.to_yaml().replace("num_queries: 5", "num_queries: 7"))
@@ -249,7 +250,7 @@ def test_resume_writes_into_the_run_with_its_config_and_applies_explicit_changes
     )
     other.write_text(dataclasses.replace(config, model=training_only).to_yaml())
     cli_main(["evaluate", "-c", str(other), "--checkpoint", str(run_dir), "--device", "cpu"])
-    assert json.loads((run_dir / "evaluation" / "metrics.json").read_text())["metrics"] == {"J&F": 0.5}
+    assert json.loads((evaluation / "metrics.json").read_text())["metrics"] == {"J&F": 0.5}
 
 
 def test_mid_epoch_resume_refuses_a_change_of_position(data_root, tmp_path, monkeypatch):
@@ -267,7 +268,7 @@ def test_mid_epoch_resume_refuses_a_change_of_position(data_root, tmp_path, monk
     )
     with pytest.raises(RunDirectoryError, match=r"inside epoch 0 \(after step 1\).*train\.batch_size: 2 -> 1"):
         Trainer(changed, SINGLE_CPU, resume=trainer.run_dir)
-    assert not (trainer.run_dir / LOCK_FILENAME).exists()  # a refused resume releases the directory
+    assert not (trainer.run_dir / RunDirectory.LOCK).exists()  # a refused resume releases the directory
     with pytest.raises(RunDirectoryError, match=r"train\.pretrained_weights \(--pretrained\)"):
         Trainer(apply_overrides(config, {"train.pretrained_weights": "elsewhere"}), SINGLE_CPU, resume=trainer.run_dir)
     with pytest.raises(ValueError, match="train.checkpoint_every_steps must be a positive multiple"):
@@ -365,12 +366,13 @@ def test_frozen_text_encoder_is_stored_once_and_every_reader_loads_it(data_root,
     assert total < frozen_bytes + 2 * (other_bytes + optimizer_bytes + slack)
 
     # Readers: the weights as files, from_pretrained, evaluate, --pretrained, resume.
-    for name, tensor in load_model_weights(checkpoints / "epoch_0002" / "model.safetensors").items():
+    for name, tensor in read_state_dict(checkpoints / "epoch_0002" / "model.safetensors").items():
         assert torch.equal(tensor, state[name]), name
     loaded = WaveCL.from_pretrained(trainer.run_dir).state_dict()
     assert all(torch.equal(loaded[name], state[name]) for name in frozen)
     cli_main(["evaluate", "-c", str(trainer.run_dir / "config.yaml"), "--checkpoint", str(trainer.run_dir)])
-    assert json.loads((trainer.run_dir / "evaluation" / "metrics.json").read_text())["metrics"] == {"J&F": 0.5}
+    evaluation = trainer.run_dir / "evaluation" / latest_checkpoint(trainer.run_dir).name
+    assert json.loads((evaluation / "metrics.json").read_text())["metrics"] == {"J&F": 0.5}
     finetune = tiny_config(
         data_root, tmp_path, "finetune", train__pretrained_weights=str(checkpoints / "epoch_0000"), train__epochs=1
     )
@@ -399,6 +401,6 @@ def test_one_epoch_numbering_everywhere(data_root, tmp_path, capfd, caplog):
     assert "epoch 0 [0-0]" in bars and "epoch 1 [0-1]" in bars and "epoch 2" not in bars
     assert [record["epoch"] for record in read_log(run_dir)] == [0, 1]
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir() if p.is_dir()) == ["epoch_0000", "epoch_0001"]
-    assert sorted(p.name for p in (run_dir / "eval").iterdir()) == ["epoch_0000", "epoch_0001"]
+    assert sorted(p.name for p in (run_dir / "evaluation").iterdir()) == ["epoch_0000", "epoch_0001"]
     assert "continuing with epoch 1, step 0 (numbered from 0)" in caplog.text
     assert "epoch 0: {" in caplog.text and "epoch 1: {" in caplog.text

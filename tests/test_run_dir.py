@@ -17,20 +17,17 @@ import pytest
 from wavecl.atomic import write_text
 from wavecl.checkpoint import save_checkpoint
 from wavecl.config import Config, apply_overrides
-from wavecl.training.run_dir import (
-    LOCK_FILENAME,
-    RunDirectoryError,
-    RunLock,
-    append_resume,
+from wavecl.run_directory import RunDirectory, RunDirectoryError, RunLock
+from wavecl.training.run_rules import (
     config_differences,
-    logged_epochs,
     open_run_directory,
     require_fresh_run_directory,
     resume_checkpoint,
     resume_config,
     run_directory_of,
-    start_history,
 )
+
+LOCK_FILENAME = RunDirectory.LOCK
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -58,7 +55,7 @@ def test_lock_of_a_live_process_is_refused_and_taken_over_once_it_is_killed(tmp_
     holder = textwrap.dedent(
         f"""
         import time
-        from wavecl.training.run_dir import RunLock
+        from wavecl.run_directory import RunLock
         lock = RunLock({str(tmp_path / "run")!r})
         print("locked", flush=True)
         time.sleep(120)
@@ -141,20 +138,22 @@ def test_history_only_grows_and_fresh_runs_refuse_an_existing_run(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     require_fresh_run_directory(run)  # empty: fine
-    start_history(run, {"command": ["wavecl", "train", "-c", "a.yaml"]})
-    append_resume(run, {"command": ["wavecl", "train", "--resume", "run"], "changed": {"train.epochs": [2, 3]}})
-    append_resume(run, {"command": ["again"]})
+    RunDirectory(run).start_history({"command": ["wavecl", "train", "-c", "a.yaml"]})
+    RunDirectory(run).append_resume(
+        {"command": ["wavecl", "train", "--resume", "run"], "changed": {"train.epochs": [2, 3]}}
+    )
+    RunDirectory(run).append_resume({"command": ["again"]})
     info = json.loads((run / "run_info.json").read_text())
     assert info["command"] == ["wavecl", "train", "-c", "a.yaml"]
     assert [entry["command"][-1] for entry in info["resumes"]] == ["run", "again"]
 
     (run / "log.jsonl").write_text('{"epoch": 0, "train_loss": 2.0}\n{"epoch": 1}\n{"epoch": 0, "train_loss": 1.0}\n')
-    assert logged_epochs(run) == {0: {"epoch": 0, "train_loss": 1.0}, 1: {"epoch": 1}}
+    assert RunDirectory(run).logged_epochs() == {0: {"epoch": 0, "train_loss": 1.0}, 1: {"epoch": 1}}
     with pytest.raises(RunDirectoryError, match=r"--resume .*run.*--version"):
         require_fresh_run_directory(run)
     (run / "log.jsonl").write_text('{"epoch": 0}\nnot json\n')
     with pytest.raises(RunDirectoryError, match=r"log\.jsonl line 2"):
-        logged_epochs(run)
+        RunDirectory(run).logged_epochs()
 
 
 def test_a_run_stopped_before_its_first_checkpoint_resumes_from_the_beginning_or_starts_afresh(tmp_path, caplog):
@@ -163,7 +162,7 @@ def test_a_run_stopped_before_its_first_checkpoint_resumes_from_the_beginning_or
     and opening it removes the temporaries, naming them."""
     run = tmp_path / "runs" / "synthetic" / "v1"
     write_text(run / "config.yaml", Config().to_yaml())
-    start_history(run, {"command": ["wavecl", "train"]})
+    RunDirectory(run).start_history({"command": ["wavecl", "train"]})
     write_text(run / "checkpoints" / "frozen-0123456789abcdef.safetensors", "weights")
     unfinished = run / "checkpoints" / ".epoch_0000.0123456789ab.tmp"
     write_text(unfinished / ".model.safetensors.ba9876543210.tmp", "half")

@@ -133,11 +133,11 @@ def test_train_a2d_then_eval_a2d(tmp_path):
     saved, record = check_training_run(run_dir, "a2d_sentences")
     assert saved["data"]["coco_gt_path"] == str(gt)
     assert pointer_target(run_dir / "checkpoints" / "best") == run_dir / "checkpoints" / "epoch_0000"
-    assert (run_dir / "eval" / "epoch_0000" / "predictions.json").is_file()
+    assert (run_dir / "evaluation" / "epoch_0000" / "predictions.json").is_file()
     assert A2D_METRICS <= {key.removeprefix("eval_") for key in record}
 
     run_script("eval_a2d", cwd, DATA_ROOT=str(data), OUTPUT_DIR=str(runs))
-    evaluation = run_dir / "evaluation"
+    evaluation = run_dir / "evaluation" / "best"
     result = json.loads((evaluation / "metrics.json").read_text())
     assert result["dataset"] == "a2d_sentences"
     assert Path(result["checkpoint"]).resolve() == (run_dir / "checkpoints" / "epoch_0000").resolve()
@@ -172,7 +172,7 @@ def test_pretrain(pretrain_run):
     assert saved["data"]["window_size"] == 1
     assert pointer_target(run_dir / "checkpoints" / "best") == run_dir / "checkpoints" / "epoch_0000"
     for dataset in ("refcoco", "refcoco+", "refcocog"):
-        assert (run_dir / "eval" / "epoch_0000" / f"{dataset}_predictions.json").is_file()
+        assert (run_dir / "evaluation" / "epoch_0000" / f"{dataset}_predictions.json").is_file()
         assert f"eval_{dataset} segm mAP 0.5:0.95" in record
     assert "eval_segm mAP 0.5:0.95" in record
 
@@ -185,7 +185,7 @@ def test_finetune_ytb_starts_fresh_from_the_pretraining(pretrain_run, ytvos_fine
     assert "finetuning from runs/coco/coco_pretrain_tiny" in output
     info = json.loads((run_dir / "run_info.json").read_text())
     assert info["explicit_overrides"]["train.pretrained_weights"] == "runs/coco/coco_pretrain_tiny"
-    with zipfile.ZipFile(run_dir / "eval" / "epoch_0000" / "submission.zip") as archive:
+    with zipfile.ZipFile(run_dir / "evaluation" / "epoch_0000" / "submission.zip") as archive:
         assert "Annotations/val_a/0/00000.png" in archive.namelist()
 
 
@@ -193,14 +193,14 @@ def test_finetune_ytb_starts_fresh_from_the_pretraining(pretrain_run, ytvos_fine
 def test_infer_refytb_writes_a_complete_submission(workspace, ytvos_finetune_run):
     run_dir, _ = ytvos_finetune_run
     output = run_script("infer_refytb", workspace)
-    zip_path = run_dir / "evaluation" / "submission.zip"
-    assert str(Path("runs/ref_youtube_vos/finetuneytb_tiny/evaluation/submission.zip")) in output
+    zip_path = run_dir / "evaluation" / "last" / "submission.zip"
+    assert str(Path("runs/ref_youtube_vos/finetuneytb_tiny/evaluation/last/submission.zip")) in output
     # val_a: 7 frames x 2 expressions, val_b: 3 frames x 1; the test-only video is left out.
     root = workspace / "data" / "refer_youtube_vos"
     assert evaluate_ytvos_predictions(zip_path, root) == {"expressions": 3.0, "frames": 17.0}
     with zipfile.ZipFile(zip_path) as archive:
         assert not any("test_c" in name for name in archive.namelist())
-    result = json.loads((run_dir / "evaluation" / "metrics.json").read_text())
+    result = json.loads((run_dir / "evaluation" / "last" / "metrics.json").read_text())
     assert Path(result["checkpoint"]).resolve() == (run_dir / "checkpoints" / "epoch_0000").resolve()
 
 
@@ -209,7 +209,7 @@ def test_infer_davis_converts_and_scores(workspace, ytvos_finetune_run):
     run_script("infer_davis", workspace)
     davis = workspace / "data" / "refer-davis"
     assert (davis / "meta_expressions" / "valid" / "meta_expressions.json").is_file()
-    evaluation = workspace / "runs" / "davis" / "davis" / "evaluation"
+    evaluation = workspace / "runs" / "davis" / "davis" / "evaluation" / "last"
     result = json.loads((evaluation / "metrics.json").read_text())
     assert set(result["metrics"]) == DAVIS_METRICS | {"videos", "annotators"}
     assert result["counts"] == {"videos": 2, "annotators": 4}
@@ -236,7 +236,7 @@ def test_eval_jhd_evaluates_the_a2d_finetune_on_jhmdb(workspace, a2d_finetune_ru
     run_script("eval_jhd", workspace)
     gt = workspace / "runs" / "cache" / "jhmdb_sentences_gt_annotations_in_coco_format.json"
     assert not (workspace / "data" / "jhmdb_sentences" / gt.name).exists(), "the dataset folder is only read"
-    evaluation = workspace / "runs" / "jhmdb_sentences" / "jhmdb_eval" / "evaluation"
+    evaluation = workspace / "runs" / "jhmdb_sentences" / "jhmdb_eval" / "evaluation" / "best"
     result = json.loads((evaluation / "metrics.json").read_text())
     assert result["dataset"] == "jhmdb_sentences"
     assert Path(result["checkpoint"]).resolve() == (run_dir / "checkpoints" / "epoch_0000").resolve()
@@ -253,7 +253,7 @@ def test_train_ytvos_scratch(workspace):
     root = workspace / "data" / "refer_youtube_vos"
     assert train_samples_cache_path(workspace / "runs" / "cache", root, 8).is_file()
     assert not (root / "wavecl_ytvos_train_samples_ws8.json").exists(), "the dataset folder is only read"
-    assert (run_dir / "eval" / "epoch_0000" / "submission.zip").is_file()
+    assert (run_dir / "evaluation" / "epoch_0000" / "submission.zip").is_file()
 
 
 @pytest.mark.slow
@@ -275,7 +275,7 @@ def test_holdout_ytvos_trains_on_the_rest_and_scores_the_held_out_video(workspac
     assert {video for video, _, _ in windows} == set(record["train_videos"])
     assert log["eval_J&F"] == pytest.approx((log["eval_J"] + log["eval_F"]) / 2)
     assert pointer_target(run_dir / "checkpoints" / "best") == run_dir / "checkpoints" / "epoch_0000"
-    with open(run_dir / "eval" / "epoch_0000" / "per_expression.csv", newline="") as handle:
+    with open(run_dir / "evaluation" / "epoch_0000" / "per_expression.csv", newline="") as handle:
         scored = {(row["video"], row["exp_id"]) for row in csv.DictReader(handle)}
     (held_out,) = record["held_out_videos"]
     valid = json.loads((view / "meta_expressions" / "valid" / "meta_expressions.json").read_text())["videos"]
@@ -314,10 +314,10 @@ def test_train_mevis_then_eval_mevis_on_valid_u_and_valid(tmp_path):
     saved, record = check_training_run(run_dir, "mevis")
     assert saved["data"]["dataset_name"] == "mevis"
     assert pointer_target(run_dir / "checkpoints" / "best") == run_dir / "checkpoints" / "epoch_0000"
-    assert (run_dir / "eval" / "epoch_0000" / "per_expression.csv").is_file()
+    assert (run_dir / "evaluation" / "epoch_0000" / "per_expression.csv").is_file()
 
     run_script("eval_mevis", tmp_path)
-    evaluation = run_dir / "evaluation_valid_u"
+    evaluation = run_dir / "evaluation" / "best_valid_u"
     result = json.loads((evaluation / "metrics.json").read_text())
     valid_u = fixture.splits["valid_u"]
     frames = sum(len(video.frame_names) * len(video.expressions) for video in valid_u.values())
@@ -334,8 +334,8 @@ def test_train_mevis_then_eval_mevis_on_valid_u_and_valid(tmp_path):
     assert evaluate_mevis_predictions(evaluation, tmp_path / "data") == pytest.approx(result["metrics"])
 
     output = run_script("eval_mevis", tmp_path, MEVIS_SPLIT="valid")
-    zip_path = run_dir / "evaluation_valid" / "submission.zip"
-    assert str(Path("runs/mevis/mevis/evaluation_valid/submission.zip")) in output
+    zip_path = run_dir / "evaluation" / "best_valid" / "submission.zip"
+    assert str(Path("runs/mevis/mevis/evaluation/best_valid/submission.zip")) in output
     with zipfile.ZipFile(zip_path) as archive:
         pngs = {name for name in archive.namelist() if name.endswith(".png")}
     expected = {

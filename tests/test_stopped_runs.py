@@ -44,7 +44,8 @@ from wavecl.checkpoint import load_training_state
 from wavecl.cli import main as cli_main
 from wavecl.evaluation.protocols import evaluate_model
 from wavecl.model.wavecl import build_model
-from wavecl.training.run_dir import LOCK_FILENAME, resume_checkpoint
+from wavecl.run_directory import RunDirectory
+from wavecl.training.run_rules import resume_checkpoint
 from wavecl.training.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -130,7 +131,7 @@ def test_sigterm_during_the_first_checkpoint_leaves_a_run_that_starts_again(data
     assert "stopped by SIGTERM" in stopped.stderr
     assert f"`wavecl train --resume {run_dir}` starts it again from the beginning" in stopped.stderr
     assert temporaries(run_dir) == []
-    assert not (run_dir / LOCK_FILENAME).exists()
+    assert not (run_dir / RunDirectory.LOCK).exists()
     assert not [path for path in (run_dir / "checkpoints").iterdir() if path.name.startswith("epoch_")]
 
     with caplog.at_level(logging.WARNING, logger="wavecl.train"):
@@ -272,7 +273,7 @@ def test_read_only_checkpoints_folder_is_refused_before_a_resume(data_root, tmp_
     code, _, err = run_cli(["train", "--resume", str(run_dir), "--device", "cpu", "--epochs", "2"], capsys)
     assert code == 2 and "Traceback" not in err
     assert f"cannot write into {run_dir / 'checkpoints'} (Read-only file system)" in " ".join(err.split())
-    assert not (run_dir / LOCK_FILENAME).exists()
+    assert not (run_dir / RunDirectory.LOCK).exists()
 
 
 # ------------------------------------------------------------------------------------ non-finite values
@@ -296,7 +297,7 @@ def test_nonfinite_stop_ends_with_a_message_and_the_run_resumes(data_root, tmp_p
     assert "stopped: non-finite values at epoch 0 step 1: ['pred_masks'," in message
     assert "'cost_giou'" in message and "train.nonfinite_loss: stop" in message
     assert f"`wavecl train --resume {run_dir}` starts it again from the beginning" in caplog.text
-    assert not (run_dir / LOCK_FILENAME).exists()
+    assert not (run_dir / RunDirectory.LOCK).exists()
 
     rates = ["--lr", "1e-4", "--lr-backbone", "1e-5", "--text-encoder-lr", "5e-6"]
     code, _, err = run_cli(["train", "--resume", str(run_dir), "--device", "cpu", *rates], capsys)

@@ -3,17 +3,14 @@ else is refused with the keys and the likely cause."""
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import save_file
 
-from wavecl.checkpoint import save_checkpoint
 from wavecl.model.wavecl import WaveCL
 from wavecl.model.weights import CheckpointMismatchError, load_weights
-from wavecl.testing.checkpoints import original_state_dict, with_box_head_copies
+from wavecl.testing.checkpoints import original_state_dict
 
 
 @pytest.fixture()
@@ -39,23 +36,6 @@ def test_the_box_heads_are_registered_once(tiny_model: WaveCL) -> None:
     assert not any("decoder.bbox_embed" in name for name in names)
 
 
-def test_checkpoints_of_earlier_versions_with_the_second_box_head_copy_load(
-    tiny_config, weights, tmp_path: Path, caplog
-) -> None:
-    """What the trainer wrote before the box heads were registered once: both names in the file."""
-    legacy = with_box_head_copies(weights)
-    assert len(legacy) == len(weights) + sum(name.startswith("bbox_embed.") for name in weights)
-    save_checkpoint(tmp_path / "run" / "checkpoints", 0, legacy, {"epoch": 0})
-    save_file({k: v.clone() for k, v in legacy.items()}, tmp_path / "legacy.safetensors")
-    for source in (tmp_path / "run", tmp_path / "legacy.safetensors"):
-        model = WaveCL(tiny_config)
-        with caplog.at_level(logging.INFO, logger="wavecl.weights"):
-            report = load_weights(model, source)
-        assert report.legacy_box_heads and not report.missing and not report.unexpected
-        assert_holds(model, weights)
-    assert "dropped the second copy of the box heads" in caplog.text
-
-
 @pytest.mark.parametrize("layout", ["original", "ddp", "original under ddp"])
 def test_original_and_ddp_checkpoints_load_to_the_files_tensors(tiny_config, weights, tmp_path: Path, layout) -> None:
     state = original_state_dict(weights) if layout.startswith("original") else dict(weights)
@@ -64,7 +44,7 @@ def test_original_and_ddp_checkpoints_load_to_the_files_tensors(tiny_config, wei
     torch.save({"model_state_dict": state, "epoch": 7, "optimizer": {}}, tmp_path / "checkpoint.pth.tar")
     model = WaveCL(tiny_config)
     report = load_weights(model, tmp_path / "checkpoint.pth.tar")
-    assert len(report.loaded) == len(weights) and not report.legacy_box_heads
+    assert len(report.loaded) == len(weights)
     assert_holds(model, weights)
 
 

@@ -1,19 +1,18 @@
 """Checkpoints: safetensors weights plus a weights-only training state (docs/training.md#checkpoints).
 
-Layout of a run's ``checkpoints/`` folder::
+A run's ``checkpoints/`` folder (:class:`wavecl.run_directory.RunDirectory`) holds one folder per
+checkpoint, named by :func:`checkpoint_folder_name`::
 
-    checkpoints/
-        epoch_0003/                 written at the end of epoch 3 (epochs are numbered from 0)
-            model.safetensors       the weights that train (tensors only; each under its state-dict name)
-            state.pt                training state: optimizer, scheduler, scaler, epoch, RNG, epoch totals
-        epoch_0004_step_000119/     written mid-epoch after step 119 of epoch 4 (``train.checkpoint_every_steps``)
-        frozen-<digest>.safetensors the frozen parameters (e.g. a frozen text encoder), stored once per run
-        last                        text file holding the folder name of the newest complete checkpoint
+    epoch_0003/                 written at the end of epoch 3 (epochs are numbered from 0)
+        model.safetensors       the weights that train (tensors only; each under its state-dict name)
+        state.pt                training state: optimizer, scheduler, scaler, epoch, RNG, epoch totals
+    epoch_0004_step_000119/     written mid-epoch after step 119 of epoch 4 (``train.checkpoint_every_steps``)
+    frozen-<digest>.safetensors the frozen parameters (e.g. a frozen text encoder), stored once per run
 
 Parameters that never change during a run (``requires_grad=False``) are written once into a file named
 by a digest of their contents, shared by every checkpoint folder of the run; each folder's
 ``model.safetensors`` names that file in its metadata (``frozen_weights``), and
-:func:`load_model_weights` merges it back, so every reader sees the full state dict. A folder copied
+:func:`read_state_dict` merges it back, so every reader sees the full state dict. A folder copied
 without it fails with a message naming the missing file (``wavecl export`` writes a self-contained
 folder).
 
@@ -25,7 +24,7 @@ leaves the previous checkpoints and ``last`` as they were; what a killed process
 temporary (:func:`wavecl.atomic.is_temporary`) and removed by the next trainer of the run.
 
 Nothing is ever unpickled with the full pickle machinery: every ``torch.load`` of the package goes
-through :func:`load_weights_only`, which refuses any object that would run code; ``.pth``/``.pth.tar``
+through :func:`safe_torch_load`, which refuses any object that would run code; ``.pth``/``.pth.tar``
 checkpoints (the original repository's, :mod:`wavecl.original`) are read the same way.
 """
 
@@ -51,11 +50,10 @@ from torch import Tensor
 
 from wavecl import original
 from wavecl.atomic import NO_SPACE_ERRNOS, atomic_path, disk_full_error, replace_directory, temporary_directory
+from wavecl.run_directory import RunDirectory
 
 MODEL_FILENAME = "model.safetensors"
 STATE_FILENAME = "state.pt"
-LAST_POINTER = "last"
-BEST_POINTER = "best"
 FROZEN_PREFIX = "frozen-"
 FROZEN_METADATA_KEY = "frozen_weights"
 _FOLDER_NAME = re.compile(r"epoch_(\d+)(?:_step_(\d+))?")
@@ -198,7 +196,7 @@ def save_checkpoint(
         if new_frozen:
             _write_atomically(frozen_file, lambda tmp: save_file(new_frozen, str(tmp), metadata={"format": "pt"}))
         _write_folder(paths, tensors, metadata, training_state)
-        _write_atomically(checkpoints_dir / LAST_POINTER, lambda tmp: tmp.write_text(paths.directory.name + "\n"))
+        _write_atomically(checkpoints_dir / RunDirectory.LAST, lambda tmp: tmp.write_text(paths.directory.name + "\n"))
     except OSError as error:
         if error.errno not in NO_SPACE_ERRNOS:
             raise
@@ -230,7 +228,7 @@ def _write_folder(
     def write_state(tmp: Path) -> None:
         torch.save(training_state, tmp)
         try:
-            load_weights_only(tmp, mmap=True)  # the check needs the pickle, not the tensors in memory
+            safe_torch_load(tmp, mmap=True)  # the check needs the pickle, not the tensors in memory
         except CheckpointError as error:
             raise TypeError(
                 f"training state for {paths.state} holds objects that torch.load(weights_only=True) "
@@ -289,7 +287,7 @@ def prune_checkpoints(checkpoints_dir: str | Path, keep_last: int | None) -> lis
     )
     protected = {
         (checkpoints_dir / pointer.read_text().strip()).name
-        for pointer in (checkpoints_dir / LAST_POINTER, checkpoints_dir / BEST_POINTER)
+        for pointer in (checkpoints_dir / RunDirectory.LAST, checkpoints_dir / RunDirectory.BEST)
         if pointer.is_file()
     }
     epoch_folders = [f for f in folders if parse_checkpoint_folder_name(f.name)[1] is None]
@@ -311,7 +309,7 @@ def prune_checkpoints(checkpoints_dir: str | Path, keep_last: int | None) -> lis
     return deleted
 
 
-def latest_checkpoint(path: str | Path) -> Path:
+def latest_checkpoint(path: str | os.PathLike[str]) -> Path:
     """Find the checkpoint folder meant by ``path``.
 
     Args:
@@ -332,14 +330,15 @@ def latest_checkpoint(path: str | Path) -> Path:
         return folder
     if (path / MODEL_FILENAME).is_file():
         return path
-    for pointer in (path / LAST_POINTER, path / "checkpoints" / LAST_POINTER):
+    folders = (path, RunDirectory(path).checkpoints)
+    for pointer in (folder / RunDirectory.LAST for folder in folders):
         if pointer.is_file():
             return latest_checkpoint(pointer)
     # No pointer (e.g. a run copied without it): the highest-numbered epoch folder, then the newest file.
-    candidates = [w.parent for folder in (path, path / "checkpoints") for w in folder.glob(f"*/{MODEL_FILENAME}")]
+    candidates = [weights.parent for folder in folders for weights in folder.glob(f"*/{MODEL_FILENAME}")]
     if candidates:
         return max(candidates, key=_checkpoint_order)
-    raise FileNotFoundError(f"{path} holds no {MODEL_FILENAME} and no '{LAST_POINTER}' checkpoint pointer")
+    raise FileNotFoundError(f"{path} holds no {MODEL_FILENAME} and no '{RunDirectory.LAST}' checkpoint pointer")
 
 
 def _checkpoint_order(folder: Path) -> tuple[int, float, float]:
@@ -355,7 +354,7 @@ def _checkpoint_order(folder: Path) -> tuple[int, float, float]:
     return (epoch, math.inf if step is None else step, model.stat().st_mtime if model.is_file() else 0.0)
 
 
-def load_weights_only(
+def safe_torch_load(
     path: str | os.PathLike[str],
     map_location: str | torch.device = "cpu",
     extra_safe_globals: list[Any] | None = None,
@@ -389,13 +388,13 @@ def load_weights_only(
         raise CheckpointError(f"cannot read checkpoint {path} (unreadable or truncated): {error}") from None
 
 
-def load_model_weights(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Tensor]:
+def read_state_dict(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Tensor]:
     """Read model weights from a wavecl checkpoint or a reference checkpoint.
 
     Args:
         path: a ``.safetensors`` file (with the run's frozen weights merged in when its metadata names
             them); a checkpoint folder, pointer or run directory (see :func:`latest_checkpoint`); or a
-            ``torch.save`` file (``.pth``, ``.pth.tar``, ...), read with :func:`load_weights_only`, whose
+            ``torch.save`` file (``.pth``, ``.pth.tar``, ...), read with :func:`safe_torch_load`, whose
             ``model_state_dict`` entry is taken when present.
         map_location: device of the returned tensors.
 
@@ -409,7 +408,7 @@ def load_model_weights(path: str | Path, map_location: str | torch.device = "cpu
     """
     path = Path(path)
     if path.name.endswith(original.CHECKPOINT_SUFFIXES):
-        loaded = load_weights_only(path, map_location, original.NUMPY_SCALAR_GLOBALS)
+        loaded = safe_torch_load(path, map_location, original.NUMPY_SCALAR_GLOBALS)
         if isinstance(loaded, dict) and original.STATE_DICT_KEY in loaded:
             loaded = loaded[original.STATE_DICT_KEY]
         if not isinstance(loaded, dict) or not all(isinstance(v, Tensor) for v in loaded.values()):
@@ -453,7 +452,7 @@ def load_training_state(path: str | Path, map_location: str | torch.device = "cp
     """
     path = Path(path)
     state_file = path if path.is_file() and path.suffix == ".pt" else latest_checkpoint(path) / STATE_FILENAME
-    state = load_weights_only(state_file, map_location)
+    state = safe_torch_load(state_file, map_location)
     if not isinstance(state, dict):
         raise CheckpointError(f"{state_file} holds a {type(state).__name__}, expected a training-state dict")
     return state

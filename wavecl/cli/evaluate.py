@@ -23,11 +23,10 @@ from wavecl.cli.common import (
 from wavecl.config import Config, load_config
 
 
-def load_evaluation_weights(model, checkpoint: str | Path) -> Path:
-    """Load a checkpoint into ``model`` strictly; returns the file or folder the weights came from.
+def weights_source(checkpoint: str | Path) -> Path:
+    """The file or folder the weights of ``--checkpoint`` come from.
 
     Args:
-        model: the :class:`~wavecl.model.wavecl.WaveCL` built from the evaluation config.
         checkpoint: a wavecl run directory, ``checkpoints`` folder, checkpoint folder or pointer
             (``last``/``best``), a pretrained folder, a ``model.safetensors`` file, or a ``torch.save``
             file such as a checkpoint of the original repository (read by
@@ -35,18 +34,23 @@ def load_evaluation_weights(model, checkpoint: str | Path) -> Path:
 
     Raises:
         FileNotFoundError: nothing at ``checkpoint``.
-        ValueError: the file is unreadable, or its keys or shapes do not fit the model (missing and
-            unexpected keys are listed).
     """
     from wavecl.checkpoint import latest_checkpoint
-    from wavecl.model.weights import load_weights
     from wavecl.original import CHECKPOINT_SUFFIXES
 
     path = Path(checkpoint)
     single_file = path.suffix == ".safetensors" or path.name.endswith(CHECKPOINT_SUFFIXES)
-    source = path if single_file else latest_checkpoint(path)
-    load_weights(model, source)
-    return source
+    return path if single_file else latest_checkpoint(path)
+
+
+def evaluation_name(source: Path) -> str:
+    """The name of the evaluation folder of the weights at ``source``: its checkpoint or pretrained folder's
+    name (``epoch_0003``), or a file's name without its suffixes (``reference_a2d`` for ``reference_a2d.pth.tar``)."""
+    from wavecl.checkpoint import MODEL_FILENAME
+
+    if source.is_dir():
+        return source.name
+    return source.parent.name if source.name == MODEL_FILENAME else source.name.split(".")[0]
 
 
 def evaluate_config(args: argparse.Namespace) -> tuple[Config, Path | None]:
@@ -59,7 +63,7 @@ def evaluate_config(args: argparse.Namespace) -> tuple[Config, Path | None]:
     Raises:
         ValueError: no ``-c`` where no run supplies the config; ``-c`` disagrees with the run's network.
     """
-    from wavecl.training.run_dir import evaluation_config, find_run_directory
+    from wavecl.training.run_rules import evaluation_config, find_run_directory
 
     run_dir = None if args.checkpoint is None else find_run_directory(args.checkpoint)
     if run_dir is None:
@@ -116,34 +120,46 @@ def run(args: argparse.Namespace) -> None:
         print_metrics_table(f"{config.data.dataset_name} evaluation of saved predictions", metrics)
         return
 
-    from wavecl.training.run_dir import CONFIG_FILENAME
+    from wavecl.run_directory import RunDirectory
 
     if args.out_dir is not None:
+        require_replaceable(Path(args.out_dir))
+    source = weights_source(args.checkpoint)
+    if args.out_dir is not None:
         out_dir = Path(args.out_dir)
-        require_replaceable(out_dir)
-    elif run_dir is not None and config.data.dataset_name == load_config(run_dir / CONFIG_FILENAME).data.dataset_name:
-        out_dir = run_dir / "evaluation"  # the run's own directory, wherever it is now
+    elif (
+        run_dir is not None and config.data.dataset_name == load_config(RunDirectory(run_dir).config).data.dataset_name
+    ):
+        out_dir = RunDirectory(run_dir).evaluation(evaluation_name(source))  # the run's own, wherever it is now
     else:
-        out_dir = config.run_directory() / "evaluation"
+        out_dir = RunDirectory(config.run_directory()).evaluation(evaluation_name(source))
     with stop_cleanly_on_signals():  # SIGTERM, like Ctrl-C, removes the unfinished folder beside out_dir
-        evaluate_checkpoint(args, config, run_dir, out_dir)
+        evaluate_checkpoint(args, config, run_dir, source, out_dir)
 
 
-def evaluate_checkpoint(args: argparse.Namespace, config: Config, run_dir: Path | None, out_dir: Path) -> None:
-    """Evaluate ``--checkpoint`` with ``config`` into ``out_dir`` (replaced whole at the end, with its
-    ``metrics.json``) and print the metrics, on rank 0."""
+def evaluate_checkpoint(
+    args: argparse.Namespace, config: Config, run_dir: Path | None, source: Path, out_dir: Path
+) -> None:
+    """Evaluate the weights at ``source`` (:func:`weights_source`) with ``config`` into ``out_dir``
+    (replaced whole at the end, with its ``metrics.json``) and print the metrics, on rank 0.
+
+    Raises:
+        ValueError: the weights file is unreadable, or its keys or shapes do not fit the model (missing
+            and unexpected keys are listed).
+    """
     from wavecl.amp import decide_precision
     from wavecl.data.datasets import check_dataset
     from wavecl.distributed import cleanup, init_distributed, on_main_process
     from wavecl.evaluation.protocols import METRICS_FILENAME, evaluate_model
     from wavecl.model.compile import compile_model
     from wavecl.model.wavecl import WaveCL
-    from wavecl.training.run_dir import CONFIG_FILENAME
+    from wavecl.model.weights import load_weights
+    from wavecl.run_directory import RunDirectory
 
     dist = init_distributed(args.device, config.train.dist_timeout_s)
     try:
         model = WaveCL(config.model)
-        source = load_evaluation_weights(model, args.checkpoint)
+        load_weights(model, source)
         on_main_process(lambda: check_dataset(config.data, ("eval",)), "checking the dataset")  # before any forward
         model.to(dist.device)
         if config.train.compile:
@@ -154,7 +170,7 @@ def evaluate_checkpoint(args: argparse.Namespace, config: Config, run_dir: Path 
         record = {
             "dataset": config.data.dataset_name,
             "checkpoint": str(source.absolute()),
-            "config": str(args.config if args.config is not None else run_dir / CONFIG_FILENAME),
+            "config": str(args.config if args.config is not None or run_dir is None else RunDirectory(run_dir).config),
             "world_size": dist.world_size,
             "precision": precision.summary(),
         }
@@ -188,18 +204,19 @@ def register(commands: argparse._SubParsersAction) -> None:
         "evaluate",
         "evaluate a checkpoint, or score saved predictions",
         "Run the model on the evaluation split of the config's dataset (also under torchrun) and write its\n"
-        "predictions and metrics.json into --out-dir (default <output-dir>/<dataset>/<version>/evaluation,\n"
-        "the run's own directory for a checkpoint of a run evaluated on its dataset), or recompute the\n"
-        "metrics from saved predictions (--predictions). A checkpoint of a training run is built from the\n"
-        "run's config.yaml: -c may be left out, or name the data to evaluate on, but a model field that\n"
-        "disagrees with the run's is refused unless set explicitly with --set. --protocols lists what is\n"
-        "reported for each dataset and what --predictions takes.",
+        "predictions and metrics.json into --out-dir (default <output-dir>/<dataset>/<version>/evaluation/\n"
+        "<checkpoint>, e.g. evaluation/epoch_0003, in the run's own directory for a checkpoint of a run\n"
+        "evaluated on its dataset), or recompute the metrics from saved predictions (--predictions). A\n"
+        "checkpoint of a training run is built from the run's config.yaml: -c may be left out, or name the\n"
+        "data to evaluate on, but a model field that disagrees with the run's is refused unless set\n"
+        "explicitly with --set. --protocols lists what is reported for each dataset and\n"
+        "what --predictions takes.",
         "  wavecl evaluate --checkpoint runs/a2d_sentences/a2d/checkpoints/best\n"
         "  wavecl evaluate -c a2d_sentences --checkpoint reference_a2d.pth.tar\n"
         "  torchrun --nproc_per_node 2 -m wavecl evaluate -c jhmdb_sentences \\\n"
         "      --checkpoint runs/a2d_sentences/a2d\n"
         "  wavecl evaluate -c a2d_sentences \\\n"
-        "      --predictions runs/a2d_sentences/a2d/evaluation/predictions.json\n"
+        "      --predictions runs/a2d_sentences/a2d/evaluation/epoch_0003/predictions.json\n"
         "  wavecl evaluate -c runs/ref_youtube_vos/demo/config.yaml --checkpoint runs/ref_youtube_vos/demo\n"
         "  wavecl evaluate -c demo --data-root data/my_videos --predictions masks/ --out-dir out/\n\n"
         + CONFIG_HELP_EPILOG,

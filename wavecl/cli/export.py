@@ -40,17 +40,19 @@ def training_record(checkpoint: str) -> TrainingRecord | None:
     from wavecl.evaluation.counts import is_count
     from wavecl.jsonio import read_json
     from wavecl.model.hub import TrainingRecord
-    from wavecl.training.run_dir import CONFIG_FILENAME, RUN_INFO_FILENAME, find_run_directory, logged_epochs
+    from wavecl.run_directory import RunDirectory
+    from wavecl.training.run_rules import find_run_directory
 
-    run_dir = find_run_directory(checkpoint)
-    if run_dir is None:
+    found = find_run_directory(checkpoint)
+    if found is None:
         return None
+    run_dir = RunDirectory(found)
     path = Path(checkpoint)
     folder = latest_checkpoint(path.parent if path.suffix == ".safetensors" else path)
     epoch, step = parse_checkpoint_folder_name(folder.name) or (None, None)
-    config = load_config(run_dir / CONFIG_FILENAME).to_dict()
-    logged = logged_epochs(run_dir).get(epoch, {}) if epoch is not None and step is None else {}
-    run_info = run_dir / RUN_INFO_FILENAME
+    config = load_config(run_dir.config).to_dict()
+    logged = run_dir.logged_epochs().get(epoch, {}) if epoch is not None and step is None else {}
+    run_info = run_dir.run_info
     return TrainingRecord(
         dataset=config["data"]["dataset_name"],
         checkpoint=folder.name,

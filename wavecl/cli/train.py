@@ -31,7 +31,7 @@ def train_config(args: argparse.Namespace) -> tuple[Config, dict[str, Any]]:
     Raises:
         ValueError: no ``-c`` for a new run; ``-c`` disagrees with the resumed run (fields named).
     """
-    from wavecl.training.run_dir import resume_config, run_directory_of
+    from wavecl.training.run_rules import resume_config, run_directory_of
 
     if args.resume is None:
         if args.config is None:
@@ -73,10 +73,9 @@ def register(commands: argparse._SubParsersAction) -> None:
         commands,
         "train",
         "train (one process, or one rank under torchrun)",
-        "Train WaveCL. Outputs go to <output-dir>/<dataset>/<version>/: config.yaml, run_info.json,\n"
-        "log.jsonl, tensorboard/, checkpoints/epoch_XXXX/ with 'last' and 'best' pointer files, and\n"
-        "eval/epoch_XXXX/ (predictions, submission or tables of each evaluation). Epochs are numbered\n"
-        "from 0 everywhere (progress bar, log.jsonl, folders, messages).\n"
+        "Train WaveCL into the run directory <output-dir>/<dataset>/<version>/ (its layout:\n"
+        "docs/training.md#run-directory). Epochs are numbered from 0 everywhere (progress bar, log.jsonl,\n"
+        "folders, messages).\n"
         "--resume RUN continues RUN in RUN itself with RUN's own config.yaml: -c may be left out, and a\n"
         "-c that disagrees with it is refused unless the differing fields are set explicitly (--set or a\n"
         "flag), which are then applied and recorded in run_info.json. One trainer at a time per run\n"

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from torchvision.models.swin_transformer import SwinTransformerBlock
 from torchvision.models.video.swin_transformer import ShiftedWindowAttention3d, SwinTransformer3d
 
-from wavecl.checkpoint import load_weights_only
+from wavecl.checkpoint import safe_torch_load
 from wavecl.model.recompute import run_block
 from wavecl.model.shape_cache import cached_per_shape
 from wavecl.original import swin_key
@@ -275,7 +275,7 @@ def _read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
     """Load a checkpoint file safely and return its tensor dict (``state_dict`` entry when present)."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Video-Swin checkpoint not found: {os.fspath(path)}")
-    checkpoint = load_weights_only(path)
+    checkpoint = safe_torch_load(path)
     if isinstance(checkpoint, dict) and isinstance(checkpoint.get("state_dict"), dict):
         checkpoint = checkpoint["state_dict"]
     if not isinstance(checkpoint, dict) or not all(isinstance(value, Tensor) for value in checkpoint.values()):
@@ -309,7 +309,7 @@ def _to_backbone_layout(state: dict[str, Tensor], path: str | os.PathLike) -> di
 def load_video_swin_weights(backbone: VideoSwinBackbone, path: str | os.PathLike, strict: bool = True) -> KeyReport:
     """Load Kinetics-pretrained Video-Swin weights into ``backbone``.
 
-    Accepted files (read with :func:`wavecl.checkpoint.load_weights_only`):
+    Accepted files (read with :func:`wavecl.checkpoint.safe_torch_load`):
       - the official Video-Swin checkpoint: ``{'state_dict': {'backbone.*': ..., 'cls_head.*': ...}}``,
         converted with :func:`wavecl.original.swin_key`;
       - torchvision's swin3d weight file (``swin3d_t-7615ae03.pth``): a plain state dict in torchvision's key

@@ -50,11 +50,11 @@ from wavecl.model.hub import MODEL_CARD_FILENAME, TrainingRecord, download_pretr
 from wavecl.model.parameters import count_parameters
 from wavecl.model.text import encoder_from_config
 from wavecl.model.weights import load_weights
+from wavecl.run_directory import RunDirectory
 
 CONFIG_FILENAME = "config.json"
 PREPROCESSOR_FILENAME = "preprocessor_config.json"
 TEXT_ENCODER_DIRNAME = "text_encoder"
-RUN_CONFIG_FILENAME = "config.yaml"
 ONNX_DIRNAME = "onnx"
 """The subfolder of a pretrained folder that ``wavecl export --onnx`` writes (:mod:`wavecl.model.onnx_export`)."""
 
@@ -120,19 +120,19 @@ def resolve_pretrained(path: str | os.PathLike[str]) -> PretrainedSource:
         return PretrainedSource(weights_file or folder / MODEL_FILENAME, config, text_encoder_dir, settings)
 
     checkpoint_dir = latest_checkpoint(folder)
-    run_dir = checkpoint_dir.parent.parent  # <run>/checkpoints/<epoch folder>
-    run_config = run_dir / RUN_CONFIG_FILENAME
-    if not run_config.is_file():
+    run = RunDirectory.of_checkpoint(checkpoint_dir)
+    if run is None:
         raise FileNotFoundError(
-            f"no {run_config} for checkpoint {checkpoint_dir}; a training run keeps it in the run directory, "
-            f"a pretrained folder has {CONFIG_FILENAME} beside {MODEL_FILENAME}"
+            f"no configuration for checkpoint {checkpoint_dir}: a training run keeps its {RunDirectory.CONFIG} two "
+            f"folders up (<run>/{RunDirectory.CHECKPOINTS}/<folder>), a pretrained folder has {CONFIG_FILENAME} "
+            f"beside {MODEL_FILENAME}"
         )
-    run = load_config(run_config)
+    run_config = load_config(run.config)
     try:
-        settings = InferenceSettings.of_run(run.data)
+        settings = InferenceSettings.of_run(run_config.data)
     except ValueError as error:
-        raise ValueError(f"{run_config}: {error}") from error
-    return PretrainedSource(weights_file or checkpoint_dir / MODEL_FILENAME, run.model, None, settings)
+        raise ValueError(f"{run.config}: {error}") from error
+    return PretrainedSource(weights_file or checkpoint_dir / MODEL_FILENAME, run_config.model, None, settings)
 
 
 def _build_text_encoder(folder: Path) -> tuple[transformers.PreTrainedModel, transformers.PreTrainedTokenizerBase]:

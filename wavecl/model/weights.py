@@ -3,13 +3,11 @@
 
 Whatever wrote the file, the same steps run, in this order:
 
-1. read it (:func:`wavecl.checkpoint.load_model_weights`: safetensors, checkpoint folders and runs, or
+1. read it (:func:`wavecl.checkpoint.read_state_dict`: safetensors, checkpoint folders and runs, or
    ``torch.save`` files read weights-only);
 2. strip a ``module.`` prefix carried by every key (a model saved while wrapped in DDP);
 3. rename the keys of an original-repository checkpoint (:func:`wavecl.original.convert_state_dict`);
-4. fold the second copy of the box heads that checkpoints of earlier wavecl versions hold
-   (``transformer.decoder.bbox_embed.*``, :data:`wavecl.original.BOX_HEAD_ALIAS`) into ``bbox_embed.*``;
-5. compare with the model: unless ``strict=False``, any missing or unexpected key beyond the ``skip``
+4. compare with the model: unless ``strict=False``, any missing or unexpected key beyond the ``skip``
    prefixes, and any shape mismatch, stops with :class:`CheckpointMismatchError` naming the file, the
    keys and the likely cause. Nothing is loaded then.
 """
@@ -25,7 +23,7 @@ from pathlib import Path
 from torch import Tensor, nn
 
 from wavecl import original
-from wavecl.checkpoint import load_model_weights
+from wavecl.checkpoint import read_state_dict
 
 log = logging.getLogger("wavecl.weights")
 
@@ -47,8 +45,6 @@ class LoadReport:
         missing: other model keys the file lacks (non-empty only with ``strict=False``).
         unexpected: file keys the model does not have (non-empty only with ``strict=False``).
         conversions: the renames applied, in words (``"stripped the prefix 'module.'"`` ...).
-        legacy_box_heads: the file held the box heads twice, as written before they were registered
-            once: an optimizer state saved with it orders the parameters differently.
     """
 
     loaded: list[str] = field(default_factory=list)
@@ -56,25 +52,11 @@ class LoadReport:
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
     conversions: list[str] = field(default_factory=list)
-    legacy_box_heads: bool = False
 
 
-def _fold_box_head_alias(state: dict[str, Tensor]) -> bool:
-    """Drop ``transformer.decoder.bbox_embed.*`` keys whose ``bbox_embed.*`` twin is present (rename
-    those without one); returns whether any alias was found."""
-    alias, canonical = original.BOX_HEAD_ALIAS
-    found = [key for key in state if key.startswith(alias)]
-    for key in found:
-        value = state.pop(key)
-        state.setdefault(canonical + key[len(alias) :], value)
-    return bool(found)
-
-
-def _normalised_state(state: dict[str, Tensor], name: str) -> tuple[dict[str, Tensor], list[str], bool]:
-    """Steps 2-4 of the module docstring; returns the state, the conversions applied and whether the
-    file was a wavecl checkpoint with the second copy of the box heads."""
+def _normalised_state(state: dict[str, Tensor], name: str) -> tuple[dict[str, Tensor], list[str]]:
+    """Steps 2-3 of the module docstring; returns the state and the conversions applied."""
     conversions = []
-    legacy = False
     if state and all(key.startswith(MODULE_PREFIX) for key in state):
         state = {key[len(MODULE_PREFIX) :]: value for key, value in state.items()}
         conversions.append(f"stripped the prefix {MODULE_PREFIX!r} that every key carried (saved under DDP)")
@@ -84,10 +66,7 @@ def _normalised_state(state: dict[str, Tensor], name: str) -> tuple[dict[str, Te
         except ValueError as error:
             raise CheckpointMismatchError(f"{name} mixes original and wavecl key names: {error}") from error
         conversions.append("renamed the keys of an original-repository checkpoint")
-    elif _fold_box_head_alias(state):
-        conversions.append(f"dropped the second copy of the box heads ({original.BOX_HEAD_ALIAS[0]}*)")
-        legacy = True
-    return state, conversions, legacy
+    return state, conversions
 
 
 def _likely_cause(missing: list[str], unexpected: list[str], mismatched: list[str], expected: Mapping) -> str:
@@ -148,8 +127,8 @@ def load_weights(
     if isinstance(source, Mapping):
         name, state = "the given state dict", dict(source)
     else:
-        name, state = os.fspath(source), load_model_weights(Path(source))
-    state, conversions, legacy = _normalised_state(state, name)
+        name, state = os.fspath(source), read_state_dict(Path(source))
+    state, conversions = _normalised_state(state, name)
     expected = model.state_dict()
     skip = tuple(skip)  # str.startswith(()) is False: nothing skipped
     skipped = [key for key in expected if key.startswith(skip)]
@@ -168,4 +147,4 @@ def load_weights(
     model.load_state_dict(loadable, strict=False)
     for conversion in conversions:
         log.info("%s: %s", name, conversion)
-    return LoadReport(sorted(loadable), skipped, missing, unexpected, conversions, legacy)
+    return LoadReport(sorted(loadable), skipped, missing, unexpected, conversions)

@@ -1,5 +1,5 @@
 """State dicts in the formats other writers produce, made from a wavecl model's state dict: the
-original repository's checkpoint layout and checkpoints of earlier wavecl versions (for the loader's tests).
+original repository's checkpoint layout (for the loader's tests).
 
 The key names are written independently of :mod:`wavecl.original` (inverse renames here, forward ones
 there), so a test that round-trips through both checks the pair.
@@ -31,7 +31,7 @@ def original_backbone_key(key: str) -> str:
 
 def with_box_head_copies(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """``state`` plus the second copy of every box-head tensor under ``transformer.decoder.bbox_embed.``,
-    as checkpoints of the original repository and of wavecl before the heads were registered once hold."""
+    as checkpoints of the original repository hold."""
     copies = {f"transformer.decoder.{key}": value for key, value in state.items() if key.startswith("bbox_embed.")}
     return {**state, **copies}
 

@@ -34,7 +34,7 @@ from wavecl.device import resolve_device
 from wavecl.distributed import DistInfo
 from wavecl.inference.prediction_folder import predict_video
 from wavecl.jsonio import read_json
-from wavecl.training.run_dir import RunLock
+from wavecl.run_directory import RunDirectory, RunLock
 from wavecl.training.trainer import Trainer
 
 log = logging.getLogger("wavecl.training.demo")
@@ -223,7 +223,7 @@ def run_demo(
         )
         overlays += [paths.contact_sheet, paths.overlay_video]
     loss_curve = run_dir / "loss_curve.png"
-    plot_losses(run_dir / "tensorboard", loss_curve)
+    plot_losses(RunDirectory(run_dir).tensorboard, loss_curve)
     write_json(run_dir / "demo_result.json", {"metrics": metrics, "train_seconds": train_seconds})
 
     console.print(f"\nrun directory: {run_dir}")
@@ -237,5 +237,7 @@ def run_demo(
     console.print(f"  loss curve:  {loss_curve}")
     for path in overlays:
         console.print(f"  overlay:     {path}")
-    console.print(f"  checkpoint:  {run_dir / 'checkpoints'}  (try: wavecl predict --checkpoint {run_dir} ...)")
+    console.print(
+        f"  checkpoint:  {RunDirectory(run_dir).checkpoints}  (try: wavecl predict --checkpoint {run_dir} ...)"
+    )
     return DemoResult(run_dir, metrics, train_seconds, overlays, loss_curve)

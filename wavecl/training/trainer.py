@@ -1,18 +1,8 @@
 """The training loop: one process or many under ``torchrun`` (docs/training.md#the-training-loop).
 
-A run directory ``<output_dir>/<dataset_name>/<version>/`` holds:
-
-- ``config.yaml``: the configuration that runs (updated when a resume changes a field), and
-  ``run_info.json``: the flags given explicitly, world size, git revision and command line of the
-  start, and one entry per resume;
-- ``log.jsonl``: one JSON line per epoch (training averages and evaluation metrics), appended to;
-- ``tensorboard/``: every loss term and learning rate per step, metrics per evaluation (when the
-  ``tensorboard`` package is installed); the step axis counts the steps the run has trained, so it
-  continues without a gap or an overlap when a resume changes the steps per epoch (another number of
-  GPUs, batch size or ``train.max_steps_per_epoch``);
-- ``checkpoints/``: one folder per epoch, and optionally every ``train.checkpoint_every_steps`` steps
-  (:mod:`wavecl.checkpoint`), the frozen parameters once per run;
-- ``train.lock`` while a trainer writes into it (:mod:`wavecl.training.run_dir`).
+:class:`Trainer` builds the model, optimizer and data, and steps; what the run keeps (config, history,
+``log.jsonl``, TensorBoard, ``best``) is written by its :class:`~wavecl.training.recorder.RunRecorder`, and
+a resume is restored by :func:`~wavecl.training.restore.restore`.
 
 Epochs and steps are numbered from 0 everywhere: the progress bar (``epoch 3 [0-39]``), ``log.jsonl``,
 the log lines, the checkpoint and evaluation folders (``epoch_0003``) and the resume messages.
@@ -28,15 +18,12 @@ under ``nonfinite_loss: stop``) leaves a resumable run, and one warning line say
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
-import subprocess
-import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
@@ -44,19 +31,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from wavecl.amp import decide_precision
-from wavecl.atomic import write_text
-from wavecl.checkpoint import (
-    CheckpointError,
-    CheckpointPaths,
-    checkpoint_folder_name,
-    has_checkpoint,
-    latest_checkpoint,
-    load_training_state,
-    prune_checkpoints,
-    restore_rng_state,
-    rng_state,
-    save_checkpoint,
-)
+from wavecl.checkpoint import CheckpointPaths, checkpoint_folder_name, rng_state, save_checkpoint
 from wavecl.config import Config, load_config
 from wavecl.data.collate import collate_clips
 from wavecl.data.datasets import build_dataset, check_dataset
@@ -64,7 +39,6 @@ from wavecl.data.robust import SkipBadSamples
 from wavecl.data.types import Batch
 from wavecl.distributed import (
     DistInfo,
-    broadcast_from_main,
     gather_objects,
     gather_to_main,
     on_main_process,
@@ -74,50 +48,24 @@ from wavecl.evaluation.protocols import evaluate_model
 from wavecl.model.compile import compile_model
 from wavecl.model.wavecl import build_model
 from wavecl.model.weights import load_weights
-from wavecl.optional import package_available
 from wavecl.progress import progress_bar
+from wavecl.run_directory import RunDirectory, RunDirectoryError
 from wavecl.training.criterion import SetCriterion
 from wavecl.training.matcher import HungarianMatcher, NonFiniteCostError
-from wavecl.training.optim import build_optimizer, build_scheduler, reschedule
+from wavecl.training.optim import build_optimizer, build_scheduler
+from wavecl.training.recorder import EpochResult, RunRecorder, run_info
+from wavecl.training.restore import UnfinishedEpoch, restore
 from wavecl.training.resumable import EpochOrder, SeededSamples
-from wavecl.training.run_dir import (
-    CHECKPOINTS_DIRNAME,
-    CONFIG_FILENAME,
-    EVALUATIONS_DIRNAME,
-    RunDirectoryError,
-    RunLock,
-    append_resume,
+from wavecl.training.run_rules import (
     check_location_unchanged,
     config_differences,
-    differences_listing,
-    logged_epochs,
-    open_run_directory,
     remove_empty_folders,
     resume_checkpoint,
     run_directory_holding,
-    start_history,
 )
 from wavecl.training.seeding import rank_seed, seed_process
 
-if TYPE_CHECKING:
-    from torch.utils.tensorboard import SummaryWriter
-
 log = logging.getLogger("wavecl.train")
-
-# Beside the ``best`` pointer: which metric chose it and its value (read back on resume, since the
-# epoch's checkpoint is written before its evaluation).
-BEST_METRIC_FILE = "best.json"
-# Fields a resume may change, applied to the loaded optimizer and scheduler.
-SCHEDULE_FIELDS = ("train.lr", "train.lr_backbone", "train.text_encoder_lr", "train.lr_drop", "train.lr_gamma")
-# Fields that fix the position inside an epoch: a mid-epoch resume cannot change them.
-EPOCH_POSITION_FIELDS = (
-    "train.batch_size",
-    "train.grad_accum_steps",
-    "train.seed",
-    "train.max_steps_per_epoch",
-    "data.dataset_name",
-    "data.window_size",
-)
 
 # Finetuning (``--pretrained``) starts from a checkpoint with these heads re-initialised:
 # the class heads of a pretraining run predict other classes. Every other weight must be in the file.
@@ -128,16 +76,6 @@ class NonFiniteLossError(FloatingPointError):
     """A model output, matching cost or loss term became NaN or infinite and the run is configured to stop."""
 
 
-def git_revision() -> str | None:
-    """The git revision of the wavecl source tree, or None outside a checkout."""
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-
-
 def parameters_without_gradient(model: nn.Module) -> list[str]:
     """Names of the trainable parameters that the last backward pass gave no gradient.
 
@@ -145,26 +83,6 @@ def parameters_without_gradient(model: nn.Module) -> list[str]:
     gradient at every step; a parameter the configuration never uses must be frozen instead.
     """
     return [name for name, parameter in model.named_parameters() if parameter.requires_grad and parameter.grad is None]
-
-
-def read_best_metric(path: Path) -> float | None:
-    """The value of the best checkpoint's metric recorded in ``path`` (``best.json``); ``None`` without one.
-
-    Raises:
-        CheckpointError: ``path`` is not JSON holding a numeric ``"value"`` (named with the file).
-    """
-    if not path.is_file():
-        return None
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))["value"]
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as error:
-        raise CheckpointError(
-            f"{path} is not a readable record of the best checkpoint ({type(error).__name__}: {error}); "
-            "fix or delete it (the next evaluation writes it again)"
-        ) from None
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        raise CheckpointError(f"{path}: 'value' must be a number, got {value!r}")
-    return float(value)
 
 
 def build_criterion(config: Config) -> SetCriterion:
@@ -187,40 +105,12 @@ def build_criterion(config: Config) -> SetCriterion:
     )
 
 
-@dataclass
-class EpochResult:
-    """An epoch's training totals so far: per-term loss sums over ``count`` logged steps, skipped batches,
-    failed sample loads and seconds (:attr:`losses` gives the ``log.jsonl`` means). Saved in every
-    checkpoint (``epoch_totals``), so a mid-epoch resume finishes the same totals."""
-
-    sums: dict[str, float]
-    count: int
-    skipped_batches: int
-    bad_samples: int
-    seconds: float
-
-    @property
-    def losses(self) -> dict[str, float]:
-        """Per-term mean over the logged steps."""
-        return {k: v / max(self.count, 1) for k, v in self.sums.items()}
-
-    def as_state(self) -> dict[str, Any]:
-        """The totals as plain types for a checkpoint's training state (``EpochResult(**state)`` reads them)."""
-        return {
-            "sums": dict(self.sums),
-            "count": self.count,
-            "skipped_batches": self.skipped_batches,
-            "bad_samples": self.bad_samples,
-            "seconds": self.seconds,
-        }
-
-
 class Trainer:
     """Trains WaveCL as configured, on this process's device, as one rank of ``dist``.
 
     Args:
         config: the resolved configuration. For a resume, the run's own ``config.yaml`` with any
-            explicit changes (:func:`wavecl.training.run_dir.resume_config`); the changes are applied
+            explicit changes (:func:`wavecl.training.run_rules.resume_config`); the changes are applied
             (learning rates and milestones to the loaded optimizer and scheduler) and recorded.
         dist: this process's place in the job (:func:`wavecl.distributed.init_distributed`).
         explicit_overrides: the configuration fields given on the command line (saved in the run).
@@ -250,9 +140,10 @@ class Trainer:
         # the checkpoint a resume continues from; None for a new run and for a run stopped before its first one
         self.resume_from = None if resume is None else resume_checkpoint(resume)
         self.run_dir = config.run_directory() if resume is None else run_directory_holding(resume, self.resume_from)
+        self.run = RunDirectory(self.run_dir)
         self.changes: dict[str, tuple[Any, Any]] = {}
         if resume is not None:
-            run_config = load_config(self.run_dir / CONFIG_FILENAME)
+            run_config = load_config(self.run.config)
             check_location_unchanged(run_config, config, self.run_dir)
             self.changes = config_differences(run_config, config)
             if "train.pretrained_weights" in self.changes:
@@ -260,8 +151,7 @@ class Trainer:
                     "train.pretrained_weights (--pretrained) sets the weights a new run starts from; a resume "
                     f"continues {self.run_dir} from its own checkpoint: leave it out, or start a new run"
                 )
-        self.writer: SummaryWriter | None = None
-        self._lock = self._take_run_directory(fresh=resume is None)
+        self.recorder = RunRecorder(self.run, dist, fresh=resume is None)
         try:
             self._build(explicit_overrides or {}, resume is not None)
         except BaseException:
@@ -299,14 +189,16 @@ class Trainer:
         self.optimizer = build_optimizer(
             model, train_cfg.lr, train_cfg.lr_backbone, train_cfg.text_encoder_lr, train_cfg.weight_decay
         )
-        self.scheduler = build_scheduler(self.optimizer, train_cfg.lr_drop, train_cfg.lr_gamma)
+        self.scheduler: torch.optim.lr_scheduler.LRScheduler = build_scheduler(
+            self.optimizer, train_cfg.lr_drop, train_cfg.lr_gamma
+        )
         self._gradients_checked = False
         self.precision = decide_precision(train_cfg.amp, self.device)
         log.info(self.precision.describe())
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision.grad_scaler)
 
         self.train_set: Dataset = build_dataset(config.data, "train")
-        self.sampler = DistributedSampler(
+        self.sampler: DistributedSampler = DistributedSampler(
             self.train_set, num_replicas=dist.world_size, rank=dist.rank, shuffle=True, seed=train_cfg.seed
         )
         seed_process(rank_seed(train_cfg.seed, dist.rank))  # from here on, every rank draws its own numbers
@@ -314,57 +206,24 @@ class Trainer:
         self.start_step = 0  # steps of start_epoch already trained (a mid-epoch resume)
         self.global_step = 0  # steps the run has trained, whatever the steps per epoch were then
         self.resumed_totals: EpochResult | None = None
-        self.unfinished_epoch: tuple[int, CheckpointPaths, EpochResult | None] | None = None
-        self.best_metric: float | None = None
+        self.unfinished_epoch: UnfinishedEpoch | None = None
         if self.resume_from is not None:
             self._resume(self.resume_from)
         elif resume:
             log.warning("%s stopped before its first checkpoint: starting it again from the beginning", self.run_dir)
-
-        on_main_process(lambda: self._open_run_directory(explicit_overrides, resume), "creating the run directory")
-
-    def _open_run_directory(self, explicit_overrides: dict[str, Any], resume: bool) -> None:
-        """Rank 0: create the run directory, write its config and run info, open TensorBoard."""
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._save_run_config(explicit_overrides, resume)
-        if not package_available("tensorboard"):
-            log.warning(
-                "TensorBoard is not installed (pip install tensorboard): no tensorboard/ curves for this run; "
-                "log.jsonl has every epoch's losses and metrics"
-            )
-            return
-        from torch.utils.tensorboard import SummaryWriter
-
-        # Steps from global_step on belong to an interrupted stretch of the run that is trained again.
-        self.writer = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=self.global_step)
-
-    @property
-    def checkpoints_dir(self) -> Path:
-        """``<run>/checkpoints``: checkpoint folders, pointers, ``best.json`` and the frozen weights."""
-        return self.run_dir / CHECKPOINTS_DIRNAME
-
-    def _take_run_directory(self, fresh: bool) -> RunLock | None:
-        """Open the run directory on rank 0 (:func:`~wavecl.training.run_dir.open_run_directory`: lock,
-        checks, leftovers removed); every rank raises the same error when that fails."""
-        lock, error = None, None
-        if self.dist.is_main:
-            try:
-                lock = open_run_directory(self.run_dir, fresh)
-            except RunDirectoryError as failure:
-                error = str(failure)
-        error = broadcast_from_main(error)  # collective: rank 0's verdict for all
-        if error is not None:
-            raise RunDirectoryError(error)
-        return lock
+        resumed = None
+        if resume:
+            resumed = {
+                "checkpoint": None if self.resume_from is None else str(self.resume_from),
+                "continues_at": {"epoch": self.start_epoch, "step": self.start_step},
+                "changed": {key: [old, new] for key, (old, new) in self.changes.items()},
+            }
+        info = run_info(explicit_overrides, dist, self.precision.summary())
+        self.recorder.open(self.config, info, resumed, self.global_step)
 
     def close(self) -> None:
-        """Close the TensorBoard writer and release the run directory (called by :meth:`fit`; idempotent)."""
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
-        if self._lock is not None:
-            self._lock.release()
-            self._lock = None
+        """Close TensorBoard and release the run directory (called by :meth:`fit`; idempotent)."""
+        self.recorder.close()
 
     @property
     def steps_per_epoch(self) -> int:
@@ -372,118 +231,23 @@ class Trainer:
         limit = self.config.train.max_steps_per_epoch
         return min(batches, limit) if limit else batches
 
-    def _save_run_config(self, explicit_overrides: dict[str, Any], resume: bool) -> None:
-        write_text(self.run_dir / "config.yaml", self.config.to_yaml())
-        info = {
-            "explicit_overrides": explicit_overrides,
-            "world_size": self.dist.world_size,
-            "git_revision": git_revision(),
-            "command": sys.argv,
-            "torch": torch.__version__,
-            "precision": self.precision.summary(),
-        }
-        if not resume:
-            start_history(self.run_dir, info)
-            return
-        info["time"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        info["checkpoint"] = None if self.resume_from is None else str(self.resume_from)
-        info["continues_at"] = {"epoch": self.start_epoch, "step": self.start_step}
-        info["changed"] = {key: [old, new] for key, (old, new) in self.changes.items()}
-        append_resume(self.run_dir, info)
-
     def _resume(self, path: Path) -> None:
-        """Load the model, optimizer, scheduler, scaler, position and random streams of checkpoint ``path``."""
-        if load_weights(self.model, path).legacy_box_heads:
-            raise CheckpointError(
-                f"{path} was written before the box heads were registered once: its weights load (evaluate, "
-                f"predict, --pretrained) but its optimizer state follows the old parameter order and cannot be "
-                f"resumed; start a new run from it with --pretrained {path}"
-            )
-        state = load_training_state(path)
-        epoch, step = int(state["epoch"]), state.get("step")
-        rng = state["rng"]
-        if step is not None:
-            fixed = {k: v for k, v in self.changes.items() if k in EPOCH_POSITION_FIELDS}
-            if fixed or len(rng) != self.dist.world_size:
-                what = differences_listing(fixed) or (f"world size {len(rng)} -> {self.dist.world_size}")
-                raise RunDirectoryError(
-                    f"{path} stopped inside epoch {epoch} (after step {step}); the position there depends on "
-                    f"what this resume changes ({what}). Resume from an end-of-epoch checkpoint to change it"
-                )
-        try:
-            self.optimizer.load_state_dict(state["optimizer"])
-        except ValueError as error:
-            changed = ", ".join(self.changes) or "none"
-            raise RunDirectoryError(
-                f"the optimizer state in {path} does not fit this model ({error}); fields changed by this resume: "
-                f"{changed}"
-            ) from None
-        self.scheduler.load_state_dict(state["scheduler"])
-        if state["scaler"] or not self.scaler.is_enabled():
-            self.scaler.load_state_dict(state["scaler"])
-        else:  # written without loss scaling (e.g. bf16 on another GPU): the scaler starts afresh
-            log.warning("%s was written without loss scaling; the float16 loss scale starts afresh", path)
-        self._apply_schedule_changes()
-        totals = state.get("epoch_totals")
-        totals = EpochResult(**totals) if totals is not None else None
-        # Checkpoints written before "global_step" was saved: the steps per epoch are taken as today's.
-        last_step = self.steps_per_epoch - 1 if step is None else int(step)
-        self.global_step = int(state.get("global_step", epoch * self.steps_per_epoch + last_step + 1))
-        if step is None:
-            self.start_epoch = epoch + 1
-            self.unfinished_epoch = self._unrecorded(epoch, CheckpointPaths.of(path), totals)
-        else:
-            self.start_epoch, self.start_step, self.resumed_totals = epoch, int(step) + 1, totals
-        self.best_metric = read_best_metric(self.checkpoints_dir / BEST_METRIC_FILE)
-        if len(rng) == self.dist.world_size:
-            restore_rng_state(rng[self.dist.rank])
-        else:  # every rank keeps the streams of its own seed (set above) rather than sharing a saved one
-            log.warning(
-                "checkpoint was written by %d processes, resuming with %d: random streams restart per rank",
-                len(rng),
-                self.dist.world_size,
-            )
+        """Load the weights of checkpoint ``path``, then its training state (:func:`~wavecl.training.restore.restore`)
+        and the best metric so far."""
+        load_weights(self.model, path)
+        restored = restore(
+            path, self.config, self.changes, self.optimizer, self.scheduler, self.scaler, self.run, self.dist
+        )
+        self.scheduler = restored.scheduler
+        self.start_epoch, self.start_step, self.global_step = restored.epoch, restored.step, restored.global_step
+        self.resumed_totals, self.unfinished_epoch = restored.totals, restored.unfinished
+        self.recorder.read_best()
         log.info(
             "resumed from %s: continuing with epoch %d, step %d (numbered from 0)",
             path,
             self.start_epoch,
             self.start_step,
         )
-
-    def _apply_schedule_changes(self) -> None:
-        """Put changed learning rates, milestones or gamma into effect: what is recorded is what runs."""
-        changed = [key for key in SCHEDULE_FIELDS if key in self.changes]
-        if "train.weight_decay" in self.changes:
-            for group in self.optimizer.param_groups:
-                group["weight_decay"] = self.config.train.weight_decay
-        if not changed:
-            return
-        train = self.config.train
-        rates = {"rest": train.lr, "backbone": train.lr_backbone, "text_encoder": train.text_encoder_lr}
-        learning_rates = [rates[group["name"]] for group in self.optimizer.param_groups]
-        epochs_done = self.scheduler.last_epoch
-        self.scheduler = reschedule(self.optimizer, learning_rates, train.lr_drop, train.lr_gamma, epochs_done)
-        log.info(
-            "resume changes %s: learning rates now %s after %d epochs",
-            ", ".join(changed),
-            {group["name"]: group["lr"] for group in self.optimizer.param_groups},
-            epochs_done,
-        )
-
-    def _unrecorded(
-        self, epoch: int, checkpoint: CheckpointPaths, totals: EpochResult | None
-    ) -> tuple[int, CheckpointPaths, EpochResult | None] | None:
-        """The resumed epoch, when its ``log.jsonl`` line (and so its evaluation) is missing; earlier
-        gaps in the log are reported (their weights are no longer the model's)."""
-        logged = logged_epochs(self.run_dir)
-        gaps = [e for e in range(epoch) if e not in logged]
-        if gaps and self.dist.is_main:
-            log.warning(
-                "log.jsonl of %s has no line for epoch(s) %s (numbered from 0): they cannot be completed now",
-                self.run_dir,
-                gaps,
-            )
-        return None if epoch in logged else (epoch, checkpoint, totals)
 
     def _loader(self, epoch: int, start_step: int = 0) -> DataLoader:
         generator = torch.Generator().manual_seed(self.config.train.seed * 1000 + epoch)
@@ -510,9 +274,9 @@ class Trainer:
         metrics: dict[str, float] = {}
         try:
             if self.unfinished_epoch is not None:
-                epoch, checkpoint, totals = self.unfinished_epoch
-                log.warning("completing epoch %d, whose evaluation or log.jsonl line is missing", epoch)
-                metrics = self._finish_epoch(epoch, totals, checkpoint)
+                unfinished = self.unfinished_epoch
+                log.warning("completing epoch %d, whose evaluation or log.jsonl line is missing", unfinished.epoch)
+                metrics = self._finish_epoch(unfinished.epoch, unfinished.totals, unfinished.checkpoint)
                 self.unfinished_epoch = None
             for epoch in range(self.start_epoch, self.config.train.epochs):
                 result = self.train_one_epoch(epoch)
@@ -521,37 +285,16 @@ class Trainer:
                 metrics = self._finish_epoch(epoch, result, self._save(epoch, result))
         except BaseException:
             if self.dist.is_main:
-                log.warning(self.how_to_continue())
+                log.warning(self.recorder.how_to_continue())
             raise
         finally:
             self.close()
         return metrics
 
-    def how_to_continue(self) -> str:
-        """One line on what a stopped run left and the command that continues it."""
-        run = self.run_dir
-        if not has_checkpoint(self.checkpoints_dir):
-            return (
-                f"training stopped before its first checkpoint was complete; `wavecl train --resume {run}` starts "
-                f"it again from the beginning in the same folder (or delete {run})"
-            )
-        try:
-            checkpoint = latest_checkpoint(run).name
-        except (OSError, ValueError) as error:
-            return f"training stopped; the checkpoints of {run} cannot be resumed as they are: {error}"
-        return (
-            f"training stopped; `wavecl train --resume {run}` continues from its last complete checkpoint {checkpoint}"
-        )
-
-    def _finish_epoch(self, epoch: int, result: EpochResult | None, checkpoint: CheckpointPaths | None) -> dict:
-        """Evaluate (when due), write the epoch's ``log.jsonl`` line, update ``best`` and prune."""
+    def _finish_epoch(self, epoch: int, result: EpochResult, checkpoint: CheckpointPaths) -> dict[str, float]:
+        """Evaluate (when due) and record the epoch (:meth:`RunRecorder.record_epoch`)."""
         metrics, primary = self.evaluate(epoch) if self._evaluation_due(epoch) else ({}, None)
-
-        def record() -> None:
-            self._record_epoch(epoch, result, metrics, primary, checkpoint)
-            prune_checkpoints(self.checkpoints_dir, self.config.train.keep_checkpoints)
-
-        on_main_process(record, f"recording epoch {epoch}")
+        self.recorder.record_epoch(epoch, result, metrics, primary, checkpoint, self.config.train.keep_checkpoints)
         return metrics
 
     def _check_finite(self, names: list[str], flags: torch.Tensor, epoch: int, step: int) -> bool:
@@ -645,11 +388,7 @@ class Trainer:
             lr = self.optimizer.param_groups[0]["lr"]
             bar.set_postfix(loss=f"{reduced['loss']:.3f}", lr=f"{lr:.2e}", refresh=False)
             bar.update(1)
-            if self.writer is not None:
-                for key, value in reduced.items():
-                    self.writer.add_scalar(f"train/{key}", value, tensorboard_step)
-                for index, group in enumerate(self.optimizer.param_groups):
-                    self.writer.add_scalar(f"lr/{group.get('name', index)}", group["lr"], tensorboard_step)
+            self.recorder.record_step(tensorboard_step, reduced, self.optimizer)
             every = config.checkpoint_every_steps
             if every and (step + 1) % every == 0 and step + 1 < self.steps_per_epoch:
                 bad = sum(gather_objects(self._bad_sample_count() - bad_before))  # collective: all ranks
@@ -657,10 +396,7 @@ class Trainer:
                     sums, count, skipped, totals.bad_samples + bad, totals.seconds + time.perf_counter() - started
                 )
                 self._save(epoch, so_far, step=step)
-                on_main_process(
-                    lambda: prune_checkpoints(self.checkpoints_dir, config.keep_checkpoints),
-                    "pruning checkpoints",
-                )
+                self.recorder.prune(config.keep_checkpoints)
         bar.close()
         bad_samples = totals.bad_samples + sum(gather_objects(self._bad_sample_count() - bad_before))  # collective
         return EpochResult(sums, count, skipped, bad_samples, totals.seconds + time.perf_counter() - started)
@@ -737,48 +473,16 @@ class Trainer:
                 "global_step": self.global_step,
             }
             return save_checkpoint(
-                self.checkpoints_dir, epoch, self.model.state_dict(), state, step=step, frozen=self.frozen_names
+                self.run.checkpoints, epoch, self.model.state_dict(), state, step=step, frozen=self.frozen_names
             )
 
         return on_main_process(write, f"writing the checkpoint of epoch {epoch}")
 
     def evaluate(self, epoch: int) -> tuple[dict[str, float], str | None]:
         """Evaluate with the dataset's protocol; returns the metrics and the one that picks "best"."""
-        out_dir = self.run_dir / EVALUATIONS_DIRNAME / checkpoint_folder_name(epoch)
+        out_dir = self.run.evaluation(checkpoint_folder_name(epoch))
         record = {"dataset": self.config.data.dataset_name, "epoch": epoch}
         return evaluate_model(self.model, self.config, out_dir, self.dist, self.precision, record)
-
-    def _record_epoch(
-        self,
-        epoch: int,
-        result: EpochResult | None,
-        metrics: dict[str, float],
-        primary: str | None,
-        checkpoint: CheckpointPaths | None,
-    ) -> None:
-        if primary is not None and primary in metrics and checkpoint is not None:
-            if self.best_metric is None or metrics[primary] > self.best_metric:
-                self.best_metric = metrics[primary]
-                checkpoints = self.checkpoints_dir
-                record = {"metric": primary, "value": self.best_metric, "epoch": epoch}
-                write_text(checkpoints / BEST_METRIC_FILE, json.dumps(record))
-                write_text(checkpoints / "best", checkpoint.directory.name + "\n")
-        training = {}
-        if result is not None:  # None: completing an epoch whose checkpoint predates stored totals
-            training = {
-                **{f"train_{k}": v for k, v in result.losses.items()},
-                "train_skipped_batches": result.skipped_batches,
-                "train_bad_samples": result.bad_samples,
-                "train_seconds": result.seconds,
-            }
-        record = {"epoch": epoch, **training, **{f"eval_{k}": v for k, v in metrics.items()}}
-        with open(self.run_dir / "log.jsonl", "a") as handle:
-            handle.write(json.dumps(record) + "\n")
-        if self.writer is not None:
-            for key, value in metrics.items():
-                self.writer.add_scalar(f"eval/{key}", value, epoch)
-            self.writer.flush()
-        log.info("epoch %d: %s", epoch, {k: round(v, 4) for k, v in record.items() if isinstance(v, float)})
 
 
 def outputs_to_float(outputs):
