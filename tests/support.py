@@ -1,14 +1,27 @@
 """Small helpers shared by several test modules (independent computations, not library code)."""
 
+from __future__ import annotations
+
+import json
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from einops import rearrange
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from wavecl.config import ModelConfig, config_file
+import wavecl.model.deformable as deformable
+from wavecl.checkpoint import read_state_dict
+from wavecl.config import Config, ModelConfig, apply_overrides, config_file, load_config
+from wavecl.data.synthetic import write_synthetic_ytvos
+from wavecl.data.types import FrameTarget
+from wavecl.distributed import DistInfo
 from wavecl.model.output import WaveCLOutput
 from wavecl.model.wavecl import WaveCL
 from wavecl.testing.frames import frame_level
+from wavecl.training.trainer import Trainer
 
 TINY_CONFIG = config_file("tiny")
 MEAN = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
@@ -100,3 +113,166 @@ def set_writable(root: Path, writable: bool) -> None:
     for path in [root, *root.rglob("*")]:
         mode = path.stat().st_mode
         path.chmod(mode | 0o200 if writable else mode & ~0o222)
+
+
+FRAME_SIZE = (32, 48)
+SINGLE_CPU = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+
+SIZE_OVERRIDES = {
+    "data.train_short_size": FRAME_SIZE[0],
+    "data.train_max_size": FRAME_SIZE[1],
+    "data.eval_short_size": FRAME_SIZE[0],
+    "data.eval_max_size": FRAME_SIZE[1],
+}
+
+
+def write_dataset(root: Path) -> Path:
+    """6 training clips and 1 held-out clip of 4 frames (one training window per expression)."""
+    write_synthetic_ytvos(root, 6, num_frames=4, size=FRAME_SIZE, seed=0, split="train")
+    write_synthetic_ytvos(root, 1, num_frames=4, size=FRAME_SIZE, seed=1, split="valid")
+    return root
+
+
+def tiny_config(data_root: Path, output_dir: Path, version: str, **overrides) -> Config:
+    """``configs/tiny.yaml`` on 32x48 synthetic clips, 2 epochs of 2 steps; ``overrides`` use ``__`` for dots."""
+    values = {
+        **SIZE_OVERRIDES,
+        "data.root": str(data_root),
+        "train.output_dir": str(output_dir),
+        "train.version": version,
+        "train.epochs": 2,
+        "train.max_steps_per_epoch": 2,
+    }
+    values.update({key.replace("__", "."): value for key, value in overrides.items()})
+    return apply_overrides(load_config(TINY_CONFIG), values)
+
+
+def read_scalars(tensorboard_dir: Path) -> dict[str, dict[int, float]]:
+    """Every TensorBoard scalar of a run: tag -> {step: value} (all event files, purges applied)."""
+    events = EventAccumulator(str(tensorboard_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    return {tag: {event.step: event.value for event in events.Scalars(tag)} for tag in events.Tags()["scalars"]}
+
+
+def read_log(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+
+
+def skip_evaluation(monkeypatch) -> None:
+    """For tests that are not about evaluation: no evaluation pass, no metric."""
+    monkeypatch.setattr(Trainer, "evaluate", lambda self, epoch: ({}, None))
+
+
+def make_batch(T: int, B: int, Q: int, K: int, num_aux: int = 2, seed: int = 0):
+    """Outputs with aux layers and targets whose clips differ in size and visibility."""
+    generator = torch.Generator().manual_seed(seed)
+    sizes = [(16 - 3 * (b % 2), 20 - 2 * (b % 3)) for b in range(B)]
+    height, width = max(s[0] for s in sizes), max(s[1] for s in sizes)
+    layers = [make_layer(T, B, Q, K, height // 4, width // 4, 16, generator) for _ in range(num_aux + 1)]
+    outputs = layers[-1]
+    outputs.aux_outputs = layers[:-1]
+    targets = []
+    for t in range(T):
+        row = []
+        for b in range(B):
+            visible = (t + b) % 3 != 1
+            mask = (torch.rand(*sizes[b], generator=generator) > 0.5) & visible
+            box = torch.rand(1, 4, generator=generator) * 0.4 + 0.3 if visible else torch.zeros(1, 4)
+            label = torch.tensor([(b + 2) % K])
+            row.append(FrameTarget(mask[None], box, label, visible, sizes[b], sizes[b]))
+        targets.append(row)
+    return outputs, targets
+
+
+def make_inputs(T: int, B: int, H: int = 45, W: int = 61, dtype: torch.dtype = torch.float64):
+    """Random clips of odd size; with two clips the second has 6 padded rows at the bottom."""
+    generator = torch.Generator().manual_seed(10 * T + B)
+    frames = torch.randn(T, B, 3, H, W, generator=generator, dtype=dtype)
+    pad_mask = torch.zeros(T, B, H, W, dtype=torch.bool)
+    sizes = torch.tensor([[H, W]] * B)
+    if B > 1:
+        pad_mask[:, 1, H - 6 :] = True
+        frames[:, 1, :, H - 6 :] = 0
+        sizes[1, 0] = H - 6
+    texts = ["the red circle on the left", "a small blue square moving up quickly"][:B]
+    return frames, pad_mask, texts, sizes
+
+
+def run(model: WaveCL, inputs, train: bool, plain: bool, valid_indices=None):
+    """Outputs (and, in training, every parameter's gradient of a loss on all of them) of one forward."""
+    model.train(train)
+    model.zero_grad(set_to_none=True)
+    torch.manual_seed(5)  # the same dropout and stochastic-depth draws for both models
+    patch = mock.patch.object(deformable, "ms_deform_attn", plain_ms_deform_attn) if plain else mock.MagicMock()
+    with patch, torch.set_grad_enabled(train):
+        outputs = predictions(model(*inputs, valid_indices=valid_indices))
+    gradients = {}
+    if train:
+        generator = torch.Generator().manual_seed(2)
+        loss = sum(
+            (tensor * torch.randn(tensor.shape, generator=generator, dtype=tensor.dtype)).sum()
+            for tensor in outputs.values()
+        )
+        loss.backward()
+        gradients = {name: p.grad for name, p in model.named_parameters() if p.grad is not None}
+    return outputs, gradients
+
+
+def assert_all_close(actual: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> None:
+    """Every tensor within 1e-10 of the largest value of them all (float64 rounding is about 1e-15 of it;
+    a gradient that is zero in exact arithmetic, such as a bias before a normalisation, is rounding noise
+    at that scale on both sides)."""
+    scale = max(tensor.abs().max().item() for tensor in expected.values())
+    for name, tensor in expected.items():
+        assert tensor.dtype == torch.float64
+        torch.testing.assert_close(actual[name], tensor, rtol=1e-9, atol=1e-10 * scale, msg=name)
+
+
+def assert_same_run(actual: Path, expected: Path, steps: int) -> None:
+    """Every TensorBoard training scalar, every log.jsonl number but the timing, and the last weights agree
+    bit for bit."""
+    expected_scalars, actual_scalars = read_scalars(expected / "tensorboard"), read_scalars(actual / "tensorboard")
+    train_tags = [tag for tag in expected_scalars if tag.startswith(("train/", "lr/"))]
+    assert "train/loss" in train_tags and len(train_tags) > 10
+    for tag in train_tags:
+        assert sorted(actual_scalars[tag]) == sorted(expected_scalars[tag]) == list(range(steps)), tag
+        assert actual_scalars[tag] == expected_scalars[tag], tag
+    untimed = [{k: v for k, v in record.items() if k != "train_seconds"} for record in read_log(expected)]
+    assert [{k: v for k, v in record.items() if k != "train_seconds"} for record in read_log(actual)] == untimed
+    expected_weights, actual_weights = read_state_dict(expected), read_state_dict(actual)
+    assert expected_weights.keys() == actual_weights.keys()
+    for name, tensor in expected_weights.items():
+        assert torch.equal(actual_weights[name], tensor), name
+
+
+def make_layer(T: int, B: int, Q: int, K: int, h: int, w: int, C: int, generator: torch.Generator) -> WaveCLOutput:
+    return WaveCLOutput(
+        pred_masks=(torch.randn(T, B, Q, h, w, generator=generator) * 2).requires_grad_(),
+        pred_cls=(torch.randn(T, B, Q, K, generator=generator) - 1).requires_grad_(),
+        pred_boxes=(torch.rand(T, B, Q, 4, generator=generator) * 0.5 + 0.25).requires_grad_(),
+        pred_logit=torch.randn(B, Q, C, generator=generator).requires_grad_(),
+        text_sentence_feature=torch.randn(B, C, generator=generator).requires_grad_(),
+    )
+
+
+def plain_ms_deform_attn(value, level_shapes, sampling_locations, attention_weights):
+    """Per level: grid_sample of every head's map at its points, times the attention weights, summed."""
+    n, _, heads, _ = value.shape
+    values = value.split([h * w for h, w in level_shapes], dim=1)
+    output = 0
+    for level, (h, w) in enumerate(level_shapes):
+        level_value = rearrange(values[level], "n (h w) m d -> (n m) d h w", h=h, w=w)
+        grid = rearrange(2 * sampling_locations[:, :, :, level] - 1, "n q m p xy -> (n m) q p xy")
+        samples = F.grid_sample(level_value, grid.to(value.dtype), mode="bilinear", align_corners=False)
+        weights = rearrange(attention_weights[:, :, :, level], "n q m p -> (n m) 1 q p")
+        output = output + (samples * weights).sum(dim=-1)
+    return rearrange(output, "(n m) d q -> n q (m d)", n=n, m=heads)
+
+
+def predictions(output) -> dict[str, torch.Tensor]:
+    """Every prediction of every returned layer, by name."""
+    tensors = {"pred_logit": output.pred_logit, "text_sentence_feature": output.text_sentence_feature}
+    for index, layer in enumerate([output, *output.aux_outputs]):
+        for name in ("pred_masks", "pred_cls", "pred_boxes"):
+            tensors[f"{index}.{name}"] = getattr(layer, name)
+    return tensors

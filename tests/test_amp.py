@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from support import perturbed_model
-from test_trainer import SIZE_OVERRIDES, TINY_CONFIG, read_log, skip_evaluation
+from support import SIZE_OVERRIDES, TINY_CONFIG, perturbed_model, read_log, skip_evaluation
 
 from wavecl import amp
 from wavecl.amp import FLOAT32_TENSORS, bf16_is_native, cpu_bf16_is_native, decide_precision

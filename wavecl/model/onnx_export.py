@@ -22,7 +22,7 @@ these limits and the part names.
 
 Traced for export, the network takes its plain formulations (``torch.compiler.is_exporting()``):
 torchvision's shifted-window attention and the ``grid_sample`` form of the deformable attention, which
-compute the same values as the eager fast paths (``tests/test_fast_paths.py``, ``tests/test_onnx.py``)
+compute the same values as the eager fast paths (``tests/model/test_fast_paths.py``, ``tests/inference/test_onnx.py``)
 and map onto standard ONNX operators (``GridSample``, opset 16 and later).
 """
 

@@ -4,7 +4,7 @@ The transform is written in closed form instead of calling PyWavelets: ``pywt`` 
 arrays on the CPU, so it can neither run on the GPU nor propagate gradients, and WIP needs both.
 The Haar case is four sums and differences per 2×2 block, so no filter tensors are needed at all
 (the reference kept its filters in unregistered Python lists that were copied to the device on
-every call). ``tests/test_wavelet.py`` checks every band against ``pywt.dwt2(x, "haar")``.
+every call). ``tests/model/test_wavelet.py`` checks every band against ``pywt.dwt2(x, "haar")``.
 
 For each 2×2 block ``[[a, b], [c, d]]`` the four coefficients are
 

@@ -20,8 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from support import run_cli
-from test_trainer import write_dataset
+from support import run_cli, write_dataset
 
 import wavecl.training.trainer as trainer_module
 from wavecl.data.check import SHOWN_PROBLEMS, check_ytvos_dataset
@@ -30,7 +29,7 @@ from wavecl.testing.ytvos import write_ytvos_fixture
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture()

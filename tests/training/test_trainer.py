@@ -27,8 +27,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from support import TINY_CONFIG, tiny_train_arguments
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from support import (
+    SINGLE_CPU,
+    SIZE_OVERRIDES,
+    TINY_CONFIG,
+    read_log,
+    read_scalars,
+    skip_evaluation,
+    tiny_config,
+    tiny_train_arguments,
+    write_dataset,
+)
 
 import wavecl.evaluation.protocols as evaluation_protocols
 import wavecl.training.restore as restore_module
@@ -36,8 +45,6 @@ from wavecl.atomic import write_text
 from wavecl.checkpoint import CheckpointError, save_checkpoint
 from wavecl.cli import main as cli_main
 from wavecl.config import Config, apply_overrides, load_config
-from wavecl.data.synthetic import write_synthetic_ytvos
-from wavecl.distributed import DistInfo
 from wavecl.evaluation.protocols import evaluate_model
 from wavecl.model.output import NonFiniteOutputError
 from wavecl.model.wavecl import build_model
@@ -47,24 +54,7 @@ from wavecl.testing.checkpoints import original_state_dict
 from wavecl.training.recorder import read_best_metric
 from wavecl.training.trainer import NonFiniteLossError, Trainer, build_criterion
 
-FRAME_SIZE = (32, 48)
-SINGLE_CPU = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
-SIZE_OVERRIDES = {
-    "data.train_short_size": FRAME_SIZE[0],
-    "data.train_max_size": FRAME_SIZE[1],
-    "data.eval_short_size": FRAME_SIZE[0],
-    "data.eval_max_size": FRAME_SIZE[1],
-}
-
-
 pytestmark = pytest.mark.usefixtures("single_thread")
-
-
-def write_dataset(root: Path) -> Path:
-    """6 training clips and 1 held-out clip of 4 frames (one training window per expression)."""
-    write_synthetic_ytvos(root, 6, num_frames=4, size=FRAME_SIZE, seed=0, split="train")
-    write_synthetic_ytvos(root, 1, num_frames=4, size=FRAME_SIZE, seed=1, split="valid")
-    return root
 
 
 @pytest.fixture(scope="module")
@@ -72,38 +62,8 @@ def data_root(tmp_path_factory) -> Path:
     return write_dataset(tmp_path_factory.mktemp("synthetic"))
 
 
-def tiny_config(data_root: Path, output_dir: Path, version: str, **overrides) -> Config:
-    """``configs/tiny.yaml`` on 32x48 synthetic clips, 2 epochs of 2 steps; ``overrides`` use ``__`` for dots."""
-    values = {
-        **SIZE_OVERRIDES,
-        "data.root": str(data_root),
-        "train.output_dir": str(output_dir),
-        "train.version": version,
-        "train.epochs": 2,
-        "train.max_steps_per_epoch": 2,
-    }
-    values.update({key.replace("__", "."): value for key, value in overrides.items()})
-    return apply_overrides(load_config(TINY_CONFIG), values)
-
-
-def read_scalars(tensorboard_dir: Path) -> dict[str, dict[int, float]]:
-    """Every TensorBoard scalar of a run: tag -> {step: value} (all event files, purges applied)."""
-    events = EventAccumulator(str(tensorboard_dir), size_guidance={"scalars": 0})
-    events.Reload()
-    return {tag: {event.step: event.value for event in events.Scalars(tag)} for tag in events.Tags()["scalars"]}
-
-
-def read_log(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
-
-
 def pointer(path: Path) -> str:
     return path.read_text().strip()
-
-
-def skip_evaluation(monkeypatch) -> None:
-    """For tests that are not about evaluation: no evaluation pass, no metric."""
-    monkeypatch.setattr(Trainer, "evaluate", lambda self, epoch: ({}, None))
 
 
 # ----------------------------------------------------------------------------------------- resume

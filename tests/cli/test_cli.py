@@ -29,7 +29,7 @@ from wavecl.testing.davis import write_davis_fixture
 from wavecl.testing.jhmdb import write_jhmdb_fixture
 from wavecl.testing.ytvos import write_ytvos_fixture
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TINY = "tiny"
 A2D_CONFIG = "a2d_sentences"
 

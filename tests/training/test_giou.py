@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_criterion import make_batch
+from support import make_batch
 from torchvision.ops import box_convert
 
 from wavecl.config import Config, LossConfig

@@ -26,7 +26,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_trainer import SINGLE_CPU, SIZE_OVERRIDES, TINY_CONFIG, read_log, read_scalars, tiny_config, write_dataset
+from support import (
+    SINGLE_CPU,
+    SIZE_OVERRIDES,
+    TINY_CONFIG,
+    assert_same_run,
+    read_log,
+    read_scalars,
+    tiny_config,
+    write_dataset,
+)
 
 import wavecl.evaluation.protocols as evaluation_protocols
 from wavecl.checkpoint import latest_checkpoint, load_training_state, read_state_dict
@@ -36,7 +45,7 @@ from wavecl.model.wavecl import WaveCL
 from wavecl.run_directory import RunDirectory, RunDirectoryError
 from wavecl.training.trainer import Trainer
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -61,23 +70,6 @@ def script_evaluation(monkeypatch, values) -> list[int]:
 
     monkeypatch.setattr(evaluation_protocols, "run_evaluation", run_evaluation)
     return calls
-
-
-def assert_same_run(actual: Path, expected: Path, steps: int) -> None:
-    """Every TensorBoard training scalar, every log.jsonl number but the timing, and the last weights agree
-    bit for bit."""
-    expected_scalars, actual_scalars = read_scalars(expected / "tensorboard"), read_scalars(actual / "tensorboard")
-    train_tags = [tag for tag in expected_scalars if tag.startswith(("train/", "lr/"))]
-    assert "train/loss" in train_tags and len(train_tags) > 10
-    for tag in train_tags:
-        assert sorted(actual_scalars[tag]) == sorted(expected_scalars[tag]) == list(range(steps)), tag
-        assert actual_scalars[tag] == expected_scalars[tag], tag
-    untimed = [{k: v for k, v in record.items() if k != "train_seconds"} for record in read_log(expected)]
-    assert [{k: v for k, v in record.items() if k != "train_seconds"} for record in read_log(actual)] == untimed
-    expected_weights, actual_weights = read_state_dict(expected), read_state_dict(actual)
-    assert expected_weights.keys() == actual_weights.keys()
-    for name, tensor in expected_weights.items():
-        assert torch.equal(actual_weights[name], tensor), name
 
 
 class Interrupted(Exception):

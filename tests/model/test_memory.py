@@ -14,13 +14,12 @@ from unittest import mock
 import pytest
 import torch
 import torch.utils.checkpoint
-from support import perturbed_model
-from test_fast_paths import assert_all_close, make_inputs, run
+from support import assert_all_close, make_inputs, perturbed_model, run
 
 from wavecl.config import apply_overrides, load_config
 from wavecl.model.wavecl import WaveCL
 
-ROOT = Path(__file__).parents[1]
+ROOT = Path(__file__).parents[2]
 TINY = "tiny"
 SMALL = {"train.batch_size": 2, "data.window_size": 4, "data.train_short_size": 64, "data.train_max_size": 96}
 """A training batch small enough for the CPU: 2 clips of 4 frames at 64x96."""

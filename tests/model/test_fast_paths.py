@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from unittest import mock
 
 import pytest
 import torch
-import torch.nn.functional as F
-from einops import rearrange
-from support import perturbed_model
+from support import assert_all_close, make_inputs, perturbed_model, run
 from torch.utils._python_dispatch import TorchDispatchMode
 from torchvision.models.video.swin_transformer import ShiftedWindowAttention3d
 
@@ -33,20 +30,6 @@ SWITCHES = {
     ),
 }
 """Every parity switch of the model config, at its default and at its reference value."""
-
-
-def plain_ms_deform_attn(value, level_shapes, sampling_locations, attention_weights):
-    """Per level: grid_sample of every head's map at its points, times the attention weights, summed."""
-    n, _, heads, _ = value.shape
-    values = value.split([h * w for h, w in level_shapes], dim=1)
-    output = 0
-    for level, (h, w) in enumerate(level_shapes):
-        level_value = rearrange(values[level], "n (h w) m d -> (n m) d h w", h=h, w=w)
-        grid = rearrange(2 * sampling_locations[:, :, :, level] - 1, "n q m p xy -> (n m) q p xy")
-        samples = F.grid_sample(level_value, grid.to(value.dtype), mode="bilinear", align_corners=False)
-        weights = rearrange(attention_weights[:, :, :, level], "n q m p -> (n m) 1 q p")
-        output = output + (samples * weights).sum(dim=-1)
-    return rearrange(output, "(n m) d q -> n q (m d)", n=n, m=heads)
 
 
 def plain_copy(model: WaveCL) -> WaveCL:
@@ -78,49 +61,6 @@ def models(request):
     return model, plain_copy(model).double()
 
 
-def make_inputs(T: int, B: int, H: int = 45, W: int = 61, dtype: torch.dtype = torch.float64):
-    """Random clips of odd size; with two clips the second has 6 padded rows at the bottom."""
-    generator = torch.Generator().manual_seed(10 * T + B)
-    frames = torch.randn(T, B, 3, H, W, generator=generator, dtype=dtype)
-    pad_mask = torch.zeros(T, B, H, W, dtype=torch.bool)
-    sizes = torch.tensor([[H, W]] * B)
-    if B > 1:
-        pad_mask[:, 1, H - 6 :] = True
-        frames[:, 1, :, H - 6 :] = 0
-        sizes[1, 0] = H - 6
-    texts = ["the red circle on the left", "a small blue square moving up quickly"][:B]
-    return frames, pad_mask, texts, sizes
-
-
-def predictions(output) -> dict[str, torch.Tensor]:
-    """Every prediction of every returned layer, by name."""
-    tensors = {"pred_logit": output.pred_logit, "text_sentence_feature": output.text_sentence_feature}
-    for index, layer in enumerate([output, *output.aux_outputs]):
-        for name in ("pred_masks", "pred_cls", "pred_boxes"):
-            tensors[f"{index}.{name}"] = getattr(layer, name)
-    return tensors
-
-
-def run(model: WaveCL, inputs, train: bool, plain: bool, valid_indices=None):
-    """Outputs (and, in training, every parameter's gradient of a loss on all of them) of one forward."""
-    model.train(train)
-    model.zero_grad(set_to_none=True)
-    torch.manual_seed(5)  # the same dropout and stochastic-depth draws for both models
-    patch = mock.patch.object(deformable, "ms_deform_attn", plain_ms_deform_attn) if plain else mock.MagicMock()
-    with patch, torch.set_grad_enabled(train):
-        outputs = predictions(model(*inputs, valid_indices=valid_indices))
-    gradients = {}
-    if train:
-        generator = torch.Generator().manual_seed(2)
-        loss = sum(
-            (tensor * torch.randn(tensor.shape, generator=generator, dtype=tensor.dtype)).sum()
-            for tensor in outputs.values()
-        )
-        loss.backward()
-        gradients = {name: p.grad for name, p in model.named_parameters() if p.grad is not None}
-    return outputs, gradients
-
-
 @pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
 @pytest.mark.parametrize(
     "T,B", [(1, 1), pytest.param(1, 2, marks=pytest.mark.slow), pytest.param(3, 1, marks=pytest.mark.slow), (3, 2)]
@@ -136,16 +76,6 @@ def test_optimised_network_equals_plain_computation(models, T, B, train):
     if train:
         assert len(fast_gradients) > 100
         assert_all_close(fast_gradients, plain_gradients)
-
-
-def assert_all_close(actual: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> None:
-    """Every tensor within 1e-10 of the largest value of them all (float64 rounding is about 1e-15 of it;
-    a gradient that is zero in exact arithmetic, such as a bias before a normalisation, is rounding noise
-    at that scale on both sides)."""
-    scale = max(tensor.abs().max().item() for tensor in expected.values())
-    for name, tensor in expected.items():
-        assert tensor.dtype == torch.float64
-        torch.testing.assert_close(actual[name], tensor, rtol=1e-9, atol=1e-10 * scale, msg=name)
 
 
 def test_centre_frame_selection_equals_plain_computation(models):

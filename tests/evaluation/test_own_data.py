@@ -26,7 +26,7 @@ from wavecl.evaluation.protocols import build_evaluation
 from wavecl.evaluation.ytvos import write_ytvos_masks
 from wavecl.testing.ytvos import write_ytvos_fixture
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TINY = "tiny"
 SIZE = (32, 48)
 

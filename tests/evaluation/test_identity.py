@@ -27,7 +27,7 @@ from wavecl.evaluation.identity import (
 from wavecl.evaluation.protocols import build_evaluation
 from wavecl.evaluation.ytvos import write_ytvos_masks
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TINY = "tiny"
 
 

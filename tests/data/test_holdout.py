@@ -16,7 +16,7 @@ from wavecl.data.synthetic import write_synthetic_ytvos
 from wavecl.data.ytvos import YTVOSPaths, evaluated_videos, train_samples_cache_path
 from wavecl.testing.ytvos import write_ytvos_fixture
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TINY = "tiny"
 SIZE = (32, 48)
 NUM_VIDEOS = 10

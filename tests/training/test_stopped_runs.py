@@ -32,9 +32,16 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from support import run_cli, tiny_train_arguments
-from test_resume import assert_same_run
-from test_trainer import SINGLE_CPU, SIZE_OVERRIDES, skip_evaluation, tiny_config, write_dataset
+from support import (
+    SINGLE_CPU,
+    SIZE_OVERRIDES,
+    assert_same_run,
+    run_cli,
+    skip_evaluation,
+    tiny_config,
+    tiny_train_arguments,
+    write_dataset,
+)
 
 import wavecl.checkpoint as checkpoint_module
 import wavecl.evaluation.protocols as evaluation_protocols
@@ -48,7 +55,7 @@ from wavecl.run_directory import RunDirectory
 from wavecl.training.run_rules import resume_checkpoint
 from wavecl.training.trainer import Trainer
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -7,47 +7,16 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from support import make_batch
 from torchvision.ops import box_convert, generalized_box_iou, generalized_box_iou_loss, sigmoid_focal_loss
 
 from wavecl.config import LossConfig
-from wavecl.data.types import FrameTarget
 from wavecl.model.output import NonFiniteOutputError, WaveCLOutput
 from wavecl.training import criterion as criterion_module
 from wavecl.training.criterion import SetCriterion, dice_loss, giou_loss
 from wavecl.training.matcher import HungarianMatcher, NonFiniteCostError
 
 TERMS = ["loss_con", "loss_dice", "loss_sigmoid_focal", "loss_cls", "loss_bbox", "loss_giou"]
-
-
-def make_layer(T: int, B: int, Q: int, K: int, h: int, w: int, C: int, generator: torch.Generator) -> WaveCLOutput:
-    return WaveCLOutput(
-        pred_masks=(torch.randn(T, B, Q, h, w, generator=generator) * 2).requires_grad_(),
-        pred_cls=(torch.randn(T, B, Q, K, generator=generator) - 1).requires_grad_(),
-        pred_boxes=(torch.rand(T, B, Q, 4, generator=generator) * 0.5 + 0.25).requires_grad_(),
-        pred_logit=torch.randn(B, Q, C, generator=generator).requires_grad_(),
-        text_sentence_feature=torch.randn(B, C, generator=generator).requires_grad_(),
-    )
-
-
-def make_batch(T: int, B: int, Q: int, K: int, num_aux: int = 2, seed: int = 0):
-    """Outputs with aux layers and targets whose clips differ in size and visibility."""
-    generator = torch.Generator().manual_seed(seed)
-    sizes = [(16 - 3 * (b % 2), 20 - 2 * (b % 3)) for b in range(B)]
-    height, width = max(s[0] for s in sizes), max(s[1] for s in sizes)
-    layers = [make_layer(T, B, Q, K, height // 4, width // 4, 16, generator) for _ in range(num_aux + 1)]
-    outputs = layers[-1]
-    outputs.aux_outputs = layers[:-1]
-    targets = []
-    for t in range(T):
-        row = []
-        for b in range(B):
-            visible = (t + b) % 3 != 1
-            mask = (torch.rand(*sizes[b], generator=generator) > 0.5) & visible
-            box = torch.rand(1, 4, generator=generator) * 0.4 + 0.3 if visible else torch.zeros(1, 4)
-            label = torch.tensor([(b + 2) % K])
-            row.append(FrameTarget(mask[None], box, label, visible, sizes[b], sizes[b]))
-        targets.append(row)
-    return outputs, targets
 
 
 def reference_losses(layer: WaveCLOutput, targets, indices, num_classes: int) -> dict[str, float]:

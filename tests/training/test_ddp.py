@@ -29,7 +29,7 @@ from wavecl.distributed import DistInfo
 from wavecl.model.wavecl import build_model
 from wavecl.training.trainer import Trainer, build_criterion, parameters_without_gradient
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 # Deterministic forward passes, so the two runs can be compared: no dropout, no drop path, no flips.
 COMPARABLE = {
     "data.train_short_size": 32,

@@ -29,7 +29,7 @@ from wavecl.training.run_rules import (
 
 LOCK_FILENAME = RunDirectory.LOCK
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def dead_pid() -> int:
