@@ -77,7 +77,8 @@ class PrecisionPolicy:
     @property
     def effective(self) -> AmpMode:
         """The mode that runs: ``off``, ``bf16`` or ``fp16``."""
-        return {None: "off", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.autocast_dtype]
+        modes: dict[torch.dtype | None, AmpMode] = {None: "off", torch.bfloat16: "bf16", torch.float16: "fp16"}
+        return modes[self.autocast_dtype]
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """The autocast context of this policy (a no-op for float32)."""

@@ -98,7 +98,7 @@ def parse_checkpoint_folder_name(name: str) -> tuple[int, int | None] | None:
     return int(match[1]), None if match[2] is None else int(match[2])
 
 
-def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
+def _write_atomically(path: Path, write: Callable[[Path], object]) -> None:
     """Call ``write(tmp)`` on a temporary file next to ``path``, flush it to disk, then move it onto ``path``."""
     with atomic_path(path) as temporary:
         write(temporary)
@@ -137,7 +137,9 @@ def _tensor_digest(tensors: dict[str, Tensor]) -> str:
     for name in sorted(tensors):
         tensor = tensors[name]
         digest.update(f"{name}|{tensor.dtype}|{list(tensor.shape)}|".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy() if tensor.numel() else b"")  # no copy
+        data = tensor.reshape(-1).view(torch.uint8).numpy() if tensor.numel() else b""  # no copy
+        # An ndarray is a buffer; numpy's stubs declare ndarray.__buffer__ only for Python >= 3.12.
+        digest.update(data)  # type: ignore[arg-type]
     return digest.hexdigest()[:16]
 
 
@@ -193,7 +195,7 @@ def save_checkpoint(
     if frozen_file is not None:
         metadata[FROZEN_METADATA_KEY] = f"../{frozen_file.name}"
     try:
-        if new_frozen:
+        if frozen_file is not None and new_frozen:
             _write_atomically(frozen_file, lambda tmp: save_file(new_frozen, str(tmp), metadata={"format": "pt"}))
         _write_folder(paths, tensors, metadata, training_state)
         _write_atomically(checkpoints_dir / RunDirectory.LAST, lambda tmp: tmp.write_text(paths.directory.name + "\n"))
@@ -290,7 +292,9 @@ def prune_checkpoints(checkpoints_dir: str | Path, keep_last: int | None) -> lis
         for pointer in (checkpoints_dir / RunDirectory.LAST, checkpoints_dir / RunDirectory.BEST)
         if pointer.is_file()
     }
-    epoch_folders = [f for f in folders if parse_checkpoint_folder_name(f.name)[1] is None]
+    epoch_folders = [
+        f for f in folders if (parsed := parse_checkpoint_folder_name(f.name)) is not None and parsed[1] is None
+    ]
     keep = set(protected) | {f.name for f in (epoch_folders if keep_last is None else epoch_folders[-keep_last:])}
     if folders:
         keep.add(folders[-1].name)

@@ -368,7 +368,9 @@ def field_help(cls: type) -> dict[str, str]:
 
     Read from the class's source, so the meaning lives beside the field it describes.
     """
-    body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body
+    definition = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0]
+    assert isinstance(definition, ast.ClassDef)  # the source of a class
+    body = definition.body
     meanings = {}
     for node, following in zip(body, body[1:]):
         if (

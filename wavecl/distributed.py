@@ -115,7 +115,9 @@ def init_distributed(device: str | None = None, timeout_s: float = DEFAULT_TIMEO
     if compute_device.type == "cuda":
         torch.cuda.set_device(compute_device)
         dist.init_process_group("nccl", rank=rank, world_size=world_size, timeout=timeout, device_id=compute_device)
-        _object_group = dist.new_group(backend="gloo", timeout=timeout)
+        group = dist.new_group(backend="gloo", timeout=timeout)
+        assert isinstance(group, dist.ProcessGroup)  # every rank is a member, so no NON_GROUP_MEMBER
+        _object_group = group
     else:
         dist.init_process_group("gloo", rank=rank, world_size=world_size, timeout=timeout)
     return DistInfo(rank, world_size, local_rank, compute_device)

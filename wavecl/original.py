@@ -189,9 +189,9 @@ def nested_config(values: dict[str, Any], source: str = "config") -> dict[str, d
             continue
         if key == "enable_amp":
             value = AMP_MODES[_switch(value, key, source)]
-        target = CONFIG_KEYS[key]
-        if target is not None:
-            section, name = target
+        destination = CONFIG_KEYS[key]
+        if destination is not None:
+            section, name = destination
             nested[section][name] = value
     if "dataset_name" in nested["data"]:
         name = nested["data"]["dataset_name"]

@@ -68,6 +68,14 @@ def test_resize_shape(size: tuple[int, int], short: int, cap: int | None, expect
     assert resize_shape(*size, short, cap) == expected
 
 
+@pytest.mark.parametrize("cap", [None, 640])
+def test_resize_shape_refuses_a_short_side_below_one_pixel(cap: int | None) -> None:
+    with pytest.raises(ValueError, match="short_size=0"):
+        resize_shape(480, 640, 0, cap)
+    with pytest.raises(ValueError, match="short side of less than one pixel"):
+        resize_shape(1, 5000, 360, 640)
+
+
 # ------------------------------------------------------------------------------------- text swap
 
 

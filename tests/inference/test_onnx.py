@@ -6,6 +6,7 @@ thread, hence ``slow`` on the tests that need it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
@@ -39,6 +40,13 @@ def model(tiny_config) -> WaveCL:
 @pytest.fixture(scope="module")
 def onnx_dir(model, tmp_path_factory):
     return export_onnx(model, tmp_path_factory.mktemp("onnx"))
+
+
+def test_min_frame_side_of_a_config_with_the_published_depths(tiny_config):
+    """``backbone_depths: null`` (the full-size recipes) takes the variant's depths: still four stages."""
+    model = WaveCL(dataclasses.replace(tiny_config, backbone_depths=None))
+    assert len(model.backbone.body.features) == 7  # four stages, three patch mergings
+    assert min_frame_side(model) == 225  # window 7: the last stage needs 8 tokens, 8 -> 15 -> 29 -> 57 -> 4 * 56 + 1
 
 
 def window_outputs(directory, model, frames: int, height: int, width: int):

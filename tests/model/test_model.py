@@ -155,6 +155,14 @@ def test_reference_checkpoint_loads_after_documented_renames(tiny_config, tiny_m
         torch.testing.assert_close(value, ours[key] + 1)
 
 
+def test_text_encoder_without_its_tokenizer_is_refused(tiny_config):
+    encoder, tokenizer = random_text_encoder("tiny")
+    with pytest.raises(ValueError, match="both text_encoder and tokenizer"):
+        WaveCL(tiny_config, text_encoder=encoder)
+    with pytest.raises(ValueError, match="both text_encoder and tokenizer"):
+        WaveCL(tiny_config, tokenizer=tokenizer)
+
+
 def make_inputs(T, B, H, W, texts=None):
     generator = torch.Generator().manual_seed(T * 100 + B)
     frames = torch.randn(T, B, 3, H, W, generator=generator)

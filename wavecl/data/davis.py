@@ -26,6 +26,7 @@ written to ``anno_<a>/<video>/<frame>.png`` (:func:`davis_result_path`).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -201,7 +202,7 @@ def convert_davis(
     return DavisConversion(out_dir, videos_written, num_expressions, meta_paths)
 
 
-def davis_result_path(results_root: str | Path, annotator: int, video: str, frame_name: str) -> Path:
+def davis_result_path(results_root: str | os.PathLike[str], annotator: int, video: str, frame_name: str) -> Path:
     """Where the merged prediction of annotator slot ``annotator`` for one frame goes:
     ``<results_root>/anno_<annotator>/<video>/<frame_name>.png`` (a palette PNG of object labels).
 

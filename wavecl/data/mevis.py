@@ -209,6 +209,10 @@ class MeViS(RefYouTubeVOS):
     """
 
     NAME = "MeViS"
+    # Another layout and split names than the base's; what MeViS inherits reads only expressions() and
+    # frame_file(), which both layouts have.
+    paths: MeViSPaths  # type: ignore[assignment]
+    subset: MeViSSplit  # type: ignore[assignment]
 
     def __init__(
         self, root: str | os.PathLike, split: MeViSSplit, window_size: int | None = 8, *, transform: ClipTransform
@@ -234,7 +238,7 @@ class MeViS(RefYouTubeVOS):
 
     def _mevis_train_samples(self, window_size: int) -> list[YTVOSSample]:
         source = self.paths.expressions("train")
-        samples = []
+        samples: list[YTVOSSample] = []
         for video_id, video in self.videos.items():
             position = {name: index for index, name in enumerate(video["frames"])}
             windows = training_windows(natural_sorted(video["frames"]), window_size)

@@ -180,8 +180,11 @@ def _header_size(file: Path | IO[bytes]) -> tuple[int, int]:
     parser: for a file that ``Image.open`` refuses as a decompression bomb before giving its size."""
     Image.init()
     prefix = _file_start(file)
-    factory = next(Image.OPEN[name][0] for name in IMAGE_FORMATS if Image.OPEN[name][1](prefix))
-    with factory(file, None) as image:
+    factory = next(
+        Image.OPEN[name][0] for name in IMAGE_FORMATS if (accept := Image.OPEN[name][1]) is not None and accept(prefix)
+    )
+    # Image.OPEN is typed (IO, filename); the JPEG and PNG factories build an ImageFile, which also takes a path.
+    with factory(file, None) as image:  # type: ignore[arg-type]
         return image.size
 
 
@@ -224,7 +227,7 @@ def open_image(file: Path | IO[bytes], name: str | os.PathLike[str] | None = Non
             :data:`MAX_IMAGE_PIXELS` pixels (the message names the file, its size and the limit).
         ValueError: the file is damaged (named).
     """
-    name = file if name is None else name
+    name = str(file) if name is None else name
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused below, with our limit

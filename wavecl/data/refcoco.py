@@ -38,7 +38,7 @@ import copy
 import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, cast, get_args
 
 import numpy as np
 from PIL import Image
@@ -360,10 +360,10 @@ def build_refcoco(
     config: DataConfig, split: Split, transform: ClipTransform, num_classes: int
 ) -> ConcatDataset[ClipSample]:
     """Every set of ``data.coco_datasets`` (RefCOCO/+/g), ``train`` or ``val``, as pseudo-video clips."""
-    coco_split = "train" if split == "train" else "val"
+    coco_split: RefCOCOSplit = "train" if split == "train" else "val"
     return ConcatDataset(
-        [
-            RefCOCO(config.root, name, coco_split, transform, num_frames=config.window_size)
+        [  # RefCOCO checks each name of the config
+            RefCOCO(config.root, cast(RefCOCOName, name), coco_split, transform, num_frames=config.window_size)
             for name in config.coco_datasets
         ]
     )

@@ -258,7 +258,7 @@ def _sample_objects(rng: np.random.Generator, size: tuple[int, int], num_frames:
         directions.append(opposite[directions[0]])
     drawing_order = rng.permutation(num_objects)
     return tuple(
-        sample_object(rng, obj_id, *chosen[i], axes[i], directions[i], size, num_frames)
+        sample_object(rng, obj_id, chosen[i][0], chosen[i][1], axes[i], directions[i], size, num_frames)
         for obj_id, i in enumerate(drawing_order, start=1)
     )
 

@@ -59,17 +59,19 @@ def resize_shape(h: int, w: int, short_size: int, max_size: int | None) -> tuple
     ``(240, 320, 320, 576) -> (320, 426)``.
 
     Raises:
-        ValueError: the short side would shrink below one pixel (a picture far longer than wide, such
-            as 1x5000 with ``max_size=640``); the message gives both sizes.
+        ValueError: ``short_size`` is below one pixel, or the short side would shrink below one pixel (a
+            picture far longer than wide, such as 1x5000 with ``max_size=640``); the message gives both sizes.
     """
+    if short_size < 1:
+        raise ValueError(f"the short side must be resized to at least one pixel, got short_size={short_size}")
     short, long = min(h, w), max(h, w)
     if max_size is not None and long / short * short_size > max_size:
         short_size = int(round(max_size * short / long))
-    if short_size < 1:
-        raise ValueError(
-            f"a {w}x{h} picture resized to a long side of at most {max_size} pixels would have a short side of "
-            f"less than one pixel; the long side must be less than {2 * max_size} times the short side"
-        )
+        if short_size < 1:
+            raise ValueError(
+                f"a {w}x{h} picture resized to a long side of at most {max_size} pixels would have a short side of "
+                f"less than one pixel; the long side must be less than {2 * max_size} times the short side"
+            )
     if short == short_size:
         return h, w
     if w < h:

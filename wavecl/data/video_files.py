@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from types import ModuleType, TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 from PIL import Image
@@ -51,6 +51,7 @@ from wavecl.optional import require_package
 
 if TYPE_CHECKING:
     import av
+    from av.video.stream import VideoStream
 
 logger = logging.getLogger(__name__)
 
@@ -174,7 +175,8 @@ def _presented_frames(path: Path, report: DecodeReport | None = None) -> Iterato
 def _decode_video(path: str | os.PathLike) -> list[av.VideoFrame]:
     """All frames of the first video stream of ``path``, in presentation order (see module docstring)."""
     path = Path(path)
-    frames_by_pts = {frame.pts: frame for frame in _presented_frames(path)}
+    # _presented_frames yields only frames with a timestamp
+    frames_by_pts = {cast(int, frame.pts): frame for frame in _presented_frames(path)}
     if not frames_by_pts:
         raise ValueError(f"video {path} has no decodable frames")
     return [frames_by_pts[pts] for pts in sorted(frames_by_pts)]
@@ -263,6 +265,7 @@ def iter_video_frames(path: str | os.PathLike[str]) -> Iterator[Image.Image]:
 
     def emit(frame: av.VideoFrame) -> Iterator[Image.Image]:
         nonlocal previous, index
+        assert frame.pts is not None  # _presented_frames yields only frames with a timestamp
         image = upright_image(frame, path)
         image.info["time"] = report.seconds(frame.pts)
         for pts in sorted(pts for pts in report.damaged if pts < frame.pts):
@@ -367,9 +370,11 @@ class VideoWriter:
             raise ValueError(f"the mpeg4 encoder cannot write odd frame size {height}x{width} to {self.path}")
         temporary = self._resources.enter_context(atomic_path(self.path))
         self._container = self._resources.enter_context(av.open(str(temporary), mode="w", format="mp4"))
-        self._stream = self._container.add_stream(codec, rate=Fraction(self.fps).limit_denominator(100000))
-        self._stream.width, self._stream.height = width, height
-        self._stream.pix_fmt = "yuv420p" if even else "yuv444p"
+        rate = Fraction(self.fps).limit_denominator(100000)
+        stream = cast("VideoStream", self._container.add_stream(codec, rate=rate))  # a video codec
+        stream.width, stream.height = width, height
+        stream.pix_fmt = "yuv420p" if even else "yuv444p"
+        self._stream = stream
 
     def write(self, frame: np.ndarray) -> None:
         """Encode one ``[H, W, 3]`` uint8 RGB frame (the same size as the first one)."""

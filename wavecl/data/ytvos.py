@@ -367,7 +367,7 @@ def _video_train_samples(paths: YTVOSPaths, video_id: str, video: dict[str, Any]
     frames = natural_sorted(video["frames"])
     present = _objects_per_frame(paths, video_id, frames)
     windows = training_windows(frames, window_size)
-    samples = []
+    samples: list[list[Any]] = []
     for exp_id, expression in video["expressions"].items():
         if "obj_id" not in expression:
             raise ValueError(f"{paths.expressions('train')}: video {video_id!r} expression {exp_id!r} has no obj_id")
@@ -490,7 +490,7 @@ def expression_clips(
     for video_id in videos:
         if not (frames_folder / video_id).is_dir():
             raise FileNotFoundError(f"frame folder not found: {frames_folder / video_id}")
-    samples = []
+    samples: list[YTVOSSample] = []
     for video_id, video in videos.items():
         frames = natural_sorted(video["frames"])
         for exp_id, expression in video["expressions"].items():
@@ -623,8 +623,9 @@ class RefYouTubeVOS(Dataset[ClipSample]):
         """``{(video, object id): class index}`` for every referred object, from ``train/meta.json``."""
         meta = read_json(self.paths.train_meta)
         videos = meta.get("videos", {}) if isinstance(meta, dict) else {}
-        categories = {}
+        categories: dict[tuple[str, int], int] = {}
         for sample in self.samples:
+            assert sample.obj_id is not None  # training samples name their object
             key = (sample.video_id, sample.obj_id)
             if key in categories:
                 continue
@@ -673,6 +674,7 @@ class RefYouTubeVOS(Dataset[ClipSample]):
         Raises:
             ValueError: a mask is of another size than its frame (both files named).
         """
+        assert sample.obj_id is not None  # training samples name their object
         label = self.categories[sample.video_id, sample.obj_id] if self.num_classes == 65 else 0
         annotations: list[FrameAnnotation | None] = []
         for name in sample.frame_names:

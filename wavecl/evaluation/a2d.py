@@ -111,6 +111,7 @@ class A2DEvaluator:
                 [target.orig_size for target in row],
             )
             for target, sample in zip(row, samples):
+                assert target.image_id is not None  # checked above
                 self.results.extend(masks_to_coco_results(target.image_id, sample["scores"], sample["masks"]))
 
     def summarize(self) -> dict[str, float]:
@@ -122,6 +123,7 @@ class A2DEvaluator:
         results = gather_results(self.results)
 
         def score() -> dict[str, float]:
+            assert results is not None  # gathered on the main process, where this runs
             if self.results_path is not None:
                 write_json(self.results_path, results)
             return a2d_metrics(self.ground_truth, results, self.precision_metrics)

@@ -8,8 +8,8 @@ chunk, whose masks are merged) stay on one rank, in consecutive batches, so no r
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Protocol
+from collections.abc import Iterator, Sized
+from typing import Protocol, cast
 
 import torch
 from torch import Tensor
@@ -46,7 +46,7 @@ def dataset_sentences(dataset: Dataset) -> Iterator[tuple[str, str]]:
         for child in dataset.datasets:
             yield from dataset_sentences(child)
     elif hasattr(dataset, "sentence"):
-        for index in range(len(dataset)):
+        for index in range(len(cast(Sized, dataset))):  # evaluation datasets are map-style, with a length
             yield dataset.sentence(index)
 
 

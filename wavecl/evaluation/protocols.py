@@ -15,7 +15,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from torch import nn
 from torch.utils.data import Dataset
 
 from wavecl.amp import PrecisionPolicy, decide_precision
@@ -32,6 +31,7 @@ from wavecl.evaluation.mevis import build_mevis_evaluator, score_saved_mevis
 from wavecl.evaluation.refcoco import PRIMARY_METRIC as REFCOCO_PRIMARY_METRIC
 from wavecl.evaluation.refcoco import build_refcoco_evaluator, score_saved_refcoco
 from wavecl.evaluation.ytvos import build_ytvos_evaluator, score_saved_ytvos
+from wavecl.model.wavecl import WaveCL
 
 EvaluatorBuilder = Callable[[Config, Dataset[ClipSample], Path], Evaluator]
 SavedScorer = Callable[[Config, Path, Path | None], dict[str, float]]
@@ -155,7 +155,7 @@ def metrics_record(record: dict[str, Any], metrics: dict[str, float]) -> dict[st
 
 
 def evaluate_model(
-    model: nn.Module,
+    model: WaveCL,
     config: Config,
     out_dir: str | Path,
     dist: DistInfo,

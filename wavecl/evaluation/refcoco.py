@@ -196,10 +196,14 @@ class RefCOCOEvaluator:
         gathered = {name: gather_results(results) for name, results in self.results.items()}  # on rank 0 only
 
         def score() -> dict[str, float]:
+            complete: dict[str, list[dict[str, Any]]] = {}
+            for name, results in gathered.items():
+                assert results is not None  # gathered on the main process, where this runs
+                complete[name] = results
             if self.results_dir is not None:
-                for name, results in gathered.items():
+                for name, results in complete.items():
                     write_json(os.path.join(self.results_dir, f"{name}_predictions.json"), results)
-            return evaluate_refcoco_sets(self.ground_truth, gathered)
+            return evaluate_refcoco_sets(self.ground_truth, complete)
 
         return on_main_process(score, "computing the RefCOCO metrics")
 

@@ -11,8 +11,9 @@ decided on their values (:meth:`wavecl.data.types.Batch.shared_clips`), never on
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterator
+from collections.abc import Hashable, Iterator, Sized
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import Tensor
@@ -26,9 +27,10 @@ def clip_keys(dataset: Dataset) -> list[Hashable]:
     :class:`~torch.utils.data.ConcatDataset` too), else a key of its own per sample (nothing shared)."""
     if isinstance(dataset, ConcatDataset):
         return [(part, key) for part, child in enumerate(dataset.datasets) for key in clip_keys(child)]
+    size = len(cast(Sized, dataset))  # evaluation datasets are map-style, with a length
     if hasattr(dataset, "clip_key"):
-        return [dataset.clip_key(index) for index in range(len(dataset))]
-    return [("sample", index) for index in range(len(dataset))]
+        return [dataset.clip_key(index) for index in range(size)]
+    return [("sample", index) for index in range(size)]
 
 
 def group_by_clip(keys: list[Hashable]) -> list[list[int]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -110,4 +111,5 @@ class OnnxNetwork:
         values = [*visual, *sentences, image_sizes.long().numpy()]
         outputs = self.sessions["segment"].run(None, dict(zip(names, values)))
         named = zip(self.manifest["segment_outputs"], outputs)
-        return WaveCLOutput(**{name: torch.from_numpy(array) for name, array in named})
+        fields: dict[str, Any] = {name: torch.from_numpy(array) for name, array in named}
+        return WaveCLOutput(**fields)

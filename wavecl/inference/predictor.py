@@ -20,7 +20,7 @@ import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -37,7 +37,7 @@ from wavecl.inference_settings import InferenceSettings
 from wavecl.model.compile import compile_model
 from wavecl.model.linking import LinkedQueries
 from wavecl.model.onnx_export import export_onnx
-from wavecl.model.output import NonFiniteOutputError
+from wavecl.model.output import NonFiniteOutputError, WaveCLOutput
 from wavecl.model.postprocess import video_postprocess
 from wavecl.model.text import sentence_start
 from wavecl.model.wavecl import WaveCL
@@ -125,6 +125,23 @@ def open_video(video: VideoInput) -> VideoSource:
     return VideoSource((frame.convert("RGB") for frame in video), len(video), None, "frame list")
 
 
+VisualT = TypeVar("VisualT")
+SentencesT = TypeVar("SentencesT")
+
+
+class SegmentationNetwork(Protocol[VisualT, SentencesT]):
+    """The three steps :class:`VideoPredictor` runs, on :class:`WaveCL` or :class:`OnnxNetwork`; the encoded
+    video and sentences go back into ``segment`` of the same network, whatever their type."""
+
+    def encode_video(self, frames: Tensor, pad_mask: Tensor) -> VisualT: ...
+
+    def encode_sentences(self, texts: Sequence[str], device: torch.device) -> SentencesT: ...
+
+    def segment(
+        self, visual: VisualT, sentences: SentencesT, image_sizes: Tensor, clip_index: Tensor | None = None
+    ) -> WaveCLOutput: ...
+
+
 class VideoPredictor:
     """Referring segmentation of whole videos with a trained :class:`WaveCL`.
 
@@ -166,6 +183,7 @@ class VideoPredictor:
         self.settings = (model.inference_settings if settings is None else settings).with_given(**changes)
         self.device = resolve_device(self.settings.device)
         self.model = model.to(self.device).eval()
+        self.network: SegmentationNetwork[Any, Any]
         if self.settings.runtime == "onnxruntime":
             self.network = self._onnx_network(model, onnx_dir)
         else:

@@ -98,6 +98,7 @@ def _sample_by_grid(
         level_weights = rearrange(attention_weights[:, :, :, level], "n q m p -> (n m) 1 q p")
         weighted = (samples * level_weights).sum(dim=-1)  # [(n m), d, q]
         output = weighted if output is None else output + weighted
+    assert output is not None  # level_shapes is not empty
     return rearrange(output, "(n m) d q -> n q (m d)", n=n, m=heads)
 
 
@@ -152,6 +153,7 @@ def _sample_by_gather(
                 rows.view(-1, levels * points), table, per_sample_weights=weights.view(-1, levels * points), mode="sum"
             )
             output = summed if output is None else output.add_(summed)
+    assert output is not None  # four corners
     return output.view(n, queries, heads * dim)
 
 

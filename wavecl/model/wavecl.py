@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
+import transformers
 from einops import rearrange
 from torch import Tensor, nn
 
@@ -72,16 +74,21 @@ class WaveCL(PretrainedMixin, nn.Module):
             told otherwise (the defaults when ``None``); :meth:`from_pretrained` gives those recorded with
             the weights (:data:`~wavecl.inference_settings.RECORDED_SETTINGS`), :meth:`save_pretrained`
             records them.
+
+    Raises:
+        ValueError: only one of ``text_encoder`` and ``tokenizer`` is given.
     """
 
     def __init__(
         self,
         config: ModelConfig,
-        text_encoder: nn.Module | None = None,
-        tokenizer=None,
+        text_encoder: transformers.PreTrainedModel | None = None,
+        tokenizer: transformers.PreTrainedTokenizerBase | None = None,
         inference_settings: InferenceSettings | None = None,
     ) -> None:
         super().__init__()
+        if (text_encoder is None) != (tokenizer is None):
+            raise ValueError("give both text_encoder and tokenizer, or neither to load config.text_encoder")
         self.config = config
         self.inference_settings = InferenceSettings() if inference_settings is None else inference_settings
         d = config.d_model
@@ -101,7 +108,7 @@ class WaveCL(PretrainedMixin, nn.Module):
                 if value is not None
             },
         )
-        if text_encoder is None:
+        if text_encoder is None or tokenizer is None:
             text_encoder, tokenizer = load_text_encoder(config.text_encoder)
         self.text_encoder = text_encoder
         self.tokenizer = tokenizer
@@ -163,19 +170,23 @@ class WaveCL(PretrainedMixin, nn.Module):
         self._reset_parameters()
 
     def _reset_parameters(self) -> None:
+        # ModuleList items are typed Module: the casts name the layers __init__ builds.
         for proj in self.input_proj:
-            nn.init.xavier_uniform_(proj[0].weight, gain=1)
-            nn.init.zeros_(proj[0].bias)
+            conv = cast(nn.Conv2d, proj.get_submodule("0"))
+            nn.init.xavier_uniform_(conv.weight, gain=1)
+            nn.init.zeros_(cast(Tensor, conv.bias))
         prior = -math.log((1 - 0.01) / 0.01)
         for head in self.class_embed:
-            nn.init.constant_(head.bias, prior)
-        for mlp in self.bbox_embed:
-            nn.init.zeros_(mlp.layers[-1].weight)
-            nn.init.zeros_(mlp.layers[-1].bias)
-        nn.init.constant_(self.bbox_embed[0].layers[-1].bias[2:], -2.0)
+            nn.init.constant_(cast(nn.Linear, head).bias, prior)
+        box_outputs = [cast(nn.Linear, cast(MLP, mlp).layers[-1]) for mlp in self.bbox_embed]
+        for linear in box_outputs:
+            nn.init.zeros_(linear.weight)
+            nn.init.zeros_(linear.bias)
+        nn.init.constant_(box_outputs[0].bias[2:], -2.0)
         for layer in self.controller.layers:
-            nn.init.xavier_uniform_(layer.weight)
-            nn.init.zeros_(layer.bias)
+            linear = cast(nn.Linear, layer)
+            nn.init.xavier_uniform_(linear.weight)
+            nn.init.zeros_(linear.bias)
 
     def train(self, mode: bool = True) -> WaveCL:
         """Switch modes; a frozen text encoder always stays in eval mode (no dropout)."""
@@ -352,7 +363,7 @@ class WaveCL(PretrainedMixin, nn.Module):
         T, B = visual.num_frames, N
         text = sentences.text
         srcs = []
-        text_sentence_feature = None
+        text_sentence_feature: Tensor | None = None
         for level, (x, mask, pos) in enumerate(zip(visual.levels, visual.masks, visual.positions)):
             h, w = x.shape[-2:]
             tokens = rearrange(x, "(b t) c h w -> (t h w) b c", b=B)
@@ -368,6 +379,8 @@ class WaveCL(PretrainedMixin, nn.Module):
                 language = self.lvf(words, tokens, memory_key_padding_mask=token_mask, pos=token_pos)
                 text_sentence_feature = masked_mean(rearrange(language, "s b c -> b s c"), text.pad_mask)
             srcs.append(fused)
+        if text_sentence_feature is None:
+            raise ValueError(f"visual features need more than {LVF_LEVEL} levels, got {len(visual.levels)}")
 
         decoded = self.transformer(srcs, visual.masks, visual.positions, self.query_embed.weight, self.bbox_embed)
         hs = rearrange(decoded.hs, "l (b t) q c -> l t b q c", b=B)

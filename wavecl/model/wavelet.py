@@ -19,6 +19,8 @@ sums and differences to the coefficients.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor
@@ -56,7 +58,7 @@ def haar_dwt2(x: Tensor) -> tuple[Tensor, Tensor]:
     return low, high
 
 
-def haar_idwt2(low: Tensor, high: Tensor, size: tuple[int, int] | None = None) -> Tensor:
+def haar_idwt2(low: Tensor, high: Tensor, size: Sequence[int] | None = None) -> Tensor:
     """Exact inverse of :func:`haar_dwt2`.
 
     Args:

@@ -199,7 +199,7 @@ def _calibrate_and_reconstruct(
     frame_scale: Tensor,
     num_frames: int,
     high_attention: FocusedLinearAttention,
-    size: tuple[int, int],
+    size: torch.Size,
 ) -> Tensor:
     """Scale the low band, let the high bands attend to it, and invert the Haar transform.
 

@@ -144,8 +144,8 @@ def write_a2d_fixture(
     for video, instance, query in rows:
         if video == "vidMissed" or instance == "1 (copy)":
             continue
-        subset = "train" if videos[video] == 0 else "test"
-        samples[subset].extend(
+        split = "train" if videos[video] == 0 else "test"
+        samples[split].extend(
             A2DFixtureSample(query, video, frame, int(instance))
             for frame, ids in sorted(annotated[video].items())
             if int(instance) in ids

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -107,7 +108,7 @@ def write_mevis_fixture(root: str | os.PathLike, *, seed: int = 0) -> MeViSFixtu
                 frame = np.full((*video.size, 3), 40 + 30 * index, dtype=np.uint8)
                 save_image(Image.fromarray(frame), root / split / "JPEGImages" / video_id / f"{name}.jpg", "JPEG")
             for anno_id, masks in video.objects.items():
-                rles = []
+                rles: list[dict[str, Any] | None] = []
                 for mask in masks:
                     if not mask.any():
                         rles.append(None)

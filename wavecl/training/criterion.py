@@ -16,6 +16,8 @@ of target masks ``T·B`` averaged over processes and clamped at 1.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from einops import einsum, rearrange
@@ -163,7 +165,7 @@ class SetCriterion(nn.Module):
             raise KeyError(
                 f"{unknown} are not loss keys of this criterion (expected keys of weight_dict: {sorted(weights)})"
             )
-        return sum(weights[key] * value for key, value in loss_dict.items())
+        return cast(Tensor, sum(weights[key] * value for key, value in loss_dict.items()))  # loss_dict is never empty
 
     @staticmethod
     def num_masks(targets: list[list[FrameTarget]], device: torch.device) -> Tensor:

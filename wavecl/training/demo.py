@@ -152,7 +152,7 @@ class DemoResult:
 def held_out_clips(data_root: Path, count: int) -> list[tuple[Path, list[str]]]:
     """The first ``count`` evaluated videos of the ``valid`` split that have frames, with up to 3 sentences each."""
     paths = YTVOSPaths.find(data_root)
-    clips = []
+    clips: list[tuple[Path, list[str]]] = []
     for video_id, video in evaluated_videos(paths, "valid").items():
         frames_dir = paths.root / "valid" / "JPEGImages" / video_id
         if frames_dir.is_dir() and len(clips) < count:
@@ -210,7 +210,7 @@ def run_demo(
         + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if k in ("J", "F", "J&F", "windows"))
     )
     console.print("[bold]4/4[/bold] pictures")
-    overlays = []
+    overlays: list[Path] = []
     for frames_dir, sentences in held_out_clips(data_root, OVERLAY_CLIPS):
         paths = predict_video(
             run_dir,
@@ -221,7 +221,9 @@ def run_demo(
             progress=False,
             fps=4,
         )
-        overlays += [paths.contact_sheet, paths.overlay_video]
+        overlays += [
+            path for path in (paths.contact_sheet, paths.overlay_video) if path is not None
+        ]  # no mp4 without PyAV
     loss_curve = run_dir / "loss_curve.png"
     plot_losses(RunDirectory(run_dir).tensorboard, loss_curve)
     write_json(run_dir / "demo_result.json", {"metrics": metrics, "train_seconds": train_seconds})

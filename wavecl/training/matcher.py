@@ -17,7 +17,7 @@ names the cost terms, so the trainer's ``train.nonfinite_loss`` policy can stop 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, cast
 
 import numpy as np
 import torch
@@ -177,7 +177,7 @@ class HungarianMatcher:
             clip_terms = self.clip_costs(outputs, b, [targets[t][b] for t in range(num_frames)], padded_size)
             clip_terms["cost_con"] = self.cost_con * contrastive_cost[b, :, None]
             terms.append(clip_terms)
-        costs = [sum(clip_terms.values()) for clip_terms in terms]
+        costs = [cast(Tensor, sum(clip_terms.values())) for clip_terms in terms]  # non-empty sums of tensors
         # One copy to the host for every clip's cost (one wait for the device per layer, not per clip).
         on_host = torch.cat([cost.flatten() for cost in costs]).cpu().split([cost.numel() for cost in costs])
         indices = []

@@ -23,7 +23,7 @@ import math
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -342,7 +342,11 @@ class Trainer:
         """
         batch = batch.to(self.device, non_blocking=True)
         distributed_sync = last_micro_step or not self.dist.distributed
-        with contextlib.nullcontext() if distributed_sync else self.ddp_model.no_sync():
+        # Without sync the run is distributed, so ddp_model is the DistributedDataParallel wrapper.
+        no_sync = (
+            contextlib.nullcontext() if distributed_sync else cast(DistributedDataParallel, self.ddp_model).no_sync()
+        )
+        with no_sync:
             loss_dict, total, names, flags = self._forward_loss(batch)
             if not self._check_finite(names, flags, epoch, step):
                 self.optimizer.zero_grad(set_to_none=True)
