@@ -204,3 +204,26 @@ def test_coordinates_stay_float32_under_bf16_autocast(train):
     assert recorder.seen[sampler] and set(recorder.seen[sampler]) == {torch.float32}
     assert recorder.seen["dynamic_conv"] and set(recorder.seen["dynamic_conv"]) == {torch.float32}
     assert output.pred_masks.dtype == torch.float32
+
+
+@pytest.mark.parametrize("shift", [(0, 0, 0), (4, 3, 3)])
+@pytest.mark.parametrize(
+    ("T", "H", "W"),
+    [(2, 5, 9), (3, 7, 7), (1, 8, 15), (4, 3, 20), (8, 14, 6), (2, 1, 2), (2, 22, 11)],
+)
+def test_window_attention_for_any_size_equals_torchvision(shift, T, H, W):
+    """The export's branch-free attention against torchvision's on token grids where the 7x7 window
+    shrinks along no, one or both spatial axes (sizes at, under and over the window, padded or not)."""
+    torch.manual_seed(0)
+    attention = WindowAttention3d(16, [8, 7, 7], list(shift), 2).eval()
+    with torch.no_grad():
+        attention.relative_position_bias_table.normal_()  # a bias that differs per relative position
+        tokens = torch.randn(2, T, H, W, 16)
+        expected = ShiftedWindowAttention3d.forward(attention, tokens)
+        torch.testing.assert_close(attention.forward_any_size(tokens), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_window_attention_for_any_size_refuses_long_windows():
+    attention = WindowAttention3d(16, [8, 7, 7], [4, 3, 3], 2)
+    with pytest.raises(ValueError, match="at most 8 frames, got 9"):
+        attention.forward_any_size(torch.randn(1, 9, 7, 7, 16))

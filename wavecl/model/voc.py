@@ -12,6 +12,8 @@ import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import Tensor, nn
 
+from wavecl.model.dropout import Dropout
+
 
 def _xavier_matrices(module: nn.Module) -> None:
     """Xavier-uniform on every parameter with more than one dimension; biases keep their defaults."""
@@ -27,7 +29,7 @@ class SelfAttentionLayer(nn.Module):
         super().__init__()
         self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
         self.norm = nn.LayerNorm(d_model)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         _xavier_matrices(self)
 
     def forward(self, tgt: Tensor, query_pos: Tensor | None = None) -> Tensor:
@@ -44,7 +46,7 @@ class CrossAttentionLayer(nn.Module):
         super().__init__()
         self.multihead_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
         self.norm = nn.LayerNorm(d_model)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         _xavier_matrices(self)
 
     def forward(self, tgt: Tensor, memory: Tensor, pos: Tensor, query_pos: Tensor) -> Tensor:
@@ -61,7 +63,7 @@ class FFNLayer(nn.Module):
         self.linear1 = nn.Linear(d_model, dim_feedforward)
         self.linear2 = nn.Linear(dim_feedforward, d_model)
         self.norm = nn.LayerNorm(d_model)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         _xavier_matrices(self)
 
     def forward(self, tgt: Tensor) -> Tensor:
