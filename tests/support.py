@@ -42,7 +42,7 @@ def constant_prediction(batch, logit: float) -> WaveCLOutput:
         pred_masks=torch.full((T, B, Q, (H + 3) // 4, (W + 3) // 4), logit),
         pred_cls=torch.zeros(T, B, Q, 1),
         pred_boxes=torch.full((T, B, Q, 4), 0.5),
-        pred_logit=torch.zeros(B, Q, 8),
+        video_queries=torch.zeros(B, Q, 8),
         text_sentence_feature=torch.zeros(B, 8),
     )
 

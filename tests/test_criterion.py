@@ -24,7 +24,7 @@ def make_layer(T: int, B: int, Q: int, K: int, h: int, w: int, C: int, generator
         pred_masks=(torch.randn(T, B, Q, h, w, generator=generator) * 2).requires_grad_(),
         pred_cls=(torch.randn(T, B, Q, K, generator=generator) - 1).requires_grad_(),
         pred_boxes=(torch.rand(T, B, Q, 4, generator=generator) * 0.5 + 0.25).requires_grad_(),
-        pred_logit=torch.randn(B, Q, C, generator=generator).requires_grad_(),
+        video_queries=torch.randn(B, Q, C, generator=generator).requires_grad_(),
         text_sentence_feature=torch.randn(B, C, generator=generator).requires_grad_(),
     )
 
@@ -88,9 +88,9 @@ def reference_losses(layer: WaveCLOutput, targets, indices, num_classes: int) ->
                     alpha_t = 0.25 * y + 0.75 * (1 - y)
                     cls += alpha_t * (1 - p_t) ** 2 * -math.log(p_t)
     con = 0.0
-    C = layer.pred_logit.shape[-1]
+    C = layer.video_queries.shape[-1]
     for b in range(B):
-        z = (layer.pred_logit[b] @ layer.text_sentence_feature[b]) / C
+        z = (layer.video_queries[b] @ layer.text_sentence_feature[b]) / C
         con += -torch.log_softmax(z, 0)[int(indices[b][0][0])].item()
     return {
         "loss_con": con / B,
@@ -123,7 +123,7 @@ def test_contrastive_loss_is_cross_entropy_over_queries():
     criterion = SetCriterion(HungarianMatcher(), num_classes=1)
     indices = criterion.matcher(outputs, targets)
     referred = torch.cat([query for query, _ in indices])
-    logits = torch.einsum("bqc,bc->bq", outputs.pred_logit, outputs.text_sentence_feature) / 16
+    logits = torch.einsum("bqc,bc->bq", outputs.video_queries, outputs.text_sentence_feature) / 16
     torch.testing.assert_close(criterion(outputs, targets)["loss_con"], F.cross_entropy(logits, referred))
 
 
@@ -164,7 +164,7 @@ def test_weighted_total_and_gradients_are_finite():
     torch.testing.assert_close(total, by_hand)
     total.backward()
     for layer in [outputs, *outputs.aux_outputs]:
-        for tensor in [layer.pred_masks, layer.pred_cls, layer.pred_boxes, layer.pred_logit]:
+        for tensor in [layer.pred_masks, layer.pred_cls, layer.pred_boxes, layer.video_queries]:
             assert tensor.grad is not None and torch.isfinite(tensor.grad).all() and tensor.grad.abs().sum() > 0
     assert torch.isfinite(outputs.text_sentence_feature.grad).all()
 
@@ -221,7 +221,8 @@ def test_nonfinite_outputs_are_named_per_layer():
     assert outputs.nonfinite() == []
     with torch.no_grad():
         outputs.pred_boxes[0, 0, 0, 0] = float("inf")
-        outputs.aux_outputs[0].pred_logit[1, 0, 0] = float("nan")
-    assert outputs.nonfinite() == ["pred_boxes", "aux_outputs[0].pred_logit"]
-    with pytest.raises(NonFiniteOutputError, match=r"\['pred_boxes', 'aux_outputs\[0\]\.pred_logit'\] .* for clip 7"):
+        outputs.aux_outputs[0].video_queries[1, 0, 0] = float("nan")
+    assert outputs.nonfinite() == ["pred_boxes", "aux_outputs[0].video_queries"]
+    expected = r"\['pred_boxes', 'aux_outputs\[0\]\.video_queries'\] .* for clip 7"
+    with pytest.raises(NonFiniteOutputError, match=expected):
         outputs.require_finite("clip 7")

@@ -94,7 +94,7 @@ def make_inputs(T: int, B: int, H: int = 45, W: int = 61, dtype: torch.dtype = t
 
 def predictions(output) -> dict[str, torch.Tensor]:
     """Every prediction of every returned layer, by name."""
-    tensors = {"pred_logit": output.pred_logit, "text_sentence_feature": output.text_sentence_feature}
+    tensors = {"video_queries": output.video_queries, "text_sentence_feature": output.text_sentence_feature}
     for index, layer in enumerate([output, *output.aux_outputs]):
         for name in ("pred_masks", "pred_cls", "pred_boxes"):
             tensors[f"{index}.{name}"] = getattr(layer, name)

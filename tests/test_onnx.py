@@ -85,7 +85,7 @@ def test_onnx_runtime_equals_eager(onnx_dir, model, frames, height, width):
         )
     stride4 = (-(-height // 4), -(-width // 4))
     assert ran.pred_masks.shape == eager.pred_masks.shape == (frames, 3, model.config.num_queries, *stride4)
-    for name in ("pred_masks", "pred_cls", "pred_boxes", "pred_logit", "text_sentence_feature"):
+    for name in ("pred_masks", "pred_cls", "pred_boxes", "video_queries", "text_sentence_feature"):
         expected, actual = getattr(eager, name), getattr(ran, name)
         assert (actual - expected).abs().max() <= 1e-4 * expected.abs().max(), name
     agree = ((ran.pred_masks > 0) == (eager.pred_masks > 0)).float().mean()

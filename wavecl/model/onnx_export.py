@@ -11,7 +11,7 @@ sentences about one window still share one backbone pass:
   ``word_padding``, ``sentence_raw``, ``sentence`` and ``word_positions``;
 - ``segment.onnx``: :meth:`WaveCL.segment` of ``N`` sentences about that clip (the video part's outputs,
   the sentence part's outputs and ``image_sizes [N, 2]`` int64) to ``pred_masks``, ``pred_cls``,
-  ``pred_boxes``, ``pred_logit`` and ``text_sentence_feature`` (:class:`~wavecl.model.output.WaveCLOutput`,
+  ``pred_boxes``, ``video_queries`` and ``text_sentence_feature`` (:class:`~wavecl.model.output.WaveCLOutput`,
   eval mode).
 
 The frame size, the window length, the number of sentences and their token count are dynamic axes.
@@ -51,7 +51,7 @@ PART_FILES = {"video": "video.onnx", "sentences": "sentences.onnx", "segment": "
 """The file of each part."""
 
 SENTENCE_OUTPUTS = ("words", "word_padding", "sentence_raw", "sentence", "word_positions")
-SEGMENT_OUTPUTS = ("pred_masks", "pred_cls", "pred_boxes", "pred_logit", "text_sentence_feature")
+SEGMENT_OUTPUTS = ("pred_masks", "pred_cls", "pred_boxes", "video_queries", "text_sentence_feature")
 MAX_FRAME_SIDE = 4096
 
 
