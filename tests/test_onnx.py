@@ -52,7 +52,9 @@ def window_outputs(directory, model, frames: int, height: int, width: int):
 @pytest.mark.slow
 def test_parts_and_manifest(onnx_dir, model):
     manifest = json.loads((onnx_dir / ONNX_MANIFEST).read_text())
-    assert manifest["min_frame_side"] == min_frame_side(model) == 33  # last stage 2 tokens: 33 / 4 / 2**3 rounded up
+    assert (
+        manifest["min_frame_side"] == min_frame_side(model.config) == 33
+    )  # last stage 2 tokens: 33 / 4 / 2**3 rounded up
     assert manifest["max_frames"] == model.config.backbone_window_size[0]
     for name in PART_FILES.values():
         graph = onnx.load(str(onnx_dir / name))

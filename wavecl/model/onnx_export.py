@@ -37,6 +37,7 @@ import torch.fx.experimental._config
 from torch import Tensor, nn
 
 from wavecl.atomic import atomic_path
+from wavecl.config import ModelConfig
 from wavecl.model.features import EncodedSentences, VisualFeatures
 from wavecl.model.text import TextFeatures, tokenize_texts
 from wavecl.optional import require_package
@@ -60,17 +61,17 @@ def visual_names(num_levels: int) -> list[str]:
     return ["stride4"] + [f"{kind}_{level}" for kind in ("level", "mask", "position") for level in range(num_levels)]
 
 
-def min_frame_side(model: nn.Module) -> int:
+def min_frame_side(config: ModelConfig) -> int:
     """The smallest padded frame side (pixels) the export takes: the last Video-Swin stage keeps 2 tokens.
 
     Stage 0 has ``ceil(H / 4)`` tokens and each patch merging halves them (rounding up). A side of one
     token is a size the exporter specialises (it treats sizes 0 and 1 apart), so the last stage needs
     two: ``H > 4 * 2**(stages - 1)``, 33 px for Video-Swin's four stages.
     """
-    return 4 * 2 ** (len(model.config.backbone_depths) - 1) + 1
+    return 4 * 2 ** (len(config.backbone_depths) - 1) + 1
 
 
-def trace_frame_side(model: nn.Module) -> int:
+def trace_frame_side(config: ModelConfig) -> int:
     """The smallest side (pixels) of the example frames the parts are traced on: every stage has 2 windows.
 
     At a smaller example some stage has one attention window per axis, and the tracer would freeze
@@ -78,8 +79,8 @@ def trace_frame_side(model: nn.Module) -> int:
     :func:`min_frame_side` up. Returns the side that leaves the last stage ``window + 1`` tokens (225
     px for 7x7 windows).
     """
-    tokens = max(model.config.backbone_window_size[1:]) + 1
-    for _ in range(len(model.config.backbone_depths) - 1):
+    tokens = max(config.backbone_window_size[1:]) + 1
+    for _ in range(len(config.backbone_depths) - 1):
         tokens = 2 * tokens - 1
     return 4 * (tokens - 1) + 1
 
@@ -171,10 +172,14 @@ def export_onnx(
 
     Raises:
         ValueError: ``frame_size`` is below :func:`trace_frame_side`.
+        TypeError: ``model`` has no :class:`~wavecl.config.ModelConfig` (it is not a WaveCL).
     """
     directory = Path(directory)
     model = model.cpu().eval().float()
-    min_side, trace_side = min_frame_side(model), trace_frame_side(model)
+    config = model.config
+    if not isinstance(config, ModelConfig):
+        raise TypeError(f"export_onnx exports a WaveCL (with a ModelConfig), got {type(model).__name__}")
+    min_side, trace_side = min_frame_side(config), trace_frame_side(config)
     height, width = frame_size or (trace_side, trace_side)
     if min(height, width) < trace_side:
         raise ValueError(f"frame_size {height}x{width} is below the smallest side to trace at, {trace_side} px")
