@@ -1,6 +1,6 @@
 """Where a training step's CPU time goes: ``torch.profiler`` over one forward + backward, one thread.
 
-The workload of ``../shared/refbench`` (``timeit_wavecl.py``): a configuration's network with a randomly
+The side-by-side timing workload (the shared refbench's wavecl timer): a configuration's network with a randomly
 initialised ``roberta-base`` text encoder and no backbone checkpoint, in train mode, on random frames;
 the loss is the mean of every decoder layer's mask logits. One untimed step comes first. Prints the
 step's wall time and the operators with the most self CPU time, each with the input shapes that cost
