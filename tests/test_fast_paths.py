@@ -24,6 +24,7 @@ from torchvision.models.video.swin_transformer import ShiftedWindowAttention3d
 import wavecl.model.deformable as deformable
 from wavecl.config import load_config
 from wavecl.model.backbone import WindowAttention3d
+from wavecl.model.dropout import dropout
 from wavecl.model.wavecl import WaveCL
 
 SWITCHES = {
@@ -227,3 +228,19 @@ def test_window_attention_for_any_size_refuses_long_windows():
     attention = WindowAttention3d(16, [8, 7, 7], [4, 3, 3], 2)
     with pytest.raises(ValueError, match="at most 8 frames, got 9"):
         attention.forward_any_size(torch.randn(1, 9, 7, 7, 16))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+def test_dropout_draws_bernoulli_masks(dtype):
+    """wavecl's dropout: the kept fraction is 1 - p within 5 standard errors, kept values are scaled by
+    1 / (1 - p) in the input's dtype, and outside training (or with p = 0) the input comes back."""
+    torch.manual_seed(0)
+    x = torch.rand(200_000, dtype=torch.float64).add_(0.5).to(dtype)
+    p = 0.1
+    out = dropout(x, p, training=True)
+    kept = out != 0
+    assert out.dtype == dtype and abs(kept.double().mean().item() - (1 - p)) < 5 * (p * (1 - p) / x.numel()) ** 0.5
+    torch.testing.assert_close(out[kept], x[kept] * torch.tensor(1 / (1 - p), dtype=dtype), rtol=0, atol=0)
+    assert dropout(x, p, training=False) is x and dropout(x, 0.0, training=True) is x
+    with pytest.raises(ValueError, match="must be in \\[0, 1\\], got 1.5"):
+        dropout(x, 1.5, training=True)
