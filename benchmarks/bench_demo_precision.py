@@ -102,9 +102,10 @@ def main() -> None:
                 metrics = score(onnx, config, out / f"predicted_onnx_{kind}")
                 rows.append((f"VideoPredictor ONNX Runtime {kind}, trained amp=off", metrics["J&F"]))
     print(f"\nheld-out J&F of the demo recipe ({args.minutes:g} min per training), folder {out}")
-    print(f"| {'what':<72} | J&F   |\n|{'-' * 74}|-------|")
+    width = max(len(name) for name, _ in rows)
+    print(f"| {'what':<{width}} | J&F   |\n|{'-' * (width + 2)}|-------|")
     for name, value in rows:
-        print(f"| {name:<72} | {value:.3f} |")
+        print(f"| {name:<{width}} | {value:.3f} |")
 
 
 if __name__ == "__main__":
