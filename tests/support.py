@@ -55,7 +55,7 @@ def constant_prediction(batch, logit: float) -> WaveCLOutput:
         pred_masks=torch.full((T, B, Q, (H + 3) // 4, (W + 3) // 4), logit),
         pred_cls=torch.zeros(T, B, Q, 1),
         pred_boxes=torch.full((T, B, Q, 4), 0.5),
-        pred_logit=torch.zeros(B, Q, 8),
+        video_queries=torch.zeros(B, Q, 8),
         text_sentence_feature=torch.zeros(B, 8),
     )
 
@@ -250,7 +250,7 @@ def make_layer(T: int, B: int, Q: int, K: int, h: int, w: int, C: int, generator
         pred_masks=(torch.randn(T, B, Q, h, w, generator=generator) * 2).requires_grad_(),
         pred_cls=(torch.randn(T, B, Q, K, generator=generator) - 1).requires_grad_(),
         pred_boxes=(torch.rand(T, B, Q, 4, generator=generator) * 0.5 + 0.25).requires_grad_(),
-        pred_logit=torch.randn(B, Q, C, generator=generator).requires_grad_(),
+        video_queries=torch.randn(B, Q, C, generator=generator).requires_grad_(),
         text_sentence_feature=torch.randn(B, C, generator=generator).requires_grad_(),
     )
 
@@ -271,7 +271,7 @@ def plain_ms_deform_attn(value, level_shapes, sampling_locations, attention_weig
 
 def predictions(output) -> dict[str, torch.Tensor]:
     """Every prediction of every returned layer, by name."""
-    tensors = {"pred_logit": output.pred_logit, "text_sentence_feature": output.text_sentence_feature}
+    tensors = {"video_queries": output.video_queries, "text_sentence_feature": output.text_sentence_feature}
     for index, layer in enumerate([output, *output.aux_outputs]):
         for name in ("pred_masks", "pred_cls", "pred_boxes"):
             tensors[f"{index}.{name}"] = getattr(layer, name)

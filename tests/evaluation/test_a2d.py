@@ -250,7 +250,7 @@ def make_outputs(clips: int) -> WaveCLOutput:
         pred_masks=queries.expand(1, clips, 3, 2, 2).clone(),
         pred_cls=torch.tensor([3.0, 0.0, -3.0]).view(1, 1, 3, 1).expand(1, clips, 3, 1).clone(),
         pred_boxes=torch.zeros(1, clips, 3, 4),
-        pred_logit=torch.zeros(clips, 3, 16),
+        video_queries=torch.zeros(clips, 3, 16),
         text_sentence_feature=torch.zeros(clips, 16),
     )
 

@@ -53,7 +53,7 @@ def outputs(model, train: bool, **shape):
     values = {
         f"{index}.{name}": getattr(layer, name).detach()
         for index, layer in enumerate(layers)
-        for name in ("pred_masks", "pred_cls", "pred_boxes", "pred_logit")
+        for name in ("pred_masks", "pred_cls", "pred_boxes", "video_queries")
     }
     if train:
         sum(layer.pred_masks.sigmoid().mean() + layer.pred_boxes.mean() for layer in layers).backward()

@@ -131,7 +131,7 @@ def test_ms_deform_attn_rejects_wrong_token_count():
 
 
 def test_msdeformattn_initialisation():
-    attn = MSDeformAttn(d_model=64, n_levels=3, n_heads=8, n_points=4)
+    attn = MSDeformAttn(d_model=64, n_levels=3, num_heads=8, n_points=4)
     assert torch.count_nonzero(attn.sampling_offsets.weight) == 0
     assert torch.count_nonzero(attn.attention_weights.weight) == 0
     assert torch.count_nonzero(attn.attention_weights.bias) == 0
@@ -148,7 +148,7 @@ def test_msdeformattn_initialisation():
 
 def _identity_attention(n_levels: int, n_points: int, offset_xy: tuple[float, float]) -> MSDeformAttn:
     """One-head attention whose projections are identities and whose points all sit at ``offset_xy``."""
-    attn = MSDeformAttn(d_model=4, n_levels=n_levels, n_heads=1, n_points=n_points)
+    attn = MSDeformAttn(d_model=4, n_levels=n_levels, num_heads=1, n_points=n_points)
     with torch.no_grad():
         attn.value_proj.weight.copy_(torch.eye(4))
         attn.output_proj.weight.copy_(torch.eye(4))
@@ -197,7 +197,7 @@ def _small_transformer(dropout: float = 0.0) -> DeformableTransformer:
     torch.manual_seed(0)
     return DeformableTransformer(
         d_model=32,
-        nhead=4,
+        num_heads=4,
         num_encoder_layers=2,
         num_decoder_layers=2,
         dim_feedforward=48,

@@ -21,6 +21,7 @@ from torchvision.models.video.swin_transformer import ShiftedWindowAttention3d
 import wavecl.model.deformable as deformable
 from wavecl.config import load_config
 from wavecl.model.backbone import WindowAttention3d
+from wavecl.model.dropout import dropout
 from wavecl.model.wavecl import WaveCL
 
 SWITCHES = {
@@ -134,3 +135,42 @@ def test_coordinates_stay_float32_under_bf16_autocast(train):
     assert recorder.seen[sampler] and set(recorder.seen[sampler]) == {torch.float32}
     assert recorder.seen["dynamic_conv"] and set(recorder.seen["dynamic_conv"]) == {torch.float32}
     assert output.pred_masks.dtype == torch.float32
+
+
+@pytest.mark.parametrize("shift", [(0, 0, 0), (4, 3, 3)])
+@pytest.mark.parametrize(
+    ("T", "H", "W"),
+    [(2, 5, 9), (3, 7, 7), (1, 8, 15), (4, 3, 20), (8, 14, 6), (2, 1, 2), (2, 22, 11)],
+)
+def test_window_attention_for_any_size_equals_torchvision(shift, T, H, W):
+    """The export's branch-free attention against torchvision's on token grids where the 7x7 window
+    shrinks along no, one or both spatial axes (sizes at, under and over the window, padded or not)."""
+    torch.manual_seed(0)
+    attention = WindowAttention3d(16, [8, 7, 7], list(shift), 2).eval()
+    with torch.no_grad():
+        attention.relative_position_bias_table.normal_()  # a bias that differs per relative position
+        tokens = torch.randn(2, T, H, W, 16)
+        expected = ShiftedWindowAttention3d.forward(attention, tokens)
+        torch.testing.assert_close(attention.forward_any_size(tokens), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_window_attention_for_any_size_refuses_long_windows():
+    attention = WindowAttention3d(16, [8, 7, 7], [4, 3, 3], 2)
+    with pytest.raises(ValueError, match="at most 8 frames, got 9"):
+        attention.forward_any_size(torch.randn(1, 9, 7, 7, 16))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+def test_dropout_draws_bernoulli_masks(dtype):
+    """wavecl's dropout: the kept fraction is 1 - p within 5 standard errors, kept values are scaled by
+    1 / (1 - p) in the input's dtype, and outside training (or with p = 0) the input comes back."""
+    torch.manual_seed(0)
+    x = torch.rand(200_000, dtype=torch.float64).add_(0.5).to(dtype)
+    p = 0.1
+    out = dropout(x, p, training=True)
+    kept = out != 0
+    assert out.dtype == dtype and abs(kept.double().mean().item() - (1 - p)) < 5 * (p * (1 - p) / x.numel()) ** 0.5
+    torch.testing.assert_close(out[kept], x[kept] * torch.tensor(1 / (1 - p), dtype=dtype), rtol=0, atol=0)
+    assert dropout(x, p, training=False) is x and dropout(x, 0.0, training=True) is x
+    with pytest.raises(ValueError, match="must be in \\[0, 1\\], got 1.5"):
+        dropout(x, 1.5, training=True)

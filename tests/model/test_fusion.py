@@ -38,7 +38,7 @@ def _naive_fusion(
 
 def test_forward_matches_naive_cross_attention() -> None:
     torch.manual_seed(0)
-    fusion = MultimodalFusion(d_model=16, nhead=4).double()
+    fusion = MultimodalFusion(d_model=16, num_heads=4).double()
     torch.nn.init.normal_(fusion.multihead_attn.in_proj_bias)
     torch.nn.init.normal_(fusion.multihead_attn.out_proj.bias)
     tgt, query_pos = torch.randn(2, 5, 2, 16, dtype=torch.float64)
@@ -52,7 +52,7 @@ def test_forward_matches_naive_cross_attention() -> None:
 
 def test_single_key_scale_is_the_exact_one_token_attention() -> None:
     torch.manual_seed(0)
-    fusion = MultimodalFusion(d_model=32, nhead=8).double()
+    fusion = MultimodalFusion(d_model=32, num_heads=8).double()
     torch.nn.init.normal_(fusion.multihead_attn.in_proj_bias)
     torch.nn.init.normal_(fusion.multihead_attn.out_proj.bias)
     tgt = torch.randn(11, 3, 32, dtype=torch.float64)
@@ -61,7 +61,7 @@ def test_single_key_scale_is_the_exact_one_token_attention() -> None:
 
 
 def test_single_key_scale_ignores_query_and_key_projections() -> None:
-    fusion = MultimodalFusion(d_model=16, nhead=4)
+    fusion = MultimodalFusion(d_model=16, num_heads=4)
     sentence = torch.randn(2, 16)
     fusion.single_key_scale(sentence).sum().backward()
     grad = fusion.multihead_attn.in_proj_weight.grad

@@ -205,7 +205,7 @@ def test_forward_backward_shapes_and_gradients(tiny_config, T, B):
     assert out.pred_masks.shape == (T, B, Q, 12, 16)
     assert out.pred_cls.shape == (T, B, Q, K)
     assert out.pred_boxes.shape == (T, B, Q, 4)
-    assert out.pred_logit.shape == (B, Q, C)
+    assert out.video_queries.shape == (B, Q, C)
     assert out.text_sentence_feature.shape == (B, C)
     assert len(out.aux_outputs) == tiny_config.dec_layers - 1
     layers = [out, *out.aux_outputs]
@@ -213,7 +213,7 @@ def test_forward_backward_shapes_and_gradients(tiny_config, T, B):
         o.pred_masks.sigmoid().mean()
         + o.pred_cls.mean()
         + o.pred_boxes.mean()
-        + (o.pred_logit * o.text_sentence_feature[:, None]).mean()
+        + (o.video_queries * o.text_sentence_feature[:, None]).mean()
         for o in layers
     )
     assert torch.isfinite(loss)

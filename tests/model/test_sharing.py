@@ -90,7 +90,7 @@ def assert_close(actual, expected, name=""):
 def assert_outputs_close(actual, expected):
     assert len(actual.aux_outputs) == len(expected.aux_outputs)
     for a, e in zip(layers(actual), layers(expected)):
-        for name in ("pred_masks", "pred_cls", "pred_boxes", "pred_logit", "text_sentence_feature"):
+        for name in ("pred_masks", "pred_cls", "pred_boxes", "video_queries", "text_sentence_feature"):
             assert_close(getattr(a, name), getattr(e, name), name)
 
 
@@ -154,7 +154,7 @@ def test_shared_equals_repeated_batch_in_train_mode_with_gradients(switches, T, 
         model.zero_grad(set_to_none=True)
         output = run(model, frames, pad_mask, sizes, texts, clip_index, **keywords)
         loss = sum(
-            o.pred_masks.sigmoid().mean() + o.pred_cls.mean() + o.pred_boxes.mean() + o.pred_logit.mean()
+            o.pred_masks.sigmoid().mean() + o.pred_cls.mean() + o.pred_boxes.mean() + o.video_queries.mean()
             for o in layers(output)
         )
         loss = loss + output.text_sentence_feature.mean()

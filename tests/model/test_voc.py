@@ -14,7 +14,7 @@ def _voc(dropout: float) -> VideoObjectCluster:
     torch.manual_seed(0)
     return VideoObjectCluster(
         d_model=C,
-        nhead=4,
+        num_heads=4,
         num_queries=Q,
         num_encoder_layers=2,
         num_decoder_layers=2,

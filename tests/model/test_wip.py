@@ -245,7 +245,7 @@ def test_wavelet_gate_matches_spec_composition(size: tuple[int, int], token_orde
 def test_wavelet_gate_shapes_and_gradients(size: tuple[int, int]) -> None:
     torch.manual_seed(0)
     channels, batch, frames = 32, 2, 3
-    fusion = MultimodalFusion(channels, nhead=8)
+    fusion = MultimodalFusion(channels, num_heads=8)
     fla = FocusedLinearAttention(channels, num_heads=8)
     x = torch.randn(batch * frames, channels, *size, requires_grad=True)
     sentence = torch.randn(batch, channels, requires_grad=True)

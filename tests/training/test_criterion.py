@@ -57,9 +57,9 @@ def reference_losses(layer: WaveCLOutput, targets, indices, num_classes: int) ->
                     alpha_t = 0.25 * y + 0.75 * (1 - y)
                     cls += alpha_t * (1 - p_t) ** 2 * -math.log(p_t)
     con = 0.0
-    C = layer.pred_logit.shape[-1]
+    C = layer.video_queries.shape[-1]
     for b in range(B):
-        z = (layer.pred_logit[b] @ layer.text_sentence_feature[b]) / C
+        z = (layer.video_queries[b] @ layer.text_sentence_feature[b]) / C
         con += -torch.log_softmax(z, 0)[int(indices[b][0][0])].item()
     return {
         "loss_con": con / B,
@@ -92,7 +92,7 @@ def test_contrastive_loss_is_cross_entropy_over_queries():
     criterion = SetCriterion(HungarianMatcher(), num_classes=1)
     indices = criterion.matcher(outputs, targets)
     referred = torch.cat([query for query, _ in indices])
-    logits = torch.einsum("bqc,bc->bq", outputs.pred_logit, outputs.text_sentence_feature) / 16
+    logits = torch.einsum("bqc,bc->bq", outputs.video_queries, outputs.text_sentence_feature) / 16
     torch.testing.assert_close(criterion(outputs, targets)["loss_con"], F.cross_entropy(logits, referred))
 
 
@@ -133,7 +133,7 @@ def test_weighted_total_and_gradients_are_finite():
     torch.testing.assert_close(total, by_hand)
     total.backward()
     for layer in [outputs, *outputs.aux_outputs]:
-        for tensor in [layer.pred_masks, layer.pred_cls, layer.pred_boxes, layer.pred_logit]:
+        for tensor in [layer.pred_masks, layer.pred_cls, layer.pred_boxes, layer.video_queries]:
             assert tensor.grad is not None and torch.isfinite(tensor.grad).all() and tensor.grad.abs().sum() > 0
     assert torch.isfinite(outputs.text_sentence_feature.grad).all()
 
@@ -190,7 +190,8 @@ def test_nonfinite_outputs_are_named_per_layer():
     assert outputs.nonfinite() == []
     with torch.no_grad():
         outputs.pred_boxes[0, 0, 0, 0] = float("inf")
-        outputs.aux_outputs[0].pred_logit[1, 0, 0] = float("nan")
-    assert outputs.nonfinite() == ["pred_boxes", "aux_outputs[0].pred_logit"]
-    with pytest.raises(NonFiniteOutputError, match=r"\['pred_boxes', 'aux_outputs\[0\]\.pred_logit'\] .* for clip 7"):
+        outputs.aux_outputs[0].video_queries[1, 0, 0] = float("nan")
+    assert outputs.nonfinite() == ["pred_boxes", "aux_outputs[0].video_queries"]
+    expected = r"\['pred_boxes', 'aux_outputs\[0\]\.video_queries'\] .* for clip 7"
+    with pytest.raises(NonFiniteOutputError, match=expected):
         outputs.require_finite("clip 7")

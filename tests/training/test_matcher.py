@@ -33,7 +33,7 @@ def random_outputs(T: int, B: int, Q: int, K: int, h: int, w: int, C: int = 8, s
         pred_masks=torch.randn(T, B, Q, h, w, generator=generator) * 2,
         pred_cls=torch.randn(T, B, Q, K, generator=generator) * 2,
         pred_boxes=torch.rand(T, B, Q, 4, generator=generator) * 0.5 + 0.25,
-        pred_logit=torch.randn(B, Q, C, generator=generator),
+        video_queries=torch.randn(B, Q, C, generator=generator),
         text_sentence_feature=torch.randn(B, C, generator=generator),
     )
 
@@ -79,7 +79,7 @@ def brute_force_cost(matcher: HungarianMatcher, outputs: WaveCLOutput, targets, 
         class_terms[t] = positive - negative
     visible = [t for t in range(T) if targets[t][b].is_visible] or list(range(T))
     class_cost = sum(class_terms[t] for t in visible) / len(visible)
-    similarity = outputs.pred_logit[b] @ outputs.text_sentence_feature[b]
+    similarity = outputs.video_queries[b] @ outputs.text_sentence_feature[b]
     contrastive = -similarity.softmax(0)[q].item()
     return (
         matcher.cost_class * class_cost
@@ -151,7 +151,7 @@ def test_batch_with_different_visible_counts_matches_brute_force(num_classes):
         assert query.dtype == torch.long
         torch.testing.assert_close(
             sum(matcher.clip_costs(outputs, b, [row[b] for row in targets], (12, 16)).values())[:, 0]
-            - 1.5 * (outputs.pred_logit[b] @ outputs.text_sentence_feature[b]).softmax(0),
+            - 1.5 * (outputs.video_queries[b] @ outputs.text_sentence_feature[b]).softmax(0),
             torch.tensor(costs, dtype=torch.float32),
             rtol=1e-4,
             atol=1e-5,

@@ -145,7 +145,7 @@ class WindowAttention3d(ShiftedWindowAttention3d):
     def forward(self, x: Tensor) -> Tensor:
         """``x [B, T, H, W, C]`` (normalised tokens) → ``[B, T, H, W, C]``."""
         if torch.compiler.is_exporting():
-            return super().forward(x)
+            return self.forward_any_size(x)
         b, t, h, w, c = x.shape
         window, shift = list(self.window_size), list(self.shift_size)
         for axis, extent in enumerate((t, h, w)):
@@ -171,6 +171,104 @@ class WindowAttention3d(ShiftedWindowAttention3d):
         out = attended.view(-1, c).index_select(0, layout.scatter)
         out = F.dropout(F.linear(out, self.proj.weight, self.proj.bias), p=self.dropout, training=self.training)
         return out.view(b, t, h, w, c)
+
+    def forward_any_size(self, x: Tensor) -> Tensor:
+        """The same attention with no branch on the height and width, for a graph that serves every frame size.
+
+        torchvision chooses per input size whether a spatial window shrinks to the input (an axis of at
+        most ``window`` tokens: one window of that size, no shift), which a traced graph would freeze to
+        the example's size. Here every window keeps ``window`` slots per spatial axis; the choice is data:
+        the shift is ``0`` on a shrunk axis, the slots past the input of a shrunk window are *absent*
+        (``-inf`` as keys, their outputs dropped) whereas the padding of an unshrunk window takes part as
+        zero vectors (torchvision's padding), and the relative-position bias is read at the positions a
+        shrunk window has in torchvision (the top-left block of the full window's index, flattened with
+        the shrunk sizes). The time axis is one window of all ``T`` frames, torchvision's rule for ``T`` up
+        to the temporal window, the most the export takes.
+        Slower than :meth:`forward` (it builds the ``[windows, heads, N, N]`` scores), and equal to it.
+
+        ``x [B, T, H, W, C]`` → ``[B, T, H, W, C]``.
+
+        Raises:
+            ValueError: ``T`` is larger than the temporal window.
+        """
+        b, t, h, w, c = x.shape
+        if t > self.window_size[0]:
+            raise ValueError(f"forward_any_size takes at most {self.window_size[0]} frames, got {t}")
+        window_h, window_w = self.window_size[1], self.window_size[2]
+        rows_h, count_h, labels_h, absent_h, kept_h, back_h = _window_axis(h, window_h, self.shift_size[1], x.device)
+        rows_w, count_w, labels_w, absent_w, kept_w, back_w = _window_axis(w, window_w, self.shift_size[2], x.device)
+        # gather: pad to whole windows, roll by the shift, cut into [windows, N] with N = T * window_h * window_w
+        padded = F.pad(x, (0, 0, 0, count_w * window_w - w, 0, count_h * window_h - h))
+        rolled = padded.index_select(2, rows_h).index_select(3, rows_w)
+        windows = rearrange(rolled, "b t (nh wh) (nw ww) c -> (b nh nw) (t wh ww) c", wh=window_h, ww=window_w)
+        size = windows.shape[1]
+        heads = self.num_heads
+        qkv = rearrange(F.linear(windows, self.qkv.weight, self.qkv.bias), "n s (k m d) -> k n m s d", k=3, m=heads)
+        q, k, v = qkv[0] * (c // heads) ** -0.5, qkv[1], qkv[2]
+        scores = q.matmul(k.transpose(-2, -1)) + self._bias_any_size(t, kept_h, kept_w, absent_h, absent_w)
+        # shift regions: -100 between slots of different regions (torchvision's value), per window
+        labels = (
+            (labels_h.view(count_h, 1, 1, window_h, 1) * 3 + labels_w.view(1, count_w, 1, 1, window_w))
+            .expand(count_h, count_w, t, window_h, window_w)
+            .reshape(count_h * count_w, 1, size)
+        )
+        regions = (labels.transpose(1, 2) != labels).to(scores.dtype) * _SHIFT_MASK_VALUE  # [nW, N, N]
+        scores = (scores.view(b, count_h * count_w, heads, size, size) + regions[None, :, None]).view(
+            -1, heads, size, size
+        )
+        attention = F.dropout(scores.softmax(dim=-1), p=self.attention_dropout, training=self.training)
+        out = rearrange(attention.matmul(v), "n m s d -> n s (m d)")
+        out = F.dropout(F.linear(out, self.proj.weight, self.proj.bias), p=self.dropout, training=self.training)
+        out = rearrange(
+            out, "(b nh nw) (t wh ww) c -> b t (nh wh) (nw ww) c", b=b, nh=count_h, nw=count_w, t=t, wh=window_h
+        )
+        return out.index_select(2, back_h).index_select(3, back_w)
+
+    def _bias_any_size(self, frames: int, kept_h: Tensor, kept_w: Tensor, absent_h: Tensor, absent_w: Tensor) -> Tensor:
+        """The relative-position bias plus ``-inf`` at absent keys, ``[1, heads, N, N]``, of :meth:`forward_any_size`.
+
+        ``kept_h``, ``kept_w`` are the effective window sizes (0-d tensors); ``absent_h``, ``absent_w``
+        ``[window]`` flag the slots past a shrunk window.
+        """
+        window_h, window_w = self.window_size[1], self.window_size[2]
+        slot_t = torch.arange(frames, device=kept_h.device).view(-1, 1, 1)
+        slot_h = torch.arange(window_h, device=kept_h.device).view(1, -1, 1)
+        slot_w = torch.arange(window_w, device=kept_h.device).view(1, 1, -1)
+        absent = (absent_h.view(1, -1, 1) | absent_w.view(1, 1, -1)).expand(frames, window_h, window_w).reshape(-1)
+        position = ((slot_t * kept_h + slot_h) * kept_w + slot_w).reshape(-1).masked_fill(absent, 0)
+        index = self.relative_position_index[position[:, None], position[None, :]]  # [N, N]
+        bias = rearrange(self.relative_position_bias_table[index], "q k m -> 1 m q k")
+        return bias.masked_fill(absent.view(1, 1, 1, -1), float("-inf"))
+
+
+def _window_axis(
+    extent: int, window: int, shift: int, device: torch.device
+) -> tuple[Tensor, int, Tensor, Tensor, Tensor, Tensor]:
+    """One spatial axis of :meth:`WindowAttention3d.forward_any_size`, with no branch on ``extent`` (tokens).
+
+    Returns:
+        ``rows [count * window]``: the padded row each window slot reads (after the roll by the shift);
+        ``count``: the number of windows, ``ceil(extent / window)``;
+        ``labels [count * window]``: the shift region of each slot (0, 1, 2; all 0 without a shift);
+        ``absent [window]``: the slots past a shrunk window (extent < window);
+        ``kept``: the effective window size, ``min(extent, window)``, a 0-d tensor;
+        ``back [extent]``: the slot each token's output is read from (the inverse roll).
+    """
+    count = (extent + window - 1) // window
+    padded = count * window
+    full = torch.tensor(window, device=device)
+    unshrunk = (full < extent).long()
+    effective_shift = unshrunk * shift
+    slots = torch.arange(padded, device=device)
+    rows = slots + effective_shift  # the roll, wrapped with where: ONNX has no remainder by a symbolic size
+    rows = torch.where(rows >= padded, rows - padded, rows)
+    region = (slots >= padded - window).long() + (slots >= padded - shift).long()
+    labels = region * unshrunk if shift > 0 else torch.zeros_like(slots)
+    absent = torch.arange(window, device=device) >= extent
+    kept = full - (full - extent).clamp(min=0)
+    back = torch.arange(extent, device=device) - effective_shift
+    back = torch.where(back < 0, back + padded, back)
+    return rows, count, labels, absent, kept, back
 
 
 def _swin_block(*args: Any, attn_layer: type[nn.Module], **kwargs: Any) -> SwinTransformerBlock:

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from wavecl.model.dropout import Dropout
 from wavecl.model.recompute import run_block
 from wavecl.model.shape_cache import cached_per_shape
 
@@ -166,20 +167,20 @@ class MSDeformAttn(nn.Module):
     Args:
         d_model: channel width ``C``.
         n_levels: number of feature levels ``L``.
-        n_heads: attention heads ``M`` (``C`` must be divisible by it).
+        num_heads: attention heads ``M`` (``C`` must be divisible by it).
         n_points: sampling points ``P`` per head and level.
     """
 
-    def __init__(self, d_model: int = 256, n_levels: int = 4, n_heads: int = 8, n_points: int = 4) -> None:
+    def __init__(self, d_model: int = 256, n_levels: int = 4, num_heads: int = 8, n_points: int = 4) -> None:
         super().__init__()
-        if d_model % n_heads != 0:
-            raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
+        if d_model % num_heads != 0:
+            raise ValueError(f"d_model ({d_model}) must be divisible by num_heads ({num_heads})")
         self.d_model = d_model
         self.n_levels = n_levels
-        self.n_heads = n_heads
+        self.num_heads = num_heads
         self.n_points = n_points
-        self.sampling_offsets = nn.Linear(d_model, n_heads * n_levels * n_points * 2)
-        self.attention_weights = nn.Linear(d_model, n_heads * n_levels * n_points)
+        self.sampling_offsets = nn.Linear(d_model, num_heads * n_levels * n_points * 2)
+        self.attention_weights = nn.Linear(d_model, num_heads * n_levels * n_points)
         self.value_proj = nn.Linear(d_model, d_model)
         self.output_proj = nn.Linear(d_model, d_model)
         self.reset_parameters()
@@ -187,12 +188,12 @@ class MSDeformAttn(nn.Module):
     def reset_parameters(self) -> None:
         """Offsets start on a ring of 8 directions (one per head) at distances 1..P; uniform attention."""
         nn.init.zeros_(self.sampling_offsets.weight)
-        angles = torch.arange(self.n_heads, dtype=torch.float32) * (2.0 * math.pi / self.n_heads)
+        angles = torch.arange(self.num_heads, dtype=torch.float32) * (2.0 * math.pi / self.num_heads)
         directions = torch.stack([angles.cos(), angles.sin()], dim=-1)  # [M, 2]
         directions = directions / directions.abs().max(dim=-1, keepdim=True).values
         distances = torch.arange(1, self.n_points + 1, dtype=torch.float32)
         offsets = directions[:, None, None, :] * distances[None, None, :, None]  # [M, 1, P, 2]
-        offsets = offsets.expand(self.n_heads, self.n_levels, self.n_points, 2)
+        offsets = offsets.expand(self.num_heads, self.n_levels, self.n_points, 2)
         with torch.no_grad():
             self.sampling_offsets.bias.copy_(offsets.reshape(-1))
         nn.init.zeros_(self.attention_weights.weight)
@@ -228,13 +229,13 @@ class MSDeformAttn(nn.Module):
         value = self.value_proj(input_flatten)
         if input_padding_mask is not None:
             value = value.masked_fill(input_padding_mask[..., None], 0.0)
-        value = rearrange(value, "n s (m d) -> n s m d", m=self.n_heads)
+        value = rearrange(value, "n s (m d) -> n s m d", m=self.num_heads)
         # coordinates in at least float32, whatever the autocast dtype of the projections
         dtype = coordinate_dtype(reference_points.dtype)
         reference_points = reference_points.to(dtype)
         offsets = self.sampling_offsets(query).to(dtype)
-        offsets = rearrange(offsets, "n q (m l p xy) -> n q m l p xy", m=self.n_heads, l=self.n_levels, xy=2)
-        weights = rearrange(self.attention_weights(query).to(dtype), "n q (m lp) -> n q m lp", m=self.n_heads)
+        offsets = rearrange(offsets, "n q (m l p xy) -> n q m l p xy", m=self.num_heads, l=self.n_levels, xy=2)
+        weights = rearrange(self.attention_weights(query).to(dtype), "n q (m lp) -> n q m lp", m=self.num_heads)
         weights = rearrange(weights.softmax(dim=-1), "n q m (l p) -> n q m l p", l=self.n_levels)
         if reference_points.shape[-1] == 2:
             size_wh = level_tables(level_shapes, offsets.device).sizes.flip(-1).to(dtype)  # [L, 2] (W, H)
@@ -252,16 +253,16 @@ class DeformableEncoderLayer(nn.Module):
     """Post-norm encoder layer: deformable self-attention over all levels, then a ReLU FFN."""
 
     def __init__(
-        self, d_model: int, dim_feedforward: int, dropout: float, n_levels: int, n_heads: int, n_points: int
+        self, d_model: int, dim_feedforward: int, dropout: float, n_levels: int, num_heads: int, n_points: int
     ) -> None:
         super().__init__()
-        self.self_attn = MSDeformAttn(d_model, n_levels, n_heads, n_points)
-        self.dropout1 = nn.Dropout(dropout)
+        self.self_attn = MSDeformAttn(d_model, n_levels, num_heads, n_points)
+        self.dropout1 = Dropout(dropout)
         self.norm1 = nn.LayerNorm(d_model)
         self.linear1 = nn.Linear(d_model, dim_feedforward)
-        self.dropout2 = nn.Dropout(dropout)
+        self.dropout2 = Dropout(dropout)
         self.linear2 = nn.Linear(dim_feedforward, d_model)
-        self.dropout3 = nn.Dropout(dropout)
+        self.dropout3 = Dropout(dropout)
         self.norm2 = nn.LayerNorm(d_model)
 
     def forward(
@@ -338,19 +339,19 @@ class DeformableDecoderLayer(nn.Module):
     """Post-norm decoder layer: query self-attention, deformable cross-attention, ReLU FFN."""
 
     def __init__(
-        self, d_model: int, dim_feedforward: int, dropout: float, n_levels: int, n_heads: int, n_points: int
+        self, d_model: int, dim_feedforward: int, dropout: float, n_levels: int, num_heads: int, n_points: int
     ) -> None:
         super().__init__()
-        self.cross_attn = MSDeformAttn(d_model, n_levels, n_heads, n_points)
-        self.dropout1 = nn.Dropout(dropout)
+        self.cross_attn = MSDeformAttn(d_model, n_levels, num_heads, n_points)
+        self.dropout1 = Dropout(dropout)
         self.norm1 = nn.LayerNorm(d_model)
-        self.self_attn = nn.MultiheadAttention(d_model, n_heads, dropout=dropout, batch_first=True)
-        self.dropout2 = nn.Dropout(dropout)
+        self.self_attn = nn.MultiheadAttention(d_model, num_heads, dropout=dropout, batch_first=True)
+        self.dropout2 = Dropout(dropout)
         self.norm2 = nn.LayerNorm(d_model)
         self.linear1 = nn.Linear(d_model, dim_feedforward)
-        self.dropout3 = nn.Dropout(dropout)
+        self.dropout3 = Dropout(dropout)
         self.linear2 = nn.Linear(dim_feedforward, d_model)
-        self.dropout4 = nn.Dropout(dropout)
+        self.dropout4 = Dropout(dropout)
         self.norm3 = nn.LayerNorm(d_model)
 
     def forward(
@@ -464,7 +465,7 @@ class DeformableTransformer(nn.Module):
 
     Args:
         d_model: width ``C``.
-        nhead: attention heads.
+        num_heads: attention heads.
         num_encoder_layers, num_decoder_layers: depths.
         dim_feedforward: FFN width.
         dropout: dropout everywhere.
@@ -476,7 +477,7 @@ class DeformableTransformer(nn.Module):
     def __init__(
         self,
         d_model: int = 256,
-        nhead: int = 8,
+        num_heads: int = 8,
         num_encoder_layers: int = 3,
         num_decoder_layers: int = 3,
         dim_feedforward: int = 2048,
@@ -488,14 +489,14 @@ class DeformableTransformer(nn.Module):
     ) -> None:
         super().__init__()
         self.d_model = d_model
-        self.nhead = nhead
+        self.num_heads = num_heads
         self.num_feature_levels = num_feature_levels
         common = dict(
             d_model=d_model,
             dim_feedforward=dim_feedforward,
             dropout=dropout,
             n_levels=num_feature_levels,
-            n_heads=nhead,
+            num_heads=num_heads,
         )
         self.encoder = DeformableEncoder(
             dict(common, n_points=enc_n_points), num_encoder_layers, activation_checkpointing

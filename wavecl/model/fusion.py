@@ -19,13 +19,13 @@ class MultimodalFusion(nn.Module):
 
     Args:
         d_model: token width C.
-        nhead: attention heads.
+        num_heads: attention heads.
         dropout: dropout on the attention weights (0 in every WaveCL config).
     """
 
-    def __init__(self, d_model: int = 256, nhead: int = 8, dropout: float = 0.0) -> None:
+    def __init__(self, d_model: int = 256, num_heads: int = 8, dropout: float = 0.0) -> None:
         super().__init__()
-        self.multihead_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
+        self.multihead_attn = nn.MultiheadAttention(d_model, num_heads, dropout=dropout)
 
     def forward(
         self,

@@ -11,18 +11,19 @@ sentences about one window still share one backbone pass:
   ``word_padding``, ``sentence_raw``, ``sentence`` and ``word_positions``;
 - ``segment.onnx``: :meth:`WaveCL.segment` of ``N`` sentences about that clip (the video part's outputs,
   the sentence part's outputs and ``image_sizes [N, 2]`` int64) to ``pred_masks``, ``pred_cls``,
-  ``pred_boxes``, ``pred_logit`` and ``text_sentence_feature`` (:class:`~wavecl.model.output.WaveCLOutput`,
+  ``pred_boxes``, ``video_queries`` and ``text_sentence_feature`` (:class:`~wavecl.model.output.WaveCLOutput`,
   eval mode).
 
 The frame size, the window length, the number of sentences and their token count are dynamic axes.
-Frames must keep every Video-Swin stage larger than its attention window (:func:`min_frame_side`,
-225 px for 7x7 windows): below that torchvision shrinks the window, a different computation. The
-window may hold at most as many frames as the temporal attention window (8). ``onnx.json`` records
+Frames may be as small as :func:`min_frame_side` (33 px; the shifted-window attention is traced in a
+form with no branch on the frame size, :meth:`~wavecl.model.backbone.WindowAttention3d.forward_any_size`).
+The window may hold at most as many frames as the temporal attention window (8). ``onnx.json`` records
 these limits and the part names.
 
 Traced for export, the network takes its plain formulations (``torch.compiler.is_exporting()``):
-torchvision's shifted-window attention and the ``grid_sample`` form of the deformable attention, which
-compute the same values as the eager fast paths (``tests/model/test_fast_paths.py``, ``tests/inference/test_onnx.py``)
+the branch-free shifted-window attention and the ``grid_sample`` form of the deformable attention, which
+compute the same values as the eager fast paths (``tests/model/test_fast_paths.py``,
+``tests/inference/test_onnx.py``)
 and map onto standard ONNX operators (``GridSample``, opset 16 and later).
 """
 
@@ -38,6 +39,7 @@ import torch.fx.experimental._config
 from torch import Tensor, nn
 
 from wavecl.atomic import atomic_path
+from wavecl.config import ModelConfig
 from wavecl.model.features import EncodedSentences, VisualFeatures
 from wavecl.model.text import TextFeatures, tokenize_texts
 from wavecl.optional import require_package
@@ -55,7 +57,7 @@ PART_FILES = {"video": "video.onnx", "sentences": "sentences.onnx", "segment": "
 """The file of each part."""
 
 SENTENCE_OUTPUTS = ("words", "word_padding", "sentence_raw", "sentence", "word_positions")
-SEGMENT_OUTPUTS = ("pred_masks", "pred_cls", "pred_boxes", "pred_logit", "text_sentence_feature")
+SEGMENT_OUTPUTS = ("pred_masks", "pred_cls", "pred_boxes", "video_queries", "text_sentence_feature")
 MAX_FRAME_SIDE = 4096
 
 
@@ -65,13 +67,24 @@ def visual_names(num_levels: int) -> list[str]:
 
 
 def min_frame_side(model: WaveCL) -> int:
-    """The smallest padded frame side (pixels) at which no Video-Swin stage is smaller than its attention window.
+    """The smallest padded frame side (pixels) the export takes: the last Video-Swin stage keeps 2 tokens.
 
-    Stage 0 has ``ceil(H / 4)`` tokens and each patch merging halves them (rounding up); a stage of at
-    most ``window`` tokens shrinks its window. Returns the side that leaves the last stage ``window + 1``.
+    Stage 0 has ``ceil(H / 4)`` tokens and each patch merging halves them (rounding up). A side of one
+    token is a size the exporter specialises (it treats sizes 0 and 1 apart), so the last stage needs
+    two: ``H > 4 * 2**(stages - 1)``, 33 px for Video-Swin's four stages.
     """
-    window = max(model.config.backbone_window_size[1:])
-    tokens = window + 1
+    return 4 * 2 ** (len(model.backbone.channels) - 1) + 1
+
+
+def trace_frame_side(model: WaveCL) -> int:
+    """The smallest side (pixels) of the example frames the parts are traced on: every stage has 2 windows.
+
+    At a smaller example some stage has one attention window per axis, and the tracer would freeze
+    the graph to that count (it specialises sizes of 1); the traced graph then serves every side from
+    :func:`min_frame_side` up. Returns the side that leaves the last stage ``window + 1`` tokens (225
+    px for 7x7 windows).
+    """
+    tokens = max(model.config.backbone_window_size[1:]) + 1
     for _ in range(len(model.backbone.channels) - 1):  # one patch merging between stages
         tokens = 2 * tokens - 1
     return 4 * (tokens - 1) + 1
@@ -153,7 +166,8 @@ def export_onnx(
     Args:
         model: the :class:`~wavecl.model.wavecl.WaveCL` to export.
         directory: the folder to write (created; existing part files are replaced).
-        frame_size: ``(H, W)`` of the example frames; the smallest allowed side by default.
+        frame_size: ``(H, W)`` of the example frames, at least :func:`trace_frame_side` a side (the
+            default); the exported parts take any side from :func:`min_frame_side` up.
         frames: ``T`` of the example clip.
         int8: quantize the weights of the matmuls to int8 after the export (ONNX Runtime's
             ``quantize_dynamic``: int8 weights, activations quantized on the fly per call).
@@ -162,14 +176,18 @@ def export_onnx(
         ``directory``.
 
     Raises:
-        ValueError: ``frame_size`` is below :func:`min_frame_side`.
+        ValueError: ``frame_size`` is below :func:`trace_frame_side`.
+        TypeError: ``model`` has no :class:`~wavecl.config.ModelConfig` (it is not a WaveCL).
     """
     directory = Path(directory)
     model = model.cpu().eval().float()
-    min_side = min_frame_side(model)
-    height, width = frame_size or (min_side, min_side)
-    if min(height, width) < min_side:
-        raise ValueError(f"frame_size {height}x{width} is below the smallest exportable side, {min_side} px")
+    config = model.config
+    if not isinstance(config, ModelConfig):
+        raise TypeError(f"export_onnx exports a WaveCL (with a ModelConfig), got {type(model).__name__}")
+    min_side, trace_side = min_frame_side(model), trace_frame_side(model)
+    height, width = frame_size or (trace_side, trace_side)
+    if min(height, width) < trace_side:
+        raise ValueError(f"frame_size {height}x{width} is below the smallest side to trace at, {trace_side} px")
     max_frames = model.config.backbone_window_size[0]
     directory.mkdir(parents=True, exist_ok=True)
     clip = torch.randn(frames, 1, 3, height, width)

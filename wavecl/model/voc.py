@@ -12,6 +12,8 @@ import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import Tensor, nn
 
+from wavecl.model.dropout import Dropout
+
 
 def _xavier_matrices(module: nn.Module) -> None:
     """Xavier-uniform on every parameter with more than one dimension; biases keep their defaults."""
@@ -23,11 +25,11 @@ def _xavier_matrices(module: nn.Module) -> None:
 class SelfAttentionLayer(nn.Module):
     """Post-norm self-attention: ``x ← LN(x + Drop(MHA(x + pos, x + pos, x)))``."""
 
-    def __init__(self, d_model: int, nhead: int, dropout: float) -> None:
+    def __init__(self, d_model: int, num_heads: int, dropout: float) -> None:
         super().__init__()
-        self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
+        self.self_attn = nn.MultiheadAttention(d_model, num_heads, dropout=dropout)
         self.norm = nn.LayerNorm(d_model)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         _xavier_matrices(self)
 
     def forward(self, tgt: Tensor, query_pos: Tensor | None = None) -> Tensor:
@@ -40,11 +42,11 @@ class SelfAttentionLayer(nn.Module):
 class CrossAttentionLayer(nn.Module):
     """Post-norm cross-attention: ``x ← LN(x + Drop(MHA(x + qpos, mem + pos, mem)))``."""
 
-    def __init__(self, d_model: int, nhead: int, dropout: float) -> None:
+    def __init__(self, d_model: int, num_heads: int, dropout: float) -> None:
         super().__init__()
-        self.multihead_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
+        self.multihead_attn = nn.MultiheadAttention(d_model, num_heads, dropout=dropout)
         self.norm = nn.LayerNorm(d_model)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         _xavier_matrices(self)
 
     def forward(self, tgt: Tensor, memory: Tensor, pos: Tensor, query_pos: Tensor) -> Tensor:
@@ -61,7 +63,7 @@ class FFNLayer(nn.Module):
         self.linear1 = nn.Linear(d_model, dim_feedforward)
         self.linear2 = nn.Linear(dim_feedforward, d_model)
         self.norm = nn.LayerNorm(d_model)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         _xavier_matrices(self)
 
     def forward(self, tgt: Tensor) -> Tensor:
@@ -75,7 +77,7 @@ class VideoObjectCluster(nn.Module):
 
     Args:
         d_model: width ``C``.
-        nhead: attention heads.
+        num_heads: attention heads.
         num_queries: ``Q``, both the number of frame-query slots and of video queries.
         num_encoder_layers: temporal self-attention layers over all frame queries of a clip.
         num_decoder_layers: cross → self → FFN layers of the video queries.
@@ -86,7 +88,7 @@ class VideoObjectCluster(nn.Module):
     def __init__(
         self,
         d_model: int = 256,
-        nhead: int = 8,
+        num_heads: int = 8,
         num_queries: int = 20,
         num_encoder_layers: int = 3,
         num_decoder_layers: int = 3,
@@ -96,14 +98,14 @@ class VideoObjectCluster(nn.Module):
         super().__init__()
         self.num_queries = num_queries
         self.enc_self_attn = nn.ModuleList(
-            SelfAttentionLayer(d_model, nhead, dropout) for _ in range(num_encoder_layers)
+            SelfAttentionLayer(d_model, num_heads, dropout) for _ in range(num_encoder_layers)
         )
         self.enc_ffn = nn.ModuleList(FFNLayer(d_model, dim_feedforward, dropout) for _ in range(num_encoder_layers))
         self.transformer_cross_attention_layers = nn.ModuleList(
-            CrossAttentionLayer(d_model, nhead, dropout) for _ in range(num_decoder_layers)
+            CrossAttentionLayer(d_model, num_heads, dropout) for _ in range(num_decoder_layers)
         )
         self.transformer_self_attention_layers = nn.ModuleList(
-            SelfAttentionLayer(d_model, nhead, dropout) for _ in range(num_decoder_layers)
+            SelfAttentionLayer(d_model, num_heads, dropout) for _ in range(num_decoder_layers)
         )
         self.transformer_ffn_layers = nn.ModuleList(
             FFNLayer(d_model, dim_feedforward, dropout) for _ in range(num_decoder_layers)

@@ -138,7 +138,7 @@ class WaveCL(PretrainedMixin, nn.Module):
 
         self.transformer = DeformableTransformer(
             d_model=d,
-            nhead=config.nheads,
+            num_heads=config.nheads,
             num_encoder_layers=config.enc_layers,
             num_decoder_layers=config.dec_layers,
             dim_feedforward=config.dim_feedforward,
@@ -153,7 +153,7 @@ class WaveCL(PretrainedMixin, nn.Module):
         self.bbox_embed = nn.ModuleList(MLP(d, d, 4, 3) for _ in range(config.dec_layers))
         self.voc = VideoObjectCluster(
             d_model=d,
-            nhead=config.nheads,
+            num_heads=config.nheads,
             num_queries=config.num_queries,
             num_encoder_layers=config.voc_enc_layers,
             num_decoder_layers=config.voc_dec_layers,
@@ -446,7 +446,7 @@ class WaveCL(PretrainedMixin, nn.Module):
             pred_masks=rearrange(masks, "b t q h w -> t b q h w"),
             pred_cls=self.class_embed[layer](queries),
             pred_boxes=boxes,
-            pred_logit=video_queries,
+            video_queries=video_queries,
             text_sentence_feature=text_sentence_feature,
         )
 

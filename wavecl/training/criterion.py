@@ -300,14 +300,14 @@ class SetCriterion(nn.Module):
         """Cross-entropy over queries of ``⟨V_q, s⟩ / C``, averaged over clips.
 
         Args:
-            outputs: ``pred_logit [B, Q, C]`` video queries and ``text_sentence_feature [B, C]``.
+            outputs: ``video_queries [B, Q, C]`` video queries and ``text_sentence_feature [B, C]``.
             indices: the matcher's ``(query_idx, instance_idx)`` per clip, on the host; the target of
                 clip ``b`` is the query matched to instance 0, the referred object.
 
         Returns:
             Scalar ``-(1/B) Σ_b log softmax_q(⟨V_{b,q}, s_b⟩ / C)[q*_b]``.
         """
-        video_queries = outputs.pred_logit.float()
+        video_queries = outputs.video_queries.float()
         channels = video_queries.shape[-1]
         logits = einsum(video_queries, outputs.text_sentence_feature.float(), "b q c, b c -> b q") / channels
         referred = []

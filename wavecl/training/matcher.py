@@ -157,7 +157,7 @@ class HungarianMatcher:
 
         Args:
             outputs: ``pred_masks [T, B, Q, h, w]``, ``pred_cls [T, B, Q, K]``, ``pred_boxes [T, B, Q, 4]``,
-                ``pred_logit [B, Q, C]``, ``text_sentence_feature [B, C]``.
+                ``video_queries [B, Q, C]``, ``text_sentence_feature [B, C]``.
             targets: ``targets[t][b]`` with ``masks [M_b, H', W']``, ``boxes [M_b, 4]`` (cxcywh),
                 ``labels [M_b]`` and ``is_visible``.
 
@@ -169,7 +169,7 @@ class HungarianMatcher:
         num_frames, batch_size, _, num_classes = outputs.pred_cls.shape
         check_targets(targets, num_frames, batch_size, num_classes)
         padded_size = padded_target_size(targets)
-        similarity = einsum(outputs.pred_logit.float(), outputs.text_sentence_feature.float(), "b q c, b c -> b q")
+        similarity = einsum(outputs.video_queries.float(), outputs.text_sentence_feature.float(), "b q c, b c -> b q")
         contrastive_cost = -similarity.softmax(dim=-1)
 
         terms = []

@@ -498,7 +498,7 @@ def outputs_to_float(outputs):
         pred_masks=outputs.pred_masks.float(),
         pred_cls=outputs.pred_cls.float(),
         pred_boxes=outputs.pred_boxes.float(),
-        pred_logit=outputs.pred_logit.float(),
+        video_queries=outputs.video_queries.float(),
         text_sentence_feature=outputs.text_sentence_feature.float(),
         aux_outputs=[outputs_to_float(aux) for aux in outputs.aux_outputs],
     )
