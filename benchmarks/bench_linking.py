@@ -100,9 +100,9 @@ def main() -> None:
     window = demo_config(args.out, args.seed).data.window_size
     size = {"short_size": FRAME_SIZE[0], "max_size": FRAME_SIZE[1], "device": args.device}
     ways = {
-        "window-only": InferenceSettings(window=window, **size),
+        "window-only": InferenceSettings(window=window, overlap=0, link_weight=0.0, **size),
         "linked": InferenceSettings(window=window, overlap=args.overlap, link_weight=args.link_weight, **size),
-        "whole video": InferenceSettings(window=args.frames, **size),
+        "whole video": InferenceSettings(window=args.frames, overlap=0, link_weight=0.0, **size),
     }
     ground_truth = YTVOSGroundTruth(data_root)
     table = Table(title=f"{args.videos} held-out look-alike clips of {args.frames} frames, trained run {run_dir}")
