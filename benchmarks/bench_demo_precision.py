@@ -1,7 +1,7 @@
 """Held-out J&F of the demo recipe in reduced precision: ``--amp bf16`` training on the CPU against float32,
 and the ``--int8`` ONNX export against the float32 one.
 
-Two trainings of ``configs/demo.yaml`` on the synthetic data of ``wavecl demo`` (same seed, same data),
+Two trainings of the packaged ``demo`` recipe on the synthetic data of ``wavecl demo`` (same seed, same data),
 one in float32 and one with ``train.amp bf16`` (CPU autocast where the CPU has bfloat16 instructions,
 float32 elsewhere: the table says which ran). The float32 run is then exported to ONNX
 (:func:`wavecl.model.onnx_export.export_onnx`, float32 and ``int8``) and the held-out clips are

@@ -2,7 +2,7 @@
 # Ref-YouTube-VOS scored locally (the evaluation server is gone): HOLDOUT_VIDEOS (default 200) training
 # videos drawn with HOLDOUT_SEED (default 0) are held out, with their masks, in a view of the dataset at
 # HOLDOUT_DIR (default $CACHE_DIR/ytvos_holdout_n<videos>_seed<seed>; links, the dataset is only read).
-# The recipe of train_ytvos_scratch.sh (configs/refer_youtube_vos.yaml, 8 GPUs) trains on the other
+# The recipe of train_ytvos_scratch.sh (the refer_youtube_vos recipe, 8 GPUs) trains on the other
 # videos; after every epoch the held-out videos are segmented and scored: J, F, J&F, best by J&F.
 # Not comparable with the server's valid numbers (docs/datasets.md#local-validation-on-ref-youtube-vos).
 set -euo pipefail
