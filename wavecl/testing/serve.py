@@ -54,7 +54,7 @@ def serve_process(
     env: dict[str, str] | None = None,
     cwd: str | os.PathLike[str] | None = None,
     start_timeout_s: float = 120.0,
-    stop_timeout_s: float = 60.0,
+    stop_timeout_s: float = 120.0,
 ) -> Iterator[ServeProcess]:
     """Run ``python -m wavecl serve --checkpoint CHECKPOINT --port FREE ARGUMENTS`` until the block ends.
 
