@@ -56,6 +56,12 @@ def tiny_model(tiny_config: ModelConfig) -> WaveCL:
 
 
 @pytest.fixture(scope="module")
+def tiny_eval_model(tiny_model: WaveCL) -> WaveCL:
+    """The module's tiny model in eval mode, the mode prediction runs the network in."""
+    return tiny_model.eval()
+
+
+@pytest.fixture(scope="module")
 def single_thread():
     """One intra-op thread for a module of tiny-model tests: their tensors gain nothing from threads, and
     on a busy machine the threads of several processes spin against each other; restored afterwards."""

@@ -40,12 +40,6 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tiny_model: WaveCL) -> WaveCL:
-    """The shared tiny model in eval mode (the predictor's mode), so references computed here agree."""
-    return tiny_model.eval()
-
-
-@pytest.fixture(scope="module")
 def frames() -> np.ndarray:
     """``[7, 45, 63, 3]`` uint8: moving coloured shapes."""
     video, _ = sample_synthetic_video(
@@ -62,8 +56,8 @@ def config(tmp_path: Path) -> AppConfig:
 
 
 @pytest.fixture()
-def segmenter(tiny_model: WaveCL, config: AppConfig):
-    segmenter = Segmenter(tiny_model, config)
+def segmenter(tiny_eval_model: WaveCL, config: AppConfig):
+    segmenter = Segmenter(tiny_eval_model, config)
     yield segmenter
     segmenter.close()
 
@@ -129,7 +123,7 @@ def test_app_config_rejects_bad_values() -> None:
 
 
 def test_segment_video_gives_playable_overlay_contact_sheet_and_masks_zip(
-    segmenter: Segmenter, tiny_model: WaveCL, frames: np.ndarray, tmp_path: Path
+    segmenter: Segmenter, tiny_eval_model: WaveCL, frames: np.ndarray, tmp_path: Path
 ) -> None:
     video = tmp_path / "clip.mp4"
     write_video(video, list(frames), fps=8)
@@ -146,7 +140,7 @@ def test_segment_video_gives_playable_overlay_contact_sheet_and_masks_zip(
 
     masks = zipped_masks(result.masks_zip)
     assert sorted(masks) == expected_names(video_frame_names(NUM_FRAMES))
-    reference = reference_masks(tiny_model, video).numpy()
+    reference = reference_masks(tiny_eval_model, video).numpy()
     assert 0 < reference.mean() < 1, "the reference masks are not trivially constant"
     for index, text in enumerate(SENTENCES):
         for frame, name in enumerate(video_frame_names(NUM_FRAMES)):
@@ -166,7 +160,7 @@ def test_segment_video_gives_playable_overlay_contact_sheet_and_masks_zip(
 
 
 def test_frames_from_zip_and_folder_give_the_masks_of_the_frames(
-    segmenter: Segmenter, tiny_model: WaveCL, frames: np.ndarray, tmp_path: Path
+    segmenter: Segmenter, tiny_eval_model: WaveCL, frames: np.ndarray, tmp_path: Path
 ) -> None:
     folder = tmp_path / "upload"
     folder.mkdir()
@@ -183,7 +177,7 @@ def test_frames_from_zip_and_folder_give_the_masks_of_the_frames(
     (folder / "Thumbs.db").write_bytes(b"not a frame")
     paths.append(str(folder / "Thumbs.db"))
 
-    reference = reference_masks(tiny_model, frames)
+    reference = reference_masks(tiny_eval_model, frames)
     for upload, files in ((str(archive), None), (None, paths)):
         result = segmenter.segment(upload, files, "\n".join(SENTENCES), window=4, short_size=40, threshold=0.5)
         masks = zipped_masks(result.masks_zip)
@@ -194,13 +188,13 @@ def test_frames_from_zip_and_folder_give_the_masks_of_the_frames(
         assert np.array_equal(got, reference.numpy())
 
 
-def test_controls_change_the_threshold(segmenter: Segmenter, tiny_model: WaveCL, frames: np.ndarray) -> None:
+def test_controls_change_the_threshold(segmenter: Segmenter, tiny_eval_model: WaveCL, frames: np.ndarray) -> None:
     video = segmenter.workspace.root / "clip.mp4"
     write_video(video, list(frames), fps=8)
     result = segmenter.segment(str(video), None, "\n".join(SENTENCES), window=4, short_size=40, threshold=0.3)
     masks = zipped_masks(result.masks_zip)
     got = np.stack([[masks[name] == 255 for name in sorted(masks) if name.startswith(f"{i}_")] for i in range(2)])
-    assert np.array_equal(got, reference_masks(tiny_model, video, threshold=0.3).numpy())
+    assert np.array_equal(got, reference_masks(tiny_eval_model, video, threshold=0.3).numpy())
 
 
 # ----------------------------------------------------------------------------------------- bad input
@@ -285,14 +279,14 @@ def test_frame_limit_holds_when_the_file_does_not_record_its_length(
 
 
 def test_requests_clean_up_after_themselves_and_close_removes_everything(
-    tiny_model: WaveCL, frames: np.ndarray, tmp_path: Path
+    tiny_eval_model: WaveCL, frames: np.ndarray, tmp_path: Path
 ) -> None:
     parent = tmp_path / "parent"
     parent.mkdir()
     video = tmp_path / "clip.mp4"
     write_video(video, list(frames[:3]), fps=8)
     segmenter = Segmenter(
-        tiny_model, AppConfig(InferenceSettings(short_size=40, max_size=64), temp_parent=parent, examples=False)
+        tiny_eval_model, AppConfig(InferenceSettings(short_size=40, max_size=64), temp_parent=parent, examples=False)
     )
     assert [p.name for p in parent.iterdir()] == [segmenter.workspace.root.name]
     first = segmenter.segment(str(video), None, "a dog")
@@ -305,10 +299,10 @@ def test_requests_clean_up_after_themselves_and_close_removes_everything(
 
 
 def test_build_app_keeps_gradio_files_in_its_folder(
-    tiny_model: WaveCL, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_eval_model: WaveCL, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("GRADIO_TEMP_DIR", raising=False)
-    app = build_app(tiny_model, AppConfig(temp_parent=tmp_path, max_upload_mb=3))
+    app = build_app(tiny_eval_model, AppConfig(temp_parent=tmp_path, max_upload_mb=3))
     root = app.segmenter.workspace.root
     try:
         assert root.parent == tmp_path
@@ -326,7 +320,7 @@ def test_build_app_keeps_gradio_files_in_its_folder(
 
 
 def test_second_request_waits_in_the_queue_with_its_position(
-    tiny_model: WaveCL, frames: np.ndarray, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_eval_model: WaveCL, frames: np.ndarray, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from gradio_client import Client, handle_file
     from gradio_client.utils import Status
@@ -344,7 +338,7 @@ def test_second_request_waits_in_the_queue_with_its_position(
     video = tmp_path / "clip.mp4"
     write_video(video, list(frames[:2]), fps=8)
     config = AppConfig(InferenceSettings(short_size=40, max_size=64), max_queue=1, temp_parent=tmp_path, examples=False)
-    app = build_app(tiny_model, config)
+    app = build_app(tiny_eval_model, config)
     port = free_port()
     app.launch(**launch_options(config, port=port), prevent_thread_lock=True, quiet=True)
     try:
@@ -374,7 +368,7 @@ def test_second_request_waits_in_the_queue_with_its_position(
 
 
 def test_serve_command_passes_its_flags_and_the_checkpoint_size(
-    tiny_model: WaveCL, tiny_config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+    tiny_eval_model: WaveCL, tiny_config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
     from wavecl import app as app_package
     from wavecl.cli import main
@@ -383,13 +377,13 @@ def test_serve_command_passes_its_flags_and_the_checkpoint_size(
     recorded = InferenceSettings(short_size=64, max_size=96, window=6)
     source = pretrained.PretrainedSource(tmp_path / "model.safetensors", tiny_config, None, recorded)
     monkeypatch.setattr(pretrained, "resolve_pretrained", lambda path: source)
-    monkeypatch.setattr(pretrained, "build_pretrained", lambda model_class, found, device: tiny_model)
+    monkeypatch.setattr(pretrained, "build_pretrained", lambda model_class, found, device: tiny_eval_model)
     served = []
     monkeypatch.setattr(app_package, "serve", lambda *args, **kwargs: served.append((args, kwargs)))
 
     main(["serve", "--checkpoint", "run", "--device", "cpu", "--max-frames", "50", "--max-upload-mb", "2"])
     (model, config), options = served[0]
-    assert model is tiny_model and options == {"host": "127.0.0.1", "port": 7860}
+    assert model is tiny_eval_model and options == {"host": "127.0.0.1", "port": 7860}
     assert (config.inference.short_size, config.inference.max_size, config.inference.window) == (
         64,
         96,

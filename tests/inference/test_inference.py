@@ -53,12 +53,6 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tiny_model: WaveCL) -> WaveCL:
-    """The shared tiny model (tests/conftest.py), in eval mode: prediction runs the network in eval mode."""
-    return tiny_model.eval()
-
-
-@pytest.fixture(scope="module")
 def frames() -> np.ndarray:
     """``[7, 48, 64, 3]`` uint8: moving coloured shapes over a textured background."""
     video, _ = sample_synthetic_video(seed=3, split="test", index=0, num_frames=7, size=(HEIGHT, WIDTH)).render()
@@ -66,8 +60,8 @@ def frames() -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def pretrained_dir(tiny_model: WaveCL, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_pretrained(tiny_model, tmp_path_factory.mktemp("pretrained") / "tiny", SETTINGS)
+def pretrained_dir(tiny_eval_model: WaveCL, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_pretrained(tiny_eval_model, tmp_path_factory.mktemp("pretrained") / "tiny", SETTINGS)
 
 
 def predictor(model: WaveCL, window: int, **changes: object) -> VideoPredictor:
@@ -280,7 +274,7 @@ def test_video_writer_pads_odd_sizes_to_even_yuv420p_for_browsers(tmp_path: Path
 
 
 def test_save_then_load_pretrained_gives_identical_outputs(
-    tiny_model: WaveCL, pretrained_dir: Path, frames: np.ndarray
+    tiny_eval_model: WaveCL, pretrained_dir: Path, frames: np.ndarray
 ) -> None:
     assert sorted(p.name for p in pretrained_dir.iterdir()) == [
         "README.md",
@@ -301,16 +295,16 @@ def test_save_then_load_pretrained_gives_identical_outputs(
 
     loaded = WaveCL.from_pretrained(pretrained_dir)
     assert not loaded.training
-    for name, tensor in tiny_model.state_dict().items():
+    for name, tensor in tiny_eval_model.state_dict().items():
         assert torch.equal(loaded.state_dict()[name], tensor), name
-    for expected, actual in zip(model_outputs(tiny_model, frames), model_outputs(loaded, frames)):
+    for expected, actual in zip(model_outputs(tiny_eval_model, frames), model_outputs(loaded, frames)):
         assert torch.equal(expected, actual)
 
 
-def test_save_pretrained_replaces_its_own_folder_but_not_foreign_files(tiny_model: WaveCL, tmp_path: Path) -> None:
+def test_save_pretrained_replaces_its_own_folder_but_not_foreign_files(tiny_eval_model: WaveCL, tmp_path: Path) -> None:
     target = tmp_path / "model"
-    save_pretrained(tiny_model, target, SETTINGS)
-    tiny_model.save_pretrained(target)  # the model's own settings
+    save_pretrained(tiny_eval_model, target, SETTINGS)
+    tiny_eval_model.save_pretrained(target)  # the model's own settings
     assert sorted(p.name for p in target.iterdir()) == [
         "README.md",
         "config.json",
@@ -321,17 +315,17 @@ def test_save_pretrained_replaces_its_own_folder_but_not_foreign_files(tiny_mode
     assert [p.name for p in tmp_path.iterdir()] == ["model"], "no temporary folder is left behind"
     (target / "notes.txt").write_text("mine")
     with pytest.raises(ValueError, match=r"refusing to overwrite .*notes\.txt"):
-        save_pretrained(tiny_model, target, SETTINGS)
+        save_pretrained(tiny_eval_model, target, SETTINGS)
     assert (target / "notes.txt").read_text() == "mine"
 
 
 def test_load_from_training_run_resolves_last_or_newest_checkpoint(
-    tiny_model: WaveCL, tmp_path: Path, frames: np.ndarray
+    tiny_eval_model: WaveCL, tmp_path: Path, frames: np.ndarray
 ) -> None:
     run = tmp_path / "run"
     run.mkdir()
     (run / "config.yaml").write_text(load_config(TINY_CONFIG).to_yaml())
-    state = tiny_model.state_dict()
+    state = tiny_eval_model.state_dict()
     older = {name: tensor + 1 if name == "query_embed.weight" else tensor for name, tensor in state.items()}
     save_checkpoint(run / "checkpoints", 1, older, {"epoch": 1})
     save_checkpoint(run / "checkpoints", 2, state, {"epoch": 2})
@@ -341,7 +335,7 @@ def test_load_from_training_run_resolves_last_or_newest_checkpoint(
 
     (run / "checkpoints" / "last").unlink()
     from_newest = WaveCL.from_pretrained(run)
-    for expected, actual in zip(model_outputs(tiny_model, frames), model_outputs(from_newest, frames)):
+    for expected, actual in zip(model_outputs(tiny_eval_model, frames), model_outputs(from_newest, frames)):
         assert torch.equal(expected, actual)
     from_file = WaveCL.from_pretrained(run / "checkpoints" / "epoch_0001" / "model.safetensors")
     assert torch.equal(from_file.query_embed.weight, older["query_embed.weight"])
@@ -352,7 +346,7 @@ def test_load_from_training_run_resolves_last_or_newest_checkpoint(
     assert recorded.window == resolve_pretrained(run).inference_settings.window == 4, "and its window"
     assert WaveCL.from_pretrained(exported).inference_settings == recorded, "the loaded model remembers them"
     for expected, actual in zip(
-        model_outputs(tiny_model, frames), model_outputs(WaveCL.from_pretrained(exported), frames)
+        model_outputs(tiny_eval_model, frames), model_outputs(WaveCL.from_pretrained(exported), frames)
     ):
         assert torch.equal(expected, actual)
 
@@ -388,11 +382,11 @@ def test_mismatched_checkpoint_lists_keys_and_names_the_file(pretrained_dir: Pat
 
 
 def test_a_loaded_model_runs_at_its_recorded_size_unless_told_otherwise(
-    tiny_model: WaveCL, tmp_path: Path, frames: np.ndarray
+    tiny_eval_model: WaveCL, tmp_path: Path, frames: np.ndarray
 ) -> None:
     """A model saved with small sizes is run at those sizes by ``VideoPredictor(model)`` (README's route)."""
     small = InferenceSettings(short_size=24, max_size=40, window=5)
-    folder = save_pretrained(tiny_model, tmp_path / "small", small)
+    folder = save_pretrained(tiny_eval_model, tmp_path / "small", small)
     assert json.loads((folder / "preprocessor_config.json").read_text()) == {
         "short_size": 24,
         "max_size": 40,
@@ -437,13 +431,13 @@ def test_load_pretrained_errors_name_the_path(tmp_path: Path) -> None:
 
 
 def test_predictor_on_mp4_and_frame_folder_gives_original_size_masks(
-    tiny_model: WaveCL, frames: np.ndarray, tmp_path: Path
+    tiny_eval_model: WaveCL, frames: np.ndarray, tmp_path: Path
 ) -> None:
     write_video(tmp_path / "clip.mp4", list(frames), fps=8)
     folder = tmp_path / "frames"
     for index, frame in enumerate(frames):
         save_png(folder / f"{index}.png", frame)  # 10.png must not sort before 2.png: natural order
-    model = predictor(tiny_model, window=4)
+    model = predictor(tiny_eval_model, window=4)
     from_mp4 = model(tmp_path / "clip.mp4", SENTENCES)
     from_folder = model(folder, SENTENCES)
     from_array = model(frames, SENTENCES)
@@ -454,62 +448,66 @@ def test_predictor_on_mp4_and_frame_folder_gives_original_size_masks(
 
 @pytest.mark.parametrize("link_weight", [0.0, 1.0])
 def test_disjoint_windows_equal_the_window_by_window_reference(
-    tiny_model: WaveCL, frames: np.ndarray, link_weight: float
+    tiny_eval_model: WaveCL, frames: np.ndarray, link_weight: float
 ) -> None:
     """Without overlap nothing links the windows, whatever the weight: each picks its own best query."""
-    masks = predictor(tiny_model, window=3, overlap=0, link_weight=link_weight)(frames, SENTENCES)
-    reference = torch.cat([reference_window_masks(tiny_model, frames[s : s + 3], SENTENCES) for s in (0, 3, 6)], dim=1)
+    masks = predictor(tiny_eval_model, window=3, overlap=0, link_weight=link_weight)(frames, SENTENCES)
+    reference = torch.cat(
+        [reference_window_masks(tiny_eval_model, frames[s : s + 3], SENTENCES) for s in (0, 3, 6)], dim=1
+    )
     assert 0 < reference.float().mean() < 1, "the reference masks are not trivially constant"
     assert torch.equal(masks, reference)
-    separately = torch.cat([predictor(tiny_model, window=8)(frames[s : s + 3], SENTENCES) for s in (0, 3, 6)], dim=1)
+    separately = torch.cat(
+        [predictor(tiny_eval_model, window=8)(frames[s : s + 3], SENTENCES) for s in (0, 3, 6)], dim=1
+    )
     assert torch.equal(masks, separately)
 
 
-def test_predictor_threshold_matches_the_reference(tiny_model: WaveCL, frames: np.ndarray) -> None:
+def test_predictor_threshold_matches_the_reference(tiny_eval_model: WaveCL, frames: np.ndarray) -> None:
     low, high = (
-        VideoPredictor(tiny_model, SETTINGS, progress=False, threshold=t)(frames, SENTENCES) for t in (0.3, 0.7)
+        VideoPredictor(tiny_eval_model, SETTINGS, progress=False, threshold=t)(frames, SENTENCES) for t in (0.3, 0.7)
     )
-    assert torch.equal(low, reference_window_masks(tiny_model, frames, SENTENCES, threshold=0.3))
-    assert torch.equal(high, reference_window_masks(tiny_model, frames, SENTENCES, threshold=0.7))
+    assert torch.equal(low, reference_window_masks(tiny_eval_model, frames, SENTENCES, threshold=0.3))
+    assert torch.equal(high, reference_window_masks(tiny_eval_model, frames, SENTENCES, threshold=0.7))
     assert high.sum() < low.sum()
     with pytest.raises(ValueError, match="threshold"):
-        VideoPredictor(tiny_model, threshold=1.0)
+        VideoPredictor(tiny_eval_model, threshold=1.0)
 
 
 def test_predictor_runs_the_backbone_once_per_window_whatever_the_sentences(
-    tiny_model: WaveCL, frames: np.ndarray
+    tiny_eval_model: WaveCL, frames: np.ndarray
 ) -> None:
     """7 frames in windows of 3: three backbone passes on one clip each, for 3 sentences sent 2 at a time;
     the masks equal the per-sentence computation."""
     sentences = [*SENTENCES, "the background"]
     calls = []
-    hook = tiny_model.backbone.register_forward_hook(lambda module, inputs, output: calls.append(inputs[0].shape))
+    hook = tiny_eval_model.backbone.register_forward_hook(lambda module, inputs, output: calls.append(inputs[0].shape))
     try:
-        chunked = VideoPredictor(tiny_model, SETTINGS, progress=False, window=3, overlap=0, sentences_per_pass=2)(
+        chunked = VideoPredictor(tiny_eval_model, SETTINGS, progress=False, window=3, overlap=0, sentences_per_pass=2)(
             frames, sentences
         )
     finally:
         hook.remove()
     assert [tuple(shape[:2]) for shape in calls] == [(1, 3), (1, 3), (1, 1)]  # [B, T]: one clip per window
     alone = [
-        torch.cat([reference_window_masks(tiny_model, frames[s : s + 3], [text]) for s in (0, 3, 6)], dim=1)
+        torch.cat([reference_window_masks(tiny_eval_model, frames[s : s + 3], [text]) for s in (0, 3, 6)], dim=1)
         for text in sentences
     ]
     assert torch.equal(chunked, torch.cat(alone))
     with pytest.raises(ValueError, match="sentences_per_pass must be a positive integer"):
-        VideoPredictor(tiny_model, sentences_per_pass=0)
+        VideoPredictor(tiny_eval_model, sentences_per_pass=0)
 
 
-def test_predict_stream_yields_every_frame_in_order(tiny_model: WaveCL, frames: np.ndarray) -> None:
-    stream = list(predictor(tiny_model, window=3).predict_stream(frames, "a blue square"))
+def test_predict_stream_yields_every_frame_in_order(tiny_eval_model: WaveCL, frames: np.ndarray) -> None:
+    stream = list(predictor(tiny_eval_model, window=3).predict_stream(frames, "a blue square"))
     assert [index for index, _, _ in stream] == list(range(len(frames)))
     for index, frame, masks in stream:
         assert (np.asarray(frame) == frames[index]).all()
         assert masks.shape == (1, HEIGHT, WIDTH)
 
 
-def test_predictor_errors_name_the_problem(tiny_model: WaveCL, frames: np.ndarray, tmp_path: Path) -> None:
-    model = predictor(tiny_model, window=4)
+def test_predictor_errors_name_the_problem(tiny_eval_model: WaveCL, frames: np.ndarray, tmp_path: Path) -> None:
+    model = predictor(tiny_eval_model, window=4)
     corrupt = tmp_path / "corrupt.mp4"
     corrupt.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
     with pytest.raises(ValueError, match="corrupt.mp4"):
@@ -531,15 +529,15 @@ def test_predictor_errors_name_the_problem(tiny_model: WaveCL, frames: np.ndarra
     with pytest.raises(ValueError, match="frame 1 of .*mixed is 32x48"):
         model(mixed, SENTENCES)
     with pytest.raises(ValueError, match="window"):
-        VideoPredictor(tiny_model, window=0)
+        VideoPredictor(tiny_eval_model, window=0)
     with pytest.raises(ValueError, match=r"overlap must be in \[0, window=4\), got 4"):
-        VideoPredictor(tiny_model, window=4, overlap=4)
+        VideoPredictor(tiny_eval_model, window=4, overlap=4)
     with pytest.raises(TypeError, match="unknown inference settings: windows"):
-        VideoPredictor(tiny_model, windows=4)
+        VideoPredictor(tiny_eval_model, windows=4)
 
 
-def test_predictor_refuses_nonfinite_outputs_naming_the_frames(tiny_model: WaveCL, frames: np.ndarray) -> None:
-    broken = copy.deepcopy(tiny_model)
+def test_predictor_refuses_nonfinite_outputs_naming_the_frames(tiny_eval_model: WaveCL, frames: np.ndarray) -> None:
+    broken = copy.deepcopy(tiny_eval_model)
     with torch.no_grad():
         for head in broken.class_embed:
             head.bias.fill_(float("nan"))
@@ -547,11 +545,11 @@ def test_predictor_refuses_nonfinite_outputs_naming_the_frames(tiny_model: WaveC
         predictor(broken, window=4)(frames, SENTENCES)
 
 
-def test_cuda_request_without_cuda_is_an_error(tiny_model: WaveCL, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cuda_request_without_cuda_is_an_error(tiny_eval_model: WaveCL, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ValueError, match="device 'cuda' was requested but this process sees no GPU"):
-        VideoPredictor(tiny_model, device="cuda", amp="bf16", progress=False)
-    automatic = VideoPredictor(tiny_model, device="auto", amp="bf16", progress=False)
+        VideoPredictor(tiny_eval_model, device="cuda", amp="bf16", progress=False)
+    automatic = VideoPredictor(tiny_eval_model, device="auto", amp="bf16", progress=False)
     # the CPU's policy: bf16 where this CPU has bfloat16 instructions, float32 elsewhere (tests/test_amp.py)
     assert automatic.device == torch.device("cpu") and automatic.precision == decide_precision("bf16", automatic.device)
 
@@ -568,7 +566,7 @@ def test_predict_video_refuses_cuda_before_reading_weights(tmp_path: Path, monke
 
 
 def test_predict_video_writes_masks_overlay_video_and_contact_sheet(
-    tiny_model: WaveCL, pretrained_dir: Path, frames: np.ndarray, tmp_path: Path
+    tiny_eval_model: WaveCL, pretrained_dir: Path, frames: np.ndarray, tmp_path: Path
 ) -> None:
     write_video(tmp_path / "clip.mp4", list(frames), fps=8)
     paths = predict_video(pretrained_dir, tmp_path / "clip.mp4", SENTENCES, tmp_path / "out", window=4, progress=False)
@@ -576,7 +574,7 @@ def test_predict_video_writes_masks_overlay_video_and_contact_sheet(
     assert paths.num_frames == len(frames)
     assert [p.name for p in paths.mask_dirs] == ["0_the_red_circle_moving_to_the_left", "1_a_blue_square"]
     decoded = np.stack([np.asarray(image) for image in read_video_frames(tmp_path / "clip.mp4")])
-    expected = predictor(tiny_model, window=4)(decoded, SENTENCES)
+    expected = predictor(tiny_eval_model, window=4)(decoded, SENTENCES)
     for sentence, mask_dir in enumerate(paths.mask_dirs):
         files = sorted(mask_dir.iterdir())
         # a video file's frames are named by index and presentation time (8 frames per second)
@@ -639,7 +637,7 @@ def test_interrupted_predict_leaves_the_previous_output_whole(
 
 
 def test_predict_video_on_a_turned_phone_video_writes_upright_masks_and_overlay(
-    tiny_model: WaveCL, pretrained_dir: Path, frames: np.ndarray, tmp_path: Path
+    tiny_eval_model: WaveCL, pretrained_dir: Path, frames: np.ndarray, tmp_path: Path
 ) -> None:
     """The stored frames are sideways and the file asks to be shown turned 90 degrees counter-clockwise:
     masks and overlay must be those of the upright video, not of the stored pixels."""
@@ -655,7 +653,7 @@ def test_predict_video_on_a_turned_phone_video_writes_upright_masks_and_overlay(
     upright = np.ascontiguousarray(np.rot90(stored, k=1, axes=(1, 2)))  # [T, W, H, 3]
 
     paths = predict_video(pretrained_dir, tmp_path / "phone.mp4", SENTENCES, tmp_path / "out", window=4, progress=False)
-    expected = predictor(tiny_model, window=4)(upright, SENTENCES)
+    expected = predictor(tiny_eval_model, window=4)(upright, SENTENCES)
     assert expected.shape == (2, len(frames), WIDTH, HEIGHT)
     for sentence, mask_dir in enumerate(paths.mask_dirs):
         for t in range(len(frames)):
@@ -676,7 +674,7 @@ def test_predict_video_on_a_turned_phone_video_writes_upright_masks_and_overlay(
 
 
 def test_predict_names_masks_after_the_frames_of_a_folder(
-    tiny_model: WaveCL, frames: np.ndarray, tmp_path: Path
+    tiny_eval_model: WaveCL, frames: np.ndarray, tmp_path: Path
 ) -> None:
     """A folder of non-contiguous frame names: each mask is named after its frame (natural order), the
     window and the resize come from the run, and the contact sheet lists the frames it shows."""
@@ -690,12 +688,12 @@ def test_predict_names_masks_after_the_frames_of_a_folder(
         load_config(TINY_CONFIG),
         {"data.window_size": 3, "data.eval_short_size": SHORT_SIZE, "data.eval_max_size": MAX_SIZE},
     )
-    save_checkpoint(run / "checkpoints", 0, tiny_model.state_dict(), {"epoch": 0})
+    save_checkpoint(run / "checkpoints", 0, tiny_eval_model.state_dict(), {"epoch": 0})
     (run / "config.yaml").write_text(config.to_yaml())
 
     paths = predict_video(run, folder, SENTENCES, tmp_path / "out", progress=False)
     assert paths.settings.window == 3 and paths.num_frames == len(names)
-    expected = predictor(tiny_model, window=3)(frames[: len(names)], SENTENCES)
+    expected = predictor(tiny_eval_model, window=3)(frames[: len(names)], SENTENCES)
     for sentence, mask_dir in enumerate(paths.mask_dirs):
         assert sorted(p.name for p in mask_dir.iterdir()) == sorted(f"{name}.png" for name in names)
         for t, name in enumerate(names):
