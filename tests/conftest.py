@@ -9,12 +9,15 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from pathlib import Path
 
 import pytest
 import torch
 
 from wavecl.config import ModelConfig, load_config
 from wavecl.data.sample_cache import CACHE_ENVIRONMENT_VARIABLE
+from wavecl.inference_settings import InferenceSettings
+from wavecl.model.pretrained import save_pretrained
 from wavecl.model.wavecl import WaveCL
 
 CACHE_FOLDER = pytest.StashKey[str]()
@@ -59,6 +62,16 @@ def tiny_model(tiny_config: ModelConfig) -> WaveCL:
 def tiny_eval_model(tiny_model: WaveCL) -> WaveCL:
     """The module's tiny model in eval mode, the mode prediction runs the network in."""
     return tiny_model.eval()
+
+
+@pytest.fixture(scope="module")
+def tiny_pretrained(tiny_model: WaveCL, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A pretrained folder of the module's tiny model (untrained weights), recorded to run at 32 / 48, window 2."""
+    return save_pretrained(
+        tiny_model,
+        tmp_path_factory.mktemp("pretrained") / "tiny",
+        InferenceSettings(short_size=32, max_size=48, window=2),
+    )
 
 
 @pytest.fixture(scope="module")

@@ -15,9 +15,11 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 import wavecl.model.deformable as deformable
 from wavecl.checkpoint import read_state_dict
 from wavecl.config import Config, ModelConfig, apply_overrides, config_file, load_config
+from wavecl.data.collate import collate_clips
 from wavecl.data.synthetic import write_synthetic_ytvos
 from wavecl.data.types import FrameTarget
 from wavecl.distributed import DistInfo
+from wavecl.evaluation.protocols import Evaluation, build_evaluation
 from wavecl.model.output import WaveCLOutput
 from wavecl.model.wavecl import WaveCL
 from wavecl.testing.frames import frame_level
@@ -58,6 +60,16 @@ def constant_prediction(batch, logit: float) -> WaveCLOutput:
         video_queries=torch.zeros(B, Q, 8),
         text_sentence_feature=torch.zeros(B, 8),
     )
+
+
+def evaluate_constant(config: Config, out_dir: Path, logit: float) -> tuple[Evaluation, dict[str, float]]:
+    """``config``'s evaluation (:func:`~wavecl.evaluation.protocols.build_evaluation`) and its metrics when every
+    clip is predicted by :func:`constant_prediction` with ``logit``, one clip per batch."""
+    evaluation = build_evaluation(config, out_dir)
+    for index in range(len(evaluation.dataset)):
+        batch = collate_clips([evaluation.dataset[index]])
+        evaluation.evaluator.update(constant_prediction(batch, logit), batch)
+    return evaluation, evaluation.evaluator.summarize()
 
 
 def tiny_train_arguments(epochs: int, output_dir: Path, data_root: Path, settings: dict) -> list[str]:

@@ -34,7 +34,7 @@ from wavecl.evaluation.davis import read_sequence_list
 from wavecl.evaluation.ytvos import write_ytvos_masks
 from wavecl.inference_settings import InferenceSettings
 from wavecl.jsonio import DuplicateKeyError, read_json
-from wavecl.model.pretrained import resolve_pretrained, save_pretrained
+from wavecl.model.pretrained import resolve_pretrained
 from wavecl.testing.a2d import write_a2d_fixture
 from wavecl.testing.davis import write_davis_fixture
 from wavecl.testing.jhmdb import write_jhmdb_fixture
@@ -75,16 +75,6 @@ def png_header(width: int, height: int) -> bytes:
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
-
-
-@pytest.fixture(scope="module")
-def pretrained(tiny_model, tmp_path_factory) -> Path:
-    """A pretrained folder of the tiny model (untrained weights, evaluation resize 32 / 48)."""
-    return save_pretrained(
-        tiny_model,
-        tmp_path_factory.mktemp("pretrained") / "tiny",
-        InferenceSettings(short_size=32, max_size=48, window=2),
-    )
 
 
 # ------------------------------------------------------------------------------------------ identifiers
@@ -144,12 +134,12 @@ def hostile_ytvos(root: Path, target: str, value: str) -> Path:
         ("frame name", ".."),
     ],
 )
-def test_evaluate_refuses_ids_that_leave_the_output_folder(pretrained, tmp_path, capsys, target, value) -> None:
+def test_evaluate_refuses_ids_that_leave_the_output_folder(tiny_pretrained, tmp_path, capsys, target, value) -> None:
     value = str(tmp_path / "escaped") if value == "ABSOLUTE" else value
     meta = hostile_ytvos(tmp_path / "ref-youtube-vos", target, value)
     before = tree_state(tmp_path)
     argv = ["evaluate", "-c", str(TINY_CONFIG), "--dataset", "ref_youtube_vos", "--data-root", str(tmp_path)]
-    argv += ["--checkpoint", str(pretrained), "--out-dir", str(tmp_path / "out"), "--device", "cpu"]
+    argv += ["--checkpoint", str(tiny_pretrained), "--out-dir", str(tmp_path / "out"), "--device", "cpu"]
     argv += ["--set", "data.window_size=2", "--set", "data.eval_short_size=32", "--set", "data.eval_max_size=48"]
     code, _, err = run_cli(argv, capsys)
     assert code == 2
@@ -276,7 +266,7 @@ def test_video_frames_over_the_pixel_limit_are_refused(tmp_path, monkeypatch) ->
         ("1x5000", r"frame 0 \(big\) of .*frames: a 1x5000 picture .* short side of less than one pixel"),
     ],
 )
-def test_predict_reports_a_refused_frame_as_an_error(pretrained, tmp_path, capsys, frame, message) -> None:
+def test_predict_reports_a_refused_frame_as_an_error(tiny_pretrained, tmp_path, capsys, frame, message) -> None:
     frames = tmp_path / "frames"
     frames.mkdir()
     if frame == "1x5000":
@@ -284,7 +274,7 @@ def test_predict_reports_a_refused_frame_as_an_error(pretrained, tmp_path, capsy
     else:
         (frames / "big.png").write_bytes(frame)
     before = tree_state(tmp_path)
-    argv = ["predict", str(frames), "--checkpoint", str(pretrained), "--text", "a dog", "--device", "cpu"]
+    argv = ["predict", str(frames), "--checkpoint", str(tiny_pretrained), "--text", "a dog", "--device", "cpu"]
     code, _, err = run_cli([*argv, "--out-dir", str(tmp_path / "out")], capsys)
     assert code == 2
     assert "error: " in err and "Traceback" not in err
@@ -330,25 +320,25 @@ def test_a_coco_ground_truth_with_a_repeated_key_is_refused(tmp_path) -> None:
     assert load_coco_ground_truth(path).getImgIds() == [1]
 
 
-def test_evaluate_refuses_a_repeated_expression_id(pretrained, tmp_path, capsys) -> None:
+def test_evaluate_refuses_a_repeated_expression_id(tiny_pretrained, tmp_path, capsys) -> None:
     write_ytvos_fixture(tmp_path / "ref-youtube-vos")
     path = tmp_path / "ref-youtube-vos" / "meta_expressions" / "valid" / "meta_expressions.json"
     text = path.read_text()
     assert text.count('"0": {"exp": "a cat"}') == 1
     path.write_text(text.replace('"0": {"exp": "a cat"}', '"0": {"exp": "a cat"}, "0": {"exp": "a dog"}'))
     argv = ["evaluate", "-c", str(TINY_CONFIG), "--dataset", "ref_youtube_vos", "--data-root", str(tmp_path)]
-    code, _, err = run_cli([*argv, "--checkpoint", str(pretrained), "--out-dir", str(tmp_path / "out")], capsys)
+    code, _, err = run_cli([*argv, "--checkpoint", str(tiny_pretrained), "--out-dir", str(tmp_path / "out")], capsys)
     assert code == 2 and str(path) in err and "key '0' appears twice" in err
 
 
-def test_a_pretrained_config_with_a_repeated_key_is_refused(pretrained, tmp_path) -> None:
+def test_a_pretrained_config_with_a_repeated_key_is_refused(tiny_pretrained, tmp_path) -> None:
     folder = tmp_path / "copy"
     folder.mkdir()
-    for item in pretrained.iterdir():
+    for item in tiny_pretrained.iterdir():
         (folder / item.name).symlink_to(item)
     config = folder / "config.json"
     config.unlink()
-    text = (pretrained / "config.json").read_text()
+    text = (tiny_pretrained / "config.json").read_text()
     assert '"d_model"' in text
     config.write_text(text.replace("{", '{\n  "d_model": 1,', 1))
     with pytest.raises(DuplicateKeyError, match=rf"{config}: key 'd_model' appears twice"):

@@ -25,7 +25,6 @@ from wavecl.data.video_files import iter_video_frames, read_video_frames, write_
 from wavecl.evaluation.loop import dataset_sentences
 from wavecl.inference.predictor import frame_files
 from wavecl.inference_settings import InferenceSettings
-from wavecl.model.pretrained import save_pretrained
 from wavecl.model.text import max_text_tokens
 from wavecl.model.wavecl import WaveCL
 from wavecl.testing.a2d import write_a2d_fixture
@@ -36,16 +35,6 @@ from wavecl.testing.ytvos import write_ytvos_fixture
 
 APPLE_DOUBLE = b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        " + bytes(64)
 """The start of a macOS AppleDouble file (the ``._name`` copy a Mac writes beside ``name`` on foreign disks)."""
-
-
-@pytest.fixture(scope="module")
-def pretrained(tiny_model, tmp_path_factory) -> Path:
-    """A pretrained folder of the tiny model (untrained weights, evaluation resize 32 / 48, window 2)."""
-    return save_pretrained(
-        tiny_model,
-        tmp_path_factory.mktemp("pretrained") / "tiny",
-        InferenceSettings(short_size=32, max_size=48, window=2),
-    )
 
 
 def frame_folder_with_mac_copies(folder: Path) -> list[str]:
@@ -60,7 +49,7 @@ def frame_folder_with_mac_copies(folder: Path) -> list[str]:
     return names
 
 
-def test_predict_ignores_macos_copies_and_hidden_files_as_the_web_page_does(pretrained, tmp_path, capsys) -> None:
+def test_predict_ignores_macos_copies_and_hidden_files_as_the_web_page_does(tiny_pretrained, tmp_path, capsys) -> None:
     frames = tmp_path / "frames"
     names = frame_folder_with_mac_copies(frames)
     assert [path.stem for path in frame_files(frames)] == names  # natural order: f10 last
@@ -69,7 +58,7 @@ def test_predict_ignores_macos_copies_and_hidden_files_as_the_web_page_does(pret
     collected = collect_frames(uploaded, tmp_path / "page", max_frames=10)
     assert sorted(path.stem for path in collected.iterdir()) == sorted(names)
     out = tmp_path / "out"
-    argv = ["predict", str(frames), "--checkpoint", str(pretrained), "--text", "a dog", "--device", "cpu"]
+    argv = ["predict", str(frames), "--checkpoint", str(tiny_pretrained), "--text", "a dog", "--device", "cpu"]
     code, _, err = run_cli([*argv, "--out-dir", str(out)], capsys)
     assert code == 0, err
     assert sorted(path.stem for path in (out / "masks" / "0_a_dog").iterdir()) == sorted(names)
@@ -134,10 +123,10 @@ def test_a_damaged_packet_repeats_the_frame_before_it_with_a_warning(damaged_vid
         read_video_frames(path)  # the dataset readers stay strict: frame numbers must not shift
 
 
-def test_predict_segments_a_video_with_a_damaged_packet(pretrained, damaged_video, tmp_path, capsys) -> None:
+def test_predict_segments_a_video_with_a_damaged_packet(tiny_pretrained, damaged_video, tmp_path, capsys) -> None:
     path, damaged = damaged_video
     out = tmp_path / "out"
-    argv = ["predict", str(path), "--checkpoint", str(pretrained), "--text", "a dog", "--device", "cpu"]
+    argv = ["predict", str(path), "--checkpoint", str(tiny_pretrained), "--text", "a dog", "--device", "cpu"]
     code, _, err = run_cli([*argv, "--out-dir", str(out)], capsys)
     assert code == 0, err
     names = sorted(file.stem for file in (out / "masks" / "0_a_dog").iterdir())
@@ -145,12 +134,12 @@ def test_predict_segments_a_video_with_a_damaged_packet(pretrained, damaged_vide
     assert f"{damaged:05d}_{damaged / FPS:.3f}s" in names
 
 
-def test_too_many_damaged_frames_refuse_the_video_naming_them(pretrained, tmp_path, capsys) -> None:
+def test_too_many_damaged_frames_refuse_the_video_naming_them(tiny_pretrained, tmp_path, capsys) -> None:
     path = tmp_path / "broken.mp4"
     write_video(path, gradient_frames(24), FPS)
     damaged = damage_packets(path, [6, 12, 18])  # 3 of 24: more than 10 %
     out = tmp_path / "out"
-    argv = ["predict", str(path), "--checkpoint", str(pretrained), "--text", "a dog", "--device", "cpu"]
+    argv = ["predict", str(path), "--checkpoint", str(tiny_pretrained), "--text", "a dog", "--device", "cpu"]
     code, _, err = run_cli([*argv, "--out-dir", str(out)], capsys)
     assert code == 2
     message = " ".join(err.split())
@@ -170,7 +159,7 @@ def write_mpegts(path: Path, frames: list[np.ndarray], fps: int) -> None:
         container.mux(stream.encode())
 
 
-def test_mpegts_frame_times_start_at_zero(pretrained, tmp_path, capsys) -> None:
+def test_mpegts_frame_times_start_at_zero(tiny_pretrained, tmp_path, capsys) -> None:
     path = tmp_path / "clip.ts"
     write_mpegts(path, gradient_frames(6), 25)
     with av.open(str(path)) as container:
@@ -178,7 +167,7 @@ def test_mpegts_frame_times_start_at_zero(pretrained, tmp_path, capsys) -> None:
     assert raw[0] > 0  # the transport stream's clock: what the mask names used to carry
     assert [frame.info["time"] for frame in iter_video_frames(path)] == pytest.approx([i / 25 for i in range(6)])
     out = tmp_path / "out"
-    argv = ["predict", str(path), "--checkpoint", str(pretrained), "--text", "a dog", "--device", "cpu"]
+    argv = ["predict", str(path), "--checkpoint", str(tiny_pretrained), "--text", "a dog", "--device", "cpu"]
     code, _, err = run_cli([*argv, "--out-dir", str(out)], capsys)
     assert code == 0, err
     names = sorted(file.stem for file in (out / "masks" / "0_a_dog").iterdir())
@@ -191,19 +180,19 @@ LONG = " ".join(["the small brown dog that runs after the red ball"] * 60)  # 60
 """A 600-word expression: more tokens than any text encoder of the package accepts."""
 
 
-def token_count(pretrained: Path, text: str) -> tuple[int, int]:
-    """``(tokens of text, most the encoder accepts)`` for the pretrained model, counted here."""
-    model = WaveCL.from_pretrained(pretrained)
+def token_count(tiny_pretrained: Path, text: str) -> tuple[int, int]:
+    """``(tokens of text, most the encoder accepts)`` for the tiny_pretrained model, counted here."""
+    model = WaveCL.from_pretrained(tiny_pretrained)
     return len(model.tokenizer(text)["input_ids"]), max_text_tokens(model.text_encoder)
 
 
-def test_predict_refuses_a_long_sentence_by_its_text_flag_before_writing(pretrained, tmp_path, capsys) -> None:
-    count, limit = token_count(pretrained, LONG.lower())
+def test_predict_refuses_a_long_sentence_by_its_text_flag_before_writing(tiny_pretrained, tmp_path, capsys) -> None:
+    count, limit = token_count(tiny_pretrained, LONG.lower())
     assert count > limit
     frames = tmp_path / "frames"
     frame_folder_with_mac_copies(frames)
     out = tmp_path / "out"
-    argv = ["predict", str(frames), "--checkpoint", str(pretrained), "--device", "cpu", "--out-dir", str(out)]
+    argv = ["predict", str(frames), "--checkpoint", str(tiny_pretrained), "--device", "cpu", "--out-dir", str(out)]
     code, _, err = run_cli([*argv, "--text", "a dog", "--text", LONG], capsys)
     assert code == 2
     message = " ".join(err.split())
@@ -225,7 +214,7 @@ def test_the_web_page_refuses_a_long_sentence_by_its_line(tiny_model, tmp_path) 
         segmenter.close()
 
 
-def test_evaluate_refuses_a_long_expression_by_file_and_id_before_writing(pretrained, tmp_path, capsys) -> None:
+def test_evaluate_refuses_a_long_expression_by_file_and_id_before_writing(tiny_pretrained, tmp_path, capsys) -> None:
     root = tmp_path / "ref-youtube-vos"
     write_ytvos_fixture(root)
     meta = root / "meta_expressions" / "valid" / "meta_expressions.json"
@@ -236,12 +225,12 @@ def test_evaluate_refuses_a_long_expression_by_file_and_id_before_writing(pretra
     meta.write_text(json.dumps(content))
     out = tmp_path / "out"
     argv = ["evaluate", "-c", str(TINY_CONFIG), "--dataset", "ref_youtube_vos", "--data-root", str(tmp_path)]
-    argv += ["--checkpoint", str(pretrained), "--out-dir", str(out), "--device", "cpu"]
+    argv += ["--checkpoint", str(tiny_pretrained), "--out-dir", str(out), "--device", "cpu"]
     argv += ["--set", "data.window_size=2", "--set", "data.eval_short_size=32", "--set", "data.eval_max_size=48"]
     code, _, err = run_cli(argv, capsys)
     assert code == 2
     message = " ".join(err.split())
-    count, limit = token_count(pretrained, LONG.lower())
+    count, limit = token_count(tiny_pretrained, LONG.lower())
     assert f"{meta}: video {video_id}, expression {exp_id} has {count} tokens, more than the {limit}" in message
     assert not out.exists() and not any(path.name.startswith(".out") for path in tmp_path.iterdir())
 

@@ -10,10 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from support import constant_prediction, run_cli
+from support import evaluate_constant, run_cli
 
 from wavecl.config import apply_overrides, load_config
-from wavecl.data.collate import collate_clips
 from wavecl.data.synthetic import write_synthetic_ytvos
 from wavecl.data.ytvos import YTVOSGroundTruth
 from wavecl.evaluation.identity import (
@@ -24,7 +23,6 @@ from wavecl.evaluation.identity import (
     segment_objects,
     window_starts,
 )
-from wavecl.evaluation.protocols import build_evaluation
 from wavecl.evaluation.ytvos import write_ytvos_masks
 
 REPO = Path(__file__).resolve().parents[2]
@@ -224,11 +222,7 @@ def test_evaluation_of_a_model_reports_them_at_its_windows(tmp_path):
     write_synthetic_ytvos(root, 3, num_frames=7, size=(32, 48), seed=0, split="valid")
     settings = {"data.dataset_name": "ref_youtube_vos", "data.root": str(root), "data.eval_short_size": 32}
     config = apply_overrides(load_config(TINY), settings | {"data.window_size": 3})
-    evaluation = build_evaluation(config, tmp_path / "eval")
-    for index in range(len(evaluation.dataset)):
-        batch = collate_clips([evaluation.dataset[index]])
-        evaluation.evaluator.update(constant_prediction(batch, 10.0), batch)
-    metrics = evaluation.evaluator.summarize()
+    _, metrics = evaluate_constant(config, tmp_path / "eval", 10.0)
     ground_truth = YTVOSGroundTruth(root)
     switches, stabilities = 0, []
     for expression in ground_truth.expressions:

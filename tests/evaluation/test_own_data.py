@@ -15,14 +15,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from support import constant_prediction, run_cli, set_writable, tree_state
+from support import evaluate_constant, run_cli, set_writable, tree_state
 
 from wavecl.config import apply_overrides, load_config
-from wavecl.data.collate import collate_clips
 from wavecl.data.synthetic import write_synthetic_ytvos
 from wavecl.data.ytvos import YTVOSGroundTruth
 from wavecl.evaluation.jf import db_eval_boundary
-from wavecl.evaluation.protocols import build_evaluation
 from wavecl.evaluation.ytvos import write_ytvos_masks
 from wavecl.testing.ytvos import write_ytvos_fixture
 
@@ -123,11 +121,7 @@ def test_evaluation_of_a_model_on_own_data_reports_j_and_f(own_data, tmp_path):
         config,
         {"data.dataset_name": "ref_youtube_vos", "data.root": str(own_data), "data.eval_short_size": SIZE[0]},
     )
-    evaluation = build_evaluation(config, tmp_path / "eval")
-    for index in range(len(evaluation.dataset)):
-        batch = collate_clips([evaluation.dataset[index]])
-        evaluation.evaluator.update(constant_prediction(batch, 10.0), batch)
-    metrics = evaluation.evaluator.summarize()
+    evaluation, metrics = evaluate_constant(config, tmp_path / "eval", 10.0)
     ground_truth = YTVOSGroundTruth(own_data)
     expected = [
         naive_j(ground_truth.masks(e.video_id, e.exp_id), np.ones((5, *SIZE), bool)) for e in ground_truth.expressions
@@ -143,11 +137,7 @@ def test_the_real_layout_without_annotations_still_writes_a_submission(tmp_path)
     fixture = write_ytvos_fixture(tmp_path / "refer_youtube_vos")
     config = load_config("refer_youtube_vos_finetune")
     config = apply_overrides(config, {"data.root": str(tmp_path), "model.num_classes": 1})
-    evaluation = build_evaluation(config, tmp_path / "eval")
-    for index in range(len(evaluation.dataset)):
-        batch = collate_clips([evaluation.dataset[index]])
-        evaluation.evaluator.update(constant_prediction(batch, -10.0), batch)
-    metrics = evaluation.evaluator.summarize()
+    evaluation, metrics = evaluate_constant(config, tmp_path / "eval", -10.0)
     with zipfile.ZipFile(tmp_path / "eval" / "submission.zip") as archive:
         assert "Annotations/val_a/1/00030.png" in archive.namelist()
         written = [name for name in archive.namelist() if name.endswith(".png")]
