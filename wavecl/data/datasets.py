@@ -10,8 +10,9 @@ docs/datasets.md#how-to-add-a-dataset walks through adding one.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from torch.utils.data import Dataset
 
@@ -80,9 +81,21 @@ def dataset_row(name: str) -> DatasetRow:
     Raises:
         ValueError: no such dataset; the message lists the known ones.
     """
-    if name not in DATASETS:
-        raise ValueError(f"unknown data.dataset_name {name!r}; known datasets: {sorted(DATASETS)}")
-    return DATASETS[name]
+    return named_row(DATASETS, name)
+
+
+_Row = TypeVar("_Row")
+
+
+def named_row(table: Mapping[str, _Row], name: str) -> _Row:
+    """The row of dataset ``name`` in ``table`` (:data:`DATASETS`, the evaluation protocols, ...).
+
+    Raises:
+        ValueError: no such dataset; the message lists the known ones.
+    """
+    if name not in table:
+        raise ValueError(f"unknown data.dataset_name {name!r}; known datasets: {sorted(table)}")
+    return table[name]
 
 
 def check_dataset(config: DataConfig, splits: Sequence[Split] = ("train", "eval")) -> DatasetReport | None:

@@ -28,7 +28,7 @@ by the real protocol to subtract test videos from the valid file, is written emp
 from __future__ import annotations
 
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -341,14 +341,28 @@ def sample_synthetic_video(seed: int, split: str, index: int, num_frames: int, s
             break
     else:
         raise RuntimeError(f"no layout with visible objects found for clip {index} of {split!r} (seed {seed})")
+    return assemble_video(rng, split, index, size, num_frames, objects, lambda: sample_expressions(rng, objects))
+
+
+def assemble_video(
+    rng: np.random.Generator,
+    split: str,
+    index: int,
+    size: tuple[int, int],
+    num_frames: int,
+    objects: tuple[SyntheticObject, ...],
+    expressions: Callable[[], tuple[SyntheticExpression, ...]],
+) -> SyntheticVideo:
+    """Clip ``index`` of ``split`` showing ``objects``: draws the background colour and texture seed from
+    ``rng``, then calls ``expressions`` (so its own draws, if any, come after those two)."""
     return SyntheticVideo(
         video_id=f"{split}_{index:05d}",
-        size=(height, width),
+        size=(size[0], size[1]),
         frame_names=tuple(f"{FRAME_STRIDE * t:05d}" for t in range(num_frames)),
         background=tuple(int(v) for v in rng.integers(170, 236, size=3)),  # type: ignore[arg-type]
         texture_seed=int(rng.integers(2**31)),
         objects=objects,
-        expressions=sample_expressions(rng, objects),
+        expressions=expressions(),
     )
 
 

@@ -112,7 +112,15 @@ def coco_segm_map(ground_truth: str | os.PathLike[str] | COCO, results: Sequence
         ``mAP 0.5:0.95``, ``AP 0.5``, ``AP 0.75``, ``AP 0.5:0.95 S``, ``AP 0.5:0.95 M``, ``AP 0.5:0.95 L``
         (``-1`` where no ground truth falls in an area range, as pycocotools reports it).
     """
-    stats = coco_stats(ground_truth, results, "segm")
+    return coco_map(ground_truth, results, "segm")
+
+
+def coco_map(
+    ground_truth: str | os.PathLike[str] | COCO, results: Sequence[dict[str, Any]], iou_type: str
+) -> dict[str, float]:
+    """The first six :func:`coco_stats` numbers of ``iou_type`` keyed by :data:`COCO_SUMMARY_KEYS`
+    (``mAP 0.5:0.95`` .. ``AP 0.5:0.95 L``)."""
+    stats = coco_stats(ground_truth, results, iou_type)
     return {key: float(value) for key, value in zip(COCO_SUMMARY_KEYS, stats[:6])}
 
 

@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 from wavecl.amp import PrecisionPolicy, decide_precision
 from wavecl.atomic import replace_directory, temporary_directory, write_json
 from wavecl.config import Config
-from wavecl.data.datasets import build_dataset
+from wavecl.data.datasets import build_dataset, named_row
 from wavecl.data.types import ClipSample
 from wavecl.distributed import DistInfo, on_main_process
 from wavecl.evaluation.a2d import build_a2d_evaluator, score_saved_a2d
@@ -122,9 +122,7 @@ def protocol_row(name: str) -> ProtocolRow:
     Raises:
         ValueError: no such dataset; the message lists the known ones.
     """
-    if name not in PROTOCOLS:
-        raise ValueError(f"unknown data.dataset_name {name!r}; known datasets: {sorted(PROTOCOLS)}")
-    return PROTOCOLS[name]
+    return named_row(PROTOCOLS, name)
 
 
 @dataclass

@@ -30,8 +30,7 @@ from wavecl.data.refcoco import build_refcoco_gt
 from wavecl.data.types import Batch, ClipSample, RefCOCOMetadata
 from wavecl.distributed import on_main_process
 from wavecl.evaluation.coco import (
-    COCO_SUMMARY_KEYS,
-    coco_stats,
+    coco_map,
     gather_results,
     load_coco_ground_truth,
     masks_to_coco_results,
@@ -126,9 +125,8 @@ def evaluate_refcoco(
     mask_results = [{k: v for k, v in r.items() if k != "bbox"} for r in results]
     box_results = [{k: v for k, v in r.items() if k != "segmentation"} for r in results]
     metrics: dict[str, float] = {}
-    for prefix, iou_type, typed_results in (("segm", "segm", mask_results), ("bbox", "bbox", box_results)):
-        stats = coco_stats(coco_gt, typed_results, iou_type)
-        metrics.update({f"{prefix} {key}": float(v) for key, v in zip(COCO_SUMMARY_KEYS, stats[:6])})
+    for iou_type, typed_results in (("segm", mask_results), ("bbox", box_results)):
+        metrics.update({f"{iou_type} {key}": v for key, v in coco_map(coco_gt, typed_results, iou_type).items()})
     metrics.update({f"segm {k}": v for k, v in precision_and_iou(mask_results, coco_gt).items()})
     metrics.update({f"bbox {k}": v for k, v in box_precision_and_iou(box_results, coco_gt).items()})
     return metrics | sample_counts(coco_gt, results)

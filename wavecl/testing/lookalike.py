@@ -23,12 +23,12 @@ import numpy as np
 
 from wavecl.data.synthetic import (
     COLOURS,
-    FRAME_STRIDE,
     KINDS,
     SyntheticExpression,
     SyntheticInfo,
     SyntheticObject,
     SyntheticVideo,
+    assemble_video,
     draw_labels,
     is_visible_enough,
     sample_expressions,
@@ -120,15 +120,8 @@ def sample_lookalike_video(
     else:
         raise RuntimeError(f"no look-alike layout with visible objects for clip {index} of {split!r} (seed {seed})")
     about_twins = [e for e in sample_expressions(rng, objects) if e.obj_id in twins]
-    return SyntheticVideo(
-        video_id=f"{split}_{index:05d}",
-        size=(height, width),
-        frame_names=tuple(f"{FRAME_STRIDE * t:05d}" for t in range(num_frames)),
-        background=tuple(int(v) for v in rng.integers(170, 236, size=3)),  # type: ignore[arg-type]
-        texture_seed=int(rng.integers(2**31)),
-        objects=objects,
-        expressions=tuple(SyntheticExpression(str(n), e.text, e.obj_id) for n, e in enumerate(about_twins)),
-    )
+    expressions = tuple(SyntheticExpression(str(n), e.text, e.obj_id) for n, e in enumerate(about_twins))
+    return assemble_video(rng, split, index, size, num_frames, objects, lambda: expressions)
 
 
 def write_lookalike_ytvos(
