@@ -476,8 +476,12 @@ def config_file(config: str | Path) -> Path:
     Raises:
         FileNotFoundError: no packaged recipe of that name, or no such file; the message lists the names.
     """
+    path = Path(config)
+    by_name = is_config_name(config)
+    if not by_name and path.is_file():
+        return path  # the packaged recipes are listed only to find one by name, or for a missing file's hint
     known = packaged_configs()
-    if is_config_name(config):
+    if by_name:
         name = str(config)
         if name not in known:
             raise FileNotFoundError(
@@ -485,11 +489,8 @@ def config_file(config: str | Path) -> Path:
                 f"(a file is given by its path, e.g. ./{name}.yaml)"
             )
         return known[name]
-    path = Path(config)
-    if not path.is_file():
-        hint = f" (the packaged recipe is named {path.stem!r}: -c {path.stem})" if path.stem in known else ""
-        raise FileNotFoundError(f"config file not found: {path}{hint}")
-    return path
+    hint = f" (the packaged recipe is named {path.stem!r}: -c {path.stem})" if path.stem in known else ""
+    raise FileNotFoundError(f"config file not found: {path}{hint}")
 
 
 def config_description(path: Path) -> str:

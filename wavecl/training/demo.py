@@ -34,7 +34,7 @@ from wavecl.device import resolve_device
 from wavecl.distributed import DistInfo
 from wavecl.inference.prediction_folder import predict_video
 from wavecl.jsonio import read_json
-from wavecl.run_directory import RunDirectory, RunLock
+from wavecl.run_directory import RunLock
 from wavecl.training.trainer import Trainer
 
 log = logging.getLogger("wavecl.training.demo")
@@ -203,7 +203,7 @@ def run_demo(
     trainer = Trainer(config, dist, explicit_overrides=overrides)
     metrics = trainer.fit()
     train_seconds = time.perf_counter() - started
-    run_dir = trainer.run_dir
+    run, run_dir = trainer.run, trainer.run_dir
 
     console.print(
         "[bold]3/4[/bold] held-out evaluation: "
@@ -225,7 +225,7 @@ def run_demo(
             path for path in (paths.contact_sheet, paths.overlay_video) if path is not None
         ]  # no mp4 without PyAV
     loss_curve = run_dir / "loss_curve.png"
-    plot_losses(RunDirectory(run_dir).tensorboard, loss_curve)
+    plot_losses(run.tensorboard, loss_curve)
     write_json(run_dir / "demo_result.json", {"metrics": metrics, "train_seconds": train_seconds})
 
     console.print(f"\nrun directory: {run_dir}")
@@ -239,7 +239,5 @@ def run_demo(
     console.print(f"  loss curve:  {loss_curve}")
     for path in overlays:
         console.print(f"  overlay:     {path}")
-    console.print(
-        f"  checkpoint:  {RunDirectory(run_dir).checkpoints}  (try: wavecl predict --checkpoint {run_dir} ...)"
-    )
+    console.print(f"  checkpoint:  {run.checkpoints}  (try: wavecl predict --checkpoint {run_dir} ...)")
     return DemoResult(run_dir, metrics, train_seconds, overlays, loss_curve)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from wavecl.atomic import write_text
+from wavecl.atomic import write_json, write_text
 from wavecl.checkpoint import CheckpointError, CheckpointPaths, has_checkpoint, latest_checkpoint, prune_checkpoints
 from wavecl.config import Config
 from wavecl.distributed import DistInfo, broadcast_from_main, on_main_process
@@ -192,7 +192,7 @@ class RunRecorder:
                 if self.best_metric is None or metrics[primary] > self.best_metric:
                     self.best_metric = metrics[primary]
                     record = {"metric": primary, "value": self.best_metric, "epoch": epoch}
-                    write_text(self.run.best_record, json.dumps(record))
+                    write_json(self.run.best_record, record)
                     write_text(self.run.best_pointer, checkpoint.directory.name + "\n")
             training = {
                 **{f"train_{k}": v for k, v in result.losses.items()},
