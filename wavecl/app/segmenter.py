@@ -124,9 +124,9 @@ class Segmenter:
                 paths = write_predictions(
                     predictor, video, sentences, work / "result", on_frame=on_frame, pad_to_even=True
                 )
+            except InputError:
+                raise
             except (OSError, ValueError) as error:
-                if isinstance(error, InputError):
-                    raise
                 raise InputError(f"Cannot segment {name}: {public_message(error, video)}") from error
             return self._package(paths, sentences, Path(name).stem, time.perf_counter() - start)
         except BaseException:
