@@ -32,6 +32,7 @@ class Segmenter:
         self.model = model
         self.config = config
         self.workspace = Workspace(config.temp_parent)
+        self._predictor: VideoPredictor | None = None
 
     def close(self) -> None:
         """Remove the temporary folder and everything in it."""
@@ -58,8 +59,13 @@ class Segmenter:
             ) from error
 
     def predictor(self, settings: InferenceSettings) -> VideoPredictor:
-        """A predictor of the model with ``settings``, without a progress display."""
-        return VideoPredictor(self.model, settings, progress=False, onnx_dir=self.config.onnx_dir)
+        """A predictor of the model with ``settings``, without a progress display; the last one is kept and
+        reused while the settings stay the same (building one can load ONNX sessions, or export the model)."""
+        predictor = self._predictor
+        if predictor is None or predictor.settings != settings:
+            predictor = VideoPredictor(self.model, settings, progress=False, onnx_dir=self.config.onnx_dir)
+            self._predictor = predictor
+        return predictor
 
     def segment(
         self,
@@ -118,9 +124,9 @@ class Segmenter:
                 paths = write_predictions(
                     predictor, video, sentences, work / "result", on_frame=on_frame, pad_to_even=True
                 )
+            except InputError:
+                raise
             except (OSError, ValueError) as error:
-                if isinstance(error, InputError):
-                    raise
                 raise InputError(f"Cannot segment {name}: {public_message(error, video)}") from error
             return self._package(paths, sentences, Path(name).stem, time.perf_counter() - start)
         except BaseException:

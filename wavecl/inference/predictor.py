@@ -233,8 +233,21 @@ class VideoPredictor:
             onnx_dir = export_onnx(model, self._exported.name)
         return OnnxNetwork(onnx_dir, model.tokenizer, model.text_encoder)
 
+    def encode_sentences(self, sentences: Sequence[str]) -> list[tuple[int, Any]]:
+        """``sentences`` (cleaned, non-empty) encoded ``sentences_per_pass`` at a time, as
+        :meth:`predict_window` takes them: ``(count, encoded)`` per pass. The encoding does not depend on
+        the frames, so a video encodes its sentences once for all its windows."""
+        per_pass = self.settings.sentences_per_pass
+        chunks = [list(sentences[start : start + per_pass]) for start in range(0, len(sentences), per_pass)]
+        with torch.inference_mode(), self.precision.autocast():
+            return [(len(chunk), self.network.encode_sentences(chunk, self.device)) for chunk in chunks]
+
     def predict_window(
-        self, frames: Sequence[Image.Image], sentences: Sequence[str], links: Sequence[LinkedQueries] | None = None
+        self,
+        frames: Sequence[Image.Image],
+        sentences: Sequence[str],
+        links: Sequence[LinkedQueries] | None = None,
+        encoded: Sequence[tuple[int, Any]] | None = None,
     ) -> Tensor:
         """Segment one clip: one backbone pass, then the sentences ``sentences_per_pass`` at a time.
 
@@ -243,6 +256,7 @@ class VideoPredictor:
             sentences: ``N`` cleaned, non-empty sentences.
             links: each sentence's choices over the previous windows (:mod:`wavecl.model.linking`), which
                 choose its query and are updated; ``None``: each sentence's best-scoring query.
+            encoded: :meth:`encode_sentences` of ``sentences``, encoded here when ``None``.
 
         Returns:
             ``[N, T, H, W]`` bool masks on the CPU.
@@ -256,20 +270,21 @@ class VideoPredictor:
         resized = (resized_h, resized_w)
         inputs = clip.to(self.device)[:, None]
         pad_mask = torch.zeros(num_frames, 1, resized_h, resized_w, dtype=torch.bool, device=self.device)
-        per_pass = self.settings.sentences_per_pass
+        if encoded is None:
+            encoded = self.encode_sentences(sentences)
         masks = []
+        start = 0
         with torch.inference_mode(), self.precision.autocast():
             visual = self.network.encode_video(inputs, pad_mask)
-            for start in range(0, len(sentences), per_pass):
-                chunk = list(sentences[start : start + per_pass])
+            for count, chunk in encoded:
                 output = self.network.segment(
                     visual,
-                    self.network.encode_sentences(chunk, self.device),
-                    torch.tensor([resized] * len(chunk), device=self.device),
-                    clip_index=torch.zeros(len(chunk), dtype=torch.long),  # host: its range check is free
+                    chunk,
+                    torch.tensor([resized] * count, device=self.device),
+                    clip_index=torch.zeros(count, dtype=torch.long),  # host: its range check is free
                 )
                 output.require_finite(f"a clip of {num_frames} frames")
-                for index in range(len(chunk)):
+                for index in range(count):
                     pred_cls, pred_masks = output.pred_cls[:, index], output.pred_masks[:, index]
                     link = None if links is None else links[start + index]
                     query = None if link is None else link.choose(pred_cls, pred_masks, resized, resized)
@@ -277,6 +292,7 @@ class VideoPredictor:
                         pred_cls, pred_masks, resized, resized, (height, width), self.settings.threshold, query
                     )
                     masks.append(sentence_masks)
+                start += count
         return torch.stack(masks).cpu()
 
     def predict_stream(
@@ -305,6 +321,7 @@ class VideoPredictor:
         source = open_video(video)
         settings = self.settings
         links = [LinkedQueries(settings.overlap, settings.link_weight, settings.threshold) for _ in texts]
+        encoded = self.encode_sentences(texts)
         first_size: tuple[int, int] | None = None
         window: list[Image.Image] = []
         start = 0  # index of window[0] in the video
@@ -326,12 +343,12 @@ class VideoPredictor:
                     )
                 window.append(frame)
                 if len(window) == settings.window:
-                    yield from self._segment(window, texts, links, start, given, source.name)
+                    yield from self._segment(window, texts, links, encoded, start, given, source.name)
                     bar.update(len(window) - given)
                     step = settings.window - settings.overlap
                     window, start, given = window[step:], start + step, settings.overlap
             if len(window) > given:
-                yield from self._segment(window, texts, links, start, given, source.name)
+                yield from self._segment(window, texts, links, encoded, start, given, source.name)
                 bar.update(len(window) - given)
         if first_size is None:
             raise ValueError(f"video {source.name} has no frames")
@@ -341,13 +358,14 @@ class VideoPredictor:
         frames: list[Image.Image],
         texts: list[str],
         links: list[LinkedQueries],
+        encoded: list[tuple[int, Any]],
         start: int,
         given: int,
         name: str,
     ) -> Iterator[tuple[int, Image.Image, Tensor]]:
         """Segment the window of frames ``start, ...`` and yield those after the first ``given``."""
         try:
-            masks = self.predict_window(frames, texts, links)
+            masks = self.predict_window(frames, texts, links, encoded)
         except NonFiniteOutputError as error:
             raise NonFiniteOutputError(f"{error}; frames {start} to {start + len(frames) - 1} of {name}") from error
         for offset in range(given, len(frames)):
