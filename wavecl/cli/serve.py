@@ -13,6 +13,7 @@ from wavecl.cli.common import (
     add_runtime_argument,
     error_console,
     inference_changes,
+    stop_cleanly_on_signals,
     subcommand,
 )
 
@@ -43,7 +44,8 @@ def run(args: argparse.Namespace) -> None:
             f"[yellow]warning:[/yellow] --host {escape(args.host)}: the page is reachable from other machines"
         )
     try:
-        serve(model, config, host=args.host, port=args.port)
+        with stop_cleanly_on_signals():  # SIGTERM (a service manager, `docker stop`) stops it as Ctrl-C does
+            serve(model, config, host=args.host, port=args.port)
     except OSError as error:
         raise ValueError(f"cannot serve on {args.host}:{args.port}: {error}") from error
 

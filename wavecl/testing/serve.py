@@ -58,8 +58,9 @@ def serve_process(
 ) -> Iterator[ServeProcess]:
     """Run ``python -m wavecl serve --checkpoint CHECKPOINT --port FREE ARGUMENTS`` until the block ends.
 
-    The block starts once the page answers. At its end the server gets SIGINT (Ctrl-C, so it removes
-    its temporary folder) and is killed if it has not stopped after ``stop_timeout_s``.
+    The block starts once the page answers. At its end the server gets SIGTERM (which it handles as Ctrl-C,
+    removing its temporary folder; SIGINT would be ignored where the tests run as a background job) and is
+    killed if it has not stopped after ``stop_timeout_s``.
 
     Args:
         checkpoint: pretrained folder or run.
@@ -91,7 +92,7 @@ def serve_process(
                     time.sleep(0.5)
             yield ServeProcess(url, process, log)
         finally:
-            process.send_signal(signal.SIGINT)
+            process.send_signal(signal.SIGTERM)
             try:
                 process.wait(timeout=stop_timeout_s)
             except subprocess.TimeoutExpired as error:
