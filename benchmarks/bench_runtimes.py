@@ -1,22 +1,25 @@
-"""Eval time of one window on the CPU with each runtime: eager float32, eager bf16 (CPU autocast), ONNX Runtime
-float32 and ONNX Runtime int8 (dynamically quantized), with the matmul ceiling of the same run.
+"""Eval time of one window on the CPU with each runtime: eager float32, eager bf16 (CPU autocast), compiled
+float32 (``torch.compile``, inductor, as ``--compile`` does), ONNX Runtime float32 and ONNX Runtime int8
+(dynamically quantized), with the matmul ceiling of the same run.
 
 One window of ``T`` random frames and one sentence goes through the three steps of ``VideoPredictor``
 (``encode_video``, ``encode_sentences``, ``segment``), as the predictor runs them. The model is randomly
 initialised (``benchmarks/bench_model.py``'s builders): ``tiny`` at 4x256x448 by default, ``--full``
 (Video-Swin-T, RoBERTa-base shaped text encoder) at 8x320x576. The ONNX parts are exported first
-(minutes; not timed). The ceiling is the GFLOP/s of a 2048x2048 matmul in float32 and in bfloat16 on the
-same threads (``benchmarks/measure.py``), measured before and after the timings: on a shared machine,
-compare each time with the ceiling of its run.
+(minutes; not timed); the compilation happens in the untimed first window. The ceiling is the GFLOP/s of a
+2048x2048 matmul in float32 and in bfloat16 on the same threads (``benchmarks/measure.py``), measured before
+and after the timings: on a shared machine, compare each time with the ceiling of its run.
 
 Usage::
 
     python benchmarks/bench_runtimes.py [--full] [--frames T --height H --width W] [--repeats N] [--threads N]
+                                        [--no-compile]
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import shutil
 import statistics
 import tempfile
@@ -65,6 +68,7 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=3, help="timed windows per runtime (median reported)")
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads of torch and ONNX Runtime")
+    parser.add_argument("--no-compile", action="store_true", help="leave out the torch.compile row (slow to build)")
     args = parser.parse_args()
 
     import torch
@@ -72,6 +76,7 @@ def main() -> None:
     from rich.table import Table
 
     from wavecl.inference.onnx_runtime import OnnxNetwork
+    from wavecl.model.compile import compile_model, compile_unavailable
     from wavecl.model.onnx_export import PART_FILES, export_onnx, quantize_int8
 
     torch.set_num_threads(args.threads)
@@ -93,6 +98,13 @@ def main() -> None:
         steps = {
             "eager float32": eager_step(model, frames, pad_mask, "off"),
             "eager bf16 (CPU autocast)": eager_step(model, frames, pad_mask, "bf16"),
+        }
+        unavailable = "left out (--no-compile)" if args.no_compile else compile_unavailable()
+        if unavailable is None:
+            compiled = copy.deepcopy(model)
+            compile_model(compiled)
+            steps["compiled float32 (inductor)"] = eager_step(compiled, frames, pad_mask, "off")
+        steps |= {
             "ONNX Runtime float32": onnx_step(
                 OnnxNetwork(float32_dir, model.tokenizer, model.text_encoder, args.threads), frames, pad_mask
             ),
@@ -112,6 +124,8 @@ def main() -> None:
         table.add_row(name, f"{median:.3f}", f"{low:.3f}-{high:.3f}", f"{reference / median:.2f}x")
     console = Console()
     console.print(table)
+    if unavailable is not None:
+        console.print(f"compiled float32: {unavailable}")
     for amp, dtype in (("off", "float32"), ("bf16", "bfloat16")):
         console.print(
             f"ceiling, 2048x2048 {dtype} matmul: {ceiling_before[amp]:.1f} GFLOP/s before, "

@@ -1,20 +1,22 @@
-"""Where a training step's CPU time goes: ``torch.profiler`` over one forward + backward, one thread.
+"""Where a training step's (or, with ``--eval``, an eval forward's) CPU time goes: ``torch.profiler``, one thread.
 
 The side-by-side timing workload (the shared refbench's wavecl timer): a configuration's network with a randomly
 initialised ``roberta-base`` text encoder and no backbone checkpoint, in train mode, on random frames;
-the loss is the mean of every decoder layer's mask logits. One untimed step comes first. Prints the
-step's wall time and the operators with the most self CPU time, each with the input shapes that cost
-most (to find which module calls them).
+the loss is the mean of every decoder layer's mask logits (``--eval``: eval mode, no-grad forward only).
+One untimed step comes first. Prints the step's wall time and the operators with the most self CPU time,
+each with the input shapes that cost most (to find which module calls them).
 
 Usage::
 
-    python benchmarks/profile_train_step.py [--config configs/a2d_sentences.yaml] [--size 1 4 192 320] [--rows 25]
+    python benchmarks/profile_train_step.py [--config a2d_sentences] [--size 1 4 192 320] [--rows 25]
+        [--eval] [--bf16]
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from contextlib import nullcontext
 from dataclasses import replace
 
 import torch
@@ -25,14 +27,18 @@ from wavecl.model.wavecl import WaveCL
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", default="configs/a2d_sentences.yaml")
+    parser.add_argument("--config", default="a2d_sentences", help="packaged recipe name or YAML file")
     parser.add_argument("--size", type=int, nargs=4, default=[1, 4, 192, 320], metavar=("B", "T", "H", "W"))
     parser.add_argument("--rows", type=int, default=25, help="operators listed")
+    parser.add_argument("--eval", action="store_true", help="profile an eval forward (no grad) instead")
+    parser.add_argument("--bf16", action="store_true", help="run the forward under CPU bfloat16 autocast")
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
     config = load_config(args.config).model
-    model = WaveCL(replace(config, text_encoder="random:roberta-base", backbone_pretrained_path=None)).train()
+    model = WaveCL(replace(config, text_encoder="random:roberta-base", backbone_pretrained_path=None)).train(
+        not args.eval
+    )
     B, T, H, W = args.size
     inputs = {
         "frames": torch.randn(T, B, 3, H, W),
@@ -42,7 +48,13 @@ def main() -> None:
     }
 
     def step() -> None:
-        output = model(**inputs)
+        with (
+            torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16),
+            torch.no_grad() if args.eval else nullcontext(),
+        ):
+            output = model(**inputs)
+        if args.eval:
+            return
         loss = output.pred_masks.mean() + sum(aux.pred_masks.mean() for aux in output.aux_outputs)
         loss.backward()
         model.zero_grad(set_to_none=True)
@@ -58,7 +70,8 @@ def main() -> None:
         if total > by_shape.get(event.key, (0.0, ""))[0]:
             by_shape[event.key] = (total, f"{event.count} x {event.input_shapes}")
     events = sorted(profile.key_averages(), key=lambda event: -event.self_cpu_time_total)[: args.rows]
-    print(f"{args.config} B={B} T={T} {H}x{W}, train step {seconds:.2f} s (profiled), one thread")
+    work = ("eval forward" if args.eval else "train step") + (" bf16" if args.bf16 else "")
+    print(f"{args.config} B={B} T={T} {H}x{W}, {work} {seconds:.2f} s (profiled), one thread")
     print(f"| {'operator':<36} | self s | calls | costliest input shapes (self s, calls x shapes) |")
     print(f"|{'-' * 38}|--------|-------|{'-' * 50}|")
     for event in events:

@@ -248,3 +248,11 @@ def test_config_list_names_each_packaged_recipe_with_its_first_comment_line(caps
         assert first.startswith("# ") and len(first) > 20, f"{path.name} has no one-line description"
         expected[path.stem] = first[2:]
     assert {line.split(maxsplit=1)[0]: line.split(maxsplit=1)[1] for line in lines} == expected
+
+
+def test_the_checkouts_configs_folder_is_the_packaged_one():
+    """``configs/<name>.yaml`` of the original repository (and of the shared side-by-side timer) reads the
+    packaged recipe in a checkout: the folder is a link, not a copy that could drift."""
+    assert (REPO / "configs").is_symlink()
+    assert (REPO / "configs").resolve() == (REPO / "wavecl" / "configs").resolve()
+    assert load_config(REPO / "configs" / "a2d_sentences.yaml") == load_config("a2d_sentences")

@@ -111,6 +111,19 @@ def test_ms_deform_attn_gradients_match_naive_bilinear_loop():
         torch.testing.assert_close(mine, theirs, rtol=1e-8, atol=1e-8, msg=name)
 
 
+def test_ms_deform_attn_reads_zeros_at_non_finite_and_far_locations():
+    """Inference: NaN, infinite and huge coordinates sample nothing, like a location just outside the map
+    (Deformable DETR's kernel skips a NaN sample too), and never index outside the gathered table."""
+    shapes, value, locations, weights = _msda_inputs()
+    strange = locations.clone()
+    for index, coordinate in enumerate((math.nan, math.inf, -math.inf, 1e30, -1e30, 3.0)):
+        strange[1, index % 4, index % 2, index % 3, index % 3, index % 2] = coordinate
+    outside = torch.where(strange.isfinite() & (strange.abs() < 2), strange, torch.full_like(strange, -0.5))
+    with torch.no_grad():
+        actual = ms_deform_attn(value, shapes, strange, weights)
+    torch.testing.assert_close(actual, naive_ms_deform_attn(value, shapes, outside, weights), rtol=1e-10, atol=1e-10)
+
+
 def test_ms_deform_attn_samples_in_the_locations_dtype():
     """A bf16 value is sampled at float32 locations in float32 (the coordinate precision is kept)."""
     shapes, value, locations, weights = _msda_inputs()

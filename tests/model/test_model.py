@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from wavecl.config import load_config
+from wavecl.model.text import load_text_encoder
 from wavecl.model.wavecl import WaveCL
 from wavecl.original import convert_state_dict
 from wavecl.testing.checkpoints import original_state_dict
-from wavecl.testing.text_encoders import random_text_encoder
 
 
 def mha(prefix):
@@ -122,7 +122,7 @@ def expected_head_shapes(num_classes):
 def full_a2d_model():
     config = load_config("a2d_sentences").model
     config.backbone_pretrained_path = None
-    return WaveCL(config, *random_text_encoder("roberta-base"))
+    return WaveCL(config, *load_text_encoder("random:roberta-base"))
 
 
 def test_full_a2d_parameter_counts(full_a2d_model):
@@ -156,7 +156,7 @@ def test_reference_checkpoint_loads_after_documented_renames(tiny_config, tiny_m
 
 
 def test_text_encoder_without_its_tokenizer_is_refused(tiny_config):
-    encoder, tokenizer = random_text_encoder("tiny")
+    encoder, tokenizer = load_text_encoder("random:tiny")
     with pytest.raises(ValueError, match="both text_encoder and tokenizer"):
         WaveCL(tiny_config, text_encoder=encoder)
     with pytest.raises(ValueError, match="both text_encoder and tokenizer"):

