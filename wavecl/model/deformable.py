@@ -103,25 +103,10 @@ def _sample_by_grid(
     return rearrange(output, "(n m) d q -> n q (m d)", n=n, m=heads)
 
 
-@dataclass(frozen=True)
-class LevelTables:
-    """The level shapes as tensors on one device.
-
-    Attributes:
-        sizes: ``[L, 2]`` long, ``(H, W)`` of each level.
-        starts: ``[L]`` long, the first row of each level in the flattened ``value``.
-    """
-
-    sizes: Tensor
-    starts: Tensor
-
-
 @cached_per_shape
-def level_tables(level_shapes: LevelShapes, device: torch.device) -> LevelTables:
-    """:class:`LevelTables` of ``level_shapes`` on ``device`` (built once per shapes and device)."""
-    sizes = torch.tensor(level_shapes, device=device)
-    starts = torch.tensor([0] + [h * w for h, w in level_shapes[:-1]], device=device).cumsum(dim=0)
-    return LevelTables(sizes, starts)
+def level_sizes(level_shapes: LevelShapes, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """``[L, 2]`` the ``(W_l, H_l)`` of every level in ``dtype`` on ``device`` (built once per shapes)."""
+    return torch.tensor([(w, h) for h, w in level_shapes], dtype=dtype, device=device)
 
 
 GATHER_PAD = (1, 2)
@@ -131,7 +116,8 @@ clamped to ``[-1, W]`` then has both bilinear corners, ``x0`` and ``x0 + 1``, in
 
 @dataclass(frozen=True)
 class GatherTables:
-    """Constants of :func:`_sample_by_gather` for one input shape, the index tensors in ``index_dtype``.
+    """Constants of :func:`_sample_by_gather` for one input shape; the index tensors are int32 (int64 for a
+    table of 2³¹ rows or more).
 
     The gather table holds every level map padded by :data:`GATHER_PAD`, ``(H_l + 3)·(W_l + 3)`` rows per
     level and frame, each row split into the ``M`` heads' rows. Every constant is materialised over the
@@ -315,7 +301,7 @@ class MSDeformAttn(nn.Module):
         weights = rearrange(self.attention_weights(query).to(dtype), "n q (m lp) -> n q m lp", m=self.num_heads)
         weights = rearrange(weights.softmax(dim=-1), "n q m (l p) -> n q m l p", l=self.n_levels)
         if reference_points.shape[-1] == 2:
-            size_wh = level_tables(level_shapes, offsets.device).sizes.flip(-1).to(dtype)  # [L, 2] (W, H)
+            size_wh = level_sizes(level_shapes, offsets.device, dtype)
             locations = torch.addcdiv(reference_points[:, :, None, :, None, :], offsets, size_wh[:, None, :])
         elif reference_points.shape[-1] == 4:
             centres = reference_points[:, :, None, :, None, :2]
