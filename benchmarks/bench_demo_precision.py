@@ -7,7 +7,7 @@ float32 elsewhere: the table says which ran). The float32 run is then exported t
 (:func:`wavecl.model.onnx_export.export_onnx`, float32 and ``int8``) and the held-out clips are
 segmented by :class:`~wavecl.inference.predictor.VideoPredictor` with the torch runtime and with ONNX
 Runtime on each export; every prediction is scored by the same Ref-YouTube-VOS scorer
-(:func:`wavecl.evaluation.datasets.evaluate_saved_predictions`). The bf16-trained run is scored both
+(:func:`wavecl.evaluation.protocols.evaluate_saved_predictions`). The bf16-trained run is scored both
 by its trainer's held-out evaluation and through the predictor, like the float32 run.
 
 Targets (issue 19): bf16 training within 0.02 J&F of float32; int8 within 0.01 of float32.
@@ -34,7 +34,7 @@ from PIL import Image
 from wavecl.amp import decide_precision
 from wavecl.data.ytvos import YTVOSPaths, evaluated_videos
 from wavecl.distributed import DistInfo
-from wavecl.evaluation.datasets import evaluate_saved_predictions
+from wavecl.evaluation.protocols import evaluate_saved_predictions
 from wavecl.evaluation.ytvos import mask_member
 from wavecl.inference.predictor import VideoPredictor
 from wavecl.model.onnx_export import PART_FILES, export_onnx, quantize_int8
