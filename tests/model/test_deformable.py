@@ -8,7 +8,13 @@ import pytest
 import torch
 from torch import nn
 
-from wavecl.model.deformable import DeformableOutput, DeformableTransformer, MSDeformAttn, ms_deform_attn
+from wavecl.model.deformable import (
+    DeformableOutput,
+    DeformableTransformer,
+    MSDeformAttn,
+    ms_deform_attn,
+    relu_feed_forward,
+)
 
 
 def naive_ms_deform_attn(value, shapes, sampling_locations, attention_weights):
@@ -351,3 +357,26 @@ def test_full_size_parameter_count_and_names():
     assert shapes["decoder.layers.0.self_attn.in_proj_weight"] == (768, 256)
     assert shapes["decoder.layers.0.norm3.bias"] == (256,)
     assert not any("bbox_embed" in name for name in transformer.state_dict()), "the model owns the box heads"
+
+
+def test_relu_feed_forward_equals_the_plain_layers_without_rebuilding_a_view_in_backward():
+    """Same values and gradients as ``linear2(relu(linear1(x)))``; the in-place ReLU leaves no ``CopySlices``
+    node (autograd's rebuild of a view's base: a zero fill and a copy of the whole hidden tensor)."""
+    torch.manual_seed(0)
+    linear1, linear2 = torch.nn.Linear(6, 10).double(), torch.nn.Linear(10, 6).double()
+    x = torch.randn(3, 5, 6, dtype=torch.float64, requires_grad=True)
+    actual = relu_feed_forward(x, linear1, torch.nn.Identity(), linear2)
+    expected = linear2(torch.relu(linear1(x)))
+    torch.testing.assert_close(actual, expected)
+    upstream = torch.randn_like(expected)
+    parameters = [x, *linear1.parameters(), *linear2.parameters()]
+    for mine, plain in zip(
+        torch.autograd.grad(actual, parameters, upstream), torch.autograd.grad(expected, parameters, upstream)
+    ):
+        torch.testing.assert_close(mine, plain)
+    nodes, pending = set(), [actual.grad_fn]
+    while pending:
+        node = pending.pop()
+        nodes.add(type(node).__name__)
+        pending.extend(child for child, _ in node.next_functions if child is not None)
+    assert "ReluBackward0" in nodes and "CopySlices" not in nodes

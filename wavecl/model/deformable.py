@@ -312,6 +312,19 @@ class MSDeformAttn(nn.Module):
         return self.output_proj(ms_deform_attn(value, level_shapes, locations, weights))
 
 
+def relu_feed_forward(x: Tensor, linear1: nn.Linear, dropout: nn.Module, linear2: nn.Linear) -> Tensor:
+    """``linear2(dropout(relu(linear1(x))))`` over the last dimension of ``x [..., C]`` → ``[..., C_out]``.
+
+    The ReLU runs in place, which saves allocating a second ``[tokens, dim_feedforward]`` tensor (0.2 s of
+    1.35 s per encoder feed-forward at 8x360x640 on one CPU thread; linear1's backward does not need its
+    output). It runs on the 2-D product: :func:`torch.nn.functional.linear` returns a 3-D input's product
+    as a view, and an in-place op on a view makes autograd rebuild the whole base in the backward pass
+    (a zero fill and a copy, ``CopySlices``: 0.5 s of a 30 s training step at 8x256x448).
+    """
+    hidden = F.relu(linear1(x.reshape(-1, x.shape[-1])), inplace=True)
+    return linear2(dropout(hidden)).view(*x.shape[:-1], -1)
+
+
 class DeformableEncoderLayer(nn.Module):
     """Post-norm encoder layer: deformable self-attention over all levels, then a ReLU FFN."""
 
@@ -339,9 +352,7 @@ class DeformableEncoderLayer(nn.Module):
         """``src``, ``pos``: ``[N, Len, C]``; ``reference_points``: ``[N, Len, L, 2]`` → ``[N, Len, C]``."""
         attended = self.self_attn(src + pos, reference_points, src, level_shapes, padding_mask)
         src = self.norm1(src + self.dropout1(attended))
-        # in place: saves allocating a second [N, Len, dim_feedforward] tensor (0.2 s of 1.35 s per encoder
-        # FFN at 8x360x640 on one CPU thread); linear1's backward does not need its output
-        ffn = self.linear2(self.dropout2(F.relu(self.linear1(src), inplace=True)))
+        ffn = relu_feed_forward(src, self.linear1, self.dropout2, self.linear2)
         return self.norm2(src + self.dropout3(ffn))
 
 
@@ -433,7 +444,7 @@ class DeformableDecoderLayer(nn.Module):
         tgt = self.norm2(tgt + self.dropout2(attended))
         attended = self.cross_attn(tgt + query_pos, reference_points, memory, level_shapes, memory_padding_mask)
         tgt = self.norm1(tgt + self.dropout1(attended))
-        ffn = self.linear2(self.dropout3(F.relu(self.linear1(tgt), inplace=True)))
+        ffn = relu_feed_forward(tgt, self.linear1, self.dropout3, self.linear2)
         return self.norm3(tgt + self.dropout4(ffn))
 
 
