@@ -526,3 +526,18 @@ def test_predict_names_a_missing_video(tiny_run, tmp_path, capsys):
     assert code == 2 and str(video) in err
     code, _, err = run_cli(["predict", str(video), "--video", str(video), *arguments], capsys)
     assert code == 2 and "give the video once" in err
+
+
+@pytest.mark.parametrize("log_level", ["info", "debug"])
+def test_the_onnx_exporters_per_initializer_info_lines_stay_quiet(log_level, capsys, monkeypatch):
+    """At ``--log-level info`` (the default) the ONNX export's graph passes would log thousands of INFO lines
+    (one per deduplicated initializer); the command line keeps those libraries at WARNING."""
+    import logging
+
+    monkeypatch.setattr(logging.getLogger(), "level", logging.DEBUG)  # as basicConfig leaves it outside pytest
+    for name in ("onnx_ir", "onnxscript"):
+        monkeypatch.setattr(logging.getLogger(name), "level", logging.NOTSET)
+    code, out, _ = run_cli(["--log-level", log_level, "config", "list"], capsys)
+    assert code == 0 and "a2d_sentences" in out
+    for name in ("onnx_ir", "onnx_ir.passes.common.initializer_deduplication", "onnxscript"):
+        assert logging.getLogger(name).getEffectiveLevel() == logging.WARNING

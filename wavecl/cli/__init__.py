@@ -54,6 +54,8 @@ def main(argv: list[str] | None = None) -> None:
         level = max(level, logging.WARNING)
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     logging.getLogger("tensorboard").setLevel(max(level, logging.WARNING))  # its INFO lines read like errors
+    for chatty in ("onnx_ir", "onnxscript"):  # the ONNX export's graph passes log an INFO line per initializer
+        logging.getLogger(chatty).setLevel(max(level, logging.WARNING))
     try:
         args.handler(args)
     except FloatingPointError as error:  # NonFiniteLossError, NonFiniteOutputError, NonFiniteCostError
