@@ -49,6 +49,15 @@ def frame_folder_with_mac_copies(folder: Path) -> list[str]:
     return names
 
 
+def predict_a_dog(video: Path, checkpoint: Path, out: Path, capsys) -> tuple[int, str, list[str]]:
+    """``wavecl predict video --text "a dog"`` on the CPU into ``out``: exit code, stderr and the sorted mask
+    file stems (empty when no mask folder was written)."""
+    argv = ["predict", str(video), "--checkpoint", str(checkpoint), "--text", "a dog", "--device", "cpu"]
+    code, _, err = run_cli([*argv, "--out-dir", str(out)], capsys)
+    masks = out / "masks" / "0_a_dog"
+    return code, err, sorted(file.stem for file in masks.iterdir()) if masks.is_dir() else []
+
+
 def test_predict_ignores_macos_copies_and_hidden_files_as_the_web_page_does(tiny_pretrained, tmp_path, capsys) -> None:
     frames = tmp_path / "frames"
     names = frame_folder_with_mac_copies(frames)
@@ -57,11 +66,9 @@ def test_predict_ignores_macos_copies_and_hidden_files_as_the_web_page_does(tiny
     (tmp_path / "page").mkdir()
     collected = collect_frames(uploaded, tmp_path / "page", max_frames=10)
     assert sorted(path.stem for path in collected.iterdir()) == sorted(names)
-    out = tmp_path / "out"
-    argv = ["predict", str(frames), "--checkpoint", str(tiny_pretrained), "--text", "a dog", "--device", "cpu"]
-    code, _, err = run_cli([*argv, "--out-dir", str(out)], capsys)
+    code, err, masks = predict_a_dog(frames, tiny_pretrained, tmp_path / "out", capsys)
     assert code == 0, err
-    assert sorted(path.stem for path in (out / "masks" / "0_a_dog").iterdir()) == sorted(names)
+    assert masks == sorted(names)
 
 
 def test_davis_conversion_ignores_macos_copies_of_frames(tmp_path) -> None:
@@ -125,11 +132,8 @@ def test_a_damaged_packet_repeats_the_frame_before_it_with_a_warning(damaged_vid
 
 def test_predict_segments_a_video_with_a_damaged_packet(tiny_pretrained, damaged_video, tmp_path, capsys) -> None:
     path, damaged = damaged_video
-    out = tmp_path / "out"
-    argv = ["predict", str(path), "--checkpoint", str(tiny_pretrained), "--text", "a dog", "--device", "cpu"]
-    code, _, err = run_cli([*argv, "--out-dir", str(out)], capsys)
+    code, err, names = predict_a_dog(path, tiny_pretrained, tmp_path / "out", capsys)
     assert code == 0, err
-    names = sorted(file.stem for file in (out / "masks" / "0_a_dog").iterdir())
     assert names == [f"{i:05d}_{i / FPS:.3f}s" for i in range(24)]
     assert f"{damaged:05d}_{damaged / FPS:.3f}s" in names
 
@@ -139,8 +143,7 @@ def test_too_many_damaged_frames_refuse_the_video_naming_them(tiny_pretrained, t
     write_video(path, gradient_frames(24), FPS)
     damaged = damage_packets(path, [6, 12, 18])  # 3 of 24: more than 10 %
     out = tmp_path / "out"
-    argv = ["predict", str(path), "--checkpoint", str(tiny_pretrained), "--text", "a dog", "--device", "cpu"]
-    code, _, err = run_cli([*argv, "--out-dir", str(out)], capsys)
+    code, err, _ = predict_a_dog(path, tiny_pretrained, out, capsys)
     assert code == 2
     message = " ".join(err.split())
     assert f"3 of the 24 frames of video {path} do not decode" in message
@@ -166,11 +169,8 @@ def test_mpegts_frame_times_start_at_zero(tiny_pretrained, tmp_path, capsys) -> 
         raw = [frame.time for frame in container.decode(video=0)]
     assert raw[0] > 0  # the transport stream's clock: what the mask names used to carry
     assert [frame.info["time"] for frame in iter_video_frames(path)] == pytest.approx([i / 25 for i in range(6)])
-    out = tmp_path / "out"
-    argv = ["predict", str(path), "--checkpoint", str(tiny_pretrained), "--text", "a dog", "--device", "cpu"]
-    code, _, err = run_cli([*argv, "--out-dir", str(out)], capsys)
+    code, err, names = predict_a_dog(path, tiny_pretrained, tmp_path / "out", capsys)
     assert code == 0, err
-    names = sorted(file.stem for file in (out / "masks" / "0_a_dog").iterdir())
     assert names == [f"{i:05d}_{i / 25:.3f}s" for i in range(6)]
 
 
