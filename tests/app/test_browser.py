@@ -31,7 +31,14 @@ from wavecl.inference.prediction_folder import sentence_slug
 from wavecl.inference_settings import InferenceSettings
 from wavecl.model.pretrained import save_pretrained
 from wavecl.model.wavecl import WaveCL
-from wavecl.testing.serve import CHROMIUM, choose_file, http_get, serve_process, wait_for_result
+from wavecl.testing.serve import (
+    CHROMIUM,
+    choose_file,
+    http_get,
+    serve_process,
+    start_segmenting,
+    wait_for_result,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -81,9 +88,7 @@ def test_segment_a_video_in_the_browser(server: dict, page, tmp_path: Path) -> N
     write_video(video, list(frames), fps=8)
 
     start = time.perf_counter()
-    choose_file(page, video)
-    page.locator("#sentences textarea").fill("\n".join(SENTENCES))
-    page.locator("#segment").click()
+    start_segmenting(page, video, "\n".join(SENTENCES))
     wait_for_result(page, RESULT_TIMEOUT_MS)
     print(f"\nupload to result: {time.perf_counter() - start:.1f} s ({NUM_FRAMES} frames, 2 sentences)")
 
@@ -160,16 +165,12 @@ def test_bad_input_shows_a_message_and_the_server_keeps_answering(server: dict, 
     frames, _ = sample_synthetic_video(seed=8, split="test", index=0, num_frames=3, size=(32, 48)).render()
     video = tmp_path / "short.mp4"
     write_video(video, list(frames), fps=8)
-    choose_file(page, video)
-    page.locator("#sentences textarea").fill("  \n ")
-    page.locator("#segment").click()
+    start_segmenting(page, video, "  \n ")
     error_shown(page, "Enter at least one sentence")
 
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(np.random.default_rng(0).integers(0, 256, 8192, dtype=np.uint8).tobytes())
-    choose_file(page, broken)
-    page.locator("#sentences textarea").fill("a dog")
-    page.locator("#segment").click()
+    start_segmenting(page, broken, "a dog")
     error_shown(page, "Cannot read broken.mp4 as a video: Invalid data found when processing input")
     log = server["log"].read_text()
     assert "Traceback" not in log, "bad input is no server error"
@@ -184,8 +185,7 @@ def test_bad_input_shows_a_message_and_the_server_keeps_answering(server: dict, 
 
     assert server["process"].poll() is None
     assert b"<html" in http_get(server["url"]).lower()
-    choose_file(page, video)
-    page.locator("#segment").click()
+    start_segmenting(page, video)
     page.locator("#summary").get_by_text("3 frames × 1 sentence").wait_for(timeout=RESULT_TIMEOUT_MS)
 
 
@@ -211,8 +211,7 @@ def test_progress_bar_and_queue_position_are_shown(server: dict, page, tmp_path:
 
     too_long = tmp_path / "too_long.mp4"
     write_video(too_long, list(rendered), fps=8)
-    choose_file(page, too_long)
-    page.locator("#segment").click()
+    start_segmenting(page, too_long)
     error_shown(page, "too_long.mp4 has 48 frames (6.0 s at 8 fps); this server accepts at most 40 frames")
 
 
@@ -220,9 +219,7 @@ def test_portrait_video_keeps_the_page_short(server: dict, page, tmp_path: Path)
     frames, _ = sample_synthetic_video(seed=9, split="test", index=0, num_frames=4, size=(640, 360)).render()
     video = tmp_path / "portrait.mp4"
     write_video(video, list(frames), fps=8)
-    choose_file(page, video)
-    page.locator("#sentences textarea").fill("the red circle")
-    page.locator("#segment").click()
+    start_segmenting(page, video, "the red circle")
     page.locator("#summary").get_by_text("4 frames × 1 sentence").wait_for(timeout=RESULT_TIMEOUT_MS)
     page.wait_for_function(
         "() => { const v = document.querySelector('#overlay video'); return v && v.readyState >= 2; }",

@@ -117,6 +117,15 @@ def choose_file(page: Any, path: Path, timeout_ms: int = 60_000) -> None:
     page.locator(f'#upload td.filename[aria-label="{path.name}"]').wait_for(timeout=timeout_ms)
 
 
+def start_segmenting(page: Any, path: Path, sentences: str | None = None) -> None:
+    """Upload ``path`` (:func:`choose_file`), type ``sentences`` (one per line) when given, and press
+    Segment; returns at once, without waiting for the result or an error."""
+    choose_file(page, path)
+    if sentences is not None:
+        page.locator("#sentences textarea").fill(sentences)
+    page.locator("#segment").click()
+
+
 def wait_for_result(page: Any, timeout_ms: int = 120_000) -> None:
     """Wait until the overlay video, the contact sheet, the masks link and the summary are on a page
     that showed no earlier result."""
