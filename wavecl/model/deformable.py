@@ -74,7 +74,6 @@ def ms_deform_attn(
     level_lengths = [h * w for h, w in level_shapes]
     if sum(level_lengths) != length:
         raise ValueError(f"value has {length} tokens but level shapes {level_shapes} describe {sum(level_lengths)}")
-    value = value.to(sampling_locations.dtype)
     attention_weights = attention_weights.to(sampling_locations.dtype)
     needs_grad = torch.is_grad_enabled() and any(
         tensor.requires_grad for tensor in (value, sampling_locations, attention_weights)
@@ -88,6 +87,7 @@ def _sample_by_grid(
     value: Tensor, level_shapes: LevelShapes, sampling_locations: Tensor, attention_weights: Tensor
 ) -> Tensor:
     """:func:`ms_deform_attn` through one ``grid_sample`` per level (differentiable in every input)."""
+    value = value.to(sampling_locations.dtype)
     n, _, heads, _ = value.shape
     values_per_level = value.split([h * w for h, w in level_shapes], dim=1)
     grids = 2 * sampling_locations - 1  # grid_sample coordinates in [-1, 1]
@@ -194,7 +194,7 @@ def _sample_by_gather(
     dtype = sampling_locations.dtype
     tables = gather_tables(level_shapes, n, heads, points, value.device, dtype)
     before, after = GATHER_PAD
-    table = value.new_zeros(n, tables.padded_length, heads, dim)
+    table = value.new_zeros(n, tables.padded_length, heads, dim, dtype=dtype)  # the copy below casts value
     for level_value, start, (h, w) in zip(
         value.split([h * w for h, w in level_shapes], dim=1), tables.padded_starts, level_shapes
     ):
