@@ -33,11 +33,14 @@ operations are not counted.
 With ``--device cuda`` the same runs happen on the GPU, timed with ``torch.cuda.synchronize`` and
 with the peak of ``torch.cuda.max_memory_allocated``; ``--amp`` wraps forward (and the loss) in
 ``torch.autocast``. ``--threads N`` pins torch's intra-op threads (and the ceiling's) to ``N``.
+``--malloc system`` runs the children with glibc's own heap policy instead of the one ``import wavecl``
+sets (``wavecl/heap.py``); the table's system seconds and page faults per step show what that costs.
 
 Usage::
 
     python benchmarks/bench_model.py [--full] [--workloads eval a2d train] [--repeats N] [--warmup N]
                                      [--device cpu|cuda] [--amp off|bf16|fp16] [--threads N]
+                                     [--malloc keep|system]
 
 Without ``--full`` only the tiny configuration runs (well under a minute). The full configuration
 takes tens of minutes on one CPU thread.
@@ -190,7 +193,9 @@ def child(workload: Workload, args: argparse.Namespace) -> None:
         synchronize(device)
 
     synchronize(device)
+    before = resource.getrusage(resource.RUSAGE_SELF)
     times = [timed(synchronised_step) for _ in range(args.repeats)]
+    after = resource.getrusage(resource.RUSAGE_SELF)
     peak_rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     cuda_peak_bytes = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
     ceiling += matmul_gflops(device, args.amp)
@@ -203,6 +208,8 @@ def child(workload: Workload, args: argparse.Namespace) -> None:
         "ceiling_gflops": statistics.median(wall for wall, _ in ceiling),
         "ceiling_cpu_gflops": statistics.median(cpu for _, cpu in ceiling),
         "peak_rss_kib": peak_rss_kib,
+        "system_seconds_per_step": (after.ru_stime - before.ru_stime) / args.repeats,
+        "page_faults_per_step": (after.ru_minflt - before.ru_minflt) / args.repeats,
         "cuda_peak_bytes": cuda_peak_bytes,
     }
     with FlopCounterMode(display=False) as counter:
@@ -243,7 +250,8 @@ def run_child(workload: Workload, args: argparse.Namespace) -> dict:
     command = [sys.executable, __file__, "--child", workload.name, "--device", args.device, "--amp", args.amp]
     command += ["--repeats", str(args.repeats), "--warmup", str(args.warmup)]
     command += ["--threads", str(args.threads)] if args.threads else []
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    env = {**os.environ, "WAVECL_MALLOC": args.malloc}
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=env)
     if result.returncode != 0:
         raise RuntimeError(f"benchmark child ({workload.name}) failed:\n{result.stderr}")
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -264,9 +272,10 @@ def print_summary(results: dict[str, dict], args: argparse.Namespace, console) -
     console.print(table)
 
     on_cuda = args.device == "cuda"
-    table = Table(title=f"WaveCL speed, device {args.device}, amp {args.amp}, median of {args.repeats}")
+    title = f"WaveCL speed, device {args.device}, amp {args.amp}, heap {args.malloc}, median of {args.repeats}"
+    table = Table(title=title)
     columns = ("workload", "clip BxTxHxW", "step", "GFLOPs", "wall s", "min-max", "GFLOP/s", "ceiling", "of ceiling")
-    columns += ("CPU s", "CPU ceiling", "of CPU ceiling", "peak MiB")
+    columns += ("CPU s", "CPU ceiling", "of CPU ceiling", "sys s", "page faults", "peak MiB")
     for column in columns:
         table.add_column(column, justify="left" if column in columns[:3] else "right")
     for name, figures in results.items():
@@ -290,6 +299,8 @@ def print_summary(results: dict[str, dict], args: argparse.Namespace, console) -
             f"{cpu:.2f}",
             f"{figures['ceiling_cpu_gflops']:.1f}",
             f"{100 * flops / cpu / 1e9 / figures['ceiling_cpu_gflops']:.1f} %",
+            f"{figures['system_seconds_per_step']:.2f}",
+            f"{figures['page_faults_per_step']:,.0f}",
             f"{peak:,.0f}",
         )
     console.print(table)
@@ -298,7 +309,8 @@ def print_summary(results: dict[str, dict], args: argparse.Namespace, console) -
         f"ceiling: GFLOP/s of a {describe_ceiling(args.device, args.amp)} on the same threads, median of 10 around"
         " the workload's steps; CPU s and CPU ceiling: the same in process CPU time, which on a machine "
         "shared with other work leaves out the time other processes held the cores (with one thread, the "
-        f"fairer ratio); GFLOPs: one step (matmul, convolution and attention FLOPs); peak MiB: {memory}"
+        "fairer ratio); sys s, page faults: kernel time and minor page faults per step; GFLOPs: one step "
+        f"(matmul, convolution and attention FLOPs); peak MiB: {memory}"
     )
 
 
@@ -339,6 +351,9 @@ def main() -> None:
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--amp", choices=tuple(AMP_DTYPES), default="off", help="torch.autocast dtype")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads in the children")
+    parser.add_argument(
+        "--malloc", choices=("keep", "system"), default="keep", help="heap policy of the children (wavecl/heap.py)"
+    )
     parser.add_argument("--breakdown", action="store_true", help="FLOPs per module of the eval workloads")
     parser.add_argument("--child", metavar="WORKLOAD", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -360,7 +375,7 @@ def main() -> None:
         sys.exit(1)
     console = Console()
     if not console.is_terminal:
-        console.width = 160
+        console.width = 200
     names = args.workloads or [
         name for name, w in WORKLOADS.items() if (w.config == "full") == args.full and name != "train-half"
     ]

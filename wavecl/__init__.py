@@ -6,6 +6,9 @@ The public API, imported lazily (``import wavecl`` stays fast; torch loads on fi
 
     model = WaveCL.from_pretrained("runs/demo/runs/synthetic/run")
     masks = VideoPredictor(model)("my_video.mp4", ["the dog on the left"])   # bool [N, T, H, W]
+
+Importing it keeps freed tensor memory in the C heap for reuse (:mod:`wavecl.heap`; ``WAVECL_MALLOC=system``
+leaves glibc's policy as it is).
 """
 
 from __future__ import annotations
@@ -13,7 +16,11 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from wavecl.heap import keep_freed_memory
+
 __version__ = "0.1.0"
+
+keep_freed_memory()
 
 # public name -> the module that defines it
 _EXPORTS = {
