@@ -125,14 +125,15 @@ def window_layout(
 def masked_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, dropout: float) -> Tensor:
     """``softmax(q kᵀ / √d + mask) v`` of ``q, k, v [windows, heads, N, d]`` and ``mask [1 | windows, heads, N, N]``.
 
-    :func:`torch.nn.functional.scaled_dot_product_attention`, except where ``mask`` needs a gradient (the
-    relative-position bias in training): no fused CPU kernel returns the mask's gradient, so torch falls
-    back to its math path, whose softmax also tests every row for ``-inf`` (``isneginf``, ``all``,
-    ``where`` over the ``[windows, heads, N, N]`` scores: 0.55 s of a 32 s training step at 8x256x448 on
-    one CPU thread) and which scales both ``q`` and ``k``. Here the scores are written once, the mask added
-    in place, and the plain softmax runs (no row of a window's mask is all ``-inf``).
+    :func:`torch.nn.functional.scaled_dot_product_attention`, except on the CPU where ``mask`` needs a
+    gradient (the relative-position bias in training): no fused CPU kernel returns the mask's gradient, so
+    torch falls back to its math path, whose softmax also tests every row for ``-inf`` (``isneginf``,
+    ``all``, ``where`` over the ``[windows, heads, N, N]`` scores: 0.55 s of a 32 s training step at
+    8x256x448 on one thread) and which scales both ``q`` and ``k``. Here the scores are written once, the
+    mask added in place, and the plain softmax runs (no row of a window's mask is all ``-inf``). On CUDA
+    the memory-efficient kernel does return the mask's gradient, without keeping the scores.
     """
-    if not (torch.is_grad_enabled() and mask.requires_grad):
+    if q.device.type != "cpu" or not (torch.is_grad_enabled() and mask.requires_grad):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
     scores = torch.matmul(q * q.shape[-1] ** -0.5, k.transpose(-2, -1)).add_(mask)
     return dropout_function(scores.softmax(dim=-1), dropout, training=True).matmul(v)

@@ -11,11 +11,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from wavecl.model.dropout import Dropout
 from wavecl.model.recompute import run_block
@@ -43,15 +45,18 @@ def ms_deform_attn(
     compiled, it runs on CPU, CUDA and MPS, supports every dtype and autograd, and computes the same
     function as the kernel. Two exact formulations of it are used:
 
-    * with autograd (any input requires a gradient): :func:`torch.nn.functional.grid_sample` per level,
-      then the attention-weighted sum of the samples; grid_sample's backward is the fastest of the two;
-    * without (inference): the four bilinear corners of every sample are gathered straight from
-      ``value`` by :func:`torch.nn.functional.embedding_bag` with the bilinear times attention weights
-      as per-sample weights (:func:`_sample_by_gather`). grid_sample is not used there as it is because
-      it writes every sample of every channel (``[N·M, D, Lq, P]`` per level) before the weighted sum
-      reads it back: on one CPU thread at the encoder size of 8x256x448 (2,380 queries per frame, 8
-      heads, 4 levels, 4 points), the gather takes 93 ms against 454 ms per layer. The backward of
-      ``embedding_bag`` (a sort of the rows, then a scatter) is, in turn, slower than grid_sample's.
+    * the four bilinear corners of every sample are gathered straight from ``value`` by
+      :func:`torch.nn.functional.embedding_bag` with the bilinear times attention weights as per-sample
+      weights (:func:`_sample_by_gather`), in inference on every device and, with its backward pass
+      written out (:class:`_GatherWithGradient`), in eager training on the CPU;
+    * :func:`torch.nn.functional.grid_sample` per level, then the attention-weighted sum of the samples
+      (:func:`_sample_by_grid`): for training on other devices, under ``torch.compile`` (whose generated
+      code fuses the weighted sum) and for ONNX export (standard operators).
+
+    grid_sample is not used for the rest because it writes every sample of every channel
+    (``[N·M, D, Lq, P]`` per level) before the weighted sum reads it back: on one CPU thread at the encoder
+    size of 8x256x448 (2,380 queries per frame, 8 heads, 4 levels, 4 points), the gather takes 93 ms
+    against 454 ms per layer, and a training layer's forward and backward 0.52 s against 1.38 s.
 
     Both sample in the dtype of ``sampling_locations`` (``value`` is cast to it): under autocast the
     coordinates stay float32 and so do the samples.
@@ -78,8 +83,11 @@ def ms_deform_attn(
     needs_grad = torch.is_grad_enabled() and any(
         tensor.requires_grad for tensor in (value, sampling_locations, attention_weights)
     )
-    if needs_grad or torch.compiler.is_exporting():
+    compiled = torch.compiler.is_compiling()
+    if torch.compiler.is_exporting() or (needs_grad and (value.device.type != "cpu" or compiled)):
         return _sample_by_grid(value, level_shapes, sampling_locations, attention_weights)
+    if needs_grad:
+        return _GatherWithGradient.apply(value, level_shapes, sampling_locations, attention_weights)
     return _sample_by_gather(value, level_shapes, sampling_locations, attention_weights)
 
 
@@ -178,29 +186,36 @@ def gather_tables(
     )
 
 
-def _sample_by_gather(
-    value: Tensor, level_shapes: LevelShapes, sampling_locations: Tensor, attention_weights: Tensor
-) -> Tensor:
-    """:func:`ms_deform_attn` as one ``embedding_bag`` sum over the rows of the zero-padded maps: bag
-    ``(n, q, m)`` adds the ``4·L·P`` corner rows of head ``m`` of frame ``n``, each weighted by its bilinear
-    weight times the sample's attention weight.
-
-    A pixel coordinate is clamped to ``[-1, W]`` (``[-1, H]``) first: a sample beyond it lies wholly outside
-    the map, and so does the clamped one, whose weight falls on padding; a NaN coordinate counts as outside,
-    as in Deformable DETR's kernel. No corner then needs a bounds test, and no index can leave the table.
-    """
+def _padded_table(value: Tensor, level_shapes: LevelShapes, tables: GatherTables, dtype: torch.dtype) -> Tensor:
+    """``[N, Σ_l (H_l + 3)·(W_l + 3), M, D]`` every level map of ``value [N, Len, M, D]`` inside its
+    :data:`GATHER_PAD` zeros, in ``dtype`` (the copy casts)."""
     n, _, heads, dim = value.shape
-    _, queries, _, levels, points, _ = sampling_locations.shape
-    dtype = sampling_locations.dtype
-    tables = gather_tables(level_shapes, n, heads, points, value.device, dtype)
     before, after = GATHER_PAD
-    table = value.new_zeros(n, tables.padded_length, heads, dim, dtype=dtype)  # the copy below casts value
+    table = value.new_zeros(n, tables.padded_length, heads, dim, dtype=dtype)
     for level_value, start, (h, w) in zip(
         value.split([h * w for h, w in level_shapes], dim=1), tables.padded_starts, level_shapes
     ):
         padded_map = table[:, start : start + (h + before + after) * (w + before + after)]
         padded_map = padded_map.unflatten(1, (h + before + after, w + before + after))
         padded_map[:, before : before + h, before : before + w] = level_value.unflatten(1, (h, w))
+    return table
+
+
+def _corners(
+    tables: GatherTables, sampling_locations: Tensor, attention_weights: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The table rows and weights of the four bilinear corners of every sample.
+
+    A pixel coordinate is clamped to ``[-1, W]`` (``[-1, H]``) first: a sample beyond it lies wholly outside
+    the map, and so does the clamped one, whose weight falls on padding; a NaN coordinate counts as outside,
+    as in Deformable DETR's kernel. No corner then needs a bounds test, and no index can leave the table.
+
+    Returns:
+        ``rows [N, Lq, M, 4, L, P]`` (corners ``(x0, y0), (x0 + 1, y0), (x0, y0 + 1), (x0 + 1, y0 + 1)``),
+        ``fractions [2, N, Lq, M, L, P]`` (``x - x0`` then ``y - y0``, in pixels) and ``weights
+        [N, Lq, M, 2, 2, L, P]`` (bilinear weight times attention weight, ``y`` corner then ``x`` corner).
+    """
+    heads = sampling_locations.shape[2]
     xy_planes = rearrange(sampling_locations, "n q m l p xy -> xy n q m l p")
     pixels = torch.addcmul(tables.half, xy_planes, tables.sizes)  # [2, N, Lq, M, L, P]
     pixels = pixels.nan_to_num_(nan=-1.0).clamp_(min=tables.minus_one, max=tables.sizes)
@@ -208,17 +223,150 @@ def _sample_by_gather(
     fractions = pixels.sub_(corners)
     x0, y0 = corners.to(tables.origins.dtype)
     rows = y0.mul_(tables.row_strides).add_(x0, alpha=heads).add_(tables.origins)
-    rows = rows[:, :, :, None] + tables.corners  # [N, Lq, M, 4, L, P]
+    rows = rows[:, :, :, None] + tables.corners
     fx, fy = fractions
-    lower = fy.mul_(attention_weights)
+    lower = fy * attention_weights
     weights_y = torch.stack([attention_weights - lower, lower], dim=3)
     weights_x = torch.stack([1 - fx, fx], dim=3)
-    weights = weights_y[:, :, :, :, None] * weights_x[:, :, :, None]  # [N, Lq, M, 2, 2, L, P]
+    return rows, fractions, weights_y[:, :, :, :, None] * weights_x[:, :, :, None]
+
+
+def _sample_by_gather(
+    value: Tensor, level_shapes: LevelShapes, sampling_locations: Tensor, attention_weights: Tensor
+) -> Tensor:
+    """:func:`ms_deform_attn` as one ``embedding_bag`` sum over the rows of the zero-padded maps: bag
+    ``(n, q, m)`` adds the ``4·L·P`` corner rows (:func:`_corners`) of head ``m`` of frame ``n``, each
+    weighted by its bilinear weight times the sample's attention weight."""
+    n, _, heads, dim = value.shape
+    _, queries, _, levels, points, _ = sampling_locations.shape
+    dtype = sampling_locations.dtype
+    tables = gather_tables(level_shapes, n, heads, points, value.device, dtype)
+    table = _padded_table(value, level_shapes, tables, dtype)
+    rows, _, weights = _corners(tables, sampling_locations, attention_weights)
     bag = 4 * levels * points
     summed = F.embedding_bag(
         rows.view(-1, bag), table.view(-1, dim), per_sample_weights=weights.view(-1, bag), mode="sum"
     )
     return summed.view(n, queries, heads * dim)
+
+
+class _GatherWithGradient(torch.autograd.Function):
+    """:func:`_sample_by_gather` with its backward pass written out, for training on the CPU.
+
+    Autograd through :func:`_sample_by_gather` is slow in the backward of ``embedding_bag`` (a sort of all
+    ``4·L·P`` corner rows of every bag, then a scatter), and :func:`_sample_by_grid` writes, multiplies and
+    sums every sample of every channel in both passes (``[N·M, D, Lq, P]`` per level). Here:
+
+    * the value gradient is the transposed gather: the samples are sorted by their ``(x0, y0)`` corner
+      row only (a quarter of the rows), then one ``embedding_bag`` per corner sums the output gradients of
+      the samples at each row, and the four sums are added at their corner offsets;
+    * the gradient of every corner weight is the dot product of its row with the bag's output gradient
+      (torch's own ``embedding_bag`` per-sample-weight backward), from which the attention weights' and
+      the locations' gradients follow by the product rule (a clamped or NaN coordinate has none).
+
+    One encoder layer at 8x256x448 on one thread: forward and backward 0.52 s against 1.38 s for
+    :func:`_sample_by_grid`.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any, value: Tensor, level_shapes: LevelShapes, sampling_locations: Tensor, attention_weights: Tensor
+    ) -> Tensor:
+        """See :func:`ms_deform_attn`."""
+        n, _, heads, dim = value.shape
+        _, queries, _, levels, points, _ = sampling_locations.shape
+        dtype = sampling_locations.dtype
+        tables = gather_tables(level_shapes, n, heads, points, value.device, dtype)
+        table = _padded_table(value, level_shapes, tables, dtype)
+        rows, fractions, weights = _corners(tables, sampling_locations, attention_weights)
+        bag = 4 * levels * points
+        summed = F.embedding_bag(
+            rows.view(-1, bag), table.view(-1, dim), per_sample_weights=weights.view(-1, bag), mode="sum"
+        )
+        ctx.save_for_backward(table, rows, fractions, weights, sampling_locations, attention_weights)
+        ctx.level_shapes, ctx.tables, ctx.value_dtype = level_shapes, tables, value.dtype
+        return summed.view(n, queries, heads * dim)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, None, Tensor | None, Tensor | None]:
+        """Gradients of ``value``, the locations and the attention weights (``None`` where not needed)."""
+        table, rows, fractions, weights, sampling_locations, attention_weights = ctx.saved_tensors
+        tables: GatherTables = ctx.tables
+        n, queries, heads, _, levels, points = rows.shape
+        dim = table.shape[-1]
+        grad = grad_output.reshape(n * queries * heads, dim).to(table.dtype)
+        grad_value = grad_locations = grad_attention = None
+        if ctx.needs_input_grad[0]:
+            grad_table = _transposed_gather(grad, rows, weights, tables, ctx.level_shapes).view_as(table)
+            grad_value = _unpadded(grad_table, ctx.level_shapes, tables).to(ctx.value_dtype)
+        if ctx.needs_input_grad[2] or ctx.needs_input_grad[3]:
+            bag = 4 * levels * points
+            offsets = torch.arange(0, rows.numel(), bag, dtype=rows.dtype, device=rows.device)
+            corner_grads = torch.ops.aten._embedding_bag_per_sample_weights_backward(
+                grad, table.view(-1, dim), rows.view(-1), offsets, rows.new_empty(0), 0, -1
+            ).view(n, queries, heads, 2, 2, levels, points)
+            fx, fy = fractions
+            a0, a1 = corner_grads[:, :, :, 0].unbind(3)
+            b0, b1 = corner_grads[:, :, :, 1].unbind(3)
+            top, bottom = torch.lerp(a0, a1, fx), torch.lerp(b0, b1, fx)
+            grad_attention = torch.lerp(top, bottom, fy)
+            grad_fx = torch.lerp(a1 - a0, b1 - b0, fy).mul_(attention_weights)
+            grad_fy = bottom.sub_(top).mul_(attention_weights)
+            pixels = torch.addcmul(
+                tables.half, rearrange(sampling_locations, "n q m l p xy -> xy n q m l p"), tables.sizes
+            )
+            inside = (pixels >= tables.minus_one) & (pixels <= tables.sizes)
+            grad_pixels = torch.stack([grad_fx, grad_fy]).mul_(tables.sizes).mul_(inside)
+            grad_locations = rearrange(grad_pixels, "xy n q m l p -> n q m l p xy")
+        return grad_value, None, grad_locations, grad_attention
+
+
+def _transposed_gather(
+    grad: Tensor, rows: Tensor, weights: Tensor, tables: GatherTables, level_shapes: LevelShapes
+) -> Tensor:
+    """The gradient of the gather table, ``[N·Σ_l (H_l + 3)·(W_l + 3)·M, D]``: every corner row receives
+    the output gradient ``grad [N·Lq·M, D]`` of each bag that read it, times the corner's weight.
+
+    The samples are sorted by their ``(x0, y0)`` row; then one ``embedding_bag`` per corner sums, for each
+    table row, the weighted gradients of the samples whose ``(x0, y0)`` is that row, and each sum is added at
+    its corner's offset from ``(x0, y0)`` (``+M`` one column right, ``+(W_l + 3)·M`` one row down).
+    """
+    n, _, heads, _, levels, points = rows.shape
+    base = rows[:, :, :, 0].reshape(-1)
+    order = torch.argsort(base)
+    total_rows = n * tables.padded_length * heads
+    counts = torch.bincount(base, minlength=total_rows)
+    offsets = counts.cumsum(0) - counts
+    bags = order.div(levels * points, rounding_mode="floor")
+    corner_weights = rearrange(weights, "n q m y x l p -> (y x) (n q m l p)")[:, order]
+    own, right, below, below_right = (
+        F.embedding_bag(bags, grad, offsets, mode="sum", per_sample_weights=corner_weights[corner])
+        for corner in range(4)
+    )
+    own[heads:] += right[:-heads]
+    below[heads:] += below_right[:-heads]
+    own_frames, below_frames = own.view(n, -1, grad.shape[1]), below.view(n, -1, grad.shape[1])
+    before, after = GATHER_PAD
+    for start, (h, w) in zip(tables.padded_starts, level_shapes):
+        first, end, down = (
+            start * heads,
+            (start + (h + before + after) * (w + before + after)) * heads,
+            (w + before + after) * heads,
+        )
+        own_frames[:, first + down : end] += below_frames[:, first : end - down]
+    return own
+
+
+def _unpadded(table: Tensor, level_shapes: LevelShapes, tables: GatherTables) -> Tensor:
+    """The inverse of :func:`_padded_table`: ``[N, Σ_l (H_l + 3)·(W_l + 3), M, D]`` → ``[N, Len, M, D]``."""
+    before, after = GATHER_PAD
+    maps = []
+    for start, (h, w) in zip(tables.padded_starts, level_shapes):
+        padded_map = table[:, start : start + (h + before + after) * (w + before + after)]
+        padded_map = padded_map.unflatten(1, (h + before + after, w + before + after))
+        maps.append(padded_map[:, before : before + h, before : before + w].flatten(1, 2))
+    return torch.cat(maps, dim=1)
 
 
 class MSDeformAttn(nn.Module):
