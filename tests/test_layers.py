@@ -4,7 +4,7 @@ Layers, bottom to top (siblings on one row never import each other, except on th
 small foundation modules)::
 
     config, device, distributed, checkpoint, amp, atomic, jsonio, original, progress, optional,
-    inference_settings, run_directory
+    inference_settings, run_directory, heap
     model | data
     evaluation | inference | testing
     training | app
@@ -36,6 +36,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "optional",
         "inference_settings",
         "run_directory",
+        "heap",
     ),
     ("model", "data"),
     ("evaluation", "inference", "testing"),
