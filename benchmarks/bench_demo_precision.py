@@ -14,9 +14,11 @@ Targets (issue 19): bf16 training within 0.02 J&F of float32; int8 within 0.01 o
 
 Usage::
 
-    python benchmarks/bench_demo_precision.py [--minutes M] [--out DIR]
+    python benchmarks/bench_demo_precision.py [--minutes M] [--seeds N] [--out DIR]
 
 ``--minutes`` scales the recipe's steps (10 minutes on 2 free CPU cores); each training takes about that.
+``--seeds N`` trains both precisions with training seeds ``0..N-1`` (same data) and adds their means, the
+mean per-seed difference and float32's spread over the seeds, which says how much of a difference is noise.
 """
 
 from __future__ import annotations
@@ -43,9 +45,10 @@ from wavecl.training.demo import demo_config, write_dataset
 from wavecl.training.trainer import Trainer
 
 
-def train(out_dir: Path, minutes: float, amp: str) -> tuple[Path, dict[str, float]]:
-    """Train the demo recipe with ``train.amp = amp`` into ``out_dir``; returns the run directory and its metrics."""
-    config = demo_config(out_dir, seed=0, minutes=minutes, overrides={"train.amp": amp})
+def train(out_dir: Path, minutes: float, amp: str, seed: int) -> tuple[Path, dict[str, float]]:
+    """Train the demo recipe with ``train.amp = amp`` and training seed ``seed`` into ``out_dir`` (the data of
+    seed 0 always); returns the run directory and its metrics."""
+    config = demo_config(out_dir, seed=seed, minutes=minutes, overrides={"train.amp": amp})
     write_dataset(Path(config.data.root), seed=0)
     trainer = Trainer(config, DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu")))
     return trainer.run_dir, trainer.fit()
@@ -70,18 +73,32 @@ def score(predictor: VideoPredictor, config, folder: Path) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=10.0, help="training budget of each run (recipe: 10)")
+    parser.add_argument(
+        "--seeds", type=int, default=1, help="training seeds 0..N-1 of both precisions (the exports: seed 0)"
+    )
     parser.add_argument("--out", type=Path, default=None, help="working folder (a temporary one by default)")
     args = parser.parse_args()
+    if args.seeds < 1:
+        parser.error("--seeds must be at least 1")
     out = args.out or Path(tempfile.mkdtemp(prefix="wavecl_precision_"))
     torch.manual_seed(0)
     rows = []
     runs = {}
-    for amp in ("off", "bf16"):
-        run_dir, metrics = train(out / f"train_{amp}", args.minutes, amp)
-        runs[amp] = run_dir
-        ran = decide_precision(amp, torch.device("cpu")).describe()
-        rows.append((f"trainer held-out eval, trained amp={amp} ({ran})", metrics["J&F"]))
-    config = demo_config(out / "train_off", seed=0, minutes=args.minutes)
+    scores: dict[str, list[float]] = {"off": [], "bf16": []}
+    for seed in range(args.seeds):
+        for amp in ("off", "bf16"):
+            run_dir, metrics = train(out / f"train_{amp}" / f"seed{seed}", args.minutes, amp, seed)
+            runs.setdefault(amp, run_dir)
+            scores[amp].append(metrics["J&F"])
+            ran = decide_precision(amp, torch.device("cpu")).describe()
+            rows.append((f"trainer held-out eval, seed {seed}, trained amp={amp} ({ran})", metrics["J&F"]))
+    if args.seeds > 1:
+        differences = [bf16 - off for off, bf16 in zip(scores["off"], scores["bf16"])]
+        rows.append(("mean over seeds, trained amp=off", float(np.mean(scores["off"]))))
+        rows.append(("mean over seeds, trained amp=bf16", float(np.mean(scores["bf16"]))))
+        rows.append(("mean of bf16 - off per seed", float(np.mean(differences))))
+        rows.append(("spread of amp=off over seeds (max - min)", max(scores["off"]) - min(scores["off"])))
+    config = demo_config(runs["off"].parents[2], seed=0, minutes=args.minutes)
     data = config.data
 
     def predictor(model: WaveCL, **runtime: Any) -> VideoPredictor:
@@ -91,7 +108,7 @@ def main() -> None:
     for amp, run_dir in runs.items():
         model = WaveCL.from_pretrained(run_dir).eval()
         metrics = score(predictor(model), config, out / f"predicted_torch_{amp}")
-        rows.append((f"VideoPredictor torch float32, trained amp={amp}", metrics["J&F"]))
+        rows.append((f"VideoPredictor torch float32, seed 0, trained amp={amp}", metrics["J&F"]))
         if amp == "off":  # one export; the int8 parts are its copy quantized as `export --int8` does
             exported = {"float32": export_onnx(model, out / "onnx_float32")}
             exported["int8"] = Path(shutil.copytree(exported["float32"], out / "onnx_int8"))
@@ -100,12 +117,13 @@ def main() -> None:
             for kind, onnx_dir in exported.items():
                 onnx = predictor(model, runtime="onnxruntime", onnx_dir=onnx_dir)
                 metrics = score(onnx, config, out / f"predicted_onnx_{kind}")
-                rows.append((f"VideoPredictor ONNX Runtime {kind}, trained amp=off", metrics["J&F"]))
+                rows.append((f"VideoPredictor ONNX Runtime {kind}, seed 0, trained amp=off", metrics["J&F"]))
     print(f"\nheld-out J&F of the demo recipe ({args.minutes:g} min per training), folder {out}")
     width = max(len(name) for name, _ in rows)
-    print(f"| {'what':<{width}} | J&F   |\n|{'-' * (width + 2)}|-------|")
+    print(f"| {'what':<{width}} | J&F    |\n|{'-' * (width + 2)}|--------|")
     for name, value in rows:
-        print(f"| {name:<{width}} | {value:.3f} |")
+        shown = f"{value:+.3f}" if name.startswith("mean of") else f"{value:.3f}"
+        print(f"| {name:<{width}} | {shown:<6} |")
 
 
 if __name__ == "__main__":
