@@ -231,9 +231,28 @@ def _corners(
     return rows, fractions, weights_y[:, :, :, :, None] * weights_x[:, :, :, None]
 
 
-def _sample_by_gather(
+@dataclass(frozen=True)
+class _Gathered:
+    """The output of :func:`_gather` and what it was computed from (what the backward pass needs).
+
+    Attributes:
+        output: ``[N, Lq, M·D]``.
+        tables: the shape's :class:`GatherTables`.
+        table: ``[N, Σ_l (H_l + 3)·(W_l + 3), M, D]`` the padded maps (:func:`_padded_table`).
+        rows, fractions, weights: as :func:`_corners` returns them.
+    """
+
+    output: Tensor
+    tables: GatherTables
+    table: Tensor
+    rows: Tensor
+    fractions: Tensor
+    weights: Tensor
+
+
+def _gather(
     value: Tensor, level_shapes: LevelShapes, sampling_locations: Tensor, attention_weights: Tensor
-) -> Tensor:
+) -> _Gathered:
     """:func:`ms_deform_attn` as one ``embedding_bag`` sum over the rows of the zero-padded maps: bag
     ``(n, q, m)`` adds the ``4·L·P`` corner rows (:func:`_corners`) of head ``m`` of frame ``n``, each
     weighted by its bilinear weight times the sample's attention weight."""
@@ -242,12 +261,19 @@ def _sample_by_gather(
     dtype = sampling_locations.dtype
     tables = gather_tables(level_shapes, n, heads, points, value.device, dtype)
     table = _padded_table(value, level_shapes, tables, dtype)
-    rows, _, weights = _corners(tables, sampling_locations, attention_weights)
+    rows, fractions, weights = _corners(tables, sampling_locations, attention_weights)
     bag = 4 * levels * points
     summed = F.embedding_bag(
         rows.view(-1, bag), table.view(-1, dim), per_sample_weights=weights.view(-1, bag), mode="sum"
     )
-    return summed.view(n, queries, heads * dim)
+    return _Gathered(summed.view(n, queries, heads * dim), tables, table, rows, fractions, weights)
+
+
+def _sample_by_gather(
+    value: Tensor, level_shapes: LevelShapes, sampling_locations: Tensor, attention_weights: Tensor
+) -> Tensor:
+    """:func:`ms_deform_attn` by :func:`_gather`, without autograd."""
+    return _gather(value, level_shapes, sampling_locations, attention_weights).output
 
 
 class _GatherWithGradient(torch.autograd.Function):
@@ -273,19 +299,12 @@ class _GatherWithGradient(torch.autograd.Function):
         ctx: Any, value: Tensor, level_shapes: LevelShapes, sampling_locations: Tensor, attention_weights: Tensor
     ) -> Tensor:
         """See :func:`ms_deform_attn`."""
-        n, _, heads, dim = value.shape
-        _, queries, _, levels, points, _ = sampling_locations.shape
-        dtype = sampling_locations.dtype
-        tables = gather_tables(level_shapes, n, heads, points, value.device, dtype)
-        table = _padded_table(value, level_shapes, tables, dtype)
-        rows, fractions, weights = _corners(tables, sampling_locations, attention_weights)
-        bag = 4 * levels * points
-        summed = F.embedding_bag(
-            rows.view(-1, bag), table.view(-1, dim), per_sample_weights=weights.view(-1, bag), mode="sum"
+        gathered = _gather(value, level_shapes, sampling_locations, attention_weights)
+        ctx.save_for_backward(
+            gathered.table, gathered.rows, gathered.fractions, gathered.weights, sampling_locations, attention_weights
         )
-        ctx.save_for_backward(table, rows, fractions, weights, sampling_locations, attention_weights)
-        ctx.level_shapes, ctx.tables, ctx.value_dtype = level_shapes, tables, value.dtype
-        return summed.view(n, queries, heads * dim)
+        ctx.level_shapes, ctx.tables, ctx.value_dtype = level_shapes, gathered.tables, value.dtype
+        return gathered.output
 
     @staticmethod
     @once_differentiable
