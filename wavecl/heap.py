@@ -6,8 +6,8 @@ back with ``munmap`` when freed. A network of this size allocates and frees such
 every page of every one is zero-filled and faulted in anew by the kernel: 11.5 million minor page faults
 and 35 s of system time for three training steps and three eval forwards at 8x256x448 on one thread.
 With :func:`keep_freed_memory` the same training step took 21.3 s instead of 29.5 s and the eval forward
-5.8 s instead of 6.5 s (``benchmarks/bench_heap.py``). This is what the ``LD_PRELOAD`` of tcmalloc or
-jemalloc recommended for PyTorch on CPUs achieves, without a library to install.
+5.8 s instead of 6.5 s (``benchmarks/bench_model.py --malloc system`` compares the two). This is what the
+``LD_PRELOAD`` of tcmalloc or jemalloc recommended for PyTorch on CPUs achieves, with nothing to install.
 
 The price: the heap does not shrink, so the resident memory of the process stays near its peak once
 reached (9.6 GB → 10.6 GB peak in that run). ``WAVECL_MALLOC=system`` keeps glibc's own policy.
@@ -16,7 +16,6 @@ reached (9.6 GB → 10.6 GB peak in that run). ``WAVECL_MALLOC=system`` keeps gl
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import platform
 
@@ -50,5 +49,5 @@ def keep_freed_memory() -> bool:
         return False
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False
-    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    libc = ctypes.CDLL(None)  # the process's own symbols, glibc's among them
     return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, KEEP_UP_TO_BYTES))
