@@ -222,16 +222,18 @@ class WindowAttention3d(ShiftedWindowAttention3d):
         qkv = rearrange(F.linear(windows, self.qkv.weight, self.qkv.bias), "n s (k m d) -> k n m s d", k=3, m=heads)
         q, k, v = qkv[0] * (c // heads) ** -0.5, qkv[1], qkv[2]
         scores = q.matmul(k.transpose(-2, -1)) + self._bias_any_size(t, kept_h, kept_w, absent_h, absent_w)
-        # shift regions: -100 between slots of different regions (torchvision's value), per window
-        labels = (
-            (labels_h.view(count_h, 1, 1, window_h, 1) * 3 + labels_w.view(1, count_w, 1, 1, window_w))
-            .expand(count_h, count_w, t, window_h, window_w)
-            .reshape(count_h * count_w, 1, size)
-        )
-        regions = (labels.transpose(1, 2) != labels).to(scores.dtype) * _SHIFT_MASK_VALUE  # [nW, N, N]
-        scores = (scores.view(b, count_h * count_w, heads, size, size) + regions[None, :, None]).view(
-            -1, heads, size, size
-        )
+        if self.shift_size[1] > 0 or self.shift_size[2] > 0:  # a block that never shifts has one region
+            # shift regions: -100 between slots of different regions (torchvision's value), per window
+            labels = (
+                (labels_h.view(count_h, 1, 1, window_h, 1) * 3 + labels_w.view(1, count_w, 1, 1, window_w))
+                .expand(count_h, count_w, t, window_h, window_w)
+                .reshape(count_h * count_w, 1, size)
+            )
+            apart, together = scores.new_tensor(_SHIFT_MASK_VALUE), scores.new_tensor(0.0)
+            regions = torch.where(labels.transpose(1, 2) != labels, apart, together)  # [nW, N, N]
+            scores = (scores.view(b, count_h * count_w, heads, size, size) + regions[None, :, None]).view(
+                -1, heads, size, size
+            )
         attention = F.dropout(scores.softmax(dim=-1), p=self.attention_dropout, training=self.training)
         out = rearrange(attention.matmul(v), "n m s d -> n s (m d)")
         out = F.dropout(F.linear(out, self.proj.weight, self.proj.bias), p=self.dropout, training=self.training)
