@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from support import SIZE_OVERRIDES, TINY_CONFIG, perturbed_model, read_log, skip_evaluation
+import torch.nn.functional as F
+from support import SIZE_OVERRIDES, TINY_CONFIG, make_inputs, perturbed_model, read_log, skip_evaluation
+from torch import nn
 
 from wavecl import amp
-from wavecl.amp import FLOAT32_TENSORS, bf16_is_native, cpu_bf16_is_native, decide_precision
+from wavecl.amp import FLOAT32_TENSORS, bf16_is_native, cpu_bf16_is_native, decide_precision, float32_norms
 from wavecl.config import apply_overrides, load_config
 from wavecl.data.synthetic import sample_synthetic_video, write_synthetic_ytvos
 from wavecl.distributed import DistInfo
@@ -221,3 +223,46 @@ def test_bf16_prediction_agrees_with_float32(monkeypatch, tmp_path, tiny_config)
     assert (masks32 == masks16).float().mean() >= 0.98
     error = (logits16 - logits32).abs().max() / logits32.abs().max()
     assert 0 < error < 0.05
+
+
+def test_norms_compute_in_float32_under_cpu_autocast():
+    """A hooked LayerNorm or GroupNorm given bfloat16 under CPU autocast returns the float32 norm of that
+    input (CPU autocast alone would return bfloat16); without autocast a bfloat16 norm stays bfloat16."""
+    x = torch.randn(6, 16, 5).bfloat16()
+    for norm, plain in ((nn.LayerNorm(5), F.layer_norm), (nn.GroupNorm(4, 16), F.group_norm)):
+        with torch.no_grad():
+            norm.weight.normal_()
+            norm.bias.normal_()
+        shape = norm.normalized_shape if isinstance(norm, nn.LayerNorm) else norm.num_groups
+        expected = plain(x.float(), shape, norm.weight, norm.bias, norm.eps)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert norm(x).dtype == torch.bfloat16  # what CPU autocast does by itself
+            float32_norms(norm)
+            output = norm(x)
+        assert output.dtype == torch.float32
+        torch.testing.assert_close(output, expected, rtol=0, atol=0)
+        assert norm.bfloat16()(x).dtype == torch.bfloat16
+
+
+def test_model_residual_streams_stay_float32_under_cpu_autocast(tiny_config):
+    """Under CPU bf16 autocast every norm of the model returns float32, so do the post-norm deformable
+    encoder layers, while the matmuls run in bfloat16."""
+    model = perturbed_model(tiny_config).eval()
+    dtypes: dict[str, set[torch.dtype]] = {}
+
+    def record(name):
+        return lambda module, args, output: dtypes.setdefault(name, set()).add(output.dtype)
+
+    for module in model.modules():
+        for kind in (nn.LayerNorm, nn.GroupNorm, nn.Linear):
+            if isinstance(module, kind):
+                module.register_forward_hook(record(kind.__name__))
+    for index, layer in enumerate(model.transformer.encoder.layers):
+        layer.register_forward_hook(record(f"encoder layer {index}"))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        model(*make_inputs(2, 1, dtype=torch.float32))
+    assert torch.bfloat16 in dtypes.pop("Linear")  # autocast ran (a few linears run float32 on purpose)
+    assert dtypes.pop("LayerNorm") == dtypes.pop("GroupNorm") == {torch.float32}
+    assert dtypes == {
+        f"encoder layer {index}": {torch.float32} for index in range(len(model.transformer.encoder.layers))
+    }

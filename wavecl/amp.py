@@ -28,11 +28,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor, nn
 
 from wavecl.config import AMP_CHOICES, AmpMode
 
 FLOAT32_TENSORS = (
     "parameters, gradients and optimizer state (autocast computes on low-precision copies)",
+    "layer and group norms, and so the residual streams they start (as CUDA autocast does, on every device)",
     "the losses and the matcher's costs (the model's outputs are cast to float32 first)",
     "deformable attention reference points and sampling grids, and the mask head's coordinates",
 )
@@ -145,6 +147,33 @@ def enable_tf32() -> None:
     """
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
+
+
+NORM_TYPES = (nn.LayerNorm, nn.GroupNorm)
+"""The norm modules :func:`float32_norms` hooks."""
+
+
+def float32_norms(model: nn.Module) -> None:
+    """Make every :data:`NORM_TYPES` module of ``model`` compute in float32 under autocast, on every device.
+
+    CUDA autocast runs layer and group norms in float32; CPU autocast runs them in the dtype of their
+    input, so a norm after a bfloat16 linear or convolution returned bfloat16 and, in a post-norm
+    transformer, kept the whole residual stream in bfloat16 (the deformable encoder and the object
+    decoder: 8-bit mantissas from the ``input_proj`` GroupNorm on). A forward pre-hook casts a
+    low-precision input to float32 while autocast is on (the norm's parameters are float32, so its output
+    is float32); without autocast it does nothing, and a model cast to bfloat16 stays bfloat16.
+    """
+    for module in model.modules():
+        if isinstance(module, NORM_TYPES):
+            module.register_forward_pre_hook(_float32_norm_input)
+
+
+def _float32_norm_input(module: nn.Module, args: tuple[Tensor, ...]) -> tuple[Tensor, ...] | None:
+    """The pre-hook of :func:`float32_norms`: ``args`` with a float32 first input, or ``None`` (unchanged)."""
+    x = args[0]
+    if x.dtype in (torch.bfloat16, torch.float16) and torch.is_autocast_enabled(x.device.type):
+        return (x.float(), *args[1:])
+    return None
 
 
 def decide_precision(amp: AmpMode, device: torch.device) -> PrecisionPolicy:

@@ -15,6 +15,7 @@ from wavecl.model.backbone import (
     VideoSwinBackbone,
     WindowAttention3d,
     load_video_swin_weights,
+    masked_attention,
 )
 from wavecl.original import backbone_key
 
@@ -278,3 +279,26 @@ def test_window_layout_built_under_inference_mode_serves_training() -> None:
     actual.sum().backward()
     torch.testing.assert_close(actual, expected)
     assert tokens.grad is not None
+
+
+def test_training_attention_under_bf16_autocast_computes_in_float32() -> None:
+    """The CPU training path of the window attention (mask needing a gradient) takes bfloat16 q, k, v as
+    torch's math attention does: computed in float32, only the output rounded. Logits of magnitude ~10,
+    rounded to bfloat16 first, would miss the float64 result by several hundredths."""
+    generator = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(3, 2, 49, 16, generator=generator).bfloat16() for _ in range(3))
+    k = k * 3
+    mask = torch.randn(1, 2, 49, 49, generator=generator, requires_grad=True)
+    upstream = torch.randn(3, 2, 49, 16, generator=generator)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        output = masked_attention(q, k, v, mask, dropout=0.0)
+    (mask_grad,) = torch.autograd.grad(output.float(), mask, upstream)
+    exact_mask = mask.detach().double().requires_grad_()
+    scores = q.double() @ k.double().transpose(-2, -1) / 4 + exact_mask
+    expected = scores.softmax(dim=-1) @ v.double()
+    (expected_grad,) = torch.autograd.grad(expected, exact_mask, upstream.double())
+    assert output.dtype == torch.bfloat16
+    # bfloat16 rounding of the output (2^-9 of its magnitude, < 4 here), not the 0.05 of bf16 logits
+    assert (output.double() - expected).abs().max() < 0.015
+    # the upstream gradient passes the bfloat16 output too: 2^-9 of it, far from the 0.06 of bf16 logits
+    assert (mask_grad.double() - expected_grad).abs().max() < 0.02

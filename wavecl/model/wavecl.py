@@ -21,6 +21,7 @@ import transformers
 from einops import rearrange
 from torch import Tensor, nn
 
+from wavecl.amp import float32_norms
 from wavecl.config import ModelConfig
 from wavecl.inference_settings import InferenceSettings
 from wavecl.model.backbone import VideoSwinBackbone, load_video_swin_weights
@@ -168,6 +169,7 @@ class WaveCL(PretrainedMixin, nn.Module):
         )
         self.controller = MLP(d, d, num_params, config.controller_layers)
         self._reset_parameters()
+        float32_norms(self)
 
     def _reset_parameters(self) -> None:
         # ModuleList items are typed Module: the casts name the layers __init__ builds.
