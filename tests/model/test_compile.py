@@ -34,9 +34,9 @@ def tiny_model() -> WaveCL:
     return perturbed_model(dataclasses.replace(config, backbone_drop_path=0.0))
 
 
-def inputs(T=2, B=2, H=37, W=53):
+def inputs(T=2, B=2, H=37, W=53, dtype=torch.float32):
     generator = torch.Generator().manual_seed(T * H * W)
-    frames = torch.randn(T, B, 3, H, W, generator=generator)
+    frames = torch.randn(T, B, 3, H, W, generator=generator, dtype=dtype)
     pad_mask = torch.zeros(T, B, H, W, dtype=torch.bool)
     pad_mask[:, 1, H - 5 :] = True
     sizes = torch.tensor([[H, W], [H - 5, W]])
@@ -48,7 +48,7 @@ def outputs(model, train: bool, **shape):
     model.train(train)
     model.zero_grad(set_to_none=True)
     with torch.set_grad_enabled(train):
-        output = model(*inputs(**shape))
+        output = model(*inputs(**shape, dtype=next(model.parameters()).dtype))
     layers = [output, *output.aux_outputs]
     values = {
         f"{index}.{name}": getattr(layer, name).detach()
@@ -61,11 +61,14 @@ def outputs(model, train: bool, **shape):
     return values
 
 
-def assert_same(actual: dict, expected: dict) -> None:
+def assert_same(actual: dict, expected: dict, tolerance: float = 1e-4) -> None:
+    """Equal within ``tolerance`` of each tensor's largest magnitude, or ``10 * tolerance`` relative."""
     assert actual.keys() == expected.keys()
     for name, value in expected.items():
         scale = float(value.abs().max())
-        torch.testing.assert_close(actual[name], value, atol=1e-4 * scale + 1e-7, rtol=1e-3, msg=name)
+        torch.testing.assert_close(
+            actual[name], value, atol=tolerance * scale + 1e-3 * tolerance, rtol=10 * tolerance, msg=name
+        )
 
 
 def test_compiled_outputs_equal_eager_outputs(caplog):
@@ -121,14 +124,21 @@ def test_backbone_traces_without_graph_breaks(train):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
-def test_inductor_outputs_and_gradients_equal_eager(train):
-    model = tiny_model()
+@pytest.mark.parametrize(
+    ("train", "dtype", "tolerance"),
+    [(False, torch.float32, 1e-4), (True, torch.float64, 1e-9)],
+    ids=["eval-float32", "train-float64"],
+)
+def test_inductor_outputs_and_gradients_equal_eager(train, dtype, tolerance):
+    """Training in float64: there the compiled deformable attention samples by ``grid_sample`` and the
+    eager one by the gather, whose float32 gradients differ in summation order (by 0.3 % of the largest
+    gradient of the smallest level's norm biases, whose terms nearly cancel)."""
+    model = tiny_model().to(dtype)
     expected = outputs(model, train)
     guards = compile_model(model, backend="inductor")
     actual = outputs(model, train)
     assert [guard.active for guard in guards] == [True] * len(COMPILED_PARTS)
-    assert_same(actual, expected)
+    assert_same(actual, expected, tolerance)
 
 
 def failing_backend(graph_module, example_inputs):

@@ -133,9 +133,11 @@ def masked_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, dropout: flo
     mask added in place, and the plain softmax runs (no row of a window's mask is all ``-inf``). Like the
     math path, it computes bfloat16 and float16 inputs in float32 (logits rounded to bfloat16 err by up to
     0.06 at a magnitude of 8, and the probabilities by as much relative): the output is cast back. On
-    CUDA the memory-efficient kernel does return the mask's gradient, without keeping the scores.
+    CUDA the memory-efficient kernel does return the mask's gradient, without keeping the scores. Under
+    ``torch.compile`` SDPA is kept too: inductor generates the math path's code itself.
     """
-    if q.device.type != "cpu" or not (torch.is_grad_enabled() and mask.requires_grad):
+    plain = q.device.type == "cpu" and torch.is_grad_enabled() and mask.requires_grad
+    if not plain or torch.compiler.is_compiling():
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
     dtype = q.dtype
     with torch.autocast("cpu", enabled=False):
@@ -189,7 +191,7 @@ class WindowAttention3d(ShiftedWindowAttention3d):
             q, k, v = (part.transpose(1, 2) for part in qkv[start : start + count].unbind(2))
             mask = (bias if shift_mask is None else bias + shift_mask).to(q.dtype)
             attended.append(masked_attention(q, k, v, mask, dropout).transpose(1, 2))
-        out = torch.cat(attended).view(-1, c).index_select(0, layout.scatter)
+        out = torch.cat(attended).reshape(-1, c).index_select(0, layout.scatter)
         out = F.dropout(F.linear(out, self.proj.weight, self.proj.bias), p=self.dropout, training=self.training)
         return out.view(b, t, h, w, c)
 
