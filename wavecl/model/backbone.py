@@ -123,7 +123,8 @@ def window_layout(
 
 
 def masked_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, dropout: float) -> Tensor:
-    """``softmax(q kᵀ / √d + mask) v`` of ``q, k, v [windows, heads, N, d]`` and ``mask [1 | windows, heads, N, N]``.
+    """``softmax(q kᵀ / √d + mask) v`` of ``q, k, v [windows, heads, N, d]`` and ``mask [1 | windows, heads, N, N]``
+    (float32 under autocast: SDPA gets it in the dtype of ``q``, the plain path keeps it).
 
     :func:`torch.nn.functional.scaled_dot_product_attention`, except on the CPU where ``mask`` needs a
     gradient (the relative-position bias in training): no fused CPU kernel returns the mask's gradient, so
@@ -138,7 +139,7 @@ def masked_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, dropout: flo
     """
     plain = q.device.type == "cpu" and torch.is_grad_enabled() and mask.requires_grad
     if not plain or torch.compiler.is_compiling():
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask.to(q.dtype), dropout_p=dropout)
     dtype = q.dtype
     with torch.autocast("cpu", enabled=False):
         q, k, v, mask = (tensor.to(torch.promote_types(dtype, torch.float32)) for tensor in (q, k, v, mask))
@@ -189,7 +190,7 @@ class WindowAttention3d(ShiftedWindowAttention3d):
         attended = []
         for start, count, shift_mask in layout.groups:
             q, k, v = (part.transpose(1, 2) for part in qkv[start : start + count].unbind(2))
-            mask = (bias if shift_mask is None else bias + shift_mask).to(q.dtype)
+            mask = bias if shift_mask is None else bias + shift_mask
             attended.append(masked_attention(q, k, v, mask, dropout).transpose(1, 2))
         out = torch.cat(attended).reshape(-1, c).index_select(0, layout.scatter)
         out = F.dropout(F.linear(out, self.proj.weight, self.proj.bias), p=self.dropout, training=self.training)

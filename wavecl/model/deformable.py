@@ -190,15 +190,23 @@ def _padded_table(value: Tensor, level_shapes: LevelShapes, tables: GatherTables
     """``[N, Σ_l (H_l + 3)·(W_l + 3), M, D]`` every level map of ``value [N, Len, M, D]`` inside its
     :data:`GATHER_PAD` zeros, in ``dtype`` (the copy casts)."""
     n, _, heads, dim = value.shape
-    before, after = GATHER_PAD
     table = value.new_zeros(n, tables.padded_length, heads, dim, dtype=dtype)
-    for level_value, start, (h, w) in zip(
-        value.split([h * w for h, w in level_shapes], dim=1), tables.padded_starts, level_shapes
+    for level_value, interior, (h, w) in zip(
+        value.split([h * w for h, w in level_shapes], dim=1), _interiors(table, level_shapes, tables), level_shapes
     ):
+        interior.copy_(level_value.unflatten(1, (h, w)))
+    return table
+
+
+def _interiors(table: Tensor, level_shapes: LevelShapes, tables: GatherTables) -> list[Tensor]:
+    """Views ``[N, H_l, W_l, M, D]`` of every level map inside its :data:`GATHER_PAD` zeros in ``table``."""
+    before, after = GATHER_PAD
+    views = []
+    for start, (h, w) in zip(tables.padded_starts, level_shapes):
         padded_map = table[:, start : start + (h + before + after) * (w + before + after)]
         padded_map = padded_map.unflatten(1, (h + before + after, w + before + after))
-        padded_map[:, before : before + h, before : before + w] = level_value.unflatten(1, (h, w))
-    return table
+        views.append(padded_map[:, before : before + h, before : before + w])
+    return views
 
 
 def _corners(
@@ -379,13 +387,7 @@ def _transposed_gather(
 
 def _unpadded(table: Tensor, level_shapes: LevelShapes, tables: GatherTables) -> Tensor:
     """The inverse of :func:`_padded_table`: ``[N, Σ_l (H_l + 3)·(W_l + 3), M, D]`` → ``[N, Len, M, D]``."""
-    before, after = GATHER_PAD
-    maps = []
-    for start, (h, w) in zip(tables.padded_starts, level_shapes):
-        padded_map = table[:, start : start + (h + before + after) * (w + before + after)]
-        padded_map = padded_map.unflatten(1, (h + before + after, w + before + after))
-        maps.append(padded_map[:, before : before + h, before : before + w].flatten(1, 2))
-    return torch.cat(maps, dim=1)
+    return torch.cat([interior.flatten(1, 2) for interior in _interiors(table, level_shapes, tables)], dim=1)
 
 
 class MSDeformAttn(nn.Module):
