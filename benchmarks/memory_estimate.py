@@ -288,7 +288,7 @@ def estimate(
             valid_indices = torch.arange(batch, device=target) * frames + frames // 2
     with contextlib.ExitStack() as stack:
         stack.enter_context(mode)
-        for module, name in ((backbone, "window_layout"), (deformable, "level_sizes"), (deformable, "gather_tables")):
+        for module, name in ((backbone, "window_layout"), (deformable, "offset_scales"), (deformable, "gather_tables")):
             stack.enter_context(
                 mock.patch.object(module, name, _built_on_the_host(getattr(module, name), mode, target))
             )

@@ -26,6 +26,7 @@ from wavecl.model.onnx_export import (
     ONNX_MANIFEST,
     ONNX_OPSET,
     PART_FILES,
+    _export,
     export_onnx,
     min_frame_side,
     quantize_int8,
@@ -144,6 +145,24 @@ def test_grouped_convs_equal_the_exported_matmuls(monkeypatch):
     monkeypatch.setattr(torch.nn.functional, "conv2d", None)  # a grouped conv would fail: it must not run
     matmuls = dynamic_mask_logits(features, params, centres, sizes)
     torch.testing.assert_close(matmuls, convs, rtol=1e-5, atol=1e-5)
+
+
+def test_linears_of_many_axes_export_as_one_gemm(tmp_path):
+    """A linear of a 4-D input is written as one ``Gemm`` on the flattened input (the bias added inside),
+    with dynamic leading axes, and ONNX Runtime computes the module's values."""
+    onnxruntime = pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.GELU(), torch.nn.Linear(16, 4, bias=False)).eval()
+    path = tmp_path / "linears.onnx"
+    dims = {0: torch.export.Dim("a", min=2), 1: torch.export.Dim("b", min=2)}
+    _export(module, (torch.randn(2, 3, 5, 8),), path, ["x"], ["y"], (dims,))
+    ops = [node.op_type for node in onnx.load(str(path)).graph.node]
+    assert ops.count("Gemm") == 2 and "MatMul" not in ops and "Add" not in ops, ops
+    x = torch.randn(4, 6, 5, 8)
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (y,) = session.run(None, {"x": x.numpy()})
+    with torch.no_grad():
+        torch.testing.assert_close(torch.from_numpy(y), module(x), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.slow

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
+from einops import rearrange, repeat
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
@@ -112,9 +112,11 @@ def _sample_by_grid(
 
 
 @cached_per_shape
-def level_sizes(level_shapes: LevelShapes, device: torch.device, dtype: torch.dtype) -> Tensor:
-    """``[L, 2]`` the ``(W_l, H_l)`` of every level in ``dtype`` on ``device`` (built once per shapes)."""
-    return torch.tensor([(w, h) for h, w in level_shapes], dtype=dtype, device=device)
+def offset_scales(level_shapes: LevelShapes, points: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """``[L·P·2]`` the ``(1 / W_l, 1 / H_l)`` of every level repeated for its ``P`` points, in the
+    ``(level, point, xy)`` order of the sampling offsets, in ``dtype`` on ``device`` (built once per shapes)."""
+    sizes = torch.tensor([(w, h) for h, w in level_shapes], dtype=dtype, device=device)
+    return repeat(sizes.reciprocal(), "l xy -> (l p xy)", p=points)
 
 
 GATHER_PAD = (1, 2)
@@ -465,14 +467,19 @@ class MSDeformAttn(nn.Module):
         # coordinates in at least float32, whatever the autocast dtype of the projections
         dtype = coordinate_dtype(reference_points.dtype)
         reference_points = reference_points.to(dtype)
-        offsets = self.sampling_offsets(query).to(dtype)
-        offsets = rearrange(offsets, "n q (m l p xy) -> n q m l p xy", m=self.num_heads, l=self.n_levels, xy=2)
+        offsets = rearrange(self.sampling_offsets(query).to(dtype), "n q (m lpxy) -> n q m lpxy", m=self.num_heads)
         weights = rearrange(self.attention_weights(query).to(dtype), "n q (m lp) -> n q m lp", m=self.num_heads)
         weights = rearrange(weights.softmax(dim=-1), "n q m (l p) -> n q m l p", l=self.n_levels)
         if reference_points.shape[-1] == 2:
-            size_wh = level_sizes(level_shapes, offsets.device, dtype)
-            locations = torch.addcdiv(reference_points[:, :, None, :, None, :], offsets, size_wh[:, None, :])
+            # Broadcasts over runs of L·P·2 values, not over [L, P, 2] with a last axis of 2, which PyTorch
+            # and ONNX Runtime walk two values at a time: at 8x320x576 (one thread) an encoder layer's
+            # locations took 32 ms in PyTorch and 90 ms in ONNX Runtime that way, 5 and 7 ms this way.
+            scales = offset_scales(level_shapes, self.n_points, offsets.device, dtype)
+            starts = repeat(reference_points, "n q l xy -> n q 1 (l p xy)", p=self.n_points)
+            locations = torch.addcmul(starts, offsets, scales)
+            locations = rearrange(locations, "n q m (l p xy) -> n q m l p xy", l=self.n_levels, xy=2)
         elif reference_points.shape[-1] == 4:
+            offsets = rearrange(offsets, "n q m (l p xy) -> n q m l p xy", l=self.n_levels, xy=2)
             centres = reference_points[:, :, None, :, None, :2]
             sizes = reference_points[:, :, None, :, None, 2:]
             locations = centres + offsets / self.n_points * sizes * 0.5
