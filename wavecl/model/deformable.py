@@ -102,10 +102,13 @@ def _sample_by_grid(
     output = None
     for level, (h, w) in enumerate(level_shapes):
         level_value = rearrange(values_per_level[level], "n (h w) m d -> (n m) d h w", h=h, w=w)
-        level_grid = rearrange(grids[:, :, :, level], "n q m p xy -> (n m) q p xy")
+        # points before queries, so that the weighted sum adds rows of Lq contiguous samples instead of
+        # reducing a last axis of P: in ONNX Runtime (one thread) the largest level of the encoder at
+        # 8x320x576 took 87 ms instead of 94, sampling included
+        level_grid = rearrange(grids[:, :, :, level], "n q m p xy -> (n m) p q xy")
         samples = F.grid_sample(level_value, level_grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        level_weights = rearrange(attention_weights[:, :, :, level], "n q m p -> (n m) 1 q p")
-        weighted = (samples * level_weights).sum(dim=-1)  # [(n m), d, q]
+        level_weights = rearrange(attention_weights[:, :, :, level], "n q m p -> (n m) 1 p q")
+        weighted = (samples * level_weights).sum(dim=2)  # [(n m), d, q]
         output = weighted if output is None else output + weighted
     assert output is not None  # level_shapes is not empty
     return rearrange(output, "(n m) d q -> n q (m d)", n=n, m=heads)
