@@ -25,6 +25,7 @@ from torchvision.models.video.swin_transformer import ShiftedWindowAttention3d, 
 
 from wavecl.checkpoint import safe_torch_load
 from wavecl.model.dropout import dropout as dropout_function
+from wavecl.model.linear import linear
 from wavecl.model.recompute import run_block
 from wavecl.model.shape_cache import cached_per_shape
 from wavecl.original import swin_key
@@ -184,7 +185,7 @@ class WindowAttention3d(ShiftedWindowAttention3d):
         windows = tokens.index_select(0, layout.gather)
         size = window[0] * window[1] * window[2]
         heads = self.num_heads
-        qkv = F.linear(windows, self.qkv.weight, self.qkv.bias).view(-1, size, 3, heads, c // heads)
+        qkv = linear(windows, self.qkv.weight, self.qkv.bias).view(-1, size, 3, heads, c // heads)
         bias = self.get_relative_position_bias(window)  # [1, heads, N, N]; a 4-D mask keeps the fused kernel
         dropout = self.attention_dropout if self.training else 0.0
         attended = []
@@ -193,7 +194,7 @@ class WindowAttention3d(ShiftedWindowAttention3d):
             mask = bias if shift_mask is None else bias + shift_mask
             attended.append(masked_attention(q, k, v, mask, dropout).transpose(1, 2))
         out = torch.cat(attended).reshape(-1, c).index_select(0, layout.scatter)
-        out = F.dropout(F.linear(out, self.proj.weight, self.proj.bias), p=self.dropout, training=self.training)
+        out = F.dropout(linear(out, self.proj.weight, self.proj.bias), p=self.dropout, training=self.training)
         return out.view(b, t, h, w, c)
 
     def forward_any_size(self, x: Tensor) -> Tensor:
@@ -227,7 +228,7 @@ class WindowAttention3d(ShiftedWindowAttention3d):
         windows = rearrange(rolled, "b t (nh wh) (nw ww) c -> (b nh nw) (t wh ww) c", wh=window_h, ww=window_w)
         size = windows.shape[1]
         heads = self.num_heads
-        qkv = rearrange(F.linear(windows, self.qkv.weight, self.qkv.bias), "n s (k m d) -> k n m s d", k=3, m=heads)
+        qkv = rearrange(linear(windows, self.qkv.weight, self.qkv.bias), "n s (k m d) -> k n m s d", k=3, m=heads)
         q, k, v = qkv[0] * (c // heads) ** -0.5, qkv[1], qkv[2]
         scores = q.matmul(k.transpose(-2, -1)) + self._bias_any_size(t, kept_h, kept_w, absent_h, absent_w)
         if self.shift_size[1] > 0 or self.shift_size[2] > 0:  # a block that never shifts has one region
@@ -244,7 +245,7 @@ class WindowAttention3d(ShiftedWindowAttention3d):
             )
         attention = F.dropout(scores.softmax(dim=-1), p=self.attention_dropout, training=self.training)
         out = rearrange(attention.matmul(v), "n m s d -> n s (m d)")
-        out = F.dropout(F.linear(out, self.proj.weight, self.proj.bias), p=self.dropout, training=self.training)
+        out = F.dropout(linear(out, self.proj.weight, self.proj.bias), p=self.dropout, training=self.training)
         out = rearrange(
             out, "(b nh nw) (t wh ww) c -> b t (nh wh) (nw ww) c", b=b, nh=count_h, nw=count_w, t=t, wh=window_h
         )

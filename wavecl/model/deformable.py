@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from wavecl.model.dropout import Dropout
+from wavecl.model.linear import linear
 from wavecl.model.recompute import run_block
 from wavecl.model.shape_cache import cached_per_shape
 
@@ -500,7 +501,7 @@ def relu_feed_forward(x: Tensor, linear1: nn.Linear, dropout: nn.Module, linear2
     as a view, and an in-place op on a view makes autograd rebuild the whole base in the backward pass
     (a zero fill and a copy, ``CopySlices``: 0.5 s of a 30 s training step at 8x256x448).
     """
-    hidden = F.relu(linear1(x.reshape(-1, x.shape[-1])), inplace=True)
+    hidden = linear(x.reshape(-1, x.shape[-1]), linear1.weight, linear1.bias, relu=True)
     return linear2(dropout(hidden)).view(*x.shape[:-1], -1)
 
 

@@ -6,8 +6,9 @@ WaveCL uses one such module for vision-language fusion (``vlf``), one for langua
 
 from __future__ import annotations
 
-import torch.nn.functional as F
 from torch import Tensor, nn
+
+from wavecl.model.linear import linear
 
 
 class MultimodalFusion(nn.Module):
@@ -72,5 +73,5 @@ class MultimodalFusion(nn.Module):
         attention = self.multihead_attn
         _, _, value_weight = attention.in_proj_weight.chunk(3)
         _, _, value_bias = attention.in_proj_bias.chunk(3)
-        value = F.linear(memory, value_weight, value_bias)
+        value = linear(memory, value_weight, value_bias)
         return attention.out_proj(value)

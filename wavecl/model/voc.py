@@ -8,11 +8,11 @@ back to frame-query slot ``q`` of every frame. Every ``nn.MultiheadAttention`` i
 
 from __future__ import annotations
 
-import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import Tensor, nn
 
 from wavecl.model.dropout import Dropout
+from wavecl.model.linear import linear
 
 
 def _xavier_matrices(module: nn.Module) -> None:
@@ -68,7 +68,7 @@ class FFNLayer(nn.Module):
 
     def forward(self, tgt: Tensor) -> Tensor:
         """``[..., C]`` → ``[..., C]``."""
-        hidden = self.linear2(self.dropout(F.relu(self.linear1(tgt))))
+        hidden = self.linear2(self.dropout(linear(tgt, self.linear1.weight, self.linear1.bias, relu=True)))
         return self.norm(tgt + self.dropout(hidden))
 
 

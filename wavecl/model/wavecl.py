@@ -29,6 +29,7 @@ from wavecl.model.deformable import DeformableOutput, DeformableTransformer
 from wavecl.model.features import EncodedSentences, VisualFeatures
 from wavecl.model.fusion import MultimodalFusion
 from wavecl.model.heads import MLP, FPNSpatialDecoder, dynamic_mask_logits, dynamic_param_count
+from wavecl.model.linear import onednn_linears
 from wavecl.model.output import WaveCLOutput
 from wavecl.model.position import sine_position_1d, sine_position_2d
 from wavecl.model.pretrained import PretrainedMixin
@@ -170,6 +171,7 @@ class WaveCL(PretrainedMixin, nn.Module):
         self.controller = MLP(d, d, num_params, config.controller_layers)
         self._reset_parameters()
         float32_norms(self)
+        onednn_linears(self)
 
     def _reset_parameters(self) -> None:
         # ModuleList items are typed Module: the casts name the layers __init__ builds.

@@ -1,0 +1,113 @@
+"""oneDNN linear layers (:mod:`wavecl.model.linear`) against ``F.linear``, and where they are not used."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from support import make_inputs, perturbed_model
+from torch import nn
+
+import wavecl.model.linear as linear_module
+from wavecl.model.linear import Linear, linear, onednn_available, onednn_linears
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+@pytest.fixture
+def onednn_calls(monkeypatch):
+    """Count the calls of oneDNN's linear operator (which still computes)."""
+    if not onednn_available():
+        pytest.skip("this PyTorch build has no oneDNN linear operator: linear() is F.linear everywhere")
+    operator = torch.ops.mkldnn._linear_pointwise
+    calls = []
+
+    def counted(*args):
+        calls.append(args[3])
+        return operator(*args)
+
+    monkeypatch.setattr(torch.ops.mkldnn, "_linear_pointwise", counted)
+    return calls
+
+
+def operands(*input_shape: int, bias: bool = True):
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.randn(24, input_shape[-1], generator=generator)
+    return (
+        torch.randn(*input_shape, generator=generator),
+        weight,
+        torch.randn(24, generator=generator) if bias else None,
+    )
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("relu", [False, True])
+def test_onednn_equals_f_linear(onednn_calls, bias, relu):
+    """2-D, 4-D and non-contiguous inputs: F.linear's values (then ReLU) in float32 rounding."""
+    x, weight, b = operands(6, 5, 7, 16, bias=bias)
+    for input in (x[0, 0], x, x.transpose(1, 2)):
+        with torch.inference_mode():
+            expected = F.linear(input.double(), weight.double(), None if b is None else b.double())
+            actual = linear(input, weight, b, relu=relu)
+        expected = expected.relu() if relu else expected
+        assert actual.shape == (*input.shape[:-1], 24) and actual.dtype == torch.float32
+        torch.testing.assert_close(actual.double(), expected, rtol=1e-5, atol=1e-5)
+    assert onednn_calls == ["relu" if relu else "none"] * 3
+
+
+def test_plain_where_autograd_autocast_float64_or_one_axis(onednn_calls):
+    x, weight, bias = operands(10, 16)
+    weight.requires_grad_(True)
+    output = linear(x, weight, bias)  # autograd records: the plain operator, differentiable
+    output.sum().backward()
+    torch.testing.assert_close(weight.grad, x.sum(0).expand(24, -1))
+    with torch.no_grad():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert linear(x, weight, bias).dtype == torch.bfloat16  # autocast casts F.linear's inputs
+        assert linear(x.double(), weight.double(), bias.double()).dtype == torch.float64
+        linear(x[0], weight, bias)
+    assert onednn_calls == []
+    with torch.no_grad():
+        linear(x, weight, bias)
+    assert onednn_calls == ["none"]
+
+
+def test_relu_in_place_on_the_plain_path_keeps_gradients():
+    x, weight, bias = operands(10, 16)
+    x.requires_grad_(True)
+    linear(x, weight, bias, relu=True).sum().backward()
+    expected = ((F.linear(x.detach(), weight, bias) > 0).float() @ weight).detach()
+    torch.testing.assert_close(x.grad, expected)
+
+
+def test_onednn_linears_keeps_parameters_keys_and_values(onednn_calls):
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Sequential(nn.Linear(32, 8, bias=False)))
+    keys, parameters = list(model.state_dict()), list(model.parameters())
+    x = torch.randn(3, 16)
+    with torch.no_grad():
+        expected = model(x)
+        assert onednn_linears(model) is model
+        actual = model(x)
+    assert [type(layer) for layer in (model[0], model[2][0])] == [Linear, Linear]
+    assert list(model.state_dict()) == keys
+    assert all(new is old for new, old in zip(model.parameters(), parameters, strict=True))
+    torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-6)
+    assert onednn_calls == ["none", "none"]
+
+
+def test_every_linear_of_the_network_is_replaced(tiny_config, onednn_calls):
+    """The backbone's torchvision MLPs and the text encoder's layers too; and the eval forward's values
+    are those of the plain operator."""
+    model = perturbed_model(tiny_config).eval().float()
+    assert not [name for name, module in model.named_modules() if type(module) is nn.Linear]
+    assert isinstance(model.text_encoder.encoder.layer[0].intermediate.dense, Linear)
+    inputs = make_inputs(2, 2, dtype=torch.float32)
+    with torch.no_grad():
+        fast = model(*inputs)
+        assert len(onednn_calls) > 50
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(linear_module, "takes_onednn", lambda *operands: False)
+            plain = model(*inputs)
+    for name in ("pred_masks", "pred_cls", "pred_boxes"):
+        expected, actual = getattr(plain, name), getattr(fast, name)
+        assert (actual - expected).abs().max() <= 1e-4 * expected.abs().max(), name
