@@ -72,11 +72,14 @@ def test_plain_where_autograd_autocast_float64_or_one_axis(onednn_calls):
     assert onednn_calls == ["none"]
 
 
-def test_relu_in_place_on_the_plain_path_keeps_gradients():
-    x, weight, bias = operands(10, 16)
+@pytest.mark.parametrize("shape", [(10, 16), (2, 5, 16)])
+def test_relu_in_place_on_the_plain_path_keeps_gradients(shape):
+    x, weight, bias = operands(*shape)
     x.requires_grad_(True)
-    linear(x, weight, bias, relu=True).sum().backward()
-    expected = ((F.linear(x.detach(), weight, bias) > 0).float() @ weight).detach()
+    output = linear(x, weight, bias, relu=True)
+    assert output.shape == (*shape[:-1], 24)
+    output.sum().backward()
+    expected = (F.linear(x.detach(), weight, bias) > 0).float() @ weight
     torch.testing.assert_close(x.grad, expected)
 
 

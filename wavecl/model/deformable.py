@@ -493,17 +493,9 @@ class MSDeformAttn(nn.Module):
 
 
 def relu_feed_forward(x: Tensor, linear1: nn.Linear, dropout: nn.Module, linear2: nn.Linear) -> Tensor:
-    """``linear2(dropout(relu(linear1(x))))`` over the last dimension of ``x [..., C]`` → ``[..., C_out]``.
-
-    The ReLU is fused into oneDNN's matmul where :func:`~wavecl.model.linear.linear` takes it, and runs in
-    place elsewhere, which saves allocating a second ``[tokens, dim_feedforward]`` tensor (0.2 s of
-    1.35 s per encoder feed-forward at 8x360x640 on one CPU thread; linear1's backward does not need its
-    output). It runs on the 2-D product: :func:`torch.nn.functional.linear` returns a 3-D input's product
-    as a view, and an in-place op on a view makes autograd rebuild the whole base in the backward pass
-    (a zero fill and a copy, ``CopySlices``: 0.5 s of a 30 s training step at 8x256x448).
-    """
-    hidden = linear(x.reshape(-1, x.shape[-1]), linear1.weight, linear1.bias, relu=True)
-    return linear2(dropout(hidden)).view(*x.shape[:-1], -1)
+    """``linear2(dropout(relu(linear1(x))))`` over the last dimension of ``x [..., C]`` → ``[..., C_out]``,
+    with the ReLU fused or in place (:func:`~wavecl.model.linear.linear`)."""
+    return linear2(dropout(linear(x, linear1.weight, linear1.bias, relu=True)))
 
 
 class DeformableEncoderLayer(nn.Module):

@@ -69,9 +69,12 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None, relu: bool
         input: ``[..., C_in]``.
         weight: ``[C_out, C_in]``.
         bias: ``[C_out]`` or ``None``.
-        relu: apply a ReLU to the output (in place on the plain path, so give a 2-D ``input`` when autograd
-            records: an in-place op on the view ``F.linear`` returns for more axes makes autograd copy
-            the whole output in the backward pass).
+        relu: apply a ReLU to the output: fused into oneDNN's matmul, or in place on the plain path, which
+            saves allocating a second output (0.2 s of 1.35 s per encoder feed-forward at 8x360x640 on one
+            CPU thread; the product's backward does not need its output). The plain path applies it to the
+            2-D product of the flattened input: ``F.linear`` returns the product of more axes as a view,
+            and an in-place op on a view makes autograd rebuild the whole base in the backward pass (a zero
+            fill and a copy, ``CopySlices``: 0.5 s of a 30 s training step at 8x256x448).
 
     Returns:
         ``[..., C_out]``.
@@ -80,8 +83,10 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None, relu: bool
         flat = input.reshape(-1, input.shape[-1])
         output = torch.ops.mkldnn._linear_pointwise(flat, weight, bias, "relu" if relu else "none", [], "")
         return output.view(*input.shape[:-1], weight.shape[0])
-    output = F.linear(input, weight, bias)
-    return F.relu(output, inplace=True) if relu else output
+    if not relu:
+        return F.linear(input, weight, bias)
+    output = F.relu(F.linear(input.reshape(-1, input.shape[-1]), weight, bias), inplace=True)
+    return output.view(*input.shape[:-1], weight.shape[0])
 
 
 class Linear(nn.Linear):
