@@ -22,6 +22,7 @@ from wavecl.inference.onnx_runtime import OnnxNetwork
 from wavecl.inference.predictor import VideoPredictor
 from wavecl.inference_settings import InferenceSettings
 from wavecl.model.heads import dynamic_mask_logits
+from wavecl.model.linear import onednn_linears
 from wavecl.model.onnx_export import (
     ONNX_MANIFEST,
     ONNX_OPSET,
@@ -36,6 +37,7 @@ from wavecl.model.wavecl import WaveCL
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 onnx = pytest.importorskip("onnx", reason="the onnx extra is not installed: pip install 'wavecl[onnx]'")
+onnxruntime = pytest.importorskip("onnxruntime", reason="the onnx extra is not installed: pip install 'wavecl[onnx]'")
 
 SENTENCES = ["the red circle moving to the left", "a blue square", "the small green triangle at the top"]
 CPU = torch.device("cpu")
@@ -148,11 +150,13 @@ def test_grouped_convs_equal_the_exported_matmuls(monkeypatch):
 
 
 def test_linears_of_many_axes_export_as_one_gemm(tmp_path):
-    """A linear of a 4-D input is written as one ``Gemm`` on the flattened input (the bias added inside),
-    with dynamic leading axes, and ONNX Runtime computes the module's values."""
-    onnxruntime = pytest.importorskip("onnxruntime")
+    """The network's linear layers (:class:`~wavecl.model.linear.Linear`) of a 4-D input are written as one
+    ``Gemm`` each on the flattened input (the bias added inside), with dynamic leading axes, and ONNX
+    Runtime computes the module's values."""
     torch.manual_seed(0)
-    module = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.GELU(), torch.nn.Linear(16, 4, bias=False)).eval()
+    module = onednn_linears(
+        torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.GELU(), torch.nn.Linear(16, 4, bias=False))
+    ).eval()
     path = tmp_path / "linears.onnx"
     dims = {0: torch.export.Dim("a", min=2), 1: torch.export.Dim("b", min=2)}
     _export(module, (torch.randn(2, 3, 5, 8),), path, ["x"], ["y"], (dims,))

@@ -13,8 +13,8 @@ from wavecl.model.deformable import (
     DeformableTransformer,
     MSDeformAttn,
     ms_deform_attn,
-    relu_feed_forward,
 )
+from wavecl.model.linear import relu_feed_forward
 
 
 def naive_ms_deform_attn(value, shapes, sampling_locations, attention_weights):

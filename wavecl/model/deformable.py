@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from wavecl.model.dropout import Dropout
-from wavecl.model.linear import linear
+from wavecl.model.linear import relu_feed_forward
 from wavecl.model.recompute import run_block
 from wavecl.model.shape_cache import cached_per_shape
 
@@ -490,12 +490,6 @@ class MSDeformAttn(nn.Module):
         else:
             raise ValueError(f"reference_points must end in 2 or 4 coordinates, got {tuple(reference_points.shape)}")
         return self.output_proj(ms_deform_attn(value, level_shapes, locations, weights))
-
-
-def relu_feed_forward(x: Tensor, linear1: nn.Linear, dropout: nn.Module, linear2: nn.Linear) -> Tensor:
-    """``linear2(dropout(relu(linear1(x))))`` over the last dimension of ``x [..., C]`` → ``[..., C_out]``,
-    with the ReLU fused or in place (:func:`~wavecl.model.linear.linear`)."""
-    return linear2(dropout(linear(x, linear1.weight, linear1.bias, relu=True)))
 
 
 class DeformableEncoderLayer(nn.Module):

@@ -71,22 +71,30 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None, relu: bool
         bias: ``[C_out]`` or ``None``.
         relu: apply a ReLU to the output: fused into oneDNN's matmul, or in place on the plain path, which
             saves allocating a second output (0.2 s of 1.35 s per encoder feed-forward at 8x360x640 on one
-            CPU thread; the product's backward does not need its output). The plain path applies it to the
-            2-D product of the flattened input: ``F.linear`` returns the product of more axes as a view,
-            and an in-place op on a view makes autograd rebuild the whole base in the backward pass (a zero
-            fill and a copy, ``CopySlices``: 0.5 s of a 30 s training step at 8x256x448).
+            CPU thread; the product's backward does not need its output).
 
     Returns:
-        ``[..., C_out]``.
+        ``[..., C_out]``, the 2-D product of the input flattened to ``[-1, C_in]``, viewed back. Flattened,
+        the plain product is not a view, on which an in-place ReLU would make autograd rebuild the whole
+        base in the backward pass (a zero fill and a copy, ``CopySlices``: 0.5 s of a 30 s training step at
+        8x256x448); and the ONNX export writes it as one ``Gemm`` that adds the bias as it writes, not
+        ``MatMul`` then ``Add``, a second pass over the output (130 ms of the video part's 5.2 s in ONNX
+        Runtime at 8x320x576, one thread).
     """
+    flat = input.reshape(-1, input.shape[-1])
     if takes_onednn(input, weight, bias):
-        flat = input.reshape(-1, input.shape[-1])
         output = torch.ops.mkldnn._linear_pointwise(flat, weight, bias, "relu" if relu else "none", [], "")
-        return output.view(*input.shape[:-1], weight.shape[0])
-    if not relu:
-        return F.linear(input, weight, bias)
-    output = F.relu(F.linear(input.reshape(-1, input.shape[-1]), weight, bias), inplace=True)
+    else:
+        output = F.linear(flat, weight, bias)
+        if relu:
+            output = F.relu(output, inplace=True)
     return output.view(*input.shape[:-1], weight.shape[0])
+
+
+def relu_feed_forward(x: Tensor, linear1: nn.Linear, dropout: nn.Module, linear2: nn.Linear) -> Tensor:
+    """``linear2(dropout(relu(linear1(x))))`` over the last dimension of ``x [..., C]`` → ``[..., C_out]``,
+    with the ReLU fused or in place (:func:`linear`)."""
+    return linear2(dropout(linear(x, linear1.weight, linear1.bias, relu=True)))
 
 
 class Linear(nn.Linear):

@@ -36,9 +36,7 @@ from typing import TYPE_CHECKING
 
 import torch
 import torch.fx.experimental._config
-import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.overrides import TorchFunctionMode
 
 from wavecl.atomic import atomic_path
 from wavecl.config import ModelConfig
@@ -291,24 +289,6 @@ def quantize_int8(path: Path) -> None:
         )
 
 
-class LinearAsGemm(TorchFunctionMode):
-    """Trace every :func:`~torch.nn.functional.linear` of an input with more than two axes as a linear of the
-    input flattened to ``[-1, C_in]``, reshaped back.
-
-    The exporter writes a linear of a 2-D input as one ``Gemm`` that adds the bias as it writes the product,
-    and of a larger input as ``MatMul`` then ``Add``, a second pass over the output: 130 ms of the video
-    part's 5.2 s in ONNX Runtime at 8x320x576 (one thread).
-    """
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func is F.linear and args[0].dim() > 2:
-            input, weight, *rest = args
-            flat = F.linear(input.reshape(-1, input.shape[-1]), weight, *rest, **kwargs)
-            return flat.reshape(*input.shape[:-1], weight.shape[0])
-        return func(*args, **kwargs)
-
-
 def _export(
     module: nn.Module,
     inputs: tuple[Tensor, ...],
@@ -322,7 +302,7 @@ def _export(
     # separate symbols instead of one, which would tie them in the graph.
     # ``patch`` is added at import time by torch.utils._config_module.install_config_module, unseen by mypy.
     config_patch = torch.fx.experimental._config.patch  # type: ignore[attr-defined]
-    with atomic_path(path) as temporary, config_patch(use_duck_shape=False), LinearAsGemm():
+    with atomic_path(path) as temporary, config_patch(use_duck_shape=False):
         torch.onnx.export(
             module.eval(),
             inputs,

@@ -12,7 +12,7 @@ from einops import rearrange, repeat
 from torch import Tensor, nn
 
 from wavecl.model.dropout import Dropout
-from wavecl.model.linear import linear
+from wavecl.model.linear import relu_feed_forward
 
 
 def _xavier_matrices(module: nn.Module) -> None:
@@ -68,7 +68,7 @@ class FFNLayer(nn.Module):
 
     def forward(self, tgt: Tensor) -> Tensor:
         """``[..., C]`` → ``[..., C]``."""
-        hidden = self.linear2(self.dropout(linear(tgt, self.linear1.weight, self.linear1.bias, relu=True)))
+        hidden = relu_feed_forward(tgt, self.linear1, self.dropout, self.linear2)
         return self.norm(tgt + self.dropout(hidden))
 
 
