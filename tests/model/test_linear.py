@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import gc
 import platform
 import sys
+import weakref
 
 import pytest
 import torch
 import torch.nn.functional as F
 from support import make_inputs, perturbed_model
-from torch import nn
+from torch import Tensor, nn
 
 import wavecl.model.linear as linear_module
-from wavecl.model.linear import Linear, linear, onednn_available, onednn_linears
+from wavecl.model.linear import Linear, bfloat16_copy, linear, onednn_available, onednn_linears
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -24,6 +26,7 @@ def onednn_calls(monkeypatch):
         # PyTorch's x86-64 Linux wheels (CI's) carry oneDNN: there the path must be taken, not skipped
         assert not (sys.platform == "linux" and platform.machine() == "x86_64"), "oneDNN's linear is missing"
         pytest.skip("this PyTorch build has no oneDNN linear operator: linear() is F.linear everywhere")
+    assert onednn_available(torch.bfloat16)  # probed (and cached) before the count starts
     operator = torch.ops.mkldnn._linear_pointwise
     calls = []
 
@@ -66,9 +69,9 @@ def test_plain_where_autograd_autocast_float64_or_one_axis(onednn_calls):
     output = linear(x, weight, bias)  # autograd records: the plain operator, differentiable
     output.sum().backward()
     torch.testing.assert_close(weight.grad, x.sum(0).expand(24, -1))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert linear(x, weight, bias).dtype == torch.bfloat16  # autocast casts F.linear's inputs
     with torch.no_grad():
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            assert linear(x, weight, bias).dtype == torch.bfloat16  # autocast casts F.linear's inputs
         assert linear(x.double(), weight.double(), bias.double()).dtype == torch.float64
         linear(x[0], weight, bias)
     assert onednn_calls == []
@@ -119,3 +122,70 @@ def test_every_linear_of_the_network_is_replaced(tiny_config, onednn_calls):
     for name in ("pred_masks", "pred_cls", "pred_boxes"):
         expected, actual = getattr(plain, name), getattr(fast, name)
         assert (actual - expected).abs().max() <= 1e-4 * expected.abs().max(), name
+
+
+def bfloat16_product(input: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """The float64 product of the operands rounded to bfloat16, what a bfloat16 linear layer approximates."""
+    rounded = (tensor.bfloat16().double() for tensor in (input, weight))
+    return F.linear(*rounded, None if bias is None else bias.bfloat16().double())
+
+
+@pytest.mark.parametrize("relu", [False, True])
+def test_bfloat16_copies_under_autocast(onednn_calls, relu):
+    """Cast once, kept while the weight is unchanged, made again after an in-place update or a new
+    ``.data``; the values are the bfloat16 product's, rounded to bfloat16 once."""
+    x, weight, bias = operands(3, 7, 16)
+    weight.requires_grad_(True)  # a parameter; under no_grad no gradient flows into it
+    for change in (None, lambda: weight.add_(1.0), lambda: setattr(weight, "data", -weight.data)):
+        with torch.no_grad():
+            if change is not None:
+                change()
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                kept = bfloat16_copy(weight)
+                actual = linear(x, weight, bias, relu=relu)
+                assert bfloat16_copy(weight) is kept
+                assert bfloat16_copy(bias).dtype == torch.bfloat16
+        expected = bfloat16_product(x, weight, bias)
+        expected = expected.relu() if relu else expected
+        assert actual.dtype == torch.bfloat16 and actual.shape == (3, 7, 24)
+        torch.testing.assert_close(actual.double(), expected, rtol=2**-8, atol=2**-8 * expected.abs().max().item())
+    assert kept.is_mkldnn  # oneDNN's blocked layout, read by its operator only
+    assert onednn_calls == ["relu" if relu else "none"] * 3
+
+
+def test_bfloat16_copies_only_without_autograd(onednn_calls):
+    """Under autocast with autograd recording (into the weight or the input), F.linear: autocast casts,
+    autograd differentiates; without it the kept copy, which goes with its weight."""
+    x, weight, bias = operands(5, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        trained = weight.clone().requires_grad_(True)
+        linear(x, trained, bias).float().sum().backward()
+        x.requires_grad_(True)
+        linear(x, weight, bias).float().sum().backward()
+        assert onednn_calls == [] and weight not in linear_module._BFLOAT16_COPIES
+        with torch.inference_mode():
+            linear(x, weight, bias)
+    assert onednn_calls == ["none"]
+    bfloat16_sum = {"rtol": 2**-7, "atol": 2**-7}  # the products are summed in bfloat16
+    torch.testing.assert_close(trained.grad, x.detach().bfloat16().float().sum(0).expand(24, -1), **bfloat16_sum)
+    torch.testing.assert_close(x.grad, weight.bfloat16().float().sum(0).expand(5, -1), **bfloat16_sum)
+    copy = weakref.ref(bfloat16_copy(weight))
+    del weight
+    gc.collect()
+    assert copy() is None
+
+
+def test_network_bfloat16_eval_with_kept_copies(tiny_config, onednn_calls):
+    """The tiny network's bfloat16 eval forward computes every linear from kept copies, with the values of
+    autocast's own casts."""
+    model = perturbed_model(tiny_config).eval().float()
+    inputs = make_inputs(2, 2, dtype=torch.float32)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        kept = model(*inputs)
+        assert len(onednn_calls) > 50 and set(onednn_calls) <= {"none", "relu"}
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(linear_module, "takes_bfloat16_copies", lambda *operands: False)
+            cast = model(*inputs)
+    for name in ("pred_masks", "pred_cls", "pred_boxes"):
+        expected, actual = getattr(cast, name).float(), getattr(kept, name).float()
+        torch.testing.assert_close(actual, expected, rtol=2**-7, atol=2**-7 * expected.abs().max().item(), msg=name)
