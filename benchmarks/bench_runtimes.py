@@ -30,11 +30,17 @@ from measure import matmul_gflops, timed
 
 
 def eager_step(model, frames, pad_mask, dtype):
-    """One eager window: the three steps under ``inference_mode`` and, for bf16, CPU autocast."""
+    """One eager window: the three steps under ``inference_mode`` and, for bf16, CPU autocast, with the
+    predictor's store of bfloat16 weights (kept from one window to the next)."""
     import torch
 
+    from wavecl.model.linear import Bfloat16Weights
+
+    weights = Bfloat16Weights()
+
     def step() -> None:
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bf16"):
+        autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bf16")
+        with torch.inference_mode(), autocast, weights:
             visual = model.encode_video(frames, pad_mask)
             sentences = model.encode_sentences([SENTENCE], frames.device)
             model.segment(visual, sentences, torch.tensor([frames.shape[-2:]]), clip_index=torch.zeros(1).long())

@@ -17,6 +17,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from scipy import ndimage
 
+import wavecl.amp
 import wavecl.inference.prediction_folder as folder_module
 from wavecl.amp import decide_precision
 from wavecl.checkpoint import save_checkpoint
@@ -543,6 +544,29 @@ def test_predictor_refuses_nonfinite_outputs_naming_the_frames(tiny_eval_model: 
             head.bias.fill_(float("nan"))
     with pytest.raises(NonFiniteOutputError, match=r"\['pred_cls'\] .* frames 0 to 3 of video array"):
         predictor(broken, window=4)(frames, SENTENCES)
+
+
+def test_predictor_casts_each_weight_once_under_cpu_bfloat16(
+    tiny_eval_model: WaveCL, frames: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under CPU bfloat16 autocast the linear weights are cast once for the predictor's life: the copies of
+    the first call's windows are those of the second call; in float32 there are none."""
+    monkeypatch.setattr(wavecl.amp, "cpu_bf16_is_native", lambda: True)
+    bf16 = predictor(tiny_eval_model, window=2, amp="bf16")
+    assert bf16.precision.autocast_dtype == torch.bfloat16
+
+    def copies() -> dict[int, int]:
+        return {id(weight): id(kept) for weight, (_, kept) in bf16.bfloat16_weights.copies.items()}
+
+    bf16(frames, SENTENCES)
+    first = copies()
+    linears = [module.weight for module in tiny_eval_model.modules() if isinstance(module, torch.nn.Linear)]
+    assert sum(id(weight) in first for weight in linears) > 50
+    bf16(frames, SENTENCES)
+    assert copies() == first
+    off = predictor(tiny_eval_model, window=2)
+    off(frames, SENTENCES)
+    assert len(off.bfloat16_weights.copies) == 0
 
 
 def test_cuda_request_without_cuda_is_an_error(tiny_eval_model: WaveCL, monkeypatch: pytest.MonkeyPatch) -> None:

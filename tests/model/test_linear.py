@@ -14,7 +14,7 @@ from support import make_inputs, perturbed_model
 from torch import Tensor, nn
 
 import wavecl.model.linear as linear_module
-from wavecl.model.linear import Linear, bfloat16_copy, linear, onednn_available, onednn_linears
+from wavecl.model.linear import Bfloat16Weights, Linear, linear, onednn_available, onednn_linears
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -132,19 +132,22 @@ def bfloat16_product(input: Tensor, weight: Tensor, bias: Tensor | None) -> Tens
 
 @pytest.mark.parametrize("relu", [False, True])
 def test_bfloat16_copies_under_autocast(onednn_calls, relu):
-    """Cast once, kept while the weight is unchanged, made again after an in-place update or a new
-    ``.data``; the values are the bfloat16 product's, rounded to bfloat16 once."""
+    """Inside a store: cast once, kept between entries while the weight is unchanged, made again after an
+    in-place update or a new ``.data``; the values are the bfloat16 product's, rounded to bfloat16 once.
+    Outside it, autocast's own cast."""
     x, weight, bias = operands(3, 7, 16)
     weight.requires_grad_(True)  # a parameter; under no_grad no gradient flows into it
+    store = Bfloat16Weights()
     for change in (None, lambda: weight.add_(1.0), lambda: setattr(weight, "data", -weight.data)):
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
             if change is not None:
                 change()
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                kept = bfloat16_copy(weight)
+            with store:
                 actual = linear(x, weight, bias, relu=relu)
-                assert bfloat16_copy(weight) is kept
-                assert bfloat16_copy(bias).dtype == torch.bfloat16
+                kept = store.copy(weight)
+            with store:
+                assert store.copy(weight) is kept and store.copy(bias).dtype == torch.bfloat16
+            assert torch.equal(linear(x, weight, bias, relu=relu), actual)
         expected = bfloat16_product(x, weight, bias)
         expected = expected.relu() if relu else expected
         assert actual.dtype == torch.bfloat16 and actual.shape == (3, 7, 24)
@@ -154,38 +157,39 @@ def test_bfloat16_copies_under_autocast(onednn_calls, relu):
 
 
 def test_bfloat16_copies_only_without_autograd(onednn_calls):
-    """Under autocast with autograd recording (into the weight or the input), F.linear: autocast casts,
-    autograd differentiates; without it the kept copy, which goes with its weight."""
+    """In a store under autocast with autograd recording (into the weight or the input), F.linear: autocast
+    casts, autograd differentiates; without it the kept copy, which goes with its weight."""
     x, weight, bias = operands(5, 16)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    store = Bfloat16Weights()
+    with store, torch.autocast("cpu", dtype=torch.bfloat16):
         trained = weight.clone().requires_grad_(True)
         linear(x, trained, bias).float().sum().backward()
         x.requires_grad_(True)
         linear(x, weight, bias).float().sum().backward()
-        assert onednn_calls == [] and weight not in linear_module._BFLOAT16_COPIES
+        assert onednn_calls == [] and len(store.copies) == 0
         with torch.inference_mode():
             linear(x, weight, bias)
     assert onednn_calls == ["none"]
     bfloat16_sum = {"rtol": 2**-7, "atol": 2**-7}  # the products are summed in bfloat16
     torch.testing.assert_close(trained.grad, x.detach().bfloat16().float().sum(0).expand(24, -1), **bfloat16_sum)
     torch.testing.assert_close(x.grad, weight.bfloat16().float().sum(0).expand(5, -1), **bfloat16_sum)
-    copy = weakref.ref(bfloat16_copy(weight))
+    copy = weakref.ref(store.copy(weight))
     del weight
     gc.collect()
-    assert copy() is None
+    assert copy() is None and len(store.copies) == 1  # the bias's
 
 
 def test_network_bfloat16_eval_with_kept_copies(tiny_config, onednn_calls):
-    """The tiny network's bfloat16 eval forward computes every linear from kept copies, with the values of
-    autocast's own casts."""
+    """The tiny network's bfloat16 eval forward in a store computes every linear from kept copies, with
+    the values of autocast's own casts."""
     model = perturbed_model(tiny_config).eval().float()
     inputs = make_inputs(2, 2, dtype=torch.float32)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        kept = model(*inputs)
-        assert len(onednn_calls) > 50 and set(onednn_calls) <= {"none", "relu"}
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(linear_module, "takes_bfloat16_copies", lambda *operands: False)
-            cast = model(*inputs)
+        cast = model(*inputs)
+        float32_regions = len(onednn_calls)  # float32 linears inside autocast-disabled blocks
+        with Bfloat16Weights():
+            kept = model(*inputs)
+        assert len(onednn_calls) - 2 * float32_regions > 50
     for name in ("pred_masks", "pred_cls", "pred_boxes"):
         expected, actual = getattr(cast, name).float(), getattr(kept, name).float()
         torch.testing.assert_close(actual, expected, rtol=2**-7, atol=2**-7 * expected.abs().max().item(), msg=name)

@@ -21,6 +21,7 @@ from wavecl.data.types import Batch
 from wavecl.distributed import DistInfo, on_every_process
 from wavecl.evaluation.sharing import SharedClipBatchSampler, VisualFeatureCache, clip_keys
 from wavecl.model.features import VisualFeatures
+from wavecl.model.linear import Bfloat16Weights
 from wavecl.model.output import WaveCLOutput
 from wavecl.model.wavecl import WaveCL
 from wavecl.progress import progress_bar
@@ -114,6 +115,7 @@ def run_evaluation(
         generator=torch.Generator(),
     )
     cache = VisualFeatureCache()
+    weights = Bfloat16Weights()  # the weights are constant until the evaluation ends
 
     def encode(frames: Tensor, pad_mask: Tensor, valid_indices: Tensor | None) -> VisualFeatures:
         valid_indices = None if valid_indices is None else valid_indices.to(device)
@@ -122,7 +124,7 @@ def run_evaluation(
     def predict_shard() -> None:
         for batch in progress_bar(loader, desc="evaluate", disable=not dist.is_main):
             shared = batch.shared_clips()
-            with precision.autocast():
+            with precision.autocast(), weights:
                 visual = cache.get(
                     encode, batch.frames[:, shared.clips], batch.pad_mask[:, shared.clips], shared.valid_indices
                 )

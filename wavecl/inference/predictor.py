@@ -35,6 +35,7 @@ from wavecl.device import resolve_device
 from wavecl.inference.onnx_runtime import OnnxNetwork
 from wavecl.inference_settings import InferenceSettings
 from wavecl.model.compile import compile_model
+from wavecl.model.linear import Bfloat16Weights
 from wavecl.model.linking import LinkedQueries
 from wavecl.model.onnx_export import export_onnx
 from wavecl.model.output import NonFiniteOutputError, WaveCLOutput
@@ -160,7 +161,10 @@ class VideoPredictor:
     :func:`wavecl.amp.decide_precision` decides; ``compile`` with :func:`wavecl.model.compile.compile_model`
     (eager with one warning where unavailable); ``runtime="onnxruntime"`` runs the network's three ONNX
     parts in float32 on the CPU (needs ``device="cpu"``, ``amp="off"``, no ``compile``, and frames whose
-    resized sides lie in the export's range, :mod:`wavecl.model.onnx_export`).
+    resized sides lie in the export's range, :mod:`wavecl.model.onnx_export`). Under bfloat16 autocast on
+    the CPU the predictor keeps a bfloat16 copy of each linear weight while it lives
+    (:class:`~wavecl.model.linear.Bfloat16Weights`): change ``model``'s weights in place through ``.data``
+    and it would not see it.
 
     Raises:
         TypeError: an unknown setting name.
@@ -194,6 +198,7 @@ class VideoPredictor:
             train=False, short_size=self.settings.short_size, max_size=self.settings.max_size
         )
         self.precision = decide_precision(self.settings.amp, self.device)
+        self.bfloat16_weights = Bfloat16Weights()
         self.progress = progress
 
     def check_sentences(self, sentences: Sequence[str] | str, names: Sequence[str] | None = None) -> list[str]:
@@ -239,7 +244,7 @@ class VideoPredictor:
         the frames, so a video encodes its sentences once for all its windows."""
         per_pass = self.settings.sentences_per_pass
         chunks = [list(sentences[start : start + per_pass]) for start in range(0, len(sentences), per_pass)]
-        with torch.inference_mode(), self.precision.autocast():
+        with torch.inference_mode(), self.precision.autocast(), self.bfloat16_weights:
             return [(len(chunk), self.network.encode_sentences(chunk, self.device)) for chunk in chunks]
 
     def predict_window(
@@ -274,7 +279,7 @@ class VideoPredictor:
             encoded = self.encode_sentences(sentences)
         masks = []
         start = 0
-        with torch.inference_mode(), self.precision.autocast():
+        with torch.inference_mode(), self.precision.autocast(), self.bfloat16_weights:
             visual = self.network.encode_video(inputs, pad_mask)
             for count, chunk in encoded:
                 output = self.network.segment(

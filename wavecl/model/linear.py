@@ -25,31 +25,36 @@ needs the standard operator), and only when the operator exists and agrees with 
 
 Under CPU bfloat16 autocast, ``F.linear`` casts its float32 weight and bias to bfloat16 on every call (the
 autocast cache keeps a cast only until the outermost autocast region exits, and not at all for frozen
-weights). Without autograd, :func:`linear` computes with a bfloat16 copy kept beside each weight instead
-(:func:`bfloat16_copy`, made again when the weight changes), in oneDNN's blocked layout. The A2D network
-casts 129 M linear parameters per forward, 86 M of them the text encoder's, in 42 ms (one thread); its
-bfloat16 eval forward at 4x192x320 took 0.95 s with kept copies against 1.05 s without (medians of 6
-alternating runs). The copies hold half the weights' memory again, for as long as the weights live. Everywhere else :func:`linear` is ``F.linear``.
+weights). Inside a :class:`Bfloat16Weights` store, entered where the weights are constant (a predictor, an
+evaluation), :func:`linear` without autograd computes with a bfloat16 copy of each weight made once, in
+oneDNN's blocked layout, instead. The A2D network casts 129 M linear parameters per forward, 86 M of them
+the text encoder's, in 42 ms (one thread); its bfloat16 eval forward at 4x192x320 took 0.95 s and 1.03 s
+with kept copies against 1.05 s and 1.10 s without (two runs, medians of 6 alternating forwards).
+Everywhere else :func:`linear` is ``F.linear``.
 """
 
 from __future__ import annotations
 
+import contextvars
 import functools
+from types import TracebackType
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.weak import WeakIdKeyDictionary
 
-_BFLOAT16_COPIES: WeakIdKeyDictionary = WeakIdKeyDictionary()
-"""``weight → ((version, data pointer), bfloat16 copy)`` for :func:`bfloat16_copy`; an entry goes with its weight."""
+_ENTERED_STORE: contextvars.ContextVar[Bfloat16Weights | None] = contextvars.ContextVar(
+    "wavecl_bfloat16_weights", default=None
+)
+"""The innermost entered :class:`Bfloat16Weights` of this thread or task, ``None`` outside one."""
 
 
 @functools.cache
 def onednn_available(dtype: torch.dtype = torch.float32) -> bool:
     """Whether this PyTorch build has oneDNN's linear operator and it computes ``F.linear`` on a probe, in
     ``dtype``: float32 with a plain weight and a fused ReLU, bfloat16 with a weight in oneDNN's blocked
-    layout (``mkldnn::_reorder_linear_weight``, as :func:`bfloat16_copy` keeps it)."""
+    layout (``mkldnn::_reorder_linear_weight``, as :meth:`Bfloat16Weights.copy` keeps it)."""
     if not torch.backends.mkldnn.is_available() or not hasattr(torch.ops.mkldnn, "_linear_pointwise"):
         return False
     generator = torch.Generator().manual_seed(0)
@@ -80,13 +85,61 @@ def takes_onednn(input: Tensor, weight: Tensor, bias: Tensor | None) -> bool:
     )
 
 
-def takes_bfloat16_copies(input: Tensor, weight: Tensor, bias: Tensor | None) -> bool:
-    """Whether :func:`linear` computes with kept bfloat16 copies of ``weight`` and ``bias`` (module docstring):
+class Bfloat16Weights:
+    """A store of bfloat16 copies of weights, for blocks in which the weights are constant.
+
+    Within ``with store:``, :func:`linear` under CPU bfloat16 autocast, without autograd and with float32
+    parameters (not inference tensors) computes with :meth:`copy` of its weight and bias, where autocast
+    would cast them on every call. The store keeps its copies between entries (a predictor enters its own
+    for every window of every video) until the store or the weight is freed. A weight is copied again
+    when its version counter or its data pointer moves (an optimizer step, ``load_state_dict``, a new
+    ``.data``); a change that moves neither (an in-place write through ``.data``, a fused optimizer step)
+    is not seen, hence the store is entered only where nothing trains. Entries nest; the innermost store
+    serves, in the thread or task that entered it. The copies hold half the weights' memory again.
+    """
+
+    def __init__(self) -> None:
+        self.copies: WeakIdKeyDictionary = WeakIdKeyDictionary()
+        self._tokens: list[contextvars.Token] = []
+
+    def __enter__(self) -> Bfloat16Weights:
+        self._tokens.append(_ENTERED_STORE.set(self))
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        _ENTERED_STORE.reset(self._tokens.pop())
+
+    def copy(self, tensor: Tensor) -> Tensor:
+        """``tensor`` (float32, not an inference tensor) in bfloat16, made once while it stays unchanged.
+
+        A matrix is kept in oneDNN's blocked layout where :func:`onednn_available` in bfloat16: only
+        ``mkldnn::_linear_pointwise`` reads it, and it does so faster than a plain weight (one thread,
+        GFLOP/s, plain then blocked: 121 / 163 at ``[11, 768] x [768, 768]``, the text encoder with one
+        sentence; 215 / 222 at ``[5100, 768] x [768, 768]``; the layout does not depend on the number of
+        rows).
+        """
+        stamp = (tensor._version, tensor.data_ptr())
+        kept = self.copies.get(tensor)
+        if kept is None or kept[0] != stamp:
+            copy = tensor.detach().to(torch.bfloat16)
+            if copy.dim() == 2 and onednn_available(torch.bfloat16):
+                copy = torch.ops.mkldnn._reorder_linear_weight(copy)
+            kept = (stamp, copy)
+            self.copies[tensor] = kept
+        return kept[1]
+
+
+def bfloat16_store(input: Tensor, weight: Tensor, bias: Tensor | None) -> Bfloat16Weights | None:
+    """The entered :class:`Bfloat16Weights` whose copies :func:`linear` computes these operands with, if any:
     CPU autocast to bfloat16, a float32 or bfloat16 input, float32 parameters that are not inference
     tensors, no autograd."""
+    store = _ENTERED_STORE.get()
     parameters = (weight,) if bias is None else (weight, bias)
-    return (
-        input.device.type == "cpu"
+    taken = (
+        store is not None
+        and input.device.type == "cpu"
         and torch.is_autocast_enabled("cpu")
         and torch.get_autocast_dtype("cpu") == torch.bfloat16
         and input.dtype in (torch.float32, torch.bfloat16)
@@ -94,32 +147,12 @@ def takes_bfloat16_copies(input: Tensor, weight: Tensor, bias: Tensor | None) ->
         and not (torch.is_grad_enabled() and any(tensor.requires_grad for tensor in (input, *parameters)))
         and not torch.compiler.is_compiling()
     )
-
-
-def bfloat16_copy(tensor: Tensor) -> Tensor:
-    """``tensor`` cast to bfloat16, once, and kept until ``tensor`` changes (an in-place update bumps its
-    version counter, a new ``.data`` moves its data pointer) or is freed. ``tensor`` must not be an
-    inference tensor (it has no version counter).
-
-    A matrix is kept in oneDNN's blocked layout where :func:`onednn_available` in bfloat16: only
-    ``mkldnn::_linear_pointwise`` reads it, and it does so faster than a plain weight (one thread, GFLOP/s,
-    plain then blocked: 121 / 163 at ``[11, 768] x [768, 768]``, the text encoder with one sentence; 215 /
-    222 at ``[5100, 768] x [768, 768]``; the layout does not depend on the number of rows).
-    """
-    stamp = (tensor._version, tensor.data_ptr())
-    kept = _BFLOAT16_COPIES.get(tensor)
-    if kept is None or kept[0] != stamp:
-        copy = tensor.detach().to(torch.bfloat16)
-        if copy.dim() == 2 and onednn_available(torch.bfloat16):
-            copy = torch.ops.mkldnn._reorder_linear_weight(copy)
-        kept = (stamp, copy)
-        _BFLOAT16_COPIES[tensor] = kept
-    return kept[1]
+    return store if taken else None
 
 
 def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None, relu: bool = False) -> Tensor:
-    """``F.linear(input, weight, bias)``, then a ReLU if ``relu``; through oneDNN where :func:`takes_onednn`, with
-    kept bfloat16 weights where :func:`takes_bfloat16_copies`.
+    """``F.linear(input, weight, bias)``, then a ReLU if ``relu``; through oneDNN where :func:`takes_onednn`, from
+    an entered store's bfloat16 copies where :func:`bfloat16_store` finds one.
 
     Args:
         input: ``[..., C_in]``.
@@ -138,9 +171,10 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None, relu: bool
         Runtime at 8x320x576, one thread).
     """
     flat = input.reshape(-1, input.shape[-1])
-    if takes_bfloat16_copies(input, weight, bias):
-        flat, weight = flat.to(torch.bfloat16), bfloat16_copy(weight)
-        bias = None if bias is None else bfloat16_copy(bias)
+    store = bfloat16_store(input, weight, bias)
+    if store is not None:
+        flat, weight = flat.to(torch.bfloat16), store.copy(weight)
+        bias = None if bias is None else store.copy(bias)
     if weight.is_mkldnn or takes_onednn(input, weight, bias):
         output = torch.ops.mkldnn._linear_pointwise(flat, weight, bias, "relu" if relu else "none", [], "")
     else:
