@@ -131,10 +131,10 @@ def bfloat16_product(input: Tensor, weight: Tensor, bias: Tensor | None) -> Tens
 
 
 @pytest.mark.parametrize("relu", [False, True])
-def test_bfloat16_copies_under_autocast(onednn_calls, relu):
-    """Inside a store: cast once, kept between entries while the weight is unchanged, made again after an
-    in-place update or a new ``.data``; the values are the bfloat16 product's, rounded to bfloat16 once.
-    Outside it, autocast's own cast."""
+def test_bfloat16_under_autocast_cast_per_call_or_kept(onednn_calls, relu):
+    """oneDNN on bfloat16 operands: outside a store the weight is cast on the call; inside one it is cast
+    once, kept between entries while unchanged, made again after an in-place update or a new ``.data``.
+    The values are the bfloat16 product's, rounded to bfloat16 once."""
     x, weight, bias = operands(3, 7, 16)
     weight.requires_grad_(True)  # a parameter; under no_grad no gradient flows into it
     store = Bfloat16Weights()
@@ -142,23 +142,26 @@ def test_bfloat16_copies_under_autocast(onednn_calls, relu):
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
             if change is not None:
                 change()
+            cast = linear(x, weight, bias, relu=relu)
+            assert len(store.copies) == (0 if change is None else 2)
             with store:
-                actual = linear(x, weight, bias, relu=relu)
-                kept = store.copy(weight)
+                kept = linear(x, weight, bias, relu=relu)
+                copy = store.copy(weight)
             with store:
-                assert store.copy(weight) is kept and store.copy(bias).dtype == torch.bfloat16
-            assert torch.equal(linear(x, weight, bias, relu=relu), actual)
+                assert store.copy(weight) is copy and store.copy(bias).dtype == torch.bfloat16
         expected = bfloat16_product(x, weight, bias)
         expected = expected.relu() if relu else expected
-        assert actual.dtype == torch.bfloat16 and actual.shape == (3, 7, 24)
-        torch.testing.assert_close(actual.double(), expected, rtol=2**-8, atol=2**-8 * expected.abs().max().item())
-    assert kept.is_mkldnn  # oneDNN's blocked layout, read by its operator only
-    assert onednn_calls == ["relu" if relu else "none"] * 3
+        for actual in (cast, kept):
+            assert actual.dtype == torch.bfloat16 and actual.shape == (3, 7, 24)
+            tolerance = {"rtol": 2**-8, "atol": 2**-8 * expected.abs().max().item()}
+            torch.testing.assert_close(actual.double(), expected, **tolerance)
+    assert copy.is_mkldnn  # oneDNN's blocked layout, read by its operator only
+    assert onednn_calls == ["relu" if relu else "none"] * 6
 
 
-def test_bfloat16_copies_only_without_autograd(onednn_calls):
-    """In a store under autocast with autograd recording (into the weight or the input), F.linear: autocast
-    casts, autograd differentiates; without it the kept copy, which goes with its weight."""
+def test_bfloat16_f_linear_under_autograd(onednn_calls):
+    """Under autocast with autograd recording (into the weight or the input), F.linear: autocast casts,
+    autograd differentiates, and a store keeps nothing; a store's copy goes with its weight."""
     x, weight, bias = operands(5, 16)
     store = Bfloat16Weights()
     with store, torch.autocast("cpu", dtype=torch.bfloat16):
@@ -166,30 +169,32 @@ def test_bfloat16_copies_only_without_autograd(onednn_calls):
         linear(x, trained, bias).float().sum().backward()
         x.requires_grad_(True)
         linear(x, weight, bias).float().sum().backward()
-        assert onednn_calls == [] and len(store.copies) == 0
-        with torch.inference_mode():
-            linear(x, weight, bias)
-    assert onednn_calls == ["none"]
+    assert onednn_calls == [] and len(store.copies) == 0
     bfloat16_sum = {"rtol": 2**-7, "atol": 2**-7}  # the products are summed in bfloat16
     torch.testing.assert_close(trained.grad, x.detach().bfloat16().float().sum(0).expand(24, -1), **bfloat16_sum)
     torch.testing.assert_close(x.grad, weight.bfloat16().float().sum(0).expand(5, -1), **bfloat16_sum)
     copy = weakref.ref(store.copy(weight))
     del weight
     gc.collect()
-    assert copy() is None and len(store.copies) == 1  # the bias's
+    assert copy() is None and len(store.copies) == 0
 
 
-def test_network_bfloat16_eval_with_kept_copies(tiny_config, onednn_calls):
-    """The tiny network's bfloat16 eval forward in a store computes every linear from kept copies, with
-    the values of autocast's own casts."""
+def test_network_bfloat16_eval(tiny_config, onednn_calls):
+    """The tiny network's bfloat16 eval forward computes its linears with oneDNN, with and without a store,
+    and has the values of autocast's own ``addmm``."""
     model = perturbed_model(tiny_config).eval().float()
     inputs = make_inputs(2, 2, dtype=torch.float32)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        cast = model(*inputs)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(linear_module, "takes_onednn_bfloat16", lambda *operands: False)
+            autocast = model(*inputs)
         float32_regions = len(onednn_calls)  # float32 linears inside autocast-disabled blocks
-        with Bfloat16Weights():
+        cast = model(*inputs)
+        with Bfloat16Weights() as store:
             kept = model(*inputs)
-        assert len(onednn_calls) - 2 * float32_regions > 50
+        assert len(onednn_calls) - 3 * float32_regions > 100 and len(store.copies) > 50
     for name in ("pred_masks", "pred_cls", "pred_boxes"):
-        expected, actual = getattr(cast, name).float(), getattr(kept, name).float()
-        torch.testing.assert_close(actual, expected, rtol=2**-7, atol=2**-7 * expected.abs().max().item(), msg=name)
+        expected = getattr(autocast, name).float()
+        tolerance = {"rtol": 2**-7, "atol": 2**-7 * expected.abs().max().item(), "msg": name}
+        for actual in (cast, kept):
+            torch.testing.assert_close(getattr(actual, name).float(), expected, **tolerance)

@@ -23,14 +23,16 @@ not while ``torch.compile`` or ``torch.export`` traces (the compiler picks its o
 needs the standard operator), and only when the operator exists and agrees with ``F.linear`` on a probe
 (:func:`onednn_available`).
 
-Under CPU bfloat16 autocast, ``F.linear`` casts its float32 weight and bias to bfloat16 on every call (the
-autocast cache keeps a cast only until the outermost autocast region exits, and not at all for frozen
-weights). Inside a :class:`Bfloat16Weights` store, entered where the weights are constant (a predictor, an
-evaluation), :func:`linear` without autograd computes with a bfloat16 copy of each weight made once, in
-oneDNN's blocked layout, instead. The A2D network casts 129 M linear parameters per forward, 86 M of them
-the text encoder's, in 42 ms (one thread); its bfloat16 eval forward at 4x192x320 took 0.95 s and 1.03 s
-with kept copies against 1.05 s and 1.10 s without (two runs, medians of 6 alternating forwards).
-Everywhere else :func:`linear` is ``F.linear``.
+Under CPU bfloat16 autocast without autograd, :func:`linear` computes with oneDNN's matmul on bfloat16
+operands too, where autocast would run ``addmm``: at ``[5100, 256] x [256, 2048]`` (the encoder's
+feed-forward) it runs 210 GFLOP/s against 184 (one thread), and the feed-forward ReLU is fused. Autocast
+also casts every float32 weight to bfloat16 on every call: the A2D network's 129 M linear parameters, 86 M
+of them the text encoder's, take 42 ms per forward. Inside a :class:`Bfloat16Weights` store, entered where
+the weights are constant (a predictor, an evaluation), each weight is cast once, and kept in oneDNN's
+blocked layout. The bfloat16 eval forward at 4x192x320 took 0.95 and 0.97 s with oneDNN against 1.05 s
+with autocast's ``addmm`` (refbench's timing, medians of 4), and 4 % less again in a store (0.93 against
+0.98 s, 0.98 against 1.02 s: medians of 6 alternating forwards). Everywhere else :func:`linear`
+is ``F.linear``.
 """
 
 from __future__ import annotations
@@ -53,8 +55,8 @@ _ENTERED_STORE: contextvars.ContextVar[Bfloat16Weights | None] = contextvars.Con
 @functools.cache
 def onednn_available(dtype: torch.dtype = torch.float32) -> bool:
     """Whether this PyTorch build has oneDNN's linear operator and it computes ``F.linear`` on a probe, in
-    ``dtype``: float32 with a plain weight and a fused ReLU, bfloat16 with a weight in oneDNN's blocked
-    layout (``mkldnn::_reorder_linear_weight``, as :meth:`Bfloat16Weights.copy` keeps it)."""
+    ``dtype`` with a fused ReLU: float32 with a plain weight, bfloat16 with a plain weight and one in
+    oneDNN's blocked layout (``mkldnn::_reorder_linear_weight``, as :meth:`Bfloat16Weights.copy` keeps it)."""
     if not torch.backends.mkldnn.is_available() or not hasattr(torch.ops.mkldnn, "_linear_pointwise"):
         return False
     generator = torch.Generator().manual_seed(0)
@@ -62,13 +64,14 @@ def onednn_available(dtype: torch.dtype = torch.float32) -> bool:
     with torch.inference_mode(), torch.autocast("cpu", enabled=False):
         expected = F.relu(F.linear(x.float(), weight.float(), bias.float()))
         try:
+            weights = [weight]
             if dtype == torch.bfloat16:
-                weight = torch.ops.mkldnn._reorder_linear_weight(weight)
-            fused = torch.ops.mkldnn._linear_pointwise(x, weight, bias, "relu", [], "").float()
+                weights.append(torch.ops.mkldnn._reorder_linear_weight(weight))
+            fused = [torch.ops.mkldnn._linear_pointwise(x, w, bias, "relu", [], "").float() for w in weights]
         except RuntimeError:
             return False
     tolerance = 1e-5 if dtype == torch.float32 else 2**-7
-    return torch.allclose(fused, expected, rtol=tolerance, atol=tolerance)
+    return all(torch.allclose(output, expected, rtol=tolerance, atol=tolerance) for output in fused)
 
 
 def takes_onednn(input: Tensor, weight: Tensor, bias: Tensor | None) -> bool:
@@ -88,14 +91,14 @@ def takes_onednn(input: Tensor, weight: Tensor, bias: Tensor | None) -> bool:
 class Bfloat16Weights:
     """A store of bfloat16 copies of weights, for blocks in which the weights are constant.
 
-    Within ``with store:``, :func:`linear` under CPU bfloat16 autocast, without autograd and with float32
-    parameters (not inference tensors) computes with :meth:`copy` of its weight and bias, where autocast
-    would cast them on every call. The store keeps its copies between entries (a predictor enters its own
-    for every window of every video) until the store or the weight is freed. A weight is copied again
-    when its version counter or its data pointer moves (an optimizer step, ``load_state_dict``, a new
-    ``.data``); a change that moves neither (an in-place write through ``.data``, a fused optimizer step)
-    is not seen, hence the store is entered only where nothing trains. Entries nest; the innermost store
-    serves, in the thread or task that entered it. The copies hold half the weights' memory again.
+    Within ``with store:``, :func:`linear` on bfloat16 operands (:func:`takes_onednn_bfloat16`) takes the
+    weight and bias from :meth:`copy` instead of casting them on every call. The store keeps its copies
+    between entries (a predictor enters its own for every window of every video) until the store or the
+    weight is freed. A weight is copied again when its version counter or its data pointer moves (an
+    optimizer step, ``load_state_dict``, a new ``.data``); a change that moves neither (an in-place write
+    through ``.data``, a fused optimizer step) is not seen, hence the store is entered only where nothing
+    trains. Entries nest; the innermost store serves, in the thread or task that entered it. The copies
+    hold half the weights' memory again.
     """
 
     def __init__(self) -> None:
@@ -112,47 +115,45 @@ class Bfloat16Weights:
         _ENTERED_STORE.reset(self._tokens.pop())
 
     def copy(self, tensor: Tensor) -> Tensor:
-        """``tensor`` (float32, not an inference tensor) in bfloat16, made once while it stays unchanged.
+        """``tensor`` (float32) in bfloat16, made once while it stays unchanged; an inference tensor, which
+        has no version counter, is cast on every call instead.
 
-        A matrix is kept in oneDNN's blocked layout where :func:`onednn_available` in bfloat16: only
-        ``mkldnn::_linear_pointwise`` reads it, and it does so faster than a plain weight (one thread,
-        GFLOP/s, plain then blocked: 121 / 163 at ``[11, 768] x [768, 768]``, the text encoder with one
-        sentence; 215 / 222 at ``[5100, 768] x [768, 768]``; the layout does not depend on the number of
-        rows).
+        A matrix is kept in oneDNN's blocked layout: only ``mkldnn::_linear_pointwise`` reads it, and it
+        does so faster than a plain weight (one thread, GFLOP/s, plain then blocked: 121 / 163 at
+        ``[11, 768] x [768, 768]``, the text encoder with one sentence; 215 / 222 at
+        ``[5100, 768] x [768, 768]``; the layout does not depend on the number of rows).
         """
+        if tensor.is_inference():
+            return tensor.to(torch.bfloat16)
         stamp = (tensor._version, tensor.data_ptr())
         kept = self.copies.get(tensor)
         if kept is None or kept[0] != stamp:
             copy = tensor.detach().to(torch.bfloat16)
-            if copy.dim() == 2 and onednn_available(torch.bfloat16):
-                copy = torch.ops.mkldnn._reorder_linear_weight(copy)
-            kept = (stamp, copy)
+            kept = (stamp, torch.ops.mkldnn._reorder_linear_weight(copy) if copy.dim() == 2 else copy)
             self.copies[tensor] = kept
         return kept[1]
 
 
-def bfloat16_store(input: Tensor, weight: Tensor, bias: Tensor | None) -> Bfloat16Weights | None:
-    """The entered :class:`Bfloat16Weights` whose copies :func:`linear` computes these operands with, if any:
-    CPU autocast to bfloat16, a float32 or bfloat16 input, float32 parameters that are not inference
-    tensors, no autograd."""
-    store = _ENTERED_STORE.get()
+def takes_onednn_bfloat16(input: Tensor, weight: Tensor, bias: Tensor | None) -> bool:
+    """Whether :func:`linear` computes these operands with oneDNN in bfloat16 (module docstring): CPU
+    autocast to bfloat16, a float32 or bfloat16 input, float32 parameters, no autograd, not compiling, and
+    :func:`onednn_available` in bfloat16."""
     parameters = (weight,) if bias is None else (weight, bias)
-    taken = (
-        store is not None
-        and input.device.type == "cpu"
+    return (
+        input.device.type == "cpu"
         and torch.is_autocast_enabled("cpu")
         and torch.get_autocast_dtype("cpu") == torch.bfloat16
         and input.dtype in (torch.float32, torch.bfloat16)
-        and all(tensor.dtype == torch.float32 and not tensor.is_inference() for tensor in parameters)
+        and all(tensor.dtype == torch.float32 for tensor in parameters)
         and not (torch.is_grad_enabled() and any(tensor.requires_grad for tensor in (input, *parameters)))
         and not torch.compiler.is_compiling()
+        and onednn_available(torch.bfloat16)
     )
-    return store if taken else None
 
 
 def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None, relu: bool = False) -> Tensor:
-    """``F.linear(input, weight, bias)``, then a ReLU if ``relu``; through oneDNN where :func:`takes_onednn`, from
-    an entered store's bfloat16 copies where :func:`bfloat16_store` finds one.
+    """``F.linear(input, weight, bias)``, then a ReLU if ``relu``; through oneDNN where :func:`takes_onednn` or
+    :func:`takes_onednn_bfloat16` (with an entered :class:`Bfloat16Weights` store's copies).
 
     Args:
         input: ``[..., C_in]``.
@@ -171,12 +172,14 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None, relu: bool
         Runtime at 8x320x576, one thread).
     """
     flat = input.reshape(-1, input.shape[-1])
-    store = bfloat16_store(input, weight, bias)
-    if store is not None:
-        flat, weight = flat.to(torch.bfloat16), store.copy(weight)
-        bias = None if bias is None else store.copy(bias)
-    if weight.is_mkldnn or takes_onednn(input, weight, bias):
-        output = torch.ops.mkldnn._linear_pointwise(flat, weight, bias, "relu" if relu else "none", [], "")
+    attribute = "relu" if relu else "none"
+    if takes_onednn(input, weight, bias):
+        output = torch.ops.mkldnn._linear_pointwise(flat, weight, bias, attribute, [], "")
+    elif takes_onednn_bfloat16(input, weight, bias):
+        store = _ENTERED_STORE.get()
+        cast = functools.partial(Tensor.to, dtype=torch.bfloat16) if store is None else store.copy
+        operands = (flat.to(torch.bfloat16), cast(weight), None if bias is None else cast(bias))
+        output = torch.ops.mkldnn._linear_pointwise(*operands, attribute, [], "")
     else:
         output = F.linear(flat, weight, bias)
         if relu:
