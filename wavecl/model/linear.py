@@ -1,4 +1,4 @@
-"""Linear layers for inference on the CPU: float32 through oneDNN's matmul, bfloat16 autocast with kept weights.
+"""Linear layers whose inference on the CPU runs oneDNN's matmul, in float32 and under bfloat16 autocast.
 
 PyTorch computes a float32 :func:`~torch.nn.functional.linear` on the CPU with MKL's sgemm, and bfloat16
 ones (and every convolution) with oneDNN. oneDNN's float32 matmul, which PyTorch exposes as the operator
@@ -23,8 +23,8 @@ not while ``torch.compile`` or ``torch.export`` traces (the compiler picks its o
 needs the standard operator), and only when the operator exists and agrees with ``F.linear`` on a probe
 (:func:`onednn_available`).
 
-Under CPU bfloat16 autocast without autograd, :func:`linear` computes with oneDNN's matmul on bfloat16
-operands too, where autocast would run ``addmm``: at ``[5100, 256] x [256, 2048]`` (the encoder's
+Under CPU bfloat16 autocast without autograd, :func:`linear` computes with this operator on bfloat16
+operands too, where autocast would run ``aten::addmm``: at ``[5100, 256] x [256, 2048]`` (the encoder's
 feed-forward) it runs 210 GFLOP/s against 184 (one thread), and the feed-forward ReLU is fused. Autocast
 also casts every float32 weight to bfloat16 on every call: the A2D network's 129 M linear parameters, 86 M
 of them the text encoder's, take 42 ms per forward. Inside a :class:`Bfloat16Weights` store, entered where
