@@ -10,6 +10,8 @@ import json
 import pytest
 import torch
 
+import wavecl.evaluation.loop as loop_module
+from wavecl.amp import PrecisionPolicy
 from wavecl.config import load_config
 from wavecl.data.a2d import A2DSentences
 from wavecl.data.collate import collate_clips
@@ -20,6 +22,7 @@ from wavecl.data.ytvos import RefYouTubeVOS
 from wavecl.distributed import DistInfo
 from wavecl.evaluation.loop import run_evaluation
 from wavecl.evaluation.sharing import SharedClipBatchSampler, VisualFeatureCache, clip_keys, group_by_clip
+from wavecl.model.linear import Bfloat16Weights, onednn_available
 from wavecl.model.wavecl import WaveCL
 from wavecl.testing.a2d import write_a2d_fixture
 from wavecl.testing.davis import write_davis_fixture
@@ -239,6 +242,37 @@ def test_ytvos_inference_runs_the_backbone_once_per_window(model, ytvos, per_pas
     outputs, calls = evaluate(model, ytvos, ytvos_identity, sentences_per_pass=per_pass)
     assert calls == [(1, 3), (1, 3), (1, 1), (1, 3)]
     assert_same_outputs(outputs, one_by_one(model, ytvos, ytvos_identity))
+
+
+def test_cpu_bfloat16_evaluation_casts_each_linear_weight_once(model, ytvos, monkeypatch):
+    """Under CPU bfloat16 autocast an evaluation keeps one bfloat16 copy of each linear weight for all its
+    windows (:class:`~wavecl.model.linear.Bfloat16Weights`), a new evaluation makes new ones, and the
+    outputs are the bfloat16 ones of each sample alone."""
+    assert onednn_available(torch.bfloat16)  # probed before the count starts
+    reorder, reordered, stores = torch.ops.mkldnn._reorder_linear_weight, [], []
+
+    def counted(weight, *args):
+        reordered.append(weight.shape)
+        return reorder(weight, *args)
+
+    class Recorded(Bfloat16Weights):
+        def __init__(self) -> None:
+            super().__init__()
+            stores.append(self)
+
+    monkeypatch.setattr(torch.ops.mkldnn, "_reorder_linear_weight", counted)
+    monkeypatch.setattr(loop_module, "Bfloat16Weights", Recorded)
+    bfloat16 = PrecisionPolicy("bf16", "cpu", torch.bfloat16)
+    outputs, calls = evaluate(model, ytvos, ytvos_identity, precision=bfloat16)
+    matrices = sorted(weight.shape for weight in stores[0].copies if weight.dim() == 2)
+    assert len(calls) == 4 and len(matrices) > 50 and sorted(reordered) == matrices
+    evaluate(model, ytvos, ytvos_identity, precision=bfloat16)
+    assert len(stores) == 2 and len(reordered) == 2 * len(matrices)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = one_by_one(model, ytvos, ytvos_identity)
+    for key, (masks, _) in expected.items():
+        scale = float(masks.abs().max())
+        torch.testing.assert_close(outputs[key][0], masks, atol=2**-7 * scale, rtol=2**-7, msg=str(key))
 
 
 def test_ytvos_inference_on_two_ranks_shares_windows_within_each_rank(model, ytvos):

@@ -133,8 +133,8 @@ def bfloat16_product(input: Tensor, weight: Tensor, bias: Tensor | None) -> Tens
 @pytest.mark.parametrize("relu", [False, True])
 def test_bfloat16_under_autocast_cast_per_call_or_kept(onednn_calls, relu):
     """oneDNN on bfloat16 operands: outside a store the weight is cast on the call; inside one it is cast
-    once, kept between entries while unchanged, made again after an in-place update or a new ``.data``.
-    The values are the bfloat16 product's, rounded to bfloat16 once."""
+    once, kept between entries while unchanged, made again after an in-place update or a new ``.data``
+    (a view is cast on every call). The values are the bfloat16 product's, rounded to bfloat16 once."""
     x, weight, bias = operands(3, 7, 16)
     weight.requires_grad_(True)  # a parameter; under no_grad no gradient flows into it
     store = Bfloat16Weights()
@@ -156,7 +156,11 @@ def test_bfloat16_under_autocast_cast_per_call_or_kept(onednn_calls, relu):
             tolerance = {"rtol": 2**-8, "atol": 2**-8 * expected.abs().max().item()}
             torch.testing.assert_close(actual.double(), expected, **tolerance)
     assert copy.is_mkldnn  # oneDNN's blocked layout, read by its operator only
-    assert onednn_calls == ["relu" if relu else "none"] * 6
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16), store:
+        half = linear(x, weight[:12], bias[:12], relu=relu)  # views, new objects on every call: not kept
+    assert len(store.copies) == 2
+    torch.testing.assert_close(half.double(), expected[..., :12], **tolerance)
+    assert onednn_calls == ["relu" if relu else "none"] * 7
 
 
 def test_bfloat16_f_linear_under_autograd(onednn_calls):

@@ -115,15 +115,16 @@ class Bfloat16Weights:
         _ENTERED_STORE.reset(self._tokens.pop())
 
     def copy(self, tensor: Tensor) -> Tensor:
-        """``tensor`` (float32) in bfloat16, made once while it stays unchanged; an inference tensor, which
-        has no version counter, is cast on every call instead.
+        """``tensor`` (float32) in bfloat16, made once while it stays unchanged. An inference tensor (which
+        has no version counter) and a view (a new object on every call, e.g. a chunk of a packed
+        projection) are cast on every call instead.
 
         A matrix is kept in oneDNN's blocked layout: only ``mkldnn::_linear_pointwise`` reads it, and it
         does so faster than a plain weight (one thread, GFLOP/s, plain then blocked: 121 / 163 at
         ``[11, 768] x [768, 768]``, the text encoder with one sentence; 215 / 222 at
         ``[5100, 768] x [768, 768]``; the layout does not depend on the number of rows).
         """
-        if tensor.is_inference():
+        if tensor.is_inference() or tensor._base is not None:
             return tensor.to(torch.bfloat16)
         stamp = (tensor._version, tensor.data_ptr())
         kept = self.copies.get(tensor)
