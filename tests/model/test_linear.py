@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import platform
 import sys
+import threading
 import weakref
 
 import pytest
@@ -202,3 +203,38 @@ def test_network_bfloat16_eval(tiny_config, onednn_calls):
         tolerance = {"rtol": 2**-7, "atol": 2**-7 * expected.abs().max().item(), "msg": name}
         for actual in (cast, kept):
             torch.testing.assert_close(getattr(actual, name).float(), expected, **tolerance)
+
+
+def test_stores_nest_and_threads_leave_one_store_in_any_order(onednn_calls):
+    """The innermost store serves; two threads inside one store (``serve``'s predictor) leave it in the
+    opposite order of entering, each keeping its own nesting."""
+    x, weight, bias = operands(4, 16)
+    outer, inner, narrow = Bfloat16Weights(), Bfloat16Weights(), weight[:, :8].clone()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        with outer:
+            with inner:
+                linear(x, weight, bias)
+            linear(x[:, :8], narrow, None)
+    assert len(inner.copies) == 2 and len(outer.copies) == 1
+    entered, left = threading.Barrier(2), threading.Event()
+    errors = []
+
+    def worker(first: bool) -> None:
+        try:
+            with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16), outer:
+                entered.wait(timeout=60)
+                if not first:
+                    left.wait(timeout=60)  # leaves after the other thread has left
+                linear(x, weight, bias)
+        except Exception as error:  # reported by the assertion below
+            errors.append(error)
+        finally:
+            if first:
+                left.set()
+
+    threads = [threading.Thread(target=worker, args=(first,)) for first in (True, False)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == [] and len(outer.copies) == 3

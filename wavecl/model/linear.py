@@ -46,10 +46,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.weak import WeakIdKeyDictionary
 
-_ENTERED_STORE: contextvars.ContextVar[Bfloat16Weights | None] = contextvars.ContextVar(
-    "wavecl_bfloat16_weights", default=None
+_ENTERED_STORES: contextvars.ContextVar[tuple[Bfloat16Weights, ...]] = contextvars.ContextVar(
+    "wavecl_bfloat16_weights", default=()
 )
-"""The innermost entered :class:`Bfloat16Weights` of this thread or task, ``None`` outside one."""
+"""The :class:`Bfloat16Weights` stores this thread or task is inside, innermost last. Each context holds
+its own tuple, so threads (``serve``) that enter one predictor's store at once leave it in any order."""
 
 
 @functools.cache
@@ -103,16 +104,15 @@ class Bfloat16Weights:
 
     def __init__(self) -> None:
         self.copies: WeakIdKeyDictionary = WeakIdKeyDictionary()
-        self._tokens: list[contextvars.Token] = []
 
     def __enter__(self) -> Bfloat16Weights:
-        self._tokens.append(_ENTERED_STORE.set(self))
+        _ENTERED_STORES.set((*_ENTERED_STORES.get(), self))
         return self
 
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
     ) -> None:
-        _ENTERED_STORE.reset(self._tokens.pop())
+        _ENTERED_STORES.set(_ENTERED_STORES.get()[:-1])
 
     def copy(self, tensor: Tensor) -> Tensor:
         """``tensor`` (float32) in bfloat16, made once while it stays unchanged. An inference tensor (which
@@ -177,8 +177,8 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None, relu: bool
     if takes_onednn(input, weight, bias):
         output = torch.ops.mkldnn._linear_pointwise(flat, weight, bias, attribute, [], "")
     elif takes_onednn_bfloat16(input, weight, bias):
-        store = _ENTERED_STORE.get()
-        cast = functools.partial(Tensor.to, dtype=torch.bfloat16) if store is None else store.copy
+        stores = _ENTERED_STORES.get()
+        cast = stores[-1].copy if stores else functools.partial(Tensor.to, dtype=torch.bfloat16)
         operands = (flat.to(torch.bfloat16), cast(weight), None if bias is None else cast(bias))
         output = torch.ops.mkldnn._linear_pointwise(*operands, attribute, [], "")
     else:
