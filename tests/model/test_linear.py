@@ -23,7 +23,7 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 @pytest.fixture
 def onednn_calls(monkeypatch):
     """Count the calls of oneDNN's linear operator (which still computes)."""
-    if not onednn_available():
+    if not onednn_available(torch.float32):
         # PyTorch's x86-64 Linux wheels (CI's) carry oneDNN: there the path must be taken, not skipped
         assert not (sys.platform == "linux" and platform.machine() == "x86_64"), "oneDNN's linear is missing"
         pytest.skip("this PyTorch build has no oneDNN linear operator: linear() is F.linear everywhere")
@@ -118,7 +118,7 @@ def test_every_linear_of_the_network_is_replaced(tiny_config, onednn_calls):
         fast = model(*inputs)
         assert len(onednn_calls) > 50
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(linear_module, "takes_onednn", lambda *operands: False)
+            patch.setattr(linear_module, "onednn_dtype", lambda *operands: None)
             plain = model(*inputs)
     for name in ("pred_masks", "pred_cls", "pred_boxes"):
         expected, actual = getattr(plain, name), getattr(fast, name)
@@ -191,7 +191,12 @@ def test_network_bfloat16_eval(tiny_config, onednn_calls):
     inputs = make_inputs(2, 2, dtype=torch.float32)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(linear_module, "takes_onednn_bfloat16", lambda *operands: False)
+
+            def float32_only(*operands, decide=linear_module.onednn_dtype):
+                dtype = decide(*operands)
+                return None if dtype == torch.bfloat16 else dtype
+
+            patch.setattr(linear_module, "onednn_dtype", float32_only)
             autocast = model(*inputs)
         float32_regions = len(onednn_calls)  # float32 linears inside autocast-disabled blocks
         cast = model(*inputs)

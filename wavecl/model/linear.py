@@ -54,7 +54,7 @@ its own tuple, so threads (``serve``) that enter one predictor's store at once l
 
 
 @functools.cache
-def onednn_available(dtype: torch.dtype = torch.float32) -> bool:
+def onednn_available(dtype: torch.dtype) -> bool:
     """Whether this PyTorch build has oneDNN's linear operator and it computes ``F.linear`` on a probe, in
     ``dtype`` with a fused ReLU: float32 with a plain weight, bfloat16 with a plain weight and one in
     oneDNN's blocked layout (``mkldnn::_reorder_linear_weight``, as :meth:`Bfloat16Weights.copy` keeps it)."""
@@ -75,24 +75,33 @@ def onednn_available(dtype: torch.dtype = torch.float32) -> bool:
     return all(torch.allclose(output, expected, rtol=tolerance, atol=tolerance) for output in fused)
 
 
-def takes_onednn(input: Tensor, weight: Tensor, bias: Tensor | None) -> bool:
-    """Whether :func:`linear` computes these operands with oneDNN (the conditions of the module docstring)."""
-    tensors = (input, weight) if bias is None else (input, weight, bias)
-    return (
-        input.device.type == "cpu"
-        and all(tensor.dtype == torch.float32 for tensor in tensors)
-        and input.dim() >= 2
-        and not (torch.is_grad_enabled() and any(tensor.requires_grad for tensor in tensors))
-        and not torch.is_autocast_enabled("cpu")
-        and not torch.compiler.is_compiling()
-        and onednn_available()
-    )
+def onednn_dtype(input: Tensor, weight: Tensor, bias: Tensor | None) -> torch.dtype | None:
+    """The dtype in which :func:`linear` computes these operands with oneDNN (module docstring), ``None``
+    for ``F.linear``: on the CPU, float32 parameters, an input of at least two axes, no autograd, not
+    compiling; then float32 for a float32 input without autocast, bfloat16 for a float32 or bfloat16
+    input under bfloat16 autocast; and where :func:`onednn_available` in that dtype."""
+    parameters = (weight,) if bias is None else (weight, bias)
+    if (
+        input.device.type != "cpu"
+        or input.dim() < 2
+        or any(tensor.dtype != torch.float32 for tensor in parameters)
+        or (torch.is_grad_enabled() and any(tensor.requires_grad for tensor in (input, *parameters)))
+        or torch.compiler.is_compiling()
+    ):
+        return None
+    if not torch.is_autocast_enabled("cpu"):
+        dtype = torch.float32 if input.dtype == torch.float32 else None
+    elif torch.get_autocast_dtype("cpu") == torch.bfloat16 and input.dtype in (torch.float32, torch.bfloat16):
+        dtype = torch.bfloat16
+    else:
+        dtype = None
+    return dtype if dtype is not None and onednn_available(dtype) else None
 
 
 class Bfloat16Weights:
     """A store of bfloat16 copies of weights, for blocks in which the weights are constant.
 
-    Within ``with store:``, :func:`linear` on bfloat16 operands (:func:`takes_onednn_bfloat16`) takes the
+    Within ``with store:``, :func:`linear` on bfloat16 operands (:func:`onednn_dtype`) takes the
     weight and bias from :meth:`copy` instead of casting them on every call. The store keeps its copies
     between entries (a predictor enters its own for every window of every video) until the store or the
     weight is freed. A weight is copied again when its version counter or its data pointer moves (an
@@ -135,26 +144,9 @@ class Bfloat16Weights:
         return kept[1]
 
 
-def takes_onednn_bfloat16(input: Tensor, weight: Tensor, bias: Tensor | None) -> bool:
-    """Whether :func:`linear` computes these operands with oneDNN in bfloat16 (module docstring): CPU
-    autocast to bfloat16, a float32 or bfloat16 input, float32 parameters, no autograd, not compiling, and
-    :func:`onednn_available` in bfloat16."""
-    parameters = (weight,) if bias is None else (weight, bias)
-    return (
-        input.device.type == "cpu"
-        and torch.is_autocast_enabled("cpu")
-        and torch.get_autocast_dtype("cpu") == torch.bfloat16
-        and input.dtype in (torch.float32, torch.bfloat16)
-        and all(tensor.dtype == torch.float32 for tensor in parameters)
-        and not (torch.is_grad_enabled() and any(tensor.requires_grad for tensor in (input, *parameters)))
-        and not torch.compiler.is_compiling()
-        and onednn_available(torch.bfloat16)
-    )
-
-
 def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None, relu: bool = False) -> Tensor:
-    """``F.linear(input, weight, bias)``, then a ReLU if ``relu``; through oneDNN where :func:`takes_onednn` or
-    :func:`takes_onednn_bfloat16` (with an entered :class:`Bfloat16Weights` store's copies).
+    """``F.linear(input, weight, bias)``, then a ReLU if ``relu``; through oneDNN where :func:`onednn_dtype` says
+    (in bfloat16 with an entered :class:`Bfloat16Weights` store's copies).
 
     Args:
         input: ``[..., C_in]``.
@@ -173,18 +165,17 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None, relu: bool
         Runtime at 8x320x576, one thread).
     """
     flat = input.reshape(-1, input.shape[-1])
-    attribute = "relu" if relu else "none"
-    if takes_onednn(input, weight, bias):
-        output = torch.ops.mkldnn._linear_pointwise(flat, weight, bias, attribute, [], "")
-    elif takes_onednn_bfloat16(input, weight, bias):
-        stores = _ENTERED_STORES.get()
-        cast = stores[-1].copy if stores else functools.partial(Tensor.to, dtype=torch.bfloat16)
-        operands = (flat.to(torch.bfloat16), cast(weight), None if bias is None else cast(bias))
-        output = torch.ops.mkldnn._linear_pointwise(*operands, attribute, [], "")
-    else:
+    dtype = onednn_dtype(input, weight, bias)
+    if dtype is None:
         output = F.linear(flat, weight, bias)
         if relu:
             output = F.relu(output, inplace=True)
+    else:
+        if dtype == torch.bfloat16:
+            stores = _ENTERED_STORES.get()
+            cast = stores[-1].copy if stores else functools.partial(Tensor.to, dtype=torch.bfloat16)
+            flat, weight, bias = flat.to(torch.bfloat16), cast(weight), None if bias is None else cast(bias)
+        output = torch.ops.mkldnn._linear_pointwise(flat, weight, bias, "relu" if relu else "none", [], "")
     return output.view(*input.shape[:-1], weight.shape[0])
 
 
