@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import math
+from unittest import mock
 
 import pytest
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
+from wavecl.model import deformable
 from wavecl.model.deformable import (
     DeformableOutput,
     DeformableTransformer,
@@ -62,59 +65,107 @@ def _msda_inputs():
     return shapes, value, locations, weights
 
 
-@pytest.mark.parametrize("with_grad", [False, True], ids=["gather (inference)", "grid_sample (autograd)"])
-def test_ms_deform_attn_matches_naive_bilinear_loop(with_grad):
+FORMULATIONS = {
+    "gather (inference)": deformable._sample_by_gather,
+    "gather with gradient (CPU autograd)": deformable._GatherWithGradient.apply,
+    "grid_sample (autograd elsewhere, compiled, ONNX export)": deformable._sample_by_grid,
+}
+"""The three exact formulations :func:`ms_deform_attn` chooses between, called directly: the tests run on the
+CPU, where its own choice in training is the gather with gradient."""
+
+DIFFERENTIABLE = [name for name in FORMULATIONS if name != "gather (inference)"]
+
+
+@pytest.mark.parametrize("name", FORMULATIONS)
+def test_each_formulation_matches_naive_bilinear_loop(name):
     shapes, value, locations, weights = _msda_inputs()
     expected = naive_ms_deform_attn(value, shapes, locations, weights)
+    with_grad = name in DIFFERENTIABLE
     with torch.set_grad_enabled(with_grad):
-        actual = ms_deform_attn(value.requires_grad_(with_grad), shapes, locations, weights)
+        actual = FORMULATIONS[name](value.requires_grad_(with_grad), shapes, locations, weights)
     assert actual.shape == (2, 4, 2 * 3)
     assert actual.requires_grad == with_grad
     torch.testing.assert_close(actual, expected, rtol=1e-10, atol=1e-10)
 
 
-def test_ms_deform_attn_gradients_match_naive_bilinear_loop():
-    """Gradients in value, locations and weights; the naive loop's location gradient flows through the
-    corner weights, which is what grid_sample differentiates."""
+@pytest.mark.parametrize(
+    ("device", "tracing", "grad", "chosen"),
+    [
+        ("cpu", None, False, "_sample_by_gather"),
+        ("cpu", None, True, "_GatherWithGradient"),
+        ("cpu", "is_exporting", False, "_sample_by_grid"),
+        ("cpu", "is_compiling", True, "_sample_by_grid"),
+        ("meta", None, True, "_sample_by_grid"),
+    ],
+)
+def test_ms_deform_attn_chooses_its_formulation(device, tracing, grad, chosen):
+    """Gather without autograd, the gather with its written-out backward for eager CPU autograd,
+    ``grid_sample`` for autograd on other devices (a meta tensor stands for one) or compiled, and for export."""
+    shapes, *tensors = _msda_inputs()
+    value, locations, weights = (tensor.to(device).requires_grad_(grad) for tensor in tensors)
+    calls = []
+
+    def spy(label):
+        return lambda *args: calls.append(label) or torch.zeros(2, 4, 6, device=device)
+
+    with (
+        mock.patch.object(deformable, "_sample_by_gather", spy("_sample_by_gather")),
+        mock.patch.object(deformable, "_sample_by_grid", spy("_sample_by_grid")),
+        mock.patch.object(deformable._GatherWithGradient, "apply", spy("_GatherWithGradient")),
+        mock.patch.object(torch.compiler, "is_exporting", return_value=tracing == "is_exporting"),
+        mock.patch.object(torch.compiler, "is_compiling", return_value=tracing == "is_compiling"),
+        torch.set_grad_enabled(grad),
+    ):
+        ms_deform_attn(value, shapes, locations, weights)
+    assert calls == [chosen]
+
+
+def naive_with_location_grad(shapes, value, locations, weights):
+    """:func:`naive_ms_deform_attn` differentiable in the locations: the naive loop reads them with ``.item()``;
+    here the gradient flows through the bilinear corner weights, which is what the formulations differentiate."""
+    n_frames, _, heads, head_dim = value.shape
+    out = []
+    starts = [sum(h * w for h, w in shapes[:i]) for i in range(len(shapes))]
+    for level, (h, w) in enumerate(shapes):
+        level_value = value[:, starts[level] : starts[level] + h * w].reshape(n_frames, h, w, heads, head_dim)
+        x = locations[:, :, :, level, :, 0] * w - 0.5
+        y = locations[:, :, :, level, :, 1] * h - 0.5
+        x0, y0 = x.floor().detach(), y.floor().detach()
+        total = 0
+        for dy in (0, 1):
+            for dx in (0, 1):
+                xx, yy = (x0 + dx).long(), (y0 + dy).long()
+                inside = (xx >= 0) & (xx < w) & (yy >= 0) & (yy < h)
+                fx, fy = x - x0, y - y0
+                corner_weight = (fx if dx else 1 - fx) * (fy if dy else 1 - fy) * inside
+                frames = torch.arange(n_frames)[:, None, None, None]
+                head = torch.arange(heads)[None, None, :, None]
+                picked = level_value[frames, yy.clamp(0, h - 1), xx.clamp(0, w - 1), head]  # [N, Q, M, P, D]
+                total = total + (picked * (corner_weight * weights[:, :, :, level])[..., None]).sum(dim=3)
+        out.append(total)
+    return sum(out).flatten(2)
+
+
+def test_differentiable_naive_loop_equals_the_naive_loop():
     shapes, value, locations, weights = _msda_inputs()
-    inputs = [value.requires_grad_(), locations.requires_grad_(), weights.requires_grad_()]
-    upstream = torch.randn(2, 4, 6, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
-
-    def naive_with_location_grad(value, locations, weights):
-        # the naive loop reads locations with .item(); rebuild it from differentiable corner weights
-        n_frames, _, heads, head_dim = value.shape
-        out = []
-        starts = [sum(h * w for h, w in shapes[:i]) for i in range(len(shapes))]
-        for level, (h, w) in enumerate(shapes):
-            level_value = value[:, starts[level] : starts[level] + h * w].reshape(n_frames, h, w, heads, head_dim)
-            x = locations[:, :, :, level, :, 0] * w - 0.5
-            y = locations[:, :, :, level, :, 1] * h - 0.5
-            x0, y0 = x.floor().detach(), y.floor().detach()
-            total = 0
-            for dy in (0, 1):
-                for dx in (0, 1):
-                    xx, yy = (x0 + dx).long(), (y0 + dy).long()
-                    inside = (xx >= 0) & (xx < w) & (yy >= 0) & (yy < h)
-                    fx, fy = x - x0, y - y0
-                    corner_weight = (fx if dx else 1 - fx) * (fy if dy else 1 - fy) * inside
-                    frames = torch.arange(n_frames)[:, None, None, None]
-                    head = torch.arange(heads)[None, None, :, None]
-                    picked = level_value[frames, yy.clamp(0, h - 1), xx.clamp(0, w - 1), head]  # [N, Q, M, P, D]
-                    total = total + (picked * (corner_weight * weights[:, :, :, level])[..., None]).sum(dim=3)
-            out.append(total)
-        return sum(out).flatten(2)
-
-    detached = [t.detach() for t in inputs]
     torch.testing.assert_close(
-        naive_with_location_grad(*inputs),
-        naive_ms_deform_attn(detached[0], shapes, detached[1], detached[2]),
+        naive_with_location_grad(shapes, value, locations, weights),
+        naive_ms_deform_attn(value, shapes, locations, weights),
         rtol=1e-10,
         atol=1e-10,
     )
-    expected = torch.autograd.grad(naive_with_location_grad(*inputs), inputs, upstream)
-    actual = torch.autograd.grad(ms_deform_attn(inputs[0], shapes, inputs[1], inputs[2]), inputs, upstream)
-    for name, mine, theirs in zip(("value", "locations", "weights"), actual, expected):
-        torch.testing.assert_close(mine, theirs, rtol=1e-8, atol=1e-8, msg=name)
+
+
+@pytest.mark.parametrize("name", DIFFERENTIABLE)
+def test_gradients_match_naive_bilinear_loop(name):
+    """Gradients in value, locations and weights, against autograd through the naive loop's corner weights."""
+    shapes, value, locations, weights = _msda_inputs()
+    inputs = [value.requires_grad_(), locations.requires_grad_(), weights.requires_grad_()]
+    upstream = torch.randn(2, 4, 6, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    expected = torch.autograd.grad(naive_with_location_grad(shapes, *inputs), inputs, upstream)
+    actual = torch.autograd.grad(FORMULATIONS[name](inputs[0], shapes, inputs[1], inputs[2]), inputs, upstream)
+    for label, mine, theirs in zip(("value", "locations", "weights"), actual, expected):
+        torch.testing.assert_close(mine, theirs, rtol=1e-8, atol=1e-8, msg=label)
 
 
 def test_ms_deform_attn_reads_zeros_at_non_finite_and_far_locations():
@@ -130,17 +181,36 @@ def test_ms_deform_attn_reads_zeros_at_non_finite_and_far_locations():
     torch.testing.assert_close(actual, naive_ms_deform_attn(value, shapes, outside, weights), rtol=1e-10, atol=1e-10)
 
 
-def test_ms_deform_attn_samples_in_the_locations_dtype():
-    """A bf16 value is sampled at float32 locations in float32 (the coordinate precision is kept)."""
+class SamplingDtypes(TorchDispatchMode):
+    """Records the dtypes of the operands of the sampling operators (``grid_sampler_2d``, ``embedding_bag``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[torch.dtype] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        named = {argument.name: value for argument, value in zip(func._schema.arguments, args)} | kwargs
+        operands = {"grid_sampler_2d": ("input", "grid"), "_embedding_bag": ("weight", "per_sample_weights")}
+        operands["_embedding_bag_forward_only"] = operands["_embedding_bag"]
+        self.seen += [named[operand].dtype for operand in operands.get(func.overloadpacket.__name__, ())]
+        return func(*args, **kwargs)
+
+
+@pytest.mark.parametrize("name", FORMULATIONS)
+def test_each_formulation_samples_in_the_locations_dtype_under_autocast(name):
+    """A bf16 value is sampled at float32 locations in float32 (the coordinate precision is kept), even
+    under CPU bf16 autocast, which would otherwise run ``grid_sample`` on what it is given."""
     shapes, value, locations, weights = _msda_inputs()
     expected = naive_ms_deform_attn(value.bfloat16().double(), shapes, locations, weights)
-    for with_grad in (False, True):
-        with torch.set_grad_enabled(with_grad):
-            actual = ms_deform_attn(
-                value.bfloat16().requires_grad_(with_grad), shapes, locations.float(), weights.float()
-            )
-        assert actual.dtype == torch.float32
-        torch.testing.assert_close(actual.double(), expected, rtol=1e-5, atol=1e-5)
+    with_grad = name in DIFFERENTIABLE
+    recorder = SamplingDtypes()
+    with torch.set_grad_enabled(with_grad), torch.autocast("cpu", dtype=torch.bfloat16), recorder:
+        value = value.bfloat16().requires_grad_(with_grad)
+        actual = FORMULATIONS[name](value, shapes, locations.float(), weights.float())
+    assert actual.dtype == torch.float32
+    assert recorder.seen and set(recorder.seen) == {torch.float32}
+    torch.testing.assert_close(actual.double(), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_ms_deform_attn_rejects_wrong_token_count():

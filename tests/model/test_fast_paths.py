@@ -89,19 +89,18 @@ def test_centre_frame_selection_equals_plain_computation(models):
 
 
 class DtypeRecorder(TorchDispatchMode):
-    """Records the dtypes of the coordinate inputs of the sampling and dynamic-mask operators."""
+    """Records the dtypes of the operands of the deformable sampling (the gather, the path the CPU takes; the
+    ``grid_sample`` path's are checked in ``test_deformable.py``) and of the dynamic mask head's convolutions."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.seen: dict[str, list[torch.dtype]] = {"grid_sampler_2d": [], "embedding_bag": [], "dynamic_conv": []}
+        self.seen: dict[str, list[torch.dtype]] = {"embedding_bag": [], "dynamic_conv": []}
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         named = {argument.name: value for argument, value in zip(func._schema.arguments, args)} | kwargs
         name = func.overloadpacket.__name__
-        if name == "grid_sampler_2d":
-            self.seen["grid_sampler_2d"] += [named["input"].dtype, named["grid"].dtype]
-        elif name in ("_embedding_bag", "_embedding_bag_forward_only"):
+        if name in ("_embedding_bag", "_embedding_bag_forward_only"):
             self.seen["embedding_bag"] += [named["weight"].dtype, named["per_sample_weights"].dtype]
         elif name == "convolution" and named["groups"] > 1 and named["weight"].shape[-2:] == (1, 1):
             # the grouped 1x1 convs of the dynamic mask head (one group per instance)
@@ -111,7 +110,7 @@ class DtypeRecorder(TorchDispatchMode):
 
 @pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
 def test_coordinates_stay_float32_under_bf16_autocast(train):
-    """Reference points, sampling locations and grids, the mask head's coordinates: float32 under CPU bf16
+    """Reference points, sampling locations and samples, the mask head's coordinates: float32 under CPU bf16
     autocast, while the network's matmuls do run in bf16."""
     model = tiny_model("defaults")
     model.train(train)
