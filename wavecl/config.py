@@ -164,7 +164,8 @@ class DataConfig:
     num_workers: int = 4
     """Data-loading worker processes (0: load in the training process)."""
     eval_batch_size: int = 1
-    """Clips per evaluation batch."""
+    """Clips per evaluation batch; clips of different lengths (a video's last, shorter window) go in batches of
+    their own, since padding in time would change their outputs."""
     eval_sentences_per_pass: int = 4
     """Evaluation: the sentences about one clip share one backbone pass and go through the
     text-conditioned part at most max(eval_batch_size, eval_sentences_per_pass) at a time (a memory bound)."""

@@ -17,7 +17,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from wavecl.amp import PrecisionPolicy, decide_precision
 from wavecl.data.collate import collate_clips
-from wavecl.data.types import Batch
+from wavecl.data.types import Batch, ClipSample
 from wavecl.distributed import DistInfo, on_every_process
 from wavecl.evaluation.sharing import SharedClipBatchSampler, VisualFeatureCache, clip_keys
 from wavecl.model.features import VisualFeatures
@@ -64,6 +64,22 @@ def check_dataset_sentences(model: WaveCL, dataset: Dataset) -> None:
     model.check_sentences(list(first_source), [f"the expression at {where}" for where in first_source.values()])
 
 
+def collate_by_length(samples: list[ClipSample]) -> list[Batch]:
+    """The loader's samples as one batch per clip length (:func:`collate_clips` of each group, groups in order
+    of first appearance).
+
+    Padding a clip in time changes its outputs: Video-Swin attends across frames, and the padding frames
+    take part. Batched with a window of 3 frames, a window of 1 frame had its mask logits moved by up to 34
+    (its largest was 57) on the tiny model. Clips of different frame sizes do share a batch, padded on the
+    bottom and right with the pad mask, as in training and in the reference's batched evaluation (RefCOCO,
+    ``eval_batch_size: 8``).
+    """
+    groups: dict[int, list[ClipSample]] = {}
+    for sample in samples:
+        groups.setdefault(sample.frames.shape[0], []).append(sample)
+    return [collate_clips(group) for group in groups.values()]
+
+
 @torch.inference_mode()
 def run_evaluation(
     model: WaveCL,
@@ -81,7 +97,8 @@ def run_evaluation(
     distinct clip goes through :meth:`~wavecl.model.wavecl.WaveCL.encode_video` once, and its
     sentences through :meth:`~wavecl.model.wavecl.WaveCL.segment`, at most
     ``max(batch_size, sentences_per_pass)`` at a time. Each sentence's output is the one it gets
-    alone in its batch.
+    alone in its batch. Clips of different lengths never share a backbone pass
+    (:func:`collate_by_length`); clips of different frame sizes may, when ``batch_size`` is above 1.
 
     Only the distinct clips of a batch and its sentences go to the device (pinning the whole batch would
     be wasted: the clips are selected into a new tensor); the evaluator receives the batch as the
@@ -110,7 +127,7 @@ def run_evaluation(
     loader = DataLoader(
         dataset,
         batch_sampler=sampler,
-        collate_fn=collate_clips,
+        collate_fn=collate_by_length,
         num_workers=num_workers,
         generator=torch.Generator(),
     )
@@ -122,20 +139,21 @@ def run_evaluation(
         return model.encode_video(frames.to(device), pad_mask.to(device), valid_indices)
 
     def predict_shard() -> None:
-        for batch in progress_bar(loader, desc="evaluate", disable=not dist.is_main):
-            shared = batch.shared_clips()
-            with precision.autocast(), weights:
-                visual = cache.get(
-                    encode, batch.frames[:, shared.clips], batch.pad_mask[:, shared.clips], shared.valid_indices
-                )
-                outputs = model.segment(
-                    visual,
-                    model.encode_sentences(batch.texts, device),
-                    batch.image_sizes.to(device),
-                    shared.clip_index,  # on the host: checking its range reads nothing back from the device
-                )
-            outputs.require_finite(f"the samples {batch.metadata} (amp {precision.effective})")
-            evaluator.update(outputs, batch)
+        for batches in progress_bar(loader, desc="evaluate", disable=not dist.is_main):
+            for batch in batches:
+                shared = batch.shared_clips()
+                with precision.autocast(), weights:
+                    visual = cache.get(
+                        encode, batch.frames[:, shared.clips], batch.pad_mask[:, shared.clips], shared.valid_indices
+                    )
+                    outputs = model.segment(
+                        visual,
+                        model.encode_sentences(batch.texts, device),
+                        batch.image_sizes.to(device),
+                        shared.clip_index,  # on the host: checking its range reads nothing back from the device
+                    )
+                outputs.require_finite(f"the samples {batch.metadata} (amp {precision.effective})")
+                evaluator.update(outputs, batch)
 
     on_every_process(predict_shard, "evaluating its shard")
     metrics = evaluator.summarize()
