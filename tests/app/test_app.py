@@ -188,13 +188,40 @@ def test_frames_from_zip_and_folder_give_the_masks_of_the_frames(
         assert np.array_equal(got, reference.numpy())
 
 
+def sentence_masks(result) -> np.ndarray:
+    """``[2, T, H, W]`` bool: the zipped masks of the two sentences, frames in name order."""
+    masks = zipped_masks(result.masks_zip)
+    return np.stack([[masks[name] == 255 for name in sorted(masks) if name.startswith(f"{i}_")] for i in range(2)])
+
+
 def test_controls_change_the_threshold(segmenter: Segmenter, tiny_eval_model: WaveCL, frames: np.ndarray) -> None:
     video = segmenter.workspace.root / "clip.mp4"
     write_video(video, list(frames), fps=8)
     result = segmenter.segment(str(video), None, "\n".join(SENTENCES), window=4, short_size=40, threshold=0.3)
-    masks = zipped_masks(result.masks_zip)
-    got = np.stack([[masks[name] == 255 for name in sorted(masks) if name.startswith(f"{i}_")] for i in range(2)])
-    assert np.array_equal(got, reference_masks(tiny_eval_model, video, threshold=0.3).numpy())
+    assert np.array_equal(sentence_masks(result), reference_masks(tiny_eval_model, video, threshold=0.3).numpy())
+
+
+def test_controls_change_the_window_and_the_resize(
+    segmenter: Segmenter, tiny_eval_model: WaveCL, frames: np.ndarray
+) -> None:
+    """A window of 2 frames (the configured overlap of 1 still fits) at a short side of 32 px, the long side
+    capped at 51 px: the configured cap (64) in proportion to the configured short side (40)."""
+    video = segmenter.workspace.root / "clip.mp4"
+    write_video(video, list(frames), fps=8)
+    result = segmenter.segment(str(video), None, "\n".join(SENTENCES), window=2, short_size=32, threshold=0.5)
+    predictor = VideoPredictor(tiny_eval_model, short_size=32, max_size=51, window=2, overlap=1, progress=False)
+    expected = predictor(video, SENTENCES).numpy()
+    assert np.array_equal(sentence_masks(result), expected)
+    assert not np.array_equal(expected, reference_masks(tiny_eval_model, video).numpy())  # the controls matter
+
+
+@pytest.mark.parametrize(("window", "short_size", "threshold"), [(0, 40, 0.5), (4, 0, 0.5), (4, 40, 1.5)])
+def test_controls_out_of_range_are_explained(
+    segmenter: Segmenter, window: int, short_size: int, threshold: float
+) -> None:
+    message = rf"Window \({window}\) and resize \({short_size}\) must be positive and the threshold \({threshold}\)"
+    with pytest.raises(InputError, match=message):
+        segmenter.segment(None, None, "a sentence", window=window, short_size=short_size, threshold=threshold)
 
 
 # ----------------------------------------------------------------------------------------- bad input

@@ -49,7 +49,7 @@ def test_a2d_ground_truth(tmp_path: Path) -> None:
     assert [image["id"] for image in document["images"]] == image_ids
     dataset = A2DSentences(fixture.root, "test", transform=ClipTransform(False, 32, None), cache_dir=tmp_path)
     assert [s.image_id for s in dataset.samples] == image_ids  # predictions join on these ids
-    for number, (sample, annotation) in enumerate(zip(expected, document["annotations"]), start=1):
+    for number, (sample, annotation) in enumerate(zip(expected, document["annotations"], strict=True), start=1):
         mask = fixture.masks[sample.video_id, sample.frame][sample.instance_id]
         np.testing.assert_array_equal(mask_utils.decode(annotation["segmentation"]), mask)
         x1, y1, x2, y2 = mask_box_xyxy(mask)
@@ -65,7 +65,7 @@ def test_jhmdb_ground_truth(tmp_path: Path) -> None:
     document = build_jhmdb_coco_gt(fixture.root, out, samples_metadata=fixture.samples_metadata)
     expected = [(video, frame) for video, frames in fixture.metadata_frames.items() for frame in frames]
     assert [image["id"] for image in document["images"]] == [f"v_{v}_f_{f}" for v, f in expected]
-    for (video, frame), annotation in zip(expected, document["annotations"]):
+    for (video, frame), annotation in zip(expected, document["annotations"], strict=True):
         expected_mask = fixture.videos[video].masks[frame - 1]
         np.testing.assert_array_equal(mask_utils.decode(annotation["segmentation"]), expected_mask)
         assert "bbox" not in annotation

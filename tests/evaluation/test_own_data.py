@@ -123,11 +123,14 @@ def test_evaluation_of_a_model_on_own_data_reports_j_and_f(own_data, tmp_path):
     )
     evaluation, metrics = evaluate_constant(config, tmp_path / "eval", 10.0)
     ground_truth = YTVOSGroundTruth(own_data)
-    expected = [
-        naive_j(ground_truth.masks(e.video_id, e.exp_id), np.ones((5, *SIZE), bool)) for e in ground_truth.expressions
-    ]
+    everywhere = np.ones((5, *SIZE), bool)
+    truths = [ground_truth.masks(e.video_id, e.exp_id) for e in ground_truth.expressions]
+    expected = [naive_j(truth, everywhere) for truth in truths]
+    expected_f = [float(np.mean(db_eval_boundary(truth, everywhere))) for truth in truths]
     assert evaluation.primary_metric == "J&F"
     assert metrics["J"] == pytest.approx(np.mean(expected))
+    assert metrics["F"] == pytest.approx(np.mean(expected_f))
+    assert metrics["J&F"] == pytest.approx((np.mean(expected) + np.mean(expected_f)) / 2)
     assert metrics["expressions"] == len(expected) and metrics["missing_masks"] == 0
     assert (tmp_path / "eval" / "per_expression.csv").is_file()
     assert not (tmp_path / "eval" / "submission.zip").exists()
