@@ -23,8 +23,8 @@ Rows (``ROWS``): ``train-bf16``, ``train-fp16``, ``train-text`` (text encoder tr
 ``evaluate``, ``predict`` and ``ddp`` (two processes under ``torchrun``, always the tiny network: NCCL
 with one GPU each where two GPUs exist, else gloo over the CUDA tensors of the one GPU, gloo on the CPU).
 
-Columns: ``runs in`` is the precision that really ran (the run's precision policy: float32 on the CPU
-whatever ``--amp`` asks, float16 with loss scaling where bfloat16 is not native); ``clips/s`` counts
+Columns: ``runs in`` is the precision that really ran (the run's precision policy, :mod:`wavecl.amp`: bfloat16
+where it is native, else float16 with loss scaling on a GPU and float32 on the CPU); ``clips/s`` counts
 (sentence, clip) pairs: a training sample, an evaluated window of one expression, a predicted window of
 one sentence; ``frames/s`` their frames; ``peak GiB`` is ``torch.cuda.max_memory_allocated`` of the
 timed part (weights included) on CUDA, the process's resident-set peak on the CPU. Timed steps follow

@@ -52,7 +52,7 @@ OUT_DIR="$(cd "$OUT_DIR" && pwd)"
 rm -rf "$OUT_DIR/data" "$OUT_DIR/runs" "$OUT_DIR/cli_evaluate" "$OUT_DIR/cli_predict" "$OUT_DIR"/logs/*.log
 rm -f "$OUT_DIR/rows.jsonl" "$OUT_DIR/probe.json" "$OUT_DIR/table.txt" "$OUT_DIR/summary.txt" "$OUT_DIR/env.json"
 
-AMP=bf16  # asked of every step but the fp16 ones; rows report the precision that really ran (float32 on the CPU)
+AMP=bf16  # asked of every step but the fp16 ones; rows report the precision that really ran (wavecl/amp.py's rule)
 
 CLI_DATA="$OUT_DIR/data/cli"
 CLI_RUNS="$OUT_DIR/runs/cli"
