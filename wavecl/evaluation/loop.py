@@ -102,7 +102,7 @@ def run_evaluation(
 
     Only the distinct clips of a batch and its sentences go to the device (pinning the whole batch would
     be wasted: the clips are selected into a new tensor); the evaluator receives the batch as the
-    loader produced it (on the host), so nothing is copied back. When the loop fails on one rank,
+    loader collated it (on the host), so nothing is copied back. When the loop fails on one rank,
     every rank raises once its own shard is done, with that rank's message.
 
     Args:
