@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -104,15 +105,17 @@ def workspace(tmp_path_factory) -> Path:
 
 
 def test_scripts_refuse_an_interpreter_without_wavecl_by_name(tmp_path):
-    """Before, the scripts ran whatever ``python`` came first on PATH, without a word."""
+    """Before, the scripts ran whatever ``python`` came first on PATH, without a word. The scripts run from a
+    copy, so that a ``.venv`` in the checkout (which they would take before ``python3``) plays no part."""
     other = tmp_path / "bin" / "python3"
     other.parent.mkdir()
     other.write_text("#!/bin/sh\necho 'ModuleNotFoundError: No module named torch' >&2\nexit 1\n")
     other.chmod(0o755)
+    scripts = shutil.copytree(REPO / "scripts", tmp_path / "checkout" / "scripts")
     environment = {k: v for k, v in os.environ.items() if k not in ("PYTHON", "VIRTUAL_ENV")}
     environment["PATH"] = f"{other.parent}:{environment['PATH']}"
     result = subprocess.run(
-        ["bash", str(REPO / "scripts" / "eval_a2d.sh")], cwd=tmp_path, env=environment, capture_output=True, text=True
+        ["bash", str(scripts / "eval_a2d.sh")], cwd=tmp_path, env=environment, capture_output=True, text=True
     )
     assert result.returncode == 1
     assert f"the interpreter 'python3' ({other}) has no wavecl installation" in result.stderr
