@@ -21,7 +21,7 @@ from wavecl.data.types import ClipSample, FrameTarget
 from wavecl.data.ytvos import RefYouTubeVOS
 from wavecl.distributed import DistInfo
 from wavecl.evaluation.loop import run_evaluation
-from wavecl.evaluation.sharing import SharedClipBatchSampler, VisualFeatureCache, clip_keys, group_by_clip
+from wavecl.evaluation.sharing import SharedClipBatchSampler, VisualFeatureCache, clip_keys, group_by_key
 from wavecl.model.linear import Bfloat16Weights, onednn_available
 from wavecl.model.wavecl import WaveCL
 from wavecl.testing.a2d import write_a2d_fixture
@@ -93,7 +93,7 @@ def test_sampler_without_shared_clips_is_plain_sharding():
         batches = list(SharedClipBatchSampler(keys, rank, 3, batch_size=2, sentences_per_pass=4))
         mine = list(range(rank, 11, 3))
         assert batches == [mine[i : i + 2] for i in range(0, len(mine), 2)]
-    assert group_by_clip(["x", "y", "x"]) == [[0, 2], [1]]
+    assert group_by_key(["x", "y", "x"]) == [[0, 2], [1]]
     with pytest.raises(ValueError, match="must be positive"):
         SharedClipBatchSampler(keys, 0, 1, batch_size=0)
 

@@ -8,6 +8,7 @@ chunk, whose masks are merged) stay on one rank, in consecutive batches, so no r
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Sized
 from typing import Protocol, cast
 
@@ -19,7 +20,7 @@ from wavecl.amp import PrecisionPolicy, decide_precision
 from wavecl.data.collate import collate_clips
 from wavecl.data.types import Batch, ClipSample
 from wavecl.distributed import DistInfo, on_every_process
-from wavecl.evaluation.sharing import SharedClipBatchSampler, VisualFeatureCache, clip_keys
+from wavecl.evaluation.sharing import SharedClipBatchSampler, VisualFeatureCache, clip_keys, group_by_key
 from wavecl.model.features import VisualFeatures
 from wavecl.model.linear import Bfloat16Weights
 from wavecl.model.output import WaveCLOutput
@@ -74,10 +75,8 @@ def collate_by_length(samples: list[ClipSample]) -> list[Batch]:
     bottom and right with the pad mask, as in training and in the reference's batched evaluation (RefCOCO,
     ``eval_batch_size: 8``).
     """
-    groups: dict[int, list[ClipSample]] = {}
-    for sample in samples:
-        groups.setdefault(sample.frames.shape[0], []).append(sample)
-    return [collate_clips(group) for group in groups.values()]
+    lengths = [sample.frames.shape[0] for sample in samples]
+    return [collate_clips([samples[index] for index in group]) for group in group_by_key(lengths)]
 
 
 @torch.inference_mode()
@@ -139,21 +138,21 @@ def run_evaluation(
         return model.encode_video(frames.to(device), pad_mask.to(device), valid_indices)
 
     def predict_shard() -> None:
-        for batches in progress_bar(loader, desc="evaluate", disable=not dist.is_main):
-            for batch in batches:
-                shared = batch.shared_clips()
-                with precision.autocast(), weights:
-                    visual = cache.get(
-                        encode, batch.frames[:, shared.clips], batch.pad_mask[:, shared.clips], shared.valid_indices
-                    )
-                    outputs = model.segment(
-                        visual,
-                        model.encode_sentences(batch.texts, device),
-                        batch.image_sizes.to(device),
-                        shared.clip_index,  # on the host: checking its range reads nothing back from the device
-                    )
-                outputs.require_finite(f"the samples {batch.metadata} (amp {precision.effective})")
-                evaluator.update(outputs, batch)
+        batches = itertools.chain.from_iterable(progress_bar(loader, desc="evaluate", disable=not dist.is_main))
+        for batch in batches:
+            shared = batch.shared_clips()
+            with precision.autocast(), weights:
+                visual = cache.get(
+                    encode, batch.frames[:, shared.clips], batch.pad_mask[:, shared.clips], shared.valid_indices
+                )
+                outputs = model.segment(
+                    visual,
+                    model.encode_sentences(batch.texts, device),
+                    batch.image_sizes.to(device),
+                    shared.clip_index,  # on the host: checking its range reads nothing back from the device
+                )
+            outputs.require_finite(f"the samples {batch.metadata} (amp {precision.effective})")
+            evaluator.update(outputs, batch)
 
     on_every_process(predict_shard, "evaluating its shard")
     metrics = evaluator.summarize()

@@ -11,7 +11,7 @@ decided on their values (:meth:`wavecl.data.types.Batch.shared_clips`), never on
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterator, Sized
+from collections.abc import Hashable, Iterator, Sequence, Sized
 from dataclasses import dataclass
 from typing import cast
 
@@ -33,7 +33,7 @@ def clip_keys(dataset: Dataset) -> list[Hashable]:
     return [("sample", index) for index in range(size)]
 
 
-def group_by_clip(keys: list[Hashable]) -> list[list[int]]:
+def group_by_key(keys: Sequence[Hashable]) -> list[list[int]]:
     """Indices grouped by equal key, groups in order of first appearance, indices in order."""
     groups: dict[Hashable, list[int]] = {}
     for index, key in enumerate(keys):
@@ -58,7 +58,7 @@ def deal_groups(groups: list[list[int]], rank: int, world_size: int) -> list[lis
 class SharedClipBatchSampler(Sampler[list[int]]):
     """This rank's evaluation batches, the samples of one clip kept together.
 
-    Groups of samples with one clip (:func:`group_by_clip`) are dealt whole to the ranks
+    Groups of samples with one clip (:func:`group_by_key` of the clip keys) are dealt whole to the ranks
     (:func:`deal_groups`: no sample on two ranks, none left out, samples balanced) and visited one
     after another. A batch holds at most ``batch_size`` distinct clips and at most
     ``max(batch_size, sentences_per_pass)`` sentences; a group with more sentences than that fills
@@ -81,7 +81,7 @@ class SharedClipBatchSampler(Sampler[list[int]]):
             raise ValueError(
                 f"batch_size and sentences_per_pass must be positive, got {batch_size} and {sentences_per_pass}"
             )
-        groups = deal_groups(group_by_clip(keys), rank, world_size)
+        groups = deal_groups(group_by_key(keys), rank, world_size)
         capacity = max(batch_size, sentences_per_pass)
         self.batches: list[list[int]] = []
         current: list[int] = []
