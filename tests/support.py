@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from unittest import mock
 
@@ -11,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import wavecl.model.deformable as deformable
 from wavecl.checkpoint import read_state_dict
@@ -288,3 +290,40 @@ def predictions(output) -> dict[str, torch.Tensor]:
         for name in ("pred_masks", "pred_cls", "pred_boxes"):
             tensors[f"{index}.{name}"] = getattr(layer, name)
     return tensors
+
+
+class OperandDtypes(TorchDispatchMode):
+    """Records the dtypes of chosen operands of chosen operators as the kernels receive them (after
+    autocast's casts), grouped under labels.
+
+    Args:
+        operands: ``{operator: (label, operand names)}``, operators named as ``func.overloadpacket.__name__``.
+        keep: ``keep(operator, named arguments)``: whether to record this call (all calls when ``None``).
+
+    Attributes:
+        seen: ``{label: [dtype, ...]}`` in call order.
+    """
+
+    def __init__(
+        self, operands: dict[str, tuple[str, tuple[str, ...]]], keep: Callable[[str, dict], bool] | None = None
+    ) -> None:
+        super().__init__()
+        self.operands, self.keep = operands, keep
+        self.seen: dict[str, list[torch.dtype]] = {label: [] for label, _ in operands.values()}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = func.overloadpacket.__name__
+        if name in self.operands:
+            named = {argument.name: value for argument, value in zip(func._schema.arguments, args)} | kwargs
+            if self.keep is None or self.keep(name, named):
+                label, operand_names = self.operands[name]
+                self.seen[label] += [named[operand].dtype for operand in operand_names]
+        return func(*args, **kwargs)
+
+
+def embedding_bag_operands(label: str) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """:class:`OperandDtypes`'s entries for the gathered table and the per-sample weights of ``embedding_bag``
+    (both of its operators: with and without autograd)."""
+    operators = ("_embedding_bag", "_embedding_bag_forward_only")
+    return {name: (label, ("weight", "per_sample_weights")) for name in operators}

@@ -7,8 +7,8 @@ from unittest import mock
 
 import pytest
 import torch
+from support import OperandDtypes, embedding_bag_operands
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from wavecl.model import deformable
 from wavecl.model.deformable import (
@@ -181,22 +181,6 @@ def test_ms_deform_attn_reads_zeros_at_non_finite_and_far_locations():
     torch.testing.assert_close(actual, naive_ms_deform_attn(value, shapes, outside, weights), rtol=1e-10, atol=1e-10)
 
 
-class SamplingDtypes(TorchDispatchMode):
-    """Records the dtypes of the operands of the sampling operators (``grid_sampler_2d``, ``embedding_bag``)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.seen: list[torch.dtype] = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        named = {argument.name: value for argument, value in zip(func._schema.arguments, args)} | kwargs
-        operands = {"grid_sampler_2d": ("input", "grid"), "_embedding_bag": ("weight", "per_sample_weights")}
-        operands["_embedding_bag_forward_only"] = operands["_embedding_bag"]
-        self.seen += [named[operand].dtype for operand in operands.get(func.overloadpacket.__name__, ())]
-        return func(*args, **kwargs)
-
-
 @pytest.mark.parametrize("name", FORMULATIONS)
 def test_each_formulation_samples_in_the_locations_dtype_under_autocast(name):
     """A bf16 value is sampled at float32 locations in float32 (the coordinate precision is kept), even
@@ -204,12 +188,12 @@ def test_each_formulation_samples_in_the_locations_dtype_under_autocast(name):
     shapes, value, locations, weights = _msda_inputs()
     expected = naive_ms_deform_attn(value.bfloat16().double(), shapes, locations, weights)
     with_grad = name in DIFFERENTIABLE
-    recorder = SamplingDtypes()
+    recorder = OperandDtypes({**embedding_bag_operands("sampling"), "grid_sampler_2d": ("sampling", ("input", "grid"))})
     with torch.set_grad_enabled(with_grad), torch.autocast("cpu", dtype=torch.bfloat16), recorder:
         value = value.bfloat16().requires_grad_(with_grad)
         actual = FORMULATIONS[name](value, shapes, locations.float(), weights.float())
     assert actual.dtype == torch.float32
-    assert recorder.seen and set(recorder.seen) == {torch.float32}
+    assert recorder.seen["sampling"] and set(recorder.seen["sampling"]) == {torch.float32}
     torch.testing.assert_close(actual.double(), expected, rtol=1e-5, atol=1e-5)
 
 

@@ -14,8 +14,7 @@ import dataclasses
 
 import pytest
 import torch
-from support import assert_all_close, make_inputs, perturbed_model, run
-from torch.utils._python_dispatch import TorchDispatchMode
+from support import OperandDtypes, assert_all_close, embedding_bag_operands, make_inputs, perturbed_model, run
 from torchvision.models.video.swin_transformer import ShiftedWindowAttention3d
 
 import wavecl.model.deformable as deformable
@@ -88,26 +87,6 @@ def test_centre_frame_selection_equals_plain_computation(models):
     assert_all_close(fast_outputs, plain_outputs)
 
 
-class DtypeRecorder(TorchDispatchMode):
-    """Records the dtypes of the operands of the deformable sampling (the gather, the path the CPU takes; the
-    ``grid_sample`` path's are checked in ``test_deformable.py``) and of the dynamic mask head's convolutions."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.seen: dict[str, list[torch.dtype]] = {"embedding_bag": [], "dynamic_conv": []}
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        named = {argument.name: value for argument, value in zip(func._schema.arguments, args)} | kwargs
-        name = func.overloadpacket.__name__
-        if name in ("_embedding_bag", "_embedding_bag_forward_only"):
-            self.seen["embedding_bag"] += [named["weight"].dtype, named["per_sample_weights"].dtype]
-        elif name == "convolution" and named["groups"] > 1 and named["weight"].shape[-2:] == (1, 1):
-            # the grouped 1x1 convs of the dynamic mask head (one group per instance)
-            self.seen["dynamic_conv"] += [named["input"].dtype, named["weight"].dtype]
-        return func(*args, **kwargs)
-
-
 @pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
 def test_coordinates_stay_float32_under_bf16_autocast(train):
     """Reference points, sampling locations and samples, the mask head's coordinates: float32 under CPU bf16
@@ -122,7 +101,13 @@ def test_coordinates_stay_float32_under_bf16_autocast(train):
     model.transformer.register_forward_hook(lambda m, i, o: decoded.__setitem__("out", o))
     value_proj = model.transformer.encoder.layers[0].self_attn.value_proj
     value_proj.register_forward_hook(lambda m, i, o: decoded.__setitem__("value", o))
-    recorder = DtypeRecorder()
+
+    def dynamic_conv(name: str, named: dict) -> bool:  # the mask head's grouped 1x1 convs, one group per instance
+        return name != "convolution" or (named["groups"] > 1 and named["weight"].shape[-2:] == (1, 1))
+
+    # the deformable sampling (the gather, which the CPU runs) and the dynamic mask head's convolutions
+    operands = {**embedding_bag_operands("embedding_bag"), "convolution": ("dynamic_conv", ("input", "weight"))}
+    recorder = OperandDtypes(operands, keep=dynamic_conv)
     with torch.autocast("cpu", dtype=torch.bfloat16), torch.set_grad_enabled(train), recorder:
         output = model(*make_inputs(3, 2, dtype=torch.float32))
     assert decoded["value"].dtype == torch.bfloat16  # autocast is really on
