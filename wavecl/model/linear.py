@@ -144,6 +144,10 @@ class Bfloat16Weights:
         return kept[1]
 
 
+def _to_bfloat16(tensor: Tensor) -> Tensor:
+    return tensor.to(torch.bfloat16)
+
+
 def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None, relu: bool = False) -> Tensor:
     """``F.linear(input, weight, bias)``, then a ReLU if ``relu``; through oneDNN where :func:`onednn_dtype` says
     (in bfloat16 with an entered :class:`Bfloat16Weights` store's copies).
@@ -173,7 +177,7 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None, relu: bool
     else:
         if dtype == torch.bfloat16:
             stores = _ENTERED_STORES.get()
-            cast = stores[-1].copy if stores else functools.partial(Tensor.to, dtype=torch.bfloat16)
+            cast = stores[-1].copy if stores else _to_bfloat16
             flat, weight, bias = flat.to(torch.bfloat16), cast(weight), None if bias is None else cast(bias)
         output = torch.ops.mkldnn._linear_pointwise(flat, weight, bias, "relu" if relu else "none", [], "")
     return output.view(*input.shape[:-1], weight.shape[0])
